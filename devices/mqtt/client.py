@@ -90,7 +90,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -891,6 +891,8 @@ class MqttSource:
         # fast clock gave, how far ahead of the receive time that clock was at the step) (``_stepped_back``,
         # ``_out_of_order``)
         self._steps: dict[str, tuple[float, int, float, float]] = {}
+        # (message, tag, the newest time of the tag in it not ahead of the receive time): ``_newest``'s last answer
+        self._newest_seen: tuple[Any, str, float] | None = None
         self._max_bytes = settings.max_message_bytes
         # a persistent session's QoS 1 messages that the broker sends again after a reconnect (DUP)
         self._redelivered = (
@@ -2219,7 +2221,11 @@ class MqttSource:
                 out.append(Reading(name, tag, v, ts, received_at, Quality.GOOD, rate))
                 continue
             last = last_ts.get(tag)
-            if last is not None and (ts < last or steps) and self._out_of_order(tag, ts, last, received_at):
+            if (
+                last is not None
+                and (ts < last or steps)
+                and self._out_of_order(tag, ts, last, received_at, triples, prefix)
+            ):
                 if not self._keep_out_of_order:
                     continue
             else:
@@ -2261,16 +2267,25 @@ class MqttSource:
             "their times",
         )
 
-    def _out_of_order(self, tag: str, ts: float, last: float, received_at: float) -> bool:
+    def _out_of_order(
+        self,
+        tag: str,
+        ts: float,
+        last: float,
+        received_at: float,
+        message: Sequence[Any],
+        prefix: str | None = None,
+    ) -> bool:
         """Whether a reading of ``tag`` stamped ``ts`` (its last: ``last``) is dropped as ``out_of_order``, said:
         older than the last and no clock step (``_stepped_back``); or, while a step of the tag is held, stamped by
         the fast clock from before the step (over half its lead at the step ahead of the receive time, over
         ``CLOCK_STEP_S`` at least) at or before a time of it already passed: a message re-sent from before
         the step (its client's in-flight one at a reconnect), which came "in order" after the step and was passed a
         second time, moving the tag ahead again. A fast reading newer than those (the rest of a batch sent across the
-        step) is passed, as before."""
+        step) is passed, as before. ``message``: the readings of its message (``prefix``: as (name, value, time,
+        ...) tuples, each tag ``prefix`` + name; None: ``Reading``s), for ``_stepped_back``."""
         if ts < last:
-            if self._stepped_back(tag, ts, last, received_at):
+            if self._stepped_back(tag, ts, last, received_at, message, prefix):
                 return False
             self._error("out_of_order", f"tag {shown_topic(tag)}: timestamp {ts} is older than {last}")
             return True
@@ -2295,21 +2310,25 @@ class MqttSource:
         )
         return True
 
-    def _stepped_back(self, tag: str, ts: float, last: float, received_at: float) -> bool:
+    def _stepped_back(
+        self, tag: str, ts: float, last: float, received_at: float, message: Sequence[Any], prefix: str | None
+    ) -> bool:
         """Whether a reading of ``tag`` older than its last one (``last``) is its device's clock set back from fast
         (NTP stepping a clock that ran fast, a clock synced after boot): the tag's last time is still more than
         ``CLOCK_STEP_S`` ahead of this gateway's clock (within ``max_clock_skew_s``, so it was taken) and this one
-        is not, nor more than ``CLOCK_STEP_NEAR_S`` behind it; at most ``CLOCK_STEPS_HELD`` times per tag in
+        is not, nor more than ``CLOCK_STEP_NEAR_S`` behind it, or the newest reading of the tag in its message
+        (``message``, ``prefix``: ``_out_of_order``) not ahead of it is not (a batching device's first batch after
+        the step: its part older than CLOCK_STEP_NEAR_S was dropped); at most ``CLOCK_STEPS_HELD`` times per tag in
         ``CLOCK_STEP_HOLD_S`` (a QoS 1 message re-sent late, two devices on one topic, a buffer sent between live
         values: each went back in time, the tag's times flipping at every one; twice, as the fast clock's readings
         from before the step may come after it once: a batch sent across it). Taken, said once
         per burst (``device_clock_stepped``): the tag's order starts again from it, where its readings were dropped
         as out of order until the device's clock caught up with the times it gave when fast (200 s of a sensor's
         readings for a clock 200 s fast). With the clock checks off (``max_clock_skew_s`` 0) never."""
-        if (
-            not self._clock_checked
-            or last <= received_at + CLOCK_STEP_S
-            or not received_at - CLOCK_STEP_NEAR_S <= ts <= received_at + CLOCK_STEP_S
+        if not self._clock_checked or last <= received_at + CLOCK_STEP_S or ts > received_at + CLOCK_STEP_S:
+            return False
+        if ts < received_at - CLOCK_STEP_NEAR_S and self._newest(tag, received_at, message, prefix) < (
+            received_at - CLOCK_STEP_NEAR_S
         ):
             return False
         # a step back again soon after one: two devices (clocks) on one topic, or a buffer's values sent between
@@ -2335,6 +2354,23 @@ class MqttSource:
         )
         return True
 
+    def _newest(self, tag: str, received_at: float, message: Sequence[Any], prefix: str | None) -> float:
+        """The newest time of ``tag`` in ``message`` (``_out_of_order``) not ahead of ``received_at`` by over
+        ``CLOCK_STEP_S`` (a batch sent across a step holds the fast clock's too); -inf: none. A scan of the
+        message, its answer kept for the message's next older reading of the tag (a buffer of old readings, each
+        dropped, scanned it once, not once each)."""
+        seen = self._newest_seen
+        if seen is not None and seen[0] is message and seen[1] == tag:
+            return seen[2]
+        bound = received_at + CLOCK_STEP_S
+        if prefix is None:
+            stamps = (r.timestamp for r in message if r.tag == tag)
+        else:
+            stamps = (x[2] for x in message if prefix + x[0] == tag)
+        newest = max((t for t in stamps if t <= bound), default=-math.inf)
+        self._newest_seen = (message, tag, newest)
+        return newest
+
     def _record_readings(self, prefix: str, tuples, received_at: float) -> list[Reading]:
         """Readings of a records message, in its order: each record brings its own quality (a BAD or
         UNCERTAIN value is passed on as such, as an OPC UA source passes a node's status); a gateway's
@@ -2359,7 +2395,11 @@ class MqttSource:
                 out.append(Reading(name, tag, v, ts, received_at, QUALITY_BY_NAME[q], rate, why))
                 continue
             last = last_ts.get(tag)
-            if last is not None and (ts < last or steps) and self._out_of_order(tag, ts, last, received_at):
+            if (
+                last is not None
+                and (ts < last or steps)
+                and self._out_of_order(tag, ts, last, received_at, tuples, prefix)
+            ):
                 if not self._keep_out_of_order:
                     continue
             else:
@@ -2400,7 +2440,7 @@ class MqttSource:
                 last is not None
                 and r.quality is Quality.GOOD
                 and (r.timestamp < last or steps)
-                and self._out_of_order(r.tag, r.timestamp, last, r.received_at)
+                and self._out_of_order(r.tag, r.timestamp, last, r.received_at, readings)
             ):
                 if not keep:
                     continue

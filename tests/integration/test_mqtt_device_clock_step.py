@@ -68,6 +68,10 @@ async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one
         # a buffer's value of 2 min ago sent after a live one: no step (its clock is not set right: it is old)
         ("j/old", json.dumps({"ts": fast, "v": 1})),
         ("j/old", json.dumps({"ts": now - 120, "v": 2})),
+        # a device batching a minute a message: its first batch after the step is taken whole, its newest reading
+        # near the receive time (its readings over 30 s old were dropped as out of order)
+        ("rec/b", json.dumps({"values": [{"id": "w", "v": 1, "t": fast}]})),
+        ("rec/b", json.dumps({"values": [{"id": "w", "v": i, "t": right - 60 + 30 * i} for i in range(3)]})),
         ("j/end", json.dumps({"ts": right + 2, "end": 1})),
     ]
     got, src = await read_published(mosquitto.port, subs, messages, "j/end/end")
@@ -88,7 +92,8 @@ async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one
         "rec/s/w": [(1, fast), (3, right), (2, fast + 5), (4, right + 1), (5, right + 2)],
         "j/ahead/v": [(1, fast), (2, now + 1), (3, now + 2.5)],
         "j/old/v": [(1, fast)],  # before this bound: 2 as well, the tag's current value 2 min old
+        "rec/b/w": [(1, fast), (0, right - 60), (1, right - 30), (2, right)],
         "j/end/end": [(1, right + 2)],
     }, by_tag
     assert src.stats.errors_by_reason.get("out_of_order") == 4
-    assert src.notices.counts.get("device_clock_stepped") == 8
+    assert src.notices.counts.get("device_clock_stepped") == 9
