@@ -292,15 +292,7 @@ class Console:
                     if u.path == "/api/agents":
                         return self._json(t, lambda: outer.agents(t))
                     if u.path == "/api/deployments":  # the typed Deployment's documents (kind model | config)
-                        from cloud_trainer.fleet.deployment import Deployment
-
-                        return self._json(
-                            t,
-                            lambda: [
-                                Deployment.from_doc(d).doc()
-                                for d in (outer.srv.control.list(tenant=t) if outer.srv.control else [])
-                            ],
-                        )
+                        return self._json(t, lambda: outer.deployments(t))
                     if u.path == "/api/models":
                         return self._json(t, lambda: outer.models(t))
                     if u.path == "/api/quotas":  # per-agent limits, usage and refusals (RESOURCE_EXHAUSTED)
@@ -520,13 +512,19 @@ class Console:
 
     def agents(self, tenant: str = "default") -> list[dict]:
         """The tenant's agents with their ingest counts and gaps: the newest ``GAPS_SHOWN`` of an agent's gaps, and
-        how many older ones were left out (``gaps_left_out``)."""
+        how many older ones were left out (``gaps_left_out``); a slot running a withdrawn version carries the
+        withdrawal's reason (``withdrawn``)."""
         from cloud_trainer.fleet import store as fleet_store
 
         st = self.srv.store
         quotas = getattr(self.srv, "quotas", None)
+        withdrawn = self.withdrawals(tenant)
         out = []
         for a in st.agents(tenant=tenant):
+            a["slots"] = [
+                {**s, "withdrawn": why} if (why := withdrawn(s.get("package"), s.get("version"))) else s
+                for s in a.get("slots") or []
+            ]
             gaps = st.gaps(a["id"], tenant=tenant)
             ingest = st.stats(a["id"], tenant=tenant)
             out.append(
@@ -586,6 +584,41 @@ class Console:
         out = self.srv.quotas.snapshot(tenant) if hasattr(self.srv, "quotas") else {}
         if (fleet := getattr(self.srv, "fleet", None)) is not None and hasattr(fleet, "store_writing"):
             out["store_writing"] = fleet.store_writing(tenant)
+        return out
+
+    def withdrawals(self, tenant: str) -> Callable[[Any, Any], str | None]:
+        """``(package, version)`` -> the reason that version of the tenant's was withdrawn, or None (not withdrawn,
+        or its index unreadable: ``models`` says so); each package's index read once per answer. A withdrawal
+        stops new downloads only: gateways that run the version keep it, and the console shows which."""
+        from cloud_trainer.registry import valid_package_name
+
+        reg = self.srv.registry.for_tenant(tenant) if getattr(self.srv, "registry", None) else None
+        read: dict[str, dict[str, str]] = {}
+
+        def why(package: Any, version: Any) -> str | None:
+            if reg is None or not isinstance(package, str) or not valid_package_name(package):
+                return None
+            if package not in read:
+                try:
+                    read[package] = reg.withdrawals(package)
+                except (OSError, ValueError):
+                    read[package] = {}
+            return read[package].get(str(version))
+
+        return why
+
+    def deployments(self, tenant: str) -> list[dict]:
+        """The tenant's deployments (the typed ``Deployment``'s documents, kind model | config); a model rollout of a
+        withdrawn version carries the withdrawal's reason (``withdrawn``): its agents kept on it are not healthy."""
+        from cloud_trainer.fleet.deployment import Deployment
+
+        withdrawn = self.withdrawals(tenant)
+        out = []
+        for d in self.srv.control.list(tenant=tenant) if self.srv.control else []:
+            doc = Deployment.from_doc(d).doc()
+            if doc.get("kind") != "config" and (why := withdrawn(doc.get("package"), doc.get("version"))):
+                doc["withdrawn"] = why
+            out.append(doc)
         return out
 
     def models(self, tenant: str = "default") -> list[dict]:

@@ -1623,7 +1623,9 @@ class FleetServicer(rpc.FleetServicer):
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"no deployment {request.deployment_id[:64]!r} for this agent",
                 )
-            if known == KEPT_LATE:  # made before a step taken: the agent is told, as for a late heartbeat
+            # made before a step taken: the agent is told, as for a late heartbeat (but while its runs alternate: a
+            # late clone's step drew a new run, the fleet's view flipping once a step, ``_tell_late``)
+            if known == KEPT_LATE and self._tell_late((who.tenant, who.name)):
                 context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
         return pb.ReportReply()
 

@@ -217,3 +217,35 @@ async def test_a_package_index_that_cannot_be_read_is_left_out_of_the_tenants_mo
         ("part-inspection", "1.0.0", None),
     ]
     assert json.loads(body)[0]["files"] == [] and "report.json" in json.loads(body)[1]["files"]
+
+
+async def test_a_withdrawn_version_and_the_agents_kept_on_it_are_marked_with_the_reason(fleet):
+    """A withdrawal stops downloads only: the gateways that run the version keep it. The console showed nothing of
+    it (agents and a halted rollout's kept targets green): /api/agents marks each slot running a withdrawn version,
+    /api/deployments a model rollout of one, both with the withdrawal's reason (the page shows them amber/red)."""
+    consoles, tmp = fleet
+    srv = consoles["default"].srv
+    entry = srv.registry.get("part-inspection", "1.4.0+build.7")
+    slot = {
+        "slot": "vision",
+        "package": "part-inspection",
+        "version": entry["version"],
+        "digest": entry["digest"],
+    }
+    srv.store.heartbeat("gw1", {"site": "plant"}, [{**slot, "status": "active"}], {}, 0)
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": entry["version"], "slot": "vision", "agents": ["gw1"]}
+    )
+    srv.registry.withdraw("part-inspection", entry["version"], "false rejects at night")
+    _, body = await asyncio.to_thread(_get, consoles["default"], "/api/agents?after")
+    assert [s.get("withdrawn") for s in json.loads(body)[0]["slots"]] == [
+        "false rejects at night"
+    ]  # was: [None]
+    _, body = await asyncio.to_thread(_get, consoles["default"], "/api/deployments?after")
+    [d] = json.loads(body)
+    assert (d["id"], d.get("withdrawn")) == (dep["id"], "false rejects at night")
+    [m] = json.loads((await asyncio.to_thread(_get, consoles["default"], "/api/models?after"))[1])
+    assert (m["status"], m["withdrawn_reason"]) == ("withdrawn", "false rejects at night")
+    # another tenant's console: its own package of the same name is not withdrawn
+    _, body = await asyncio.to_thread(_get, consoles["acme"], "/api/deployments?after")
+    assert json.loads(body) == []

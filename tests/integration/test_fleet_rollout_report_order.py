@@ -819,6 +819,17 @@ async def test_two_live_gateways_of_one_identity_are_counted_named_and_their_vie
         assert len(set(shown)) == 1, shown  # was: flipping between 1.0.0 and 1.1.0
         # the late clone on a Connect stream (``stream: true``): its report is dropped, the stream is not ended
         late, version = (a, "1.0.0") if shown[-1] == "1.1.0" else (b, "1.1.0")
+        # a rollout's steps: the late clone's, made under its run, is kept late, the clone not told (a new run
+        # each step flipped the view once a step)
+        dep = srv.control.create(
+            {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+        )
+        for c in (b if late is a else a, late):
+            boot, seq = c.next_report()
+            call = c.stub.ReportDeployment(_healthy(dep["id"], "1.2.0", seq, boot), timeout=10)
+            await call
+        assert (REPORT_KEY, REPORT_LATE) not in tuple(await call.trailing_metadata())  # was: told late
+        assert late.next_report()[0] == boot and _runs(srv)[0] == shown[-1]
         out: asyncio.Queue = asyncio.Queue()
 
         async def requests():
