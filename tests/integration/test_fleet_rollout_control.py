@@ -910,3 +910,13 @@ def test_a_deployments_write_never_replaces_another_tenants_row_of_the_same_id(e
     assert [s["version"] for s in c.desired_state("gw1")[1]] == ["1.1.0"]
     c._put({**before, "state": "paused"})  # its own tenant's write still goes through
     assert c.get(d["id"])["state"] == "paused"
+
+
+def test_the_newest_run_of_an_agent_is_read_on_either_store(either_control):
+    """What a replica asks when the agent's row holds another run than the one it knows (two gateways of one
+    identity, each held by another replica): which run began last. Only read; a run not remembered is newest."""
+    c, _e = either_control
+    assert c.note_run("gw1", "runA", 1) and c.note_run("gw1", "runB", 1)
+    assert (c.newest_run("gw1", "runA"), c.newest_run("gw1", "runB")) == (False, True)
+    assert c.newest_run("gw1", "never-seen") and c.newest_run("gw1", "runA", tenant="beta")
+    assert sorted(r[0] for r in c._runs_of("default", "gw1")) == ["runA", "runB"]  # nothing written
