@@ -75,6 +75,21 @@ ENGINE_DOMAINS = ("ai.onnx", "ai.onnx.ml", "com.microsoft")
 MAX_OUTPUTS = 64
 
 
+_OPENVINO_IR = (
+    ": it is an OpenVINO IR (model.xml/.bin); a package carries the ONNX model, and build --openvino adds the IR "
+    "made from it: give the ONNX model the IR was converted from"
+)
+
+
+def _is_openvino_ir(path: Path, data: bytes | None) -> bool:
+    """Whether ``path`` is one file of an OpenVINO IR pair: its XML (``<net`` near the start), or a ``.bin`` beside
+    an ``.xml`` of its name. Given to ``build`` in place of an ONNX model, it was refused as a protobuf that breaks
+    the wire format, which named no fix."""
+    if path.suffix.lower() == ".bin":
+        return path.with_suffix(".xml").is_file()
+    return data is not None and b"<net " in data[:1024]
+
+
 def _graph_io(
     model_path: Path, data: bytes | None = None, where: str = ""
 ) -> tuple[dict[str, tuple[str, list]], dict[str, tuple[str, list]]]:
@@ -89,7 +104,8 @@ def _graph_io(
         ir, opsets = versions(data)
     except (OSError, ValueError) as exc:
         raise SpecMismatchError(
-            f"{where}{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})",
+            f"{where}{printable(model_path.name)}: not a readable ONNX model ({printable(exc)})"
+            + (_OPENVINO_IR if _is_openvino_ir(model_path, data) else ""),
             code="bad_model",
         ) from exc
     if outside:
