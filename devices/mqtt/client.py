@@ -888,9 +888,9 @@ class MqttSource:
         # CLOCK_BEHIND_S
         self._lags: dict[str, tuple[float, float, bool]] = {}
         # tag -> (receive time of its device's first clock step in CLOCK_STEP_HOLD_S, steps since, the newest time its
-        # fast clock gave, how far ahead of the receive time that clock was at the step) (``_stepped_back``,
-        # ``_out_of_order``)
-        self._steps: dict[str, tuple[float, int, float, float]] = {}
+        # fast clock gave, how far ahead of the receive time that clock was at the step, and the clock set right (0
+        # if behind: the most of its steps)) (``_stepped_back``, ``_out_of_order``)
+        self._steps: dict[str, tuple[float, int, float, float, float]] = {}
         # (message, tag, the newest time of the tag in it not ahead of the receive time): ``_newest``'s last answer
         self._newest_seen: tuple[Any, str, float] | None = None
         self._max_bytes = settings.max_message_bytes
@@ -2297,11 +2297,12 @@ class MqttSource:
             del self._steps[tag]
             return False
         # not the fast clock's: under half its lead at the step ahead (a clock set right that runs a second or two
-        # ahead of this gateway's is no re-send: its new readings were dropped)
-        if ts <= received_at + max(CLOCK_STEP_S, stepped[3] / 2):
+        # ahead of this gateway's is no re-send: its new readings were dropped), or under 2 CLOCK_STEP_S more ahead
+        # than the clock set right was at the step (a re-send over half the lead late was passed twice)
+        if ts <= received_at + min(max(CLOCK_STEP_S, stepped[3] / 2), stepped[4] + 2 * CLOCK_STEP_S):
             return False
         if ts > stepped[2]:  # newer than any the fast clock gave: passed, the fast times known up to it
-            self._steps[tag] = (stepped[0], stepped[1], ts, stepped[3])
+            self._steps[tag] = (stepped[0], stepped[1], ts, stepped[3], stepped[4])
             return False
         self._error(
             "out_of_order",
@@ -2335,7 +2336,7 @@ class MqttSource:
         # live ones; taken, each such reading went back in time, the tag's times flipping at every one
         stepped = self._steps.get(tag)
         if stepped is None or received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
-            self._steps[tag] = (received_at, 1, last, last - received_at)
+            self._steps[tag] = (received_at, 1, last, last - received_at, max(ts - received_at, 0.0))
         elif stepped[1] >= CLOCK_STEPS_HELD:
             return False
         else:
@@ -2344,6 +2345,7 @@ class MqttSource:
                 stepped[1] + 1,
                 max(stepped[2], last),
                 max(stepped[3], last - received_at),
+                max(stepped[4], ts - received_at),
             )
         self._notice(
             "device_clock_stepped",
