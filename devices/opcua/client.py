@@ -2885,7 +2885,14 @@ class _Handler:
                     and status.value & 0xFFFF0000 in _NODE_GONE
                 ):
                     src._targets_gone.add(node.nodeid)  # a download took it away: its namespace is checked
+                    src._targets_back.discard(node.nodeid)
+                    src._attrs_gone.setdefault(node.nodeid, set()).add(attr)
                     return
+                gone = src._attrs_gone.get(node.nodeid)
+                if gone and attr in gone:  # its item said the node served again: linked to it again
+                    gone.discard(attr)
+                    if not gone:
+                        src._targets_back.add(node.nodeid)
                 src._target_changed(node.nodeid, attr, val)
                 return
             dv = data.monitored_item.Value
@@ -3086,8 +3093,13 @@ class OpcUaSource:
         self._ns_array: list[str | None] = []  # and at this connect (None: an index without a URI)
         self._ns_seen: set[int] = set()  # pinned indexes this process saw hold their pinned URI
         self._ns_changed = False  # the namespace array changed within the session (``_namespaces_moved``)
-        # write targets the server said are gone within the session: the array is read before each write to one
+        # write targets the server said are gone within the session: the array is read before each write to one,
+        # until a check passes after its watch said it is served again (``_targets_back``)
         self._targets_gone: set[ua.NodeId] = set()
+        self._targets_back: set[ua.NodeId] = set()
+        self._attrs_gone: dict[
+            ua.NodeId, set[Any]
+        ] = {}  # a target's watched attributes said gone, not yet back
         # where the pins outlive the process (the agent's data folder): pinned at the first start, compared at
         # each later one; None: pinned at this process's first connect
         self.namespace_pins: NamespacePins | None = None
@@ -3424,6 +3436,8 @@ class OpcUaSource:
         self._lost.clear()
         self._ns_changed = False
         self._targets_gone.clear()
+        self._targets_back.clear()
+        self._attrs_gone.clear()
         self._clock, self._clock_moves, self._clock_moved_at = None, False, None
         self._clock_period_s = self._clock_sampling_s = 0.0
         self._clock_gaps.clear()
@@ -6053,6 +6067,9 @@ class OpcUaSource:
         node = await self._target_node(node_id, f"write to {node_id}")
         # said gone by its watched attributes, or by its tag's item (a target not watched: no room, or the watch off)
         gone = node.nodeid in self._targets_gone or node.nodeid in self._gone
+        back = (
+            node.nodeid in self._targets_back
+        )  # said served again before the check below: it reads after that
         if gone and await self._namespaces_moved(self._require_client("write")):
             # the node the download made again under its id may be another namespace's: not written
             raise OpcUaNotConnected(
@@ -6060,6 +6077,11 @@ class OpcUaSource:
                 f"download); the session is made again, its nodes resolved by their URIs; write to {node_id} not "
                 "done"
             )
+        if back and node.nodeid in self._targets_back:  # and no gone notice since
+            # its watch, linked to the node again, says the next download that takes it away (a reorder does: the
+            # id changes): the array is read once after each gone notice, not before every later write to it
+            self._targets_gone.discard(node.nodeid)
+            self._targets_back.discard(node.nodeid)
         name = ""
         lock = self._write_lock(node)
         try:

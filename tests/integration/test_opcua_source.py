@@ -1858,6 +1858,63 @@ async def test_a_write_to_a_tag_a_download_took_away_is_checked_for_a_reorder_wi
         await srv.stop()
 
 
+async def test_a_write_target_said_gone_and_served_again_has_the_namespace_array_read_once_not_at_each_write() -> (
+    None
+):
+    """After a write target's watch said it gone (a download), every later write to it read the namespace array
+    first, for the rest of the session: one round trip more a write, for hours. Once its watch says the node is
+    served again, one check passing is enough; a new gone notice has the array read again."""
+    from asyncua import ua
+
+    from tests.support.peers import opcua_server
+
+    port = free_port()
+    srv, plc, _ = await opcua_server(port, "plc", "urn:plc", "Line")
+    await srv.nodes.objects.add_variable(ua.NodeId("Speed", plc), "Speed", 1.0)
+    target = await srv.nodes.objects.add_variable(ua.NodeId("Set", plc), "Set", 0.0)
+    await target.set_writable()
+    await srv.start()
+    src = OpcUaSource(
+        "plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={plc};s=Speed"}])
+    )
+    set_ = f"ns={plc};s=Set"
+    src.expect_writes([(set_, 0.0)])
+    await src.start()
+    watch = srv.iserver.aspace[target.nodeid].attributes[ua.AttributeIds.DataType].datachange_callbacks
+
+    async def say(dv) -> None:  # the server's word on the target's DataType, to the source's watch
+        for handle, callback in list(watch.items()):
+            await callback(handle, dv)
+
+    try:
+        await until(lambda: src.targets_watched and watch, 5.0)
+        client = src._client
+        reads, read = [], client.get_namespace_array
+
+        def counted():
+            reads.append(1)
+            return read()
+
+        client.get_namespace_array = counted
+        await say(ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)))
+        await until(lambda: src._targets_gone, 5.0)
+        await src.write(set_, 1.0)  # gone, not yet back: checked
+        await say(ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.Double), ua.VariantType.NodeId)))
+        await until(lambda: src._targets_back, 5.0)
+        for v in (2.0, 3.0, 4.0):
+            await src.write(set_, v)
+        assert len(reads) == 2 and await target.read_value() == 4.0, reads  # was: 4, one a write
+        await say(
+            ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown))
+        )  # the next download
+        await until(lambda: src._targets_gone, 5.0)
+        await src.write(set_, 5.0)
+        assert len(reads) == 3
+    finally:
+        await src.stop()
+        await srv.stop()
+
+
 async def test_kept_namespaces_not_read_now_at_a_start_refuse_the_connect(tmp_path, monkeypatch) -> None:
     """The kept namespaces' file not read at the start (too many open files, an I/O error: made to fail here, no
     disk fault can be made): taken as none kept, the start after a reorder pinned the new order and read the other
