@@ -79,7 +79,8 @@ class Result:
     @property
     def age_ms(self) -> float:
         """The item's age at the verdict: ``finished_at`` minus ``captured_at``, in ms (a frame's capture
-        time is the gateway's clock; a window's is its last sample's, on the source's clock)."""
+        time is the gateway's clock; a window's is its last sample's, and a rule's its reading's, on the source's
+        clock, not when this gateway received it)."""
         return round((self.finished_at - self.captured_at) * 1000.0, 3)
 
     def to_json_dict(self) -> dict[str, Any]:
