@@ -30,6 +30,32 @@ class CameraKind(enum.StrEnum):
     PATH = "path"  # a video file or a folder of images, told apart when opened
 
 
+# sources OpenCV's FFmpeg reads and decodes to 8-bit colour itself: pixel_bits and bayer do nothing there
+_FFMPEG_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://")
+_VIDEO_SUFFIXES = (
+    ".avi",
+    ".mp4",
+    ".mkv",
+    ".mov",
+    ".m4v",
+    ".webm",
+    ".mjpeg",
+    ".mjpg",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".wmv",
+    ".flv",
+    ".h264",
+    ".264",
+    ".h265",
+    ".hevc",
+    ".y4m",
+    ".ogv",
+    ".3gp",
+)
+
+
 class CameraSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -140,7 +166,21 @@ class CameraSettings(BaseModel):
     def cross_check(self, name: str, cfg: Any, report: Any) -> None:
         """``edge-agent validate``: an https camera trusted by neither setting is read only if its certificate
         verifies against the system's CAs; a camera's own (self-signed) one does not, and such a camera,
-        read unchecked before, is refused at start (a warning here, so that an upgrade says it first)."""
+        read unchecked before, is refused at start (a warning here, so that an upgrade says it first).
+        ``pixel_bits`` and ``bayer`` on a camera FFmpeg reads (``_READ_BY_FFMPEG``), where they do nothing."""
+        if self._read_by_ffmpeg():
+            for key, what in (
+                ("pixel_bits", "to 8-bit colour (a 16-bit Mono12 recording comes out near black)"),
+                ("bayer", "as its driver or codec gives them (a raw mosaic stays a grey checkerboard)"),
+            ):
+                if getattr(self, key) is not None:
+                    report.warning(
+                        f"sources.{name}.{key}",
+                        f"does nothing for {self.shown_url!r}: it applies to an image folder's files and an HTTP "
+                        f"camera's images, and FFmpeg decodes a USB device's, a stream's or a video file's frames "
+                        f"{what} before any setting of ours; send 8-bit frames, or save the images as files "
+                        "for a folder camera",
+                    )
         if self.url.lower().startswith(("https://", "rtsps://")) and not (
             self.tls_ca_file or self.tls_fingerprint_sha256
         ):
@@ -152,6 +192,13 @@ class CameraSettings(BaseModel):
                 "does not, and the camera is then refused (open_failed names the fingerprint it presents, to "
                 "check and set in tls_fingerprint_sha256)",
             )
+
+    def _read_by_ffmpeg(self) -> bool:
+        """A USB device, an rtsp/rtmp/udp/tcp stream or a video file: OpenCV's FFmpeg decodes its frames (an http
+        camera is read by our own MJPEG and snapshot readers, or by FFmpeg when it serves a video: not known here)."""
+        if self.kind is CameraKind.USB or self.url.lower().startswith(_FFMPEG_SCHEMES):
+            return True
+        return self.kind is CameraKind.PATH and self.url.lower().endswith(_VIDEO_SUFFIXES)
 
     @model_validator(mode="after")
     def _check(self) -> CameraSettings:
