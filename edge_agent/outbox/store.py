@@ -95,7 +95,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,34 +330,33 @@ def _untold_damaged_value(ranges: list[list]) -> str:
     return json.dumps(ranges[:MAX_RANGES], separators=(",", ":"))
 
 
-def _write_new_meta(
-    db: sqlite3.Connection, epoch: int, last_seq: int, untold: list[list] | str | None
+def _write_meta(
+    db: sqlite3.Connection,
+    epoch: int,
+    last_seq: int,
+    untold: list[list] | str | None = None,
+    *,
+    numbered: bool = False,
 ) -> None:
-    """A new store's epoch, its numbering (``last_seq``) and the damaged seqs not told yet (``UNTOLD_DAMAGED``: ranges,
-    or their value as kept in a marker), in one statement: one transaction (rows already there are kept)."""
+    """A store's epoch, its numbering (``last_seq``) and the damaged seqs not told yet (``UNTOLD_DAMAGED``: ranges, or
+    their value as a marker keeps it) in one statement, one transaction. A new store's (``numbered`` False): rows
+    already there are kept. ``numbered``: the epoch written over, ``last_seq`` at least (the higher kept), an untold
+    key there kept: a kill between the two, formerly two commits (or the numbering left to the copy), left a store
+    with an epoch numbered 0, and the next start refused the marker's copy ("last_seq N outside 0..0"), every record
+    left in outbox-corrupt/."""
     rows: list = [("epoch", epoch), ("last_seq", last_seq)]
     if untold:
         rows.append((UNTOLD_DAMAGED, untold if isinstance(untold, str) else _untold_damaged_value(untold)))
-    db.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES " + ", ".join(["(?, ?)"] * len(rows)),
-        [v for row in rows for v in row],
-    )
-
-
-def _write_epoch_numbered(
-    db: sqlite3.Connection, epoch: int, last_seq: int, untold: str | None = None
-) -> None:
-    """A store's epoch and its numbering (``last_seq``, at least) in one statement, one transaction: a kill between
-    the two, formerly two commits (or the numbering left to the copy), left a store with an epoch numbered 0, and the
-    next start refused the marker's copy ("last_seq N outside 0..0"), every record left in outbox-corrupt/. With the
-    damaged seqs not told yet (``UNTOLD_DAMAGED``'s value as a marker keeps it) when given, a key there kept."""
-    rows: list = [("epoch", epoch), ("last_seq", last_seq), *([(UNTOLD_DAMAGED, untold)] if untold else [])]
-    db.execute(
-        "INSERT INTO meta (key, value) VALUES "
-        + ", ".join(["(?, ?)"] * len(rows))
-        + " ON CONFLICT(key) DO UPDATE SET value = CASE WHEN key = ? THEN value ELSE MAX(value, excluded.value) END",
-        [*(v for row in rows for v in row), UNTOLD_DAMAGED],
-    )
+    values = ", ".join(["(?, ?)"] * len(rows))
+    args = [v for row in rows for v in row]
+    if numbered:
+        db.execute(
+            f"INSERT INTO meta (key, value) VALUES {values} ON CONFLICT(key) DO UPDATE SET value = "
+            "CASE WHEN key = ? THEN value ELSE MAX(value, excluded.value) END",
+            [*args, UNTOLD_DAMAGED],
+        )
+    else:
+        db.execute(f"INSERT OR IGNORE INTO meta (key, value) VALUES {values}", args)
 
 
 def _write_untold_damaged(db: sqlite3.Connection, ranges: list[list]) -> None:
@@ -1197,7 +1196,7 @@ class Outbox:
                     # another tenant's store (the gateway moved while it was down), or whose cannot be told: held
                     # whole, its damaged seqs never told to this tenant (formerly told as this tenant's drops)
                     untold = None
-                _write_new_meta(
+                _write_meta(
                     db, resumed_epoch, mark.get("last_seq", 0), untold if isinstance(untold, str) else None
                 )
             self._renewal_cut_before_move(db)
@@ -1285,7 +1284,7 @@ class Outbox:
             # with the numbering up to the seqs the marker names as acknowledged, in one commit: the next start checks
             # the marker against the store of its epoch (a kill between the two left it numbering from 0, the copy was
             # refused, "last_seq 100 outside 0..0", and every record was left in outbox-corrupt/ uncounted)
-            _write_new_meta(db, epoch, top_acked, kept_untold)
+            _write_meta(db, epoch, top_acked, kept_untold)
             if aside is not None and former is not None:
                 # the gateway moved to another tenant, or whose records they are cannot be told: held whole
                 # (never salvaged into this tenant's outbox, never sent), not left to outbox-corrupt/'s turnover
@@ -2870,7 +2869,7 @@ class Outbox:
                     # numbered up to the copies' last seqs with it: formerly the epoch alone, and the copy of a running
                     # renewal's file (its last_seq that store's) was refused, "last_seq 300 outside 0..0", its records
                     # never sent and the outbox_corrupt event saying salvaged 0
-                    _write_epoch_numbered(
+                    _write_meta(
                         db,
                         epoch,
                         # (a seq the store can give after it only, as ``_adopt_epoch`` takes it: a hand-edited
@@ -2884,6 +2883,7 @@ class Outbox:
                             default=0,
                         ),
                         untold if isinstance(untold, str) else None,
+                        numbered=True,
                     )
                     self._copy_home = True
                     return self._resume_salvage(db, recorded)
@@ -3011,7 +3011,7 @@ class Outbox:
             return False
         if self._salvage_job_refused(job, Path(job["src"]), None) is not None:
             return False  # (the file is gone: nothing to copy)
-        _write_epoch_numbered(db, epoch, last)  # (the store has no epoch row)
+        _write_meta(db, epoch, last, numbered=True)  # (the store has no epoch row)
         log.error(
             "outbox %s: a new store with no epoch beside an unfinished salvage of %s: made in its epoch %d, the "
             "records are copied into it",
@@ -3805,7 +3805,7 @@ class Outbox:
                 # between the epoch and ``last_seq``, formerly two commits, left a store the next start took as made
                 # and numbered 0: it refused the marker's copy, "last_seq N outside 0..0", every unacknowledged record
                 # left in outbox-corrupt/ and told as "salvaged 0"; the untold seqs were in memory only)
-                _write_new_meta(db, epoch, self._seq, untold)
+                _write_meta(db, epoch, self._seq, untold)
                 self._damaged_kept = self._damaged_kept or bool(untold)
                 if (
                     self.owner or self._carried_owner
@@ -4938,8 +4938,12 @@ class Outbox:
             self._sample_bytes -= n
 
     # ---- draining ----------------------------------------------------------------------------
-    def pending(self, limit: int = 500, max_bytes: int = 1_000_000) -> list[Record]:
+    def pending(
+        self, limit: int = 500, max_bytes: int = 1_000_000, skip: Collection[int] = ()
+    ) -> list[Record]:
         """Committed, unacknowledged records: events/alarms first, then results, then samples; by seq within.
+        ``skip``: seqs the read leaves out (the sender's acknowledged ones not recorded yet, records it set aside),
+        in the query: the uplink read as many more rows, up to 5,000, and their payloads, and dropped them itself.
         Empty while the store cannot be read (corrupt: renewed by the writer; removed; an I/O error): logged
         once, never raised, so that a sender polling it keeps running and resumes once the store is back.
         Empty too while a store known to be corrupt waits for its renewal (its rows may still read): the renewal
@@ -4947,14 +4951,16 @@ class Outbox:
         the batches behind grow without bound while the renewal cannot start (a full disk)."""
         if self._renew_reason is not None:
             return []
-        gone = self._acked_unremoved  # at the cloud already: never sent again
+        # at the cloud already (acknowledged, not removed yet: never sent again), or left out by the sender
+        gone = set(self._acked_unremoved).union(skip)
         removed = False  # rows removed as damaged by this read
         try:
             with self._reading() as db:
                 rows = db.execute(
                     "SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
-                    "ORDER BY priority, seq LIMIT ?",
-                    (limit + len(gone),),
+                    + ("WHERE seq NOT IN (SELECT value FROM json_each(?)) " if gone else "")
+                    + "ORDER BY priority, seq LIMIT ?",
+                    (json.dumps(sorted(gone)), limit) if gone else (limit,),
                 ).fetchall()
                 damaged = [r for r in rows if _kind_read(r[1]) == DAMAGED]
                 if damaged:
@@ -4984,8 +4990,6 @@ class Outbox:
         out: list[Any] = []
         total = 0
         for r in rows:
-            if gone and r[0] in gone:
-                continue
             if len(out) >= limit or out and total + r[7] > max_bytes:
                 break
             out.append(Record(*r))

@@ -652,22 +652,8 @@ class Uplink:
         return {**self._unrecorded, **{q: a[0] for q, a in self._aside.items()}}
 
     def _unsent(self, limit: int, max_bytes: int) -> list:
-        """``outbox.pending`` without the records ``_skipped`` names (off the loop): as many more rows read as it
-        names, the batch's bounds applied to the rest."""
-        skip = self._skipped()
-        if not skip:
-            return self.outbox.pending(limit, max_bytes)
-        recs = self.outbox.pending(limit + len(skip), max_bytes + sum(skip.values()))
-        out: list = []
-        total = 0
-        for r in recs:
-            if r.seq in skip:
-                continue
-            if len(out) >= limit or out and total + r.size > max_bytes:
-                break
-            out.append(r)
-            total += r.size
-        return out
+        """``outbox.pending`` without the records ``_skipped`` names (off the loop), left out by its query."""
+        return self.outbox.pending(limit, max_bytes, skip=self._skipped())
 
     def _let_back(self, seq: int, why: str) -> None:
         nbytes, kind, _ = self._aside.pop(seq)

@@ -24,9 +24,9 @@ async def test_an_idle_uplink_at_a_small_max_delay_does_not_poll_its_outbox_ever
         looks = [0]
         pending = ob.pending
 
-        def counted(*a):
+        def counted(*a, **kw):
             looks[0] += 1
-            return pending(*a)
+            return pending(*a, **kw)
 
         ob.pending = counted  # type: ignore[method-assign]
         assert not await up._gather(None, 0.5)  # nothing recorded: idle for 0.5 s

@@ -62,3 +62,26 @@ def test_a_large_record_failing_while_the_link_is_down_is_not_set_aside(tmp_path
     up._connected_at = time.monotonic()  # the link back: a new connection; the record fails on it again
     failed()
     assert list(up._aside) == [7]
+
+
+def test_the_records_the_uplink_leaves_out_are_left_out_by_the_outbox_read_the_bounds_applied_to_the_rest(
+    tmp_path,
+) -> None:
+    """While a full disk holds acknowledgements unrecorded (up to 5,000) or records are set aside, the uplink read as
+    many more rows and their payloads at every read and dropped them itself; ``Outbox.pending`` leaves them out in its
+    query (``skip``), alarms first as ever, ``limit`` and ``max_bytes`` applied to the rest."""
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    try:
+        seqs = [ob.append("result", {"i": i, "pad": "x" * 200}) for i in range(30)]
+        alarm = ob.append("alarm", {"kind": "hot"})
+        ob.flush()
+        size = {r.seq: r.size for r in ob.pending(100)}
+        up = Uplink(CloudSettings(endpoint="127.0.0.1:1", ca_file="c", cert_file="c", key_file="k"), ob)
+        up._unrecorded = {q: size[q] for q in seqs[:20]}  # acknowledged, not recorded (a full disk)
+        assert [r.seq for r in up._unsent(5, 10**6)] == [alarm, *seqs[20:24]]
+        three = sum(size[q] for q in seqs[20:23])
+        assert [r.seq for r in ob.pending(100, three, skip=[alarm, *seqs[:20]])] == seqs[20:23]
+        assert ob.pending(10, skip=[alarm, *seqs]) == []
+    finally:
+        ob.close()
