@@ -100,6 +100,7 @@ class BaselineSettings(_Model):
     temperature_scale: float = Field(
         1.0,
         gt=0,
+        allow_inf_nan=False,  # YAML's .inf (or 1e400): a degree was 0 counts, every spell "cooling": held as a stop
         description="the temperature tag's value times this is in temperature_unit: 0.1 for a PLC's INT in tenths "
         "of a degree (215 for 21.5)",
     )
@@ -116,18 +117,22 @@ class BaselineSettings(_Model):
         "accelerometer's raw mV (with mv_per_g)",
     )
     mv_per_g: float | None = Field(
-        None, gt=0, description="with units mV: the accelerometer's sensitivity (its data sheet's mV/g)"
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="with units mV: the accelerometer's sensitivity (its data sheet's mV/g)",
     )
     iso_class: Literal["group2_rigid", "group2_flexible", "group1_rigid", "group1_flexible"] = "group2_rigid"
     iso_alarm_zone: Literal["C", "D", "off"] = "D"
     failure_ratio: float = Field(
         10.0,
         gt=1,
+        allow_inf_nan=False,
         description="amplitude growth over the baseline taken as failure, "
         "for the remaining-life trend (10x: the usual 'danger')",
     )
     failure_ratio_sd: float = Field(
-        0.0, ge=0, description="how well failure_ratio is known (widens the interval)"
+        0.0, ge=0, allow_inf_nan=False, description="how well failure_ratio is known (widens the interval)"
     )
     life_after_alarm_s: tuple[float, float] | None = Field(
         None,

@@ -94,6 +94,18 @@ def errors_of(data, where="line3.yaml") -> list[str]:
     return ei.value.errors
 
 
+def test_an_infinite_baseline_number_is_an_error_naming_the_field_and_the_file(env):
+    """YAML's ``.inf`` (or 1e400) for a baseline's temperature_scale read every temperature as infinite and its
+    rules (a stop cools 1 degree) as 0 degrees: taken without a word. Refused, as NaN already was."""
+    d = good(env)
+    d["pipelines"][1]["baseline"] = yaml.safe_load(
+        "{temperature_scale: .inf, mv_per_g: .inf, failure_ratio: .inf}"
+    )
+    errs = errors_of(d)
+    for field in ("temperature_scale", "mv_per_g", "failure_ratio"):
+        assert any("line3.yaml" in e and f"baseline.{field}" in e for e in errs), errs
+
+
 def test_a_good_config_validates(env):
     cfg = parse_config(good(env))
     assert cfg.source_type("plc") == "opcua" and cfg.pipelines[1].window.waveform == "Vibration"
