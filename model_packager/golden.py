@@ -47,6 +47,20 @@ _ONNX_DTYPES = {
     2: DType.UINT8,
     3: DType.INT8,
 }
+# the other element types, by name: a model from elsewhere may take or give them (a bool label and mask beside an
+# anomaly score, a float64 input from a scikit-learn or TensorFlow export), and "onnx-type-9" named no type
+_ONNX_OTHER_TYPES = {
+    4: "uint16",
+    5: "int16",
+    8: "string",
+    9: "bool",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    14: "complex64",
+    15: "complex128",
+    16: "bfloat16",
+}
 ENGINES = _runtimes.ENGINES
 # The newest ONNX a package's model may use: what every ONNX Runtime the agent runs on implements (ONNX 1.16's
 # IR version 10 and opset 21, ONNX Runtime 1.18 onwards; the agent needs 1.20 or later). OpenVINO runs newer
@@ -158,7 +172,15 @@ def _graph_io(
 
     def describe(values: dict[str, tuple[int, list]]) -> dict[str, tuple[str, list]]:
         return {
-            name: (str(_ONNX_DTYPES.get(elem) or NOT_TENSOR.get(elem) or f"onnx-type-{elem}"), dims)
+            name: (
+                str(
+                    _ONNX_DTYPES.get(elem)
+                    or NOT_TENSOR.get(elem)
+                    or _ONNX_OTHER_TYPES.get(elem)
+                    or f"onnx-type-{elem}"
+                ),
+                dims,
+            )
             for name, (elem, dims) in values.items()
         }
 
@@ -202,10 +224,10 @@ def check_spec(model_path: Path, manifest: Manifest, label: str = "", data: byte
             # the build with "could not convert string to float", a sequence passed it and failed every
             # agent's golden check (its items stacked on another axis)
             kind = graph[n][0]
-            if kind == "onnx-type-8" or kind in NOT_TENSOR.values():
+            if kind == "string" or kind in NOT_TENSOR.values():
                 problems.append(
                     f"{model_path.name} output {n!r} is a "
-                    f"{'text tensor' if kind == 'onnx-type-8' else kind}, not a tensor of numbers the agent "
+                    f"{'text tensor' if kind == 'string' else kind}, not a tensor of numbers the agent "
                     "reads: leave it out of the graph's outputs (a scikit-learn classifier's label and ZipMap: "
                     "convert it with integer classes and options={'zipmap': False})"
                 )
@@ -273,8 +295,19 @@ def _compare_tensor(side: str, spec: TensorSpec, graph: tuple[str, list], model_
     g_dtype, g_dims = graph
     out = []
     if spec.dtype.value != g_dtype:
+        taken = {d.value for d in DType}
         out.append(
             f"manifest {side} {spec.name!r} dtype {spec.dtype.value} but {model_name} {side} is {g_dtype}"
+            + (
+                ""
+                if g_dtype in taken
+                else f", which no manifest takes ({', '.join(sorted(taken))}): cast it in the graph"
+                + (
+                    ", or leave the output out of the manifest (it then has no part in the verdict)"
+                    if side == "output"
+                    else ""
+                )
+            )
         )
     if len(spec.shape) != len(g_dims):
         out.append(
