@@ -602,7 +602,11 @@ def _read_csv(
             raise _csv_damage(path, reader, exc, 0) from None
         if top is None:
             raise DatasetError(f"{path}: needs a header and at least two rows")
-        top_line = reader.line_num
+        top_line, written = reader.line_num, delimiter.join(top)[:60]
+        # numpy.savetxt's header, '# time,x' (its comments='# '): the time column was '# time', not found, and
+        # given --rate-hz read as the first channel; a column named '#' alone (a row number) is left as it is
+        if re.fullmatch(r"\s*#+\s*\S.*", top[0]):
+            top = [top[0].lstrip().lstrip("#").strip(), *top[1:]]
         if index is not None:  # pandas' index in the first column: the time, or row labels
             top = ["timestamp" if index == "time" else _INDEX, *top[1:]]
         width = len(top)
@@ -693,10 +697,17 @@ def _read_csv(
             if not "".join(r).strip():
                 return False
             if len(r) > width and "".join(r[width:]).strip():
+                # a header of one field above rows of several: a logger's title or comment line taken for it
+                above = (
+                    f" (the header, line {top_line}, is {written!r}: a title or comment above "
+                    "the column names? delete the lines above them)"
+                    if width == 1
+                    else ""
+                )
                 raise DatasetError(
                     f"{path}: line {n} has {len(r)} fields but the header {width} ({delimiter!r} "
                     f"between fields{', a comma in the numbers' if comma_ok else ''}); fix the row "
-                    "or the header"
+                    f"or the header{above}"
                 )
             if len(r) < need:
                 raise DatasetError(
@@ -1140,13 +1151,14 @@ def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(12)
+        if len(head) >= 12 and head[:4] == b"RIFX" and head[8:12] == b"WAVE":
+            raise DatasetError(f"{path}: a big-endian WAV file (RIFX); export it little-endian (RIFF)")
         if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
             raise DatasetError(f"{path}: not a WAV file (no RIFF/WAVE header)")
-        if head[:4] == b"RF64":
-            raise DatasetError(
-                f"{path}: an RF64 (over 4 GB) WAV file; split the recording or export CSV/Parquet"
-            )
         fmt: tuple[int, int, int, int, int] | None = None
+        ds64: int | None = (
+            None  # RF64's data size (EBU Tech 3306: its ds64 chunk, the data chunk's says 0xFFFFFFFF)
+        )
         pos = 12
         while pos + 8 <= size:
             f.seek(pos)
@@ -1165,6 +1177,8 @@ def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
                         raise DatasetError(f"{path}: WAVE_FORMAT_EXTENSIBLE without its sub-format")
                     tag = int.from_bytes(raw[24:26], "little")  # the sub-format GUID's first two bytes
                 fmt = (tag, ch, rate, align, bits)
+            elif cid == b"ds64" and head[:4] == b"RF64" and n >= 24:
+                ds64 = int.from_bytes(f.read(24)[8:16], "little")  # after the RIFF size: the data size
             elif cid == b"data":
                 if fmt is None:
                     raise DatasetError(f"{path}: the WAV data chunk comes before its format chunk")
@@ -1189,6 +1203,8 @@ def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
                         + (f", above {MAX_WAV_RATE_HZ:,} Hz: a damaged header" if rate else "")
                     )
                 left = size - body
+                if n == 0xFFFFFFFF and ds64:  # an RF64 file's (its ds64 chunk has the size; 0: never set)
+                    n = ds64
                 streaming = n == 0xFFFFFFFF or (
                     n == 0 and int.from_bytes(head[4:8], "little") in _WAV_STREAMING_SIZES
                 )

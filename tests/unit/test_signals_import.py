@@ -1318,6 +1318,51 @@ def test_excels_sep_line_is_read_with_what_follows_it(tmp_path, first, sep, eol)
     assert [(r.run, r.fault) for r in read_labels(labels)] == [("r1", "imbalance")]
 
 
+def test_numpy_savetxts_commented_header_names_the_time_column(tmp_path):
+    """numpy.savetxt writes its header after '# ' ('# time,x'): the time column was called '# time', not found
+    ('no time column ...; give --rate-hz'), and with --rate-hz given it was read as the first channel, the one a
+    run's windows come from without --channel."""
+    from cloud_trainer.train.signals import read_csv
+
+    t = np.arange(400) / 1000
+    np.savetxt(tmp_path / "run.csv", np.c_[t, np.sin(t * 300)], delimiter=",", header="time,x")
+    for rate in (None, 1000.0):
+        rec = read_csv(tmp_path / "run.csv", rate)
+        assert rec.rate_hz == 1000 and list(rec.channels) == ["x"]
+
+
+@pytest.mark.parametrize("title", ["# Device: DAQ-1", "% MATLAB export", "Vibration log 2024-01-01"])
+def test_a_title_line_above_the_header_is_said_as_one(tmp_path, title):
+    """A logger's title or comment line above the column names was taken for a header of one field: 'line 2 has 2
+    fields but the header 1', with nothing to say which line was taken for the header."""
+    from cloud_trainer.train.signals import read_csv
+
+    (tmp_path / "run.csv").write_text(f"{title}\ntime,x\n0.000,1.5\n0.001,2.5\n0.002,3.5\n")
+    with pytest.raises(DatasetError, match=r"run.csv: line 2 has 2 fields but the header 1 .*") as got:
+        read_csv(tmp_path / "run.csv", None)
+    assert f"(the header, line 1, is {title!r}: a title or comment above the column names?" in str(got.value)
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "signals"
+
+
+def test_an_rf64_wav_as_libsndfile_writes_it_is_read():
+    """RF64 (its data size in a ds64 chunk; written by recorders and libsndfile, small files too) was refused as
+    'an RF64 (over 4 GB) WAV file; split the recording'. A big-endian RIFX file is refused saying what it is (it was
+    'not a WAV file')."""
+    from cloud_trainer.train.signals import read_wav
+
+    rec = read_wav(FIXTURES / "libsndfile_rf64_pcm24.wav", None)
+    t = np.arange(1000) / 25600
+    assert rec.rate_hz == 25600 and list(rec.channels) == ["ch0", "ch1"]
+    assert np.allclose(rec.channels["ch0"], 0.8 * np.sin(2 * np.pi * 1000 * t), atol=1e-4)
+    assert np.allclose(rec.channels["ch1"], 0.4 * np.cos(2 * np.pi * 250 * t), atol=1e-4)
+    with pytest.raises(
+        DatasetError, match=r"libsndfile_rifx_pcm16.wav: a big-endian WAV file \(RIFX\); export"
+    ):
+        read_wav(FIXTURES / "libsndfile_rifx_pcm16.wav", None)
+
+
 def test_a_tachometer_pulse_train_as_the_speed_channel_is_refused_not_trained_as_rpm(tmp_path):
     """A tachometer's once-per-turn pulse train (0 V, a 5 V pulse each turn) given as --speed-channel
     was averaged into 'speed_rpm' of about 0.1 per window, which the condition features then took as
