@@ -175,3 +175,64 @@ def test_a_batch_refused_for_its_epoch_costs_the_writer_no_more_with_the_agents_
         assert refused_steps() <= 2 * few + 20
     finally:
         st.close()
+
+
+def test_an_agents_loss_rows_are_kept_as_a_count_not_counted_at_each_loss_write(store, monkeypatch):
+    """Every write carrying a loss event counted all the agent's rows (18-51 ms of the shared writer at 90,000):
+    ``ingest.loss_rows`` keeps its loss ranges' count as each write leaves it, through the bound's pruning, counted
+    once where it is NULL (a store of before it); the bound's room is what it was."""
+    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 10)
+
+    def told(seq, *ranges):
+        drop = {"kind": "outbox_budget", "epoch": 0, "ranges": [[a, a] for a in ranges]}
+        return rec(seq, kind="event", payload=json.dumps(drop))
+
+    def kept() -> tuple[int | None, int]:
+        with store._tx(write=False) as ex:
+            col = ex(store.q("SELECT loss_rows FROM ingest WHERE agent = 'gwn'")).fetchone()[0]
+            n = ex(store.q("SELECT COUNT(*) FROM gaps WHERE agent = 'gwn' AND last <> 0")).fetchone()[0]
+        return col, int(n)
+
+    store.ingest("gwn", [rec(1), told(100, 2, 4, 6)])
+    assert kept() == (3, 3)
+    store.ingest("gwn", [told(101, 6, 8)])  # (6 told again: no row)
+    assert kept() == (4, 4)
+    with store._tx() as ex:  # a store of before the count
+        ex(store.q("UPDATE ingest SET loss_rows = NULL WHERE agent = 'gwn'"))
+    store.ingest("gwn", [told(102, *range(10, 30, 2))])  # past the bound: the oldest make room
+    col, n = kept()
+    assert col == n <= 10
+    assert {(g["first"], g["cause"]) for g in store.gaps("gwn")} >= {(28, "budget"), (26, "budget")}
+
+
+def test_a_loss_write_costs_the_writer_no_more_with_the_agents_loss_rows(tmp_path):
+    from cloud_trainer.fleet.store import SQLiteStore
+
+    st = SQLiteStore(tmp_path / "fleet.db")
+    try:
+        drop = {"kind": "outbox_budget", "epoch": 0, "ranges": [[3, 3]]}
+        st.ingest("gwm", [rec(1), rec(2, kind="event", payload=json.dumps(drop))])
+        steps = [0]
+
+        def loss_write_steps(seq: int) -> int:
+            steps[0] = 0
+            told = {"kind": "outbox_budget", "epoch": 0, "ranges": [[seq + 1, seq + 1]]}
+            st.db.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 10)
+            try:
+                st.ingest("gwm", [rec(seq, kind="event", payload=json.dumps(told))])
+            finally:
+                st.db.set_progress_handler(None, 0)
+            return steps[0]
+
+        few = loss_write_steps(10)
+        with st.lock:  # 20,000 loss ranges told (the bound is 100,000), the count kept beside them
+            st.db.execute("BEGIN IMMEDIATE")
+            st.db.executemany(
+                "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,?,?,?)",
+                [("default", "gwm", 0, 4 * i + 100, 4 * i + 101, "budget", 1.0) for i in range(20_000)],
+            )
+            st.db.execute("UPDATE ingest SET loss_rows = loss_rows + 20000 WHERE agent = 'gwm'")
+            st.db.execute("COMMIT")
+        assert loss_write_steps(20) <= 2 * few + 20
+    finally:
+        st.close()
