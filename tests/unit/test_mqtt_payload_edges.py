@@ -169,3 +169,28 @@ def test_a_large_message_decoded_apart_gives_the_readings_and_counts_of_one_deco
         assert apart.notices.counts == whole.notices.counts, topic
         if topic == "f/a":  # the two names refused, the third renamed, the NaN kept BAD
             assert whole.stats.errors_by_reason == {"duplicate_key": 1, "invalid_text": 3, "non_finite": 1}
+
+
+def test_a_clock_step_held_for_a_tag_that_never_reads_again_is_forgotten_after_its_hold():
+    """A tag whose device clock was set back has its step held 10 minutes (a re-send of its fast clock is dropped
+    meanwhile), every reading of every tag looked up against it. A device removed after its step kept it for the
+    process's life; it is forgotten once its hold is over, at another tag's reading."""
+    import json
+
+    from devices.mqtt.client import CLOCK_STEP_HOLD_S, MqttSource
+    from devices.mqtt.settings import MqttSettings
+
+    src = MqttSource("x", MqttSettings(port=1, subscriptions=[{"topic": "j/#"}]))
+    r0 = 1_796_000_000.0
+
+    def read(topic: str, ts: float, received_at: float) -> list:
+        return src._read([topic, json.dumps({"ts": ts, "v": 1}).encode(), received_at, False, 0, None])
+
+    read("j/a", r0 + 200, r0)  # its clock 200 s fast
+    assert [r.timestamp for r in read("j/a", r0 - 1, r0 + 1)] == [r0 - 1]  # set right: a step
+    assert set(src._steps) == {"j/a/v"}
+    read("j/b", r0 + 2, r0 + 2.5)
+    read("j/b", r0 + 3, r0 + 3.5)
+    assert set(src._steps) == {"j/a/v"}  # held
+    read("j/b", r0 + 3 + CLOCK_STEP_HOLD_S, r0 + 3.5 + CLOCK_STEP_HOLD_S)
+    assert src._steps == {}
