@@ -128,7 +128,7 @@ from devices.opcua.settings import (
 )
 from devices.opcua.statuses import BUSY as _BUSY
 from devices.opcua.statuses import SESSION_GONE as _SESSION_GONE
-from devices.opcua.statuses import busy
+from devices.opcua.statuses import busy, code_name
 from protocols.float32 import float32_shown
 from protocols.json_codec import offset_problem
 from protocols.redact import mask_credentials
@@ -5681,7 +5681,7 @@ class OpcUaSource:
                     try:
                         got[0].StatusCode.check()  # the state's own status: as a refused read was
                     except ua.UaStatusCodeError as e:
-                        if ua.StatusCode(e.code).name in _SESSION_GONE:
+                        if code_name(e.code) in _SESSION_GONE:
                             raise
                         self._state_refused(e)  # the clock is still judged, the state is not
                 self._judge_status(got)
@@ -5699,7 +5699,7 @@ class OpcUaSource:
                 self._halted(e)
                 raise
             except ua.UaStatusCodeError as e:
-                if ua.StatusCode(e.code).name in _SESSION_GONE:
+                if code_name(e.code) in _SESSION_GONE:
                     log.info("opcua source %s: keepalive failed: %r", self.name, e)
                     return
                 self._state_refused(e)
@@ -6160,7 +6160,7 @@ class OpcUaSource:
         except OpcUaWriteRefused as e:  # too large to send (``_too_large_to_send``)
             raise OpcUaWriteRefused(f"opcua source {self.name}: {e}") from None
         except ua.UaStatusCodeError as e:
-            name = name or (ua.StatusCode(e.code).name if hasattr(e, "code") else str(e))
+            name = name or (code_name(e.code) if hasattr(e, "code") else str(e))
             if "NodeIdUnknown" in name:
                 raise self._no_such_node(node_id) from None
             if name.split(":")[0] in _BUSY:

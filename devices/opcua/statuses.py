@@ -43,8 +43,13 @@ BUSY = SESSION_GONE | frozenset(
 )
 
 
+def code_name(status: int) -> str:
+    """The name of the status code ``status`` by its code alone (the high 16 bits): asyncua names one carrying
+    info bits (BadTooManyOperations | 0x400) "Bad", so a Browse answered so was taken as telling nothing (7
+    written), and a write answered so was refused instead of retried as busy."""
+    return ua.StatusCode(ua.UInt32(status & 0xFFFF0000)).name
+
+
 def busy(status: int | None) -> bool:
-    """Whether the status code ``status`` (None: no status) says "not now" (``BUSY``): retried, not refused. By
-    its code alone (the high 16 bits): one carrying info bits (BadTooManyOperations | 0x400) is named "Bad", and a
-    Browse answered so was taken as telling nothing, 7 written."""
-    return status is not None and ua.StatusCode(ua.UInt32(status & 0xFFFF0000)).name in BUSY
+    """Whether the status code ``status`` (None: no status) says "not now" (``BUSY``): retried, not refused."""
+    return status is not None and code_name(status) in BUSY

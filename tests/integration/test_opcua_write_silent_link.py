@@ -76,3 +76,34 @@ async def test_a_write_the_plc_answers_late_while_its_session_answers_is_a_busy_
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_write_answered_busy_with_info_bits_is_a_busy_plc_retried_not_a_refusal() -> None:
+    """A write answered BadTooManyOperations carrying info bits (0x400): named "Bad" by its whole code, it was a
+    refusal for good (``OpcUaWriteRefused``, the action's retries not tried); by its code it is busy, retried."""
+    from asyncua.common.utils import ServiceError
+
+    port = free_port()
+    srv, node_id = await _plc(port)
+    busy = [0]
+
+    async def too_many(event, _dispatcher) -> None:
+        if event.is_external and busy[0]:
+            busy[0] -= 1
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations | 0x400)
+
+    srv.subscribe_server_callback(CallbackType.PreWrite, too_many)
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, keepalive_check_s=60))
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 30, "the session")
+        await src.write(node_id, 1)
+        busy[0] = 1
+        with pytest.raises(OpcUaServerBusy, match="BadTooManyOperations"):
+            await src.write(node_id, 2)
+        await src.write(node_id, 3)  # the session still up: taken once the PLC is not busy
+        assert await srv.get_node(node_id).read_value() == 3
+    finally:
+        await src.stop()
+        await srv.stop()
