@@ -1003,10 +1003,18 @@ def _table_recording(
     if len(t) and abs(float(t[0])) >= 1e11:
         raise DatasetError(
             f"{path}: the time column starts at {float(t[0]):.6g}, past the year 5000 as seconds: epoch "
-            "milliseconds? name the column 'time [ms]' (or 'time [us]')"
+            + next(f"{u}? name the column 'time [{a}]'" for f, u, a in _EPOCH_UNITS if abs(float(t[0])) >= f)
         )
     rate, tol = _times_rate(t, path, rate_hz, row)
     return Recording(path.stem, rate, data, path, tol, row)
+
+
+# epoch times past the year 5000 as seconds: the unit their size says (now: 1.7e9 s, 1.7e12 ms, 1.7e15 us, 1.7e18 ns)
+_EPOCH_UNITS = (
+    (1e17, "nanoseconds", "ns"),
+    (1e14, "microseconds", "us"),
+    (0.0, "milliseconds", "ms"),
+)
 
 
 def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Recording:
@@ -1090,7 +1098,9 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
                         "with their own unit"
                     )
             elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
-                t = col.cast(pa.float64()).to_numpy() * scale
+                # unsafe: an integer past 2^53 (epoch nanoseconds, as InfluxDB and Spark write them) rounded as numpy
+                # rounds it; the safe cast raised pyarrow's ArrowInvalid, a traceback naming no file
+                t = col.cast(pa.float64(), safe=False).to_numpy() * scale
             elif _text(pa, typ):
                 t = np.asarray(
                     [_time_value(v, f"{path}: row {i}", scale) for i, v in enumerate(col.to_pylist())]
@@ -1103,7 +1113,7 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
         elif name in times:
             continue  # a second time column (an ISO stamp beside elapsed seconds): not a signal
         elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
-            data[split[name][0]] = col.cast(pa.float64()).fill_null(float("nan")).to_numpy()
+            data[split[name][0]] = col.cast(pa.float64(), safe=False).fill_null(float("nan")).to_numpy()
         else:
             raise DatasetError(
                 f"{path}: column {name!r} is {typ}, not a number; a channel column holds numbers "

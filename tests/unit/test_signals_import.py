@@ -1343,6 +1343,29 @@ def test_a_title_line_above_the_header_is_said_as_one(tmp_path, title):
     assert f"(the header, line 1, is {title!r}: a title or comment above the column names?" in str(got.value)
 
 
+def test_a_parquet_time_of_epoch_nanoseconds_as_integers_is_read_or_refused_in_one_line(tmp_path):
+    """InfluxDB and Spark write the time as int64 epoch nanoseconds: past 2^53, pyarrow's safe cast to float raised
+    ArrowInvalid ('Integer value 1700000000000000000 not in range'), naming no file. Named 'time [ns]' it reads;
+    named 'timestamp' it is refused naming the unit its size says (it said milliseconds)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from cloud_trainer.train.signals import read_parquet
+
+    ns = np.arange(400, dtype=np.int64) * 39_062 + 1_700_000_000_000_000_000  # 25.6 kHz
+    x = np.sin(np.arange(400) * 0.3)
+    for name in ("time [ns]", "timestamp"):
+        pq.write_table(pa.table({name: ns, "x": x, "count": ns}), tmp_path / "run.parquet")
+        if name == "timestamp":
+            with pytest.raises(
+                DatasetError, match=r"run.parquet: .* epoch nanoseconds\? name the column 'time \[ns\]'"
+            ):
+                read_parquet(tmp_path / "run.parquet", None)
+            continue
+        rec = read_parquet(tmp_path / "run.parquet", None)
+        assert rec.rate_hz == 25600 and np.array_equal(rec.channels["x"], x)
+        assert rec.channels["count"][0] == float(ns[0])  # a channel past 2^53 too
+
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "signals"
 
 
