@@ -1405,8 +1405,8 @@ class CameraSource:
             def judged() -> None:
                 """The frame just decoded refused when FFmpeg reported errors decoding it (it concealed them: its
                 missing part filled in), or when it is predicted from such a frame (a P or B frame before the
-                next key frame: the damage is carried on without an error of its own), for at most the last
-                key-frame interval seen or ``_PREDICTED_MAX_S`` of frames."""
+                next key frame: the damage is carried on without an error of its own), for at most the longer of
+                the last key-frame interval seen and ``_PREDICTED_MAX_S`` of frames."""
                 at = cap.get(1)  # CAP_PROP_POS_FRAMES: this frame's number, from 1
                 shown_ms[0] = cap.get(0)  # CAP_PROP_POS_MSEC
                 kind = cap.get(frame_type) if frame_type is not None else None
