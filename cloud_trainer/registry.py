@@ -68,13 +68,13 @@ class RegistryError(ValueError):
     pass
 
 
-def _vkey(v: str) -> tuple:
+def _vkey(v: object) -> tuple:
     """Semantic version order, the agents' and the deployments' (``1.1.0-rc.1`` < ``1.1.0``): the
     numbers alone made a release candidate tie with its release, and ``latest`` gave whichever was
     published first. A version that is not semantic (never published: the manifest refuses it) sorts
     lowest."""
     try:
-        return (1, version_key(v))
+        return (1, version_key(v)) if isinstance(v, str) else (0, ())
     except ValueError:
         return (0, ())
 
@@ -338,6 +338,17 @@ class Registry:
 
         if self.get(m.name, m.version):
             raise RegistryError(f"{m.name} {m.version} is already in the registry; versions are immutable")
+        same = next(
+            (e["version"] for e in self.list(m.name) if _vkey(e.get("version")) == _vkey(m.version)), None
+        )
+        if same is not None:
+            # 1.0.0+hotfix, 01.0.0 beside 1.0.0: another model the agents and deployments order as the same version,
+            # installed over it by a deploy (not an upgrade, not a rollback), and "the latest" either of them
+            raise RegistryError(
+                f"{m.name} {m.version} orders the same as {same}, already in the registry (build metadata after '+' "
+                "and leading zeros do not order versions): agents would take one for the other; give it a version "
+                "above the latest"
+            )
         folder = self.root / m.name / m.version
         tmp = folder.with_name(f".{m.version}.part")
         shutil.rmtree(tmp, ignore_errors=True)

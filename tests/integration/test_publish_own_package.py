@@ -70,3 +70,18 @@ def test_publish_of_a_family_still_publishes_the_trainers_candidate(tmp_path, ca
     assert main(["publish", "vision", "--work", str(tmp_path / "work"), "--registry", str(tmp_path)]) == 2
     assert "run `cloud-trainer evaluate` with this work folder first" in capsys.readouterr().err
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == "[]"
+
+
+@pytest.mark.parametrize("same", ["1.0.0+hotfix", "01.0.0"])
+def test_a_version_that_orders_the_same_as_a_published_one_is_refused(kit, tmp_path, capsys, same):
+    """Build metadata and leading zeros do not order versions: published beside 1.0.0, another model was installed
+    over 1.0.0 by a deploy (neither an upgrade nor an admin's rollback) and either could be "the latest"."""
+    tmp, key, pub, pkg = kit
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    assert main(["publish", str(pkg), "--registry", str(reg), "--trust", str(pub)]) == 0
+    other = make_package(tmp_path, kind="signal", version=same, key=key)
+    assert main(["publish", str(other), "--registry", str(reg), "--trust", str(pub)]) == 2
+    err = capsys.readouterr().err
+    assert f"machine-health {same} orders the same as 1.0.0, already in the registry" in err, err
+    assert [e["version"] for e in Registry(reg).list("machine-health")] == ["1.0.0"]
