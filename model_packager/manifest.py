@@ -547,10 +547,17 @@ def _building(info: ValidationInfo) -> bool:
     return isinstance(info.context, dict) and bool(info.context.get(BUILDING))
 
 
+def _digits(v: float) -> str:
+    """``v`` in 12 digits, or in all it takes where 12 would show the bound it is just over (1000.0000000000002 read
+    'is 1000: at most 1000')."""
+    short = f"{v:.12g}"
+    return short if float(short) == v else repr(float(v))
+
+
 def _golden_atol(v: float, info: ValidationInfo) -> float:
     if v > MAX_GOLDEN_ATOL and _building(info):
         raise ValueError(
-            f"is {v:.12g}: at most {MAX_GOLDEN_ATOL:g} where a package is built (a tolerance this wide "
+            f"is {_digits(v)}: at most {MAX_GOLDEN_ATOL:g} where a package is built (a tolerance this wide "
             "passes any output, so the golden check could never fail)"
         )
     return v
@@ -559,7 +566,7 @@ def _golden_atol(v: float, info: ValidationInfo) -> float:
 def _golden_rtol(v: float, info: ValidationInfo) -> float:
     if v >= MAX_GOLDEN_RTOL and _building(info):
         raise ValueError(
-            f"is {v:.12g}: must be below {MAX_GOLDEN_RTOL:g} where a package is built (a relative tolerance "
+            f"is {_digits(v)}: must be below {MAX_GOLDEN_RTOL:g} where a package is built (a relative tolerance "
             "of 1 or more passes an output of 0 for any expected value, so the golden check could never fail)"
         )
     return v

@@ -146,6 +146,11 @@ TOO_WIDE = {
     "rtol-1": (_golden(rtol=1.0), "manifest golden.rtol is 1: must be below 1 where a package is built"),
     # just over the bound: its digits shown (it read "is 1000: at most 1000")
     "atol-1000.001": (_golden(atol=1000.001), "manifest golden.atol is 1000.001: at most 1000"),
+    # closer than 12 digits tell: all its digits (it read "is 1000: at most 1000" again)
+    "atol-1000+ulp": (
+        _golden(atol=1000.0000000000002),
+        "manifest golden.atol is 1000.0000000000002: at most 1000",
+    ),
 }
 
 
