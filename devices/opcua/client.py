@@ -3009,6 +3009,11 @@ class OpcUaSource:
         self._last_wave: dict[str, tuple[np.ndarray, Quality]] = {}
         self._changed: set[str] = set()  # tags past their first notification since subscribing
         self._types: dict[str, _NodeType] = {}  # node_id -> its type, read at the first write
+        # node_id -> (its cached type, when): read again for a value it refused and found unchanged, so a later value
+        # it refuses is refused by it without reading it again (a node of 10,000 references cost a whole paged
+        # Browse a refusal) while that type object is the one cached (a change noticed replaces it) and the node's
+        # watch is linked, else for _PROPS_UNREAD_HOLD_S
+        self._types_confirmed: dict[str, tuple[_NodeType, float]] = {}
         # node_id -> (when, why) its properties could not be found out after its Browse was released (_node_type)
         self._props_unread: dict[str, tuple[float, str]] = {}
         self._forms: dict[str, int] = {}  # node_id -> the form of write its server takes (_FORMS)
@@ -3500,6 +3505,7 @@ class OpcUaSource:
         self._dims.clear()
         self._rates.clear()
         self._types.clear()
+        self._types_confirmed.clear()
         self._props_unread.clear()
         self._forms.clear()
         # unread: the indexes are taken as they are written, unless some were pinned
@@ -6053,6 +6059,18 @@ class OpcUaSource:
             return False
         return True
 
+    def _type_confirmed(self, node: Node, node_id: str, nt: _NodeType) -> bool:
+        """Whether ``nt``, the type cached for ``node_id``, was read again for a value it refused and found
+        unchanged, and still holds: no change replaced it since, and the node's watch is linked (its change would be
+        noticed), or that was less than ``_PROPS_UNREAD_HOLD_S`` ago (a change of an unwatched node noticed then)."""
+        got = self._types_confirmed.get(node_id)
+        if got is None or got[0] is not nt:
+            return False
+        watched = bool(self.targets_watched) and node.nodeid in self._target_nodes
+        return (watched and node.nodeid not in self._targets_gone) or time.monotonic() - got[
+            1
+        ] < _PROPS_UNREAD_HOLD_S
+
     async def write(self, node_id: str, value: Any, at: str | None = None) -> str | None:
         """Write ``value`` as the node's own data type and shape (read once, cached; the type a
         BaseDataType node holds read at each write); never coerced loosely. The cached type is read again
@@ -6088,6 +6106,7 @@ class OpcUaSource:
             async with (
                 lock
             ):  # one write to a node at a time: the first one's type decision holds for the next
+                former: _NodeType | None = None  # the cached type a refused value had read again
                 for again in (False, True):
                     nt = self._types.get(node_id)
                     cached = nt is not None
@@ -6123,10 +6142,19 @@ class OpcUaSource:
                     except OpcUaTypeMismatch:
                         # judged by a type read earlier: read it again first, unless what refused it is the
                         # type or shape a BaseDataType node holds, read just now (a heartbeat refused for
-                        # good would cost a full read of the node's type each period)
-                        if cached and not again and not _refused_by_held(nt, value, node_id):
+                        # good would cost a full read of the node's type each period), or a read again found
+                        # this very type since and the node did not change
+                        if (
+                            cached
+                            and not again
+                            and not _refused_by_held(nt, value, node_id)
+                            and not self._type_confirmed(node, node_id, nt)
+                        ):
                             self._types.pop(node_id, None)
+                            former = nt
                             continue
+                        if again and nt == former:
+                            self._types_confirmed[node_id] = (nt, time.monotonic())
                         raise
                     try:
                         room = _request_room(self._client, self.settings.max_message_bytes)

@@ -894,3 +894,31 @@ async def test_a_base_data_type_node_holding_a_shape_its_value_rank_forbids_take
             await src.write(f"ns={idx};s=ScalarOr1D", [[7, 8], [9, 10]])
         assert await nodes["OneOrMore"].read_value() == [2.0, 3.0]
         assert await nodes["ScalarOr1D"].read_value() == [5, 6]
+
+
+async def test_a_value_a_node_refuses_has_its_type_read_again_once_not_at_each_refused_value(
+    plc, monkeypatch
+) -> None:
+    """A cached type that refuses a value is read again first (the PLC may have changed the node). Read again and
+    found unchanged, it was read again at every later refused value: for a node of 10,000 references a whole paged
+    Browse a refusal (an action firing at each result). Once found unchanged, the node's refusals are judged by it
+    until it changes (or, unwatched, for 10 minutes); a value it takes is still written."""
+    from devices.opcua import client
+
+    src, nodes, sent = plc
+    reads = []
+    read = client._node_type
+
+    async def counted(*args, **kw):
+        reads.append(args[1])
+        return await read(*args, **kw)
+
+    await src.write("ns=2;s=Int16", 7)  # its type read and cached
+    monkeypatch.setattr(client, "_node_type", counted)
+    for _ in range(4):
+        with pytest.raises(OpcUaTypeMismatch, match="ns=2;s=Int16"):
+            await src.write("ns=2;s=Int16", 100000)
+    # once at most (none when a refusal of an earlier test on this module's source found it unchanged already)
+    assert len(reads) <= 1, reads  # was: read again at each of the 4
+    await src.write("ns=2;s=Int16", -3)
+    assert await nodes["Int16"].read_value() == -3 and len(reads) <= 1
