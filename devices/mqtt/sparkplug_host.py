@@ -788,11 +788,12 @@ class SparkplugHost:
         missed (a seq gap, an alias its births did not give) is not answered by a birth yet, and its births gave
         aliases: the aliases held may be those of a birth the node replaced, a command waits for the answer
         (``MqttSource.command``). A rebirth asked for another cause (a clash of its births, its life unsure) is
-        about the birth held, not one missed."""
+        about the birth held, not one missed. Given up on (``_give_up``: silent rebirth_give_up_s), still owed: its
+        aliases are no surer (a command went with them)."""
         n = self._nodes.get((group, edge_node))
         if n is None or not n.aliases or not n.birth_missed:
             return False
-        owed = n.want | n.asked
+        owed = n.want | n.asked | n.given_up
         return None in owed or (device is not None and device in owed)
 
     def birth_unsure(self, group: str, edge_node: str) -> str:

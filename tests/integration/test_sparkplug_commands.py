@@ -14,6 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices.mqtt import client as client_module
 from devices.mqtt.client import MqttError, MqttSource, SparkplugTypeMismatch
 from devices.mqtt.settings import MqttSettings
 from edge_agent.actions import ActionRunner
@@ -1045,6 +1046,42 @@ async def test_a_command_waits_for_the_birth_asked_when_the_nodes_data_showed_on
         await src.stop()
         node.stop()
     assert _rebirth_then(cmds) == ("speed", 8), cmds
+
+
+async def test_a_command_is_held_still_once_the_birth_asked_when_the_nodes_data_showed_one_missed_is_given_up(
+    mosquitto, monkeypatch
+):
+    """The rebirth asked for an alias its births did not give goes unanswered, the node silent, until it is given
+    up (rebirth_give_up_s, made 1 s): a command then went with alias 7 of the birth the node may have replaced. It
+    is still held (refused, retryable, once the wait is over: made 0.3 s)."""
+    monkeypatch.setattr(client_module, "LEARNING_WAIT_S", 0.3)
+    node = Node(mosquitto.port)
+    quick = {
+        "rebirth_min_interval_s": 0,
+        "rebirth_retry_s": 0.1,
+        "rebirth_retry_max_s": 5,
+        "rebirth_give_up_s": 1,
+    }
+    src, pump = await _host(mosquitto.port, sparkplug=quick)
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        await _births(src, 1)
+        data = sp._pb().Payload()
+        data.timestamp, data.seq = int(time.time() * 1000), 1
+        pb_metric(data, None, alias=9, datatype=D.INT32, int_value=3)
+        node.publish("spBv1.0/g/NDATA/n1", data.SerializeToString())
+        await until(lambda: src.sparkplug.rebirths_given_up, 5, "the rebirth given up")
+        assert src.sparkplug.node_alive("g", "n1")
+        node.cmds.clear()
+        with pytest.raises(MqttError, match="the birth this host asked") as ei:  # before: sent, alias 7
+            await src.command("g", "n1", None, "speed", 1)
+        cmds = await node.wait_cmds(1, 0.3)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert ei.value.retryable
+    assert not [pb for _, _, pb in cmds if pb.metrics[0].name == "speed"], cmds
 
 
 async def test_a_node_command_waits_for_an_unread_device_birth_that_may_give_its_alias_to_a_device_metric(
