@@ -108,6 +108,15 @@ def _cert(a) -> tuple[Path, str]:
     return folder / "admins" / f"{a.admin}.pem", hint
 
 
+# what the service says of a package name or version it does not have (the same words for another tenant's): which
+# registry it deploys from is its own (``serve --registry``, default <data>/registry), never told to a client
+NOT_IN_REGISTRY = (
+    "; publish it to the registry `cloud-trainer serve` deploys from (its --registry, default <data>/registry; a "
+    "tenant's: <registry>/.tenants/T): `cloud-trainer publish PKG.edgepkg --trust KEY.pub --registry DIR` for a "
+    "package built with model-packager, `cloud-trainer build ... --registry DIR` for the trainer's"
+)
+
+
 def _call(a, method: str, request):
     import grpc
 
@@ -124,6 +133,8 @@ def _call(a, method: str, request):
             return getattr(rpc.AdminStub(ch), method)(request, timeout=15)
         except grpc.RpcError as exc:
             note = _dates_note(cert, hint) if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
+            if (exc.details() or "").endswith(" is not in the registry"):
+                note = NOT_IN_REGISTRY
             raise SystemExit(
                 f"cloud-trainer: {method} failed: {exc.code().name}: {printable(exc.details() or '', 1000)}{note}"
             ) from exc

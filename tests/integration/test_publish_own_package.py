@@ -85,3 +85,46 @@ def test_a_version_that_orders_the_same_as_a_published_one_is_refused(kit, tmp_p
     err = capsys.readouterr().err
     assert f"machine-health {same} orders the same as 1.0.0, already in the registry" in err, err
     assert [e["version"] for e in Registry(reg).list("machine-health")] == ["1.0.0"]
+
+
+async def test_a_deploy_of_a_package_the_service_does_not_have_says_where_to_publish_it(
+    kit, tmp_path, capsys
+):
+    """The service answers only "... is not in the registry" (the same for another tenant's package, no path of the
+    server): a package published to another folder than `serve --registry` (the trainer's docs use var/registry,
+    `serve --data var/cloud` deploys from var/cloud/registry) left the admin without a next step. Published with
+    `cloud-trainer publish` to the service's registry, the same deploy is created."""
+    import asyncio
+
+    from cloud_trainer import admin_cli
+    from cloud_trainer.fleet.service import FleetServer
+    from tests.contract.test_fleet_commands import STATE_HEALTH
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+
+    _, _, pub, pkg = kit
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=("alice",))
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", registry=reg
+    )
+    await srv.start()
+    base = ["--endpoint", f"127.0.0.1:{port}", "--pki", str(pki), "--admin", "alice"]
+    deploy = ["machine-health", "--version", "1.0.0", "--slot", "health", "--agent", "gw1", *base]
+    try:
+        srv.store.heartbeat("gw1", {}, [], STATE_HEALTH, 0)
+        with pytest.raises(SystemExit) as ei:
+            await asyncio.to_thread(admin_cli.main_deploy, deploy)
+        said = str(ei.value)
+        assert (
+            "machine-health 1.0.0 is not in the registry; publish it to the registry `cloud-trainer serve`"
+            in said
+        )
+        assert "cloud-trainer publish PKG.edgepkg --trust KEY.pub --registry DIR" in said, said
+        assert main(["publish", str(pkg), "--registry", str(reg), "--trust", str(pub)]) == 0
+        assert await asyncio.to_thread(admin_cli.main_deploy, deploy) == 0
+        assert [d["version"] for d in srv.control.list()] == ["1.0.0"]
+    finally:
+        await srv.stop()
