@@ -379,9 +379,28 @@ def transparent(data: bytes) -> str | None:
     )
 
 
+def bmp_not_decodable(data: bytes | memoryview) -> str | None:
+    """Why a whole BMP is of a form OpenCV's decoder does not read, or None: pixels in bit fields with an alpha
+    mask (BI_ALPHABITFIELDS) at any depth, or 16-bit ones in bit fields (BI_BITFIELDS: RGB565, as GIMP and
+    embedded cameras write it) under a header longer than the 40-byte one, under which it reads them. Measured
+    with OpenCV 5.1 at every header size (40, 52, 56, 64, 108, 124); 32-bit bit fields are read under each."""
+    if len(data) < 34 or bytes(data[:2]) != b"BM":
+        return None
+    size, bits, compression = (int.from_bytes(data[a:b], "little") for a, b in ((14, 18), (28, 30), (30, 34)))
+    if compression == 6 or (compression == 3 and bits == 16 and size > 40):
+        alpha = " with an alpha mask" if compression == 6 else ""
+        return (
+            f"a {bits}-bit BMP of pixels in bit fields{alpha} under a {size}-byte header (an RGB565 or RGBA "
+            "export), which this reader cannot decode: save it as PNG, or as a 24-bit BMP"
+        )
+    return None
+
+
 def undecodable_kind(data: bytes) -> str | None:
     """Why a file OpenCV could not decode is of a kind it does not read (``protocols.image_header.
     _undecodable_kind``), or None: then it is taken as damaged."""
+    if data[:2] == b"BM":
+        return bmp_not_decodable(data)
     if data[:2] == b"\xff\xd8":
         frame = _jpeg_frame(data)
         if frame is None:

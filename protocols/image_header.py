@@ -544,10 +544,27 @@ def _packed_samples() -> type:
 _LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
 
 
+def bmp_not_decodable(data: bytes | memoryview) -> str | None:
+    """Why a whole BMP is of a form OpenCV's decoder does not read, or None: pixels in bit fields with an alpha
+    mask (BI_ALPHABITFIELDS) at any depth, or 16-bit ones in bit fields (BI_BITFIELDS: RGB565, as GIMP and
+    embedded cameras write it) under a header longer than the 40-byte one, under which it reads them. Measured
+    with OpenCV 5.1 at every header size (40, 52, 56, 64, 108, 124); 32-bit bit fields are read under each."""
+    if len(data) < 34 or bytes(data[:2]) != b"BM":
+        return None
+    size, bits, compression = (int.from_bytes(data[a:b], "little") for a, b in ((14, 18), (28, 30), (30, 34)))
+    if compression == 6 or (compression == 3 and bits == 16 and size > 40):
+        alpha = " with an alpha mask" if compression == 6 else ""
+        return (
+            f"a {bits}-bit BMP of pixels in bit fields{alpha} under a {size}-byte header (an RGB565 or RGBA "
+            "export), which this reader cannot decode: save it as PNG, or as a 24-bit BMP"
+        )
+    return None
+
+
 def _undecodable_kind(kind: str, data: bytes | memoryview) -> str | None:
     """Why a file OpenCV could not decode is of a kind its decoders do not read, or None (then it is taken
     as damaged): a 12- or 16-bit JPEG (libjpeg's 12-bit mode, some machine-vision and X-ray tools) or a
-    lossless one, a TIFF of grey samples of 2-7, 9, 11, 13 or 15 bits, and a TIFF of float samples (OpenCV's
+    lossless one, a BMP of bit fields OpenCV does not read (``bmp_not_decodable``), a TIFF of grey samples of 2-7, 9, 11, 13 or 15 bits, and a TIFF of float samples (OpenCV's
     colour read of a grey one fails outright; a colour one decodes, and is refused as float pixels). These are
     whole files that the camera's or tool's settings can save otherwise; called "truncated or corrupt", the
     user would look for a damage that is not there. Asked only after a decode failed: a file that decodes
@@ -568,6 +585,8 @@ def _undecodable_kind(kind: str, data: bytes | memoryview) -> str | None:
                 "or baseline JPEG"
             )
         return None
+    if kind == "BMP":
+        return bmp_not_decodable(data)
     if kind == "TIFF":
         first = (tiff_directories(data) or [{}])[0]
         bits, photometric = first.get(258, 1), first.get(262, -1)

@@ -386,6 +386,52 @@ def test_dataset_import_refuses_a_damaged_or_oversize_file_naming_it_and_reads_w
     assert np.array_equal(stored, _decode(webp, 25.0))
 
 
+def _bit_fields_bmp(bits: int, header: int, compression: int) -> bytes:
+    """A 48x32 BMP of pixels in bit fields (RGB565 at 16 bits, BGRA at 32), bottom-up, under a header of
+    ``header`` bytes (40: Windows 3's, the masks after it; 56, 108, 124: V3, V4, V5, the masks inside)."""
+    w, h = 48, 32
+    img = _textured(w, h)
+    b, g, r = (img[..., k].astype(np.uint32) for k in range(3))
+    if bits == 16:
+        px, masks = ((r >> 3) << 11) | ((g >> 2) << 5) | (b >> 3), (0xF800, 0x07E0, 0x001F, 0)
+        rows = px.astype("<u2")[::-1].tobytes()
+    else:
+        px, masks = (0xFF << 24) | (r << 16) | (g << 8) | b, (0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+        rows = px.astype("<u4")[::-1].tobytes()
+    dib = struct.pack("<IiiHHIIiiII", header, w, h, 1, bits, compression, len(rows), 2835, 2835, 0, 0)
+    dib += struct.pack("<4I", *masks) if compression == 6 or header > 40 else struct.pack("<3I", *masks[:3])
+    dib = dib.ljust(header, b"\0") if header > 40 else dib
+    return b"BM" + struct.pack("<IHHI", 14 + len(dib) + len(rows), 0, 0, 14 + len(dib)) + dib + rows
+
+
+async def test_a_bmp_of_bit_fields_opencv_cannot_decode_is_named_so_alike_not_called_damaged(tmp_path):
+    """A 16-bit RGB565 BMP under a V3-V5 header (GIMP's, an embedded camera's) and a BMP with an alpha bit
+    field (BI_ALPHABITFIELDS) are whole files OpenCV does not decode: the import, `--input-images` and the
+    folder camera called them "truncated or corrupt" (corrupt_frame), sending the user after a damage that is
+    not there. They are now named as the kind they are, with what to save instead (unsupported_frame); the
+    same RGB565 pixels under the 40-byte header are read alike."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from tests.unit.test_image_import import per_class
+
+    files = {
+        "v5.bmp": _bit_fields_bmp(16, 124, 3),
+        "v3.bmp": _bit_fields_bmp(16, 56, 3),
+        "alpha_bit_fields.bmp": _bit_fields_bmp(32, 40, 6),
+        "win3.bmp": _bit_fields_bmp(16, 40, 3),
+    }
+    refused = await _camera_and_packager(tmp_path, files)
+    assert refused == dict.fromkeys(("v5.bmp", "v3.bmp", "alpha_bit_fields.bmp"), "unsupported_frame")
+    src = per_class(tmp_path / "import" / "src", {"ok": 20, "dent": 2})
+    (src / "dent" / "v5.bmp").write_bytes(files["v5.bmp"])
+    with pytest.raises(DatasetError) as got:
+        import_images(src, tmp_path / "import" / "ds", log=lambda m: None)
+    assert str(got.value) == (
+        f"{src / 'dent' / 'v5.bmp'}: a 16-bit BMP of pixels in bit fields under a 124-byte header (an RGB565 or "
+        "RGBA export), which this reader cannot decode: save it as PNG, or as a 24-bit BMP"
+    )
+
+
 # the camera's function and the packager's copy where their names differ
 _PACKAGER_NAMES = {
     "tiff_tiles_over": "tiles_over",
@@ -418,6 +464,7 @@ _PACKAGER_NAMES = {
             "_samples_ended",
             "jpeg_scans_over",
             "_next_marker",
+            "bmp_not_decodable",
             "tiff_tiles_over",
             "tiff_deep_pixels",
             "tiff_not_one_image",
