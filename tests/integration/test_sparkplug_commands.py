@@ -1012,6 +1012,23 @@ async def test_a_command_waits_after_a_reconnect_until_the_node_is_born_again(mo
     assert ("speed", 7) not in sent and sent[-1] == ("speed", 8), sent
 
 
+async def _born_then_unknown_alias(src: MqttSource, node: Node):
+    """``g/n1`` born with speed 7 and setpoint 8, read; then its data (seq 1) by alias 9, which that birth did not
+    give (a node that restarted and gave its aliases anew, its birth missed). The data payload, to send again."""
+    node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+    await _births(src, 1)
+    data = _alias_9_data()
+    node.publish("spBv1.0/g/NDATA/n1", data.SerializeToString())
+    return data
+
+
+def _alias_9_data():
+    data = sp._pb().Payload()
+    data.timestamp, data.seq = int(time.time() * 1000), 1
+    pb_metric(data, None, alias=9, datatype=D.INT32, int_value=3)
+    return data
+
+
 def _rebirth_then(cmds: list) -> tuple[str, int] | list:
     """(name, alias) of the one command after the rebirth this host asked, or every command sent when not so."""
     sent = [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds]
@@ -1027,12 +1044,7 @@ async def test_a_command_waits_for_the_birth_asked_when_the_nodes_data_showed_on
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
     try:
-        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
-        await _births(src, 1)
-        data = sp._pb().Payload()
-        data.timestamp, data.seq = int(time.time() * 1000), 1
-        pb_metric(data, None, alias=9, datatype=D.INT32, int_value=3)
-        node.publish("spBv1.0/g/NDATA/n1", data.SerializeToString())
+        data = await _born_then_unknown_alias(src, node)
         await until(lambda: node.cmds, 5, "the rebirth asked")
         data.seq = 2
         data.metrics[0].alias = 8
@@ -1064,12 +1076,7 @@ async def test_a_command_is_held_still_once_the_birth_asked_when_the_nodes_data_
     }
     src, pump = await _host(mosquitto.port, sparkplug=quick)
     try:
-        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
-        await _births(src, 1)
-        data = sp._pb().Payload()
-        data.timestamp, data.seq = int(time.time() * 1000), 1
-        pb_metric(data, None, alias=9, datatype=D.INT32, int_value=3)
-        node.publish("spBv1.0/g/NDATA/n1", data.SerializeToString())
+        await _born_then_unknown_alias(src, node)
         await until(lambda: src.sparkplug.rebirths_given_up, 5, "the rebirth given up")
         assert src.sparkplug.node_alive("g", "n1")
         node.cmds.clear()
@@ -1137,9 +1144,7 @@ async def test_with_rebirths_off_a_command_after_data_that_showed_a_birth_missed
     and gave its aliases anew. Refused now, retryable, counted, until a birth of the node is read."""
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port, sparkplug={"rebirth_on_unknown": False})
-    data = sp._pb().Payload()
-    data.timestamp, data.seq = int(time.time() * 1000), 1
-    pb_metric(data, None, alias=9, datatype=D.INT32, int_value=3)
+    data = _alias_9_data()
 
     async def refused(why: str) -> MqttError:
         errors = src.stats.errors
