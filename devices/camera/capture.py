@@ -1167,7 +1167,16 @@ class CameraSource:
         # this reader's thread, in the grab() that returns it (FFmpeg's frame threads log a frame's errors on their
         # own threads, frames later)
         one_thread = [cv2.CAP_PROP_N_THREADS, 1] if ffmpeg_log.install() else []
-        if one_thread and s.kind is not CameraKind.USB and (why := ffmpeg_log.filtered_in_python()):
+        if not one_thread and s.kind is not CameraKind.USB:
+            self.notices.note(  # said once by ffmpeg_log; counted here, a capture opened so
+                "ffmpeg_errors_unread",
+                "camera %r: FFmpeg's decoder errors are not read (%s): a frame it reports damaged (and fills in) "
+                "is not told from a whole one",
+                self.name,
+                ffmpeg_log.not_read(),
+                level=None,
+            )
+        elif one_thread and s.kind is not CameraKind.USB and (why := ffmpeg_log.filtered_in_python()):
             self.notices.note(  # said once by ffmpeg_log; counted here, a capture opened so
                 "ffmpeg_log_in_python",
                 "camera %r: FFmpeg's log lines are filtered in Python (%s): each takes the GIL",

@@ -25,7 +25,8 @@ measured at 2x as long (the cost depends on the scheduler; later runs showed non
 is installed behind a few machine instructions (``_native_filter``: Linux on x86-64) that return on a line above
 ``AV_LOG_ERROR`` without entering Python; elsewhere (or when the system refuses executable memory) Python filters,
 which is said once (INFO; WARNING when executable memory is refused) and counted by each camera that opens a
-capture so (``ffmpeg_log_in_python`` in its silent drops on ``/status``).
+capture so (``ffmpeg_log_in_python`` in its silent drops on ``/status``; a callback not installed at all, there as
+``ffmpeg_errors_unread``).
 Error-level lines still take the GIL, on whichever thread logs them. So any other FFmpeg capture in a process where
 a camera has opened one must be opened with one decoding thread (``CAP_PROP_N_THREADS`` 1, as the cameras' are) or
 closed with ``release()``: a capture with FFmpeg's frame threads dropped without it can hang the process (OpenCV's
@@ -165,6 +166,12 @@ def install() -> bool:
                     _in_python[0],
                 )
         return not _outcome[0]
+
+
+def not_read() -> str:
+    """Why FFmpeg's decoder errors are not read (said once, at ``install()``), "" when they are (or before
+    ``install()``): a camera counts it where its state is shown."""
+    return _outcome[0] if _outcome else ""
 
 
 def filtered_in_python() -> str:

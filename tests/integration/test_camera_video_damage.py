@@ -12,6 +12,7 @@ import ctypes
 import functools
 import http.server
 import logging
+import os
 import platform
 import re
 import struct
@@ -326,9 +327,9 @@ def test_error_lines_after_which_ffmpeg_decodes_the_picture_whole_are_not_damage
     assert errors.count == 1 and errors.last == "error while decoding MB <n> <n>, bytestream <n>"
 
 
-_REFUSED_EXECUTABLE_MEMORY = """
+_CAMERA_NOTICES = """
 import asyncio, ctypes, logging, sys
-if ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN: the kernel's W^X
+if sys.argv[2] == "mdwe" and ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, REFUSE_EXEC_GAIN: W^X
     sys.exit(3)
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
 from devices.camera import ffmpeg_log
@@ -342,7 +343,7 @@ async def main():
         await take(src, 3)
     finally:
         await src.stop()
-    print("NOTICE", src.notices.status().get("ffmpeg_log_in_python"), "FILTERED", len(ffmpeg_log._filtered))
+    print("NOTICE", src.notices.status().get(sys.argv[3]), "FILTERED", len(ffmpeg_log._filtered))
 asyncio.run(main())
 """
 
@@ -356,7 +357,7 @@ def test_a_refused_machine_code_filter_is_said_once_and_counted_by_the_camera(tm
     video = tmp_path / "v.avi"
     _levels_video(video)
     done = subprocess.run(
-        [sys.executable, "-c", _REFUSED_EXECUTABLE_MEMORY, str(video)],
+        [sys.executable, "-c", _CAMERA_NOTICES, str(video), "mdwe", "ffmpeg_log_in_python"],
         capture_output=True,
         timeout=60,
         text=True,
@@ -370,6 +371,24 @@ def test_a_refused_machine_code_filter_is_said_once_and_counted_by_the_camera(tm
     assert "executable memory refused: mprotect: Permission denied" in said[0]  # (EACCES, as the kernel says)
     (last,) = [ln for ln in lines if ln.startswith("NOTICE")]
     assert "'count': 1" in last and "mprotect: Permission denied" in last and last.endswith("FILTERED 0")
+
+
+def test_decoder_errors_not_read_are_counted_by_the_camera(tmp_path):
+    """Without the callback (OpenCV's FFmpeg linked in statically, or its own log asked for) a damaged frame is not
+    told from a whole one: said once in the log, and now counted by each camera opening a capture so, where its
+    state is shown (it was in the log alone)."""
+    video = tmp_path / "v.avi"
+    _levels_video(video)
+    done = subprocess.run(
+        [sys.executable, "-c", _CAMERA_NOTICES, str(video), "-", "ffmpeg_errors_unread"],
+        capture_output=True,
+        timeout=60,
+        text=True,
+        env={**os.environ, "OPENCV_FFMPEG_LOGLEVEL": "-8"},  # FFmpeg's own log asked for (quiet): no callback
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    (last,) = [ln for ln in done.stdout.splitlines() if ln.startswith("NOTICE")]
+    assert "'count': 1" in last and "decoder errors are not read (OPENCV_FFMPEG_LOGLEVEL set" in last, last
 
 
 def test_lines_below_error_level_never_enter_python(hooked):
