@@ -199,6 +199,16 @@ FLOOR_FALL = 10.0
 # a window whose spread (standard deviation) is within this many quantisation steps: a dead input
 # flickering over a few codes (its bias and the ADC's noise), not a sensor reading a stopped machine
 DEAD_STEPS = 2.0
+# The spectrum's floor octave by octave (``octave_floors``: bands at 1/64-1/32-...-1/4-0.4 of the sample rate):
+# a velocity signal (mm/s) read as acceleration, or the other way, tilts it by f^-1 (f^+1) against the commissioned
+# one, a factor 2 an octave (log 0.69), on every octave alike, where a fault adds lines (a few bins of an octave's
+# median) or lifts the structure's resonances (one or two octaves). A window whose floor fell from each octave to
+# the next by TILT_FALL (log, min-max) against the commissioned: a velocity signal read as acceleration (it read NG,
+# imbalance or unspecified, on 18-19 of 20 windows of independently generated healthy motors and pumps). Only the
+# fall: a rise (acceleration given to a velocity sensor's pipeline) is what a race defect grown to failure does to
+# the high octaves too (steps of 0.3-0.7 an octave on a velocity sensor's machines), so it is judged as before.
+TILT_FALL = (0.3, 1.1)
+_OCTAVE_EDGES = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 0.4)  # of the sample rate
 _UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
     (9.80665, "m/s2 read as g?"),
     (1 / 9.80665, "g read as m/s2?"),
@@ -366,6 +376,30 @@ def spectral_floor(w: np.ndarray) -> float:
     c = c - c.mean()
     mag = np.abs(np.fft.rfft(c * np.hanning(c.size)))[1:]
     return math.log(float(np.median(mag)) + 1e-12)
+
+
+def octave_floors(w: np.ndarray) -> list[float] | None:
+    """The log of the median of the window's amplitude spectrum (Hann-windowed) in each of five octaves
+    (``_OCTAVE_EDGES``, fractions of the sample rate: the same octaves at any rate); None for a window too
+    short (under 512 samples) or not finite. See ``TILT_FALL``."""
+    c = np.asarray(w, dtype=np.float64).ravel()
+    if c.size < 512 or not np.isfinite(c).all():
+        return None
+    c = c - c.mean()
+    mag = np.abs(np.fft.rfft(c * np.hanning(c.size)))
+    k = [round(e * c.size) for e in _OCTAVE_EDGES]
+    return [math.log(float(np.median(mag[a:b])) + 1e-300) for a, b in zip(k[:-1], k[1:], strict=True)]
+
+
+def units_tilt(octaves: list[float] | None, commissioned: list[float] | None) -> float | None:
+    """The octave-to-octave fall (log, negative) of the window's floor against the commissioned one when it is a
+    unit's 1/f (``TILT_FALL``: a velocity signal read as acceleration), else None."""
+    if octaves is None or commissioned is None or len(octaves) != len(commissioned):
+        return None
+    steps = np.diff(np.asarray(octaves) - np.asarray(commissioned))
+    if bool(np.all(-steps >= TILT_FALL[0])) and bool(np.all(-steps <= TILT_FALL[1])):
+        return float(steps.mean())
+    return None
 
 
 def quantisation_step(w: np.ndarray) -> float | None:
@@ -651,6 +685,10 @@ class Baseline:
         self.orders = True
         self.temps: list[float] = []  # the running windows' temperatures while learning (temperature_tag)
         self.floors: list[float] = []  # the learned windows' spectral floors (``spectral_floor``)
+        # the learned windows' ``octave_floors`` (None where a window gives none), and their commissioned median
+        # (None: learned before the record, or too few: the units' tilt is not looked for, as before)
+        self.octaves: list[list[float] | None] = []
+        self.floor_octaves: list[float] | None = None
         # the learned windows' ``quantisation_step`` (None: not quantised)
         self.steps: list[float | None] = []
         # the ADC's step the machine was commissioned on (``quantisation_levels``); None: not quantised, or
@@ -710,6 +748,8 @@ class Baseline:
             "temps": self.temps if self.state == "learning" else [],
             "floors": self.floors if self.state == "learning" else [],
             "floor_bands": {str(k): v for k, v in self.floor_bands.items()},
+            "octaves": self.octaves if self.state == "learning" else [],
+            "floor_octaves": self.floor_octaves,
             "steps": self.steps if self.state == "learning" else [],
             "quant_step": self.quant_step,
             "rows": self.rows if self.state == "learning" else [],
@@ -893,6 +933,9 @@ class Baseline:
         self.temps = [float(v) for v in d.get("temps", [])]
         self.floors = [float(v) for v in d.get("floors", [])]
         self.floor_bands = {int(k): float(v) for k, v in (d.get("floor_bands") or {}).items()}
+        self.octaves = [None if o is None else [float(v) for v in o] for o in d.get("octaves") or []]
+        fo = d.get("floor_octaves")
+        self.floor_octaves = [float(v) for v in fo] if fo else None
         self.steps = [None if v is None else float(v) for v in d.get("steps", [])]
         self.quant_step = None if d.get("quant_step") is None else float(d["quant_step"])
         self.rows = [list(map(float, r)) for r in d.get("rows", [])]
@@ -1026,7 +1069,7 @@ class Baseline:
 
     def status(self) -> dict:
         d = self.to_dict()
-        for k in ("rows", "speeds", "bands", "temps", "floors"):
+        for k in ("rows", "speeds", "bands", "temps", "floors", "octaves"):
             d.pop(k)
         d["progress"] = round(self.progress(), 3)
         d["speed_bands"] = sorted(self.bands)
@@ -1144,6 +1187,7 @@ class Baseline:
             self.rows.append(row.tolist())
             self.speeds.append(f["speed_hz"])
             self.floors.append(spectral_floor(waveform))
+            self.octaves.append(octave_floors(waveform))
             self.steps.append(window_step(waveform))
             self._learn_temperature(scalars)
             v.progress = self.progress()
@@ -1177,6 +1221,8 @@ class Baseline:
             partial(self.floor_move, f["speed_hz"], waveform),
             partial(self.quantisation_levels, f["speed_hz"], waveform),
         )
+        if found is None and self.floor_octaves is not None:
+            found = self._units_tilted(waveform)
         if found is not None and found[0] == "low_level" and self.s.speed_tag is None:
             # no speed tag: a stop of a healthy machine was a 'low_level' sensor fault, an episode at
             # every stop (3 a day on a gearbox); the signal (and the temperature) tell it from a dead sensor
@@ -1372,6 +1418,20 @@ class Baseline:
         self.stop_floor = level if self.stop_floor is None else 0.95 * self.stop_floor + 0.05 * level
         return True, f"baseline: the machine is stopped ({why}); not judged"
 
+    def _units_tilted(self, waveform: np.ndarray) -> tuple[str, str] | None:
+        """``scale`` when the window's spectrum is the commissioned one tilted by a unit's 1/f (``units_tilt``):
+        a velocity signal read as acceleration, not the machine."""
+        tilt = units_tilt(octave_floors(waveform), self.floor_octaves)
+        if tilt is None:
+            return None
+        return (
+            "scale",
+            f"sensor: the spectrum's floor is the commissioned one tilted by {math.exp(tilt):.2g}x an octave, on "
+            "every octave (a unit's 1/f): a velocity signal (mm/s) read as acceleration, or a sensor of another "
+            f"kind; units: {self.s.units} is set; not the machine; correct the sensor's output or baseline.units, "
+            "or relearn if the new sensor is right",
+        )
+
     def _sensor_suspect(
         self,
         row: np.ndarray,
@@ -1498,6 +1558,7 @@ class Baseline:
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])
             self.floors.append(spectral_floor(w))
+            self.octaves.append(octave_floors(w))
             self.steps.append(q)
         self._event(
             EventKind.BASELINE_SPEED,
@@ -1602,6 +1663,8 @@ class Baseline:
         # each learned window's floor (a learning resumed from a file saved before the record has none)
         fl = np.asarray(self.floors) if len(self.floors) == len(x) else None
         fl = None if fl is None or not np.isfinite(fl).all() else fl
+        # each learned window's octave floors (a learning resumed from a file saved before the record has none)
+        oc = list(self.octaves) if len(self.octaves) == len(x) else None
         # each learned window's ``quantisation_step`` (None: a learning resumed from a file saved before it)
         st = list(self.steps) if len(self.steps) == len(x) else None
         rms = x[:, _FEATURE_INDEX["rms"]]
@@ -1617,6 +1680,7 @@ class Baseline:
             )
             x, sp = x[running], sp[running]
             fl = None if fl is None else fl[running]
+            oc = None if oc is None else [o for o, r in zip(oc, running, strict=True) if r]
             st = None if st is None else [q for q, r in zip(st, running, strict=True) if r]
         # a knock, a dropped tool, a door slam in one window of the hour: left out, else its score set
         # the threshold (an 8-bit pump's 6 cavitation knocks put it at 17.3, 6.0 without them, and its
@@ -1634,6 +1698,7 @@ class Baseline:
             )
             x, sp = x[~out], sp[~out]
             fl = None if fl is None else fl[~out]
+            oc = None if oc is None else [o for o, q in zip(oc, out, strict=True) if not q]
             st = None if st is None else [q for q, o in zip(st, out, strict=True) if not o]
         bands = np.asarray([_band(s, self.s.speed_band_pct) for s in sp])
         self.speed_spans = _speed_spans(sp, 1.0 + self.s.speed_band_pct / 100.0)
@@ -1652,6 +1717,10 @@ class Baseline:
                     self.floor_bands[int(b)] = float(np.median(fl[sel]))
         self.relative = True
         self.quant_step = None if st is None else _common_step(st)
+        kept = [o for o in oc or [] if o is not None]
+        self.floor_octaves = (
+            [float(v) for v in np.median(np.asarray(kept), axis=0)] if len(kept) >= MIN_BAND_WINDOWS else None
+        )
         # out-of-fold scores: contiguous blocks, each scored against the others (drift included)
         self.threshold = out_of_fold_threshold(
             x, self.s.false_alarm_rate, self.s.confirm_windows, relative=True
@@ -1662,7 +1731,7 @@ class Baseline:
         self.learned_at = self.clock()
         n = len(self.rows)
         self.rows, self.speeds, self.temps, self.floors = [], [], [], []
-        self.steps = []
+        self.steps, self.octaves = [], []
         self.save()
         self._event(
             EventKind.BASELINE_LEARNED,

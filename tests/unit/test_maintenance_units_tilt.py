@@ -1,0 +1,52 @@
+"""A velocity sensor's signal (mm/s) given to a pipeline commissioned on an accelerometer (a sensor swapped, a
+transmitter or gateway switched to velocity output): every line and the floor tilt by the unit's 1/f, so the
+shape changes and the gain rule (``scale``, one common factor) does not see it. Read as acceleration, the 1x
+dominates: it was NG (imbalance, unspecified) on nearly every window of a healthy machine. Now the floor's
+octave-by-octave fall against the commissioned one tells it: UNSURE, a sensor fault naming the units; a fault of
+the machine (its lines, its bearing's resonance) is judged as before."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.maintenance.baseline import Baseline
+from edge_agent.maintenance.settings import BaselineSettings
+from tests.support.rotor_signals import in_units, rotor
+
+SPEED = {"_shaft_speed": 1476.0}
+
+
+def _commissioned(units: str, rng: np.random.Generator) -> Baseline:
+    b = Baseline(BaselineSettings(windows=20, units=units), 10000.0, 2048)
+    for i in range(20):
+        b.process(in_units(rotor(rng, load=1 + 0.1 * np.sin(i)), units), SPEED)
+    assert b.state == "ready" and b.floor_octaves is not None
+    return b
+
+
+@pytest.mark.parametrize("units", ["g", "m/s2"])
+def test_a_velocity_signal_read_as_acceleration_is_a_sensor_fault_and_machine_faults_still_alarm(units):
+    rng = np.random.default_rng(1)
+    b = _commissioned(units, rng)
+    mixed = [b.process(in_units(rotor(rng), "mm/s"), SPEED) for _ in range(4)]
+    assert all(v.sensor_kind == "scale" and "velocity" in (v.sensor or "") for v in mixed), [
+        v.sensor for v in mixed
+    ]
+    assert not any(v.alarm or v.anomalous for v in mixed)
+    # the same machine in its own unit: a load change is judged healthy, its faults alarm, none is the units'
+    assert not any(b.process(in_units(rotor(rng, load=1.3), units), SPEED).sensor_kind for _ in range(2))
+    for fault in ({"imbalance": 6.0}, {"misalignment": 3.0}, {"outer_race": 10.0}):
+        vs = [b.process(in_units(rotor(rng, **fault), units), SPEED) for _ in range(2)]
+        assert all(v.sensor_kind is None and v.anomalous for v in vs), (fault, [v.sensor for v in vs])
+        assert vs[-1].alarm
+
+
+def test_a_baseline_learned_before_the_octaves_were_recorded_is_judged_as_before(tmp_path):
+    rng = np.random.default_rng(2)
+    b = _commissioned("g", rng)
+    d = b.to_dict()
+    assert len(d["floor_octaves"]) == 5 and d["octaves"] == []
+    b.floor_octaves = None  # as loaded from a file saved before the record
+    v = b.process(in_units(rotor(rng), "mm/s"), SPEED)
+    assert v.sensor_kind is None
