@@ -525,14 +525,16 @@ class Console:
                 {**s, "withdrawn": why} if (why := withdrawn(s.get("package"), s.get("version"))) else s
                 for s in a.get("slots") or []
             ]
-            gaps = st.gaps(a["id"], tenant=tenant)
+            gaps = st.gaps(a["id"], tenant=tenant, newest=GAPS_SHOWN)  # (built from the newest epoch down)
             ingest = st.stats(a["id"], tenant=tenant)
             out.append(
                 {
                     **a,
                     "ingest": ingest,
-                    "gaps": gaps[-GAPS_SHOWN:],
-                    "gaps_left_out": max(0, len(gaps) - GAPS_SHOWN),
+                    "gaps": list(gaps),
+                    # older ones: how many, and whether older epochs hold more (not read)
+                    "gaps_left_out": gaps.left_out or 0,
+                    "gaps_more": gaps.left_out is None,
                     # its records stored at their receipt time (a clock more than a day ahead; this process's count),
                     # and the epochs it opened past the day's bound (a data folder not kept across restarts?)
                     "records_retimed": quotas.records_retimed.get((tenant, a["id"]), 0) if quotas else 0,

@@ -1705,7 +1705,9 @@ class AdminServicer(rpc.AdminServicer):
                 )
             dropped = (agent or {}).get("outbox", {}).get("dropped", {})
         gaps = (
-            await self._thread(t, partial(self.store.gaps, request.agent, tenant=t)) if request.agent else []
+            await self._thread(t, partial(self.store.gaps, request.agent, tenant=t, newest=INGEST_STATS_GAPS))
+            if request.agent
+            else []
         )
         return pb.IngestStatsReply(
             records=st["records"],

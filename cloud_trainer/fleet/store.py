@@ -381,6 +381,10 @@ def check_record(r: dict) -> dict | None:
 # records at every other seq made 300,000 holes, built into a gap list (0.7 s of CPU) at each console refresh of its
 # tenant's agents and each IngestStats, which answer the newest 1,000 and 10,000 of them; the records are still read
 HOLES_READ = 10_000
+# ``gaps(newest=N)`` reads an agent's epochs from the highest down, this many at first, twice as many each time after,
+# up to GAPS_PAGE_EPOCHS_MAX, until it has N gaps
+GAPS_PAGE_EPOCHS = 64
+GAPS_PAGE_EPOCHS_MAX = 4096
 EVENTS_SCANNED = 2000  # event rows one ``events`` call reads at most (a kind filter reads past other kinds)
 # An event's payload is the agent's text, as long as a batch (16 MB): the console reads at most EVENT_PAYLOAD_CHARS of
 # each (an outbox drop event of 2,000 seq ranges is ~50 K; past it, the payload is that much of its text and the
@@ -516,6 +520,14 @@ def _epochs_past(tenant: str, agent: str, n: int, epoch: int) -> None:
     )
 
 
+class GapList(list):
+    """``Store.gaps(newest=N)``'s answer: the newest gaps, and how many it left out (None: older epochs not read)."""
+
+    def __init__(self, gaps=(), left_out: int | None = 0) -> None:
+        super().__init__(gaps)
+        self.left_out = left_out
+
+
 class Reports(list):
     """``Store.heartbeat_many``'s answer: the (tenant, agent) of the reports held for a later flush, and in
     ``stale`` those of the held-back reports not written because their agent's row holds a newer report."""
@@ -622,8 +634,10 @@ class Store(abc.ABC):
         later range it holds those of the ranges before that this call stored (not their duplicates)."""
 
     @abc.abstractmethod
-    def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
-        """Seqs the store lacks, per epoch: ``{"epoch", "first", "last", "cause"}`` (``last`` 0: open-ended)."""
+    def gaps(self, agent: str, *, tenant: str = T, newest: int | None = None) -> list[dict]:
+        """Seqs the store lacks, per epoch: ``{"epoch", "first", "last", "cause"}`` (``last`` 0: open-ended), by
+        epoch and first seq. ``newest``: the last ``newest`` of that list only, built from the highest epochs down
+        (a ``GapList``: ``left_out`` says how many it left out, None where older epochs were not read)."""
 
     @abc.abstractmethod
     def stats(self, agent: str | None = None, *, tenant: str = T) -> dict: ...
@@ -1561,7 +1575,9 @@ class SQLStore(Store):
                 _loss_cut(tenant, agent, len(ranges) - len(taken), "")
         return None
 
-    def gaps(self, agent: str, *, tenant: str = T) -> list[dict]:
+    def gaps(self, agent: str, *, tenant: str = T, newest: int | None = None) -> list[dict]:
+        if newest is not None:
+            return self._newest_gaps(agent, tenant, newest)
         q, args = self.q, (tenant, agent)
         with self._tx(write=False) as ex:
             epochs = ex(
@@ -1575,14 +1591,7 @@ class SQLStore(Store):
             missing = []
             for e, first, last, n in epochs:  # only an epoch with fewer records than its seq range has holes
                 if int(n) < last - first + 1:  # its newest HOLES_READ holes, from the highest seq down
-                    missing += ex(
-                        q(
-                            "SELECT epoch, prev + 1, seq - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (ORDER BY "
-                            "seq DESC) AS prev FROM records WHERE tenant = ? AND agent = ? AND epoch = ?) AS r "
-                            "WHERE seq - 1 > prev ORDER BY seq DESC LIMIT ?"  # not prev + 1 < seq: 2^63-1 + 1
-                        ),
-                        (*args, e, HOLES_READ),
-                    ).fetchall()
+                    missing += self._holes(ex, tenant, agent, e)
             known = ex(
                 q(
                     "SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ? "
@@ -1591,6 +1600,63 @@ class SQLStore(Store):
                 args,
             ).fetchall()
         return gaps_from(missing, firsts, known)
+
+    def _holes(self, ex, tenant: str, agent: str, epoch: int) -> list[tuple]:
+        """The newest ``HOLES_READ`` holes between the epoch's stored seqs, from the highest seq down."""
+        return ex(
+            self.q(
+                "SELECT epoch, prev + 1, seq - 1 FROM (SELECT epoch, seq, LEAD(seq) OVER (ORDER BY "
+                "seq DESC) AS prev FROM records WHERE tenant = ? AND agent = ? AND epoch = ?) AS r "
+                "WHERE seq - 1 > prev ORDER BY seq DESC LIMIT ?"  # not prev + 1 < seq: 2^63-1 + 1
+            ),
+            (tenant, agent, epoch, HOLES_READ),
+        ).fetchall()
+
+    def _newest_gaps(self, agent: str, tenant: str, newest: int) -> GapList:
+        """``gaps`` cut to its newest ``newest``, built from the highest epochs down, a page of epochs at a time (of
+        ``record_counts``, by its primary key; the loss rows of the epochs between them; ``GAPS_PAGE_EPOCHS``, doubling),
+        until that many are had: the console's agents view (every 3 s) and IngestStats built an agent's whole list,
+        every epoch's gaps and loss ranges (20,000 epochs: 40,000 gaps), to show its newest 1,000 or 10,000."""
+        q, args = self.q, (tenant, agent)
+        parts: list[list[dict]] = []  # from the highest epochs down
+        had, below, page = 0, None, GAPS_PAGE_EPOCHS  # epochs below ``below`` not read yet
+        with self._tx(write=False) as ex:
+            while True:
+                older = "" if below is None else " AND epoch < ?"
+                at = (*args, *([] if below is None else [below]))
+                epochs = ex(
+                    q(
+                        "SELECT epoch, MIN(first_seq), MAX(last_seq), SUM(records) FROM record_counts "
+                        f"WHERE tenant = ? AND agent = ?{older} GROUP BY epoch ORDER BY epoch DESC LIMIT ?"
+                    ),
+                    (*at, page),
+                ).fetchall()
+                last_page = len(epochs) < page  # then every older epoch's loss rows are read with this one
+                lowest = epochs[-1][0] if epochs else None
+                known = ex(
+                    q(
+                        f"SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ?{older}"
+                        + ("" if last_page else " AND epoch >= ?")
+                        + " ORDER BY epoch, first"
+                    ),
+                    (*at, *([] if last_page else [lowest])),
+                ).fetchall()
+                missing = [
+                    hole
+                    for e, first, last, n in epochs
+                    if int(n) < last - first + 1
+                    for hole in self._holes(ex, tenant, agent, e)
+                ]
+                part = gaps_from(missing, [(e, first) for e, first, _, _ in epochs], known)
+                parts.append(part)
+                had += len(part)
+                if last_page or had >= newest:
+                    break
+                below, page = lowest, min(page * 2, GAPS_PAGE_EPOCHS_MAX)
+        out = [g for part in reversed(parts) for g in part]
+        return GapList(
+            out[max(0, len(out) - newest) :] if newest else [], max(0, had - newest) if last_page else None
+        )
 
     def stats(self, agent: str | None = None, *, tenant: str = T) -> dict:
         w = "WHERE tenant = ?" + (" AND agent = ?" if agent else "")

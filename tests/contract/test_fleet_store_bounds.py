@@ -236,3 +236,78 @@ def test_a_loss_write_costs_the_writer_no_more_with_the_agents_loss_rows(tmp_pat
         assert loss_write_steps(20) <= 2 * few + 20
     finally:
         st.close()
+
+
+def test_the_newest_gaps_are_built_from_the_newest_epoch_down_and_are_the_end_of_the_whole_list(
+    store, monkeypatch
+):
+    """The console's agents view (every 3 s) and IngestStats built an agent's whole gap list, every epoch's holes and
+    loss ranges, to show its newest 1,000 or 10,000: ``gaps(newest=N)`` reads epochs from the highest down until it
+    has N, the same N as the whole list's end, saying how many it left out (None: older epochs not read)."""
+    monkeypatch.setattr(store_module, "EPOCHS_PER_WINDOW", 100)
+    monkeypatch.setattr(store_module, "GAPS_PAGE_EPOCHS", 1)  # one epoch a read, doubling
+    drop = {"kind": "outbox_budget", "epoch": 3, "ranges": [[2, 3], [9, 9]]}
+    store.ingest("gwg", [rec(1, epoch=1), rec(4, epoch=1)])
+    store.ingest("gwg", [rec(5, epoch=2)])  # ends epoch 1; 1..4 missing
+    store.ingest(
+        "gwg",
+        [
+            rec(1, epoch=3),
+            rec(4, epoch=3),
+            rec(10, epoch=3),
+            rec(11, epoch=3, kind="event", payload=json.dumps(drop)),
+        ],
+    )
+    whole = store.gaps("gwg")
+    assert len(whole) >= 6
+    for n in range(len(whole) + 2):
+        part = store.gaps("gwg", newest=n)
+        assert list(part) == (whole[-n:] if n else []), n
+        if part.left_out is not None:
+            assert part.left_out == len(whole) - len(part)
+    assert store.gaps("gwg", newest=len(whole) + 1).left_out == 0
+    assert store.gaps("gwg", newest=1).left_out is None  # epochs 1 and 2 never read
+
+
+def test_the_newest_gaps_of_an_agent_with_thousands_of_epochs_read_the_newest_alone(tmp_path):
+    from cloud_trainer.fleet.store import SQLiteStore
+
+    st = SQLiteStore(tmp_path / "fleet.db")
+    try:
+        steps = [0]
+
+        def newest_steps() -> int:
+            steps[0] = 0
+            for reader in list(st.readers.queue):
+                reader.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 10)
+            try:
+                assert [g["epoch"] for g in st.gaps("gwt", newest=3)] == [top - 1, top - 1, top]
+            finally:
+                for reader in list(st.readers.queue):
+                    reader.set_progress_handler(None, 0)
+            return steps[0]
+
+        def epochs(
+            first: int, last: int
+        ) -> None:  # each with one record at seq 2 and its end (1 missing, 3 on)
+            with st.lock:
+                st.db.execute("BEGIN IMMEDIATE")
+                st.db.executemany(
+                    "INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq) "
+                    "VALUES ('default', 'gwt', ?, 'result', 1, 2, 2)",
+                    [(e,) for e in range(first, last)],
+                )
+                st.db.executemany(
+                    "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES "
+                    "('default', 'gwt', ?, 3, 0, 'epoch_change', 1.0)",
+                    [(e,) for e in range(first, last - 1)],
+                )
+                st.db.execute("COMMIT")
+
+        top = 2_000
+        epochs(top - 200, top + 1)  # more than a first page
+        few = newest_steps()
+        epochs(0, top - 200)
+        assert newest_steps() <= 2 * few + 20
+    finally:
+        st.close()
