@@ -279,8 +279,11 @@ def check_times(
 
 
 _TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+# other spellings: the Greek mu (U+03BC, a Greek keyboard's, and what NFKC makes of the micro sign) looks like
+# the micro sign and was refused 'use one of ... µs'; msec and usec as loggers write them
+_TIME_ALIASES = {"\u03bcs": "us", "msec": "ms", "usec": "us"}
 _UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")  # "time [ms]", "Accel X (g)"
-_TIME_SUFFIX = re.compile(r"(.+)_(s|sec|ms|us|µs|ns)")  # "time_ms", "elapsed_s"
+_TIME_SUFFIX = re.compile(r"(.+)_(s|sec|ms|us|µs|\u03bcs|ns|msec|usec)")  # "time_ms", "elapsed_s"
 
 
 def _split_unit(name: str) -> tuple[str, str]:
@@ -304,7 +307,7 @@ def _time_unit(name: str, unit: str) -> str | None:
 def _time_scale(path: Path, column: str, unit: str) -> float:
     if not unit:
         return 1.0
-    scale = _TIME_UNITS.get(unit, _TIME_UNITS.get(unit.lower()))
+    scale = _TIME_UNITS.get(unit, _TIME_UNITS.get(_TIME_ALIASES.get(unit.lower(), unit.lower())))
     if scale is None:
         raise DatasetError(
             f"{path}: time column {column!r}: unit {unit!r} not understood; "

@@ -1366,6 +1366,27 @@ def test_a_parquet_time_of_epoch_nanoseconds_as_integers_is_read_or_refused_in_o
         assert rec.channels["count"][0] == float(ns[0])  # a channel past 2^53 too
 
 
+@pytest.mark.parametrize(
+    ("header", "rate"),
+    [
+        ("time [\u03bcs]", 1e6),
+        ("time_\u03bcs", 1e6),
+        ("time [msec]", 1e3),
+        ("time (usec)", 1e6),
+        ("time_msec", 1e3),
+    ],
+    ids=["greek-mu", "greek-mu-suffix", "msec", "usec", "msec-suffix"],
+)
+def test_time_units_as_other_keyboards_and_loggers_spell_them(tmp_path, header, rate):
+    """The Greek mu (U+03BC) looks like the micro sign and was refused 'unit 'μs' not understood; use one of s, sec,
+    ms, us, µs, ns'; msec and usec (loggers' spellings) were refused too."""
+    from cloud_trainer.train.signals import read_csv
+
+    (tmp_path / "run.csv").write_text(f"{header},x\n0,1.5\n1,1.6\n2,1.7\n", encoding="utf-8")
+    rec = read_csv(tmp_path / "run.csv", None)
+    assert rec.rate_hz == rate and list(rec.channels) == ["x"]
+
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "signals"
 
 
