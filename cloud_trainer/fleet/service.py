@@ -95,7 +95,14 @@ from cloud_trainer.registry import WITHDRAWN, Registry
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
 from protocols.image_header import KIND_SUFFIXES, SNIFF_BYTES, image_kind
-from protocols.refusals import REFUSAL_KEY, REPORT_KEY, REPORT_LATE, STREAMS_FULL, STREAMS_LIMIT_KEY
+from protocols.refusals import (
+    EPOCHS_BOUND,
+    REFUSAL_KEY,
+    REPORT_KEY,
+    REPORT_LATE,
+    STREAMS_FULL,
+    STREAMS_LIMIT_KEY,
+)
 
 log = logging.getLogger(__name__)
 CHUNK = 256 * 1024
@@ -1323,6 +1330,9 @@ class FleetServicer(rpc.FleetServicer):
         except TooManyEpochs as exc:  # the agent opened EPOCHS_PER_WINDOW epochs within the window
             self._give_unstored(agent, records, newly, payloads, samples, day)
             self.quotas.refused(agent, "epochs", str(exc))
+            context.set_trailing_metadata(
+                ((REFUSAL_KEY, EPOCHS_BOUND),)
+            )  # (its agent waits hours, not seconds)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except AgentRowsLocked as exc:  # another transaction holds the agent's rows (PostgreSQL)
             self._give_unstored(agent, records, newly, payloads, samples, day)

@@ -47,7 +47,7 @@ from devices.base import BurstLogger
 from edge_agent.outbox.store import Outbox
 from edge_agent.uplink.fleet_client import FleetClient
 from edge_agent.uplink.settings import CloudSettings
-from protocols.refusals import REFUSAL_KEY, STREAMS_FULL, STREAMS_LIMIT_KEY
+from protocols.refusals import EPOCHS_BOUND, REFUSAL_KEY, STREAMS_FULL, STREAMS_LIMIT_KEY
 
 # the outbox's own events (``outbox_corrupt``, drops) are recorded by the outbox, never hidden as they are
 _OUTBOX_OWN = b'"kind":"outbox_'
@@ -178,11 +178,12 @@ def _epochs_refused(exc: Exception) -> bool:
     that often: a data folder not kept across restarts): a wait of hours mends it, not the backoff's seconds."""
     import grpc
 
-    return (
-        isinstance(exc, grpc.aio.AioRpcError)
-        and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        and " epochs opened within " in (exc.details() or "")
-    )
+    if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    marks = [v for k, v in (exc.trailing_metadata() or ()) if k == REFUSAL_KEY]
+    if marks:  # the refusal's mark (protocols.refusals); a service of before it by its words
+        return marks[0] == EPOCHS_BOUND
+    return " epochs opened within " in (exc.details() or "")
 
 
 def _streams_limit(exc: Exception) -> int | None:

@@ -15,6 +15,7 @@ import sqlite3
 import time
 
 import grpc
+import pytest
 
 from cloud_trainer.fleet import service as service_module
 from cloud_trainer.fleet import store as store_module
@@ -22,6 +23,7 @@ from cloud_trainer.fleet import stream as fleet_stream
 from cloud_trainer.fleet.store import SQLiteStore
 from protocols.gen import fleet_pb2 as pb
 from protocols.gen import fleet_pb2_grpc as rpc
+from protocols.refusals import EPOCHS_BOUND, REFUSAL_KEY
 from tests.integration.test_fleet_tenants import _code, admin, cloud, world  # noqa: F401  (fixtures)
 
 IA = grpc.StatusCode.INVALID_ARGUMENT
@@ -427,8 +429,11 @@ async def test_an_agent_opening_epochs_past_the_rate_is_refused_and_counted(clou
         assert acks[0].stored == 2
     assert srv.store.stats("gw-a", tenant="acme")["epochs_24h"] == 3
     two = pb.RecordBatch(records=[*_epoch_batch(14, 1).records, *_epoch_batch(15, 1).records])
-    code, details = await _code(gw.PushRecords(iter([two]), timeout=20).read())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gw.PushRecords(iter([two]), timeout=20).read()
+    code, details = refused.value.code(), refused.value.details()
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+    assert (REFUSAL_KEY, EPOCHS_BOUND) in tuple(refused.value.trailing_metadata())  # its agent waits hours
     assert (
         "4 epochs opened within 24 h, past the 2" in details
         and "epoch 15 after epoch 14 is refused" in details

@@ -116,3 +116,21 @@ async def test_a_push_refused_for_the_epochs_of_the_day_waits_doubling_and_tries
         await up.stop()
         ob.close()
         await srv.stop()
+
+
+def test_a_refusal_for_the_epochs_of_the_day_is_told_by_its_mark_else_by_its_words() -> None:
+    import grpc
+
+    import edge_agent.uplink.client as client_module
+    from protocols.refusals import EPOCHS_BOUND, REFUSAL_KEY, STREAMS_FULL
+
+    def refused(details: str, *marks: tuple[str, str]) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(), grpc.aio.Metadata(*marks), details
+        )
+
+    words = "agent gw1 (tenant default): 24 epochs opened within 24 h, at most 24; the batch ... is refused"
+    assert client_module._epochs_refused(refused("other words", (REFUSAL_KEY, EPOCHS_BOUND)))
+    assert client_module._epochs_refused(refused(words))  # a service of before the mark
+    assert not client_module._epochs_refused(refused(words, (REFUSAL_KEY, STREAMS_FULL)))  # the mark decides
+    assert not client_module._epochs_refused(refused("agent gw1: 1000 records a day (limit)"))
