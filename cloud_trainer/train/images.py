@@ -67,6 +67,7 @@ from protocols.image_header import (
     IMAGE_TYPES,
     KIND_SUFFIXES,
     SNIFF_BYTES,
+    exif_orientation,
     image_kind,
     kind_suffix,
 )
@@ -871,7 +872,7 @@ def import_images(
     try:
         with new_dataset_folder(out, log) as tmp:
             progress = _Progress(len(found.items), progress_s, log)
-            summary, copies, shapes, flat, misnamed, lossy = _write(
+            summary, copies, shapes, flat, misnamed, lossy, turned = _write(
                 found, src, tmp, max_megapixels, pixel_bits, progress, bayer
             )
             if copies:  # left out: the classes must still hold enough images without them
@@ -894,6 +895,7 @@ def import_images(
             _odd_sizes_note(shapes),
             _flat_note(flat),
             _lossy_masks_note(lossy),
+            _turned_masks_note(turned),
             _mask_like_note(found, src),
             _few_defects_note(summary["counts"], found.good, task),
         ):
@@ -993,11 +995,13 @@ def _write(
     list[str],
     list[tuple[str, str]],
     list[tuple[str, int, int]],
+    list[tuple[str, int]],
 ]:
     """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept), each
     image's (source, height, width), the images of one colour, the images of another kind than their
     extension says: (source, kind), stored under their kind's extension, the JPEG masks with faint pixels:
-    (source, faint pixels, marked pixels))."""
+    (source, faint pixels, marked pixels), the images with a mask turned by their EXIF orientation: (source,
+    orientation))."""
     import numpy as np
     import yaml
 
@@ -1015,6 +1019,7 @@ def _write(
     flat: list[str] = []  # images of one colour: a covered lens, a missed trigger, a blank export
     misnamed: list[tuple[str, str]] = []  # (source, kind): a JPEG named .png, read as what it is
     lossy: list[tuple[str, int, int]] = []  # JPEG masks: (source, faint pixels, marked pixels)
+    turned: list[tuple[str, int]] = []  # images with a mask that their EXIF orientation turns: (source, tag)
     k = 0
     with open(dst / "labels.jsonl", "w") as f:
         for done, it in enumerate(found.items):
@@ -1091,6 +1096,8 @@ def _write(
                         f"{img.shape[1]}x{img.shape[0]}; they must be the same size"
                     )
                 _check_mask(it, mask, found.good)
+                if (orientation := exif_orientation(data)) != 1:  # the mask fits as shown; as stored, unseen
+                    turned.append((rel, orientation))
                 if image_kind(mdata) == "JPEG" and (shades := _faint_pixels(mask))[0]:
                     lossy.append((it.mask.relative_to(src).as_posix(), *shades))
                 mname = f"masks/{k:06d}.png"
@@ -1137,6 +1144,24 @@ def _write(
         flat,
         misnamed,
         lossy,
+        turned,
+    )
+
+
+def _turned_masks_note(turned: list[tuple[str, int]]) -> str | None:
+    """Images with a mask whose EXIF orientation turns (or mirrors) them: the mask is taken as drawn on the
+    image as viewers show it (turned), as labelling tools that apply the tag draw it. One drawn by a tool that
+    ignores the tag (on the stored pixels) does not fit; the size check catches that only for a non-square image
+    turned by 90 degrees, so the user is told which to check. Said, not refused: the masks are the user's."""
+    if not turned:
+        return None
+    n = len(turned)
+    names = ", ".join(f"{name} ({o})" for name, o in turned[:3]) + (", ..." if n > 3 else "")
+    return (
+        f"{n} image{'s' if n > 1 else ''} with a mask {'are' if n > 1 else 'is'} turned or mirrored by {'their' if n > 1 else 'its'} "
+        f"EXIF orientation ({names}): each mask is read as drawn on the image as viewers show it, as training and "
+        "the agent's folder camera turn the image; a mask drawn on the stored pixels, by a tool that ignores the "
+        "orientation, does not fit: check them"
     )
 
 

@@ -256,7 +256,9 @@ def _jpeg_turned_by_exif(path: Path, seed: int) -> None:
 
 def test_exif_orientation_is_applied_on_import_as_in_training_and_at_the_agent(tmp_path):
     """A mask drawn on the portrait the user sees fits the image on import and in training alike (the
-    import used to check it against the unturned pixels, which training and the agent never see)."""
+    import used to check it against the unturned pixels, which training and the agent never see). The images
+    with a mask that their orientation turns are named, to be checked: a mask drawn on the stored pixels by a
+    tool that ignores the tag fits a square image, or one turned by 180 degrees, as well, and imported unsaid."""
     src = tmp_path / "part"
     for i in range(20):
         _jpeg_turned_by_exif(src / "train" / "good" / f"{i:03d}.jpg", i)
@@ -267,7 +269,14 @@ def test_exif_orientation_is_applied_on_import_as_in_training_and_at_the_agent(t
     for i in range(2):
         _jpeg_turned_by_exif(src / "test" / "dent" / f"{i:03d}.jpg", 60 + i)
         assert cv2.imwrite(str(src / "ground_truth" / "dent" / f"{i:03d}_mask.png"), m)
-    import_images(src, tmp_path / "ds")
+    said: list[str] = []
+    import_images(src, tmp_path / "ds", log=said.append)
+    assert [s for s in said if "EXIF orientation" in s] == [
+        "dataset import: 2 images with a mask are turned or mirrored by their EXIF orientation "
+        "(test/dent/000.jpg (6), test/dent/001.jpg (6)): each mask is read as drawn on the image as viewers show "
+        "it, as training and the agent's folder camera turn the image; a mask drawn on the stored pixels, by a "
+        "tool that ignores the orientation, does not fit: check them"
+    ]
     assert yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())["image_sizes"] == ["20x40"]
     ds = load_parts(tmp_path / "ds", masks=True)
     assert {im.shape for im in ds.images} == {(40, 20, 3)}
