@@ -1330,9 +1330,8 @@ class FleetServicer(rpc.FleetServicer):
         except TooManyEpochs as exc:  # the agent opened EPOCHS_PER_WINDOW epochs within the window
             self._give_unstored(agent, records, newly, payloads, samples, day)
             self.quotas.refused(agent, "epochs", str(exc))
-            context.set_trailing_metadata(
-                ((REFUSAL_KEY, EPOCHS_BOUND),)
-            )  # (its agent waits hours, not seconds)
+            # marked: its agent waits hours (the window's), not its backoff's seconds
+            context.set_trailing_metadata(((REFUSAL_KEY, EPOCHS_BOUND),))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except AgentRowsLocked as exc:  # another transaction holds the agent's rows (PostgreSQL)
             self._give_unstored(agent, records, newly, payloads, samples, day)
