@@ -564,6 +564,9 @@ class CameraSource:
         self._late_reason = ""
         self._late_good = False  # a frame taken this session decoded well (the backoff then starts again)
         self._late_ok_at = 0.0  # when the last frame taken decoded well, or the stream opened
+        # the frames between the last two key frames a capture of this camera showed, kept across reopens: after
+        # one, the skip after a damaged frame fell back to _PREDICTED_MAX_S until two key frames came again
+        self._key_interval = 0
         self._backoff: Backoff | None = None
         self._channel = Channel(settings.queue_max_items, self.stats)
         self._burst = BurstLogger(log)
@@ -1408,7 +1411,8 @@ class CameraSource:
             ]  # the last frame decoded with errors, while the frames after it are predicted from it
             declared_fps = cap.get(5)  # CAP_PROP_FPS (a stream may say 0, or its clock's 90000)
             rate = declared_fps if 1.0 <= declared_fps <= 120.0 else DEFAULT_FILE_FPS
-            keys = [0, 0]  # the last key frame's number, and the frames from the one before to it
+            # the last key frame's number, and the frames from the one before to it (as the last capture saw them)
+            keys = [0, self._key_interval]
             shown_ms = [0.0]  # the last frame's time in the file (CAP_PROP_POS_MSEC reads 0 after the end)
 
             def judged() -> None:
@@ -1421,6 +1425,7 @@ class CameraSource:
                 kind = cap.get(frame_type) if frame_type is not None else None
                 if kind == _KEY_TYPE:
                     keys[:] = [int(at), int(at) - keys[0] if 0 < keys[0] < at else keys[1]]
+                    self._key_interval = keys[1]
                 if errors.count != before[0]:
                     n = errors.count - before[0]
                     damaged_at[0] = int(at)

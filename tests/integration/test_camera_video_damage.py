@@ -163,6 +163,32 @@ async def test_a_streams_frame_ffmpeg_conceals_is_skipped_too(tmp_path, caplog, 
     assert said and "frame 5 is damaged" in said[0], said
 
 
+async def test_a_streams_key_frame_interval_learned_before_a_reopen_bounds_the_skip_after_it(
+    tmp_path, hooked
+):
+    """A stream of a key frame every 8 s (80 frames at 10 fps; 5 s is the bound when no interval is known): the
+    interval it showed was forgotten at each reopen, so after one the frames predicted from a damaged frame were
+    passed on again from 5 s, 3 s before the next key frame. Served twice over HTTP (the camera reopens when the
+    first serving ends): the second pass skips up to that key frame."""
+    path = _mpeg4_damaged_at_3(tmp_path, 96, 2, gop=80)  # key frames 0 and 80; P frame 3 damaged
+    files = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+    src = CameraSource("line", CameraSettings(url=url, fps=None, frozen_after_s=None, queue_max_items=256))
+    try:
+        frames = await _read(src, 45 + 19)
+    finally:
+        server.shutdown()
+        server.server_close()
+    levels = [round((float(f.image.mean()) - float(frames[0].image.mean())) / 2) for f in frames]
+    # the first pass: 4-53 skipped (5 s), 54-79 passed though predicted from the damage (their means a little off),
+    # then the key frame 80 on; the second, skipped up to the key frame
+    first, second = levels[:45], levels[45:]
+    assert first[:3] == [0, 1, 2] and first[3] < 60 and first[-16:] == list(range(80, 96)), str(levels)
+    assert second == [0, 1, 2, *range(80, 96)], str(levels)
+
+
 async def test_a_stream_lost_after_damaged_frames_says_how_long_since_the_last_good_frame(
     tmp_path, hooked, caplog
 ):
@@ -348,20 +374,27 @@ asyncio.run(main())
 """
 
 
+def _camera_notices(tmp_path, mode: str, key: str, **env: str) -> subprocess.CompletedProcess:
+    """A camera reading a levels video in a process of its own (``mode`` "mdwe": under the kernel's W^X), printing
+    its notice ``key`` and how many machine-code filters were made (exit 3: no PR_SET_MDWE)."""
+    video = tmp_path / "v.avi"
+    _levels_video(video)
+    return subprocess.run(
+        [sys.executable, "-c", _CAMERA_NOTICES, str(video), mode, key],
+        capture_output=True,
+        timeout=60,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
 def test_a_refused_machine_code_filter_is_said_once_and_counted_by_the_camera(tmp_path):
     """Where the system refuses executable memory (systemd's MemoryDenyWriteExecute=, SELinux execmem; here the
     kernel's own PR_SET_MDWE) the filter fell back to Python without a word. It is said once, with why, and a
     camera opening a capture so counts it where its state is shown (its silent drops on /status)."""
     if sys.platform != "linux" or platform.machine() != "x86_64":
         pytest.skip("the machine-code filter is made on Linux x86-64 only")
-    video = tmp_path / "v.avi"
-    _levels_video(video)
-    done = subprocess.run(
-        [sys.executable, "-c", _CAMERA_NOTICES, str(video), "mdwe", "ffmpeg_log_in_python"],
-        capture_output=True,
-        timeout=60,
-        text=True,
-    )
+    done = _camera_notices(tmp_path, "mdwe", "ffmpeg_log_in_python")
     if done.returncode == 3:
         pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3 or later)")
     assert done.returncode == 0, done.stderr[-500:]
@@ -377,15 +410,8 @@ def test_decoder_errors_not_read_are_counted_by_the_camera(tmp_path):
     """Without the callback (OpenCV's FFmpeg linked in statically, or its own log asked for) a damaged frame is not
     told from a whole one: said once in the log, and now counted by each camera opening a capture so, where its
     state is shown (it was in the log alone)."""
-    video = tmp_path / "v.avi"
-    _levels_video(video)
-    done = subprocess.run(
-        [sys.executable, "-c", _CAMERA_NOTICES, str(video), "-", "ffmpeg_errors_unread"],
-        capture_output=True,
-        timeout=60,
-        text=True,
-        env={**os.environ, "OPENCV_FFMPEG_LOGLEVEL": "-8"},  # FFmpeg's own log asked for (quiet): no callback
-    )
+    # FFmpeg's own log asked for (quiet): no callback
+    done = _camera_notices(tmp_path, "-", "ffmpeg_errors_unread", OPENCV_FFMPEG_LOGLEVEL="-8")
     assert done.returncode == 0, done.stderr[-500:]
     (last,) = [ln for ln in done.stdout.splitlines() if ln.startswith("NOTICE")]
     assert "'count': 1" in last and "decoder errors are not read (OPENCV_FFMPEG_LOGLEVEL set" in last, last
