@@ -6085,10 +6085,11 @@ class OpcUaSource:
         node = await self._target_node(node_id, f"write to {node_id}")
         # said gone by its watched attributes, or by its tag's item (a target not watched: no room, or the watch off)
         gone = node.nodeid in self._targets_gone or node.nodeid in self._gone
-        back = (
-            node.nodeid in self._targets_back
-        )  # said served again before the check below: it reads after that
-        if gone and await self._namespaces_moved(self._require_client("write")):
+        # said served again before the check below: the check reads the array after that
+        back = node.nodeid in self._targets_back
+        # the array moved (seen by this write's check, another write's, or a node's made again): the session ends;
+        # until it is closed, an index it resolved by may name another namespace's node, a target not said gone too
+        if self._ns_changed or (gone and await self._namespaces_moved(self._require_client("write"))):
             # the node the download made again under its id may be another namespace's: not written
             raise OpcUaNotConnected(
                 f"opcua source {self.name}: the server's namespace array changed within the session (a program "

@@ -1833,11 +1833,13 @@ async def test_a_write_to_a_tag_a_download_took_away_is_checked_for_a_reorder_wi
     diag = await srv.register_namespace("urn:diag")
     ours = await srv.nodes.objects.add_variable(ua.NodeId("Set", plc), "Set", 1.0)
     await ours.set_writable()
+    # a target of the same namespace the download did not take away (its id names urn:diag's node after it)
+    await (await srv.nodes.objects.add_variable(ua.NodeId("Lamp", plc), "Lamp", 0.0)).set_writable()
     written = node_ids_written(srv, plc)
     await srv.start()
     nodes = [{"node_id": f"ns={plc};s=Set", "tag": "set"}]
     src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", nodes, watch_write_targets=False))
-    src.expect_writes([(f"ns={plc};s=Set", 0.0)])
+    src.expect_writes([(f"ns={plc};s=Set", 0.0), (f"ns={plc};s=Lamp", 0.0)])
     await src.start()
     try:
         assert (await _collect(src, {"set"}))["set"].value == 1.0
@@ -1852,6 +1854,10 @@ async def test_a_write_to_a_tag_a_download_took_away_is_checked_for_a_reorder_wi
         written.clear()
         with pytest.raises(OpcUaNotConnected, match="namespace array changed within the session"):
             await src.write(f"ns={plc};s=Set", 4.0)
+        # the session ends: a write to another target of the moved namespace, before it is closed, went by the old
+        # index to urn:diag's node
+        with pytest.raises(OpcUaNotConnected):
+            await src.write(f"ns={plc};s=Lamp", 1.0)
         assert written == []
     finally:
         await src.stop()
