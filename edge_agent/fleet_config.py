@@ -62,6 +62,7 @@ from edge_agent.config import (
     read_yaml,
 )
 from edge_agent.files import atomic_write_json, read_json_state, why_unread
+from edge_agent.opcua_pins import FollowedNamespaces
 from model_packager.text import printable
 from protocols.redact import mask_credentials
 
@@ -227,6 +228,7 @@ class AgentHost:
         self.stop_asked = asyncio.Event()  # set by ``run``'s signal handlers: a wait at start ends at once
         self._task: asyncio.Task | None = None
         self._failing: str | None = None  # the last reconciling failure said (with its traceback)
+        self._followed = FollowedNamespaces()  # what the OPC UA sources' ns= indexes meant to the agents run
 
     @property
     def keeper(self) -> ConfigKeeper:
@@ -286,13 +288,12 @@ class AgentHost:
         return self._local()
 
     # ---- running -----------------------------------------------------------------------------------
-    async def _launch(self, cfg: AgentConfig, info: dict, before: Agent | None = None) -> None:
+    async def _launch(self, cfg: AgentConfig, info: dict) -> None:
         from edge_agent.agent import Agent
-        from edge_agent.opcua_pins import carry_pins
 
         agent = Agent(cfg, launched_at=self.launched_at, data_lock=self._lock)
-        if before is not None:  # a reload: an unchanged OPC UA source follows the namespace order it followed
-            carry_pins(before.cfg, before.sources, cfg, agent.sources)
+        # a reload: an OPC UA source unchanged since an earlier agent follows the namespace order that one followed
+        self._followed.hand_on(cfg, agent.sources)
         self.launched_at = None  # later agents count from their own start
         agent.on_desired_config = self._on_desired
         agent.config_state = info
@@ -507,11 +508,11 @@ class AgentHost:
 
     async def _swap(self, cfg: AgentConfig, info: dict) -> None:
         """Stop the running agent gracefully (its outbox closed: nothing accepted is lost), start one on ``cfg``."""
-        before = self.agent
-        if before is not None:
-            await before.stop()
+        if self.agent is not None:
+            await self.agent.stop()
+            self._followed.remember(self.agent.cfg, self.agent.sources)
             self.agent = None
-        await self._launch(cfg, info, before)
+        await self._launch(cfg, info)
 
     async def _health(self, agent, values: Mapping[str, str] | None = None) -> str | None:
         """None when every source is connected within ``health_s``; else why not, every value of ``values`` (the

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from edge_agent.files import atomic_write_json, read_json_state, why_unread
 from protocols.redact import escaped, mask_credentials
@@ -131,28 +132,51 @@ def pin_namespaces(data_dir: Path, sources: dict, settings: dict, keep: bool = T
             sources[name].namespace_pins = pin_file(data_dir, name, settings, keep)
 
 
-def carry_pins(before_cfg, before_sources: dict, cfg, sources: dict) -> None:
-    """A config reload within the process (a fleet push, a rollback): each OPC UA source whose settings and write
-    targets are unchanged takes on what its predecessor's ``ns=`` indexes meant (``OpcUaSource.carry_namespaces``),
-    so a namespace reorder the running agent followed is followed on. A source changed in any way starts as at a
-    start: its config may have been rewritten for the server's new order, so a moved index is refused."""
-    from edge_agent.actions import write_targets
+class FollowedNamespaces:
+    """What each OPC UA source's ``ns=`` indexes meant to the agents a process ran, kept across its config reloads
+    (a fleet push, a rollback): an agent started on a config whose source has the same settings and write targets
+    takes it on (``OpcUaSource.follow_namespaces``), so a namespace reorder an earlier agent followed is followed on
+    (also back on the last good config after a trial that changed the source). A source changed in any way starts
+    as at a start: its config may have been rewritten for the server's new order, so a moved index is refused."""
 
-    def targets(c) -> dict[str, list[tuple[str, str]]]:
-        return {n: sorted((loc, nid) for loc, nid, _ in t) for n, t in write_targets(c).items()}
+    KEPT = 4  # configs of a source remembered (the newest)
 
-    was, now = targets(before_cfg), targets(cfg)
-    for name, settings in cfg.sources.items():
-        old, new = before_sources.get(name), sources.get(name)
-        carry = getattr(new, "carry_namespaces", None)
-        if (
-            settings.type == "opcua"
-            and settings == before_cfg.sources.get(name)
-            and was.get(name) == now.get(name)
-            and carry is not None
-            and type(old) is type(new)
-        ):
-            carry(old)
+    def __init__(self) -> None:
+        self._by_source: dict[str, list[tuple[Any, list, dict[int, str], frozenset[int]]]] = {}
+
+    @staticmethod
+    def _targets(cfg) -> dict[str, list[tuple[str, str]]]:
+        from edge_agent.actions import write_targets
+
+        return {n: sorted((loc, nid) for loc, nid, _ in t) for n, t in write_targets(cfg).items()}
+
+    def remember(self, cfg, sources: dict) -> None:
+        """Keep what the sources of an agent that stopped (``cfg``: its config) followed."""
+        targets = self._targets(cfg)
+        for name, settings in cfg.sources.items():
+            followed = getattr(sources.get(name), "namespaces_followed", None)
+            if settings.type != "opcua" or followed is None:
+                continue
+            pinned, seen = followed()
+            if not pinned:
+                continue
+            mine = targets.get(name, [])
+            kept = [k for k in self._by_source.get(name, []) if (k[0], k[1]) != (settings, mine)]
+            self._by_source[name] = [(settings, mine, pinned, seen), *kept][: self.KEPT]
+
+    def hand_on(self, cfg, sources: dict) -> None:
+        """Give each source of a new agent (``cfg``: its config) what an earlier one of the same settings and write
+        targets followed."""
+        targets = self._targets(cfg)
+        for name, settings in cfg.sources.items():
+            follow = getattr(sources.get(name), "follow_namespaces", None)
+            if settings.type != "opcua" or follow is None:
+                continue
+            mine = targets.get(name, [])
+            for kept_settings, kept_targets, pinned, seen in self._by_source.get(name, []):
+                if kept_settings == settings and kept_targets == mine:
+                    follow(pinned, seen)
+                    break
 
 
 def namespaces_main(args, load) -> int:

@@ -3751,13 +3751,18 @@ class OpcUaSource:
         if rate_node is not None:
             rate_nodes.setdefault(rate_node.nodeid, (ns.sampling_interval_ms, rate_node))
 
-    def carry_namespaces(self, before: OpcUaSource) -> None:
-        """Take on what the namespace indexes meant to ``before``, the source this one replaces within the process
-        (a config reload) with the same settings and write targets: the config still means what it meant there,
-        so a reorder ``before`` followed is followed here too. Made afresh, its first connect compared with the
-        kept pins as a start does and refused every ``ns=`` node of the moved indexes until the config changed."""
-        if before._ns_pinned and not self._ns_pinned:
-            self._ns_pinned, self._ns_seen = dict(before._ns_pinned), set(before._ns_seen)
+    def namespaces_followed(self) -> tuple[dict[int, str], frozenset[int]]:
+        """What this source's ``ns=`` indexes mean (the URIs pinned, the indexes seen holding them), for a source
+        of the same settings and write targets that replaces it within the process (``follow_namespaces``)."""
+        return dict(self._ns_pinned), frozenset(self._ns_seen)
+
+    def follow_namespaces(self, pinned: dict[int, str], seen: frozenset[int]) -> None:
+        """Take on what the namespace indexes meant to a source this one replaces within the process (a config
+        reload) with the same settings and write targets: the config still means what it meant there, so a
+        reorder that source followed is followed here too. Made afresh, its first connect compared with the kept
+        pins as a start does and refused every ``ns=`` node of the moved indexes until the config changed."""
+        if pinned and not self._ns_pinned:
+            self._ns_pinned, self._ns_seen = dict(pinned), set(seen)
 
     def _kept(self) -> dict[int, str] | None:
         """The namespaces ``namespace_pins`` kept (None: none); a connect is refused while they cannot be read now

@@ -23,7 +23,7 @@ async def test_a_config_reload_after_a_followed_namespace_reorder_keeps_followin
     source made a new agent whose source compared with the kept pins as a start does: every ns= node of it refused
     (neither read nor written) until the config said nsu= or ``--accept``. Now the unchanged source follows on: the
     write reaches urn:plc's moved node. A push that changes the source (its config may have been rewritten for the
-    new order) is still refused, as at a start, and writes nothing."""
+    new order) is still refused, as at a start, and writes nothing; one back to the first config follows again."""
     from edge_agent.fleet_config import AgentHost, digest_of
     from tests.support.peers import node_ids_written, two_namespaces_with_a_speed
 
@@ -89,6 +89,14 @@ async def test_a_config_reload_after_a_followed_namespace_reorder_keeps_followin
         with pytest.raises(OpcUaNodeError, match="neither read nor written"):
             await src.write(node, 5.0)
         assert written == [] and await other.read_value() == 4.0
+        # back on the first config (a rollback after such a trial): what its agents followed is followed again
+        third = host.agent
+        push("d3", {"plc": source})
+        await until(lambda: host.agent is not third, 15, "d3 applied")
+        src = host.agent.sources["plc"]
+        await until(lambda: src.state is ConnectionState.CONNECTED and src._tags, 10)
+        await src.write(node, 6.0)
+        assert await other.read_value() == 6.0 and written == [] and await ours.read_value() == 1.0
     finally:
         await host.stop()
         await srv.stop()
