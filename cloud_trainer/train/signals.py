@@ -840,7 +840,7 @@ def _read_csv(
         if re.fullmatch(r"[\d.,]+", first_time.strip().strip('"')):
             _not_excel_days(path, raw[tcol], header[tcol], t)
     line_of = np.concatenate(line_parts)
-    rec = _table_recording(path, data, t, rate_hz, lambda i: f"line {int(line_of[i])}")
+    rec = _table_recording(path, data, t, rate_hz, lambda i: f"line {int(line_of[i])}", scale)
     rec.available = available
     rec.units = {header[k]: units[k] for k in chans}
     return rec
@@ -997,27 +997,37 @@ def _table_recording(
     t: np.ndarray | None,
     rate_hz: float | None,
     row: Callable[[int], str] | None = None,
+    unit_s: float = 1.0,
 ) -> Recording:
-    """A table's run: channels, and the rate from its time column (checked against ``rate_hz``) or ``rate_hz``."""
+    """A table's run: channels, and the rate from its time column (checked against ``rate_hz``) or ``rate_hz``;
+    ``unit_s``: the seconds a count of the time column's declared unit is (``time [ms]``: 1e-3; 1: none)."""
     if t is None:
         if rate_hz is None:
             raise DatasetError(f"{path}: no time column ({_TIME_HINT}); give --rate-hz")
         return Recording(path.stem, rate_hz, data, path, row=row)
     if len(t) and abs(float(t[0])) >= 1e11:
         raise DatasetError(
-            f"{path}: the time column starts at {float(t[0]):.6g}, past the year 5000 as seconds: epoch "
-            + next(f"{u}? name the column 'time [{a}]'" for f, u, a in _EPOCH_UNITS if abs(float(t[0])) >= f)
+            f"{path}: the time column starts at {float(t[0]):.6g}, past the year 5000 as seconds: "
+            + _epoch_unit(float(t[0]) / unit_s, unit_s)
         )
     rate, tol = _times_rate(t, path, rate_hz, row)
     return Recording(path.stem, rate, data, path, tol, row)
 
 
 # epoch times past the year 5000 as seconds: the unit their size says (now: 1.7e9 s, 1.7e12 ms, 1.7e15 us, 1.7e18 ns)
-_EPOCH_UNITS = (
-    (1e17, "nanoseconds", "ns"),
-    (1e14, "microseconds", "us"),
-    (0.0, "milliseconds", "ms"),
-)
+_EPOCH_UNITS = ((1e-3, "milliseconds", "ms"), (1e-6, "microseconds", "us"), (1e-9, "nanoseconds", "ns"))
+
+
+def _epoch_unit(written: float, unit_s: float) -> str:
+    """The unit a time column's first value (``written``, as the file holds it; ``unit_s`` the seconds a count of
+    the column's declared unit is) most likely counts in: the coarsest finer than the declared one that puts it
+    before the year 5000. From the value in seconds, a 'time [ms]' column of microseconds was told to be called
+    'time [us]', and then 'time [ms]' again."""
+    declared = next((f", not {u} as its name says" for s, u, _ in _EPOCH_UNITS if s == unit_s), "")
+    for s, unit, short in _EPOCH_UNITS:
+        if s < unit_s and abs(written) * s < 1e11:
+            return f"epoch {unit}{declared}? name the column 'time [{short}]'"
+    return "past it even as nanoseconds: a damaged time column?"
 
 
 def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Recording:
@@ -1067,7 +1077,7 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
         raise DatasetError(f"{path}: not a readable Parquet file ({str(exc)[:200]})") from None
     if table.num_rows < 2:
         raise DatasetError(f"{path}: fewer than two rows")
-    data, t = {}, None
+    data, t, unit_s = {}, None, 1.0  # (unit_s: the seconds a count of the time column's declared unit is)
     for name in names:
         col = table.column(name)
         if col.null_count and name == tcol:  # a channel's nulls are NaN: refused if that channel is used
@@ -1103,10 +1113,13 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
             elif pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ):
                 # unsafe: an integer past 2^53 (epoch nanoseconds, as InfluxDB and Spark write them) rounded as numpy
                 # rounds it; the safe cast raised pyarrow's ArrowInvalid, a traceback naming no file
-                t = col.cast(pa.float64(), safe=False).to_numpy() * scale
+                t, unit_s = col.cast(pa.float64(), safe=False).to_numpy() * scale, scale
             elif _text(pa, typ):
-                t = np.asarray(
-                    [_time_value(v, f"{path}: row {i}", scale) for i, v in enumerate(col.to_pylist())]
+                t, unit_s = (
+                    np.asarray(
+                        [_time_value(v, f"{path}: row {i}", scale) for i, v in enumerate(col.to_pylist())]
+                    ),
+                    scale,
                 )
             else:
                 raise DatasetError(
@@ -1124,7 +1137,7 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
             )
     if not chans:
         raise DatasetError(f"{path}: no channel column besides the time column")
-    rec = _table_recording(path, data, t, rate_hz, lambda i: f"row {i}")
+    rec = _table_recording(path, data, t, rate_hz, lambda i: f"row {i}", unit_s)
     rec.available = tuple(chans)
     rec.units = {split[n][0]: split[n][1] for n in names if n not in times}
     return rec

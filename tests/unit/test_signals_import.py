@@ -1387,6 +1387,22 @@ def test_time_units_as_other_keyboards_and_loggers_spell_them(tmp_path, header, 
     assert rec.rate_hz == rate and list(rec.channels) == ["x"]
 
 
+def test_an_epoch_time_finer_than_its_column_says_is_refused_naming_the_unit_that_reads_it(tmp_path):
+    """A 'time [ms]' column of epoch microseconds was told, from its value in seconds, to be called 'time [ms]' (what
+    it was called), and a 'time [us]' one of nanoseconds 'time [ms]', then 'time [us]' again: the advice went
+    round. The unit it names now reads the file."""
+    from cloud_trainer.train.signals import read_csv
+
+    us = np.arange(20, dtype=np.int64) * 1000 + 1_700_000_000_000_000  # 1 kHz
+    for written, said, right in ((us, "time [ms]", "time [us]"), (us * 1000, "time [us]", "time [ns]")):
+        (tmp_path / "run.csv").write_text(f"{said},x\n" + "".join(f"{v},0.5\n" for v in written))
+        with pytest.raises(DatasetError, match=r"seconds as its name says\? name the column") as got:
+            read_csv(tmp_path / "run.csv", None)
+        assert str(got.value).endswith(f"name the column {right!r}")
+        (tmp_path / "run.csv").write_text(f"{right},x\n" + "".join(f"{v},0.5\n" for v in written))
+        assert read_csv(tmp_path / "run.csv", None).rate_hz == 1000
+
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "signals"
 
 
