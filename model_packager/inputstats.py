@@ -935,14 +935,18 @@ class LocalStats:
         # packages before ``frame``: no shape check
         self.aspect: tuple[float, float] | None = None
         self.sizes: set[tuple[int, int]] | None = None
+        # the training frames' sizes (none known past MAX_SIZES different ones)
+        self.trained_sizes: frozenset[tuple[int, int]] = frozenset()
         frame = data.get("frame")
         if frame is not None:
             lo, hi = (float(v) for v in frame["aspect"])
             if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
                 raise ValueError(f"a frame aspect range {frame['aspect']!r} is not 0 < low <= high")
             self.aspect = (lo, hi)
-            if roi and frame.get("sizes"):
-                self.sizes = {(int(w), int(h)) for w, h in frame["sizes"]}
+            if frame.get("sizes"):
+                self.trained_sizes = frozenset((int(w), int(h)) for w, h in frame["sizes"])
+                if roi:
+                    self.sizes = set(self.trained_sizes)
         # packages before ``shading``: the light over the frame is not checked
         self.shade: tuple[ShadeRef, dict[str, tuple[float, float, float, float]]] | None = None
         self.cast: tuple[CastRef, dict[str, tuple[float, float, float, float]]] | None = None
@@ -987,7 +991,11 @@ class LocalStats:
         frame), or None. Checked first: on such a frame the other statistics' reasons would mislead.
         ``camera_size``: the camera's (width, height) where its source resized the frame to its ``width`` x
         ``height``: the aspect is the camera's (resized to other proportions, the part is stretched, as the
-        model sees the camera's own frame; the resized one's aspect said nothing), the roi's size the frame's."""
+        model sees the camera's own frame; the resized one's aspect said nothing), the roi's size the frame's.
+        Not where the training frames had the resized frame's very size: they were such a camera's resized
+        frames (the samples an agent uploads) or images made to its size (a dataset resized to a square, the
+        camera's ``width`` and ``height`` set to match), stretched as this frame is, and its shape is the one
+        the model learned (the camera's aspect made every frame of such a line UNSURE)."""
         h, w = image.shape[:2]
         if self.sizes is not None and (w, h) not in self.sizes:
             known = ", ".join(f"{a}x{b}" for a, b in sorted(self.sizes)[:4])
@@ -1000,7 +1008,12 @@ class LocalStats:
         lo, hi = self.aspect
         m = math.exp(ASPECT_MARGIN * tolerance)
         shown = f"{w}x{h}"
-        if camera_size is not None and camera_size[0] > 0 and camera_size[1] > 0:
+        if (
+            camera_size is not None
+            and camera_size[0] > 0
+            and camera_size[1] > 0
+            and (w, h) not in self.trained_sizes
+        ):
             shown = f"{camera_size[0]}x{camera_size[1]} (resized to {w}x{h} by the camera's width and height)"
             w, h = camera_size
         a = w / h

@@ -230,7 +230,9 @@ async def test_a_frame_the_camera_resized_to_other_proportions_is_unsure_by_the_
     only that size, so the frame was judged (here a 4:3 view shown at 16:9 and squeezed back: OK). The
     frame's shape is now the camera's (``Frame.camera_size``), through a real ``CameraSource`` reading a
     folder (decoded when taken) and a video file (decoded by its reader); the same view at another size of
-    the training proportions stays sure."""
+    the training proportions stays sure. The size given (320x240) is not the training frames' (160x120): a
+    frame resized to their very size is checked at it (``LocalStats.shape``: the model may have been trained
+    on frames stretched so)."""
     from devices.base import Frame
     from devices.camera.capture import CameraSource
     from devices.camera.settings import CameraSettings
@@ -251,7 +253,7 @@ async def test_a_frame_the_camera_resized_to_other_proportions_is_unsure_by_the_
         out = cv2.VideoWriter(str(url), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 180))
         out.write(views["b-16x9"])
         out.release()
-    src = CameraSource("cam", CameraSettings(url=str(url), fps=100, width=W, height=H))
+    src = CameraSource("cam", CameraSettings(url=str(url), fps=100, width=2 * W, height=2 * H))
     await src.start()
     try:
         frames = await take(src, len(views) if kind == "folder" else 1, 10.0)
@@ -260,12 +262,12 @@ async def test_a_frame_the_camera_resized_to_other_proportions_is_unsure_by_the_
     got = await _verdicts(
         builds, tmp_path, "whole", "onnxruntime", {f"{f.seq}": f for f in frames}, as_frames=True
     )
-    assert all(f.image.shape == (H, W, 3) for f in frames)
+    assert all(f.image.shape == (2 * H, 2 * W, 3) for f in frames)
     wide = got[str(frames[-1].seq)]
     assert wide[0] == "UNSURE", got
     assert wide[1].startswith(
         "frame shape unlike training (camera resolution, rotation or a partial frame): 320x180 (resized to "
-        "160x120 by the camera's width and height), aspect 1.78"
+        "320x240 by the camera's width and height), aspect 1.78"
     ), wide
     if kind == "folder":
         assert got[str(frames[0].seq)][0] != "UNSURE", got

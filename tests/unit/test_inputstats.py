@@ -272,6 +272,27 @@ def test_a_package_with_another_thumbnail_size_still_checks_the_scene():
     assert check(stats, np.roll(plate(1, 41, None, 96)[0], 30, axis=1)).startswith("wrong scene")
 
 
+def test_a_frame_the_camera_resized_to_a_size_the_training_frames_had_is_checked_at_it():
+    """A camera's ``width`` and ``height`` that stretch its frames to the very size of the training frames:
+    those were its own resized frames (the samples an agent uploads) or images made to its size (a dataset
+    resized to a square, the camera set to match), stretched as its frames are. The camera's aspect made every
+    frame of such a line UNSURE (``frame shape unlike training: 160x120 (resized to 96x96 ...)``); a size the
+    training frames did not have is still checked by the camera's aspect."""
+    from model_packager.inputstats import LocalStats, summarize_local
+
+    frames = [plate(1, i, None, 96)[0] for i in range(3)]
+    squashed = LocalStats(summarize_local(frames))  # trained on 96x96 images (a 4:3 view squashed, say)
+    assert squashed.shape(frames[0], 1.0, (160, 120)) is None
+    # trained on a 4:3 camera's own 160x120 frames: a 16:9 camera squeezed to another 4:3 size is not its view
+    native = LocalStats(summarize_local(frames, shapes=[(120, 160)] * 3))
+    why = native.shape(np.zeros((60, 80, 3), np.uint8), 1.0, (320, 180))
+    assert why is not None and why.startswith(
+        "frame shape unlike training (camera resolution, rotation or a partial frame): 320x180 (resized to "
+        "80x60 by the camera's width and height), aspect 1.78"
+    ), why
+    assert native.shape(np.zeros((90, 120, 3), np.uint8), 1.0, (1280, 960)) is None  # 4:3 resized to 4:3
+
+
 def test_a_small_glint_is_unsure_as_glare():
     # a specular hot spot (~6 % of the frame's width) on parts of another generator: the grey statistics
     # passed it (the model saw a white blob on a good part); the share of white pixels names it
