@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import enum
 import re
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from protocols.image_header import IMAGE_TYPES
 from protocols.redact import mask_credentials
 
 
@@ -167,7 +169,8 @@ class CameraSettings(BaseModel):
         """``edge-agent validate``: an https camera trusted by neither setting is read only if its certificate
         verifies against the system's CAs; a camera's own (self-signed) one does not, and such a camera,
         read unchecked before, is refused at start (a warning here, so that an upgrade says it first).
-        ``pixel_bits`` and ``bayer`` on a camera FFmpeg reads (``_READ_BY_FFMPEG``), where they do nothing."""
+        ``pixel_bits`` and ``bayer`` on a camera OpenCV decodes itself (``_read_by_ffmpeg``), where they do
+        nothing."""
         if self._read_by_ffmpeg():
             for key, what in (
                 ("pixel_bits", "to 8-bit colour (a 16-bit Mono12 recording comes out near black)"),
@@ -177,9 +180,10 @@ class CameraSettings(BaseModel):
                     report.warning(
                         f"sources.{name}.{key}",
                         f"does nothing for {self.shown_url!r}: it applies to an image folder's files and an HTTP "
-                        f"camera's images, and FFmpeg decodes a USB device's, a stream's or a video file's frames "
-                        f"{what} before any setting of ours; send 8-bit frames, or save the images as files "
-                        "for a folder camera",
+                        f"camera's images, and OpenCV decodes a USB device's, a stream's or a single file's "
+                        f"frames (a video, or one image given as the url) {what} before any setting of ours; "
+                        "send 8-bit frames, or save the images as files for a folder camera (its url the "
+                        "folder)",
                     )
         if self.url.lower().startswith(("https://", "rtsps://")) and not (
             self.tls_ca_file or self.tls_fingerprint_sha256
@@ -194,11 +198,22 @@ class CameraSettings(BaseModel):
             )
 
     def _read_by_ffmpeg(self) -> bool:
-        """A USB device, an rtsp/rtmp/udp/tcp stream or a video file: OpenCV's FFmpeg decodes its frames (an http
-        camera is read by our own MJPEG and snapshot readers, or by FFmpeg when it serves a video: not known here)."""
+        """A USB device, an rtsp/rtmp/udp/tcp stream or a path that is not a folder: OpenCV decodes its frames
+        (an http camera is read by our own MJPEG and snapshot readers, or by FFmpeg when it serves a video: not
+        known here). A path by its name (a video's or an image's suffix: one image given as the url is opened
+        as a video of one frame, a 16-bit one read near black), else, where it exists, by what it is (a file of
+        another name, a device node such as /dev/video0)."""
         if self.kind is CameraKind.USB or self.url.lower().startswith(_FFMPEG_SCHEMES):
             return True
-        return self.kind is CameraKind.PATH and self.url.lower().endswith(_VIDEO_SUFFIXES)
+        if self.kind is not CameraKind.PATH:
+            return False
+        if self.url.lower().endswith((*_VIDEO_SUFFIXES, *IMAGE_TYPES)):
+            return True
+        try:
+            path = Path(self.url)
+            return path.exists() and not path.is_dir()
+        except (OSError, ValueError):  # a name the file system cannot take: opened, it says so
+            return False
 
     @model_validator(mode="after")
     def _check(self) -> CameraSettings:

@@ -48,7 +48,12 @@ async def test_pixel_bits_on_a_video_file_is_said_to_do_nothing_where_ffmpeg_rea
     assert len(warned) == 1 and warned[0].startswith(
         f"line.yaml: sources.cam.pixel_bits: does nothing for '{video}': it applies to an image folder's files"
     ), warned
-    for url in ("usb:0", "rtsp://127.0.0.1:8554/cam"):
+    # one 16-bit image given as the url is opened as a video of one frame (near black, pixel_bits or not, while
+    # its folder as the url reads it bright), and so is a file of any other name (a device node too): said too
+    one = tmp_path / "one.png"
+    assert cv2.imwrite(str(one), mono12)
+    video.rename(tmp_path / "mono12")
+    for url in ("usb:0", "rtsp://127.0.0.1:8554/cam", str(one), str(tmp_path / "mono12")):
         (w,) = parse_config(_config(url, bayer="rggb"), "line.yaml").warnings
         assert w.startswith(f"line.yaml: sources.cam.bayer: does nothing for '{url}'"), w
     # where the camera reads the pixels itself, the settings apply: nothing said
