@@ -552,6 +552,9 @@ class FleetServicer(rpc.FleetServicer):
         self._clones_log: dict[tuple[str, str], tuple[int, float]] = {}  # (``_due``)
         # agent -> until when (time.monotonic) ``_tell_late`` says no
         self._clone_hold: dict[tuple[str, str], float] = {}
+        # agent -> the run another replica took that a late report here counted as begun (``_late_by_row_seen``):
+        # not counted again at its own first report here (a lone gateway moving to this replica)
+        self._begun_elsewhere: dict[tuple[str, str], str] = {}
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -598,7 +601,8 @@ class FleetServicer(rpc.FleetServicer):
             if await self._held_above(key, boot, seq) is not None:
                 self._note_late_run(key)
                 return False
-            if had is not None:
+            counted = self._begun_elsewhere.pop(key, None)
+            if had is not None and counted != _same_run(boot):
                 self._alternating(key, had[0], boot)
         self._applied[key] = (boot, seq, time.monotonic())
         return True
@@ -648,6 +652,9 @@ class FleetServicer(rpc.FleetServicer):
         self._note_late_run(key)
         if late and self._tell_late(key):
             self._alternating(key, boot, late)
+            # once: a lone gateway whose old run's report came late here after its new run's took another replica
+            # counted each run twice when the new run's reports came here next (three restarts named it a clone)
+            self._begun_elsewhere[key] = _same_run(late)
 
     def _alternating(self, key: tuple[str, str], was: str, boot: str) -> None:
         """Run ``boot`` of agent ``key`` taken over ``was``, its run this process took last: past CLONE_RUNS such
@@ -705,6 +712,7 @@ class FleetServicer(rpc.FleetServicer):
             self._late_runs.pop(k, None)
             self._clones_log.pop(k, None)
             self._clone_hold.pop(k, None)
+            self._begun_elsewhere.pop(k, None)
         return len(old)
 
     def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:

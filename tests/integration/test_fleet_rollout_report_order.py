@@ -895,3 +895,37 @@ async def test_two_live_gateways_of_one_identity_each_held_by_another_replica_ar
         await a.close()
         await b.close()
         await srv_b.stop()
+
+
+async def test_a_lone_gateway_restarted_across_two_replicas_is_not_named_a_clone(
+    fleet, built, tmp_path, caplog
+):
+    """One gateway restarted 4 times, each new process's first heartbeat taken by replica B, then its old process's
+    last one (held on the way) by replica A: A counts the new run as begun over the old once, at the late report.
+    It counted it again at the new run's own first report there (two runs a restart), and named the lone gateway
+    two of one identity, its late reports held untold for 10 minutes."""
+    import logging
+
+    srv_a, stub_a, e = fleet
+    srv_b = await _serve(tmp_path, built[0], free_port())  # the same data: a second replica
+    pki = built[0]
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{srv_b.port}", creds) as ch:
+            stub_b = rpc.FleetStub(ch)
+            told = []
+            with caplog.at_level(logging.WARNING, logger="cloud_trainer.fleet.service"):
+                await stub_a.Heartbeat(_report(e["1.0.0"], 1, "p0"))
+                for i in range(1, 5):
+                    await stub_b.Heartbeat(_report(e["1.1.0"], 1, f"p{i}"))  # the new process's first
+                    call = stub_a.Heartbeat(_report(e["1.0.0"], 3, f"p{i - 1}"))  # the old one's last, late
+                    await call
+                    told.append((REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata()))
+                    await stub_a.Heartbeat(_report(e["1.1.0"], 2, f"p{i}"))
+        counted = [s.quotas.refusals[("default", "gw1", "runs_alternating")] for s in (srv_a, srv_b)]
+        assert counted == [0, 0], counted  # was: [2, 0], named a clone at the 3rd restart
+        assert not [r for r in caplog.records if "one identity" in r.getMessage()]
+        assert told == [True] * 4  # was: the 4th untold (held as a clone's)
+        assert _runs(srv_a)[0] == "1.1.0"
+    finally:
+        await srv_b.stop()
