@@ -313,7 +313,11 @@ class ModelSlot:
     async def start(self) -> None:
         if self._helpers.stopped:  # started again after a stop
             self._helpers = Helpers()
-        resume = await self._after_restart()
+        await self._start_on(await self._after_restart())
+
+    async def _start_on(self, resume: AfterRestart | None, *, keep_installed: bool = False) -> None:
+        """``start`` after its restart checks. ``keep_installed``: a pinned slot's configured package was refused
+        (its install, load or golden test): the installed package serves, as when the configured one is the same."""
         st = self.store.state()
         current = st.get("current")
         want_pkg = Path(self.config.package) if self.config.package else None
@@ -335,9 +339,9 @@ class ModelSlot:
         rejected: str | None = (
             None  # why the installed folder was set aside, for the error if nothing else runs
         )
+        pinned_other, installed = False, ""  # (a pinned slot configured with another package than it serves)
         if current:
             opened = await asyncio.to_thread(self.store.reopen, current)
-            pinned_other = False
             if (
                 opened is not None
                 and want_pkg is not None
@@ -349,18 +353,10 @@ class ModelSlot:
                     except PackageError as exc:
                         # a named pipe, a device, a file larger than a package can be: no package to pin to. Raised,
                         # it ended the slot's start, and the agent's with it (every other slot and pipeline)
-                        self.counters["configured_package_refused"] += 1
-                        log.warning(
-                            "slot %s: the configured package %s is refused: %s; serving the installed %s (fix "
-                            "models.%s.package in the agent's config)",
-                            self.name,
-                            printable(str(want_pkg), 300),
-                            printable(str(exc), 300),
-                            opened.manifest.package_id,
-                            self.name,
-                        )
+                        self._configured_refused(want_pkg, str(exc), opened.manifest.package_id)
                     else:
-                        if want_digest != opened.digest:
+                        if want_digest != opened.digest and not keep_installed:
+                            installed = opened.manifest.package_id
                             opened, pinned_other = None, True  # the config pins another package: install it
             if not pinned_other:
                 # the folder may have been edited or corrupted on disk since install: verify it as then
@@ -433,9 +429,28 @@ class ModelSlot:
                 "rollout replaces it later)"
             )
         outcome = await self.swap(want_pkg, watch=False)
+        if not outcome.ok and pinned_other and not outcome.retry:
+            # a new package copied to a pinned slot's path that fails its checks (signed by a key not trusted here
+            # yet, damaged, another model's graph): the verified package installed here serves on. Raised, it ended
+            # the agent's start, every other slot and pipeline with it, at every restart
+            self._configured_refused(want_pkg, outcome.reason or outcome.stage, installed)
+            return await self._start_on(resume, keep_installed=True)
         if not outcome.ok:
             raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
         self._keep_state()
+
+    def _configured_refused(self, pkg: Path, why: str, installed: str) -> None:
+        """A pinned slot's configured package refused at a start: said once, counted; the installed one serves."""
+        self.counters["configured_package_refused"] += 1
+        log.warning(
+            "slot %s: the configured package %s is refused: %s; serving the installed %s (fix models.%s.package in "
+            "the agent's config)",
+            self.name,
+            printable(str(pkg), 300),
+            printable(why, 600),
+            installed,
+            self.name,
+        )
 
     def _keep_state(self) -> None:
         if self._rewrite is None or self._rewrite.done():
