@@ -1096,7 +1096,10 @@ def _write(
                         f"{img.shape[1]}x{img.shape[0]}; they must be the same size"
                     )
                 _check_mask(it, mask, found.good)
-                if (orientation := exif_orientation(data)) != 1:  # the mask fits as shown; as stored, unseen
+                # the mask fits as shown; as stored, unseen where its size cannot tell (a turn by 90 degrees of a
+                # non-square image would make a mask drawn on the stored pixels another size: refused above)
+                orientation = exif_orientation(data)
+                if orientation in (2, 3, 4) or (orientation > 4 and img.shape[0] == img.shape[1]):
                     turned.append((rel, orientation))
                 if image_kind(mdata) == "JPEG" and (shades := _faint_pixels(mask))[0]:
                     lossy.append((it.mask.relative_to(src).as_posix(), *shades))
@@ -1152,7 +1155,8 @@ def _turned_masks_note(turned: list[tuple[str, int]]) -> str | None:
     """Images with a mask whose EXIF orientation turns (or mirrors) them: the mask is taken as drawn on the
     image as viewers show it (turned), as labelling tools that apply the tag draw it. One drawn by a tool that
     ignores the tag (on the stored pixels) does not fit; the size check catches that only for a non-square image
-    turned by 90 degrees, so the user is told which to check. Said, not refused: the masks are the user's."""
+    turned by 90 degrees (those are not named: their masks fit as shown), so the user is told which to check.
+    Said, not refused: the masks are the user's."""
     if not turned:
         return None
     n = len(turned)
@@ -1161,7 +1165,8 @@ def _turned_masks_note(turned: list[tuple[str, int]]) -> str | None:
         f"{n} image{'s' if n > 1 else ''} with a mask {'are' if n > 1 else 'is'} turned or mirrored by {'their' if n > 1 else 'its'} "
         f"EXIF orientation ({names}): each mask is read as drawn on the image as viewers show it, as training and "
         "the agent's folder camera turn the image; a mask drawn on the stored pixels, by a tool that ignores the "
-        "orientation, does not fit: check them"
+        "orientation, does not fit: check them over the image as a viewer shows it (a misplaced one: turn it as "
+        "the tag turns the image, or remove the tag)"
     )
 
 
