@@ -194,3 +194,41 @@ def test_a_clock_step_held_for_a_tag_that_never_reads_again_is_forgotten_after_i
     assert set(src._steps) == {"j/a/v"}  # held
     read("j/b", r0 + 3 + CLOCK_STEP_HOLD_S, r0 + 3.5 + CLOCK_STEP_HOLD_S)
     assert src._steps == {}
+
+
+def test_clock_steps_of_many_tags_expiring_one_after_another_are_forgotten_oldest_first_each_looked_at_once():
+    """Tags whose device clocks were set back one after another (each device's NTP step) see their holds end one
+    after another: every step held was looked at whenever one of them ended, at nearly every reading (100,000 tags:
+    20 times a reading's cost while they expired, the consumer minutes behind). Only those over are looked at now,
+    oldest first, and the others are kept."""
+    import json
+
+    from devices.mqtt.client import CLOCK_STEP_HOLD_S, MqttSource
+    from devices.mqtt.settings import MqttSettings
+
+    class Counted(dict):
+        looked = 0
+
+        def items(self):
+            for kv in super().items():
+                Counted.looked += 1
+                yield kv
+
+    src = MqttSource("x", MqttSettings(port=1, subscriptions=[{"topic": "j/#"}]))
+    src._steps = Counted()
+    r0, n = 1_796_000_000.0, 200
+
+    def read(topic: str, ts: float, received_at: float) -> list:
+        return src._read([topic, json.dumps({"ts": ts, "v": 1}).encode(), received_at, False, 0, None])
+
+    read("j/b", r0, r0)
+    for i in range(n):
+        read(f"j/t{i}", r0 + 200, r0)  # its clock 200 s fast
+    for i in range(n):  # set right, one after another
+        assert read(f"j/t{i}", r0 + 1 + i / 100 - 0.5, r0 + 1 + i / 100)
+    assert len(src._steps) == n
+    for i in range(n // 2):  # a tag without a step read as each hold ends
+        at = r0 + 1 + CLOCK_STEP_HOLD_S + i / 100 + 0.005
+        assert read("j/b", at - 0.5, at)
+    assert set(src._steps) == {f"j/t{i}/v" for i in range(n // 2, n)}
+    assert Counted.looked <= 2 * n, Counted.looked  # before: every step held at each, 15,000
