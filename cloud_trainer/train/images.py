@@ -919,8 +919,10 @@ def new_dataset_folder(out: Path, log) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out, log)
     tmp = out.parent / f".{out.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    held: int | None = None  # locked while written: an import whose process number means nothing here sees it
     try:  # made inside: a stop signal handled the moment mkdir returns still removes it
         tmp.mkdir()
+        held = _lock(tmp)
         yield tmp
         if out.exists():
             out.rmdir()  # empty (checked before)
@@ -928,6 +930,9 @@ def new_dataset_folder(out: Path, log) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if held is not None:
+            os.close(held)
 
 
 def _host() -> str:
@@ -957,8 +962,35 @@ def _remove_stale(out: Path, log) -> None:
             pass
         except OSError:  # another user's process: it runs
             continue
+        try:
+            held = _lock(p)
+        except BlockingIOError:  # written now by a process not seen here: another PID namespace (a container
+            continue  # given this host's name, sharing the folder), whose process numbers mean nothing here
         shutil.rmtree(p, ignore_errors=True)
+        if held is not None:
+            os.close(held)
         log(f"dataset import: removed {p}, left by an import to {out} that was killed (process {pid})")
+
+
+def _lock(folder: Path) -> int | None:
+    """An exclusive lock on ``folder``, held until its descriptor is closed or the process ends, however (SIGKILL
+    too); None where none is had (no flock: Windows; a file system refusing it). BlockingIOError: another process
+    holds it."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 class _Progress:

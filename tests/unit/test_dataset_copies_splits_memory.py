@@ -222,6 +222,30 @@ def test_a_killed_imports_temporary_folder_is_removed_by_the_next_import_to_the_
     assert any(f"removed {stale}, left by an import to" in n and f"(process {dead})" in n for n in notes)
 
 
+def test_an_import_written_from_another_pid_namespace_keeps_its_folder(tmp_path, monkeypatch):
+    """A container given this host's name (docker --hostname, a pod on the host's network) sharing the folder writes
+    an import whose process number means nothing here: its hidden folder was taken for a killed import's and removed
+    while it was written (that import then failed at its end, 'No such file or directory'). One being written is
+    held locked: left alone."""
+    import subprocess
+    import sys
+
+    from cloud_trainer.train.images import new_dataset_folder
+
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch": 2}, exts=(".png",))
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    notes: list[str] = []
+    monkeypatch.setattr(os, "getpid", lambda: int(ended.stdout))  # its number there: no process here
+    with pytest.raises(OSError), new_dataset_folder(tmp_path / "ds", notes.append) as other:
+        monkeypatch.undo()
+        import_images(src, tmp_path / "ds", log=notes.append)
+        assert other.is_dir() and not [n for n in notes if "removed" in n], notes
+    # (its own end then finds the dataset made: refused, and its folder removed)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_the_imports_notes_show_a_file_names_newline_or_escape_escaped_on_one_line(tmp_path, capsys):
     """Refusals showed such names escaped; the notes (a file left out, a copy) printed them raw: a newline
     split the note, a terminal escape in a name was obeyed by the terminal (here: clear the screen)."""
