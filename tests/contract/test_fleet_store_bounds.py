@@ -311,3 +311,45 @@ def test_the_newest_gaps_of_an_agent_with_thousands_of_epochs_read_the_newest_al
         assert newest_steps() <= 2 * few + 20
     finally:
         st.close()
+
+
+def test_a_write_opening_an_epoch_past_the_bound_counts_no_more_of_the_agents_epochs_than_it_needs(tmp_path):
+    """Past ``EPOCHS_PER_WINDOW`` each write may open one epoch: a gateway doing so at every write had each write
+    count all its epochs of the window in the writer every tenant shares (300,000: ~90 ms a write, another tenant's
+    1-record writes 5x slower). The write counts up to ``EPOCHS_COUNTED``, past which its words say "more than"."""
+    import time
+
+    from cloud_trainer.fleet.store import EPOCHS_COUNTED, SQLiteStore
+
+    st = SQLiteStore(tmp_path / "fleet.db")
+    try:
+        steps = [0]
+
+        def opening_steps(epoch: int) -> int:  # a write opening one epoch more
+            steps[0] = 0
+            st.db.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 10)
+            try:
+                assert st.ingest("gwx", [rec(1, epoch=epoch)])[1] == 1
+            finally:
+                st.db.set_progress_handler(None, 0)
+            return steps[0]
+
+        def ended(first: int, last: int) -> None:  # epochs ended within the window, as the store writes them
+            now = time.time()
+            with st.lock:
+                st.db.execute("BEGIN IMMEDIATE")
+                st.db.executemany(
+                    "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES "
+                    "('default', 'gwx', ?, 2, 0, 'epoch_change', ?)",
+                    [(e, now) for e in range(first, last)],
+                )
+                st.db.execute("COMMIT")
+
+        st.ingest("gwx", [rec(1, epoch=1)])
+        ended(10_000, 10_000 + EPOCHS_COUNTED)  # past the bound already
+        few = opening_steps(2)
+        ended(20_000, 40_000)
+        assert opening_steps(3) <= 2 * few + 20
+        assert st.stats("gwx")["epochs_24h"] == EPOCHS_COUNTED + 20_002  # (the stats count them all)
+    finally:
+        st.close()
