@@ -895,6 +895,11 @@ class _NodeType:
 # how long a node whose properties could not be found out after its Browse was released (10,000 references, or
 # 100 idle pages; no translate) is refused without asking again: each lookup costs thousands of requests
 _PROPS_UNREAD_HOLD_S = 600.0
+# how long a type read again for a value it refused and found unchanged judges that node's refusals without another
+# read (``OpcUaSource._type_confirmed``): at most one read of a refusing node a minute (a paged Browse for one of
+# 10,000 references), while a change nothing notices (its MaxStringLength or MaxArrayLength, an enumeration's
+# states, all unwatched) is taken within a minute
+_CONFIRMED_HOLD_S = 60.0
 
 
 async def _node_type(
@@ -2887,6 +2892,9 @@ class _Handler:
                     src._targets_gone.add(node.nodeid)  # a download took it away: its namespace is checked
                     src._targets_back.discard(node.nodeid)
                     src._attrs_gone.setdefault(node.nodeid, set()).add(attr)
+                    for node_id in src._target_nodes.get(node.nodeid, ()):
+                        # the node made again may take more (a longer STRING): its type is read at the next refusal
+                        src._types_confirmed.pop(node_id, None)
                     return
                 gone = src._attrs_gone.get(node.nodeid)
                 if gone and attr in gone:  # its item said the node served again: linked to it again
@@ -3011,8 +3019,8 @@ class OpcUaSource:
         self._types: dict[str, _NodeType] = {}  # node_id -> its type, read at the first write
         # node_id -> (its cached type, when): read again for a value it refused and found unchanged, so a later value
         # it refuses is refused by it without reading it again (a node of 10,000 references cost a whole paged
-        # Browse a refusal) while that type object is the one cached (a change noticed replaces it) and the node's
-        # watch is linked, else for _PROPS_UNREAD_HOLD_S
+        # Browse a refusal) while that type object is the one cached (a change noticed replaces it), for
+        # _CONFIRMED_HOLD_S at most, until the node is said gone
         self._types_confirmed: dict[str, tuple[_NodeType, float]] = {}
         # node_id -> (when, why) its properties could not be found out after its Browse was released (_node_type)
         self._props_unread: dict[str, tuple[float, str]] = {}
@@ -6064,17 +6072,13 @@ class OpcUaSource:
             return False
         return True
 
-    def _type_confirmed(self, node: Node, node_id: str, nt: _NodeType) -> bool:
+    def _type_confirmed(self, node_id: str, nt: _NodeType) -> bool:
         """Whether ``nt``, the type cached for ``node_id``, was read again for a value it refused and found
-        unchanged, and still holds: no change replaced it since, and the node's watch is linked (its change would be
-        noticed), or that was less than ``_PROPS_UNREAD_HOLD_S`` ago (a change of an unwatched node noticed then)."""
+        unchanged less than ``_CONFIRMED_HOLD_S`` ago, no change replacing it since. Not for as long as the node's
+        watch is linked: the watch sees its DataType, ArrayDimensions and access, not its MaxStringLength, its
+        MaxArrayLength or its enumeration's states, and a value a download made valid was refused for the session."""
         got = self._types_confirmed.get(node_id)
-        if got is None or got[0] is not nt:
-            return False
-        watched = bool(self.targets_watched) and node.nodeid in self._target_nodes
-        return (watched and node.nodeid not in self._targets_gone) or time.monotonic() - got[
-            1
-        ] < _PROPS_UNREAD_HOLD_S
+        return got is not None and got[0] is nt and time.monotonic() - got[1] < _CONFIRMED_HOLD_S
 
     async def write(self, node_id: str, value: Any, at: str | None = None) -> str | None:
         """Write ``value`` as the node's own data type and shape (read once, cached; the type a
@@ -6154,7 +6158,7 @@ class OpcUaSource:
                             cached
                             and not again
                             and not _refused_by_held(nt, value, node_id)
-                            and not self._type_confirmed(node, node_id, nt)
+                            and not self._type_confirmed(node_id, nt)
                         ):
                             self._types.pop(node_id, None)
                             former = nt

@@ -11,7 +11,7 @@ from asyncua.common.callback import CallbackType
 
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
 from edge_agent.config import parse_config
-from tests.support.peers import free_port, opcua_server
+from tests.support.peers import free_port, opcua_server, take_node_away
 from tests.support.waits import until
 
 _CASES = {
@@ -39,25 +39,33 @@ async def test_a_nodes_own_limit_above_the_servers_lets_a_value_it_takes_be_writ
     Array[0..7] or STRING[20] on a server whose default is lower): 6 elements, a 12-byte text are written and
     not named at connect; 9 elements, a 23-byte text are refused naming the node's own limit, and never sent.
     Before, the lower of the two held: the node's values the server takes were refused (target_errors at
-    connect, OpcUaTypeMismatch at every write)."""
+    connect, OpcUaTypeMismatch at every write). A download that makes the node again with a larger limit has the
+    refused value written."""
     initial, capability, prop, fits, over = _CASES[kind]
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    node = await obj.add_variable(ua.NodeId("Target", idx), "Target", initial)
-    if kind == "array":
-        await node.write_value_rank(1)
-    await node.set_writable()
-    await node.add_property(
-        ua.NodeId(f"Target.{prop}", idx),
-        ua.QualifiedName(prop, 0),
-        ua.Variant(8 if kind == "array" else 20, ua.VariantType.UInt32),
-    )
+
+    async def target(limit: int):
+        made = await obj.add_variable(ua.NodeId("Target", idx), "Target", initial)
+        if kind == "array":
+            await made.write_value_rank(1)
+        await made.set_writable()
+        limits = await made.add_property(
+            ua.NodeId(f"Target.{prop}", idx),
+            ua.QualifiedName(prop, 0),
+            ua.Variant(limit, ua.VariantType.UInt32),
+        )
+        return made, limits
+
+    node, limit = await target(8 if kind == "array" else 20)
     await srv.write_attribute_value(ua.NodeId(capability), ua.DataValue(ua.Variant(4, ua.VariantType.UInt32)))
     sent: list[object] = []
 
     async def on_write(event, _dispatcher) -> None:
         sent.extend(
-            wv.Value.Value.Value for wv in event.request_params.NodesToWrite if wv.NodeId == node.nodeid
+            wv.Value.Value.Value
+            for wv in event.request_params.NodesToWrite
+            if wv.NodeId == node.nodeid and wv.AttributeId == ua.AttributeIds.Value  # not the node's making
         )
 
     srv.subscribe_server_callback(CallbackType.PreWrite, on_write)
@@ -79,11 +87,21 @@ async def test_a_nodes_own_limit_above_the_servers_lets_a_value_it_takes_be_writ
         with pytest.raises(OpcUaTypeMismatch) as refused:
             await src.write(node_id, over)
         stored = await node.read_value()
+        # a download makes the node again with a larger limit (an Array[0..15], a STRING[40]): its watch says it
+        # gone, and the value it takes now is written. Before, the refusal above (its type read again, found
+        # unchanged) judged it by the old limit for 10 minutes, for the session once the watch was linked again
+        await srv.delete_nodes([limit])
+        await take_node_away(srv, node)
+        await until(lambda: src._targets_gone, 5.0, "the watch said the node gone")
+        node, limit = await target(16 if kind == "array" else 40)
+        await src.write(node_id, over)
+        again = await node.read_value()
     finally:
         await src.stop()
         await srv.stop()
     assert errors == {}, errors
-    assert stored == fits and sent == [fits], (stored, sent)
+    assert again == over and sent == [fits, over], (again, sent)
+    assert stored == fits, stored
     said = str(refused.value)
     assert node_id in said and "ServerCapabilities" not in said, said
     assert (

@@ -902,7 +902,7 @@ async def test_a_value_a_node_refuses_has_its_type_read_again_once_not_at_each_r
     """A cached type that refuses a value is read again first (the PLC may have changed the node). Read again and
     found unchanged, it was read again at every later refused value: for a node of 10,000 references a whole paged
     Browse a refusal (an action firing at each result). Once found unchanged, the node's refusals are judged by it
-    until it changes (or, unwatched, for 10 minutes); a value it takes is still written."""
+    until it changes, for a minute at most; a value it takes is still written."""
     from devices.opcua import client
 
     src, nodes, sent = plc
