@@ -1870,7 +1870,13 @@ class Pipeline:
         if self.baseline is None or not rate:
             return sensor_check(wave)
         turns = self.baseline.shaft_turns(scalars, getattr(pre, "window_samples", 1024) / rate)
-        return sensor_check(wave, shaft_turns=turns)
+        found = sensor_check(wave, shaft_turns=turns)
+        if found is not None and found.kind == "flatline" and self.baseline.stopped_by_tag(scalars):
+            # the speed tag says the shaft stands: a stopped machine's floor within a code or two of a 12- or
+            # 16-bit input is flat, and the baseline says the stop (UNSURE, stopped); it was a sensor_fault
+            # episode, "check the sensor", at every stop. A dead sensor is still flat once the machine runs
+            return None
+        return found
 
     async def _sensor_result(self, item: Window, fault: SensorFault, enq_t: float, start: float) -> None:
         assert self.sensor is not None  # only a pipeline with sensor checks finds a sensor fault

@@ -378,6 +378,15 @@ def spectral_floor(w: np.ndarray) -> float:
     return math.log(float(np.median(mag)) + 1e-12)
 
 
+def speed_tag_stopped(settings: BaselineSettings, scalars: dict[str, float] | None) -> bool:
+    """The speed tag says the shaft is not turning: it reads 0, or below ``speed_range_rpm``."""
+    v = (scalars or {}).get("_shaft_speed")
+    if settings.speed_tag is None or v is None or not math.isfinite(v):
+        return False
+    rpm = v if settings.speed_unit == "rpm" else 60.0 * v
+    return rpm < settings.speed_range_rpm[0]
+
+
 def octave_floors(w: np.ndarray) -> list[float] | None:
     """The log of the median of the window's amplitude spectrum (Hann-windowed) in each of five octaves
     (``_OCTAVE_EDGES``, fractions of the sample rate: the same octaves at any rate); None for a window too
@@ -1319,14 +1328,10 @@ class Baseline:
         )
 
     def _stopped(self, scalars: dict[str, float] | None) -> bool:
-        """The speed tag says the shaft is not turning (0, or below ``speed_range_rpm``). Learned, such
+        """The speed tag says the shaft is not turning (``speed_tag_stopped``). Learned, such
         windows (a stop of a few minutes while commissioning) were taken as healthy: their noise
         widened every spread, the shaft speed was searched in it, and faults alarmed later."""
-        v = (scalars or {}).get("_shaft_speed")
-        if self.s.speed_tag is None or v is None or not math.isfinite(v):
-            return False
-        rpm = v if self.s.speed_unit == "rpm" else 60.0 * v
-        return rpm < self.s.speed_range_rpm[0]
+        return speed_tag_stopped(self.s, scalars)
 
     def _learn_temperature(self, scalars: dict[str, float] | None) -> None:
         t = (scalars or {}).get("_temperature")

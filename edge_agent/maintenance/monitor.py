@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.maintenance.baseline import Baseline, Verdict, adc_step, baseline_path
+from edge_agent.maintenance.baseline import Baseline, Verdict, adc_step, baseline_path, speed_tag_stopped
 from edge_agent.maintenance.life import NOT_ENOUGH, LifeEstimate, LifeTrend
 from edge_agent.maintenance.settings import BaselineSettings
 from edge_agent.maintenance.states import StateBaselines, build_baseline
@@ -293,6 +293,11 @@ class Monitor:
         if hz is None:
             hz = self.s.speed_range_rpm[0] / 60.0
         return hz * window_s
+
+    def stopped_by_tag(self, scalars: dict[str, float] | None) -> bool:
+        """The speed tag says the shaft stands (``speed_tag_stopped``): a window flat within the ADC's step is then
+        the stopped machine read through a coarse input, not a dead sensor (the sensor check's ``flatline``)."""
+        return speed_tag_stopped(self.s, scalars)
 
     def repaired(self, reason: str = "repair") -> None:
         """A repair resets the remaining-life trend (the baseline stays)."""
