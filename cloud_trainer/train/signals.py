@@ -80,6 +80,7 @@ from cloud_trainer.train.data import (
     NpzObjectArray,
     fault_synonym,
     lower_case_name,
+    memory_available_bytes,
     name_words,
     not_a,
     npz_arrays,
@@ -1286,6 +1287,10 @@ def read_wav(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     return Recording(path.stem, float(rate), channels, path)
 
 
+# the memory a WAV channel takes to read, a sample: its float64 and the integers it is converted through
+_WAV_BYTES_A_SAMPLE = 16
+
+
 class _WavChannels(Mapping[str, np.ndarray]):
     """A WAV file's channels ``ch0``, ``ch1``, ..., each read from the file (mapped, not loaded) and
     scaled to float64 when first used: a 2-GB, 8-channel recording costs the memory of the channel an
@@ -1327,6 +1332,7 @@ class _WavChannels(Mapping[str, np.ndarray]):
         if name not in self._done:
             if name not in self._names:
                 raise KeyError(name)
+            self._fits(name)
             raw = self._raw[:, self._names.index(name)] if self._raw is not None else np.zeros(0)
             if self._tag == _WAV_FLOAT:
                 x = np.asarray(raw, dtype=np.float64)
@@ -1346,6 +1352,19 @@ class _WavChannels(Mapping[str, np.ndarray]):
                 x /= float(1 << (8 * self._width - 1))
             self._done[name] = x
         return self._done[name]
+
+    def _fits(self, name: str) -> None:
+        """DatasetError when the channel, read as float64 (and the integers it is converted through, up to twice
+        that), would not fit in the memory free: a multi-GB recording (RF64's reason to be) ended with the
+        process killed for want of memory, without a word (at 10-19 bytes a sample: 30 GB for a 6-GB 16-bit
+        file), where RF64 had been refused in one line."""
+        need, free = self.frames * _WAV_BYTES_A_SAMPLE, memory_available_bytes()
+        if free is not None and need > free:
+            raise DatasetError(
+                f"{self._path}: channel {name} holds {self.frames:,} samples, about {need / 1e9:.1f} GB to read "
+                f"as numbers, and {free / 1e9:.1f} GB is free here; split the recording into shorter files (runs), "
+                "or import it on a machine with more memory"
+            )
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

@@ -1423,6 +1423,29 @@ def test_an_rf64_wav_as_libsndfile_writes_it_is_read():
         read_wav(FIXTURES / "libsndfile_rifx_pcm16.wav", None)
 
 
+def test_an_rf64_recording_too_large_to_read_is_refused_in_one_line_not_killed_for_memory(tmp_path):
+    """RF64 exists for recordings over 4 GB, refused in one line before; read now, a channel is converted whole to
+    float64 (16-bit: 10 bytes a sample at the peak): a 6-GB recording took ~30 GB, the process killed for want of
+    memory. A channel that would not fit in the memory free is refused, naming the sizes. (A sparse file: a
+    terabyte of data that takes no disk.)"""
+    import struct
+
+    from cloud_trainer.train.signals import read_wav
+
+    path, size = tmp_path / "long.wav", 1 << 40
+    with path.open("wb") as f:
+        f.write(b"RF64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE")
+        f.write(b"ds64" + struct.pack("<IQQQI", 28, 0, size, size // 2, 0))
+        f.write(b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 48000, 96000, 2, 16))
+        f.write(b"data" + struct.pack("<I", 0xFFFFFFFF))
+        f.truncate(f.tell() + size)
+    rec = read_wav(path, None)  # mapped, not read
+    with pytest.raises(
+        DatasetError, match=r"long.wav: channel ch0 holds 549,755,813,888 samples, about 8796.1 GB"
+    ):
+        rec.channels["ch0"]
+
+
 def test_a_tachometer_pulse_train_as_the_speed_channel_is_refused_not_trained_as_rpm(tmp_path):
     """A tachometer's once-per-turn pulse train (0 V, a 5 V pulse each turn) given as --speed-channel
     was averaged into 'speed_rpm' of about 0.1 per window, which the condition features then took as
