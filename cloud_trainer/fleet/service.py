@@ -133,6 +133,13 @@ STORE_WRITERS = 8
 STORE_WRITERS_MOST = 128
 # the same for unary heartbeats (agents before v3, or against servers without Connect): a write each, in a thread
 HEARTBEATS_PER_TENANT = 4
+# the reads of an agent's row that a state report of a run the process knows makes (``_held_above``: each stream
+# report) run in threads of their own (``StoreWriters``: ROW_READERS of any tenants, past them one of each tenant
+# with none running, up to ROW_READERS_MOST), each in a place of its tenant's heartbeats: in the loop's default
+# executor (6 threads on 2 cores), two tenants' streams against a slow store took every thread the rollout tick, the
+# admin calls and every tenant's heartbeats wait for
+ROW_READERS = 4
+ROW_READERS_MOST = 64
 # the same for an admin's calls (stats that scan an agent's records, deployments, commands): per tenant, in threads
 ADMIN_CALLS_PER_TENANT = 2
 QUOTA_TTL_S = (
@@ -416,6 +423,16 @@ class LimitedTenants:
         self._refused.clear()
 
 
+class _OfTenant(concurrent.futures.Executor):
+    """The threads of ``writers`` (``StoreWriters``) as an executor of one tenant's calls (``_in_place``)."""
+
+    def __init__(self, writers: StoreWriters, tenant: str) -> None:
+        self.writers, self.tenant = writers, tenant
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        return self.writers.submit(self.tenant, partial(fn, *args, **kwargs))
+
+
 async def _in_place(
     gate_now: Callable[[], asyncio.Semaphore],
     pool: concurrent.futures.Executor,
@@ -519,6 +536,7 @@ class FleetServicer(rpc.FleetServicer):
             PACKAGE_READERS, thread_name_prefix="fleet-package-read"
         )
         self._reads: dict[str, asyncio.Semaphore] = {}  # tenant -> its package reads in flight
+        self._row_reads = StoreWriters(ROW_READERS, ROW_READERS_MOST, "fleet-row-read")
         # (tenant, agent, digest) -> (the tenant's desired_marks then, when): deployed to it then (``_recheck``)
         self._deployed: dict[tuple[str, str, str], tuple[int, float]] = {}
         self._ingests: dict[str, asyncio.Semaphore] = {}  # tenant -> its batches being written
@@ -610,11 +628,13 @@ class FleetServicer(rpc.FleetServicer):
     async def _held_above(
         self, key: tuple[str, str], boot: str, seq: int, *, other_runs: bool = False
     ) -> str | None:
-        """``_late_by_row`` in a place of the tenant's heartbeats (``_in_thread_place``): read in a worker thread of
-        its own, a slow store's reads (a reconnect storm's streams) took every worker thread all calls wait for."""
+        """``_late_by_row`` in a place of the tenant's heartbeats, in a thread of ROW_READERS (``_in_place``): read in
+        a worker thread of its own, a slow store's reads (a reconnect storm's streams) took every worker thread all
+        calls wait for; in the tenant's place but the loop's default executor, two tenants' stream reports did."""
         try:
-            return await _in_thread_place(
+            return await _in_place(
                 partial(tenant_gate, self._heartbeats, key[0], HEARTBEATS_PER_TENANT),
+                _OfTenant(self._row_reads, key[0]),
                 partial(self._late_by_row, key, boot, seq, other_runs=other_runs),
             )
         except Exception as exc:  # the store unreachable: its write of the report fails too, and is said
@@ -2252,6 +2272,7 @@ class FleetServer:
         closers: list[Callable[[], object]] = []
         if hasattr(self, "fleet"):
             closers.append(partial(self.fleet._readers.shutdown, wait=False, cancel_futures=True))
+            closers.append(self.fleet._row_reads.shutdown)
             closers.append(self.fleet._writers.shutdown)
         if owns_control and getattr(getattr(self, "control", None), "db", None) is not None:
             # each closed once no worker thread uses it (the streams' poll may be reading after its task ended)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import threading
 from functools import partial
 
 import grpc
@@ -704,6 +705,20 @@ async def test_a_gateway_restored_mid_run_reaching_a_process_that_knows_its_run_
     assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # was: nothing said
 
 
+def _slow_row_reads(store) -> tuple[threading.Event, list]:
+    """``store.report_held`` made to wait until the event returned is set (a PostgreSQL pool waiting for a
+    connection); the list counts the reads under way."""
+    real, release, waiting = store.report_held, threading.Event(), []
+
+    def slow(*args, **kwargs):
+        waiting.append(1)
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    store.report_held = slow
+    return release, waiting
+
+
 @pytest.mark.parametrize("path", ["heartbeat", "stream"])
 async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet, path):
     """A unary Heartbeat, or a stream's report, of a run the process knows reads the agent's row (a gateway restored
@@ -712,7 +727,6 @@ async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet
     one agent's heartbeats in flight, or its streams opened anew (a reconnect storm), took every worker thread all
     calls of every tenant wait for. It runs in a place of the tenant's heartbeats: a thread stays free."""
     import os
-    import threading
 
     from cloud_trainer.fleet.service import HEARTBEATS_PER_TENANT
 
@@ -721,14 +735,7 @@ async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet
     if workers > 12:
         pytest.skip("more worker threads than one agent's calls may be in flight (its rate)")
     await stub.Heartbeat(_report(e["1.0.0"], 1, "runR"))
-    real, release, waiting = srv.store.report_held, threading.Event(), []
-
-    def slow(*args, **kwargs):
-        waiting.append(1)
-        release.wait(10)
-        return real(*args, **kwargs)
-
-    srv.store.report_held = slow
+    release, waiting = _slow_row_reads(srv.store)
     calls = []
     try:
         if path == "heartbeat":
@@ -752,6 +759,37 @@ async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet
     if path == "heartbeat":
         await asyncio.gather(*calls)
         assert srv.store.report_held("gw1") == ("runR", 1 + workers)
+
+
+async def test_stream_reports_of_many_tenants_reading_their_agents_rows_leave_the_worker_threads_free(fleet):
+    """Each stream report of a run the process knows reads its agent's row, in a place of its tenant's heartbeats.
+    The places bound one tenant, not all: in the loop's default executor the reports of a few tenants' streams
+    against a slow store (a PostgreSQL pool waiting for a connection) took every worker thread the rollout tick,
+    the admin calls and every tenant's heartbeats wait for. They read in threads of their own."""
+    import os
+    import time
+
+    from cloud_trainer.fleet.service import HEARTBEATS_PER_TENANT
+
+    srv, _stub, _e = fleet
+    workers = min(32, (os.cpu_count() or 1) + 4)  # the loop's default executor's threads
+    keys = [
+        (f"t{t}", f"gw{i}")
+        for t in range(workers // HEARTBEATS_PER_TENANT + 1)
+        for i in range(HEARTBEATS_PER_TENANT)
+    ]
+    release, waiting = _slow_row_reads(srv.store)
+    now, report = time.monotonic(), pb.HeartbeatRequest(boot_id="runR", report_seq=2)
+    for key in keys:  # each agent's stream took its report 1 of run runR here
+        srv.fleet._applied[key] = ("runR", 1, now)
+    try:
+        reports = [asyncio.ensure_future(srv.fleet._fresh(key, report, row=True)) for key in keys]
+        await until(lambda: waiting, 10, "the reads under way")
+        await asyncio.sleep(0.3)  # (the former code: every worker thread then in a read)
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), 2)  # was: TimeoutError
+    finally:
+        release.set()
+    assert await asyncio.gather(*reports) == [True] * len(keys)
 
 
 async def test_a_lone_gateway_whose_link_is_lost_again_and_again_is_not_named_a_clone(fleet, built, caplog):
