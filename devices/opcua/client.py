@@ -3116,6 +3116,8 @@ class OpcUaSource:
         # where the pins outlive the process (the agent's data folder): pinned at the first start, compared at
         # each later one; None: pinned at this process's first connect
         self.namespace_pins: NamespacePins | None = None
+        # pins taken on from an earlier source (``follow_namespaces``), not yet kept by ``namespace_pins``
+        self._followed_unkept = False
         self._sub_since = 0.0  # monotonic time the subscription was created
         self._sub_silence_s = 0.0  # no publish answer for longer than this: the subscription is stalled
         # the longest lifetime the server granted a subscription of this session (RevisedLifetimeCount publishing
@@ -3531,6 +3533,8 @@ class OpcUaSource:
             ) from None
         if not self._ns_pinned:
             self._ns_pinned = self._pins_kept()
+        elif self._followed_unkept:
+            self._keep_followed()
         array = self._ns_array
         self._ns_seen.update(i for i, uri in self._ns_pinned.items() if i < len(array) and array[i] == uri)
         groups: dict[tuple[float, int], list[Node]] = {}
@@ -3771,6 +3775,28 @@ class OpcUaSource:
         pins as a start does and refused every ``ns=`` node of the moved indexes until the config changed."""
         if pinned and not self._ns_pinned:
             self._ns_pinned, self._ns_seen = dict(pinned), set(seen)
+            self._followed_unkept = True
+
+    def _keep_followed(self) -> None:
+        """Keep the pins taken on (``follow_namespaces``) where ``namespace_pins`` keeps none for this source's
+        endpoint: a trial config in between that pointed the source at the same PLC by another name pinned it
+        afresh, in the new order, for that name (or, not naming the source, dropped its entry); the next start of
+        this config then pinned afresh too and read the other namespace's node of a moved index, GOOD. Pins kept
+        for this endpoint are left as they are (``edge-agent namespaces --accept`` may have taken the new order)."""
+        self._followed_unkept = False
+        store = self.namespace_pins
+        if store is None:
+            return
+        try:
+            if store.load(strict=True) is None:
+                store.save(self._ns_pinned)
+        except OSError as e:
+            log.warning(
+                "opcua source %s: the namespaces this config means could not be kept (%s): a start after this "
+                "process cannot tell a reorder; write node ids as nsu=<uri>;...",
+                self.name,
+                e,
+            )
 
     def _kept(self) -> dict[int, str] | None:
         """The namespaces ``namespace_pins`` kept (None: none); a connect is refused while they cannot be read now

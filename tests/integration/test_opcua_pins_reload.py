@@ -153,3 +153,55 @@ async def test_a_namespace_array_with_a_null_entry_pins_its_uris_and_a_later_reo
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_trial_config_left_none(
+    tmp_path,
+):
+    """A trial config naming the PLC by another endpoint (``localhost`` for ``127.0.0.1``) pinned its namespaces
+    afresh, in the new order, for that name. Back on the first config, the process followed the order its agent
+    had followed, but the kept pins were the trial's: the next start of the first config pinned afresh too and
+    read urn:diag's node as ``ns=2;s=Speed``, GOOD. The pins followed are kept now: that start refuses it."""
+    from edge_agent.opcua_pins import pin_namespaces
+    from tests.support.peers import two_namespaces_with_a_speed
+
+    port = free_port()
+    srv, plc, diag, _, _ = await two_namespaces_with_a_speed(port)
+    await srv.start()
+    node = f"ns={plc};s=Speed"
+
+    def settings(host: str) -> OpcUaSettings:
+        return OpcUaSettings(
+            endpoint=f"opc.tcp://{host}:{port}/plc/",
+            nodes=[{"node_id": node, "tag": "speed"}],
+            reconnect_initial_s=0.1,
+            connect_timeout_s=2.0,
+        )
+
+    # as an agent of the host runs it: made, given its pins (and what an earlier agent followed), started, stopped
+    async def run(host: str, followed=None) -> OpcUaSource:
+        src = OpcUaSource("plc", settings(host))
+        pin_namespaces(tmp_path, {"plc": src}, {"plc": src.settings})
+        if followed is not None:
+            src.follow_namespaces(*followed)
+        await src.start()
+        try:
+            await until(
+                lambda: src.state is ConnectionState.CONNECTED and (src._tags or src.node_errors), 5.0
+            )
+        finally:
+            await src.stop()
+        return src
+
+    try:
+        followed = (await run("127.0.0.1")).namespaces_followed()  # pinned: urn:plc at 2
+        array = await srv.get_namespace_array()
+        array[plc], array[diag] = array[diag], array[plc]  # the PLC restarted: urn:diag first
+        await srv.nodes.namespace_array.write_value(array)
+        assert (await run("localhost"))._tags  # the trial: another endpoint, pinned afresh
+        assert (await run("127.0.0.1", followed))._tags  # back on the first config: followed
+        src = await run("127.0.0.1")  # the next start
+        assert "'urn:diag' now, but was 'urn:plc'" in src.node_errors.get(node, ""), src.node_errors
+        assert not src._tags  # was: urn:diag's Speed read
+    finally:
+        await srv.stop()
