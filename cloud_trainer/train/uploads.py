@@ -249,6 +249,10 @@ def export(
         )
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
+    # copied into a hidden folder inside itself, the base was copied again into that copy: the export held a partial
+    # copy of itself (that folder, images and all), and under images/ it went on until 'File name too long'
+    if base is not None and Path(out).resolve().is_relative_to(Path(base).resolve()):
+        raise DatasetError(f"--out {out} is inside the base {base}; choose a folder outside it")
     labels = read_labels(labels_file, classes) if labels_file else {}
     try:
         db = open_store(store, Path(cloud_data))

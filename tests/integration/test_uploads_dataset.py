@@ -164,6 +164,22 @@ def test_an_export_on_an_export_leaves_no_image_that_no_row_names(tmp_path, clou
     assert len(named) == 12 and sorted(held) == sorted(named)
 
 
+def test_an_export_into_its_base_is_refused_before_anything_is_written(tmp_path, cloud):
+    """--out inside --base: the base was copied into a hidden folder inside itself, so the export held a partial copy
+    of itself (that '.new.<host>.<pid>.<random>.tmp' folder, images and all); under images/ the copy went on until
+    'File name too long'."""
+    data, _, truth = cloud
+    base = tmp_path / "ds1"
+    export(data, "part-inspection", base, labels_file=write_labels(tmp_path / "l.jsonl", truth))
+    held = sorted(base.rglob("*"))
+    for out in (base / "new", base / "images" / "new"):
+        with pytest.raises(
+            DatasetError, match=r"--out .*/ds1/(images/)?new is inside the base .*/ds1; choose"
+        ):
+            export(data, "part-inspection", out, base=base)
+    assert sorted(base.rglob("*")) == held
+
+
 def test_bad_labels_are_refused_and_nothing_is_written(tmp_path, cloud):
     data, _, truth = cloud
     bad = write_labels(tmp_path / "bad.jsonl", {**truth, "ab" * 32: "ok"})
