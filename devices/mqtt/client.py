@@ -828,15 +828,24 @@ class _BatchChannel(Channel):
         """The arrival number of the last entry queued (messages and marks)."""
         return self._arrived
 
-    def holds(self, topics: tuple[str, ...], lane: Any = None, prefix: str = "") -> bool:
+    def holds(
+        self, topics: tuple[str, ...], lane: Any = None, prefix: str = "", upto: float = math.inf
+    ) -> bool:
         """Whether a message on one of ``topics`` is queued, not yet taken; with ``lane`` (a Sparkplug node's),
-        or one in that lane whose topic begins with ``prefix`` (its devices' births): a scan of the lane."""
+        or one in that lane whose topic begins with ``prefix`` (its devices' births): a scan of the lane. Only
+        those whose arrival number is at most ``upto`` (each topic's and lane's entries are in arrival order)."""
         with self._lock:
             by_topic = self._by_topic
-            if any(by_topic.get(t) for t in topics):
-                return True
-            queued = self._lanes.get(lane) if lane is not None else None
-            return queued is not None and any(e[0] is not None and e[0].startswith(prefix) for e in queued)
+            for t in topics:
+                mine = by_topic.get(t)
+                if mine and mine[0][4] <= upto:
+                    return True
+            for e in self._lanes.get(lane, ()) if lane is not None else ():
+                if e[4] > upto:
+                    break
+                if e[0] is not None and e[0].startswith(prefix):
+                    return True
+            return False
 
     def take_drops(self) -> dict[str, int]:
         """The messages dropped by topic since the last call ("": topics past ``MAX_TOPICS_COUNTED``)."""
@@ -2819,13 +2828,15 @@ class MqttSource:
                     f"read (its metrics' datatypes not all known yet), and {why}"
                 )
 
-    def _rebirth_unread(self, group: str, edge_node: str, device: str | None) -> bool:
+    def _rebirth_unread(self, group: str, edge_node: str, device: str | None, upto: float = math.inf) -> bool:
         """Whether an NBIRTH or NDEATH of the node (a DBIRTH or DDEATH of ``device``; for the node, a DBIRTH of
-        any device of it) came and is not read yet: queued, or in the batch taken and not handed over. A command
-        typed by the birth read last would then carry its alias, which the node's new birth may give another
-        metric (a device's birth too, on a node that gives a device metric its own metric's alias, against
-        Sparkplug: read, the clash has the command go by name alone). Commands are few: a look-up of each such
-        topic, for the node a scan of its queued messages, and a scan of the batch in hand."""
+        any device of it) came and is not read yet: queued, or in the batch taken and not handed over; one whose
+        arrival number is at most ``upto`` (those come before the command: a node whose devices birth often, each
+        birth coming while the last was read, held its commands until refused). A command typed by the birth read
+        last would then carry its alias, which the node's new birth may give another metric (a device's birth
+        too, on a node that gives a device metric its own metric's alias, against Sparkplug: read, the clash has
+        the command go by name alone). Commands are few: a look-up of each such topic, for the node a scan of its
+        queued messages, and a scan of the batch in hand."""
         kinds = (sp.MessageType.NBIRTH, sp.MessageType.NDEATH)
         topics = tuple(sp.topic(group, k, edge_node) for k in kinds)
         prefix = ""
@@ -2836,11 +2847,11 @@ class MqttSource:
         else:
             prefix = f"{SP_PREFIX}{group}/{sp.MessageType.DBIRTH.value}/{edge_node}/"
         lane = (SP_PREFIX, edge_node) if prefix else None
-        if self._channel.holds(topics, lane, prefix):
+        if self._channel.holds(topics, lane, prefix, upto):
             return True
         unread = self._pos + (self._readings is not None)  # the message in hand, read already
         return any(
-            e[0] in topics or (prefix and e[0] is not None and e[0].startswith(prefix))
+            e[4] <= upto and (e[0] in topics or (prefix and e[0] is not None and e[0].startswith(prefix)))
             for e in self._held[unread:]
         )
 
@@ -2861,10 +2872,11 @@ class MqttSource:
         only that member."""
         where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
         deadline = time.monotonic() + LEARNING_WAIT_S
+        came = self._channel.arrived  # the births come by now are waited for, not those after
         while True:
             if (learnt := self.sparkplug.learnt(group, edge_node)) is not None:
                 await self._birth_learnt(learnt, where)
-            unread = self._rebirth_unread(group, edge_node, device)
+            unread = self._rebirth_unread(group, edge_node, device, came)
             # a rebirth this host asked, its data showing a birth missed (a seq gap, an alias its births did not
             # give): the node's aliases may be new already, a command by the old one set another metric
             if not unread and not self.sparkplug.birth_owed(group, edge_node, device):

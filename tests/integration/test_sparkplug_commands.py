@@ -1136,6 +1136,57 @@ async def test_a_node_command_waits_for_an_unread_device_birth_that_may_give_its
     assert ("speed", False) in sent and ("speed", True) not in sent, sent
 
 
+async def test_a_node_command_waits_for_the_device_births_come_before_it_not_for_those_come_after(mosquitto):
+    """A node whose devices birth often while the consumer reads: an NCMD waited for every DBIRTH of the node
+    unread, each new one coming while the last was read, and was refused after 5 s (the consumer behind, 8 of 8).
+    It waits for those come before it only: once d1's is read it goes, d2's (come after it) unread."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    at_data, at_d1, gate = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def busy() -> None:
+        async for r in src.items():
+            if r.tag == "n1/speed" and r.value == 6:  # held at the node's data, then at d1's birth
+                at_data.set()
+                await gate.wait()
+            elif r.tag == "n1/d1/valve":
+                at_d1.set()
+                await asyncio.Event().wait()
+
+    def dbirth(device: str, seq: int, alias: int) -> bytes:
+        db = sp._pb().Payload()
+        db.timestamp, db.seq = int(time.time() * 1000) + 1, seq
+        pb_metric(db, "valve", alias=alias, datatype=D.INT32, int_value=0)
+        return db.SerializeToString()
+
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        await _births(src, 1)
+        pump.cancel()
+        pump = asyncio.create_task(busy())
+        data = sp.encode(sp.Payload(int(time.time() * 1000) + 1, 1, [sp.Metric("speed", None, D.INT32, 6)]))
+        node.publish("spBv1.0/g/NDATA/n1", data)
+        await asyncio.wait_for(at_data.wait(), 5)
+        node.publish("spBv1.0/g/DBIRTH/n1/d1", dbirth("d1", 2, 100))
+        await until(lambda: src._rebirth_unread("g", "n1", None), 5, "d1's birth queued")
+        command = asyncio.create_task(src.command("g", "n1", None, "speed", 1))
+        await asyncio.sleep(0.1)
+        assert not command.done()  # d1's birth, come before it, unread
+        arrived = src._channel.arrived
+        node.publish("spBv1.0/g/DBIRTH/n1/d2", dbirth("d2", 3, 101))
+        await until(lambda: src._channel.arrived > arrived, 5, "d2's birth queued")
+        gate.set()
+        await asyncio.wait_for(at_d1.wait(), 5)
+        assert await asyncio.wait_for(command, 2) == "sent"  # before: held by d2's, refused after 5 s
+        assert src._rebirth_unread("g", "n1", None)  # d2's birth still unread
+        cmds = await node.wait_cmds(1)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds] == [("speed", 7)]
+
+
 async def test_with_rebirths_off_a_command_after_data_that_showed_a_birth_missed_is_refused_until_a_birth(
     mosquitto,
 ):
