@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -817,6 +818,25 @@ def _grey_floor(r: dict[str, float]) -> float:
     return min(r["p01"] - m, floor) + m
 
 
+def _camera_wh(size: Any) -> tuple[int, int] | None:
+    """``Frame.camera_size`` as (width, height), whole numbers > 0 (a float that is one: a plugin's
+    ``cap.get``), or None for any other form (a plugin's string, one value, three): not used, the frame checked
+    by its own shape. It raised in the check before, ``bad_input`` on every frame, counted as the model's errors
+    (a fleet canary rolls such a package back)."""
+    if size is None:  # a frame as the camera gave it (every frame of most lines)
+        return None
+    try:
+        w, h = size
+        if isinstance(w, (bool, str, bytes)) or isinstance(h, (bool, str, bytes)):
+            return None
+        fw, fh = float(w), float(h)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not (0 < fw < 1e6 and 0 < fh < 1e6 and fw.is_integer() and fh.is_integer()):
+        return None
+    return int(fw), int(fh)
+
+
 def frame_shapes(shapes) -> dict:
     """The training frames' shape, as ``LOCAL_FILE``'s ``frame`` holds it: the range of their aspect
     (width / height), and their sizes (``[width, height]``, at most ``MAX_SIZES`` different ones; None past
@@ -1008,14 +1028,10 @@ class LocalStats:
         lo, hi = self.aspect
         m = math.exp(ASPECT_MARGIN * tolerance)
         shown = f"{w}x{h}"
-        if (
-            camera_size is not None
-            and camera_size[0] > 0
-            and camera_size[1] > 0
-            and (w, h) not in self.trained_sizes
-        ):
-            shown = f"{camera_size[0]}x{camera_size[1]} (resized to {w}x{h} by the camera's width and height)"
-            w, h = camera_size
+        cam = _camera_wh(camera_size)
+        if cam is not None and cam != (w, h) and (w, h) not in self.trained_sizes:
+            shown = f"{cam[0]}x{cam[1]} (resized to {w}x{h} by the camera's width and height)"
+            w, h = cam
         a = w / h
         if a < lo / m or a > hi * m:
             return (

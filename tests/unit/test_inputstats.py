@@ -293,6 +293,24 @@ def test_a_frame_the_camera_resized_to_a_size_the_training_frames_had_is_checked
     assert native.shape(np.zeros((90, 120, 3), np.uint8), 1.0, (1280, 960)) is None  # 4:3 resized to 4:3
 
 
+def test_a_camera_size_of_another_form_from_a_plugin_is_not_used():
+    """A frame source plugin's ``Frame.camera_size`` in a form other than (width, height) made the check raise
+    (a string, one value, three): ``bad_input`` on every frame, counted as the model's errors, which a fleet
+    canary rolls back. Such a size is not used: the frame is checked by its own shape. A float size that is a
+    whole number (OpenCV's ``cap.get``) is one."""
+    from model_packager.inputstats import LocalStats, summarize_local
+
+    native = LocalStats(
+        summarize_local([plate(1, i, None, 96)[0] for i in range(2)], shapes=[(120, 160)] * 2)
+    )
+    small = np.zeros((60, 80, 3), np.uint8)  # 4:3, not a training size: a camera size would be read
+    for odd in (("320", "180"), (320,), (320, 180, 3), "320x180", 320, (True, True), (float("inf"), 180)):
+        assert native.shape(small, 1.0, odd) is None, odd  # type: ignore[arg-type]
+    why = native.shape(small, 1.0, (320.0, 180.0))
+    assert why is not None and "320x180 (resized to 80x60" in why, why
+    assert native.shape(small, 1.0, (80, 60)) is None  # the frame's own size: not resized
+
+
 def test_a_small_glint_is_unsure_as_glare():
     # a specular hot spot (~6 % of the frame's width) on parts of another generator: the grey statistics
     # passed it (the model saw a white blob on a good part); the share of white pixels names it
