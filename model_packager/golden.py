@@ -404,6 +404,50 @@ def run_engine(
         raise GoldenError(str(exc), code="golden_timeout") from None
 
 
+def run_engine_alone_too(
+    engine: str, model_path: Path, inputs: dict[str, np.ndarray], rows: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """``run_engine`` of the golden batch at once, and in ``rows`` rows at a time (an item, or a tiled frame's
+    tiles: how the agent runs each item) in the same session; None for the second when one item is the batch."""
+    n = next((int(v.shape[0]) for v in inputs.values() if getattr(v, "shape", ())), 0)
+    try:
+        got = _runtimes.runs(engine, model_path, inputs, (None, rows) if n > rows else (None,))
+    except _runtimes.RunTimeout as exc:
+        raise GoldenError(str(exc), code="golden_timeout") from None
+    return got[0], got[1] if len(got) > 1 else None
+
+
+def batch_dependence(
+    manifest: Manifest, batched: dict, alone: dict, rows: int, n: int, *, int8_only: bool
+) -> str | None:
+    """What differs (beyond the golden tolerance) between the golden batch of ``n`` rows run at once and run
+    ``rows`` rows at a time, as the agent runs each item (a tiled frame's tiles together): a model whose item's
+    outputs depend on the other items run with it. Built, it passed build and ``verify --run`` (which run the batch
+    at once), and every agent refused it, saying its golden test failed "on this CPU"."""
+    import numpy as np
+
+    # an output without a row per fed row (a scalar, a reduction over the batch, each row twice) is named so by
+    # interpretation_problems
+    rowed = [
+        k
+        for k, v in batched.items()
+        if np.ndim(v) and v.shape[0] == n and k in alone and np.shape(alone[k]) == v.shape
+    ]
+    # held as an agent holds its run to the golden outputs (an INT8-only form by its verdicts)
+    _, bad = golden_problems(
+        manifest, {k: batched[k] for k in rowed}, {k: alone[k] for k in rowed}, rows, int8_only=int8_only
+    )
+    if not bad:
+        return None
+    what = "item" if rows == 1 else f"frame ({rows} tiles)"
+    return (
+        f"the outputs of a golden {what} depend on the other {what.split()[0]}s run with it: run alone, as the agent "
+        f"runs each one, against the golden batch of {n} rows at once, {'; '.join(bad)}; a BatchNorm or Dropout "
+        "exported in training mode, or an operation across the batch axis, does this: export the model in eval "
+        "mode (PyTorch: model.eval() before torch.onnx.export)"
+    )
+
+
 def compare(
     expected: dict[str, np.ndarray],
     got: dict[str, np.ndarray],

@@ -354,10 +354,26 @@ def build_package(
         else:
             inputs = {k: np.asarray(v) for k, v in golden_inputs.items()}
         ort_run = None  # the expected outputs when ONNX Runtime made them: the same session's run, kept
+        rows = _golden.item_rows(manifest, inputs)
+        int8_only = fp32 is None and manifest.quantization.scheme.startswith("int8")
         if isinstance(expected, str | Path):
             exp = _golden.load_npz(Path(expected))
         elif expected is None:
-            exp = ort_run = _golden.run_engine("onnxruntime", fp32 or model, inputs)
+            # also run as the agent runs each item: a model whose item's outputs depend on the other items of its
+            # batch passed here and verify --run, and every agent refused it "on this CPU"
+            exp, alone = _golden.run_engine_alone_too("onnxruntime", fp32 or model, inputs, rows)
+            ort_run = exp
+            if alone is not None and (
+                dependent := _golden.batch_dependence(
+                    manifest,
+                    exp,
+                    alone,
+                    rows,
+                    _batch(inputs) or 0,
+                    int8_only=int8_only,
+                )
+            ):
+                raise GoldenError(f"{where}: {(fp32 or model).name}: {dependent}", code="batch_dependent")
         else:
             exp = {k: np.asarray(v) for k, v in expected.items()}
         (tmp / "golden").mkdir()
@@ -372,8 +388,6 @@ def build_package(
         ]
         if fp32 is not None:
             files.insert(1, (MODEL_FP32, fp32, FileRole.MODEL_FP32))
-        rows = _golden.item_rows(manifest, inputs)
-        int8_only = fp32 is None and manifest.quantization.scheme.startswith("int8")
         if int8_only and (bad := _golden.unjudged(manifest, exp, rows)):
             # its form is held to nothing there on another CPU: a collapse there would serve. Said before the
             # engines' runs, which hold the form to what the golden set judges: a set that judges nothing is

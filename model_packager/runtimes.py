@@ -552,6 +552,19 @@ def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path
     outputs by name. On OpenVINO the package's IR is run when given, else ``path``. Raises
     ``RunTimeout`` when the run has not finished within ``RUN_TIMEOUT_S`` (ONNX Runtime's is stopped;
     OpenVINO cannot stop one, which runs on in the background)."""
+    return runs(engine, path, inputs, (None,), openvino_xml=openvino_xml)[0]
+
+
+def runs(
+    engine: str,
+    path: str | Path,
+    inputs: dict,
+    ways: tuple[int | None, ...],
+    *,
+    openvino_xml: str | Path | None = None,
+) -> list[dict]:
+    """``run`` once per way, in one session and one ``RUN_TIMEOUT_S``: None runs the batch at once (in the rows the
+    model fixes, if it does), a number that many rows at a time (the agent's: an item, or a tiled frame's tiles)."""
     import numpy as np
 
     unfinished = RunTimeout(
@@ -569,9 +582,12 @@ def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path
         timer.start()
         try:
             rows = _fixed_rows(sess.get_inputs()[0].shape, inputs)
-            return _in_rows(
-                lambda part: dict(zip(names, sess.run(names, part, opts), strict=True)), inputs, rows
-            )
+            return [
+                _in_rows(
+                    lambda part: dict(zip(names, sess.run(names, part, opts), strict=True)), inputs, w or rows
+                )
+                for w in ways
+            ]
         except Exception:
             if opts.terminate:
                 raise unfinished from None
@@ -595,11 +611,8 @@ def run(engine: str, path: str | Path, inputs: dict, *, openvino_xml: str | Path
 
         shape = compiled.inputs[0].get_partial_shape()
         first = shape[0] if shape.rank.is_static and len(shape) else None
-        return _in_rows(
-            one,
-            inputs,
-            _fixed_rows([first.get_length() if first is not None and first.is_static else None], inputs),
-        )
+        rows = _fixed_rows([first.get_length() if first is not None and first.is_static else None], inputs)
+        return [_in_rows(one, inputs, w or rows) for w in ways]
     raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
 
 

@@ -86,3 +86,31 @@ def test_a_model_of_fixed_batch_two_with_an_odd_golden_batch_still_says_what_is_
 
     with pytest.raises(SpecMismatchError, match="one row per frame"):
         build_package(tmp_path / "model.onnx", vision_spec(heatmap=False), tmp_path / "out", signing_key=key)
+
+
+def test_a_model_whose_items_depend_on_their_batch_is_refused_at_build(tmp_path):
+    """Each image centred on the mean of the batch it runs in (what a BatchNorm exported in training mode does):
+    build and `verify --run` ran the golden batch at once and passed it, and every agent, which runs each item
+    alone, refused it, saying its golden test failed "on this CPU". Build now runs the items alone too."""
+    import onnx
+    from onnx import helper
+
+    from model_packager import GoldenError
+
+    key, _ = make_keypair(tmp_path / "keys")
+    m = onnx.load(str(make_vision_onnx(tmp_path / "src.onnx", heatmap=False)))
+    for node in m.graph.node:
+        node.input[:] = ["centred" if i == "image" else i for i in node.input]
+    m.graph.node.insert(0, helper.make_node("ReduceMean", ["image"], ["batch_mean"], axes=[0]))  # (opset 17)
+    m.graph.node.insert(1, helper.make_node("Sub", ["image", "batch_mean"], ["centred"]))
+    onnx.save(m, str(tmp_path / "model.onnx"))
+    with pytest.raises(
+        GoldenError, match="depend on the other items run with it.*export the model in eval mode"
+    ):
+        build_package(
+            tmp_path / "model.onnx",
+            vision_spec(heatmap=False),
+            tmp_path / "out",
+            signing_key=key,
+            golden_inputs=golden_inputs("vision", n=4),
+        )
