@@ -200,20 +200,21 @@ class CameraSettings(BaseModel):
     def _read_by_ffmpeg(self) -> bool:
         """A USB device, an rtsp/rtmp/udp/tcp stream or a path that is not a folder: OpenCV decodes its frames
         (an http camera is read by our own MJPEG and snapshot readers, or by FFmpeg when it serves a video: not
-        known here). A path by its name (a video's or an image's suffix: one image given as the url is opened
-        as a video of one frame, a 16-bit one read near black), else, where it exists, by what it is (a file of
-        another name, a device node such as /dev/video0)."""
+        known here). A path that exists by what it is, as the camera opens it (a folder, even one named
+        ``shots.png``; a file of any name, a device node such as /dev/video0), else by its name (a video's or an
+        image's suffix: one image given as the url is opened as a video of one frame, a 16-bit one read near
+        black)."""
         if self.kind is CameraKind.USB or self.url.lower().startswith(_FFMPEG_SCHEMES):
             return True
         if self.kind is not CameraKind.PATH:
             return False
-        if self.url.lower().endswith((*_VIDEO_SUFFIXES, *IMAGE_TYPES)):
-            return True
         try:
             path = Path(self.url)
-            return path.exists() and not path.is_dir()
+            if path.exists():
+                return not path.is_dir()
         except (OSError, ValueError):  # a name the file system cannot take: opened, it says so
             return False
+        return self.url.lower().endswith((*_VIDEO_SUFFIXES, *IMAGE_TYPES))
 
     @model_validator(mode="after")
     def _check(self) -> CameraSettings:

@@ -56,6 +56,8 @@ async def test_pixel_bits_on_a_video_file_is_said_to_do_nothing_where_ffmpeg_rea
     for url in ("usb:0", "rtsp://127.0.0.1:8554/cam", str(one), str(tmp_path / "mono12")):
         (w,) = parse_config(_config(url, bayer="rggb"), "line.yaml").warnings
         assert w.startswith(f"line.yaml: sources.cam.bayer: does nothing for '{url}'"), w
-    # where the camera reads the pixels itself, the settings apply: nothing said
-    for url in (str(tmp_path), "http://127.0.0.1:8081/image.png"):
+    # where the camera reads the pixels itself, the settings apply: nothing said (a folder named as an image or a
+    # video too: the camera opens it as the folder it is)
+    (named := tmp_path / "shots.png").mkdir()
+    for url in (str(tmp_path), str(named), "http://127.0.0.1:8081/image.png"):
         assert parse_config(_config(url, pixel_bits=12, bayer="rggb"), "line.yaml").warnings == []
