@@ -212,8 +212,8 @@ class CameraSettings(BaseModel):
             path = Path(self.url)
             if path.exists():
                 return not path.is_dir()
-        except (OSError, ValueError):  # a name the file system cannot take: opened, it says so
-            return False
+        except (OSError, ValueError):  # a name the file system cannot take or look at: judged by the name
+            pass
         return self.url.lower().endswith((*_VIDEO_SUFFIXES, *IMAGE_TYPES))
 
     @model_validator(mode="after")
