@@ -175,6 +175,14 @@ def _table(rows: list[list], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _slot_cell(s) -> str:
+    """A slot as ``agents`` lists it, with the reason its agent gave (its last swap refused or rolled back): a pinned
+    slot whose new local package was refused serves the one installed before, and was listed as ``(active)`` alone,
+    the refusal only in ``--json``."""
+    why = f"; {printable(s.reason, 160)}" if s.reason else ""
+    return f"{s.slot}={s.package}-{s.version} ({s.status}{why})"
+
+
 def main_agents(argv: list[str]) -> int:
     from protocols.gen import fleet_pb2 as pb
 
@@ -187,7 +195,7 @@ def main_agents(argv: list[str]) -> int:
         return 0
     rows = []
     for ag in reply.agents:
-        slots = ", ".join(f"{s.slot}={s.package}-{s.version} ({s.status})" for s in ag.slots)
+        slots = ", ".join(_slot_cell(s) for s in ag.slots)
         age = time.time() - ag.last_seen if ag.last_seen else float("nan")
         c = ag.config
         config = f"{c.source} {c.digest[:12]} {c.status}".replace("  ", " ").strip() if c.source else "-"

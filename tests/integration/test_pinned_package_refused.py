@@ -67,3 +67,49 @@ async def test_a_pinned_slots_new_package_that_fails_its_checks_leaves_the_insta
         assert st["last_swap"]["ok"] is False and said in st["last_swap"]["reason"], st["last_swap"]
     finally:
         await again.stop()
+
+
+async def test_the_fleets_agents_table_shows_a_slot_serving_on_after_its_new_package_was_refused(
+    kit, tmp_path, capsys
+):
+    """The agent reports the refusal as the slot's reason; `cloud-trainer agents` listed the slot as
+    `vision=part-inspection-1.0.0 (active)` alone (the reason only in --json), so the fleet saw nothing of a
+    replacement the admin copied because the installed model was bad."""
+    import asyncio
+
+    from cloud_trainer import admin_cli
+    from cloud_trainer.fleet.service import FleetServer
+    from tests.contract.test_fleet_commands import STATE_HEALTH
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+
+    tmp, key, pub, v1 = kit
+    pkg = tmp_path / "vision.edgepkg"
+    shutil.copy(v1, pkg)
+    cfg = ModelConfig(package=str(pkg), engine="onnxruntime", version_policy="pinned")
+    trusted = load_trusted_keys([pub])
+    first = ModelSlot("vision", cfg, tmp_path / "data", trusted)
+    await first.start()
+    await first.stop()
+    rogue, _ = make_keypair(tmp_path / "rogue")
+    shutil.copy(make_package(tmp_path, kind="vision", version="1.1.0", key=rogue, heatmap=False), pkg)
+    again = ModelSlot("vision", cfg, tmp_path / "data", trusted)
+    await again.start()
+    st = again.status()
+    await again.stop()
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=("alice",))
+    port = free_port()
+    srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    await srv.start()
+    try:  # the slot as the agent's heartbeat carries it (Agent._cloud_status)
+        slot = {k: st[k] for k in ("slot", "package", "version", "digest")}
+        srv.store.heartbeat(
+            "gw1", {}, [{**slot, "status": st["state"], "reason": st["last_swap"]["reason"]}], STATE_HEALTH, 0
+        )
+        capsys.readouterr()
+        base = ["--endpoint", f"127.0.0.1:{port}", "--pki", str(pki), "--admin", "alice"]
+        assert await asyncio.to_thread(admin_cli.main_agents, base) == 0
+        out = capsys.readouterr().out
+        assert "vision=part-inspection-1.0.0 (active; package vision.edgepkg: signed by key" in out, out
+    finally:
+        await srv.stop()
