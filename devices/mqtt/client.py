@@ -832,14 +832,12 @@ class _BatchChannel(Channel):
         self, topics: tuple[str, ...], lane: Any = None, prefix: str = "", upto: float = math.inf
     ) -> bool:
         """Whether a message on one of ``topics`` is queued, not yet taken; with ``lane`` (a Sparkplug node's),
-        or one in that lane whose topic begins with ``prefix`` (its devices' births): a scan of the lane. Only
-        those whose arrival number is at most ``upto`` (each topic's and lane's entries are in arrival order)."""
+        or one in that lane whose topic begins with ``prefix`` (its devices' births) and whose arrival number is
+        at most ``upto``: a scan of the lane, in arrival order, up to the first past it."""
         with self._lock:
             by_topic = self._by_topic
-            for t in topics:
-                mine = by_topic.get(t)
-                if mine and mine[0][4] <= upto:
-                    return True
+            if any(by_topic.get(t) for t in topics):
+                return True
             for e in self._lanes.get(lane, ()) if lane is not None else ():
                 if e[4] > upto:
                     break
@@ -2834,13 +2832,13 @@ class MqttSource:
 
     def _rebirth_unread(self, group: str, edge_node: str, device: str | None, upto: float = math.inf) -> bool:
         """Whether an NBIRTH or NDEATH of the node (a DBIRTH or DDEATH of ``device``; for the node, a DBIRTH of
-        any device of it) came and is not read yet: queued, or in the batch taken and not handed over; one whose
-        arrival number is at most ``upto`` (those come before the command: a node whose devices birth often, each
-        birth coming while the last was read, held its commands until refused). A command typed by the birth read
-        last would then carry its alias, which the node's new birth may give another metric (a device's birth
-        too, on a node that gives a device metric its own metric's alias, against Sparkplug: read, the clash has
-        the command go by name alone). Commands are few: a look-up of each such topic, for the node a scan of its
-        queued messages, and a scan of the batch in hand."""
+        any device of it whose arrival number is at most ``upto``: come before the command, as a node whose devices
+        birth often, each birth coming while the last was read, held its commands until refused) came and is not
+        read yet: queued, or in the batch taken and not handed over. A command typed by the birth read last would
+        then carry its alias, which the node's new birth may give another metric (a device's birth too, on a node
+        that gives a device metric its own metric's alias, against Sparkplug: read, the clash has the command go
+        by name alone). Commands are few: a look-up of each such topic, for the node a scan of its queued
+        messages, and a scan of the batch in hand."""
         kinds = (sp.MessageType.NBIRTH, sp.MessageType.NDEATH)
         topics = tuple(sp.topic(group, k, edge_node) for k in kinds)
         prefix = ""
@@ -2855,7 +2853,7 @@ class MqttSource:
             return True
         unread = self._pos + (self._readings is not None)  # the message in hand, read already
         return any(
-            e[4] <= upto and (e[0] in topics or (prefix and e[0] is not None and e[0].startswith(prefix)))
+            e[0] in topics or (prefix and e[4] <= upto and e[0] is not None and e[0].startswith(prefix))
             for e in self._held[unread:]
         )
 
@@ -2876,7 +2874,8 @@ class MqttSource:
         only that member."""
         where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
         deadline = time.monotonic() + LEARNING_WAIT_S
-        came = self._channel.arrived  # the births come by now are waited for, not those after
+        # an NCMD waits for the device births come by now, not for those after (its node's own births: for any)
+        came = self._channel.arrived
         while True:
             if (learnt := self.sparkplug.learnt(group, edge_node)) is not None:
                 await self._birth_learnt(learnt, where)
