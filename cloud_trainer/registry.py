@@ -48,7 +48,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from model_packager.durable import sync_file, sync_folder, write_atomically
@@ -325,16 +325,21 @@ class Registry:
         metrics: dict,
         dataset_digest: str | None,
         parent_version: str | None,
+        *,
+        check: Callable[[Path], object] | None = None,
     ) -> dict:
+        """``check``: run on the registry's copy before it is published (``verify_package`` with the agents' keys);
+        what it raises leaves the registry as it was."""
         from model_packager import read_manifest
 
         m = read_manifest(pkg)
         self.sweep_parts()  # what publishes killed while copying left
         with self._locked(m.name):  # another publish of the model waits (``_locked``)
-            return self._publish(m, pkg, report_files, metrics, dataset_digest, parent_version)
+            return self._publish(m, pkg, report_files, metrics, dataset_digest, parent_version, check)
 
-    def _publish(self, m, pkg, report_files, metrics, dataset_digest, parent_version) -> dict:
-        from model_packager import package_digest
+    def _publish(self, m, pkg, report_files, metrics, dataset_digest, parent_version, check=None) -> dict:
+        from model_packager import package_digest, read_manifest
+        from model_packager.text import printable
 
         if self.get(m.name, m.version):
             raise RegistryError(f"{m.name} {m.version} is already in the registry; versions are immutable")
@@ -358,6 +363,19 @@ class Registry:
             for f in report_files:
                 if f.exists():
                     shutil.copy2(f, tmp / f.name)
+            copy = tmp / pkg.name
+            if check is not None:
+                # the copy is what is published: the file given may have been replaced since it was read (checked
+                # before the copy, the registry could hold a file nobody verified)
+                check(copy)
+                got = read_manifest(copy)
+                if (got.name, got.version) != (m.name, m.version):
+                    raise RegistryError(
+                        f"{printable(str(pkg), 300)} changed while it was published ({m.package_id} when read, "
+                        f"{got.package_id} when "
+                        "copied); nothing was published"
+                    )
+            digest = package_digest(copy)  # (of the copy: the file given may change again)
             # on the disk before the rename that publishes them: after a power cut the version's folder could
             # hold a zero-length or torn package that the index lists (the agents downloaded it and refused it)
             for f in tmp.iterdir():
@@ -377,7 +395,7 @@ class Registry:
             "name": m.name,
             "version": m.version,
             "status": "published",
-            "digest": package_digest(pkg),
+            "digest": digest,
             "metrics": metrics,
             "dataset_digest": dataset_digest,
             "parent_version": parent_version,
@@ -504,7 +522,8 @@ def publish_package(argv: list[str]) -> int:
         )
         return 2
     try:
-        m = verify_package(a.package, load_trusted_keys(a.trust))
+        trusted = load_trusted_keys(a.trust)
+        m = verify_package(a.package, trusted)
     except PackageError as exc:
         refused = exc.code not in ("not_found", "bad_key", "usage")
         said = "refused, nothing was published" if refused else "nothing was published"
@@ -515,8 +534,16 @@ def publish_package(argv: list[str]) -> int:
         return 2
     try:
         e = Registry(a.registry).publish(
-            a.package, [], {}, m.provenance.dataset_digest, m.provenance.parent_version
+            a.package,
+            [],
+            {},
+            m.provenance.dataset_digest,
+            m.provenance.parent_version,
+            check=lambda copy: verify_package(copy, trusted),
         )
+    except PackageError as exc:  # the registry's copy (the file replaced since it was verified)
+        print(f"{where}: refused, nothing was published: {printable(str(exc), 2000)}", file=sys.stderr)
+        return 1
     except RegistryError as exc:
         print(f"{where}: {exc}", file=sys.stderr)
         return 2

@@ -128,3 +128,38 @@ async def test_a_deploy_of_a_package_the_service_does_not_have_says_where_to_pub
         assert [d["version"] for d in srv.control.list()] == ["1.0.0"]
     finally:
         await srv.stop()
+
+
+def test_the_registry_holds_the_file_verified_not_one_put_in_its_place_after_the_check(
+    kit, tmp_path, capsys, monkeypatch
+):
+    """The package was verified, then read again to be copied: a file replaced in between (another writer to the
+    admin's dist folder) was published unverified, signed by a key no agent trusts, and its version taken for
+    good. The registry's copy is verified now."""
+    import shutil
+
+    import model_packager
+
+    _, _, pub, pkg = kit
+    rogue, _ = make_keypair(tmp_path / "rogue")
+    other = make_package(tmp_path / "other", kind="signal", version="1.0.0", key=rogue)
+    given = tmp_path / pkg.name
+    shutil.copy(pkg, given)
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    verify = model_packager.verify_package
+    checked: list = []
+
+    def then_replaced(path, trusted, *a, **k):  # the first check passes, then the file is replaced
+        m = verify(path, trusted, *a, **k)
+        if not checked:
+            shutil.copy(other, given)
+        checked.append(path)
+        return m
+
+    monkeypatch.setattr(model_packager, "verify_package", then_replaced)
+    assert main(["publish", str(given), "--registry", str(reg), "--trust", str(pub)]) == 1
+    err = capsys.readouterr().err
+    assert "refused, nothing was published" in err and "which is not among the trusted keys" in err, err
+    assert Registry(reg).get("machine-health", "1.0.0") is None
+    assert not list((reg / "machine-health").glob("*1.0.0*")), list((reg / "machine-health").iterdir())
