@@ -272,16 +272,22 @@ LOSS_EVENT_MAX_CHARS = 256 * 1024
 # stats, on the console) and logged once a minute per agent: an agent whose data folder is not kept across container
 # restarts opens an epoch at each start, and its records, refused past the bound, were lost with the folder at the
 # next restart. An outbox sends its current epoch only, so a real agent's batch never opens two; a gateway opening
-# epochs past the bound opens one per write at most, each with a record of its own (its bookkeeping grows with its
-# writes, which its quotas bound, never by 20,000 epochs of one batch).
+# epochs past the bound opens one per write at most, each with a record of its own, and EPOCHS_MOST_PER_WINDOW in all.
 EPOCHS_PER_WINDOW = 24
 EPOCH_WINDOW_S = 86400.0
 EPOCHS_PAST_LOG_S = 60.0  # an agent opening epochs past the bound is logged at most this often (each agent)
-# the epochs of the window a write counts at most (``_epochs_ended``): it needs to know whether the agent is past
-# EPOCHS_PER_WINDOW only, and a gateway opening one epoch a write past it had each of its writes count them all in the
-# writer every tenant shares (300,000: ~90 ms a write, another tenant's 1-record writes 5x slower); past it the log
-# and the refusal say "more than"
-EPOCHS_COUNTED = 1000
+# The most epochs an agent opens within EPOCH_WINDOW_S: a write opening one more is refused (``TooManyEpochs``, as a
+# batch opening two past EPOCHS_PER_WINDOW), whatever it carries. One each 10 s for a day: a container engine restarts
+# a crashing container that fast at most (Docker resets its restart delay to 100 ms only after 10 s of running, and
+# doubles it up to 1 min below that; Kubernetes' CrashLoopBackOff waits 10 s to 5 min by default), so an agent whose
+# data folder is not kept, restarted in a loop, still has its records of each start stored (1,440, one a minute,
+# refused one restarted every 10-59 s). Past EPOCHS_PER_WINDOW a gateway opened one epoch a write, bounded by nothing
+# but the writer's speed (400-800 a second here): each an epoch's end and its ``record_counts`` rows, kept for good. A
+# write counts the agent's epochs of the window up to this many only (``_epochs_ended``: every write opening one
+# counted them all in the writer every tenant shares, and a gateway at 300,000 made another tenant's writes 5x
+# slower): a refused write ~0.7 ms at the most, through the ends' index; the agent's stats too (``epochs_24h_more``
+# past it)
+EPOCHS_MOST_PER_WINDOW = 8640
 # what a record costs a write besides its payload (its key, columns, index entries), for INGEST_CHUNK_BYTES
 INGEST_RECORD_BYTES = 256
 
@@ -504,7 +510,7 @@ _epochs_past_logged: dict[tuple[str, str], float] = {}  # (tenant, agent) -> whe
 _epochs_past_lock = threading.Lock()  # (the store's writers are threads)
 
 
-def _epochs_past(tenant: str, agent: str, n: int | str, epoch: int) -> None:
+def _epochs_past(tenant: str, agent: str, n: int, epoch: int) -> None:
     """Log (at most every ``EPOCHS_PAST_LOG_S`` per agent) that an agent opened an epoch past ``EPOCHS_PER_WINDOW``."""
     now, key = time.monotonic(), (tenant, agent)
     with _epochs_past_lock:
@@ -515,7 +521,7 @@ def _epochs_past(tenant: str, agent: str, n: int | str, epoch: int) -> None:
                 del _epochs_past_logged[k]
         _epochs_past_logged[key] = now
     log.warning(
-        "agent %s (tenant %s): epoch %d stored, %s epochs its outbox opened within %g h (an outbox starts a new one "
+        "agent %s (tenant %s): epoch %d stored, %d epochs its outbox opened within %g h (an outbox starts a new one "
         "only afresh: a data folder not kept across restarts (mount it: docs/quotas.md), a failing disk, or no "
         "gateway of ours); stored and counted (epochs_24h), said at most every %g s",
         agent,
@@ -549,8 +555,9 @@ class TenantQuotaExceeded(Exception):
 
 
 class TooManyEpochs(Exception):
-    """The agent opened ``EPOCHS_PER_WINDOW`` epochs within ``EPOCH_WINDOW_S``: its batch opening another is refused
-    (nothing of that range stored); the service answers RESOURCE_EXHAUSTED and counts it."""
+    """The agent opened ``EPOCHS_PER_WINDOW`` epochs within ``EPOCH_WINDOW_S``: its batch opening two more is refused,
+    and past ``EPOCHS_MOST_PER_WINDOW`` one opening any (nothing of that range stored); the service answers
+    RESOURCE_EXHAUSTED, marked ``epochs-per-day``, and counts it."""
 
 
 class AgentRowsLocked(Exception):
@@ -1029,7 +1036,7 @@ class SQLStore(Store):
             tuple[int, str], list[int]
         ] = {}  # (epoch, kind) -> [records, first seq, last seq] stored now
         seen: set[int] = set()  # epochs of the agent found stored before (``_new_epoch``)
-        past: tuple[int | str, int] | None = (
+        past: tuple[int, int] | None = (
             None  # (epochs ended in the window, epoch) opened past EPOCHS_PER_WINDOW
         )
         with self._ingest_tx(synced) as ex:
@@ -1041,20 +1048,27 @@ class SQLStore(Store):
                         epoch != known_epoch and self._new_epoch(ex, tenant, agent, epoch, counts, seen)
                     ):
                         if known_epoch is not None:
-                            most = max(EPOCHS_COUNTED, EPOCHS_PER_WINDOW + 1)
+                            most = max(EPOCHS_MOST_PER_WINDOW, EPOCHS_PER_WINDOW + 1)
                             if (
                                 n := self._epochs_ended(ex, tenant, agent, now, most=most)
                             ) >= EPOCHS_PER_WINDOW:
+                                if n >= most:  # the most a day (one each 10 s): no restarted agent opens more
+                                    raise TooManyEpochs(
+                                        f"agent {agent} (tenant {tenant}): {most} epochs opened within "
+                                        f"{EPOCH_WINDOW_S / 3600:g} h, the most an agent opens (one each "
+                                        f"{EPOCH_WINDOW_S / most:g} s): the batch opening epoch {epoch} is "
+                                        "refused, nothing of it stored (an outbox opens one only when it starts "
+                                        "afresh: is the agent's data folder kept across restarts? docs/quotas.md)"
+                                    )
                                 if past is not None:  # a second one in one write: no outbox of ours sends it
                                     raise TooManyEpochs(
-                                        f"agent {agent} (tenant {tenant}): {n if n < most else f'{most}+'} "
-                                        "epochs opened within "
+                                        f"agent {agent} (tenant {tenant}): {n} epochs opened within "
                                         f"{EPOCH_WINDOW_S / 3600:g} h, past the {EPOCHS_PER_WINDOW} an outbox "
                                         f"started afresh opens, and a write past them opens one epoch: the batch "
                                         f"opening epoch {epoch} after epoch {past[1]} is refused, nothing of it "
                                         "stored (an outbox sends its current epoch only; docs/quotas.md)"
                                     )
-                                past = (n + 1 if n < most else f"more than {most}", epoch)
+                                past = (n + 1, epoch)
                             self._end_epoch(ex, tenant, agent, known_epoch, "epoch_change", now)
                         known_epoch = epoch
                         ex(
@@ -1214,14 +1228,12 @@ class SQLStore(Store):
             ).fetchone()
         )
 
-    def _epochs_ended(
-        self, ex, tenant: str, agent: str, now: float, ever: bool = False, most: int | None = None
-    ) -> int:
+    def _epochs_ended(self, ex, tenant: str, agent: str, now: float, most: int | None = None) -> int:
         """How many of the agent's epochs the store ended within ``EPOCH_WINDOW_S`` before ``now`` (the epochs it
-        opened then: each new one ends the one before), or ``ever``. Its epochs' ends alone, through the index
-        ``gaps_epoch_ends`` (never its loss rows, up to ``LOSS_ROWS_PER_AGENT``: SQLite's planner takes the primary
-        key without the bound on ``t``), read only when a batch opens an epoch or carries a loss event. ``most``: counted
-        up to that many (the writes', which need to know whether a bound is passed only)."""
+        opened then: each new one ends the one before). Its epochs' ends alone, through the index ``gaps_epoch_ends``
+        (never its loss rows, up to ``LOSS_ROWS_PER_AGENT``: SQLite's planner takes the primary key without the bound
+        on ``t``), read only when a batch opens an epoch or an ``outbox_corrupt`` event names one, and by the agent's
+        stats. ``most``: counted up to that many (a write needs to know whether a bound is passed only)."""
         ends = "FROM gaps WHERE tenant = ? AND agent = ? AND last = 0 AND t > ?"
         return int(
             ex(
@@ -1230,7 +1242,7 @@ class SQLStore(Store):
                     if most is None
                     else f"SELECT COUNT(*) FROM (SELECT 1 {ends} LIMIT {int(most)}) AS e"
                 ),
-                (tenant, agent, -math.inf if ever else now - EPOCH_WINDOW_S),
+                (tenant, agent, now - EPOCH_WINDOW_S),
             ).fetchone()[0]
         )
 
@@ -1542,9 +1554,12 @@ class SQLStore(Store):
             if room is None:
                 room = []
             if not room:
-                # its rows: its loss ranges as ``ingest.loss_rows`` keeps them (counted once where it is NULL: a
-                # store of before it) and its epochs' ends (through their index). Counted whole at every loss write,
-                # 18-51 ms of the writer every tenant shares for an agent at 90,000 rows
+                # its loss ranges as ``ingest.loss_rows`` keeps them (counted once where it is NULL: a store of before
+                # it; counted whole at every loss write, 18-51 ms of the writer every tenant shares at 90,000 rows).
+                # Its epochs' ends are not of them: never deleted, one each start of an agent whose data folder is not
+                # kept, they took the room (a crash loop of one a minute in ~70 days), and every later loss it told
+                # was dropped and its older ones deleted. They are bounded by EPOCHS_MOST_PER_WINDOW, each with
+                # records of its own (which the tenant's quotas count)
                 args = (tenant, agent)
                 losses = ex(
                     self.q("SELECT loss_rows FROM ingest WHERE tenant = ? AND agent = ?"), args
@@ -1553,11 +1568,8 @@ class SQLStore(Store):
                     losses = ex(
                         self.q("SELECT COUNT(*) FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0"), args
                     ).fetchone()
-                # (past the agent's bound by its ends alone its room is the same below zero: counted up to just past)
-                ends = self._epochs_ended(ex, tenant, agent, now, ever=True, most=LOSS_ROWS_PER_AGENT + 1)
                 held = int(losses[0])
-                room += [LOSS_ROWS_PER_WRITE, LOSS_ROWS_PER_AGENT - held - ends, held]
-            # (nothing while the agent stays past its bound: only epochs' ends left, which make no room)
+                room += [LOSS_ROWS_PER_WRITE, LOSS_ROWS_PER_AGENT - held, held]
             kept, added, taken = 0, 0, ranges[: min(LOSS_RANGES_PER_EVENT, room[0]) if room[1] >= 0 else 0]
             for pair in taken:
                 a, b = (
@@ -1702,8 +1714,13 @@ class SQLStore(Store):
                 ).fetchone() or (0, 0)
             s = ex(q(f"SELECT COUNT(*) FROM samples {w}"), args).fetchone()[0]
             d = ex(q(f"SELECT COALESCE(SUM(duplicates), 0) FROM ingest {w}"), args).fetchone()[0]
-            # an agent's: the epochs it opened within EPOCH_WINDOW_S (through the index of their ends)
-            opened = self._epochs_ended(ex, tenant, agent, time.time()) if agent else None
+            # an agent's: the epochs it opened within EPOCH_WINDOW_S (through the index of their ends), up to just
+            # past EPOCHS_MOST_PER_WINDOW (each console refresh, per agent: 400,000 counted took 593 ms)
+            opened = (
+                self._epochs_ended(ex, tenant, agent, time.time(), most=EPOCHS_MOST_PER_WINDOW + 1)
+                if agent
+                else None
+            )
             kinds = {
                 k: int(n)
                 for k, n in ex(
@@ -1717,7 +1734,15 @@ class SQLStore(Store):
             "samples": s,
             "duplicates": int(d),
             "by_kind": kinds,
-            **({"epochs_24h": opened} if opened is not None else {}),
+            # (past EPOCHS_MOST_PER_WINDOW: at it, and epochs_24h_more, "8640+" on the console)
+            **(
+                {
+                    "epochs_24h": min(opened, EPOCHS_MOST_PER_WINDOW),
+                    "epochs_24h_more": opened > EPOCHS_MOST_PER_WINDOW,
+                }
+                if opened is not None
+                else {}
+            ),
         }
 
     def records(

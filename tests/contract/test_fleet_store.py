@@ -37,9 +37,9 @@ def rec(seq, epoch=0, kind="result", payload="{}", **kw):
 def test_past_an_agents_bound_its_oldest_losses_make_room_for_the_newest_told(store, monkeypatch):
     """An agent's loss rows are bounded (``LOSS_ROWS_PER_AGENT``, lowered here) and never deleted otherwise: a
     lifetime bound showed every loss a gateway told once it was reached (hours of one outage whose drops are a range
-    per record) as ``unknown``. Past it the oldest ranges told go, never an epoch's end; a range told twice adds
-    nothing and takes no room."""
-    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 4)
+    per record) as ``unknown``. Past it the oldest ranges told go, never an epoch's end (which takes none of the
+    room); a range told twice adds nothing and takes no room."""
+    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 3)
 
     def told(seq, *ranges, epoch=1):
         drop = {"kind": "outbox_budget", "epoch": epoch, "ranges": [list(r) for r in ranges]}

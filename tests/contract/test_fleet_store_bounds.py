@@ -313,43 +313,102 @@ def test_the_newest_gaps_of_an_agent_with_thousands_of_epochs_read_the_newest_al
         st.close()
 
 
-def test_a_write_opening_an_epoch_past_the_bound_counts_no_more_of_the_agents_epochs_than_it_needs(tmp_path):
-    """Past ``EPOCHS_PER_WINDOW`` each write may open one epoch: a gateway doing so at every write had each write
-    count all its epochs of the window in the writer every tenant shares (300,000: ~90 ms a write, another tenant's
-    1-record writes 5x slower). The write counts up to ``EPOCHS_COUNTED``, past which its words say "more than"."""
+def _ended(store, agent: str, epochs: range, t: float) -> None:
+    """Epochs of the agent ended at ``t``, as the store writes them (their ``gaps`` rows), in one transaction."""
+    with store._tx() as ex:
+        for e in epochs:
+            ex(
+                store.q(
+                    "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES "
+                    "('default', ?, ?, 2, 0, 'epoch_change', ?)"
+                ),
+                (agent, e, t),
+            )
+
+
+def test_an_agent_opens_at_most_its_most_epochs_a_day_and_its_stats_say_more(store, monkeypatch):
+    """Past ``EPOCHS_PER_WINDOW`` a write opening one epoch is stored (a data folder not kept), but up to
+    ``EPOCHS_MOST_PER_WINDOW`` only (one each 10 s; lowered here): past it a gateway opened one a write for ever,
+    bounded by the writer's speed alone. The agent's stats count up to just past it."""
     import time
 
-    from cloud_trainer.fleet.store import EPOCHS_COUNTED, SQLiteStore
+    monkeypatch.setattr(store_module, "EPOCHS_PER_WINDOW", 2)
+    monkeypatch.setattr(store_module, "EPOCHS_MOST_PER_WINDOW", 5)
+    store.ingest("gwm", [rec(1, epoch=1)])
+    for e in range(2, 7):  # 5 ended: 3 of them past the bound, each opened by a write of its own
+        store.ingest("gwm", [rec(1, epoch=e), rec(2, epoch=e)])
+    st = store.stats("gwm")
+    assert (st["epoch"], st["records"], st["epochs_24h"], st["epochs_24h_more"]) == (6, 11, 5, False)
+    with pytest.raises(
+        TooManyEpochs, match=r"gwm .*5 epochs opened within 24 h, the most .*epoch 7 is refused"
+    ):
+        store.ingest("gwm", [rec(1, epoch=7)])
+    store.ingest("gwm", [rec(3, epoch=6)])  # the current epoch's records go on
+    st = store.stats("gwm")
+    assert (st["epoch"], st["records"], st["epochs_24h"]) == (6, 12, 5)
+    _ended(store, "gwm", range(100, 103), time.time())  # (more than the most: replicas racing)
+    assert store.stats("gwm")["epochs_24h"] == 5 and store.stats("gwm")["epochs_24h_more"]
+    # the window passed: the agent opens epochs again
+    with store._tx() as ex:
+        ex(store.q("UPDATE gaps SET t = t - ? WHERE agent = 'gwm'"), (store_module.EPOCH_WINDOW_S,))
+    store.ingest("gwm", [rec(1, epoch=7)])
+    assert store.stats("gwm")["epoch"] == 7 and store.stats("gwm")["epochs_24h"] == 1
 
+
+def test_an_agents_epoch_ends_take_none_of_its_room_for_losses(store, monkeypatch):
+    """An agent whose data folder is not kept ends an epoch at each start, rows never deleted: counted against
+    ``LOSS_ROWS_PER_AGENT`` (lowered here), they took its room (restarted once a minute: in ~70 days), then every
+    loss it told was dropped and its older ones deleted (their seqs ``unknown``)."""
+    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 4)
+    store.ingest("gwo", [rec(1, epoch=1)])
+    _ended(store, "gwo", range(100, 110), 1.0)  # 10 epochs ended long ago
+    drop = {"kind": "outbox_budget", "epoch": 1, "ranges": [[2, 2], [4, 4]]}
+    store.ingest("gwo", [rec(3, epoch=1), rec(5, epoch=1, kind="event", payload=json.dumps(drop))])
+    assert [(g["first"], g["cause"]) for g in store.gaps("gwo") if g["epoch"] == 1] == [
+        (2, "budget"),
+        (4, "budget"),
+    ]
+
+
+def test_a_write_opening_an_epoch_past_the_bound_counts_no_more_of_the_agents_epochs_than_it_needs(
+    tmp_path, monkeypatch
+):
+    """Past ``EPOCHS_PER_WINDOW`` each write may open one epoch: a gateway doing so at every write had each write
+    count all its epochs of the window in the writer every tenant shares (300,000: ~90 ms a write, another tenant's
+    1-record writes 5x slower). The write counts up to ``EPOCHS_MOST_PER_WINDOW`` (lowered here), past which it is
+    refused; the agent's stats count up to just past it (each console refresh: 400,000 counted took 593 ms)."""
+    import time
+
+    from cloud_trainer.fleet.store import SQLiteStore
+
+    monkeypatch.setattr(store_module, "EPOCHS_MOST_PER_WINDOW", 1000)
     st = SQLiteStore(tmp_path / "fleet.db")
     try:
         steps = [0]
 
-        def opening_steps(epoch: int) -> int:  # a write opening one epoch more
+        def counted(call) -> int:
             steps[0] = 0
             st.db.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 10)
+            for r in st.readers.queue:
+                r.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 10)
             try:
-                assert st.ingest("gwx", [rec(1, epoch=epoch)])[1] == 1
+                call()
             finally:
                 st.db.set_progress_handler(None, 0)
+                for r in st.readers.queue:
+                    r.set_progress_handler(None, 0)
             return steps[0]
 
-        def ended(first: int, last: int) -> None:  # epochs ended within the window, as the store writes them
-            now = time.time()
-            with st.lock:
-                st.db.execute("BEGIN IMMEDIATE")
-                st.db.executemany(
-                    "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES "
-                    "('default', 'gwx', ?, 2, 0, 'epoch_change', ?)",
-                    [(e, now) for e in range(first, last)],
-                )
-                st.db.execute("COMMIT")
+        def refused(epoch: int) -> None:  # a write opening one epoch more
+            with pytest.raises(TooManyEpochs):
+                st.ingest("gwx", [rec(1, epoch=epoch)])
 
         st.ingest("gwx", [rec(1, epoch=1)])
-        ended(10_000, 10_000 + EPOCHS_COUNTED)  # past the bound already
-        few = opening_steps(2)
-        ended(20_000, 40_000)
-        assert opening_steps(3) <= 2 * few + 20
-        assert st.stats("gwx")["epochs_24h"] == EPOCHS_COUNTED + 20_002  # (the stats count them all)
+        _ended(st, "gwx", range(10_000, 11_000), time.time())  # at the most already
+        few, few_stats = counted(lambda: refused(2)), counted(lambda: st.stats("gwx"))
+        _ended(st, "gwx", range(20_000, 40_000), time.time())  # (replicas racing, a service of before it)
+        assert counted(lambda: refused(3)) <= 2 * few + 20
+        assert counted(lambda: st.stats("gwx")) <= 2 * few_stats + 20
+        assert st.stats("gwx")["epochs_24h"] == 1000 and st.stats("gwx")["epochs_24h_more"]
     finally:
         st.close()

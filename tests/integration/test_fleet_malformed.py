@@ -229,7 +229,7 @@ async def test_one_agents_account_of_its_losses_is_bounded_and_its_holes_still_s
     ranges make room: a lifetime bound showed every loss a gateway told after it (hours of one outage whose drops
     are one range per record between kept ones) as unknown."""
     monkeypatch.setattr(store_module, "LOSS_ROWS_PER_WRITE", 3000)
-    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 4001)
+    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 4000)
     srv, ch, _, _ = cloud
     gw = rpc.FleetStub(ch("acme", "gw-a"))
 
@@ -250,9 +250,9 @@ async def test_one_agents_account_of_its_losses_is_bounded_and_its_holes_still_s
         acks = [a async for a in gw.PushRecords(iter([pb.RecordBatch(records=records)]), timeout=20)]
         assert acks[0].stored == len(records)  # the events themselves are stored whole
         kept.append(held())
-    # one row is epoch 0's end (never deleted for room); 2,000 of the first event, 1,000 of the second (the write's
-    # 3,000); then 2,000 of each later event, the agent's oldest making room (its bound 4,001) down to nine tenths
-    # of it (3,601: the oldest are sorted once per tenth of the bound added, not at every write past it)
+    # one row is epoch 0's end (never deleted for room, nor counted in it); 2,000 of the first event, 1,000 of the
+    # second (the write's 3,000); then 2,000 of each later event, the agent's oldest making room (its bound 4,000) down
+    # to nine tenths of it (3,600: the oldest are sorted once per tenth of the bound added, not at every write past it)
     assert kept == [3001, 3601, 3601]
     gaps = [g for g in srv.store.gaps("gw-a", tenant="acme") if g["epoch"] == 7]
     assert sum(g["last"] - g["first"] + 1 for g in gaps if g["last"]) == 39_998  # every missing seq, once
