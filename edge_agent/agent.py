@@ -1698,6 +1698,13 @@ class Agent:
                 **({"halted": s.halted} if getattr(s, "halted", None) is not None else {}),
                 # a camera whose image has not changed for frozen_after_s, for as long as it lasts
                 **({"frozen": s.frozen} if getattr(s, "frozen", None) is not None else {}),
+                # a camera whose FFmpeg log lines below error level enter Python (no machine-code filter here), why:
+                # a state, not a silent drop (it was counted as one at each open)
+                **(
+                    {"ffmpeg_log_in_python": s.ffmpeg_log_in_python}
+                    if getattr(s, "ffmpeg_log_in_python", None)
+                    else {}
+                ),
                 # an OPC UA source's nodes that get no values, and why (the first 20: a line engineer sees which
                 # configured node fails; before, only the last error of all was shown)
                 **({"node_errors": node_errors_shown(s.node_errors)} if hasattr(s, "node_errors") else {}),

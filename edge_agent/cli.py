@@ -420,6 +420,8 @@ def _status(args) -> int:
                 f"  {'':<12} frozen: its image has not changed since {f['since']} ({f['for_s']:.0f} s); its "
                 "frames are UNSURE; check the camera (a power cycle)"
             )
+        if why := s.get("ffmpeg_log_in_python"):  # a state (the platform's), not a drop
+            print(f"  {'':<12} FFmpeg's log lines are filtered in Python ({why}): each takes the GIL")
         # an OPC UA source's nodes that get no values, and its write targets whose writes will fail, each with why
         for key, what in (
             ("node_errors", "node(s) get no values"),

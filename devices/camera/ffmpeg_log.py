@@ -24,9 +24,9 @@ a frame (34 in bench/ffmpeg_log_bench.py): with a busy Python thread beside the 
 measured at 2x as long (the cost depends on the scheduler; later runs showed none). So where it can, the callback
 is installed behind a few machine instructions (``_native_filter``: Linux on x86-64) that return on a line above
 ``AV_LOG_ERROR`` without entering Python; elsewhere (or when the system refuses executable memory) Python filters,
-which is said once (INFO; WARNING when executable memory is refused) and counted by each camera that opens a
-capture so (``ffmpeg_log_in_python`` in its silent drops on ``/status``; a callback not installed at all, there as
-``ffmpeg_errors_unread``).
+which is said once (INFO; WARNING when executable memory is refused) and shown by each camera that opens a
+capture so (``ffmpeg_log_in_python`` beside its state on ``/status``: nothing is dropped; a callback not installed
+at all is counted in its silent drops, ``ffmpeg_errors_unread``).
 Error-level lines still take the GIL, on whichever thread logs them. So any other FFmpeg capture in a process where
 a camera has opened one must be opened with one decoding thread (``CAP_PROP_N_THREADS`` 1, as the cameras' are) or
 closed with ``release()``: a capture with FFmpeg's frame threads dropped without it can hang the process (OpenCV's
@@ -176,7 +176,7 @@ def not_read() -> str:
 
 def filtered_in_python() -> str:
     """Why FFmpeg's lines below error level enter Python (said once, at ``install()``), "" when machine code
-    returns on them or when no callback is installed: a camera counts it where its state is shown."""
+    returns on them or when no callback is installed: a camera shows it beside its state."""
     return _in_python[0] if _in_python else ""
 
 
