@@ -281,10 +281,10 @@ def check_times(
 
 _TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 # other spellings: the Greek mu (U+03BC, a Greek keyboard's, and what NFKC makes of the micro sign) looks like
-# the micro sign and was refused 'use one of ... µs'; msec and usec as loggers write them
-_TIME_ALIASES = {"\u03bcs": "us", "msec": "ms", "usec": "us"}
+# the micro sign and was refused 'use one of ... µs'; msec, usec and nsec as loggers write them
+_TIME_ALIASES = {"\u03bcs": "us", "msec": "ms", "usec": "us", "nsec": "ns"}
 _UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")  # "time [ms]", "Accel X (g)"
-_TIME_SUFFIX = re.compile(r"(.+)_(s|sec|ms|us|µs|\u03bcs|ns|msec|usec)")  # "time_ms", "elapsed_s"
+_TIME_SUFFIX = re.compile(r"(.+)_(s|sec|ms|us|µs|\u03bcs|ns|msec|usec|nsec)")  # "time_ms", "elapsed_s"
 
 
 def _split_unit(name: str) -> tuple[str, str]:
@@ -608,8 +608,9 @@ def _read_csv(
             raise DatasetError(f"{path}: needs a header and at least two rows")
         top_line, written = reader.line_num, delimiter.join(top)[:60]
         # numpy.savetxt's header, '# time,x' (its comments='# '): the time column was '# time', not found, and
-        # given --rate-hz read as the first channel; a column named '#' alone (a row number) is left as it is
-        if re.fullmatch(r"\s*#+\s*\S.*", top[0]):
+        # given --rate-hz read as the first channel; a column named '#' alone (a row number) is left as it is, and
+        # so are names all numbered with '#' ('#1,#2': the first lost its '#' alone)
+        if re.fullmatch(r"\s*#+\s*\S.*", top[0]) and not any(c.lstrip().startswith("#") for c in top[1:]):
             top = [top[0].lstrip().lstrip("#").strip(), *top[1:]]
         if index is not None:  # pandas' index in the first column: the time, or row labels
             top = ["timestamp" if index == "time" else _INDEX, *top[1:]]

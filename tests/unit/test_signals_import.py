@@ -1329,6 +1329,9 @@ def test_numpy_savetxts_commented_header_names_the_time_column(tmp_path):
     for rate in (None, 1000.0):
         rec = read_csv(tmp_path / "run.csv", rate)
         assert rec.rate_hz == 1000 and list(rec.channels) == ["x"]
+    # channels numbered with '#' keep it, all alike (the first alone lost it: '1' beside '#2')
+    (tmp_path / "n.csv").write_text("#1,#2\n0.5,1.5\n0.6,1.6\n0.7,1.7\n")
+    assert list(read_csv(tmp_path / "n.csv", 1000.0).channels) == ["#1", "#2"]
 
 
 @pytest.mark.parametrize("title", ["# Device: DAQ-1", "% MATLAB export", "Vibration log 2024-01-01"])
@@ -1374,12 +1377,14 @@ def test_a_parquet_time_of_epoch_nanoseconds_as_integers_is_read_or_refused_in_o
         ("time [msec]", 1e3),
         ("time (usec)", 1e6),
         ("time_msec", 1e3),
+        ("time [nsec]", 1e9),
+        ("time_nsec", 1e9),
     ],
-    ids=["greek-mu", "greek-mu-suffix", "msec", "usec", "msec-suffix"],
+    ids=["greek-mu", "greek-mu-suffix", "msec", "usec", "msec-suffix", "nsec", "nsec-suffix"],
 )
 def test_time_units_as_other_keyboards_and_loggers_spell_them(tmp_path, header, rate):
     """The Greek mu (U+03BC) looks like the micro sign and was refused 'unit 'μs' not understood; use one of s, sec,
-    ms, us, µs, ns'; msec and usec (loggers' spellings) were refused too."""
+    ms, us, µs, ns'; msec, usec and nsec (loggers' spellings) were refused too."""
     from cloud_trainer.train.signals import read_csv
 
     (tmp_path / "run.csv").write_text(f"{header},x\n0,1.5\n1,1.6\n2,1.7\n", encoding="utf-8")
