@@ -891,9 +891,29 @@ CGROUP_MEMORY = (
 )
 
 
-def memory_available_bytes(meminfo: str = "/proc/meminfo", cgroups=CGROUP_MEMORY) -> int | None:
+def _own_cgroups(folder: str, v1: bool, own: str) -> list[Path]:
+    """``folder`` (the cgroup file system's root as mounted here) and, where this process's cgroup (``own``:
+    /proc/self/cgroup) lies below it, that cgroup and each above it: without a cgroup namespace (a Slurm job, a
+    systemd unit's MemoryMax=, a container run with the host's cgroups) the root is the machine's, unlimited,
+    and the limit is on the process's own cgroup."""
+    found = [Path(folder)]
+    try:
+        lines = Path(own).read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:  # "0::/path" (v2), "4:memory:/path" (v1)
+        controllers, _, path = line.partition(":")[2].partition(":")
+        if (v1 and "memory" in controllers.split(",")) or (not v1 and not controllers and path):
+            parts = [p for p in path.strip().split("/") if p and p not in (".", "..")]
+            found += [Path(folder, *parts[:i]) for i in range(len(parts), 0, -1)]
+    return found
+
+
+def memory_available_bytes(
+    meminfo: str = "/proc/meminfo", cgroups=CGROUP_MEMORY, own: str = "/proc/self/cgroup"
+) -> int | None:
     """The memory this process may still take: Linux's MemAvailable, or less when a cgroup (a container's,
-    a job scheduler's) limits it; None when neither can be read."""
+    a job scheduler's; this process's own or one above it) limits it; None when neither can be read."""
     found = []
     try:
         for line in Path(meminfo).read_text().splitlines():
@@ -901,7 +921,12 @@ def memory_available_bytes(meminfo: str = "/proc/meminfo", cgroups=CGROUP_MEMORY
                 found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    for folder, limit_name, used_name, cache_name in cgroups:
+    levels = [
+        (level, limit_name, used_name, cache_name)
+        for root, limit_name, used_name, cache_name in cgroups
+        for level in _own_cgroups(root, limit_name == "memory.limit_in_bytes", own)
+    ]
+    for folder, limit_name, used_name, cache_name in levels:
         try:
             limit = Path(folder, limit_name).read_text().strip()
             if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number for it)

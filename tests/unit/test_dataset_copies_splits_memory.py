@@ -196,6 +196,25 @@ def test_a_containers_memory_left_counts_its_page_cache_as_free(tmp_path):
     assert D.memory_available_bytes(str(tmp_path / "none"), ()) is None
 
 
+def test_the_memory_left_is_the_processs_own_cgroups_where_the_cgroup_root_is_the_machines(tmp_path):
+    """Without a cgroup namespace (a Slurm job, a systemd unit's MemoryMax=, a container run with the host's
+    cgroups) the cgroup file system's root is the machine's, unlimited, and the limit is on the process's own cgroup
+    (or one above it), named in /proc/self/cgroup: the machine's free memory was taken, and a WAV channel or a
+    dataset that did not fit was read until the job was killed for memory, without a word."""
+    (tmp_path / "meminfo").write_text("MemAvailable: 20000000 kB\n")
+    job = tmp_path / "cg" / "system.slice" / "job_7"
+    for folder, limit, used in ((job, 4 << 30, 1 << 30), (job / "step_0", "max", 1 << 30)):
+        folder.mkdir(parents=True)
+        (folder / "memory.max").write_text(f"{limit}\n")
+        (folder / "memory.current").write_text(f"{used}\n")
+        (folder / "memory.stat").write_text("inactive_file 0\n")
+    (tmp_path / "own").write_text("0::/system.slice/job_7/step_0\n")
+    cg = ((str(tmp_path / "cg"), "memory.max", "memory.current", "inactive_file"),)
+    assert D.memory_available_bytes(str(tmp_path / "meminfo"), cg, str(tmp_path / "own")) == 3 << 30
+    (tmp_path / "own").write_text("0::/\n")  # in a namespace of its own: the root is its cgroup (as before)
+    assert D.memory_available_bytes(str(tmp_path / "meminfo"), cg, str(tmp_path / "own")) == 20000000 * 1024
+
+
 def test_a_killed_imports_temporary_folder_is_removed_by_the_next_import_to_the_same_dataset(tmp_path):
     """SIGKILL (the out-of-memory killer, a power cut) leaves the import's hidden temporary folder, as large
     as the dataset; a gateway re-importing every month gathered them. The next import to that dataset
