@@ -315,9 +315,10 @@ class ModelSlot:
             self._helpers = Helpers()
         await self._start_on(await self._after_restart())
 
-    async def _start_on(self, resume: AfterRestart | None, *, keep_installed: bool = False) -> None:
-        """``start`` after its restart checks. ``keep_installed``: a pinned slot's configured package was refused
-        (its install, load or golden test): the installed package serves, as when the configured one is the same."""
+    async def _start_on(self, resume: AfterRestart | None, *, refused: str | None = None) -> None:
+        """``start`` after its restart checks. ``refused``: why a pinned slot's configured package was refused (its
+        install, load or golden test): the installed package serves, as when the configured one is the same, if it
+        passes its own checks; else the start fails with both reasons (the refused package is not tried again)."""
         st = self.store.state()
         current = st.get("current")
         want_pkg = Path(self.config.package) if self.config.package else None
@@ -339,7 +340,7 @@ class ModelSlot:
         rejected: str | None = (
             None  # why the installed folder was set aside, for the error if nothing else runs
         )
-        pinned_other, installed = False, ""  # (a pinned slot configured with another package than it serves)
+        pinned_other = False  # (a pinned slot configured with another package than it serves)
         if current:
             opened = await asyncio.to_thread(self.store.reopen, current)
             if (
@@ -355,8 +356,7 @@ class ModelSlot:
                         # it ended the slot's start, and the agent's with it (every other slot and pipeline)
                         self._configured_refused(want_pkg, str(exc), opened.manifest.package_id)
                     else:
-                        if want_digest != opened.digest and not keep_installed:
-                            installed = opened.manifest.package_id
+                        if want_digest != opened.digest and refused is None:
                             opened, pinned_other = None, True  # the config pins another package: install it
             if not pinned_other:
                 # the folder may have been edited or corrupted on disk since install: verify it as then
@@ -398,6 +398,8 @@ class ModelSlot:
             else:
                 self._active = active
                 self.state = "active"
+                if refused is not None and want_pkg is not None:  # said once the installed one serves
+                    self._configured_refused(want_pkg, refused, opened.manifest.package_id)
                 self._report_selection(active)
                 log.info(
                     "slot %s: running %s from the store: %s",
@@ -428,13 +430,19 @@ class ModelSlot:
                 f"does not start without a model in each slot; configure models.{self.name}.package (a fleet "
                 "rollout replaces it later)"
             )
+        if (
+            refused is not None
+        ):  # the installed package failed too (its signer no longer trusted, a refused version)
+            raise SlotError(
+                f"model slot {self.name!r}: cannot start on {want_pkg}: {refused}; nor on the installed package "
+                f"{current}: {rejected}"
+            )
         outcome = await self.swap(want_pkg, watch=False)
         if not outcome.ok and pinned_other and not outcome.retry:
             # a new package copied to a pinned slot's path that fails its checks (signed by a key not trusted here
             # yet, damaged, another model's graph): the verified package installed here serves on. Raised, it ended
             # the agent's start, every other slot and pipeline with it, at every restart
-            self._configured_refused(want_pkg, outcome.reason or outcome.stage, installed)
-            return await self._start_on(resume, keep_installed=True)
+            return await self._start_on(resume, refused=outcome.reason or outcome.stage)
         if not outcome.ok:
             raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
         self._keep_state()

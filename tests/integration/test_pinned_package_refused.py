@@ -69,6 +69,33 @@ async def test_a_pinned_slots_new_package_that_fails_its_checks_leaves_the_insta
         await again.stop()
 
 
+async def test_a_pinned_slot_whose_installed_signer_was_revoked_does_not_serve_it_when_its_new_package_is_refused(
+    kit, tmp_path
+):
+    """The admin removed the installed package's signing key from the trusted keys (revoked it) and copied a new
+    package that is refused too: the installed package must not serve. It was set aside, but the refused package
+    was installed a second time and the log first said the installed one serves."""
+    from edge_agent.models.slot import SlotError
+
+    tmp, key, pub, v1 = kit
+    pkg = tmp_path / "vision.edgepkg"
+    shutil.copy(v1, pkg)
+    cfg = ModelConfig(package=str(pkg), engine="onnxruntime", version_policy="pinned")
+    first = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([pub]))
+    await first.start()
+    await first.stop()
+    rogue, _ = make_keypair(tmp_path / "rogue")
+    shutil.copy(make_package(tmp_path, kind="vision", version="1.1.0", key=rogue, heatmap=False), pkg)
+    _, new_pub = make_keypair(tmp_path / "new")  # the only key trusted now
+    again = ModelSlot("vision", cfg, tmp_path / "data", load_trusted_keys([new_pub]))
+    with pytest.raises(
+        SlotError, match="which is not among the trusted keys.*; nor on the installed package part-"
+    ):
+        await again.start()
+    assert again.state != "active" and again.version is None
+    assert again.counters["swaps_refused"] == 1 and not again.counters["configured_package_refused"]
+
+
 async def test_the_fleets_agents_table_shows_a_slot_serving_on_after_its_new_package_was_refused(
     kit, tmp_path, capsys
 ):
