@@ -858,7 +858,7 @@ def import_images(
     src, out = Path(src), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
-    if out.resolve().is_relative_to(src.resolve()):  # the next import of src would take it for a class
+    if inside(out, src):  # the next import of src would take it for a class
         raise DatasetError(f"--out {out} is inside the source {src}; choose a folder outside it")
     if (src / "dataset.yaml").is_file() and (src / "labels.jsonl").is_file():
         raise DatasetError(
@@ -933,6 +933,24 @@ def new_dataset_folder(out: Path, log) -> Iterator[Path]:
     finally:
         if held is not None:
             os.close(held)
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (there or not) is ``folder`` or below it, however either is spelled: a symlink, a relative
+    path, or (compared as files, not names) another mount of the same folder (a bind mount, a share mounted
+    twice) or another case on a file system that ignores it, which the resolved names did not tell."""
+    path = Path(path).resolve()
+    try:
+        that = os.stat(folder)
+    except OSError:
+        return path.is_relative_to(Path(folder).resolve())
+    for p in (path, *path.parents):
+        try:
+            if os.path.samestat(os.stat(p), that):
+                return True
+        except OSError:  # not there (yet)
+            continue
+    return False
 
 
 def _host() -> str:

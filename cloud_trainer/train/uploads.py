@@ -63,7 +63,7 @@ from cloud_trainer.train.data import (
     read_capped,
     within,
 )
-from cloud_trainer.train.images import IMAGE_EXTS, new_dataset_folder
+from cloud_trainer.train.images import IMAGE_EXTS, inside, new_dataset_folder
 
 # ``fleet_export: {classes: labelled}`` in an export's dataset.yaml: its classes are the ones its samples were
 # labelled in (no base chose them), so an export on it may add the ones the fleet labels later
@@ -251,7 +251,7 @@ def export(
         raise DatasetError(f"{out} exists and is not empty; choose a new dataset folder")
     # copied into a hidden folder inside itself, the base was copied again into that copy: the export held a partial
     # copy of itself (that folder, images and all), and under images/ it went on until 'File name too long'
-    if base is not None and Path(out).resolve().is_relative_to(Path(base).resolve()):
+    if base is not None and inside(Path(out), Path(base)):
         raise DatasetError(f"--out {out} is inside the base {base}; choose a folder outside it")
     labels = read_labels(labels_file, classes) if labels_file else {}
     try:

@@ -180,6 +180,34 @@ def test_an_export_into_its_base_is_refused_before_anything_is_written(tmp_path,
     assert sorted(base.rglob("*")) == held
 
 
+def test_an_out_inside_its_base_is_told_through_another_mount_of_it(tmp_path):
+    """The same folder under another path (a bind mount, a share mounted twice, another case on a file system that
+    ignores it) passed the check by names: the export copied its base into itself until 'File name too long'. The
+    check compares the folders themselves (here through a bind mount, in a mount namespace of its own)."""
+    import shutil
+
+    if (
+        not shutil.which("unshare")
+        or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode
+    ):
+        pytest.skip("no unprivileged mount namespace here")
+    base, other = tmp_path / "ds1", tmp_path / "mnt"
+    (base / "images").mkdir(parents=True)
+    other.mkdir()
+    check = (
+        "import sys; from pathlib import Path; from cloud_trainer.train.images import inside; "
+        "print([inside(Path(sys.argv[1], *p), Path(sys.argv[2])) for p in (('images', 'new'), ('new',), ('..', 'x'))])"
+    )
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", 'mount --bind "$1" "$2" && exec "$3" -c "$4" "$2" "$1"', "-"]
+        + [str(base), str(other), sys.executable, check],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.split("\n")[0] == "[True, True, False]", done.stderr[-500:]
+
+
 def test_bad_labels_are_refused_and_nothing_is_written(tmp_path, cloud):
     data, _, truth = cloud
     bad = write_labels(tmp_path / "bad.jsonl", {**truth, "ab" * 32: "ok"})
