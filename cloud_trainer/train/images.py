@@ -940,10 +940,14 @@ def inside(path: Path, folder: Path) -> bool:
     path, or (compared as files, not names) another mount of the same folder (a bind mount, a share mounted
     twice) or another case on a file system that ignores it, which the resolved names did not tell."""
     path = Path(path).resolve()
+    if path.is_relative_to(Path(folder).resolve()):
+        return True
     try:
         that = os.stat(folder)
     except OSError:
-        return path.is_relative_to(Path(folder).resolve())
+        return False
+    if not that.st_ino:  # a file system numbering no folder (some on Windows): the names alone tell
+        return False
     for p in (path, *path.parents):
         try:
             if os.path.samestat(os.stat(p), that):
