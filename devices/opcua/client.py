@@ -6106,6 +6106,13 @@ class OpcUaSource:
         got = self._types_confirmed.get(node_id)
         return got is not None and got[0] is nt and time.monotonic() - got[1] < _CONFIRMED_HOLD_S
 
+    def _ns_moved(self, node_id: str) -> OpcUaNotConnected:
+        """The error for a write not sent because the session saw its namespace array move (``_ns_changed``)."""
+        return OpcUaNotConnected(
+            f"opcua source {self.name}: the server's namespace array changed within the session (a program "
+            f"download); the session is made again, its nodes resolved by their URIs; write to {node_id} not done"
+        )
+
     async def write(self, node_id: str, value: Any, at: str | None = None) -> str | None:
         """Write ``value`` as the node's own data type and shape (read once, cached; the type a
         BaseDataType node holds read at each write); never coerced loosely. The cached type is read again
@@ -6117,6 +6124,7 @@ class OpcUaSource:
         Uncertain (it took the write, but not wholly as asked), what it said, one line naming the node, the
         value and the status: not an error (the value is not sent again), for the caller to count and say."""
         sent = time.monotonic()  # the last request of this write sent (its own Write, once it goes out)
+        client = self._client  # the session ``node`` is resolved on
         node = await self._target_node(node_id, f"write to {node_id}")
         # said gone by its watched attributes, or by its tag's item (a target not watched: no room, or the watch off)
         gone = node.nodeid in self._targets_gone or node.nodeid in self._gone
@@ -6126,11 +6134,7 @@ class OpcUaSource:
         # until it is closed, an index it resolved by may name another namespace's node, a target not said gone too
         if self._ns_changed or (gone and await self._namespaces_moved(self._require_client("write"))):
             # the node the download made again under its id may be another namespace's: not written
-            raise OpcUaNotConnected(
-                f"opcua source {self.name}: the server's namespace array changed within the session (a program "
-                f"download); the session is made again, its nodes resolved by their URIs; write to {node_id} not "
-                "done"
-            )
+            raise self._ns_moved(node_id)
         if back and node.nodeid in self._targets_back:  # and no gone notice since
             # its watch, linked to the node again, says the next download that takes it away (a reorder does: the
             # id changes): the array is read once after each gone notice, not before every later write to it
@@ -6192,6 +6196,15 @@ class OpcUaSource:
                         if again and nt == former:
                             self._types_confirmed[node_id] = (nt, time.monotonic())
                         raise
+                    if self._ns_changed:
+                        # seen since the check above, while this write waited for the node's lock or read its
+                        # type: the node was resolved by the old index
+                        raise self._ns_moved(node_id)
+                    if self._client is not client:  # that session closed (its array moved, say) or made again
+                        raise OpcUaNotConnected(
+                            f"opcua source {self.name}: write to {node_id} not done: the session it was resolved "
+                            "on ended while it waited"
+                        )
                     try:
                         room = _request_room(self._client, self.settings.max_message_bytes)
                         sent = time.monotonic()

@@ -1852,8 +1852,19 @@ async def test_a_write_to_a_tag_a_download_took_away_is_checked_for_a_reorder_wi
             lambda: src._gone, 5.0
         )  # the tag's gone status came; its item is made again after a pause
         written.clear()
+        # a write to Lamp already past its check, waiting for the node's write lock (another write to it, or a
+        # type read) while the check below sees the array move: it went out by the old index once it had the lock
+        lamp = src._write_lock(await src._target_node(f"ns={plc};s=Lamp", "write"))
+        await lamp.acquire()
+        held = asyncio.create_task(src.write(f"ns={plc};s=Lamp", 2.0))
+        await until(lambda: lamp._waiters, 5.0)
         with pytest.raises(OpcUaNotConnected, match="namespace array changed within the session"):
             await src.write(f"ns={plc};s=Set", 4.0)
+        lamp.release()
+        with pytest.raises(
+            OpcUaNotConnected, match="namespace array changed within|session it was resolved on"
+        ):
+            await held
         # the session ends: a write to another target of the moved namespace, before it is closed, went by the old
         # index to urn:diag's node
         with pytest.raises(OpcUaNotConnected):
