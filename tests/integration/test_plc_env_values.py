@@ -231,7 +231,8 @@ async def test_a_variables_value_a_node_refuses_is_said_with_the_variable_its_pl
         ("Label", ("<$LABEL> gives", "True", "False")),  # the type is named, not the value: 'the bool'
     ):
         told = CloudText(cfg).text(at_write[p.node_id(name)])
-        assert not any(f in told for f in forms), told
+        # the config's path is the test's temporary folder, whose run number may hold '31'
+        assert not any(f in told.replace(str(path), "<config>") for f in forms), told
 
 
 async def test_a_literal_reset_value_a_node_refuses_is_not_blamed_on_the_variable_that_gives_value(
