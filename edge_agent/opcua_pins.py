@@ -102,15 +102,38 @@ class NamespacePinFile:
     def save(self, pins: dict[int, str] | None) -> None:
         """Keep ``pins`` for this source (None: keep none, so that the next start pins afresh); not ``keep``: a
         command beside the agent (``edge-agent tags``) compares with the pins but leaves the file to the agent."""
+        if pins is None:
+            self._write(None)
+            return
+        kept = {str(i): uri for i, uri in sorted(pins.items())[:MAX_PINNED] if len(uri) <= MAX_URI_CHARS}
+        self._write({"endpoint": self.endpoint, "namespaces": kept})
+
+    def forget(self) -> None:
+        """Keep no pins for this source, so that the next start pins the server's order as it finds it
+        (``--accept``), and say so in its entry (``forgotten``)."""
+        self._write({"endpoint": self.endpoint, "accepted": True})
+
+    def forgotten(self) -> bool:
+        """Whether this source's pins were forgotten (``forget``) and not pinned since: a source following the pins
+        an earlier agent of the process followed keeps them where none are kept (``OpcUaSource._keep_followed``),
+        and a config reload between the accept and the restart it asks for kept the old order again. ``OSError``
+        when the file may be read later but not now."""
+        entry = self._read(saving=True).get("sources", {}).get(self.source)
+        return (
+            isinstance(entry, dict)
+            and entry.get("endpoint") == self.endpoint
+            and entry.get("accepted") is True
+        )
+
+    def _write(self, entry: dict | None) -> None:
         if not self.keep:
             return
         sources = {
             n: e for n, e in self._read(saving=True).get("sources", {}).items() if n in self.configured
         }
         sources.pop(self.source, None)
-        if pins is not None:
-            kept = {str(i): uri for i, uri in sorted(pins.items())[:MAX_PINNED] if len(uri) <= MAX_URI_CHARS}
-            sources[self.source] = {"endpoint": self.endpoint, "namespaces": kept}
+        if entry is not None:
+            sources[self.source] = entry
         atomic_write_json(self.path, {"sources": sources})
 
 
@@ -199,7 +222,7 @@ def namespaces_main(args, load) -> int:
             )
             return 1
         try:
-            pins(args.accept).save(None)
+            pins(args.accept).forget()
         except OSError as e:
             print(f"{path}: cannot be written ({e.strerror or e}); nothing was forgotten", file=sys.stderr)
             return 1

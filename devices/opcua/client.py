@@ -1770,6 +1770,10 @@ class NamespacePins(Protocol):
     def save(self, pins: dict[int, str]) -> None:
         """Keep ``pins`` (``OSError`` when it cannot)."""
 
+    def forgotten(self) -> bool:
+        """Whether the pins were forgotten for the next start to pin afresh (``--accept``), not pinned since
+        (``OSError`` when that cannot be read now)."""
+
 
 def _no_namespaces(got: Any) -> str | None:
     """Why a NamespaceArray value read tells nothing of what the ``ns=`` indexes mean (None: it tells). A server
@@ -3782,13 +3786,14 @@ class OpcUaSource:
         endpoint: a trial config in between that pointed the source at the same PLC by another name pinned it
         afresh, in the new order, for that name (or, not naming the source, dropped its entry); the next start of
         this config then pinned afresh too and read the other namespace's node of a moved index, GOOD. Pins kept
-        for this endpoint are left as they are (``edge-agent namespaces --accept`` may have taken the new order)."""
+        for this endpoint are left as they are, and so are pins forgotten by ``edge-agent namespaces --accept`` (a
+        reload between the accept and the restart kept the old order again: the restart refused as before)."""
         self._followed_unkept = False
         store = self.namespace_pins
         if store is None:
             return
         try:
-            if store.load(strict=True) is None:
+            if store.load(strict=True) is None and not store.forgotten():
                 store.save(self._ns_pinned)
         except OSError as e:
             log.warning(

@@ -156,12 +156,15 @@ async def test_a_namespace_array_with_a_null_entry_pins_its_uris_and_a_later_reo
 
 
 async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_trial_config_left_none(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
     """A trial config naming the PLC by another endpoint (``localhost`` for ``127.0.0.1``) pinned its namespaces
     afresh, in the new order, for that name. Back on the first config, the process followed the order its agent
     had followed, but the kept pins were the trial's: the next start of the first config pinned afresh too and
     read urn:diag's node as ``ns=2;s=Speed``, GOOD. The pins followed are kept now: that start refuses it."""
+    from types import SimpleNamespace
+
+    from edge_agent import cli
     from edge_agent.opcua_pins import pin_namespaces
     from tests.support.peers import two_namespaces_with_a_speed
 
@@ -177,6 +180,10 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
             reconnect_initial_s=0.1,
             connect_timeout_s=2.0,
         )
+
+    monkeypatch.setattr(
+        cli, "_load", lambda path: SimpleNamespace(sources={"plc": settings("127.0.0.1")}, data_dir=tmp_path)
+    )
 
     # as an agent of the host runs it: made, given its pins (and what an earlier agent followed), started, stopped
     async def run(host: str, followed=None) -> OpcUaSource:
@@ -203,5 +210,11 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
         src = await run("127.0.0.1")  # the next start
         assert "'urn:diag' now, but was 'urn:plc'" in src.node_errors.get(node, ""), src.node_errors
         assert not src._tags  # was: urn:diag's Speed read
+        # `edge-agent namespaces --accept plc`, a config reload (a push touching another part) before the restart
+        # it asks for: the reload's source, following the refusing agent's pins, kept them again, and the restart
+        # refused as before the accept
+        assert cli.main(["namespaces", "agent.yaml", "--accept", "plc"]) == 0
+        await run("127.0.0.1", src.namespaces_followed())
+        assert (await run("127.0.0.1"))._tags  # the restart: the new order taken, as the accept said
     finally:
         await srv.stop()
