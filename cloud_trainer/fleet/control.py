@@ -531,6 +531,16 @@ class Control:
             (dep["id"], dep["created"], json.dumps(dep), tenant, dep.get("state", ""), _slot_of(dep)),
         )
         if written.rowcount == 0:
+            # a row a replica released before the tenant column wrote (beside this one on one database) has none:
+            # its document's tenant is its tenant, as ``_fill_columns`` sets it (refused as another tenant's before)
+            row = self.db.execute("SELECT tenant, doc FROM deployments WHERE id = ?", (dep["id"],)).fetchone()
+            if row is not None and row[0] is None and _doc_tenant(row[1]) == tenant:
+                self.db.execute(
+                    "UPDATE deployments SET doc = ?, state = ?, tenant = ?, slot = COALESCE(slot, ?) WHERE id = ? "
+                    "AND tenant IS NULL",
+                    (json.dumps(dep), dep.get("state", ""), tenant, _slot_of(dep), dep["id"]),
+                )
+                return
             raise RuntimeError(
                 f"deployment {dep['id'][:64]!r} of tenant {tenant!r}: its id is another tenant's deployment's; "
                 "not replaced"
@@ -2256,6 +2266,15 @@ def _says_withdrawn(dep: dict, t: dict) -> bool:
 def _slot(dep: dict) -> str:
     """The desired-state row a deployment writes: its model slot, or the agent configuration's."""
     return CONFIG_SLOT if dep.get("kind") == "config" else dep["slot"]
+
+
+def _doc_tenant(doc: str) -> str | None:
+    """The tenant a deployment's document names (``T`` where it names none), or None for one that cannot be read."""
+    try:
+        d = json.loads(doc)
+        return d.get("tenant", T) if isinstance(d, dict) else None
+    except (ValueError, TypeError, RecursionError):
+        return None
 
 
 def _slot_of(dep: dict) -> str:

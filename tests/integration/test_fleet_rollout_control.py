@@ -4,6 +4,7 @@ halted rollout says about agents that have not gone back yet (offline, or their 
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -899,7 +900,9 @@ def test_a_halted_rollouts_agent_a_newer_rollout_took_over_is_closed_on_either_s
 def test_a_deployments_write_never_replaces_another_tenants_row_of_the_same_id(either_control):
     """The deployments' id is their key across tenants: a write of a document naming another tenant than the row of
     its id (an id drawn twice, any path writing) replaced that tenant's deployment, whose agents were then given the
-    writer's version. The store refuses it: the row and its agents' desired state stay the other tenant's."""
+    writer's version. The store refuses it: the row and its agents' desired state stay the other tenant's. A row
+    without a tenant (a replica released before the column wrote it) is its document's tenant's, and only its.
+    With the same control state (one database each): which of an agent's runs began last (``newest_run``)."""
     c, e = either_control
     d = c.create(_rollout("1.1.0", ["gw1"], ["100%"]))
     before = c.get(d["id"])
@@ -910,12 +913,22 @@ def test_a_deployments_write_never_replaces_another_tenants_row_of_the_same_id(e
     assert [s["version"] for s in c.desired_state("gw1")[1]] == ["1.1.0"]
     c._put({**before, "state": "paused"})  # its own tenant's write still goes through
     assert c.get(d["id"])["state"] == "paused"
-
-
-def test_the_newest_run_of_an_agent_is_read_on_either_store(either_control):
-    """What a replica asks when the agent's row holds another run than the one it knows (two gateways of one
-    identity, each held by another replica): which run began last. Only read; a run not remembered is newest."""
-    c, _e = either_control
+    # an older replica's row: no tenant column, its document naming none (the default tenant's) or beta
+    untold = {k: v for k, v in before.items() if k != "tenant"}
+    for dep_id, doc in (("0ldrep1ca0", untold), ("0ldrep1ca1", {**before, "tenant": "beta"})):
+        with c._write():
+            c.db.execute(
+                "INSERT INTO deployments (id, created, doc) VALUES (?, ?, ?)",
+                (dep_id, before["created"], json.dumps({**doc, "id": dep_id})),
+            )
+    with c._write():
+        c._put({**before, "id": "0ldrep1ca0", "state": "paused"})  # was: RuntimeError "another tenant's"
+    row = c.db.execute("SELECT tenant, state FROM deployments WHERE id = '0ldrep1ca0'").fetchone()
+    assert tuple(row) == ("default", "paused")
+    with pytest.raises(RuntimeError, match="another tenant's deployment"), c._write():
+        c._put({**before, "id": "0ldrep1ca1"})  # beta's, by its document: never the default tenant's
+    assert c.db.execute("SELECT tenant FROM deployments WHERE id = '0ldrep1ca1'").fetchone()[0] is None
+    # newest_run (what a replica asks when the agent's row holds another run than the one it knows): only read
     assert c.note_run("gw1", "runA", 1) and c.note_run("gw1", "runB", 1)
     assert (c.newest_run("gw1", "runA"), c.newest_run("gw1", "runB")) == (False, True)
     assert c.newest_run("gw1", "never-seen") and c.newest_run("gw1", "runA", tenant="beta")
