@@ -133,10 +133,10 @@ STORE_WRITERS = 8
 STORE_WRITERS_MOST = 128
 # the same for unary heartbeats (agents before v3, or against servers without Connect): a write each, in a thread
 HEARTBEATS_PER_TENANT = 4
-# the reads of an agent's row that a state report of a run the process knows makes (``_held_above``: each stream
-# report) run in threads of their own (``StoreWriters``: ROW_READERS of any tenants, past them one of each tenant
-# with none running, up to ROW_READERS_MOST), each in a place of its tenant's heartbeats: in the loop's default
-# executor (6 threads on 2 cores), two tenants' streams against a slow store took every thread the rollout tick, the
+# the reads of an agent's row that a state report makes (``_held_above``: a stream's report of a run new to the
+# process) and of which of its runs began last (``_other_runs``: a stream report its row refused) run in threads of
+# their own (``StoreWriters``: ROW_READERS of any tenants, past them one of each tenant with none running, up to
+# ROW_READERS_MOST), each in a place of its tenant's heartbeats: in the loop's default executor (6 threads on 2 cores), two tenants' streams against a slow store took every thread the rollout tick, the
 # admin calls and every tenant's heartbeats wait for
 ROW_READERS = 4
 ROW_READERS_MOST = 64
@@ -162,6 +162,8 @@ STREAM_WINDOW_BYTES = 1024 * 1024
 HELD_METHODS = frozenset({"/edge.fleet.v1.Fleet/PushRecords"})
 
 NOBODY = Identity("", "", "")
+# put in a Connect stream's queue: end it marked late (``FleetServicer._other_runs``)
+TOLD_LATE = object()
 REFUSE_WAIT_S = 5.0  # how long a refusal of a client stream waits for the client's first message
 DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often (with the count since)
 # an agent that starts CLONE_RUNS report runs within CLONE_WINDOW_S here, each while this process had taken another of
@@ -527,6 +529,8 @@ class FleetServicer(rpc.FleetServicer):
         self.revocations = revocations
         self.quotas = quotas or Quotas()
         self.hub = hub
+        if hub is not None:
+            hub.on_other_run = self._other_runs
         self.commands = commands  # cloud_trainer.fleet.commands.Commands (None: no commands on this server)
         self._admitted: set[tuple[str, str]] = (
             set()
@@ -573,11 +577,14 @@ class FleetServicer(rpc.FleetServicer):
         # agent -> the run another replica took that a late report here counted as begun (``_late_by_row_seen``):
         # not counted again at its own first report here (a lone gateway moving to this replica)
         self._begun_elsewhere: dict[tuple[str, str], str] = {}
+        # agent -> (its run, the row's run) its stream reports the row refused were last judged late for
+        # (``_other_runs``): counted once, however many of the run's reports the flushes refuse before it is told
+        self._judged: dict[tuple[str, str], tuple[str, str]] = {}
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
 
-    async def _fresh(self, key: tuple[str, str], r, *, row: bool = False) -> bool:
+    async def _fresh(self, key: tuple[str, str], r) -> bool:
         """Whether the state report ``r`` of agent ``key`` is to be written: False for one its agent made before a
         report already taken: the same run (``boot_id``) and a lower or equal ``report_seq`` (held on the way: a
         stream's queue, a link being re-made, a retried call; it would write the agent's older slots over newer
@@ -585,18 +592,16 @@ class FleetServicer(rpc.FleetServicer):
         those numbers alone, whenever it arrives: no clock. A report without a number (an older agent) is written as
         it comes, as before; a run this process has taken no report of is asked of the control state (one write, at
         the run's first report here), so a new run (a restart, a gateway restored from a VM snapshot: a new
-        ``boot_id``) is written, a late one of a previous run not. ``row``: a stream's report: a run this process
-        knows is checked against the agent's row too, which another replica may have taken further, or written with
-        a newer run's report (``_late_by_row``; a unary Heartbeat reads it in its own thread place, ``Heartbeat``)."""
+        ``boot_id``) is written, a late one of a previous run not. A report of a run this process knows is checked
+        against the agent's row too, which another replica may have taken further, or written with a newer run's
+        report: a stream's in its write (``StreamHub.report``'s ``one_run``, ``_other_runs``), a unary Heartbeat's
+        by a read in its own thread place (``Heartbeat``)."""
         boot, seq = r.boot_id[:64], int(r.report_seq)
         if not boot or not seq:
             return True
         had = self._applied.get(key)
         if had is not None and had[0] == boot:
             if had[1] >= seq:
-                return False
-            if row and (late := await self._held_above(key, boot, seq, other_runs=True)) is not None:
-                self._late_by_row_seen(key, boot, late)
                 return False
         else:
             if self.control is not None:
@@ -625,21 +630,61 @@ class FleetServicer(rpc.FleetServicer):
         self._applied[key] = (boot, seq, time.monotonic())
         return True
 
-    async def _held_above(
-        self, key: tuple[str, str], boot: str, seq: int, *, other_runs: bool = False
-    ) -> str | None:
+    async def _held_above(self, key: tuple[str, str], boot: str, seq: int) -> str | None:
         """``_late_by_row`` in a place of the tenant's heartbeats, in a thread of ROW_READERS (``_in_place``): read in
         a worker thread of its own, a slow store's reads (a reconnect storm's streams) took every worker thread all
         calls wait for; in the tenant's place but the loop's default executor, two tenants' stream reports did."""
         try:
-            return await _in_place(
-                partial(tenant_gate, self._heartbeats, key[0], HEARTBEATS_PER_TENANT),
-                _OfTenant(self._row_reads, key[0]),
-                partial(self._late_by_row, key, boot, seq, other_runs=other_runs),
-            )
+            return await self._in_row_place(key, partial(self._late_by_row, key, boot, seq, other_runs=False))
         except Exception as exc:  # the store unreachable: its write of the report fails too, and is said
             self._faults.failed("the fleet store's read of an agent's last report number", exc)
             return None
+
+    async def _in_row_place(self, key: tuple[str, str], fn):
+        """``fn()`` in a place of the tenant's heartbeats, in a thread of ROW_READERS (``_held_above``)."""
+        return await _in_place(
+            partial(tenant_gate, self._heartbeats, key[0], HEARTBEATS_PER_TENANT),
+            _OfTenant(self._row_reads, key[0]),
+            fn,
+        )
+
+    async def _other_runs(self, refused: list[tuple[tuple[str, str], str, tuple]]) -> None:
+        """Stream reports of runs this process knows that their agents' rows refused at a flush (``StreamHub``'s
+        ``one_run``: written only over a report of their run; the row's run, the report's args). The row holds a
+        later report of the run (another replica took it further: a gateway restored mid-run) or a run that began
+        after it (``Control.newest_run``: a clone of the agent held by another replica): late, counted as
+        ``_late_by_row`` is, the stream ended marked late (``TOLD_LATE``). A run that began before it (the agent's
+        previous process, its last report written by another replica late): written over at the next flush."""
+        for key, held, args in refused:
+            boot = str(((args[4] or {}).get("report") or {}).get("boot", ""))
+            if (had := self._applied.get(key)) is None or had[0] != boot or self.hub is None:
+                continue  # a run begun here since: its reports are judged as they come
+            late: str | None = ""
+            if held and _same_run(held) != _same_run(boot):
+                newest = await self._in_row_place(key, partial(self._newest_run, key, boot))
+                late = None if newest else held
+            if late is None:
+                self.hub.put_plain(key, args)
+                continue
+            if self._judged.get(key) != (boot, late):  # each change once (two reports of it refused)
+                self._judged[key] = (boot, late)
+                self._late_by_row_seen(key, boot, late)
+            if self._tell_late(key) and (q := self.hub.streams.get(key)) is not None:
+                offer(q, TOLD_LATE)
+
+    def _newest_run(self, key: tuple[str, str], boot: str) -> bool:
+        """(In a worker thread.) ``Control.newest_run``; True where the control state cannot answer (the report
+        written as it comes), said as the control state's failure (it failed a Heartbeat as the store's write)."""
+        if self.control is None:
+            return True
+        try:
+            return self.control.newest_run(key[1], boot, tenant=key[0])
+        except Exception as exc:
+            self._faults.failed(
+                "the control state's read of which of an agent's runs began last (its report written as it comes)",
+                exc,
+            )
+            return True
 
     def _late_by_row(self, key: tuple[str, str], boot: str, seq: int, *, other_runs: bool) -> str | None:
         """(In a worker thread.) None, or why the agent's row says the report ``seq`` of run ``boot`` is late
@@ -660,7 +705,7 @@ class FleetServicer(rpc.FleetServicer):
             and held is not None
             and self.control is not None
             and _same_run(held[0]) != _same_run(boot)
-            and not self.control.newest_run(key[1], boot, tenant=key[0])
+            and not self._newest_run(key, boot)
         ):
             return held[0]
         return None
@@ -733,6 +778,7 @@ class FleetServicer(rpc.FleetServicer):
             self._clones_log.pop(k, None)
             self._clone_hold.pop(k, None)
             self._begun_elsewhere.pop(k, None)
+            self._judged.pop(k, None)
         return len(old)
 
     def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:
@@ -828,12 +874,15 @@ class FleetServicer(rpc.FleetServicer):
                         r, slots, health, at = got
                         await self._command_results(who, r.command_results)
                         had = self._applied.get(key)  # (before ``_fresh`` takes this report's number)
-                        fresh = await self._fresh(key, r, row=True)
+                        fresh = await self._fresh(key, r)
                         await hub.report(
                             key,
                             (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), at),
                             r.generation_seen,
                             stale=not fresh,
+                            # a run taken here before: written only over its own run's older reports (or none),
+                            # checked in the write (``_other_runs``), not by a read a report
+                            one_run=had is not None and had[0] == r.boot_id[:64] and bool(r.report_seq),
                         )
                         # (late to this process's memory alone: a report of the run overtaken on the stream)
                         overtaken = had is not None and had[0] == r.boot_id[:64] and had[1] >= r.report_seq
@@ -858,6 +907,9 @@ class FleetServicer(rpc.FleetServicer):
             writer = asyncio.create_task(write())
             try:
                 while (msg := await outbox.get()) is not None:
+                    if msg is TOLD_LATE:  # a report the agent's row refused: another run's (``_other_runs``)
+                        context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
+                        break
                     # revoked while connected and silent since: nothing more of the tenant's (desired state,
                     # configuration, commands) goes to it; checked before each message sent, not only received
                     await refuse_revoked(context, who, self.revocations)

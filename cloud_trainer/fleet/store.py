@@ -542,12 +542,15 @@ class GapList(list):
 
 
 class Reports(list):
-    """``Store.heartbeat_many``'s answer: the (tenant, agent) of the reports held for a later flush, and in
-    ``stale`` those of the held-back reports not written because their agent's row holds a newer report."""
+    """``Store.heartbeat_many``'s answer: the (tenant, agent) of the reports held for a later flush, in ``stale``
+    those of the held-back reports not written because their agent's row holds a newer report, and in ``other``
+    (tenant, agent, the row's run: its boot id, '' for none) those of the reports written only over their own run
+    (10th item true) not written: the row holds another run, or a report of the same run numbered as high."""
 
-    def __init__(self, held=(), stale=()) -> None:
+    def __init__(self, held=(), stale=(), other=()) -> None:
         super().__init__(held)
         self.stale: list[tuple[str, str]] = list(stale)
+        self.other: list[tuple[str, str, str]] = list(other)
 
 
 class TenantQuotaExceeded(Exception):
@@ -707,8 +710,8 @@ class Store(abc.ABC):
         """Many state reports at once: ``(tenant, agent, labels, slots, health, outbox_depth, outbox, t)`` each
         (the streams' coalesced writes), with a 9th item ``True`` for a report held back at an earlier flush and
         written again: that one is written only over an older report of its agent (``t``; another replica's
-        stream or a unary heartbeat may have written a newer one meanwhile), the others are written as they come.
-        Returns the (tenant, agent) of the reports not written because another transaction holds their agent's
+        stream or a unary heartbeat may have written a newer one meanwhile), the others are written as they come;
+        a 10th item ``True``: written only over a report of its own run (or none; ``Reports.other``). Returns the (tenant, agent) of the reports not written because another transaction holds their agent's
         row (PostgreSQL; they are written at a later flush): the others are, but for the held-back reports found
         older than their agent's row, whose keys are the returned list's ``stale``."""
         for tenant, agent, labels, slots, health, depth, outbox, _t, *_ in rows:
@@ -1895,8 +1898,7 @@ class SQLStore(Store):
         for row in rows:  # one bad row refuses the batch before anything is written
             _check_depth(row[5])
         with self._tx() as ex:
-            stale = self._write_reports(ex, rows)
-        return Reports(stale=stale)
+            return self._write_reports(ex, rows)
 
     def _report_order(self) -> str:
         """The condition of a state report's write over its agent's row: not a report of the same run (``boot``)
@@ -1910,18 +1912,34 @@ class SQLStore(Store):
             f"{theirs.format('agents')} >= {theirs.format('excluded')}), TRUE)"
         )
 
-    def _write_reports(self, ex, rows: list[tuple]) -> list[tuple[str, str]]:
-        """Write the reports; returns the (tenant, agent) of the held-back ones (9th item true) not written over
-        a newer report of their agent. A fresh report is written whatever the row's ``last_seen`` says: that is
-        the receiving process's clock, and a replica whose clock ran minutes ahead (or a clock stepped back)
-        froze its agents' state for as long, silently."""
-        order = self._report_order()
-        plain = self.q(HEARTBEAT_SQL + " WHERE " + order)
-        guarded = self.q(HEARTBEAT_SQL + " WHERE (" + HEARTBEAT_NEWER + ") AND " + order)
-        stale = []
-        for tenant, agent, labels, slots, health, depth, outbox, t, *again in rows:
+    def _write_reports(self, ex, rows: list[tuple]) -> Reports:
+        """Write the reports; returns in ``stale`` the (tenant, agent) of the held-back ones (9th item true) not
+        written over a newer report of their agent, in ``other`` those written only over their own run (10th item
+        true: a stream's report of a run its process took a report of) that the row's run refused, with it. A fresh
+        report is written whatever the row's ``last_seen`` says: that is the receiving process's clock, and a
+        replica whose clock ran minutes ahead (or a clock stepped back) froze its agents' state for as long,
+        silently. The run is compared in the write itself: read before it (a read a report), another replica's
+        write could land between the two, and it took 4-5 times the report's CPU (bench/RESULTS.md)."""
+        order, boot = self._report_order(), self.REPORT_BOOT
+        one_run = (
+            f"({boot.format('agents')} IS NULL OR {boot.format('agents')} = {boot.format('excluded')}) AND "
+        )
+        sql = {
+            (again, run): self.q(
+                HEARTBEAT_SQL
+                + " WHERE "
+                + ("(" + HEARTBEAT_NEWER + ") AND " if again else "")
+                + (one_run if run else "")
+                + order
+            )
+            for again in (False, True)
+            for run in (False, True)
+        }
+        stale, other = [], []
+        for tenant, agent, labels, slots, health, depth, outbox, t, *flags in rows:
+            again, run = bool(flags and flags[0]), bool(flags[1:] and flags[1])
             cur = ex(
-                guarded if again and again[0] else plain,
+                sql[again, run],
                 (
                     tenant,
                     agent,
@@ -1933,9 +1951,15 @@ class SQLStore(Store):
                     _outbox_text(outbox),
                 ),
             )
-            if again and again[0] and cur.rowcount == 0:
+            if cur.rowcount == 0 and again:
                 stale.append((tenant, agent))
-        return stale
+            elif cur.rowcount == 0 and run:  # (rare: one read of the row refused)
+                held = ex(
+                    self.q(f"SELECT {boot.format('agents')} FROM agents WHERE tenant = ? AND id = ?"),
+                    (tenant, agent),
+                ).fetchone()
+                other.append((tenant, agent, str(held[0] or "") if held else ""))
+        return Reports(stale=stale, other=other)
 
     def set_labels(self, labels: dict[str, str], *, tenant: str = T) -> int:
         with self._tx() as ex:

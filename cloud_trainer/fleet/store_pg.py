@@ -452,8 +452,8 @@ class PostgresStore(SQLStore):
         with self._bounded_tx() as ex:
             free = set(ex(f"SELECT a.tenant, a.id {among} FOR UPDATE OF a SKIP LOCKED", keys).fetchall())
             held = {tuple(k) for k in ex(f"SELECT a.tenant, a.id {among}", keys).fetchall()} - free
-            stale = self._write_reports(ex, [r for r in rows if (r[0], r[1]) not in held])
-        return Reports(sorted(held), stale)
+            got = self._write_reports(ex, [r for r in rows if (r[0], r[1]) not in held])
+        return Reports(sorted(held), got.stale, got.other)
 
     def _lock_agent(self, ex, tenant: str, agent: str) -> int | None:
         with _lock_named("ingest"):

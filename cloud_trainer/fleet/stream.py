@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from cloud_trainer.fleet.commands import add_commands
 from cloud_trainer.fleet.failures import RepeatedFailure
@@ -82,6 +83,11 @@ class StreamHub:
         self._again: set[tuple[str, str]] = set()
         # such reports not written at all: their agent's row had a newer report (another replica's, a unary one's)
         self.stale = 0
+        # keys whose pending report is written only over a report of its own run (``report``'s ``one_run``); those
+        # the store refused at a flush: (key, the row's run, the report's args), given to ``on_other_run`` after it
+        self._one_run: set[tuple[str, str]] = set()
+        self._other_runs: list[tuple[tuple[str, str], str, tuple]] = []
+        self.on_other_run: Callable[[list[tuple[tuple[str, str], str, tuple]]], Awaitable[None]] | None = None
         self._held_said = float("-inf")  # when that was last logged
         self.sent: dict[tuple[str, str], int] = {}  # generation last pushed to each open stream
         # the control's generation when the state last queued to each open stream was read: a push whose read
@@ -149,21 +155,31 @@ class StreamHub:
         report_id: int = 0,
         *,
         stale: bool = False,
+        one_run: bool = False,
     ) -> None:
         """A state report: kept for the next flush; the desired state goes out now if the agent has not got it
         yet on this stream or reports an older generation than the one last sent. ``report_id``: acknowledged
         (``ack``; the Connect stream acknowledges a report as it takes it, before its store calls, and passes none).
         ``stale``: numbered by its agent before a report already taken (``FleetServicer._fresh``): acknowledged
-        and answered alike, never written."""
+        and answered alike, never written. ``one_run``: written only over a report of its run (or none): a row
+        another replica wrote with another run, or with a later report of this one, is given to ``on_other_run``
+        after the flush (``FleetServicer._other_runs``), instead of read before each report."""
         if not stale:
             self.pending[key] = args
             self._again.discard(key)
+            (self._one_run.add if one_run else self._one_run.discard)(key)
         self.reports += 1
         self.ack(key, report_id)
         sent = self.sent.get(key)
         if (sent is None or generation_seen < sent) and self.control is not None:
             self._to_push.add(key)
             self._push_wanted.set()
+
+    def put_plain(self, key: tuple[str, str], args: tuple) -> None:
+        """A report ``on_other_run`` found to be written over its agent's row after all (the row's run began before
+        its own): written at the next flush as it comes; a newer report of the agent pending meanwhile wins."""
+        self.pending.setdefault(key, args)
+        self._one_run.discard(key)
 
     def ack(self, key: tuple[str, str], report_id: int) -> None:
         """Acknowledge the agent's report ``report_id`` (0: none asked) on its stream: the report was received."""
@@ -221,9 +237,13 @@ class StreamHub:
             return 0
         batch, self.pending = self.pending, {}
         again, self._again = self._again, set()
+        one_run, self._one_run = self._one_run, set()
         try:
             held = self.store.heartbeat_many(
-                [(tenant, agent, *args, (tenant, agent) in again) for (tenant, agent), args in batch.items()]
+                [
+                    (tenant, agent, *args, (tenant, agent) in again, (tenant, agent) in one_run)
+                    for (tenant, agent), args in batch.items()
+                ]
             )
         except Exception as exc:
             (log.debug if self.flush_failures.why is not None else log.warning)(  # said once per failure
@@ -233,16 +253,18 @@ class StreamHub:
                 type(exc).__name__,
                 str(exc)[:200],
             )
-            return self._flush_one_by_one(list(batch.items()), again)
+            return self._flush_one_by_one(list(batch.items()), again, one_run)
         self.flushes += 1
         if self._attempts:
             for key in batch:
                 self._attempts.pop(key, None)
-        self._hold(held or [], batch)
+        self._hold(held or [], batch, one_run)
         self.stale += len(stale := getattr(held, "stale", ()))
-        return len(batch) - len(held or []) - len(stale)
+        other = getattr(held, "other", ())
+        self._other_runs += [((t, a), boot, batch[t, a]) for t, a, boot in other]
+        return len(batch) - len(held or []) - len(stale) - len(other)
 
-    def _hold(self, held: list[tuple[str, str]], batch: dict) -> None:
+    def _hold(self, held: list[tuple[str, str]], batch: dict, one_run: set | frozenset = frozenset()) -> None:
         """Reports the store did not write because another transaction holds their agent's row (PostgreSQL) wait
         in ``pending`` for the next flush (a newer report of the agent replaces them), said at most every
         ``FLUSH_FAILURE_LOG_S``: they are not failures of the store, and may wait as long as the lock is held."""
@@ -253,6 +275,8 @@ class StreamHub:
                 # atomic: a newer report of the agent that came meanwhile wins, and is written as it comes
                 if self.pending.setdefault(key, batch[key]) is batch[key]:
                     self._again.add(key)
+                    if key in one_run:  # (still only over its own run)
+                        self._one_run.add(key)
             # dropped (the agent reports again within its report_s) and counted, as _put_back does
             elif key not in self.pending:
                 self.refused += 1
@@ -270,16 +294,20 @@ class StreamHub:
                 FLUSH_FAILURE_LOG_S,
             )
 
-    def _flush_one_by_one(self, items: list, again: set) -> int:
+    def _flush_one_by_one(self, items: list, again: set, one_run: set) -> int:
         written = failed = 0
         for i, (key, args) in enumerate(items):
             try:
-                held = self.store.heartbeat_many([(*key, *args, key in again)])
+                held = self.store.heartbeat_many([(*key, *args, key in again, key in one_run)])
                 if held:  # its row held elsewhere: the next flush
                     self._hold([key], {key: args})
                     continue
                 if getattr(held, "stale", None):  # older than its agent's row: dropped, counted
                     self.stale += 1
+                    self._attempts.pop(key, None)
+                    continue
+                if other := getattr(held, "other", None):  # its row holds another run: ``on_other_run``
+                    self._other_runs.append((key, other[0][2], args))
                     self._attempts.pop(key, None)
                     continue
             except ValueError as exc:  # this report can never be written: dropped, counted
@@ -340,6 +368,15 @@ class StreamHub:
                 self.flush_failures.failed(exc)
             else:
                 self.flush_failures.succeeded()
+            if self._other_runs:
+                other, self._other_runs = self._other_runs, []
+                if self.on_other_run is not None:
+                    try:
+                        await self.on_other_run(other)
+                    except Exception:  # (its own failures are its to say: never the flusher's end)
+                        log.exception(
+                            "fleet streams: judging %d reports their agents' rows refused", len(other)
+                        )
 
     async def _owed(self) -> None:
         """Streams owed their desired state (just opened, or reporting an older generation) get it in batches:

@@ -1048,3 +1048,18 @@ def test_a_state_report_of_a_run_numbered_at_or_below_the_one_its_row_holds_is_n
     report("1.4.0")  # an older agent's report, without a number
     assert runs() == "1.4.0"
     assert store.report_held("gw1") is None and store.report_held("gw9") is None
+
+    # a stream's report of a run its process took before: written only over its own run or none (10th item), those
+    # refused named with the row's run (``Reports.other``), in the write itself (it read the row before, a report)
+    def one_run(version: str, boot: str, seq: int) -> list:
+        outbox = {"epoch": 1, "dropped": {}, "report": {"boot": boot, "seq": seq}}
+        slots = [{"slot": "vision", "version": version}]
+        return store.heartbeat_many(
+            [("default", "gw1", {}, slots, {}, 0, outbox, time.time(), False, True)]
+        ).other
+
+    assert one_run("1.5.0", "runC", 1) == [] and runs() == "1.5.0"  # a row without a number
+    assert one_run("1.6.0", "runC", 2) == [] and runs() == "1.6.0"
+    assert one_run("1.0.0", "runB", 9) == [("default", "gw1", "runC")]  # another run's row: refused
+    assert one_run("1.0.0", "runC", 2) == [("default", "gw1", "runC")]  # its own run's, as far
+    assert runs() == "1.6.0"

@@ -721,9 +721,9 @@ def _slow_row_reads(store) -> tuple[threading.Event, list]:
 
 @pytest.mark.parametrize("path", ["heartbeat", "stream"])
 async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet, path):
-    """A unary Heartbeat, or a stream's report, of a run the process knows reads the agent's row (a gateway restored
-    mid-run is told late; another replica's newer run, a cloned gateway's): the read ran in a worker thread of its
-    own, outside the tenant's heartbeat places, so with the store slow (a PostgreSQL pool waiting for a connection)
+    """A unary Heartbeat of a run the process knows, or a stream's report of a run new to it, reads the agent's row (a
+    gateway restored mid-run is told late; another replica's newer run, a cloned gateway's): the read ran in a worker
+    thread of its own, outside the tenant's heartbeat places, so with the store slow (a PostgreSQL pool waiting for a connection)
     one agent's heartbeats in flight, or its streams opened anew (a reconnect storm), took every worker thread all
     calls of every tenant wait for. It runs in a place of the tenant's heartbeats: a thread stays free."""
     import os
@@ -745,7 +745,7 @@ async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet
             ]
         else:
             for s in range(2, 2 + 2 * workers):  # the agent's streams opened anew, each with its first report
-                report = pb.AgentMessage(report=_report(e["1.1.0"], s, "runR"), report_id=1)
+                report = pb.AgentMessage(report=_report(e["1.1.0"], s, f"runR{s}"), report_id=1)
                 calls.append(stub.Connect(iter([report])))
                 await asyncio.sleep(0.05)
         await until(lambda: len(waiting) >= HEARTBEATS_PER_TENANT, 10, "the reads under way")
@@ -762,12 +762,11 @@ async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet
 
 
 async def test_stream_reports_of_many_tenants_reading_their_agents_rows_leave_the_worker_threads_free(fleet):
-    """Each stream report of a run the process knows reads its agent's row, in a place of its tenant's heartbeats.
+    """A stream report of a run new to the process reads its agent's row, in a place of its tenant's heartbeats.
     The places bound one tenant, not all: in the loop's default executor the reports of a few tenants' streams
     against a slow store (a PostgreSQL pool waiting for a connection) took every worker thread the rollout tick,
     the admin calls and every tenant's heartbeats wait for. They read in threads of their own."""
     import os
-    import time
 
     from cloud_trainer.fleet.service import HEARTBEATS_PER_TENANT
 
@@ -779,11 +778,9 @@ async def test_stream_reports_of_many_tenants_reading_their_agents_rows_leave_th
         for i in range(HEARTBEATS_PER_TENANT)
     ]
     release, waiting = _slow_row_reads(srv.store)
-    now, report = time.monotonic(), pb.HeartbeatRequest(boot_id="runR", report_seq=2)
-    for key in keys:  # each agent's stream took its report 1 of run runR here
-        srv.fleet._applied[key] = ("runR", 1, now)
+    report = pb.HeartbeatRequest(boot_id="runR", report_seq=2)
     try:
-        reports = [asyncio.ensure_future(srv.fleet._fresh(key, report, row=True)) for key in keys]
+        reports = [asyncio.ensure_future(srv.fleet._fresh(key, report)) for key in keys]
         await until(lambda: waiting, 10, "the reads under way")
         await asyncio.sleep(0.3)  # (the former code: every worker thread then in a read)
         await asyncio.wait_for(asyncio.to_thread(lambda: None), 2)  # was: TimeoutError
@@ -967,3 +964,78 @@ async def test_a_lone_gateway_restarted_across_two_replicas_is_not_named_a_clone
         assert _runs(srv_a)[0] == "1.1.0"
     finally:
         await srv_b.stop()
+
+
+async def test_a_stream_report_is_written_only_over_its_own_run_and_one_a_newer_run_refused_ends_the_stream_late(
+    fleet,
+):
+    """A stream's report of a run the process took a report of read the agent's row first (another replica may hold a
+    newer run: a cloned gateway), one read a report (10-40 times the report's own cost) and another replica's write
+    free to land between the read and the flush. The flush's write is conditional instead: over the report's own run
+    (or none). The row of a run that began before it (the agent's previous process, its last report written late by
+    another replica) is written over at the next flush; one of a run that began after it ends the stream marked late."""
+    from cloud_trainer.fleet.service import _outbox_state, _slot_states
+
+    srv, stub, e = fleet
+    srv.hub.flush_s = 0.02
+    reads = []
+    real = srv.store.report_held
+    srv.store.report_held = lambda *a, **k: reads.append(1) or real(*a, **k)
+    srv.control.note_run("gw1", "old", 1)  # the agent's previous process, another replica's
+    out: asyncio.Queue = asyncio.Queue()
+
+    async def requests():
+        while (m := await out.get()) is not None:
+            yield m
+
+    async def report(entry, seq: int) -> None:
+        out.put_nowait(pb.AgentMessage(report=_report(entry, seq, "new"), report_id=seq))
+        while (await asyncio.wait_for(call.read(), 10)).acked != seq:
+            pass
+
+    def row_of(entry, seq: int, boot: str) -> None:  # another replica's write
+        r = _report(entry, seq, boot)
+        srv.store.heartbeat("gw1", dict(r.labels), _slot_states(r), {}, 0, _outbox_state(r))
+
+    call = stub.Connect(requests())
+    try:
+        for seq in (1, 2, 3):
+            await report(e["1.0.0"], seq)
+        await until(
+            lambda: srv.store.agents() and _runs(srv)[0] == "1.0.0", 10, "the new run's reports written"
+        )
+        row_of(e["1.1.0"], 9, "old")  # the previous process's last report, written late
+        await report(e["1.2.0"], 4)
+        await until(lambda: _runs(srv)[0] == "1.2.0", 10, "written over the older run's row")
+        assert reads == [1]  # the run's first report here only (was: one a report, 4)
+        srv.control.note_run("gw1", "clone", 1)  # a clone of gw1 on another replica: a newer run
+        row_of(e["1.1.0"], 1, "clone")
+        await report(e["1.0.0"], 5)
+        while (await asyncio.wait_for(call.read(), 10)) is not grpc.aio.EOF:  # was: never ended
+            pass
+        assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())
+        assert _runs(srv)[0] == "1.1.0" and len(reads) == 1
+    finally:
+        out.put_nowait(None)
+        call.cancel()
+
+
+async def test_a_heartbeat_is_answered_and_written_when_the_control_state_cannot_say_which_run_began_last(
+    fleet,
+):
+    """The agent's row holds another run (another replica's): which began last is the control state's to say. Its
+    failure there was taken for the store's write: the heartbeat answered UNAVAILABLE ('the fleet store could not
+    record this heartbeat'), the store fine. It is written as it comes, as for a new run the control cannot order."""
+    from cloud_trainer.fleet.service import _outbox_state, _slot_states
+
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runR"))
+    other = _report(e["1.1.0"], 1, "runS")  # another replica's row
+    srv.store.heartbeat("gw1", dict(other.labels), _slot_states(other), {}, 0, _outbox_state(other))
+
+    def down(*_a, **_k):
+        raise ConnectionError("the control database restarting")
+
+    srv.control.newest_run = down
+    await stub.Heartbeat(_report(e["1.2.0"], 2, "runR"))  # was: UNAVAILABLE, the store's write said failed
+    assert _runs(srv)[0] == "1.2.0"
