@@ -402,6 +402,8 @@ def run_engine(
         return _runtimes.run(engine, model_path, inputs, openvino_xml=openvino_xml)
     except _runtimes.RunTimeout as exc:
         raise GoldenError(str(exc), code="golden_timeout") from None
+    except _runtimes.RowsNotTaken as exc:
+        raise GoldenError(f"{printable(model_path.name)}: {exc}", code="golden_rows") from None
 
 
 def run_engine_alone_too(
@@ -414,6 +416,8 @@ def run_engine_alone_too(
         got = _runtimes.runs(engine, model_path, inputs, (None, rows) if n > rows else (None,))
     except _runtimes.RunTimeout as exc:
         raise GoldenError(str(exc), code="golden_timeout") from None
+    except _runtimes.RowsNotTaken as exc:
+        raise GoldenError(f"{printable(model_path.name)}: {exc}", code="golden_rows") from None
     return got[0], got[1] if len(got) > 1 else None
 
 

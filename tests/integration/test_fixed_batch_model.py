@@ -114,3 +114,31 @@ def test_a_model_whose_items_depend_on_their_batch_is_refused_at_build(tmp_path)
             signing_key=key,
             golden_inputs=golden_inputs("vision", n=4),
         )
+
+
+def test_a_tiled_model_of_fixed_batch_with_golden_rows_that_are_not_whole_frames_is_refused_saying_so(
+    tmp_path,
+):
+    """Tiles 2x2 and a batch axis fixed at 4, golden inputs of 3 rows: build failed with ONNX Runtime's own words
+    (`unexpected InvalidArgument: ... Got: 3 Expected: 4`), naming no fix."""
+    import onnx
+
+    from model_packager import GoldenError
+
+    key, _ = make_keypair(tmp_path / "keys")
+    m = onnx.load(str(make_vision_onnx(tmp_path / "src.onnx", heatmap=False)))
+    for v in (*m.graph.input, *m.graph.output):
+        v.type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(m, str(tmp_path / "model.onnx"))
+    spec = vision_spec(heatmap=False)
+    spec["preprocessing"]["tiles"] = [2, 2]
+    with pytest.raises(
+        GoldenError, match="golden inputs have 3 rows, but .* takes 4 at a time.*a multiple of 4"
+    ):
+        build_package(
+            tmp_path / "model.onnx",
+            spec,
+            tmp_path / "out",
+            signing_key=key,
+            golden_inputs=golden_inputs("vision", n=3),
+        )
