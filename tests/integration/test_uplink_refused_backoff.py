@@ -6,6 +6,8 @@ site's link for as long as the quota held (a sample budget of the day: all day).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cloud_trainer.fleet.guard import QuotaLimits, Quotas
@@ -70,16 +72,17 @@ async def test_a_push_refused_for_the_epochs_of_the_day_waits_doubling_and_tries
     """A fleet service of before 2026-12-07 refused every batch opening an epoch past 24 a day: the agent sent its
     whole batch again at its backoff (15-30 s) for up to a day. It now waits ``EPOCHS_WAIT_S`` (2 min), doubling up
     to ``EPOCHS_WAIT_MAX_S`` (30 min), each jittered (``_push_wait``: the waits asked for are recorded, each slept
-    0.01 s here), tries one record, counts the refusals and says so on its status; delivered once the service takes
-    it."""
+    0.01 s here, the first epochs wait 0.3 s), tries one record, counts the refusals and says so on its status;
+    delivered once the service takes it."""
     import edge_agent.uplink.client as client_module
     from cloud_trainer.fleet.store import TooManyEpochs
 
     asked: list[float] = []  # the waits the push asked for (before their jitter)
+    first_wait = 0.3  # the first epochs wait's draw: slept before the next try, unlike the backoff's 0.01 s
 
     def push_wait(delay: float) -> float:
         asked.append(delay)
-        return 0.01
+        return first_wait if delay == client_module.EPOCHS_WAIT_S else 0.01
 
     monkeypatch.setattr(client_module, "_push_wait", push_wait)
     pki = make_pki(tmp_path / "pki")
@@ -87,10 +90,12 @@ async def test_a_push_refused_for_the_epochs_of_the_day_waits_doubling_and_tries
     srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
     await srv.start()
     tries: list[int] = []  # the records of each batch the store was asked to take
+    at: list[float] = []  # when
     real = srv.store.ingest
 
     def refusing(agent, records, **kw):  # the words of the former service's refusal
         tries.append(len(records))
+        at.append(time.monotonic())
         raise TooManyEpochs(
             f"agent {agent} (tenant default): 24 epochs opened within 24 h, at most 24 (an epoch is an outbox "
             "started afresh); the batch opening epoch 9 is refused, nothing of it stored"
@@ -105,9 +110,10 @@ async def test_a_push_refused_for_the_epochs_of_the_day_waits_doubling_and_tries
     up = Uplink(cloud_settings(pki, port, backoff_initial_s=0.2, backoff_max_s=0.2), ob)
     await up.start()
     try:
-        await until(lambda: len(tries) >= 7, what="seven batches refused")
-        status = up.status()
-        assert status["epochs_refused"] >= 7 and status["epochs_refused_now"]
+        # (counted by the agent once the refusal is back: after the store saw the try)
+        await until(lambda: up.status()["epochs_refused"] >= 7, what="seven batches refused")
+        # the first epochs wait slept before the next try, not only asked for
+        assert up.status()["epochs_refused_now"] and at[1] - at[0] >= first_wait
         # at each refusal: the backoff's wait (0.2 s), then the epochs' (2 min doubling to 30 min), the longer slept
         epochs_waits = [w for w in asked if w > 0.2]
         assert epochs_waits[:6] == [120, 240, 480, 960, 1800, 1800] and set(epochs_waits[6:]) <= {1800}
