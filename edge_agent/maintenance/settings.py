@@ -22,6 +22,7 @@ baseline:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -201,9 +202,22 @@ class BaselineSettings(_Model):
     @field_validator("life_after_alarm_s")
     @classmethod
     def _life_prior(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and (v[0] <= 0 or v[1] < 0):
+        # written so that NaN fails (a NaN mean or spread was taken: the remaining-life interval NaN), and .inf
+        if v is not None and not (v[0] > 0 and v[1] >= 0 and math.isfinite(v[0]) and math.isfinite(v[1])):
             raise ValueError(
                 f"life_after_alarm_s is [mean, sd] of the time from onset to failure in seconds, "
-                f"mean > 0 and sd >= 0; found {list(v)}"
+                f"mean > 0 and sd >= 0, both finite; found {list(v)}"
+            )
+        return v
+
+    @field_validator("speed_range_rpm")
+    @classmethod
+    def _speed_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        # as the trainer's dataset.yaml check: a NaN low end never read a shaft as stopped, a reversed or
+        # infinite range searched the speed where none can be found
+        if not (0 < v[0] < v[1] and math.isfinite(v[1])):
+            raise ValueError(
+                f"speed_range_rpm is the slowest and the fastest shaft speed in rpm, two finite numbers, the first "
+                f"above 0 and below the second (speed_range_rpm: [600, 3000]); found {list(v)}"
             )
         return v

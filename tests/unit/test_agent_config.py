@@ -106,6 +106,28 @@ def test_an_infinite_baseline_number_is_an_error_naming_the_field_and_the_file(e
         assert any("line3.yaml" in e and f"baseline.{field}" in e for e in errs), errs
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("life_after_alarm_s", "[.nan, 1]"),
+        ("life_after_alarm_s", "[1, .nan]"),
+        ("life_after_alarm_s", "[.inf, 1]"),
+        ("life_after_alarm_s", "[1, .inf]"),
+        ("speed_range_rpm", "[.nan, 6000]"),
+        ("speed_range_rpm", "[300, .inf]"),
+        ("speed_range_rpm", "[6000, 300]"),
+        ("speed_range_rpm", "[-5, 10]"),
+    ],
+)
+def test_a_baseline_range_not_finite_or_reversed_is_an_error_naming_the_field_and_the_file(env, field, value):
+    """A NaN life_after_alarm_s gave a NaN remaining-life interval, a NaN speed_range_rpm low end never read a shaft
+    as stopped, a reversed or negative range searched the speed where none is: each was taken without a word."""
+    d = good(env)
+    d["pipelines"][1]["baseline"] = yaml.safe_load(f"{{{field}: {value}}}")
+    errs = errors_of(d)
+    assert any("line3.yaml" in e and f"baseline.{field}" in e for e in errs), errs
+
+
 def test_a_good_config_validates(env):
     cfg = parse_config(good(env))
     assert cfg.source_type("plc") == "opcua" and cfg.pipelines[1].window.waveform == "Vibration"
