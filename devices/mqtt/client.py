@@ -2384,10 +2384,11 @@ class MqttSource:
 
     def _newest(self, tag: str, received_at: float, message: Sequence[Any], prefix: str | None) -> float:
         """The newest time of ``tag`` in ``message`` (``_out_of_order``) not ahead of ``received_at`` by over
-        ``CLOCK_STEP_S`` (a batch sent across a step holds the fast clock's too); -inf: none. One scan of the
-        message finds every tag's, kept for its next older readings (a buffer of old readings, each dropped,
-        scanned it once, not once each; nor once per tag: a message of 4,000 tags replayed from a buffer by a
-        device whose clock runs fast cost 70 times as much per reading)."""
+        ``CLOCK_STEP_S`` (a batch sent across a step holds the fast clock's too), a value without a time of its
+        own (stamped ``received_at``) left out; -inf: none. One scan of the message finds every tag's, kept for
+        its next older readings (a buffer of old readings, each dropped, scanned it once, not once each; nor once
+        per tag: a message of 4,000 tags replayed from a buffer by a device whose clock runs fast cost 70 times
+        as much per reading)."""
         seen = self._newest_seen
         if seen is None or seen[0] is not message:
             bound = received_at + CLOCK_STEP_S
@@ -2398,7 +2399,9 @@ class MqttSource:
                 else ((prefix + x[0], x[2]) for x in message)
             )
             for name, t in stamps:
-                if t <= bound and t > newest.get(name, -math.inf):
+                # a value stamped the receive time has no time of its own (``_json_readings``): not the newest
+                # (an old buffered value beside it was taken as a clock step)
+                if t <= bound and t != received_at and t > newest.get(name, -math.inf):
                     newest[name] = t
             self._newest_seen = seen = (message, newest)
         return seen[1].get(tag, -math.inf)

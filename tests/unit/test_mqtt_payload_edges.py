@@ -256,3 +256,20 @@ def test_a_message_of_many_tags_older_than_their_fast_clocks_last_is_scanned_onc
     assert src._json_readings("j/gw/", old, r0 + 1) == []
     assert src.stats.errors_by_reason == {"out_of_order": n}
     assert Counted.scans <= 2, Counted.scans  # its own reading and one look; before: one look per tag, 301
+
+
+def test_a_value_without_a_time_of_its_own_is_not_the_newest_reading_that_makes_an_old_one_beside_it_a_clock_step():
+    """A tag's last reading came from its device's fast clock (+200 s); its next message holds a buffered value of 2
+    min ago and a value without a time (stamped the receive time). The time-less value was taken as the message's
+    newest reading, near the receive time, so the old one was taken as the clock set back (a false notice, the tag's
+    order restarted 2 min back, one of its two steps per 10 min spent). Dropped as out of order, as without it."""
+    from devices.mqtt.client import MqttSource
+    from devices.mqtt.settings import MqttSettings
+
+    src = MqttSource("x", MqttSettings(port=1, subscriptions=[{"topic": "j/#"}]))
+    r0 = 1_796_000_000.0
+    assert len(src._json_readings("j/gw/", [("k", 0, r0 + 200, None)], r0)) == 1
+    got = src._json_readings("j/gw/", [("k", 1, r0 - 119, None), ("k", 2, r0 + 1, None)], r0 + 1)
+    assert [r.value for r in got] == [2]  # before: [1, 2], 1 taken as a step
+    assert src.stats.errors_by_reason == {"out_of_order": 1}
+    assert not src._steps
