@@ -2885,23 +2885,31 @@ class MqttSource:
             unread = self._rebirth_unread(group, edge_node, device, came)
             # a rebirth this host asked, its data showing a birth missed (a seq gap, an alias its births did not
             # give): the node's aliases may be new already, a command by the old one set another metric
-            if not unread and not self.sparkplug.birth_owed(group, edge_node, device):
+            owed = "" if unread else self.sparkplug.birth_owed(group, edge_node, device)
+            if not unread and not owed:
                 break
             # its alias and datatype come from the birth read last: a node that restarted or was born again
             # may have given that alias to another metric, which a node looking commands up by alias would set.
             # Waited for while a consumer reads (refused at once, a death its node's new connection made stale,
-            # which brings no birth, held a level command until the node's next birth)
-            if not self._readers or time.monotonic() >= deadline:
-                why = (
-                    "no consumer reads this source now"
-                    if not self._readers
-                    else f"not {'read' if unread else 'answered'} within {LEARNING_WAIT_S:.0f} s"
-                )
+            # which brings no birth, held a level command until the node's next birth; and a rebirth given up
+            # on, which nothing asked answers: each command waited 5 s for nothing)
+            given_up = owed == "given_up"
+            if given_up or not self._readers or time.monotonic() >= deadline:
+                if given_up:
+                    why = (
+                        "no answer nor anything else from it for sparkplug.rebirth_give_up_s: asked again when it "
+                        "sends anything; sent once its birth is read"
+                    )
+                elif not self._readers:
+                    why = "no consumer reads this source now"
+                else:
+                    why = f"not {'read' if unread else 'answered'} within {LEARNING_WAIT_S:.0f} s"
+                done = "was given up on" if given_up else "is not read yet"
                 what = (
                     "a birth or death of its node (device) came and is not read yet"
                     if unread
                     else "the birth this host asked of its node (device), its data having shown a birth of it "
-                    "missed (a seq gap, an alias its births did not give), is not read yet"
+                    f"missed (a seq gap, an alias its births did not give), {done}"
                 )
                 raise MqttError(
                     f"mqtt source {self.name!r}: command to {where} not sent: {what} ({why}); the metric's alias "

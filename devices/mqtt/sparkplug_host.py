@@ -783,18 +783,21 @@ class SparkplugHost:
             except Exception as exc:  # a listener's bug must not stop the host reading births
                 self._on_error("birth_listener", f"{group}/{edge_node}: {type(exc).__name__}: {exc}")
 
-    def birth_owed(self, group: str, edge_node: str, device: str | None) -> bool:
+    def birth_owed(self, group: str, edge_node: str, device: str | None) -> str:
         """A rebirth this host wants or asked of the node (of ``device``) for data that showed a birth of it
         missed (a seq gap, an alias its births did not give) is not answered by a birth yet, and its births gave
         aliases: the aliases held may be those of a birth the node replaced, a command waits for the answer
-        (``MqttSource.command``). A rebirth asked for another cause (a clash of its births, its life unsure) is
-        about the birth held, not one missed. Given up on (``_give_up``: silent rebirth_give_up_s), still owed: its
-        aliases are no surer (a command went with them)."""
+        (``MqttSource.command``): "asked". A rebirth asked for another cause (a clash of its births, its life
+        unsure) is about the birth held, not one missed. Given up on (``_give_up``: silent rebirth_give_up_s),
+        still owed, its aliases no surer (a command went with them): "given_up", as nothing asked is awaited
+        (a command is refused at once, not after a wait no answer can end). "": none owed."""
         n = self._nodes.get((group, edge_node))
         if n is None or not n.aliases or not n.birth_missed:
-            return False
-        owed = n.want | n.asked | n.given_up
-        return None in owed or (device is not None and device in owed)
+            return ""
+        for why, owed in (("asked", n.want | n.asked), ("given_up", n.given_up)):
+            if None in owed or (device is not None and device in owed):
+                return why
+        return ""
 
     def birth_unsure(self, group: str, edge_node: str) -> str:
         """With rebirth_on_unknown off: what in the node's data since its last birth read showed a birth of it
