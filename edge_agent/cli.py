@@ -103,8 +103,14 @@ def _validate(args) -> int:
 
     # from the times the last run measured on this gateway (``run`` says it itself), and the threads asked for
     sizing = [w for w in (check_config(cfg), threads_warning(cfg)) if w]
-    for w in [*cfg.warnings, *(f"{args.config}: pipelines: {w}" for w in sizing)]:
+    refused, unused = _package_problems(cfg, args.config)
+    for w in [*cfg.warnings, *(f"{args.config}: pipelines: {w}" for w in sizing), *unused]:
         print(f"warning: {w}", file=sys.stderr)
+    if refused:
+        for line in refused:
+            print(line, file=sys.stderr)
+        print(f"{len(refused)} error(s) in {args.config}", file=sys.stderr)
+        return 1
     if getattr(args, "online", False):
         import asyncio
 
@@ -122,6 +128,53 @@ def _validate(args) -> int:
         f"{len(cfg.models)} model slots; {len(cfg.pipelines)} pipelines; {len(cfg.actions)} actions"
     )
     return 0
+
+
+def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
+    """Each slot's configured package verified as the agent's install verifies it (signature by a trusted key and
+    its ``not-after``, every file's size and SHA-256, the graph against the manifest, ``refused_versions``; not
+    the golden test, which needs the engines): (errors, warnings). Refused in a slot that holds no installed
+    package yet, the agent does not start (every other slot and pipeline with it, at every restart of its unit):
+    an error. A slot with a package installed starts on that one (a pinned slot: while it passes its own checks):
+    a warning."""
+    from pathlib import Path
+
+    from model_packager import PackageError, load_trusted_keys, verify_package
+    from model_packager.text import printable
+
+    slots = {n: m for n, m in cfg.models.items() if m.package}
+    if not slots:
+        return [], []
+    try:
+        trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys])
+    except PackageError as exc:  # every install is refused with this reason
+        return [f"{where}: trusted_keys: {printable(exc, 600)}"], []
+    errors, warnings = [], []
+    for name, m in slots.items():
+        pkg = cfg.path(m.package)
+        try:
+            manifest = verify_package(pkg, trusted)
+            if manifest.version in m.refused_versions:
+                raise PackageError(f"version {manifest.version} is listed in models.{name}.refused_versions")
+        except PackageError as exc:
+            why = f"{where}: models.{name}.package: {printable(str(pkg), 300)} is refused: {printable(exc, 600)}"
+        else:
+            continue
+        store = Path(cfg.data_dir) / "models" / name
+        try:
+            installed = sorted(p.name for p in store.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            installed = []
+        if installed:
+            warnings.append(
+                f"{why}; the slot starts on a package installed in {store} while that one passes its checks"
+            )
+        else:
+            errors.append(
+                f"{why}; no package is installed in slot {name!r} yet, so the agent would not start (every other "
+                f"slot and pipeline with it): fix models.{name}.package"
+            )
+    return errors, warnings
 
 
 def _tag_errors(
