@@ -165,9 +165,12 @@ class StreamHub:
         another replica wrote with another run, or with a later report of this one, is given to ``on_other_run``
         after the flush (``FleetServicer._other_runs``), instead of read before each report."""
         if not stale:
+            # a report of its run's first here pending (checked as it came, written as it comes) keeps the later
+            # reports of that run that replace it so: conditional, a new run's first flush waited for one more
+            plain = key in self.pending and key not in self._one_run
             self.pending[key] = args
             self._again.discard(key)
-            (self._one_run.add if one_run else self._one_run.discard)(key)
+            (self._one_run.add if one_run and not plain else self._one_run.discard)(key)
         self.reports += 1
         self.ack(key, report_id)
         sent = self.sent.get(key)
