@@ -2833,14 +2833,15 @@ class MqttSource:
                     f"read (its metrics' datatypes not all known yet), and {why}"
                 )
 
-    def _rebirth_unread(self, group: str, edge_node: str, device: str | None, upto: float = math.inf) -> bool:
+    def _rebirth_unread(self, group: str, edge_node: str, device: str | None, upto: float = math.inf) -> str:
         """Whether an NBIRTH or NDEATH of the node (a DBIRTH or DDEATH of ``device``; for the node, a DBIRTH of
         any device of it whose arrival number is at most ``upto``: come before the command, as a node whose devices
         birth often, each birth coming while the last was read, held its commands until refused) came and is not
         read yet: queued, or in the batch taken and not handed over. A command typed by the birth read last would
         then carry its alias, which the node's new birth may give another metric (a device's birth too, on a node
         that gives a device metric its own metric's alias, against Sparkplug: read, the clash has the command go
-        by name alone). Commands are few: a look-up of each such topic, for the node a scan of its queued
+        by name alone). "own": a birth or death of the node (the device) itself; "device": a device birth of the
+        node; "": none. Commands are few: a look-up of each such topic, for the node a scan of its queued
         messages, and a scan of the batch in hand."""
         kinds = (sp.MessageType.NBIRTH, sp.MessageType.NDEATH)
         topics = tuple(sp.topic(group, k, edge_node) for k in kinds)
@@ -2851,14 +2852,15 @@ class MqttSource:
             )
         else:
             prefix = f"{SP_PREFIX}{group}/{sp.MessageType.DBIRTH.value}/{edge_node}/"
-        lane = (SP_PREFIX, edge_node) if prefix else None
-        if self._channel.holds(topics, lane, prefix, upto):
-            return True
-        unread = self._pos + (self._readings is not None)  # the message in hand, read already
-        return any(
-            e[0] in topics or (prefix and e[4] <= upto and e[0] is not None and e[0].startswith(prefix))
-            for e in self._held[unread:]
-        )
+        held = self._held[self._pos + (self._readings is not None) :]  # the message in hand read already
+        if self._channel.holds(topics) or any(e[0] in topics for e in held):
+            return "own"
+        if prefix and (
+            self._channel.holds((), (SP_PREFIX, edge_node), prefix, upto)
+            or any(e[4] <= upto and e[0] is not None and e[0].startswith(prefix) for e in held)
+        ):
+            return "device"
+        return ""
 
     async def command(
         self,
@@ -2877,11 +2879,14 @@ class MqttSource:
         only that member."""
         where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
         deadline = time.monotonic() + LEARNING_WAIT_S
-        # an NCMD waits for the device births come by now, not for those after (its node's own births: for any)
+        # an NCMD waits for the device births come by now, not for those after (its node's own births: for any);
+        # "now" taken again once a birth of its node it waited for is read (one learnt a step at a time, or one
+        # unread at a look: the node restarted, the device births following it are its new birth's, and may clash)
         came = self._channel.arrived
         while True:
             if (learnt := self.sparkplug.learnt(group, edge_node)) is not None:
                 await self._birth_learnt(learnt, where)
+                came = self._channel.arrived
             unread = self._rebirth_unread(group, edge_node, device, came)
             # a rebirth this host asked, its data showing a birth missed (a seq gap, an alias its births did not
             # give): the node's aliases may be new already, a command by the old one set another metric
@@ -2916,6 +2921,8 @@ class MqttSource:
                     "and datatype would be those of the birth it replaces (the alias maybe another metric's now)"
                 )
             await asyncio.sleep(UNREAD_POLL_S)
+            if unread == "own":
+                came = self._channel.arrived
         if not self.sparkplug.node_alive(group, edge_node):
             # a node that is dead (NDEATH) or has not been born since this host started would drop the
             # command: not counted as sent (the action counts it failed); retryable, the node may be back

@@ -1140,22 +1140,34 @@ async def test_a_node_command_waits_for_an_unread_device_birth_that_may_give_its
     assert ("speed", False) in sent and ("speed", True) not in sent, sent
 
 
-async def test_a_node_command_waits_for_the_device_births_come_before_it_not_for_those_come_after(mosquitto):
+@pytest.mark.parametrize("after", ["d2_birth", "own_birth"])
+async def test_a_node_command_waits_for_the_device_births_come_before_it_not_for_those_come_after(
+    mosquitto, after
+):
     """A node whose devices birth often while the consumer reads: an NCMD waited for every DBIRTH of the node
     unread, each new one coming while the last was read, and was refused after 5 s (the consumer behind, 8 of 8).
-    It waits for those come before it only: once d1's is read it goes, d2's (come after it) unread."""
+    It waits for those come before it only: once d1's is read it goes, d2's (come after it) unread. A birth of the
+    node itself coming after it (the node restarted, speed now alias 8) is waited for still (it went with alias 7),
+    and so is the device birth following that birth (d3's, giving its valve alias 8 too, against Sparkplug: it went
+    with alias 8 before the clash was read); once read, speed goes by name alone."""
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
-    at_data, at_d1, gate = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    at_data, at_d1, at_nb = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    gate, gate_d1, gate_nb = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def busy() -> None:
         async for r in src.items():
-            if r.tag == "n1/speed" and r.value == 6:  # held at the node's data, then at d1's birth
+            if (
+                r.tag == "n1/speed" and r.value == 6
+            ):  # held at the node's data, at d1's birth, at the new NBIRTH
                 at_data.set()
                 await gate.wait()
             elif r.tag == "n1/d1/valve":
                 at_d1.set()
-                await asyncio.Event().wait()
+                await gate_d1.wait()
+            elif r.tag == "n1/setpoint":
+                at_nb.set()
+                await gate_nb.wait()
 
     def dbirth(device: str, seq: int, alias: int) -> bytes:
         db = sp._pb().Payload()
@@ -1177,18 +1189,38 @@ async def test_a_node_command_waits_for_the_device_births_come_before_it_not_for
         await asyncio.sleep(0.1)
         assert not command.done()  # d1's birth, come before it, unread
         arrived = src._channel.arrived
-        node.publish("spBv1.0/g/DBIRTH/n1/d2", dbirth("d2", 3, 101))
-        await until(lambda: src._channel.arrived > arrived, 5, "d2's birth queued")
+        if after == "d2_birth":
+            node.publish("spBv1.0/g/DBIRTH/n1/d2", dbirth("d2", 3, 101))
+        else:
+            node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
+            node.publish("spBv1.0/g/DBIRTH/n1/d3", dbirth("d3", 1, 8))
+        await until(
+            lambda: src._channel.arrived > arrived + (after == "own_birth"), 5, "the later births queued"
+        )
         gate.set()
         await asyncio.wait_for(at_d1.wait(), 5)
-        assert await asyncio.wait_for(command, 2) == "sent"  # before: held by d2's, refused after 5 s
-        assert src._rebirth_unread("g", "n1", None)  # d2's birth still unread
-        cmds = await node.wait_cmds(1)
+        if after == "own_birth":
+            await asyncio.sleep(0.1)
+            assert not command.done()  # the node's new birth unread (before: sent with alias 7)
+            gate_d1.set()
+            await asyncio.wait_for(at_nb.wait(), 5)
+            await asyncio.sleep(0.1)
+            assert not command.done()  # d3's birth unread (before: sent with alias 8, d3/valve's too)
+            gate_nb.set()
+        assert await asyncio.wait_for(command, 2) == "sent"  # d2's: before, held by it, refused after 5 s
+        assert bool(src._rebirth_unread("g", "n1", None)) == (after == "d2_birth")  # d2's birth still unread
+        cmds = await node.wait_cmds(1 + (after == "own_birth"))  # and the rebirth the clash asks
     finally:
         pump.cancel()
         await src.stop()
         node.stop()
-    assert [(pb.metrics[0].name, pb.metrics[0].alias) for _, _, pb in cmds] == [("speed", 7)]
+    cmds = [c for c in cmds if c[2].metrics[0].name != "Node Control/Rebirth"]
+    alias = 7 if after == "d2_birth" else None  # d3's clash read: by name alone
+    got = [
+        (pb.metrics[0].name, pb.metrics[0].alias if pb.metrics[0].HasField("alias") else None)
+        for _, _, pb in cmds
+    ]
+    assert got == [("speed", alias)]
 
 
 async def test_with_rebirths_off_a_command_after_data_that_showed_a_birth_missed_is_refused_until_a_birth(
