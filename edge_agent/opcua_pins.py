@@ -46,6 +46,9 @@ class NamespacePinFile:
         # kept without the password an endpoint may carry (opc.tcp://user:password@plc): the file is no secret
         self.path, self.source, self.configured, self.keep, self.tries = path, source, configured, keep, tries
         self.endpoint = mask_credentials(endpoint)
+        # the server's ApplicationUri, once a connect read it: an entry kept with it is this server's whatever
+        # endpoint names it (localhost for 127.0.0.1, a DNS name, a relay); None: by the endpoint alone
+        self.server: str | None = None
         self.accept = (
             f"run `edge-agent namespaces <config> --accept {source}` (or remove {path}) and restart the agent: it "
             "pins the server's namespaces as it finds them at that start"
@@ -90,11 +93,17 @@ class NamespacePinFile:
                     raise
                 time.sleep(CLI_PAUSE_S)
         entry = doc.get("sources", {}).get(self.source)
-        if not isinstance(entry, dict) or entry.get("endpoint") != self.endpoint:
+        if not self._mine(entry):
             return None
         kept = entry.get("namespaces")
         if not isinstance(kept, dict):
             return None
+        if self.keep and "server" not in entry and "server" in (named := self._named()):
+            # an older agent's entry, by its endpoint alone: the server named in it from now on
+            try:
+                self._write({**entry, **named})
+            except OSError as e:
+                log.warning("%s: the server's name not added (%s); tried at the next start", self.path, e)
         return {
             int(i): uri for i, uri in kept.items() if i.isascii() and i.isdigit() and isinstance(uri, str)
         }
@@ -106,12 +115,12 @@ class NamespacePinFile:
             self._write(None)
             return
         kept = {str(i): uri for i, uri in sorted(pins.items())[:MAX_PINNED] if len(uri) <= MAX_URI_CHARS}
-        self._write({"endpoint": self.endpoint, "namespaces": kept})
+        self._write({**self._named(), "namespaces": kept})
 
     def forget(self) -> None:
         """Keep no pins for this source, so that the next start pins the server's order as it finds it
         (``--accept``), and say so in its entry (``forgotten``)."""
-        self._write({"endpoint": self.endpoint, "accepted": True})
+        self._write({**self._named(), "accepted": True})
 
     def forgotten(self) -> bool:
         """Whether this source's pins were forgotten (``forget``) and not pinned since: a source following the pins
@@ -119,11 +128,21 @@ class NamespacePinFile:
         and a config reload between the accept and the restart it asks for kept the old order again. ``OSError``
         when the file may be read later but not now."""
         entry = self._read(saving=True).get("sources", {}).get(self.source)
-        return (
-            isinstance(entry, dict)
-            and entry.get("endpoint") == self.endpoint
-            and entry.get("accepted") is True
+        return self._mine(entry) and entry.get("accepted") is True
+
+    def _mine(self, entry: Any) -> bool:
+        """Whether ``entry`` was kept for this source's server: its endpoint, or its ApplicationUri (``server``)."""
+        if not isinstance(entry, dict):
+            return False
+        return entry.get("endpoint") == self.endpoint or (
+            self.server is not None and entry.get("server") == self.server
         )
+
+    def _named(self) -> dict[str, str]:
+        """What an entry of this source's names its server by."""
+        if self.server is None or len(self.server) > MAX_URI_CHARS:
+            return {"endpoint": self.endpoint}
+        return {"endpoint": self.endpoint, "server": self.server}
 
     def _write(self, entry: dict | None) -> None:
         if not self.keep:

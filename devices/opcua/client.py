@@ -1762,6 +1762,9 @@ class NamespacePins(Protocol):
 
     # how to take the server's new order, as a refusal says it ("remove ... and restart the agent")
     accept: str
+    # the server's ApplicationUri, set at each connect before ``load`` (None: not read): pins kept with it are the
+    # server's whatever endpoint names it
+    server: str | None
 
     def load(self, strict: bool = False) -> dict[int, str] | None:
         """The URIs kept for this source's server; None when none are (first start, another endpoint).
@@ -1807,12 +1810,26 @@ async def _namespaces(client: Client, timeout_s: float) -> tuple[list[str | None
     return ([] if unread else list(got)), unread
 
 
+async def _server_uri(client: Client, timeout_s: float) -> str | None:
+    """The server's ApplicationUri (the first entry of its Server/ServerArray); None when not read."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            got = await client.get_node(ua.ObjectIds.Server_ServerArray).read_value()
+    except (ua.UaError, TimeoutError):
+        return None
+    return got[0] if isinstance(got, list) and got and isinstance(got[0], str) and got[0] else None
+
+
 async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: float) -> Any:
     """How a one-off check beside the agent (``check_server``) resolves a configured node id: its ``ns=``
     index compared with the namespace ``pins`` kept for it, as the agent's next start compares (``_repin``),
     so that it never checks another namespace's node as the configured one. None without pins kept."""
     try:  # read as the agent reads them: a file not read now is no "none kept" (the raw index was checked)
         kept = pins.load(strict=True) if pins is not None else None
+        if kept is None and pins is not None:
+            # kept for this server under another endpoint's name, as the agent finds them
+            pins.server = await _server_uri(client, timeout_s)
+            kept = pins.load(strict=True)
     except OSError as e:
         raise OpcUaError(
             f"the namespaces kept for this server could not be read ({e}), so its ns= indexes cannot be checked "
@@ -3524,6 +3541,10 @@ class OpcUaSource:
         self._forms.clear()
         # unread: the indexes are taken as they are written, unless some were pinned
         self._ns_array, unread = await _namespaces(client, self.settings.connect_timeout_s)
+        if self.namespace_pins is not None:
+            # the pins are the server's, not the endpoint text's: a config naming the PLC by another endpoint
+            # (localhost for 127.0.0.1, a DNS name) pinned afresh, in a reordered array's order
+            self.namespace_pins.server = await _server_uri(client, self.settings.connect_timeout_s)
         if unread and (self._ns_pinned or self._kept() is not None):
             # a PLC still starting after the download that reordered them: its ns= indexes, taken as written,
             # may name another namespace's node, read as GOOD and written

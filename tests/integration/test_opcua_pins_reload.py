@@ -159,13 +159,15 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
     tmp_path, monkeypatch
 ):
     """A trial config naming the PLC by another endpoint (``localhost`` for ``127.0.0.1``) pinned its namespaces
-    afresh, in the new order, for that name. Back on the first config, the process followed the order its agent
-    had followed, but the kept pins were the trial's: the next start of the first config pinned afresh too and
-    read urn:diag's node as ``ns=2;s=Speed``, GOOD. The pins followed are kept now: that start refuses it."""
+    afresh, in the new order, for that name, and read urn:diag's node as ``ns=2;s=Speed``, GOOD: the pins are the
+    server's now (its ApplicationUri), the trial refuses it. A trial that dropped the source left no pins for it
+    (another source saving the file): back on the first config, the process followed the order its agent had
+    followed, but the next start pinned afresh and read urn:diag's node. The pins followed are kept now: that
+    start refuses it."""
     from types import SimpleNamespace
 
     from edge_agent import cli
-    from edge_agent.opcua_pins import pin_namespaces
+    from edge_agent.opcua_pins import PINS_FILE, NamespacePinFile, pin_namespaces
     from tests.support.peers import two_namespaces_with_a_speed
 
     port = free_port()
@@ -205,10 +207,16 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
         array = await srv.get_namespace_array()
         array[plc], array[diag] = array[diag], array[plc]  # the PLC restarted: urn:diag first
         await srv.nodes.namespace_array.write_value(array)
-        assert (await run("localhost"))._tags  # the trial: another endpoint, pinned afresh
+        moved = "'urn:diag' now, but was 'urn:plc'"
+        trial = await run("localhost")  # the trial: the same server by another endpoint
+        assert moved in trial.node_errors.get(node, "") and not trial._tags, trial.node_errors  # was: read
+        # a trial that dropped the source: another OPC UA source's save drops its entry
+        NamespacePinFile(tmp_path / PINS_FILE, "line", "opc.tcp://line", frozenset({"line"})).save(
+            {2: "urn:x"}
+        )
         assert (await run("127.0.0.1", followed))._tags  # back on the first config: followed
         src = await run("127.0.0.1")  # the next start
-        assert "'urn:diag' now, but was 'urn:plc'" in src.node_errors.get(node, ""), src.node_errors
+        assert moved in src.node_errors.get(node, ""), src.node_errors
         assert not src._tags  # was: urn:diag's Speed read
         # `edge-agent namespaces --accept plc`, a config reload (a push touching another part) before the restart
         # it asks for: the reload's source, following the refusing agent's pins, kept them again, and the restart

@@ -157,3 +157,25 @@ def test_commands_beside_the_agent_read_the_kept_namespaces_as_it_does(tmp_path,
     cli_pins = opcua_pins.pin_file(tmp_path, "plc", {"plc": settings}, keep=False)
     with pytest.raises(OpcUaError, match="namespaces kept for this server could not be read"):
         asyncio.run(_kept_resolve(None, cli_pins, 1.0))  # type: ignore[arg-type]  # was: the raw index checked
+
+
+def test_pins_kept_with_the_servers_application_uri_are_its_own_under_another_endpoint(tmp_path) -> None:
+    """A config naming the PLC by another endpoint (localhost for 127.0.0.1) pinned its namespaces afresh, in a
+    reordered array's order: pins kept with the server's ApplicationUri are that server's. An older agent's entry
+    (by its endpoint alone) is named by its server at the first load that knows it."""
+    path, both = tmp_path / PINS_FILE, frozenset({"plc"})
+    old = {"sources": {"plc": {"endpoint": "opc.tcp://127.0.0.1:4840", "namespaces": {"2": "urn:plc"}}}}
+    path.write_text(json.dumps(old))
+    other = NamespacePinFile(path, "plc", "opc.tcp://localhost:4840", both)
+    other.server = "urn:plc-a:server"
+    assert other.load() is None  # not named by its server yet: another endpoint's
+    first = NamespacePinFile(path, "plc", "opc.tcp://127.0.0.1:4840", both)
+    first.server = "urn:plc-a:server"
+    assert first.load() == {2: "urn:plc"}
+    assert json.loads(path.read_text())["sources"]["plc"]["server"] == "urn:plc-a:server"
+    assert other.load() == {2: "urn:plc"}  # the same server by another name
+    third = NamespacePinFile(path, "plc", "opc.tcp://localhost:4840", both)
+    third.server = "urn:plc-b:server"
+    assert third.load() is None  # another server: pinned afresh, as before
+    cli_side = NamespacePinFile(path, "plc", "opc.tcp://localhost:4840", both, keep=False)
+    assert cli_side.load() is None  # a command not connecting: by the endpoint
