@@ -88,6 +88,7 @@ class StreamHub:
         self._one_run: set[tuple[str, str]] = set()
         self._other_runs: list[tuple[tuple[str, str], str, tuple]] = []
         self.on_other_run: Callable[[list[tuple[tuple[str, str], str, tuple]]], Awaitable[None]] | None = None
+        self._judging: set[asyncio.Task] = set()
         self._held_said = float("-inf")  # when that was last logged
         self.sent: dict[tuple[str, str], int] = {}  # generation last pushed to each open stream
         # the control's generation when the state last queued to each open stream was read: a push whose read
@@ -119,9 +120,9 @@ class StreamHub:
             self._tasks.append(asyncio.create_task(self._owed(), name="fleet-stream-first-push"))
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        for t in [*self._tasks, *self._judging]:
             t.cancel()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._judging]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await asyncio.to_thread(self.flush)
@@ -373,13 +374,19 @@ class StreamHub:
                 self.flush_failures.succeeded()
             if self._other_runs:
                 other, self._other_runs = self._other_runs, []
-                if self.on_other_run is not None:
-                    try:
-                        await self.on_other_run(other)
-                    except Exception:  # (its own failures are its to say: never the flusher's end)
-                        log.exception(
-                            "fleet streams: judging %d reports their agents' rows refused", len(other)
-                        )
+                if (
+                    self.on_other_run is not None
+                ):  # in a task: it waits for its tenant's places, never the flushes
+                    task = asyncio.create_task(self._judge(self.on_other_run, other))
+                    self._judging.add(task)
+                    task.add_done_callback(self._judging.discard)
+
+    @staticmethod
+    async def _judge(judge: Callable[[list], Awaitable[None]], other: list) -> None:
+        try:
+            await judge(other)
+        except Exception:  # (its own failures are its to say: never the flusher's end)
+            log.exception("fleet streams: judging %d reports their agents' rows refused", len(other))
 
     async def _owed(self) -> None:
         """Streams owed their desired state (just opened, or reporting an older generation) get it in batches:

@@ -1041,3 +1041,27 @@ async def test_a_heartbeat_is_answered_and_written_when_the_control_state_cannot
     srv.control.newest_run = down
     await stub.Heartbeat(_report(e["1.2.0"], 2, "runR"))  # was: UNAVAILABLE, the store's write said failed
     assert _runs(srv)[0] == "1.2.0"
+
+
+async def test_the_flushes_go_on_while_a_report_its_agents_row_refused_waits_to_be_judged(fleet):
+    """A stream report its agent's row refused is judged after the flush (which run began last: a read in a place of
+    its tenant's heartbeats). Awaited by the flusher, one tenant's places held by a slow store, or the control state
+    slow, held every tenant's reports unwritten. It is judged aside; the next flushes go on."""
+    import threading
+    import time
+
+    srv, _stub, _e = fleet
+    srv.hub.flush_s = 0.02
+    release, judging = threading.Event(), threading.Event()
+    srv.fleet._newest_run = lambda *a: judging.set() or release.wait(10)  # the control state slow
+    outbox = {"epoch": 1, "dropped": {}, "report": {"boot": "new", "seq": 2}}
+    srv.fleet._applied[("default", "gw1")] = ("new", 2, time.monotonic())
+    srv.hub._other_runs.append((("default", "gw1"), "clone", ({}, [], {}, 0, outbox, time.time())))
+    try:
+        await until(judging.is_set, 5, "the judging under way")
+        await srv.hub.report(("acme", "gw2"), ({}, [], {}, 0, {}, time.time()), 0)
+        await until(
+            lambda: srv.store.agents(tenant="acme"), 5, "another tenant's report written"
+        )  # was: waited
+    finally:
+        release.set()
