@@ -246,6 +246,10 @@ async def test_a_withdrawn_version_and_the_agents_kept_on_it_are_marked_with_the
     assert (d["id"], d.get("withdrawn")) == (dep["id"], "false rejects at night")
     [m] = json.loads((await asyncio.to_thread(_get, consoles["default"], "/api/models?after"))[1])
     assert (m["status"], m["withdrawn_reason"]) == ("withdrawn", "false rejects at night")
-    # another tenant's console: its own package of the same name is not withdrawn
+    # another tenant's console: its agent running a version of the same name and string is not marked (its
+    # registry's, not the default tenant's)
+    srv.store.heartbeat("gw1", {"site": "plant"}, [{**slot, "status": "active"}], {}, 0, tenant="acme")
+    _, body = await asyncio.to_thread(_get, consoles["acme"], "/api/agents?after")
+    assert [s.get("withdrawn") for s in json.loads(body)[0]["slots"]] == [None]
     _, body = await asyncio.to_thread(_get, consoles["acme"], "/api/deployments?after")
     assert json.loads(body) == []
