@@ -221,7 +221,8 @@ class EventKind(enum.StrEnum):
         "sensor_fault",
         ("pipeline", "fault", "active", "message"),
         "a signal pipeline's sensor reads no live signal (flatline, clipped, held, spike, low_level), "
-        "another scale (scale), or its waveform stopped updating (stale): its windows are UNSURE (none "
+        "another scale (scale), the grid through its cable (mains_pickup), or its waveform stopped updating "
+        "(stale): its windows are UNSURE (none "
         "come, when stale) until it does (active true); it does again (active false)",
     )
     # the outbox (recorded by the outbox itself, with its epoch)

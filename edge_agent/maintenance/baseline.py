@@ -204,11 +204,43 @@ DEAD_STEPS = 2.0
 # one, a factor 2 an octave (log 0.69), on every octave alike, where a fault adds lines (a few bins of an octave's
 # median) or lifts the structure's resonances (one or two octaves). A window whose floor fell from each octave to
 # the next by TILT_FALL (log, min-max) against the commissioned: a velocity signal read as acceleration (it read NG,
-# imbalance or unspecified, on 18-19 of 20 windows of independently generated healthy motors and pumps). Only the
-# fall: a rise (acceleration given to a velocity sensor's pipeline) is what a race defect grown to failure does to
-# the high octaves too (steps of 0.3-0.7 an octave on a velocity sensor's machines), so it is judged as before.
+# imbalance or unspecified, on 18-19 of 20 windows of independently generated healthy motors and pumps). A rise by
+# as much (acceleration given to a velocity sensor's pipeline: NG on 112 of 120 windows) is what a race defect grown
+# to failure does to a velocity sensor's floor too (steps of 0.3-0.7 an octave, from the lowest octave up: 140 of
+# 1,200 bearing-fault windows of 40 machines), so a rise is the units' only where the shaft's 1x (a line no
+# bearing fault lowers) fell by TILT_1X_FALL or more and by as much as the tilt, carried from the lowest octave down
+# to the 1x, says (within TILT_1X_MATCH, logs): an acceleration in m/s2 read as mm/s reads a line at f 2*pi*f/1000
+# times (a 25-Hz 1x 0.16x, the floor at 220 Hz 1.4x). None of those 1,200 windows did; 94 of 120 m/s2 and 100 of
+# 120 g windows did (a g signal mostly reads low_level before). Not an accelerometer in mV (100 mV/g) read as mm/s:
+# its 1x rises (0.064 f), and so it is judged as before.
 TILT_FALL = (0.3, 1.1)
+TILT_1X_FALL = 2.5
+TILT_1X_MATCH = 0.7
 _OCTAVE_EDGES = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 0.4)  # of the sample rate
+# Mains pickup (a cable along a motor's leads, a screen grounded at both ends): lines exactly at the grid frequency
+# and its odd harmonics, where the shaft's orders are elsewhere. From one window it read as the machine (NG
+# misalignment, imbalance, looseness, ISO zone D on 210 of 240 windows of 12 machines of an outside generator). A
+# window over the threshold (or counting towards an ISO zone alarm) is judged again with those lines taken out (least
+# squares at MAINS_HZ x MAINS_HARMONICS); if it is then under, the pickup explains the rise: UNSURE, sensor fault
+# mains_pickup, naming the frequency. A fault that stands without the lines stays over the threshold and is judged
+# as it is. Only where the shaft's speed is known (a speed tag, or the commissioned one) and never across a shaft's
+# line: where one of its orders (_SHAFT_ORDERS) lies within MAINS_CLEAR of the window's resolution (sample rate /
+# samples) of a grid line, the line is taken out only if the spectrum's peak there is at the grid's frequency
+# (within MAINS_NARROW Hz) and the order MAINS_APART Hz or more from it, and then fitted together with a line at the
+# order, which is left in. A 2-pole motor's 1x within 0.5 Hz of the grid (2,970-3,030 rpm on 50 Hz), or a line whose
+# peak is the shaft's, is one line with the grid's in a 0.2-s window: judged as it is (a real imbalance is never
+# taken for the pickup; a pickup there still reads as the machine). Where the fundamental is not taken out, the
+# window is judged as it is.
+MAINS_HZ = (50.0, 60.0)
+MAINS_HARMONICS = (1, 3, 5, 7)
+MAINS_CLEAR = 1.0
+MAINS_NARROW = 0.2
+MAINS_APART = 0.5
+# ... and only if the lines explain most of the rise: without them the score is at most this share of the window's
+# (a window just over the threshold, a fault beginning, fell under it with any content taken out: an imbalance run
+# of a pump lost its first NG windows)
+MAINS_EXPLAINS = 0.5
+_SHAFT_ORDERS = tuple(0.5 * k for k in range(1, 21))  # 0.5x-10x: a looseness lifts half orders and harmonics
 _UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
     (9.80665, "m/s2 read as g?"),
     (1 / 9.80665, "g read as m/s2?"),
@@ -400,13 +432,31 @@ def octave_floors(w: np.ndarray) -> list[float] | None:
     return [math.log(float(np.median(mag[a:b])) + 1e-300) for a, b in zip(k[:-1], k[1:], strict=True)]
 
 
+def line_peak(padded: tuple[np.ndarray, np.ndarray], hz: float, within: float) -> float:
+    """The frequency (Hz) of the strongest line within ``within`` of ``hz`` in a window's ``padded_spectrum``."""
+    f, mag = padded
+    lo, hi = np.searchsorted(f, [hz - within, hz + within])
+    return float(f[lo + int(np.argmax(mag[lo:hi]))]) if hi > lo else math.nan
+
+
+def padded_spectrum(x: np.ndarray, fs: float, pad: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The window's frequencies and amplitude spectrum (Hann), zero-padded to 1/``pad`` of a bin."""
+    n = pad * x.size
+    return np.fft.rfftfreq(n, 1 / fs), np.abs(np.fft.rfft((x - x.mean()) * np.hanning(x.size), n))
+
+
 def units_tilt(octaves: list[float] | None, commissioned: list[float] | None) -> float | None:
-    """The octave-to-octave fall (log, negative) of the window's floor against the commissioned one when it is a
-    unit's 1/f (``TILT_FALL``: a velocity signal read as acceleration), else None."""
+    """The octave-to-octave step (log) of the window's floor against the commissioned one when it is a unit's 1/f
+    (``TILT_FALL``): a fall (negative) for a velocity signal read as acceleration, a rise for the reverse; else
+    None."""
     if octaves is None or commissioned is None or len(octaves) != len(commissioned):
         return None
     steps = np.diff(np.asarray(octaves) - np.asarray(commissioned))
-    if bool(np.all(-steps >= TILT_FALL[0])) and bool(np.all(-steps <= TILT_FALL[1])):
+    size = np.abs(steps)
+    if (
+        bool(np.all(np.sign(steps) == np.sign(steps[0])))
+        and TILT_FALL[0] <= size.min() <= size.max() <= TILT_FALL[1]
+    ):
         return float(steps.mean())
     return None
 
@@ -582,7 +632,9 @@ class Verdict:
     external_impulse: bool = False  # over the threshold by a lone impulse (a knock from outside): not counted
     growth: float | None = None  # the largest amplitude growth over the baseline (x times), the health index
     sensor: str | None = None  # why the window is the sensor's, not the machine's (not judged)
-    sensor_kind: str | None = None  # scale (the units or gain changed) | low_level (no machine in it)
+    sensor_kind: str | None = (
+        None  # scale (the units or gain changed) | low_level (no machine in it) | mains_pickup
+    )
     stopped: bool = False  # the machine is stopped (speed tag, or the signal): not judged, not the sensor's
     stop_reason: str | None = None  # how the stop was told (the result's reason)
     process_state: str | None = None  # the state_tag's state of this window (state_tag set)
@@ -1231,7 +1283,9 @@ class Baseline:
             partial(self.quantisation_levels, f["speed_hz"], waveform),
         )
         if found is None and self.floor_octaves is not None:
-            found = self._units_tilted(waveform)
+            found = self._units_tilted(
+                waveform, row[_FEATURE_INDEX["order_1x"]] - med[_FEATURE_INDEX["order_1x"]], f
+            )
         if found is not None and found[0] == "low_level" and self.s.speed_tag is None:
             # no speed tag: a stop of a healthy machine was a 'low_level' sensor fault, an episode at
             # every stop (3 a day on a gearbox); the signal (and the temperature) tell it from a dead sensor
@@ -1288,6 +1342,13 @@ class Baseline:
         # (scored against another speed's statistics, a run-down's lines and a stopped machine's hum
         # read as a fault: NG on a healthy machine at every stop)
         v.anomalous = not extrapolated and v.score >= (self.threshold or math.inf)
+        if (v.anomalous or self._iso_over > iso_before) and (
+            pickup := self._mains_pickup(waveform, scalars, f, med, scale, v.score)
+        ):
+            # the cable's pickup, not the machine: no window in a row towards an alarm (as another sensor fault)
+            self._over = self._iso_over = 0
+            v.sensor_kind, v.sensor, v.anomalous, v.iso_alarm = "mains_pickup", pickup, False, False
+            return v
         v.external_impulse = v.anomalous and self.knocked(f, waveform)
         if v.external_impulse:  # a knock from outside: not counted towards an alarm, nor ending a run (above)
             self.external_impulses += 1
@@ -1423,18 +1484,101 @@ class Baseline:
         self.stop_floor = level if self.stop_floor is None else 0.95 * self.stop_floor + 0.05 * level
         return True, f"baseline: the machine is stopped ({why}); not judged"
 
-    def _units_tilted(self, waveform: np.ndarray) -> tuple[str, str] | None:
+    def _mains_pickup(
+        self,
+        waveform: np.ndarray,
+        scalars: dict[str, float] | None,
+        f: dict[str, float],
+        med: np.ndarray,
+        scale: np.ndarray,
+        score: float,
+    ) -> str | None:
+        """Why the window's rise is mains pickup (``MAINS_HZ``), or None: judged again with the grid's lines taken
+        out, it is under the threshold and out of the ISO alarm's zone."""
+        speed, before = f["speed_hz"], score
+        if not self.threshold or not (self.orders or self.s.speed_tag) or not speed or speed <= 0:
+            return None  # the shaft's orders are not known: no telling them from the grid's
+        x = np.asarray(waveform, dtype=np.float64).ravel()
+        if x.size < 64 or not np.isfinite(x).all():
+            return None  # no waveform (features given), or one the features already refused
+        t = np.arange(x.size) / self.fs
+        clear = MAINS_CLEAR * self.fs / x.size
+        orders = np.asarray(_SHAFT_ORDERS) * speed
+        tried: list[tuple[float, float, np.ndarray, list[float]]] = []
+        padded: tuple[np.ndarray, np.ndarray] | None = None  # made once, where a line is near a shaft's order
+        for mains in MAINS_HZ:
+            lines: list[float] = []
+            keep: list[float] = []  # the shaft's lines beside the grid's: fitted with them, left in
+            for h in (k * mains for k in MAINS_HARMONICS if k * mains < 0.4 * self.fs):
+                near = orders[np.abs(orders - h) < clear]
+                if near.size and (
+                    np.abs(near - h).min() < MAINS_APART
+                    or abs(line_peak(padded := padded or padded_spectrum(x, self.fs), h, clear) - h)
+                    > MAINS_NARROW
+                ):
+                    continue  # the shaft's line on the grid's, or the line there is the shaft's: left in
+                lines.append(h)
+                keep += [float(o) for o in near if float(o) not in keep]
+            if not lines or lines[0] != mains:
+                continue  # the fundamental is not told from the shaft: judged as it is
+            basis = np.column_stack(
+                [fn(2 * math.pi * h * t) for h in lines + keep for fn in (np.sin, np.cos)] + [np.ones_like(t)]
+            )
+            # least squares by the normal equations (a few columns: an SVD of the whole window cost 20 ms)
+            coef = np.linalg.lstsq(basis.T @ basis, basis.T @ x, rcond=None)[0]
+            amp = float(math.hypot(coef[0], coef[1]))  # the fundamental's amplitude
+            tried.append((amp, mains, basis[:, : 2 * len(lines)] @ coef[: 2 * len(lines)], lines))
+        for amp, mains, hum, lines in sorted(tried, key=lambda c: -c[0]):
+            clean = x - hum
+            g = self.features(clean, scalars)
+            z = rise_z(feature_vector(g), med, scale, self.relative)[0]
+            left = float(np.clip(z, 0, None).max())
+            zone, over = self.iso_count(g, clean, 0)
+            if (
+                left < self.threshold
+                and (before < self.threshold or left <= MAINS_EXPLAINS * before)
+                and over == 0
+            ):
+                return (
+                    f"sensor: mains pickup at {mains:g} Hz ({', '.join(f'{h:g}' for h in lines)} Hz taken out: "
+                    f"{amp:.3g} {self.s.units} at {mains:g} Hz), the shaft's orders elsewhere "
+                    f"({60 * speed:.0f} rpm); without it the window scores {left:.1f} of {self.threshold:.1f}, "
+                    f"ISO zone {zone}: the cable's screen or ground, not the machine; check the sensor's cable "
+                    "routing (away from motor leads), its screen grounded at one end, and an isolated mount"
+                )
+        return None
+
+    def _units_tilted(
+        self, waveform: np.ndarray, rise_1x: float, f: dict[str, float]
+    ) -> tuple[str, str] | None:
         """``scale`` when the window's spectrum is the commissioned one tilted by a unit's 1/f (``units_tilt``):
-        a velocity signal read as acceleration, not the machine."""
-        tilt = units_tilt(octave_floors(waveform), self.floor_octaves)
-        if tilt is None:
+        a velocity signal read as acceleration, or (``TILT_1X_FALL``) an acceleration read as velocity; not the
+        machine. ``rise_1x``: the shaft's 1x against the commissioned one (log)."""
+        octaves = octave_floors(waveform)
+        tilt = units_tilt(octaves, self.floor_octaves)
+        if tilt is None or octaves is None or self.floor_octaves is None:
             return None
+        if tilt < 0:
+            return (
+                "scale",
+                f"sensor: the spectrum's floor is the commissioned one tilted by {math.exp(tilt):.2g}x an octave, on "
+                "every octave (a unit's 1/f): a velocity signal (mm/s) read as acceleration, or a sensor of another "
+                f"kind; units: {self.s.units} is set; not the machine; correct the sensor's output or "
+                "baseline.units, or relearn if the new sensor is right",
+            )
+        speed = f["speed_hz"]
+        if self.s.units != "mm/s" or not (self.orders or self.s.speed_tag) or not speed or speed <= 0:
+            return None
+        lowest = self.fs * math.sqrt(_OCTAVE_EDGES[0] * _OCTAVE_EDGES[1])  # the lowest octave's middle
+        carried = octaves[0] - self.floor_octaves[0] + tilt * math.log2(speed / lowest)
+        if rise_1x > -math.log(TILT_1X_FALL) or abs(rise_1x - carried) > TILT_1X_MATCH:
+            return None  # the 1x stayed (a bearing fault grown to failure tilts the floor so too): judged
         return (
             "scale",
             f"sensor: the spectrum's floor is the commissioned one tilted by {math.exp(tilt):.2g}x an octave, on "
-            "every octave (a unit's 1/f): a velocity signal (mm/s) read as acceleration, or a sensor of another "
-            f"kind; units: {self.s.units} is set; not the machine; correct the sensor's output or baseline.units, "
-            "or relearn if the new sensor is right",
+            f"every octave, and the shaft's 1x {math.exp(rise_1x):.2g}x with it (a unit's f): an acceleration "
+            "signal (m/s2) read as velocity, or a sensor of another kind; units: mm/s is set; not the machine; "
+            "correct the sensor's output or baseline.units, or relearn if the new sensor is right",
         )
 
     def _sensor_suspect(

@@ -38,7 +38,8 @@ band-limited sensor signal can and cannot do, not on one dataset's levels:
 What it does not judge (it cannot from one window): broadband noise or mains hum far above the
 baseline (a loose sensor, or a machine getting worse); a gain or units error (everything scales) and a
 level far below the commissioned one (a dead input flickering over a few codes, a stopped machine),
-which the baseline tells (``kind`` ``scale`` and ``low_level``); docs/maintenance.md says what the
+which the baseline tells (``kind`` ``scale`` and ``low_level``; a rise the grid's lines explain,
+``mains_pickup``); docs/maintenance.md says what the
 agent does with each. Cost: about 120-140 µs per 2048-sample window on one core (an AMD EPYC with
 AVX2; the condition features of the same window take ~17 ms). ``SensorWatch`` keeps a pipeline's
 counts and its events.
@@ -82,7 +83,7 @@ SETTLE_MIN_TURNS = 2.0  # ... judged only where the window holds this many turns
 
 @dataclass(frozen=True)
 class SensorFault:
-    kind: str  # flatline | clipped | held | spike | settling (here) | scale | low_level (the baseline's)
+    kind: str  # flatline | clipped | held | spike | settling (here) | scale | low_level | mains_pickup (baseline)
     message: str  # one line for the result's reason: "sensor: clipped at 49.9 in 12 % of samples"
 
     def to_dict(self) -> dict:

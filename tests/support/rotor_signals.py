@@ -74,3 +74,12 @@ def in_units(a_g: np.ndarray, units: str, fs: float = 10000.0) -> np.ndarray:
     v = np.zeros_like(spec)
     v[f >= 2] = spec[f >= 2] / (2j * math.pi * f[f >= 2])
     return np.fft.irfft(v, a_g.size) * 1000.0
+
+
+def mains_pickup(
+    x: np.ndarray, rng: np.random.Generator, hz: float = 50.0, fs: float = 10000.0, size: float = 6.0
+):
+    """``x`` with a cable's pickup of the grid: a line at ``hz`` ``size`` times the window's spread and its third
+    harmonic at 0.3 of it (a screen grounded at both ends, a cable along a motor's leads)."""
+    t = rng.uniform(0, 100) + np.arange(x.size) / fs
+    return x + size * x.std() * (np.sin(2 * np.pi * hz * t) + 0.3 * np.sin(2 * np.pi * 3 * hz * t))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.maintenance.baseline import Baseline
+from edge_agent.maintenance.baseline import Baseline, octave_floors, units_tilt
 from edge_agent.maintenance.settings import BaselineSettings
 from tests.support.rotor_signals import in_units, rotor
 
@@ -50,3 +50,24 @@ def test_a_baseline_learned_before_the_octaves_were_recorded_is_judged_as_before
     b.floor_octaves = None  # as loaded from a file saved before the record
     v = b.process(in_units(rotor(rng), "mm/s"), SPEED)
     assert v.sensor_kind is None
+
+
+def test_an_acceleration_read_as_velocity_is_a_sensor_fault_and_a_grown_bearing_fault_still_alarms():
+    # the reverse: m/s2 given to a velocity sensor's pipeline tilts the floor up as a race defect grown to
+    # failure does; the shaft's 1x, which no bearing fault lowers, fell with the tilt (2*pi*24.6/1000: 0.15x)
+    rng = np.random.default_rng(5)
+    b = _commissioned("mm/s", rng)
+    mixed = [b.process(in_units(rotor(rng), "m/s2"), SPEED) for _ in range(3)]
+    assert all(v.sensor_kind == "scale" and "read as velocity" in (v.sensor or "") for v in mixed), [
+        (v.fault, v.sensor) for v in mixed
+    ]
+    # a race defect grown to failure: broadband energy over the floor rising with frequency from the lowest octave
+    # up, as a unit's f does (the shape it gave a velocity sensor's floor on an outside generator; here the
+    # machine's velocity plus impacts and noise so shaped); its 1x stays
+    for size in (0.0, 1.0):
+        vs = []
+        for _ in range(2):
+            w = in_units(rotor(rng), "mm/s") + 3 * in_units(rotor(rng, outer_race=size), "m/s2")
+            assert (units_tilt(octave_floors(w), b.floor_octaves) or 0) > 0
+            vs.append(b.process(w, SPEED))
+        assert all(v.sensor_kind is None and v.anomalous for v in vs), (size, [v.sensor for v in vs])

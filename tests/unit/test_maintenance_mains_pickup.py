@@ -1,0 +1,49 @@
+"""Mains pickup (a sensor cable along a motor's leads, a screen grounded at both ends): lines exactly at the grid's
+50 or 60 Hz and its odd harmonics. From one window it read as the machine (NG misalignment, imbalance, ISO zone D,
+nearly every window). Where the shaft's orders are elsewhere, a window whose rise the grid's lines explain is a
+sensor fault (UNSURE, ``mains_pickup`` naming the frequency); a fault of the machine under the pickup still
+alarms, and where the shaft's line sits on the grid's (a 2-pole motor) the window is judged as it is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.maintenance.baseline import Baseline
+from edge_agent.maintenance.settings import BaselineSettings
+from tests.support.rotor_signals import mains_pickup, rotor
+
+
+def _commissioned(rpm: float, rng: np.random.Generator) -> Baseline:
+    b = Baseline(BaselineSettings(windows=20, units="g", speed_tag="Speed"), 10000.0, 2048)
+    for i in range(20):
+        b.process(rotor(rng, rpm=rpm, load=1 + 0.1 * np.sin(i)), {"_shaft_speed": rpm})
+    assert b.state == "ready"
+    return b
+
+
+@pytest.mark.parametrize("hz", [50.0, 60.0])
+def test_mains_pickup_on_a_4_pole_motor_is_a_sensor_fault_and_its_faults_still_alarm(hz):
+    rng = np.random.default_rng(3)
+    b = _commissioned(1740.0, rng)  # 29 Hz: its orders clear of 50 and 60 Hz
+    speed = {"_shaft_speed": 1740.0}
+    vs = [b.process(mains_pickup(rotor(rng, rpm=1740.0), rng, hz), speed) for _ in range(3)]
+    assert all(v.sensor_kind == "mains_pickup" and f"at {hz:g} Hz" in (v.sensor or "") for v in vs), [
+        (v.fault, v.sensor) for v in vs
+    ]
+    assert not any(v.anomalous or v.alarm or v.iso_alarm for v in vs)
+    for fault in ({"imbalance": 6.0}, {"misalignment": 3.0}, {"outer_race": 10.0}):
+        vs = [b.process(mains_pickup(rotor(rng, rpm=1740.0, **fault), rng, hz), speed) for _ in range(2)]
+        assert all(v.sensor_kind is None and v.anomalous for v in vs), (fault, [v.sensor for v in vs])
+        assert vs[-1].alarm
+
+
+def test_a_shaft_on_the_grid_line_is_judged_as_it_is():
+    # a 2-pole motor at 2,985 rpm: its 1x (49.75 Hz) and 50 Hz are one line in a 0.2-s window; an imbalance
+    # there is never taken for the pickup
+    rng = np.random.default_rng(4)
+    b = _commissioned(2985.0, rng)
+    speed = {"_shaft_speed": 2985.0}
+    for x in (mains_pickup(rotor(rng, rpm=2985.0), rng), rotor(rng, rpm=2985.0, imbalance=6.0)):
+        v = b.process(x, speed)
+        assert v.sensor_kind is None and v.anomalous, v.sensor
