@@ -273,3 +273,29 @@ def test_a_value_without_a_time_of_its_own_is_not_the_newest_reading_that_makes_
     assert [r.value for r in got] == [2]  # before: [1, 2], 1 taken as a step
     assert src.stats.errors_by_reason == {"out_of_order": 1}
     assert not src._steps
+
+
+def test_a_clock_step_made_again_after_its_hold_is_swept_in_its_new_place_not_in_front_of_older_ones():
+    """Held steps are swept oldest first, up to the first still held. A tag whose step is made again after its hold
+    (its device's clock flapping) must move behind the others: left in front, held anew, it stopped every sweep, and
+    a removed device's step behind it was kept for as long as the flapping went on."""
+    import json
+
+    from devices.mqtt.client import CLOCK_STEP_HOLD_S, MqttSource
+    from devices.mqtt.settings import MqttSettings
+
+    src = MqttSource("x", MqttSettings(port=1, subscriptions=[{"topic": "j/#"}]))
+    r0, hold = 1_796_000_000.0, CLOCK_STEP_HOLD_S
+
+    def read(topic: str, ts: float, received_at: float) -> list:
+        return src._read([topic, json.dumps({"ts": ts, "v": 1}).encode(), received_at, False, 0, None])
+
+    read("j/a", r0 + 200, r0)
+    read("j/a", r0 + 0.5, r0 + 1)  # a's clock set back: a step
+    read("j/b", r0 + 300, r0 + 100)
+    read("j/b", r0 + 100.5, r0 + 101)  # b's too; b's device then removed
+    read("j/a", r0 + 750, r0 + 500)  # a's clock fast again
+    read("j/a", r0 + hold + 1.5, r0 + hold + 2)  # and set back after a's hold: the step made again
+    read("j/c", r0 + hold + 50, r0 + hold + 50.5)
+    read("j/c", r0 + hold + 101, r0 + hold + 101.5)  # b's hold over: swept
+    assert set(src._steps) == {"j/a/v"}  # before (a left in front): b's kept too
