@@ -50,8 +50,8 @@ class NamespacePinFile:
         # endpoint names it (localhost for 127.0.0.1, a DNS name, a relay); None: by the endpoint alone
         self.server: str | None = None
         self.accept = (
-            f"run `edge-agent namespaces <config> --accept {source}` (or remove {path}) and restart the agent: it "
-            "pins the server's namespaces as it finds them at that start"
+            f"run `edge-agent namespaces <config> --accept {source}` (or, the agent stopped, remove {path}) and "
+            "restart the agent: it pins the server's namespaces as it finds them at that start"
         )
 
     def _read(self, saving: bool = False) -> dict:
