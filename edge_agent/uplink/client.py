@@ -163,27 +163,26 @@ def _streams_full(exc: Exception) -> bool:
     """The fleet service refused the stream as beyond the agent's ``concurrent_streams``: a place another of this
     agent's streams gives back (a download), not a quota of the day or a rate that a long wait mends. Told by the
     refusal's mark in the trailing metadata (``protocols.refusals``); a service of before the mark by its words."""
-    import grpc
-
-    if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return False
-    marks = [v for k, v in (exc.trailing_metadata() or ()) if k == REFUSAL_KEY]
-    if marks:
-        return marks[0] == STREAMS_FULL
-    return "concurrent streams)" in (exc.details() or "")
+    return _refusal_is(exc, STREAMS_FULL, "concurrent streams)")
 
 
 def _epochs_refused(exc: Exception) -> bool:
     """The fleet service refused the batch for the epochs this agent opened within a day (its outbox started afresh
     that often: a data folder not kept across restarts): a wait of hours mends it, not the backoff's seconds."""
+    return _refusal_is(exc, EPOCHS_BOUND, " epochs opened within ")
+
+
+def _refusal_is(exc: Exception, mark: str, words: str) -> bool:
+    """Whether ``exc`` is the fleet service's RESOURCE_EXHAUSTED refusal marked ``mark`` (``REFUSAL_KEY`` in the
+    trailing metadata, ``protocols.refusals``), or, from a service of before the marks, whose details say ``words``."""
     import grpc
 
     if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
         return False
     marks = [v for k, v in (exc.trailing_metadata() or ()) if k == REFUSAL_KEY]
-    if marks:  # the refusal's mark (protocols.refusals); a service of before it by its words
-        return marks[0] == EPOCHS_BOUND
-    return " epochs opened within " in (exc.details() or "")
+    if marks:  # the mark decides
+        return marks[0] == mark
+    return words in (exc.details() or "")
 
 
 def _streams_limit(exc: Exception) -> int | None:
