@@ -327,16 +327,18 @@ class StreamHub:
             except Exception:
                 failed += 1
                 if not written and failed > 1:  # two failures, nothing through: the store fails; all wait
-                    self._put_back(items[i:], failed=key, again=again)
+                    self._put_back(items[i:], failed=key, again=again, one_run=one_run)
                     raise
-                self._put_back([(key, args)], failed=key, again=again)
+                self._put_back([(key, args)], failed=key, again=again, one_run=one_run)
                 continue
             written += 1
             self._attempts.pop(key, None)
         self.flushes += 1
         return written
 
-    def _put_back(self, items: list, failed: tuple[str, str], again: set) -> None:
+    def _put_back(
+        self, items: list, failed: tuple[str, str], again: set, one_run: set | frozenset = frozenset()
+    ) -> None:
         """Reports not written go back to ``pending`` for the next flush, unless a newer report of the same agent
         is there already; the one whose write failed is tried at most ``MAX_REPORT_ATTEMPTS`` times."""
         for key, args in items:
@@ -357,8 +359,11 @@ class StreamHub:
                 self._attempts[key] = n
             if len(self.pending) < self.max_pending:
                 # atomic: a report that came meanwhile wins; a held-back one stays checked against newer ones
-                if self.pending.setdefault(key, args) is args and key in again:
-                    self._again.add(key)
+                if self.pending.setdefault(key, args) is args:
+                    if key in again:
+                        self._again.add(key)
+                    if key in one_run:  # (still only over its own run)
+                        self._one_run.add(key)
             else:
                 self._attempts.pop(key, None)
                 self.refused += 1

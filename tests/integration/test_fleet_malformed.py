@@ -411,6 +411,30 @@ def test_reports_that_failed_to_be_written_wait_for_the_next_flush(tmp_path):
     store.close()
 
 
+def test_a_report_written_only_over_its_own_run_keeps_that_when_its_failed_write_is_tried_again(tmp_path):
+    """A stream report of a run its process knows is written only over its own run (another replica may hold a newer
+    one: a clone's). Its write failed and tried at the next flush, it was written as it comes: over the newer run."""
+    store = FlakyStore(tmp_path / "fleet.db")
+    hub = fleet_stream.StreamHub(store, None)
+    key, report = ("acme", "gw-a"), {"epoch": 1, "dropped": {}, "report": {"boot": "newer", "seq": 1}}
+    store.heartbeat("gw-a", {"v": "newer"}, [], {}, 0, report, tenant="acme")
+    hub.pending[key] = (
+        {"v": "late"},
+        [],
+        {},
+        0,
+        {**report, "report": {"boot": "older", "seq": 9}},
+        time.time(),
+    )
+    hub._one_run.add(key)
+    store.fail = 2  # the batch, then the row alone
+    assert hub.flush() == 0 and key in hub.pending
+    assert hub.flush() == 0
+    assert [a["labels"] for a in store.agents(tenant="acme")] == [{"v": "newer"}]  # was: {"v": "late"}
+    assert [(k, run) for k, run, _args in hub._other_runs] == [(key, "newer")]
+    store.close()
+
+
 def _epoch_batch(epoch: int, *seqs: int, kind: str = "result") -> pb.RecordBatch:
     return pb.RecordBatch(
         records=[pb.Record(seq=s, epoch=epoch, kind=kind, t=time.time(), payload=b"{}") for s in seqs]
