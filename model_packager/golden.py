@@ -17,8 +17,9 @@ held to what that INT8 noise may do to them (``aux_problems``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,7 @@ _ONNX_OTHER_TYPES = {
     16: "bfloat16",
 }
 ENGINES = _runtimes.ENGINES
+batch_rows = _runtimes.batch_rows
 # The newest ONNX a package's model may use: what every ONNX Runtime the agent runs on implements (ONNX 1.16's
 # IR version 10 and opset 21, ONNX Runtime 1.18 onwards; the agent needs 1.20 or later). OpenVINO runs newer
 # ones ONNX Runtime refuses (opset 99): such a package served on an OpenVINO gateway, failed on the others.
@@ -398,8 +400,16 @@ def run_engine(
     """Run one batch through ``engine`` (CPU, FP32 precision) and return outputs by name."""
     if engine not in ENGINES:
         raise GoldenError(f"unknown engine {engine!r}; expected one of {ENGINES}", code="unknown_engine")
-    try:
+    with _run_errors(model_path):
         return _runtimes.run(engine, model_path, inputs, openvino_xml=openvino_xml)
+
+
+@contextlib.contextmanager
+def _run_errors(model_path: Path) -> Iterator[None]:
+    """An engine's run of ``model_path`` that did not finish in time, or whose rows the model does not take at
+    once, raised as the ``GoldenError`` that names it."""
+    try:
+        yield
     except _runtimes.RunTimeout as exc:
         raise GoldenError(str(exc), code="golden_timeout") from None
     except _runtimes.RowsNotTaken as exc:
@@ -411,13 +421,10 @@ def run_engine_alone_too(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """``run_engine`` of the golden batch at once, and in ``rows`` rows at a time (an item, or a tiled frame's
     tiles: how the agent runs each item) in the same session; None for the second when one item is the batch."""
-    n = next((int(v.shape[0]) for v in inputs.values() if getattr(v, "shape", ())), 0)
-    try:
-        got = _runtimes.runs(engine, model_path, inputs, (None, rows) if n > rows else (None,))
-    except _runtimes.RunTimeout as exc:
-        raise GoldenError(str(exc), code="golden_timeout") from None
-    except _runtimes.RowsNotTaken as exc:
-        raise GoldenError(f"{printable(model_path.name)}: {exc}", code="golden_rows") from None
+    with _run_errors(model_path):
+        got = _runtimes.runs(
+            engine, model_path, inputs, (None, rows) if batch_rows(inputs) > rows else (None,)
+        )
     return got[0], got[1] if len(got) > 1 else None
 
 

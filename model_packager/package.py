@@ -198,7 +198,7 @@ def _field_error(err) -> str:
 
 def _batch(inputs: dict[str, np.ndarray]) -> int | None:
     """The rows the golden inputs feed at once (the model's first input's first axis)."""
-    return next((int(v.shape[0]) for v in inputs.values() if v.shape), None)
+    return _golden.batch_rows(inputs) or None
 
 
 def _synthetic_inputs(manifest: Manifest, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:

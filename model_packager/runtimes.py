@@ -623,13 +623,18 @@ def runs(
 _ABANDONED: list = []  # OpenVINO requests given up on by ``run``
 
 
+def batch_rows(inputs: dict) -> int:
+    """The rows the golden inputs feed at once (the first input with a shape: its first axis), 0 for none."""
+    return next((int(v.shape[0]) for v in inputs.values() if getattr(v, "shape", ())), 0)
+
+
 def _fixed_rows(shape: Any, inputs: dict) -> int | None:
     """The rows the model takes at once when its first input fixes its batch axis at fewer than the golden batch
     holds (a PyTorch export without a dynamic batch takes 1), else None (the whole batch in one run). The agent
     feeds one item at a time; build fed the golden batch at once, and such a model failed there with ONNX
     Runtime's "Got invalid dimensions for input ... Got: 2 Expected: 1"."""
     first = shape[0] if shape else None
-    rows = next((int(v.shape[0]) for v in inputs.values() if getattr(v, "shape", ())), 0)
+    rows = batch_rows(inputs)
     if isinstance(first, int) and first > 0 and rows % first:
         # (a tiled model of 4 tiles, 3 or 6 golden rows): ONNX Runtime's "Got invalid dimensions ... Got: 3
         # Expected: 4" named no fix, and the agent, which runs such rows one at a time, fails them too
@@ -646,7 +651,7 @@ def _in_rows(run_one: Any, inputs: dict, rows: int | None) -> dict:
         return run_one(inputs)
     import numpy as np
 
-    n = next(int(v.shape[0]) for v in inputs.values() if getattr(v, "shape", ()))
+    n = batch_rows(inputs)
     parts = [run_one({k: v[i : i + rows] for k, v in inputs.items()}) for i in range(0, n, rows)]
     return {
         k: np.concatenate([p[k] for p in parts]) if np.ndim(parts[0][k]) else parts[0][k] for k in parts[0]
