@@ -54,6 +54,7 @@ from pathlib import Path
 from model_packager.durable import sync_file, sync_folder, write_atomically
 from model_packager.manifest import (
     PACKAGE_NAME_RE,  # the package format's name rule: a safe folder name
+    Manifest,
     version_key,
 )
 
@@ -326,10 +327,10 @@ class Registry:
         dataset_digest: str | None,
         parent_version: str | None,
         *,
-        check: Callable[[Path], object] | None = None,
+        check: Callable[[Path], Manifest] | None = None,
     ) -> dict:
-        """``check``: run on the registry's copy before it is published (``verify_package`` with the agents' keys);
-        what it raises leaves the registry as it was."""
+        """``check``: run on the registry's copy before it is published (``verify_package`` with the agents' keys),
+        giving its manifest; what it raises leaves the registry as it was."""
         from model_packager import read_manifest
 
         m = read_manifest(pkg)
@@ -338,14 +339,14 @@ class Registry:
             return self._publish(m, pkg, report_files, metrics, dataset_digest, parent_version, check)
 
     def _publish(self, m, pkg, report_files, metrics, dataset_digest, parent_version, check=None) -> dict:
-        from model_packager import package_digest, read_manifest
+        from model_packager import package_digest
         from model_packager.text import printable
 
-        if self.get(m.name, m.version):
+        entries = self.list(m.name)
+        if any(e["version"] == m.version for e in entries):
             raise RegistryError(f"{m.name} {m.version} is already in the registry; versions are immutable")
-        same = next(
-            (e["version"] for e in self.list(m.name) if _vkey(e.get("version")) == _vkey(m.version)), None
-        )
+        key = _vkey(m.version)
+        same = next((e["version"] for e in entries if _vkey(e.get("version")) == key), None)
         if same is not None:
             # 1.0.0+hotfix, 01.0.0 beside 1.0.0: another model the agents and deployments order as the same version,
             # installed over it by a deploy (not an upgrade, not a rollback), and "the latest" either of them
@@ -367,8 +368,7 @@ class Registry:
             if check is not None:
                 # the copy is what is published: the file given may have been replaced since it was read (checked
                 # before the copy, the registry could hold a file nobody verified)
-                check(copy)
-                got = read_manifest(copy)
+                got = check(copy)
                 if (got.name, got.version) != (m.name, m.version):
                     raise RegistryError(
                         f"{printable(str(pkg), 300)} changed while it was published ({m.package_id} when read, "
