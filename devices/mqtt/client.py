@@ -2851,12 +2851,12 @@ class MqttSource:
                 sp.topic(group, k, edge_node, device) for k in (sp.MessageType.DBIRTH, sp.MessageType.DDEATH)
             )
         else:
-            prefix = f"{SP_PREFIX}{group}/{sp.MessageType.DBIRTH.value}/{edge_node}/"
+            prefix = sp.topic(group, sp.MessageType.DBIRTH, edge_node) + "/"
         held = self._held[self._pos + (self._readings is not None) :]  # the message in hand read already
         if self._channel.holds(topics) or any(e[0] in topics for e in held):
             return "own"
         if prefix and (
-            self._channel.holds((), (SP_PREFIX, edge_node), prefix, upto)
+            self._channel.holds((), _lane(prefix), prefix, upto)
             or any(e[4] <= upto and e[0] is not None and e[0].startswith(prefix) for e in held)
         ):
             return "device"
