@@ -891,16 +891,12 @@ CGROUP_MEMORY = (
 )
 
 
-def _own_cgroups(folder: str, v1: bool, own: str) -> list[Path]:
-    """``folder`` (the cgroup file system's root as mounted here) and, where this process's cgroup (``own``:
-    /proc/self/cgroup) lies below it, that cgroup and each above it: without a cgroup namespace (a Slurm job, a
+def _own_cgroups(folder: str, v1: bool, lines: list[str]) -> list[Path]:
+    """``folder`` (the cgroup file system's root as mounted here) and, where this process's cgroup (``lines``:
+    /proc/self/cgroup's) lies below it, that cgroup and each above it: without a cgroup namespace (a Slurm job, a
     systemd unit's MemoryMax=, a container run with the host's cgroups) the root is the machine's, unlimited,
     and the limit is on the process's own cgroup."""
     found = [Path(folder)]
-    try:
-        lines = Path(own).read_text().splitlines()
-    except OSError:
-        return found
     for line in lines:  # "0::/path" (v2), "4:memory:/path" (v1)
         controllers, _, path = line.partition(":")[2].partition(":")
         if (v1 and "memory" in controllers.split(",")) or (not v1 and not controllers and path):
@@ -921,10 +917,14 @@ def memory_available_bytes(
                 found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
+    try:
+        lines = Path(own).read_text().splitlines()
+    except OSError:
+        lines = []
     levels = [
         (level, limit_name, used_name, cache_name)
         for root, limit_name, used_name, cache_name in cgroups
-        for level in _own_cgroups(root, limit_name == "memory.limit_in_bytes", own)
+        for level in _own_cgroups(root, limit_name == "memory.limit_in_bytes", lines)
     ]
     for folder, limit_name, used_name, cache_name in levels:
         try:

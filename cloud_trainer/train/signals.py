@@ -284,7 +284,8 @@ _TIME_UNITS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 
 # the micro sign and was refused 'use one of ... µs'; msec, usec and nsec as loggers write them
 _TIME_ALIASES = {"\u03bcs": "us", "msec": "ms", "usec": "us", "nsec": "ns"}
 _UNIT = re.compile(r"^(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$")  # "time [ms]", "Accel X (g)"
-_TIME_SUFFIX = re.compile(r"(.+)_(s|sec|ms|us|µs|\u03bcs|ns|msec|usec|nsec)")  # "time_ms", "elapsed_s"
+# "time_ms", "elapsed_s": a time column's name ending in one of the units
+_TIME_SUFFIX = re.compile(r"(.+)_(" + "|".join(map(re.escape, [*_TIME_UNITS, *_TIME_ALIASES])) + ")")
 
 
 def _split_unit(name: str) -> tuple[str, str]:

@@ -63,7 +63,7 @@ from cloud_trainer.train.data import (
     read_capped,
     within,
 )
-from cloud_trainer.train.images import IMAGE_EXTS, inside, new_dataset_folder
+from cloud_trainer.train.images import IMAGE_EXTS, inside, new_dataset_folder, stopped_cleanly
 
 # ``fleet_export: {classes: labelled}`` in an export's dataset.yaml: its classes are the ones its samples were
 # labelled in (no base chose them), so an export on it may add the ones the fleet labels later
@@ -628,8 +628,6 @@ def main(argv: list[str]) -> int:
         f"{CAMERA_MAX_MEGAPIXELS:g}, training's default); larger samples are left out, each said in a line",
     )
     a = ap.parse_args(argv)
-    from cloud_trainer.train.images import stopped_cleanly
-
     try:
         with stopped_cleanly():  # SIGTERM, SIGHUP and Ctrl-C remove the hidden folder being written
             res = export(
