@@ -1,7 +1,8 @@
 """The agent runtime: wires sources → pipelines → model slots → actions, and serves its status.
 
 Start order: the data folder's lock (one agent per ``agent.data_dir``) → model slots (load and verify packages; a slot that cannot load stops start-up with a
-clear message) → sources (each adapter imported only when the config uses it) → pipelines →
+clear message, but one whose configured package is refused with nothing installed starts "failed", its pipelines'
+items UNSURE, until a package serves it) → sources (each adapter imported only when the config uses it) → pipelines →
 local HTTP endpoint. One task per source fans its items out to the pipelines that read it.
 ``stop()`` (SIGTERM, SIGINT, SIGHUP) reverses it: reading stops, pipelines finish what is queued and in flight,
 actions flush (through still-open connections), then sources and slots close.
@@ -34,7 +35,8 @@ from edge_agent.cloud_text import CloudText
 from edge_agent.config import AgentConfig
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
-from edge_agent.models.slot import ModelSlot, SlotError
+from edge_agent.models.config import VersionPolicy
+from edge_agent.models.slot import FailedAtStart, ModelSlot, SlotError
 from edge_agent.opcua_pins import pin_namespaces
 from edge_agent.pipelines import Pipeline
 from edge_agent.priority import lower_this_thread, opencv_in_calling_threads
@@ -1002,7 +1004,22 @@ class Agent:
             self.outbox.defer_held_bound = False
             await asyncio.to_thread(self.outbox.bound_held)
         for slot in self.slots.values():
-            await slot.start()
+            try:
+                await slot.start()
+            except FailedAtStart as exc:
+                # its package refused, nothing installed: every other slot and pipeline serves, and the fleet
+                # connection is made, to deploy one that passes (a SlotError ended the start, at every restart)
+                log.warning(
+                    "%s; nothing is installed in slot %s to serve instead: it is failed, and its pipelines judge "
+                    "nothing (each item UNSURE, model_error no_model) until a package that passes serves it (fix "
+                    "models.%s.package and restart the agent%s)",
+                    printable(str(exc), 1500),
+                    slot.name,
+                    slot.name,
+                    ", or deploy one to the slot from the fleet"
+                    if slot.config.version_policy is VersionPolicy.FOLLOW_FLEET and self.cfg.cloud is not None
+                    else "",
+                )
             self.metrics.model(slot)
         self._former_models = await asyncio.to_thread(self._models_of_former_tenant, before)
         self._former_names = {
@@ -1015,7 +1032,10 @@ class Agent:
             opencv_in_calling_threads()
         self._check_sizing()
         for p in self.pipelines:
-            p.prepare()
+            if p.slot.version is not None:
+                p.prepare()
+            else:  # its slot failed at the start (its package refused, nothing installed): prepared once one serves
+                p.slot.swap_checks[p.name] = p.refusal
         for name, src in self.sources.items():
             if hasattr(src, "reader_init"):  # a camera: its decoding runs below the loop, as inference does
                 src.reader_init = lower_this_thread

@@ -106,7 +106,7 @@ def _validate(args) -> int:
     refused, unused = _package_problems(cfg, args.config)
     for w in [*cfg.warnings, *(f"{args.config}: pipelines: {w}" for w in sizing), *unused]:
         print(f"warning: {w}", file=sys.stderr)
-    if refused:
+    if refused:  # (the trusted keys cannot be loaded)
         for line in refused:
             print(line, file=sys.stderr)
         print(f"{len(refused)} error(s) in {args.config}", file=sys.stderr)
@@ -133,10 +133,10 @@ def _validate(args) -> int:
 def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     """Each slot's configured package verified as the agent's install verifies it (signature by a trusted key and
     its ``not-after``, every file's size and SHA-256, the graph against the manifest, ``refused_versions``; not
-    the golden test, which needs the engines): (errors, warnings). Refused in a slot that holds no installed
-    package yet, the agent does not start (every other slot and pipeline with it, at every restart of its unit):
-    an error. A slot with a package installed starts on that one (a pinned slot: while it passes its own checks):
-    a warning."""
+    the golden test, which needs the engines): (errors, warnings). A refused package is a warning: the agent starts
+    on the package installed in the slot (a pinned slot: while it passes its own checks), or, with none installed,
+    with the slot failed (its pipelines judge nothing) and every other slot serving. Trusted keys that cannot be
+    loaded are an error (every install is refused)."""
     from pathlib import Path
 
     from model_packager import PackageError, load_trusted_keys, verify_package
@@ -147,9 +147,9 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
         return [], []
     try:
         trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys])
-    except PackageError as exc:  # every install is refused with this reason
+    except PackageError as exc:
         return [f"{where}: trusted_keys: {printable(exc, 600)}"], []
-    errors, warnings = [], []
+    warnings = []
     for name, m in slots.items():
         pkg = cfg.path(m.package)
         try:
@@ -162,19 +162,16 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
             continue
         store = Path(cfg.data_dir) / "models" / name
         try:
-            installed = sorted(p.name for p in store.iterdir() if p.is_dir() and not p.name.startswith("."))
+            installed = any(p.is_dir() and not p.name.startswith(".") for p in store.iterdir())
         except OSError:
-            installed = []
-        if installed:
-            warnings.append(
-                f"{why}; the slot starts on a package installed in {store} while that one passes its checks"
-            )
-        else:
-            errors.append(
-                f"{why}; no package is installed in slot {name!r} yet, so the agent would not start (every other "
-                f"slot and pipeline with it): fix models.{name}.package"
-            )
-    return errors, warnings
+            installed = False
+        warnings.append(
+            f"{why}; the slot starts on a package installed in {store} while that one passes its checks"
+            if installed
+            else f"{why}; no package is installed in slot {name!r} yet: the agent starts with the slot failed (its "
+            f"pipelines judge nothing) and the rest serving; fix models.{name}.package"
+        )
+    return [], warnings
 
 
 def _tag_errors(
@@ -541,6 +538,9 @@ def _status(args) -> int:
         )
     print("\nmodels:")
     for m in st["models"]:
+        if m["package"] is None:  # a slot failed at its start (its package refused, nothing installed)
+            print(f"  {m['slot']:<12} no model ({m['state']}): {escaped(m.get('failed') or '')}")
+            continue
         print(f"  {m['slot']:<12} {m['package']}-{m['version']} on {m['engine']} ({m['state']})")
     active = [x for x in st["alarms"] if x["active"]]
     print(

@@ -117,8 +117,8 @@ _FIXES = {
     "size); check with `edge-agent validate`",
     "engine_error": "the engine failed on this input; check the model package (model_packager inspect)",
     "nonfinite_output": "the model produced NaN/Inf; check the inputs' range or roll the model back",
-    "no_model": "no result until a package is installed in the slot (models.<slot>.package, or the fleet's); see "
-    "models on the status page",
+    "no_model": "no item is judged until a package that passes serves the slot (models.<slot>.package, or the "
+    "fleet's); see models on the status page",
     "preprocess_error": "the package's preprocessing fails on this input (frame size, colour, region): check "
     "the camera against the package's manifest (model_packager inspect); a hot-swapped model is rolled back",
     "model_error": "the model's outputs do not read as its manifest declares (labels, output names): the "
@@ -990,6 +990,8 @@ class ModelFailureWatch:
                     + (
                         "a frame does not fit the model"
                         if reason == "bad_input"
+                        else "no model serves its slot"
+                        if reason == "no_model"
                         else "the model failed on an item"
                     )
                     + f" ({reason}): {detail}; such an item is "
@@ -1486,6 +1488,8 @@ class Pipeline:
                 )
 
     async def offer(self, item: Frame | Reading) -> None:
+        if self.windower is None and self.s.window is not None and not self._prepare_late():
+            return
         if self.windower is not None:
             if not isinstance(item, Reading):
                 return
@@ -1558,6 +1562,30 @@ class Pipeline:
                 exc_info=exc,
             )
 
+    def _prepare_late(self) -> bool:
+        """A windowed pipeline whose slot had no model at the agent's start (its package refused, nothing
+        installed): its windows are sized from the model, so its readings are counted (``no_model``) and dropped
+        until a package serves the slot (the fleet's), then it is prepared as at a start. True once prepared."""
+        if self.slot.version is None:
+            reason, detail = "no_model", f"model slot {self.slot.name!r} has no model"
+            if self.slot.failed is not None:
+                detail = f"{detail}: {self.slot.failed}"
+        else:
+            try:
+                self.prepare()
+                return True
+            except SlotError as exc:  # a package that cannot serve this pipeline (its sample rate)
+                reason, detail = "model_unfit", str(exc)
+        self.notices.note(
+            reason,
+            "pipeline %s: readings dropped (%s): %s; %s",
+            self.name,
+            reason,
+            detail,
+            _FIXES.get(reason, "see the model slot's status"),
+        )
+        return False
+
     def _too_old(self, item: Frame | Window) -> bool:
         age = self.age.stale(item)
         if age is None:
@@ -1588,10 +1616,15 @@ class Pipeline:
         except (InferenceError, SlotError) as exc:
             reason = getattr(exc, "reason", "no_model")
             self.stats.errors[reason] += 1
-            if reason in MODEL_FAILURES or (reason == "bad_input" and isinstance(item, Frame)):
+            if (
+                reason in MODEL_FAILURES
+                or reason == "no_model"
+                or (reason == "bad_input" and isinstance(item, Frame))
+            ):
                 # the model failed on an item it was given, or a camera's frame does not fit it (a camera set to
-                # another resolution against a roi): UNSURE, naming the failure (with a baseline, a window is
-                # judged by the baseline alone), never dropped unjudged
+                # another resolution against a roi), or no model serves the slot (its package refused at the
+                # start, nothing installed): UNSURE, naming the failure (with a baseline, a window is judged by
+                # the baseline alone), never dropped unjudged
                 self.failures.add(reason, self.slot.name, self._model_names()[1], str(exc))
                 if self.baseline is not None and isinstance(item, Window):
                     await self._baseline_alone(item, reason)
@@ -1748,6 +1781,8 @@ class Pipeline:
             reason=(
                 f"the frame does not fit the model (bad_input): {printable(detail, 300)}; not judged"
                 if reason == "bad_input"
+                else f"no model serves this {what} (no_model): {printable(detail, 300)}; not judged"
+                if reason == "no_model"
                 else f"the model failed on this {what} ({reason}): not judged"
             ),
         )

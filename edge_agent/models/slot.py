@@ -18,7 +18,9 @@ On ``start`` the slot runs the last package that passed (``ModelStore`` state), 
 pins a local package that differs from it, which is then installed the same way. The installed
 folder is verified again first (signature, every file's size and SHA-256) and loaded and golden-tested
 on this CPU; one that fails either is set aside with a WARNING naming the file and the reason, and the
-configured package is installed again (no configured package: start fails, saying why). A swap whose
+configured package is installed again (no configured package: start fails, saying why). A configured package
+refused with nothing installed leaves the slot ``failed`` (``FailedAtStart``): no model, a package swapped in later
+serves. A swap whose
 health window a restart interrupted is resumed at ``start``: the candidate serves and a whole new health
 window is watched (the previous model loaded again to roll back to), unless the agent ended without an
 orderly stop a second time inside that window (a crash loop): then the previous model is restored at
@@ -79,6 +81,12 @@ log = logging.getLogger(__name__)
 
 class SlotError(RuntimeError):
     pass
+
+
+class FailedAtStart(SlotError):
+    """A slot's configured package was refused at its start with no package installed to serve instead: the slot
+    is ``failed`` (``ModelSlot.failed`` says why), serves no model, and takes a package swapped in later. The agent
+    starts all the same (``Agent.start``); a caller of ``ModelSlot.start`` alone sees the ``SlotError``."""
 
 
 class _Stopped(RuntimeError):
@@ -283,6 +291,9 @@ class ModelSlot:
         self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self.state = "stopped"
+        # why the slot is "failed": its configured package was refused at a start with nothing installed to serve
+        # instead (``FailedAtStart``); None once a package serves
+        self.failed: str | None = None
         # folder -> why: rollbacks whose mark the disk refused, told in a rollback_unrecorded event (its end too)
         self._unrecorded: dict[str, str] = {}
 
@@ -306,6 +317,8 @@ class ModelSlot:
     def _require(self) -> _Active:
         a = self._active
         if a is None:
+            if self.failed is not None:
+                raise SlotError(f"model slot {self.name!r} has no model: {self.failed}")
             raise SlotError(f"model slot {self.name!r} has no model loaded")
         return a
 
@@ -313,6 +326,7 @@ class ModelSlot:
     async def start(self) -> None:
         if self._helpers.stopped:  # started again after a stop
             self._helpers = Helpers()
+        self.failed = None
         await self._start_on(await self._after_restart())
 
     async def _start_on(self, resume: AfterRestart | None, *, refused: str | None = None) -> None:
@@ -443,6 +457,15 @@ class ModelSlot:
             # yet, damaged, another model's graph): the verified package installed here serves on. Raised, it ended
             # the agent's start, every other slot and pipeline with it, at every restart
             return await self._start_on(resume, refused=outcome.reason or outcome.stage)
+        if not outcome.ok and not current and rejected is None and not outcome.retry:
+            # nothing installed yet to serve instead: a SlotError ended the agent's start, every other slot and
+            # pipeline with it, at every restart, and a slot following the fleet never heard of a package to fix it
+            self.state = "failed"
+            self.failed = (
+                f"its configured package {want_pkg} is refused: {one_line(outcome.reason or '', 600)}"
+            )
+            self.counters["configured_package_refused"] += 1
+            raise FailedAtStart(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
         if not outcome.ok:
             raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
         self._keep_state()
@@ -982,6 +1005,7 @@ class ModelSlot:
             )
         )
         self.state = "watching" if (watch and old is not None) else "active"
+        self.failed = None
         outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
         self.last_outcome = outcome
         self._event(
@@ -1090,7 +1114,15 @@ class ModelSlot:
         reason = one_line(reason, 1000)
         # a health window resumed after a restart runs on beside a refused swap (an admin's rollback goes through
         # beside it): still watching. Set active, its candidate was reported healthy before its verdict
-        self.state = "watching" if self.watches_active() else "active" if self._active else "stopped"
+        self.state = (
+            "watching"
+            if self.watches_active()
+            else "active"
+            if self._active
+            else "failed"
+            if self.failed is not None
+            else "stopped"
+        )
         outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason, retry)
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
@@ -1279,6 +1311,7 @@ class ModelSlot:
             "p50_inference_ms": a.health.p50() if a else None,
             "counters": dict(self.counters),
             "last_swap": self.last_outcome.to_dict() if self.last_outcome else None,
+            "failed": self.failed,  # why no model serves: its configured package refused at the start
             # rolled back or refused, but the disk refused its mark: until written, a restart may serve it again
             "unrecorded_rollbacks": dict(self._unrecorded),
         }

@@ -130,18 +130,19 @@ async def test_a_frame_whose_check_against_the_training_inputs_fails_is_unsure_n
     assert pipe.stats.errors.get("bad_input") == 3
 
 
-async def test_frames_reaching_a_slot_without_a_model_are_dropped_counted_and_named_on_status(
-    tmp_path, caplog
-):
-    """Counted under the pipeline's errors and silent drops on /status (``no_model``), the first said in a WARNING
-    naming the slot; no result. (An agent does not start a slot without a package: ``ModelSlot.start``.)"""
+async def test_frames_reaching_a_slot_without_a_model_are_unsure_counted_and_named(tmp_path, caplog):
+    """A slot with no model (its configured package refused at the agent's start, nothing installed: the slot is
+    failed and the agent serves the rest) judges none of its frames: each a result UNSURE naming ``no_model``, as an
+    item its model fails on, counted under the pipeline's errors, the first said in a WARNING naming the slot. (They
+    were dropped: a reject gate on UNSURE let every part by, unjudged.)"""
     import logging
 
     frames = [np.zeros((8, 8, 3), np.uint8)] * 3
     with caplog.at_level(logging.WARNING, logger="edge_agent.pipelines"):
         pipe, results, _ = await _run(tmp_path, None, None, frames, lambda p: p.stats.errors["no_model"] == 3)
     status = pipe.status()
-    assert results == [] and status["items"] == 3 and status["errors"] == {"no_model": 3}, status
-    drop = status["silent_drops"]["no_model"]
-    assert drop["count"] == 3 and "model slot 'vision' has no model loaded" in drop["message"], drop
-    assert [r.getMessage() for r in caplog.records if "no_model" in r.getMessage()] == [drop["message"]]
+    assert [r.verdict for r in results] == ["UNSURE"] * 3 and status["errors"] == {"no_model": 3}, status
+    assert all(r.outputs == {"model_error": "no_model"} and r.score is None for r in results), results
+    assert "model slot 'vision' has no model loaded" in results[0].reason, results[0]
+    said = [r.getMessage() for r in caplog.records if "no_model" in r.getMessage()]
+    assert len(said) == 1 and "no model serves its slot" in said[0] and "'vision'" in said[0], said

@@ -1,0 +1,227 @@
+"""A slot whose configured package is refused (damaged, signed by a key not trusted here, a refused version) with
+nothing installed in it yet: the agent did not start (``cannot start on ...``), every other slot and pipeline
+down with it, at every restart of its unit, and a slot following the fleet never connected to be sent a fix. Now
+the agent starts with that slot "failed" (its reason on /status and in `edge-agent status`, one WARNING, counted
+``configured_package_refused``), every other slot and pipeline serving; the failed slot's pipeline judges nothing
+(each item a result UNSURE naming ``no_model``, as an item its model fails on); a package installed into the slot
+(as a fleet deployment installs it: ``ModelSlot.swap``) serves, and its pipeline judges again."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+
+from edge_agent.agent import Agent
+from edge_agent.cli import _status
+from edge_agent.config import parse_config
+from tests.support.models import make_keypair, make_package
+from tests.support.waits import until
+
+
+async def test_an_agent_starts_with_a_slot_whose_package_is_refused_failed_and_serves_the_rest(
+    tmp_path, caplog, capsys
+):
+    key, pub = make_keypair(tmp_path / "keys")
+    good = make_package(tmp_path, kind="vision", version="1.0.0", key=key, heatmap=False)
+    damaged = tmp_path / "damaged.edgepkg"
+    damaged.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        cv2.imwrite(str(frames / f"{i}.png"), rng.integers(0, 256, (64, 64, 3), np.uint8))
+    cam = {"type": "camera", "url": str(frames), "fps": 20, "loop": True}
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1", "site": "s", "line": "l", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(pub)],
+            "http": {"port": 0},
+            "sources": {"cam_a": cam, "cam_b": cam},
+            "models": {
+                "vision": {"package": str(damaged), "engine": "onnxruntime"},
+                "other": {"package": str(good), "engine": "onnxruntime"},
+            },
+            "pipelines": [
+                {"name": "inspect", "source": "cam_a", "model": "vision"},
+                {"name": "inspect_other", "source": "cam_b", "model": "other"},
+            ],
+        }
+    )
+    agent = Agent(cfg)
+    try:
+        with caplog.at_level(logging.WARNING):
+            await (
+                agent.start()
+            )  # (raised SlotError "model slot 'vision': cannot start on .../damaged.edgepkg")
+            failed, serving = agent.pipelines
+            await until(lambda: failed.stats.results >= 2 and serving.stats.results >= 2, what="results")
+        slot = agent.slots["vision"]
+        said = [r.getMessage() for r in caplog.records if "nothing is installed in slot" in r.getMessage()]
+        assert len(said) == 1 and str(damaged) in said[0] and "it is failed" in said[0], said
+        assert agent.slots["other"].state == "active"
+        assert serving.stats.model_failed == 0 and serving.stats.last_result.verdict in ("OK", "NG")
+        # no verdict on the failed slot's items: UNSURE, the failure named, counted
+        last = failed.stats.last_result
+        assert last.verdict == "UNSURE" and last.score is None and last.outputs == {"model_error": "no_model"}
+        assert failed.stats.model_failed == failed.stats.results and failed.stats.ng == 0
+        assert str(damaged) in last.reason, last.reason
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.http.port}/status", timeout=5) as r:
+            models = {m["slot"]: m for m in json.loads(r.read())["models"]}
+        st = models["vision"]
+        assert st["state"] == "failed" and st["version"] is None, st
+        assert st["counters"]["configured_package_refused"] == 1
+        assert str(damaged) in st["failed"] and st["last_swap"]["ok"] is False, st
+        assert agent._cloud_status()["slots"][0]["status"] == "failed"
+        capsys.readouterr()
+        assert _status(SimpleNamespace(url=f"http://127.0.0.1:{agent.http.port}", json=False)) == 0
+        out = capsys.readouterr().out
+        assert "vision       no model (failed): its configured package" in out and str(damaged) in out, out
+
+        # a package that passes, installed into the slot (what a fleet deployment does), serves
+        outcome = await slot.swap(good, watch=False)
+        assert outcome.ok and slot.state == "active" and slot.status()["failed"] is None, outcome
+        judged = failed.stats.results
+        await until(lambda: failed.stats.results >= judged + 2, what="results after the install")
+        assert failed.stats.last_result.verdict in ("OK", "NG")
+    finally:
+        await agent.stop()
+
+
+async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path):
+    """A ``follow_fleet`` slot whose package is refused with nothing installed: the agent connects all the same, and
+    a deployment from the fleet installs a package that serves (before, the agent never started, so never connected
+    to be sent one: only an edit on the gateway brought it back)."""
+    from cloud_trainer.fleet.service import FleetServer
+    from cloud_trainer.registry import Registry
+    from tests.support.fleet import cloud_settings, make_pki
+    from tests.support.peers import free_port
+
+    pki = make_pki(tmp_path / "pki", agents=("gw1",))
+    key, pub = make_keypair(tmp_path / "keys")
+    good = make_package(tmp_path, kind="vision", version="1.0.0", key=key, heatmap=False)
+    Registry(tmp_path / "registry").publish(good, [], {}, None, None)
+    rogue, _ = make_keypair(tmp_path / "rogue")  # signed by a key this gateway does not trust
+    untrusted = make_package(tmp_path / "r", kind="vision", version="1.0.0", key=rogue, heatmap=False)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "0.png"), np.random.default_rng(3).integers(0, 256, (64, 64, 3), np.uint8))
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud",
+        port,
+        pki / "ca.pem",
+        pki / "server.pem",
+        pki / "server.key",
+        registry=tmp_path / "registry",
+    )
+    await srv.start()
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1", "site": "s", "line": "l", "data_dir": str(tmp_path / "gw1")},
+            "trusted_keys": [str(pub)],
+            "http": {"enabled": False},
+            "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 20, "loop": True}},
+            "models": {
+                "vision": {
+                    "package": str(untrusted),
+                    "version_policy": "follow_fleet",
+                    "engine": "onnxruntime",
+                }
+            },
+            "pipelines": [{"name": "inspect", "source": "cam", "model": "vision"}],
+            "cloud": cloud_settings(pki, port, heartbeat_s=0.3).model_dump(mode="json", exclude_unset=True),
+        }
+    )
+    agent = Agent(cfg)
+    try:
+        await (
+            agent.start()
+        )  # (raised: "cannot start on ...: signed by key ..., which is not among the trusted keys")
+        slot = agent.slots["vision"]
+        assert slot.state == "failed" and "not among the trusted keys" in (slot.failed or "")
+        await until(
+            lambda: [s.get("status") for a in srv.store.agents() for s in a.get("slots", [])] == ["failed"],
+            what="the failed slot reported to the fleet",
+        )
+        dep = srv.control.create(
+            {"package": "part-inspection", "version": "1.0.0", "slot": "vision", "agents": ["gw1"]}
+        )
+        await until(
+            lambda: srv.control._get(dep["id"])["state"] == "completed", what="1.0.0 on gw1", timeout_s=60
+        )
+        assert slot.state == "active" and slot.version == "1.0.0"
+        pipe = agent.pipelines[0]
+        judged = pipe.stats.results - pipe.stats.model_failed
+        await until(lambda: pipe.stats.results - pipe.stats.model_failed > judged, what="a judged result")
+    finally:
+        await agent.stop()
+        await srv.stop()
+
+
+async def test_a_windowed_pipeline_on_a_failed_slot_counts_its_readings_and_is_sized_once_a_model_serves(
+    tmp_path,
+):
+    """A pipeline's windows are sized from its model: on a slot failed at the start, its readings are counted
+    (``no_model``) and dropped, not windowed; once a package serves the slot, the pipeline is prepared and judged."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pytest
+
+    from devices.base import Quality, Reading
+    from edge_agent.config import PipelineSettings, WindowSettings
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import FailedAtStart, ModelSlot
+    from edge_agent.pipelines import Pipeline
+    from tests.support.models import SIGNAL_RATE_HZ, SIGNAL_WINDOW
+
+    key, pub = make_keypair(tmp_path / "keys")
+    good = make_package(tmp_path, kind="signal", key=key)
+    damaged = tmp_path / "damaged.edgepkg"
+    damaged.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    slot = ModelSlot(
+        "health", ModelConfig(package=str(damaged), engine="onnxruntime"), tmp_path / "data", [str(pub)]
+    )
+    with pytest.raises(FailedAtStart):
+        await slot.start()
+    results: list = []
+
+    async def on_result(res, item):
+        results.append(res)
+
+    settings = PipelineSettings(
+        name="pump",
+        source="plc",
+        model="health",
+        window=WindowSettings(waveform="Vibration", sample_rate_hz=SIGNAL_RATE_HZ, scalars={}),
+    )
+    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), on_result, on_event=lambda e: None)
+    slot.swap_checks[pipe.name] = (
+        pipe.refusal
+    )  # (the agent's start: not prepared, its checks kept for a swap)
+    pipe.start()
+    rng = np.random.default_rng(0)
+    try:
+        for i in range(3):
+            await pipe.offer(
+                Reading("plc", "Vibration", rng.normal(0, 1, SIGNAL_WINDOW), float(i), float(i), Quality.GOOD)
+            )
+        drops = pipe.status()["silent_drops"]["no_model"]
+        assert drops["count"] == 3 and str(damaged) in drops["message"], drops
+        assert pipe.windower is None and results == []
+
+        assert (await slot.swap(good, watch=False)).ok
+        for i in range(3, 6):
+            await pipe.offer(
+                Reading("plc", "Vibration", rng.normal(0, 1, SIGNAL_WINDOW), float(i), float(i), Quality.GOOD)
+            )
+        await until(lambda: len(results) >= 2, what="windows judged once a model serves")
+        assert results[-1].verdict in ("OK", "NG") and pipe.windower is not None
+    finally:
+        await pipe.stop()
+        await slot.stop()
