@@ -1173,7 +1173,7 @@ class CameraSource:
         # this reader's thread, in the grab() that returns it (FFmpeg's frame threads log a frame's errors on their
         # own threads, frames later)
         one_thread = [cv2.CAP_PROP_N_THREADS, 1] if ffmpeg_log.install() else []
-        if not one_thread and s.kind is not CameraKind.USB:
+        if s.kind is not CameraKind.USB and not one_thread:
             self.notices.note(  # said once by ffmpeg_log; counted here, a capture opened so
                 "ffmpeg_errors_unread",
                 "camera %r: FFmpeg's decoder errors are not read (%s): a frame it reports damaged (and fills in) "
@@ -1182,7 +1182,7 @@ class CameraSource:
                 ffmpeg_log.not_read(),
                 level=None,
             )
-        elif one_thread and s.kind is not CameraKind.USB:
+        elif s.kind is not CameraKind.USB:
             # said once by ffmpeg_log; shown beside the camera's state, not counted as a silent drop: nothing is
             # dropped, and on every ARM gateway each camera's count grew at each reopen
             self.ffmpeg_log_in_python = ffmpeg_log.filtered_in_python() or None

@@ -78,9 +78,8 @@ _installed: list[object] = []  # the callback, kept alive for the life of the pr
 _filtered: list[object] = []  # the machine code in front of it, where it is (``_native_filter``)
 _tried = threading.Lock()
 _outcome: list[str] = []  # "" installed, else why not (once per process)
-_in_python: list[
-    str
-] = []  # why the lines are filtered in Python, not by ``_native_filter`` ("": they are not)
+# why the lines are filtered in Python, not by ``_native_filter`` ("": they are not)
+_in_python: list[str] = []
 
 
 def _text(avcl: int | None, fmt: bytes | None) -> str:
