@@ -2914,7 +2914,9 @@ class _Handler:
                     src._targets_back.discard(node.nodeid)
                     src._attrs_gone.setdefault(node.nodeid, set()).add(attr)
                     for node_id in src._target_nodes.get(node.nodeid, ()):
-                        # the node made again may take more (a longer STRING): its type is read at the next refusal
+                        # the node made again may take more, or less (a STRING[10] for a STRING[20]: a longer
+                        # text was sent, for the PLC to cut or refuse): its type is read at the next write
+                        src._types.pop(node_id, None)
                         src._types_confirmed.pop(node_id, None)
                     return
                 gone = src._attrs_gone.get(node.nodeid)

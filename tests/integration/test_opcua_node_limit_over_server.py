@@ -87,21 +87,32 @@ async def test_a_nodes_own_limit_above_the_servers_lets_a_value_it_takes_be_writ
         with pytest.raises(OpcUaTypeMismatch) as refused:
             await src.write(node_id, over)
         stored = await node.read_value()
-        # a download makes the node again with a larger limit (an Array[0..15], a STRING[40]): its watch says it
-        # gone, and the value it takes now is written. Before, the refusal above (its type read again, found
-        # unchanged) judged it by the old limit for 10 minutes, for the session once the watch was linked again
+        # a download makes the node again (its watch says it gone; asyncua links no item to the node made again,
+        # so once a session): the STRING with a larger limit (a STRING[40]), the value it takes now is written
+        # (before, the refusal above, its type read again and found unchanged, judged it by the old limit for 10
+        # minutes, for the session once the watch was linked again); the array with a smaller one (an
+        # Array[0..3]), the value that fitted is refused, not sent for the PLC to cut or refuse (before, the type
+        # read before the download judged it)
         await srv.delete_nodes([limit])
         await take_node_away(srv, node)
         await until(lambda: src._targets_gone, 5.0, "the watch said the node gone")
-        node, limit = await target(16 if kind == "array" else 40)
-        await src.write(node_id, over)
-        again = await node.read_value()
+        node, limit = await target(4 if kind == "array" else 40)
+        again = None
+        if kind == "array":
+            with pytest.raises(OpcUaTypeMismatch, match="at most 4"):
+                await src.write(node_id, fits)
+        else:
+            await src.write(node_id, over)
+            again = await node.read_value()
     finally:
         await src.stop()
         await srv.stop()
     assert errors == {}, errors
-    assert again == over and sent == [fits, over], (again, sent)
     assert stored == fits, stored
+    if kind == "array":
+        assert sent == [fits], sent  # the value that fitted before the download: not sent after it
+    else:
+        assert again == over and sent == [fits, over], (again, sent)
     said = str(refused.value)
     assert node_id in said and "ServerCapabilities" not in said, said
     assert (
