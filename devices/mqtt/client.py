@@ -898,8 +898,12 @@ class MqttSource:
         # fast clock gave, how far ahead of the receive time that clock was at the step, and the clock set right (0
         # if behind: the most of its steps)) (``_stepped_back``, ``_out_of_order``)
         self._steps: dict[str, tuple[float, int, float, float, float]] = {}
-        # the receive time from which the first entry of ``_steps`` (the oldest step: entries are in the order of
-        # their steps' receive times) is over: swept then, oldest first (``_out_of_order``)
+        # (receive time, tag) of each step made, in order: swept from the front once over (``_forget_steps``), an
+        # item whose tag's step is gone or made again since skipped. Not the dict itself: each sweep began a fresh
+        # walk of it, which in CPython passes every entry deleted before (kept as holes until the dict grows
+        # again), 5 times a reading's cost with 99,000 tags' steps expiring one after another
+        self._steps_line: collections.deque[tuple[float, str]] = collections.deque()
+        # the receive time from which the front of ``_steps_line`` is over: swept then (``_forget_steps``)
         self._steps_over = math.inf
         # (message, each tag's newest time in it not ahead of the receive time): ``_newest``'s last message
         self._newest_seen: tuple[Any, dict[str, float]] | None = None
@@ -2055,6 +2059,8 @@ class MqttSource:
             )
             self._last_ts.clear()
             self._steps.clear()
+            self._steps_line.clear()
+            self._steps_over = math.inf
             self._tag_units = 0
         try:
             return (
@@ -2303,18 +2309,8 @@ class MqttSource:
         if stepped is None:
             if received_at >= self._steps_over:
                 # another tag's hold over, that tag silent since (a device removed): forgotten, else every reading of
-                # every tag paid this call for the process's life. Oldest first, up to the first still held: a scan
-                # of every step held, its tags' steps spread over seconds, came at nearly every reading (100,000
-                # tags: 20 times the cost of a reading while they expired)
-                steps, over = self._steps, []
-                self._steps_over = math.inf
-                for t, st in steps.items():
-                    if received_at - st[0] < CLOCK_STEP_HOLD_S:
-                        self._steps_over = st[0] + CLOCK_STEP_HOLD_S
-                        break
-                    over.append(t)
-                for t in over:
-                    del steps[t]
+                # every tag paid this call for the process's life
+                self._forget_steps(received_at)
             return False
         if received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
             # its hold over: forgotten, so that once none is held the readings in order pay no look-up
@@ -2334,6 +2330,22 @@ class MqttSource:
             f"{stepped[2]} already passed (a message re-sent)",
         )
         return True
+
+    def _forget_steps(self, received_at: float) -> None:
+        """The steps whose hold is over by ``received_at`` forgotten, oldest first, up to the first still held (a
+        scan of every step held, its tags' steps spread over seconds, came at nearly every reading: 100,000 tags,
+        20 times the cost of a reading while they expired); each looked at once."""
+        line, steps = self._steps_line, self._steps
+        self._steps_over = math.inf
+        while line:
+            at, t = line[0]
+            if received_at - at < CLOCK_STEP_HOLD_S:
+                self._steps_over = at + CLOCK_STEP_HOLD_S
+                break
+            line.popleft()
+            st = steps.get(t)
+            if st is not None and st[0] == at:  # not forgotten at its own reading, nor made again since
+                del steps[t]
 
     def _stepped_back(
         self, tag: str, ts: float, last: float, received_at: float, message: Sequence[Any], prefix: str | None
@@ -2360,8 +2372,10 @@ class MqttSource:
         # live ones; taken, each such reading went back in time, the tag's times flipping at every one
         stepped = self._steps.get(tag)
         if stepped is None or received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
-            self._steps.pop(tag, None)  # (its hold over) to the end: the entries in their steps' order
+            if received_at >= self._steps_over:  # (steps made, no tag without one read: the line kept short)
+                self._forget_steps(received_at)
             self._steps[tag] = (received_at, 1, last, last - received_at, max(ts - received_at, 0.0))
+            self._steps_line.append((received_at, tag))
             self._steps_over = min(self._steps_over, received_at + CLOCK_STEP_HOLD_S)
         elif stepped[1] >= CLOCK_STEPS_HELD:
             return False
