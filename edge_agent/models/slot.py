@@ -329,7 +329,9 @@ class ModelSlot:
         self.failed = None
         await self._start_on(await self._after_restart())
 
-    async def _start_on(self, resume: AfterRestart | None, *, refused: str | None = None) -> None:
+    async def _start_on(
+        self, resume: AfterRestart | None, *, refused: str | None = None, retry: bool = False
+    ) -> None:
         """``start`` after its restart checks. ``refused``: why a pinned slot's configured package was refused (its
         install, load or golden test): the installed package serves, as when the configured one is the same, if it
         passes its own checks; else the start fails with both reasons (the refused package is not tried again)."""
@@ -413,7 +415,7 @@ class ModelSlot:
                 self._active = active
                 self.state = "active"
                 if refused is not None and want_pkg is not None:  # said once the installed one serves
-                    self._configured_refused(want_pkg, refused, opened.manifest.package_id)
+                    self._configured_refused(want_pkg, refused, opened.manifest.package_id, retry)
                 self._report_selection(active)
                 log.info(
                     "slot %s: running %s from the store: %s",
@@ -452,11 +454,12 @@ class ModelSlot:
                 f"{current}: {rejected}"
             )
         outcome = await self.swap(want_pkg, watch=False)
-        if not outcome.ok and pinned_other and not outcome.retry:
+        if not outcome.ok and pinned_other:
             # a new package copied to a pinned slot's path that fails its checks (signed by a key not trusted here
-            # yet, damaged, another model's graph): the verified package installed here serves on. Raised, it ended
-            # the agent's start, every other slot and pipeline with it, at every restart
-            return await self._start_on(resume, refused=outcome.reason or outcome.stage)
+            # yet, damaged, another model's graph), or that this machine cannot install now (its disk full): the
+            # verified package installed here serves on (the latter's install tried again at the next start).
+            # Raised, it ended the agent's start, every other slot and pipeline with it, at every restart
+            return await self._start_on(resume, refused=outcome.reason or outcome.stage, retry=outcome.retry)
         if not outcome.ok and not current and rejected is None and not outcome.retry:
             # nothing installed yet to serve instead: a SlotError ended the agent's start, every other slot and
             # pipeline with it, at every restart, and a slot following the fleet never heard of a package to fix it
@@ -470,17 +473,19 @@ class ModelSlot:
             raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
         self._keep_state()
 
-    def _configured_refused(self, pkg: Path, why: str, installed: str) -> None:
-        """A pinned slot's configured package refused at a start: said once, counted; the installed one serves."""
+    def _configured_refused(self, pkg: Path, why: str, installed: str, retry: bool = False) -> None:
+        """A pinned slot's configured package refused at a start: said once, counted; the installed one serves.
+        ``retry``: refused for a cause of this machine (its disk full), not of the package: tried at the next start."""
         self.counters["configured_package_refused"] += 1
         log.warning(
-            "slot %s: the configured package %s is refused: %s; serving the installed %s (fix models.%s.package in "
-            "the agent's config)",
+            "slot %s: the configured package %s is refused: %s; serving the installed %s (%s)",
             self.name,
             printable(str(pkg), 300),
             printable(why, 600),
             installed,
-            self.name,
+            "its install is tried again at the next start"
+            if retry
+            else f"fix models.{self.name}.package in the agent's config",
         )
 
     def _keep_state(self) -> None:

@@ -6,6 +6,7 @@ restart). Now the installed package, verified again, serves, with a WARNING, a c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 
@@ -140,3 +141,46 @@ async def test_the_fleets_agents_table_shows_a_slot_serving_on_after_its_new_pac
         assert "vision=part-inspection-1.0.0 (active; package vision.edgepkg: signed by key" in out, out
     finally:
         await srv.stop()
+
+
+async def test_a_pinned_slots_new_package_that_the_full_disk_cannot_hold_leaves_the_installed_one_serving(
+    kit, tmp_path, caplog
+):
+    """The disk full when the start installs the new package copied to a pinned slot's path (a cause of this
+    machine, not of the package): the start ended (the agent with it) though the installed package could serve.
+    Now it serves, and the new one is installed at a start once there is room."""
+    from tests.support.peers import small_tmpfs
+
+    tmp, key, pub, v1 = kit
+    pkg = tmp_path / "vision.edgepkg"
+    shutil.copy(v1, pkg)
+    cfg = ModelConfig(package=str(pkg), engine="onnxruntime", version_policy="pinned")
+    trusted = load_trusted_keys([pub])
+    with small_tmpfs(tmp_path / "data" / "models" / "vision", "2m") as root:
+        first = ModelSlot("vision", cfg, tmp_path / "data", trusted)
+        await first.start()
+        await first.stop()
+        shutil.copy(make_package(tmp, kind="vision", version="1.1.0", key=key, heatmap=False), pkg)
+        filler = root / ".filler"
+        with open(filler, "wb") as f, contextlib.suppress(OSError):  # the rest of the disk taken
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        again = ModelSlot("vision", cfg, tmp_path / "data", trusted)
+        with caplog.at_level(logging.WARNING):
+            await again.start()  # (raised SlotError "cannot start on ...: not enough free disk")
+        try:
+            assert again.state == "active" and again.version == "1.0.0"
+            (line,) = [r.getMessage() for r in caplog.records if "the configured package" in r.getMessage()]
+            assert (
+                "not enough free disk" in line and "its install is tried again at the next start" in line
+            ), line
+        finally:
+            await again.stop()
+        filler.unlink()
+        third = ModelSlot("vision", cfg, tmp_path / "data", trusted)
+        await third.start()
+        try:
+            assert third.version == "1.1.0"
+        finally:
+            await third.stop()
