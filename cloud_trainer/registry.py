@@ -502,7 +502,9 @@ def publish_package(argv: list[str]) -> int:
     ap.add_argument(
         "--registry",
         type=Path,
-        default=Path("var/registry"),
+        # required, as withdraw's: a default of its own (var/registry) was not the one `serve` deploys from
+        # (<data>/registry), and a package published there was never seen by the fleet
+        required=True,
         help="the registry folder `cloud-trainer serve` deploys from (its --registry, default <data>/registry; "
         "a tenant's: <registry>/.tenants/T)",
     )

@@ -66,6 +66,18 @@ def test_publish_refuses_a_registry_folder_that_does_not_exist(kit, tmp_path, ca
     assert not (tmp_path / "regsitry").exists()
 
 
+def test_publish_of_a_package_needs_the_registry_named(kit, tmp_path, capsys, monkeypatch):
+    """Its default (var/registry) was not the registry `serve` deploys from (<data>/registry): a package published
+    with both defaults was never seen by the fleet. Required now, as withdraw's."""
+    _, _, pub, pkg = kit
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as ex:
+        main(["publish", str(pkg), "--trust", str(pub)])
+    assert ex.value.code == 2
+    assert "the following arguments are required: --registry" in capsys.readouterr().err
+    assert not (tmp_path / "var").exists()
+
+
 def test_publish_of_a_family_still_publishes_the_trainers_candidate(tmp_path, capsys):
     assert main(["publish", "vision", "--work", str(tmp_path / "work"), "--registry", str(tmp_path)]) == 2
     assert "run `cloud-trainer evaluate` with this work folder first" in capsys.readouterr().err
