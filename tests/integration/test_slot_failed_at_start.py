@@ -97,9 +97,8 @@ async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path):
     """A ``follow_fleet`` slot whose package is refused with nothing installed: the agent connects all the same, and
     a deployment from the fleet installs a package that serves (before, the agent never started, so never connected
     to be sent one: only an edit on the gateway brought it back)."""
-    from cloud_trainer.fleet.service import FleetServer
     from cloud_trainer.registry import Registry
-    from tests.support.fleet import cloud_settings, make_pki
+    from tests.support.fleet import cloud_settings, fleet_server, make_pki
     from tests.support.peers import free_port
 
     pki = make_pki(tmp_path / "pki", agents=("gw1",))
@@ -112,14 +111,7 @@ async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path):
     frames.mkdir()
     cv2.imwrite(str(frames / "0.png"), np.random.default_rng(3).integers(0, 256, (64, 64, 3), np.uint8))
     port = free_port()
-    srv = FleetServer(
-        tmp_path / "cloud",
-        port,
-        pki / "ca.pem",
-        pki / "server.pem",
-        pki / "server.key",
-        registry=tmp_path / "registry",
-    )
+    srv = fleet_server(tmp_path / "cloud", pki, port, registry=tmp_path / "registry")
     await srv.start()
     cfg = parse_config(
         {

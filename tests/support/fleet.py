@@ -23,6 +23,13 @@ def make_pki(d: Path, agents=("gw1", "gw2"), admins=("alice",)) -> Path:
     return d
 
 
+def fleet_server(data: Path, pki: Path, port: int, **kw):
+    """An in-process ``FleetServer`` on ``port`` with the PKI ``make_pki`` made (not started)."""
+    from cloud_trainer.fleet.service import FleetServer
+
+    return FleetServer(data, port, pki / "ca.pem", pki / "server.pem", pki / "server.key", **kw)
+
+
 def cloud_settings(pki: Path, port: int, agent: str = "gw1", **kw):
     from edge_agent.uplink.settings import CloudSettings
 
