@@ -4066,6 +4066,13 @@ class OpcUaSource:
             tag,
             status.name,
         )
+        shown = nodeid.to_string()
+        for node_id in dict.fromkeys(n for n, _ in self._write_targets):
+            if self._resolved.get(node_id) == shown:
+                # a write target read as a tag (its own watch off, or no room for it): made again, it may take
+                # less (a STRING[10] for a STRING[20]) or more: its type is read at the next write
+                self._types.pop(node_id, None)
+                self._types_confirmed.pop(node_id, None)
         self._back.discard(nodeid)
         self._gone[nodeid] = asyncio.get_running_loop().create_task(self._subscribe_again(nodeid))
 

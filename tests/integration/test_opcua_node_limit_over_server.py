@@ -40,7 +40,8 @@ async def test_a_nodes_own_limit_above_the_servers_lets_a_value_it_takes_be_writ
     not named at connect; 9 elements, a 23-byte text are refused naming the node's own limit, and never sent.
     Before, the lower of the two held: the node's values the server takes were refused (target_errors at
     connect, OpcUaTypeMismatch at every write). A download that makes the node again with a larger limit has the
-    refused value written."""
+    refused value written, one with a smaller limit has the value that fitted refused. The text node is also a
+    tag, its own watch off: the tag's gone notice says so."""
     initial, capability, prop, fits, over = _CASES[kind]
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
@@ -77,6 +78,8 @@ async def test_a_nodes_own_limit_above_the_servers_lets_a_value_it_takes_be_writ
         "connect_timeout_s": 2,
         "keepalive_check_s": 0.3,
     }
+    if kind == "text":  # read as a tag, the target's own watch off
+        source.update(watch_write_targets=False, nodes=[{"node_id": node_id, "tag": "target"}])
     src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
     src.expect_writes([(node_id, fits)])
     await src.start()
@@ -95,7 +98,7 @@ async def test_a_nodes_own_limit_above_the_servers_lets_a_value_it_takes_be_writ
         # read before the download judged it)
         await srv.delete_nodes([limit])
         await take_node_away(srv, node)
-        await until(lambda: src._targets_gone, 5.0, "the watch said the node gone")
+        await until(lambda: src._targets_gone or src._gone, 5.0, "the watch (the tag) said the node gone")
         node, limit = await target(4 if kind == "array" else 40)
         again = None
         if kind == "array":
