@@ -89,6 +89,10 @@ class StreamHub:
         self._other_runs: list[tuple[tuple[str, str], str, tuple]] = []
         self.on_other_run: Callable[[list[tuple[tuple[str, str], str, tuple]]], Awaitable[None]] | None = None
         self._judging: set[asyncio.Task] = set()
+        # agents with a judgment of a refused report under way -> the newest report of theirs refused since (None:
+        # none), judged when it ends: one judgment in flight an agent (one a flush piled up while the control
+        # state was slow, each a read in a place of the tenant's heartbeats that its other agents wait for)
+        self._judged_later: dict[tuple[str, str], tuple[tuple[str, str], str, tuple] | None] = {}
         self._held_said = float("-inf")  # when that was last logged
         self.sent: dict[tuple[str, str], int] = {}  # generation last pushed to each open stream
         # the control's generation when the state last queued to each open stream was read: a push whose read
@@ -379,19 +383,36 @@ class StreamHub:
                 self.flush_failures.succeeded()
             if self._other_runs:
                 other, self._other_runs = self._other_runs, []
-                if (
-                    self.on_other_run is not None
-                ):  # in a task: it waits for its tenant's places, never the flushes
-                    task = asyncio.create_task(self._judge(self.on_other_run, other))
-                    self._judging.add(task)
-                    task.add_done_callback(self._judging.discard)
+                if self.on_other_run is not None:
+                    self._judge_aside(other)
 
-    @staticmethod
-    async def _judge(judge: Callable[[list], Awaitable[None]], other: list) -> None:
-        try:
-            await judge(other)
-        except Exception:  # (its own failures are its to say: never the flusher's end)
-            log.exception("fleet streams: judging %d reports their agents' rows refused", len(other))
+    def _judge_aside(self, other: list) -> None:
+        """Judge ``other`` in a task (it waits for its tenant's places, never the flushes), but for the agents
+        under judgment already: their newest refused report waits for that judgment's end (``_judged_later``)."""
+        now = []
+        for item in other:
+            if item[0] in self._judged_later:
+                self._judged_later[item[0]] = item
+            else:
+                self._judged_later[item[0]] = None
+                now.append(item)
+        if now:
+            task = asyncio.create_task(self._judge(now))
+            self._judging.add(task)
+            task.add_done_callback(self._judging.discard)
+
+    async def _judge(self, other: list) -> None:
+        while other:
+            try:
+                if self.on_other_run is not None:
+                    await self.on_other_run(other)
+            except Exception:  # (its own failures are its to say: never the flusher's end)
+                log.exception("fleet streams: judging %d reports their agents' rows refused", len(other))
+            finally:
+                later = [self._judged_later.pop(key, None) for key, *_ in other]
+            other = [item for item in later if item is not None]
+            for item in other:
+                self._judged_later[item[0]] = None
 
     async def _owed(self) -> None:
         """Streams owed their desired state (just opened, or reporting an older generation) get it in batches:

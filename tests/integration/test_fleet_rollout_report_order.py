@@ -1046,22 +1046,35 @@ async def test_a_heartbeat_is_answered_and_written_when_the_control_state_cannot
 async def test_the_flushes_go_on_while_a_report_its_agents_row_refused_waits_to_be_judged(fleet):
     """A stream report its agent's row refused is judged after the flush (which run began last: a read in a place of
     its tenant's heartbeats). Awaited by the flusher, one tenant's places held by a slow store, or the control state
-    slow, held every tenant's reports unwritten. It is judged aside; the next flushes go on."""
+    slow, held every tenant's reports unwritten. It is judged aside; the next flushes go on. One judgment an agent
+    at a time: the agent's reports refused meanwhile (one a flush) were each judged in a task of their own, piling
+    up while the control state was slow, each in a place of the tenant's heartbeats its other agents wait for; the
+    newest of them is judged once the judgment under way ends."""
     import threading
     import time
 
     srv, _stub, _e = fleet
     srv.hub.flush_s = 0.02
-    release, judging = threading.Event(), threading.Event()
-    srv.fleet._newest_run = lambda *a: judging.set() or release.wait(10)  # the control state slow
+    release, judging, calls = threading.Event(), threading.Event(), []
+    # the control state slow
+    srv.fleet._newest_run = lambda *a: calls.append(1) or judging.set() or release.wait(10)
     outbox = {"epoch": 1, "dropped": {}, "report": {"boot": "new", "seq": 2}}
     srv.fleet._applied[("default", "gw1")] = ("new", 2, time.monotonic())
-    srv.hub._other_runs.append((("default", "gw1"), "clone", ({}, [], {}, 0, outbox, time.time())))
+    refused = (("default", "gw1"), "clone", ({}, [], {}, 0, outbox, time.time()))
+    srv.hub._other_runs.append(refused)
     try:
         await until(judging.is_set, 5, "the judging under way")
         await srv.hub.report(("acme", "gw2"), ({}, [], {}, 0, {}, time.time()), 0)
         await until(
             lambda: srv.store.agents(tenant="acme"), 5, "another tenant's report written"
         )  # was: waited
+        for _ in range(3):  # the agent's reports refused at the next flushes
+            srv.hub._other_runs.append(refused)
+            await until(lambda: not srv.hub._other_runs, 5, "the refusal taken")
+        await asyncio.sleep(0.1)
+        assert len(calls) == 1  # was: 4 (a judgment each)
+        release.set()
+        await until(lambda: not srv.hub._judging, 5, "the judgments ended")
+        assert len(calls) == 2  # the newest refused report judged after the first
     finally:
         release.set()
