@@ -307,8 +307,8 @@ class StreamHub:
         for i, (key, args) in enumerate(items):
             try:
                 held = self.store.heartbeat_many([(*key, *args, key in again, key in one_run)])
-                if held:  # its row held elsewhere: the next flush
-                    self._hold([key], {key: args})
+                if held:  # its row held elsewhere: the next flush (still only over its own run: ``one_run``)
+                    self._hold([key], {key: args}, one_run)
                     continue
                 if getattr(held, "stale", None):  # older than its agent's row: dropped, counted
                     self.stale += 1

@@ -558,6 +558,34 @@ async def test_a_report_held_back_for_a_locked_row_is_never_written_over_a_newer
         other.close()
 
 
+async def test_a_report_written_only_over_its_own_run_keeps_that_when_held_for_a_locked_row_in_a_failed_batch(
+    tmp_path,
+    postgres_url,  # noqa: F811
+):
+    """A stream report of a run its process knows is written only over its own run (another replica may hold a newer
+    one: a clone's). Its batch refused (another agent's report the store cannot take: each report then written alone)
+    while its row was locked, it was held for the next flush without that condition, and written there over the
+    newer run."""
+    store = open_store(postgres_url, tmp_path)
+    hub, key = StreamHub(store, None), ("acme", "gw1")
+    newer = {"epoch": 1, "dropped": {}, "report": {"boot": "newer", "seq": 1}}
+    try:
+        store.heartbeat("gw1", {"v": "newer"}, [], {}, 0, newer, tenant="acme")  # another replica's write
+        with psycopg.connect(postgres_url) as conn:  # an admin's transaction left open on gw1's row
+            assert conn.execute("UPDATE agents SET labels = labels WHERE id = 'gw1'").rowcount
+            late = {**newer, "report": {"boot": "older", "seq": 9}}
+            hub.pending[key] = ({"v": "late"}, [], {}, 0, late, time.time())  # received after the newer
+            hub._one_run.add(key)
+            hub.pending["acme", "gw-bad"] = ({}, [], {}, -1, {}, time.time())  # refuses the batch
+            assert await asyncio.to_thread(hub.flush) == 0 and list(hub.pending) == [key]
+            conn.rollback()
+        assert await asyncio.to_thread(hub.flush) == 0
+        assert [a["labels"] for a in store.agents(tenant="acme")] == [{"v": "newer"}]  # was: {"v": "late"}
+        assert hub.stale + len(hub._other_runs) == 1  # not written: dropped, counted (or judged)
+    finally:
+        store.close()
+
+
 async def test_a_replica_whose_clock_runs_ahead_never_freezes_its_agents_state_on_the_others(
     tmp_path,
     postgres_url,  # noqa: F811
