@@ -2894,13 +2894,17 @@ class MqttSource:
         where = f"{group}/{edge_node}/{device + '/' if device else ''}{metric}"
         deadline = time.monotonic() + LEARNING_WAIT_S
         # an NCMD waits for the device births come by now, not for those after (its node's own births: for any);
-        # "now" taken again once a birth of its node it waited for is read (one learnt a step at a time, or one
-        # unread at a look: the node restarted, the device births following it are its new birth's, and may clash)
+        # "now" taken again once a birth of its node is read (one learnt a step at a time, one unread at a look, or
+        # one read between two looks, as the birth a rebirth asked mostly is: the node restarted, the device births
+        # following it are its new birth's, and may clash)
         came = self._channel.arrived
+        births = self.sparkplug.births_read(group, edge_node)
         while True:
             if (learnt := self.sparkplug.learnt(group, edge_node)) is not None:
                 await self._birth_learnt(learnt, where)
                 came = self._channel.arrived
+            if (read := self.sparkplug.births_read(group, edge_node)) != births:
+                births, came = read, self._channel.arrived
             unread = self._rebirth_unread(group, edge_node, device, came)
             # a rebirth this host asked, its data showing a birth missed (a seq gap, an alias its births did not
             # give): the node's aliases may be new already, a command by the old one set another metric

@@ -184,6 +184,7 @@ class _Node:
     bd_seq: int | None = None
     seq: int | None = None
     alive: bool = False
+    births_read: int = 0  # its NBIRTHs read (``SparkplugHost.births_read``)
     aliases: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alias -> (device, metric)
     clashes: set[int] = field(default_factory=set)  # aliases its births gave to two metrics: data skipped
     last: dict[tuple[str | None, str], tuple[Any, float]] = field(
@@ -814,6 +815,12 @@ class SparkplugHost:
         """A large birth of the node (or of one of its devices) is being learnt a step at a time: its datatypes
         are not all known yet, so a command to it waits (``MqttSource.command``)."""
         return (group, edge_node) in self._learning
+
+    def births_read(self, group: str, edge_node: str) -> int:
+        """How many NBIRTHs of the node were read (0: none, or the node forgotten): a command that waited sees by
+        it a birth of the node read meanwhile, though no look of it found that birth unread."""
+        n = self._nodes.get((group, edge_node))
+        return n.births_read if n is not None else 0
 
     def learnt(self, group: str, edge_node: str) -> asyncio.Event | None:
         """The event set once the large birth of the node being learnt (``learning``) is learnt; None: none is."""
@@ -1736,6 +1743,7 @@ class SparkplugHost:
                 return marked
             self._named[t.edge_node] = key
             node.born = True
+            node.births_read += 1
             node.alive, node.aliases, node.clashes = True, {}, set()
             node.seq = self._seq_range(t, node, payload.seq)
             if payload.seq:  # (None: no seq, said apart; 0: as Sparkplug has it)

@@ -1060,6 +1060,57 @@ async def test_a_command_waits_for_the_birth_asked_when_the_nodes_data_showed_on
     assert _rebirth_then(cmds) == ("speed", 8), cmds
 
 
+async def test_a_node_command_waits_for_the_device_births_following_the_birth_asked_read_between_its_looks(
+    mosquitto, monkeypatch
+):
+    """The birth asked (data by an alias the births did not give) is read between two looks of the waiting NCMD, as
+    it mostly is: the device birth following it (d3's, giving its valve alias 8 as the new NBIRTH gives speed,
+    against Sparkplug) came after the command, and was not waited for: sent with alias 8 while d3's birth was
+    unread (the consumer held at the NBIRTH's readings). It waits for it; once read, speed goes by name alone. Its
+    looks made 0.5 s apart, so that both births come and the NBIRTH is read between two of them."""
+    monkeypatch.setattr(client_module, "UNREAD_POLL_S", 0.5)
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    at_nb, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> None:
+        async for r in src.items():
+            if r.tag == "n1/setpoint":  # the new NBIRTH's
+                at_nb.set()
+                await gate.wait()
+
+    try:
+        await _born_then_unknown_alias(src, node)
+        await until(lambda: node.cmds, 5, "the rebirth asked")
+        pump.cancel()
+        pump = asyncio.create_task(slow())
+        command = asyncio.create_task(src.command("g", "n1", None, "speed", 1))
+        await asyncio.sleep(0.1)
+        assert not command.done()  # the birth asked unread
+        db = sp._pb().Payload()
+        db.timestamp, db.seq = int(time.time() * 1000) + 1, 1
+        pb_metric(db, "valve", alias=8, datatype=D.INT32, int_value=0)
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", db.SerializeToString())
+        await asyncio.wait_for(at_nb.wait(), 5)
+        await until(lambda: src._rebirth_unread("g", "n1", None), 5, "d3's birth queued")
+        await asyncio.sleep(0.6)  # a look made since
+        assert not command.done()  # before: sent with alias 8
+        gate.set()
+        assert await asyncio.wait_for(command, 2) == "sent"
+        cmds = await node.wait_cmds(2)  # the rebirth asked for the alias, the command
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    got = [
+        (pb.metrics[0].name, pb.metrics[0].alias if pb.metrics[0].HasField("alias") else None)
+        for _, _, pb in cmds
+        if pb.metrics[0].name != "Node Control/Rebirth"
+    ]
+    assert got == [("speed", None)]
+
+
 async def test_a_command_is_held_still_once_the_birth_asked_when_the_nodes_data_showed_one_missed_is_given_up(
     mosquitto,
 ):
