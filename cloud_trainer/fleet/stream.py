@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -89,6 +90,10 @@ class StreamHub:
         self._other_runs: list[tuple[tuple[str, str], str, tuple]] = []
         self.on_other_run: Callable[[list[tuple[tuple[str, str], str, tuple]]], Awaitable[None]] | None = None
         self._judging: set[asyncio.Task] = set()
+        # a report's entry in ``pending`` and its marks (``_again``, ``_one_run``) change together: ``flush`` runs in a
+        # worker thread and took the three in turn, so a report the loop put between them had its mark in the set of
+        # the batch, not in the new one (a report of a known run written as it comes: over a newer run)
+        self._marks = threading.Lock()
         # agents with a judgment of a refused report under way -> the newest report of theirs refused since (None:
         # none), judged when it ends: one judgment in flight an agent (one a flush piled up while the control
         # state was slow, each a read in a place of the tenant's heartbeats that its other agents wait for)
@@ -172,10 +177,11 @@ class StreamHub:
         if not stale:
             # a report of its run's first here pending (checked as it came, written as it comes) keeps the later
             # reports of that run that replace it so: conditional, a new run's first flush waited for one more
-            plain = key in self.pending and key not in self._one_run
-            self.pending[key] = args
-            self._again.discard(key)
-            (self._one_run.add if one_run and not plain else self._one_run.discard)(key)
+            with self._marks:
+                plain = key in self.pending and key not in self._one_run
+                self.pending[key] = args
+                self._again.discard(key)
+                (self._one_run.add if one_run and not plain else self._one_run.discard)(key)
         self.reports += 1
         self.ack(key, report_id)
         sent = self.sent.get(key)
@@ -186,8 +192,9 @@ class StreamHub:
     def put_plain(self, key: tuple[str, str], args: tuple) -> None:
         """A report ``on_other_run`` found to be written over its agent's row after all (the row's run began before
         its own): written at the next flush as it comes; a newer report of the agent pending meanwhile wins."""
-        self.pending.setdefault(key, args)
-        self._one_run.discard(key)
+        with self._marks:
+            self.pending.setdefault(key, args)
+            self._one_run.discard(key)
 
     def ack(self, key: tuple[str, str], report_id: int) -> None:
         """Acknowledge the agent's report ``report_id`` (0: none asked) on its stream: the report was received."""
@@ -243,9 +250,10 @@ class StreamHub:
         """Write the pending reports; returns how many were written."""
         if not self.pending:
             return 0
-        batch, self.pending = self.pending, {}
-        again, self._again = self._again, set()
-        one_run, self._one_run = self._one_run, set()
+        with self._marks:
+            batch, self.pending = self.pending, {}
+            again, self._again = self._again, set()
+            one_run, self._one_run = self._one_run, set()
         try:
             held = self.store.heartbeat_many(
                 [
@@ -280,11 +288,12 @@ class StreamHub:
             return
         for key in held:
             if len(self.pending) < self.max_pending:
-                # atomic: a newer report of the agent that came meanwhile wins, and is written as it comes
-                if self.pending.setdefault(key, batch[key]) is batch[key]:
-                    self._again.add(key)
-                    if key in one_run:  # (still only over its own run)
-                        self._one_run.add(key)
+                # a newer report of the agent that came meanwhile wins, and is written as it comes
+                with self._marks:
+                    if self.pending.setdefault(key, batch[key]) is batch[key]:
+                        self._again.add(key)
+                        if key in one_run:  # (still only over its own run)
+                            self._one_run.add(key)
             # dropped (the agent reports again within its report_s) and counted, as _put_back does
             elif key not in self.pending:
                 self.refused += 1
@@ -363,11 +372,12 @@ class StreamHub:
                 self._attempts[key] = n
             if len(self.pending) < self.max_pending:
                 # atomic: a report that came meanwhile wins; a held-back one stays checked against newer ones
-                if self.pending.setdefault(key, args) is args:
-                    if key in again:
-                        self._again.add(key)
-                    if key in one_run:  # (still only over its own run)
-                        self._one_run.add(key)
+                with self._marks:
+                    if self.pending.setdefault(key, args) is args:
+                        if key in again:
+                            self._again.add(key)
+                        if key in one_run:  # (still only over its own run)
+                            self._one_run.add(key)
             else:
                 self._attempts.pop(key, None)
                 self.refused += 1

@@ -435,6 +435,37 @@ def test_a_report_written_only_over_its_own_run_keeps_that_when_its_failed_write
     store.close()
 
 
+def test_a_report_taken_while_a_flush_takes_the_pending_ones_keeps_its_one_run_mark(tmp_path, monkeypatch):
+    """The flush runs in a worker thread while the loop takes reports. It took the pending reports, then their marks
+    (held back, one run only), one after the other: a report of a known run taken between them had its mark in the
+    flushed batch's set, not the new one, and was written at the next flush as it comes (over a newer run)."""
+    import threading
+
+    store = SQLiteStore(tmp_path / "fleet.db")
+    hub, key = fleet_stream.StreamHub(store, None), ("acme", "gw-a")
+    hub.pending[("acme", "gw-b")] = _report("1")
+    came, real_set = threading.Event(), set
+
+    def report_meanwhile() -> None:  # the loop's report, while the flush takes the pending ones
+        asyncio.run(hub.report(key, _report("2"), 0, one_run=True))
+        came.set()
+
+    def set_(*args):  # (the flush's first new set: its pending reports taken, their marks not yet)
+        if not args and not came.is_set() and not threads:
+            threads.append(threading.Thread(target=report_meanwhile))
+            threads[0].start()
+            came.wait(0.2)  # (it waits for the flush's taking now)
+        return real_set(*args)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(fleet_stream, "set", set_, raising=False)
+    assert hub.flush() == 1
+    threads[0].join(5)
+    monkeypatch.undo()
+    assert came.is_set() and key in hub.pending and key in hub._one_run  # was: not in _one_run
+    store.close()
+
+
 def _epoch_batch(epoch: int, *seqs: int, kind: str = "result") -> pb.RecordBatch:
     return pb.RecordBatch(
         records=[pb.Record(seq=s, epoch=epoch, kind=kind, t=time.time(), payload=b"{}") for s in seqs]
