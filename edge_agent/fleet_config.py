@@ -468,6 +468,7 @@ class AgentHost:
         log.info("%s: applying (restarting the agent on it)", where)
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
+            await self._refuse_failed_slots()
             self.keeper.note(info, "applied", True)
             self.keeper.save()
             await self._flush()
@@ -505,6 +506,19 @@ class AgentHost:
             self.keeper.state["last_good"] = None
             self.keeper.save()
             await self._swap(*self._local())
+
+    async def _refuse_failed_slots(self) -> None:
+        """A candidate whose agent started with a model slot failed (its package refused, nothing installed): an
+        agent serves the rest then (``FailedAtStart``), but such a candidate did not start: it is stopped and the
+        error raised, as when its start raised (``_launch``), and the host goes back on the last good config."""
+        from edge_agent.models.slot import FailedAtStart
+
+        agent = self.agent
+        failed = [(n, s.failed) for n, s in agent.slots.items() if s.failed is not None] if agent else []
+        if agent is not None and failed:
+            self.agent = None
+            await agent.stop()
+            raise FailedAtStart(f"model slot {failed[0][0]!r}: {failed[0][1]}")
 
     async def _swap(self, cfg: AgentConfig, info: dict) -> None:
         """Stop the running agent gracefully (its outbox closed: nothing accepted is lost), start one on ``cfg``."""
