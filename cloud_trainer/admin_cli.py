@@ -180,7 +180,9 @@ def _slot_cell(s) -> str:
     slot whose new local package was refused serves the one installed before, and was listed as ``(active)`` alone,
     the refusal only in ``--json``."""
     why = f"; {printable(s.reason, 160)}" if s.reason else ""
-    return f"{s.slot}={s.package}-{s.version} ({s.status}{why})"
+    # a slot failed at its agent's start (its package refused, nothing installed) serves no model: it read "vision=-"
+    model = f"{s.package}-{s.version}" if s.package else "no model"
+    return f"{s.slot}={model} ({s.status}{why})"
 
 
 def main_agents(argv: list[str]) -> int:

@@ -93,10 +93,13 @@ async def test_an_agent_starts_with_a_slot_whose_package_is_refused_failed_and_s
         await agent.stop()
 
 
-async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path):
+async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path, capsys):
     """A ``follow_fleet`` slot whose package is refused with nothing installed: the agent connects all the same, and
     a deployment from the fleet installs a package that serves (before, the agent never started, so never connected
     to be sent one: only an edit on the gateway brought it back)."""
+    import asyncio
+
+    from cloud_trainer import admin_cli
     from cloud_trainer.registry import Registry
     from tests.support.fleet import cloud_settings, fleet_server, make_pki
     from tests.support.peers import free_port
@@ -141,6 +144,11 @@ async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path):
             lambda: [s.get("status") for a in srv.store.agents() for s in a.get("slots", [])] == ["failed"],
             what="the failed slot reported to the fleet",
         )
+        capsys.readouterr()
+        admin = ["--endpoint", f"127.0.0.1:{port}", "--pki", str(pki), "--admin", "alice"]
+        assert await asyncio.to_thread(admin_cli.main_agents, admin) == 0
+        out = capsys.readouterr().out
+        assert "vision=no model (failed; " in out and "not among the trusted keys" in out, out
         dep = srv.control.create(
             {"package": "part-inspection", "version": "1.0.0", "slot": "vision", "agents": ["gw1"]}
         )
