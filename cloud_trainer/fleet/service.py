@@ -46,7 +46,7 @@ import grpc
 
 from cloud_trainer.blobs import BlobStore, LocalBlobStore, open_blobs
 from cloud_trainer.fleet.commands import Commands, TooManyCommands, add_commands
-from cloud_trainer.fleet.control import KEPT_LATE, NotInTenant, TooManyRollouts
+from cloud_trainer.fleet.control import KEPT_LATE, NotInTenant, TooManyRollouts, _run_key
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.failures import RepeatedFailure
 from cloud_trainer.fleet.faults import FaultLog, Faults, Refusal, told
@@ -367,11 +367,6 @@ def _at_or_below(held: tuple[str, int] | None, boot: str, seq: int) -> bool:
     return held is not None and held[0] == boot and held[1] >= seq
 
 
-def _same_run(boot: str) -> str:
-    """A run's boot id as a row holds it (a NUL written as U+FFFD)."""
-    return boot[:64].replace("\x00", "\ufffd")
-
-
 def quota_key(who: Identity) -> tuple[str, str]:
     """The agent's per-process quota counters: keyed by (tenant, agent id), so that no agent id, whatever it
     spells, shares another tenant's agent's counters."""
@@ -625,7 +620,7 @@ class FleetServicer(rpc.FleetServicer):
                 self._note_late_run(key)
                 return False
             counted = self._begun_elsewhere.pop(key, None)
-            if had is not None and counted != _same_run(boot):
+            if had is not None and counted != _run_key(boot):
                 self._alternating(key, had[0], boot)
         self._applied[key] = (boot, seq, time.monotonic())
         return True
@@ -660,7 +655,7 @@ class FleetServicer(rpc.FleetServicer):
             if (had := self._applied.get(key)) is None or had[0] != boot or self.hub is None:
                 continue  # a run begun here since: its reports are judged as they come
             late: str | None = ""
-            if held and _same_run(held) != _same_run(boot):
+            if held and _run_key(held) != _run_key(boot):
                 newest = await self._in_row_place(key, partial(self._newest_run, key, boot))
                 late = None if newest else held
             if late is None:
@@ -704,7 +699,7 @@ class FleetServicer(rpc.FleetServicer):
             other_runs
             and held is not None
             and self.control is not None
-            and _same_run(held[0]) != _same_run(boot)
+            and _run_key(held[0]) != _run_key(boot)
             and not self._newest_run(key, boot)
         ):
             return held[0]
@@ -719,7 +714,7 @@ class FleetServicer(rpc.FleetServicer):
             self._alternating(key, boot, late)
             # once: a lone gateway whose old run's report came late here after its new run's took another replica
             # counted each run twice when the new run's reports came here next (three restarts named it a clone)
-            self._begun_elsewhere[key] = _same_run(late)
+            self._begun_elsewhere[key] = _run_key(late)
 
     def _alternating(self, key: tuple[str, str], was: str, boot: str) -> None:
         """Run ``boot`` of agent ``key`` taken over ``was``, its run this process took last: past CLONE_RUNS such
