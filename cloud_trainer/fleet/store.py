@@ -1144,7 +1144,7 @@ class SQLStore(Store):
             if loss_room:  # the agent's loss ranges kept, as this write left them (``_note_loss``)
                 ex(
                     q("UPDATE ingest SET loss_rows = ? WHERE tenant = ? AND agent = ?"),
-                    (loss_room[2], tenant, agent),
+                    (loss_room[1], tenant, agent),
                 )
             for e in {e for e, _kind in counts if e != known_epoch}:  # (a late batch of an ended epoch)
                 self._move_end(ex, tenant, agent, e, max(c[2] for (x, _k), c in counts.items() if x == e))
@@ -1512,8 +1512,8 @@ class SQLStore(Store):
     ) -> int | None:
         """An agent's own account of a loss: dropped seq ranges, or a corrupt outbox (the previous epoch ended).
         Ranges within ``LOSS_RANGES_PER_EVENT`` of the event and ``room`` (the write's: [ranges it may still keep, of
-        ``LOSS_ROWS_PER_WRITE``; rows the agent may still add, of ``LOSS_ROWS_PER_AGENT``; its loss ranges kept, which
-        the write leaves in ``ingest.loss_rows``], counted at its first ranges); past the agent's bound its oldest
+        ``LOSS_ROWS_PER_WRITE``; the agent's loss ranges kept, of ``LOSS_ROWS_PER_AGENT``, which the write leaves in
+        ``ingest.loss_rows``], counted at its first ranges); past the agent's bound its oldest
         ranges told (not an epoch's end) are deleted to make room, down to nine tenths of it. Returns the epoch an
         ``outbox_corrupt`` event ended, else None."""
         if "outbox_" not in payload:
@@ -1571,9 +1571,9 @@ class SQLStore(Store):
                     losses = ex(
                         self.q("SELECT COUNT(*) FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0"), args
                     ).fetchone()
-                held = int(losses[0])
-                room += [LOSS_ROWS_PER_WRITE, LOSS_ROWS_PER_AGENT - held, held]
-            kept, added, taken = 0, 0, ranges[: min(LOSS_RANGES_PER_EVENT, room[0]) if room[1] >= 0 else 0]
+                room += [LOSS_ROWS_PER_WRITE, int(losses[0])]
+            kept, added = 0, 0
+            taken = ranges[: min(LOSS_RANGES_PER_EVENT, room[0]) if room[1] <= LOSS_ROWS_PER_AGENT else 0]
             for pair in taken:
                 a, b = (
                     (_int64(v) for v in pair) if isinstance(pair, list) and len(pair) == 2 else (None, None)
@@ -1589,52 +1589,23 @@ class SQLStore(Store):
                 ).rowcount
                 kept += 1
             room[0] -= kept
-            room[1] -= max(0, added)
-            room[2] += max(0, added)
-            if room[1] < 0:
+            room[1] += max(0, added)
+            if room[1] > LOSS_ROWS_PER_AGENT:
                 # past the agent's bound: its oldest ranges told make room (the newest are the ones looked at), down
                 # to nine tenths of it: the oldest are found by sorting all the agent's rows (no index on t), in the
                 # write every tenant shares; once per tenth of the bound, not at every write past it (25-36 ms each,
                 # against 0.3 ms, for an agent at 100,000 rows)
-                gone = ex(
+                room[1] -= ex(
                     self.q(
                         "DELETE FROM gaps WHERE tenant = ? AND agent = ? AND (epoch, first, last) IN (SELECT epoch, "
                         "first, last FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0 ORDER BY t, epoch, "
                         "first LIMIT ?)"
                     ),
-                    (tenant, agent, tenant, agent, -room[1] + LOSS_ROWS_PER_AGENT // 10),
+                    (tenant, agent, tenant, agent, room[1] - LOSS_ROWS_PER_AGENT + LOSS_ROWS_PER_AGENT // 10),
                 ).rowcount
-                room[1] += gone
-                room[2] -= gone
             if len(taken) < len(ranges):
                 _loss_cut(tenant, agent, len(ranges) - len(taken), "")
         return None
-
-    def gaps(self, agent: str, *, tenant: str = T, newest: int | None = None) -> list[dict]:
-        if newest is not None:
-            return self._newest_gaps(agent, tenant, newest)
-        q, args = self.q, (tenant, agent)
-        with self._tx(write=False) as ex:
-            epochs = ex(
-                q(
-                    "SELECT epoch, MIN(first_seq), MAX(last_seq), SUM(records) FROM record_counts "
-                    "WHERE tenant = ? AND agent = ? GROUP BY epoch"
-                ),
-                args,
-            ).fetchall()
-            firsts = [(e, first) for e, first, _, _ in epochs]
-            missing = []
-            for e, first, last, n in epochs:  # only an epoch with fewer records than its seq range has holes
-                if int(n) < last - first + 1:  # its newest HOLES_READ holes, from the highest seq down
-                    missing += self._holes(ex, tenant, agent, e)
-            known = ex(
-                q(
-                    "SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ? "
-                    "ORDER BY epoch, first"
-                ),
-                args,
-            ).fetchall()
-        return gaps_from(missing, firsts, known)
 
     def _holes(self, ex, tenant: str, agent: str, epoch: int) -> list[tuple]:
         """The newest ``HOLES_READ`` holes between the epoch's stored seqs, from the highest seq down."""
@@ -1647,11 +1618,12 @@ class SQLStore(Store):
             (tenant, agent, epoch, HOLES_READ),
         ).fetchall()
 
-    def _newest_gaps(self, agent: str, tenant: str, newest: int) -> GapList:
-        """``gaps`` cut to its newest ``newest``, built from the highest epochs down, a page of epochs at a time (of
+    def gaps(self, agent: str, *, tenant: str = T, newest: int | None = None) -> list[dict]:
+        """``Store.gaps``. With ``newest``, built from the highest epochs down, a page of epochs at a time (of
         ``record_counts``, by its primary key; the loss rows of the epochs between them; ``GAPS_PAGE_EPOCHS``, doubling),
         until that many are had: the console's agents view (every 3 s) and IngestStats built an agent's whole list,
-        every epoch's gaps and loss ranges (20,000 epochs: 40,000 gaps), to show its newest 1,000 or 10,000."""
+        every epoch's gaps and loss ranges (20,000 epochs: 40,000 gaps), to show its newest 1,000 or 10,000. Without,
+        the whole list: every epoch read at once (one page, no bound)."""
         q, args = self.q, (tenant, agent)
         parts: list[list[dict]] = []  # from the highest epochs down
         had, below, page = 0, None, GAPS_PAGE_EPOCHS  # epochs below ``below`` not read yet
@@ -1662,11 +1634,13 @@ class SQLStore(Store):
                 epochs = ex(
                     q(
                         "SELECT epoch, MIN(first_seq), MAX(last_seq), SUM(records) FROM record_counts "
-                        f"WHERE tenant = ? AND agent = ?{older} GROUP BY epoch ORDER BY epoch DESC LIMIT ?"
+                        f"WHERE tenant = ? AND agent = ?{older} GROUP BY epoch ORDER BY epoch DESC"
+                        + ("" if newest is None else " LIMIT ?")
                     ),
-                    (*at, page),
+                    (*at, *([] if newest is None else [page])),
                 ).fetchall()
-                last_page = len(epochs) < page  # then every older epoch's loss rows are read with this one
+                # then every older epoch's loss rows are read with this one
+                last_page = newest is None or len(epochs) < page
                 lowest = epochs[-1][0] if epochs else None
                 known = ex(
                     q(
@@ -1685,10 +1659,12 @@ class SQLStore(Store):
                 part = gaps_from(missing, [(e, first) for e, first, _, _ in epochs], known)
                 parts.append(part)
                 had += len(part)
-                if last_page or had >= newest:
+                if last_page or newest is None or had >= newest:
                     break
                 below, page = lowest, min(page * 2, GAPS_PAGE_EPOCHS_MAX)
         out = [g for part in reversed(parts) for g in part]
+        if newest is None:
+            return out
         return GapList(
             out[max(0, len(out) - newest) :] if newest else [], max(0, had - newest) if last_page else None
         )
