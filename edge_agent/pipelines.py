@@ -1396,6 +1396,17 @@ class Pipeline:
                 )
         size = getattr(manifest.preprocessing, "window_samples", None)
         w = self.windower  # (None while the pipeline is prepared: sized from the model then serving)
+        if w is None and rate is not None and self.s.window.sample_rate_hz is not None:
+            # not prepared yet (its slot failed at the start): a package swapped in whose rate the tag cannot be
+            # resampled to was installed, and every reading then dropped (model_unfit) while the slot read active
+            try:
+                resample_plan(
+                    self.s.window.sample_rate_hz,
+                    rate,
+                    f"pipeline {self.name}: tag {self.s.window.waveform!r}",
+                )
+            except RateError as exc:
+                return f"{exc} (model {manifest.name} {manifest.version})"
         if w is not None and (size != w.out_size or rate != w.model_rate):
             # the windows (buffered, queued, commissioned by a baseline) keep the size and rate the pipeline
             # started with: another length failed the model on every window (bad_input; for good after an

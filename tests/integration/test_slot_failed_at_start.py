@@ -225,3 +225,46 @@ async def test_a_windowed_pipeline_on_a_failed_slot_counts_its_readings_and_is_s
     finally:
         await pipe.stop()
         await slot.stop()
+
+
+async def test_a_package_whose_rate_a_windowed_pipeline_cannot_take_is_refused_into_its_failed_slot(tmp_path):
+    """A pipeline not prepared (its slot failed at the start) checks a package swapped in against its tag's rate, as
+    its start does: a package taking 10 kHz from a 5 kHz tag was installed, the slot read active and every reading
+    was then dropped (model_unfit), for good; now the swap is refused in the pipeline's words and the slot stays
+    failed, for a package that fits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pytest
+
+    from edge_agent.config import PipelineSettings, WindowSettings
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import FailedAtStart, ModelSlot
+    from edge_agent.pipelines import Pipeline
+    from tests.support.models import SIGNAL_RATE_HZ
+
+    key, pub = make_keypair(tmp_path / "keys")
+    good = make_package(tmp_path, kind="signal", key=key)
+    slot = ModelSlot(
+        "health",
+        ModelConfig(package=str(tmp_path / "missing.edgepkg"), engine="onnxruntime"),
+        tmp_path / "d",
+        [str(pub)],
+    )
+    with pytest.raises(FailedAtStart):
+        await slot.start()
+    settings = PipelineSettings(
+        name="pump",
+        source="plc",
+        model="health",
+        window=WindowSettings(waveform="Vibration", sample_rate_hz=SIGNAL_RATE_HZ / 2, scalars={}),
+    )
+    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), lambda res, item: None, on_event=lambda e: None)
+    slot.swap_checks[pipe.name] = (
+        pipe.refusal
+    )  # (the agent's start: not prepared, its checks kept for a swap)
+    try:
+        out = await slot.swap(good, watch=False)
+        assert not out.ok and "sampled at 5000 Hz but the model takes 10000 Hz" in (out.reason or ""), out
+        assert slot.state == "failed" and slot.failed is not None and slot.version is None
+    finally:
+        await slot.stop()
