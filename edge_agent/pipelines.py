@@ -1724,8 +1724,11 @@ class Pipeline:
             # an OK result names no fault: the classifier's top class (a fault guessed on a window the anomaly
             # score or the baseline judged healthy) reads as a fault beside OK; it stays in probabilities
             res.label = it.ok_label
-        if self.sensor is not None:  # a clean window, or one the baseline finds at another scale
-            bv = verdict if self.baseline is not None else None
+        bv = verdict if self.baseline is not None else None
+        if self.sensor is not None and (bv is None or not bv.stopped):
+            # a clean window, or one the baseline finds at another scale. A stop says nothing of the sensor: a dead
+            # sensor's flat windows while the speed tag says the shaft stands are the stop's, and counted clean they
+            # ended its episode ('reads a live signal again') at every stop of 10 windows, opened again at the restart
             found = None if bv is None or bv.sensor is None else SensorFault(bv.sensor_kind or "", bv.sensor)
             self.sensor.record(found)
         if self.kind == "frame":  # UNSURE: outside the package's input_stats, or a frozen camera

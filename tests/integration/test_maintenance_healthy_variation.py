@@ -44,9 +44,11 @@ def _bearing(m: Machine) -> BearingSettings:
     )
 
 
-async def _run(tmp_path, package, m, baseline: BaselineSettings, feeds, dt: float = 10.0) -> list:
+async def _run(
+    tmp_path, package, m, baseline: BaselineSettings, feeds, dt: float = 10.0, events=None
+) -> list:
     """Feed (rpm, waveform) pairs through a pipeline with a baseline, one every ``dt`` s (``m.n / m.fs``:
-    back to back); the results in order."""
+    back to back); the results in order (the pipeline's events appended to ``events``, when given)."""
     pkg, pub = package
     slot = ModelSlot(
         "health", ModelConfig(package=str(pkg), engine="onnxruntime"), tmp_path / "data", [str(pub)]
@@ -64,7 +66,14 @@ async def _run(tmp_path, package, m, baseline: BaselineSettings, feeds, dt: floa
     async def on_result(res, item):
         results.append(res)
 
-    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), on_result, data_dir=tmp_path / "data")
+    pipe = Pipeline(
+        settings,
+        slot,
+        ThreadPoolExecutor(1),
+        on_result,
+        on_event=None if events is None else events.append,
+        data_dir=tmp_path / "data",
+    )
     pipe.prepare()
     pipe.start()
     try:

@@ -23,16 +23,25 @@ async def test_a_flat_window_while_the_speed_tag_says_stopped_is_the_stop_not_a_
     def coded(x: np.ndarray) -> np.ndarray:
         return np.round(x / STEP) * STEP
 
-    floor = [coded(rng.normal(0, 0.0004, 2048)) for _ in range(4)]  # a stopped machine's floor: 0.4 mg
+    floor = [coded(rng.normal(0, 0.0004, 2048)) for _ in range(15)]  # a stopped machine's floor: 0.4 mg
     feeds = (
         [(1476.0, coded(rotor(rng))) for _ in range(20)]
         + [(0.0, w) for w in floor[:3]]
         + [(1476.0, floor[3])]
+        # the sensor dead (flat) while the machine runs, then a stop of 10 windows and a restart: the stop's flat
+        # windows ended its episode ('reads a live signal again') at every stop, opened again at the restart
+        + [(0.0, w) for w in floor[4:14]]
+        + [(1476.0, floor[14])]
     )
-    results = await _run(tmp_path, package, None, BaselineSettings(windows=20, speed_tag="Speed"), feeds)
+    events: list = []
+    baseline = BaselineSettings(windows=20, speed_tag="Speed")
+    results = await _run(tmp_path, package, None, baseline, feeds, events=events)
     stop, running_flat = results[20:23], results[23]
     assert all(r.verdict == "UNSURE" and "stopped" in (r.reason or "") for r in stop), [
         r.reason for r in stop
     ]
     assert not any((r.outputs or {}).get("sensor") for r in stop)
     assert running_flat.verdict == "UNSURE" and (running_flat.reason or "").startswith("sensor: flat")
+    told = [(e["active"], e["fault"]) for e in events if e["kind"] == "sensor_fault"]
+    assert told == [(True, "flatline")], told
+    assert (results[-1].reason or "").startswith("sensor: flat")
