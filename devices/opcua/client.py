@@ -4066,9 +4066,10 @@ class OpcUaSource:
             tag,
             status.name,
         )
-        shown = nodeid.to_string()
         for node_id in dict.fromkeys(n for n, _ in self._write_targets):
-            if self._resolved.get(node_id) == shown:
+            # by the NodeId, not its text: a GUID written in capitals, ``i=05``, spaces, named the node but not
+            # as ``to_string`` does, and the type read before the download judged the next write
+            if _names_node(self._resolved.get(node_id), nodeid):
                 # a write target read as a tag (its own watch off, or no room for it): made again, it may take
                 # less (a STRING[10] for a STRING[20]) or more: its type is read at the next write
                 self._types.pop(node_id, None)
@@ -6383,6 +6384,16 @@ def _record_revisions(session: Any, on_item: Callable[[ua.NodeId, Any, Any], Non
 
     create_monitored_items._records_revisions = True  # type: ignore[attr-defined]
     session.create_monitored_items = create_monitored_items
+
+
+def _names_node(resolved: str | None, nodeid: ua.NodeId) -> bool:
+    """Whether ``resolved`` (a node id as this session resolved it, ``_resolved``) names ``nodeid``."""
+    if resolved is None:
+        return False
+    try:
+        return bool(ua.NodeId.from_string(resolved) == nodeid)
+    except (ValueError, ua.UaError):
+        return False
 
 
 async def _node(client: Client, node_id: str, cache: dict[str, str], resolve=None) -> Node:
