@@ -184,7 +184,7 @@ class _Node:
     bd_seq: int | None = None
     seq: int | None = None
     alive: bool = False
-    births_read: int = 0  # its NBIRTHs read (``SparkplugHost.births_read``)
+    births_read: int = 0  # its last NBIRTH read, stamped (``SparkplugHost.births_read``)
     aliases: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alias -> (device, metric)
     clashes: set[int] = field(default_factory=set)  # aliases its births gave to two metrics: data skipped
     last: dict[tuple[str | None, str], tuple[Any, float]] = field(
@@ -756,6 +756,8 @@ class SparkplugHost:
         self._unreached: OrderedDict[str, None] = OrderedDict()
         self.unreached_forgotten = 0  # groups forgotten to make room (notice unreached_groups_forgotten)
         self.births = 0
+        # NBIRTHs read by this host: a node's last one's number is its ``births_read``, never taken again
+        self._births_stamp = 0
         self.deaths = 0
         # messages whose seq was past 255 (notice seq_out_of_range, ``_seq_range``)
         self.seq_out_of_range = 0
@@ -817,8 +819,10 @@ class SparkplugHost:
         return (group, edge_node) in self._learning
 
     def births_read(self, group: str, edge_node: str) -> int:
-        """How many NBIRTHs of the node were read (0: none, or the node forgotten): a command that waited sees by
-        it a birth of the node read meanwhile, though no look of it found that birth unread."""
+        """A stamp of the node's last NBIRTH read, never given twice by this host (0: none, or the node forgotten):
+        a command that waited sees by a change of it a birth of the node read meanwhile, though no look of it found
+        that birth unread; also when the node was forgotten and born again in between (a per-node count began at
+        0 again, and read what it read before)."""
         n = self._nodes.get((group, edge_node))
         return n.births_read if n is not None else 0
 
@@ -1743,7 +1747,8 @@ class SparkplugHost:
                 return marked
             self._named[t.edge_node] = key
             node.born = True
-            node.births_read += 1
+            self._births_stamp += 1
+            node.births_read = self._births_stamp
             node.alive, node.aliases, node.clashes = True, {}, set()
             node.seq = self._seq_range(t, node, payload.seq)
             if payload.seq:  # (None: no seq, said apart; 0: as Sparkplug has it)

@@ -3,6 +3,7 @@
 import struct
 
 from devices.base import Quality
+from devices.mqtt import sparkplug_host
 from devices.mqtt.settings import SparkplugHostSettings
 from devices.mqtt.sparkplug_host import SparkplugHost
 from protocols import sparkplug as sp
@@ -434,3 +435,26 @@ def test_a_node_rebirth_that_names_two_points_as_one_tag_makes_its_value_read_be
     got = [(r.tag, r.value, r.quality, r.reason) for r in h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 2.0)]
     assert got == [("n/M1/Speed", 5, Quality.BAD, "tag_name_clash")], got
     assert "tag_name_clash" in errors
+
+
+def test_a_birth_read_changes_births_read_even_after_the_node_was_forgotten(monkeypatch):
+    """A waiting NCMD compares births_read to see a birth of its node read between two of its looks. A node born
+    once, pushed out of a full table by a new node's birth (born, it sent births only) and born again read 1 as
+    before, a per-node count begun again: the birth missed, the device births following it not waited for."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 2)
+    h, _, _ = host()
+
+    def nbirth(name: str, bd: int = 0) -> None:
+        p = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, bd), sp.Metric("speed", 8, D.INT32, 1)])
+        h.handle(f"spBv1.0/g/NBIRTH/{name}", sp.encode(p), 1.0)
+
+    nbirth("n")
+    first = h.births_read("g", "n")
+    nbirth("x")
+    nbirth("y")  # the table full: n, born and mute, makes room
+    assert h.births_read("g", "n") == 0 and h.nodes_forgotten == 1
+    nbirth("n", 1)
+    second = h.births_read("g", "n")
+    assert second not in (0, first)
+    nbirth("n", 2)
+    assert h.births_read("g", "n") not in (0, first, second)
