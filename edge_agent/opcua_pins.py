@@ -8,10 +8,14 @@ first start's URIs are compared at each later start: an index whose URI changed 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ MAX_URI_CHARS = 2000  # a longer URI is not kept: its index is taken as it is wr
 # tried again with its backoff; a command beside it (no backoff) tries CLI_TRIES times, CLI_PAUSE_S apart
 PASSING = frozenset({errno.EMFILE, errno.ENFILE, errno.EIO, errno.EAGAIN, errno.EINTR, errno.ENOMEM})
 CLI_TRIES, CLI_PAUSE_S = 3, 0.2
+LOCK_WAIT_S = 1.0  # the longest a write waits for another process's write of the file (``_held``)
 
 
 class NamespacePinFile:
@@ -147,13 +152,42 @@ class NamespacePinFile:
     def _write(self, entry: dict | None) -> None:
         if not self.keep:
             return
-        sources = {
-            n: e for n, e in self._read(saving=True).get("sources", {}).items() if n in self.configured
-        }
-        sources.pop(self.source, None)
-        if entry is not None:
-            sources[self.source] = entry
-        atomic_write_json(self.path, {"sources": sources})
+        with _held(self.path):
+            sources = {
+                n: e for n, e in self._read(saving=True).get("sources", {}).items() if n in self.configured
+            }
+            sources.pop(self.source, None)
+            if entry is not None:
+                sources[self.source] = entry
+            atomic_write_json(self.path, {"sources": sources})
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """The file's read and write as one, against ``edge-agent namespaces --accept`` run beside the agent: an
+    accept written between the agent's read and its write (its source's pins kept at a connect) was written over,
+    the restart refusing as before the accept. ``flock`` on a lock file beside it, waited for ``LOCK_WAIT_S`` at
+    most (the agent's loop waits with it; the other side holds it for one write): then, or where the folder takes
+    no flock, written as before, unlocked. ``OSError`` when the lock file cannot be made (nor the file written)."""
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "%s: another process holds it past %g s; written without it", path, LOCK_WAIT_S
+                    )
+                    break
+                time.sleep(0.01)
+            except OSError:  # a file system without flock
+                break
+        yield
+    finally:
+        os.close(fd)
 
 
 def pin_file(data_dir: Path, name: str, settings: dict, keep: bool = True) -> NamespacePinFile:

@@ -179,3 +179,32 @@ def test_pins_kept_with_the_servers_application_uri_are_its_own_under_another_en
     assert third.load() is None  # another server: pinned afresh, as before
     cli_side = NamespacePinFile(path, "plc", "opc.tcp://localhost:4840", both, keep=False)
     assert cli_side.load() is None  # a command not connecting: by the endpoint
+
+
+def test_an_accept_beside_the_agent_is_not_written_over_by_its_save(tmp_path) -> None:
+    """``edge-agent namespaces --accept b`` written while the agent keeps source a's pins (its read of the file done,
+    its write not yet): before, the agent wrote the file as it had read it and the accept was lost without a word
+    (the restart refused as before it); now the accept waits for the agent's write and both are kept."""
+    import threading
+
+    path = tmp_path / PINS_FILE
+    both = frozenset({"a", "b"})
+    NamespacePinFile(path, "b", "opc.tcp://plc-b:4840", both).save({2: "urn:b"})
+    agent = NamespacePinFile(path, "a", "opc.tcp://plc-a:4840", both)
+    accept = threading.Thread(target=NamespacePinFile(path, "b", "opc.tcp://plc-b:4840", both).forget)
+    read = agent._read
+
+    def read_then_accept(saving: bool = False) -> dict:
+        doc = read(saving)
+        accept.start()
+        accept.join(0.2)  # done by now, unless it waits for the agent's write
+        return doc
+
+    agent._read = read_then_accept  # type: ignore[method-assign]
+    agent.save({2: "urn:a"})
+    accept.join(5)
+    kept = json.loads(path.read_text())["sources"]
+    assert kept == {
+        "a": {"endpoint": "opc.tcp://plc-a:4840", "namespaces": {"2": "urn:a"}},
+        "b": {"endpoint": "opc.tcp://plc-b:4840", "accepted": True},
+    }, kept
