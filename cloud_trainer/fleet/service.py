@@ -654,6 +654,10 @@ class FleetServicer(rpc.FleetServicer):
             boot = str(((args[4] or {}).get("report") or {}).get("boot", ""))
             if (had := self._applied.get(key)) is None or had[0] != boot or self.hub is None:
                 continue  # a run begun here since: its reports are judged as they come
+            # the agent's stream as the judgment begins: told late by the judgment before this one (its reports
+            # are judged one at a time), the agent reconnects under a new run during the read below, and the stream
+            # open then is that new run's (its first report not taken yet): it is not told this report's lateness
+            stream = self.hub.streams.get(key)
             late: str | None = ""
             if held and _run_key(held) != _run_key(boot):
                 newest = await self._in_row_place(key, partial(self._newest_run, key, boot))
@@ -664,8 +668,8 @@ class FleetServicer(rpc.FleetServicer):
             if self._judged.get(key) != (boot, late):  # each change once (two reports of it refused)
                 self._judged[key] = (boot, late)
                 self._late_by_row_seen(key, boot, late)
-            if self._tell_late(key) and (q := self.hub.streams.get(key)) is not None:
-                offer(q, TOLD_LATE)
+            if self._tell_late(key) and stream is not None and self.hub.streams.get(key) is stream:
+                offer(stream, TOLD_LATE)
 
     def _newest_run(self, key: tuple[str, str], boot: str) -> bool:
         """(In a worker thread.) ``Control.newest_run``; True where the control state cannot answer (the report

@@ -1078,3 +1078,32 @@ async def test_the_flushes_go_on_while_a_report_its_agents_row_refused_waits_to_
         assert len(calls) == 2  # the newest refused report judged after the first
     finally:
         release.set()
+
+
+async def test_a_report_judged_late_after_its_agent_reconnected_under_a_new_run_does_not_end_the_new_stream(
+    fleet,
+):
+    """An agent's reports its row refused are judged one at a time; the first judged late ends the stream, and the
+    agent reconnects under a new run while the next one's read (which run began last) is under way, its new run's first
+    report not taken yet. That judgment told the stream open then, the new run's: ended marked late, the agent started
+    yet another run."""
+    import time
+
+    srv, _stub, _e = fleet
+    key, reading, release = ("default", "gw1"), threading.Event(), threading.Event()
+    srv.fleet._applied[key] = ("run1", 4, time.monotonic())
+    # the clone's run began later (the report late), read once released
+    srv.fleet._newest_run = lambda *a: reading.set() or not release.wait(5)
+    outbox = {"epoch": 1, "dropped": {}, "report": {"boot": "run1", "seq": 5}}
+    refused = [(key, "clone", ({}, [], {}, 0, outbox, time.time()))]
+    try:
+        async with srv.hub.attach(key):
+            judged = asyncio.create_task(srv.fleet._other_runs(refused))
+            await until(reading.is_set, 5, "the judgment reading which run began last")
+        async with srv.hub.attach(key) as new:  # the agent's new run's stream
+            release.set()
+            await asyncio.wait_for(judged, 5)
+            assert new.empty()  # was: marked late
+        assert srv.fleet._judged[key] == ("run1", "clone")  # judged late all the same
+    finally:
+        release.set()
