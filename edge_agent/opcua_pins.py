@@ -36,7 +36,8 @@ LOCK_WAIT_S = 1.0  # the longest a write waits for another process's write of th
 
 class NamespacePinFile:
     """One source's entry in ``<data_dir>/PINS_FILE``: ``{"sources": {name: {"endpoint": ..., "namespaces":
-    {"2": uri}}}}``. Kept for the source's endpoint: a source pointed at another server pins afresh. Entries of
+    {"2": uri}}}}``. Kept for the source's endpoint and its server's ApplicationUri (``server``): a source pointed
+    at another endpoint of another server pins afresh; the same endpoint, or the same server, compares. Entries of
     sources no longer configured (``configured``) are dropped at each save, so the file stays the config's size."""
 
     def __init__(
