@@ -1039,6 +1039,8 @@ class Agent:
         for name, src in self.sources.items():
             if hasattr(src, "reader_init"):  # a camera: its decoding runs below the loop, as inference does
                 src.reader_init = lower_this_thread
+            if hasattr(src, "heartbeat_hold") and (feeds := self._writing_through(name)):
+                src.heartbeat_hold = functools.partial(_watchdog_hold, feeds)
             await src.start()
             readers = [p for p in self.pipelines if p.s.source == name]
             if not hasattr(src, "items") or not (readers or _produces(src.settings)):
@@ -1119,6 +1121,19 @@ class Agent:
             len(self.pipelines),
             f"; status on http://{self.cfg.http.host}:{self.http.port}/" if self.http else "",
         )
+
+    def _writing_through(self, source: str) -> list[Pipeline]:
+        """The pipelines with an action writing through ``source`` (an OPC UA write, an alarm's mirror)."""
+        return [
+            p
+            for p in self.pipelines
+            if any(
+                getattr(a, field) == source
+                for a in (self.cfg.actions.get(n) for n in p.s.actions)
+                if a is not None
+                for field in a.source_fields
+            )
+        ]
 
     def _check_sizing(self) -> None:
         """Say at start when the cameras' stated fps times the models' times measured just now (at load) cannot
@@ -1791,6 +1806,19 @@ async def run_until_signalled(start, stop, asked: asyncio.Event | None = None) -
         await done.wait()
     finally:
         await stop()
+
+
+def _watchdog_hold(pipelines: list[Pipeline]) -> str | None:
+    """Why an OPC UA source's heartbeat (the PLC's watchdog output) stands still now: a pipeline whose actions write
+    through it has no model in its slot (its configured package refused at the start, nothing installed), so every
+    part it sees is UNSURE and an output gated on NG is never updated. The agent was down then before (the watchdog
+    fell back to the PLC's safe state); it serves the rest now. None once a package serves."""
+    for p in pipelines:
+        if p.slot.failed is not None:
+            return (
+                f"pipeline {p.name} judges nothing: model slot {p.slot.name!r} has no model: {p.slot.failed}"
+            )
+    return None
 
 
 def _named_tags(cfg: AgentConfig, source: str) -> dict[str, list[str]]:

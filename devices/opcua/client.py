@@ -3091,6 +3091,9 @@ class OpcUaSource:
         self._items_full = False  # a tag was refused a monitored item for want of room (``_server_full``)
         self.heartbeats = 0
         self._heartbeat_uncertain_said = False  # a heartbeat the server answered Uncertain was logged
+        # why the watchdog output must stand still now (None: written): set by the agent, so that a PLC's watchdog
+        # falls back to its safe state while outputs this source writes are fed by a pipeline judging nothing
+        self.heartbeat_hold: Callable[[], str | None] | None = None
         self._task: asyncio.Task | None = None
         self._first_attempt = asyncio.Event()
         self._lost = asyncio.Event()
@@ -5077,7 +5080,24 @@ class OpcUaSource:
         assert hb is not None
         n = 0
         said: set[str] = set()  # kinds of refusal logged since the last heartbeat written
+        held: str | None = None  # why the heartbeat is held, as said
         while True:
+            why = self.heartbeat_hold() if self.heartbeat_hold is not None else None
+            if why is not None:
+                if held is None:
+                    log.warning(
+                        "opcua source %s: heartbeat held (%s left unchanged, for the PLC's watchdog to fall back to "
+                        "its safe state): %s",
+                        self.name,
+                        hb.node_id,
+                        why,
+                    )
+                held = why
+                await asyncio.sleep(hb.period_ms / 1000.0)
+                continue
+            if held is not None:
+                held = None
+                log.warning("opcua source %s: heartbeat written again (%s)", self.name, hb.node_id)
             # a counter wraps at what the node's type holds (re-read if the PLC's program changed it)
             top = _counter_top(self._types.get(hb.node_id))
             value: Any = (n % 2 == 0) if hb.kind == "toggle" else n % (top + 1)

@@ -268,3 +268,67 @@ async def test_a_package_whose_rate_a_windowed_pipeline_cannot_take_is_refused_i
         assert slot.state == "failed" and slot.failed is not None and slot.version is None
     finally:
         await slot.stop()
+
+
+async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_until_a_package_serves(
+    tmp_path,
+):
+    """The agent did not start with such a slot, and the OPC UA source's heartbeat (the PLC's watchdog output)
+    stood still: the PLC fell back to its safe state. Started with the slot failed, it went on counting while every
+    part the slot's pipeline saw went UNSURE and its reject output (gated on NG) was never updated. Now the heartbeat
+    of a source the pipeline's actions write through is held while the slot has no model, written again once one
+    serves."""
+    import asyncio
+
+    from asyncua import ua
+
+    from tests.support.plc import plc
+
+    key, pub = make_keypair(tmp_path / "keys")
+    good = make_package(tmp_path, kind="vision", version="1.0.0", key=key, heatmap=False)
+    bad = tmp_path / "vision.edgepkg"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (tmp_path / "frames").mkdir()
+    cv2.imwrite(str(tmp_path / "frames" / "0.png"), np.zeros((64, 64, 3), np.uint8))
+    life, reject = ua.Variant(0, ua.VariantType.Int32), ua.Variant(False, ua.VariantType.Boolean)
+    async with plc({"Life": life, "Reject": reject}) as p:
+        cfg = parse_config(
+            {
+                "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
+                "http": {"enabled": False},
+                "trusted_keys": [str(pub)],
+                "sources": {
+                    "plc": {
+                        "type": "opcua",
+                        "endpoint": f"opc.tcp://127.0.0.1:{p.port}/plc/",
+                        "connect_timeout_s": 2.0,
+                        "heartbeat": {"node_id": p.node_id("Life"), "period_ms": 100, "kind": "counter"},
+                    },
+                    "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5, "loop": True},
+                },
+                "models": {"vision": {"package": str(bad)}},
+                "actions": {
+                    "reject": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Reject"),
+                        "when": {"verdict": "NG"},
+                    }
+                },
+                "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}],
+            },
+            "agent.yaml",
+            str(tmp_path),
+        )
+        agent = Agent(cfg)
+        await agent.start()
+        try:
+            src, pipe = agent.sources["plc"], agent.pipelines[0]
+            await until(lambda: pipe.stats.errors["no_model"] >= 2, what="UNSURE results of the failed slot")
+            assert src.heartbeats == 0 and (await p.read())["Life"] == 0
+            assert (await agent.slots["vision"].swap(good, watch=False)).ok
+            await until(lambda: src.heartbeats >= 2, what="the heartbeat written again once a package serves")
+            await asyncio.sleep(0.1)
+            assert (await p.read())["Life"] > 0
+        finally:
+            await agent.stop()
