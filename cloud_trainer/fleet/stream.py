@@ -397,19 +397,18 @@ class StreamHub:
                     self._judge_aside(other)
 
     def _judge_aside(self, other: list) -> None:
-        """Judge ``other`` in a task (it waits for its tenant's places, never the flushes), but for the agents
+        """Judge each agent's report of ``other`` in a task of its own (it waits for its tenant's places, never the
+        flushes, nor another agent's judgment: one task for the flush's refusals held an agent of another tenant
+        behind a read waiting for the first one's places, its later refusals stashed behind it), but for the agents
         under judgment already: their newest refused report waits for that judgment's end (``_judged_later``)."""
-        now = []
         for item in other:
             if item[0] in self._judged_later:
                 self._judged_later[item[0]] = item
             else:
                 self._judged_later[item[0]] = None
-                now.append(item)
-        if now:
-            task = asyncio.create_task(self._judge(now))
-            self._judging.add(task)
-            task.add_done_callback(self._judging.discard)
+                task = asyncio.create_task(self._judge([item]))
+                self._judging.add(task)
+                task.add_done_callback(self._judging.discard)
 
     async def _judge(self, other: list) -> None:
         while other:

@@ -1107,3 +1107,27 @@ async def test_a_report_judged_late_after_its_agent_reconnected_under_a_new_run_
         assert srv.fleet._judged[key] == ("run1", "clone")  # judged late all the same
     finally:
         release.set()
+
+
+async def test_a_refused_report_is_judged_without_waiting_for_another_agents_judgment(fleet):
+    """Two agents' reports refused at one flush were judged in one task, in turn: an agent of another tenant waited
+    for the first one's read (its tenant's places held, the control state slow), and its later refusals waited
+    behind it (its state unwritten). Each agent's is judged in a task of its own."""
+    import time
+
+    srv, _stub, _e = fleet
+    release, a, b = threading.Event(), ("default", "gwA"), ("acme", "gwB")
+    # which run began last: the row's began before (written after all); A's read slow
+    srv.fleet._newest_run = lambda key, boot: key != a or release.wait(10)
+    for key in (a, b):
+        srv.fleet._applied[key] = ("new", 2, time.monotonic())
+    outbox = {"epoch": 1, "dropped": {}, "report": {"boot": "new", "seq": 3}}
+    args = ({}, [], {}, 0, outbox, time.time())
+    try:
+        srv.hub._judge_aside([(a, "old", args), (b, "old", args)])  # (the flusher's, after a flush)
+        # B's report to be written at the next flush, while A's is judged
+        await until(lambda: b in srv.hub.pending or srv.store.agents(tenant="acme"), 5, "B's report judged")
+        assert a not in srv.hub.pending  # (A's still under judgment)
+        assert not srv.store.agents(tenant="default")
+    finally:
+        release.set()
