@@ -2911,12 +2911,14 @@ class MqttSource:
             owed = "" if unread else self.sparkplug.birth_owed(group, edge_node, device)
             if not unread and not owed:
                 break
+            given_up = owed == "given_up"
+            if given_up and not self.sparkplug.node_alive(group, edge_node):
+                break  # gone silent after (notice node_silent): refused below as not alive, not as given up
             # its alias and datatype come from the birth read last: a node that restarted or was born again
             # may have given that alias to another metric, which a node looking commands up by alias would set.
             # Waited for while a consumer reads (refused at once, a death its node's new connection made stale,
             # which brings no birth, held a level command until the node's next birth; and a rebirth given up
             # on, which nothing asked answers: each command waited 5 s for nothing)
-            given_up = owed == "given_up"
             if given_up or not self._readers or time.monotonic() >= deadline:
                 if given_up:
                     why = (

@@ -1111,6 +1111,28 @@ async def test_a_node_command_waits_for_the_device_births_following_the_birth_as
     assert got == [("speed", None)]
 
 
+async def _unknown_alias_then_quiet(port: int, retry_max_s: float) -> tuple[Node, MqttSource, asyncio.Task]:
+    """``g/n1`` born, then its data by an alias its birth did not give (a rebirth asked), then quiet: asked again
+    every 0.1 s, given up after 1 s (rebirth_give_up_s), taken as silent once probed and not answering within
+    ``retry_max_s``."""
+    node = Node(port)
+    quick = {
+        "rebirth_min_interval_s": 0,
+        "rebirth_retry_s": 0.1,
+        "rebirth_retry_max_s": retry_max_s,
+        "rebirth_give_up_s": 1,
+    }
+    src, pump = await _host(port, sparkplug=quick)
+    try:
+        await _born_then_unknown_alias(src, node)
+    except BaseException:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+        raise
+    return node, src, pump
+
+
 async def test_a_command_is_held_still_once_the_birth_asked_when_the_nodes_data_showed_one_missed_is_given_up(
     mosquitto,
 ):
@@ -1118,16 +1140,8 @@ async def test_a_command_is_held_still_once_the_birth_asked_when_the_nodes_data_
     up (rebirth_give_up_s, made 1 s): a command then went with alias 7 of the birth the node may have replaced. It
     is still held: refused, retryable, at once, saying the rebirth was given up (it waited the whole 5 s for an
     answer nothing asks, then said the birth "is not read yet")."""
-    node = Node(mosquitto.port)
-    quick = {
-        "rebirth_min_interval_s": 0,
-        "rebirth_retry_s": 0.1,
-        "rebirth_retry_max_s": 5,
-        "rebirth_give_up_s": 1,
-    }
-    src, pump = await _host(mosquitto.port, sparkplug=quick)
+    node, src, pump = await _unknown_alias_then_quiet(mosquitto.port, 5)
     try:
-        await _born_then_unknown_alias(src, node)
         await until(lambda: src.sparkplug.rebirths_given_up, 5, "the rebirth given up")
         assert src.sparkplug.node_alive("g", "n1")
         node.cmds.clear()
@@ -1144,6 +1158,25 @@ async def test_a_command_is_held_still_once_the_birth_asked_when_the_nodes_data_
         node.stop()
     assert ei.value.retryable
     assert not [pb for _, _, pb in cmds if pb.metrics[0].name == "speed"], cmds
+
+
+async def test_a_command_to_a_node_gone_silent_after_its_data_showed_a_birth_missed_is_refused_as_not_alive(
+    mosquitto,
+):
+    """The node's data showed a birth missed, then it went quiet: probed, no answer within rebirth_retry_max_s, it is
+    taken as silent (notice node_silent), its rebirth so given up too. A command is refused, retryable, as to a node
+    not alive (it said the rebirth was given up, "no answer nor anything else from it for rebirth_give_up_s")."""
+    node, src, pump = await _unknown_alias_then_quiet(mosquitto.port, 0.3)
+    try:
+        await until(lambda: src.sparkplug.nodes_silent, 5, "the node taken as silent")
+        assert src.sparkplug.birth_owed("g", "n1", None) == "given_up"
+        with pytest.raises(MqttError, match="edge node g/n1 is not alive .* node_silent") as ei:
+            await src.command("g", "n1", None, "speed", 1)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    assert ei.value.retryable
 
 
 async def test_a_node_command_waits_for_an_unread_device_birth_that_may_give_its_alias_to_a_device_metric(
