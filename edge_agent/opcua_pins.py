@@ -136,6 +136,18 @@ class NamespacePinFile:
         entry = self._read(saving=True).get("sources", {}).get(self.source)
         return self._mine(entry) and entry.get("accepted") is True
 
+    def kept_elsewhere(self) -> bool:
+        """Whether this source's entry keeps pins with a server's ApplicationUri under another endpoint: a connect
+        that could not read its server's cannot tell whether they are its own (by its endpoint alone, it pinned
+        afresh and dropped them)."""
+        entry = self._read().get("sources", {}).get(self.source)
+        return (
+            isinstance(entry, dict)
+            and isinstance(entry.get("server"), str)
+            and entry.get("endpoint") != self.endpoint
+            and isinstance(entry.get("namespaces"), dict)
+        )
+
     def _mine(self, entry: Any) -> bool:
         """Whether ``entry`` was kept for this source's server: its endpoint, or its ApplicationUri (``server``)."""
         if not isinstance(entry, dict):

@@ -1777,6 +1777,10 @@ class NamespacePins(Protocol):
         """Whether the pins were forgotten for the next start to pin afresh (``--accept``), not pinned since
         (``OSError`` when that cannot be read now)."""
 
+    def kept_elsewhere(self) -> bool:
+        """Whether pins are kept for this source with a server's ApplicationUri under another endpoint (a connect
+        that could not read its server's cannot tell whether they are its own)."""
+
 
 def _no_namespaces(got: Any) -> str | None:
     """Why a NamespaceArray value read tells nothing of what the ``ns=`` indexes mean (None: it tells). A server
@@ -1810,14 +1814,15 @@ async def _namespaces(client: Client, timeout_s: float) -> tuple[list[str | None
     return ([] if unread else list(got)), unread
 
 
-async def _server_uri(client: Client, timeout_s: float) -> str | None:
-    """The server's ApplicationUri (the first entry of its Server/ServerArray); None when not read."""
+async def _server_uri(client: Client, timeout_s: float) -> tuple[str | None, str | None]:
+    """The server's ApplicationUri (the first entry of its Server/ServerArray; None: it names none) and, when the
+    Read failed, why (None: it was read)."""
     try:
         async with asyncio.timeout(timeout_s):
             got = await client.get_node(ua.ObjectIds.Server_ServerArray).read_value()
-    except (ua.UaError, TimeoutError):
-        return None
-    return got[0] if isinstance(got, list) and got and isinstance(got[0], str) and got[0] else None
+    except (ua.UaError, TimeoutError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    return (got[0] if isinstance(got, list) and got and isinstance(got[0], str) and got[0] else None), None
 
 
 async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: float) -> Any:
@@ -1828,7 +1833,7 @@ async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: f
         kept = pins.load(strict=True) if pins is not None else None
         if kept is None and pins is not None:
             # kept for this server under another endpoint's name, as the agent finds them
-            pins.server = await _server_uri(client, timeout_s)
+            pins.server = (await _server_uri(client, timeout_s))[0]
             kept = pins.load(strict=True)
     except OSError as e:
         raise OpcUaError(
@@ -3549,7 +3554,19 @@ class OpcUaSource:
         if self.namespace_pins is not None:
             # the pins are the server's, not the endpoint text's: a config naming the PLC by another endpoint
             # (localhost for 127.0.0.1, a DNS name) pinned afresh, in a reordered array's order
-            self.namespace_pins.server = await _server_uri(client, self.settings.connect_timeout_s)
+            self.namespace_pins.server, why = await _server_uri(client, self.settings.connect_timeout_s)
+            if self.namespace_pins.server is None and self.namespace_pins.kept_elsewhere():
+                # by the endpoint alone, the entry kept for this server under another endpoint is not found: pinned
+                # afresh in a reordered array's order (the moved index's other node read), and that entry dropped
+                raise _Refused(
+                    "namespaces",
+                    "the server's ApplicationUri "
+                    + (f"could not be read ({why})" if why else "is not given (its ServerArray names none)")
+                    + " and this source's namespaces are kept for a server under another endpoint: whether it "
+                    "is this one cannot be told, so its ns= "
+                    "indexes cannot be checked: nothing is read or written on this connection; tried again with "
+                    f"the backoff. Should this be another server, {self.namespace_pins.accept}",
+                )
         if unread and (self._ns_pinned or self._kept() is not None):
             # a PLC still starting after the download that reordered them: its ns= indexes, taken as written,
             # may name another namespace's node, read as GOOD and written

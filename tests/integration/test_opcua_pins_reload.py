@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from asyncua import ua
 
 from devices.base import ConnectionState
 from devices.opcua.client import OpcUaNodeError, OpcUaSource
@@ -210,6 +211,17 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
         moved = "'urn:diag' now, but was 'urn:plc'"
         trial = await run("localhost")  # the trial: the same server by another endpoint
         assert moved in trial.node_errors.get(node, "") and not trial._tags, trial.node_errors  # was: read
+        # that trial at a connect where the server's ApplicationUri is not read (its ServerArray refused): by the
+        # endpoint alone it pinned afresh, read urn:diag's node and dropped the first endpoint's entry; refused now
+        await srv.delete_nodes([srv.get_node(ua.ObjectIds.Server_ServerArray)])
+        blind = OpcUaSource("plc", settings("localhost"))
+        pin_namespaces(tmp_path, {"plc": blind}, {"plc": blind.settings})
+        await blind.start()
+        try:
+            await until(lambda: blind.stats.errors_by_reason.get("namespaces") or blind._tags, 5.0)
+        finally:
+            await blind.stop()
+        assert not blind._tags and "127.0.0.1" in (tmp_path / PINS_FILE).read_text()
         # a trial that dropped the source: another OPC UA source's save drops its entry
         NamespacePinFile(tmp_path / PINS_FILE, "line", "opc.tcp://line", frozenset({"line"})).save(
             {2: "urn:x"}
