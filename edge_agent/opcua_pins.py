@@ -179,10 +179,15 @@ class NamespacePinFile:
 def _held(path: Path) -> Iterator[None]:
     """The file's read and write as one, against ``edge-agent namespaces --accept`` run beside the agent: an
     accept written between the agent's read and its write (its source's pins kept at a connect) was written over,
-    the restart refusing as before the accept. ``flock`` on a lock file beside it, waited for ``LOCK_WAIT_S`` at
-    most (the agent's loop waits with it; the other side holds it for one write): then, or where the folder takes
-    no flock, written as before, unlocked. ``OSError`` when the lock file cannot be made (nor the file written)."""
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    the restart refusing as before the accept. ``flock`` on a lock file beside it, opened for reading (one made by
+    the command run as another user is still taken), waited for ``LOCK_WAIT_S`` at most (the agent's loop waits
+    with it; the other side holds it for one write): then, or where the lock file cannot be had (a folder without
+    flock), written as before, unlocked."""
+    try:
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:  # the write itself says why, if it fails too
+        yield
+        return
     try:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
