@@ -2899,18 +2899,25 @@ class MqttSource:
         # following it are its new birth's, and may clash)
         came = self._channel.arrived
         births = self.sparkplug.births_read(group, edge_node)
+        settle = -math.inf  # until then device births are waited for as they come (``BIRTH_SETTLE_S``)
         while True:
             if (learnt := self.sparkplug.learnt(group, edge_node)) is not None:
                 await self._birth_learnt(learnt, where)
                 came = self._channel.arrived
             if (read := self.sparkplug.births_read(group, edge_node)) != births:
                 births, came = read, self._channel.arrived
+                settle = time.monotonic() + BIRTH_SETTLE_S
+            elif not device and time.monotonic() < settle:
+                came = self._channel.arrived
             unread = self._rebirth_unread(group, edge_node, device, came)
             # a rebirth this host asked, its data showing a birth missed (a seq gap, an alias its births did not
             # give): the node's aliases may be new already, a command by the old one set another metric
             owed = "" if unread else self.sparkplug.birth_owed(group, edge_node, device)
             if not unread and not owed:
-                break
+                if device or time.monotonic() >= settle or time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(UNREAD_POLL_S)
+                continue
             given_up = owed == "given_up"
             if given_up and not self.sparkplug.node_alive(group, edge_node):
                 break  # gone silent after (notice node_silent): refused below as not alive, not as given up
@@ -3614,6 +3621,9 @@ def json_decoder(src: MqttSource, sub: Subscription):
 # came to be read (``MqttSource.command``)
 LEARNING_WAIT_S = 5.0
 UNREAD_POLL_S = 0.02  # a command waiting for its node's birth or death to be read looks this often
+# a command that saw a birth of its node read while it waited waits this long more for the device births following
+# it, which may not have come yet (another TCP read): births that came in that time are waited for too
+BIRTH_SETTLE_S = 0.2
 
 # readings made of a large message (decoded in a worker thread) at a time on the loop: 100,000 of them took 0.1-0.3 s
 CHUNK_READINGS = 2_048

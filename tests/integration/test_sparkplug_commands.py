@@ -1060,15 +1060,21 @@ async def test_a_command_waits_for_the_birth_asked_when_the_nodes_data_showed_on
     assert _rebirth_then(cmds) == ("speed", 8), cmds
 
 
+@pytest.mark.parametrize("late", [False, True])
 async def test_a_node_command_waits_for_the_device_births_following_the_birth_asked_read_between_its_looks(
-    mosquitto, monkeypatch
+    mosquitto, monkeypatch, late
 ):
     """The birth asked (data by an alias the births did not give) is read between two looks of the waiting NCMD, as
     it mostly is: the device birth following it (d3's, giving its valve alias 8 as the new NBIRTH gives speed,
     against Sparkplug) came after the command, and was not waited for: sent with alias 8 while d3's birth was
     unread (the consumer held at the NBIRTH's readings). It waits for it; once read, speed goes by name alone. Its
-    looks made 0.5 s apart, so that both births come and the NBIRTH is read between two of them."""
-    monkeypatch.setattr(client_module, "UNREAD_POLL_S", 0.5)
+    looks made 0.5 s apart, so that both births come and the NBIRTH is read between two of them; ``late``: d3's
+    birth comes after the look that saw the NBIRTH read (another TCP read), within BIRTH_SETTLE_S (made 1 s): it
+    was not waited for, nothing being unread at that look."""
+    if late:
+        monkeypatch.setattr(client_module, "BIRTH_SETTLE_S", 1.0)
+    else:
+        monkeypatch.setattr(client_module, "UNREAD_POLL_S", 0.5)
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
     at_nb, gate = asyncio.Event(), asyncio.Event()
@@ -1091,10 +1097,13 @@ async def test_a_node_command_waits_for_the_device_births_following_the_birth_as
         db.timestamp, db.seq = int(time.time() * 1000) + 1, 1
         pb_metric(db, "valve", alias=8, datatype=D.INT32, int_value=0)
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
+        if late:
+            await asyncio.wait_for(at_nb.wait(), 5)
+            await asyncio.sleep(0.1)  # looks made since the NBIRTH was read
         node.publish("spBv1.0/g/DBIRTH/n1/d3", db.SerializeToString())
         await asyncio.wait_for(at_nb.wait(), 5)
         await until(lambda: src._rebirth_unread("g", "n1", None), 5, "d3's birth queued")
-        await asyncio.sleep(0.6)  # a look made since
+        await asyncio.sleep(0.1 if late else 0.6)  # a look made since
         assert not command.done()  # before: sent with alias 8
         gate.set()
         assert await asyncio.wait_for(command, 2) == "sent"
