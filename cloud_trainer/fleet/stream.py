@@ -20,7 +20,8 @@ least every ``report_s`` (30 s), and the server pushes the desired state the mom
   tenant's reports); written again, it is never written over a newer report of the agent (another replica's, a unary
   heartbeat's): such a one is dropped and counted (``stale``). Fresh reports are written as they come, whatever
   the row's ``last_seen`` (each process's own clock: one running ahead must not freeze its agents' state).
-  At ``stop`` the last flush's held reports are lost: each agent reports at once on its next stream.
+  At ``stop`` the last flush's held reports are lost: each agent reports at once on its next stream (a store failing
+  then is logged, and the stop goes on).
 - **Push**: every ``poll_s`` the hub reads the control's change log (``changes_since``: which
   (tenant, agent) pairs got a new desired state, from this process or from another replica sharing
   the database) and sends each connected one its whole desired state. A report whose
@@ -134,7 +135,16 @@ class StreamHub:
         for t in [*self._tasks, *self._judging]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        await asyncio.to_thread(self.flush)
+        try:
+            await asyncio.to_thread(self.flush)
+        except Exception as exc:  # the store failing at the end: said, and the stop goes on
+            log.warning(
+                "fleet streams: the last flush at stop failed (%s: %s); %d state reports not written (their agents "
+                "report again on their next stream)",
+                type(exc).__name__,
+                str(exc)[:200],
+                len(self.pending),
+            )
         for q in list(self.streams.values()):
             offer(q, None)
 

@@ -411,6 +411,22 @@ def test_reports_that_failed_to_be_written_wait_for_the_next_flush(tmp_path):
     store.close()
 
 
+async def test_a_store_failing_at_the_stop_leaves_the_stop_to_end_and_says_so(tmp_path, caplog):
+    """The stream hub's last flush at stop raised the store's failure out of ``stop``: the fleet service's stop
+    ended there, its streams never ended and its databases never closed."""
+    store = FlakyStore(tmp_path / "fleet.db")
+    hub = fleet_stream.StreamHub(store, None, flush_s=60)
+    await hub.start()
+    async with hub.attach(("acme", "gw-a")) as q:
+        await hub.report(("acme", "gw-a"), _report("1"), 0)
+        await hub.report(("beta", "gw-b"), _report("1"), 0)
+        store.fail = 3  # the store down: the batch, then each row alone
+        await hub.stop()  # was: raised
+        assert q.get_nowait() is None  # the stream told to end
+    assert "the last flush at stop failed" in caplog.text and "2 state reports not written" in caplog.text
+    store.close()
+
+
 def test_a_report_written_only_over_its_own_run_keeps_that_when_its_failed_write_is_tried_again(tmp_path):
     """A stream report of a run its process knows is written only over its own run (another replica may hold a newer
     one: a clone's). Its write failed and tried at the next flush, it was written as it comes: over the newer run."""
