@@ -466,9 +466,12 @@ class AgentHost:
         self.keeper.state["trial"] = {**info, "started": time.time()}
         self.keeper.save()
         log.info("%s: applying (restarting the agent on it)", where)
+        # slots failed under the running config: the candidate did not bring those (a config changing a camera's fps
+        # was rolled back, for good, on a gateway waiting for the fleet's package to a failed slot)
+        failed_before = {n: sl.failed for n, sl in self.agent.slots.items() if sl.failed is not None}
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
-            await self._refuse_failed_slots()
+            await self._refuse_failed_slots(failed_before)
             self.keeper.note(info, "applied", True)
             self.keeper.save()
             await self._flush()
@@ -507,14 +510,24 @@ class AgentHost:
             self.keeper.save()
             await self._swap(*self._local())
 
-    async def _refuse_failed_slots(self) -> None:
+    async def _refuse_failed_slots(self, before: Mapping[str, str]) -> None:
         """A candidate whose agent started with a model slot failed (its package refused, nothing installed): an
         agent serves the rest then (``FailedAtStart``), but such a candidate did not start: it is stopped and the
-        error raised, as when its start raised (``_launch``), and the host goes back on the last good config."""
+        error raised, as when its start raised (``_launch``), and the host goes back on the last good config. A slot
+        failed so, for the same reason, under the config it replaced (``before``: slot -> why) is not the
+        candidate's doing: the fleet's package fixes it."""
         from edge_agent.models.slot import FailedAtStart
 
         agent = self.agent
-        failed = [(n, s.failed) for n, s in agent.slots.items() if s.failed is not None] if agent else []
+        failed = (
+            [
+                (n, s.failed)
+                for n, s in agent.slots.items()
+                if s.failed is not None and before.get(n) != s.failed
+            ]
+            if agent
+            else []
+        )
         if agent is not None and failed:
             self.agent = None
             await agent.stop()

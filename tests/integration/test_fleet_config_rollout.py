@@ -360,17 +360,10 @@ async def test_config_rollout_canary_failure_rollback_crash_and_removal(world):
         await srv2.stop()
 
 
-async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_config_does_not_start(tmp_path):
-    """In process, the desired config handed straight to the host (no fleet needed): a config naming a key file
-    this agent does not have is refused and the running agent is not touched; one whose model package does
-    not load fails to start and the agent returns to its last good (here: local) config; both outcomes wait
-    for the fleet in the state file."""
-    from edge_agent.fleet_config import AgentHost, digest_of, refusal_key
-    from tests.support.models import make_keypair
-
+def local_gateway(tmp_path, body: dict | None = None):
+    """``gw1.yaml``: an in-process gateway's own config (its fleet connection to a port nothing listens on), with
+    ``body``'s sections."""
     pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=())
-    _, pub = make_keypair(tmp_path / "keys")
-    (tmp_path / "garbage.edgepkg").write_bytes(b"not a package")
     local = tmp_path / "gw1.yaml"
     local.write_text(
         yaml.safe_dump(
@@ -383,10 +376,24 @@ async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_co
                     "cert_file": str(pki / "agents" / "gw1.pem"),
                     "key_file": str(pki / "agents" / "gw1.key"),
                 },
+                **(body or {}),
             }
         )
     )
-    host = AgentHost(local, health_s=1.0)
+    return local
+
+
+async def test_the_agent_refuses_what_only_it_can_check_and_falls_back_when_a_config_does_not_start(tmp_path):
+    """In process, the desired config handed straight to the host (no fleet needed): a config naming a key file
+    this agent does not have is refused and the running agent is not touched; one whose model package does
+    not load fails to start and the agent returns to its last good (here: local) config; both outcomes wait
+    for the fleet in the state file."""
+    from edge_agent.fleet_config import AgentHost, digest_of, refusal_key
+    from tests.support.models import make_keypair
+
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "garbage.edgepkg").write_bytes(b"not a package")
+    host = AgentHost(local_gateway(tmp_path), health_s=1.0)
     await host.start()
     try:
         first = host.agent
@@ -670,5 +677,41 @@ async def test_a_gateway_password_holding_a_byte_that_is_not_utf8_is_never_told_
                 "sources.broker.password: environment variable GW_PASS holds a byte that is not UTF-8"
                 in reason
             )
+    finally:
+        await host.stop()
+
+
+async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_not_rolled_back(tmp_path):
+    """A gateway whose slot failed at the start (its package refused, nothing installed) waits for the fleet's
+    package; a config rolled out meanwhile that keeps that slot as it is (here: a camera's fps changed) did not bring
+    the failure: it was rolled back, refused for good, and no config reached the gateway until a model did. Now it
+    is applied and judged as any config; one bringing a failure of its own is still rolled back (the test above)."""
+    import cv2
+    import numpy as np
+
+    from edge_agent.fleet_config import AgentHost, digest_of
+    from tests.support.models import make_keypair
+
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "garbage.edgepkg").write_bytes(b"not a package")
+    (tmp_path / "frames").mkdir()
+    cv2.imwrite(str(tmp_path / "frames" / "0.png"), np.zeros((64, 64, 3), np.uint8))
+    body = {
+        "trusted_keys": [str(pub)],
+        "models": {"vision": {"package": str(tmp_path / "garbage.edgepkg")}},
+        "sources": {"cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5, "loop": True}},
+        "pipelines": [{"name": "p", "source": "cam", "model": "vision"}],
+    }
+    host = AgentHost(local_gateway(tmp_path, body), health_s=1.0)
+    await host.start()
+    try:
+        assert host.agent is not None and host.agent.slots["vision"].state == "failed"
+        data = yaml.safe_dump({**body, "sources": {"cam": {**body["sources"]["cam"], "fps": 2}}}).encode()
+        host._on_desired(pb.DesiredConfig(deployment_id="d1", digest=digest_of(data), yaml=data, name="d1"))
+        await until(
+            lambda: (host.keeper.state["last_good"] or {}).get("deployment_id") == "d1", 20, "applied"
+        )
+        assert host.keeper.state["refused"] == {}
+        assert host.agent.config_state["source"] == "fleet" and host.agent.slots["vision"].state == "failed"
     finally:
         await host.stop()
