@@ -216,6 +216,14 @@ DEAD_STEPS = 2.0
 TILT_FALL = (0.3, 1.1)
 TILT_1X_FALL = 2.5
 TILT_1X_MATCH = 0.7
+# A fall (a velocity signal read as acceleration) is the units' only where the shaft's 1x moved with it, as the
+# unit's 1/f from the lowest octave's middle down to the 1x says (within TILT_1X_FALL_MATCH, logs; where the speed is
+# known): mm/s read as g reads a 25-Hz 1x 60 times, the floor at 220 Hz 7 times. A broadband fault over a floor alike
+# in velocity (the usual acceleration floor, rising with f below the structure's resonance: rub, cavitation, a
+# bearing's random impacting) tilts the floor as much and leaves the 1x: it read 'scale' on every window of an
+# independent generator that read NG before (0.05 g broadband at 1,480-2,970 rpm), the fault never alarmed. The
+# sweep's generator's velocity signals read as g or m/s2: 338 of 360 windows still 'scale' (340 without the check)
+TILT_1X_FALL_MATCH = 1.0
 _OCTAVE_EDGES = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 0.4)  # of the sample rate
 # Mains pickup (a cable along a motor's leads, a screen grounded at both ends): lines exactly at the grid frequency
 # and its odd harmonics, where the shaft's orders are elsewhere. From one window it read as the machine (NG
@@ -1558,7 +1566,13 @@ class Baseline:
         tilt = units_tilt(octaves, self.floor_octaves)
         if tilt is None or octaves is None or self.floor_octaves is None:
             return None
+        speed = f["speed_hz"]
+        known = bool(self.orders or self.s.speed_tag) and bool(speed) and speed > 0
+        lowest = self.fs * math.sqrt(_OCTAVE_EDGES[0] * _OCTAVE_EDGES[1])  # the lowest octave's middle
         if tilt < 0:
+            carried = octaves[0] - self.floor_octaves[0] + math.log(lowest / speed) if known else rise_1x
+            if abs(rise_1x - carried) > TILT_1X_FALL_MATCH:
+                return None  # the 1x stayed where the floor tilted (a broadband fault): judged
             return (
                 "scale",
                 f"sensor: the spectrum's floor is the commissioned one tilted by {math.exp(tilt):.2g}x an octave, on "
@@ -1566,10 +1580,8 @@ class Baseline:
                 f"kind; units: {self.s.units} is set; not the machine; correct the sensor's output or "
                 "baseline.units, or relearn if the new sensor is right",
             )
-        speed = f["speed_hz"]
-        if self.s.units != "mm/s" or not (self.orders or self.s.speed_tag) or not speed or speed <= 0:
+        if self.s.units != "mm/s" or not known:
             return None
-        lowest = self.fs * math.sqrt(_OCTAVE_EDGES[0] * _OCTAVE_EDGES[1])  # the lowest octave's middle
         carried = octaves[0] - self.floor_octaves[0] + tilt * math.log2(speed / lowest)
         if rise_1x > -math.log(TILT_1X_FALL) or abs(rise_1x - carried) > TILT_1X_MATCH:
             return None  # the 1x stayed (a bearing fault grown to failure tilts the floor so too): judged
