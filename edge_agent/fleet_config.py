@@ -466,9 +466,10 @@ class AgentHost:
         self.keeper.state["trial"] = {**info, "started": time.time()}
         self.keeper.save()
         log.info("%s: applying (restarting the agent on it)", where)
-        # slots failed under the running config: the candidate did not bring those (a config changing a camera's fps
-        # was rolled back, for good, on a gateway waiting for the fleet's package to a failed slot)
-        failed_before = {n: sl.failed for n, sl in self.agent.slots.items() if sl.failed is not None}
+        # slots failed under the running config -> their configured package: the candidate did not bring those (a
+        # config changing a camera's fps was rolled back, for good, on a gateway waiting for the fleet's package to a
+        # failed slot). Not the failure's text: it names the trusted keys, and a config adding one was rolled back
+        failed_before = {n: sl.config.package for n, sl in self.agent.slots.items() if sl.failed is not None}
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
             await self._refuse_failed_slots(failed_before)
@@ -510,12 +511,12 @@ class AgentHost:
             self.keeper.save()
             await self._swap(*self._local())
 
-    async def _refuse_failed_slots(self, before: Mapping[str, str]) -> None:
+    async def _refuse_failed_slots(self, before: Mapping[str, str | None]) -> None:
         """A candidate whose agent started with a model slot failed (its package refused, nothing installed): an
         agent serves the rest then (``FailedAtStart``), but such a candidate did not start: it is stopped and the
         error raised, as when its start raised (``_launch``), and the host goes back on the last good config. A slot
-        failed so, for the same reason, under the config it replaced (``before``: slot -> why) is not the
-        candidate's doing: the fleet's package fixes it."""
+        failed so on the same configured package under the config it replaced (``before``: slot -> package) is not
+        the candidate's doing: the fleet's package fixes it."""
         from edge_agent.models.slot import FailedAtStart
 
         agent = self.agent
@@ -523,7 +524,7 @@ class AgentHost:
             [
                 (n, s.failed)
                 for n, s in agent.slots.items()
-                if s.failed is not None and before.get(n) != s.failed
+                if s.failed is not None and (n not in before or before[n] != s.config.package)
             ]
             if agent
             else []

@@ -685,20 +685,25 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
     """A gateway whose slot failed at the start (its package refused, nothing installed) waits for the fleet's
     package; a config rolled out meanwhile that keeps that slot as it is (here: a camera's fps changed) did not bring
     the failure: it was rolled back, refused for good, and no config reached the gateway until a model did. Now it
-    is applied and judged as any config; one bringing a failure of its own is still rolled back (the test above)."""
+    is applied and judged as any config; one bringing a failure of its own is still rolled back (the test above).
+    Here the package is signed by a key not trusted, and the config also trusts one more key (a rotation): the
+    failure's text names the trusted keys, and compared on it such a config was rolled back all the same."""
     import cv2
     import numpy as np
 
     from edge_agent.fleet_config import AgentHost, digest_of
-    from tests.support.models import make_keypair
+    from tests.support.models import make_keypair, make_package
 
     _, pub = make_keypair(tmp_path / "keys")
-    (tmp_path / "garbage.edgepkg").write_bytes(b"not a package")
+    _, pub2 = make_keypair(tmp_path / "keys2")
+    other, _ = make_keypair(tmp_path / "keys3")
+    (tmp_path / "o").mkdir()
+    untrusted = make_package(tmp_path / "o", kind="vision", version="1.0.0", key=other, heatmap=False)
     (tmp_path / "frames").mkdir()
     cv2.imwrite(str(tmp_path / "frames" / "0.png"), np.zeros((64, 64, 3), np.uint8))
     body = {
         "trusted_keys": [str(pub)],
-        "models": {"vision": {"package": str(tmp_path / "garbage.edgepkg")}},
+        "models": {"vision": {"package": str(untrusted)}},
         "sources": {"cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5, "loop": True}},
         "pipelines": [{"name": "p", "source": "cam", "model": "vision"}],
     }
@@ -706,7 +711,13 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
     await host.start()
     try:
         assert host.agent is not None and host.agent.slots["vision"].state == "failed"
-        data = yaml.safe_dump({**body, "sources": {"cam": {**body["sources"]["cam"], "fps": 2}}}).encode()
+        data = yaml.safe_dump(
+            {
+                **body,
+                "trusted_keys": [str(pub), str(pub2)],
+                "sources": {"cam": {**body["sources"]["cam"], "fps": 2}},
+            }
+        ).encode()
         host._on_desired(pb.DesiredConfig(deployment_id="d1", digest=digest_of(data), yaml=data, name="d1"))
         await until(
             lambda: (host.keeper.state["last_good"] or {}).get("deployment_id") == "d1", 20, "applied"
