@@ -235,10 +235,11 @@ _OCTAVE_EDGES = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 0.4)  # of the sample rat
 # line: where one of its orders (_SHAFT_ORDERS) lies within MAINS_CLEAR of the window's resolution (sample rate /
 # samples) of a grid line, the line is taken out only if the spectrum's peak there is at the grid's frequency
 # (within MAINS_NARROW Hz) and the order MAINS_APART Hz or more from it, and then fitted together with a line at the
-# order, which is left in. A shaft's 1x within a bin of the grid line (a 2-pole motor at 2,710-3,290 rpm on 50 Hz),
-# or a line whose peak is the shaft's, is one line with the grid's in a 0.2-s window: judged as it is (a real
-# imbalance is never taken for the pickup, however far off the speed tag is; a pickup there still reads as the
-# machine). Where the fundamental is not taken out, the window is judged as it is.
+# order, which is left in. A shaft's order (0.5x-10x) within a bin of the grid's own frequency (a 2-pole motor's 1x,
+# a 4-pole motor's 2x near synchronous speed), or a line whose peak is the shaft's, is one line with the grid's in a
+# 0.2-s window: judged as it is (a real imbalance or misalignment is never taken for the pickup, however far off the
+# speed tag is; a pickup there still reads as the machine). Where the fundamental is not taken out, the window is
+# judged as it is.
 MAINS_HZ = (50.0, 60.0)
 MAINS_HARMONICS = (1, 3, 5, 7)
 MAINS_CLEAR = 1.0
@@ -1520,10 +1521,11 @@ class Baseline:
             for h in (k * mains for k in MAINS_HARMONICS if k * mains < 0.4 * self.fs):
                 near = orders[np.abs(orders - h) < clear]
                 if near.size and (
-                    # a 1x within a bin of the grid line is never told from it: the speed tag puts it 0.5 Hz or more
-                    # off only as well as the tag is right (a drive's output frequency read as the shaft's is 1-2 %
-                    # off: an imbalance at 2,990 rpm, the tag at 2,960, was taken out as the pickup)
-                    abs(speed - h) < clear
+                    # a shaft's order within a bin of the grid's own frequency is never told from it: the speed tag
+                    # puts it 0.5 Hz or more off only as well as the tag is right (a drive's output frequency read as
+                    # the shaft's is 1-2 % off: an imbalance at 2,990 rpm, the tag at 2,960, and a 4-pole motor's
+                    # misalignment at 1,497 rpm, its 2x on 50 Hz, were taken out as the pickup)
+                    h == mains
                     or np.abs(near - h).min() < MAINS_APART
                     or abs(line_peak(padded := padded or padded_spectrum(x, self.fs), h, clear) - h)
                     > MAINS_NARROW
