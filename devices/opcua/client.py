@@ -91,7 +91,7 @@ from asyncua.common.subscription import Subscription
 from asyncua.common.ua_utils import get_base_data_type
 from asyncua.common.utils import Buffer
 from asyncua.crypto import security_policies
-from asyncua.ua import status_codes, ua_binary, uaerrors
+from asyncua.ua import status_codes, ua_binary
 
 from devices.base import (
     Backoff,
@@ -128,7 +128,7 @@ from devices.opcua.settings import (
 )
 from devices.opcua.statuses import BUSY as _BUSY
 from devices.opcua.statuses import SESSION_GONE as _SESSION_GONE
-from devices.opcua.statuses import busy, code_name
+from devices.opcua.statuses import busy, code_name, code_of
 from protocols.float32 import float32_shown
 from protocols.json_codec import offset_problem
 from protocols.redact import mask_credentials
@@ -929,7 +929,7 @@ async def _node_type(
     try:
         base = await get_base_data_type(Node(node.session, dtid))
     except ua.UaStatusCodeError as e:
-        if "NodeIdUnknown" not in ua.StatusCode(e.code).name:
+        if code_of(e.code) != ua.StatusCodes.BadNodeIdUnknown:
             raise
         base = None
     except ua.UaError:
@@ -969,7 +969,7 @@ async def _node_type(
                 # an array node's shape or lengths the server has but does not give now or to this session
                 # (BadUserAccessDenied, BadInternalError; busy: retried): [9, 9] went to an Array[0..2]
                 raise PropertiesUnread(
-                    f"its {attr} answered {status.name}", status=status.value, until=UNTIL_READ
+                    f"its {attr} answered {code_name(status)}", status=status.value, until=UNTIL_READ
                 )
         enum, enum_names = await _enum_values(Node(node.session, dtid)) if ident == 29 else (None, ())
         enum_own, enum_prop = None, None
@@ -1056,7 +1056,7 @@ async def _read_held(node: Node) -> _Held | str:
     except ua.UaError as e:
         return f"{type(e).__name__}: {e}"
     if dv.StatusCode is not None and dv.StatusCode.is_bad():
-        return dv.StatusCode.name
+        return code_name(dv.StatusCode)
     return _held_of(dv.Value)
 
 
@@ -1195,7 +1195,7 @@ def _not_given(status: ua.StatusCode | None) -> bool:
     one saying the server has no such attribute (BadNotReadable, BadUserAccessDenied: not to this session;
     BadTimeout, BadServerTooBusy: not now, the caller's to retry). Taken as absent, 7 went to a three-state
     enumeration whose DataTypeDefinition answered BadTimeout, and its type so judged was kept."""
-    return status is not None and not status.is_good() and status.value not in _NO_ATTRIBUTE
+    return status is not None and not status.is_good() and code_of(status) not in _NO_ATTRIBUTE
 
 
 async def _enum_values(dtype: Node) -> _EnumValues:
@@ -1212,7 +1212,7 @@ async def _enum_values(dtype: Node) -> _EnumValues:
         # a server without the attribute (before OPC UA 1.04) answers BadAttributeIdInvalid: then the properties
         assert dv.StatusCode is not None
         raise PropertiesUnread(
-            f"its DataType's DataTypeDefinition answered {dv.StatusCode.name}",
+            f"its DataType's DataTypeDefinition answered {code_name(dv.StatusCode)}",
             status=dv.StatusCode.value,
             until=UNTIL_READ,
         )
@@ -1704,10 +1704,10 @@ async def _write_value(
                 uncertain = got[0]
             else:
                 got[0].check()
-            if got[0].value & 0xFFFF0000 == ua.StatusCodes.GoodClamped:
+            if code_of(got[0]) == ua.StatusCodes.GoodClamped:
                 raise ua.UaStatusCodeError(ua.StatusCodes.GoodClamped)
-        except uaerrors.BadWriteNotSupported:
-            if i == len(_FORMS) - 1:
+        except ua.UaStatusCodeError as e:
+            if code_of(e.code) != ua.StatusCodes.BadWriteNotSupported or i == len(_FORMS) - 1:
                 raise
             continue
         if i != first:
@@ -1749,7 +1749,7 @@ def _types_failure(exc: BaseException, bound_s: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"the server did not send them within {bound_s:g} s"
     if isinstance(exc, ua.UaStatusCodeError):
-        return ua.StatusCode(exc.code).name
+        return code_name(exc.code)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -1983,7 +1983,7 @@ def _quality(status: ua.StatusCode | None) -> tuple[Quality, str | None]:
     if severity == 0:
         got = _GOOD
     else:
-        code = status.value & 0xFFFF0000
+        code = code_of(status)
         name, _ = status_codes.get_name_and_doc(code)
         if name in ("Bad", "Uncertain"):  # not a code the standard defines: its number says which
             name = f"{name}_0x{code:08X}"
@@ -2498,7 +2498,7 @@ def _split_operations(client: Client) -> dict[str, int]:
         try:
             return list(await call(items))
         except ua.UaStatusCodeError as e:
-            if e.code != ua.StatusCodes.BadTooManyOperations or len(items) < 2:
+            if code_of(e.code) != ua.StatusCodes.BadTooManyOperations or len(items) < 2:
                 raise
         limits[kind] = (len(items) + 1) // 2
         log.info(
@@ -2910,11 +2910,7 @@ class _Handler:
             attr = getattr(data.subscription_data, "attribute", None)
             if attr is not None and attr != ua.AttributeIds.Value:  # a write target's type or access
                 status = getattr(data.monitored_item.Value, "StatusCode", None)
-                if (
-                    status is not None
-                    and status.value & 0x80000000
-                    and status.value & 0xFFFF0000 in _NODE_GONE
-                ):
+                if status is not None and code_of(status) in _NODE_GONE:
                     src._targets_gone.add(node.nodeid)  # a download took it away: its namespace is checked
                     src._targets_back.discard(node.nodeid)
                     src._attrs_gone.setdefault(node.nodeid, set()).add(attr)
@@ -3928,7 +3924,7 @@ class OpcUaSource:
                     tag,
                     cause=tag,
                 )
-        if status is not None and status.value & 0x80000000 and status.value & 0xFFFF0000 in _NODE_GONE:
+        if status is not None and code_of(status) in _NODE_GONE:
             self._node_gone(nodeid, tag, status)
         elif self._gone and nodeid in self._gone and (status is None or status.value < 0x40000000):
             self._back.add(nodeid)  # good again on the old item: it need not be made again
@@ -4084,7 +4080,7 @@ class OpcUaSource:
             self.name,
             nodeid.to_string(),
             tag,
-            status.name,
+            code_name(status),
         )
         for node_id in dict.fromkeys(n for n, _ in self._write_targets):
             # by the NodeId, not its text: a GUID written in capitals, ``i=05``, spaces, named the node but not
@@ -4896,10 +4892,10 @@ class OpcUaSource:
                     self._tags.pop(node.nodeid, None)
                     # named as the config lists it (nsu=...), as the nodes refused at the connect are
                     listed = self._listed_as.get(node.nodeid) or node.nodeid.to_string()
-                    if r.name in _SERVER_FULL:
-                        full.append((listed, r.name))
+                    if code_name(r) in _SERVER_FULL:
+                        full.append((listed, code_name(r)))
                     else:
-                        self._node_error(listed, r.name)
+                        self._node_error(listed, code_name(r))
         if full:
             self._items_full = True
             self._server_full(full, sum(len(nodes) for nodes in groups.values()))
@@ -5205,8 +5201,8 @@ class OpcUaSource:
         except OpcUaTypeMismatch as e:
             raise OpcUaTypeMismatch(f"opcua source {self.name}: {e}") from None
         except ua.UaStatusCodeError as e:
-            code = ua.StatusCode(e.code).name
-            if "NodeIdUnknown" in code:
+            code = code_name(e.code)
+            if code == "BadNodeIdUnknown":
                 raise self._no_such_node(node_id) from None
             raise OpcUaServerBusy(
                 f"opcua source {self.name}: node {node_id}'s type cannot be read ({code}); what is written "
@@ -5524,11 +5520,11 @@ class OpcUaSource:
                             sampling_interval=ua.Double(1000.0),
                         )
                     except ua.UaStatusCodeError as e:
-                        refused.add(ua.StatusCode(e.code).name)
+                        refused.add(code_name(e.code))
                         break
                     for r in got:
                         if isinstance(r, ua.StatusCode):
-                            refused.add(r.name)
+                            refused.add(code_name(r))
                         else:
                             handles.append(r)
                     if refused:
@@ -5874,7 +5870,7 @@ class OpcUaSource:
             "its answer still shows the connection is up, and the subscription's keep-alives are "
             "watched as before",
             self.name,
-            ua.StatusCode(e.code).name,
+            code_name(e.code),
             level=logging.INFO,
         )
 
@@ -6290,7 +6286,9 @@ class OpcUaSource:
                             "asked (OPC UA Part 4: the operation did not fail entirely); check on the PLC that the "
                             "node holds the value; not written again"
                         )
-                    except uaerrors.BadTypeMismatch:
+                    except ua.UaStatusCodeError as e:
+                        if code_of(e.code) != ua.StatusCodes.BadTypeMismatch:
+                            raise
                         self._types.pop(node_id, None)
                         now = self._types[node_id] = await _node_type(node, node_id, self._props_unread)
                         if again or now == nt:
@@ -6465,9 +6463,9 @@ async def _check_target(
             raise
         return f"node {node_id}: malformed or unreadable (TimeoutError: ); check the node_id"
     except ua.UaStatusCodeError as e:
-        if "NodeIdUnknown" in ua.StatusCode(e.code).name:
+        if code_of(e.code) == ua.StatusCodes.BadNodeIdUnknown:
             return f"node {node_id} does not exist on the server; check the node_id (edge-agent browse)"
-        return f"node {node_id}: {ua.StatusCode(e.code).name}"
+        return f"node {node_id}: {code_name(e.code)}"
     except Exception as e:
         return f"node {node_id}: malformed or unreadable ({type(e).__name__}: {e}); check the node_id"
     if cls != ua.NodeClass.Variable:
@@ -6479,7 +6477,7 @@ async def _check_target(
             levels = await node.get_access_level()
         except ua.UaStatusCodeError as e:
             return (
-                f"node {node_id}: its access level cannot be read ({ua.StatusCode(e.code).name}), so the "
+                f"node {node_id}: its access level cannot be read ({code_name(e.code)}), so the "
                 "agent cannot tell whether it may write it; check the node (edge-agent browse)"
             )
     if access is not None:
@@ -6491,7 +6489,7 @@ async def _check_target(
     except OpcUaTypeMismatch as e:
         return str(e)
     except ua.UaStatusCodeError as e:
-        return f"node {node_id}: its DataType cannot be read ({ua.StatusCode(e.code).name})"
+        return f"node {node_id}: its DataType cannot be read ({code_name(e.code)})"
     return _misfit(nt, value, node_id)
 
 
@@ -6587,7 +6585,7 @@ async def check_server(
                 nodes.append(_unanswered(settings, ns.node_id))
                 tags.append(None)
             except Exception as e:
-                name = ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else repr(e)
+                name = code_name(e.code) if isinstance(e, ua.UaStatusCodeError) else repr(e)
                 nodes.append(
                     f"node {ns.node_id} cannot be read ({name}); check the node_id (edge-agent browse)"
                 )
@@ -6612,9 +6610,7 @@ async def check_server(
     except OpcUaError:
         raise
     except Exception as e:  # the connection lost mid-check, a node the checks did not foresee: one line
-        why = (
-            ua.StatusCode(e.code).name if isinstance(e, ua.UaStatusCodeError) else f"{type(e).__name__}: {e}"
-        )
+        why = code_name(e.code) if isinstance(e, ua.UaStatusCodeError) else f"{type(e).__name__}: {e}"
         raise OpcUaError(f"cannot check {mask_credentials(settings.endpoint)}: {why}") from None
     finally:
         cto = settings.connect_timeout_s
@@ -6777,9 +6773,7 @@ async def _browse(
             if node is root:
                 raise
             if skipped is not None:
-                skipped.append(
-                    f"{path or node.nodeid.to_string()}: cannot browse ({ua.StatusCode(e.code).name})"
-                )
+                skipped.append(f"{path or node.nodeid.to_string()}: cannot browse ({code_name(e.code)})")
             return
         for child in children:
             if child.nodeid.NamespaceIndex == 0:  # skip the standard Server object and types
@@ -6793,8 +6787,7 @@ async def _browse(
             except ua.UaStatusCodeError as e:
                 if skipped is not None:
                     skipped.append(
-                        f"{child.nodeid.to_string()} (under {path or 'the start node'}): "
-                        f"{ua.StatusCode(e.code).name}"
+                        f"{child.nodeid.to_string()} (under {path or 'the start node'}): {code_name(e.code)}"
                     )
                 continue
             here = f"{path}/{name}" if path else name
@@ -6869,7 +6862,7 @@ async def browse_server(
                 "check the server and run this again"
             ) from None
         if isinstance(e, ua.UaStatusCodeError):
-            why = ua.StatusCode(e.code).name
+            why = code_name(e.code)
         else:
             why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise OpcUaError(

@@ -23,7 +23,7 @@ from typing import Any
 
 from asyncua import Node, ua
 
-from devices.opcua.statuses import busy
+from devices.opcua.statuses import busy, code_name, code_of
 
 # a node's property Browse: the pages in a row listing no reference not listed before (an endless continuation
 # point's empty or repeated pages), and the references listed in all, before the rest is released and translated
@@ -212,7 +212,7 @@ class Properties:
         # its supertypes not given: 10 states were taken from the HasProperty one where the vendor's had 3
         try:
             result = (await self.node.session.translate_browsepaths_to_nodeids([self._path(prop)]))[0]
-            status, why = result.StatusCode.value, f"answered {result.StatusCode.name}"
+            status, why = result.StatusCode.value, f"answered {code_name(result.StatusCode)}"
         except ua.UaError as e:
             result, status, why = None, getattr(e, "code", None), _why(e)
         if result is None or not result.StatusCode.is_good():
@@ -239,7 +239,9 @@ class Properties:
         Bad status: nothing tells, refused; taken as "another", 7 went by the HasProperty one's ten states)."""
         result = await self._browse_one(target, ua.BrowseDirection.Forward, _HAS_TYPE_DEFINITION)
         if result is None or not result.StatusCode.is_good():
-            answered = f"answered {result.StatusCode.name}" if result is not None else "gave no single result"
+            answered = (
+                f"answered {code_name(result.StatusCode)}" if result is not None else "gave no single result"
+            )
             raise PropertiesUnread(
                 f"{prop}: the node lists a HasProperty reference of that name and another, of a type that cannot "
                 f"be told (a vendor's), and the Browse of {target.to_string()}'s type definition {answered}",
@@ -281,7 +283,7 @@ class Properties:
             if not result.StatusCode.is_good():
                 raise PropertiesUnread(
                     f"{prop}: the node lists it by a reference of a vendor's type, and the Browse of reference "
-                    f"type {kind.to_string()}'s supertypes answered {result.StatusCode.name}",
+                    f"type {kind.to_string()}'s supertypes answered {code_name(result.StatusCode)}",
                     status=result.StatusCode.value,
                     until="the server answers that Browse",
                 )
@@ -322,7 +324,7 @@ class Properties:
             else:
                 status = result.StatusCode
                 self._follows = not (
-                    status.value == ua.StatusCodes.BadNoMatch or (status.is_good() and not result.Targets)
+                    code_of(status) == ua.StatusCodes.BadNoMatch or (status.is_good() and not result.Targets)
                 )
         return self._follows
 
@@ -361,10 +363,10 @@ class Properties:
             )
         if status.is_good() and targets:
             return Node(self.node.session, targets[0])
-        if status.is_good() or status.value == ua.StatusCodes.BadNoMatch:
+        if status.is_good() or code_of(status) == ua.StatusCodes.BadNoMatch:
             raise ua.UaStatusCodeError(ua.StatusCodes.BadNoMatch)
         raise PropertiesUnread(
-            f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {status.name}",
+            f"{prop}: {browsed}, and TranslateBrowsePathsToNodeIds answered {code_name(status)}",
             self._released,
             self._busy_or(status.value),
         )
@@ -395,7 +397,7 @@ class Properties:
         idle = 0  # pages in a row listing nothing new
         while True:
             if len(results) != 1 or not results[0].StatusCode.is_good():
-                status = results[0].StatusCode.name if len(results) == 1 else f"{len(results)} results"
+                status = code_name(results[0].StatusCode) if len(results) == 1 else f"{len(results)} results"
                 self._browse_failed = f"answered {status}"
                 self._browse_status = results[0].StatusCode.value if len(results) == 1 else None
                 self._listed = props
@@ -458,5 +460,5 @@ def _browse_of(node_id: ua.NodeId, direction: ua.BrowseDirection, kind: ua.NodeI
 
 def _why(e: Exception) -> str:
     if isinstance(e, ua.UaStatusCodeError):
-        return f"answered {ua.StatusCode(e.code).name}"
+        return f"answered {code_name(e.code)}"
     return f"failed ({type(e).__name__}: {e})" if str(e) else f"failed ({type(e).__name__})"

@@ -27,6 +27,7 @@ from typing import Any
 from asyncua import Client, Node, ua
 
 from devices.opcua.properties import Properties, PropertiesUnread
+from devices.opcua.statuses import code_of
 
 # x axis units (EUInformation display name or UNECE code) -> seconds
 _SECONDS = {
@@ -110,7 +111,7 @@ class StatedRates:
         # node is subscribed and states a rate once its value is Good; a node that does not exist raises
         dv = await rate_node.read_data_value(raise_on_bad_status=False)
         status = dv.StatusCode
-        if status is not None and status.is_bad() and status.value in _NO_NODE:
+        if status is not None and code_of(status) in _NO_NODE:
             raise ua.UaStatusCodeError(status.value)
         tags = self.nodes.setdefault(rate_node.nodeid, [])
         if tag not in tags:

@@ -43,11 +43,21 @@ BUSY = SESSION_GONE | frozenset(
 )
 
 
-def code_name(status: int) -> str:
-    """The name of the status code ``status`` by its code alone (the high 16 bits): asyncua names one carrying
-    info bits (BadTooManyOperations | 0x400) "Bad", so a Browse answered so was taken as telling nothing (7
+def code_of(status: int | ua.StatusCode) -> int:
+    """The status code ``status`` by its code alone (its high 16 bits, OPC UA Part 4 7.39): the one form every
+    status is matched in, by value or by name. A server may set the low bits (StructureChanged, SemanticsChanged,
+    the DataValue info type 0x400 with its limit and overflow bits) on any code: matched by its whole value,
+    BadNodeIdUnknown | 0x400 was not "no such node" (a target's type read answered so was retried as busy for
+    good), BadTypeMismatch | 0x400 not a type refused."""
+    value = status.value if isinstance(status, ua.StatusCode) else status
+    return int(value) & 0xFFFF0000
+
+
+def code_name(status: int | ua.StatusCode) -> str:
+    """The name of the status code ``status`` by its code alone (``code_of``): asyncua names one carrying info
+    bits (BadTooManyOperations | 0x400) "Bad", so a Browse answered so was taken as telling nothing (7
     written), and a write answered so was refused instead of retried as busy."""
-    return ua.StatusCode(ua.UInt32(status & 0xFFFF0000)).name
+    return ua.StatusCode(ua.UInt32(code_of(status))).name
 
 
 def busy(status: int | None) -> bool:

@@ -922,3 +922,50 @@ async def test_a_value_a_node_refuses_has_its_type_read_again_once_not_at_each_r
     assert len(reads) <= 1, reads  # was: read again at each of the 4
     await src.write("ns=2;s=Int16", -3)
     assert await nodes["Int16"].read_value() == -3 and len(reads) <= 1
+
+
+async def test_a_node_or_data_type_said_unknown_with_info_bits_is_named_so_not_retried_as_busy(
+    plc_server,
+) -> None:
+    """A server may set info bits (0x400) on any status. asyncua names BadNodeIdUnknown | 0x400 plain "Bad": a
+    target's type read answered so was "type cannot be read (Bad)", retried as busy for good, where the node does not
+    exist; and a Browse of its DataType faulted so was that of the target itself (no such node), where the agent
+    cannot tell how to encode for a DataType the server does not expose. Matched by the code alone, both are said as
+    they are."""
+    from asyncua.common.utils import ServiceError
+
+    from devices.opcua.client import OpcUaNodeError
+
+    srv, src, nodes, _, _, _ = plc_server
+    gone = ua.StatusCodes.BadNodeIdUnknown | 0x400
+    vendor_type = ua.NodeId("VendorType", 2)  # a DataType node the server does not expose
+    vendor = await nodes["Int16"].get_parent()
+    node = await vendor.add_variable(
+        ua.NodeId("Vendor", 2), "Vendor", ua.Variant(0, VT.Int16), None, vendor_type
+    )
+    views = srv.iserver.view_service
+    browse = views.browse
+
+    def faulting(params):
+        if any(d.NodeId == vendor_type for d in params.NodesToBrowse):
+            raise ServiceError(gone)
+        return browse(params)
+
+    async def unknown(event, _dispatcher) -> None:
+        for i, dv in enumerate(event.response_params or ()):
+            if dv.StatusCode is not None and dv.StatusCode.value == ua.StatusCodes.BadNodeIdUnknown:
+                event.response_params[i] = ua.DataValue(StatusCode=ua.StatusCode(gone))
+
+    srv.subscribe_server_callback(CallbackType.PostRead, unknown)
+    views.browse = faulting
+    try:
+        with pytest.raises(OpcUaNodeError, match="node 'ns=2;s=Absent' does not exist on the server"):
+            await src.ensure_type("ns=2;s=Absent")  # was OpcUaServerBusy "type cannot be read (Bad)"
+        with pytest.raises(
+            OpcUaTypeMismatch, match="has DataType ns=2;s=VendorType, which the server does not"
+        ):
+            await src.ensure_type("ns=2;s=Vendor")  # was OpcUaServerBusy "(Bad)" too
+    finally:
+        views.browse = browse
+        srv.unsubscribe_server_callback(CallbackType.PostRead, unknown)
+        await srv.delete_nodes([node])
