@@ -106,7 +106,7 @@ def _validate(args) -> int:
     refused, unused = _package_problems(cfg, args.config)
     for w in [*cfg.warnings, *(f"{args.config}: pipelines: {w}" for w in sizing), *unused]:
         print(f"warning: {w}", file=sys.stderr)
-    if refused:  # (the trusted keys cannot be loaded)
+    if refused:  # (the trusted keys cannot be loaded; a slot the agent's start would end on)
         for line in refused:
             print(line, file=sys.stderr)
         print(f"{len(refused)} error(s) in {args.config}", file=sys.stderr)
@@ -133,12 +133,16 @@ def _validate(args) -> int:
 def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     """Each slot's configured package verified as the agent's install verifies it (signature by a trusted key and
     its ``not-after``, every file's size and SHA-256, the graph against the manifest, ``refused_versions``; not
-    the golden test, which needs the engines): (errors, warnings). A refused package is a warning: the agent starts
-    on the package installed in the slot (a pinned slot: while it passes its own checks), or, with none installed,
-    with the slot failed (its pipelines judge nothing) and every other slot serving. Trusted keys that cannot be
-    loaded are an error (every install is refused)."""
+    the golden test, which needs the engines), and the package installed in the slot as a start verifies it again:
+    (errors, warnings). What the agent does then is what its start decides (``start_refusal``): a refused package
+    with an installed one that passes is a warning (the slot starts on that one), as is one refused with nothing
+    installed (the agent starts with the slot failed); the installed package failing its checks too, or a first
+    install the disk has no room for, ends the agent's start: an error, in the agent's words. Trusted keys that
+    cannot be loaded are an error (every install is refused)."""
     from pathlib import Path
 
+    from edge_agent.models.slot import FailedAtStart, not_refused, refused_by_config, start_refusal
+    from edge_agent.models.store import ModelStore, room_refusal
     from model_packager import PackageError, load_trusted_keys, verify_package
     from model_packager.text import printable
 
@@ -149,29 +153,53 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
         trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys])
     except PackageError as exc:
         return [f"{where}: trusted_keys: {printable(exc, 600)}"], []
-    warnings = []
+    errors, warnings = [], []
     for name, m in slots.items():
-        pkg = cfg.path(m.package)
+        pkg, root = cfg.path(m.package), Path(cfg.data_dir) / "models" / name
+        installed = rejected = None
+        if root.is_dir():
+            store = ModelStore(root, clean=False)  # (read only: a running agent's .part folders are its own)
+            # what a start serves: the state's current folder, or with the state unreadable the newest installed
+            installed = store.state().get("current") or (
+                store.newest_installed() if store.state_unread is not None else None
+            )
+            if installed:
+                try:
+                    not_refused(store.verify(installed, trusted), name, m)
+                except PackageError as exc:
+                    rejected = str(exc)
+        why, retry = None, False
         try:
             manifest = verify_package(pkg, trusted)
             if manifest.version in m.refused_versions:
-                raise PackageError(f"version {manifest.version} is listed in models.{name}.refused_versions")
+                raise PackageError(refused_by_config(name, manifest.package_id))
         except PackageError as exc:
-            why = f"{where}: models.{name}.package: {printable(str(pkg), 300)} is refused: {printable(exc, 600)}"
+            why = str(exc)
         else:
+            if installed and rejected is None:
+                continue  # (a pinned slot with another package installs it; else the installed one serves)
+            short = room_refusal(root, pkg, sum(f.size for f in manifest.files))
+            if short is None:
+                continue
+            why, retry = str(short), True
+        if installed and rejected is None:  # a pinned slot serves on it: ModelSlot._start_on
+            warnings.append(
+                f"{where}: models.{name}.package: {printable(str(pkg), 300)} is refused: {printable(why, 600)}; "
+                f"the slot starts on the package installed in {root}, {installed}, which passes its checks here"
+            )
             continue
-        store = Path(cfg.data_dir) / "models" / name
-        try:
-            installed = any(p.is_dir() and not p.name.startswith(".") for p in store.iterdir())
-        except OSError:
-            installed = False
-        warnings.append(
-            f"{why}; the slot starts on a package installed in {store} while that one passes its checks"
-            if installed
-            else f"{why}; no package is installed in slot {name!r} yet: the agent starts with the slot failed (its "
-            f"pipelines judge nothing) and the rest serving; fix models.{name}.package"
-        )
-    return [], warnings
+        said = start_refusal(name, pkg, why, retry=retry, installed=installed or None, rejected=rejected)
+        if isinstance(said, FailedAtStart):
+            warnings.append(
+                f"{where}: models.{name}.package: {printable(str(pkg), 300)} is refused: {printable(why, 600)}; "
+                f"no package is installed in slot {name!r} yet: the agent starts with the slot failed (its "
+                f"pipelines judge nothing) and the rest serving; fix models.{name}.package"
+            )
+        else:
+            errors.append(
+                f"{where}: models.{name}.package: {printable(str(said), 1500)}; the agent does not start"
+            )
+    return errors, warnings
 
 
 def _tag_errors(

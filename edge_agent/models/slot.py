@@ -89,6 +89,34 @@ class FailedAtStart(SlotError):
     starts all the same (``Agent.start``); a caller of ``ModelSlot.start`` alone sees the ``SlotError``."""
 
 
+def refused_by_config(slot: str, package_id: str) -> str:
+    return f"{package_id} is a version this agent refuses (models.{slot}.refused_versions in its config); refused"
+
+
+def not_refused(opened: OpenedPackage, slot: str, config: ModelConfig) -> OpenedPackage:
+    """``opened`` (an installed folder verified again), unless its version is one the slot's config refuses."""
+    if opened.manifest.version in config.refused_versions:
+        raise PackageError(refused_by_config(slot, opened.manifest.package_id), code="refused")
+    return opened
+
+
+def start_refusal(
+    slot: str, pkg: Path, reason: str, *, retry: bool, installed: str | None, rejected: str | None
+) -> SlotError:
+    """What a start does when the slot's configured package ``pkg`` is refused (``reason``) and no installed
+    package serves instead (``installed``: the folder the slot held, set aside for ``rejected``). Nothing installed
+    and a refusal of the package itself: ``FailedAtStart``, the agent starts with the slot failed and serves the
+    rest. Else a ``SlotError`` that ends the agent's start: a refusal of this machine (``retry``: its disk full at
+    the first install), tried again at the next start, or a slot whose installed package failed its own checks too.
+    ``edge-agent validate`` judges a config by the same function."""
+    said = f"model slot {slot!r}: cannot start on {pkg}: {reason}"
+    if installed is None and not retry:
+        return FailedAtStart(said)
+    if installed is not None:
+        said += f"; nor on the installed package {installed}: {rejected or 'it does not read'}"
+    return SlotError(said)
+
+
 class _Stopped(RuntimeError):
     """A swap's loading ended because the slot stopped."""
 
@@ -377,11 +405,9 @@ class ModelSlot:
             if not pinned_other:
                 # the folder may have been edited or corrupted on disk since install: verify it as then
                 try:
-                    opened = await asyncio.to_thread(self._verify_installed, current)
-                    if opened.manifest.version in self.config.refused_versions:
-                        raise PackageError(
-                            self._refused_by_config(opened.manifest.package_id), code="refused"
-                        )
+                    opened = not_refused(
+                        await asyncio.to_thread(self._verify_installed, current), self.name, self.config
+                    )
                 except PackageError as exc:
                     if exc.code in ("bad_key", "unsafe_trusted_key"):  # the keys are at fault, not the folder
                         raise SlotError(
@@ -449,9 +475,8 @@ class ModelSlot:
         if (
             refused is not None
         ):  # the installed package failed too (its signer no longer trusted, a refused version)
-            raise SlotError(
-                f"model slot {self.name!r}: cannot start on {want_pkg}: {refused}; nor on the installed package "
-                f"{current}: {rejected}"
+            raise start_refusal(
+                self.name, want_pkg, refused, retry=retry, installed=current or None, rejected=rejected
             )
         outcome = await self.swap(want_pkg, watch=False)
         if not outcome.ok and pinned_other:
@@ -460,17 +485,25 @@ class ModelSlot:
             # verified package installed here serves on (the latter's install tried again at the next start).
             # Raised, it ended the agent's start, every other slot and pipeline with it, at every restart
             return await self._start_on(resume, refused=outcome.reason or outcome.stage, retry=outcome.retry)
-        if not outcome.ok and not current and rejected is None and not outcome.retry:
-            # nothing installed yet to serve instead: a SlotError ended the agent's start, every other slot and
-            # pipeline with it, at every restart, and a slot following the fleet never heard of a package to fix it
-            self.state = "failed"
-            self.failed = (
-                f"its configured package {want_pkg} is refused: {one_line(outcome.reason or '', 600)}"
-            )
-            self.counters["configured_package_refused"] += 1
-            raise FailedAtStart(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
         if not outcome.ok:
-            raise SlotError(f"model slot {self.name!r}: cannot start on {want_pkg}: {outcome.reason}")
+            err = start_refusal(
+                self.name,
+                want_pkg,
+                outcome.reason or outcome.stage,
+                retry=outcome.retry,
+                installed=current or None,
+                rejected=rejected,
+            )
+            if isinstance(err, FailedAtStart):
+                # nothing installed yet to serve instead: a SlotError ended the agent's start, every other slot and
+                # pipeline with it, at every restart, and a slot following the fleet never heard of a package to
+                # fix it
+                self.state = "failed"
+                self.failed = (
+                    f"its configured package {want_pkg} is refused: {one_line(outcome.reason or '', 600)}"
+                )
+                self.counters["configured_package_refused"] += 1
+            raise err
         self._keep_state()
 
     def _configured_refused(self, pkg: Path, why: str, installed: str, retry: bool = False) -> None:
@@ -512,12 +545,6 @@ class ModelSlot:
                 async with self._swap_lock:
                     prune_due = False
                     await self._prune()
-
-    def _refused_by_config(self, package_id: str) -> str:
-        return (
-            f"{package_id} is a version this agent refuses (models.{self.name}.refused_versions in its config); "
-            "refused"
-        )
 
     def _verify_installed(self, folder_name: str) -> OpenedPackage:
         """Signature and every file's size and SHA-256 of an installed folder, as at install (worker
@@ -939,7 +966,7 @@ class ModelSlot:
             await self._prune()
             return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
         if to_v in self.config.refused_versions:
-            why = self._refused_by_config(opened.manifest.package_id)
+            why = refused_by_config(self.name, opened.manifest.package_id)
             await asyncio.to_thread(self.store.mark_failed, opened.root, why)
             await self._prune()
             return self._refused(from_v, to_v, "verify", why, package=Path(pkg))

@@ -150,6 +150,29 @@ def no_space(exc: BaseException) -> bool:
     return False
 
 
+def no_room(root: Path, pkg: Path, size: int | None = None, free: int | None = None) -> PackageError:
+    """An install refused for the disk (``NO_SPACE``): the words a slot's start and ``edge-agent validate`` say."""
+    sizes = f": it takes about {size} bytes, the disk has {free} free" if size is not None else ""
+    return PackageError(
+        f"not enough free disk in {printable(str(root))} to unpack {printable(Path(pkg).name)}{sizes}; "
+        "nothing of it was kept; it is installed once there is room (free some space)",
+        code=NO_SPACE,
+    )
+
+
+def room_refusal(root: Path, pkg: Path, size: int) -> PackageError | None:
+    """``no_room`` when the file system that holds (or will hold) ``root`` has fewer than ``size`` bytes free for
+    an install's unpacked files (a first install the disk cannot take), else None. Reads, creates nothing."""
+    there = Path(root)
+    while not there.exists() and there.parent != there:
+        there = there.parent
+    try:
+        free = shutil.disk_usage(there).free
+    except OSError:
+        return None
+    return no_room(root, pkg, size, free) if size > free else None
+
+
 def _rebase(opened: OpenedPackage, old: Path, new: Path) -> OpenedPackage:
     from model_packager.package import opened_from
 
@@ -521,14 +544,9 @@ class ModelStore:
     def _no_space(self, pkg: Path) -> PackageError:
         try:
             size, free = Path(pkg).stat().st_size, shutil.disk_usage(self.root).free
-            sizes = f": it takes about {size} bytes, the disk has {free} free"
         except OSError:
-            sizes = ""
-        return PackageError(
-            f"not enough free disk in {printable(str(self.root))} to unpack {printable(Path(pkg).name)}{sizes}; "
-            "nothing of it was kept; it is installed once there is room (free some space)",
-            code=NO_SPACE,
-        )
+            return no_room(self.root, pkg)
+        return no_room(self.root, pkg, size, free)
 
     def reopen(self, folder_name: str, signer: str = "") -> OpenedPackage | None:
         """Re-open a previously installed folder (its files were verified on install; ``signer``:

@@ -2,14 +2,22 @@
 will do with one it refuses (signed by a key the gateway does not trust, damaged, a refused version): a `warning:`
 line naming the slot, the file and the reason (it said ok, and the agent's start was the first to tell). The agent
 starts all the same: on the package installed in the slot, or, with none, with the slot failed and the rest
-serving (tests/integration/test_slot_failed_at_start.py)."""
+serving (tests/integration/test_slot_failed_at_start.py). Where the agent's start still ends (the package installed in
+the slot fails its checks too; a first install the disk has no room for), validate says so in the agent's own words
+and exits 1, so that a unit's ExecStartPre stops a restart loop: it said a warning, exit 0."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import yaml
 
 from edge_agent.cli import main
+from edge_agent.models.config import ModelConfig
+from edge_agent.models.slot import FailedAtStart, ModelSlot, SlotError
+from edge_agent.models.store import ModelStore
+from model_packager import load_trusted_keys
 from tests.support.models import make_keypair, make_package
 
 
@@ -63,11 +71,76 @@ def test_validate_names_a_package_the_agent_would_refuse(kit, tmp_path, capsys, 
     assert said in lines[0], lines
     assert "no package is installed in slot 'vision' yet: the agent starts with the slot failed" in lines[0]
 
-    # a slot that holds an installed package starts on it: said, not refused
-    (tmp_path / "data" / "models" / "vision" / "part-inspection-1.0.0-0123456789ab").mkdir(parents=True)
-    assert main(["validate", path]) == 0
+    # a slot that holds an installed package starts on it while that one passes its checks: said, not refused. The
+    # installed 1.0.0 is refused too where its signer is not trusted or its version is refused: the start ends
+    _install(pkg if bad != "truncated" else kit[0], tmp_path / "data", kit[1])
+    ends = bad != "truncated"
+    assert main(["validate", path]) == (1 if ends else 0)
     err = capsys.readouterr().err
-    assert "warning:" in err and said in err and "the slot starts on a package installed in" in err, err
+    if ends:
+        assert (
+            "; nor on the installed package part-inspection-1.0.0-" in err
+            and "the agent does not start" in err
+        )
+    else:
+        assert "warning:" in err and said in err and "the slot starts on the package installed in" in err, err
+
+
+def _install(pkg: Path, data: Path, pub: Path) -> None:
+    """``pkg`` installed in slot vision as a start leaves it (state.json naming it)."""
+    store = ModelStore(data / "models" / "vision")
+    opened = store.install(pkg, load_trusted_keys([pub]))
+    store.set_current(opened.root, None)
+
+
+async def _start_raises(path: str, tmp_path: Path, pub: Path) -> SlotError:
+    """What the agent's start of slot vision raises on the config at ``path``."""
+    m = yaml.safe_load(Path(path).read_text())["models"]["vision"]
+    slot = ModelSlot("vision", ModelConfig(**m), tmp_path / "data", load_trusted_keys([pub]))
+    try:
+        await slot.start()
+    except SlotError as exc:
+        return exc
+    await slot.stop()
+    raise AssertionError("the slot started")
+
+
+async def test_validate_fails_where_the_installed_package_is_refused_too_in_the_agents_words(
+    kit, tmp_path, capsys
+):
+    """The installed package's version refused in the config, the configured one damaged: the start sets the
+    installed one aside, cannot install the configured one, and ends (the agent does not start)."""
+    pkg, pub, _ = kit
+    _install(pkg, tmp_path / "data", pub)
+    damaged = tmp_path / "vision.edgepkg"
+    damaged.write_bytes(pkg.read_bytes()[: pkg.stat().st_size // 2])
+    path = _config(tmp_path, damaged, pub, refused_versions=["1.0.0"])
+    assert main(["validate", path]) == 1
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if "models.vision.package" in ln]
+    exc = await _start_raises(path, tmp_path, pub)
+    assert not isinstance(exc, FailedAtStart)
+    assert line == f"{path}: models.vision.package: {exc}; the agent does not start", (line, exc)
+    assert "nor on the installed package part-inspection-1.0.0-" in line and "refused_versions" in line, line
+
+
+async def test_validate_fails_where_a_first_install_has_no_room_on_the_disk(kit, tmp_path, capsys):
+    """Nothing installed yet and the data folder's disk too small for the package unpacked: the start's install
+    is refused for the disk (tried again at the next start), which ends the start, not a slot failed."""
+    from tests.support.peers import small_tmpfs
+
+    pkg, pub, _ = kit
+    path = _config(tmp_path, pkg, pub)
+    with small_tmpfs(tmp_path / "data" / "models", "16k") as models:
+        assert main(["validate", path]) == 1
+        err = capsys.readouterr().err
+        (line,) = [ln for ln in err.splitlines() if "models.vision.package" in ln]
+        said = f"model slot 'vision': cannot start on {pkg}: not enough free disk in {models / 'vision'}"
+        assert (
+            line.startswith(f"{path}: models.vision.package: {said}") and "the agent does not start" in line
+        )
+        exc = await _start_raises(path, tmp_path, pub)
+        assert not isinstance(exc, FailedAtStart) and str(exc).startswith(said), exc
 
 
 def test_validate_passes_a_package_the_agent_would_install(kit, tmp_path, capsys):
