@@ -2913,7 +2913,12 @@ class MqttSource:
             # a rebirth this host asked, its data showing a birth missed (a seq gap, an alias its births did not
             # give): the node's aliases may be new already, a command by the old one set another metric
             owed = "" if unread else self.sparkplug.birth_owed(group, edge_node, device)
-            if not unread and not owed:
+            # a node known to give a device metric a node metric's alias: its last birth's devices not born again
+            # since its new birth, whose births may come later than BIRTH_SETTLE_S (bounded by the host)
+            late = [] if unread or owed or device else self.sparkplug.devices_unborn(group, edge_node)
+            if late:
+                came = self._channel.arrived  # their births, whenever come, are waited for
+            elif not unread and not owed:
                 if device or time.monotonic() >= settle or time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(UNREAD_POLL_S)
@@ -2935,11 +2940,15 @@ class MqttSource:
                 elif not self._readers:
                     why = "no consumer reads this source now"
                 else:
-                    why = f"not {'read' if unread else 'answered'} within {LEARNING_WAIT_S:.0f} s"
+                    why = f"not {'answered' if owed else 'read'} within {LEARNING_WAIT_S:.0f} s"
                 done = "was given up on" if given_up else "is not read yet"
                 what = (
                     "a birth or death of its node (device) came and is not read yet"
                     if unread
+                    else f"the births of devices its node's last birth had ({', '.join(late[:3])}"
+                    f"{f' and {len(late) - 3} more' if len(late) > 3 else ''}) are not read since its new birth, "
+                    "and its devices' births have given a device metric a node metric's alias (against Sparkplug)"
+                    if late
                     else "the birth this host asked of its node (device), its data having shown a birth of it "
                     f"missed (a seq gap, an alias its births did not give), {done}"
                 )

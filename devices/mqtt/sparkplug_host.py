@@ -290,6 +290,15 @@ class _Node:
     # ask by itself: a seq gap's rebirth, given up on, would otherwise never be asked again)
     given_up: set[str | None] = field(default_factory=set)
     born: bool = False  # a birth of it was read once: dead, kept DEAD_KEEP_S (``SparkplugHost._file``)
+    # a device birth of it gave a device metric the alias a node metric holds (against Sparkplug): its next births
+    # may too, so an NCMD after its NBIRTH waits for its devices' births (``devices_unborn``)
+    shares_aliases: bool = False
+    # the devices born (a live DBIRTH read) since its last NBIRTH, not dead (DDEATH) since; and, of a node that
+    # shares aliases, those its last birth's devices that no DBIRTH of since its NBIRTH (read live) has named yet,
+    # waited for until ``expected_until`` (monotonic), and commanded by name alone after it while one is missing
+    named: set[str] = field(default_factory=set)
+    expected: set[str] = field(default_factory=set)
+    expected_until: float = -math.inf
     clash_asked: bool = False  # a rebirth was asked for an alias its births gave to two metrics (``_learn``)
     # a rebirth was asked for data by an alias its births gave to a metric of another (the node's, or another
     # device's): a node that sends so by its program would bring the same map at every rebirth (``_readings``)
@@ -514,6 +523,10 @@ MAX_UNREACHED_GROUPS = 1_000
 ASK_SCAN_MAX = 256
 # how often the adapter calls ``SparkplugHost.tick`` (s): waiting requests go out within this of being due
 TICK_S = 0.25
+# how long after an NBIRTH of a node known to give a device metric a node metric's alias its last birth's devices
+# are waited for (``devices_unborn``): a Sparkplug node sends its DBIRTHs right after its NBIRTH; one not come by
+# then is taken as gone, and the node's own metrics are commanded by name alone until it is born again
+REBORN_DEVICES_WAIT_S = 5.0
 # a large message's (decoded in a worker thread) metrics read at a time on the loop, its births' learnt too
 # (``SparkplugHost.handle``): 99,999 of them held it 0.7-3.5 s; 1,024 take 5-30 ms
 STEP_METRICS = 1_024
@@ -825,6 +838,18 @@ class SparkplugHost:
         0 again, and read what it read before)."""
         n = self._nodes.get((group, edge_node))
         return n.births_read if n is not None else 0
+
+    def devices_unborn(self, group: str, edge_node: str) -> list[str]:
+        """Of a node whose device births have given a device metric the alias a node metric holds (against
+        Sparkplug, whose aliases are unique across a node and its devices), the devices born under its birth before
+        the last whose DBIRTH since that birth is not read, within REBORN_DEVICES_WAIT_S of it: one may give a
+        device metric the alias the new birth gave a node metric, so an NCMD waits (``MqttSource.command``).
+        Sorted; [] for a node that never did so, after that time (``alias`` then leaves out the alias of a node
+        metric while one is missing), when all are reborn or dead (DDEATH), or the node is not alive."""
+        n = self._nodes.get((group, edge_node))
+        if n is None or not n.expected or not n.alive or time.monotonic() >= n.expected_until:
+            return []
+        return sorted(n.expected)
 
     def learnt(self, group: str, edge_node: str) -> asyncio.Event | None:
         """The event set once the large birth of the node being learnt (``learning``) is learnt; None: none is."""
@@ -1775,6 +1800,11 @@ class SparkplugHost:
             node.birth_restart = 1 if payload.seq and node.goes_on is not True else None
             node.birth_at = payload.seq or None
             node.alias_born = node.alias_asked
+            if not self.retained:
+                # of a node known to give a device metric a node metric's alias, the device births following
+                # this birth may do so again: an NCMD waits for them, as far as its last birth's devices tell
+                node.expected, node.named = (node.named if node.shares_aliases else set()), set()
+                node.expected_until = time.monotonic() + REBORN_DEVICES_WAIT_S
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
@@ -1899,6 +1929,8 @@ class SparkplugHost:
                     if not retained:
                         node.want.discard(t.device)
                         node.asked.discard(t.device)
+                        node.named.add(t.device)
+                        node.expected.discard(t.device)
                 self._born(t.group, t.edge_node, t.device)
 
             if self._stepped:
@@ -1911,6 +1943,8 @@ class SparkplugHost:
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
             node.devices.discard(t.device or "")
+            node.named.discard(t.device or "")  # gone: not waited for at its node's next birth
+            node.expected.discard(t.device or "")
             # stale as of the DDEATH's own timestamp (Sparkplug 3.0, Device Session Termination: tck-id-
             # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
             # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time
@@ -2008,6 +2042,8 @@ class SparkplugHost:
                 had = node.aliases.get(m.alias)
                 if had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
                     clashed = True
+                    if device is not None and had[0] is None:
+                        node.shares_aliases = True
                     node.clashes.add(m.alias)
                     if m.alias in mine:
                         # one birth gives it to two of its metrics: which one its data means is unknown,
@@ -2168,9 +2204,11 @@ class SparkplugHost:
         """The alias the node's (or device's) births gave ``metric`` (a Template instance's own name, not a
         member's), for a command to carry (Sparkplug 3.0 commands an aliased metric by its alias); None when they
         gave it none, or gave its alias to two metrics. A scan of the device's aliases (the node's, for its own
-        metrics): commands are few."""
+        metrics): commands are few. A node metric's of a node known to give device metrics node metrics' aliases
+        while a device of its birth before has not been born again (``devices_unborn``'s time over): None, the
+        command by name alone, as when the clash is read (that device's birth, unread, may give the alias too)."""
         n = self._nodes.get((group, edge_node))
-        if n is None:
+        if n is None or (device is None and n.expected):
             return None
         want = (device, metric)
         pool = n.owned.get(device, ((), ()))[1] if device else n.aliases

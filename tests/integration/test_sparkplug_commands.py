@@ -15,6 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt import client as client_module
+from devices.mqtt import sparkplug_host
 from devices.mqtt.client import MqttError, MqttSource, SparkplugTypeMismatch
 from devices.mqtt.settings import MqttSettings
 from edge_agent.actions import ActionRunner
@@ -1118,6 +1119,54 @@ async def test_a_node_command_waits_for_the_device_births_following_the_birth_as
         if pb.metrics[0].name != "Node Control/Rebirth"
     ]
     assert got == [("speed", None)]
+
+
+async def test_a_node_command_waits_for_the_device_births_its_nodes_last_birth_had_when_they_may_share_its_aliases(
+    mosquitto, monkeypatch
+):
+    """A node whose device d3 gave its valve the alias of the node's speed (against Sparkplug) restarts: speed now
+    alias 8, and d3's birth, giving valve 8 again, comes 0.5 s after the NBIRTH (past BIRTH_SETTLE_S): an NCMD to
+    speed went with alias 8, d3's valve's too. It waits for d3's birth; read, the clash has speed go by name alone.
+    d3 not born again within REBORN_DEVICES_WAIT_S (made 0.5 s) of the next NBIRTH: taken as gone, speed goes by
+    name alone until d3's birth is read, then by its alias."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+
+    def dbirth(alias: int) -> bytes:
+        db = sp._pb().Payload()
+        db.timestamp, db.seq = int(time.time() * 1000) + 1, 1
+        pb_metric(db, "valve", alias=alias, datatype=D.INT32, int_value=0)
+        return db.SerializeToString()
+
+    async def command() -> tuple[str, int | None]:
+        n = len(node.cmds)
+        assert await src.command("g", "n1", None, "speed", 1) == "sent"
+        await until(lambda: len(node.cmds) > n, 5, "the command")
+        m = node.cmds[-1][2].metrics[0]
+        return m.name, m.alias if m.HasField("alias") else None
+
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", dbirth(7))  # valve given speed's alias
+        await _births(src, 2)
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
+        await _births(src, 3)
+        waiting = asyncio.create_task(command())
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # before: sent with alias 8 once BIRTH_SETTLE_S was over
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", dbirth(8))
+        assert await asyncio.wait_for(waiting, 5) == ("speed", None)
+        monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 0.5)
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(2, 7, 8))
+        await _births(src, 5)
+        assert await asyncio.wait_for(command(), 5) == ("speed", None)  # d3 taken as gone: by name alone
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", dbirth(100))
+        await _births(src, 6)
+        assert await command() == ("speed", 7)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
 
 
 async def _unknown_alias_then_quiet(port: int, retry_max_s: float) -> tuple[Node, MqttSource, asyncio.Task]:
