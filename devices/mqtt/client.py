@@ -144,6 +144,14 @@ CLOCK_STEP_S = 1.0
 CLOCK_STEP_NEAR_S = 30.0
 CLOCK_STEP_HOLD_S = 600.0
 CLOCK_STEPS_HELD = 2
+
+
+def _wall_offset() -> float:
+    """This gateway's wall clock less its monotonic clock: it moves only when the wall clock is stepped (NTP
+    setting it, an admin), by as much (``_out_of_order``)."""
+    return time.time() - time.monotonic()
+
+
 # a JSON device whose times run a steady while behind this gateway's clock (it writes its local time without a
 # zone west of UTC, read in json_mapping.timezone; or its clock is set wrong): its readings were stamped hours in
 # the past, unsaid (an older time stands: a buffer sent after an outage). Said once (``clock_behind``) when a
@@ -896,8 +904,9 @@ class MqttSource:
         self._lags: dict[str, tuple[float, float, bool]] = {}
         # tag -> (receive time of its device's first clock step in CLOCK_STEP_HOLD_S, steps since, the newest time its
         # fast clock gave, how far ahead of the receive time that clock was at the step, and the clock set right (0
-        # if behind: the most of its steps)) (``_stepped_back``, ``_out_of_order``)
-        self._steps: dict[str, tuple[float, int, float, float, float]] = {}
+        # if behind: the most of its steps), this gateway's ``_wall_offset`` then) (``_stepped_back``,
+        # ``_out_of_order``)
+        self._steps: dict[str, tuple[float, int, float, float, float, float]] = {}
         # (receive time, tag) of each step made, in order: swept from the front once over (``_forget_steps``), an
         # item whose tag's step is gone or made again since skipped. Not the dict itself: each sweep began a fresh
         # walk of it, which in CPython passes every entry deleted before (kept as holes until the dict grows
@@ -2319,10 +2328,16 @@ class MqttSource:
         # not the fast clock's: under half its lead at the step ahead (a clock set right that runs a second or two
         # ahead of this gateway's is no re-send: its new readings were dropped), or under 2 CLOCK_STEP_S more ahead
         # than the clock set right was at the step (a re-send over half the lead late was passed twice)
-        if ts <= received_at + min(max(CLOCK_STEP_S, stepped[3] / 2), stepped[4] + 2 * CLOCK_STEP_S):
+        near = received_at + min(max(CLOCK_STEP_S, stepped[3] / 2), stepped[4] + 2 * CLOCK_STEP_S)
+        if ts <= near:
+            return False
+        # this gateway's own clock set back since the step (its NTP): the device's clock set right reads ahead of
+        # it by as much, and its readings were dropped as re-sends until it passed the fast clock's times (counted
+        # out_of_order); judged by this gateway's clock as it was at the step
+        if ts <= near + stepped[5] - _wall_offset():
             return False
         if ts > stepped[2]:  # newer than any the fast clock gave: passed, the fast times known up to it
-            self._steps[tag] = (stepped[0], stepped[1], ts, stepped[3], stepped[4])
+            self._steps[tag] = (stepped[0], stepped[1], ts, stepped[3], stepped[4], stepped[5])
             return False
         self._error(
             "out_of_order",
@@ -2374,7 +2389,14 @@ class MqttSource:
         if stepped is None or received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
             if received_at >= self._steps_over:  # (steps made, no tag without one read: the line kept short)
                 self._forget_steps(received_at)
-            self._steps[tag] = (received_at, 1, last, last - received_at, max(ts - received_at, 0.0))
+            self._steps[tag] = (
+                received_at,
+                1,
+                last,
+                last - received_at,
+                max(ts - received_at, 0.0),
+                _wall_offset(),
+            )
             self._steps_line.append((received_at, tag))
             self._steps_over = min(self._steps_over, received_at + CLOCK_STEP_HOLD_S)
         elif stepped[1] >= CLOCK_STEPS_HELD:
@@ -2386,6 +2408,7 @@ class MqttSource:
                 max(stepped[2], last),
                 max(stepped[3], last - received_at),
                 max(stepped[4], ts - received_at),
+                stepped[5],
             )
         self._notice(
             "device_clock_stepped",

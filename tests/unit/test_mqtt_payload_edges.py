@@ -196,6 +196,37 @@ def test_a_clock_step_held_for_a_tag_that_never_reads_again_is_forgotten_after_i
     assert src._steps == {}
 
 
+def test_a_device_reading_after_this_gateways_own_clock_was_set_back_is_no_resend_of_its_fast_clock(
+    monkeypatch,
+):
+    """A device clock 200 s fast is set right (a step, held 10 minutes: a re-send of the fast clock's readings is
+    dropped meanwhile); then this gateway's own clock is set back 10 s (its NTP). The device's readings, right, read
+    10 s ahead of it and were dropped as re-sends (out_of_order) until they passed the fast clock's times (200 s of
+    readings). They are judged by this gateway's clock as it was at the step: taken; a re-send is dropped still."""
+    import json
+
+    from devices.mqtt import client
+    from devices.mqtt.settings import MqttSettings
+
+    src = client.MqttSource("x", MqttSettings(port=1, subscriptions=[{"topic": "j/#"}]))
+    r0 = 1_796_000_000.0
+    offset = [1000.0]
+    monkeypatch.setattr(client, "_wall_offset", lambda: offset[0])
+
+    def read(ts: float, received_at: float) -> list:
+        return [
+            r.timestamp
+            for r in src._read(["j/a", json.dumps({"ts": ts, "v": 1}).encode(), received_at, False, 0, None])
+        ]
+
+    assert read(r0 + 200, r0) == [r0 + 200]  # its clock 200 s fast
+    assert read(r0 + 1, r0 + 1.5) == [r0 + 1]  # set right: a step
+    offset[0] -= 10  # this gateway's clock set back 10 s
+    assert read(r0 + 20, r0 + 10.5) == [r0 + 20]  # before: dropped as a re-send
+    assert read(r0 + 150, r0 + 12) == []  # the fast clock's, re-sent: dropped
+    assert read(r0 + 21, r0 + 11.5) == [r0 + 21]
+
+
 def test_clock_steps_of_many_tags_expiring_one_after_another_are_forgotten_oldest_first_each_looked_at_once():
     """Tags whose device clocks were set back one after another (each device's NTP step) see their holds end one
     after another: every step held was looked at whenever one of them ended, at nearly every reading (100,000 tags:
