@@ -133,6 +133,8 @@ STORE_WRITERS = 8
 STORE_WRITERS_MOST = 128
 # the same for unary heartbeats (agents before v3, or against servers without Connect): a write each, in a thread
 HEARTBEATS_PER_TENANT = 4
+# a unary heartbeat's conditional write, its row judged again after each refusal (``_write_checked``), at most so often
+REPORT_WRITE_TRIES = 3
 # the reads of an agent's row that a state report makes (``_held_above``: a stream's report of a run new to the
 # process) and of which of its runs began last (``_other_runs``: a stream report its row refused) run in threads of
 # their own (``StoreWriters``: ROW_READERS of any tenants, past them one of each tenant with none running, up to
@@ -579,8 +581,9 @@ class FleetServicer(rpc.FleetServicer):
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
 
-    async def _fresh(self, key: tuple[str, str], r) -> bool:
-        """Whether the state report ``r`` of agent ``key`` is to be written: False for one its agent made before a
+    async def _fresh(self, key: tuple[str, str], r) -> tuple[bool, str | None]:
+        """Whether the state report ``r`` of agent ``key`` is to be written, and over which row (``Store.heartbeat``'s
+        ``over``: None as it comes, ``""`` over its own run only, a run id: over that one too). False for one its agent made before a
         report already taken: the same run (``boot_id``) and a lower or equal ``report_seq`` (held on the way: a
         stream's queue, a link being re-made, a retried call; it would write the agent's older slots over newer
         ones), or a run that a newer run of the agent followed (``Control.note_run``: its late report). Ordered by
@@ -589,15 +592,17 @@ class FleetServicer(rpc.FleetServicer):
         the run's first report here), so a new run (a restart, a gateway restored from a VM snapshot: a new
         ``boot_id``) is written, a late one of a previous run not. A report of a run this process knows is checked
         against the agent's row too, which another replica may have taken further, or written with a newer run's
-        report: a stream's in its write (``StreamHub.report``'s ``one_run``, ``_other_runs``), a unary Heartbeat's
-        by a read in its own thread place (``Heartbeat``)."""
+        report in its write: over its own run only, and the run's first report here over the run the row held when
+        read (another replica's write landing between the read and the write refuses it: judged then, as a refused
+        stream report is, ``_other_runs``; a Heartbeat's at once, ``_write_checked``)."""
         boot, seq = r.boot_id[:64], int(r.report_seq)
         if not boot or not seq:
-            return True
+            return True, None
         had = self._applied.get(key)
+        over: str | None = ""
         if had is not None and had[0] == boot:
             if had[1] >= seq:
-                return False
+                return False, None
         else:
             if self.control is not None:
                 try:
@@ -612,20 +617,21 @@ class FleetServicer(rpc.FleetServicer):
                         "comes)",
                         exc,
                     )
-                    return True
+                    return True, None
                 if not taken:
                     self._note_late_run(key)
-                    return False
-            if await self._held_above(key, boot, seq) is not None:
+                    return False, None
+            late, over = await self._held_above(key, boot, seq)
+            if late is not None:
                 self._note_late_run(key)
-                return False
+                return False, None
             counted = self._begun_elsewhere.pop(key, None)
             if had is not None and counted != _run_key(boot):
                 self._alternating(key, had[0], boot)
         self._applied[key] = (boot, seq, time.monotonic())
-        return True
+        return True, over
 
-    async def _held_above(self, key: tuple[str, str], boot: str, seq: int) -> str | None:
+    async def _held_above(self, key: tuple[str, str], boot: str, seq: int) -> tuple[str | None, str | None]:
         """``_late_by_row`` in a place of the tenant's heartbeats, in a thread of ROW_READERS (``_in_place``): read in
         a worker thread of its own, a slow store's reads (a reconnect storm's streams) took every worker thread all
         calls wait for; in the tenant's place but the loop's default executor, two tenants' stream reports did."""
@@ -633,7 +639,7 @@ class FleetServicer(rpc.FleetServicer):
             return await self._in_row_place(key, partial(self._late_by_row, key, boot, seq, other_runs=False))
         except Exception as exc:  # the store unreachable: its write of the report fails too, and is said
             self._faults.failed("the fleet store's read of an agent's last report number", exc)
-            return None
+            return None, None
 
     async def _in_row_place(self, key: tuple[str, str], fn):
         """``fn()`` in a place of the tenant's heartbeats, in a thread of ROW_READERS (``_held_above``)."""
@@ -649,7 +655,8 @@ class FleetServicer(rpc.FleetServicer):
         later report of the run (another replica took it further: a gateway restored mid-run) or a run that began
         after it (``Control.newest_run``: a clone of the agent held by another replica): late, counted as
         ``_late_by_row`` is, the stream ended marked late (``TOLD_LATE``). A run that began before it (the agent's
-        previous process, its last report written by another replica late): written over at the next flush."""
+        previous process, its last report written by another replica late): written over that run at the next flush
+        (``StreamHub.put_over``: yet another run written meanwhile, it is refused and judged again)."""
         for key, held, args in refused:
             boot = str(((args[4] or {}).get("report") or {}).get("boot", ""))
             if (had := self._applied.get(key)) is None or had[0] != boot or self.hub is None:
@@ -663,7 +670,7 @@ class FleetServicer(rpc.FleetServicer):
                 newest = await self._in_row_place(key, partial(self._newest_run, key, boot))
                 late = None if newest else held
             if late is None:
-                self.hub.put_plain(key, args)
+                self.hub.put_over(key, args, held)
                 continue
             if self._judged.get(key) != (boot, late):  # each change once (two reports of it refused)
                 self._judged[key] = (boot, late)
@@ -685,9 +692,11 @@ class FleetServicer(rpc.FleetServicer):
             )
             return True
 
-    def _late_by_row(self, key: tuple[str, str], boot: str, seq: int, *, other_runs: bool) -> str | None:
+    def _late_by_row(
+        self, key: tuple[str, str], boot: str, seq: int, *, other_runs: bool
+    ) -> tuple[str | None, str]:
         """(In a worker thread.) None, or why the agent's row says the report ``seq`` of run ``boot`` is late
-        (``""``: its own run, or the boot id of the newer run): it holds a
+        (``""``: its own run, or the boot id of the newer run), and the run the row holds (``""``: none): it holds a
         report of that run numbered ``seq`` or above (another replica, or this process before a restart or before it
         forgot the run, took it: the store would not write this one, ``SQLStore._report_order``), or, with
         ``other_runs``, a report of another run that began after ``boot`` (``Control.newest_run``). Read once per run a
@@ -697,8 +706,9 @@ class FleetServicer(rpc.FleetServicer):
         turn, the fleet's view flipping at every report, never counted; told late now, each draws a new run in turn
         and the replica it reaches counts it (``_alternating``) as one replica does."""
         held = self.store.report_held(key[1], tenant=key[0])
+        run = held[0] if held is not None else ""
         if _at_or_below(held, boot, seq):
-            return ""
+            return "", run
         if (
             other_runs
             and held is not None
@@ -706,7 +716,24 @@ class FleetServicer(rpc.FleetServicer):
             and _run_key(held[0]) != _run_key(boot)
             and not self._newest_run(key, boot)
         ):
-            return held[0]
+            return held[0], run
+        return None, run
+
+    def _write_checked(
+        self, key: tuple[str, str], boot: str, seq: int, over: str | None, write
+    ) -> str | None:
+        """(In a worker thread.) ``write(over=over)`` (``Store.heartbeat``'s): a report written only over its own run (or
+        the run ``over``) that the agent's row refused is judged by a read of the row (``_late_by_row``): late (None
+        written; why returned), or the row's run began before it: written over that one. A read before each write
+        left another replica's write free to land between the two, and cost a read a heartbeat; now only a refusal
+        reads. At most REPORT_WRITE_TRIES writes: the row changing under each (a flapping pair of clones) leaves the
+        report unwritten, the agent's next one tried afresh."""
+        for _ in range(REPORT_WRITE_TRIES):
+            if write(over=over) or over is None:
+                return None
+            late, over = self._late_by_row(key, boot, seq, other_runs=True)
+            if late is not None:
+                return late
         return None
 
     def _late_by_row_seen(self, key: tuple[str, str], boot: str, late: str) -> None:
@@ -873,15 +900,15 @@ class FleetServicer(rpc.FleetServicer):
                         r, slots, health, at = got
                         await self._command_results(who, r.command_results)
                         had = self._applied.get(key)  # (before ``_fresh`` takes this report's number)
-                        fresh = await self._fresh(key, r)
+                        fresh, over = await self._fresh(key, r)
                         await hub.report(
                             key,
                             (dict(r.labels), slots, health, r.outbox_depth, _outbox_state(r), at),
                             r.generation_seen,
                             stale=not fresh,
-                            # a run taken here before: written only over its own run's older reports (or none),
-                            # checked in the write (``_other_runs``), not by a read a report
-                            one_run=had is not None and had[0] == r.boot_id[:64] and bool(r.report_seq),
+                            # written only over its own run's older reports (or the run its row held when its run's
+                            # first report here read it), checked in the write (``_other_runs``)
+                            over=over,
                         )
                         # (late to this process's memory alone: a report of the run overtaken on the stream)
                         overtaken = had is not None and had[0] == r.boot_id[:64] and had[1] >= r.report_seq
@@ -936,14 +963,15 @@ class FleetServicer(rpc.FleetServicer):
         # tenant's queue at each call, and under a backlog (200 queued) none was answered within its deadline
         results = self._results_write(who, request.command_results)
         key = (tenant, agent)
-        had = self._applied.get(key)  # (before ``_fresh`` takes this report's number)
-        fresh = await self._fresh(key, request)  # an older report than one taken: answered, never written
-        # a run this process knows, fresh to its memory: checked against the agent's row (another replica may have
-        # taken it further: a gateway restored mid-run), in the call's own thread place below: read in a thread of
-        # its own, outside the tenant's places, a slow store's reads took every worker thread all calls wait for
+        fresh, over = await self._fresh(
+            key, request
+        )  # an older report than one taken: answered, never written
+        # written only over its own run (or the run its row held when its run's first report here read it): refused
+        # (another replica took the run further: a gateway restored mid-run; or wrote another run: a clone), the row is
+        # read and judged, in the call's own thread place below: read in a thread of its own, outside the tenant's
+        # places, a slow store's reads took every worker thread all calls wait for
         boot, seq = request.boot_id[:64], int(request.report_seq)
         row_check: list[str | None] = [None]
-        check = fresh and had is not None and had[0] == boot and bool(seq)
         # an older report than one taken, its agent told (but while its runs alternate): its next reports go under a
         # new run (a VM snapshot restored)
         if not fresh and self._tell_late(key):
@@ -957,17 +985,22 @@ class FleetServicer(rpc.FleetServicer):
             if results is not None:
                 results()  # its failure ends the call as before
             try:
-                if check:  # late: told below
-                    row_check[0] = self._late_by_row(key, boot, seq, other_runs=True)
-                if fresh and row_check[0] is None:
-                    self.store.heartbeat(
-                        agent,
-                        dict(request.labels),
-                        slots,
-                        health,
-                        request.outbox_depth,
-                        _outbox_state(request),
-                        tenant=tenant,
+                if fresh:  # late: told below
+                    row_check[0] = self._write_checked(
+                        key,
+                        boot,
+                        seq,
+                        over,
+                        partial(
+                            self.store.heartbeat,
+                            agent,
+                            dict(request.labels),
+                            slots,
+                            health,
+                            request.outbox_depth,
+                            _outbox_state(request),
+                            tenant=tenant,
+                        ),
                     )
             except Exception as exc:  # the store failed (down, disk full): the agent heartbeats again
                 return "write", exc, None

@@ -734,14 +734,19 @@ class Store(abc.ABC):
         outbox: dict | None = None,
         *,
         tenant: str = T,
-    ) -> None: ...
+        over: str | None = None,
+    ) -> bool:
+        """One agent's state report, written over its row (but over a later report of its run: ``_report_order``);
+        with ``over``, only where the row holds a report of its own run, none, or of run ``over`` (a run found to have
+        begun before it; ``""``: none such). Whether it was written."""
 
     def heartbeat_many(self, rows: list[tuple]) -> list[tuple[str, str]]:
         """Many state reports at once: ``(tenant, agent, labels, slots, health, outbox_depth, outbox, t)`` each
         (the streams' coalesced writes), with a 9th item ``True`` for a report held back at an earlier flush and
         written again: that one is written only over an older report of its agent (``t``; another replica's
         stream or a unary heartbeat may have written a newer one meanwhile), the others are written as they come;
-        a 10th item ``True``: written only over a report of its own run (or none; ``Reports.other``). Returns the (tenant, agent) of the reports not written because another transaction holds their agent's
+        a 10th item ``True`` (or ``""``): written only over a report of its own run (or none; ``Reports.other``), a run
+        id: over that run's too (one its service found to have begun before it, ``heartbeat``'s ``over``). Returns the (tenant, agent) of the reports not written because another transaction holds their agent's
         row (PostgreSQL; they are written at a later flush): the others are, but for the held-back reports found
         older than their agent's row, whose keys are the returned list's ``stale``."""
         for tenant, agent, labels, slots, health, depth, outbox, _t, *_ in rows:
@@ -1884,21 +1889,25 @@ class SQLStore(Store):
         outbox: dict | None = None,
         *,
         tenant: str = T,
-    ) -> None:
+        over: str | None = None,
+    ) -> bool:
         _check_depth(outbox_depth)
         with self._report_tx() as ex:
-            ex(
-                self.q(HEARTBEAT_SQL + " WHERE " + self._report_order()),
-                (
-                    tenant,
-                    agent,
-                    json.dumps(labels),
-                    time.time(),
-                    json.dumps(slots),
-                    json.dumps(health),
-                    outbox_depth,
-                    _outbox_text(outbox),
-                ),
+            return bool(
+                ex(
+                    self._report_sql(False, over is not None),
+                    (
+                        tenant,
+                        agent,
+                        json.dumps(labels),
+                        time.time(),
+                        json.dumps(slots),
+                        json.dumps(health),
+                        outbox_depth,
+                        _outbox_text(outbox),
+                        *(() if over is None else (over,)),
+                    ),
+                ).rowcount
             )
 
     def heartbeat_many(self, rows: list[tuple]) -> list[tuple[str, str]]:
@@ -1919,34 +1928,42 @@ class SQLStore(Store):
             f"{theirs.format('agents')} >= {theirs.format('excluded')}), TRUE)"
         )
 
+    def _report_sql(self, again: bool, run: bool) -> str:
+        """A state report's write (``HEARTBEAT_SQL``): with ``again``, only over an older report of its agent; with
+        ``run``, only over a report of its own run, none, or of the run its last parameter names (``heartbeat``'s
+        ``over``); always in its run's order (``_report_order``). Built once a store (a report's CPU counts)."""
+        made = self.__dict__.setdefault("_report_sqls", {})
+        if (sql := made.get((again, run))) is None:
+            boot = self.REPORT_BOOT.format("agents")
+            made[again, run] = sql = self.q(
+                HEARTBEAT_SQL
+                + " WHERE "
+                + ("(" + HEARTBEAT_NEWER + ") AND " if again else "")
+                + (
+                    f"({boot} IS NULL OR {boot} = {self.REPORT_BOOT.format('excluded')} OR {boot} = ?) AND "
+                    if run
+                    else ""
+                )
+                + self._report_order()
+            )
+        return sql
+
     def _write_reports(self, ex, rows: list[tuple]) -> Reports:
         """Write the reports; returns in ``stale`` the (tenant, agent) of the held-back ones (9th item true) not
         written over a newer report of their agent, in ``other`` those written only over their own run (10th item
-        true: a stream's report of a run its process took a report of) that the row's run refused, with it. A fresh
+        ``True``, or a run id: ``heartbeat_many``) that the row's run refused, with it. A fresh
         report is written whatever the row's ``last_seen`` says: that is the receiving process's clock, and a
         replica whose clock ran minutes ahead (or a clock stepped back) froze its agents' state for as long,
         silently. The run is compared in the write itself: read before it (a read a report), another replica's
         write could land between the two, and it took 4-5 times the report's CPU (bench/RESULTS.md)."""
-        order, boot = self._report_order(), self.REPORT_BOOT
-        one_run = (
-            f"({boot.format('agents')} IS NULL OR {boot.format('agents')} = {boot.format('excluded')}) AND "
-        )
-        sql = {
-            (again, run): self.q(
-                HEARTBEAT_SQL
-                + " WHERE "
-                + ("(" + HEARTBEAT_NEWER + ") AND " if again else "")
-                + (one_run if run else "")
-                + order
-            )
-            for again in (False, True)
-            for run in (False, True)
-        }
+        boot = self.REPORT_BOOT
         stale, other = [], []
         for tenant, agent, labels, slots, health, depth, outbox, t, *flags in rows:
-            again, run = bool(flags and flags[0]), bool(flags[1:] and flags[1])
+            again, over = bool(flags and flags[0]), (flags[1] if flags[1:] else None)
+            over = "" if over is True else None if over is False else over  # (True: its own run only)
+            run = over is not None
             cur = ex(
-                sql[again, run],
+                self._report_sql(again, run),
                 (
                     tenant,
                     agent,
@@ -1956,6 +1973,7 @@ class SQLStore(Store):
                     json.dumps(health),
                     depth,
                     _outbox_text(outbox),
+                    *((over,) if run else ()),
                 ),
             )
             if cur.rowcount == 0 and again:

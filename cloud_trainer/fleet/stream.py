@@ -21,7 +21,8 @@ least every ``report_s`` (30 s), and the server pushes the desired state the mom
   heartbeat's): such a one is dropped and counted (``stale``). Fresh reports are written as they come, whatever
   the row's ``last_seen`` (each process's own clock: one running ahead must not freeze its agents' state).
   At ``stop`` the last flush's held reports are lost: each agent reports at once on its next stream (a store failing
-  then is logged, and the stop goes on).
+  then is logged, and the stop goes on); the reports its rows refused for another run are judged first, for at most
+  ``STOP_JUDGE_S``, and those to be written after all are.
 - **Push**: every ``poll_s`` the hub reads the control's change log (``changes_since``: which
   (tenant, agent) pairs got a new desired state, from this process or from another replica sharing
   the database) and sends each connected one its whole desired state. A report whose
@@ -55,6 +56,7 @@ PUSH_SLICE = 100
 PUSH_PAUSE_S = 0.05
 FLUSH_FAILURE_LOG_S = 300.0  # a flush failing for the same reason is logged again at most this often
 MAX_REPORT_ATTEMPTS = 3  # flushes a report that fails to be written (not refused as malformed) is tried in
+STOP_JUDGE_S = 2.0  # how long ``stop`` waits for the judgments of reports the last flushes' rows refused
 
 
 class StreamHub:
@@ -85,10 +87,12 @@ class StreamHub:
         self._again: set[tuple[str, str]] = set()
         # such reports not written at all: their agent's row had a newer report (another replica's, a unary one's)
         self.stale = 0
-        # keys whose pending report is written only over a report of its own run (``report``'s ``one_run``); those
-        # the store refused at a flush: (key, the row's run, the report's args), given to ``on_other_run`` after it
-        self._one_run: set[tuple[str, str]] = set()
+        # keys whose pending report is written only over a report of its own run, or of the run given (``report``'s
+        # ``over``; "": none such); those the store refused at a flush: (key, the row's run, the report's args), given
+        # to ``on_other_run`` after it (counted: ``other_run``)
+        self._one_run: dict[tuple[str, str], str] = {}
         self._other_runs: list[tuple[tuple[str, str], str, tuple]] = []
+        self.other_run = 0
         self.on_other_run: Callable[[list[tuple[tuple[str, str], str, tuple]]], Awaitable[None]] | None = None
         self._judging: set[asyncio.Task] = set()
         # a report's entry in ``pending`` and its marks (``_again``, ``_one_run``) change together: ``flush`` runs in a
@@ -130,11 +134,36 @@ class StreamHub:
             self._tasks.append(asyncio.create_task(self._owed(), name="fleet-stream-first-push"))
 
     async def stop(self) -> None:
-        for t in [*self._tasks, *self._judging]:
+        for t in self._tasks:
             t.cancel()
-        for t in [*self._tasks, *self._judging]:
+        for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self._last_flush()
+        # the last flush's refusals, and those under judgment, judged for at most STOP_JUDGE_S (they were cancelled
+        # unjudged: a report its row refused for an older run, to be written after all, was lost), then written
+        if self._other_runs and self.on_other_run is not None:
+            other, self._other_runs = self._other_runs, []
+            self._judge_aside(other)
+        if self._judging:
+            _done, left = await asyncio.wait(set(self._judging), timeout=STOP_JUDGE_S)
+            for t in left:
+                t.cancel()
+            for t in left:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            if left:
+                log.warning(
+                    "fleet streams: %d agents' state reports their rows refused not judged within %g s at stop (their "
+                    "agents report again on their next stream)",
+                    len(left),
+                    STOP_JUDGE_S,
+                )
+            await self._last_flush()
+        for q in list(self.streams.values()):
+            offer(q, None)
+
+    async def _last_flush(self) -> None:
         try:
             await asyncio.to_thread(self.flush)
         except Exception as exc:  # the store failing at the end: said, and the stop goes on
@@ -145,8 +174,6 @@ class StreamHub:
                 str(exc)[:200],
                 len(self.pending),
             )
-        for q in list(self.streams.values()):
-            offer(q, None)
 
     # ---- the stream ----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -175,23 +202,28 @@ class StreamHub:
         report_id: int = 0,
         *,
         stale: bool = False,
-        one_run: bool = False,
+        over: str | None = None,
     ) -> None:
         """A state report: kept for the next flush; the desired state goes out now if the agent has not got it
         yet on this stream or reports an older generation than the one last sent. ``report_id``: acknowledged
         (``ack``; the Connect stream acknowledges a report as it takes it, before its store calls, and passes none).
         ``stale``: numbered by its agent before a report already taken (``FleetServicer._fresh``): acknowledged
-        and answered alike, never written. ``one_run``: written only over a report of its run (or none): a row
-        another replica wrote with another run, or with a later report of this one, is given to ``on_other_run``
-        after the flush (``FleetServicer._other_runs``), instead of read before each report."""
+        and answered alike, never written. ``over``: written only over a report of its run, none, or of run ``over``
+        (``""``: none such; None: as it comes): a row another replica wrote with another run, or with a later report
+        of this one, is given to ``on_other_run`` after the flush (``FleetServicer._other_runs``), instead of read
+        before each report (``FleetServicer._fresh`` says which)."""
         if not stale:
-            # a report of its run's first here pending (checked as it came, written as it comes) keeps the later
-            # reports of that run that replace it so: conditional, a new run's first flush waited for one more
             with self._marks:
-                plain = key in self.pending and key not in self._one_run
+                if over == "" and key in self.pending:
+                    # a later report of the run pending (``over`` "": the run its process took last) keeps that
+                    # one's condition: its run's first here may be written over the run its row held then
+                    over = self._one_run.get(key)
                 self.pending[key] = args
                 self._again.discard(key)
-                (self._one_run.add if one_run and not plain else self._one_run.discard)(key)
+                if over is None:
+                    self._one_run.pop(key, None)
+                else:
+                    self._one_run[key] = over
         self.reports += 1
         self.ack(key, report_id)
         sent = self.sent.get(key)
@@ -199,12 +231,21 @@ class StreamHub:
             self._to_push.add(key)
             self._push_wanted.set()
 
-    def put_plain(self, key: tuple[str, str], args: tuple) -> None:
-        """A report ``on_other_run`` found to be written over its agent's row after all (the row's run began before
-        its own): written at the next flush as it comes; a newer report of the agent pending meanwhile wins."""
+    def put_over(self, key: tuple[str, str], args: tuple, over: str) -> None:
+        """A report ``on_other_run`` found to be written over its agent's row after all (the row's run ``over`` began
+        before its own): written at the next flush over that run (another replica writing yet another run meanwhile:
+        refused and judged again), a newer report of the agent pending meanwhile wins (over that run too, if of the
+        same run). Past ``max_pending`` agents pending, dropped and counted (``refused``), as ``_hold`` does."""
         with self._marks:
-            self.pending.setdefault(key, args)
-            self._one_run.discard(key)
+            if key in self.pending:
+                if self._one_run.get(key) == "":
+                    self._one_run[key] = over
+                return
+            if len(self.pending) >= self.max_pending:
+                self.refused += 1
+                return
+            self.pending[key] = args
+            self._one_run[key] = over
 
     def ack(self, key: tuple[str, str], report_id: int) -> None:
         """Acknowledge the agent's report ``report_id`` (0: none asked) on its stream: the report was received."""
@@ -263,11 +304,11 @@ class StreamHub:
         with self._marks:
             batch, self.pending = self.pending, {}
             again, self._again = self._again, set()
-            one_run, self._one_run = self._one_run, set()
+            one_run, self._one_run = self._one_run, {}
         try:
             held = self.store.heartbeat_many(
                 [
-                    (tenant, agent, *args, (tenant, agent) in again, (tenant, agent) in one_run)
+                    (tenant, agent, *args, (tenant, agent) in again, one_run.get((tenant, agent)))
                     for (tenant, agent), args in batch.items()
                 ]
             )
@@ -288,9 +329,10 @@ class StreamHub:
         self.stale += len(stale := getattr(held, "stale", ()))
         other = getattr(held, "other", ())
         self._other_runs += [((t, a), boot, batch[t, a]) for t, a, boot in other]
+        self.other_run += len(other)
         return len(batch) - len(held or []) - len(stale) - len(other)
 
-    def _hold(self, held: list[tuple[str, str]], batch: dict, one_run: set | frozenset = frozenset()) -> None:
+    def _hold(self, held: list[tuple[str, str]], batch: dict, one_run: dict | None = None) -> None:
         """Reports the store did not write because another transaction holds their agent's row (PostgreSQL) wait
         in ``pending`` for the next flush (a newer report of the agent replaces them), said at most every
         ``FLUSH_FAILURE_LOG_S``: they are not failures of the store, and may wait as long as the lock is held."""
@@ -302,8 +344,8 @@ class StreamHub:
                 with self._marks:
                     if self.pending.setdefault(key, batch[key]) is batch[key]:
                         self._again.add(key)
-                        if key in one_run:  # (still only over its own run)
-                            self._one_run.add(key)
+                        if one_run and key in one_run:  # (still only over its own run)
+                            self._one_run[key] = one_run[key]
             # dropped (the agent reports again within its report_s) and counted, as _put_back does
             elif key not in self.pending:
                 self.refused += 1
@@ -321,11 +363,11 @@ class StreamHub:
                 FLUSH_FAILURE_LOG_S,
             )
 
-    def _flush_one_by_one(self, items: list, again: set, one_run: set) -> int:
+    def _flush_one_by_one(self, items: list, again: set, one_run: dict) -> int:
         written = failed = 0
         for i, (key, args) in enumerate(items):
             try:
-                held = self.store.heartbeat_many([(*key, *args, key in again, key in one_run)])
+                held = self.store.heartbeat_many([(*key, *args, key in again, one_run.get(key))])
                 if held:  # its row held elsewhere: the next flush (still only over its own run: ``one_run``)
                     self._hold([key], {key: args}, one_run)
                     continue
@@ -335,6 +377,7 @@ class StreamHub:
                     continue
                 if other := getattr(held, "other", None):  # its row holds another run: ``on_other_run``
                     self._other_runs.append((key, other[0][2], args))
+                    self.other_run += 1
                     self._attempts.pop(key, None)
                     continue
             except ValueError as exc:  # this report can never be written: dropped, counted
@@ -360,7 +403,7 @@ class StreamHub:
         return written
 
     def _put_back(
-        self, items: list, failed: tuple[str, str], again: set, one_run: set | frozenset = frozenset()
+        self, items: list, failed: tuple[str, str], again: set, one_run: dict | None = None
     ) -> None:
         """Reports not written go back to ``pending`` for the next flush, unless a newer report of the same agent
         is there already; the one whose write failed is tried at most ``MAX_REPORT_ATTEMPTS`` times."""
@@ -386,8 +429,8 @@ class StreamHub:
                     if self.pending.setdefault(key, args) is args:
                         if key in again:
                             self._again.add(key)
-                        if key in one_run:  # (still only over its own run)
-                            self._one_run.add(key)
+                        if one_run and key in one_run:  # (still only over its own run)
+                            self._one_run[key] = one_run[key]
             else:
                 self._attempts.pop(key, None)
                 self.refused += 1
@@ -416,22 +459,24 @@ class StreamHub:
                 self._judged_later[item[0]] = item
             else:
                 self._judged_later[item[0]] = None
-                task = asyncio.create_task(self._judge([item]))
+                task = asyncio.create_task(self._judge(item))
                 self._judging.add(task)
                 task.add_done_callback(self._judging.discard)
 
-    async def _judge(self, other: list) -> None:
-        while other:
+    async def _judge(self, item: tuple[tuple[str, str], str, tuple] | None) -> None:
+        """Judge the agent's refused report ``item``, then the newest of its refused meanwhile, till none is left."""
+        while item is not None:
             try:
                 if self.on_other_run is not None:
-                    await self.on_other_run(other)
+                    await self.on_other_run([item])
             except Exception:  # (its own failures are its to say: never the flusher's end)
-                log.exception("fleet streams: judging %d reports their agents' rows refused", len(other))
+                log.exception(
+                    "fleet streams: judging a report its agent's row refused (agent %s)", item[0][1][:64]
+                )
             finally:
-                later = [self._judged_later.pop(key, None) for key, *_ in other]
-            other = [item for item in later if item is not None]
-            for item in other:
-                self._judged_later[item[0]] = None
+                key, item = item[0], self._judged_later.pop(item[0], None)
+            if item is not None:
+                self._judged_later[key] = None
 
     async def _owed(self) -> None:
         """Streams owed their desired state (just opened, or reporting an older generation) get it in batches:
@@ -477,6 +522,7 @@ class StreamHub:
             "refused": self.refused,
             "held": self.held,
             "stale": self.stale,
+            "other_run": self.other_run,
         }
 
 

@@ -1051,11 +1051,11 @@ def test_a_state_report_of_a_run_numbered_at_or_below_the_one_its_row_holds_is_n
 
     # a stream's report of a run its process took before: written only over its own run or none (10th item), those
     # refused named with the row's run (``Reports.other``), in the write itself (it read the row before, a report)
-    def one_run(version: str, boot: str, seq: int) -> list:
+    def one_run(version: str, boot: str, seq: int, over: str | bool = True) -> list:
         outbox = {"epoch": 1, "dropped": {}, "report": {"boot": boot, "seq": seq}}
         slots = [{"slot": "vision", "version": version}]
         return store.heartbeat_many(
-            [("default", "gw1", {}, slots, {}, 0, outbox, time.time(), False, True)]
+            [("default", "gw1", {}, slots, {}, 0, outbox, time.time(), False, over)]
         ).other
 
     assert one_run("1.5.0", "runC", 1) == [] and runs() == "1.5.0"  # a row without a number
@@ -1063,3 +1063,15 @@ def test_a_state_report_of_a_run_numbered_at_or_below_the_one_its_row_holds_is_n
     assert one_run("1.0.0", "runB", 9) == [("default", "gw1", "runC")]  # another run's row: refused
     assert one_run("1.0.0", "runC", 2) == [("default", "gw1", "runC")]  # its own run's, as far
     assert runs() == "1.6.0"
+    # or over the run named too (one its service found to have begun before it), on either path, in the write itself
+    assert one_run("1.0.0", "runD", 1, over="runB") == [("default", "gw1", "runC")] and runs() == "1.6.0"
+    assert one_run("1.7.0", "runD", 1, over="runC") == [] and runs() == "1.7.0"
+
+    def unary(version: str, boot: str, seq: int, over: str) -> bool:
+        outbox = {"epoch": 1, "dropped": {}, "report": {"boot": boot, "seq": seq}}
+        return store.heartbeat("gw1", {}, [{"slot": "vision", "version": version}], {}, 0, outbox, over=over)
+
+    assert not unary("1.0.0", "runE", 1, over="runC") and runs() == "1.7.0"  # the row holds run D
+    assert not unary("1.0.0", "runE", 1, over="") and runs() == "1.7.0"
+    assert unary("1.8.0", "runE", 1, over="runD") and runs() == "1.8.0"
+    assert unary("1.9.0", "runE", 2, over="") and runs() == "1.9.0"

@@ -442,7 +442,7 @@ def test_a_report_written_only_over_its_own_run_keeps_that_when_its_failed_write
         {**report, "report": {"boot": "older", "seq": 9}},
         time.time(),
     )
-    hub._one_run.add(key)
+    hub._one_run[key] = ""  # (its own run only)
     store.fail = 2  # the batch, then the row alone
     assert hub.flush() == 0 and key in hub.pending
     assert hub.flush() == 0
@@ -463,7 +463,7 @@ def test_a_report_taken_while_a_flush_takes_the_pending_ones_keeps_its_one_run_m
     came, real_set = threading.Event(), set
 
     def report_meanwhile() -> None:  # the loop's report, while the flush takes the pending ones
-        asyncio.run(hub.report(key, _report("2"), 0, one_run=True))
+        asyncio.run(hub.report(key, _report("2"), 0, over=""))
         came.set()
 
     def set_(*args):  # (the flush's first new set: its pending reports taken, their marks not yet)
@@ -544,3 +544,54 @@ async def test_a_record_timed_past_tomorrow_is_stored_at_its_receipt_time_and_co
 
     srv.store.heartbeat("gw-a", {}, [], {}, 0, tenant="acme")
     assert {a["id"]: a["records_retimed"] for a in Console(srv).agents("acme")}["gw-a"] == 2
+
+
+def _run_report(version: str, boot: str, seq: int) -> tuple:
+    """A report's ``StreamHub`` args: labels ``{"v": version}``, numbered ``seq`` of run ``boot``."""
+    return (
+        {"v": version},
+        [],
+        {},
+        0,
+        {"epoch": 1, "dropped": {}, "report": {"boot": boot, "seq": seq}},
+        time.time(),
+    )
+
+
+async def test_reports_refused_for_another_run_are_counted_and_those_of_the_last_flush_judged_at_stop(
+    tmp_path,
+):
+    """A stream report its agent's row refused for another run was in no counter (acknowledged, then judged, maybe
+    dropped: a monitor's sums did not add up), and at stop the last flush's refusals were never judged: a report to
+    be written over its agent's older run after all was lost. Counted (``other_run``); judged at stop, then written."""
+    store = SQLiteStore(tmp_path / "fleet.db")
+    hub, key = fleet_stream.StreamHub(store, None, flush_s=60), ("acme", "gw-a")
+    store.heartbeat("gw-a", {"v": "old"}, [], {}, 0, _run_report("old", "runA", 5)[4], tenant="acme")
+    judged = []
+
+    async def judge(
+        refused,
+    ) -> None:  # (``FleetServicer._other_runs``: the row's run began before the report's)
+        for k, held, args in refused:
+            judged.append(held)
+            hub.put_over(k, args, held)
+
+    hub.on_other_run = judge
+    await hub.start()
+    await hub.report(key, _run_report("new", "runB", 2), 0, over="")
+    await hub.stop()
+    assert hub.snapshot()["other_run"] == 1  # was: no such counter
+    assert judged == ["runA"]  # was: never judged
+    assert [a["labels"] for a in store.agents(tenant="acme")] == [{"v": "new"}]  # was: {"v": "old"}
+    store.close()
+
+
+def test_a_judged_report_put_back_to_be_written_keeps_to_max_pending(tmp_path):
+    """A report judged to be written after all went back to ``pending`` whatever its size: ``max_pending`` bounds
+    the agents pending, and a judged one past it is dropped and counted, as a held one is."""
+    store = SQLiteStore(tmp_path / "fleet.db")
+    hub = fleet_stream.StreamHub(store, None, max_pending=1)
+    hub.pending[("acme", "gw-b")] = _report("1")
+    hub.put_over(("acme", "gw-a"), _run_report("new", "runB", 2), "runA")
+    assert list(hub.pending) == [("acme", "gw-b")] and hub.refused == 1  # was: 2 pending, none refused
+    store.close()

@@ -575,7 +575,7 @@ async def test_a_report_written_only_over_its_own_run_keeps_that_when_held_for_a
             assert conn.execute("UPDATE agents SET labels = labels WHERE id = 'gw1'").rowcount
             late = {**newer, "report": {"boot": "older", "seq": 9}}
             hub.pending[key] = ({"v": "late"}, [], {}, 0, late, time.time())  # received after the newer
-            hub._one_run.add(key)
+            hub._one_run[key] = ""  # (its own run only)
             hub.pending["acme", "gw-bad"] = ({}, [], {}, -1, {}, time.time())  # refuses the batch
             assert await asyncio.to_thread(hub.flush) == 0 and list(hub.pending) == [key]
             conn.rollback()

@@ -721,20 +721,25 @@ def _slow_row_reads(store) -> tuple[threading.Event, list]:
 
 @pytest.mark.parametrize("path", ["heartbeat", "stream"])
 async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet, path):
-    """A unary Heartbeat of a run the process knows, or a stream's report of a run new to it, reads the agent's row (a
+    """A unary Heartbeat its agent's row refused, or a stream's report of a run new to the process, reads the row (a
     gateway restored mid-run is told late; another replica's newer run, a cloned gateway's): the read ran in a worker
     thread of its own, outside the tenant's heartbeat places, so with the store slow (a PostgreSQL pool waiting for a connection)
     one agent's heartbeats in flight, or its streams opened anew (a reconnect storm), took every worker thread all
     calls of every tenant wait for. It runs in a place of the tenant's heartbeats: a thread stays free."""
     import os
 
-    from cloud_trainer.fleet.service import HEARTBEATS_PER_TENANT
+    from cloud_trainer.fleet.service import HEARTBEATS_PER_TENANT, _outbox_state, _slot_states
 
     srv, stub, e = fleet
     workers = min(32, (os.cpu_count() or 1) + 4)  # the loop's default executor's threads
     if workers > 12:
         pytest.skip("more worker threads than one agent's calls may be in flight (its rate)")
     await stub.Heartbeat(_report(e["1.0.0"], 1, "runR"))
+    if (
+        path == "heartbeat"
+    ):  # another replica's write of another run: the heartbeats' writes refused, the row read
+        other = _report(e["1.1.0"], 1, "runS")
+        srv.store.heartbeat("gw1", dict(other.labels), _slot_states(other), {}, 0, _outbox_state(other))
     release, waiting = _slow_row_reads(srv.store)
     calls = []
     try:
@@ -786,7 +791,7 @@ async def test_stream_reports_of_many_tenants_reading_their_agents_rows_leave_th
         await asyncio.wait_for(asyncio.to_thread(lambda: None), 2)  # was: TimeoutError
     finally:
         release.set()
-    assert await asyncio.gather(*reports) == [True] * len(keys)
+    assert await asyncio.gather(*reports) == [(True, "")] * len(keys)
 
 
 async def test_a_lone_gateway_whose_link_is_lost_again_and_again_is_not_named_a_clone(fleet, built, caplog):
@@ -1020,6 +1025,77 @@ async def test_a_stream_report_is_written_only_over_its_own_run_and_one_a_newer_
     finally:
         out.put_nowait(None)
         call.cancel()
+
+
+async def test_a_new_runs_first_stream_report_is_not_written_over_a_newer_run_another_replica_wrote_after_its_read(
+    fleet,
+):
+    """A stream's first report of a run new to the process reads the agent's row (the run it holds began before: the
+    agent's previous process), and was written as it comes at the flush, up to flush_s later: a clone's newer run that
+    another replica wrote in between was written over. It is written only over the run it read; the clone's row
+    refuses it, and the stream ends marked late."""
+    srv, stub, e = fleet
+    srv.hub.flush_s = 0.02
+    srv.control.note_run("gw1", "old", 1)  # the agent's previous process
+    _write_row(srv, e["1.1.0"], 8, "old")
+    real, landed = srv.store.heartbeat_many, []
+
+    def many(rows):  # a clone of gw1 begins on another replica, after the report's read, before its flush
+        if not landed:
+            landed.append(srv.control.note_run("gw1", "clone", 1))
+            _write_row(srv, e["1.2.0"], 1, "clone")
+        return real(rows)
+
+    srv.store.heartbeat_many = many
+    done = asyncio.Event()
+
+    async def requests():  # the report, then the stream kept open as an agent keeps it
+        yield pb.AgentMessage(report=_report(e["1.0.0"], 1, "new"), report_id=1)
+        await done.wait()
+
+    call = stub.Connect(requests())
+    try:
+        while (await asyncio.wait_for(call.read(), 5)) is not grpc.aio.EOF:  # was: TimeoutError (never ended)
+            pass
+        assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())
+        assert landed and _runs(srv)[0] == "1.2.0"  # was: 1.0.0, the late run's written over the clone's
+    finally:
+        done.set()
+        call.cancel()
+
+
+@pytest.mark.parametrize("run", ["known", "new"])
+async def test_a_heartbeat_is_not_written_over_a_newer_run_another_replica_wrote_just_before_its_write(
+    fleet, run
+):
+    """A unary Heartbeat read the agent's row, then wrote its report as it comes: a clone's newer run that another
+    replica wrote between the two was written over (the fleet's view flipped back to the late gateway), untold. The
+    write is conditional on the run (its own, or the one its run's first report here read); refused, the row is read
+    and judged: late, told so, the clone's row kept."""
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runR"))  # the process takes run R
+    boot = "runR" if run == "known" else "runT"  # (a run new to the process: read in ``_fresh`` first)
+    real, landed = srv.store.heartbeat, []
+
+    def heartbeat(*args, **kw):  # a clone begins on another replica just before the heartbeat's write
+        if not landed:
+            landed.append(srv.control.note_run("gw1", "clone", 1))
+            _write_row(srv, e["1.2.0"], 1, "clone")
+        return real(*args, **kw)
+
+    srv.store.heartbeat = heartbeat
+    call = stub.Heartbeat(_report(e["1.1.0"], 2, boot))
+    await call
+    assert landed and _runs(srv)[0] == "1.2.0"  # was: 1.1.0
+    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # was: untold
+
+
+def _write_row(srv, entry, seq: int, boot: str) -> None:
+    """gw1's row as another replica writes it: the slot runs ``entry``, report ``seq`` of run ``boot``."""
+    from cloud_trainer.fleet.service import _outbox_state, _slot_states
+
+    r = _report(entry, seq, boot)
+    srv.store.heartbeat("gw1", dict(r.labels), _slot_states(r), {}, 0, _outbox_state(r))
 
 
 async def test_a_heartbeat_is_answered_and_written_when_the_control_state_cannot_say_which_run_began_last(
