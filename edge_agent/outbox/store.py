@@ -635,6 +635,19 @@ def _delete_seqs(db: sqlite3.Connection, seqs: list[int]) -> list:
     return gone
 
 
+def _temp_seqs(db: sqlite3.Connection, name: str, seqs: Collection[int]) -> None:
+    """``seqs`` as the table ``temp.<name>`` (``seq``) of this connection alone, for a query to leave them out: a
+    temporary table, written beside the store, never in it, committed at once (no transaction left open on the
+    store). Any SQLite: ``json_each`` of a list is not in one built without its JSON functions (before 3.38 they
+    were a build option, off in some gateway images), and there every such read failed."""
+    # in memory, no file: the gateway's temporary folder may be full or read-only
+    db.execute("PRAGMA temp_store = MEMORY")
+    db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (seq INTEGER PRIMARY KEY)")
+    db.execute(f"DELETE FROM temp.{name}")
+    db.executemany(f"INSERT OR IGNORE INTO temp.{name} (seq) VALUES (?)", ((s,) for s in seqs))
+    db.commit()
+
+
 def _progress_key(src: Path) -> str:
     """The new store's ``meta`` key of how far the copy of ``src`` has gone (one per moved-aside file: a store may
     take the rest of an earlier renewal's copy beside its own; a former release kept one, ``salvaged_to``)."""
@@ -4956,11 +4969,14 @@ class Outbox:
         removed = False  # rows removed as damaged by this read
         try:
             with self._reading() as db:
+                # in a table of this connection's own (no JSON function: SQLite may be built without them)
+                if gone:
+                    _temp_seqs(db, "gone", gone)
                 rows = db.execute(
                     "SELECT seq, kind, priority, t, payload, sample_sha256, sample_ext, size FROM records "
-                    + ("WHERE seq NOT IN (SELECT value FROM json_each(?)) " if gone else "")
+                    + ("WHERE seq NOT IN (SELECT seq FROM temp.gone) " if gone else "")
                     + "ORDER BY priority, seq LIMIT ?",
-                    (json.dumps(sorted(gone)), limit) if gone else (limit,),
+                    (limit,),
                 ).fetchall()
                 damaged = [r for r in rows if _kind_read(r[1]) == DAMAGED]
                 if damaged:

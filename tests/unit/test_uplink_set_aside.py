@@ -85,3 +85,33 @@ def test_the_records_the_uplink_leaves_out_are_left_out_by_the_outbox_read_the_b
         assert ob.pending(10, skip=[alarm, *seqs]) == []
     finally:
         ob.close()
+
+
+def test_the_outbox_read_leaving_records_out_needs_no_json_function_of_sqlite(tmp_path, monkeypatch) -> None:
+    """SQLite's JSON functions were a build option before 3.38 (off in some gateway images): the read leaving out
+    the records acknowledged and not recorded, or set aside, listed them with ``json_each``, and without it failed
+    ("cannot read the store"): nothing was sent while anything was left out. The store's connections here refuse
+    JSON functions, as such an SQLite does."""
+    import sqlite3
+
+    ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
+    ob.open()
+    try:
+        seqs = [ob.append("result", {"i": i}) for i in range(6)]
+        ob.flush()
+        connect = sqlite3.connect
+
+        def without_json(*args, **kw):
+            db = connect(*args, **kw)
+            db.set_authorizer(
+                lambda action, a, b, *_: sqlite3.SQLITE_DENY if "json" in f"{a}{b}" else sqlite3.SQLITE_OK
+            )
+            return db
+
+        monkeypatch.setattr(sqlite3, "connect", without_json)
+        assert [r.seq for r in ob.pending(3, skip=[seqs[0], seqs[2]])] == [seqs[1], seqs[3], seqs[4]]
+        assert [r.seq for r in ob.pending(10, skip=seqs[1:])] == [seqs[0]]
+        assert [r.seq for r in ob.pending(10)] == seqs
+    finally:
+        monkeypatch.undo()
+        ob.close()
