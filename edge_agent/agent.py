@@ -1906,7 +1906,14 @@ def _encode_sample(item) -> tuple[bytes, str]:
                 f"sample of frame {item.seq} of source {item.source} ({shape} {item.image.dtype}): "
                 "OpenCV's PNG encoder refused it"
             )
-        return png.tobytes(), ".png"
+        from model_packager.inputstats import camera_wh
+        from protocols.sample_camera import with_camera_size
+
+        # the camera's own size (the frame's where the camera gave it as it is): a build from these samples
+        # records the training frames' camera proportions, which their pixels do not tell (a camera's width
+        # and height resize them), and the UNSURE check measures a frame's camera against them
+        h, w = item.image.shape[:2]
+        return with_camera_size(png.tobytes(), camera_wh(item.camera_size) or (w, h)), ".png"
     import io
 
     import numpy as np

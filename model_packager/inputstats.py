@@ -818,7 +818,7 @@ def _grey_floor(r: dict[str, float]) -> float:
     return min(r["p01"] - m, floor) + m
 
 
-def _camera_wh(size: Any) -> tuple[int, int] | None:
+def camera_wh(size: Any) -> tuple[int, int] | None:
     """``Frame.camera_size`` as (width, height), whole numbers > 0 (a float that is one: a plugin's
     ``cap.get``), or None for any other form (a plugin's string, one value, three): not used, the frame checked
     by its own shape. It raised in the check before, ``bad_input`` on every frame, counted as the model's errors
@@ -837,25 +837,45 @@ def _camera_wh(size: Any) -> tuple[int, int] | None:
     return int(fw), int(fh)
 
 
-def frame_shapes(shapes) -> dict:
+def frame_shapes(shapes, cameras=None) -> dict:
     """The training frames' shape, as ``LOCAL_FILE``'s ``frame`` holds it: the range of their aspect
     (width / height), and their sizes (``[width, height]``, at most ``MAX_SIZES`` different ones; None past
-    that) for a model whose ``roi`` is a pixel box of them. ``shapes``: the frames' ``(height, width)``."""
+    that) for a model whose ``roi`` is a pixel box of them. ``shapes``: the frames' ``(height, width)``.
+    ``cameras``: per frame, the (width, height) of the camera it came from where known (a sample the agent
+    uploaded names it: ``protocols.sample_camera``), else None. Where any frame's camera is known, ``camera``
+    holds the range of the frames' camera aspect (a known camera's; an unknown one's taken as the frame's own),
+    the known cameras' sizes, and ``unknown``: the frame sizes some of whose frames named no camera (an outside
+    dataset's images, perhaps resized from a camera of other proportions): a frame resized to one of those is
+    checked at it (``LocalStats.shape``). An agent before ``camera`` ignores it."""
     sizes = sorted({(int(w), int(h)) for h, w in shapes})
     aspects = [w / h for w, h in sizes]
-    return {
+    out: dict = {
         "aspect": [min(aspects), max(aspects)],
         "sizes": [list(wh) for wh in sizes] if len(sizes) <= MAX_SIZES else None,
     }
+    if cameras is None or all(c is None for c in cameras):
+        return out
+    if len(cameras) != len(shapes):
+        raise ValueError(f"{len(cameras)} camera sizes for {len(shapes)} frames")
+    named = sorted({(int(c[0]), int(c[1])) for c in cameras if c is not None})
+    unknown = sorted({(int(w), int(h)) for (h, w), c in zip(shapes, cameras, strict=True) if c is None})
+    own = [w / h for w, h in named] + [w / h for w, h in unknown]
+    out["camera"] = {
+        "aspect": [min(own), max(own)],
+        "sizes": [list(wh) for wh in named] if len(named) <= MAX_SIZES else None,
+        "unknown": [list(wh) for wh in unknown] if len(unknown) <= MAX_SIZES else None,
+    }
+    return out
 
 
-def summarize_local(images, also=(), shapes=None) -> dict:
+def summarize_local(images, also=(), shapes=None, cameras=None) -> dict:
     """The training images' local statistics, as ``LOCAL_FILE`` holds them (JSON). Colour only when
     every image is a colour (3-channel) frame. ``also``: as ``summarize``'s, the ranges of ``LOCAL_REACHED``
     reach theirs (a lamp of another colour takes colour from a tinted part as well as giving it), the low
     side of ``saturation`` not so far that a grey frame (a mono camera) passes (``_grey_floor``).
     ``shapes``: the frames' ``(height, width)`` as the camera gave them, where ``images`` were shrunk to
-    other proportions (default: the images' own); their aspect and sizes are ``frame`` (``frame_shapes``)."""
+    other proportions (default: the images' own); their aspect and sizes are ``frame`` (``frame_shapes``),
+    with ``cameras`` (per frame, its camera's (width, height) where known, else None)."""
     rows: list[dict] = []
     seen: list[tuple[int, ...]] = []
     lit: list[np.ndarray] = []
@@ -874,7 +894,7 @@ def summarize_local(images, also=(), shapes=None) -> dict:
         raise ValueError("no images to take input statistics from")
     more = [local_stats(img) for img in also]
     out: dict = {"format": LOCAL_FORMAT, "count": len(rows), "grid": GRID, "stats": {}}
-    out["frame"] = frame_shapes(seen if shapes is None else shapes)
+    out["frame"] = frame_shapes(seen if shapes is None else shapes, cameras)
     for k in ("chroma_b", "chroma_r", "saturation", "clipped", "banding"):
         if all(k in r for r in rows):
             own = _rng([r[k] for r in rows])
@@ -957,6 +977,11 @@ class LocalStats:
         self.sizes: set[tuple[int, int]] | None = None
         # the training frames' sizes (none known past MAX_SIZES different ones)
         self.trained_sizes: frozenset[tuple[int, int]] = frozenset()
+        # ``frame``'s ``camera`` (``frame_shapes``): the range of the training frames' camera aspect, the named
+        # cameras' sizes, the frame sizes some of whose frames named no camera; None: a package before it
+        self.camera: tuple[float, float] | None = None
+        self.cameras: list[tuple[int, int]] = []
+        self.unknown_sizes: frozenset[tuple[int, int]] = frozenset()
         frame = data.get("frame")
         if frame is not None:
             lo, hi = (float(v) for v in frame["aspect"])
@@ -967,6 +992,14 @@ class LocalStats:
                 self.trained_sizes = frozenset((int(w), int(h)) for w, h in frame["sizes"])
                 if roi:
                     self.sizes = set(self.trained_sizes)
+            cam = frame.get("camera")
+            if cam is not None:  # packages before it: the frames' own shape stands for their camera's
+                lo, hi = (float(v) for v in cam["aspect"])
+                if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+                    raise ValueError(f"a camera aspect range {cam['aspect']!r} is not 0 < low <= high")
+                self.camera = (lo, hi)
+                self.cameras = sorted((int(w), int(h)) for w, h in cam.get("sizes") or ())
+                self.unknown_sizes = frozenset((int(w), int(h)) for w, h in cam.get("unknown") or ())
         # packages before ``shading``: the light over the frame is not checked
         self.shade: tuple[ShadeRef, dict[str, tuple[float, float, float, float]]] | None = None
         self.cast: tuple[CastRef, dict[str, tuple[float, float, float, float]]] | None = None
@@ -1012,10 +1045,13 @@ class LocalStats:
         ``camera_size``: the camera's (width, height) where its source resized the frame to its ``width`` x
         ``height``: the aspect is the camera's (resized to other proportions, the part is stretched, as the
         model sees the camera's own frame; the resized one's aspect said nothing), the roi's size the frame's.
-        Not where the training frames had the resized frame's very size: they were such a camera's resized
-        frames (the samples an agent uploads) or images made to its size (a dataset resized to a square, the
-        camera's ``width`` and ``height`` set to match), stretched as this frame is, and its shape is the one
-        the model learned (the camera's aspect made every frame of such a line UNSURE)."""
+        Not where the training frames had the resized frame's very size and named no camera (``frame``'s
+        ``camera`` ``unknown``; every size in a package before it): they were such a camera's resized frames or
+        images made to its size (a dataset resized to a square, the camera's ``width`` and ``height`` set to
+        match), stretched as this frame is, and its shape is the one the model learned. Where the package
+        knows its training frames' cameras (``camera``: the samples an agent uploads name theirs), the frame's
+        camera aspect is measured against theirs, the reason naming both: a camera of other proportions put in
+        place of one whose ``width`` x ``height`` is the training frames' size is no longer judged."""
         h, w = image.shape[:2]
         if self.sizes is not None and (w, h) not in self.sizes:
             known = ", ".join(f"{a}x{b}" for a, b in sorted(self.sizes)[:4])
@@ -1027,16 +1063,30 @@ class LocalStats:
             return None
         lo, hi = self.aspect
         m = math.exp(ASPECT_MARGIN * tolerance)
-        shown = f"{w}x{h}"
-        cam = _camera_wh(camera_size)
-        if cam is not None and cam != (w, h) and (w, h) not in self.trained_sizes:
+        shown, of = f"{w}x{h}", ""
+        cam = camera_wh(camera_size)
+        if cam == (w, h):
+            cam = None  # as the camera gave it
+        # resized to a size training frames of no named camera had: checked at it, as the model learned it
+        at_size = cam is not None and (w, h) in (
+            self.trained_sizes if self.camera is None else self.unknown_sizes
+        )
+        if self.camera is not None and not at_size:
+            lo, hi = self.camera
+            named = ", ".join(f"{a}x{b}" for a, b in self.cameras[:4]) + (
+                ", ..." if len(self.cameras) > 4 else ""
+            )
+            of = f" of the training frames' camera{'s' if len(self.cameras) != 1 else ''}" + (
+                f" ({named})" if named else ""
+            )
+        if cam is not None and not at_size:
             shown = f"{cam[0]}x{cam[1]} (resized to {w}x{h} by the camera's width and height)"
             w, h = cam
         a = w / h
         if a < lo / m or a > hi * m:
             return (
                 f"frame shape unlike training (camera resolution, rotation or a partial frame): {shown}, "
-                f"aspect {a:.3g} outside {lo / m:.3g}-{hi * m:.3g}"
+                f"aspect {a:.3g} outside {lo / m:.3g}-{hi * m:.3g}{of}"
             )
         return None
 

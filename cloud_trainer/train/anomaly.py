@@ -58,6 +58,7 @@ from cloud_trainer.train.data import (
     read_image_file,
 )
 from protocols import json_codec
+from protocols.sample_camera import camera_size
 
 INPUT = "image"
 OUTPUTS = ["anomaly_score", "anomaly_map"]
@@ -343,6 +344,9 @@ class AnomalyData:
     # the good training frames' (height, width) as the camera gave them (``good`` and ``frames`` are shrunk):
     # the agent's UNSURE check compares a frame's shape with theirs (``inputstats.frame_shapes``)
     shapes: list[tuple[int, ...]] = field(default_factory=list)
+    # per ``shapes``: the (width, height) of the camera each came from, where its file names it (a sample the
+    # agent uploaded: ``protocols.sample_camera``), else None
+    cameras: list[tuple[int, int] | None] = field(default_factory=list)
     # with --tiles: ``good`` and ``test`` hold each frame's tiles in a row (this many a frame); the labels,
     # kinds, masks and names stay one per frame
     per_frame: int = 1
@@ -396,8 +400,9 @@ def load_good(
     read = []
     for p in files:
         if (whole := copies.read(p, "good")) is not None:
-            read.append((p, whole.shape[:2], *views_of(whole, p, roi, size, tiles)))
-            h.update(hashlib.sha256(p.read_bytes()).digest())
+            data = p.read_bytes()
+            read.append((p, whole.shape[:2], camera_size(data), *views_of(whole, p, roi, size, tiles)))
+            h.update(hashlib.sha256(data).digest())
     ds = AnomalyData([], [], layout="mvtec" if mvtec else "folders" if beside else "folder")
     if mvtec and (root / "test").is_dir():
         _load_test(root, ds, h, roi, size, tiles, copies)
@@ -411,7 +416,7 @@ def load_good(
                 ds.test_masks.append(None)
     # defect images to test but no good one: a share of the good images is kept out of training for the test
     held = _kept_out(len(read), min_good, [k != "good" for k in ds.test_kind])
-    for i, (p, shape, views, frame, scale) in enumerate(read):
+    for i, (p, shape, camera, views, frame, scale) in enumerate(read):
         if i in held:
             ds.test += views
             ds.test_kind.append("good")
@@ -419,6 +424,7 @@ def load_good(
             continue
         ds.good += views
         ds.shapes.append(shape)
+        ds.cameras.append(camera)
         if frame is not None:
             ds.frames.append(frame)
         ds.good_names.append(p.name)
@@ -548,6 +554,7 @@ def _load_imported(
     h = hashlib.sha256()
     good, names, test, kinds, masks, frames, scale = [], [], [], [], [], [], 1.0
     shapes: list[tuple[int, ...]] = []
+    cameras: list[tuple[int, int] | None] = []
     ngs: list[bool] = []
     good_files: list[Path] = []
     try:
@@ -599,6 +606,8 @@ def _load_imported(
         views, frame, scale = views_of(whole, p, roi, size, tiles)
         good += views
         shapes.append(whole.shape[:2])
+        with open(p, "rb") as f:  # the chunk is right after the header (``protocols.sample_camera``)
+            cameras.append(camera_size(f.read(1 << 16)))
         if frame is not None:
             frames.append(frame)
         names.append(p.name)
@@ -617,6 +626,7 @@ def _load_imported(
         layout="imported",
         frames=frames,
         shapes=shapes,
+        cameras=cameras,
     )
     ds.per_frame = len(good) // len(names)
     ds.tile_scale = scale
@@ -2438,7 +2448,9 @@ def _package(
     # build's ranges also reach the frames under the light it was made to accept (``stats_copies``)
     also = stats_copies(ds.stats_images, s)
     spec["input_stats"] = summarize(ds.stats_images, also=also).model_dump(mode="json")
-    local = summarize_local(ds.stats_images, also=also, shapes=ds.shapes or None)
+    local = summarize_local(
+        ds.stats_images, also=also, shapes=ds.shapes or None, cameras=ds.cameras if ds.shapes else None
+    )
     (s.workdir / LOCAL_FILE).write_text(json.dumps(local))
     return build_package(
         model,

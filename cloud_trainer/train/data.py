@@ -715,6 +715,9 @@ class PartsData:
     # agent measures each whole frame against the input statistics, so they are taken on these, not on tiles
     frames: list[np.ndarray] | None = None
     frame_shapes: list[tuple[int, ...]] | None = None  # their (height, width) as the camera gave them
+    # per image (a tiled build's: per source image, as ``frame_shapes``): the (width, height) of the camera it
+    # came from where its file names it (a sample the agent uploaded: ``protocols.sample_camera``), else None
+    camera_sizes: list[tuple[int, int] | None] | None = None
 
 
 @dataclass
@@ -766,6 +769,8 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     is index 0), else the simulator's six. ``masks``: also read each row's defect ``mask`` (grey)."""
     import cv2
 
+    from protocols.sample_camera import camera_size
+
     folder = Path(folder)
     # classes the caller or dataset.yaml names must each have an image; the simulator's six, taken where
     # neither names any, need not
@@ -782,6 +787,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
     h = hashlib.sha256()
     max_mp, raise_limit = dataset_max_megapixels(folder), limit_advice(folder)
     images, labels, ids, mask_list, splits = [], [], [], [], []
+    cameras: list[tuple[int, int] | None] = []
     lines = label_lines(labels_file)
     memory = _MemoryBudget(folder, len(lines), " with their tiles and masks" * masks)
     for n, line in lines:
@@ -807,6 +813,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         # a tiled build (masks) copies each image's tiles beside it and holds its grey mask: 2 1/3 times
         memory.add(img, img.nbytes * 4 // 3 if masks else 0)
         images.append(img)
+        cameras.append(camera_size(data))
         labels.append(classes.index(label))
         ids.append(str(row.get("id", file)))
         splits.append(row.get("split") if row.get("split") in ("train", "test") else None)
@@ -845,6 +852,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         "sha256:" + h.hexdigest(),
         mask_list if masks else None,
         splits=splits if any(splits) else None,
+        camera_sizes=cameras,
     )
 
 

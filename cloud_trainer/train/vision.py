@@ -154,6 +154,7 @@ def as_tiles(data: PartsData, pre: ImagePreprocessing) -> PartsData:
         splits=splits if data.splits else None,
         frames=[_stats_frame(img) for img in data.images],
         frame_shapes=[img.shape[:2] for img in data.images],
+        camera_sizes=data.camera_sizes,
     )
 
 

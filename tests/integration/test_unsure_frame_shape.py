@@ -61,24 +61,29 @@ def builds(tmp_path_factory):
     return built_once(tmp_path_factory, "unsure-frame-shape", _builds)
 
 
+def _build(tmp: Path, key: Path, name: str, data, openvino: bool = True, **kw) -> str:
+    """A small real anomaly build of ``data`` in ``tmp``: its package's path."""
+    s = A.AnomalySettings(
+        dataset=data,
+        registry=tmp / f"registry-{name}",
+        signing_key=key,
+        workdir=tmp / f"work-{name}",
+        size=64,
+        bank_size=256,
+        folds=3,
+        openvino=openvino,
+        threads=2,
+        force=True,  # a small build: its quality gate is not what these tests judge
+        **kw,
+    )
+    return A.build(s, log=lambda m: None)["package"]
+
+
 def _builds(tmp: Path) -> dict:
     key, pub = make_keypair(tmp / "keys")
 
     def build(name: str, data, openvino: bool = True, **kw) -> str:
-        s = A.AnomalySettings(
-            dataset=data,
-            registry=tmp / f"registry-{name}",
-            signing_key=key,
-            workdir=tmp / f"work-{name}",
-            size=64,
-            bank_size=256,
-            folds=3,
-            openvino=openvino,
-            threads=2,
-            force=True,  # a small build: its quality gate is not what these tests judge
-            **kw,
-        )
-        return A.build(s, log=lambda m: None)["package"]
+        return _build(tmp, key, name, data, openvino, **kw)
 
     data = write(tmp / "plates")
     return {
@@ -275,3 +280,88 @@ async def test_a_frame_the_camera_resized_to_other_proportions_is_unsure_by_the_
     squeezed = cv2.resize(views["b-16x9"], (W, H), interpolation=cv2.INTER_AREA)
     plain = await _verdicts(builds, tmp_path / "plain", "whole", "onnxruntime", {"x": squeezed})
     assert plain["x"][0] != "UNSURE" and Frame("cam", 1, 0.0, squeezed).camera_size is None, plain
+
+
+async def _camera_frames(folder: Path, **size) -> list:
+    """The frames a real folder ``CameraSource`` gives of ``folder``'s images, in name order."""
+    from devices.camera.capture import CameraSource
+    from devices.camera.settings import CameraSettings
+    from tests.integration.test_camera_source import take
+
+    src = CameraSource("cam", CameraSettings(url=str(folder), fps=100, **size))
+    await src.start()
+    try:
+        return await take(src, len(list(folder.iterdir())), 10.0)
+    finally:
+        await src.stop()
+
+
+async def test_a_frame_sample_names_its_cameras_own_size(tmp_path):
+    """The sample an agent uploads is the frame the pipeline got: resized by the camera's ``width`` and
+    ``height``, its pixels no longer tell the camera's proportions. Each frame sample (PNG) now names the
+    camera's size (``protocols.sample_camera``), the frame's own where the camera gave it as it is."""
+    from edge_agent.agent import _encode_sample
+    from protocols.sample_camera import camera_size
+
+    good = frame(91, 1)[0]
+    (tmp_path / "cam").mkdir()
+    cv2.imwrite(str(tmp_path / "cam" / "a.png"), good)
+    cv2.imwrite(str(tmp_path / "cam" / "b.png"), cv2.resize(good, (320, 180)))
+    squashed = await _camera_frames(tmp_path / "cam", width=96, height=96)
+    as_given = await _camera_frames(tmp_path / "cam")
+    got = [(f.image.shape[:2], camera_size(_encode_sample(f)[0])) for f in squashed + as_given]
+    assert got == [((96, 96), (W, H)), ((96, 96), (320, 180)), ((H, W), (W, H)), ((180, 320), (320, 180))]
+    data = _encode_sample(squashed[0])[0]
+    assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) == squashed[0].image).all()
+
+
+@pytest.fixture(scope="module")
+def samples_build(tmp_path_factory):
+    """A package trained on a line's own samples: a 4:3 camera's frames squashed to 96x96 by its ``width`` and
+    ``height``, each sample naming the camera (160x120), as ``_encode_sample`` writes them."""
+    return built_once(tmp_path_factory, "unsure-frame-shape-samples", _samples_build)
+
+
+def _samples_build(tmp: Path) -> dict:
+    from devices.base import Frame
+    from edge_agent.agent import _encode_sample
+
+    key, pub = make_keypair(tmp / "keys")
+    root = write(tmp / "plates")
+    for p in root.rglob("*.png"):
+        mask = p.parts[-3] == "ground_truth"
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        small = cv2.resize(img, (96, 96), interpolation=cv2.INTER_NEAREST if mask else cv2.INTER_AREA)
+        if mask:  # squashed as its image, no camera of its own
+            cv2.imwrite(str(p), small)
+        else:
+            p.write_bytes(_encode_sample(Frame("cam", 0, 0.0, small, camera_size=(W, H)))[0])
+    return {"pub": pub, "samples": _build(tmp, key, "samples", root, openvino=False)}
+
+
+async def test_a_camera_of_other_proportions_set_to_the_training_frames_size_is_unsure_for_a_model_of_its_samples(
+    samples_build, tmp_path
+):
+    """A frame resized to the training frames' very size was checked at it (those may be a dataset squashed to
+    the size the camera is set to), so a 16:9 camera put in place of the 4:3 one whose squashed samples trained
+    the model was judged; and the same 4:3 camera set to another square (64x64) was UNSURE on every frame. The
+    package now records its samples' camera (160x120): a frame's camera is measured against it."""
+    good = frame(91, 1)[0]
+    (tmp_path / "cam").mkdir()
+    cv2.imwrite(str(tmp_path / "cam" / "a-4x3.png"), good)
+    cv2.imwrite(str(tmp_path / "cam" / "b-4x3-twice.png"), cv2.resize(good, (2 * W, 2 * H)))
+    cv2.imwrite(str(tmp_path / "cam" / "c-16x9.png"), cv2.resize(good, (320, 180)))
+    frames = {
+        f"{side}-{i}": f
+        for side in (96, 64)
+        for i, f in enumerate(await _camera_frames(tmp_path / "cam", width=side, height=side))
+    }
+    got = await _verdicts(samples_build, tmp_path, "samples", "onnxruntime", frames, as_frames=True)
+    for side in (96, 64):
+        assert [got[f"{side}-{i}"][0] != "UNSURE" for i in range(2)] == [True, True], got
+        assert got[f"{side}-2"] == (
+            "UNSURE",
+            "frame shape unlike training (camera resolution, rotation or a partial frame): 320x180 (resized to "
+            f"{side}x{side} by the camera's width and height), aspect 1.78 outside 1.21-1.47 of the training "
+            "frames' camera (160x120)",
+        ), got

@@ -311,6 +311,40 @@ def test_a_camera_size_of_another_form_from_a_plugin_is_not_used():
     assert native.shape(small, 1.0, (80, 60)) is None  # the frame's own size: not resized
 
 
+def test_a_frames_camera_is_measured_against_the_training_frames_named_cameras():
+    """Training frames whose camera is known (the samples an agent uploads name it: ``protocols.sample_camera``)
+    record its proportions (``frame``'s ``camera``). Before, a frame resized to a training size was checked at
+    that size whatever its camera, so a camera of other proportions put in place of one set to the training
+    frames' size was judged; and a line whose camera squashed its 4:3 frames to 96x96 for training was UNSURE
+    on every frame once set to another square (64x64). Frames of no named camera keep the check at their size."""
+    from model_packager.inputstats import LocalStats, frame_shapes, summarize_local
+
+    frames = [plate(1, i, None, 96)[0] for i in range(3)]
+    own = LocalStats(summarize_local(frames, cameras=[(160, 120)] * 3))  # a 4:3 camera squashed to 96x96
+    assert own.shape(frames[0], 1.0, (160, 120)) is None  # that camera at its size
+    assert own.shape(frames[0], 1.0, (640, 480)) is None  # another size, the same aspect
+    assert own.shape(np.zeros((64, 64, 3), np.uint8), 1.0, (160, 120)) is None  # another square
+    assert own.shape(np.zeros((120, 160, 3), np.uint8), 1.0) is None  # the camera's frames not resized
+    why = own.shape(frames[0], 1.0, (320, 180))  # a 16:9 camera set to the training frames' size
+    assert why == (
+        "frame shape unlike training (camera resolution, rotation or a partial frame): 320x180 (resized to 96x96 "
+        "by the camera's width and height), aspect 1.78 outside 1.21-1.47 of the training frames' camera (160x120)"
+    ), why
+    assert (own.shape(frames[0], 1.0) or "").startswith(
+        "frame shape unlike training (camera resolution, rotation"
+    )
+    # a roi model (its frame must be a training size): the camera put in place is named too
+    roi = LocalStats(summarize_local(frames, cameras=[(160, 120)] * 3), roi=True)
+    assert roi.shape(frames[0], 1.0, (160, 120)) is None
+    assert "320x180 (resized to 96x96" in (roi.shape(frames[0], 1.0, (320, 180)) or "")
+    # some 96x96 frames of no named camera (an outside dataset beside the samples): checked at that size
+    mixed = LocalStats(summarize_local(frames, cameras=[(160, 120), None, None]))
+    assert mixed.shape(frames[0], 1.0, (320, 180)) is None
+    assert "(resized to 64x64" in (mixed.shape(np.zeros((64, 64, 3), np.uint8), 1.0, (320, 180)) or "")
+    # no named camera: as before (the frame's own shape stands for its camera's), nothing new in the file
+    assert "camera" not in frame_shapes([(96, 96)] * 3, [None] * 3)
+
+
 def test_a_small_glint_is_unsure_as_glare():
     # a specular hot spot (~6 % of the frame's width) on parts of another generator: the grey statistics
     # passed it (the model saw a white blob on a good part); the share of white pixels names it

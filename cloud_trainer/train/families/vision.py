@@ -101,10 +101,14 @@ class VisionFamily(TrainerFamily):
         from model_packager.inputstats import summarize_local
 
         frames = _whole_frames(ds, rows)
+        cams = ds.camera_sizes
         if ds.frame_shapes is None:
-            return summarize_local(frames)
+            return summarize_local(frames, cameras=[cams[i] for i in rows] if cams else None)
+        whole = sorted({int(ds.groups[i]) for i in rows})
         return summarize_local(
-            frames, shapes=[ds.frame_shapes[g] for g in sorted({int(ds.groups[i]) for i in rows})]
+            frames,
+            shapes=[ds.frame_shapes[g] for g in whole],
+            cameras=[cams[g] for g in whole] if cams else None,
         )
 
     def evaluate(self, s, meta, a, outs, fp32, int8, dataset) -> Evaluation:

@@ -1,0 +1,72 @@
+"""A frame sample's camera size (``protocols.sample_camera``) reaches the package a build makes of it.
+
+The agent names its camera's size in each frame sample it uploads (a PNG text chunk): the frame itself may
+have been resized by the camera's ``width`` and ``height`` to other proportions. ``dataset import`` keeps an
+8-bit PNG's bytes, and the builds read the chunk of each training frame into the package's ``frame``
+record (``inputstats.frame_shapes``), which the agent's frame-shape check measures a camera against."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from protocols.sample_camera import camera_size, with_camera_size
+
+
+def _sample(img: np.ndarray, camera: tuple[int, int] | None) -> bytes:
+    png = cv2.imencode(".png", img)[1].tobytes()
+    return png if camera is None else with_camera_size(png, camera)
+
+
+def test_the_chunk_is_read_back_decoded_alike_and_a_damaged_one_is_unknown():
+    img = np.random.default_rng(0).integers(0, 255, (96, 96, 3), np.uint8)
+    data = _sample(img, (1920, 1080))
+    assert camera_size(data) == (1920, 1080) and camera_size(memoryview(data)) == (1920, 1080)
+    assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) == img).all()
+    assert camera_size(_sample(img, None)) is None and camera_size(b"") is None
+    assert camera_size(cv2.imencode(".jpg", img)[1].tobytes()) is None
+    png = _sample(img, None)
+    for text in (b"0x1080", b"1920x", b"1920 x 1080", b"-1x5", b"1920x1080x3", b"9999999x2"):
+        body = b"tEXtcamera_size\0" + text
+        chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+        odd = png[:33] + chunk + png[33:]
+        assert camera_size(odd) is None and cv2.imdecode(np.frombuffer(odd, np.uint8), 1) is not None, text
+
+
+def _dataset(tmp_path: Path, n: int) -> Path:
+    """A folder per class of squashed 96x96 samples of a 4:3 camera (160x120) imported by ``dataset import``."""
+    from cloud_trainer.train.images import import_images
+    from tests.support.plates import DEFECTS, plate
+
+    src = tmp_path / "src"
+    for label, defect in (("ok", None), ("scratch", DEFECTS[0])):
+        (src / label).mkdir(parents=True)
+        for i in range(n):
+            img = cv2.resize(plate(3, i + (n if defect else 0), defect, 120)[0], (96, 96))
+            (src / label / f"{i:02d}.png").write_bytes(_sample(img, (160, 120)))
+    # an outside image of no named camera beside them
+    cv2.imwrite(str(src / "ok" / "zz-outside.png"), cv2.resize(plate(3, 99, None, 120)[0], (96, 96)))
+    out = tmp_path / "ds"
+    import_images(src, out, good="ok", min_good=2, log=lambda m: None)
+    return out
+
+
+def test_imported_samples_keep_their_camera_and_both_families_record_it(tmp_path):
+    from cloud_trainer.train import anomaly as A
+    from cloud_trainer.train.data import load_parts
+    from cloud_trainer.train.families.vision import VisionFamily
+
+    out = _dataset(tmp_path, 3)
+    parts = load_parts(out)
+    assert sorted(parts.camera_sizes or [], key=str) == [(160, 120)] * 6 + [None]
+    frame = VisionFamily().input_stats_local(parts, list(range(len(parts.images))))["frame"]
+    assert frame["camera"] == {"aspect": [1.0, 4 / 3], "sizes": [[160, 120]], "unknown": [[96, 96]]}
+    assert frame["aspect"] == [1.0, 1.0] and frame["sizes"] == [[96, 96]]  # as before, for older agents
+    good = A.load_good(out, min_good=2)
+    # one good image is held out for the test split (it has defects but no good one): 3 of the 4 train
+    assert len(good.cameras) == len(good.shapes) == 3 and good.cameras.count((160, 120)) >= 2
+    assert set(good.cameras) <= {(160, 120), None}
