@@ -43,9 +43,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> None:
+def wait_port(
+    port: int, timeout_s: float = 10.0, host: str = "127.0.0.1", proc: subprocess.Popen | None = None
+) -> None:
+    """Return once something listens on ``port``; ``TimeoutError`` after ``timeout_s``, or ``RuntimeError`` as
+    soon as ``proc`` (the peer meant to listen) has exited."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited ({proc.returncode}) before listening on {host}:{port}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -78,7 +84,10 @@ class Mosquitto:
     def conf_path(self) -> Path:
         return self.workdir / "mosquitto.conf"
 
-    def start(self) -> Mosquitto:
+    def start(self, timeout_s: float = 30.0) -> Mosquitto:
+        """Start it and wait until it listens: up to ``timeout_s`` (a loaded machine's fork and start took over the
+        10 s once waited), failing at once if it exits (its log's end said). Stopped on failure: a broker left
+        running after a timed-out wait outlived the test session."""
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed: run `make setup` (apt-get install mosquitto)")
@@ -87,11 +96,17 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"max_queued_messages 100000\n{self.extra_conf}\n"
         )
-        log = open(self.workdir / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)], stdout=log, stderr=log)
-        wait_port(self.port)
-        if self.tls_port:
-            wait_port(self.tls_port)
+        log_path = self.workdir / "mosquitto.log"
+        with open(log_path, "ab") as log:  # the broker has its own copy of the descriptor
+            self.proc = subprocess.Popen([binary, "-c", str(self.conf_path)], stdout=log, stderr=log)
+        try:
+            for port in (self.port, self.tls_port):
+                if port:
+                    wait_port(port, timeout_s, proc=self.proc)
+        except (TimeoutError, RuntimeError) as e:
+            self.stop()
+            tail = log_path.read_bytes()[-400:].decode(errors="replace").strip()
+            raise type(e)(f"mosquitto on port {self.port}: {e}; its log ends: {tail!r}") from e
         return self
 
     def stop(self) -> None:

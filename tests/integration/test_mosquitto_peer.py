@@ -1,0 +1,24 @@
+"""The test broker helper (``tests.support.peers.Mosquitto``): a broker that does not come up is never left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.peers import Mosquitto, child_pids, mosquitto_binary
+
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
+
+
+def test_a_broker_not_listening_in_time_is_stopped_and_one_that_exits_fails_at_once_naming_its_log(tmp_path):
+    """A start whose wait for the listener times out (a loaded machine) left the broker running, outliving the test
+    session; it is stopped. A broker that exits (a config it refuses) fails the start at once, not after the wait, with
+    the end of its log."""
+    before = child_pids()
+    broker = Mosquitto(tmp_path / "a")
+    with pytest.raises(TimeoutError, match="nothing listens"):
+        broker.start(timeout_s=0)
+    assert broker.proc is None and child_pids() <= before  # before: the broker ran on
+    bad = Mosquitto(tmp_path / "b", extra_conf="no_such_option true")
+    with pytest.raises(RuntimeError, match="exited") as e:
+        bad.start(timeout_s=20)
+    assert "no_such_option" in str(e.value) and bad.proc is None
