@@ -455,6 +455,12 @@ def _envelope_blind(x: np.ndarray, fs: float, f_r: float) -> dict[str, float]:
     return {"bpfo": best[0] - max(best[1], 0.0), "bpfi": best[1], "bsf": 0.0, "ftf": 0.0}
 
 
+# No sensor reads more, in any unit (a shock accelerometer's 1e5 g, a 32-bit ADC's 2e9 counts): a window beyond it
+# is a corrupt payload or a wrong data type, and its fourth powers (the kurtosis) overflowed the float (OverflowError
+# out of the baseline from 1e77 on, a counted baseline error, each such window); the sensor check refuses it
+WINDOW_MAX_ABS = 1e15
+
+
 def condition_features(
     x: np.ndarray,
     fs: float,
@@ -468,6 +474,10 @@ def condition_features(
     x = np.asarray(x, dtype=np.float64).ravel()
     if x.size < 64 or not np.all(np.isfinite(x)):
         raise ValueError("a condition window needs at least 64 finite samples")
+    if float(np.abs(x).max()) > WINDOW_MAX_ABS:
+        raise ValueError(
+            f"a condition window's samples are within +-{WINDOW_MAX_ABS:g} (no sensor reads more)"
+        )
     c = x - x.mean()
     estimated = speed_hz is None or not speed_hz > 0
     f_r = (

@@ -220,7 +220,7 @@ class EventKind(enum.StrEnum):
     SENSOR_FAULT = (
         "sensor_fault",
         ("pipeline", "fault", "active", "message"),
-        "a signal pipeline's sensor reads no live signal (flatline, clipped, held, spike, low_level), "
+        "a signal pipeline's sensor reads no live signal (flatline, clipped, held, spike, overrange, low_level), "
         "another scale (scale), the grid through its cable (mains_pickup), or its waveform stopped updating "
         "(stale): its windows are UNSURE (none "
         "come, when stale) until it does (active true); it does again (active false)",

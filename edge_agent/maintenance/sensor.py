@@ -35,6 +35,8 @@ band-limited sensor signal can and cannot do, not on one dataset's levels:
   on 42,000 of them (its site noise, a random walk, has a slow part of its own) and 1.74 on 50,360
   windows of four other generators.
 
+- **overrange**: a sample beyond +-``WINDOW_MAX_ABS`` (1e15), which no sensor reads in any unit: a corrupt
+  payload, a wrong data type or scale.
 What it does not judge (it cannot from one window): broadband noise or mains hum far above the
 baseline (a loose sensor, or a machine getting worse); a gain or units error (everything scales) and a
 level far below the commissioned one (a dead input flickering over a few codes, a stopped machine),
@@ -57,6 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model_packager.condition import WINDOW_MAX_ABS
 from protocols.events import Event, EventKind
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,8 @@ SETTLE_MIN_TURNS = 2.0  # ... judged only where the window holds this many turns
 
 @dataclass(frozen=True)
 class SensorFault:
-    kind: str  # flatline | clipped | held | spike | settling (here) | scale | low_level | mains_pickup (baseline)
+    # flatline | clipped | held | spike | settling | overrange (here) | scale | low_level | mains_pickup (baseline)
+    kind: str
     message: str  # one line for the result's reason: "sensor: clipped at 49.9 in 12 % of samples"
 
     def to_dict(self) -> dict:
@@ -109,6 +113,12 @@ def check(x: np.ndarray, shaft_turns: float | None = None) -> SensorFault | None
     if n < 8:
         return None
     lo, hi = float(x.min()), float(x.max())
+    if max(-lo, hi) > WINDOW_MAX_ABS:  # (and the sums below would overflow: a warning a window)
+        return SensorFault(
+            "overrange",
+            f"sensor: samples up to {_fmt(max(-lo, hi))}, beyond any sensor's range (+-{WINDOW_MAX_ABS:g}): a corrupt "
+            "payload, or a wrong data type or scale at the source",
+        )
     if hi == lo:
         return SensorFault("flatline", f"sensor: flat at {_fmt(lo)} for all {n} samples (no signal)")
     d = np.diff(x)

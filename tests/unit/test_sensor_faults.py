@@ -134,3 +134,20 @@ def test_a_waveform_that_stops_while_other_tags_update_is_said_once_and_when_it_
         ("stale", True),
         ("stale", False),
     ] and w.stale is None
+
+
+def test_a_window_beyond_any_sensors_range_is_overrange_and_refused_by_the_features():
+    """A corrupt payload (1e100): formerly OverflowError out of the kurtosis, a counted baseline error a window."""
+    import warnings
+
+    from model_packager.condition import condition_features
+    from tests.support.rotor_signals import rotor
+
+    x = rotor(np.random.default_rng(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning a window
+        found = check(x * 1e100)
+        assert found is not None and found.kind == "overrange" and "e+98" in found.message
+        assert check(x * 1e4) is None  # a large window of a physical sensor is judged
+        with pytest.raises(ValueError, match="within"):
+            condition_features(x * 1e100, 10000.0, 24.6)
