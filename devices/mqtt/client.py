@@ -2976,8 +2976,13 @@ class MqttSource:
                     f"missed (a seq gap, an alias its births did not give), {done}"
                 )
                 raise MqttError(
-                    f"mqtt source {self.name!r}: command to {where} not sent: {what} ({why}); the metric's alias "
-                    "and datatype would be those of the birth it replaces (the alias maybe another metric's now)"
+                    f"mqtt source {self.name!r}: command to {where} not sent: {what} ({why}); "
+                    + (
+                        "one may give a device metric the alias its new birth gave this metric"
+                        if late
+                        else "the metric's alias and datatype would be those of the birth it replaces (the alias "
+                        "maybe another metric's now)"
+                    )
                 )
             await asyncio.sleep(UNREAD_POLL_S)
             if unread == "own":

@@ -1128,7 +1128,8 @@ async def test_a_node_command_waits_for_the_device_births_its_nodes_last_birth_h
     alias 8, and d3's birth, giving valve 8 again, comes 0.5 s after the NBIRTH (past BIRTH_SETTLE_S): an NCMD to
     speed went with alias 8, d3's valve's too. It waits for d3's birth; read, the clash has speed go by name alone.
     d3 not born again within REBORN_DEVICES_WAIT_S (made 0.5 s) of the next NBIRTH: taken as gone, speed goes by
-    name alone until d3's birth is read, then by its alias."""
+    name alone until d3's birth is read, then by its alias. A command whose own wait ends first is refused,
+    retryable, naming d3."""
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
 
@@ -1151,6 +1152,11 @@ async def test_a_node_command_waits_for_the_device_births_its_nodes_last_birth_h
         await _births(src, 2)
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
         await _births(src, 3)
+        monkeypatch.setattr(client_module, "LEARNING_WAIT_S", 0.3)
+        with pytest.raises(MqttError, match=r"devices its node's last birth had \(d3\)") as refused:
+            await src.command("g", "n1", None, "speed", 1)
+        assert refused.value.retryable is True
+        monkeypatch.setattr(client_module, "LEARNING_WAIT_S", 5.0)
         waiting = asyncio.create_task(command())
         await asyncio.sleep(0.5)
         assert not waiting.done()  # before: sent with alias 8 once BIRTH_SETTLE_S was over
