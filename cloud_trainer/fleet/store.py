@@ -101,11 +101,17 @@ GAPS = """CREATE TABLE IF NOT EXISTS gaps (
   tenant TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL, epoch INTEGER NOT NULL, first INTEGER NOT NULL,
   last INTEGER NOT NULL, cause TEXT NOT NULL, t REAL NOT NULL, PRIMARY KEY (tenant, agent, epoch, first, last));
 CREATE INDEX IF NOT EXISTS gaps_epoch_ends ON gaps (tenant, agent, t) WHERE last = 0;
+CREATE INDEX IF NOT EXISTS gaps_losses_by_t ON gaps (tenant, agent, t, epoch, first, last) WHERE last <> 0;
 """
 # gaps_epoch_ends: the agent's epochs' ends by time, for the epochs it opened within EPOCH_WINDOW_S
 # (``_epochs_ended``, in the write transaction of every batch opening an epoch, refused ones too): read over the
 # primary key, that was every loss row of the agent (up to LOSS_ROWS_PER_AGENT), ~90 ms of the writer every tenant
 # shares per refused 1-record batch at 100,000 (PostgreSQL migration 0019_gaps_epoch_ends.sql)
+# gaps_losses_by_t: the agent's loss ranges (its account, up to LOSS_ROWS_PER_AGENT) by time, for the prune past its
+# bound (``_note_loss``), which reads the oldest: without it every gaps row of the agent was read and sorted, its
+# epochs' ends too (never deleted: 0.3-1.27 s of the writer every tenant shares at 3 M ends, 13-36 ms with it). Its
+# cost: an index entry per loss range (a write telling 1,500 ranges past the bound ~14 ms more where the agent has few
+# ends) (PostgreSQL migration 0022_gaps_losses_by_t.sql)
 SCHEMA += GAPS
 # per-tenant quotas set by the platform operator (0: no limit) and usage per UTC day (issue 19)
 # (max_record_bytes_per_day and record_bytes: the bytes of the records' payloads; PostgreSQL migration
@@ -1627,9 +1633,9 @@ class SQLStore(Store):
             room[1] += max(0, added)
             if room[1] > LOSS_ROWS_PER_AGENT:
                 # past the agent's bound: its oldest ranges told make room (the newest are the ones looked at), down
-                # to nine tenths of it: the oldest are found by sorting all the agent's rows (no index on t), in the
-                # write every tenant shares; once per tenth of the bound, not at every write past it (25-36 ms each,
-                # against 0.3 ms, for an agent at 100,000 rows)
+                # to nine tenths of it: the oldest read in time order through ``gaps_losses_by_t`` (its loss ranges
+                # alone, not its epochs' ends), in the write every tenant shares; once per tenth of the bound, not at
+                # every write past it
                 room[1] -= ex(
                     self.q(
                         "DELETE FROM gaps WHERE tenant = ? AND agent = ? AND (epoch, first, last) IN (SELECT epoch, "
