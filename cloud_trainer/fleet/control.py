@@ -445,11 +445,19 @@ class Control:
 
     def _fill_columns(self) -> None:
         """The tenant and state columns of documents written before they existed (once: an older file or
-        database), then the slot column (``_fill_slots``)."""
+        database), then the slot column (``_fill_slots``). A document that cannot be read (not JSON, not an object,
+        its tenant not a string) is left without them, said in a WARNING naming it (it stopped the control state
+        from opening): no tenant's."""
         with self._write():
             rows = self.db.execute("SELECT id, doc FROM deployments WHERE state IS NULL").fetchall()
             for dep_id, doc in rows:
-                d = json.loads(doc)
+                if (d := _doc(doc)) is None or not isinstance(d.get("tenant", T), str):
+                    log.warning(
+                        "deployment %s: its document cannot be read; its tenant and state are left unknown (no "
+                        "tenant sees it)",
+                        str(dep_id)[:64],
+                    )
+                    continue
                 self.db.execute(
                     "UPDATE deployments SET tenant = ?, state = ? WHERE id = ?",
                     (d.get("tenant", T), d.get("state", ""), dep_id),
@@ -523,28 +531,39 @@ class Control:
         the same id is never replaced (``RuntimeError``, the caller's write rolled back): ids are drawn unique
         (``_new_id``), and this keeps it so whatever path writes."""
         tenant = dep.get("tenant", T)
-        written = self.db.execute(
-            "INSERT INTO deployments (id, created, doc, tenant, state, slot) VALUES (?, ?, ?, ?, ?, ?) ON "
-            "CONFLICT(id) DO UPDATE SET doc = excluded.doc, state = excluded.state, "
-            "slot = COALESCE(deployments.slot, excluded.slot) "  # (a row an older replica wrote has none)
-            "WHERE deployments.tenant = excluded.tenant",
-            (dep["id"], dep["created"], json.dumps(dep), tenant, dep.get("state", ""), _slot_of(dep)),
-        )
-        if written.rowcount == 0:
+        for _ in range(2):  # (a row changed between the statements below: written, or judged, again)
+            written = self.db.execute(
+                "INSERT INTO deployments (id, created, doc, tenant, state, slot) VALUES (?, ?, ?, ?, ?, ?) ON "
+                "CONFLICT(id) DO UPDATE SET doc = excluded.doc, state = excluded.state, "
+                "slot = COALESCE(deployments.slot, excluded.slot) "  # (a row an older replica wrote has none)
+                "WHERE deployments.tenant = excluded.tenant",
+                (dep["id"], dep["created"], json.dumps(dep), tenant, dep.get("state", ""), _slot_of(dep)),
+            )
+            if written.rowcount:
+                return
             # a row a replica released before the tenant column wrote (beside this one on one database) has none:
             # its document's tenant is its tenant, as ``_fill_columns`` sets it (refused as another tenant's before)
             row = self.db.execute("SELECT tenant, doc FROM deployments WHERE id = ?", (dep["id"],)).fetchone()
-            if row is not None and row[0] is None and _doc_tenant(row[1]) == tenant:
-                self.db.execute(
-                    "UPDATE deployments SET doc = ?, state = ?, tenant = ?, slot = COALESCE(slot, ?) WHERE id = ? "
-                    "AND tenant IS NULL",
-                    (json.dumps(dep), dep.get("state", ""), tenant, _slot_of(dep), dep["id"]),
-                )
+            if row is None or row[0] is not None or _doc_tenant(row[1]) != tenant:
+                if row is None or row[0] == tenant:
+                    continue  # (deleted, or given its tenant, since the upsert: written again)
+                break
+            if self.db.execute(
+                "UPDATE deployments SET doc = ?, state = ?, tenant = ?, slot = COALESCE(slot, ?) WHERE id = ? "
+                "AND tenant IS NULL",
+                (json.dumps(dep), dep.get("state", ""), tenant, _slot_of(dep), dep["id"]),
+            ).rowcount:
                 return
+            # (its tenant set by another writer since the read: not written; judged again. Returning here, the
+            # caller took the deployment for written)
+        else:
             raise RuntimeError(
-                f"deployment {dep['id'][:64]!r} of tenant {tenant!r}: its id is another tenant's deployment's; "
-                "not replaced"
+                f"deployment {dep['id'][:64]!r} of tenant {tenant!r}: its row changed under each write; not written"
             )
+        raise RuntimeError(
+            f"deployment {dep['id'][:64]!r} of tenant {tenant!r}: its id is another tenant's deployment's; "
+            "not replaced"
+        )
 
     def _next_generation(self) -> int:
         """The next generation: now in microseconds since the epoch, or one more than the last if that is not
@@ -2268,13 +2287,18 @@ def _slot(dep: dict) -> str:
     return CONFIG_SLOT if dep.get("kind") == "config" else dep["slot"]
 
 
-def _doc_tenant(doc: str) -> str | None:
-    """The tenant a deployment's document names (``T`` where it names none), or None for one that cannot be read."""
+def _doc(doc: str) -> dict | None:
+    """A deployment's stored document, or None for one that cannot be read (not JSON, not an object)."""
     try:
         d = json.loads(doc)
-        return d.get("tenant", T) if isinstance(d, dict) else None
     except (ValueError, TypeError, RecursionError):
         return None
+    return d if isinstance(d, dict) else None
+
+
+def _doc_tenant(doc: str) -> str | None:
+    """The tenant a deployment's document names (``T`` where it names none), or None for one that cannot be read."""
+    return None if (d := _doc(doc)) is None else d.get("tenant", T)
 
 
 def _slot_of(dep: dict) -> str:

@@ -928,8 +928,59 @@ def test_a_deployments_write_never_replaces_another_tenants_row_of_the_same_id(e
     with pytest.raises(RuntimeError, match="another tenant's deployment"), c._write():
         c._put({**before, "id": "0ldrep1ca1"})  # beta's, by its document: never the default tenant's
     assert c.db.execute("SELECT tenant FROM deployments WHERE id = '0ldrep1ca1'").fetchone()[0] is None
+    # an old replica's row given a tenant by another writer between the read of it and the write: the write matched
+    # no row and was taken for done (the caller's deployment unwritten, untold); now judged again: beta's
+    real = c.db
+
+    class Meanwhile:  # (the control's connection; the other writer's change made on it, within the transaction)
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def execute(self, sql, args=()):
+            got = real.execute(sql, args)
+            if sql.startswith("SELECT tenant, doc FROM deployments"):
+                rows = got.fetchall()
+                real.execute("UPDATE deployments SET tenant = 'beta' WHERE id = ?", args)
+                return _Rows(rows)
+            return got
+
+    with c._write():
+        c.db.execute(
+            "INSERT INTO deployments (id, created, doc) VALUES (?, ?, ?)",
+            ("0ldrep1ca2", before["created"], json.dumps({**untold, "id": "0ldrep1ca2"})),
+        )
+    c.db = Meanwhile()
+    try:
+        with pytest.raises(RuntimeError, match="another tenant's deployment"), c._write():  # was: returned
+            c._put({**before, "id": "0ldrep1ca2", "state": "paused"})
+    finally:
+        c.db = real
+    kept = c.db.execute("SELECT doc FROM deployments WHERE id = '0ldrep1ca2'").fetchone()[0]
+    assert json.loads(kept).get("state") != "paused"
+    # such rows whose document cannot be read stopped the control state from opening (its columns filled at open)
+    with c._write():
+        for dep_id, doc in (("0ldrep1ca3", "{not json"), ("0ldrep1ca4", '{"tenant": ["beta"]}')):
+            c.db.execute("INSERT INTO deployments (id, created, doc) VALUES (?, ?, ?)", (dep_id, 0, doc))
+    c._fill_columns()  # was: JSONDecodeError, then a list bound as the tenant
+    rows = c.db.execute(
+        "SELECT tenant, state FROM deployments WHERE id LIKE '0ldrep1ca_' ORDER BY id"
+    ).fetchall()
+    assert [tuple(r) for r in rows[-2:]] == [(None, None), (None, None)]
     # newest_run (what a replica asks when the agent's row holds another run than the one it knows): only read
     assert c.note_run("gw1", "runA", 1) and c.note_run("gw1", "runB", 1)
     assert (c.newest_run("gw1", "runA"), c.newest_run("gw1", "runB")) == (False, True)
     assert c.newest_run("gw1", "never-seen") and c.newest_run("gw1", "runA", tenant="beta")
     assert sorted(r[0] for r in c._runs_of("default", "gw1")) == ["runA", "runB"]  # nothing written
+
+
+class _Rows:
+    """Rows already fetched, read as a cursor's (``fetchone``, ``fetchall``)."""
+
+    def __init__(self, rows: list) -> None:
+        self.rows = rows
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list:
+        return self.rows
