@@ -1123,17 +1123,39 @@ class Agent:
         )
 
     def _writing_through(self, source: str) -> list[Pipeline]:
-        """The pipelines with an action writing through ``source`` (an OPC UA write, an alarm's mirror)."""
-        return [
-            p
-            for p in self.pipelines
-            if any(
-                getattr(a, field) == source
-                for a in (self.cfg.actions.get(n) for n in p.s.actions)
-                if a is not None
-                for field in a.source_fields
+        """The pipelines whose slot, failed, holds ``source``'s heartbeat (``_watchdog_hold``): those with an action
+        writing through it (an OPC UA write, an alarm's mirror) that would leave its output as it is while the slot
+        has no model. A frame pipeline's items are then UNSURE results, no score, ``model_error: no_model``: an
+        action whose condition takes such a result (a reject gate on UNSURE too) still acts on each part, and the PLC
+        is told; one that does not (a gate on NG alone) is never updated. A windowed pipeline gives no result then."""
+        from edge_agent.conditions import compile_condition
+
+        now = time.time()
+        held = []
+        for p in self.pipelines:
+            unjudged = Result(
+                p.name,
+                p.s.source,
+                0,
+                now,
+                "",
+                "",
+                "",
+                "UNSURE",
+                None,
+                outputs={"model_error": "no_model"},
+                finished_at=now,
             )
-        ]
+            through = [
+                a
+                for a in (self.cfg.actions.get(n) for n in p.s.actions)
+                if a is not None and any(getattr(a, field) == source for field in a.source_fields)
+            ]
+            if through and (
+                p.s.window is not None or not all(compile_condition(a.when)(unjudged) for a in through)
+            ):
+                held.append(p)
+        return held
 
     def _check_sizing(self) -> None:
         """Say at start when the cameras' stated fps times the models' times measured just now (at load) cannot
@@ -1731,6 +1753,8 @@ class Agent:
                 ),
                 # an OPC UA server halted (not Running, clock frozen, stalled) for as long as it lasts
                 **({"halted": s.halted} if getattr(s, "halted", None) is not None else {}),
+                # an OPC UA source's heartbeat (the PLC's watchdog output) held, which node and why, while it lasts
+                **({"heartbeat_held": h} if (h := getattr(s, "heartbeat_held", None)) is not None else {}),
                 # a camera whose image has not changed for frozen_after_s, for as long as it lasts
                 **({"frozen": s.frozen} if getattr(s, "frozen", None) is not None else {}),
                 # a camera whose FFmpeg log lines below error level enter Python (no machine-code filter here), why:
@@ -1814,9 +1838,10 @@ def _watchdog_hold(pipelines: list[Pipeline]) -> str | None:
     part it sees is UNSURE and an output gated on NG is never updated. The agent was down then before (the watchdog
     fell back to the PLC's safe state); it serves the rest now. None once a package serves."""
     for p in pipelines:
-        if p.slot.failed is not None:
+        if p.slot.failed is not None:  # (its reason said once, at the start, and on /status under models)
             return (
-                f"pipeline {p.name} judges nothing: model slot {p.slot.name!r} has no model: {p.slot.failed}"
+                f"pipeline {p.name} judges nothing and leaves an output of this source as it is: its model slot "
+                f"{p.slot.name!r} is failed, no model serves it"
             )
     return None
 

@@ -493,6 +493,11 @@ def _status(args) -> int:
                 f"  {'':<12} halted: {h['reason']} since {h['since']} ({h['for_s']:.0f} s, "
                 f"{h['checks']} checks found it still so); its readings are held, its tags BAD"
             )
+        if hb := s.get("heartbeat_held"):  # the PLC's watchdog output left still: said while it lasts
+            print(
+                f"  {'':<12} heartbeat held: {hb['node']} unchanged since {hb['since']}, for the PLC's watchdog to "
+                f"fall back to its safe state: {hb['reason']}"
+            )
         if f := s.get("frozen"):  # a camera resending one image: said while it lasts
             print(
                 f"  {'':<12} frozen: its image has not changed since {f['since']} ({f['for_s']:.0f} s); its "

@@ -973,7 +973,9 @@ class ModelFailureWatch:
         self._episode_model = ("", "")
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, reason: str | None, slot: str, version: str, detail: str = "") -> None:
+    def add(self, reason: str | None, slot: str, version: str, detail: str = "", said: bool = False) -> None:
+        """``said``: the failure's cause was said already (a slot failed at the start: the agent's WARNING names its
+        package and why): its first item is logged at INFO."""
         now = time.monotonic()
         self._gap, self._last_item = now - self._last_item, now
         self.kinds.add(reason)
@@ -998,7 +1000,7 @@ class ModelFailureWatch:
                     f"{self.judged_as} (each failure counted under errors.{reason}); "
                     f"{_FIXES.get(reason, 'see the model slot status')}"
                 )
-                log.warning("%s", self.first[reason])
+                log.log(logging.INFO if said else logging.WARNING, "%s", self.first[reason])
         n, by = len(self.kinds), self.kinds.by
         share = self.kinds.share
         if self.active:
@@ -1594,6 +1596,8 @@ class Pipeline:
             reason,
             detail,
             _FIXES.get(reason, "see the model slot's status"),
+            # a slot failed at the start: the agent's WARNING said its package and why
+            level=logging.INFO if reason == "no_model" and self.slot.failed is not None else logging.WARNING,
         )
         return False
 
@@ -1636,7 +1640,13 @@ class Pipeline:
                 # another resolution against a roi), or no model serves the slot (its package refused at the
                 # start, nothing installed): UNSURE, naming the failure (with a baseline, a window is judged by
                 # the baseline alone), never dropped unjudged
-                self.failures.add(reason, self.slot.name, self._model_names()[1], str(exc))
+                self.failures.add(
+                    reason,
+                    self.slot.name,
+                    self._model_names()[1],
+                    str(exc),
+                    said=reason == "no_model" and self.slot.failed is not None,
+                )
                 if self.baseline is not None and isinstance(item, Window):
                     await self._baseline_alone(item, reason)
                 else:

@@ -3095,6 +3095,7 @@ class OpcUaSource:
         # why the watchdog output must stand still now (None: written): set by the agent, so that a PLC's watchdog
         # falls back to its safe state while outputs this source writes are fed by a pipeline judging nothing
         self.heartbeat_hold: Callable[[], str | None] | None = None
+        self._hb_held: tuple[str, str, float] | None = None  # (node, why, since) while the heartbeat is held
         self._task: asyncio.Task | None = None
         self._first_attempt = asyncio.Event()
         self._lost = asyncio.Event()
@@ -5105,11 +5106,13 @@ class OpcUaSource:
                         hb.node_id,
                         why,
                     )
+                if why != held:
+                    self._hb_held = (hb.node_id, why, time.time())
                 held = why
                 await asyncio.sleep(hb.period_ms / 1000.0)
                 continue
             if held is not None:
-                held = None
+                held, self._hb_held = None, None
                 log.warning("opcua source %s: heartbeat written again (%s)", self.name, hb.node_id)
             # a counter wraps at what the node's type holds (re-read if the PLC's program changed it)
             top = _counter_top(self._types.get(hb.node_id))
@@ -6007,6 +6010,20 @@ class OpcUaSource:
             return False
         first = self._stall_publish.setdefault(sub, at)
         return at != first
+
+    @property
+    def heartbeat_held(self) -> dict[str, Any] | None:
+        """While the heartbeat (the PLC's watchdog output) is held (``heartbeat_hold``): its node, why, and since
+        when (ISO 8601, UTC), for ``/status`` and ``edge-agent status``: the PLC in its safe state, an operator
+        finds there what holds it. None while it is written."""
+        if self._hb_held is None:
+            return None
+        node, why, since = self._hb_held
+        return {
+            "node": node,
+            "reason": why,
+            "since": dt.datetime.fromtimestamp(since, dt.UTC).isoformat(timespec="seconds"),
+        }
 
     @property
     def halted(self) -> dict[str, Any] | None:

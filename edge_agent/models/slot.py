@@ -319,6 +319,9 @@ class ModelSlot:
         self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self.state = "stopped"
+        # a start is installing (``start``): a refusal is said by what the start does with it (the installed package
+        # serving, the slot failed, the start ended), not by the swap as well
+        self._starting = False
         # why the slot is "failed": its configured package was refused at a start with nothing installed to serve
         # instead (``FailedAtStart``); None once a package serves
         self.failed: str | None = None
@@ -355,7 +358,11 @@ class ModelSlot:
         if self._helpers.stopped:  # started again after a stop
             self._helpers = Helpers()
         self.failed = None
-        await self._start_on(await self._after_restart())
+        self._starting = True
+        try:
+            await self._start_on(await self._after_restart())
+        finally:
+            self._starting = False
 
     async def _start_on(
         self, resume: AfterRestart | None, *, refused: str | None = None, retry: bool = False
@@ -1172,7 +1179,8 @@ class ModelSlot:
             what = f"swap to {to_v}"
         else:
             what = f"package {printable(package.name, 200)} (version unknown: not verified)"
-        log.warning(
+        log.log(
+            logging.INFO if self._starting else logging.WARNING,
             "slot %s: %s refused at %s: %s; %s %s",
             self.name,
             what,

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
+import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.cli import _status
@@ -63,6 +64,9 @@ async def test_an_agent_starts_with_a_slot_whose_package_is_refused_failed_and_s
         slot = agent.slots["vision"]
         said = [r.getMessage() for r in caplog.records if "nothing is installed in slot" in r.getMessage()]
         assert len(said) == 1 and str(damaged) in said[0] and "it is failed" in said[0], said
+        # one WARNING names the refusal (the swap's own line and the pipeline's first no_model item said it too)
+        named = [r.getMessage() for r in caplog.records if damaged.name in r.getMessage()]
+        assert named == said, named
         assert agent.slots["other"].state == "active"
         assert serving.stats.model_failed == 0 and serving.stats.last_result.verdict in ("OK", "NG")
         # no verdict on the failed slot's items: UNSURE, the failure named, counted
@@ -270,14 +274,17 @@ async def test_a_package_whose_rate_a_windowed_pipeline_cannot_take_is_refused_i
         await slot.stop()
 
 
+@pytest.mark.parametrize("gate", ["NG", "NG or UNSURE"])
 async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_until_a_package_serves(
-    tmp_path,
+    tmp_path, capsys, gate
 ):
     """The agent did not start with such a slot, and the OPC UA source's heartbeat (the PLC's watchdog output)
     stood still: the PLC fell back to its safe state. Started with the slot failed, it went on counting while every
     part the slot's pipeline saw went UNSURE and its reject output (gated on NG) was never updated. Now the heartbeat
     of a source the pipeline's actions write through is held while the slot has no model, written again once one
-    serves."""
+    serves, and /status and `edge-agent status` name the held node and why (it was one WARNING in the log). A
+    reject gate on UNSURE too acts on each part meanwhile (each rejected): the PLC is told, and the heartbeat is
+    not held for it."""
     import asyncio
 
     from asyncua import ua
@@ -291,11 +298,12 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     (tmp_path / "frames").mkdir()
     cv2.imwrite(str(tmp_path / "frames" / "0.png"), np.zeros((64, 64, 3), np.uint8))
     life, reject = ua.Variant(0, ua.VariantType.Int32), ua.Variant(False, ua.VariantType.Boolean)
+    when = {"verdict": "NG"} if gate == "NG" else {"verdict": {"in": ["NG", "UNSURE"]}}
     async with plc({"Life": life, "Reject": reject}) as p:
         cfg = parse_config(
             {
                 "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
-                "http": {"enabled": False},
+                "http": {"port": 0},
                 "trusted_keys": [str(pub)],
                 "sources": {
                     "plc": {
@@ -312,7 +320,7 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                         "type": "opcua_write",
                         "source": "plc",
                         "node_id": p.node_id("Reject"),
-                        "when": {"verdict": "NG"},
+                        "when": when,
                     }
                 },
                 "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}],
@@ -325,10 +333,27 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
         try:
             src, pipe = agent.sources["plc"], agent.pipelines[0]
             await until(lambda: pipe.stats.errors["no_model"] >= 2, what="UNSURE results of the failed slot")
+            if gate != "NG":
+                await until(
+                    lambda: src.heartbeats >= 2, what="the heartbeat written: the PLC is told each part"
+                )
+                assert "heartbeat_held" not in agent.status()["sources"]["plc"]
+                return
             assert src.heartbeats == 0 and (await p.read())["Life"] == 0
+            held = agent.status()["sources"]["plc"]["heartbeat_held"]
+            assert held["node"] == p.node_id("Life") and "model slot 'vision' is failed" in held["reason"], (
+                held
+            )
+            capsys.readouterr()
+            assert _status(SimpleNamespace(url=f"http://127.0.0.1:{agent.http.port}", json=False)) == 0
+            out = capsys.readouterr().out
+            assert (
+                f"heartbeat held: {p.node_id('Life')} unchanged since " in out and "pipeline inspect" in out
+            ), out
             assert (await agent.slots["vision"].swap(good, watch=False)).ok
             await until(lambda: src.heartbeats >= 2, what="the heartbeat written again once a package serves")
             await asyncio.sleep(0.1)
             assert (await p.read())["Life"] > 0
+            assert "heartbeat_held" not in agent.status()["sources"]["plc"]
         finally:
             await agent.stop()
