@@ -1125,6 +1125,7 @@ def run_golden(
     inputs = _golden.load_npz(opened.golden_inputs)
     expected = _golden.load_npz(opened.golden_expected)
     m = opened.manifest
+    rows = _golden.item_rows(m, inputs)
     results: dict[str, float] = {}
     present = _golden.available_engines()
     for engine in engines:
@@ -1132,8 +1133,23 @@ def run_golden(
             continue
         ov_xml = opened.openvino_xml if engine == "openvino" else None
         ref_model = opened.fp32_model_path or opened.model_path
-        got = _golden.run_engine(engine, ref_model, inputs, None if opened.fp32_model_path else ov_xml)
-        worst, bad = _golden.golden_problems(m, expected, got, _golden.item_rows(m, inputs))
+        if engine == "onnxruntime":
+            # run as the agent runs each item too, as build does: a package built before build did (or with its
+            # expected outputs given) whose item's outputs depend on the other items of its batch passed here,
+            # and every agent refused it "on this CPU"
+            got, alone = _golden.run_engine_alone_too(engine, ref_model, inputs, rows)
+            int8_only = m.quantization.scheme.startswith("int8") and not m.has_fp32
+            if alone is not None and (
+                dependent := _golden.batch_dependence(
+                    m, got, alone, rows, _batch(inputs) or 0, int8_only=int8_only
+                )
+            ):
+                raise GoldenError(
+                    f"package {m.package_id}: {ref_model.name}: {dependent}", code="batch_dependent"
+                )
+        else:
+            got = _golden.run_engine(engine, ref_model, inputs, None if opened.fp32_model_path else ov_xml)
+        worst, bad = _golden.golden_problems(m, expected, got, rows)
         if bad:
             raise GoldenError(
                 f"package {m.package_id}: {engine} does not reproduce the golden outputs: " + "; ".join(bad)

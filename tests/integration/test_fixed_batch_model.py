@@ -88,22 +88,27 @@ def test_a_model_of_fixed_batch_two_with_an_odd_golden_batch_still_says_what_is_
         build_package(tmp_path / "model.onnx", vision_spec(heatmap=False), tmp_path / "out", signing_key=key)
 
 
-def test_a_model_whose_items_depend_on_their_batch_is_refused_at_build(tmp_path):
-    """Each image centred on the mean of the batch it runs in (what a BatchNorm exported in training mode does):
-    build and `verify --run` ran the golden batch at once and passed it, and every agent, which runs each item
-    alone, refused it, saying its golden test failed "on this CPU". Build now runs the items alone too."""
+def _batch_dependent(tmp_path):
+    """Each image centred on the mean of the batch it runs in (what a BatchNorm exported in training mode does)."""
     import onnx
     from onnx import helper
 
-    from model_packager import GoldenError
-
-    key, _ = make_keypair(tmp_path / "keys")
     m = onnx.load(str(make_vision_onnx(tmp_path / "src.onnx", heatmap=False)))
     for node in m.graph.node:
         node.input[:] = ["centred" if i == "image" else i for i in node.input]
     m.graph.node.insert(0, helper.make_node("ReduceMean", ["image"], ["batch_mean"], axes=[0]))  # (opset 17)
     m.graph.node.insert(1, helper.make_node("Sub", ["image", "batch_mean"], ["centred"]))
     onnx.save(m, str(tmp_path / "model.onnx"))
+    return tmp_path / "model.onnx"
+
+
+def test_a_model_whose_items_depend_on_their_batch_is_refused_at_build(tmp_path):
+    """Build and `verify --run` ran the golden batch at once and passed such a model, and every agent, which runs
+    each item alone, refused it, saying its golden test failed "on this CPU". Build now runs the items alone too."""
+    from model_packager import GoldenError
+
+    key, _ = make_keypair(tmp_path / "keys")
+    _batch_dependent(tmp_path)
     with pytest.raises(
         GoldenError, match="depend on the other items run with it.*export the model in eval mode"
     ):
@@ -114,6 +119,33 @@ def test_a_model_whose_items_depend_on_their_batch_is_refused_at_build(tmp_path)
             signing_key=key,
             golden_inputs=golden_inputs("vision", n=4),
         )
+
+
+def test_verify_run_refuses_a_package_built_before_whose_items_depend_on_their_batch(tmp_path, capsys):
+    """A package built before build ran the items alone (here: its expected outputs given, which build takes as
+    they are) passed `verify --run`, which ran the golden batch at once; every agent refused it. `verify --run`
+    now judges it as build does, naming the cause and the fix."""
+    import onnxruntime as ort
+
+    from model_packager.cli import main
+
+    key, pub = make_keypair(tmp_path / "keys")
+    model, inputs = _batch_dependent(tmp_path), golden_inputs("vision", n=4)
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    expected = dict(zip(names, sess.run(None, inputs), strict=True))  # the batch at once, as builds did
+    pkg = build_package(
+        model,
+        vision_spec(heatmap=False),
+        tmp_path / "out",
+        signing_key=key,
+        golden_inputs=inputs,
+        expected=expected,
+    )
+    assert main(["verify", str(pkg), "--trust", str(pub), "--run"]) == 1
+    err = capsys.readouterr().err
+    assert "model.onnx: the outputs of a golden item depend on the other items run with it" in err, err
+    assert "export the model in eval mode" in err, err
 
 
 def test_a_tiled_model_of_fixed_batch_with_golden_rows_that_are_not_whole_frames_is_refused_saying_so(
