@@ -54,6 +54,7 @@ from model_packager.health import (
     rise,
     rise_z,
     robust_stats,
+    scoring_scale,
 )
 from protocols.events import Event, EventKind
 
@@ -249,6 +250,19 @@ MAINS_APART = 0.5
 # (a window just over the threshold, a fault beginning, fell under it with any content taken out: an imbalance run
 # of a pump lost its first NG windows)
 MAINS_EXPLAINS = 0.5
+# A baseline commissioned across a speed range (a VFD's: the highest speed SPEED_FIT_SPAN times the lowest or more,
+# the speed known) pools speeds whose levels differ (a fan's 1x at 3,000 rpm 10x the one at 900 rpm), so its spreads
+# are wide, and a window at one end of the range stands far from the pooled median whatever the machine does: a
+# looseness's orders (0.5x-10x) at 2,950 rpm lifted the amplitudes 3-6x over that median, the shape within those
+# spreads, and read 'scale' (UNSURE, sensor, no alarm) on 4-5 of 5 windows. Each amplitude's level is so recorded as
+# a line in the log of the speed (``speed_levels``: least squares over the commissioned windows, and the spread
+# about it, each amplitude's weight), and a common factor is a gain only if the window's amplitudes moved from the
+# levels its own speed gives by SPEED_FIT_FACTOR of SCALE_MIN or more (logs, the same way). Measured on an
+# independent generator (a fan commissioned over 900-3,000 rpm, 3 seeds, 5 speeds, 4 windows each): gains x3,
+# x9.81, 1/3 and 1/9.81 'scale' or 'low_level' as before (x3 and 1/3 by log 1.01-1.18 from those levels), looseness
+# windows 'scale' 17 -> 1 of 240 (by 0.11-0.71), imbalance 1 -> 0 of 60, faults NG as before
+SPEED_FIT_SPAN = 1.25
+SPEED_FIT_FACTOR = 0.75
 _SHAFT_ORDERS = tuple(0.5 * k for k in range(1, 21))  # 0.5x-10x: a looseness lifts half orders and harmonics
 _UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
     (9.80665, "m/s2 read as g?"),
@@ -299,6 +313,82 @@ def read_baseline(path: Path) -> Any:
     raised RecursionError out of the start. ``FileNotFoundError`` when there is none; another ``OSError`` or
     ``ValueError`` saying why it is not read (``why_unread``), as for a file that is not JSON."""
     return read_json_state(path, BASELINE_MAX_BYTES)
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else _number(v)
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):  # float() takes a string of a number only
+        raise TypeError(f"{type(v).__name__}")
+    return float(v)
+
+
+def _text(v: Any, allowed: tuple[str, ...] | None = None) -> str:
+    if not isinstance(v, str) or (allowed is not None and v not in allowed):
+        raise TypeError(f"{v!r:.40}")
+    return v
+
+
+def _numbers(v: Any, size: int | None = None) -> list[float]:
+    if not isinstance(v, list) or (size is not None and len(v) != size):
+        raise TypeError(
+            f"{type(v).__name__} of {len(v) if isinstance(v, list) else '-'}, not a list of {size or 'n'}"
+        )
+    return [_number(x) for x in v]
+
+
+def _fields(d: dict) -> dict[str, Any]:
+    """A baseline file's fields (``Baseline.to_dict``) as the baseline's attributes, each of its type, and
+    ``learning_s`` (None: saved before it). ValueError naming the field when one is not of its type (a hand edit,
+    another writer, a damaged disk): such a file is set aside as an unreadable one is, where a field of the wrong
+    type raised TypeError out of the pipeline's start."""
+    n = len(FEATURES)
+    parse: dict[str, Callable[[Any], Any]] = {
+        "state": lambda v: _text(v, ("learning", "ready")),
+        "started_at": _number,
+        "learning_s": _opt_float,
+        "learned_at": _opt_float,
+        "reason": _text,
+        "threshold": _opt_float,
+        "speed_hz": _opt_float,
+        "speed_spans_hz": lambda v: [tuple(_numbers(r, 2)) for r in v] if v else None,
+        "orders": bool,  # a file saved before it: orders used, as learned
+        "temp_running": _opt_float,
+        "stop_floor": _opt_float,
+        "outliers": lambda v: int(_number(v)),
+        "temps": _numbers,
+        "floors": _numbers,
+        "floor_bands": lambda v: {int(k): _number(x) for k, x in (v or {}).items()},
+        "octaves": lambda v: [None if o is None else _numbers(o) for o in v or []],
+        "floor_octaves": lambda v: _numbers(v) if v else None,
+        "steps": lambda v: [None if x is None else _number(x) for x in v],
+        "quant_step": _opt_float,
+        "rows": lambda v: [_numbers(r) for r in v],
+        "speeds": _numbers,
+        "bands": lambda v: {
+            int(k): (
+                np.asarray(_numbers(b["median"])),
+                np.asarray(_numbers(b["scale"])),
+                int(_number(b["n"])),
+            )
+            for k, b in v.items()
+        },
+        "speed_levels": lambda v: (
+            None if v is None else tuple(np.asarray(_numbers(v[k], n)) for k in ("slope", "level", "spread"))
+        ),
+    }
+    defaults: dict[str, Any] = {"reason": "", "orders": True, "outliers": 0, "bands": {}}
+    defaults |= {k: [] for k in ("temps", "floors", "steps", "rows", "speeds")}
+    out: dict[str, Any] = {}
+    for name, fn in parse.items():
+        try:
+            out[name] = fn(d.get(name, defaults.get(name)) if name != "state" else d[name])
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            raise ValueError(f"field {name!r} is not of its type ({exc})") from None
+    out["speed_spans"] = out.pop("speed_spans_hz")
+    return out
 
 
 def read_request(path: Path) -> dict:
@@ -759,6 +849,9 @@ class Baseline:
         # (None: learned before the record, or too few: the units' tilt is not looked for, as before)
         self.octaves: list[list[float] | None] = []
         self.floor_octaves: list[float] | None = None
+        # commissioned across a speed range (``SPEED_FIT_SPAN``): each feature's level as a line in the log of the
+        # speed (slope, level at 1 Hz, spread about it); None: one speed, the speed unknown, or learned before it
+        self.speed_levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         # the learned windows' ``quantisation_step`` (None: not quantised)
         self.steps: list[float | None] = []
         # the ADC's step the machine was commissioned on (``quantisation_levels``); None: not quantised, or
@@ -820,6 +913,11 @@ class Baseline:
             "floor_bands": {str(k): v for k, v in self.floor_bands.items()},
             "octaves": self.octaves if self.state == "learning" else [],
             "floor_octaves": self.floor_octaves,
+            "speed_levels": None
+            if self.speed_levels is None
+            else dict(
+                zip(("slope", "level", "spread"), (a.tolist() for a in self.speed_levels), strict=True)
+            ),
             "steps": self.steps if self.state == "learning" else [],
             "quant_step": self.quant_step,
             "rows": self.rows if self.state == "learning" else [],
@@ -907,6 +1005,17 @@ class Baseline:
             return None
         if k.get("feature_set") != self.fid or under_changes(k.get("learned_under") or {}, self.under):
             return None  # learned on other features or settings: not this config's baseline
+        try:
+            _fields(k)
+        except ValueError as exc:
+            log.warning(
+                "pipeline %s: the commissioned baseline kept in %s is damaged (%s); not restored, %s",
+                self.pipeline,
+                kept,
+                exc,
+                otherwise,
+            )
+            return None
         return k
 
     def _load(self) -> None:
@@ -943,6 +1052,7 @@ class Baseline:
             if d.get("format") not in FORMATS:
                 raise ValueError(f"format {d.get('format')}")
             d = self._restore_kept(d)
+            got = _fields(d)
         except (OSError, ValueError) as exc:  # a named pipe, larger than a baseline, nested past the parser
             # emptied or cut short (a power cut on a card that lost the rename's data, a file system repair):
             # the commissioned copy kept beside it serves on; before, the machine was learned anew as it is now
@@ -964,7 +1074,7 @@ class Baseline:
             )
             with contextlib.suppress(OSError):  # (the disk's refusal: the copy serves, read again next start)
                 atomic_write_json(self.path, k)
-            d = k
+            d, got = k, _fields(k)
         if d.get("feature_set") != self.fid:
             self._event(
                 EventKind.BASELINE_DISCARDED,
@@ -984,36 +1094,13 @@ class Baseline:
                 "learned under other settings",
             )
             return
-        self.state = d["state"]
-        self.started_at = float(d["started_at"])
-        # saved by a release before the count: the wall clock's, as it was counted then
-        done = d.get("learning_s")
-        done = float(done) if done is not None else max(0.0, self.clock() - self.started_at)
+        done = got.pop(
+            "learning_s"
+        )  # saved by a release before the count: the wall clock's, as it was counted then
+        for name, value in got.items():
+            setattr(self, name, value)
+        done = done if done is not None else max(0.0, self.clock() - self.started_at)
         self._learned = (done, self.monotonic())
-        self.learned_at = d.get("learned_at")
-        self.reason = d.get("reason", "")
-        self.threshold = d.get("threshold")
-        self.speed_hz = d.get("speed_hz")
-        spans = d.get("speed_spans_hz")
-        self.speed_spans = [(float(lo), float(hi)) for lo, hi in spans] if spans else None
-        self.orders = bool(d.get("orders", True))  # a file saved before it: orders used, as learned
-        self.temp_running = d.get("temp_running")
-        self.stop_floor = d.get("stop_floor")
-        self.outliers = int(d.get("outliers", 0))
-        self.temps = [float(v) for v in d.get("temps", [])]
-        self.floors = [float(v) for v in d.get("floors", [])]
-        self.floor_bands = {int(k): float(v) for k, v in (d.get("floor_bands") or {}).items()}
-        self.octaves = [None if o is None else [float(v) for v in o] for o in d.get("octaves") or []]
-        fo = d.get("floor_octaves")
-        self.floor_octaves = [float(v) for v in fo] if fo else None
-        self.steps = [None if v is None else float(v) for v in d.get("steps", [])]
-        self.quant_step = None if d.get("quant_step") is None else float(d["quant_step"])
-        self.rows = [list(map(float, r)) for r in d.get("rows", [])]
-        self.speeds = [float(v) for v in d.get("speeds", [])]
-        self.bands = {
-            int(k): (np.asarray(v["median"]), np.asarray(v["scale"]), int(v["n"]))
-            for k, v in d.get("bands", {}).items()
-        }
         self.relative = self.state == "learning" or d.get("format") == FORMAT
         if "learned_under" not in d:
             # saved by a release before the record: loaded as learned under the settings of now (as it is
@@ -1290,6 +1377,7 @@ class Baseline:
             extrapolated,
             partial(self.floor_move, f["speed_hz"], waveform),
             partial(self.quantisation_levels, f["speed_hz"], waveform),
+            f["speed_hz"],
         )
         if found is None and self.floor_octaves is not None:
             found = self._units_tilted(
@@ -1608,6 +1696,7 @@ class Baseline:
         other_speed: bool = False,
         floor: Callable[[], float | None] | None = None,
         quant: Callable[[], np.ndarray | None] | None = None,
+        speed_hz: float | None = None,
     ) -> tuple[str, str] | None:
         """``scale``: every amplitude moved by one common factor of at least ``SCALE_MIN`` (up or down)
         and the window is otherwise as commissioned: the units or the sensor's gain changed (m/s2 read
@@ -1620,7 +1709,7 @@ class Baseline:
         window's ``floor_move``, asked only once a common factor is found (an FFT and a sort a window else); a
         common factor the floor did not follow (``FLOOR_FOLLOW``) is no ``scale``. ``quant``: the window's
         ``quantisation_levels``; an amplitude on the ADC's floor (``QUANT_CLEAR``) is left out of the factor and
-        need only have moved between 1 and the factor."""
+        need only have moved between 1 and the factor. ``speed_hz``: the window's, for ``speed_levels``."""
         self.floor_scale = False
         if not self.threshold:
             return None
@@ -1667,6 +1756,17 @@ class Baseline:
         rest[amp] = np.where(on_floor, d - np.clip(d, min(g, 0.0), max(g, 0.0)), d - g) / scale[amp]
         if float(np.abs(rest).max()) >= self.threshold:  # the shape changed too: judged as it is
             return None
+        if self.speed_levels is not None and speed_hz and speed_hz > 0:
+            # commissioned across speeds: the factor and the shape against the levels the window's speed gives
+            slope, level, sc = (
+                a[amp][~on_floor] for a in (*self.speed_levels[:2], scoring_scale(self.speed_levels[2]))
+            )
+            e = row[amp][~on_floor] - level - slope * math.log(speed_hz)
+            gs = float(np.dot(1 / sc**2, e) / np.sum(1 / sc**2))
+            if gs * math.copysign(1.0, g) < SPEED_FIT_FACTOR * math.log(SCALE_MIN):
+                return None  # about the levels this speed gives: the machine's, judged as it is
+            k = math.exp(gs)
+            hint = next((why for f, why in _UNIT_FACTORS if abs(math.log(k / f)) < 0.1), None)
         if floor is not None and g > 0 and (moved := floor()) is not None and moved < FLOOR_FOLLOW * g:
             return None  # the lines rose, the floor stayed: energy the machine added, judged as it is
         if (
@@ -1870,6 +1970,10 @@ class Baseline:
         bands = np.asarray([_band(s, self.s.speed_band_pct) for s in sp])
         self.speed_spans = _speed_spans(sp, 1.0 + self.s.speed_band_pct / 100.0)
         self.bands, self.floor_bands = {}, {}
+        self.speed_levels = None
+        if (self.orders or self.s.speed_tag) and sp.min() > 0 and sp.max() >= SPEED_FIT_SPAN * sp.min():
+            slope, level = np.polyfit(np.log(sp), x, 1)
+            self.speed_levels = (slope, level, _stats(x - (np.outer(np.log(sp), slope) + level))[1])
         med_all, sc_all = _stats(x)
         top = int(np.bincount(bands - bands.min()).argmax() + bands.min())
         self.bands[top] = (med_all, sc_all, len(x))

@@ -492,6 +492,7 @@ class StateBaselines:
                 (row - med) / scale,
                 floor=partial(b.floor_move, f["speed_hz"], waveform),
                 quant=partial(b.quantisation_levels, f["speed_hz"], waveform),
+                speed_hz=f["speed_hz"],
             )
             if found is not None:  # no fault over every state; asked of the other states all the same
                 suspect = suspect or found

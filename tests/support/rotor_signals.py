@@ -34,9 +34,13 @@ def rotor(
     misalignment: float = 0.0,
     outer_race: float = 0.0,
     resonance_hz: float = 2600.0,
+    looseness: float = 0.0,
+    vanes: int = 0,
 ) -> np.ndarray:
     """One window of a motor's acceleration in g. ``imbalance`` multiplies its 1x (0.8 mm/s), ``misalignment``
-    adds 2x and 3x (mm/s), ``outer_race`` the impacts' size (g)."""
+    adds 2x and 3x (mm/s), ``outer_race`` the impacts' size (g), ``looseness`` a loose foot's or bearing's
+    truncated response: the orders 0.5x-10x, half orders too, ``looseness`` mm/s at 1x falling as 1/sqrt(order);
+    ``vanes``: a fan's or pump's blade-pass line at that order (0.25 mm/s, with the load)."""
     t = rng.uniform(0, 100) + np.arange(n) / fs
     fr = rpm / 60
 
@@ -50,6 +54,10 @@ def rotor(
         + line(2 * fr, 0.2 + misalignment)
         + line(3 * fr, 0.1 + 0.6 * misalignment)
     )
+    if vanes:
+        x += line(vanes * fr, 0.25 * load)
+    for k in np.arange(1, 21) / 2 if looseness > 0 else ():
+        x += line(k * fr, looseness / math.sqrt(k) * rng.uniform(0.7, 1.3))
     x += 0.004 * load * np.sin(2 * np.pi * 100.0 * t)
     force = 0.03 * load * rng.standard_normal(n)
     if outer_race > 0:

@@ -4,6 +4,7 @@ the machine being learned anew as it is now (possibly already worn)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
@@ -54,3 +55,37 @@ def test_a_kept_copy_learned_under_other_settings_is_not_restored_over_a_damaged
     path.write_bytes(b"")
     b = Baseline(settings_for(m, windows=30, speed_band_pct=20.0), m.fs, m.n, path=path, pipeline="pump")
     assert b.state == "learning"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("floor_octaves", 5),
+        ("temps", "x"),
+        ("threshold", "high"),
+        ("bands", {"5": {"median": "abc"}}),
+        ("state", 3),
+    ],
+)
+def test_a_field_of_the_wrong_type_sets_the_file_aside_as_an_unreadable_one(
+    tmp_path, commissioned, field, value, caplog
+):
+    """A hand edit or another writer: formerly TypeError (or KeyError) out of Baseline(), the pipeline's start."""
+    m, folder, threshold = commissioned
+    shutil.copytree(folder, tmp_path / "baseline")
+    path = tmp_path / "baseline" / "pump.json"
+    path.write_text(json.dumps({**read_baseline(path), field: value}))
+    with caplog.at_level(logging.WARNING, logger="edge_agent.maintenance.baseline"):
+        b = Baseline(settings_for(m, windows=30), m.fs, m.n, path=path, pipeline="pump")
+    assert b.state == "ready" and b.threshold == threshold  # the kept commissioned copy serves on
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"field '{field}'" in said and str(kept_path(path)) in said, said
+    b.process(m.window())  # and judges
+    # the kept copy damaged as well: learned anew, said in a baseline_discarded event
+    kept_path(path).write_text(json.dumps({**read_baseline(kept_path(path)), field: value}))
+    path.write_text(json.dumps({**read_baseline(path), field: value}))
+    events: list = []
+    b = Baseline(settings_for(m, windows=30), m.fs, m.n, path=path, pipeline="pump", on_event=events.append)
+    assert b.state == "learning"
+    assert [e["kind"] for e in events] == ["baseline_discarded"]
+    assert f"field '{field}'" in events[0]["reason"], events[0]
