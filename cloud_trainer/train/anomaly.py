@@ -46,6 +46,7 @@ import numpy as np
 from cloud_trainer.train import common
 from cloud_trainer.train.data import (
     DatasetError,
+    dataset_camera_size,
     dataset_file,
     dataset_max_megapixels,
     digest_mask,
@@ -544,6 +545,7 @@ def _load_imported(
     try:
         meta = read_dataset_yaml(root / "dataset.yaml")
         max_mp = dataset_max_megapixels(root)
+        declared_camera = dataset_camera_size(root)
     except DatasetError as exc:
         raise AnomalyDataError(str(exc)) from None
     good_label = (meta if isinstance(meta, dict) else {}).get("good", "good")
@@ -607,7 +609,7 @@ def _load_imported(
         good += views
         shapes.append(whole.shape[:2])
         with open(p, "rb") as f:  # the chunk is right after the header (``protocols.sample_camera``)
-            cameras.append(camera_size(f.read(1 << 16)))
+            cameras.append(camera_size(f.read(1 << 16)) or declared_camera)
         if frame is not None:
             frames.append(frame)
         names.append(p.name)

@@ -472,19 +472,37 @@ def limit_advice(folder: Path) -> str:
     return EXPORT_RAISE if isinstance(meta, dict) and meta.get("fleet_export") else IMPORT_RAISE
 
 
-def dataset_max_megapixels(folder: Path) -> float | None:
-    """The image-size limit a dataset was imported with (``dataset.yaml``: ``max_megapixels``), if any."""
-    meta_file = Path(folder) / "dataset.yaml"
+def _dataset_value(meta_file: Path, key: str) -> Any:
+    """``dataset.yaml``'s ``key``, None where it or the file is absent (or unreadable: said by
+    ``dataset_classes`` with the file's name)."""
     try:
         meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
     except DatasetError:
-        return None  # said by ``dataset_classes`` with the file's name
-    v = meta.get("max_megapixels") if isinstance(meta, dict) else None
+        return None
+    return meta.get(key) if isinstance(meta, dict) else None
+
+
+def dataset_max_megapixels(folder: Path) -> float | None:
+    """The image-size limit a dataset was imported with (``dataset.yaml``: ``max_megapixels``), if any."""
+    meta_file = Path(folder) / "dataset.yaml"
+    v = _dataset_value(meta_file, "max_megapixels")
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
         raise DatasetError(f"{meta_file}: 'max_megapixels' must be a positive number, got {v!r}")
     return float(v)
+
+
+def dataset_camera_size(folder: Path) -> tuple[int, int] | None:
+    """The camera size a dataset's images were declared taken with (``dataset.yaml``: ``camera_size``, from
+    ``dataset import --camera-size``): the camera of each image that names none (``protocols.sample_camera``)."""
+    meta_file = Path(folder) / "dataset.yaml"
+    v = _dataset_value(meta_file, "camera_size")
+    if v is None:
+        return None
+    if not (isinstance(v, list) and len(v) == 2 and all(type(n) is int and 0 < n < 1_000_000 for n in v)):
+        raise DatasetError(f"{meta_file}: 'camera_size' must be [width, height] in pixels, got {v!r}")
+    return v[0], v[1]
 
 
 VISION_CLASSES = ["ok", "scratch", "dent", "crack", "missing_hole", "stain"]
@@ -786,6 +804,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         )
     h = hashlib.sha256()
     max_mp, raise_limit = dataset_max_megapixels(folder), limit_advice(folder)
+    declared_camera = dataset_camera_size(folder)
     images, labels, ids, mask_list, splits = [], [], [], [], []
     cameras: list[tuple[int, int] | None] = []
     lines = label_lines(labels_file)
@@ -813,7 +832,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         # a tiled build (masks) copies each image's tiles beside it and holds its grey mask: 2 1/3 times
         memory.add(img, img.nbytes * 4 // 3 if masks else 0)
         images.append(img)
-        cameras.append(camera_size(data))
+        cameras.append(camera_size(data) or declared_camera)
         labels.append(classes.index(label))
         ids.append(str(row.get("id", file)))
         splits.append(row.get("split") if row.get("split") in ("train", "test") else None)

@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -836,13 +837,17 @@ def import_images(
     pixel_bits: int | None = None,
     progress_s: float = PROGRESS_S,
     bayer: str | None = None,
+    camera_size: tuple[int, int] | None = None,
 ) -> dict:
     """``src`` (folder per class or MVTec AD) → a dataset folder ``out``; returns a summary; every
     ``progress_s`` seconds of reading, a line says how far it is. An image
     whose header declares more than ``max_megapixels`` is refused before it is decoded; the limit is
     recorded in ``dataset.yaml`` for the trainer's reading of the same files. 16-bit images are stored as
     8-bit PNG by ``pixel_bits`` (the bits that carry the image), and a colour camera's raw (Bayer) images
-    demosaiced by ``bayer`` and stored as PNG, as the agent's camera reads them."""
+    demosaiced by ``bayer`` and stored as PNG, as the agent's camera reads them. ``camera_size``: the
+    (width, height) of the camera the images were taken with where they were resized since (a dataset squashed
+    to a square), recorded in ``dataset.yaml``: the builds take it as the camera of each image that names none
+    (``data.dataset_camera_size``)."""
     if not max_megapixels > 0:
         raise DatasetError(f"--max-megapixels must be a positive number of megapixels, got {max_megapixels}")
     if pixel_bits is not None and not 8 <= pixel_bits <= 16:
@@ -873,7 +878,7 @@ def import_images(
         with new_dataset_folder(out, log) as tmp:
             progress = _Progress(len(found.items), progress_s, log)
             summary, copies, shapes, flat, misnamed, lossy, turned = _write(
-                found, src, tmp, max_megapixels, pixel_bits, progress, bayer
+                found, src, tmp, max_megapixels, pixel_bits, progress, bayer, camera_size
             )
             if copies:  # left out: the classes must still hold enough images without them
                 left = {id(a) for a, _ in copies}
@@ -1042,6 +1047,7 @@ def _write(
     pixel_bits: int | None,
     progress: _Progress | None = None,
     bayer: str | None = None,
+    camera_size: tuple[int, int] | None = None,
 ) -> tuple[
     dict,
     list[tuple[_Item, _Item]],
@@ -1187,6 +1193,8 @@ def _write(
         meta["pixel_bits"] = pixel_bits
     if bayer is not None:  # raw images were demosaiced by it: the camera's bayer must match
         meta["bayer"] = bayer
+    if camera_size is not None:  # the camera of the images that name none (``data.dataset_camera_size``)
+        meta["camera_size"] = list(camera_size)
     (dst / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     return (
         {
@@ -1530,6 +1538,15 @@ def main(argv: list[str]) -> int:
         "pixels row by row (BayerRG8: rggb); each is demosaiced and stored as PNG, as the agent's camera "
         "reads them with the same bayer setting. A colour image is then refused",
     )
+    ap.add_argument(
+        "--camera-size",
+        type=_camera_size_arg,
+        metavar="WIDTHxHEIGHT",
+        help="the camera's own size where the images were resized since (a dataset squashed to 96x96 from a "
+        "4:3 camera's 640x480 frames: 640x480): recorded, so that the agent measures a camera's proportions "
+        "against it. Without it an image's own size stands for its camera's, except where a camera is resized "
+        "to exactly that size",
+    )
     a = ap.parse_args(argv)
     with _decoders_quiet(), stopped_cleanly():
         res = import_images(
@@ -1541,9 +1558,20 @@ def main(argv: list[str]) -> int:
             max_megapixels=a.max_megapixels,
             pixel_bits=a.pixel_bits,
             bayer=a.bayer,
+            camera_size=a.camera_size,
         )
     print(json.dumps(res))
     return 0
+
+
+def _camera_size_arg(text: str) -> tuple[int, int]:
+    """``--camera-size``'s ``WIDTHxHEIGHT`` (``640x480``), whole numbers > 0."""
+    import argparse
+
+    m = re.fullmatch(r"([1-9][0-9]{0,5})[xX]([1-9][0-9]{0,5})", text.strip())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT in pixels, e.g. 640x480")
+    return int(m[1]), int(m[2])
 
 
 @contextlib.contextmanager

@@ -70,3 +70,38 @@ def test_imported_samples_keep_their_camera_and_both_families_record_it(tmp_path
     # one good image is held out for the test split (it has defects but no good one): 3 of the 4 train
     assert len(good.cameras) == len(good.shapes) == 3 and good.cameras.count((160, 120)) >= 2
     assert set(good.cameras) <= {(160, 120), None}
+
+
+def test_a_squashed_datasets_declared_camera_is_recorded_for_its_images(tmp_path, capsys):
+    """A user's dataset squashed to 96x96 from a 4:3 camera's frames names no camera: its own size stood for
+    its camera's, so that camera set to another square (64x64) was UNSURE on every frame. ``dataset import
+    --camera-size`` declares it; the build records it, and a camera of other proportions is still named."""
+    import pytest
+
+    from cloud_trainer.train import anomaly as A
+    from cloud_trainer.train.data import load_parts
+    from cloud_trainer.train.families.vision import VisionFamily
+    from cloud_trainer.train.images import main
+    from model_packager.inputstats import LocalStats
+    from tests.support.plates import DEFECTS, plate
+
+    src = tmp_path / "src"
+    for label, defect in (("ok", None), ("scratch", DEFECTS[0])):
+        (src / label).mkdir(parents=True)
+        for i in range(3):
+            img = plate(4, i + (3 if defect else 0), defect, 120)[0]
+            cv2.imwrite(str(src / label / f"{i:02d}.jpg"), cv2.resize(img, (96, 96)))
+    with pytest.raises(SystemExit):
+        main([str(src), "--out", str(tmp_path / "bad"), "--camera-size", "640x0"])
+    assert "'640x0' is not WIDTHxHEIGHT in pixels" in capsys.readouterr().err
+    out = tmp_path / "ds"
+    assert (
+        main([str(src), "--out", str(out), "--good", "ok", "--min-good", "2", "--camera-size", "640x480"])
+        == 0
+    )
+    parts = load_parts(out)
+    assert parts.camera_sizes == [(640, 480)] * 6
+    assert A.load_good(out, min_good=2).cameras == [(640, 480)] * 2  # one held out for the test split
+    local = LocalStats(VisionFamily().input_stats_local(parts, list(range(6))))
+    assert local.shape(np.zeros((64, 64, 3), np.uint8), 1.0, (640, 480)) is None
+    assert "of the training frames' camera (640x480)" in (local.shape(parts.images[0], 1.0, (320, 180)) or "")
