@@ -960,6 +960,37 @@ class Control:
         self.tick()
         return True
 
+    def retake_kept(
+        self, agent: str, dep_id: str, step: dict, was: dict, *, tenant: str = T, report: tuple[str, int]
+    ) -> bool | str:
+        """A step ``on_report`` kept late that its agent was not told of (its clone hold: ``FleetServicer._tell_late``)
+        recorded under ``report``, a run of the agent taken since, as the agent sends a step told late again
+        (``FleetClient._resend``): only while its target is as the step left it (``was``: its last report that step,
+        its recorded report the same: no step taken since). ``on_report``'s answer, or False."""
+        with self.lock:  # (this process's steps wait; ``on_report`` writes in its own transaction, then ticks)
+            try:
+                dep = self._get(dep_id)
+            except ValueError:
+                return False
+            t = dep["targets"].get(agent) if dep.get("tenant", T) == tenant else None
+            kept = {k: step[k] for k in ("step", "version", "ok", "reason")}
+            if t is None or t.get("last_report") != kept or was.get("last_report") != kept:
+                return False
+            if t.get("report") != was.get("report"):
+                return False
+            return self.on_report(
+                agent,
+                dep_id,
+                step["slot"],
+                step["version"],
+                step["step"],
+                step["ok"],
+                step["reason"],
+                step["health"],
+                tenant=tenant,
+                report=report,
+            )
+
     def _gone_back(self, newer: dict, agent: str, version: str) -> None:
         """A rollout (an admin's ``rollback``, or a newer rollout that took the agent over) runs on ``agent`` (it
         reported ``version`` active or healthy): a halted or aborted rollout of the slot created before it, still

@@ -176,11 +176,15 @@ DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often
 # report of the agent is dropped without the late mark (``_tell_late``): the late clone keeps its run and the fleet's
 # view stays on the newer one, instead of flipping; a lone gateway left late meanwhile is told once the hold ends.
 # Only with CLONE_LATE reports of a run another followed within CLONE_WINDOW_S too (each clone's, in turn): a lone
-# gateway on a flapping link starts a new run at each link lost, and was named two gateways of one identity
+# gateway on a flapping link starts a new run at each link lost, and was named two gateways of one identity.
+# A deployment step kept late and untold so is taken again under the agent's first new run this process takes after
+# the hold (``_retake_untold``): the agent, told nothing, never sent it again, and its rollout stalled. The hold and
+# those steps are this process's, in memory: another replica holds and tells on its own count
 CLONE_RUNS = 6
 CLONE_LATE = 3
 CLONE_WINDOW_S = 120.0
 CLONE_HOLD_S = 600.0
+UNTOLD_STEPS = 16  # deployments per agent whose last step kept late during its clone hold is remembered
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
 # an agent at its concurrent_streams limit: a PushRecords of it that has waited this long for its next batch
 # gives way to the new stream (_reclaim), waited for at most RECLAIM_WAIT_S
@@ -577,6 +581,10 @@ class FleetServicer(rpc.FleetServicer):
         # agent -> (its run, the row's run) its stream reports the row refused were last judged late for
         # (``_other_runs``): counted once, however many of the run's reports the flushes refuse before it is told
         self._judged: dict[tuple[str, str], tuple[str, str]] = {}
+        # agent -> deployment id -> (its step kept late and untold during the agent's clone hold, the target's
+        # recorded report then): taken again under the agent's first new run after the hold (``_retake_untold``)
+        self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict]]] = {}
+        self._retaking: set[asyncio.Future] = set()
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -628,6 +636,8 @@ class FleetServicer(rpc.FleetServicer):
             counted = self._begun_elsewhere.pop(key, None)
             if had is not None and counted != _run_key(boot):
                 self._alternating(key, had[0], boot)
+            if key in self._untold_steps:
+                self._retake_untold(key, boot, seq)
         self._applied[key] = (boot, seq, time.monotonic())
         return True, over
 
@@ -792,6 +802,62 @@ class FleetServicer(rpc.FleetServicer):
         del self._clone_hold[key]
         return True
 
+    async def _keep_untold(self, key: tuple[str, str], request, health: dict) -> None:
+        """A deployment step kept late and not told so (the agent's clone hold: ``_tell_late``): remembered with its
+        target's recorded report, to be taken again after the hold (``_retake_untold``)."""
+        try:
+            dep = await asyncio.to_thread(partial(self.control.get, request.deployment_id, tenant=key[0]))
+        except Exception:  # (gone, or the control state failing: nothing to take again)
+            return
+        t = dep["targets"].get(key[1]) or {}
+        steps = self._untold_steps.setdefault(key, {})
+        steps.pop(request.deployment_id, None)
+        steps[request.deployment_id] = (
+            {
+                "slot": request.slot[:128],
+                "version": request.version[:128],
+                "step": request.step[:64],
+                "ok": request.ok,
+                "reason": request.reason[:DEPLOYMENT_REASON_CHARS],
+                "health": health,
+            },
+            {"report": t.get("report"), "last_report": t.get("last_report")},
+        )
+        if len(steps) > UNTOLD_STEPS:  # the oldest deployment's
+            del steps[next(iter(steps))]
+
+    def _retake_untold(self, key: tuple[str, str], boot: str, seq: int) -> None:
+        """The agent's run ``boot`` taken (its report ``seq``), new to this process: once its clone hold is over, the
+        steps kept late and untold during it are taken under that run, as the agent sends a step told late again
+        (``FleetClient._resend``), each only while its target is as the step left it (``Control.retake_kept``)."""
+        if not self._tell_late(key) or self.control is None:
+            return
+        steps = self._untold_steps.pop(key)
+        task = asyncio.ensure_future(self._retake(key, steps, (boot, seq)))
+        self._retaking.add(task)
+        task.add_done_callback(self._retaking.discard)
+
+    async def _retake(self, key: tuple[str, str], steps: dict, report: tuple[str, int]) -> None:
+        for dep_id, (step, was) in steps.items():
+            try:
+                taken = await asyncio.to_thread(
+                    partial(self.control.retake_kept, key[1], dep_id, step, was, tenant=key[0], report=report)
+                )
+            except Exception as exc:
+                self._faults.failed(
+                    "the control state's write of a deployment step kept during a clone hold", exc
+                )
+                continue
+            if taken:
+                log.info(
+                    "agent %s (tenant %s): its deployment %s step %s, kept late during its clone hold, taken under "
+                    "its new run",
+                    key[1][:64],
+                    key[0],
+                    dep_id[:64],
+                    step["step"],
+                )
+
     def forget_reports(self, idle_s: float) -> int:
         """Forget the report numbers of agents that sent none for ``idle_s`` (a report after that is written as
         it comes: the one before it was taken long ago). Returns how many were dropped."""
@@ -805,6 +871,7 @@ class FleetServicer(rpc.FleetServicer):
             self._clone_hold.pop(k, None)
             self._begun_elsewhere.pop(k, None)
             self._judged.pop(k, None)
+            self._untold_steps.pop(k, None)
         return len(old)
 
     def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:
@@ -1745,9 +1812,13 @@ class FleetServicer(rpc.FleetServicer):
                     f"no deployment {request.deployment_id[:64]!r} for this agent",
                 )
             # made before a step taken: the agent is told, as for a late heartbeat (but while its runs alternate: a
-            # late clone's step drew a new run, the fleet's view flipping once a step, ``_tell_late``)
-            if known == KEPT_LATE and self._tell_late((who.tenant, who.name)):
-                context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
+            # late clone's step drew a new run, the fleet's view flipping once a step, ``_tell_late``; then the step
+            # is taken again after the hold, ``_keep_untold``)
+            if known == KEPT_LATE:
+                if self._tell_late((who.tenant, who.name)):
+                    context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
+                else:
+                    await self._keep_untold((who.tenant, who.name), request, health)
         return pb.ReportReply()
 
 

@@ -895,6 +895,43 @@ async def test_two_live_gateways_of_one_identity_are_counted_named_and_their_vie
         await b.close()
 
 
+async def test_a_step_kept_late_and_untold_during_a_clone_hold_is_taken_under_the_agents_new_run_after_it(
+    fleet,
+):
+    """During a clone hold a late clone's deployment step is kept late without the mark (the mark drew a new run, the
+    view flipping once a step): the agent took it as delivered and never sent it again. The operator then stopping
+    the other clone, the remaining gateway's ``healthy`` was lost and its target waited for STEP_TIMEOUT_S (stalled).
+    Once the hold is over, the step is taken under the agent's first new run (as the agent sends a step told late
+    again), while its target is as the step left it."""
+    import time
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runX"))  # the gateway that stays
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runY"))  # its clone, a newer run
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    step = _healthy(dep["id"], "1.2.0", 2, "runY")
+    step.step = "downloading"
+    await stub.ReportDeployment(step)  # the clone's step, taken
+    srv.fleet._clone_hold[key] = time.monotonic() + 60  # the two named a clone: held
+    call = stub.ReportDeployment(_healthy(dep["id"], "1.2.0", 2, "runX"))
+    await call
+    assert (REPORT_KEY, REPORT_LATE) not in tuple(await call.trailing_metadata())  # kept late, untold
+    assert srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "downloading"
+    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over (the operator stopped the clone)
+    call = stub.Heartbeat(_report(e["1.2.0"], 3, "runX"))
+    await call
+    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # told late now: a new run
+    await stub.Heartbeat(_report(e["1.2.0"], 4, "runX2"))
+    await until(
+        lambda: srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "healthy", 3, "the step taken"
+    )  # was: downloading (until STEP_TIMEOUT_S: stalled)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert t["report"] == {"boot": "runX2", "seq": 4}, t
+
+
 async def test_two_live_gateways_of_one_identity_each_held_by_another_replica_are_counted_and_their_view_held(
     fleet, built, tmp_path, caplog
 ):
