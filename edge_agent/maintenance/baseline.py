@@ -19,6 +19,7 @@ file beside the baseline, which the pipeline picks up at its next window (or at 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -497,16 +498,30 @@ def _settling_window(w: np.ndarray, turns: float) -> bool:
     return found is not None and found.kind == "settling"
 
 
-def spectral_floor(w: np.ndarray) -> float:
+@functools.lru_cache(maxsize=8)
+def _hann(n: int) -> np.ndarray:
+    return np.hanning(n)
+
+
+def hann_spectrum(w: np.ndarray) -> np.ndarray | None:
+    """The window's amplitude spectrum, its mean taken off and Hann-windowed (``spectral_floor``, ``octave_floors``
+    and ``padded_spectrum`` read it: one transform where a window needs two); None for a window under 64 samples or
+    not finite."""
+    c = np.asarray(w, dtype=np.float64).ravel()
+    if c.size < 64 or not np.isfinite(c).all():
+        return None
+    return np.abs(np.fft.rfft((c - c.mean()) * _hann(c.size)))
+
+
+def spectral_floor(w: np.ndarray, mag: np.ndarray | None = None) -> float:
     """The log of the median of the window's amplitude spectrum (Hann-windowed, DC left out): the level of its
     broadband floor, which a line (a shaft order, a mesh, a harmonic) moves little as it holds a few bins of
-    the window's hundreds. A sensor's gain or units scale it with everything else (``FLOOR_FOLLOW``)."""
-    c = np.asarray(w, dtype=np.float64).ravel()
-    if c.size < 64 or not np.isfinite(c).all():  # no window to take it from (features given): NaN, not used
+    the window's hundreds. A sensor's gain or units scale it with everything else (``FLOOR_FOLLOW``). ``mag``: the
+    window's ``hann_spectrum`` when made already."""
+    mag = hann_spectrum(w) if mag is None else mag
+    if mag is None:  # no window to take it from (features given): NaN, not used
         return math.nan
-    c = c - c.mean()
-    mag = np.abs(np.fft.rfft(c * np.hanning(c.size)))[1:]
-    return math.log(float(np.median(mag)) + 1e-12)
+    return math.log(float(np.median(mag[1:])) + 1e-12)
 
 
 def speed_tag_stopped(settings: BaselineSettings, scalars: dict[str, float] | None) -> bool:
@@ -518,16 +533,15 @@ def speed_tag_stopped(settings: BaselineSettings, scalars: dict[str, float] | No
     return rpm < settings.speed_range_rpm[0]
 
 
-def octave_floors(w: np.ndarray) -> list[float] | None:
+def octave_floors(w: np.ndarray, mag: np.ndarray | None = None) -> list[float] | None:
     """The log of the median of the window's amplitude spectrum (Hann-windowed) in each of five octaves
     (``_OCTAVE_EDGES``, fractions of the sample rate: the same octaves at any rate); None for a window too
-    short (under 512 samples) or not finite. See ``TILT_FALL``."""
-    c = np.asarray(w, dtype=np.float64).ravel()
-    if c.size < 512 or not np.isfinite(c).all():
+    short (under 512 samples) or not finite. See ``TILT_FALL``. ``mag``: its ``hann_spectrum`` if made."""
+    size = np.asarray(w).size
+    mag = hann_spectrum(w) if mag is None and size >= 512 else mag
+    if size < 512 or mag is None:
         return None
-    c = c - c.mean()
-    mag = np.abs(np.fft.rfft(c * np.hanning(c.size)))
-    k = [round(e * c.size) for e in _OCTAVE_EDGES]
+    k = [round(e * size) for e in _OCTAVE_EDGES]
     return [math.log(float(np.median(mag[a:b])) + 1e-300) for a, b in zip(k[:-1], k[1:], strict=True)]
 
 
@@ -541,7 +555,7 @@ def line_peak(padded: tuple[np.ndarray, np.ndarray], hz: float, within: float) -
 def padded_spectrum(x: np.ndarray, fs: float, pad: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The window's frequencies and amplitude spectrum (Hann), zero-padded to 1/``pad`` of a bin."""
     n = pad * x.size
-    return np.fft.rfftfreq(n, 1 / fs), np.abs(np.fft.rfft((x - x.mean()) * np.hanning(x.size), n))
+    return np.fft.rfftfreq(n, 1 / fs), np.abs(np.fft.rfft((x - x.mean()) * _hann(x.size), n))
 
 
 def units_tilt(octaves: list[float] | None, commissioned: list[float] | None) -> float | None:
@@ -1343,8 +1357,9 @@ class Baseline:
                 return v
             self.rows.append(row.tolist())
             self.speeds.append(f["speed_hz"])
-            self.floors.append(spectral_floor(waveform))
-            self.octaves.append(octave_floors(waveform))
+            mag = hann_spectrum(waveform)  # one transform for both
+            self.floors.append(spectral_floor(waveform, mag))
+            self.octaves.append(octave_floors(waveform, mag))
             self.steps.append(window_step(waveform))
             self._learn_temperature(scalars)
             v.progress = self.progress()
@@ -1824,8 +1839,9 @@ class Baseline:
             f = self.features(w, None)
             self.rows.append(feature_vector(f).tolist())
             self.speeds.append(f["speed_hz"])
-            self.floors.append(spectral_floor(w))
-            self.octaves.append(octave_floors(w))
+            mag = hann_spectrum(w)
+            self.floors.append(spectral_floor(w, mag))
+            self.octaves.append(octave_floors(w, mag))
             self.steps.append(q)
         self._event(
             EventKind.BASELINE_SPEED,
