@@ -55,6 +55,28 @@ def is_version(v: str) -> bool:
     return len(v) <= MAX_VERSION_CHARS and _VERSION_RE.fullmatch(v) is not None
 
 
+def leading_zero(version: str) -> str | None:
+    """The numeric identifier of ``version`` written with a leading zero (``01`` of ``01.0.0`` or of ``1.0.0-rc.01``),
+    which semantic versions forbid: it orders as the number without the zero (``01.0.0`` as ``1.0.0``, another
+    version's equal). None when there is none (build metadata after ``+`` may hold such digits)."""
+    core, _, pre = version.partition("+")[0].partition("-")
+    for part in [*core.split("."), *(pre.split(".") if pre else [])]:
+        if len(part) > 1 and part.isdigit() and part.startswith("0"):
+            return part
+    return None
+
+
+def leading_zero_problem(version: str) -> str | None:
+    """Why ``version`` is refused where a package is built or published (``leading_zero``), or None."""
+    z = leading_zero(version)
+    if z is None:
+        return None
+    return (
+        f"{version!r}: write {int(z)} for {z!r}: semantic versions forbid leading zeros (it orders as {int(z)}: "
+        "agents and deployments would take it for the version written without the zero)"
+    )
+
+
 def version_key(version: str) -> tuple:
     """A sort key for semantic versions (``1.10.0`` > ``1.9.0``; ``1.0.0-rc.1`` < ``1.0.0``; build
     metadata after ``+`` ignored). Raises ``ValueError`` for anything else."""
@@ -905,9 +927,12 @@ class Manifest(_Model):
 
     @field_validator("version")
     @classmethod
-    def _version(cls, v: str) -> str:
+    def _version(cls, v: str, info: ValidationInfo) -> str:
         if not is_version(v):
             raise ValueError("version must be semantic, e.g. 1.2.0")
+        # where a package is built only: one of such a version built before stays readable where it is installed
+        if _building(info) and (why := leading_zero_problem(v)) is not None:
+            raise ValueError(why)
         return v
 
     @property

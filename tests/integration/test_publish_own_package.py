@@ -6,6 +6,7 @@ a hostile or untrusted one is refused in one line naming it and why, and the reg
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -84,19 +85,47 @@ def test_publish_of_a_family_still_publishes_the_trainers_candidate(tmp_path, ca
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == "[]"
 
 
-@pytest.mark.parametrize("same", ["1.0.0+hotfix", "01.0.0"])
-def test_a_version_that_orders_the_same_as_a_published_one_is_refused(kit, tmp_path, capsys, same):
-    """Build metadata and leading zeros do not order versions: published beside 1.0.0, another model was installed
-    over 1.0.0 by a deploy (neither an upgrade nor an admin's rollback) and either could be "the latest"."""
+def test_a_version_that_orders_the_same_as_a_published_one_is_refused(kit, tmp_path, capsys):
+    """Build metadata does not order versions: published beside 1.0.0, another model was installed over 1.0.0 by a
+    deploy (neither an upgrade nor an admin's rollback) and either could be "the latest"."""
     tmp, key, pub, pkg = kit
     reg = tmp_path / "registry"
     reg.mkdir()
     assert main(["publish", str(pkg), "--registry", str(reg), "--trust", str(pub)]) == 0
-    other = make_package(tmp_path, kind="signal", version=same, key=key)
+    other = make_package(tmp_path, kind="signal", version="1.0.0+hotfix", key=key)
     assert main(["publish", str(other), "--registry", str(reg), "--trust", str(pub)]) == 2
     err = capsys.readouterr().err
-    assert f"machine-health {same} orders the same as 1.0.0, already in the registry" in err, err
+    assert "machine-health 1.0.0+hotfix orders the same as 1.0.0, already in the registry" in err, err
     assert [e["version"] for e in Registry(reg).list("machine-health")] == ["1.0.0"]
+
+
+def _built_before(monkeypatch, tmp_path, key, version: str):
+    """A package of ``version`` as a build before leading zeros were refused made it (the check is the build's)."""
+    import model_packager.manifest
+
+    with monkeypatch.context() as m:
+        m.setattr(model_packager.manifest, "_building", lambda info: False)
+        return make_package(tmp_path, kind="signal", version=version, key=key)
+
+
+@pytest.mark.parametrize("version", ["01.0.0", "1.0.0-rc.01"])
+def test_a_version_with_a_leading_zero_is_refused_at_build_and_at_publish(
+    kit, tmp_path, capsys, monkeypatch, version
+):
+    """Semantic versions forbid leading zeros: 01.0.0 orders as 1.0.0. Alone in a registry it was built and
+    published, and 1.0.0 published later was refused as its equal (or, published before it, deployed over it)."""
+    from model_packager import ManifestError
+
+    tmp, key, pub, _ = kit
+    with pytest.raises(ManifestError, match=rf"version: '{re.escape(version)}': write 1 for '01': semantic"):
+        make_package(tmp_path / "new", kind="signal", version=version, key=key)
+    old = _built_before(monkeypatch, tmp_path / "old", key, version)
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    assert main(["publish", str(old), "--registry", str(reg), "--trust", str(pub)]) == 2
+    err = capsys.readouterr().err
+    assert f"machine-health {version}: its manifest's version '{version}': write 1 for '01'" in err, err
+    assert Registry(reg).list("machine-health") == []
 
 
 async def test_a_deploy_of_a_package_the_service_does_not_have_says_where_to_publish_it(
