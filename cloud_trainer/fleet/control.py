@@ -102,7 +102,8 @@ CREATE TABLE IF NOT EXISTS going_back (tenant TEXT NOT NULL, agent TEXT NOT NULL
 # row may outlive the status: checked against the document when read, then deleted). A report of a newer rollout
 # running on the agent reads these rows (``Control._gone_back``), not the document of every halted rollout of the
 # slot: 10 halted rollouts of 1,000 agents made each such report cost 2.5 times as much under the control's lock.
-# Filled once from the documents of a control state written before it (``_fill_going_back``; PostgreSQL: 0018)
+# Filled at each open from the documents naming the status (``_fill_going_back``; PostgreSQL: 0018): a control
+# state written before the table, or halts a service released before it made after an upgrade (a rollback)
 # the desired-state change log keeps the changes of the last hour (generations are times in microseconds:
 # ``_next_generation``); replicas read it every fraction of a second. A cut found through the index at once: keeping
 # the newest 20,000 generations counted walked every row of them (1M rows of fleet-wide steps: 41 ms a tick)
@@ -380,9 +381,6 @@ class Control:
         # every tenant's package keys, for a keyless tenant's check (``_package_keys``): (the folders' marks, keys)
         self._keys_cache: tuple | None = None
         self._bad_keys: list[Path] = []  # key files skipped at the last read (watched for a mend)
-        # a package's index.json -> (its file's mark, {withdrawn version: the withdrawal's reason}), read again only
-        # when the file changed (``_withdrawn``): the tick runs every second and after every report
-        self._withdrawals: dict[Path, tuple[tuple, dict[str, str]]] = {}
         self._fill_columns()
         self._fill_going_back()
         self._drop_stale_following()
@@ -419,14 +417,18 @@ class Control:
                     self.db.execute("DELETE FROM following WHERE tenant = ? AND slot = ?", (tenant, slot))
 
     def _fill_going_back(self) -> None:
-        """``going_back`` from the halted and aborted rollouts' documents, once (the ``counters`` row
-        ``going_back`` marks it done): a control state written before the table."""
+        """``going_back`` from the halted and aborted rollouts' documents that name a target ``rolling_back``, at
+        each open, of the rollouts without a row (a halt of this release writes its rows; one whose target moved
+        on is dropped when read; documents without the status are not decoded): a control state written before the
+        table, or halts a service released before it (2026-12-06 and earlier) made in it after an upgrade (a
+        rollback). Filled only once, such a halt had no rows and its targets said ``rolling_back`` for good, even
+        once an admin's rollback ran on the agent."""
         with self._write():
-            if self.db.execute("SELECT 1 FROM counters WHERE key = 'going_back'").fetchone():
-                return
             rows = []
             for dep_id, doc in self.db.execute(
-                "SELECT id, doc FROM deployments WHERE state IN ('halted', 'aborted')"
+                "SELECT id, doc FROM deployments WHERE state IN ('halted', 'aborted') AND doc LIKE ? AND id NOT IN "
+                "(SELECT DISTINCT deployment_id FROM going_back)",
+                ("%rolling_back%",),
             ).fetchall():
                 try:
                     d = json.loads(doc)
@@ -439,9 +441,6 @@ class Control:
                     continue  # (a document this code cannot read: said by ``_fill_slots``)
             if rows:
                 self.db.executemany(_GOING_BACK, rows)
-            self.db.execute(
-                "INSERT INTO counters (key, value) VALUES ('going_back', 1) ON CONFLICT(key) DO NOTHING"
-            )
 
     def _fill_columns(self) -> None:
         """The tenant and state columns of documents written before they existed (once: an older file or
@@ -967,7 +966,9 @@ class Control:
         recorded under ``report``, a run of the agent taken since, as the agent sends a step told late again
         (``FleetClient._resend``): only while its target is as the step left it (``was``: its last report that step,
         its recorded report the same: no step taken since). ``on_report``'s answer, or False."""
-        with self.lock:  # (this process's steps wait; ``on_report`` writes in its own transaction, then ticks)
+        with (
+            self.lock
+        ):  # (this process's steps wait; ``on_report`` writes in its own transaction, then ticks)
             try:
                 dep = self._get(dep_id)
             except ValueError:
@@ -1997,28 +1998,16 @@ class Control:
     def _withdrawn(self, dep: dict) -> str | None:
         """The withdrawal's reason when the version ``dep`` rolls out was withdrawn from its tenant's registry
         (``cloud-trainer withdraw``) since the rollout began, else None (a configuration rollout: None). Its
-        package's ``index.json`` is read again only when the file changed: an index of 20,000 versions (8 MB)
-        took ~70 ms to read here, and the tick runs under the control's lock every second and after every
-        report."""
+        package's ``index.json`` is read again only when the file changed (``Registry.withdrawals``): the tick
+        runs under the control's lock every second and after every report."""
         if dep.get("kind") == "config" or not dep.get("package"):
             return None
         try:
-            reg = self.registry.for_tenant(dep.get("tenant", T))
-            path = reg.index_path(dep["package"])
-            st = path.stat()
+            return (
+                self.registry.for_tenant(dep.get("tenant", T)).withdrawals(dep["package"]).get(dep["version"])
+            )
         except (OSError, ValueError):  # (RegistryError is a ValueError) gone or unreadable: said elsewhere
             return None
-        mark = (st.st_ino, st.st_mtime_ns, st.st_size)
-        seen = self._withdrawals.get(path)
-        if seen is None or seen[0] != mark:
-            try:
-                gone = reg.withdrawals(dep["package"])
-            except (OSError, ValueError):  # (an index that is not a list of versions too: said elsewhere)
-                return None
-            if len(self._withdrawals) >= 1000:  # (the packages of the rollouts under way, far fewer)
-                self._withdrawals.clear()
-            seen = self._withdrawals[path] = (mark, gone)
-        return seen[1].get(dep["version"])
 
     def _not_sendable(self, prev: dict, tenant: str) -> str | None:
         """Why the version ``prev`` names may no longer be sent to an agent: withdrawn from the tenant's registry

@@ -869,7 +869,7 @@ def test_a_halted_rollouts_agent_a_newer_rollout_took_over_is_closed_on_either_s
 ):
     """After a halt, a rollout of 1.2.0 took gw1 over before it went back; once it runs there, the halted rollout's
     target is ``rolled_back_by_fleet`` (it said ``rolling_back`` for good). The agents each halted rollout waits for
-    are kept beside it (``going_back``): a control state written before that table has it filled at open, once."""
+    are kept beside it (``going_back``): a control state written before that table has it filled at open."""
     c, e = either_control
     for agent in AGENTS:
         _runs(c, agent, e["1.0.0"])

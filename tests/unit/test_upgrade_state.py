@@ -154,14 +154,18 @@ def test_a_service_rolled_back_onto_a_newer_postgres_schema_exits_with_one_line(
     assert f"fleet store {postgres_url}: the database's schema is version 999, newer than this code's" in err
 
 
+def _control_from(tmp_path, fixture: str) -> Control:
+    """The control state an earlier release wrote (``fixture``, an ``iterdump()``), opened by this one."""
+    db = sqlite3.connect(tmp_path / "control.db")
+    db.executescript((FIXTURES / fixture).read_text())
+    db.close()
+    return Control(tmp_path / "control.db", None, None)
+
+
 def test_deployments_an_older_service_finished_after_an_upgrade_are_not_taken_for_running(tmp_path):
     # d1 was running when 2026-11-30's service (345c750) was put back on the file; it completed d1 in the
     # document only, and the state column every query of this one reads still said 'running'
-    db = sqlite3.connect(tmp_path / "control.db")
-    db.executescript((FIXTURES / "control-345c750-after-rollback.sql").read_text())
-    db.close()
-
-    c = Control(tmp_path / "control.db", None, None)
+    c = _control_from(tmp_path, "control-345c750-after-rollback.sql")
     try:
         rows = c.db.execute("SELECT id, state, doc FROM deployments ORDER BY id").fetchall()
         assert [(i, s) for i, s, _ in rows] == [("d1", "completed"), ("d2", "halted")]
@@ -174,13 +178,26 @@ def test_a_rollback_made_by_an_older_service_ends_what_a_completed_rollout_gives
     # d1, a selector rollout of slot vision to 1.1.0, completed here (its group's version: `following`); then
     # 2026-12-01's service (b444dbb), put back on the file, rolled the slot back to 1.0.0 (d2) without knowing
     # `following`: gateways joining the group would have been given 1.1.0, the version rolled back from
-    db = sqlite3.connect(tmp_path / "control.db")
-    db.executescript((FIXTURES / "control-b444dbb-rollback-after-following.sql").read_text())
-    db.close()
-
-    c = Control(tmp_path / "control.db", None, None)
+    c = _control_from(tmp_path, "control-b444dbb-rollback-after-following.sql")
     try:
         assert c.db.execute("SELECT * FROM following").fetchall() == []
         assert [d["id"] for d in c.list()] == ["d2", "d1"]  # both kept
+    finally:
+        c.db.close()
+
+
+def test_a_halt_made_by_an_older_service_after_an_upgrade_is_closed_when_its_agent_moves_on(tmp_path):
+    # this release opened the file (going_back filled); 2026-12-03's service (8f1a47aa), put back on it, halted d1
+    # and sent gw1 back (rolling_back) without a going_back row. Opened here again, gw1 running a newer rollout
+    # left d1's target rolling_back for good, as an admin's rollback to it did too (the older release closed both)
+    c = _control_from(tmp_path, "control-8f1a47aa-halt-after-going-back.sql")
+    try:
+        assert c.db.execute("SELECT * FROM going_back").fetchall() == [("default", "gw1", "vision", "d1")]
+        newer = {"id": "d2", "created": 2.0, "tenant": "default", "slot": "vision", "rollback": False}
+        with c._write():
+            c._gone_back(newer, "gw1", "1.2.0")
+        targets = c.get("d1")["targets"]
+        assert targets["gw1"]["status"] == "rolled_back_by_fleet", targets["gw1"]  # was: rolling_back
+        assert targets["gw2"]["status"] == "rolled_back"  # its own verdict stays
     finally:
         c.db.close()
