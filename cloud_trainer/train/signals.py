@@ -1182,7 +1182,8 @@ def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
         head = f.read(12)
         if len(head) >= 12 and head[:4] == b"RIFX" and head[8:12] == b"WAVE":
             raise DatasetError(f"{path}: a big-endian WAV file (RIFX); export it little-endian (RIFF)")
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        # BW64 (ITU-R BS.2088, broadcast): RF64's layout under another id, its ADM chunks (axml, chna) skipped
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
             raise DatasetError(f"{path}: not a WAV file (no RIFF/WAVE header)")
         fmt: tuple[int, int, int, int, int] | None = None
         ds64: int | None = (
@@ -1206,7 +1207,7 @@ def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
                         raise DatasetError(f"{path}: WAVE_FORMAT_EXTENSIBLE without its sub-format")
                     tag = int.from_bytes(raw[24:26], "little")  # the sub-format GUID's first two bytes
                 fmt = (tag, ch, rate, align, bits)
-            elif cid == b"ds64" and head[:4] == b"RF64" and n >= 24:
+            elif cid == b"ds64" and head[:4] in (b"RF64", b"BW64") and n >= 24:
                 ds64 = int.from_bytes(f.read(24)[8:16], "little")  # after the RIFF size: the data size
             elif cid == b"data":
                 if fmt is None:
@@ -1246,7 +1247,9 @@ def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
                             + "); export the recording again"
                         )
                     streaming = True  # samples to the end of the file: a writer that never set sizes
-                if streaming:
+                if streaming:  # to the end of the file, or to the chunks a writer appended after its data
+                    if (end := _trailing_chunks(f, body, size, align)) is not None:
+                        left = end - body
                     n = left - left % align
                 elif n > left:
                     raise DatasetError(
@@ -1258,6 +1261,50 @@ def _wav_layout(path: Path) -> tuple[int, int, int, int, int, int]:
                 return tag, ch, rate, width, body, n
             pos = body + n + (n & 1)
     raise DatasetError(f"{path}: no {'data' if fmt else 'format'} chunk in the WAV file")
+
+
+# chunks a WAV writer puts after the data (metadata, tags, markers, padding)
+_WAV_TRAILERS = (
+    b"LIST", b"id3 ", b"ID3 ", b"bext", b"cue ", b"smpl", b"inst", b"fact", b"JUNK", b"junk", b"PAD ", b"FLLR",
+    b"iXML", b"axml", b"_PMX", b"DISP", b"acid", b"cart", b"umid", b"labl", b"note", b"ltxt", b"plst", b"PEAK",
+    b"levl", b"regn", b"afsp", b"chna", b"dbmd",
+)  # fmt: skip
+_WAV_TAIL_BYTES = 1 << 20  # how far before the end a streaming file's trailing chunks are looked for
+
+
+def _trailing_chunks(f: Any, body: int, size: int, align: int) -> int | None:
+    """Where the chunks appended after a streaming data chunk (size 0 or 0xFFFFFFFF: the writer did not know the
+    length) begin, or None: in the file's last ``_WAV_TAIL_BYTES``, the first place a whole frame (or its pad
+    byte) after the data's start where a known chunk begins and chunk follows chunk up to the end of the file
+    exactly. Read as samples, a LIST chunk's text was 17 samples of noise at the recording's end."""
+    start = max(body, size - _WAV_TAIL_BYTES)
+    f.seek(start)
+    tail = f.read(size - start)
+    spots = sorted({start + i for cid in _WAV_TRAILERS for i in _find_all(tail, cid)})
+    for pos in spots:
+        data = pos - body
+        if data % align and not (
+            (data - 1) % 2 and (data - 1) % align == 0
+        ):  # (after an odd size: a pad byte)
+            continue
+        at = pos
+        while at + 8 <= size:
+            head = tail[at - start : at - start + 8]
+            if not all(0x20 <= b <= 0x7E for b in head[:4]):
+                break
+            n = int.from_bytes(head[4:8], "little")
+            at += 8 + n + (n & 1)
+            if at == size or (n & 1 and at == size + 1):  # (an odd last chunk's pad byte may be left out)
+                return pos
+        # (not a chain to the end: samples that look like a chunk's id)
+    return None
+
+
+def _find_all(data: bytes, sub: bytes) -> Iterator[int]:
+    i = data.find(sub)
+    while i >= 0:
+        yield i
+        i = data.find(sub, i + 1)
 
 
 def _chunk_at(f: Any, pos: int, size: int) -> str | None:
@@ -1289,44 +1336,62 @@ def read_wav(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     return Recording(path.stem, float(rate), channels, path)
 
 
-# the memory a WAV channel takes to read, a sample: its float64 and the integers it is converted through
-_WAV_BYTES_A_SAMPLE = 16
+# the memory a WAV channel takes to read and check, a sample: its float64, and a byte of the import's checks on it (is
+# it finite, does it rise like a clock); the integers it is converted through are a block's only
+# (_WAV_BLOCK_FRAMES): read whole, they took up to 11 bytes more (24-bit: 19 measured against 16 reckoned, so a
+# channel between the two passed the check and was killed for memory)
+_WAV_BYTES_A_SAMPLE = 9
+_WAV_BLOCK_FRAMES = 1 << 16
 
 
 class _WavChannels(Mapping[str, np.ndarray]):
-    """A WAV file's channels ``ch0``, ``ch1``, ..., each read from the file (mapped, not loaded) and
-    scaled to float64 when first used: a 2-GB, 8-channel recording costs the memory of the channel an
-    import uses, not of all eight at 8 bytes a sample."""
+    """A WAV file's channels ``ch0``, ``ch1``, ..., each read from the file and scaled to float64 when first used,
+    a block of ``_WAV_BLOCK_FRAMES`` frames at a time: a 2-GB, 8-channel recording costs the memory of the channel an
+    import uses (8 bytes a sample), not of all eight, nor of the integers it is converted through."""
 
     def __init__(self, path: Path, tag: int, n_ch: int, width: int, offset: int, n: int) -> None:
         self.frames = n // (width * n_ch)
-        self._tag, self._width, self._path = tag, width, path
+        self._tag, self._width, self._path, self._offset = tag, width, path, offset
         self._names = [f"ch{i}" for i in range(n_ch)]
         self._done: dict[str, np.ndarray] = {}
-        shape: tuple[int, ...] = (self.frames, n_ch, 3) if width == 3 else (self.frames, n_ch)
+        self._frame: tuple[int, ...] = (n_ch, 3) if width == 3 else (n_ch,)
         if width == 3:
-            dtype = np.dtype(np.uint8)
+            self._dtype = np.dtype(np.uint8)
         elif tag == _WAV_FLOAT:
-            dtype = np.dtype(f"<f{width}")
+            self._dtype = np.dtype(f"<f{width}")
         else:
-            dtype = np.dtype({1: "u1", 2: "<i2", 4: "<i4"}[width])
-        self._raw = (
-            np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if self.frames else None
-        )
+            self._dtype = np.dtype({1: "u1", 2: "<i2", 4: "<i4"}[width])
 
-    def check_finite(self, block: int = 1 << 20) -> None:
+    def _blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first frame, its block of frames as written), each block mapped from the file while it is used (one
+        mapping of the whole file kept the pages read through in the process's memory, up to the file's size)."""
+        frame_bytes = int(np.prod(self._frame)) * self._dtype.itemsize
+        for a in range(0, self.frames, _WAV_BLOCK_FRAMES):
+            k = min(_WAV_BLOCK_FRAMES, self.frames - a)
+            yield (
+                a,
+                np.memmap(  # (unmapped once the caller lets it go: at its next block)
+                    self._path,
+                    self._dtype,
+                    "r",
+                    offset=self._offset + a * frame_bytes,
+                    shape=(k, *self._frame),
+                ),
+            )
+
+    def check_finite(self) -> None:
         """Float samples: one line for the first NaN or Inf, counting them all."""
-        flat = np.asarray(self._raw).reshape(-1)
-        first, count = -1, 0
-        for i in range(0, len(flat), block):
-            bad = np.flatnonzero(~np.isfinite(flat[i : i + block]))
+        first, count, value = -1, 0, 0.0
+        for a, raw in self._blocks():
+            flat = raw.reshape(-1)
+            bad = np.flatnonzero(~np.isfinite(flat))
             if bad.size and first < 0:
-                first = i + int(bad[0])
+                first, value = a * len(self._names) + int(bad[0]), float(flat[bad[0]])
             count += bad.size
         if count:
             n_ch = len(self._names)
             raise DatasetError(
-                f"{self._path}: sample {first // n_ch} of channel {first % n_ch} is {float(flat[first])}; "
+                f"{self._path}: sample {first // n_ch} of channel {first % n_ch} is {value}; "
                 f"{count} non-finite value(s) in the recording"
             )
 
@@ -1335,32 +1400,36 @@ class _WavChannels(Mapping[str, np.ndarray]):
             if name not in self._names:
                 raise KeyError(name)
             self._fits(name)
-            raw = self._raw[:, self._names.index(name)] if self._raw is not None else np.zeros(0)
-            if self._tag == _WAV_FLOAT:
-                x = np.asarray(raw, dtype=np.float64)
-            elif self._width == 3:
-                v = (
-                    raw[:, 0].astype(np.int32)
-                    | (raw[:, 1].astype(np.int32) << 8)
-                    | (raw[:, 2].astype(np.int32) << 16)
-                )
-                x = np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
-            elif self._width == 1:
-                x = raw.astype(np.float64)
-                x -= 128
-                x /= 128
-            else:
-                x = raw.astype(np.float64)
-                x /= float(1 << (8 * self._width - 1))
+            i = self._names.index(name)
+            x = np.empty(self.frames, dtype=np.float64)
+            for a, raw in self._blocks():
+                self._scaled(raw[:, i], x[a : a + len(raw)])
             self._done[name] = x
         return self._done[name]
 
+    def _scaled(self, raw: np.ndarray, out: np.ndarray) -> None:
+        """One block of a channel's samples, as written, into ``out`` scaled to full scale +-1."""
+        if self._tag == _WAV_FLOAT:
+            out[:] = raw
+        elif self._width == 3:
+            v = raw[:, 0].astype(np.int32)
+            v |= raw[:, 1].astype(np.int32) << 8
+            v |= raw[:, 2].astype(np.int32) << 16
+            v[v >= 1 << 23] -= 1 << 24
+            np.divide(v, float(1 << 23), out=out)
+        elif self._width == 1:
+            np.subtract(raw, 128.0, out=out)
+            out /= 128
+        else:
+            np.divide(raw, float(1 << (8 * self._width - 1)), out=out)
+
     def _fits(self, name: str) -> None:
-        """DatasetError when the channel, read as float64 (and the integers it is converted through, up to twice
-        that), would not fit in the memory free: a multi-GB recording (RF64's reason to be) ended with the
-        process killed for want of memory, without a word (at 10-19 bytes a sample: 30 GB for a 6-GB 16-bit
-        file), where RF64 had been refused in one line."""
-        need, free = self.frames * _WAV_BYTES_A_SAMPLE, memory_available_bytes()
+        """DatasetError when the channel, read as float64 and checked (``_WAV_BYTES_A_SAMPLE``, and a block of the
+        integers it is converted through), would not fit in the memory free: a multi-GB recording (RF64's reason to be) ended with the
+        process killed for want of memory, without a word (at 10-19 bytes a sample, read whole: 30 GB for a 6-GB
+        16-bit file), where RF64 had been refused in one line."""
+        need = self.frames * _WAV_BYTES_A_SAMPLE + _WAV_BLOCK_FRAMES * int(np.prod(self._frame)) * 16
+        free = memory_available_bytes()
         if free is not None and need > free:
             raise DatasetError(
                 f"{self._path}: channel {name} holds {self.frames:,} samples, about {need / 1e9:.1f} GB to read "
@@ -2408,7 +2477,7 @@ def _not_a_time_ramp(rec: Recording, name: str) -> None:
     """The channel taken by default must not be a time column under a name not known as one: its
     values would rise at every sample, a ramp that trains nothing."""
     x = rec.channels.get(name)
-    if x is not None and len(x) > 2 and bool(np.all(np.diff(x) > 0)):
+    if x is not None and len(x) > 2 and bool(np.all(x[1:] > x[:-1])):  # (not np.diff: 8 bytes a sample more)
         raise DatasetError(
             f"{rec.source}: channel {name!r}, the first and taken by default, rises at every one of its "
             f"{len(x)} samples like a clock, not a signal: if it is the time, call its column time, "
@@ -2421,7 +2490,9 @@ def _channel(rec: Recording, name: str, target: float) -> np.ndarray:
     if name not in rec.channels:
         raise DatasetError(f"{rec.source}: no channel {name!r}; it has {sorted(rec.channels)}")
     x = rec.channels[name]
-    bad = np.flatnonzero(~np.isfinite(x))
+    finite = np.isfinite(x)  # (a byte a sample: ``_WAV_BYTES_A_SAMPLE``; a second only where one is not)
+    bad = np.zeros(0, dtype=np.intp) if finite.all() else np.flatnonzero(~finite)
+    del finite
     if bad.size:
         i = int(bad[0])
         raise DatasetError(

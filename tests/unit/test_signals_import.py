@@ -666,6 +666,50 @@ def test_a_wav_data_chunk_of_size_0_before_another_chunk_holds_no_samples(tmp_pa
     assert np.array_equal(read_wav(streamed, None).channels["ch0"], x / 32768)
 
 
+def test_a_streamed_wav_of_unknown_data_size_stops_at_the_chunks_written_after_its_data(tmp_path):
+    """A writer streaming its data leaves the data size unset (0xFFFFFFFF, or 0 with the RIFF size 0; RF64 with its
+    ds64 size 0) and may append chunks after it (a LIST of tags, an odd size with its pad byte): read to the end
+    of the file, their bytes became samples at the recording's end (17 of noise for a 34-byte LIST)."""
+    import struct
+
+    from cloud_trainer.train.signals import read_wav
+
+    info = b"LIST" + struct.pack("<I", 27) + b"INFOISFT" + struct.pack("<I", 15) + b"DAQ-Writer 1.0\x00\x00"
+    x16 = np.array([-32768, -1, 0, 1, 32767] * 40, "<i2")
+    x24 = (
+        np.arange(-40, 41, dtype=np.int32) * 100_003
+    )  # 81 samples of 3 bytes: an odd data size, its pad byte
+    pcm24 = b"".join(int(v).to_bytes(3, "little", signed=True) for v in x24) + b"\x00"
+    # samples that hold a chunk's id, not followed by chunks up to the end: samples still
+    decoy = np.frombuffer(b"LIST\x02\x00\x00\x00" * 10, "<i2")
+    for name, x, bits, pcm, size, riff in (
+        ("ff", x16, 16, x16.tobytes(), 0xFFFFFFFF, None),
+        ("zero", x16, 16, x16.tobytes(), 0, 0),
+        ("odd24", x24, 24, pcm24, 0xFFFFFFFF, None),
+        ("decoy", decoy, 16, decoy.tobytes(), 0xFFFFFFFF, None),
+    ):
+        path = _riff(
+            tmp_path / f"{name}.wav", pcm + info, tag=1, channels=1, rate=25600, bits=bits, data_size=size
+        )
+        if riff is not None:
+            path.write_bytes(path.read_bytes()[:4] + struct.pack("<I", riff) + path.read_bytes()[8:])
+        want = x / float(1 << (bits - 1))
+        assert np.array_equal(read_wav(path, None).channels["ch0"], want), name
+    # RF64 whose ds64 data size was never set (0): the same
+    rf64 = tmp_path / "rf.wav"
+    with rf64.open("wb") as f:
+        f.write(
+            b"RF64"
+            + struct.pack("<I", 0xFFFFFFFF)
+            + b"WAVE"
+            + b"ds64"
+            + struct.pack("<IQQQI", 28, 0, 0, 0, 0)
+        )
+        f.write(b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 25600, 51200, 2, 16))
+        f.write(b"data" + struct.pack("<I", 0xFFFFFFFF) + x16.tobytes() + info)
+    assert np.array_equal(read_wav(rf64, None).channels["ch0"], x16 / 32768)
+
+
 def test_pcm_wav_is_scaled_by_a_power_of_two_and_an_absurd_rate_is_refused(tmp_path):
     """16/32-bit PCM was divided by 32767 / 2^31-1 (24-bit by 2^23): -full scale read as -1.00003."""
     from cloud_trainer.train.signals import read_wav
@@ -1428,9 +1472,29 @@ def test_an_rf64_wav_as_libsndfile_writes_it_is_read():
         read_wav(FIXTURES / "libsndfile_rifx_pcm16.wav", None)
 
 
+def test_a_bw64_wav_is_read_as_the_rf64_it_is_under_another_id(tmp_path):
+    """BW64 (ITU-R BS.2088, broadcast recorders and ADM tools) is RF64's layout under the id ``BW64``, with its ADM
+    metadata chunks (``chna``, ``axml``): it was refused as "not a WAV file (no RIFF/WAVE header)"."""
+    import struct
+
+    from cloud_trainer.train.signals import read_wav
+
+    x = np.array([-32768, -1, 0, 1, 32767] * 40, "<i2")
+    path = tmp_path / "take.wav"
+    chna = b"chna" + struct.pack("<I", 4) + struct.pack("<HH", 1, 1)
+    with path.open("wb") as f:
+        f.write(b"BW64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE")
+        f.write(b"ds64" + struct.pack("<IQQQI", 28, 0, x.nbytes, len(x), 0))
+        f.write(b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 48000, 96000, 2, 16) + chna)
+        f.write(b"data" + struct.pack("<I", 0xFFFFFFFF) + x.tobytes())
+        f.write(b"axml" + struct.pack("<I", 7) + b"<ebu/>\x00\x00")  # after the data, its pad byte
+    rec = read_wav(path, None)
+    assert rec.rate_hz == 48000 and np.array_equal(rec.channels["ch0"], x / 32768)
+
+
 def test_an_rf64_recording_too_large_to_read_is_refused_in_one_line_not_killed_for_memory(tmp_path):
-    """RF64 exists for recordings over 4 GB, refused in one line before; read now, a channel is converted whole to
-    float64 (16-bit: 10 bytes a sample at the peak): a 6-GB recording took ~30 GB, the process killed for want of
+    """RF64 exists for recordings over 4 GB, refused in one line before; read then, a channel was converted whole
+    to float64 (16-bit: 10 bytes a sample at the peak): a 6-GB recording took ~30 GB, the process killed for want of
     memory. A channel that would not fit in the memory free is refused, naming the sizes. (A sparse file: a
     terabyte of data that takes no disk.)"""
     import struct
@@ -1446,9 +1510,50 @@ def test_an_rf64_recording_too_large_to_read_is_refused_in_one_line_not_killed_f
         f.truncate(f.tell() + size)
     rec = read_wav(path, None)  # mapped, not read
     with pytest.raises(
-        DatasetError, match=r"long.wav: channel ch0 holds 549,755,813,888 samples, about 8796.1 GB"
+        DatasetError, match=r"long.wav: channel ch0 holds 549,755,813,888 samples, about 4947.8 GB"
     ):
         rec.channels["ch0"]
+
+
+@pytest.mark.parametrize("tag,bits", [(1, 8), (1, 24), (1, 32), (3, 64)])
+def test_a_wav_channel_is_read_and_checked_within_the_memory_its_check_reckons(tmp_path, tag, bits):
+    """A channel was converted whole, through integers as large as the result: 24-bit took 19 bytes a sample against
+    the 16 the memory check reckoned (a channel between the two passed it, then the process was killed for memory),
+    and the import's time-ramp check took 9 more. Now read a block at a time into its float64 (8 bytes a sample), the
+    checks a byte more: within ``_WAV_BYTES_A_SAMPLE`` (and a block), as numpy's allocations count them."""
+    import tracemalloc
+
+    from cloud_trainer.train import signals
+
+    frames, width = 1_000_000, bits // 8
+    rng = np.random.default_rng(bits)
+    if tag == 3:
+        samples = rng.uniform(-1, 1, 2 * frames).astype(f"<f{width}").tobytes()
+    else:
+        samples = rng.integers(0, 256, 2 * frames * width, dtype=np.uint8).tobytes()
+    rec = signals.read_wav(
+        _riff(tmp_path / "r.wav", samples, tag=tag, channels=2, rate=10_000, bits=bits), None
+    )
+    tracemalloc.start()
+    try:
+        x = rec.channels["ch1"]
+        signals._not_a_time_ramp(rec, "ch1")
+        signals._channel(rec, "ch1", rec.rate_hz)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 8 bytes a sample for the float64, 1 for the checks, and a block's integers (what the memory check reckons)
+    assert peak <= frames * 9 + signals._WAV_BLOCK_FRAMES * 2 * 16, peak / frames
+    assert signals._WAV_BYTES_A_SAMPLE >= 9
+    raw = np.frombuffer(samples, dtype=np.uint8).reshape(frames, 2, width)[:, 1]
+    if tag == 3:
+        want = raw.copy().view(f"<f{width}")[:, 0].astype(np.float64)
+    elif width == 1:
+        want = (raw[:, 0].astype(np.float64) - 128) / 128
+    else:
+        v = sum(raw[:, k].astype(np.int64) << (8 * k) for k in range(width))
+        want = np.where(v >= 1 << (bits - 1), v - (1 << bits), v) / float(1 << (bits - 1))
+    np.testing.assert_array_equal(x, want)
 
 
 def test_a_tachometer_pulse_train_as_the_speed_channel_is_refused_not_trained_as_rpm(tmp_path):
