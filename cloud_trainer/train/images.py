@@ -1594,10 +1594,12 @@ def stopped_cleanly():
         return
     try:
         yield
-    except KeyboardInterrupt:  # Ctrl-C: the temporary folder is gone (import_images); one line, no traceback
+    except KeyboardInterrupt as exc:
+        # Ctrl-C: the temporary folder is gone (import_images); one line, no traceback, saying what was written all
+        # the same where something was (the fleet export's labels given: ``uploads._labels_told``)
+        said = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "nothing was written"
         print(
-            "cloud-trainer dataset import: stopped (Ctrl-C) before the end; nothing was written: run it "
-            "again to import",
+            f"cloud-trainer dataset import: stopped (Ctrl-C) before the end; {said}: run it again to import",
             file=sys.stderr,
         )
         raise SystemExit(128 + signal.SIGINT) from None

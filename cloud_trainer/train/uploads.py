@@ -39,6 +39,7 @@ options as ``cloud-trainer serve``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -283,36 +284,40 @@ def export(
         import sys
 
         log = lambda m: print(f"cloud-trainer dataset: {m}", file=sys.stderr)  # noqa: E731
-    by_bytes = _images_by_bytes(
-        blobs,
-        [s for s in every if not image_ext(s) and s["label_state"] == "labelled"],
-    )
-    samples = [s for s in every if image_ext(s) or s["sha256"] in by_bytes]
-    others = [s for s in every if not image_ext(s) and s["sha256"] not in by_bytes]
-    if others:
-        log(_not_images_note(model, others))
-    rows, seen = [], set()
-    for s in samples:
-        if s["label_state"] != "labelled" or s["sha256"] in seen:
-            continue
-        if s["label"] not in classes:
+    with _labels_told(len(labels), labels_file, log):  # recorded: a stop past here says so
+        by_bytes = _images_by_bytes(
+            blobs,
+            [s for s in every if not image_ext(s) and s["label_state"] == "labelled"],
+        )
+        samples = [s for s in every if image_ext(s) or s["sha256"] in by_bytes]
+        others = [s for s in every if not image_ext(s) and s["sha256"] not in by_bytes]
+        if others:
+            log(_not_images_note(model, others))
+        rows, seen = [], set()
+        for s in samples:
+            if s["label_state"] != "labelled" or s["sha256"] in seen:
+                continue
+            if s["label"] not in classes:
+                raise DatasetError(
+                    f"the store labels sample {s['sha256'][:16]} {s['label']!r}, not one of {classes}"
+                )
+            seen.add(s["sha256"])
+            rows.append(s)
+        if base is not None:
+            check_base(Path(base))
+        # written into a hidden folder beside --out and renamed at the end, one sample read at a time: an
+        # export that stops part way (a bad base file, a corrupt blob, a full disk, a kill) leaves no dataset
+        # that a later build would take for the whole one
+        try:
+            # (what exports killed part way left beside it removed first)
+            with new_dataset_folder(out, log) as tmp:
+                exported, no_blob, refused = _write(tmp, rows, blobs, base, classes, limit, log, by_bytes)
+                _record_export(tmp, model, tenant, limit, classes, grows)
+        except (OSError, shutil.Error) as exc:
+            why = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else exc
             raise DatasetError(
-                f"the store labels sample {s['sha256'][:16]} {s['label']!r}, not one of {classes}"
-            )
-        seen.add(s["sha256"])
-        rows.append(s)
-    if base is not None:
-        check_base(Path(base))
-    # written into a hidden folder beside --out and renamed at the end, one sample read at a time: an
-    # export that stops part way (a bad base file, a corrupt blob, a full disk, a kill) leaves no dataset
-    # that a later build would take for the whole one
-    try:
-        with new_dataset_folder(out, log) as tmp:  # what exports killed part way left beside it removed first
-            exported, no_blob, refused = _write(tmp, rows, blobs, base, classes, limit, log, by_bytes)
-            _record_export(tmp, model, tenant, limit, classes, grows)
-    except (OSError, shutil.Error) as exc:
-        why = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else exc
-        raise DatasetError(f"{out}: the dataset could not be written ({why}); nothing was written") from None
+                f"{out}: the dataset could not be written ({why}); nothing was written"
+            ) from None
     return {
         "samples": len(samples),
         "exported": exported,
@@ -324,6 +329,26 @@ def export(
         "labels_applied": len(labels),
         "out": str(out),
     }
+
+
+@contextlib.contextmanager
+def _labels_told(n: int, labels_file: Path | None, log):
+    """What stops the export after the labels of ``--labels`` were recorded in the store says so: it said "nothing
+    was written" (an error, Ctrl-C) or nothing (SIGTERM, SIGHUP), though they were (running it again records the
+    same labels)."""
+    if not n:
+        yield
+        return
+    note = f"no dataset was written; the {n} label(s) of {labels_file} are recorded in the store"
+    try:
+        yield
+    except DatasetError as exc:
+        raise DatasetError(f"{str(exc).replace('; nothing was written', '')}; {note}") from None
+    except KeyboardInterrupt:  # (said by ``stopped_cleanly``)
+        raise KeyboardInterrupt(note) from None
+    except SystemExit:  # SIGTERM, SIGHUP (``stopped_cleanly``)
+        log(note)
+        raise
 
 
 def check_base(base: Path) -> None:

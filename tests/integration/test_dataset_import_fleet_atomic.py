@@ -130,3 +130,37 @@ def test_an_export_killed_part_way_leaves_nothing_once_run_again(tmp_path, cloud
     res = export(data, "part-inspection", out, labels_file=labels, log=said.append)
     assert res["exported"] == 12 and os.listdir(out.parent) == ["ds"]
     assert all(any(name in m and "was killed" in m for m in said) for name in left), said
+
+
+def test_an_export_stopped_after_recording_its_labels_says_they_are_recorded(
+    tmp_path,
+    cloud,  # noqa: F811
+    monkeypatch,
+    capsys,
+):
+    """The labels of ``--labels`` are recorded in the store before the dataset is written: an export refused or
+    stopped (Ctrl-C) after that said "nothing was written"."""
+    from cloud_trainer.train import uploads
+
+    data, _, truth = cloud
+    labels = write_labels(tmp_path / "l.jsonl", truth)
+    note = f"no dataset was written; the 12 label(s) of {labels} are recorded in the store"
+    sha = sorted(truth)[5]
+    blob = next(p for p in (data / "blobs").rglob("*") if p.is_file() and sha in p.name)
+    body = blob.read_bytes()
+    os.chmod(blob, 0o644)
+    blob.write_bytes(body[:-10])  # truncated in the store
+    with pytest.raises(DatasetError) as ei:
+        export(data, "part-inspection", tmp_path / "ds", labels_file=labels)
+    assert "altered or truncated" in str(ei.value) and str(ei.value).endswith(f"; {note}")
+    assert "nothing was written" not in str(ei.value)
+    blob.write_bytes(body)
+
+    def interrupted(self, digest):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalBlobStore, "get_bytes", interrupted)
+    with pytest.raises(SystemExit) as ex:
+        uploads.main(["--cloud-data", str(data), "--out", str(tmp_path / "ds"), "--labels", str(labels)])
+    assert ex.value.code == 128 + signal.SIGINT and not (tmp_path / "ds").exists()
+    assert capsys.readouterr().err.strip().endswith(f"before the end; {note}: run it again to import")
