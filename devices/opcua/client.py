@@ -886,6 +886,9 @@ class _NodeType:
     # an enumeration the server holds as a type that is no integer (a Double, a String: a gateway showing the
     # state's name): its values are written as Int32 all the same, and a refusal names the type it holds
     enum_held_as: str | None = None
+    # when it was read (time.monotonic(); kept by a replace of its held type or locale): a type older than
+    # _TYPE_HOLD_S is read again before it judges a write (``OpcUaSource.write``)
+    read_at: float = dataclasses.field(default_factory=time.monotonic, compare=False)
 
     @property
     def shown(self) -> str:
@@ -900,6 +903,12 @@ _PROPS_UNREAD_HOLD_S = 600.0
 # 10,000 references), while a change nothing notices (its MaxStringLength or MaxArrayLength, an enumeration's
 # states, all unwatched) is taken within a minute
 _CONFIRMED_HOLD_S = 60.0
+# how long a write target's type read judges its writes before it is read again (``OpcUaSource.write``): a PLC
+# download that changes a node in place (a STRING[20] made STRING[10], an Array[0..19] made [0..9]) without a
+# gone notice (a target neither watched nor read as a tag, or a property changed with the node kept) let a
+# value over the new limit be sent, for the PLC to cut or refuse, until a reconnect; one type read a target a
+# minute (bench/opcua_type_hold_bench.py: its cost spread over the writes of a minute)
+_TYPE_HOLD_S = 60.0
 
 
 async def _node_type(
@@ -1021,6 +1030,68 @@ async def _node_type(
         enum_prop,
         enum_held_as=enum_held_as,
     )
+
+
+class _Types:
+    """A session's write target types (node_id -> ``_NodeType``), with a count per node of the times its type
+    was dropped (``pop``: a gone notice, a SemanticsChanged flag, a value refused) and of the clears (a
+    connect): a type read that spans a drop is not stored (``read``, ``keep``). A download's gone notice comes
+    after the download, so a read whose answers came before it stored the old type back over the drop, and the
+    next write was judged by a limit the download had lowered."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, _NodeType] = {}
+        self._drops: dict[str, int] = {}
+        self._clears = 0
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._types
+
+    def __getitem__(self, node_id: str) -> _NodeType:
+        return self._types[node_id]
+
+    def __setitem__(self, node_id: str, nt: _NodeType) -> None:
+        self._types[node_id] = nt
+
+    def get(self, node_id: str) -> _NodeType | None:
+        return self._types.get(node_id)
+
+    def pop(self, node_id: str, default: None = None) -> _NodeType | None:
+        self._drops[node_id] = self._drops.get(node_id, 0) + 1
+        return self._types.pop(node_id, default)
+
+    def clear(self) -> None:
+        self._clears += 1
+        self._drops.clear()
+        self._types.clear()
+
+    def token(self, node_id: str) -> tuple[int, int]:
+        """What ``keep`` compares: changed by each drop of ``node_id``'s type and by each clear."""
+        return self._clears, self._drops.get(node_id, 0)
+
+    def keep(self, node_id: str, nt: _NodeType, token: tuple[int, int]) -> bool:
+        """Store ``nt``, made from what was read since ``token`` was taken, unless the type was dropped since."""
+        if self.token(node_id) != token:
+            return False
+        self._types[node_id] = nt
+        return True
+
+    async def read(self, node: Node, node_id: str, unread: dict[str, tuple[float, str]] | None) -> _NodeType:
+        """``node``'s type read (``_node_type``) and stored; read once more when it was dropped during the read
+        (a download's gone notice): the read's answers may have been the node's before the download. Dropped
+        again then (downloads back to back), the second read is returned, not stored: the next write reads
+        it again."""
+        for _ in range(2):
+            token = self.token(node_id)
+            nt = await _node_type(node, node_id, unread)
+            if self.keep(node_id, nt, token):
+                break
+        return nt
+
+
+def _aged(nt: _NodeType) -> bool:
+    """Whether the type ``nt`` was read ``_TYPE_HOLD_S`` ago or longer: read again before it judges a write."""
+    return time.monotonic() - nt.read_at >= _TYPE_HOLD_S
 
 
 def _props_refused(node_id: str, why: str, until: str) -> OpcUaTypeMismatch:
@@ -3040,7 +3111,7 @@ class OpcUaSource:
         # a subscription made again after a reconnect) is known by its equal source time and samples
         self._last_wave: dict[str, tuple[np.ndarray, Quality]] = {}
         self._changed: set[str] = set()  # tags past their first notification since subscribing
-        self._types: dict[str, _NodeType] = {}  # node_id -> its type, read at the first write
+        self._types = _Types()  # node_id -> its type, read at the first write, again after _TYPE_HOLD_S
         # node_id -> (its cached type, when): read again for a value it refused and found unchanged, so a later value
         # it refuses is refused by it without reading it again (a node of 10,000 references cost a whole paged
         # Browse a refusal) while that type object is the one cached (a change noticed replaces it), for
@@ -5185,13 +5256,12 @@ class OpcUaSource:
                             node, node_id, known
                         )
                         if changed:
-                            self._types[node_id] = await _node_type(node, node_id, self._props_unread)
+                            await self._types.read(node, node_id, self._props_unread)
                     if changed:
                         self._recheck(node_id)
                     return
                 async with asyncio.timeout(self.settings.connect_timeout_s):
-                    nt = await _node_type(node, node_id, self._props_unread)
-                self._types[node_id] = nt
+                    nt = await self._types.read(node, node_id, self._props_unread)
                 if nt.vtype is ua.VariantType.Variant:
                     self._held_at[node_id] = time.monotonic()
                 if nt.held_unread is not None:
@@ -5224,9 +5294,10 @@ class OpcUaSource:
             self._recheck(node_id)
 
     def _type_known(self, node_id: str) -> bool:
-        """Whether ``node_id``'s type is known, with the type a BaseDataType (or abstract numeric) node holds."""
+        """Whether ``node_id``'s type is known, with the type a BaseDataType (or abstract numeric) node holds,
+        and read less than ``_TYPE_HOLD_S`` ago."""
         nt = self._types.get(node_id)
-        return nt is not None and nt.held_unread is None
+        return nt is not None and nt.held_unread is None and not _aged(nt)
 
     async def _target_node(self, node_id: str, what: str) -> Node:
         """The node ``node_id`` names on this session (``what``: the call, named when not connected):
@@ -6235,9 +6306,15 @@ class OpcUaSource:
                 former: _NodeType | None = None  # the cached type a refused value had read again
                 for again in (False, True):
                     nt = self._types.get(node_id)
+                    if nt is not None and _aged(nt):
+                        # a download may have changed it in place, unnoticed (a target neither watched nor read
+                        # as a tag, a MaxStringLength lowered): judged by it, a longer text was sent
+                        self._types.pop(node_id, None)
+                        nt = None
                     cached = nt is not None
+                    token = self._types.token(node_id)  # a replace below is stored only if not dropped since
                     if nt is None:
-                        nt = self._types[node_id] = await _node_type(node, node_id, self._props_unread)
+                        nt = await self._types.read(node, node_id, self._props_unread)
                     elif nt.vtype is ua.VariantType.Variant and (
                         isinstance(held := await _read_held(node), tuple)
                         and (held != (nt.held, nt.held_shape) or nt.held_unread is not None)
@@ -6246,15 +6323,15 @@ class OpcUaSource:
                         # may have made it an LREAL, or an array, since): the type and shape it holds now, read
                         # at each write, not the cached; one whose value cannot be read now (a Bad status: no
                         # value, not a null one) is written as it held when last read
-                        nt = self._types[node_id] = dataclasses.replace(
-                            nt, held=held[0], held_shape=held[1], held_unread=None
-                        )
+                        nt = dataclasses.replace(nt, held=held[0], held_shape=held[1], held_unread=None)
+                        self._types.keep(node_id, nt, token)
                     if nt.vtype is ua.VariantType.Variant:
                         self._held_at[node_id] = time.monotonic()
                     elif (
                         cached and nt.enum_prop is not None and await self._states_changed(node, node_id, nt)
                     ):
-                        nt = self._types[node_id] = await _node_type(node, node_id, self._props_unread)
+                        nt = await self._types.read(node, node_id, self._props_unread)
+                        token = self._types.token(node_id)
                         self._recheck(node_id)
                     if (
                         ua.VariantType.LocalizedText in (nt.vtype, nt.held)
@@ -6262,7 +6339,8 @@ class OpcUaSource:
                     ):
                         # text replaces the text the node shows, in the locale it holds now (an HMI may have
                         # written another since): read at each write, as a BaseDataType node's type is
-                        nt = self._types[node_id] = dataclasses.replace(nt, locale=locale)
+                        nt = dataclasses.replace(nt, locale=locale)
+                        self._types.keep(node_id, nt, token)
                     try:
                         payload = _payload(nt, value, node_id)
                     except OpcUaTypeMismatch:
@@ -6307,7 +6385,7 @@ class OpcUaSource:
                         if code_of(e.code) != ua.StatusCodes.BadTypeMismatch:
                             raise
                         self._types.pop(node_id, None)
-                        now = self._types[node_id] = await _node_type(node, node_id, self._props_unread)
+                        now = await self._types.read(node, node_id, self._props_unread)
                         if again or now == nt:
                             name = (
                                 f"BadTypeMismatch: the node is an enumeration held by the server as "
@@ -6459,7 +6537,7 @@ async def _check_target(
     client: Client,
     node_id: str,
     value: Any,
-    types: dict,
+    types: _Types,
     cache: dict[str, str],
     resolve=None,
     access: dict[str, bool] | None = None,
@@ -6502,7 +6580,7 @@ async def _check_target(
     if ua.AccessLevel.CurrentWrite not in levels:
         return f"node {node_id} is read-only for this session (access level {sorted(a.name for a in levels)})"
     try:
-        nt = types[node_id] = await _node_type(node, node_id, unread)
+        nt = await types.read(node, node_id, unread)
     except OpcUaTypeMismatch as e:
         return str(e)
     except ua.UaStatusCodeError as e:
@@ -6612,7 +6690,7 @@ async def check_server(
             if nodes[i] is None and held_tag is not None and held_tag in held:
                 nodes[i] = await _shape_misfit(held[held_tag], ns, settings.connect_timeout_s)
         writes: list[str | None] = []
-        types: dict[str, _NodeType] = {}
+        types = _Types()
         for nid, v, *note in targets:
             try:
                 why = await _check_target(client, nid, v, types, cache, resolve, timeouts=True)

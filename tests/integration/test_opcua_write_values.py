@@ -21,7 +21,7 @@ from asyncua.common.callback import CallbackType
 from devices.base import FLOAT32_MAX
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch, OpcUaWriteRefused, check_server
 from edge_agent.config import parse_config
-from tests.support.peers import free_port, node_ids_written, opcua_server
+from tests.support.peers import free_port, node_ids_written, opcua_server, text_node
 from tests.support.waits import until
 
 # one event loop for the file: the PLC of the ``plc`` fixture serves every test that takes it (started once, its nodes
@@ -969,3 +969,77 @@ async def test_a_node_or_data_type_said_unknown_with_info_bits_is_named_so_not_r
         views.browse = browse
         srv.unsubscribe_server_callback(CallbackType.PostRead, unknown)
         await srv.delete_nodes([node])
+
+
+async def test_a_limit_a_download_lowers_unnoticed_judges_writes_once_the_type_read_is_older_than_its_hold(
+    plc_server, monkeypatch
+) -> None:
+    """A write target neither watched nor read as a tag gets no notice of a download that lowers its limit in place
+    (a STRING[20] made STRING[10]): its type read at the first write judged every later one until a reconnect, and
+    a 14-byte text went out for the PLC to cut or refuse. A type read longer ago than its hold (a minute; shortened
+    here) is read again before it judges a write: the text is refused naming the new limit, never sent."""
+    from devices.opcua import client
+
+    srv, src, nodes, sent, _, _ = plc_server
+    node, prop = await text_node(await nodes["Int16"].get_parent(), 2, "Batch", 20)
+    try:
+        await src.write("ns=2;s=Batch", "B-2026-L3-0001")  # 14 bytes: its type read, cached
+        await prop.write_value(ua.Variant(10, VT.UInt32))  # the download, in place: no notice
+        monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.05, raising=False)
+        await asyncio.sleep(0.1)  # the type read is older than the hold
+        sent.clear()
+        with pytest.raises(OpcUaTypeMismatch, match="at most 10"):
+            await src.write("ns=2;s=Batch", "B-2026-L3-0002")  # was written, the cached STRING[20] judging it
+        assert "Batch" not in sent, sent
+    finally:
+        await srv.delete_nodes([prop, node])
+
+
+async def test_a_type_read_a_download_ends_is_read_again_not_stored_over_its_gone_notice(
+    plc_server, monkeypatch
+) -> None:
+    """A write's type read whose answers came before a download, returning after the download's gone notice dropped
+    the node's type (a target read as a tag, its watch off): the old type was stored back over the drop and judged
+    the write, so a 14-byte text went out to the node made again as a STRING[10]. A read a drop spans is read once
+    more: the text is refused naming the node's new limit, never sent."""
+    from devices.opcua import client
+    from tests.support.peers import take_node_away
+
+    srv, src, nodes, sent, _, _ = plc_server
+    parent = await nodes["Int16"].get_parent()
+    made = list(await text_node(parent, 2, "Lot", 20))
+    source = {
+        "type": "opcua",
+        "endpoint": src.settings.endpoint,
+        "connect_timeout_s": 2,
+        "watch_write_targets": False,
+        "nodes": [{"node_id": "ns=2;s=Lot", "tag": "lot"}],
+    }
+    lot = OpcUaSource("lot", parse_config({"agent": {"id": "gw"}, "sources": {"lot": source}}).sources["lot"])
+    read = client._node_type
+    armed = [True]
+
+    async def download_during(node, node_id, *args, **kw):
+        nt = await read(node, node_id, *args, **kw)  # answered as the node was: a STRING[20]
+        if armed[0] and node_id == "ns=2;s=Lot":
+            armed[0] = False
+            await srv.delete_nodes([made[1]])
+            await take_node_away(srv, made[0])
+            await until(lambda: lot._gone, 5, "the tag's gone notice")
+            made[:] = await text_node(parent, 2, "Lot", 10)
+            sent.clear()
+        return nt
+
+    await lot.start()
+    try:
+        await until(lambda: lot.state.value == "connected", 10, "the source connected")
+        lot.expect_writes([("ns=2;s=Lot", "")])  # after the connect's check: its type is read at the write
+        monkeypatch.setattr(client, "_node_type", download_during)
+        with pytest.raises(OpcUaTypeMismatch, match="at most 10"):
+            await lot.write(
+                "ns=2;s=Lot", "B-2026-L3-0001"
+            )  # was written, judged by the STRING[20] stored back
+        assert not armed[0] and "Lot" not in sent, sent
+    finally:
+        await lot.stop()
+        await srv.delete_nodes(made)

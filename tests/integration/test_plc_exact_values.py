@@ -18,7 +18,7 @@ from asyncua.common.callback import CallbackType
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
 from edge_agent.actions import ActionRunner, write_targets
 from edge_agent.config import load_config, parse_config
-from tests.support.peers import free_port, opcua_server
+from tests.support.peers import free_port, opcua_server, text_node
 from tests.support.plc import agent_side, plc
 from tests.support.results import result
 from tests.support.waits import until
@@ -141,13 +141,7 @@ async def test_a_text_longer_than_a_plc_string_holds_is_refused_before_anything_
     before anything is sent, counting UTF-8 bytes as the property does, and named at connect."""
     port = free_port()
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    batch = await obj.add_variable(ua.NodeId("Batch", idx), "Batch", ua.Variant("", ua.VariantType.String))
-    await batch.set_writable()
-    await batch.add_property(
-        ua.NodeId("Batch.MaxStringLength", idx),
-        ua.QualifiedName("MaxStringLength", 0),
-        ua.Variant(20, ua.VariantType.UInt32),
-    )
+    batch, _ = await text_node(obj, idx, "Batch", 20)
     sent: list[object] = []
 
     async def on_write(event, _dispatcher) -> None:

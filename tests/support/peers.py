@@ -139,6 +139,21 @@ async def opcua_server(port: int, path: str, namespace: str, object_name: str):
     return srv, idx, await srv.nodes.objects.add_object(idx, object_name)
 
 
+async def text_node(parent, idx: int, name: str, max_bytes: int):
+    """A writable String node ``name`` under ``parent`` stating its own MaxStringLength ``max_bytes`` (a Siemens
+    STRING[max_bytes]: a batch or recipe name); (node, its MaxStringLength property)."""
+    from asyncua import ua
+
+    node = await parent.add_variable(ua.NodeId(name, idx), name, ua.Variant("", ua.VariantType.String))
+    await node.set_writable()
+    prop = await node.add_property(
+        ua.NodeId(f"{name}.MaxStringLength", idx),
+        ua.QualifiedName("MaxStringLength", 0),
+        ua.Variant(max_bytes, ua.VariantType.UInt32),
+    )
+    return node, prop
+
+
 async def two_namespaces_with_a_speed(port: int):
     """A PLC whose namespaces a restart may register in another order: urn:plc and urn:diag, each with a writable
     ``Speed`` (1.0 and -99.0), not yet started: (server, urn:plc's index, urn:diag's, urn:plc's Speed, urn:diag's)."""
