@@ -37,7 +37,8 @@ LOCK_WAIT_S = 1.0  # the longest a write waits for another process's write of th
 class NamespacePinFile:
     """One source's entry in ``<data_dir>/PINS_FILE``: ``{"sources": {name: {"endpoint": ..., "namespaces":
     {"2": uri}}}}``. Kept for the source's endpoint and its server's ApplicationUri (``server``): a source pointed
-    at another endpoint of another server pins afresh; the same endpoint, or the same server, compares. Entries of
+    at another endpoint of another server pins afresh; the same endpoint, or the same server, compares; a source
+    without an entry for its server takes another source's for it (``_sibling``), as its own. Entries of
     sources no longer configured (``configured``) are dropped at each save, so the file stays the config's size."""
 
     def __init__(
@@ -98,9 +99,27 @@ class NamespacePinFile:
                 if attempt == self.tries:
                     raise
                 time.sleep(CLI_PAUSE_S)
-        entry = doc.get("sources", {}).get(self.source)
+        sources = doc.get("sources", {})
+        entry = sources.get(self.source)
         if not self._mine(entry):
-            return None
+            # none of its own for this server (a source new to the config, or pointed at another server): another
+            # source's kept for this server (its endpoint or ApplicationUri) say what its ns= indexes meant; by
+            # this array's order, a new source on a server whose namespaces another source follows across a
+            # reorder read the moved index's other node, GOOD
+            entry = self._sibling(sources)
+            if entry is None:
+                return None
+            if self.keep:  # its own from now on: kept when that source leaves the config
+                try:
+                    self._write({**self._named(), "namespaces": entry["namespaces"]})
+                except OSError as e:
+                    log.warning(
+                        "%s: the namespaces kept for this server not kept for %s (%s)",
+                        self.path,
+                        self.source,
+                        e,
+                    )
+            return _indexes(entry["namespaces"])
         kept = entry.get("namespaces")
         if not isinstance(kept, dict):
             return None
@@ -110,9 +129,7 @@ class NamespacePinFile:
                 self._write({**entry, **named})
             except OSError as e:
                 log.warning("%s: the server's name not added (%s); tried at the next start", self.path, e)
-        return {
-            int(i): uri for i, uri in kept.items() if i.isascii() and i.isdigit() and isinstance(uri, str)
-        }
+        return _indexes(kept)
 
     def save(self, pins: dict[int, str] | None) -> None:
         """Keep ``pins`` for this source (None: keep none, so that the next start pins afresh); not ``keep``: a
@@ -148,6 +165,17 @@ class NamespacePinFile:
             and isinstance(entry.get("namespaces"), dict)
         )
 
+    def _sibling(self, sources: dict) -> dict | None:
+        """The entry another source keeps for this source's server (its endpoint or ApplicationUri), pins and all:
+        a configured source's first, in the file's order."""
+        found = [
+            (name, e)
+            for name, e in sources.items()
+            if name != self.source and self._mine(e) and isinstance(e.get("namespaces"), dict)
+        ]
+        found.sort(key=lambda ne: ne[0] not in self.configured)  # stable: the file's order within each
+        return found[0][1] if found else None
+
     def _mine(self, entry: Any) -> bool:
         """Whether ``entry`` was kept for this source's server: its endpoint, or its ApplicationUri (``server``)."""
         if not isinstance(entry, dict):
@@ -175,14 +203,19 @@ class NamespacePinFile:
             atomic_write_json(self.path, {"sources": sources})
 
 
+def _indexes(kept: dict) -> dict[int, str]:
+    """An entry's ``namespaces`` as index -> URI (what is no index or no URI left out)."""
+    return {int(i): uri for i, uri in kept.items() if i.isascii() and i.isdigit() and isinstance(uri, str)}
+
+
 @contextlib.contextmanager
 def _held(path: Path) -> Iterator[None]:
     """The file's read and write as one, against ``edge-agent namespaces --accept`` run beside the agent: an
     accept written between the agent's read and its write (its source's pins kept at a connect) was written over,
     the restart refusing as before the accept. ``flock`` on a lock file beside it, opened for reading (one made by
-    the command run as another user is still taken), waited for ``LOCK_WAIT_S`` at most (the agent's loop waits
-    with it; the other side holds it for one write): then, or where the lock file cannot be had (a folder without
-    flock), written as before, unlocked."""
+    the command run as another user is still taken), waited for ``LOCK_WAIT_S`` at most (the other side holds it
+    for one write; an OPC UA source reads and writes the file in a worker thread, so its event loop never waits
+    with it): then, or where the lock file cannot be had (a folder without flock), written as before, unlocked."""
     try:
         fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
     except OSError:  # the write itself says why, if it fails too

@@ -1896,6 +1896,19 @@ async def _server_uri(client: Client, timeout_s: float) -> tuple[str | None, str
     return (got[0] if isinstance(got, list) and got and isinstance(got[0], str) and got[0] else None), None
 
 
+def _server_unknown(why: str | None, accept: str) -> str:
+    """Why a connect whose server's ApplicationUri could not be had (``why``: the Read's failure; None: it names
+    none) checks no ``ns=`` index while this source's pins are kept for a server under another endpoint
+    (``NamespacePins.kept_elsewhere``): by the endpoint alone it pinned afresh, in a reordered array's order."""
+    return (
+        "the server's ApplicationUri "
+        + (f"could not be read ({why})" if why else "is not given (its ServerArray names none)")
+        + " and this source's namespaces are kept for a server under another endpoint: whether it is this one "
+        "cannot be told, so its ns= indexes cannot be checked"
+        + (f". Should this be another server, {accept}" if accept else "")
+    )
+
+
 async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: float) -> Any:
     """How a one-off check beside the agent (``check_server``) resolves a configured node id: its ``ns=``
     index compared with the namespace ``pins`` kept for it, as the agent's next start compares (``_repin``),
@@ -1904,7 +1917,13 @@ async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: f
         kept = pins.load(strict=True) if pins is not None else None
         if kept is None and pins is not None:
             # kept for this server under another endpoint's name, as the agent finds them
-            pins.server = (await _server_uri(client, timeout_s))[0]
+            pins.server, why = await _server_uri(client, timeout_s)
+            if pins.server is None and pins.kept_elsewhere():
+                # the agent refuses such a connect (reads and writes nothing); checked by the raw index, a check
+                # passed a node of a moved index that the agent would never read
+                raise OpcUaError(
+                    _server_unknown(why, pins.accept) + "; the agent's connect is refused likewise"
+                )
             kept = pins.load(strict=True)
     except OSError as e:
         raise OpcUaError(
@@ -2988,8 +3007,7 @@ class _Handler:
                     for node_id in src._target_nodes.get(node.nodeid, ()):
                         # the node made again may take more, or less (a STRING[10] for a STRING[20]: a longer
                         # text was sent, for the PLC to cut or refuse): its type is read at the next write
-                        src._types.pop(node_id, None)
-                        src._types_confirmed.pop(node_id, None)
+                        src._types.pop(node_id, None)  # its refusal memory with it (``_type_confirmed``)
                     return
                 gone = src._attrs_gone.get(node.nodeid)
                 if gone and attr in gone:  # its item said the node served again: linked to it again
@@ -3628,14 +3646,10 @@ class OpcUaSource:
                 # afresh in a reordered array's order (the moved index's other node read), and that entry dropped
                 raise _Refused(
                     "namespaces",
-                    "the server's ApplicationUri "
-                    + (f"could not be read ({why})" if why else "is not given (its ServerArray names none)")
-                    + " and this source's namespaces are kept for a server under another endpoint: whether it "
-                    "is this one cannot be told, so its ns= "
-                    "indexes cannot be checked: nothing is read or written on this connection; tried again with "
-                    f"the backoff. Should this be another server, {self.namespace_pins.accept}",
+                    _server_unknown(why, "") + ": nothing is read or written on this connection; "
+                    f"tried again with the backoff. Should this be another server, {self.namespace_pins.accept}",
                 )
-        if unread and (self._ns_pinned or self._kept() is not None):
+        if unread and (self._ns_pinned or (await self._kept()) is not None):
             # a PLC still starting after the download that reordered them: its ns= indexes, taken as written,
             # may name another namespace's node, read as GOOD and written
             accept = self.namespace_pins.accept if self.namespace_pins is not None else "restart the agent"
@@ -3647,9 +3661,9 @@ class OpcUaSource:
                 f"access to Server/NamespaceArray), {accept} (its indexes are then taken as written)",
             ) from None
         if not self._ns_pinned:
-            self._ns_pinned = self._pins_kept()
+            self._ns_pinned = await self._pins_kept()
         elif self._followed_unkept:
-            self._keep_followed()
+            await self._keep_followed()
         array = self._ns_array
         self._ns_seen.update(i for i, uri in self._ns_pinned.items() if i < len(array) and array[i] == uri)
         groups: dict[tuple[float, int], list[Node]] = {}
@@ -3892,7 +3906,7 @@ class OpcUaSource:
             self._ns_pinned, self._ns_seen = dict(pinned), set(seen)
             self._followed_unkept = True
 
-    def _keep_followed(self) -> None:
+    async def _keep_followed(self) -> None:
         """Keep the pins taken on (``follow_namespaces``) where ``namespace_pins`` keeps none for this source's
         endpoint: a trial config in between that pointed the source at the same PLC by another name pinned it
         afresh, in the new order, for that name (or, not naming the source, dropped its entry); the next start of
@@ -3903,9 +3917,14 @@ class OpcUaSource:
         store = self.namespace_pins
         if store is None:
             return
-        try:
+        pinned = self._ns_pinned
+
+        def keep() -> None:
             if store.load(strict=True) is None and not store.forgotten():
-                store.save(self._ns_pinned)
+                store.save(pinned)
+
+        try:  # in a thread: the file's lock may be held by a command beside the agent (``_held``: up to 1 s)
+            await asyncio.to_thread(keep)
         except OSError as e:
             log.warning(
                 "opcua source %s: the namespaces this config means could not be kept (%s): a start after this "
@@ -3914,13 +3933,14 @@ class OpcUaSource:
                 e,
             )
 
-    def _kept(self) -> dict[int, str] | None:
+    async def _kept(self) -> dict[int, str] | None:
         """The namespaces ``namespace_pins`` kept (None: none); a connect is refused while they cannot be read now
         (too many open files, an I/O error): taken as none kept, the indexes went unchecked after a reorder."""
         if self.namespace_pins is None:
             return None
         try:  # a failure that will not pass (its access) is none kept: pinned afresh, as before
-            return self.namespace_pins.load(strict=True) or None
+            # in a thread: a read that adopts or names an entry writes the file, under its lock (``_held``)
+            return (await asyncio.to_thread(self.namespace_pins.load, True)) or None
         except OSError as e:
             raise _Refused(
                 "namespaces",
@@ -3928,7 +3948,7 @@ class OpcUaSource:
                 "checked against them: nothing is read or written on this connection; tried again with the backoff",
             ) from None
 
-    def _pins_kept(self) -> dict[int, str]:
+    async def _pins_kept(self) -> dict[int, str]:
         """The namespace URIs by index that the config's ``ns=`` indexes mean: those ``namespace_pins`` kept
         (an earlier start's), with the indexes this connect's array adds; this array's without a store, or at
         the first start (then kept). Empty while the array could not be read (pinned at a later connect)."""
@@ -3936,11 +3956,11 @@ class OpcUaSource:
         store = self.namespace_pins
         if store is None or not here:
             return here
-        kept = self._kept()
+        kept = await self._kept()
         pins = {**here, **(kept or {})}
         if pins != kept:
             try:
-                store.save(pins)
+                await asyncio.to_thread(store.save, pins)
             except OSError as e:
                 log.warning(
                     "opcua source %s: the server's namespaces could not be kept (%s): a start after the PLC "
@@ -4160,8 +4180,7 @@ class OpcUaSource:
             if _names_node(self._resolved.get(node_id), nodeid):
                 # a write target read as a tag (its own watch off, or no room for it): made again, it may take
                 # less (a STRING[10] for a STRING[20]) or more: its type is read at the next write
-                self._types.pop(node_id, None)
-                self._types_confirmed.pop(node_id, None)
+                self._types.pop(node_id, None)  # its refusal memory with it (``_type_confirmed``)
         self._back.discard(nodeid)
         self._gone[nodeid] = asyncio.get_running_loop().create_task(self._subscribe_again(nodeid))
 

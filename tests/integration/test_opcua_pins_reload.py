@@ -167,8 +167,9 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
     start refuses it."""
     from types import SimpleNamespace
 
+    from devices.opcua.client import OpcUaError, check_server
     from edge_agent import cli
-    from edge_agent.opcua_pins import PINS_FILE, NamespacePinFile, pin_namespaces
+    from edge_agent.opcua_pins import PINS_FILE, NamespacePinFile, pin_file, pin_namespaces
     from tests.support.peers import two_namespaces_with_a_speed
 
     port = free_port()
@@ -211,6 +212,16 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
         moved = "'urn:diag' now, but was 'urn:plc'"
         trial = await run("localhost")  # the trial: the same server by another endpoint
         assert moved in trial.node_errors.get(node, "") and not trial._tags, trial.node_errors  # was: read
+        # a source new to the config on that server while the agent follows the reorder: pinned afresh, it read
+        # urn:diag's node as ns=2;s=Speed, GOOD; it takes the pins kept for the server (another source's) now
+        new = OpcUaSource("speed2", settings("127.0.0.1"))
+        new.namespace_pins = pin_file(tmp_path, "speed2", {"plc": new.settings, "speed2": new.settings})
+        await new.start()
+        try:
+            await until(lambda: new.node_errors or new._tags, 5.0)
+        finally:
+            await new.stop()
+        assert moved in new.node_errors.get(node, "") and not new._tags, new.node_errors  # was: read
         # that trial at a connect where the server's ApplicationUri is not read (its ServerArray refused): by the
         # endpoint alone it pinned afresh, read urn:diag's node and dropped the first endpoint's entry; refused now
         await srv.delete_nodes([srv.get_node(ua.ObjectIds.Server_ServerArray)])
@@ -222,6 +233,12 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
         finally:
             await blind.stop()
         assert not blind._tags and "127.0.0.1" in (tmp_path / PINS_FILE).read_text()
+        # `edge-agent validate --online` of that config refuses it as the agent does (it checked the raw index: the
+        # node the agent would never read passed)
+        with pytest.raises(OpcUaError, match="ApplicationUri is not given"):
+            await check_server(
+                blind.settings, [], pin_file(tmp_path, "plc", {"plc": blind.settings}, keep=False)
+            )
         # a trial that dropped the source: another OPC UA source's save drops its entry
         NamespacePinFile(tmp_path / PINS_FILE, "line", "opc.tcp://line", frozenset({"line"})).save(
             {2: "urn:x"}

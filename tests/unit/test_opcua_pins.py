@@ -208,3 +208,26 @@ def test_an_accept_beside_the_agent_is_not_written_over_by_its_save(tmp_path) ->
         "a": {"endpoint": "opc.tcp://plc-a:4840", "namespaces": {"2": "urn:a"}},
         "b": {"endpoint": "opc.tcp://plc-b:4840", "accepted": True},
     }, kept
+
+
+def test_a_source_without_pins_for_its_server_takes_another_sources_as_its_own_unless_it_accepted(
+    tmp_path,
+) -> None:
+    """A source new to the config on a server another source pinned: by the array's order it pinned afresh, so after
+    a reorder (followed by the other source) its ns= indexes named the other namespace's nodes; it takes the pins
+    kept for its server, as its own (kept when that source leaves the config), but not after ``--accept``."""
+    path = tmp_path / PINS_FILE
+    plc = "opc.tcp://plc:4840"
+    old = {2: "urn:plc", 3: "urn:diag"}
+    NamespacePinFile(path, "a", plc, frozenset({"a", "b"})).save(old)
+    beside = NamespacePinFile(path, "d", plc, frozenset({"a", "b", "d"}), keep=False)
+    assert (
+        beside.load() == old and "d" not in json.loads(path.read_text())["sources"]
+    )  # compared, not written
+    b = NamespacePinFile(path, "b", plc, frozenset({"a", "b"}))
+    assert b.load() == old
+    NamespacePinFile(path, "c", "opc.tcp://line:4840", frozenset({"b", "c"})).save({2: "urn:line"})  # a left
+    assert b.load() == old
+    b.forget()  # `edge-agent namespaces --accept b`: the next start pins the order it finds
+    NamespacePinFile(path, "a", plc, frozenset({"a", "b"})).save(old)
+    assert b.load() is None
