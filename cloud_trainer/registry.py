@@ -152,6 +152,17 @@ class Registry:
             if e.get("status") == WITHDRAWN
         }
 
+    def twins(self, name: str, version: str) -> builtins.list[str]:
+        """The other published versions of ``name`` that order the same as ``version`` (``1.0.0+hotfix`` or
+        ``01.0.0`` beside ``1.0.0``): pairs published before ``publish`` refused them, which agents and deployments
+        take one for the other."""
+        key = _vkey(version)
+        return [
+            str(e.get("version"))
+            for e in self.list(name)
+            if e.get("version") != version and e.get("status") == "published" and _vkey(e.get("version")) == key
+        ]
+
     def names(self) -> builtins.list[str]:
         return sorted(
             p.parent.name for p in self.root.glob("*/index.json") if valid_package_name(p.parent.name)

@@ -1055,6 +1055,16 @@ class Control:
         if entry["status"] != "published":
             why = f" ({str(entry['withdrawn_reason'])[:200]})" if entry.get("withdrawn_reason") else ""
             raise ValueError(f"{package} {entry['version']} is {entry['status']}{why}, not published")
+        if twins := reg.twins(package, entry["version"]):
+            # a pair published before the registry refused it: a deploy of one installed the other model over it at
+            # an agent, neither an upgrade nor a rollback (and "the latest" was either)
+            raise ValueError(
+                f"{package} {entry['version']} orders the same as {', '.join(twins)}, also published (build metadata "
+                "after '+' and leading zeros do not order versions): agents would take one for the other, and a "
+                "deploy would install one model over the other; withdraw all but one (cloud-trainer withdraw "
+                f"{package} VERSION --reason ...) and deploy that one, or publish the model under a version above "
+                "the latest"
+            )
         try:
             entry["size"] = reg.package_path(entry).stat().st_size
             self._check_signer(reg.package_path(entry), entry, tenant)

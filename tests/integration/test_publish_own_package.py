@@ -171,6 +171,60 @@ async def test_a_deploy_of_a_package_the_service_does_not_have_says_where_to_pub
         await srv.stop()
 
 
+async def test_a_version_paired_with_one_of_equal_order_in_a_registry_is_not_deployed_until_one_is_withdrawn(
+    kit, tmp_path, capsys
+):
+    """A registry that holds 1.0.0 and 1.0.0+hotfix (published before such pairs were refused) served, and a deploy
+    of either installed one model over the other at an agent (neither an upgrade nor a rollback). Now the deploy
+    is refused naming both and what to do; once one is withdrawn the other deploys."""
+    import asyncio
+    import shutil
+
+    from cloud_trainer import admin_cli
+    from cloud_trainer.fleet.service import FleetServer
+    from tests.contract.test_fleet_commands import STATE_HEALTH
+    from tests.support.fleet import make_pki
+    from tests.support.peers import free_port
+
+    _, key, pub, pkg = kit
+    reg, aside = tmp_path / "registry", tmp_path / "aside"
+    reg.mkdir()
+    aside.mkdir()
+    assert main(["publish", str(pkg), "--registry", str(reg), "--trust", str(pub)]) == 0
+    hotfix = make_package(tmp_path, kind="signal", version="1.0.0+hotfix", key=key)
+    assert main(["publish", str(hotfix), "--registry", str(aside), "--trust", str(pub)]) == 0
+    # the pair as a registry of before holds it: both folders, both entries
+    shutil.copytree(aside / "machine-health" / "1.0.0+hotfix", reg / "machine-health" / "1.0.0+hotfix")
+    Registry(reg)._write(
+        "machine-health", [*Registry(reg).list("machine-health"), *Registry(aside).list("machine-health")]
+    )
+    pki = make_pki(tmp_path / "pki", agents=("gw1",), admins=("alice",))
+    port = free_port()
+    srv = FleetServer(
+        tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key", registry=reg
+    )
+    await srv.start()
+    base = ["--endpoint", f"127.0.0.1:{port}", "--pki", str(pki), "--admin", "alice"]
+    try:
+        srv.store.heartbeat("gw1", {}, [], STATE_HEALTH, 0)
+        for version, twin in (("1.0.0+hotfix", "1.0.0"), ("1.0.0", "1.0.0+hotfix")):
+            deploy = ["machine-health", "--version", version, "--slot", "health", "--agent", "gw1", *base]
+            with pytest.raises(SystemExit) as ei:
+                await asyncio.to_thread(admin_cli.main_deploy, deploy)
+            said = str(ei.value)
+            assert f"machine-health {version} orders the same as {twin}, also published" in said, said
+            assert "withdraw all but one (cloud-trainer withdraw machine-health VERSION" in said, said
+        assert srv.control.list() == []
+        assert (
+            main(["withdraw", "machine-health", "1.0.0+hotfix", "--reason", "a twin", "--registry", str(reg)])
+            == 0
+        )
+        assert await asyncio.to_thread(admin_cli.main_deploy, deploy) == 0
+        assert [d["version"] for d in srv.control.list()] == ["1.0.0"]
+    finally:
+        await srv.stop()
+
+
 def test_the_registry_holds_the_file_verified_not_one_put_in_its_place_after_the_check(
     kit, tmp_path, capsys, monkeypatch
 ):
