@@ -293,11 +293,14 @@ class _Node:
     # a device birth of it gave a device metric the alias a node metric holds (against Sparkplug): its next births
     # may too, so an NCMD after its NBIRTH waits for its devices' births (``devices_unborn``)
     shares_aliases: bool = False
-    # the devices born (a live DBIRTH read) since its last NBIRTH, not dead (DDEATH) since; and, of a node that
-    # shares aliases, those its last birth's devices that no DBIRTH of since its NBIRTH (read live) has named yet,
-    # waited for until ``expected_until`` (monotonic), and commanded by name alone after it while one is missing
-    named: set[str] = field(default_factory=set)
-    expected: set[str] = field(default_factory=set)
+    # the devices born (a live DBIRTH read) since its last NBIRTH, each True, False once dead (DDEATH) since; and,
+    # of a node that shares aliases, those its last birth's devices (and those of the birth before still awaited:
+    # two NBIRTHs in a row) that no DBIRTH of since its NBIRTH (read live) has named yet: its node metrics commanded
+    # by name alone while one is missing, and those True (not dead) waited for until ``expected_until`` (monotonic).
+    # A dead one may come back at the node's restart (a node shutting down says each device dead first), so it is
+    # not forgotten, only not waited for
+    named: dict[str, bool] = field(default_factory=dict)
+    expected: dict[str, bool] = field(default_factory=dict)
     expected_until: float = -math.inf
     clash_asked: bool = False  # a rebirth was asked for an alias its births gave to two metrics (``_learn``)
     # a rebirth was asked for data by an alias its births gave to a metric of another (the node's, or another
@@ -849,7 +852,7 @@ class SparkplugHost:
         n = self._nodes.get((group, edge_node))
         if n is None or not n.expected or not n.alive or time.monotonic() >= n.expected_until:
             return []
-        return sorted(n.expected)
+        return sorted(d for d, live in n.expected.items() if live)
 
     def learnt(self, group: str, edge_node: str) -> asyncio.Event | None:
         """The event set once the large birth of the node being learnt (``learning``) is learnt; None: none is."""
@@ -1802,9 +1805,16 @@ class SparkplugHost:
             node.alias_born = node.alias_asked
             if not self.retained:
                 # of a node known to give a device metric a node metric's alias, the device births following
-                # this birth may do so again: an NCMD waits for them, as far as its last birth's devices tell
-                node.expected, node.named = (node.named if node.shares_aliases else set()), set()
-                node.expected_until = time.monotonic() + REBORN_DEVICES_WAIT_S
+                # this birth may do so again: an NCMD waits for them, as far as its last birth's devices tell, and
+                # those of the birth before not born since while still awaited (two NBIRTHs before its DBIRTHs)
+                now = time.monotonic()
+                expected: dict[str, bool] = {}
+                if node.shares_aliases:
+                    expected = {**(node.expected if now < node.expected_until else {}), **node.named}
+                    if len(expected) > MAX_NODE_DEVICES:  # a storm of births of ever new devices
+                        expected = node.named
+                node.expected, node.named = expected, {}
+                node.expected_until = now + REBORN_DEVICES_WAIT_S
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
@@ -1929,8 +1939,8 @@ class SparkplugHost:
                     if not retained:
                         node.want.discard(t.device)
                         node.asked.discard(t.device)
-                        node.named.add(t.device)
-                        node.expected.discard(t.device)
+                        node.named[t.device] = True
+                        node.expected.pop(t.device, None)
                 self._born(t.group, t.edge_node, t.device)
 
             if self._stepped:
@@ -1943,8 +1953,12 @@ class SparkplugHost:
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
             node.devices.discard(t.device or "")
-            node.named.discard(t.device or "")  # gone: not waited for at its node's next birth
-            node.expected.discard(t.device or "")
+            # gone: not waited for (now, nor at its node's next birth), but its birth, if it comes back (at its
+            # node's restart), may give a device metric a node metric's alias: those go by name alone until then
+            if (t.device or "") in node.named:
+                node.named[t.device or ""] = False
+            if (t.device or "") in node.expected:
+                node.expected[t.device or ""] = False
             # stale as of the DDEATH's own timestamp (Sparkplug 3.0, Device Session Termination: tck-id-
             # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
             # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import paho.mqtt.client as paho
 import pytest
@@ -1132,19 +1132,10 @@ async def test_a_node_command_waits_for_the_device_births_its_nodes_last_birth_h
     retryable, naming d3."""
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
+    dbirth = _valve_birth
 
-    def dbirth(alias: int) -> bytes:
-        db = sp._pb().Payload()
-        db.timestamp, db.seq = int(time.time() * 1000) + 1, 1
-        pb_metric(db, "valve", alias=alias, datatype=D.INT32, int_value=0)
-        return db.SerializeToString()
-
-    async def command() -> tuple[str, int | None]:
-        n = len(node.cmds)
-        assert await src.command("g", "n1", None, "speed", 1) == "sent"
-        await until(lambda: len(node.cmds) > n, 5, "the command")
-        m = node.cmds[-1][2].metrics[0]
-        return m.name, m.alias if m.HasField("alias") else None
+    def command() -> Awaitable[tuple[str, int | None]]:
+        return _speed_command(src, node)
 
     try:
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
@@ -1169,6 +1160,62 @@ async def test_a_node_command_waits_for_the_device_births_its_nodes_last_birth_h
         node.publish("spBv1.0/g/DBIRTH/n1/d3", dbirth(100))
         await _births(src, 6)
         assert await command() == ("speed", 7)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+
+
+def _valve_birth(alias: int, seq: int = 1) -> bytes:
+    """A DBIRTH of ``g/n1/d3`` giving its metric valve ``alias``."""
+    db = sp._pb().Payload()
+    db.timestamp, db.seq = int(time.time() * 1000) + 1, seq
+    pb_metric(db, "valve", alias=alias, datatype=D.INT32, int_value=0)
+    return db.SerializeToString()
+
+
+async def _speed_command(src: MqttSource, node: Node) -> tuple[str, int | None]:
+    """An NCMD setting speed, sent: (name, alias) of the command the node got (None: by name alone)."""
+    n = len(node.cmds)
+    assert await src.command("g", "n1", None, "speed", 1) == "sent"
+    await until(lambda: any(c[2].metrics[0].name == "speed" for c in node.cmds[n:]), 5, "the command")
+    m = next(c[2].metrics[0] for c in node.cmds[n:] if c[2].metrics[0].name == "speed")
+    return m.name, m.alias if m.HasField("alias") else None
+
+
+async def test_a_node_command_is_not_sent_by_an_alias_a_late_device_birth_may_share_after_two_births_or_its_death(
+    mosquitto,
+):
+    """A node whose device d3 gave its valve the alias of the node's speed (against Sparkplug) sends two NBIRTHs in
+    a row (two rebirth requests answered) before d3's birth, late: d3, of the birth before the last, is waited for
+    still (the second NBIRTH found no device born since the first: an NCMD went at once with speed's alias 8, which
+    d3's valve then took too). The node shuts down saying d3 dead (DDEATH) before its NDEATH, and restarts with
+    speed alias 7: d3, dead, is not waited for, but speed goes by name alone until d3's birth is read (it went with
+    alias 7 at once, d3's birth able to give valve 7 too), then by its alias."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(7))  # valve given speed's alias: sharing
+        await _births(src, 2)
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
+        await _births(src, 4)
+        waiting = asyncio.create_task(_speed_command(src, node))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # before: sent with alias 8 at once
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(8))
+        assert await asyncio.wait_for(waiting, 5) == ("speed", None)  # the clash read: by name alone
+        ddeath = sp._pb().Payload()
+        ddeath.timestamp, ddeath.seq = int(time.time() * 1000), 2
+        node.publish("spBv1.0/g/DDEATH/n1/d3", ddeath.SerializeToString())
+        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(1))
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(2, 7, 8))
+        await _births(src, 6)
+        assert await asyncio.wait_for(_speed_command(src, node), 1) == ("speed", None)  # before: ("speed", 7)
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(100))
+        await _births(src, 7)
+        assert await _speed_command(src, node) == ("speed", 7)
     finally:
         pump.cancel()
         await src.stop()
