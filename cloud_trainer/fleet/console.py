@@ -590,7 +590,9 @@ class Console:
 
     def withdrawals(self, tenant: str) -> Callable[[Any, Any], str | None]:
         """``(package, version)`` -> the reason that version of the tenant's was withdrawn, or None (not withdrawn,
-        or its index unreadable: ``models`` says so); each package's index read once per answer. A withdrawal
+        or its index unreadable: ``models`` says so); each package's asked once per answer, of
+        ``Registry.withdrawals`` (its index read again only once it changed, one cache with the rollout tick's: read
+        at every poll, an index of 20,000 versions cost ~90 ms of CPU an answer, bench/RESULTS.md). A withdrawal
         stops new downloads only: gateways that run the version keep it, and the console shows which."""
         from cloud_trainer.registry import valid_package_name
 

@@ -381,9 +381,6 @@ class Control:
         # every tenant's package keys, for a keyless tenant's check (``_package_keys``): (the folders' marks, keys)
         self._keys_cache: tuple | None = None
         self._bad_keys: list[Path] = []  # key files skipped at the last read (watched for a mend)
-        # a package's index.json -> (its file's mark, {withdrawn version: the withdrawal's reason}), read again only
-        # when the file changed (``_withdrawn``): the tick runs every second and after every report
-        self._withdrawals: dict[Path, tuple[tuple, dict[str, str]]] = {}
         self._fill_columns()
         self._fill_going_back()
         self._drop_stale_following()
@@ -969,7 +966,8 @@ class Control:
         recorded under ``report``, a run of the agent taken since, as the agent sends a step told late again
         (``FleetClient._resend``): only while its target is as the step left it (``was``: its last report that step,
         its recorded report the same: no step taken since). ``on_report``'s answer, or False."""
-        with self.lock:  # (this process's steps wait; ``on_report`` writes in its own transaction, then ticks)
+        # (this process's steps wait; ``on_report`` writes in its own transaction, then ticks)
+        with self.lock:
             try:
                 dep = self._get(dep_id)
             except ValueError:
@@ -2009,28 +2007,16 @@ class Control:
     def _withdrawn(self, dep: dict) -> str | None:
         """The withdrawal's reason when the version ``dep`` rolls out was withdrawn from its tenant's registry
         (``cloud-trainer withdraw``) since the rollout began, else None (a configuration rollout: None). Its
-        package's ``index.json`` is read again only when the file changed: an index of 20,000 versions (8 MB)
-        took ~70 ms to read here, and the tick runs under the control's lock every second and after every
-        report."""
+        package's ``index.json`` is read again only when the file changed (``Registry.withdrawals``): the tick
+        runs under the control's lock every second and after every report."""
         if dep.get("kind") == "config" or not dep.get("package"):
             return None
         try:
-            reg = self.registry.for_tenant(dep.get("tenant", T))
-            path = reg.index_path(dep["package"])
-            st = path.stat()
+            return (
+                self.registry.for_tenant(dep.get("tenant", T)).withdrawals(dep["package"]).get(dep["version"])
+            )
         except (OSError, ValueError):  # (RegistryError is a ValueError) gone or unreadable: said elsewhere
             return None
-        mark = (st.st_ino, st.st_mtime_ns, st.st_size)
-        seen = self._withdrawals.get(path)
-        if seen is None or seen[0] != mark:
-            try:
-                gone = reg.withdrawals(dep["package"])
-            except (OSError, ValueError):  # (an index that is not a list of versions too: said elsewhere)
-                return None
-            if len(self._withdrawals) >= 1000:  # (the packages of the rollouts under way, far fewer)
-                self._withdrawals.clear()
-            seen = self._withdrawals[path] = (mark, gone)
-        return seen[1].get(dep["version"])
 
     def _not_sendable(self, prev: dict, tenant: str) -> str | None:
         """Why the version ``prev`` names may no longer be sent to an agent: withdrawn from the tenant's registry

@@ -246,6 +246,27 @@ async def test_a_withdrawn_version_and_the_agents_kept_on_it_are_marked_with_the
     assert (d["id"], d.get("withdrawn")) == (dep["id"], "false rejects at night")
     [m] = json.loads((await asyncio.to_thread(_get, consoles["default"], "/api/models?after"))[1])
     assert (m["status"], m["withdrawn_reason"]) == ("withdrawn", "false rejects at night")
+    # the package's index is read again only once it changed (one cache with the rollout tick's): it was read at
+    # every poll of /api/agents and /api/deployments (an index of 20,000 versions: ~70 ms each)
+    from cloud_trainer.registry import Registry
+
+    reads, real_list = [], Registry.list
+    Registry.list = lambda reg, name: reads.append(name) or real_list(reg, name)  # type: ignore[method-assign]
+    try:
+        for n in range(2):  # (a new URL each: answers are shared by URL for ANSWER_MIN_AGE_S)
+            for path in (f"/api/agents?poll{n}", f"/api/deployments?poll{n}"):
+                await asyncio.to_thread(_get, consoles["default"], path)
+        assert reads == []  # was: ['part-inspection', ...] at every answer
+        acme = srv.registry.for_tenant("acme").get("part-inspection", "1.0.0")
+        mine = {"slot": "vision", "package": "part-inspection", "version": "1.0.0", "digest": acme["digest"]}
+        srv.store.heartbeat("gw2", {"site": "plant"}, [{**mine, "status": "active"}], {}, 0, tenant="acme")
+        await asyncio.to_thread(_get, consoles["acme"], "/api/agents?before")
+        srv.registry.for_tenant("acme").withdraw("part-inspection", "1.0.0", "drifts")
+        _, body = await asyncio.to_thread(_get, consoles["acme"], "/api/agents?withdrawn")
+        marks = {a["id"]: [s.get("withdrawn") for s in a["slots"]] for a in json.loads(body)}
+        assert marks["gw2"] == ["drifts"]  # the changed index read again
+    finally:
+        Registry.list = real_list  # type: ignore[method-assign]
     # another tenant's console: its agent running a version of the same name and string is not marked (its
     # registry's, not the default tenant's)
     srv.store.heartbeat("gw1", {"site": "plant"}, [{**slot, "status": "active"}], {}, 0, tenant="acme")
