@@ -974,7 +974,7 @@ class LocalStats:
         self._bounds: dict[float, tuple[dict[str, tuple[float, float]], np.ndarray]] = {}
         # packages before ``frame``: no shape check
         self.aspect: tuple[float, float] | None = None
-        self.sizes: set[tuple[int, int]] | None = None
+        self.roi = roi
         # the training frames' sizes (none known past MAX_SIZES different ones)
         self.trained_sizes: frozenset[tuple[int, int]] = frozenset()
         # ``frame``'s ``camera`` (``frame_shapes``): the range of the training frames' camera aspect, the named
@@ -990,8 +990,6 @@ class LocalStats:
             self.aspect = (lo, hi)
             if frame.get("sizes"):
                 self.trained_sizes = frozenset((int(w), int(h)) for w, h in frame["sizes"])
-                if roi:
-                    self.sizes = set(self.trained_sizes)
             cam = frame.get("camera")
             if cam is not None:  # packages before it: the frames' own shape stands for their camera's
                 lo, hi = (float(v) for v in cam["aspect"])
@@ -1026,6 +1024,12 @@ class LocalStats:
                 if cref.shape != (3, n * n) or not np.isfinite(cref).all():
                     raise ValueError(f"shading: colour_ref of shape {cref.shape}, expected (3, {n * n})")
                 self.cast = (CastRef(cref), {k: rng(shade[k]) for k in CAST_KEYS})
+
+    @property
+    def sizes(self) -> frozenset[tuple[int, int]] | None:
+        """The sizes a roi model's frames must have (its training frames'; the roi is a pixel box of them), or
+        None where no size is checked (not a roi model, or no training size known)."""
+        return self.trained_sizes if self.roi and self.trained_sizes else None
 
     @classmethod
     def parse(cls, text: str, colour: bool = True, roi: bool = False) -> LocalStats:

@@ -33,7 +33,9 @@ class CameraKind(enum.StrEnum):
 
 
 # sources OpenCV's FFmpeg reads and decodes to 8-bit colour itself: pixel_bits and bayer do nothing there
-_FFMPEG_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://")
+_FFMPEG_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "tcp")
+# a stream camera's: FFmpeg's, and http(s), read by our own MJPEG and snapshot readers (or FFmpeg for a video)
+_STREAM_SCHEMES = ("http", "https", *_FFMPEG_SCHEMES)
 _VIDEO_SUFFIXES = (
     ".avi",
     ".mp4",
@@ -156,7 +158,7 @@ class CameraSettings(BaseModel):
         u = self.url
         if re.fullmatch(r"usb:\d+", u):
             return CameraKind.USB
-        if re.match(r"^(https?|rtsp|rtsps|rtmp|udp|tcp)://", u):
+        if re.match(rf"^({'|'.join(_STREAM_SCHEMES)})://", u):
             return CameraKind.STREAM
         return CameraKind.PATH
 
@@ -204,7 +206,9 @@ class CameraSettings(BaseModel):
         ``shots.png``; a file of any name, a device node such as /dev/video0), else by its name (a video's or an
         image's suffix: one image given as the url is opened as a video of one frame, a 16-bit one read near
         black)."""
-        if self.kind is CameraKind.USB or self.url.lower().startswith(_FFMPEG_SCHEMES):
+        if self.kind is CameraKind.USB or self.url.lower().startswith(
+            tuple(f"{s}://" for s in _FFMPEG_SCHEMES)
+        ):
             return True
         if self.kind is not CameraKind.PATH:
             return False
