@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from tests.support.peers import Mosquitto, child_pids, mosquitto_binary
@@ -22,3 +24,17 @@ def test_a_broker_not_listening_in_time_is_stopped_and_one_that_exits_fails_at_o
     with pytest.raises(RuntimeError, match="exited") as e:
         bad.start(timeout_s=20)
     assert "no_such_option" in str(e.value) and bad.proc is None
+
+
+def test_a_broker_whose_port_another_peer_holds_fails_its_start_not_taken_for_that_peer(tmp_path):
+    """Its port held by another listener (another test's peer drew it too): the broker exits ("Address already in
+    use") and its start fails, naming it; the wait connected to the other listener and the start returned, the test
+    then talking to that peer."""
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        broker = Mosquitto(tmp_path / "m", port=other.getsockname()[1])
+        try:
+            with pytest.raises(RuntimeError, match="Address already in use"):
+                broker.start(timeout_s=20)
+            assert broker.proc is None
+        finally:
+            broker.stop()  # (before: running, bound once this listener closed)

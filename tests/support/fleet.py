@@ -79,7 +79,11 @@ class ServerProcess:
         if "listening" not in line:
             self.kill()
             raise RuntimeError(f"cloud-trainer serve did not start (exit {self.proc.returncode}): {line!r}")
-        wait_port(self.port, 30)
+        try:
+            wait_port(self.port, 30, proc=self.proc)
+        except BaseException:  # not left running after the test session (a timed-out wait, an interrupt)
+            self.kill()
+            raise
         return self
 
     def kill(self) -> None:

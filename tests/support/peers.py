@@ -49,15 +49,39 @@ def wait_port(
     """Return once something listens on ``port``; ``TimeoutError`` after ``timeout_s``, or ``RuntimeError`` as
     soon as ``proc`` (the peer meant to listen) has exited."""
     deadline = time.monotonic() + timeout_s
+    # the port listening before it was once found closed: maybe another listener's (a peer of another test drew the
+    # port too), not ``proc``'s, which then exits ("Address already in use"); taken for it, the test talked to that
+    # other peer. Looked at only then: /proc's tables cost ~5 ms a look
+    held = proc is not None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{proc.args[0]} exited ({proc.returncode}) before listening on {host}:{port}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                if not held or proc is None or _listens(proc.pid, port, host) is not False:
+                    return
         except OSError:
-            time.sleep(0.05)
+            held = False
+        time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s}s")
+
+
+def _listens(pid: int, port: int, host: str) -> bool | None:
+    """Whether process ``pid`` holds a socket listening on TCP ``port`` (Linux's /proc; its tcp6 table read only
+    when the tcp one has none of it); None: not known here."""
+    try:
+        fds = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):  # (closed meanwhile)
+                fds.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        for table in ("tcp6",) if ":" in host else ("tcp", "tcp6"):
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port and f"socket:[{f[9]}]" in fds:
+                    return True
+        return False
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def mosquitto_binary() -> str | None:
@@ -107,6 +131,9 @@ class Mosquitto:
             self.stop()
             tail = log_path.read_bytes()[-400:].decode(errors="replace").strip()
             raise type(e)(f"mosquitto on port {self.port}: {e}; its log ends: {tail!r}") from e
+        except BaseException:  # interrupted (Ctrl-C): not left running either
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
