@@ -61,6 +61,28 @@ from model_packager.manifest import (
 WITHDRAWN = "withdrawn"
 
 
+# the registry ``cloud-trainer serve`` deploys from when given neither --registry nor --data (<data>/registry, its
+# --data being var/cloud): the default of every command that publishes to a registry or reads it (build, evaluate,
+# package, publish), so that what a build publishes with the defaults is what a service started with them deploys.
+# The trainer's commands defaulted to var/registry, which no service read unless told
+DEFAULT_REGISTRY = Path("var/cloud/registry")
+FORMER_DEFAULT_REGISTRY = Path("var/registry")
+
+
+def registry_note(given: Path) -> str | None:
+    """A note for a command run with the default registry (``given``) while the trainer's former default
+    (var/registry) holds packages and the default does not: the user's packages are elsewhere, say where."""
+    if given != DEFAULT_REGISTRY or not any(FORMER_DEFAULT_REGISTRY.glob("*/index.json")):
+        return None
+    if any(DEFAULT_REGISTRY.glob("*/index.json")):
+        return None
+    return (
+        f"note: --registry defaults to {DEFAULT_REGISTRY} (the registry `cloud-trainer serve` deploys from by "
+        f"default: <data>/registry); {FORMER_DEFAULT_REGISTRY}, the trainer's former default, holds packages: give "
+        f"--registry {FORMER_DEFAULT_REGISTRY} (and serve --registry {FORMER_DEFAULT_REGISTRY}) to go on with it"
+    )
+
+
 def valid_package_name(name: object) -> bool:
     return isinstance(name, str) and PACKAGE_NAME_RE.fullmatch(name) is not None
 
@@ -537,11 +559,11 @@ def publish_package(argv: list[str]) -> int:
     ap.add_argument(
         "--registry",
         type=Path,
-        # required, as withdraw's: a default of its own (var/registry) was not the one `serve` deploys from
-        # (<data>/registry), and a package published there was never seen by the fleet
-        required=True,
+        # serve's default registry, as the trainer's commands: a default of its own (var/registry) was not the one
+        # `serve` deploys from (<data>/registry), and a package published there was never seen by the fleet
+        default=DEFAULT_REGISTRY,
         help="the registry folder `cloud-trainer serve` deploys from (its --registry, default <data>/registry; "
-        "a tenant's: <registry>/.tenants/T)",
+        f"a tenant's: <registry>/.tenants/T); default {DEFAULT_REGISTRY}, serve's with its default --data",
     )
     ap.add_argument(
         "--trust",
@@ -551,6 +573,8 @@ def publish_package(argv: list[str]) -> int:
     )
     a = ap.parse_args(argv)
     where = f"cloud-trainer publish: {printable(a.package, 300)}"
+    if note := registry_note(a.registry):
+        print(note, file=sys.stderr)
     if not a.registry.is_dir():  # a mistyped path: Registry() would make it, and the fleet would never see it
         print(
             f"{where}: --registry {printable(a.registry, 300)}: no such folder; nothing was published (give the "

@@ -115,8 +115,11 @@ def _loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cloud_trainer.registry import DEFAULT_REGISTRY
+
     ap = argparse.ArgumentParser(prog="cloud-trainer serve")
-    ap.add_argument("--data", type=Path, default=Path("var/cloud"))
+    # (the registry's default, DEFAULT_REGISTRY, is <this>/registry: what build and publish publish to by default)
+    ap.add_argument("--data", type=Path, default=DEFAULT_REGISTRY.parent)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=7443, help="0: any free port (see --port-file)")
     ap.add_argument(

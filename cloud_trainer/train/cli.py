@@ -20,6 +20,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from cloud_trainer.registry import DEFAULT_REGISTRY, registry_note
+
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     from cloud_trainer.train.families import family_names, load_family
@@ -136,7 +138,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             "--calibration", type=_positive, default=200, help="calibration samples from the validation split"
         )
     if prog in ("evaluate", "build", "package", "publish"):
-        ap.add_argument("--registry", type=Path, default=Path("var/registry"))
+        ap.add_argument(
+            "--registry",
+            type=Path,
+            default=DEFAULT_REGISTRY,
+            help=f"default {DEFAULT_REGISTRY}: the registry `cloud-trainer serve` deploys from with its default --data",
+        )
     if prog in ("evaluate", "build"):
         ap.add_argument(
             "--version", type=_package_version, help="default: next minor version in the registry"
@@ -343,6 +350,8 @@ def _run(verb: str, argv: list[str]) -> int:
     from model_packager.errors import PackageError
 
     a = _parser(verb).parse_args(argv)
+    if note := registry_note(getattr(a, "registry", None) or Path()):
+        print(note, file=sys.stderr)
     _quiet_opencv()
     if a.work is not None and path_text(a.work) != str(a.work):
         # ONNX Runtime and OpenCV take a file's path as UTF-8 text: one holding another byte ended the build in

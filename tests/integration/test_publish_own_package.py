@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -67,16 +68,34 @@ def test_publish_refuses_a_registry_folder_that_does_not_exist(kit, tmp_path, ca
     assert not (tmp_path / "regsitry").exists()
 
 
-def test_publish_of_a_package_needs_the_registry_named(kit, tmp_path, capsys, monkeypatch):
-    """Its default (var/registry) was not the registry `serve` deploys from (<data>/registry): a package published
-    with both defaults was never seen by the fleet. Required now, as withdraw's."""
+def test_publish_and_the_trainers_commands_default_to_the_registry_serve_deploys_from(
+    kit, tmp_path, capsys, monkeypatch
+):
+    """`publish PKG` needed --registry, while build, evaluate, package and `publish vision|maintenance` defaulted to
+    var/registry, which a service started with its defaults (--data var/cloud: <data>/registry) never read. They all
+    default to var/cloud/registry now; with packages left in var/registry, a note says where they are."""
+    from cloud_trainer.registry import DEFAULT_REGISTRY
+    from cloud_trainer.train.cli import _parser
+
     _, _, pub, pkg = kit
+    assert all(
+        _parser(v).get_default("registry") == DEFAULT_REGISTRY
+        for v in ("evaluate", "build", "package", "publish")
+    )
+    assert DEFAULT_REGISTRY == Path("var/cloud") / "registry"  # serve: <its --data default>/registry
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as ex:
-        main(["publish", str(pkg), "--trust", str(pub)])
-    assert ex.value.code == 2
-    assert "the following arguments are required: --registry" in capsys.readouterr().err
-    assert not (tmp_path / "var").exists()
+    (tmp_path / DEFAULT_REGISTRY).mkdir(parents=True)
+    assert main(["publish", str(pkg), "--trust", str(pub)]) == 0
+    assert Registry(tmp_path / DEFAULT_REGISTRY).get("machine-health", "1.0.0") is not None
+    assert "note:" not in capsys.readouterr().err
+    # a registry of the former default holding packages, the new one empty: said where they are
+    former = tmp_path / "var" / "registry"
+    former.mkdir()
+    (tmp_path / DEFAULT_REGISTRY / "machine-health").rename(former / "machine-health")
+    assert main(["publish", str(pkg), "--trust", str(pub)]) == 0
+    assert "var/registry, the trainer's former default, holds packages: give --registry var/registry" in (
+        capsys.readouterr().err
+    )
 
 
 def test_publish_of_a_family_still_publishes_the_trainers_candidate(tmp_path, capsys):
