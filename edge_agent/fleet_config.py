@@ -520,16 +520,14 @@ class AgentHost:
         from edge_agent.models.slot import FailedAtStart
 
         agent = self.agent
-        failed = (
-            [
-                (n, s.failed)
-                for n, s in agent.slots.items()
-                if s.failed is not None and (n not in before or before[n] != s.config.package)
-            ]
-            if agent
-            else []
-        )
-        if agent is not None and failed:
+        if agent is None:
+            return
+        failed = [
+            (n, s.failed)
+            for n, s in agent.slots.items()
+            if s.failed is not None and (n not in before or before[n] != s.config.package)
+        ]
+        if failed:
             self.agent = None
             await agent.stop()
             raise FailedAtStart(f"model slot {failed[0][0]!r}: {failed[0][1]}")

@@ -602,9 +602,11 @@ def runs(
         # OpenVINO runs FP32 models in bf16 on CPUs with AVX-512 BF16; golden parity needs f32.
         compiled = ov_compile(openvino_xml or path, {"INFERENCE_PRECISION_HINT": "f32"})
         deadline = time.monotonic() + RUN_TIMEOUT_S
+        # one request for every part of every way (each made its own: a request holds its input and output
+        # tensors, allocated at its first run); the outputs are copied out before the next run writes over them
+        req = compiled.create_infer_request()
 
         def one(part: dict) -> dict:
-            req = compiled.create_infer_request()
             req.start_async(part)
             if not req.wait_for(max(1, int((deadline - time.monotonic()) * 1000))):
                 req.cancel()

@@ -174,3 +174,36 @@ def test_a_tiled_model_of_fixed_batch_with_golden_rows_that_are_not_whole_frames
             signing_key=key,
             golden_inputs=golden_inputs("vision", n=3),
         )
+
+
+def test_an_openvino_golden_run_takes_one_infer_request_for_all_its_parts(tmp_path, monkeypatch):
+    """A golden run on OpenVINO made an infer request per part (each item alone, then the batch: a request holds
+    its own input and output tensors); one serves them all now, each part's outputs its own (copied out before the
+    next part runs), as ONNX Runtime gives them."""
+    if "openvino" not in available_engines():
+        pytest.skip("OpenVINO is not installed")
+    from model_packager import runtimes
+
+    made: list[int] = []
+    compile_for_real = runtimes.ov_compile
+
+    class Counted:  # the compiled model, its requests counted
+        def __init__(self, compiled) -> None:
+            self._compiled = compiled
+
+        def __getattr__(self, name: str):
+            return getattr(self._compiled, name)
+
+        def create_infer_request(self):
+            made.append(1)
+            return self._compiled.create_infer_request()
+
+    monkeypatch.setattr(runtimes, "ov_compile", lambda *a, **k: Counted(compile_for_real(*a, **k)))
+    model, inputs = make_vision_onnx(tmp_path / "m.onnx", heatmap=False), golden_inputs("vision", n=4)
+    ov_batch, ov_alone = runtimes.runs("openvino", model, inputs, (None, 1))
+    ort_batch, ort_alone = runtimes.runs("onnxruntime", model, inputs, (None, 1))
+    assert len(made) == 1, made
+    for got, want in ((ov_batch, ort_batch), (ov_alone, ort_alone)):
+        assert got.keys() == want.keys()
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], atol=1e-4, rtol=1e-4)
