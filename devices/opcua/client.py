@@ -280,6 +280,7 @@ class OpcUaTypeMismatch(OpcUaError):
     fix: str | None = None
     text_node = False
     element: tuple[int, ...] = ()
+    props_unread = False  # refused for want of the node's properties (``_props_refused``), not by its type
 
 
 # a write target's check that found the node itself failing for good (``_check_target``), not a read that failed
@@ -1096,10 +1097,12 @@ def _aged(nt: _NodeType) -> bool:
 
 def _props_refused(node_id: str, why: str, until: str) -> OpcUaTypeMismatch:
     """The refusal of a write to a node whose properties could not be read (``PropertiesUnread``)."""
-    return OpcUaTypeMismatch(
+    err = OpcUaTypeMismatch(
         f"node {node_id}: its properties could not be read ({why}), so a value cannot be checked against "
         f"the states or lengths they state; nothing is written to it until {until}"
     )
+    err.props_unread = True
+    return err
 
 
 _Held = tuple[ua.VariantType | None, tuple[int, ...] | None]
@@ -5263,12 +5266,14 @@ class OpcUaSource:
         node not subscribed gets no SemanticsChanged flag to say so; judged by the former, a reset the download
         took away passed, the value was written and its reset refused, the node keeping the value."""
         known = self._types.get(node_id)
-        if self._type_known(node_id) and (known is None or known.enum_prop is None):
+        if self._type_known(node_id) and known is not None and not _aged(known) and known.enum_prop is None:
             return
         node = await self._target_node(node_id, f"check of {node_id}")
         try:
             async with self._write_lock(node):  # a write's own read of the type is not overwritten
                 known = self._types.get(node_id)
+                if known is not None and _aged(known):  # a download may have changed it in place, unnoticed
+                    known, _ = await self._type_again(node, node_id, known)
                 if self._type_known(node_id) and known is not None:
                     async with asyncio.timeout(self.settings.connect_timeout_s):
                         changed = known.enum_prop is not None and await self._states_changed(
@@ -5313,10 +5318,43 @@ class OpcUaSource:
             self._recheck(node_id)
 
     def _type_known(self, node_id: str) -> bool:
-        """Whether ``node_id``'s type is known, with the type a BaseDataType (or abstract numeric) node holds,
-        and read less than ``_TYPE_HOLD_S`` ago."""
+        """Whether ``node_id``'s type is known, with the type a BaseDataType (or abstract numeric) node holds."""
         nt = self._types.get(node_id)
-        return nt is not None and nt.held_unread is None and not _aged(nt)
+        return nt is not None and nt.held_unread is None
+
+    async def _type_again(self, node: Node, node_id: str, nt: _NodeType) -> tuple[_NodeType, bool]:
+        """``node_id``'s type ``nt``, read ``_TYPE_HOLD_S`` ago or longer, read again (``_Types.read``), and
+        False; when that read fails for a cause that passes or tells nothing of the type (no answer in time, a Bad
+        status other than the node gone, its properties not found out now), ``nt`` kept, to be read again after
+        another hold, and True: it judged every write of the session before the hold, and taken as unknown, a
+        server busy for a while, or out of Browse continuation points for a node of 10,000 references, had every
+        write to it refused (a heartbeat's, the PLC's watchdog then tripping) for want of a read again."""
+        token = self._types.token(node_id)
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                return await self._types.read(node, node_id, self._props_unread), False
+        except OpcUaTypeMismatch as e:
+            if not e.props_unread:
+                raise
+            why = str(e)
+        except ua.UaStatusCodeError as e:
+            if code_of(e.code) in _NODE_GONE:
+                raise
+            why = code_name(e.code)
+        except TimeoutError:
+            why = f"no answer within {self.settings.connect_timeout_s:g} s"
+        kept = dataclasses.replace(nt, read_at=time.monotonic())
+        self._types.keep(node_id, kept, token)
+        self._burst.log(
+            f"type_again:{node_id}",
+            "opcua source %s: node %s's type not read again (%s): judged as read before, read again in %g s",
+            self.name,
+            node_id,
+            why,
+            _TYPE_HOLD_S,
+            level=logging.INFO,
+        )
+        return kept, True
 
     async def _target_node(self, node_id: str, what: str) -> Node:
         """The node ``node_id`` names on this session (``what``: the call, named when not connected):
@@ -6325,18 +6363,21 @@ class OpcUaSource:
                 former: _NodeType | None = None  # the cached type a refused value had read again
                 for again in (False, True):
                     nt = self._types.get(node_id)
+                    cached = nt is not None
                     if nt is not None and _aged(nt):
                         # a download may have changed it in place, unnoticed (a target neither watched nor read
                         # as a tag, a MaxStringLength lowered): judged by it, a longer text was sent
-                        self._types.pop(node_id, None)
-                        nt = None
-                    cached = nt is not None
+                        nt, cached = await self._type_again(node, node_id, nt)
                     token = self._types.token(node_id)  # a replace below is stored only if not dropped since
                     if nt is None:
                         nt = await self._types.read(node, node_id, self._props_unread)
-                    elif nt.vtype is ua.VariantType.Variant and (
-                        isinstance(held := await _read_held(node), tuple)
-                        and (held != (nt.held, nt.held_shape) or nt.held_unread is not None)
+                    elif (
+                        cached
+                        and nt.vtype is ua.VariantType.Variant
+                        and (
+                            isinstance(held := await _read_held(node), tuple)
+                            and (held != (nt.held, nt.held_shape) or nt.held_unread is not None)
+                        )
                     ):
                         # a BaseDataType node holds whatever was last written to it, by anyone (a PLC download
                         # may have made it an LREAL, or an array, since): the type and shape it holds now, read

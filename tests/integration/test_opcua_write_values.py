@@ -1043,3 +1043,36 @@ async def test_a_type_read_a_download_ends_is_read_again_not_stored_over_its_gon
     finally:
         await lot.stop()
         await srv.delete_nodes(made)
+
+
+async def test_a_type_older_than_its_hold_that_cannot_be_read_again_now_judges_on_and_the_write_goes_out(
+    plc, plc_server, monkeypatch
+) -> None:
+    """A type read again once older than its hold, the server answering that read busy (a PLC busy for a while, a
+    node whose Browse it cannot page now): the write was refused as busy, every write of the node (a heartbeat's:
+    the PLC's watchdog trips) for as long as the read failed. The type read before judges on, read again after
+    another hold; the value goes out."""
+    from devices.opcua import client
+
+    src, nodes, _ = plc
+    server = plc_server[0]
+    await src.write("ns=2;s=Int16", 5)  # its type read and cached
+    target = nodes["Int16"].nodeid
+    busy = [0]
+
+    async def too_busy(event, _dispatcher) -> None:
+        for i, rv in enumerate(event.request_params.NodesToRead):
+            if rv.NodeId == target and rv.AttributeId == ua.AttributeIds.DataType:
+                busy[0] += 1
+                event.response_params[i] = ua.DataValue(
+                    StatusCode=ua.StatusCode(ua.StatusCodes.BadServerTooBusy)
+                )
+
+    server.subscribe_server_callback(CallbackType.PostRead, too_busy)
+    monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.05, raising=False)
+    try:
+        await asyncio.sleep(0.1)  # its type read is older than the hold
+        await src.write("ns=2;s=Int16", 6)  # was OpcUaServerBusy (BadServerTooBusy), not sent
+        assert await nodes["Int16"].read_value() == 6 and busy[0] >= 1, busy
+    finally:
+        server.unsubscribe_server_callback(CallbackType.PostRead, too_busy)
