@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,7 +216,20 @@ def _held(path: Path) -> Iterator[None]:
     the restart refusing as before the accept. ``flock`` on a lock file beside it, opened for reading (one made by
     the command run as another user is still taken), waited for ``LOCK_WAIT_S`` at most (the other side holds it
     for one write; an OPC UA source reads and writes the file in a worker thread, so its event loop never waits
-    with it): then, or where the lock file cannot be had (a folder without flock), written as before, unlocked."""
+    with it): then, or where the lock file cannot be had (a folder without flock), written as before, unlocked.
+    Within this process the writes are one at a time (``_IN_PROCESS``): its sources save from worker threads (their
+    connects at once, after a reload), and where flock is not had one's read-modify-write dropped another's entry."""
+    with _IN_PROCESS, _flocked(path):
+        yield
+
+
+# the process's own writes of the file, one at a time (``_held``)
+_IN_PROCESS = threading.Lock()
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """``flock`` on the lock file beside ``path`` while the body runs, as ``_held`` says."""
     try:
         fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
     except OSError:  # the write itself says why, if it fails too

@@ -4,6 +4,7 @@ file read as none kept (the sources pin afresh) rather than stopping the agent."
 from __future__ import annotations
 
 import json
+import time
 
 from edge_agent.opcua_pins import MAX_PINNED, PINS_FILE, NamespacePinFile
 
@@ -231,3 +232,38 @@ def test_a_source_without_pins_for_its_server_takes_another_sources_as_its_own_u
     b.forget()  # `edge-agent namespaces --accept b`: the next start pins the order it finds
     NamespacePinFile(path, "a", plc, frozenset({"a", "b"})).save(old)
     assert b.load() is None
+
+
+def test_two_sources_saving_at_once_without_flock_keep_both_entries(tmp_path, monkeypatch) -> None:
+    """The agent's sources save their pins from worker threads (their connects at once, after a config reload): on a
+    file system without flock, each read the file, then wrote it with its own entry, and the one written first was
+    dropped (that source pinned afresh at the next start, unprotected against a reorder). One at a time within the
+    process, both are kept."""
+    import threading
+
+    from edge_agent import opcua_pins
+
+    def no_flock(fd, op):
+        raise OSError(38, "Function not implemented")
+
+    read = opcua_pins.read_json_state
+
+    def slow_read(path):
+        doc = read(path)
+        time.sleep(0.05)  # the other thread reads meanwhile, unless it waits
+        return doc
+
+    monkeypatch.setattr(opcua_pins.fcntl, "flock", no_flock)
+    monkeypatch.setattr(opcua_pins, "read_json_state", slow_read)
+    both = frozenset({"a", "b"})
+    savers = [
+        threading.Thread(
+            target=NamespacePinFile(tmp_path / PINS_FILE, n, f"opc.tcp://plc-{n}", both).save, args=(p,)
+        )
+        for n, p in (("a", {2: "urn:a"}), ("b", {2: "urn:b"}))
+    ]
+    for t in savers:
+        t.start()
+    for t in savers:
+        t.join(5)
+    assert set(json.loads((tmp_path / PINS_FILE).read_text())["sources"]) == {"a", "b"}
