@@ -958,6 +958,9 @@ class SparkplugHost:
                     self._stale += self._lost(edge_node, node, wall)
                 node.alive, node.missed, node.lost = False, True, False
                 node.devices.clear()
+                if node.expected and time.monotonic() < node.expected_until:
+                    # its awaited devices' births may come while unseen: awaited after its next birth, as at a death
+                    node.expected_until = math.inf
         if ask:
             self.ask_missed()
 
@@ -1869,6 +1872,9 @@ class SparkplugHost:
                 return []
             node.alive, node.missed, node.dead_bd, node.birth_skipped = False, False, bd, False
             node.devices.clear()
+            if node.expected and time.monotonic() < node.expected_until:
+                # dead before its awaited devices' births came: they are awaited after its next birth, whenever
+                node.expected_until = math.inf
             # a dead node is asked nothing (``tick`` drops it): its next message, if any, asks, as does this host's
             # reconnect (``ask_missed``)
             node.want.clear()

@@ -1184,14 +1184,15 @@ async def _speed_command(src: MqttSource, node: Node) -> tuple[str, int | None]:
 
 
 async def test_a_node_command_is_not_sent_by_an_alias_a_late_device_birth_may_share_after_two_births_or_its_death(
-    mosquitto,
+    mosquitto, monkeypatch
 ):
     """A node whose device d3 gave its valve the alias of the node's speed (against Sparkplug) sends two NBIRTHs in
     a row (two rebirth requests answered) before d3's birth, late: d3, of the birth before the last, is waited for
     still (the second NBIRTH found no device born since the first: an NCMD went at once with speed's alias 8, which
     d3's valve then took too). The node shuts down saying d3 dead (DDEATH) before its NDEATH, and restarts with
     speed alias 7: d3, dead, is not waited for, but speed goes by name alone until d3's birth is read (it went with
-    alias 7 at once, d3's birth able to give valve 7 too), then by its alias."""
+    alias 7 at once, d3's birth able to give valve 7 too), then by its alias. The node dies before d3's birth and is
+    born again after d3's wait would have ended: d3 is waited for after that birth (it was forgotten)."""
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
     try:
@@ -1216,6 +1217,19 @@ async def test_a_node_command_is_not_sent_by_an_alias_a_late_device_birth_may_sh
         node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(100))
         await _births(src, 7)
         assert await _speed_command(src, node) == ("speed", 7)
+        # dead (NDEATH) before d3's birth, born again once d3's wait (made 0.5 s) is over: d3 is awaited still
+        monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 0.5)
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(3, 8, 7))
+        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(3))
+        await asyncio.sleep(0.6)
+        monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 5.0)
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(4, 8, 7))
+        await _births(src, 9)
+        waiting = asyncio.create_task(_speed_command(src, node))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # before: sent with alias 8 at once
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(8))
+        assert await asyncio.wait_for(waiting, 5) == ("speed", None)
     finally:
         pump.cancel()
         await src.stop()
