@@ -863,9 +863,15 @@ def _parse_manifest_bytes(label: str, data: bytes) -> Manifest:
 
 
 def _verify(
-    pkg: Path, trusted: TrustedKeys, max_bytes: int, target: Path | None, check_model_spec: bool = True
+    pkg: Path,
+    trusted: TrustedKeys,
+    max_bytes: int,
+    target: Path | None,
+    check_model_spec: bool = True,
+    hashes: bool = True,
 ) -> tuple[Manifest, str]:
-    """Verify (and, with ``target``, extract into it). Returns (manifest, signer key id)."""
+    """Verify (and, with ``target``, extract into it). Returns (manifest, signer key id). ``hashes`` False (no
+    ``target``): the first pass alone, structure, manifest and signature, no file hashed."""
     reader = _Reader(pkg, max_bytes)
     label = reader.label
     head: dict[str, bytes] = {}
@@ -879,6 +885,8 @@ def _verify(
         raise ManifestError(f"package {label}: no manifest.yaml; not a model package", code="no_manifest")
     signer = _check_signature(label, head[MANIFEST], head.get(SIGNATURE), trusted)
     manifest = _parse_manifest(label, head[MANIFEST])
+    if not hashes and target is None:
+        return manifest, signer
     if target is not None:  # the extracted folder describes itself (and can be re-verified)
         (target / MANIFEST).write_bytes(head[MANIFEST])
         (target / SIGNATURE).write_bytes(head[SIGNATURE])
@@ -940,12 +948,15 @@ def verify_package(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     check_model_spec: bool = True,
+    hashes: bool = True,
 ) -> Manifest:
     """Check signature, structure, every hash and size without extracting. Returns the manifest.
 
     ``check_model_spec`` also parses the ONNX graph (held in memory) against the manifest's I/O;
-    it costs about one more pass over the model's bytes."""
-    return _verify(Path(pkg), trusted, max_bytes, None, check_model_spec)[0]
+    it costs about one more pass over the model's bytes. ``hashes`` False: the signature, the manifest and the
+    archive's structure only (every entry's name, type and the total size bound), no file hashed nor graph read:
+    a first look at a file whose copy is verified whole next (``cloud-trainer publish``)."""
+    return _verify(Path(pkg), trusted, max_bytes, None, check_model_spec, hashes)[0]
 
 
 def verify_folder(folder: str | Path, trusted: TrustedKeys) -> tuple[Manifest, str]:

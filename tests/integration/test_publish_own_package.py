@@ -98,6 +98,39 @@ def test_publish_and_the_trainers_commands_default_to_the_registry_serve_deploys
     )
 
 
+def test_publish_hashes_the_package_once_and_refuses_a_file_its_signature_does_not_cover(
+    kit, tmp_path, capsys, monkeypatch
+):
+    """publish verified the file given (every file hashed) and then the registry's copy of it the same way: the
+    package hashed whole twice. The file given is looked at (signature, structure) and the copy verified whole;
+    a file its manifest does not list is refused there, nothing published."""
+    from model_packager import package as packaging
+
+    tmp, _, pub, pkg = kit
+    hashed: list[str] = []
+    stream = packaging._Reader.stream
+
+    def counted(self, tar, m, sink):
+        if m.name not in ("manifest.yaml", "manifest.sig"):  # (read at every look, unhashed)
+            hashed.append(m.name)
+        return stream(self, tar, m, sink)
+
+    monkeypatch.setattr(packaging._Reader, "stream", counted)
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    assert main(["publish", str(pkg), "--registry", str(reg), "--trust", str(pub)]) == 0
+    assert len(hashed) == len(set(hashed)) > 0, hashed  # each file once
+    extra = splice(pkg, tmp_path / pkg.name, file_entry("notes.txt", b"not signed"))
+    reg2 = tmp_path / "registry2"
+    reg2.mkdir()
+    assert main(["publish", str(extra), "--registry", str(reg2), "--trust", str(pub)]) == 1
+    err = capsys.readouterr().err
+    assert "refused, nothing was published" in err and "notes.txt is in the archive but not listed" in err, (
+        err
+    )
+    assert Registry(reg2).list("machine-health") == []
+
+
 def test_publish_of_a_family_still_publishes_the_trainers_candidate(tmp_path, capsys):
     assert main(["publish", "vision", "--work", str(tmp_path / "work"), "--registry", str(tmp_path)]) == 2
     assert "run `cloud-trainer evaluate` with this work folder first" in capsys.readouterr().err
