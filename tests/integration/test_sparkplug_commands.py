@@ -1132,14 +1132,13 @@ async def test_a_node_command_waits_for_the_device_births_its_nodes_last_birth_h
     retryable, naming d3."""
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
-    dbirth = _valve_birth
 
     def command() -> Awaitable[tuple[str, int | None]]:
         return _speed_command(src, node)
 
     try:
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
-        node.publish("spBv1.0/g/DBIRTH/n1/d3", dbirth(7))  # valve given speed's alias
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(7))  # valve given speed's alias
         await _births(src, 2)
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
         await _births(src, 3)
@@ -1148,16 +1147,13 @@ async def test_a_node_command_waits_for_the_device_births_its_nodes_last_birth_h
             await src.command("g", "n1", None, "speed", 1)
         assert refused.value.retryable is True
         monkeypatch.setattr(client_module, "LEARNING_WAIT_S", 5.0)
-        waiting = asyncio.create_task(command())
-        await asyncio.sleep(0.5)
-        assert not waiting.done()  # before: sent with alias 8 once BIRTH_SETTLE_S was over
-        node.publish("spBv1.0/g/DBIRTH/n1/d3", dbirth(8))
-        assert await asyncio.wait_for(waiting, 5) == ("speed", None)
+        # before: sent with alias 8 once BIRTH_SETTLE_S was over
+        assert await _held_until_valve_born(src, node, 8, 0.5) == ("speed", None)
         monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 0.5)
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(2, 7, 8))
         await _births(src, 5)
         assert await asyncio.wait_for(command(), 5) == ("speed", None)  # d3 taken as gone: by name alone
-        node.publish("spBv1.0/g/DBIRTH/n1/d3", dbirth(100))
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(100))
         await _births(src, 6)
         assert await command() == ("speed", 7)
     finally:
@@ -1183,6 +1179,18 @@ async def _speed_command(src: MqttSource, node: Node) -> tuple[str, int | None]:
     return m.name, m.alias if m.HasField("alias") else None
 
 
+async def _held_until_valve_born(
+    src: MqttSource, node: Node, alias: int, held_s: float
+) -> tuple[str, int | None]:
+    """An NCMD to speed, still waiting ``held_s`` later (d3's birth awaited); d3 then born giving its valve
+    ``alias``: (name, alias) the command went with."""
+    waiting = asyncio.create_task(_speed_command(src, node))
+    await asyncio.sleep(held_s)
+    assert not waiting.done()
+    node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(alias))
+    return await asyncio.wait_for(waiting, 5)
+
+
 async def test_a_node_command_is_not_sent_by_an_alias_a_late_device_birth_may_share_after_two_births_or_its_death(
     mosquitto, monkeypatch
 ):
@@ -1202,11 +1210,8 @@ async def test_a_node_command_is_not_sent_by_an_alias_a_late_device_birth_may_sh
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
         await _births(src, 4)
-        waiting = asyncio.create_task(_speed_command(src, node))
-        await asyncio.sleep(0.3)
-        assert not waiting.done()  # before: sent with alias 8 at once
-        node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(8))
-        assert await asyncio.wait_for(waiting, 5) == ("speed", None)  # the clash read: by name alone
+        # before: sent with alias 8 at once; the clash read: by name alone
+        assert await _held_until_valve_born(src, node, 8, 0.3) == ("speed", None)
         ddeath = sp._pb().Payload()
         ddeath.timestamp, ddeath.seq = int(time.time() * 1000), 2
         node.publish("spBv1.0/g/DDEATH/n1/d3", ddeath.SerializeToString())
@@ -1225,11 +1230,10 @@ async def test_a_node_command_is_not_sent_by_an_alias_a_late_device_birth_may_sh
         monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 5.0)
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(4, 8, 7))
         await _births(src, 9)
-        waiting = asyncio.create_task(_speed_command(src, node))
-        await asyncio.sleep(0.1)
-        assert not waiting.done()  # before: sent with alias 8 at once
-        node.publish("spBv1.0/g/DBIRTH/n1/d3", _valve_birth(8))
-        assert await asyncio.wait_for(waiting, 5) == ("speed", None)
+        assert await _held_until_valve_born(src, node, 8, 0.1) == (
+            "speed",
+            None,
+        )  # before: sent with alias 8 at once
     finally:
         pump.cancel()
         await src.stop()
