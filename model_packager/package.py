@@ -356,24 +356,20 @@ def build_package(
         ort_run = None  # the expected outputs when ONNX Runtime made them: the same session's run, kept
         rows = _golden.item_rows(manifest, inputs)
         int8_only = fp32 is None and manifest.quantization.scheme.startswith("int8")
+        # also run as the agent runs each item, whoever gives the expected outputs: a model whose item's outputs
+        # depend on the other items of its batch passed here and verify --run, and every agent refused it "on this
+        # CPU" (with expected outputs given, this check was skipped)
+        batched, alone = _golden.run_engine_alone_too("onnxruntime", fp32 or model, inputs, rows)
+        if alone is not None and (
+            dependent := _golden.batch_dependence(
+                manifest, batched, alone, rows, _batch(inputs) or 0, int8_only=int8_only
+            )
+        ):
+            raise GoldenError(f"{where}: {(fp32 or model).name}: {dependent}", code="batch_dependent")
         if isinstance(expected, str | Path):
             exp = _golden.load_npz(Path(expected))
         elif expected is None:
-            # also run as the agent runs each item: a model whose item's outputs depend on the other items of its
-            # batch passed here and verify --run, and every agent refused it "on this CPU"
-            exp, alone = _golden.run_engine_alone_too("onnxruntime", fp32 or model, inputs, rows)
-            ort_run = exp
-            if alone is not None and (
-                dependent := _golden.batch_dependence(
-                    manifest,
-                    exp,
-                    alone,
-                    rows,
-                    _batch(inputs) or 0,
-                    int8_only=int8_only,
-                )
-            ):
-                raise GoldenError(f"{where}: {(fp32 or model).name}: {dependent}", code="batch_dependent")
+            exp = ort_run = batched
         else:
             exp = {k: np.asarray(v) for k, v in expected.items()}
         (tmp / "golden").mkdir()

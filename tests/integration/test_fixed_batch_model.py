@@ -121,12 +121,16 @@ def test_a_model_whose_items_depend_on_their_batch_is_refused_at_build(tmp_path)
         )
 
 
-def test_verify_run_refuses_a_package_built_before_whose_items_depend_on_their_batch(tmp_path, capsys):
-    """A package built before build ran the items alone (here: its expected outputs given, which build takes as
-    they are) passed `verify --run`, which ran the golden batch at once; every agent refused it. `verify --run`
-    now judges it as build does, naming the cause and the fix."""
+def test_verify_run_refuses_a_package_built_before_whose_items_depend_on_their_batch(
+    tmp_path, capsys, monkeypatch
+):
+    """A package built before build ran the items alone passed `verify --run`, which ran the golden batch at once;
+    every agent refused it. `verify --run` now judges it as build does, naming the cause and the fix. So does a
+    build given the expected outputs (it took them as they were, and ran no item alone)."""
     import onnxruntime as ort
 
+    from model_packager import GoldenError
+    from model_packager import golden as golden_mod
     from model_packager.cli import main
 
     key, pub = make_keypair(tmp_path / "keys")
@@ -134,14 +138,22 @@ def test_verify_run_refuses_a_package_built_before_whose_items_depend_on_their_b
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     expected = dict(zip(names, sess.run(None, inputs), strict=True))  # the batch at once, as builds did
-    pkg = build_package(
-        model,
-        vision_spec(heatmap=False),
-        tmp_path / "out",
-        signing_key=key,
-        golden_inputs=inputs,
-        expected=expected,
-    )
+
+    def build():
+        return build_package(
+            model,
+            vision_spec(heatmap=False),
+            tmp_path / "out",
+            signing_key=key,
+            golden_inputs=inputs,
+            expected=expected,
+        )
+
+    with pytest.raises(GoldenError, match="depend on the other items run with it"):
+        build()
+    with monkeypatch.context() as m:  # a build of before: no item run alone
+        m.setattr(golden_mod, "batch_dependence", lambda *a, **k: None)
+        pkg = build()
     assert main(["verify", str(pkg), "--trust", str(pub), "--run"]) == 1
     err = capsys.readouterr().err
     assert "model.onnx: the outputs of a golden item depend on the other items run with it" in err, err
