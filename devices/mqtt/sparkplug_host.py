@@ -1945,6 +1945,10 @@ class SparkplugHost:
                     if not retained:
                         node.want.discard(t.device)
                         node.asked.discard(t.device)
+                        if t.device not in node.named and len(node.named) >= MAX_NODE_DEVICES:
+                            # devices born and dead (DDEATH) again and again under ever new names: the dead forgotten
+                            # (the live are in ``devices``, under the bound)
+                            node.named = {d: live for d, live in node.named.items() if live}
                         node.named[t.device] = True
                         node.expected.pop(t.device, None)
                 self._born(t.group, t.edge_node, t.device)

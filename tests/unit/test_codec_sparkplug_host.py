@@ -458,3 +458,19 @@ def test_a_birth_read_changes_births_read_even_after_the_node_was_forgotten(monk
     assert second not in (0, first)
     nbirth("n", 2)
     assert h.births_read("g", "n") not in (0, first, second)
+
+
+def test_devices_born_and_dead_again_and_again_under_new_names_keep_the_nodes_device_memory_bounded(
+    monkeypatch,
+):
+    """The devices a node's next birth awaits (dead ones too: they may come back at its restart) are held to
+    MAX_NODE_DEVICES: a node whose DBIRTHs and DDEATHs come under ever new device names kept every name until its
+    next NBIRTH."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODE_DEVICES", 5)
+    h, _, _ = host()
+    birth(h)
+    for i in range(30):
+        h.handle(f"spBv1.0/g/DBIRTH/n/d{i}", sp.encode(sp.Payload(1000, 2 * i + 2, [])), 1.0)
+        h.handle(f"spBv1.0/g/DDEATH/n/d{i}", sp.encode(sp.Payload(1000, 2 * i + 3, [])), 1.0)
+    node = h._nodes[("g", "n")]
+    assert len(node.named) <= 5 and node.named.get("m") is True and node.named.get("d29") is False
