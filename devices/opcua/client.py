@@ -890,6 +890,8 @@ class _NodeType:
     # when it was read (time.monotonic(); kept by a replace of its held type or locale): a type older than
     # _TYPE_HOLD_S is read again before it judges a write (``OpcUaSource.write``)
     read_at: float = dataclasses.field(default_factory=time.monotonic, compare=False)
+    # how long that read took (``_Types.read``): a read that costs much is made less often (``_aged``)
+    read_s: float = dataclasses.field(default=0.0, compare=False)
 
     @property
     def shown(self) -> str:
@@ -910,6 +912,8 @@ _CONFIRMED_HOLD_S = 60.0
 # value over the new limit be sent, for the PLC to cut or refuse, until a reconnect; one type read a target a
 # minute (bench/opcua_type_hold_bench.py: its cost spread over the writes of a minute)
 _TYPE_HOLD_S = 60.0
+# ... or longer for a read that takes long: the read's time at most this share of its hold (``_aged``)
+_TYPE_READ_SHARE = 0.01
 
 
 async def _node_type(
@@ -1084,15 +1088,20 @@ class _Types:
         it again."""
         for _ in range(2):
             token = self.token(node_id)
+            began = time.monotonic()
             nt = await _node_type(node, node_id, unread)
+            nt = dataclasses.replace(nt, read_s=time.monotonic() - began)
             if self.keep(node_id, nt, token):
                 break
         return nt
 
 
 def _aged(nt: _NodeType) -> bool:
-    """Whether the type ``nt`` was read ``_TYPE_HOLD_S`` ago or longer: read again before it judges a write."""
-    return time.monotonic() - nt.read_at >= _TYPE_HOLD_S
+    """Whether the type ``nt`` was read ``_TYPE_HOLD_S`` ago or longer, or, for a read that took long, a hundred
+    times its length (``_TYPE_READ_SHARE``): read again before it judges a write. A node of 10,000 references
+    whose properties take a paged Browse of seconds (a few thousand requests) is read again every few minutes,
+    not each minute: at most 1 % of the session's time goes to reading it again."""
+    return time.monotonic() - nt.read_at >= max(_TYPE_HOLD_S, nt.read_s / _TYPE_READ_SHARE)
 
 
 def _props_refused(node_id: str, why: str, until: str) -> OpcUaTypeMismatch:

@@ -986,6 +986,9 @@ async def test_a_limit_a_download_lowers_unnoticed_judges_writes_once_the_type_r
         await src.write("ns=2;s=Batch", "B-2026-L3-0001")  # 14 bytes: its type read, cached
         await prop.write_value(ua.Variant(10, VT.UInt32))  # the download, in place: no notice
         monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.05, raising=False)
+        monkeypatch.setattr(
+            client, "_TYPE_READ_SHARE", 1e6, raising=False
+        )  # the hold alone, however long the read
         await asyncio.sleep(0.1)  # the type read is older than the hold
         sent.clear()
         with pytest.raises(OpcUaTypeMismatch, match="at most 10"):
@@ -1070,9 +1073,48 @@ async def test_a_type_older_than_its_hold_that_cannot_be_read_again_now_judges_o
 
     server.subscribe_server_callback(CallbackType.PostRead, too_busy)
     monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.05, raising=False)
+    monkeypatch.setattr(
+        client, "_TYPE_READ_SHARE", 1e6, raising=False
+    )  # the hold alone, however long the read
     try:
         await asyncio.sleep(0.1)  # its type read is older than the hold
         await src.write("ns=2;s=Int16", 6)  # was OpcUaServerBusy (BadServerTooBusy), not sent
         assert await nodes["Int16"].read_value() == 6 and busy[0] >= 1, busy
     finally:
         server.unsubscribe_server_callback(CallbackType.PostRead, too_busy)
+
+
+async def test_a_type_whose_read_takes_long_is_read_again_less_often_than_each_hold(
+    plc_server, monkeypatch
+) -> None:
+    """A node whose type read takes long (a node of 10,000 references: its properties' paged Browse, seconds of a few
+    thousand requests) was read again at each hold, that Browse a minute on the PLC; the hold of such a type is a
+    hundred times its read at least (1 % of the time): here a read of 0.05 s (the server slowed) with the hold cut to
+    0.05 s is not read again 0.1 s later."""
+    from devices.opcua import client
+
+    srv, src, nodes, _, _, _ = plc_server
+    node = await (await nodes["Int16"].get_parent()).add_variable(
+        ua.NodeId("Slow", 2), "Slow", ua.Variant(0, VT.Int16)
+    )
+    await node.set_writable()
+    reads = [0]
+
+    async def slow(event, _dispatcher) -> None:
+        wanted = ua.AttributeIds.DataType
+        if any(
+            rv.NodeId == node.nodeid and rv.AttributeId == wanted for rv in event.request_params.NodesToRead
+        ):
+            reads[0] += 1
+            await asyncio.sleep(0.05)
+
+    srv.subscribe_server_callback(CallbackType.PostRead, slow)
+    monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.05, raising=False)
+    try:
+        await src.write("ns=2;s=Slow", 1)  # its type read, slowly
+        await asyncio.sleep(0.1)  # older than the hold, not than a hundred times its read
+        await src.write("ns=2;s=Slow", 2)
+        assert reads[0] == 1 and await node.read_value() == 2, reads  # was read again: 2
+    finally:
+        srv.unsubscribe_server_callback(CallbackType.PostRead, slow)
+        await srv.delete_nodes([node])
