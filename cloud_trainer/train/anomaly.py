@@ -49,6 +49,7 @@ from cloud_trainer.train.data import (
     dataset_camera_size,
     dataset_file,
     dataset_max_megapixels,
+    declared_camera,
     digest_mask,
     digest_part,
     label_lines,
@@ -545,7 +546,7 @@ def _load_imported(
     try:
         meta = read_dataset_yaml(root / "dataset.yaml")
         max_mp = dataset_max_megapixels(root)
-        declared_camera = dataset_camera_size(root)
+        declared_wh = dataset_camera_size(root)
     except DatasetError as exc:
         raise AnomalyDataError(str(exc)) from None
     good_label = (meta if isinstance(meta, dict) else {}).get("good", "good")
@@ -558,7 +559,7 @@ def _load_imported(
     shapes: list[tuple[int, ...]] = []
     cameras: list[tuple[int, int] | None] = []
     ngs: list[bool] = []
-    good_files: list[Path] = []
+    good_files: list[tuple[Path, tuple[int, int] | None]] = []  # with the camera each names
     try:
         lines = label_lines(root / "labels.jsonl")
     except DatasetError as exc:
@@ -584,9 +585,11 @@ def _load_imported(
             )
         # the digest `dataset import` records (``digest_part``), masks with it: they were left out, and the
         # package's provenance named the same dataset after a mask the pixel metrics are judged by had changed
-        digest_part(h, p.read_bytes(), rec["label"], mp.read_bytes() if mp is not None else None)
+        data = p.read_bytes()
+        digest_part(h, data, rec["label"], mp.read_bytes() if mp is not None else None)
         if rec["label"] == good_label and rec.get("split") != "test":
-            good_files.append(p)
+            # the chunk is read from the bytes the digest took (``protocols.sample_camera``)
+            good_files.append((p, camera_size(data) or declared_camera(rec, declared_wh)))
             continue
         mask = None
         if mp is not None:
@@ -597,7 +600,7 @@ def _load_imported(
         masks.append(mask)
     # defect images to test but no good one (a folder per class has no test split): _kept_out
     held = _kept_out(len(good_files), min_good, ngs)
-    for i, p in enumerate(good_files):
+    for i, (p, camera) in enumerate(good_files):
         if i in held:
             test += read_views(p, roi, max_mp, size, tiles, inside)[0]
             kinds.append("good")
@@ -608,8 +611,7 @@ def _load_imported(
         views, frame, scale = views_of(whole, p, roi, size, tiles)
         good += views
         shapes.append(whole.shape[:2])
-        with open(p, "rb") as f:  # the chunk is right after the header (``protocols.sample_camera``)
-            cameras.append(camera_size(f.read(1 << 16)) or declared_camera)
+        cameras.append(camera)
         if frame is not None:
             frames.append(frame)
         names.append(p.name)

@@ -505,6 +505,15 @@ def dataset_camera_size(folder: Path) -> tuple[int, int] | None:
     return v[0], v[1]
 
 
+def declared_camera(row: dict, declared: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The camera of ``row``'s image where the image names none: the dataset's declared one
+    (``dataset_camera_size``), but not for a fleet sample (``cloud-trainer dataset``'s row, ``source.sha256``):
+    one an agent uploaded before samples named their camera came from its line's camera, which a base's
+    declared camera does not describe; it stays unknown (``inputstats.frame_shapes``)."""
+    source = row.get("source")
+    return None if isinstance(source, dict) and "sha256" in source else declared
+
+
 VISION_CLASSES = ["ok", "scratch", "dent", "crack", "missing_hole", "stain"]
 FAULTS = ["healthy", "imbalance", "misalignment", "bearing_outer", "bearing_inner"]
 # a fault class a dataset may name beyond FAULTS (``looseness``, ``cavitation``, ``rotor_bar``: the agent's
@@ -804,7 +813,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         )
     h = hashlib.sha256()
     max_mp, raise_limit = dataset_max_megapixels(folder), limit_advice(folder)
-    declared_camera = dataset_camera_size(folder)
+    declared_wh = dataset_camera_size(folder)
     images, labels, ids, mask_list, splits = [], [], [], [], []
     cameras: list[tuple[int, int] | None] = []
     lines = label_lines(labels_file)
@@ -832,7 +841,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
         # a tiled build (masks) copies each image's tiles beside it and holds its grey mask: 2 1/3 times
         memory.add(img, img.nbytes * 4 // 3 if masks else 0)
         images.append(img)
-        cameras.append(camera_size(data) or declared_camera)
+        cameras.append(camera_size(data) or declared_camera(row, declared_wh))
         labels.append(classes.index(label))
         ids.append(str(row.get("id", file)))
         splits.append(row.get("split") if row.get("split") in ("train", "test") else None)

@@ -105,3 +105,51 @@ def test_a_squashed_datasets_declared_camera_is_recorded_for_its_images(tmp_path
     local = LocalStats(VisionFamily().input_stats_local(parts, list(range(6))))
     assert local.shape(np.zeros((64, 64, 3), np.uint8), 1.0, (640, 480)) is None
     assert "of the training frames' camera (640x480)" in (local.shape(parts.images[0], 1.0, (320, 180)) or "")
+
+
+def test_a_fleet_sample_naming_no_camera_is_not_taken_for_its_bases_declared_camera(tmp_path):
+    """A fleet export on a base imported with ``--camera-size`` carries the base's ``dataset.yaml``. A sample an
+    agent uploaded before samples named their camera came from its line's camera, which the base's declared one
+    does not describe: it was taken for that camera (a line's 16:9 camera, whose samples trained the model, was
+    then UNSURE on every frame); it stays unknown. A sample naming its camera keeps its own."""
+    import json
+
+    from cloud_trainer.blobs import LocalBlobStore
+    from cloud_trainer.fleet.store import SQLiteStore
+    from cloud_trainer.train import anomaly as A
+    from cloud_trainer.train.data import load_parts
+    from cloud_trainer.train.images import import_images
+    from cloud_trainer.train.uploads import export
+    from tests.support.plates import DEFECTS, plate
+
+    src = tmp_path / "src"
+    for label, defect in (("ok", None), ("scratch", DEFECTS[0])):
+        (src / label).mkdir(parents=True)
+        for i in range(2):
+            img = plate(5, i + (2 if defect else 0), defect, 96)[0]
+            cv2.imwrite(str(src / label / f"{i}.png"), img)
+    import_images(src, tmp_path / "base", good="ok", min_good=2, camera_size=(640, 480), log=lambda m: None)
+    store, blobs = SQLiteStore(tmp_path / "cloud" / "fleet.db"), LocalBlobStore(tmp_path / "cloud" / "blobs")
+    records, labels = [], []
+    for seq, camera in ((1, None), (2, (320, 180))):  # an older agent's sample, and one naming its camera
+        sha = blobs.put_bytes(_sample(plate(6, seq, None, 96)[0], camera))
+        labels.append(json.dumps({"sha256": sha, "label": "ok"}) + "\n")
+        payload = {"model": "part-inspection", "verdict": "OK", "reason": "ok_random"}
+        records.append(
+            {"seq": seq, "kind": "sample", "t": 1e3 + seq, "sample_sha256": sha, "sample_ext": ".png"}
+            | {"payload": json.dumps(payload)}
+        )
+    store.ingest("gw1", records)
+    store.db.close()
+    (tmp_path / "labels.jsonl").write_text("".join(labels))
+    out = tmp_path / "ds"
+    export(
+        tmp_path / "cloud",
+        "part-inspection",
+        out,
+        base=tmp_path / "base",
+        labels_file=tmp_path / "labels.jsonl",
+    )
+    assert load_parts(out).camera_sizes == [(640, 480)] * 4 + [None, (320, 180)]
+    # one good image (seeded: the last) held out for the test split (it has defects but no good one)
+    assert A.load_good(out, min_good=2).cameras == [(640, 480), (640, 480), None]
