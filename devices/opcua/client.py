@@ -5333,14 +5333,17 @@ class OpcUaSource:
 
     async def _type_again(self, node: Node, node_id: str, nt: _NodeType) -> tuple[_NodeType, bool]:
         """``node_id``'s type ``nt``, read ``_TYPE_HOLD_S`` ago or longer, read again (``_Types.read``), and
-        False; when that read fails for a cause that passes or tells nothing of the type (no answer in time, a Bad
-        status other than the node gone, its properties not found out now), ``nt`` kept, to be read again after
-        another hold, and True: it judged every write of the session before the hold, and taken as unknown, a
+        False; when that read fails for a cause that passes or tells nothing of the type (no answer within
+        connect_timeout_s or twice its last read, a Bad status other than the node gone, its properties not found
+        out now), ``nt`` kept, to be read again after another hold, and True: it judged every write of the session before the hold, and taken as unknown, a
         server busy for a while, or out of Browse continuation points for a node of 10,000 references, had every
         write to it refused (a heartbeat's, the PLC's watchdog then tripping) for want of a read again."""
         token = self._types.token(node_id)
+        # a read that took long before (a paged Browse of seconds) is given twice that: cut at connect_timeout_s, it
+        # would never end, its requests sent for nothing at each hold
+        bound = max(self.settings.connect_timeout_s, 2 * nt.read_s)
         try:
-            async with asyncio.timeout(self.settings.connect_timeout_s):
+            async with asyncio.timeout(bound):
                 return await self._types.read(node, node_id, self._props_unread), False
         except OpcUaTypeMismatch as e:
             if not e.props_unread:
@@ -5351,7 +5354,7 @@ class OpcUaSource:
                 raise
             why = code_name(e.code)
         except TimeoutError:
-            why = f"no answer within {self.settings.connect_timeout_s:g} s"
+            why = f"no answer within {bound:g} s"
         kept = dataclasses.replace(nt, read_at=time.monotonic())
         self._types.keep(node_id, kept, token)
         self._burst.log(
