@@ -5335,9 +5335,10 @@ class OpcUaSource:
         """``node_id``'s type ``nt``, read ``_TYPE_HOLD_S`` ago or longer, read again (``_Types.read``), and
         False; when that read fails for a cause that passes or tells nothing of the type (no answer within
         connect_timeout_s or twice its last read, a Bad status other than the node gone, its properties not found
-        out now), ``nt`` kept, to be read again after another hold, and True: it judged every write of the session before the hold, and taken as unknown, a
-        server busy for a while, or out of Browse continuation points for a node of 10,000 references, had every
-        write to it refused (a heartbeat's, the PLC's watchdog then tripping) for want of a read again."""
+        out now), ``nt`` kept, to be read again after another hold, and True: it judged every write of the session
+        before the hold, and taken as unknown, a server busy for a while, or out of Browse continuation points for
+        a node of 10,000 references, had every write to it refused (a heartbeat's, the PLC's watchdog then
+        tripping) for want of a read again."""
         token = self._types.token(node_id)
         # a read that took long before (a paged Browse of seconds) is given twice that: cut at connect_timeout_s, it
         # would never end, its requests sent for nothing at each hold
