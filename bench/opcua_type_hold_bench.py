@@ -55,7 +55,7 @@ async def trial(writes: int) -> dict[str, float]:
     out: dict[str, float] = {}
     bare = Client(endpoint)
     src = OpcUaSource("plc", OpcUaSettings(endpoint=endpoint, connect_timeout_s=5.0))
-    hold = opcua_client._TYPE_HOLD_S
+    hold, share = opcua_client._TYPE_HOLD_S, opcua_client._TYPE_READ_SHARE
     try:
         await bare.connect()
         await src.start()
@@ -74,11 +74,12 @@ async def trial(writes: int) -> dict[str, float]:
             await write(0)  # its type read and cached
             out[f"{name}_bare_us"] = await _median_us(bare_write, writes)
             out[f"{name}_cached_us"] = await _median_us(write, writes)
-            opcua_client._TYPE_HOLD_S = 0.0  # type: ignore[attr-defined]
+            # every write reads its type again: no hold, and none for the read's own length (``_TYPE_READ_SHARE``)
+            opcua_client._TYPE_HOLD_S, opcua_client._TYPE_READ_SHARE = 0.0, 1e9  # type: ignore[attr-defined]
             try:
                 out[f"{name}_read_again_us"] = await _median_us(write, writes)
             finally:
-                opcua_client._TYPE_HOLD_S = hold  # type: ignore[attr-defined]
+                opcua_client._TYPE_HOLD_S, opcua_client._TYPE_READ_SHARE = hold, share  # type: ignore[attr-defined]
     finally:
         await src.stop()
         await bare.disconnect()
