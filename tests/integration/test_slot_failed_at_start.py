@@ -345,7 +345,12 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                 held
             )
             capsys.readouterr()
-            assert _status(SimpleNamespace(url=f"http://127.0.0.1:{agent.http.port}", json=False)) == 0
+            assert (
+                await asyncio.to_thread(
+                    _status, SimpleNamespace(url=f"http://127.0.0.1:{agent.http.port}", json=False)
+                )
+                == 0
+            )
             out = capsys.readouterr().out
             assert (
                 f"heartbeat held: {p.node_id('Life')} unchanged since " in out and "pipeline inspect" in out
