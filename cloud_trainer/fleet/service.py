@@ -178,8 +178,9 @@ DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often
 # Only with CLONE_LATE reports of a run another followed within CLONE_WINDOW_S too (each clone's, in turn): a lone
 # gateway on a flapping link starts a new run at each link lost, and was named two gateways of one identity.
 # A deployment step kept late and untold so is taken again under the agent's first new run this process takes after
-# the hold (``_retake_untold``): the agent, told nothing, never sent it again, and its rollout stalled. The hold and
-# those steps are this process's, in memory: another replica holds and tells on its own count
+# the hold, if the step's run was told late since (``_retake_untold``): the agent, told nothing, never sent it again,
+# and its rollout stalled; a stopped clone's steps are forgotten then. The hold and those steps are this process's, in
+# memory: another replica holds and tells on its own count
 CLONE_RUNS = 6
 CLONE_LATE = 3
 CLONE_WINDOW_S = 120.0
@@ -582,8 +583,11 @@ class FleetServicer(rpc.FleetServicer):
         # (``_other_runs``): counted once, however many of the run's reports the flushes refuse before it is told
         self._judged: dict[tuple[str, str], tuple[str, str]] = {}
         # agent -> deployment id -> (its step kept late and untold during the agent's clone hold, the target's
-        # recorded report then): taken again under the agent's first new run after the hold (``_retake_untold``)
-        self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict]]] = {}
+        # recorded report then, the step's run): taken again under the agent's first new run after the hold, if the
+        # step's run was told late since (``_retake_untold``), else forgotten then
+        self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict, str]]] = {}
+        # agent -> the runs of those steps told late after the hold
+        self._untold_late: dict[tuple[str, str], set[str]] = {}
         self._retaking: set[asyncio.Future] = set()
 
     async def require(self, context, role: str) -> Identity:
@@ -627,11 +631,11 @@ class FleetServicer(rpc.FleetServicer):
                     )
                     return True, None
                 if not taken:
-                    self._note_late_run(key)
+                    self._note_late_run(key, boot)
                     return False, None
             late, over = await self._held_above(key, boot, seq)
             if late is not None:
-                self._note_late_run(key)
+                self._note_late_run(key, boot)
                 return False, None
             counted = self._begun_elsewhere.pop(key, None)
             if had is not None and counted != _run_key(boot):
@@ -750,7 +754,7 @@ class FleetServicer(rpc.FleetServicer):
         """A report of run ``boot`` the agent's row said late (``late``: ``_late_by_row``): noted; one late to another
         run that the agent is told of is that run begun over this one, which another replica took (``_alternating``:
         a replica counts the runs its clone begins as well as its own)."""
-        self._note_late_run(key)
+        self._note_late_run(key, boot)
         if late and self._tell_late(key):
             self._alternating(key, boot, late)
             # once: a lone gateway whose old run's report came late here after its new run's took another replica
@@ -786,9 +790,13 @@ class FleetServicer(rpc.FleetServicer):
                 CLONE_HOLD_S,
             )
 
-    def _note_late_run(self, key: tuple[str, str]) -> None:
-        """A report of agent ``key`` of a run that a newer one followed came (``_alternating``)."""
+    def _note_late_run(self, key: tuple[str, str], boot: str) -> None:
+        """A report of agent ``key`` of run ``boot``, which a newer one followed, came (``_alternating``); told late
+        (its clone hold over), the gateway of that run draws a new run next: its steps kept untold during the hold are
+        taken under that one (``_retake_untold``)."""
         self._late_runs.setdefault(key, collections.deque(maxlen=CLONE_LATE)).append(time.monotonic())
+        if key in self._untold_steps and self._tell_late(key):
+            self._untold_late.setdefault(key, set()).add(_run_key(boot))
 
     def _tell_late(self, key: tuple[str, str]) -> bool:
         """Whether a late report of agent ``key`` is answered with the late mark (the agent then reports under a new
@@ -822,17 +830,26 @@ class FleetServicer(rpc.FleetServicer):
                 "health": health,
             },
             {"report": t.get("report"), "last_report": t.get("last_report")},
+            _run_key(request.boot_id),
         )
         if len(steps) > UNTOLD_STEPS:  # the oldest deployment's
             del steps[next(iter(steps))]
 
     def _retake_untold(self, key: tuple[str, str], boot: str, seq: int) -> None:
         """The agent's run ``boot`` taken (its report ``seq``), new to this process: once its clone hold is over, the
-        steps kept late and untold during it are taken under that run, as the agent sends a step told late again
-        (``FleetClient._resend``), each only while its target is as the step left it (``Control.retake_kept``)."""
+        steps kept late and untold during it whose run was told late since are taken under that run (the gateway that
+        made them drew it), as the agent sends a step told late again (``FleetClient._resend``), each only while its
+        target is as the step left it (``Control.retake_kept``); the others are forgotten. Taken at any new run, the
+        steps of a clone the operator stopped (never told) were recorded as the remaining gateway's at its restart:
+        its completed rollout's healthy target marked with the stopped clone's ``failed``."""
         if not self._tell_late(key) or self.control is None:
             return
-        steps = self._untold_steps.pop(key)
+        told = self._untold_late.pop(key, set())
+        steps = {
+            dep: (step, was) for dep, (step, was, run) in self._untold_steps.pop(key).items() if run in told
+        }
+        if not steps:
+            return
         task = asyncio.ensure_future(self._retake(key, steps, (boot, seq)))
         self._retaking.add(task)
         task.add_done_callback(self._retaking.discard)
@@ -872,6 +889,7 @@ class FleetServicer(rpc.FleetServicer):
             self._begun_elsewhere.pop(k, None)
             self._judged.pop(k, None)
             self._untold_steps.pop(k, None)
+            self._untold_late.pop(k, None)
         return len(old)
 
     def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:

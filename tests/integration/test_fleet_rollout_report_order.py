@@ -932,6 +932,35 @@ async def test_a_step_kept_late_and_untold_during_a_clone_hold_is_taken_under_th
     assert t["report"] == {"boot": "runX2", "seq": 4}, t
 
 
+async def test_a_step_kept_untold_during_a_clone_hold_is_not_taken_under_the_other_clones_new_run(fleet):
+    """The late clone's step kept untold during the hold was taken at the agent's first new run after it, whichever
+    gateway drew it: the operator stopping the late clone (never told late again), the remaining gateway's restart,
+    any time later, recorded the stopped clone's ``failed`` as its own over its completed, healthy target. Only the
+    gateway of the step's run, told late after the hold, takes it under its new run."""
+    import time
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runA"))  # the late clone (stopped by the operator later)
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runB"))  # the clone that stays, a newer run
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    await stub.ReportDeployment(_healthy(dep["id"], "1.2.0", 2, "runB"))
+    srv.fleet._clone_hold[key] = time.monotonic() + 60
+    failed = _healthy(dep["id"], "1.2.0", 2, "runA")
+    failed.step, failed.ok, failed.reason = "failed", False, "no room left"
+    await stub.ReportDeployment(failed)  # kept late, untold
+    # the hold over: runA stopped, runB goes on, then restarts
+    srv.fleet._clone_hold[key] = time.monotonic() - 1
+    await stub.Heartbeat(_report(e["1.2.0"], 3, "runB"))
+    await stub.Heartbeat(_report(e["1.2.0"], 1, "runB2"))
+    await asyncio.sleep(0.2)  # (a retake runs in a task of its own)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runB", "seq": 2}), t  # was: failed, runB2's
+    assert key not in srv.fleet._untold_steps  # (forgotten at the agent's first new run after the hold)
+
+
 async def test_two_live_gateways_of_one_identity_each_held_by_another_replica_are_counted_and_their_view_held(
     fleet, built, tmp_path, caplog
 ):
