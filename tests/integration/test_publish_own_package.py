@@ -171,6 +171,22 @@ def test_a_version_with_a_leading_zero_is_refused_at_build_and_at_publish(
     tmp, key, pub, _ = kit
     with pytest.raises(ManifestError, match=rf"version: '{re.escape(version)}': write 1 for '01': semantic"):
         make_package(tmp_path / "new", kind="signal", version=version, key=key)
+    # the trainer's --version: at once, not after the training (the build refused it then)
+    with pytest.raises(SystemExit) as ex:
+        main(
+            [
+                "build",
+                "vision",
+                "--version",
+                version,
+                "--dataset",
+                str(tmp_path / "ds"),
+                "--work",
+                str(tmp_path / "w"),
+            ]
+        )
+    assert ex.value.code == 2 and f"'{version}': write 1 for '01'" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
     old = _built_before(monkeypatch, tmp_path / "old", key, version)
     reg = tmp_path / "registry"
     reg.mkdir()
