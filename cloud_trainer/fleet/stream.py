@@ -139,9 +139,11 @@ class StreamHub:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        await self._last_flush()
+        flushed = await self._last_flush()
         # the last flush's refusals, and those under judgment, judged for at most STOP_JUDGE_S (they were cancelled
-        # unjudged: a report its row refused for an older run, to be written after all, was lost), then written
+        # unjudged: a report its row refused for an older run, to be written after all, was lost), then written; not
+        # when that flush failed (the store down: another flush waited as long again, a PostgreSQL pool's timeout
+        # twice, 61 -> 123 s)
         if self._other_runs and self.on_other_run is not None:
             other, self._other_runs = self._other_runs, []
             self._judge_aside(other)
@@ -159,11 +161,13 @@ class StreamHub:
                     len(left),
                     STOP_JUDGE_S,
                 )
-            await self._last_flush()
+            if flushed:
+                await self._last_flush()
         for q in list(self.streams.values()):
             offer(q, None)
 
-    async def _last_flush(self) -> None:
+    async def _last_flush(self) -> bool:
+        """A flush at stop; whether it did not fail."""
         try:
             await asyncio.to_thread(self.flush)
         except Exception as exc:  # the store failing at the end: said, and the stop goes on
@@ -174,6 +178,8 @@ class StreamHub:
                 str(exc)[:200],
                 len(self.pending),
             )
+            return False
+        return True
 
     # ---- the stream ----------------------------------------------------------------------------
     @contextlib.asynccontextmanager

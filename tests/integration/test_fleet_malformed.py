@@ -586,6 +586,37 @@ async def test_reports_refused_for_another_run_are_counted_and_those_of_the_last
     store.close()
 
 
+async def test_a_stop_whose_last_flush_failed_does_not_flush_again_after_the_judgments(tmp_path, monkeypatch):
+    """At stop, a judgment of a refused report under way was waited for, then the reports flushed again, though the
+    last flush had just failed: the store down (a PostgreSQL pool waiting its 30 s timeout for a connection each
+    call), the stop took as long again (61 -> 123 s measured), past a service manager's stop timeout. Not again."""
+    monkeypatch.setattr(fleet_stream, "STOP_JUDGE_S", 0.05)
+    store = FlakyStore(tmp_path / "fleet.db")
+    hub, key = fleet_stream.StreamHub(store, None, flush_s=60), ("acme", "gw-a")
+    store.heartbeat("gw-a", {"v": "old"}, [], {}, 0, _run_report("old", "runA", 5)[4], tenant="acme")
+    judging = asyncio.Event()
+
+    async def judge(refused) -> None:  # (the row's read waits for the store, down meanwhile)
+        judging.set()
+        await asyncio.Event().wait()
+
+    hub.on_other_run = judge
+    await hub.start()
+    await hub.report(key, _run_report("new", "runB", 2), 0, over="")
+    await asyncio.to_thread(hub.flush)  # refused for runA: judged
+    hub._judge_aside(hub._other_runs)
+    await judging.wait()
+    await hub.report(("acme", "gw-b"), _report("1"), 0)
+    await hub.report(("beta", "gw-c"), _report("1"), 0)
+    calls = []
+    real = store.heartbeat_many
+    store.heartbeat_many = lambda rows: (calls.append(len(rows)), real(rows))[1]
+    store.fail = 100  # the store down
+    await hub.stop()
+    assert calls == [2, 1, 1]  # the batch, then two rows alone; was: that, then the same again
+    store.close()
+
+
 def test_a_judged_report_put_back_to_be_written_keeps_to_max_pending(tmp_path):
     """A report judged to be written after all went back to ``pending`` whatever its size: ``max_pending`` bounds
     the agents pending, and a judged one past it is dropped and counted, as a held one is."""
