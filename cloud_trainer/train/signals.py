@@ -1750,7 +1750,11 @@ def import_vibration(
     bearing: list[float] | None = None,
     healthy: list[str] | None = None,
     faults: list[str] | None = None,
+    unit: str | None = None,
+    scale: float | None = None,
 ) -> dict:
+    """``unit``: the signal's unit in the files that name none (WAV, NPZ, a header without ``[unit]``), ``scale``:
+    what their samples are multiplied by to be in it (a PCM WAV's full scale in ``unit``); see ``_one_unit``."""
     for option, hz in (("--rate-hz", rate_hz), ("--resample-to", resample_to)):
         if hz is not None and not (np.isfinite(hz) and 0 < hz <= MAX_WAV_RATE_HZ):
             raise DatasetError(f"{option} {hz:g}: a sample rate is a number of Hz above 0 (at most 10 MHz)")
@@ -1811,7 +1815,8 @@ def import_vibration(
         recs.append(rec)
     if not recs:
         raise DatasetError("no files to import")
-    unit = _one_unit(recs, channel)
+    given_unit = unit
+    unit, bare = _one_unit(recs, channel, unit, scale)
     if bearing is not None:
         from cloud_trainer.train.maintenance import bearing_geometry
 
@@ -1838,6 +1843,8 @@ def import_vibration(
         for rec in recs:
             _not_a_time_ramp(rec, next((c for c in rec.channels if c != speed_channel), ""))
     _no_copies(recs, labels, channel, speed_channel)
+    # (a run no labels row names gives no window: not asked of)
+    said = _unitless(recs, [r for r in bare if any(lab.run == r.run for lab in labels)], unit, given_unit)
     hop = hop_samples if hop_samples is not None else window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
     from cloud_trainer.train.maintenance import VISIBLE_HEALTH
@@ -1849,6 +1856,8 @@ def import_vibration(
     for k, rec in enumerate(recs):
         name = channel or next((c for c in rec.channels if c != speed_channel), "")
         x = _channel(rec, name, target)
+        if scale is not None and rec in bare:
+            x = x * scale
         speed = _channel(rec, speed_channel, target) * _rpm_per(rec, speed_channel) if speed_channel else None
         mine = [lab for lab in labels if lab.run == rec.run]
         length[rec.run] = len(x) / target
@@ -2003,6 +2012,9 @@ def import_vibration(
         "faults": {f: fault.count(f) for f in sorted(set(fault))},
         **({"healthy_labels": list(healthy)} if healthy else {}),
         **({"fault_labels": list(faults)} if faults else {}),
+        "unit": unit,
+        **({"scaled": {"runs": len(bare), "by": scale}} if scale is not None and bare else {}),
+        **({"warning": said} if said else {}),
         "digest": digest,
     }
 
@@ -2381,16 +2393,29 @@ def _unit_key(unit: str) -> str:
     return re.sub(r"\s+", "", unit).lower().replace("²", "2").replace("^2", "2").replace("**2", "2")
 
 
-def _one_unit(recs: list[Recording], channel: str | None) -> str | None:
+def _one_unit(
+    recs: list[Recording], channel: str | None, given: str | None = None, scale: float | None = None
+) -> tuple[str | None, list[Recording]]:
     """Refuse runs whose signal channel's headers name different units (``accel [g]`` in one file,
     ``accel [m/s2]`` in another): written as one channel, the model would learn the level step between
-    them. A file that names no unit (WAV, NPZ, a bare header) is not compared. Returns the unit the
-    headers name (recorded in dataset.yaml as ``units``: ``build maintenance`` reads it), None when none does."""
+    them. Returns the signal's unit (the headers', else ``given``, --unit: recorded in dataset.yaml as ``units``,
+    which ``build maintenance`` reads; None when none) and the runs whose files name none (WAV, NPZ, a bare
+    header; ``_unitless`` says what is done with them). ``scale`` (--scale, with --unit only) multiplies their
+    samples into the unit."""
+    if scale is not None and (given is None or not (math.isfinite(scale) and scale > 0)):
+        raise DatasetError(
+            f"--scale {scale:g}: a factor above 0 that makes the samples of the files naming no unit the --unit's "
+            "(a 16-bit WAV recorded over +-50 g: --unit g --scale 50)"
+            if given is not None
+            else f"--scale {scale:g} needs --unit: the unit the scaled samples are in"
+        )
     seen: tuple[Recording, str, str] | None = None
+    bare: list[Recording] = []
     for rec in recs:
         name = channel or next(iter(rec.channels), "")
         unit = rec.units.get(name, "")
         if not unit:
+            bare.append(rec)
             continue
         if seen is None:
             seen = (rec, name, unit)
@@ -2400,7 +2425,54 @@ def _one_unit(recs: list[Recording], channel: str | None) -> str | None:
                 "units would be trained as one signal (its level stepping between runs); convert them to "
                 "one unit first, or import each unit separately"
             )
-    return None if seen is None else seen[2]
+    if seen is not None and given is not None and _unit_key(given) != _unit_key(seen[2]):
+        raise DatasetError(
+            f"--unit {given}, and {seen[0].source} has {seen[1]} in {seen[2]!r}: --unit says the unit of the files "
+            "naming none; give the headers' unit, or import each unit separately"
+        )
+    return (seen[2] if seen is not None else given), bare
+
+
+def _pcm_wav(rec: Recording) -> bool:
+    """A PCM WAV's samples are read as fractions of its full scale: never in a unit of their own."""
+    try:
+        return rec.source.suffix.lower() == ".wav" and _wav_layout(rec.source)[0] == 1
+    except (DatasetError, OSError, ValueError):
+        return False
+
+
+def _unitless(
+    recs: list[Recording], bare: list[Recording], unit: str | None, given: str | None
+) -> str | None:
+    """What is done with the runs whose files name no unit (``bare``) when --unit does not say theirs, as a
+    warning (the import's result and stderr); None when nothing is assumed. A PCM WAV beside files whose headers
+    name a unit is refused: its samples, fractions of its full scale, were written as that unit without a word
+    (a 16-bit WAV beside CSVs in g: its runs trained 50 times quieter). Other such files (an NPZ, a float WAV, a
+    header without [unit]) are taken in the headers' unit, as a DAQ's own export is, and said; with no unit
+    named anywhere, the dataset records none and build maintenance takes the samples as g."""
+    if given is not None or not bare:
+        return None
+    names = ", ".join(str(r.source.name) for r in bare[:3]) + (
+        f" and {len(bare) - 3} more" if len(bare) > 3 else ""
+    )
+    if unit is not None:
+        pcm = next((r for r in bare if _pcm_wav(r)), None)
+        if pcm is not None:
+            raise DatasetError(
+                f"{pcm.source} is a PCM WAV (its samples fractions of its full scale, no unit) beside files whose "
+                f"headers name {unit!r}: written as one signal it would train as {unit} at the file's scale; give "
+                f"--unit {unit} --scale FULL_SCALE (the WAV's full scale in {unit}: +-50 {unit} is --scale 50), or "
+                "import it separately"
+            )
+        return (
+            f"{len(bare)} of the {len(recs)} runs name no unit ({names}): taken as {unit}, the unit the other files' "
+            "headers name; give --unit and --scale if they are in another"
+        )
+    return (
+        f"no run names the signal's unit ({names}: a WAV's, an NPZ's or a header without [unit]): the dataset records "
+        "none and build maintenance takes the samples as g as they are (a PCM WAV's are fractions of its full "
+        "scale); give --unit (and --scale: what makes them that unit) to say what they are"
+    )
 
 
 # a speed channel's unit -> rpm per unit ("" : none written, taken as rpm)
@@ -2550,6 +2622,17 @@ def main_import(argv: list[str]) -> int:
         "or as a misspelt known fault (misalignment_h): imported as a fault class of its own (recorded in "
         "dataset.yaml as fault_labels)",
     )
+    ap.add_argument(
+        "--unit",
+        help="the signal's unit in the files that name none (WAV, NPZ, a header without [unit]), e.g. g or m/s2; "
+        "recorded in dataset.yaml. Needed where such files are imported beside files whose headers name one",
+    )
+    ap.add_argument(
+        "--scale",
+        type=float,
+        help="multiply the samples of the files that name no unit by this to put them in --unit (a 16-bit WAV "
+        "recorded over +-50 g: --unit g --scale 50)",
+    )
     a = ap.parse_args(argv)
     from cloud_trainer.train.images import stopped_cleanly
 
@@ -2568,6 +2651,8 @@ def main_import(argv: list[str]) -> int:
                 bearing=a.bearing.split(",") if a.bearing is not None else None,
                 healthy=[n.strip() for v in a.healthy or [] for n in v.split(",") if n.strip()] or None,
                 faults=[n.strip() for v in a.fault or [] for n in v.split(",") if n.strip()] or None,
+                unit=a.unit,
+                scale=a.scale,
             )
     except DatasetError as exc:  # it may name a file as the source names it: one printable line
         from cloud_trainer.train.cli import one_line
@@ -2577,5 +2662,7 @@ def main_import(argv: list[str]) -> int:
     except OSError as exc:  # writing the dataset: a full disk, no permission
         print(f"cloud-trainer dataset import: {a.out}: cannot be written ({exc})", file=sys.stderr)
         return 2
+    if "warning" in res:
+        print(f"cloud-trainer dataset import: warning: {res['warning']}", file=sys.stderr)
     print(json.dumps(res))
     return 0

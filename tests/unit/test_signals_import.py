@@ -3310,3 +3310,48 @@ def test_runs_sampled_past_the_rate_training_takes_are_refused_at_import(tmp_pat
     ):
         import_vibration(runs, tmp_path / "ds", labels, window_samples=1024)
     assert not (tmp_path / "ds").exists() or not any((tmp_path / "ds").iterdir())
+
+
+def test_a_pcm_wav_beside_files_naming_their_unit_needs_unit_and_scale_and_files_naming_none_are_said(
+    tmp_path, capsys
+):
+    """A CSV in 'accel [g]' beside a 16-bit WAV (its samples fractions of its full scale, no unit): the WAV's run
+    was written as g without a word (its rms feature at the file's scale). Refused unless --unit says its unit;
+    --scale puts its samples in it. Other files naming no unit are taken in the headers' unit, said; a dataset
+    naming none at all is imported saying what build maintenance assumes."""
+    import yaml
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 2.0, 8192)  # g
+    t = np.arange(len(x)) / RATE
+    (tmp_path / "r1.csv").write_text(
+        "time,accel [g]\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(t, x, strict=True))
+    )
+    with wave.open(str(tmp_path / "r2.wav"), "wb") as w:  # recorded over +-50 g
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(int(RATE))
+        w.writeframes(np.round(_another(x) / 50 * 32767).astype("<i2").tobytes())
+    labels = _labels(tmp_path / "labels.csv", ["r1,healthy,,,", "r2,imbalance,,,"])
+    files = [tmp_path / "r1.csv", tmp_path / "r2.wav"]
+    with pytest.raises(DatasetError, match=r"r2\.wav is a PCM WAV .* name 'g'.*--unit g --scale FULL_SCALE"):
+        import_vibration(files, tmp_path / "ds", labels)
+    with pytest.raises(DatasetError, match="--unit m/s2, and .*r1.csv has accel in 'g'"):
+        import_vibration(files, tmp_path / "ds", labels, unit="m/s2")
+    with pytest.raises(DatasetError, match="--scale 50 needs --unit"):
+        import_vibration(files, tmp_path / "ds", labels, scale=50.0)
+    res = import_vibration(files, tmp_path / "ds", labels, unit="g", scale=50.0)
+    assert res["unit"] == "g" and res["scaled"] == {"runs": 1, "by": 50.0} and "warning" not in res
+    data = load_vibration(tmp_path / "ds")
+    assert yaml.safe_load((tmp_path / "ds" / "dataset.yaml").read_text())["units"] == {"waveform": "g"}
+    wav_rms = float(np.sqrt(np.mean(data.waveforms[data.run_id == data.run_id[-1]] ** 2)))
+    assert abs(wav_rms / float(np.sqrt(np.mean(_another(x) ** 2))) - 1) < 0.05  # in g, not fractions of 1
+    # an NPZ (numbers as the logger wrote them) beside the CSV: taken as g, said
+    np.savez(tmp_path / "r2.npz", accel=_another(x), sample_rate_hz=RATE)
+    res = import_vibration([tmp_path / "r1.csv", tmp_path / "r2.npz"], tmp_path / "ds2", labels)
+    assert res["unit"] == "g" and "1 of the 2 runs name no unit (r2.npz): taken as g" in res["warning"]
+    # no file names a unit: imported as before, and said (stderr and the result) what build maintenance assumes
+    np.savez(tmp_path / "r1.npz", accel=x, sample_rate_hz=RATE)
+    argv = ["import", "--kind", "vibration", str(tmp_path / "r1.npz"), str(tmp_path / "r2.wav")]
+    assert dataset_main([*argv, "--labels", str(labels), "--out", str(tmp_path / "ds3")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["unit"] is None and "takes the samples as g" in json.loads(out)["warning"]
+    assert "warning: no run names the signal's unit (r1.npz, r2.wav" in err and "--unit" in err
