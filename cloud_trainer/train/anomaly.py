@@ -57,6 +57,7 @@ from cloud_trainer.train.data import (
     link_out,
     path_text,
     read_dataset_yaml,
+    read_image_bytes,
     read_image_file,
 )
 from protocols import json_codec
@@ -584,9 +585,15 @@ def _load_imported(
                 f"{root / 'labels.jsonl'}:{n}: mask {rec['mask']} is missing; fix or drop the row's 'mask'"
             )
         # the digest `dataset import` records (``digest_part``), masks with it: they were left out, and the
-        # package's provenance named the same dataset after a mask the pixel metrics are judged by had changed
-        data = p.read_bytes()
-        digest_part(h, data, rec["label"], mp.read_bytes() if mp is not None else None)
+        # package's provenance named the same dataset after a mask the pixel metrics are judged by had changed.
+        # Read as the decoders read them (checked where they lie once open, the size bounded): by their path, a
+        # file of gigabytes was read whole before its size was refused, a link put in its place read outside
+        try:
+            data = read_image_bytes(p, max_mp, inside=inside)
+            mdata = read_image_bytes(mp, max_mp, "a mask", inside=inside) if mp is not None else None
+        except DatasetError as exc:
+            raise AnomalyDataError(str(exc)) from None
+        digest_part(h, data, rec["label"], mdata)
         if rec["label"] == good_label and rec.get("split") != "test":
             # the chunk is read from the bytes the digest took (``protocols.sample_camera``)
             good_files.append((p, camera_size(data) or declared_camera(rec, declared_wh)))

@@ -6,6 +6,8 @@ checked where it lies once opened, and refused naming it."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +59,31 @@ def test_a_datasets_own_file_replaced_by_a_link_out_after_its_check_is_refused(t
     assert str(exc.value).startswith(
         f"{target} (a link to {other / name}): leads outside the dataset folder {ds} once opened; "
     )
+
+
+def test_an_anomaly_datasets_image_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    """The anomaly family's imported-dataset loader read each listed image (and mask) whole by its path for the
+    dataset's digest, before the decoder refused it by its size (and not checked where it lay once open): a file
+    of gigabytes in the folder was read into memory first (2 GB read, 17 s, before the refusal). It is read as the
+    decoders read images: refused by its size before a byte is read."""
+    import tracemalloc
+
+    from cloud_trainer.train.anomaly import AnomalyDataError, load_good
+
+    src = per_class(tmp_path / "src", {"ok": 3, "dent": 2}, exts=(".png",))
+    # at most ~1 MB a file under a limit of 0.01 Mpx
+    ds = Path(import_images(src, tmp_path / "ds", min_good=2, max_megapixels=0.01, log=lambda m: None)["out"])
+    assert len(load_good(ds, min_good=2).good_names) == 2  # one held out; (what it imports, imported first)
+    first = ds / json.loads((ds / "labels.jsonl").read_text().splitlines()[0])["file"]
+    with open(first, "r+b") as f:
+        f.truncate(64 << 20)  # sparse: no disk taken
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            AnomalyDataError, match=f"^{re.escape(str(first))}: 67108864 bytes, more than an image"
+        ):
+            load_good(ds, min_good=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 << 20  # dataset.yaml's bounded read takes 16 MB a moment; the file is 64 MB
