@@ -37,7 +37,7 @@ def with_camera_size(png: bytes, size: tuple[int, int]) -> bytes:
 def camera_size(data: bytes | memoryview) -> tuple[int, int] | None:
     """The (width, height) a PNG's ``camera_size`` text chunk names, or None: not a PNG, no such chunk before the
     image data, or one that is not ``WIDTHxHEIGHT`` of whole numbers > 0 (a damaged or hand-made one: unknown,
-    never a guess). Only chunk headers are read up to it."""
+    never a guess; one whose CRC does not match). Only chunk headers are read up to it."""
     b = bytes(data[: 1 << 16]) if isinstance(data, memoryview) else data
     if not b.startswith(_PNG):
         return None
@@ -48,9 +48,12 @@ def camera_size(data: bytes | memoryview) -> tuple[int, int] | None:
         length, typ = struct.unpack_from(">I4s", b, i)
         if typ == b"IDAT" or typ == b"IEND":
             return None
-        if typ == b"tEXt" and i + 8 + length <= len(b):
+        if typ == b"tEXt" and i + 12 + length <= len(b):
             key, _, text = b[i + 8 : i + 8 + length].partition(b"\0")
             if key == KEYWORD:
+                # its CRC checked, as libpng drops a damaged chunk: a bit flipped in the digits names another camera
+                if zlib.crc32(b[i + 4 : i + 8 + length]) != struct.unpack_from(">I", b, i + 8 + length)[0]:
+                    return None
                 m = _TEXT.fullmatch(text)
                 return (int(m[1]), int(m[2])) if m else None
         i += 12 + length

@@ -29,6 +29,11 @@ def test_the_chunk_is_read_back_decoded_alike_and_a_damaged_one_is_unknown():
     assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) == img).all()
     assert camera_size(_sample(img, None)) is None and camera_size(b"") is None
     assert camera_size(cv2.imencode(".jpg", img)[1].tobytes()) is None
+    # a bit flipped in the digits (1920 -> 1921), its CRC left: unknown, as libpng drops the chunk
+    flipped = data.replace(b"camera_size\x001920x", b"camera_size\x001921x")
+    assert flipped != data and camera_size(flipped) is None
+    cut = data[: 33 + 8 + len(b"camera_size\x001920x1080")]  # nor one cut before its CRC
+    assert camera_size(cut) is None
     png = _sample(img, None)
     for text in (b"0x1080", b"1920x", b"1920 x 1080", b"-1x5", b"1920x1080x3", b"9999999x2"):
         body = b"tEXtcamera_size\0" + text
