@@ -1067,7 +1067,6 @@ class LocalStats:
             return None
         lo, hi = self.aspect
         m = math.exp(ASPECT_MARGIN * tolerance)
-        shown, of = f"{w}x{h}", ""
         cam = camera_wh(camera_size)
         if cam == (w, h):
             cam = None  # as the camera gave it
@@ -1075,24 +1074,29 @@ class LocalStats:
         at_size = cam is not None and (w, h) in (
             self.trained_sizes if self.camera is None else self.unknown_sizes
         )
-        if self.camera is not None and not at_size:
-            lo, hi = self.camera
-            named = ", ".join(f"{a}x{b}" for a, b in self.cameras[:4]) + (
+        by_camera = self.camera is not None and not at_size
+        lo, hi = self.camera if by_camera and self.camera is not None else (lo, hi)
+        cw, ch = cam if cam is not None and not at_size else (w, h)
+        a = cw / ch
+        if lo / m <= a <= hi * m:
+            return None  # (the reason's text is made only for a frame that fails: this runs on every frame)
+        shown = (
+            f"{w}x{h}"
+            if (cw, ch) == (w, h)
+            else f"{cw}x{ch} (resized to {w}x{h} by the camera's width and height)"
+        )
+        of = ""
+        if by_camera:
+            named = ", ".join(f"{x}x{y}" for x, y in self.cameras[:4]) + (
                 ", ..." if len(self.cameras) > 4 else ""
             )
             of = f" of the training frames' camera{'s' if len(self.cameras) != 1 else ''}" + (
                 f" ({named})" if named else ""
             )
-        if cam is not None and not at_size:
-            shown = f"{cam[0]}x{cam[1]} (resized to {w}x{h} by the camera's width and height)"
-            w, h = cam
-        a = w / h
-        if a < lo / m or a > hi * m:
-            return (
-                f"frame shape unlike training (camera resolution, rotation or a partial frame): {shown}, "
-                f"aspect {a:.3g} outside {lo / m:.3g}-{hi * m:.3g}{of}"
-            )
-        return None
+        return (
+            f"frame shape unlike training (camera resolution, rotation or a partial frame): {shown}, "
+            f"aspect {a:.3g} outside {lo / m:.3g}-{hi * m:.3g}{of}"
+        )
 
     def bounds(self, tolerance: float) -> tuple[dict[str, tuple[float, float]], np.ndarray]:
         got = self._bounds.get(tolerance)
