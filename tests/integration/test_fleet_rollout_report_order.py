@@ -955,7 +955,7 @@ async def test_a_step_kept_untold_during_a_clone_hold_is_not_taken_under_the_oth
     srv.fleet._clone_hold[key] = time.monotonic() - 1
     await stub.Heartbeat(_report(e["1.2.0"], 3, "runB"))
     await stub.Heartbeat(_report(e["1.2.0"], 1, "runB2"))
-    await asyncio.sleep(0.2)  # (a retake runs in a task of its own)
+    await asyncio.gather(*srv.fleet._retaking)  # (a retake runs in a task of its own)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runB", "seq": 2}), t  # was: failed, runB2's
     assert key not in srv.fleet._untold_steps  # (forgotten at the agent's first new run after the hold)
