@@ -2936,9 +2936,10 @@ class MqttSource:
             # a rebirth this host asked, its data showing a birth missed (a seq gap, an alias its births did not
             # give): the node's aliases may be new already, a command by the old one set another metric
             owed = "" if unread else self.sparkplug.birth_owed(group, edge_node, device)
-            # a node known to give a device metric a node metric's alias: its last birth's devices not born again
-            # since its new birth, whose births may come later than BIRTH_SETTLE_S (bounded by the host)
-            late = [] if unread or owed or device else self.sparkplug.devices_unborn(group, edge_node)
+            # a node known to give a device metric another metric's alias (the node's, or another device's): its
+            # last birth's devices not born again since its new birth, whose births may come later than
+            # BIRTH_SETTLE_S (bounded by the host)
+            late = [] if unread or owed else self.sparkplug.devices_unborn(group, edge_node)
             if late:
                 came = self._channel.arrived  # their births, whenever come, are waited for
             elif not unread and not owed:
@@ -2970,7 +2971,8 @@ class MqttSource:
                     if unread
                     else f"the births of devices its node's last birth had ({', '.join(late[:3])}"
                     f"{f' and {len(late) - 3} more' if len(late) > 3 else ''}) are not read since its new birth, "
-                    "and its devices' births have given a device metric a node metric's alias (against Sparkplug)"
+                    "and its devices' births have given a device metric the alias of another metric of it (against "
+                    "Sparkplug)"
                     if late
                     else "the birth this host asked of its node (device), its data having shown a birth of it "
                     f"missed (a seq gap, an alias its births did not give), {done}"
@@ -2978,7 +2980,7 @@ class MqttSource:
                 raise MqttError(
                     f"mqtt source {self.name!r}: command to {where} not sent: {what} ({why}); "
                     + (
-                        "one may give a device metric the alias its new birth gave this metric"
+                        "one may give a device metric the alias this metric was given"
                         if late
                         else "the metric's alias and datatype would be those of the birth it replaces (the alias "
                         "maybe another metric's now)"

@@ -290,15 +290,17 @@ class _Node:
     # ask by itself: a seq gap's rebirth, given up on, would otherwise never be asked again)
     given_up: set[str | None] = field(default_factory=set)
     born: bool = False  # a birth of it was read once: dead, kept DEAD_KEEP_S (``SparkplugHost._file``)
-    # a device birth of it gave a device metric the alias a node metric holds (against Sparkplug): its next births
-    # may too, so an NCMD after its NBIRTH waits for its devices' births (``devices_unborn``)
+    # a device birth of it gave a device metric the alias a metric of the node or of another device holds (against
+    # Sparkplug): its next births may too, so a command after its NBIRTH waits for its devices' births
+    # (``devices_unborn``)
     shares_aliases: bool = False
     # the devices born (a live DBIRTH read) since its last NBIRTH, each True, False once dead (DDEATH) since; and,
-    # of a node that shares aliases, those its last birth's devices (and those of the birth before still awaited:
-    # two NBIRTHs in a row) that no DBIRTH of since its NBIRTH (read live) has named yet: its node metrics commanded
-    # by name alone while one is missing, and those True (not dead) waited for until ``expected_until`` (monotonic).
-    # A dead one may come back at the node's restart (a node shutting down says each device dead first), so it is
-    # not forgotten, only not waited for
+    # of a node that shares aliases, those its last birth's devices (and those of the birth before not born since:
+    # two NBIRTHs before its DBIRTHs, a rebirth or this host's reconnect after their wait) that no DBIRTH of since
+    # its NBIRTH (read live) has named yet, and those of its devices said dead since: its metrics commanded by name
+    # alone while one is missing, and those True (not dead) waited for until ``expected_until`` (monotonic). A dead
+    # one may come back (at the node's restart: a node shutting down says each device dead first), so it is not
+    # forgotten, only not waited for. ``_FORGOTTEN`` stands for those forgotten past MAX_NODE_DEVICES
     named: dict[str, bool] = field(default_factory=dict)
     expected: dict[str, bool] = field(default_factory=dict)
     expected_until: float = -math.inf
@@ -513,6 +515,10 @@ MAX_NODE_METRICS = 100_000  # metrics of one node (its devices' included) whose 
 # devices of one node born at once (DBIRTH, a retained one's too): device names come from the node, and a DBIRTH
 # with no metrics costs nothing in MAX_NODE_METRICS; the birth of one past it is skipped (too_many_node_devices)
 MAX_NODE_DEVICES = 10_000
+# in ``_Node.named``/``expected``: devices forgotten there past MAX_NODE_DEVICES (devices born and dead under ever new
+# names), any of which may come back: the node's metrics go by name alone as for a dead one. No device is so named:
+# '+' cannot be in a topic a client publishes to
+_FORGOTTEN = "+"
 # metrics held by all of one source's nodes together (``_Node.held``; ~660 bytes each): MAX_NODES nodes of
 # MAX_NODE_METRICS each were 10^9, and valid NBIRTHs of 99,000 metrics under made-up names took a gateway out of
 # memory in minutes. A birth past it makes room as the table does (``SparkplugHost._metric_room``), else is refused
@@ -843,12 +849,13 @@ class SparkplugHost:
         return n.births_read if n is not None else 0
 
     def devices_unborn(self, group: str, edge_node: str) -> list[str]:
-        """Of a node whose device births have given a device metric the alias a node metric holds (against
-        Sparkplug, whose aliases are unique across a node and its devices), the devices born under its birth before
-        the last whose DBIRTH since that birth is not read, within REBORN_DEVICES_WAIT_S of it: one may give a
-        device metric the alias the new birth gave a node metric, so an NCMD waits (``MqttSource.command``).
-        Sorted; [] for a node that never did so, after that time (``alias`` then leaves out the alias of a node
-        metric while one is missing), when all are reborn or dead (DDEATH), or the node is not alive."""
+        """Of a node whose device births have given a device metric the alias a metric of the node or of another
+        device holds (against Sparkplug, whose aliases are unique across a node and its devices), the devices born
+        under its birth before the last whose DBIRTH since that birth is not read, within REBORN_DEVICES_WAIT_S of
+        it: one may give a device metric the alias the new births gave another metric, so a command waits
+        (``MqttSource.command``). Sorted; [] for a node that never did so, after that time (``alias`` then leaves
+        out every alias of the node while one is missing), when all are reborn or dead (DDEATH), or the node is not
+        alive."""
         n = self._nodes.get((group, edge_node))
         if n is None or not n.expected or not n.alive or time.monotonic() >= n.expected_until:
             return []
@@ -885,6 +892,10 @@ class SparkplugHost:
         lost."""
         if t.message_type is sp.MessageType.NBIRTH:
             node.unproven = True
+            if node.expected_until == math.inf:
+                # devices awaited when it died (or this host's connection was lost): the wait runs from this birth
+                # (it held every command for ever: the rebirth it asks may not come, with rebirths off)
+                node.expected_until = time.monotonic() + REBORN_DEVICES_WAIT_S
         elif t.device and len(node.unproven_devices) < MAX_NODE_DEVICES:
             # bounded: a retained DBIRTH past MAX_NODE_DEVICES devices is skipped (``_too_many_devices``), and an
             # NBIRTH forgets them with its devices
@@ -1780,6 +1791,7 @@ class SparkplugHost:
             node.born = True
             self._births_stamp += 1
             node.births_read = self._births_stamp
+            reborn = node.alive or node.missed  # a rebirth answered, or asked after this host's reconnect
             node.alive, node.aliases, node.clashes = True, {}, set()
             node.seq = self._seq_range(t, node, payload.seq)
             if payload.seq:  # (None: no seq, said apart; 0: as Sparkplug has it)
@@ -1813,9 +1825,16 @@ class SparkplugHost:
                 now = time.monotonic()
                 expected: dict[str, bool] = {}
                 if node.shares_aliases:
-                    expected = {**(node.expected if now < node.expected_until else {}), **node.named}
+                    # past their wait they are not awaited, but a rebirth (one asked, this host's reconnect) tells
+                    # nothing of them: by name alone still; a restart after their wait forgets them
+                    if now < node.expected_until:
+                        expected = node.expected
+                    elif reborn:
+                        expected = dict.fromkeys(node.expected, False)
+                    expected = {**expected, **node.named}
                     if len(expected) > MAX_NODE_DEVICES:  # a storm of births of ever new devices
-                        expected = node.named
+                        self._devices_forgotten(t)
+                        expected = {**node.named, _FORGOTTEN: False}
                 node.expected, node.named = expected, {}
                 node.expected_until = now + REBORN_DEVICES_WAIT_S
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
@@ -1947,8 +1966,11 @@ class SparkplugHost:
                         node.asked.discard(t.device)
                         if t.device not in node.named and len(node.named) >= MAX_NODE_DEVICES:
                             # devices born and dead (DDEATH) again and again under ever new names: the dead forgotten
-                            # (the live are in ``devices``, under the bound)
-                            node.named = {d: live for d, live in node.named.items() if live}
+                            # (the live are in ``devices``, under the bound), one of which may come back
+                            live = {d: True for d, alive in node.named.items() if alive}
+                            if len(live) < len(node.named):
+                                self._devices_forgotten(t)
+                                node.named = {**live, _FORGOTTEN: False}
                         node.named[t.device] = True
                         node.expected.pop(t.device, None)
                 self._born(t.group, t.edge_node, t.device)
@@ -1963,10 +1985,13 @@ class SparkplugHost:
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
             node.devices.discard(t.device or "")
-            # gone: not waited for (now, nor at its node's next birth), but its birth, if it comes back (at its
-            # node's restart), may give a device metric a node metric's alias: those go by name alone until then
+            # gone: not waited for (now, nor at its node's next birth), but its birth, if it comes back (while its
+            # node lives, or at its restart), may give a device metric another metric's alias: the node's metrics go
+            # by name alone until then (``alias``), or until the birth after the node's next
             if (t.device or "") in node.named:
                 node.named[t.device or ""] = False
+                if node.shares_aliases:
+                    node.expected[t.device or ""] = False
             if (t.device or "") in node.expected:
                 node.expected[t.device or ""] = False
             # stale as of the DDEATH's own timestamp (Sparkplug 3.0, Device Session Termination: tck-id-
@@ -2066,7 +2091,7 @@ class SparkplugHost:
                 had = node.aliases.get(m.alias)
                 if had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
                     clashed = True
-                    if device is not None and had[0] is None:
+                    if had[0] != device:  # a device's and the node's, or another device's
                         node.shares_aliases = True
                     node.clashes.add(m.alias)
                     if m.alias in mine:
@@ -2218,6 +2243,16 @@ class SparkplugHost:
         else:
             self._on_error("too_many_node_devices", f"{t.group}/{t.edge_node}/{t.device}")
 
+    def _devices_forgotten(self, t: sp.SparkplugTopic) -> None:
+        """Over MAX_NODE_DEVICES devices of a node known (born, said dead, or awaited since its last birth): those
+        not live are forgotten (``_FORGOTTEN`` stands for them: its metrics go by name alone until the birth after
+        its next, as for a dead device); counted (``too_many_node_devices``)."""
+        self._on_error(
+            "too_many_node_devices",
+            f"{t.group}/{t.edge_node}: over {MAX_NODE_DEVICES} devices born or said dead since its last birth: "
+            "those not live are forgotten; its metrics are commanded by name alone until the birth after its next",
+        )
+
     def datatype(self, group: str, edge_node: str, device: str | None, metric: str) -> int | None:
         """The metric's datatype as the node's (or device's) last birth declared it."""
         n = self._nodes.get((group, edge_node))
@@ -2228,11 +2263,12 @@ class SparkplugHost:
         """The alias the node's (or device's) births gave ``metric`` (a Template instance's own name, not a
         member's), for a command to carry (Sparkplug 3.0 commands an aliased metric by its alias); None when they
         gave it none, or gave its alias to two metrics. A scan of the device's aliases (the node's, for its own
-        metrics): commands are few. A node metric's of a node known to give device metrics node metrics' aliases
-        while a device of its birth before has not been born again (``devices_unborn``'s time over): None, the
-        command by name alone, as when the clash is read (that device's birth, unread, may give the alias too)."""
+        metrics): commands are few. Of a node known to give a device metric another metric's alias (the node's or
+        another device's) while a device of its birth before has not been born again (``devices_unborn``'s time
+        over), or is said dead: None, the command by name alone, as when the clash is read (that device's birth,
+        unread, may give the alias too)."""
         n = self._nodes.get((group, edge_node))
-        if n is None or (device is None and n.expected):
+        if n is None or n.expected:
             return None
         want = (device, metric)
         pool = n.owned.get(device, ((), ()))[1] if device else n.aliases

@@ -1164,10 +1164,7 @@ async def test_a_node_command_waits_for_the_device_births_its_nodes_last_birth_h
 
 def _valve_birth(alias: int, seq: int = 1) -> bytes:
     """A DBIRTH of ``g/n1/d3`` giving its metric valve ``alias``."""
-    db = sp._pb().Payload()
-    db.timestamp, db.seq = int(time.time() * 1000) + 1, seq
-    pb_metric(db, "valve", alias=alias, datatype=D.INT32, int_value=0)
-    return db.SerializeToString()
+    return _device_birth("valve", alias, seq)
 
 
 async def _speed_command(src: MqttSource, node: Node) -> tuple[str, int | None]:
@@ -1238,6 +1235,45 @@ async def test_a_node_command_is_not_sent_by_an_alias_a_late_device_birth_may_sh
         pump.cancel()
         await src.stop()
         node.stop()
+
+
+def _device_birth(metric: str, alias: int, seq: int) -> bytes:
+    """A DBIRTH (of a device of ``g/n1``) giving its ``metric`` ``alias``."""
+    db = sp._pb().Payload()
+    db.timestamp, db.seq = int(time.time() * 1000) + 1, seq
+    pb_metric(db, metric, alias=alias, datatype=D.INT32, int_value=0)
+    return db.SerializeToString()
+
+
+async def test_a_device_command_waits_for_the_late_birth_of_another_device_its_node_gave_the_same_alias(
+    mosquitto,
+):
+    """d3's valve and d4's pump given one alias, 9 (against Sparkplug); the node restarts, d4 born again at once
+    and d3 0.3 s later: a DCMD to d4's pump went with alias 9, which d3's birth then gave its valve too (a node
+    looking aliases up across its devices set the valve). It waits for d3's birth and, the clash read, goes by
+    name alone."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    try:
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", 9, 1))
+        node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", 9, 2))
+        await _births(src, 3)
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 7, 8))
+        node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", 9, 1))
+        await _births(src, 5)
+        command = asyncio.create_task(src.command("g", "n1", "d4", "pump", 1))
+        await asyncio.sleep(0.3)
+        assert not command.done()  # before: sent with alias 9
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", 9, 2))
+        assert await asyncio.wait_for(command, 5) == "sent"
+        await until(lambda: any("DCMD" in c[0] for c in node.cmds), 5, "the DCMD")
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+    sent = [(t, pb.metrics[0].name, pb.metrics[0].HasField("alias")) for t, _, pb in node.cmds if "DCMD" in t]
+    assert sent == [("spBv1.0/g/DCMD/n1/d4", "pump", False)], sent
 
 
 async def _unknown_alias_then_quiet(port: int, retry_max_s: float) -> tuple[Node, MqttSource, asyncio.Task]:

@@ -474,3 +474,118 @@ def test_devices_born_and_dead_again_and_again_under_new_names_keep_the_nodes_de
         h.handle(f"spBv1.0/g/DDEATH/n/d{i}", sp.encode(sp.Payload(1000, 2 * i + 3, [])), 1.0)
     node = h._nodes[("g", "n")]
     assert len(node.named) <= 5 and node.named.get("m") is True and node.named.get("d29") is False
+
+
+class _SharingNode:
+    """Node ``g/n`` (speed, setpoint), its device d3 giving valve an alias of the node's (against Sparkplug): what
+    an NCMD to it would do now: wait for devices' births (``devices_unborn``), else go by ``alias`` (None: name)."""
+
+    def __init__(self, h: SparkplugHost) -> None:
+        self.h, self.seq = h, 0
+        self.nbirth(0, 7, 8)
+        self.dbirth("d3", "valve", 7)
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def nbirth(self, bd: int, speed: int, setpoint: int) -> None:
+        self.seq = 0
+        metrics = [sp.Metric("bdSeq", None, D.INT64, bd), sp.Metric("speed", speed, D.INT32, 1)]
+        metrics.append(sp.Metric("setpoint", setpoint, D.INT32, 1))
+        self.h.handle("spBv1.0/g/NBIRTH/n", sp.encode(sp.Payload(1000, 0, metrics)), 1.0)
+
+    def dbirth(self, device: str, metric: str, alias: int) -> None:
+        payload = sp.Payload(1000, self._next(), [sp.Metric(metric, alias, D.INT32, 0)])
+        self.h.handle(f"spBv1.0/g/DBIRTH/n/{device}", sp.encode(payload), 1.0)
+
+    def ddeath(self, device: str) -> None:
+        self.h.handle(f"spBv1.0/g/DDEATH/n/{device}", sp.encode(sp.Payload(1000, self._next(), [])), 1.0)
+
+    def command(self, metric: str = "speed", device: str | None = None) -> object:
+        return self.h.devices_unborn("g", "n") or self.h.alias("g", "n", device, metric)
+
+
+def test_a_node_sharing_aliases_goes_by_name_alone_past_its_devices_bound_never_by_a_forgotten_devices_alias(
+    monkeypatch,
+):
+    """Past MAX_NODE_DEVICES the devices a node's next birth awaits were cut to those born since its last birth (at
+    the NBIRTH), or its dead devices forgotten (at a new device's DBIRTH): a forgotten d3 born late at the node's
+    restart gave its valve the alias an NCMD had just carried (speed 8). Now the node's metrics go by name alone
+    until the birth after, counted (too_many_node_devices)."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODE_DEVICES", 2)
+    h, _, errors = host()
+    node = _SharingNode(h)
+    node.nbirth(1, 8, 7)  # d3 awaited
+    node.dbirth("a", "x", 50)
+    node.dbirth("b", "x", 51)
+    node.nbirth(1, 8, 7)  # a rebirth: d3 and a, b: past the bound
+    node.dbirth("a", "x", 50)
+    node.dbirth("b", "x", 51)
+    assert node.command() is None and errors.count("too_many_node_devices") == 1  # before: 8
+    h, _, errors = host()
+    node = _SharingNode(h)
+    node.ddeath("d3")  # said dead (a node shutting down), then devices under new names: d3 forgotten
+    node.dbirth("c", "x", 52)
+    node.ddeath("c")
+    node.dbirth("e", "x", 53)
+    h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(0), 1.0)
+    node.nbirth(1, 8, 7)
+    node.dbirth("e", "x", 53)
+    assert node.command() is None and "too_many_node_devices" in errors  # before: 8
+
+
+def test_a_node_sharing_aliases_goes_by_name_alone_after_a_rebirth_a_reconnect_or_a_device_death_not_its_alias(
+    monkeypatch,
+):
+    """d3 not born within REBORN_DEVICES_WAIT_S of its node's restart: speed by name alone, until a rebirth
+    (one asked, or this host's reconnect) answered before d3's late birth, which had speed go by alias 8 again; d3
+    said dead while its node lives, then born again: setpoint went by its alias 8 at once. A retained NBIRTH after
+    this host's reconnect in d3's wait held every command (5 s, refused) until d3 came or a live NBIRTH did."""
+    h, _, _ = host()
+    node = _SharingNode(h)
+    monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 0.0)
+    node.nbirth(1, 8, 7)
+    assert node.command() is None  # d3 not back in its wait: by name alone
+    node.nbirth(1, 8, 7)
+    assert node.command() is None  # before: 8
+    h.session_lost()
+    node.nbirth(1, 8, 7)
+    assert node.command() is None  # before: 8
+    node.dbirth("d3", "valve", 100)
+    assert node.command() == 8 and node.command("setpoint") == 7
+    node.ddeath("d3")
+    assert node.command("setpoint") is None  # before: 7
+    node.dbirth("d3", "valve", 101)
+    assert node.command("setpoint") == 7
+    monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 60.0)
+    node.nbirth(2, 8, 7)
+    h.session_lost()  # in d3's wait
+    h.retained = True
+    node.nbirth(2, 8, 7)
+    h.retained = False
+    h.handle("spBv1.0/g/NDATA/n", sp.encode(sp.Payload(1000, 1, [sp.Metric(None, 8, D.INT32, 2)])), 1.0)
+    assert node.command() == ["d3"]
+    h._nodes[("g", "n")].expected_until -= 60.0  # d3's wait over
+    assert node.command() is None  # before: ["d3"] for ever
+
+
+def test_a_device_command_of_a_node_whose_devices_share_an_alias_goes_by_name_alone_while_one_is_unborn():
+    """d3's valve and d4's pump given one alias (against Sparkplug; the node's data by it is read for whichever
+    device sends it). After the node's restart, d4 born again and d3 not yet: d3 is awaited, and a DCMD to d4's
+    pump went by alias 9, which d3's late birth then gave its valve too."""
+    h, _, _ = host()
+    node = _SharingNode.__new__(_SharingNode)
+    node.h, node.seq = h, 0
+    node.nbirth(0, 7, 8)
+    node.dbirth("d3", "valve", 9)
+    node.dbirth("d4", "pump", 9)
+    node.nbirth(1, 7, 8)
+    node.dbirth("d4", "pump", 9)
+    assert node.command("pump", "d4") == ["d3"]  # before: 9
+    node.dbirth("d3", "valve", 9)
+    assert node.command("pump", "d4") is None  # the clash read: by name alone
+    node.nbirth(2, 7, 8)
+    node.dbirth("d3", "valve", 9)
+    node.dbirth("d4", "pump", 10)
+    assert node.command("pump", "d4") == 10
