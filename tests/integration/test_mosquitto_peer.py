@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from tests.support.peers import Mosquitto, child_pids, mosquitto_binary
+from tests.support import peers
+from tests.support.peers import Mosquitto, child_pids, mosquitto_binary, wait_port
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 
@@ -38,3 +42,19 @@ def test_a_broker_whose_port_another_peer_holds_fails_its_start_not_taken_for_th
             assert broker.proc is None
         finally:
             broker.stop()  # (before: running, bound once this listener closed)
+
+
+def test_a_peer_listening_at_its_first_look_starts_where_procs_tables_do_not_show_its_socket(monkeypatch):
+    """The peer (here this process) listens before the wait's first look, and /proc/net/tcp shows no listener on
+    its port (WSL1's tables are empty; a sandbox's may be another view): its start returns. It waited its whole
+    timeout and failed, "nothing listens", for every fleet service started so (listening at the first look)."""
+
+    class Tables(type(Path())):  # /proc/net/tcp and tcp6 as such kernels show them: their header alone
+        def read_text(self, *a, **k) -> str:
+            text = super().read_text(*a, **k)
+            return text.splitlines()[0] + "\n" if str(self).startswith("/proc/net/tcp") else text
+
+    with socket.create_server(("127.0.0.1", 0)) as own:
+        peer = SimpleNamespace(pid=os.getpid(), poll=lambda: None, returncode=None, args=["peer"])
+        monkeypatch.setattr(peers, "Path", Tables)
+        wait_port(own.getsockname()[1], 0.5, proc=peer)  # before: TimeoutError

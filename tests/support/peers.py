@@ -68,18 +68,23 @@ def wait_port(
 
 def _listens(pid: int, port: int, host: str) -> bool | None:
     """Whether process ``pid`` holds a socket listening on TCP ``port`` (Linux's /proc; its tcp6 table read only
-    when the tcp one has none of it); None: not known here."""
+    when the tcp one has none of it); None: not known here (no /proc, the process's fds not readable, or the tables
+    show no listener on the port at all: WSL1's are empty, a sandbox's may be another view). False only when they
+    show one and none is the process's: taken so, a peer listening at the first look failed its start there."""
     try:
         fds = set()
         for fd in os.listdir(f"/proc/{pid}/fd"):
             with contextlib.suppress(OSError):  # (closed meanwhile)
                 fds.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        seen = False
         for table in ("tcp6",) if ":" in host else ("tcp", "tcp6"):
             for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
                 f = line.split()
-                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port and f"socket:[{f[9]}]" in fds:
-                    return True
-        return False
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                    if f"socket:[{f[9]}]" in fds:
+                        return True
+                    seen = True
+        return False if seen else None
     except (OSError, IndexError, ValueError):
         return None
 
