@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -543,6 +544,11 @@ LOCAL_MARGINS = {
 # mounting or a partial frame do not), or, for a model with a ``roi`` (a pixel box), of another size
 ASPECT_MARGIN = 0.1
 MAX_SIZES = 32
+# a camera size a training frame names (or a dataset declares) outside these is no camera's (a hand-made or
+# damaged sample, width and height given the wrong way round by a plugin): it would widen the training cameras'
+# aspect range for the whole model (one sample naming 999999x1 took every wider camera for sure)
+CAMERA_SIDES = (8, 20_000)
+CAMERA_MAX_ASPECT = 10.0
 LOCAL_REASONS = {
     ("chroma_b", "low"): "colour cast (white balance)",
     ("chroma_b", "high"): "colour cast (white balance)",
@@ -837,6 +843,26 @@ def camera_wh(size: Any) -> tuple[int, int] | None:
     return int(fw), int(fh)
 
 
+def camera_problem(size: tuple[int, int]) -> str | None:
+    """Why ``size`` (width, height) is no camera's size, or None: a side under ``CAMERA_SIDES[0]`` or over
+    ``CAMERA_SIDES[1]`` px, or one side more than ``CAMERA_MAX_ASPECT`` times the other."""
+    w, h = size
+    lo, hi = CAMERA_SIDES
+    if not (lo <= w <= hi and lo <= h <= hi):
+        return f"a side under {lo} or over {hi} px"
+    if max(w, h) > CAMERA_MAX_ASPECT * min(w, h):
+        return f"one side more than {CAMERA_MAX_ASPECT:g} times the other"
+    return None
+
+
+def _counted(sizes: list[tuple[int, int]]) -> dict[str, int] | None:
+    """``{"WxH": frames}`` of ``sizes`` in their order, None past ``MAX_SIZES`` different ones."""
+    out: dict[str, int] = {}
+    for w, h in sizes:
+        out[f"{w}x{h}"] = out.get(f"{w}x{h}", 0) + 1
+    return out if len(out) <= MAX_SIZES else None
+
+
 def frame_shapes(shapes, cameras=None) -> dict:
     """The training frames' shape, as ``LOCAL_FILE``'s ``frame`` holds it: the range of their aspect
     (width / height), and their sizes (``[width, height]``, at most ``MAX_SIZES`` different ones; None past
@@ -846,7 +872,9 @@ def frame_shapes(shapes, cameras=None) -> dict:
     holds the range of the frames' camera aspect (a known camera's; an unknown one's taken as the frame's own),
     the known cameras' sizes, and ``unknown``: the frame sizes some of whose frames named no camera (an outside
     dataset's images, perhaps resized from a camera of other proportions): a frame resized to one of those is
-    checked at it (``LocalStats.shape``). An agent before ``camera`` ignores it."""
+    checked at it (``LocalStats.shape``). ``frames`` and ``unknown_frames`` count the frames of each (the build
+    says them). A camera size that is no camera's (``camera_problem``) counts as none named, the frames' own
+    size standing for it, and is counted in ``camera_ignored``. An agent before ``camera`` ignores it."""
     sizes = sorted({(int(w), int(h)) for h, w in shapes})
     aspects = [w / h for w, h in sizes]
     out: dict = {
@@ -857,15 +885,52 @@ def frame_shapes(shapes, cameras=None) -> dict:
         return out
     if len(cameras) != len(shapes):
         raise ValueError(f"{len(cameras)} camera sizes for {len(shapes)} frames")
-    named = sorted({(int(c[0]), int(c[1])) for c in cameras if c is not None})
-    unknown = sorted({(int(w), int(h)) for (h, w), c in zip(shapes, cameras, strict=True) if c is None})
+    given = [None if c is None else (int(c[0]), int(c[1])) for c in cameras]
+    ignored = Counter(c for c in given if c is not None and camera_problem(c) is not None)
+    if ignored:
+        out["camera_ignored"] = {f"{w}x{h}": n for (w, h), n in sorted(ignored.items())[:MAX_SIZES]}
+        given = [None if c in ignored else c for c in given]
+        if all(c is None for c in given):
+            return out
+    named_all = sorted(c for c in given if c is not None)
+    unknown_all = sorted((int(w), int(h)) for (h, w), c in zip(shapes, given, strict=True) if c is None)
+    named, unknown = sorted(set(named_all)), sorted(set(unknown_all))
     own = [w / h for w, h in named] + [w / h for w, h in unknown]
     out["camera"] = {
         "aspect": [min(own), max(own)],
         "sizes": [list(wh) for wh in named] if len(named) <= MAX_SIZES else None,
         "unknown": [list(wh) for wh in unknown] if len(unknown) <= MAX_SIZES else None,
+        "frames": _counted(named_all),
+        "unknown_frames": _counted(unknown_all),
     }
     return out
+
+
+def camera_lines(frame: dict) -> list[str]:
+    """What a build says of its training frames' cameras (``frame_shapes``' record): those named, with their
+    frames; the sizes of frames naming none, where a frame resized to one is checked at it; sizes left out."""
+    lines = []
+    cam, ignored = frame.get("camera"), frame.get("camera_ignored")
+    if ignored:
+        shown = ", ".join(f"{k} ({n} frame{'s' * (n != 1)})" for k, n in ignored.items())
+        lines.append(
+            f"training frames' cameras: left out {shown}: no camera's size ({CAMERA_SIDES[0]}-{CAMERA_SIDES[1]} "
+            f"px a side, at most {CAMERA_MAX_ASPECT:g}:1); those frames count as naming none"
+        )
+    if cam:
+        named, unknown = cam.get("frames"), cam.get("unknown_frames")
+        shown = ", ".join(f"{k} ({n})" for k, n in named.items()) if named else f"more than {MAX_SIZES} sizes"
+        lines.append(
+            f"training frames' cameras (frames): {shown}; the agent measures a frame's camera proportions "
+            f"against {cam['aspect'][0]:.3g}-{cam['aspect'][1]:.3g}"
+        )
+        if unknown:
+            sizes = ", ".join(f"{k} ({n})" for k, n in unknown.items())
+            lines.append(
+                f"training frames naming no camera: {sizes}: a frame resized to such a size is checked at it (a "
+                "camera of other proportions set to it is not told); import them with --camera-size to name it"
+            )
+    return lines
 
 
 def summarize_local(images, also=(), shapes=None, cameras=None) -> dict:

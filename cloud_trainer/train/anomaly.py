@@ -1990,7 +1990,9 @@ def build(s: AnomalySettings, log=common.stderr_log) -> dict:
             worst = max(r["max_deviation"]["anomaly_map"] for r in parity["forms"].values())
             parity_spec["output_atol"]["anomaly_map"] = round(max(PARITY_HEADROOM * worst, 2e-3), 6)
     notes: list[str] = []
-    pkg = _package(s, report, served, fp32 if int8_ok else None, fitted["x"], golden, ds, parity_spec, notes)
+    pkg = _package(
+        s, report, served, fp32 if int8_ok else None, fitted["x"], golden, ds, parity_spec, notes, log
+    )
     for note in notes:  # the golden set's blind spots, as model-packager build says them
         log(f"warning: {note}")
     report["golden_notes"] = notes
@@ -2414,6 +2416,7 @@ def _package(
     ds: AnomalyData,
     parity: dict | None = None,
     notes: list[str] | None = None,
+    log=common.stderr_log,
 ) -> Path:
     from model_packager import build_package
 
@@ -2452,7 +2455,7 @@ def _package(
     if parity is not None:  # INT8's bounds: measured on every view (``build``), which an agent re-checks
         spec["parity"] = parity
     (s.workdir / "report.json").write_text(json_codec.dumps(report, indent=1, default=float))
-    from model_packager.inputstats import LOCAL_FILE, summarize, summarize_local
+    from model_packager.inputstats import LOCAL_FILE, camera_lines, summarize, summarize_local
 
     # the training images' statistics for the agent's UNSURE check: the manifest's input_stats, and their
     # local statistics (colour, light banding, sharpness by region) signed beside it; a curved or lamp
@@ -2463,6 +2466,8 @@ def _package(
         ds.stats_images, also=also, shapes=ds.shapes or None, cameras=ds.cameras if ds.shapes else None
     )
     (s.workdir / LOCAL_FILE).write_text(json.dumps(local))
+    for line in camera_lines(local["frame"]):  # the cameras the frame-shape check accepts
+        log(f"anomaly: {line}")
     return build_package(
         model,
         spec,

@@ -500,8 +500,12 @@ def dataset_camera_size(folder: Path) -> tuple[int, int] | None:
     v = _dataset_value(meta_file, "camera_size")
     if v is None:
         return None
+    from model_packager.inputstats import camera_problem
+
     if not (isinstance(v, list) and len(v) == 2 and all(type(n) is int and 0 < n < 1_000_000 for n in v)):
         raise DatasetError(f"{meta_file}: 'camera_size' must be [width, height] in pixels, got {v!r}")
+    if why := camera_problem((v[0], v[1])):
+        raise DatasetError(f"{meta_file}: 'camera_size' {v!r} is no camera's size ({why})")
     return v[0], v[1]
 
 

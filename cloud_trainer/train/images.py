@@ -1545,7 +1545,7 @@ def main(argv: list[str]) -> int:
         help="the camera's own size where the images were resized since (a dataset squashed to 96x96 from a "
         "4:3 camera's 640x480 frames: 640x480): recorded, so that the agent measures a camera's proportions "
         "against it. Without it an image's own size stands for its camera's, except where a camera is resized "
-        "to exactly that size",
+        "to exactly that size. Fleet samples keep their own: an agent names its camera in each",
     )
     a = ap.parse_args(argv)
     with _decoders_quiet(), stopped_cleanly():
@@ -1568,9 +1568,13 @@ def _camera_size_arg(text: str) -> tuple[int, int]:
     """``--camera-size``'s ``WIDTHxHEIGHT`` (``640x480``), whole numbers > 0."""
     import argparse
 
+    from model_packager.inputstats import camera_problem
+
     m = re.fullmatch(r"([1-9][0-9]{0,5})[xX]([1-9][0-9]{0,5})", text.strip())
     if m is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT in pixels, e.g. 640x480")
+    if why := camera_problem((int(m[1]), int(m[2]))):
+        raise argparse.ArgumentTypeError(f"{text!r} is no camera's size ({why})")
     return int(m[1]), int(m[2])
 
 

@@ -176,12 +176,14 @@ def stage_train(s: BuildSettings, log=common.stderr_log) -> dict:
         "input_stats": fam.input_stats(ds, tr),
         "training": {"seconds": time.perf_counter() - t0, "history": tr_out["history"]["epochs"]},
     }
-    from model_packager.inputstats import LOCAL_FILE
+    from model_packager.inputstats import LOCAL_FILE, camera_lines
 
     local = fam.input_stats_local(ds, tr) if meta["input_stats"] else None
     (s.workdir / LOCAL_FILE).unlink(missing_ok=True)  # never a former build's
     if local is not None:  # colour, light banding, sharpness by region: packaged beside the manifest
         (s.workdir / LOCAL_FILE).write_text(json.dumps(local))
+        for line in camera_lines(local.get("frame") or {}):  # the cameras the frame-shape check accepts
+            log(f"{s.family}: {line}")
     if meta["split_rule"]:
         log(f"{s.family}: the gate's test set: {meta['split_rule']}")
     meta.update(fam.train_meta(ds, log))

@@ -345,6 +345,35 @@ def test_a_frames_camera_is_measured_against_the_training_frames_named_cameras()
     assert "camera" not in frame_shapes([(96, 96)] * 3, [None] * 3)
 
 
+def test_a_camera_size_that_is_no_cameras_is_left_out_and_the_build_says_the_cameras_it_records():
+    """One training frame naming an implausible camera (a hand-made sample's ``999999x1``, a damaged one) widened
+    the training cameras' aspect range for the whole model, silently: every wider camera was then sure. Such a
+    size counts as none named (the frame's own size stands for it) and is said; the recorded cameras are counted
+    and said, and so are the sizes of frames naming none (a camera resized to one of those is checked at it)."""
+    from model_packager.inputstats import LocalStats, camera_lines, camera_problem, summarize_local
+
+    assert camera_problem((8, 8)) is None and camera_problem((20_000, 2_000)) is None
+    assert camera_problem((7, 96)) and camera_problem((20_001, 4000)) and camera_problem((1001, 100))
+    frames = [plate(1, i, None, 96)[0] for i in range(4)]
+    d = summarize_local(frames, cameras=[(160, 120), (160, 120), (999999, 1), None])
+    frame = d["frame"]
+    assert frame["camera"]["aspect"] == [1.0, 4 / 3]  # the 999999x1 sample's frame: by its own 96x96
+    assert frame["camera"]["frames"] == {"160x120": 2} and frame["camera"]["unknown_frames"] == {"96x96": 2}
+    assert frame["camera_ignored"] == {"999999x1": 1}
+    why = LocalStats(d).shape(np.zeros((64, 64, 3), np.uint8), 1.0, (320, 180))  # a 16:9 camera: not its view
+    assert "aspect 1.78 outside 0.905-1.47 of the training frames' camera (160x120)" in (why or ""), why
+    lines = camera_lines(frame)
+    assert lines[0].startswith("training frames' cameras: left out 999999x1 (1 frame): no camera's size")
+    assert lines[1].startswith("training frames' cameras (frames): 160x120 (2); ")
+    assert lines[2].startswith("training frames naming no camera: 96x96 (2): a frame resized to such a size")
+    # every named one left out: no camera recorded, as for frames naming none, and still said
+    alone = summarize_local(frames[:1], cameras=[(1, 1)])["frame"]
+    assert "camera" not in alone and camera_lines(alone)[0].startswith(
+        "training frames' cameras: left out 1x1"
+    )
+    assert camera_lines(summarize_local(frames[:1])["frame"]) == []
+
+
 def test_a_small_glint_is_unsure_as_glare():
     # a specular hot spot (~6 % of the frame's width) on parts of another generator: the grey statistics
     # passed it (the model saw a white blob on a good part); the share of white pixels names it

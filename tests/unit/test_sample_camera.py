@@ -69,7 +69,13 @@ def test_imported_samples_keep_their_camera_and_both_families_record_it(tmp_path
     parts = load_parts(out)
     assert sorted(parts.camera_sizes or [], key=str) == [(160, 120)] * 6 + [None]
     frame = VisionFamily().input_stats_local(parts, list(range(len(parts.images))))["frame"]
-    assert frame["camera"] == {"aspect": [1.0, 4 / 3], "sizes": [[160, 120]], "unknown": [[96, 96]]}
+    assert frame["camera"] == {
+        "aspect": [1.0, 4 / 3],
+        "sizes": [[160, 120]],
+        "unknown": [[96, 96]],
+        "frames": {"160x120": 6},
+        "unknown_frames": {"96x96": 1},
+    }
     assert frame["aspect"] == [1.0, 1.0] and frame["sizes"] == [[96, 96]]  # as before, for older agents
     good = A.load_good(out, min_good=2)
     # one good image is held out for the test split (it has defects but no good one): 3 of the 4 train
@@ -84,7 +90,7 @@ def test_a_squashed_datasets_declared_camera_is_recorded_for_its_images(tmp_path
     import pytest
 
     from cloud_trainer.train import anomaly as A
-    from cloud_trainer.train.data import load_parts
+    from cloud_trainer.train.data import DatasetError, load_parts
     from cloud_trainer.train.families.vision import VisionFamily
     from cloud_trainer.train.images import main
     from model_packager.inputstats import LocalStats
@@ -99,6 +105,9 @@ def test_a_squashed_datasets_declared_camera_is_recorded_for_its_images(tmp_path
     with pytest.raises(SystemExit):
         main([str(src), "--out", str(tmp_path / "bad"), "--camera-size", "640x0"])
     assert "'640x0' is not WIDTHxHEIGHT in pixels" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no camera's size: it would widen the training cameras' range
+        main([str(src), "--out", str(tmp_path / "bad"), "--camera-size", "999999x1"])
+    assert "'999999x1' is no camera's size (a side under 8 or over 20000 px)" in capsys.readouterr().err
     out = tmp_path / "ds"
     assert (
         main([str(src), "--out", str(out), "--good", "ok", "--min-good", "2", "--camera-size", "640x480"])
@@ -110,6 +119,12 @@ def test_a_squashed_datasets_declared_camera_is_recorded_for_its_images(tmp_path
     local = LocalStats(VisionFamily().input_stats_local(parts, list(range(6))))
     assert local.shape(np.zeros((64, 64, 3), np.uint8), 1.0, (640, 480)) is None
     assert "of the training frames' camera (640x480)" in (local.shape(parts.images[0], 1.0, (320, 180)) or "")
+    meta = (out / "dataset.yaml").read_text()  # one written by hand, no camera's size: refused, named
+    (out / "dataset.yaml").write_text(meta.replace("camera_size:\n- 640\n- 480", "camera_size: [999999, 1]"))
+    with pytest.raises(
+        DatasetError, match=r"'camera_size' \[999999, 1\] is no camera's size \(a side under 8"
+    ):
+        load_parts(out)
 
 
 def test_a_fleet_sample_naming_no_camera_is_not_taken_for_its_bases_declared_camera(tmp_path):
