@@ -178,14 +178,18 @@ DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often
 # Only with CLONE_LATE reports of a run another followed within CLONE_WINDOW_S too (each clone's, in turn): a lone
 # gateway on a flapping link starts a new run at each link lost, and was named two gateways of one identity.
 # A deployment step kept late and untold so is taken again under the agent's first new run this process takes after
-# the hold, if the step's run was told late since (``_retake_untold``): the agent, told nothing, never sent it again,
-# and its rollout stalled; a stopped clone's steps are forgotten then. The hold and those steps are this process's, in
-# memory: another replica holds and tells on its own count
+# the hold, if the step's run was told late just before (``_retake_untold``): the agent, told nothing, never sent it
+# again, and its rollout stalled; a stopped clone's steps are forgotten then. The hold and those steps are this
+# process's, in memory: another replica holds and tells on its own count
 CLONE_RUNS = 6
 CLONE_LATE = 3
 CLONE_WINDOW_S = 120.0
 CLONE_HOLD_S = 600.0
 UNTOLD_STEPS = 16  # deployments per agent whose last step kept late during its clone hold is remembered
+# a run told late after the hold takes its kept steps only under a new run of the agent that begins within this: the
+# gateway told late reports under a new run at its next report (seconds); a later new run is another gateway's (the
+# remaining clone's link re-made, long after the late one was stopped, or reported to another replica)
+UNTOLD_RETAKE_S = 120.0
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
 # an agent at its concurrent_streams limit: a PushRecords of it that has waited this long for its next batch
 # gives way to the new stream (_reclaim), waited for at most RECLAIM_WAIT_S
@@ -584,10 +588,10 @@ class FleetServicer(rpc.FleetServicer):
         self._judged: dict[tuple[str, str], tuple[str, str]] = {}
         # agent -> deployment id -> (its step kept late and untold during the agent's clone hold, the target's
         # recorded report then, the step's run): taken again under the agent's first new run after the hold, if the
-        # step's run was told late since (``_retake_untold``), else forgotten then
+        # step's run was told late within UNTOLD_RETAKE_S before it (``_retake_untold``), else forgotten then
         self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict, str]]] = {}
-        # agent -> the runs of those steps told late after the hold
-        self._untold_late: dict[tuple[str, str], set[str]] = {}
+        # agent -> the runs of those steps told late after the hold -> when (time.monotonic) last told
+        self._untold_late: dict[tuple[str, str], dict[str, float]] = {}
         self._retaking: set[asyncio.Future] = set()
 
     async def require(self, context, role: str) -> Identity:
@@ -795,8 +799,14 @@ class FleetServicer(rpc.FleetServicer):
         (its clone hold over), the gateway of that run draws a new run next: its steps kept untold during the hold are
         taken under that one (``_retake_untold``)."""
         self._late_runs.setdefault(key, collections.deque(maxlen=CLONE_LATE)).append(time.monotonic())
-        if key in self._untold_steps and self._tell_late(key):
-            self._untold_late.setdefault(key, set()).add(_run_key(boot))
+        if self._tell_late(key):
+            self._told_late(key, boot)
+
+    def _told_late(self, key: tuple[str, str], boot: str) -> None:
+        """Agent ``key``'s run ``boot`` is told late (its clone hold over): its steps kept untold are taken under the
+        agent's next new run if it begins within UNTOLD_RETAKE_S (``_retake_untold``)."""
+        if key in self._untold_steps:
+            self._untold_late.setdefault(key, {})[_run_key(boot)] = time.monotonic()
 
     def _tell_late(self, key: tuple[str, str]) -> bool:
         """Whether a late report of agent ``key`` is answered with the late mark (the agent then reports under a new
@@ -837,14 +847,17 @@ class FleetServicer(rpc.FleetServicer):
 
     def _retake_untold(self, key: tuple[str, str], boot: str, seq: int) -> None:
         """The agent's run ``boot`` taken (its report ``seq``), new to this process: once its clone hold is over, the
-        steps kept late and untold during it whose run was told late since are taken under that run (the gateway that
-        made them drew it), as the agent sends a step told late again (``FleetClient._resend``), each only while its
-        target is as the step left it (``Control.retake_kept``); the others are forgotten. Taken at any new run, the
-        steps of a clone the operator stopped (never told) were recorded as the remaining gateway's at its restart:
-        its completed rollout's healthy target marked with the stopped clone's ``failed``."""
+        steps kept late and untold during it whose run was told late within UNTOLD_RETAKE_S are taken under that run
+        (the gateway that made them drew it), as the agent sends a step told late again (``FleetClient._resend``),
+        each only while its target is as the step left it (``Control.retake_kept``); the others are forgotten. Taken
+        at any new run, the steps of a clone the operator stopped (never told) were recorded as the remaining
+        gateway's at its restart: its completed rollout's healthy target marked with the stopped clone's ``failed``;
+        told late, then stopped before its new run came here (or its new run reported to another replica), the same
+        at the remaining gateway's next new run, any time later."""
         if not self._tell_late(key) or self.control is None:
             return
-        told = self._untold_late.pop(key, set())
+        cut = time.monotonic() - UNTOLD_RETAKE_S
+        told = {run for run, at in self._untold_late.pop(key, {}).items() if at >= cut}
         steps = {
             dep: (step, was) for dep, (step, was, run) in self._untold_steps.pop(key).items() if run in told
         }
@@ -1835,6 +1848,7 @@ class FleetServicer(rpc.FleetServicer):
             if known == KEPT_LATE:
                 if self._tell_late((who.tenant, who.name)):
                     context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
+                    self._told_late((who.tenant, who.name), request.boot_id)
                 else:
                     await self._keep_untold((who.tenant, who.name), request, health)
         return pb.ReportReply()

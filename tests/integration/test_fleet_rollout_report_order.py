@@ -961,6 +961,66 @@ async def test_a_step_kept_untold_during_a_clone_hold_is_not_taken_under_the_oth
     assert key not in srv.fleet._untold_steps  # (forgotten at the agent's first new run after the hold)
 
 
+async def _clone_hold_with_a_kept_failed(srv, stub, e, *slots: str) -> list[dict]:
+    """gw1's clones A (late) and B (newer): B's ``healthy`` taken on a rollout of 1.2.0 to each of ``slots``; during
+    a clone hold A's ``failed`` of the first kept late, untold; then the hold over. The deployments."""
+    import time
+
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runA"))
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runB"))
+    deps = [
+        srv.control.create({"package": "part-inspection", "version": "1.2.0", "slot": s, "agents": ["gw1"]})
+        for s in slots
+    ]
+    for i, dep in enumerate(deps):
+        await stub.ReportDeployment(_healthy(dep["id"], "1.2.0", 2 + i, "runB"))
+    srv.fleet._clone_hold[("default", "gw1")] = time.monotonic() + 60
+    failed = _healthy(deps[0]["id"], "1.2.0", 2, "runA")
+    failed.step, failed.ok, failed.reason = "failed", False, "no room left"
+    await stub.ReportDeployment(failed)  # kept late, untold
+    srv.fleet._clone_hold[("default", "gw1")] = time.monotonic() - 1
+    return deps
+
+
+async def test_a_step_kept_untold_is_not_taken_under_a_new_run_long_after_its_run_was_told_late(
+    fleet, monkeypatch
+):
+    """The late clone told late after the hold, then stopped before its new run came to this process (or its new run
+    went to another replica): the remaining gateway's next new run (a link re-made, any time later) took the stopped
+    clone's ``failed`` as its own. Taken only under a new run within UNTOLD_RETAKE_S of the tell."""
+    from cloud_trainer.fleet import service
+
+    srv, stub, e = fleet
+    monkeypatch.setattr(service, "UNTOLD_RETAKE_S", 0.0)  # (the remaining gateway's new run comes later)
+    (dep,) = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision")
+    call = stub.Heartbeat(_report(e["1.0.0"], 3, "runA"))
+    await call
+    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # told late; then stopped
+    await stub.Heartbeat(_report(e["1.2.0"], 4, "runB2"))
+    await asyncio.gather(*srv.fleet._retaking)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runB", "seq": 2}), t  # was: failed, runB2's
+    assert ("default", "gw1") not in srv.fleet._untold_steps
+
+
+async def test_a_step_kept_untold_is_taken_when_its_run_is_told_late_by_a_deployment_step(fleet):
+    """After the hold the late clone's first report was a step of another deployment, kept late and told so: its run
+    was not marked told, and its step kept during the hold was forgotten at its new run (its rollout stalled)."""
+    srv, stub, e = fleet
+    dep, other = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision", "counter")
+    step = _healthy(other["id"], "1.2.0", 4, "runA")
+    step.step = "active"
+    call = stub.ReportDeployment(step)
+    await call
+    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # told late: a new run next
+    await stub.Heartbeat(_report(e["1.2.0"], 5, "runA2"))
+    await asyncio.gather(*srv.fleet._retaking)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 5}), (
+        t
+    )  # was: healthy (forgotten)
+
+
 async def test_two_live_gateways_of_one_identity_each_held_by_another_replica_are_counted_and_their_view_held(
     fleet, built, tmp_path, caplog
 ):
