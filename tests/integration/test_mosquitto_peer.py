@@ -44,10 +44,15 @@ def test_a_broker_whose_port_another_peer_holds_fails_its_start_not_taken_for_th
             broker.stop()  # (before: running, bound once this listener closed)
 
 
-def test_a_peer_listening_at_its_first_look_starts_where_procs_tables_do_not_show_its_socket(monkeypatch):
+def test_a_peer_listening_at_its_first_look_starts_where_proc_cannot_tell_whose_the_listener_is(monkeypatch):
     """The peer (here this process) listens before the wait's first look, and /proc/net/tcp shows no listener on
-    its port (WSL1's tables are empty; a sandbox's may be another view): its start returns. It waited its whole
-    timeout and failed, "nothing listens", for every fleet service started so (listening at the first look)."""
+    its port (WSL1's tables are empty; a sandbox's may be another view), or the peer's fds cannot be read (a root
+    without CAP_SYS_PTRACE, as in a container, and a broker that dropped to user mosquitto): its start returns once
+    it has not exited within HELD_GRACE_S. It waited its whole timeout and failed, "nothing listens": every fleet
+    service started so (listening at the first look), a broker that listened before the first look."""
+
+    def unreadable(path: str) -> str:
+        raise PermissionError(path)
 
     class Tables(type(Path())):  # /proc/net/tcp and tcp6 as such kernels show them: their header alone
         def read_text(self, *a, **k) -> str:
@@ -56,5 +61,9 @@ def test_a_peer_listening_at_its_first_look_starts_where_procs_tables_do_not_sho
 
     with socket.create_server(("127.0.0.1", 0)) as own:
         peer = SimpleNamespace(pid=os.getpid(), poll=lambda: None, returncode=None, args=["peer"])
+        monkeypatch.setattr(peers, "HELD_GRACE_S", 0.1, raising=False)  # (the peer given that to exit)
         monkeypatch.setattr(peers, "Path", Tables)
-        wait_port(own.getsockname()[1], 0.5, proc=peer)  # before: TimeoutError
+        wait_port(own.getsockname()[1], 2, proc=peer)  # before: TimeoutError
+        monkeypatch.setattr(peers, "Path", Path)
+        monkeypatch.setattr(peers.os, "readlink", unreadable)
+        wait_port(own.getsockname()[1], 2, proc=peer)  # before: TimeoutError
