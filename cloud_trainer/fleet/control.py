@@ -852,13 +852,15 @@ class Control:
         *,
         tenant: str = T,
         report: tuple[str, int] | None = None,
+        was: dict | None = None,
     ) -> bool | str:
         """Record an agent's step; False (nothing recorded) for a deployment that is not the agent's: unknown, of
         another tenant, or not targeting it (the service refuses those alike); ``KEPT_LATE`` (truthy) for a step
         kept as the target's last report only because it was made before one taken (the service tells the agent,
         which resends it under a new run unless it made a later step of the deployment since: a restored VM's
         memory, not a reorder). ``report``: the step's (boot id, number) among its agent's reports (v4 agents; a
-        number from 1), kept with a verdict it records (``_ways_back``)."""
+        number from 1), kept with a verdict it records (``_ways_back``). ``was``: only while the target's recorded
+        report is ``was["report"]`` and its last report this step (``retake_kept``), False else."""
         report = (_run_key(report[0]), report[1]) if report else None
         mark = {"report": {"boot": report[0], "seq": report[1]}} if report and report[0] and report[1] else {}
         with self._write():
@@ -873,6 +875,11 @@ class Control:
             t = dep["targets"].get(agent)
             if t is None:
                 return False
+            if was is not None and (
+                t.get("report") != was.get("report")
+                or t.get("last_report") != {"step": step, "version": version, "ok": ok, "reason": reason}
+            ):
+                return False  # a step taken (or kept) since, here or by another replica: not undone
             # made before the step its target recorded last: of a run that a newer run of the agent followed
             # (``_take_run``) and the target's step of a newer run, or of the same run and numbered lower. A step
             # of a previous run is taken when the target recorded none of a newer run: only a state report of the
@@ -965,31 +972,24 @@ class Control:
         """A step ``on_report`` kept late that its agent was not told of (its clone hold: ``FleetServicer._tell_late``)
         recorded under ``report``, a run of the agent taken since, as the agent sends a step told late again
         (``FleetClient._resend``): only while its target is as the step left it (``was``: its last report that step,
-        its recorded report the same: no step taken since). ``on_report``'s answer, or False."""
-        # (this process's steps wait; ``on_report`` writes in its own transaction, then ticks)
-        with self.lock:
-            try:
-                dep = self._get(dep_id)
-            except ValueError:
-                return False
-            t = dep["targets"].get(agent) if dep.get("tenant", T) == tenant else None
-            kept = {k: step[k] for k in ("step", "version", "ok", "reason")}
-            if t is None or t.get("last_report") != kept or was.get("last_report") != kept:
-                return False
-            if t.get("report") != was.get("report"):
-                return False
-            return self.on_report(
-                agent,
-                dep_id,
-                step["slot"],
-                step["version"],
-                step["step"],
-                step["ok"],
-                step["reason"],
-                step["health"],
-                tenant=tenant,
-                report=report,
-            )
+        its recorded report the same: no step taken since). ``on_report``'s answer, or False. Checked inside
+        ``on_report``'s write transaction: checked before it, another replica's step taken between the two was
+        written over."""
+        if was.get("last_report") != {k: step[k] for k in ("step", "version", "ok", "reason")}:
+            return False
+        return self.on_report(
+            agent,
+            dep_id,
+            step["slot"],
+            step["version"],
+            step["step"],
+            step["ok"],
+            step["reason"],
+            step["health"],
+            tenant=tenant,
+            report=report,
+            was=was,
+        )
 
     def _gone_back(self, newer: dict, agent: str, version: str) -> None:
         """A rollout (an admin's ``rollback``, or a newer rollout that took the agent over) runs on ``agent`` (it

@@ -1016,9 +1016,36 @@ async def test_a_step_kept_untold_is_taken_when_its_run_is_told_late_by_a_deploy
     await stub.Heartbeat(_report(e["1.2.0"], 5, "runA2"))
     await asyncio.gather(*srv.fleet._retaking)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
-    assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 5}), (
-        t
-    )  # was: healthy (forgotten)
+    # was: healthy (the kept failed forgotten)
+    assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 5}), t
+
+
+async def test_a_kept_step_is_not_taken_over_a_step_another_replica_took_after_the_retakes_check(
+    fleet, monkeypatch
+):
+    """``Control.retake_kept`` checked that the target was as the kept step left it before ``on_report``'s write
+    transaction: a newer step another replica took between the two (here a second Control on the same control.db)
+    was written over by the stopped clone's ``failed``. The check is made inside that transaction."""
+    from cloud_trainer.fleet.control import Control
+
+    srv, stub, e = fleet
+    (dep,) = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision")
+    ((step, was, _run),) = srv.fleet._untold_steps[("default", "gw1")].values()
+    other = Control(srv.data / "control.db", srv.registry, None)  # another replica
+    on_report = srv.control.on_report
+
+    def another_replica_first(*args, **kwargs):
+        other.on_report("gw1", dep["id"], "vision", "1.2.0", "healthy", True, "", {}, report=("runB", 5))
+        return on_report(*args, **kwargs)
+
+    monkeypatch.setattr(srv.control, "on_report", another_replica_first)
+    try:
+        assert srv.control.note_run("gw1", "runA2", 6)
+        assert not srv.control.retake_kept("gw1", dep["id"], step, was, report=("runA2", 6))
+    finally:
+        other.close()
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runB", "seq": 5}), t  # was: failed, runA2's
 
 
 async def test_two_live_gateways_of_one_identity_each_held_by_another_replica_are_counted_and_their_view_held(
