@@ -136,9 +136,9 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     the golden test, which needs the engines), and the package installed in the slot as a start verifies it again:
     (errors, warnings). What the agent does then is what its start decides (``start_refusal``): a refused package
     with an installed one that passes is a warning (the slot starts on that one), as is one refused with nothing
-    installed (the agent starts with the slot failed); the installed package failing its checks too, or a first
-    install the disk has no room for, ends the agent's start: an error, in the agent's words. Trusted keys that
-    cannot be loaded are an error (every install is refused)."""
+    installed or the installed one refused too (the agent starts with the slot failed); a first install the disk
+    has no room for ends the agent's start: an error, in the agent's words. Trusted keys that cannot be loaded are
+    an error (every install is refused)."""
     from pathlib import Path
 
     from edge_agent.models.slot import FailedAtStart, not_refused, refused_by_config, start_refusal
@@ -190,10 +190,16 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
             continue
         said = start_refusal(name, pkg, why, retry=retry, installed=installed or None, rejected=rejected)
         if isinstance(said, FailedAtStart):
+            none = (
+                f"the package installed in slot {name!r}, {installed}, is refused too ({printable(rejected, 600)}): "
+                "the agent sets it aside and"
+                if installed
+                else f"no package is installed in slot {name!r} yet: the agent"
+            )
             warnings.append(
                 f"{where}: models.{name}.package: {printable(str(pkg), 300)} is refused: {printable(why, 600)}; "
-                f"no package is installed in slot {name!r} yet: the agent starts with the slot failed (its "
-                f"pipelines judge nothing) and the rest serving; fix models.{name}.package"
+                f"{none} starts with the slot failed (its pipelines judge nothing) and the rest serving; fix "
+                f"models.{name}.package"
             )
         else:
             errors.append(

@@ -104,17 +104,16 @@ def start_refusal(
     slot: str, pkg: Path, reason: str, *, retry: bool, installed: str | None, rejected: str | None
 ) -> SlotError:
     """What a start does when the slot's configured package ``pkg`` is refused (``reason``) and no installed
-    package serves instead (``installed``: the folder the slot held, set aside for ``rejected``). Nothing installed
-    and a refusal of the package itself: ``FailedAtStart``, the agent starts with the slot failed and serves the
-    rest. Else a ``SlotError`` that ends the agent's start: a refusal of this machine (``retry``: its disk full at
-    the first install), tried again at the next start, or a slot whose installed package failed its own checks too.
-    ``edge-agent validate`` judges a config by the same function."""
+    package serves instead (``installed``: the folder the slot held, set aside for ``rejected``). A refusal of the
+    package itself: ``FailedAtStart``, the agent starts with the slot failed and serves the rest, whether nothing
+    was installed or the installed package was set aside (the next start finds nothing installed: ending this one
+    only delayed the same outcome by a restart, and under a unit whose ``ExecStartPre`` runs ``validate`` kept the
+    agent down for good). A refusal of this machine (``retry``: its disk full at the install): a ``SlotError`` that
+    ends the agent's start, tried again at the next one. ``edge-agent validate`` judges a config by this function."""
     said = f"model slot {slot!r}: cannot start on {pkg}: {reason}"
-    if installed is None and not retry:
-        return FailedAtStart(said)
     if installed is not None:
         said += f"; nor on the installed package {installed}: {rejected or 'it does not read'}"
-    return SlotError(said)
+    return SlotError(said) if retry else FailedAtStart(said)
 
 
 class _Stopped(RuntimeError):
@@ -369,7 +368,8 @@ class ModelSlot:
     ) -> None:
         """``start`` after its restart checks. ``refused``: why a pinned slot's configured package was refused (its
         install, load or golden test): the installed package serves, as when the configured one is the same, if it
-        passes its own checks; else the start fails with both reasons (the refused package is not tried again)."""
+        passes its own checks; else the slot starts failed, naming both reasons (the refused package is not tried
+        again), or, for a refusal of this machine (its disk full), the start fails."""
         st = self.store.state()
         current = st.get("current")
         want_pkg = Path(self.config.package) if self.config.package else None
@@ -482,8 +482,12 @@ class ModelSlot:
         if (
             refused is not None
         ):  # the installed package failed too (its signer no longer trusted, a refused version)
-            raise start_refusal(
-                self.name, want_pkg, refused, retry=retry, installed=current or None, rejected=rejected
+            raise self._failed_at_start(
+                start_refusal(
+                    self.name, want_pkg, refused, retry=retry, installed=current or None, rejected=rejected
+                ),
+                want_pkg,
+                refused,
             )
         outcome = await self.swap(want_pkg, watch=False)
         if not outcome.ok and pinned_other:
@@ -493,25 +497,31 @@ class ModelSlot:
             # Raised, it ended the agent's start, every other slot and pipeline with it, at every restart
             return await self._start_on(resume, refused=outcome.reason or outcome.stage, retry=outcome.retry)
         if not outcome.ok:
-            err = start_refusal(
-                self.name,
+            why = outcome.reason or outcome.stage
+            raise self._failed_at_start(
+                start_refusal(
+                    self.name,
+                    want_pkg,
+                    why,
+                    retry=outcome.retry,
+                    installed=current or None,
+                    rejected=rejected,
+                ),
                 want_pkg,
-                outcome.reason or outcome.stage,
-                retry=outcome.retry,
-                installed=current or None,
-                rejected=rejected,
+                why,
             )
-            if isinstance(err, FailedAtStart):
-                # nothing installed yet to serve instead: a SlotError ended the agent's start, every other slot and
-                # pipeline with it, at every restart, and a slot following the fleet never heard of a package to
-                # fix it
-                self.state = "failed"
-                self.failed = (
-                    f"its configured package {want_pkg} is refused: {one_line(outcome.reason or '', 600)}"
-                )
-                self.counters["configured_package_refused"] += 1
-            raise err
         self._keep_state()
+
+    def _failed_at_start(self, err: SlotError, pkg: Path, why: str) -> SlotError:
+        """``err`` (``start_refusal``'s), the slot marked failed when it is ``FailedAtStart``: nothing installed
+        serves instead (none yet, or the installed one set aside just now). A SlotError ended the agent's start,
+        every other slot and pipeline with it, at every restart, and a slot following the fleet never heard of a
+        package to fix it."""
+        if isinstance(err, FailedAtStart):
+            self.state = "failed"
+            self.failed = f"its configured package {pkg} is refused: {one_line(why, 600)}"
+            self.counters["configured_package_refused"] += 1
+        return err
 
     def _configured_refused(self, pkg: Path, why: str, installed: str, retry: bool = False) -> None:
         """A pinned slot's configured package refused at a start: said once, counted; the installed one serves.

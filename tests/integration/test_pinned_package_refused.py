@@ -71,11 +71,12 @@ async def test_a_pinned_slots_new_package_that_fails_its_checks_leaves_the_insta
 
 
 async def test_a_pinned_slot_whose_installed_signer_was_revoked_does_not_serve_it_when_its_new_package_is_refused(
-    kit, tmp_path
+    kit, tmp_path, caplog
 ):
     """The admin removed the installed package's signing key from the trusted keys (revoked it) and copied a new
     package that is refused too: the installed package must not serve. It was set aside, but the refused package
-    was installed a second time and the log first said the installed one serves."""
+    was installed a second time and the log first said the installed one serves. The slot starts failed (nothing
+    installed serves it), as the next start, finding nothing installed, would."""
     from edge_agent.models.slot import SlotError
 
     tmp, key, pub, v1 = kit
@@ -93,8 +94,9 @@ async def test_a_pinned_slot_whose_installed_signer_was_revoked_does_not_serve_i
         SlotError, match="which is not among the trusted keys.*; nor on the installed package part-"
     ):
         await again.start()
-    assert again.state != "active" and again.version is None
-    assert again.counters["swaps_refused"] == 1 and not again.counters["configured_package_refused"]
+    assert again.state == "failed" and again.version is None
+    assert again.counters["swaps_refused"] == 1 and again.counters["installed_rejected"] == 1
+    assert not [r for r in caplog.records if "serving the installed" in r.getMessage()]
 
 
 async def test_the_fleets_agents_table_shows_a_slot_serving_on_after_its_new_package_was_refused(

@@ -1,10 +1,10 @@
 """`edge-agent validate` verifies each slot's configured package as the agent's install does, and says what the agent
 will do with one it refuses (signed by a key the gateway does not trust, damaged, a refused version): a `warning:`
 line naming the slot, the file and the reason (it said ok, and the agent's start was the first to tell). The agent
-starts all the same: on the package installed in the slot, or, with none, with the slot failed and the rest
-serving (tests/integration/test_slot_failed_at_start.py). Where the agent's start still ends (the package installed in
-the slot fails its checks too; a first install the disk has no room for), validate says so in the agent's own words
-and exits 1, so that a unit's ExecStartPre stops a restart loop: it said a warning, exit 0."""
+starts all the same: on the package installed in the slot, or, with none (or the installed one refused too, set
+aside), with the slot failed and the rest serving (tests/integration/test_slot_failed_at_start.py). Where the agent's
+start still ends (a first install the disk has no room for), validate says so in the agent's own words and exits 1,
+so that a unit's ExecStartPre stops a restart loop: it said a warning, exit 0."""
 
 from __future__ import annotations
 
@@ -72,18 +72,20 @@ def test_validate_names_a_package_the_agent_would_refuse(kit, tmp_path, capsys, 
     assert "no package is installed in slot 'vision' yet: the agent starts with the slot failed" in lines[0]
 
     # a slot that holds an installed package starts on it while that one passes its checks: said, not refused. The
-    # installed 1.0.0 is refused too where its signer is not trusted or its version is refused: the start ends
+    # installed 1.0.0 is refused too where its signer is not trusted or its version is refused: the start sets it
+    # aside and the slot starts failed, as with nothing installed
     _install(pkg if bad != "truncated" else kit[0], tmp_path / "data", kit[1])
-    ends = bad != "truncated"
-    assert main(["validate", path]) == (1 if ends else 0)
+    assert main(["validate", path]) == 0
     err = capsys.readouterr().err
-    if ends:
+    assert "warning:" in err and said in err, err
+    if bad != "truncated":
         assert (
-            "; nor on the installed package part-inspection-1.0.0-" in err
-            and "the agent does not start" in err
-        )
+            "the package installed in slot 'vision', part-inspection-1.0.0-" in err
+            and "is refused too" in err
+            and "the agent sets it aside and starts with the slot failed" in err
+        ), err
     else:
-        assert "warning:" in err and said in err and "the slot starts on the package installed in" in err, err
+        assert "the slot starts on the package installed in" in err, err
 
 
 def _install(pkg: Path, data: Path, pub: Path) -> None:
@@ -105,23 +107,28 @@ async def _start_raises(path: str, tmp_path: Path, pub: Path) -> SlotError:
     raise AssertionError("the slot started")
 
 
-async def test_validate_fails_where_the_installed_package_is_refused_too_in_the_agents_words(
+async def test_validate_and_every_start_agree_where_the_installed_package_is_refused_too(
     kit, tmp_path, capsys
 ):
     """The installed package's version refused in the config, the configured one damaged: the start sets the
-    installed one aside, cannot install the configured one, and ends (the agent does not start)."""
+    installed one aside and cannot install the configured one. It ended the agent's start (and validate exited 1),
+    while the next start, finding nothing installed, started with the slot failed: under a unit whose ExecStartPre
+    runs validate the agent never started again. Every start now starts with the slot failed, and validate warns."""
     pkg, pub, _ = kit
     _install(pkg, tmp_path / "data", pub)
     damaged = tmp_path / "vision.edgepkg"
     damaged.write_bytes(pkg.read_bytes()[: pkg.stat().st_size // 2])
     path = _config(tmp_path, damaged, pub, refused_versions=["1.0.0"])
-    assert main(["validate", path]) == 1
+    assert main(["validate", path]) == 0
     err = capsys.readouterr().err
     (line,) = [ln for ln in err.splitlines() if "models.vision.package" in ln]
-    exc = await _start_raises(path, tmp_path, pub)
-    assert not isinstance(exc, FailedAtStart)
-    assert line == f"{path}: models.vision.package: {exc}; the agent does not start", (line, exc)
-    assert "nor on the installed package part-inspection-1.0.0-" in line and "refused_versions" in line, line
+    assert "refused too (part-inspection-1.0.0 is a version this agent refuses" in line, line
+    first = await _start_raises(path, tmp_path, pub)  # the installed folder set aside
+    assert isinstance(
+        first, FailedAtStart
+    ) and "; nor on the installed package part-inspection-1.0.0-" in str(first), first
+    assert main(["validate", path]) == 0
+    assert isinstance(await _start_raises(path, tmp_path, pub), FailedAtStart)  # nothing installed now
 
 
 async def test_validate_fails_where_a_first_install_has_no_room_on_the_disk(kit, tmp_path, capsys):
