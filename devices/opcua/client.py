@@ -5338,7 +5338,8 @@ class OpcUaSource:
         out now), ``nt`` kept, to be read again after another hold, and True: it judged every write of the session
         before the hold, and taken as unknown, a server busy for a while, or out of Browse continuation points for
         a node of 10,000 references, had every write to it refused (a heartbeat's, the PLC's watchdog then
-        tripping) for want of a read again."""
+        tripping) for want of a read again. Dropped during that failed read (a download's gone notice), ``nt`` is
+        not the node's type any more: ``OpcUaServerBusy``, the write retried."""
         token = self._types.token(node_id)
         # a read that took long before (a paged Browse of seconds) is given twice that: cut at connect_timeout_s, it
         # would never end, its requests sent for nothing at each hold
@@ -5357,7 +5358,14 @@ class OpcUaSource:
         except TimeoutError:
             why = f"no answer within {bound:g} s"
         kept = dataclasses.replace(nt, read_at=time.monotonic())
-        self._types.keep(node_id, kept, token)
+        if not self._types.keep(node_id, kept, token):
+            # dropped while it was read (a download's gone notice, a SemanticsChanged flag: a download's server is
+            # often busy or silent then): ``nt`` is no longer the node's type, and judged by it a 14-byte text went
+            # to the node made again as a STRING[10]; the write waits until the type can be read
+            raise OpcUaServerBusy(
+                f"opcua source {self.name}: node {node_id} changed while its type was read again, and that read "
+                f"failed ({why}); what is written to it waits until its type can be read"
+            )
         self._burst.log(
             f"type_again:{node_id}",
             "opcua source %s: node %s's type not read again (%s): judged as read before, read again in %g s",

@@ -971,6 +971,33 @@ async def test_a_node_or_data_type_said_unknown_with_info_bits_is_named_so_not_r
         await srv.delete_nodes([node])
 
 
+def _tag_only_source(endpoint: str, name: str) -> OpcUaSource:
+    """A second source on the module's server reading ``ns=2;s=<name>`` as a tag, write targets not watched: the
+    tag's item is the one notice it gets of a download taking that node away (not started)."""
+    tag = name.lower()
+    source = {
+        "type": "opcua",
+        "endpoint": endpoint,
+        "connect_timeout_s": 2,
+        "watch_write_targets": False,
+        "nodes": [{"node_id": f"ns=2;s={name}", "tag": tag}],
+    }
+    return OpcUaSource(tag, parse_config({"agent": {"id": "gw"}, "sources": {tag: source}}).sources[tag])
+
+
+async def _made_again_shorter(srv, parent, made: list, reader: OpcUaSource, sent: list) -> None:
+    """A download: the text node ``made`` ([node, its MaxStringLength]) taken away, ``reader``'s tag told so (its
+    gone notice awaited), and made again under its id as a STRING[10] (``made`` now holds the new one); ``sent``
+    cleared."""
+    from tests.support.peers import take_node_away
+
+    await srv.delete_nodes([made[1]])
+    await take_node_away(srv, made[0])
+    await until(lambda: reader._gone, 5, "the tag's gone notice")
+    made[:] = await text_node(parent, 2, made[0].nodeid.Identifier, 10)
+    sent.clear()
+
+
 async def test_a_limit_a_download_lowers_unnoticed_judges_writes_once_the_type_read_is_older_than_its_hold(
     plc_server, monkeypatch
 ) -> None:
@@ -1006,19 +1033,11 @@ async def test_a_type_read_a_download_ends_is_read_again_not_stored_over_its_gon
     the write, so a 14-byte text went out to the node made again as a STRING[10]. A read a drop spans is read once
     more: the text is refused naming the node's new limit, never sent."""
     from devices.opcua import client
-    from tests.support.peers import take_node_away
 
     srv, src, nodes, sent, _, _ = plc_server
     parent = await nodes["Int16"].get_parent()
     made = list(await text_node(parent, 2, "Lot", 20))
-    source = {
-        "type": "opcua",
-        "endpoint": src.settings.endpoint,
-        "connect_timeout_s": 2,
-        "watch_write_targets": False,
-        "nodes": [{"node_id": "ns=2;s=Lot", "tag": "lot"}],
-    }
-    lot = OpcUaSource("lot", parse_config({"agent": {"id": "gw"}, "sources": {"lot": source}}).sources["lot"])
+    lot = _tag_only_source(src.settings.endpoint, "Lot")
     read = client._node_type
     armed = [True]
 
@@ -1026,11 +1045,7 @@ async def test_a_type_read_a_download_ends_is_read_again_not_stored_over_its_gon
         nt = await read(node, node_id, *args, **kw)  # answered as the node was: a STRING[20]
         if armed[0] and node_id == "ns=2;s=Lot":
             armed[0] = False
-            await srv.delete_nodes([made[1]])
-            await take_node_away(srv, made[0])
-            await until(lambda: lot._gone, 5, "the tag's gone notice")
-            made[:] = await text_node(parent, 2, "Lot", 10)
-            sent.clear()
+            await _made_again_shorter(srv, parent, made, lot, sent)
         return nt
 
     await lot.start()
@@ -1118,3 +1133,49 @@ async def test_a_type_whose_read_takes_long_is_read_again_less_often_than_each_h
     finally:
         srv.unsubscribe_server_callback(CallbackType.PostRead, slow)
         await srv.delete_nodes([node])
+
+
+async def test_a_type_read_again_that_fails_across_a_download_does_not_judge_the_write(
+    plc_server, monkeypatch
+) -> None:
+    """A type older than its hold read again while a download takes the node away and makes it again as a
+    STRING[10] (its tag's gone notice comes during the read), the server answering that read busy (as a PLC in a
+    download does): the type read before (a STRING[20]) judged the write, and a 14-byte text went out. The write
+    now waits (retried, as busy); made again, it is judged by the node's new type."""
+    from devices.opcua import client
+    from devices.opcua.client import OpcUaServerBusy
+
+    srv, src, nodes, sent, _, _ = plc_server
+    parent = await nodes["Int16"].get_parent()
+    made = list(await text_node(parent, 2, "Code", 20))
+    code = _tag_only_source(src.settings.endpoint, "Code")
+    armed = [True]
+
+    async def download_then_busy(event, _dispatcher) -> None:
+        for i, rv in enumerate(event.request_params.NodesToRead):
+            if armed[0] and rv.NodeId == made[0].nodeid and rv.AttributeId == ua.AttributeIds.DataType:
+                armed[0] = False
+                await _made_again_shorter(srv, parent, made, code, sent)
+                event.response_params[i] = ua.DataValue(
+                    StatusCode=ua.StatusCode(ua.StatusCodes.BadServerTooBusy)
+                )
+
+    await code.start()
+    try:
+        await until(lambda: code.state.value == "connected", 10, "the source connected")
+        code.expect_writes([("ns=2;s=Code", "")])  # after the connect's check: its type is read at the write
+        await code.write("ns=2;s=Code", "B-1")  # its type read: a STRING[20]
+        monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.05, raising=False)
+        monkeypatch.setattr(client, "_TYPE_READ_SHARE", 1e6, raising=False)  # the hold alone
+        await asyncio.sleep(0.1)  # its type read is older than the hold
+        srv.subscribe_server_callback(CallbackType.PostRead, download_then_busy)
+        with pytest.raises(OpcUaServerBusy, match="changed while its type was read again"):
+            await code.write("ns=2;s=Code", "B-2026-L3-0001")  # was written, the STRING[20] judging it
+        assert not armed[0] and "Code" not in sent, sent
+        with pytest.raises(OpcUaTypeMismatch, match="at most 10"):
+            await code.write("ns=2;s=Code", "B-2026-L3-0001")  # retried: judged by the node made again
+        assert "Code" not in sent, sent
+    finally:
+        srv.unsubscribe_server_callback(CallbackType.PostRead, download_then_busy)
+        await code.stop()
+        await srv.delete_nodes(made)
