@@ -481,6 +481,17 @@ class PostgresStore(SQLStore):
             return str(exc).startswith("cannot adapt type")
         return isinstance(exc, psycopg.DataError | psycopg.IntegrityError | psycopg.errors.DatatypeMismatch)
 
+    @contextlib.contextmanager
+    def waiting_at_most(self, seconds: float):
+        """Calls made meanwhile wait at most ``seconds`` for a pooled connection (``timeout_s`` else), every thread's:
+        a stop's last flush with the database down waited 30 s a call, three calls (``StreamHub.stop``)."""
+        was = self.pool.timeout
+        self.pool.timeout = min(was, seconds)
+        try:
+            yield
+        finally:
+            self.pool.timeout = was
+
     def close(self) -> None:
         self.pool.close()
 

@@ -57,6 +57,11 @@ PUSH_PAUSE_S = 0.05
 FLUSH_FAILURE_LOG_S = 300.0  # a flush failing for the same reason is logged again at most this often
 MAX_REPORT_ATTEMPTS = 3  # flushes a report that fails to be written (not refused as malformed) is tried in
 STOP_JUDGE_S = 2.0  # how long ``stop`` waits for the judgments of reports the last flushes' rows refused
+# how long each store call of ``stop`` waits for a pooled connection (PostgreSQL; the pool's 30 s else): with the
+# database down the last flush (a batch, then two reports alone) waited 61 s, past a service manager's stop timeout
+# (systemd's 90 s, with the rest of the stop). Its reports lost so are the agents' last state, which each agent
+# sends again on its next stream; above ROW_LOCK_TIMEOUT_S (2 s), a write's lock wait
+STOP_STORE_WAIT_S = 5.0
 
 
 class StreamHub:
@@ -139,6 +144,13 @@ class StreamHub:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        waiting = getattr(self.store, "waiting_at_most", None)
+        with waiting(STOP_STORE_WAIT_S) if waiting is not None else contextlib.nullcontext():
+            await self._flush_at_stop()
+        for q in list(self.streams.values()):
+            offer(q, None)
+
+    async def _flush_at_stop(self) -> None:
         flushed = await self._last_flush()
         # the last flush's refusals, and those under judgment, judged for at most STOP_JUDGE_S (they were cancelled
         # unjudged: a report its row refused for an older run, to be written after all, was lost), then written; not
@@ -163,8 +175,6 @@ class StreamHub:
                 )
             if flushed:
                 await self._last_flush()
-        for q in list(self.streams.values()):
-            offer(q, None)
 
     async def _last_flush(self) -> bool:
         """A flush at stop; whether it did not fail."""

@@ -166,3 +166,35 @@ async def test_a_store_failure_tells_the_agent_and_the_admin_its_kind_and_id_nev
         await agent.close()
         await admin.close()
         await srv.stop()
+
+
+async def test_the_last_flush_at_stop_waits_briefly_for_a_connection_when_postgresql_refuses_them(
+    postgres_server,  # noqa: F811
+    postgres_url,  # noqa: F811
+    monkeypatch,
+    caplog,
+):
+    """A stop with PostgreSQL down and state reports pending: the last flush (the batch, then two reports alone)
+    waited the pool's 30 s for a connection each call, 61 s measured, past a service manager's stop timeout. The
+    stop's calls wait STOP_STORE_WAIT_S; the pool's own timeout is put back after (a store passed in is reused)."""
+    import time
+
+    from cloud_trainer.fleet import stream as fleet_stream
+    from cloud_trainer.fleet.store_pg import PostgresStore
+
+    monkeypatch.setattr(fleet_stream, "STOP_STORE_WAIT_S", 0.2)
+    store = PostgresStore(postgres_url, max_size=2)
+    hub = fleet_stream.StreamHub(store, None, flush_s=60)
+    await hub.start()
+    for agent in ("gw-a", "gw-b"):
+        await hub.report(("acme", agent), ({"v": "1"}, [], {}, 0, {}, time.time()), 0)
+    await asyncio.to_thread(_refuse_connections, postgres_server, postgres_url, True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="cloud_trainer.fleet"):
+            await asyncio.wait_for(hub.stop(), 30)  # (was: 90 s, three waits of 30 s)
+        said = [r.getMessage() for r in caplog.records if "the last flush at stop failed" in r.getMessage()]
+        assert said and "after 0.20 sec" in said[0], said  # the stop's wait, not the pool's 30 s
+        assert store.pool.timeout == 30.0
+    finally:
+        await asyncio.to_thread(_refuse_connections, postgres_server, postgres_url, False)
+        store.close()
