@@ -174,12 +174,16 @@ class Registry:
         hand), ``OSError`` or ``ValueError`` for one that cannot be read. The index is read again only when its
         file changed (``index_path``: a change replaces it whole): the rollout tick (every second and after every
         report, under the control's lock) and the console's agents and deployments (every poll) ask it for each
-        package, and an index of 20,000 versions (8 MB) took ~70 ms to read."""
+        package, and an index of 20,000 versions (8 MB) took ~70 ms to read. The file's mark is taken from the file
+        opened: a network file system's client (NFS, SMB: replicas sharing the registry) answers ``stat`` from
+        attributes it keeps for up to a minute, and a withdrawal made on another host was missed that long; an open
+        has it ask the server (close-to-open)."""
         if not valid_package_name(name):
             return {}
         path = self.index_path(name)
         try:
-            st = path.stat()
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
         except FileNotFoundError:
             return {}
         mark = (st.st_ino, st.st_mtime_ns, st.st_size)

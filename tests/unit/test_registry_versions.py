@@ -161,3 +161,23 @@ def test_a_reservation_no_build_published_is_removed_once_stale_and_its_number_c
         assert reg.reserve_version("machine-health") == "1.1.0"  # was: 1.2.0, 1.1.0 unused for good
     assert sorted(p.name for p in folder.glob(".*")) == [".1.0.0.reserved", ".1.1.0.reserved"]
     assert "removed 1 reservation(s)" in caplog.text and "(1.1.0)" in caplog.text
+
+
+def test_withdrawals_see_a_withdrawal_that_a_network_file_systems_cached_attributes_hide(
+    tmp_path, monkeypatch
+):
+    """``Registry.withdrawals`` read the index again only when its ``stat()`` changed; the registry shared by
+    replicas on a network file system, whose client answers ``stat()`` from attributes it keeps for up to a minute
+    (here: the index's ``stat()`` before the withdrawal, as such a client gives it), a withdrawal made by another
+    host was missed that long. Its mark is taken from the file opened (which such a client checks with its server)."""
+    import pathlib
+
+    reg = Registry(tmp_path / "registry")
+    index = reg.index_path("machine-health")
+    index.parent.mkdir(parents=True)
+    index.write_text(json.dumps([{"name": "machine-health", "version": "1.0.0", "status": "published"}]))
+    assert reg.withdrawals("machine-health") == {}
+    cached, real_stat = index.stat(), pathlib.Path.stat
+    Registry(tmp_path / "registry").withdraw("machine-health", "1.0.0", "drifts")  # another host
+    monkeypatch.setattr(pathlib.Path, "stat", lambda p, **kw: cached if p == index else real_stat(p, **kw))
+    assert reg.withdrawals("machine-health") == {"1.0.0": "drifts"}  # was: {} (the cached attributes)
