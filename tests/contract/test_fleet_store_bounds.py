@@ -545,3 +545,29 @@ def test_the_prune_of_an_agents_oldest_losses_reads_its_losses_not_its_epochs_en
         assert kept <= 100 and {g["first"] for g in st.gaps("gwp") if g["cause"] == "budget"} >= {1100, 1229}
     finally:
         st.close()
+
+
+def test_the_prune_past_an_agents_loss_bound_deletes_exactly_its_oldest_ranges_told(store, monkeypatch):
+    """Past ``LOSS_ROWS_PER_AGENT`` (lowered here) the oldest ranges told go, by the time they were told (then
+    epoch, first, last: ranges told in one write share it), down to nine tenths of it, exactly; its epochs' ends
+    never. The newest to go is read first, then every range up to it deleted (one DELETE with the oldest as its
+    subquery ran for seconds on PostgreSQL where the table's statistics did not know the agent's rows yet)."""
+    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 100)
+    clock = iter(range(1000, 2000))
+    monkeypatch.setattr(store_module.time, "time", lambda: float(next(clock)))
+
+    def told(seq, ranges):
+        drop = {"kind": "outbox_budget", "epoch": 1, "ranges": ranges}
+        return rec(seq, epoch=1, kind="event", payload=json.dumps(drop))
+
+    store.ingest("gwq", [rec(1, epoch=1)])
+    _ended(store, "gwq", range(100, 105), 1.0)
+    store.ingest("gwq", [told(10_000, [[s, s] for s in range(10, 70)])])  # 60, told first
+    store.ingest("gwq", [told(10_001, [[s, s + 1] for s in range(100, 200, 2)])])  # 50 more: 110, past 100
+    with store._tx(write=False) as ex:
+        left = ex(
+            store.q("SELECT first FROM gaps WHERE agent = 'gwq' AND last <> 0 ORDER BY first")
+        ).fetchall()
+        ends = ex(store.q("SELECT COUNT(*) FROM gaps WHERE agent = 'gwq' AND last = 0")).fetchone()[0]
+    # 20 of the first write's (its ranges by first), none of the second's, went: 90 left
+    assert [f for (f,) in left] == [*range(30, 70), *range(100, 200, 2)] and ends == 5
