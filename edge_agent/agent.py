@@ -677,7 +677,7 @@ class Agent:
                 self.uplink.poke()
 
     def _make_on_result(self, action_names: list[str]):
-        unsure_actions = [n for n in action_names if "UNSURE" in json.dumps(self.cfg.actions[n].when or {})]
+        unsure_actions = [n for n in action_names if _names_unsure(self.cfg.actions[n])]
 
         async def on_result(res: Result, item) -> None:
             # the actions first (they act on the line at once), then the outbox: its record whatever the
@@ -1124,10 +1124,15 @@ class Agent:
 
     def _writing_through(self, source: str) -> list[Pipeline]:
         """The pipelines whose slot, failed, holds ``source``'s heartbeat (``_watchdog_hold``): those with an action
-        writing through it (an OPC UA write, an alarm's mirror) that would leave its output as it is while the slot
-        has no model. A frame pipeline's items are then UNSURE results, no score, ``model_error: no_model``: an
-        action whose condition takes such a result (a reject gate on UNSURE too) still acts on each part, and the PLC
-        is told; one that does not (a gate on NG alone) is never updated. A windowed pipeline gives no result then."""
+        writing through it (an OPC UA write, an alarm's mirror) while the slot has no model. A frame pipeline's items
+        are then UNSURE results, no score, ``model_error: no_model``, handed only to the actions whose condition names
+        UNSURE (``_make_on_result``). It holds nothing only where every such action is handed them and acts on them,
+        and one of them tells the PLC the part is not judged: it does not act on a part judged OK (a reject gate on
+        ``verdict: {in: [NG, UNSURE]}``). A gate on NG alone, or one that names no UNSURE (``ne: OK``, no ``when``: a
+        'done' signal), is never updated by them; one acting on every part tells the PLC nothing of the verdict,
+        which may go out another way (MQTT, another PLC) or nowhere. A windowed pipeline gives no result then."""
+        import dataclasses
+
         from edge_agent.conditions import compile_condition
 
         now = time.time()
@@ -1146,13 +1151,16 @@ class Agent:
                 outputs={"model_error": "no_model"},
                 finished_at=now,
             )
+            judged_ok = dataclasses.replace(unjudged, verdict="OK", outputs={})
             through = [
-                a
+                (_names_unsure(a), compile_condition(a.when))
                 for a in (self.cfg.actions.get(n) for n in p.s.actions)
                 if a is not None and any(getattr(a, field) == source for field in a.source_fields)
             ]
             if through and (
-                p.s.window is not None or not all(compile_condition(a.when)(unjudged) for a in through)
+                p.s.window is not None
+                or not all(handed and acts(unjudged) for handed, acts in through)
+                or all(acts(judged_ok) for _, acts in through)
             ):
                 held.append(p)
         return held
@@ -1830,6 +1838,12 @@ async def run_until_signalled(start, stop, asked: asyncio.Event | None = None) -
         await done.wait()
     finally:
         await stop()
+
+
+def _names_unsure(action) -> bool:
+    """Whether an action's condition names UNSURE: the actions an UNSURE result is handed to (never a reject nor a
+    pass: ``_make_on_result``)."""
+    return "UNSURE" in json.dumps(action.when or {})
 
 
 def _watchdog_hold(pipelines: list[Pipeline]) -> str | None:

@@ -274,7 +274,7 @@ async def test_a_package_whose_rate_a_windowed_pipeline_cannot_take_is_refused_i
         await slot.stop()
 
 
-@pytest.mark.parametrize("gate", ["NG", "NG or UNSURE"])
+@pytest.mark.parametrize("gate", ["NG", "NG or UNSURE", "not OK"])
 async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_until_a_package_serves(
     tmp_path, capsys, gate
 ):
@@ -284,7 +284,8 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     of a source the pipeline's actions write through is held while the slot has no model, written again once one
     serves, and /status and `edge-agent status` name the held node and why (it was one WARNING in the log). A
     reject gate on UNSURE too acts on each part meanwhile (each rejected): the PLC is told, and the heartbeat is
-    not held for it."""
+    not held for it. A gate that names no UNSURE (`ne: OK`; as no condition, a 'done' signal) is not handed UNSURE
+    results, so it is never updated either: held (it was written, the line running with no part judged)."""
     import asyncio
 
     from asyncua import ua
@@ -298,7 +299,11 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     (tmp_path / "frames").mkdir()
     cv2.imwrite(str(tmp_path / "frames" / "0.png"), np.zeros((64, 64, 3), np.uint8))
     life, reject = ua.Variant(0, ua.VariantType.Int32), ua.Variant(False, ua.VariantType.Boolean)
-    when = {"verdict": "NG"} if gate == "NG" else {"verdict": {"in": ["NG", "UNSURE"]}}
+    when = {
+        "NG": {"verdict": "NG"},
+        "NG or UNSURE": {"verdict": {"in": ["NG", "UNSURE"]}},
+        "not OK": {"verdict": {"ne": "OK"}},
+    }[gate]
     async with plc({"Life": life, "Reject": reject}) as p:
         cfg = parse_config(
             {
@@ -333,17 +338,21 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
         try:
             src, pipe = agent.sources["plc"], agent.pipelines[0]
             await until(lambda: pipe.stats.errors["no_model"] >= 2, what="UNSURE results of the failed slot")
-            if gate != "NG":
+            if gate == "NG or UNSURE":
                 await until(
                     lambda: src.heartbeats >= 2, what="the heartbeat written: the PLC is told each part"
                 )
                 assert "heartbeat_held" not in agent.status()["sources"]["plc"]
+                await until(lambda: _read_reject(p), what="each part rejected")
                 return
             assert src.heartbeats == 0 and (await p.read())["Life"] == 0
             held = agent.status()["sources"]["plc"]["heartbeat_held"]
             assert held["node"] == p.node_id("Life") and "model slot 'vision' is failed" in held["reason"], (
                 held
             )
+            if gate != "NG":  # (its output never written: no UNSURE result is handed to it)
+                assert not await _read_reject(p)
+                return
             capsys.readouterr()
             assert (
                 await asyncio.to_thread(
@@ -362,3 +371,7 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
             assert "heartbeat_held" not in agent.status()["sources"]["plc"]
         finally:
             await agent.stop()
+
+
+async def _read_reject(p) -> bool:
+    return (await p.read())["Reject"] is True
