@@ -160,17 +160,38 @@ def no_room(root: Path, pkg: Path, size: int | None = None, free: int | None = N
     )
 
 
-def room_refusal(root: Path, pkg: Path, size: int) -> PackageError | None:
-    """``no_room`` when the file system that holds (or will hold) ``root`` has fewer than ``size`` bytes free for
-    an install's unpacked files (a first install the disk cannot take), else None. Reads, creates nothing."""
+def room_refusal(root: Path, pkg: Path, sizes: list[int]) -> PackageError | None:
+    """``no_room`` when the file system that holds (or will hold) ``root`` has less free room than an install of a
+    package whose files have ``sizes`` takes, else None. Reads, creates nothing. Taken as the install writes them:
+    each file in whole blocks of that file system, with the manifest, its signature and ``.package-digest`` a block
+    each (their sum in bytes fitted where the install did not); free is counted with what the slot's start removes
+    first, the ``.part`` folders an install cut short left (counted in use, they kept ``edge-agent validate``
+    refusing for good an agent that would start). Folders are not counted: short of a few blocks, a start is the
+    judge (a refusal here keeps an agent that would start from starting)."""
     there = Path(root)
     while not there.exists() and there.parent != there:
         there = there.parent
     try:
-        free = shutil.disk_usage(there).free
+        st = os.statvfs(there)
     except OSError:
         return None
-    return no_room(root, pkg, size, free) if size > free else None
+    block = st.f_frsize or 4096
+    need = sum(-(-size // block) * block for size in sizes) + 3 * block
+    free = st.f_bavail * st.f_frsize + _bytes_under(Path(root).glob(".*.part"))
+    return no_room(root, pkg, need, free) if need > free else None
+
+
+def _bytes_under(folders) -> int:
+    """The disk bytes the files under ``folders`` take (links not followed)."""
+    total = 0
+    for folder in folders:
+        for dirpath, _dirs, names in os.walk(folder):
+            for n in names:
+                try:
+                    total += os.lstat(os.path.join(dirpath, n)).st_blocks * 512
+                except OSError:
+                    pass
+    return total
 
 
 def _rebase(opened: OpenedPackage, old: Path, new: Path) -> OpenedPackage:

@@ -150,6 +150,40 @@ async def test_validate_fails_where_a_first_install_has_no_room_on_the_disk(kit,
         assert not isinstance(exc, FailedAtStart) and str(exc).startswith(said), exc
 
 
+@pytest.mark.parametrize("disk", ["files in whole blocks", "a cut install's leftover"])
+async def test_validate_judges_the_room_as_the_install_takes_it(kit, tmp_path, capsys, disk):
+    """validate compared the files' byte sum with the free bytes: a disk with room for that sum but not for the
+    files in whole blocks (with the manifest, its signature, .package-digest) passed, and every start ended, no
+    room; and it counted in use the .part folder a cut install (kill -9, power cut) left, which the start removes
+    first: exit 1 for good under ExecStartPre, where the agent starts."""
+    from model_packager import verify_package
+    from tests.support.peers import small_tmpfs
+
+    pkg, pub, _ = kit
+    sizes = [f.size for f in verify_package(pkg, load_trusted_keys([pub])).files]
+    path = _config(tmp_path, pkg, pub)
+    page = 4096
+    if disk == "files in whole blocks":
+        size = (-(-sum(sizes) // page) + 1) * page  # the sum fits, the blocks do not
+    else:
+        size = sum(-(-n // page) * page for n in sizes) + 6 * page  # fits once the leftover is removed
+    with small_tmpfs(tmp_path / "data" / "models", str(size)) as models:
+        if disk != "files in whole blocks":
+            part = models / "vision" / ".incoming-0123456789abcdef.part"
+            part.mkdir(parents=True)
+            (part / "model.onnx").write_bytes(b"\0" * (size - 2 * page))
+        fits = disk != "files in whole blocks"
+        assert main(["validate", path]) == (0 if fits else 1), capsys.readouterr().err
+        if not fits:
+            assert "not enough free disk" in capsys.readouterr().err
+            assert not isinstance(await _start_raises(path, tmp_path, pub), FailedAtStart)
+            return
+        m = yaml.safe_load(Path(path).read_text())["models"]["vision"]
+        slot = ModelSlot("vision", ModelConfig(**m), tmp_path / "data", load_trusted_keys([pub]))
+        await slot.start()  # the leftover removed, the package installed
+        await slot.stop()
+
+
 def test_validate_passes_a_package_the_agent_would_install(kit, tmp_path, capsys):
     pkg, pub, _ = kit
     assert main(["validate", _config(tmp_path, pkg, pub)]) == 0
