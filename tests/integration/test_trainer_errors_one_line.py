@@ -80,7 +80,8 @@ def test_the_fleet_export_prints_a_refusal_of_a_link_in_its_base_on_one_printabl
     assert printed.splitlines() == [
         f"cloud-trainer dataset: base dataset {base}: {base / SHOWN} is a link to {tmp_path / 'tenant-b'}, "
         "outside the base's folder; a base is copied into the export whole, and only what lies inside it is: "
-        "copy the file in, or remove the link"
+        "copy the file in, or remove the link; no dataset was written; "
+        f"the 1 label(s) of {labels} are recorded in the store"
     ]
 
 
