@@ -5220,7 +5220,7 @@ class OpcUaSource:
             top = _counter_top(self._types.get(hb.node_id))
             value: Any = (n % 2 == 0) if hb.kind == "toggle" else n % (top + 1)
             try:
-                uncertain = await self.write(hb.node_id, value)
+                uncertain = await self.write(hb.node_id, value, beat=True)
                 self.heartbeats += 1
                 said.clear()
                 if uncertain and not self._heartbeat_uncertain_said:
@@ -6348,7 +6348,9 @@ class OpcUaSource:
             f"download); the session is made again, its nodes resolved by their URIs; write to {node_id} not done"
         )
 
-    async def write(self, node_id: str, value: Any, at: str | None = None) -> str | None:
+    async def write(
+        self, node_id: str, value: Any, at: str | None = None, *, beat: bool = False
+    ) -> str | None:
         """Write ``value`` as the node's own data type and shape (read once, cached; the type a
         BaseDataType node holds read at each write); never coerced loosely. The cached type is read again
         when it refuses the value, and when the server answers BadTypeMismatch (a PLC's online change may
@@ -6357,7 +6359,11 @@ class OpcUaSource:
         answer (two first writes at once to a node that holds nothing would each read it so and send its own
         kind); writes to different nodes are not held up. None when the server answered Good; when it answered
         Uncertain (it took the write, but not wholly as asked), what it said, one line naming the node, the
-        value and the status: not an error (the value is not sent again), for the caller to count and say."""
+        value and the status: not an error (the value is not sent again), for the caller to count and say.
+        ``beat``: the heartbeat's write, never held by a read again of a type older than its hold (``_aged``): that
+        read (a Browse the server answers in seconds, or not within connect_timeout_s) held the beat as long, once a
+        hold, for the PLC's watchdog to trip; a Boolean takes no limit, and a counter's node retyped smaller
+        answers BadTypeMismatch, its type then read again as at any write."""
         sent = time.monotonic()  # the last request of this write sent (its own Write, once it goes out)
         client = self._client  # the session ``node`` is resolved on
         node = await self._target_node(node_id, f"write to {node_id}")
@@ -6385,7 +6391,7 @@ class OpcUaSource:
                 for again in (False, True):
                     nt = self._types.get(node_id)
                     cached = nt is not None
-                    if nt is not None and _aged(nt):
+                    if nt is not None and not beat and _aged(nt):
                         # a download may have changed it in place, unnoticed (a target neither watched nor read
                         # as a tag, a MaxStringLength lowered): judged by it, a longer text was sent
                         nt, cached = await self._type_again(node, node_id, nt)

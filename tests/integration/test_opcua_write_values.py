@@ -1099,6 +1099,26 @@ async def test_a_type_older_than_its_hold_that_cannot_be_read_again_now_judges_o
         server.unsubscribe_server_callback(CallbackType.PostRead, too_busy)
 
 
+async def _type_reads_counted(nodes, name: str, late_s: float = 0.0):
+    """A writable Int16 node ``name`` beside the module's nodes, and a PostRead callback counting the Reads of its
+    DataType, each answered ``late_s`` late: (node, [the count], the callback, to subscribe)."""
+    node = await (await nodes["Int16"].get_parent()).add_variable(
+        ua.NodeId(name, 2), name, ua.Variant(0, VT.Int16)
+    )
+    await node.set_writable()
+    reads = [0]
+
+    async def counted(event, _dispatcher) -> None:
+        wanted = ua.AttributeIds.DataType
+        if any(
+            rv.NodeId == node.nodeid and rv.AttributeId == wanted for rv in event.request_params.NodesToRead
+        ):
+            reads[0] += 1
+            await asyncio.sleep(late_s)
+
+    return node, reads, counted
+
+
 async def test_a_type_whose_read_takes_long_is_read_again_less_often_than_each_hold(
     plc_server, monkeypatch
 ) -> None:
@@ -1109,19 +1129,7 @@ async def test_a_type_whose_read_takes_long_is_read_again_less_often_than_each_h
     from devices.opcua import client
 
     srv, src, nodes, _, _, _ = plc_server
-    node = await (await nodes["Int16"].get_parent()).add_variable(
-        ua.NodeId("Slow", 2), "Slow", ua.Variant(0, VT.Int16)
-    )
-    await node.set_writable()
-    reads = [0]
-
-    async def slow(event, _dispatcher) -> None:
-        wanted = ua.AttributeIds.DataType
-        if any(
-            rv.NodeId == node.nodeid and rv.AttributeId == wanted for rv in event.request_params.NodesToRead
-        ):
-            reads[0] += 1
-            await asyncio.sleep(0.05)
+    node, reads, slow = await _type_reads_counted(nodes, "Slow", 0.05)
 
     srv.subscribe_server_callback(CallbackType.PostRead, slow)
     monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.05, raising=False)
@@ -1179,3 +1187,37 @@ async def test_a_type_read_again_that_fails_across_a_download_does_not_judge_the
         srv.unsubscribe_server_callback(CallbackType.PostRead, download_then_busy)
         await code.stop()
         await srv.delete_nodes(made)
+
+
+async def test_a_heartbeat_does_not_wait_for_its_type_read_again(plc_server, monkeypatch) -> None:
+    """The heartbeat's write read its node's type again once that was older than its hold: a server whose Browse
+    answers in seconds (a gateway browsing the device) held the beat as long, once a hold, and one not answering it
+    held it connect_timeout_s each hold, for the PLC's watchdog to trip. The beat is written with the type it has,
+    never waiting for that read (here every beat's type is older than the hold: none is read)."""
+    from devices.opcua import client
+
+    srv, src, nodes, _, _, _ = plc_server
+    beat, reads, type_reads = await _type_reads_counted(nodes, "Beat")
+
+    source = {"type": "opcua", "endpoint": src.settings.endpoint, "connect_timeout_s": 2}
+    source["heartbeat"] = {"node_id": "ns=2;s=Beat", "kind": "counter"}
+    settings = parse_config({"agent": {"id": "gw"}, "sources": {"hb": source}}).sources["hb"]
+    assert settings.heartbeat is not None
+    # a fast beat (1 ms, under the 100 ms a config may set): many beats in a few milliseconds
+    hb = OpcUaSource(
+        "hb",
+        settings.model_copy(update={"heartbeat": settings.heartbeat.model_copy(update={"period_ms": 1})}),
+    )
+    monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.0, raising=False)  # every type older than its hold
+    monkeypatch.setattr(client, "_TYPE_READ_SHARE", 1e6, raising=False)  # the hold alone
+    await hb.start()
+    try:
+        await until(lambda: hb.heartbeats >= 1, 10, "a first beat")  # its type read at the connect's check
+        srv.subscribe_server_callback(CallbackType.PostRead, type_reads)
+        done = hb.heartbeats
+        await until(lambda: hb.heartbeats >= done + 20, 10, "20 beats more")
+        assert reads[0] == 0, reads  # was: one for each beat
+    finally:
+        srv.unsubscribe_server_callback(CallbackType.PostRead, type_reads)
+        await hb.stop()
+        await srv.delete_nodes([beat])
