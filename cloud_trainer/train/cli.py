@@ -141,7 +141,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         ap.add_argument(
             "--registry",
             type=Path,
-            default=DEFAULT_REGISTRY,
+            default=None,  # DEFAULT_REGISTRY, unless the user's packages are in the former default (``_run``)
             help=f"default {DEFAULT_REGISTRY}: the registry `cloud-trainer serve` deploys from with its default --data",
         )
     if prog in ("evaluate", "build"):
@@ -352,8 +352,18 @@ def _run(verb: str, argv: list[str]) -> int:
     from model_packager.errors import PackageError
 
     a = _parser(verb).parse_args(argv)
-    if note := registry_note(getattr(a, "registry", None) or Path()):
-        print(note, file=sys.stderr)
+    if hasattr(a, "registry") and a.registry is None:
+        if (note := registry_note(DEFAULT_REGISTRY)) is not None:
+            # a note alone, and the build went on: its gate compared the candidate with no published version (they
+            # are in the former default), its version started again, and it was published where serve did not read
+            print(
+                f"cloud-trainer {verb}: nothing was done: {note.removeprefix('note: ')}, or --registry "
+                f"{DEFAULT_REGISTRY} to begin a new registry there (the gate compares a candidate with the versions "
+                "published in the registry it is given, and its version follows theirs)",
+                file=sys.stderr,
+            )
+            return 2
+        a.registry = DEFAULT_REGISTRY
     _quiet_opencv()
     if a.work is not None and path_text(a.work) != str(a.work):
         # ONNX Runtime and OpenCV take a file's path as UTF-8 text: one holding another byte ended the build in

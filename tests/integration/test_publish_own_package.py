@@ -73,15 +73,12 @@ def test_publish_and_the_trainers_commands_default_to_the_registry_serve_deploys
 ):
     """`publish PKG` needed --registry, while build, evaluate, package and `publish vision|maintenance` defaulted to
     var/registry, which a service started with its defaults (--data var/cloud: <data>/registry) never read. They all
-    default to var/cloud/registry now; with packages left in var/registry, a note says where they are."""
+    default to var/cloud/registry now; with packages left in var/registry, a note says where they are, and the
+    trainer's commands do nothing until --registry is given (a build went on: its gate compared the candidate with
+    no published version, and its version started again)."""
     from cloud_trainer.registry import DEFAULT_REGISTRY
-    from cloud_trainer.train.cli import _parser
 
     _, _, pub, pkg = kit
-    assert all(
-        _parser(v).get_default("registry") == DEFAULT_REGISTRY
-        for v in ("evaluate", "build", "package", "publish")
-    )
     assert DEFAULT_REGISTRY == Path("var/cloud") / "registry"  # serve: <its --data default>/registry
     monkeypatch.chdir(tmp_path)
     (tmp_path / DEFAULT_REGISTRY).mkdir(parents=True)
@@ -96,6 +93,24 @@ def test_publish_and_the_trainers_commands_default_to_the_registry_serve_deploys
     assert "var/registry, the trainer's former default, holds packages: give --registry var/registry" in (
         capsys.readouterr().err
     )
+    (tmp_path / DEFAULT_REGISTRY / "machine-health").rename(former / "machine-health-2")
+    for verb in (
+        "build",
+        "evaluate",
+        "package",
+        "publish",
+    ):  # refused before a dataset or a work folder is read
+        argv = [verb, "maintenance", "--dataset" if verb == "build" else "--work", str(tmp_path / "none")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"cloud-trainer {verb}: nothing was done: --registry defaults to {DEFAULT_REGISTRY}"
+        )
+        assert "give --registry var/registry" in err and "or --registry var/cloud/registry to begin" in err
+    assert main(
+        ["evaluate", "maintenance", "--work", str(tmp_path / "none"), "--registry", "var/cloud/registry"]
+    )
+    assert "nothing was done" not in capsys.readouterr().err  # (given: the work folder's absence said)
 
 
 def test_publish_hashes_the_package_once_and_refuses_a_file_its_signature_does_not_cover(
