@@ -422,24 +422,28 @@ class Control:
         on is dropped when read; documents without the status are not decoded): a control state written before the
         table, or halts a service released before it (2026-12-06 and earlier) made in it after an upgrade (a
         rollback). Filled only once, such a halt had no rows and its targets said ``rolling_back`` for good, even
-        once an admin's rollback ran on the agent."""
-        with self._write():
-            rows = []
-            for dep_id, doc in self.db.execute(
+        once an admin's rollback ran on the agent. The documents are read outside the control's write transaction
+        (a row outliving its target's status is dropped when read): read inside it, every replica's steps and ticks
+        waited for the scan at each replica's start (PostgreSQL, 2,000 halted rollouts of 1,000 agents: ~2 s)."""
+        rows = []
+        with self.lock:
+            found = self.db.execute(
                 "SELECT id, doc FROM deployments WHERE state IN ('halted', 'aborted') AND doc LIKE ? AND id NOT IN "
                 "(SELECT DISTINCT deployment_id FROM going_back)",
                 ("%rolling_back%",),
-            ).fetchall():
-                try:
-                    d = json.loads(doc)
-                    rows += [
-                        (d.get("tenant", T), a, _slot(d), dep_id)
-                        for a, t in d["targets"].items()
-                        if isinstance(t, dict) and t.get("status") == "rolling_back"
-                    ]
-                except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-                    continue  # (a document this code cannot read: said by ``_fill_slots``)
-            if rows:
+            ).fetchall()
+        for dep_id, doc in found:
+            try:
+                d = json.loads(doc)
+                rows += [
+                    (d.get("tenant", T), a, _slot(d), dep_id)
+                    for a, t in d["targets"].items()
+                    if isinstance(t, dict) and t.get("status") == "rolling_back"
+                ]
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+                continue  # (a document this code cannot read: said by ``_fill_slots``)
+        if rows:
+            with self._write():
                 self.db.executemany(_GOING_BACK, rows)
 
     def _fill_columns(self) -> None:
