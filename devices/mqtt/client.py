@@ -2870,16 +2870,18 @@ class MqttSource:
                     f"read (its metrics' datatypes not all known yet), and {why}"
                 )
 
-    def _rebirth_unread(self, group: str, edge_node: str, device: str | None, upto: float = math.inf) -> str:
-        """Whether an NBIRTH or NDEATH of the node (a DBIRTH or DDEATH of ``device``; for the node, a DBIRTH of
-        any device of it whose arrival number is at most ``upto``: come before the command, as a node whose devices
-        birth often, each birth coming while the last was read, held its commands until refused) came and is not
-        read yet: queued, or in the batch taken and not handed over. A command typed by the birth read last would
-        then carry its alias, which the node's new birth may give another metric (a device's birth too, on a node
-        that gives a device metric its own metric's alias, against Sparkplug: read, the clash has the command go
-        by name alone). "own": a birth or death of the node (the device) itself; "device": a device birth of the
-        node; "": none. Commands are few: a look-up of each such topic, for the node a scan of its queued
-        messages, and a scan of the batch in hand."""
+    def _rebirth_unread(
+        self, group: str, edge_node: str, device: str | None, upto: float = math.inf, shares: bool = False
+    ) -> str:
+        """Whether an NBIRTH or NDEATH of the node (a DBIRTH or DDEATH of ``device``; for the node, or a device of
+        a node known to share aliases (``shares``), a DBIRTH of any device of it whose arrival number is at most
+        ``upto``: come before the command, as a node whose devices birth often, each birth coming while the last
+        was read, held its commands until refused) came and is not read yet: queued, or in the batch taken and not
+        handed over. A command typed by the birth read last would then carry its alias, which the node's new birth
+        may give another metric (a device's birth too, on a node that gives a device metric another metric's
+        alias, against Sparkplug: read, the clash has the command go by name alone). "own": a birth or death of
+        the node (the device) itself; "device": a device birth of the node; "": none. Commands are few: a look-up
+        of each such topic, for the node a scan of its queued messages, and a scan of the batch in hand."""
         kinds = (sp.MessageType.NBIRTH, sp.MessageType.NDEATH)
         topics = tuple(sp.topic(group, k, edge_node) for k in kinds)
         prefix = ""
@@ -2887,7 +2889,7 @@ class MqttSource:
             topics += tuple(
                 sp.topic(group, k, edge_node, device) for k in (sp.MessageType.DBIRTH, sp.MessageType.DDEATH)
             )
-        else:
+        if not device or shares:
             prefix = sp.topic(group, sp.MessageType.DBIRTH, edge_node) + "/"
         held = self._held[self._pos + (self._readings is not None) :]  # the message in hand read already
         if self._channel.holds(topics) or any(e[0] in topics for e in held):
@@ -2932,7 +2934,15 @@ class MqttSource:
                 settle = time.monotonic() + BIRTH_SETTLE_S
             elif not device and time.monotonic() < settle:
                 came = self._channel.arrived
-            unread = self._rebirth_unread(group, edge_node, device, came)
+            # (a DCMD to a node known to share aliases: another device's birth too, whose metric may take this
+            # one's alias)
+            unread = self._rebirth_unread(
+                group,
+                edge_node,
+                device,
+                came,
+                device is not None and self.sparkplug.shares_aliases(group, edge_node),
+            )
             # a rebirth this host asked, its data showing a birth missed (a seq gap, an alias its births did not
             # give): the node's aliases may be new already, a command by the old one set another metric
             owed = "" if unread else self.sparkplug.birth_owed(group, edge_node, device)

@@ -294,7 +294,9 @@ class _Node:
     # Sparkplug): its next births may too, so a command after its NBIRTH waits for its devices' births
     # (``devices_unborn``)
     shares_aliases: bool = False
-    # the devices born (a live DBIRTH read) since its last NBIRTH, each True, False once dead (DDEATH) since; and,
+    # the devices born (a live DBIRTH read) since its last NBIRTH (of a node that shares aliases: since its last
+    # restart, through the NBIRTHs answering a rebirth or after this host's reconnect), each True, False once dead
+    # (DDEATH) since; and,
     # of a node that shares aliases, those its last birth's devices (and those of the birth before not born since:
     # two NBIRTHs before its DBIRTHs, a rebirth or this host's reconnect after their wait) that no DBIRTH of since
     # its NBIRTH (read live) has named yet, and those of its devices said dead since: its metrics commanded by name
@@ -860,6 +862,13 @@ class SparkplugHost:
         if n is None or not n.expected or not n.alive or time.monotonic() >= n.expected_until:
             return []
         return sorted(d for d, live in n.expected.items() if live)
+
+    def shares_aliases(self, group: str, edge_node: str) -> bool:
+        """A device birth of the node gave a device metric another metric's alias (the node's or another
+        device's), against Sparkplug: a command to any of its devices may be sent by an alias a device birth not
+        read yet gives another metric (``MqttSource.command`` waits for those come before it)."""
+        n = self._nodes.get((group, edge_node))
+        return n is not None and n.shares_aliases
 
     def learnt(self, group: str, edge_node: str) -> asyncio.Event | None:
         """The event set once the large birth of the node being learnt (``learning``) is learnt; None: none is."""
@@ -1835,7 +1844,12 @@ class SparkplugHost:
                     if len(expected) > MAX_NODE_DEVICES:  # a storm of births of ever new devices
                         self._devices_forgotten(t)
                         expected = {**node.named, _FORGOTTEN: False}
-                node.expected, node.named = expected, {}
+                node.expected = expected
+                if not (reborn and node.shares_aliases):
+                    # a restart: a device born in the session it ends is awaited after it; one not born in it is
+                    # forgotten. A rebirth (one asked, this host's reconnect) keeps them: emptied there, a device
+                    # born before a rebirth and late after it was forgotten at the next restart
+                    node.named = {}
                 node.expected_until = now + REBORN_DEVICES_WAIT_S
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
@@ -1965,11 +1979,17 @@ class SparkplugHost:
                         node.want.discard(t.device)
                         node.asked.discard(t.device)
                         if t.device not in node.named and len(node.named) >= MAX_NODE_DEVICES:
-                            # devices born and dead (DDEATH) again and again under ever new names: the dead forgotten
-                            # (the live are in ``devices``, under the bound), one of which may come back
-                            live = {d: True for d, alive in node.named.items() if alive}
-                            if len(live) < len(node.named):
-                                self._devices_forgotten(t)
+                            # devices born and dead (DDEATH) again and again under ever new names, or born before a
+                            # rebirth and not since: forgotten but the live (in ``devices``, under the bound), one of
+                            # which may come back
+                            live = {d: True for d, alive in node.named.items() if alive and d in node.devices}
+                            if len(live) < len(node.named) - (_FORGOTTEN in node.named):
+                                # (one awaited, or by name alone, since the node's last birth is not lost yet)
+                                if any(
+                                    d not in live and d not in node.expected and d != _FORGOTTEN
+                                    for d in node.named
+                                ):
+                                    self._devices_forgotten(t)
                                 node.named = {**live, _FORGOTTEN: False}
                         node.named[t.device] = True
                         node.expected.pop(t.device, None)

@@ -1262,16 +1262,23 @@ async def test_a_device_command_waits_for_the_late_birth_of_another_device_its_n
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 7, 8))
         node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", 9, 1))
         await _births(src, 5)
-        command = asyncio.create_task(src.command("g", "n1", "d4", "pump", 1))
-        await asyncio.sleep(0.3)
-        assert not command.done()  # before: sent with alias 9
-        node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", 9, 2))
-        assert await asyncio.wait_for(command, 5) == "sent"
-        await until(lambda: any("DCMD" in c[0] for c in node.cmds), 5, "the DCMD")
+        await _pump_held_then_by_name(
+            src, node, 0.3, lambda: node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", 9, 2))
+        )
     finally:
         pump.cancel()
         await src.stop()
         node.stop()
+
+
+async def _pump_held_then_by_name(src: MqttSource, node: Node, held_s: float, release) -> None:
+    """A DCMD to ``g/n1/d4``'s pump, not done ``held_s`` later; once ``release()`` is called, sent by name alone."""
+    command = asyncio.create_task(src.command("g", "n1", "d4", "pump", 1))
+    await asyncio.sleep(held_s)
+    assert not command.done()  # before: sent with alias 9
+    release()
+    assert await asyncio.wait_for(command, 5) == "sent"
+    await until(lambda: any("DCMD" in c[0] for c in node.cmds), 5, "the DCMD")
     sent = [(t, pb.metrics[0].name, pb.metrics[0].HasField("alias")) for t, _, pb in node.cmds if "DCMD" in t]
     assert sent == [("spBv1.0/g/DCMD/n1/d4", "pump", False)], sent
 
@@ -1607,3 +1614,42 @@ async def test_a_birth_read_after_a_reconnect_but_sent_before_the_drop_does_not_
         await src.stop()
         node.stop()
     assert _rebirth_then(cmds) == ("speed", 8), cmds
+
+
+async def test_a_device_command_waits_for_another_devices_unread_birth_on_a_node_known_to_share_aliases(
+    mosquitto,
+):
+    """d3's valve and d4's pump given one alias once (against Sparkplug), then unique ones at a rebirth: d3
+    restarts, its DDEATH and DBIRTH (valve 9 again) wait unread (the consumer busy). A DCMD to d4's pump went at once
+    by alias 9, which that birth, come before it, gave the valve too; an NCMD waited for it. It waits too and, the
+    clash read, goes by name alone."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    free = asyncio.Event()
+    free.set()
+
+    async def busy() -> None:
+        async for _ in src.items():
+            await free.wait()
+
+    pump.cancel()
+    pump = asyncio.create_task(busy())
+    try:
+        for bd, valve in ((0, 9), (0, 10)):  # the second: a rebirth, every alias its own
+            node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(bd, 7, 8))
+            node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", 9, 1))
+            node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", valve, 2))
+        await _births(src, 6)
+        free.clear()  # the consumer held at the next reading: d4's data, stamped after the births
+        data = sp._pb().Payload()
+        data.timestamp, data.seq = int(time.time() * 1000) + 5, 3
+        pb_metric(data, None, alias=9, datatype=D.INT32, int_value=6)
+        arrived = src._channel.arrived
+        node.publish("spBv1.0/g/DDATA/n1/d4", data.SerializeToString())
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", 9, 4))
+        await until(lambda: src._channel.arrived >= arrived + 2, 5, "the data and d3's birth queued")
+        await _pump_held_then_by_name(src, node, 0.1, free.set)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()

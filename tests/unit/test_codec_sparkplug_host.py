@@ -1,5 +1,6 @@
 """Sparkplug B host state machine (pure, no broker): births, aliases, seq gaps, deaths, rebirth requests."""
 
+import math
 import struct
 
 from devices.base import Quality
@@ -589,3 +590,24 @@ def test_a_device_command_of_a_node_whose_devices_share_an_alias_goes_by_name_al
     node.dbirth("d3", "valve", 9)
     node.dbirth("d4", "pump", 10)
     assert node.command("pump", "d4") == 10
+
+
+def test_a_node_sharing_aliases_awaits_after_its_restart_a_device_born_before_a_rebirth_and_late_after_it(
+    monkeypatch,
+):
+    """d3 born in the node's session, then a rebirth (asked: a seq gap) whose DBIRTHs lack d3 past its wait, then
+    the node restarts: d3 was forgotten there (a rebirth had emptied the devices born since the last birth), and
+    speed went by alias 8, which d3's late birth may give its valve. A device is forgotten only after a whole
+    session of its node without its birth: awaited after this restart, kept after the next."""
+    h, _, _ = host()
+    node = _SharingNode(h)
+    node.nbirth(0, 8, 7)  # a rebirth: d3 awaited
+    h._nodes[("g", "n")].expected_until = -math.inf  # d3 not back within its wait
+    h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(0), 1.0)
+    node.nbirth(1, 8, 7)
+    assert node.command() == ["d3"]  # before: 8
+    h._nodes[("g", "n")].expected_until = -math.inf
+    assert node.command() is None
+    h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(1), 1.0)
+    node.nbirth(2, 8, 7)  # a whole session without d3: forgotten
+    assert node.command() == 8
