@@ -7,7 +7,7 @@
                          [--console-allowed-host NAME ...]]
                         [--step-timeout-s 900] [--keep-rollouts 20] [--replicas]
                         [--in-flight-bytes 268435456] [--tenant-in-flight-bytes 67108864] [--in-flight-wait-s 20]
-                        [--record-bytes-per-day 17179869184]
+                        [--record-bytes-per-day 17179869184] [--retain-days N]
 
 Needs ``ca.pem``, ``server.pem`` and ``server.key`` in the PKI folder (``cloud-trainer pki``).
 Clients must present a certificate from the same CA: agents (OU agent) and admins (OU admin) of a
@@ -221,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         "day, then its batches are refused (RESOURCE_EXHAUSTED: they wait in its outbox); default: 16 GiB",
     )
     ap.add_argument(
+        "--retain-days",
+        default=None,
+        metavar="N",
+        help="delete agents' records, samples and sample files received more than N days ago (a number above 0; "
+        "in the background, a few thousand records a step; stats and usage say what was retired, gaps never "
+        "show it lost); default: keep everything (docs/fleet-scale.md)",
+    )
+    ap.add_argument(
         "--in-flight-wait-s",
         type=float,
         default=None,
@@ -239,6 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if v is not None and not (math.isfinite(v) and v > 0):  # 0 or less: every batch refused; NaN: none
             print(f"cloud-trainer serve: {opt} {v} must be a number above 0", file=sys.stderr)
+            return 2
+    if a.retain_days is not None:
+        given = a.retain_days
+        try:
+            a.retain_days = float(given)
+        except ValueError:
+            a.retain_days = math.nan
+        if not (math.isfinite(a.retain_days) and a.retain_days > 0):  # 0: everything deleted at once
+            print(
+                f"cloud-trainer serve: --retain-days {given[:40]!r} must be a number of days above 0 (leave it out "
+                "to keep everything)",
+                file=sys.stderr,
+            )
             return 2
     if a.console_tenant is not None:
         from cloud_trainer.pki import TENANT_RE
@@ -311,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_rollouts=a.keep_rollouts,
             replicas=a.replicas,
             quotas=Quotas(QuotaLimits(**bounds)) if bounds else None,
+            retain_days=a.retain_days,
         )
         await srv.start()
         quiet_gc()

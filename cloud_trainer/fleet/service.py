@@ -155,6 +155,10 @@ FORGET_EVERY_S = 60.0
 TICK_STOP_S = 10.0
 # how often the rollout tick advances the rollouts in progress (FleetServer's ``tick_s``)
 TICK_S = 1.0
+# retention (``--retain-days``): a pass over every agent's epochs (``Store.retire``, steps of RETIRE_STEP_ROWS records),
+# then a pause this long before the next; RETAIN_STEP_PAUSE_S between two steps of a pass (the writers' turn)
+RETAIN_EVERY_S = 600.0
+RETAIN_STEP_PAUSE_S = 0.05
 
 
 # the receive window of a stream (grpc's bandwidth-delay probe is off): what grpc reads of a batch not asked for
@@ -2307,9 +2311,18 @@ class FleetServer:
         replicas: bool = False,
         tick_s: float = TICK_S,
         max_connections: int | None = None,
+        retain_days: float | None = None,
+        retain_every_s: float = RETAIN_EVERY_S,
     ) -> None:
         self.data = Path(data)
         self.tick_s = tick_s
+        if retain_days is not None and not (
+            isinstance(retain_days, int | float) and 0 < retain_days < float("inf")
+        ):
+            raise ValueError(f"--retain-days {retain_days!r}: expected a number of days above 0")
+        # records and samples received more than this long ago are deleted (None: every one kept)
+        self.retain_s = None if retain_days is None else retain_days * 86400.0
+        self.retain_every_s = retain_every_s
         self.max_connections = connection_limit() if max_connections is None else max_connections
         given_control = control
         # before anything is opened or bound: a port that a fleet service of another store serves is refused;
@@ -2445,6 +2458,8 @@ class FleetServer:
             self._forget: asyncio.Task | None = None
             self._ticking: asyncio.Future | None = None  # the tick under way in its worker thread
             self._tick_failures = RepeatedFailure(log, "deployment tick", TICK_FAILURE_LOG_S)
+            self._retain: asyncio.Task | None = None
+            self._retaining: asyncio.Future | None = None  # the retention step under way in its worker thread
             self._stopped = False
             if self.announcement is None:
                 self.announcement = Announcement(self.port, *self._identity, host=host).open()
@@ -2485,6 +2500,8 @@ class FleetServer:
         if self.control is not None and hasattr(self.control, "tick"):
             self._tick = asyncio.create_task(self._ticker())
         self._forget = asyncio.create_task(self._forgetter())
+        if self.retain_s is not None:
+            self._retain = asyncio.create_task(self._retainer())
 
     def forget_idle(self, idle_s: float | None = None) -> int:
         """Forget the state kept of tenants and agents idle ``idle_s`` or more (``Quotas.forget_idle``) and the
@@ -2521,6 +2538,41 @@ class FleetServer:
             with contextlib.suppress(Exception):  # logged by the callback
                 await asyncio.shield(ticking)
 
+    def _retire_step(self, after: tuple | None) -> dict:
+        assert self.retain_s is not None
+        return self.store.retire(time.time() - self.retain_s, blobs=self.blobs, after=after)
+
+    async def _retainer(self) -> None:
+        """Retention in the background: a step at a time in a worker thread (never one long transaction), a pass
+        over every epoch, then ``retain_every_s`` of rest; a failed step is logged and the pass starts again later."""
+        total, after = {"records": 0, "samples": 0, "blobs": 0}, None
+        while True:
+            # shielded: stop() cancels this loop, and then waits for the step under way (its thread runs on)
+            self._retaining = step = asyncio.ensure_future(asyncio.to_thread(self._retire_step, after))
+            try:
+                got = await asyncio.shield(step)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention (--retain-days): a step failed; the pass starts again later")
+                got = {"after": None, "records": 0, "samples": 0, "blobs": 0}
+                total = {k: 0 for k in total}
+            after = got.pop("after")
+            total = {k: total[k] + got[k] for k in total}
+            if after is not None:
+                await asyncio.sleep(RETAIN_STEP_PAUSE_S)
+                continue
+            if total["records"]:
+                log.info(
+                    "retention: %d records, %d samples (%d sample files) received more than %g days ago deleted",
+                    total["records"],
+                    total["samples"],
+                    total["blobs"],
+                    (self.retain_s or 0) / 86400,
+                )
+            total = {k: 0 for k in total}
+            await asyncio.sleep(self.retain_every_s)
+
     async def stop(self, grace_s: float = 1.0) -> None:
         if self._stopped:  # idempotent: a second stop is a no-op
             return
@@ -2529,6 +2581,8 @@ class FleetServer:
             self._tick.cancel()
         if self._forget:
             self._forget.cancel()
+        if self._retain:
+            self._retain.cancel()
         await self.server.stop(grace_s)
         if self.hub is not None:
             await self.hub.stop()
@@ -2543,6 +2597,9 @@ class FleetServer:
                     TICK_STOP_S,
                 )
                 owns_control = False
+        # the store is closed once no retention step uses it (each is a transaction or two: waited for)
+        if (retaining := self._retaining) is not None and not retaining.done():
+            await asyncio.wait({retaining}, timeout=TICK_STOP_S)
         # the port is free (the announcement closed): the next start on it needs no agreement
         self._close_opened(owns_control)
 

@@ -132,6 +132,25 @@ AGENT_USAGE = """CREATE TABLE IF NOT EXISTS agent_usage (tenant TEXT NOT NULL, a
   record_bytes BIGINT NOT NULL DEFAULT 0, sample_bytes BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (tenant, agent, day));
 """
 SCHEMA += AGENT_USAGE
+# Retention (``cloud-trainer serve --retain-days N``; docs/fleet-scale.md): ``retire`` deletes an agent's records and
+# sample rows received before a time, the lowest seqs of an epoch first, in transactions of at most RETIRE_STEP_ROWS
+# records, then the sample bytes no row of the tenant names any more. ``retired``: per agent and epoch, the seqs up to
+# ``last_seq`` are retired (gaps are counted from past it, never shown lost) and how many records and samples went;
+# ``retired_totals``: the same per agent (stats, usage, exports). ``samples_by_digest``: whether a row still names a
+# digest (PostgreSQL has had it since 0001). PostgreSQL migration 0023_retired.sql
+RETIRED = """CREATE TABLE IF NOT EXISTS retired (tenant TEXT NOT NULL, agent TEXT NOT NULL, epoch BIGINT NOT NULL,
+  last_seq BIGINT NOT NULL, records BIGINT NOT NULL DEFAULT 0, samples BIGINT NOT NULL DEFAULT 0,
+  received_to REAL NOT NULL, PRIMARY KEY (tenant, agent, epoch));
+CREATE TABLE IF NOT EXISTS retired_totals (tenant TEXT NOT NULL, agent TEXT NOT NULL, records BIGINT NOT NULL DEFAULT 0,
+  samples BIGINT NOT NULL DEFAULT 0, received_to REAL NOT NULL, PRIMARY KEY (tenant, agent));
+CREATE INDEX IF NOT EXISTS samples_by_digest ON samples (tenant, sha256);
+"""
+SCHEMA += RETIRED
+RETIRE_STEP_ROWS = (
+    2000  # records one step of retention deletes at most (each epoch's part its own transaction)
+)
+RETIRE_SCAN_EPOCHS = 256  # agents' epochs one step looks at, at most (a page of ``record_counts``)
+RETIRE_BLOBS_PER_TX = 100  # sample bytes deleted in one transaction (the tenant's sample writes wait for it)
 # today's and the 6 days before, by the pruning process's clock: a week, so that a replica whose clock is days
 # ahead (not a clock any replica runs with) still never deletes the others' today (kept 2, one 2 days ahead did)
 AGENT_USAGE_KEPT_DAYS = 7
@@ -806,6 +825,12 @@ class Store(abc.ABC):
         """The agent's records' payload bytes and sample bytes stored on UTC ``day`` (days since the epoch)."""
         return 0, 0
 
+    def retire(
+        self, before: float, *, blobs=None, after: tuple | None = None, most: int = RETIRE_STEP_ROWS
+    ) -> dict:
+        """One step of retention (``SQLStore.retire``): {records, samples, blobs retired, after}."""
+        raise NotImplementedError(f"{type(self).__name__} keeps everything (no retention)")
+
     @abc.abstractmethod
     def admit_agent(self, agent: str, *, tenant: str = T) -> None:
         """Register ``agent`` if the tenant's ``max_agents`` allows it (``TenantQuotaExceeded`` otherwise); an agent
@@ -1214,7 +1239,10 @@ class SQLStore(Store):
                     self._precheck(ex, tenant, limits, added, now)
             # once the batch is known to be new and within quota: the sample bytes (a failure rolls the rows back;
             # the agent, not acknowledged, sends them again)
-            if blobs is not None:
+            if blobs is not None and new_samples:
+                self._blob_guard(
+                    ex, tenant, shared=True
+                )  # never beside retention deleting the tenant's bytes
                 for r in new_samples:
                     if (st := staged.pop(r["sample_sha256"], None)) is not None:
                         blobs.commit(st)  # a rename (a bucket: the upload)
@@ -1476,14 +1504,11 @@ class SQLStore(Store):
     def _end_epoch(
         self, ex, tenant: str, agent: str, epoch: int, cause: str, now: float, replace: bool = False
     ) -> None:
-        """Record that ``epoch`` ended after its last stored seq: whatever the old outbox still held is lost."""
-        last = (
-            ex(
-                self.q("SELECT MAX(seq) FROM records WHERE tenant = ? AND agent = ? AND epoch = ?"),
-                (tenant, agent, epoch),
-            ).fetchone()[0]
-            or 0
-        )
+        """Record that ``epoch`` ended after its last stored (or retired) seq: whatever the old outbox still held is
+        lost."""
+        args = (tenant, agent, epoch)
+        stored = ex(self.q("SELECT MAX(seq) FROM records WHERE tenant = ? AND agent = ? AND epoch = ?"), args)
+        last = max([stored.fetchone()[0] or 0, *(r[0] for r in ex(self.q(RETIRED_SEQ), args).fetchall())])
         if (
             last >= INT64_MAX
         ):  # nothing can follow the largest seq: no loss to record (last + 1 would overflow)
@@ -1703,13 +1728,22 @@ class SQLStore(Store):
                     ),
                     (*at, *([] if last_page else [lowest])),
                 ).fetchall()
+                retired = dict(
+                    ex(
+                        q(
+                            f"SELECT epoch, last_seq FROM retired WHERE tenant = ? AND agent = ?{older}"
+                            + ("" if last_page else " AND epoch >= ?")
+                        ),
+                        (*at, *([] if last_page else [lowest])),
+                    ).fetchall()
+                )
                 missing = [
                     hole
                     for e, first, last, n in epochs
                     if int(n) < last - first + 1
                     for hole in self._holes(ex, tenant, agent, e)
                 ]
-                part = gaps_from(missing, [(e, first) for e, first, _, _ in epochs], known)
+                part = gaps_from(missing, [(e, first) for e, first, _, _ in epochs], known, retired)
                 parts.append(part)
                 had += len(part)
                 if last_page or newest is None or had >= newest:
@@ -1760,6 +1794,12 @@ class SQLStore(Store):
                     q(f"SELECT kind, SUM(records) FROM agent_counts {w} AND records <> 0 GROUP BY kind"), args
                 ).fetchall()
             }
+            gone = ex(
+                q(
+                    f"SELECT COALESCE(SUM(records), 0), COALESCE(SUM(samples), 0), MAX(received_to) FROM retired_totals {w}"
+                ),
+                args,
+            ).fetchone()
         return {
             "records": sum(kinds.values()),
             "last_seq": last or 0,
@@ -1767,6 +1807,8 @@ class SQLStore(Store):
             "samples": s,
             "duplicates": int(d),
             "by_kind": kinds,
+            # deleted by retention (``retire``): records and samples received up to ``received_to`` (not in records)
+            "retired": {"records": int(gone[0]), "samples": int(gone[1]), "received_to": gone[2]},
             # (past EPOCHS_MOST_PER_WINDOW: at it, and epochs_24h_more, "8640+" on the console)
             **(
                 {
@@ -2065,6 +2107,147 @@ class SQLStore(Store):
 
     def usage(self) -> dict[str, dict]:
         return usage_from(self._rows(USAGE_SQL))
+
+    def _blob_guard(self, ex, tenant: str, shared: bool) -> None:
+        """Held to the end of ``ex``'s transaction: by ``ingest`` (``shared``) from its check that a sample's bytes
+        are in the blob store to its commit, by ``retire`` (not ``shared``) from its check that no row names a digest
+        to its deletion of the bytes, so that a row never names bytes retention deleted. SQLite's write transaction
+        is exclusive anyway; PostgreSQL takes an advisory lock of the tenant."""
+
+    def retire(
+        self, before: float, *, blobs=None, after: tuple | None = None, most: int = RETIRE_STEP_ROWS
+    ) -> dict:
+        """One step of retention: agents' records (and their sample rows) received before ``before``, at most
+        ``most`` of them, from the epochs past ``after`` (the ``after`` this returned; None: from the first), each
+        epoch's lowest seqs first and only while they are that old (a prefix: ``retired.last_seq``), each epoch's part
+        in a transaction of its own; then the sample bytes of ``blobs`` (the root store) that no row of the tenant
+        names any more. The retired seqs are never a gap: counts, stats and gaps go on from past them, and
+        ``stats``/``usage`` say what was retired. Returns {records, samples, blobs, after: where the next step goes
+        on, None once every epoch was looked at}."""
+        q = self.q
+        at = after or ("", "", -1)
+        epochs = self._rows(
+            q(
+                "SELECT tenant, agent, epoch FROM record_counts WHERE records > 0 AND (tenant, agent, epoch) > (?, ?, ?) "
+                "GROUP BY tenant, agent, epoch ORDER BY tenant, agent, epoch LIMIT ?"
+            ),
+            (*at, RETIRE_SCAN_EPOCHS),
+        )
+        out: dict[str, Any] = {"records": 0, "samples": 0, "blobs": 0, "after": None}
+        for tenant, agent, epoch in epochs:
+            key = (tenant, agent, int(epoch))
+            oldest = self._rows(
+                q(
+                    "SELECT received FROM records WHERE tenant = ? AND agent = ? AND epoch = ? ORDER BY seq LIMIT 1"
+                ),
+                key,
+            )
+            if oldest and oldest[0][0] < before:
+                n, m, digests = self._retire_epoch(key, before, most - out["records"])
+                out["records"] += n
+                out["samples"] += m
+                if digests and blobs is not None:
+                    out["blobs"] += self._retire_blobs(tenant, sorted(digests), blobs.for_tenant(tenant))
+                if out["records"] >= most:  # the step's share: this epoch again next step (it may hold more)
+                    out["after"] = (tenant, agent, int(epoch) - 1)
+                    return out
+            out["after"] = key
+        if len(epochs) < RETIRE_SCAN_EPOCHS and out["records"] < most:
+            out["after"] = None  # every epoch looked at: the next step starts again from the first
+        return out
+
+    def _retire_epoch(self, key: tuple[str, str, int], before: float, most: int) -> tuple[int, int, set[str]]:
+        """``retire`` in one agent's epoch: (records, samples retired, digests the samples named)."""
+        q, (tenant, agent, _epoch) = self.q, key
+        # a batch's kind of transaction: SQLite's writer turn after the short writes, PostgreSQL's lock waits bounded
+        with self._ingest_tx() as ex:
+            self._lock_agent(ex, tenant, agent)  # beside the agent's batches, never between their counts
+            rows = ex(
+                q(
+                    "SELECT seq, received, kind FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
+                    "ORDER BY seq LIMIT ?"
+                ),
+                (*key, most),
+            ).fetchall()
+            old = []
+            for r in rows:
+                if r[1] >= before:
+                    break
+                old.append(r)
+            if not old:
+                return 0, 0, set()
+            top = old[-1][0]
+            args = (*key, top)
+            digests = {
+                d
+                for (d,) in ex(
+                    q("SELECT sha256 FROM samples WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ?"),
+                    args,
+                ).fetchall()
+            }
+            samples = ex(
+                q("DELETE FROM samples WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ?"), args
+            ).rowcount
+            ex(q("DELETE FROM records WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ?"), args)
+            # the epoch's counts go on from its lowest seq still stored (a hole above ``top`` stays a gap)
+            nxt = ex(
+                q("SELECT MIN(seq) FROM records WHERE tenant = ? AND agent = ? AND epoch = ?"), key
+            ).fetchone()[0]
+            ex(
+                q(
+                    f"UPDATE record_counts SET first_seq = {self.GREATEST}(first_seq, ?) "
+                    "WHERE tenant = ? AND agent = ? AND epoch = ?"
+                ),
+                (min(top, INT64_MAX - 1) + 1 if nxt is None else nxt, *key),
+            )
+            by_kind: dict[str, int] = {}
+            for r in old:
+                by_kind[counted_kind(r[2])] = by_kind.get(counted_kind(r[2]), 0) + 1
+            for kind, n in by_kind.items():
+                ex(
+                    q(
+                        "UPDATE record_counts SET records = records - ? "
+                        "WHERE tenant = ? AND agent = ? AND epoch = ? AND kind = ?"
+                    ),
+                    (n, *key, kind),
+                )
+            g, newest = self.GREATEST, max(r[1] for r in old)
+            ex(
+                q(
+                    "INSERT INTO retired (tenant, agent, epoch, last_seq, records, samples, received_to) "
+                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (tenant, agent, epoch) DO UPDATE SET "
+                    f"last_seq = {g}(retired.last_seq, excluded.last_seq), records = retired.records + excluded.records, "
+                    "samples = retired.samples + excluded.samples, "
+                    f"received_to = {g}(retired.received_to, excluded.received_to)"
+                ),
+                (*key, top, len(old), samples, newest),
+            )
+            ex(
+                q(
+                    "INSERT INTO retired_totals (tenant, agent, records, samples, received_to) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT (tenant, agent) DO UPDATE SET records = retired_totals.records + excluded.records, "
+                    "samples = retired_totals.samples + excluded.samples, "
+                    f"received_to = {g}(retired_totals.received_to, excluded.received_to)"
+                ),
+                (tenant, agent, len(old), samples, newest),
+            )
+        return len(old), samples, digests
+
+    def _retire_blobs(self, tenant: str, digests: list[str], blobs) -> int:
+        """Delete the tenant's sample bytes of ``digests`` that no row names (another agent's sample, a newer
+        batch of the same bytes keeps them), ``RETIRE_BLOBS_PER_TX`` a transaction. A stop between the rows'
+        deletion and this leaves bytes no row names (space, never a row without its bytes)."""
+        gone = 0
+        for i in range(0, len(digests), RETIRE_BLOBS_PER_TX):
+            with self._ingest_tx() as ex:
+                self._blob_guard(ex, tenant, shared=False)
+                for d in digests[i : i + RETIRE_BLOBS_PER_TX]:
+                    named = ex(
+                        self.q("SELECT 1 FROM samples WHERE tenant = ? AND sha256 = ? LIMIT 1"), (tenant, d)
+                    )
+                    if not named.fetchone():
+                        gone += bool(blobs.delete(d))
+        return gone
 
 
 class WriterTurns:
@@ -2448,8 +2631,11 @@ HEARTBEAT_NEWER = "agents.last_seen IS NULL OR excluded.last_seen >= agents.last
 USAGE_SQL = (
     "SELECT tenant, 'agents', COUNT(*) FROM agents GROUP BY tenant UNION ALL "
     "SELECT tenant, 'records', SUM(records) FROM agent_counts GROUP BY tenant UNION ALL "
-    "SELECT tenant, 'samples', COUNT(*) FROM samples GROUP BY tenant"
+    "SELECT tenant, 'samples', COUNT(*) FROM samples GROUP BY tenant UNION ALL "
+    "SELECT tenant, 'retired_records', SUM(records) FROM retired_totals GROUP BY tenant UNION ALL "
+    "SELECT tenant, 'retired_samples', SUM(samples) FROM retired_totals GROUP BY tenant"
 )
+RETIRED_SEQ = "SELECT last_seq FROM retired WHERE tenant = ? AND agent = ? AND epoch = ?"
 
 
 def _outbox_text(outbox: dict | None) -> str:
@@ -2477,10 +2663,13 @@ def _check_depth(depth) -> None:
         raise ValueError(f"outbox_depth {depth!r} is not an integer in 0..{INT64_MAX}")
 
 
-def gaps_from(missing, firsts, known) -> list[dict]:
+def gaps_from(missing, firsts, known, retired: dict[int, int] | None = None) -> list[dict]:
     """The gap list from the store's three answers (holes between stored seqs, each epoch's first seq, known
-    losses): the same for every store."""
-    ranges = [(e, 1, f - 1) for e, f in firsts if f > 1] + [tuple(m) for m in missing]
+    losses): the same for every store. ``retired``: per epoch, the seqs up to this one are retired (retention), no
+    gap below it."""
+    floor = retired or {}
+    ranges = [(e, floor.get(e, 0) + 1, f - 1) for e, f in firsts if f > floor.get(e, 0) + 1]
+    ranges += [tuple(m) for m in missing]
     by_epoch: dict[int, list] = {}
     for e, a, b, cause in known:
         if b:

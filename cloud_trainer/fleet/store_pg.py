@@ -208,6 +208,9 @@ class PostgresStore(SQLStore):
     def _lock_tenant(self, ex, tenant: str) -> None:
         ex("SELECT pg_advisory_xact_lock(hashtext(%s))", ("agents:" + tenant,))
 
+    def _blob_guard(self, ex, tenant: str, shared: bool) -> None:
+        ex(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(hashtext(%s))", ("blobs:" + tenant,))
+
     @contextlib.contextmanager
     def _bounded_tx(self, wait_s: float | None = None):
         """A transaction whose every lock wait lasts at most ``row_lock_timeout_s`` (or ``wait_s``; a

@@ -264,6 +264,9 @@ def export(
     blobs = blobs.for_tenant(tenant)
     try:
         every = db.samples(model=model, tenant=tenant)
+        # samples the service's retention (--retain-days) deleted: never in an export, said so
+        retired = db.stats(tenant=tenant).get("retired") or {}
+        gone = _retired_note(tenant, retired)
         known = {s["sha256"] for s in every if image_ext(s)}
         # a labelled sample under another extension is an image if its bytes are one (a PNG uploaded as .npy)
         known |= set(
@@ -273,7 +276,7 @@ def export(
         if missing:  # another tenant's samples are not in this tenant's rows: refused the same way
             raise DatasetError(
                 f"labels file {labels_file} names {len(missing)} sample(s) the store has no "
-                f"{model} image for in tenant {tenant!r}, e.g. {missing[:3]}"
+                f"{model} image for in tenant {tenant!r}, e.g. {missing[:3]}" + (f" ({gone})" if gone else "")
             )
         if labels:
             db.set_labels(labels, tenant=tenant)
@@ -284,6 +287,8 @@ def export(
         import sys
 
         log = lambda m: print(f"cloud-trainer dataset: {m}", file=sys.stderr)  # noqa: E731
+    if gone:
+        log(gone)
     with _labels_told(len(labels), labels_file, log):  # recorded: a stop past here says so
         by_bytes = _images_by_bytes(
             blobs,
@@ -327,8 +332,22 @@ def export(
         "max_megapixels": limit,
         "not_images": len(others),
         "labels_applied": len(labels),
+        "retired_samples": int(retired.get("samples") or 0),
         "out": str(out),
     }
+
+
+def _retired_note(tenant: str, retired: dict) -> str:
+    """What the fleet service's retention deleted of ``tenant``'s samples (any model), or ''."""
+    if not retired.get("samples"):
+        return ""
+    import datetime
+
+    upto = datetime.datetime.fromtimestamp(float(retired.get("received_to") or 0), datetime.UTC)
+    return (
+        f"{retired['samples']} samples of tenant {tenant!r} (any model) received up to {upto:%Y-%m-%d %H:%M} UTC were "
+        "deleted by the fleet service's retention (serve --retain-days): this export holds none of them"
+    )
 
 
 @contextlib.contextmanager

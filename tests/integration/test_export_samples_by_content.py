@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -86,3 +87,42 @@ def test_an_export_takes_each_sample_as_its_bytes_are_not_as_its_extension_says(
     assert len(ds.images) == 22 + 4
     by_id = dict(zip(ds.ids, ds.images, strict=True))
     assert np.array_equal(by_id[f"upload-{shas['bmp_as_tif'][:16]}"], frame(304))
+
+
+def test_an_export_says_what_retention_deleted_and_a_label_naming_it_is_refused_so(tmp_path):
+    """Samples the fleet service's retention (``serve --retain-days``) deleted are in no export: the export says how
+    many and up to when, and a labels file naming one is refused saying why the store has it no more."""
+    import pytest
+
+    from cloud_trainer.train.uploads import DatasetError
+    from tests.integration.test_uploads_dataset import write_labels
+
+    data = tmp_path / "cloud"
+    store, blobs = SQLiteStore(data / "fleet.db"), LocalBlobStore(data / "blobs")
+    shas = [blobs.put_bytes(_png(400 + i)) for i in range(3)]
+    sample = {"kind": "sample", "sample_ext": ".png", "payload": json.dumps({"model": "part-inspection"})}
+    store.ingest(
+        "gw1", [{**sample, "seq": i + 1, "t": 1.7e9 + i, "sample_sha256": s} for i, s in enumerate(shas)]
+    )
+    with store._tx() as ex:
+        ex("UPDATE records SET received = 1000 WHERE seq <= 2")
+    assert store.retire(2000.0, blobs=blobs)["samples"] == 2
+    store.close()
+    said = r"2 samples of tenant 'default' \(any model\) received up to 1970-01-01 00:16 UTC were deleted by the fleet"
+    notes: list[str] = []
+    with pytest.raises(DatasetError, match=said):
+        export(
+            data,
+            "part-inspection",
+            tmp_path / "a",
+            labels_file=write_labels(tmp_path / "a.jsonl", {shas[0]: "ok"}),
+        )
+    got = export(
+        data,
+        "part-inspection",
+        tmp_path / "b",
+        labels_file=write_labels(tmp_path / "b.jsonl", {shas[2]: "ok"}),
+        log=notes.append,
+    )
+    assert (got["retired_samples"], got["exported"]) == (2, 1)
+    assert any(re.match(said, n) for n in notes)

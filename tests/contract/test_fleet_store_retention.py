@@ -1,0 +1,107 @@
+# ruff: noqa: F811  (the store fixture imported from test_fleet_store is a parameter here)
+"""Retention (``Store.retire``, ``cloud-trainer serve --retain-days``) on every fleet store: records and sample rows
+received before a time are deleted, each epoch's lowest seqs first, in bounded steps; sample bytes go once no row of
+the tenant names them; the retired seqs are never a gap (a hand deletion made them ``unknown``), stats and usage say
+what was retired. Rows are made old by setting their receipt time, no waiting."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud_trainer.blobs import LocalBlobStore
+from tests.contract.test_fleet_store import _sample, postgres_server, postgres_url, rec, store  # noqa: F401
+
+
+def _age(store, before_seq: int, received: float, epoch: int = 1) -> None:
+    """Records of gw1 (tenant acme) up to ``before_seq`` of ``epoch`` as if received at ``received``."""
+    with store._tx() as ex:
+        ex(
+            store.q(
+                "UPDATE records SET received = ? WHERE tenant = 'acme' AND agent = 'gw1' AND epoch = ? AND seq <= ?"
+            ),
+            (received, epoch, before_seq),
+        )
+
+
+def _one_pass(store, before: float, blobs=None, most: int = 2000) -> dict:
+    total, after = {"records": 0, "samples": 0, "blobs": 0}, None
+    while True:
+        step = store.retire(before, blobs=blobs, after=after, most=most)
+        assert step["records"] <= most
+        after = step.pop("after")
+        total = {k: total[k] + step[k] for k in total}
+        if after is None:
+            return total
+
+
+def test_retention_deletes_old_records_samples_and_unnamed_bytes_and_never_shows_them_lost(store, tmp_path):
+    root = LocalBlobStore(tmp_path / "blobs")
+    blobs = root.for_tenant("acme")
+    a, b = {**_sample(3, b"a" * 50), "epoch": 1}, {**_sample(4, b"b" * 50), "epoch": 1}
+    again = {**_sample(6, b"a" * 50), "epoch": 1}  # the same bytes as seq 3
+    recs = [rec(1, epoch=1), rec(2, epoch=1), a, b, rec(5, epoch=1), again, rec(9, epoch=1), rec(10, epoch=1)]
+    assert store.ingest("gw1", recs, tenant="acme", blobs=blobs)[1] == 8
+    hole = [{"epoch": 1, "first": 7, "last": 8, "cause": "unknown"}]  # a real one: it stays
+    assert store.gaps("gw1", tenant="acme") == hole
+    _age(store, 4, 1000.0)
+    # only what is that old, and only from the epoch's lowest seq on
+    assert _one_pass(store, 2000.0, root) == {"records": 4, "samples": 2, "blobs": 1}
+    assert blobs.exists(a["sample_sha256"]) and not blobs.exists(
+        b["sample_sha256"]
+    )  # seq 6 still names a's bytes
+    assert store.gaps("gw1", tenant="acme") == hole
+    st = store.stats("gw1", tenant="acme")
+    assert st["records"] == 4 and st["samples"] == 1 and st["last_seq"] == 10
+    assert st["retired"] == {"records": 4, "samples": 2, "received_to": 1000.0}
+    assert store.usage()["acme"] == {
+        "agents": 0,
+        "records": 4,
+        "samples": 1,
+        "retired_records": 4,
+        "retired_samples": 2,
+    }
+    assert store.has_sample(a["sample_sha256"], tenant="acme")
+    # a second pass retires nothing more; then the rest, the hole above the retired seqs still a gap
+    assert _one_pass(store, 2000.0, root) == {"records": 0, "samples": 0, "blobs": 0}
+    _age(store, 6, 1500.0)
+    assert _one_pass(store, 2000.0, root) == {"records": 2, "samples": 1, "blobs": 1}
+    assert not blobs.exists(a["sample_sha256"]) and not store.has_sample(a["sample_sha256"], tenant="acme")
+    assert store.gaps("gw1", tenant="acme") == hole
+    # the whole epoch retired, then the agent's outbox starts afresh: the old epoch ended after its last seq, not
+    # lost from seq 1
+    _age(store, 10, 1500.0)
+    assert _one_pass(store, 2000.0, root)["records"] == 2
+    assert store.gaps("gw1", tenant="acme") == []
+    store.ingest("gw1", [rec(1, epoch=2)], tenant="acme")
+    assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 11, "last": 0, "cause": "epoch_change"}]
+    st = store.stats("gw1", tenant="acme")
+    assert (st["records"], st["epoch"], st["retired"]["records"]) == (1, 2, 8)
+
+
+def test_retention_steps_are_bounded_and_take_a_prefix_of_old_seqs_only(store):
+    store.ingest("gw1", [rec(s, epoch=1) for s in range(1, 11)], tenant="acme")
+    store.ingest("gw2", [rec(s, epoch=1) for s in range(1, 4)], tenant="acme")
+    _age(store, 10, 1000.0)
+    with store._tx() as ex:  # seq 6 arrived later (a late batch): retention stops below it
+        ex(store.q("UPDATE records SET received = 3000 WHERE agent = 'gw1' AND seq = 6"))
+    steps = []
+    after = None
+    while True:
+        step = store.retire(2000.0, after=after, most=2)
+        steps.append(step["records"])
+        if (after := step["after"]) is None:
+            break
+    assert steps == [2, 2, 1]  # gw1's 1..5, in steps of 2; gw2's are new
+    assert [r["seq"] for r in store.records("gw1", tenant="acme")] == [6, 7, 8, 9, 10]
+    assert store.stats("gw1", tenant="acme")["retired"]["records"] == 5
+    assert store.stats("gw2", tenant="acme")["retired"] == {"records": 0, "samples": 0, "received_to": None}
+    assert store.gaps("gw1", tenant="acme") == []
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf"])
+def test_serve_refuses_a_retention_that_is_no_number_of_days_above_0(days, capsys):
+    from cloud_trainer.fleet.server import main
+
+    assert main(["--retain-days", days, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"--retain-days '{days}' must be a number of days above 0" in err

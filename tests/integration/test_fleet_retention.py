@@ -1,0 +1,35 @@
+"""``serve --retain-days``: the running fleet service deletes what it received longer ago than that, in the
+background, while it serves; the rest is kept. Rows are made old by setting their receipt time, no waiting."""
+
+from __future__ import annotations
+
+import time
+
+from tests.contract.test_fleet_store import _sample, rec
+from tests.support.fleet import fleet_server, make_pki
+from tests.support.peers import free_port
+from tests.support.waits import until
+
+
+async def test_the_service_retires_what_it_received_before_its_retention_in_the_background(tmp_path):
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    srv = fleet_server(tmp_path / "cloud", pki, free_port(), retain_days=2, retain_every_s=0.05)
+    blobs = srv.blobs.for_tenant("default")
+    old, new = _sample(1, b"o" * 40), _sample(3, b"n" * 40)
+    srv.store.ingest("gw1", [old, rec(2), new, rec(4)], blobs=blobs)
+    with srv.store._tx() as ex:  # seqs 1 and 2 received three days ago
+        ex("UPDATE records SET received = ? WHERE seq <= 2", (time.time() - 3 * 86400,))
+    await srv.start()
+    try:
+        await until(
+            lambda: srv.store.stats("gw1")["retired"]["records"] == 2,
+            timeout_s=20,
+            what="the old records retired",
+        )
+        st = srv.store.stats("gw1")
+        assert (st["records"], st["samples"], st["retired"]["samples"]) == (2, 1, 1)
+        assert [r["seq"] for r in srv.store.records("gw1")] == [3, 4]
+        assert not blobs.exists(old["sample_sha256"]) and blobs.exists(new["sample_sha256"])
+        assert srv.store.gaps("gw1") == []
+    finally:
+        await srv.stop()
