@@ -39,7 +39,7 @@ class NamespacePinFile:
     """One source's entry in ``<data_dir>/PINS_FILE``: ``{"sources": {name: {"endpoint": ..., "namespaces":
     {"2": uri}}}}``. Kept for the source's endpoint and its server's ApplicationUri (``server``): a source pointed
     at another endpoint of another server pins afresh; the same endpoint, or the same server, compares; a source
-    without an entry for its server takes another source's for it (``_sibling``), as its own. Entries of
+    without an entry for its server takes another source's for its endpoint (``_sibling``), as its own. Entries of
     sources no longer configured (``configured``) are dropped at each save, so the file stays the config's size."""
 
     def __init__(
@@ -104,9 +104,9 @@ class NamespacePinFile:
         entry = sources.get(self.source)
         if not self._mine(entry):
             # none of its own for this server (a source new to the config, or pointed at another server): another
-            # source's kept for this server (its endpoint or ApplicationUri) say what its ns= indexes meant; by
-            # this array's order, a new source on a server whose namespaces another source follows across a
-            # reorder read the moved index's other node, GOOD
+            # source's kept for this endpoint say what its ns= indexes meant; by this array's order, a new source
+            # on a server whose namespaces another source follows across a reorder read the moved index's other
+            # node, GOOD
             entry = self._sibling(sources)
             if entry is None:
                 return None
@@ -167,12 +167,17 @@ class NamespacePinFile:
         )
 
     def _sibling(self, sources: dict) -> dict | None:
-        """The entry another source keeps for this source's server (its endpoint or ApplicationUri), pins and all:
-        a configured source's first, in the file's order."""
+        """The entry another source keeps for this source's endpoint, pins and all: a configured source's first, in
+        the file's order. Not by the ApplicationUri alone: PLCs of one make often keep its default (every
+        S7-1500 named PLC_1, open62541's, asyncua's own), and a new source on another such PLC took the first one's
+        order, its ns= indexes refused as moved by a download, the text pointing at the other PLC's namespace."""
         found = [
             (name, e)
             for name, e in sources.items()
-            if name != self.source and self._mine(e) and isinstance(e.get("namespaces"), dict)
+            if name != self.source
+            and isinstance(e, dict)
+            and e.get("endpoint") == self.endpoint
+            and isinstance(e.get("namespaces"), dict)
         ]
         found.sort(key=lambda ne: ne[0] not in self.configured)  # stable: the file's order within each
         return found[0][1] if found else None

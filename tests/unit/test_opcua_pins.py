@@ -267,3 +267,19 @@ def test_two_sources_saving_at_once_without_flock_keep_both_entries(tmp_path, mo
     for t in savers:
         t.join(5)
     assert set(json.loads((tmp_path / PINS_FILE).read_text())["sources"]) == {"a", "b"}
+
+
+def test_a_new_source_on_another_plc_of_the_same_application_uri_pins_its_own_order(tmp_path) -> None:
+    """PLCs of one make often keep its default ApplicationUri (every S7-1500 named PLC_1, open62541's): a new source
+    on another such PLC took the first one's entry by that URI, so its ns= indexes, written for its own PLC's order,
+    were refused as moved by a download, the text pointing at the first PLC's namespace. Only an entry kept for its
+    own endpoint is taken."""
+    path = tmp_path / PINS_FILE
+    both = frozenset({"a", "b"})
+    a = NamespacePinFile(path, "a", "opc.tcp://line-1:4840", both)
+    a.server = "urn:SIMATIC.S7-1500.OPC-UA.Application:PLC_1"
+    a.save({2: "urn:plc", 3: "urn:diag"})
+    b = NamespacePinFile(path, "b", "opc.tcp://line-2:4840", both)
+    b.server = a.server
+    assert b.load() is None  # pinned afresh at its connect, in its own PLC's order
+    assert "b" not in json.loads(path.read_text())["sources"]
