@@ -1281,14 +1281,18 @@ def _trailing_chunks(f: Any, body: int, size: int, align: int) -> int | None:
     f.seek(start)
     tail = f.read(size - start)
     spots = sorted({start + i for cid in _WAV_TRAILERS for i in _find_all(tail, cid)})
+    # chunk starts whose chain does not reach the end: a chain from a place is always the same, so each place is
+    # walked once (walked again from every spot, a MiB of JUNK chunks falling short of the end took hours)
+    failed: set[int] = set()
     for pos in spots:
         data = pos - body
         if data % align and not (
             (data - 1) % 2 and (data - 1) % align == 0
         ):  # (after an odd size: a pad byte)
             continue
-        at = pos
-        while at + 8 <= size:
+        at, walked = pos, []
+        while at + 8 <= size and at not in failed:
+            walked.append(at)
             head = tail[at - start : at - start + 8]
             if not all(0x20 <= b <= 0x7E for b in head[:4]):
                 break
@@ -1296,7 +1300,7 @@ def _trailing_chunks(f: Any, body: int, size: int, align: int) -> int | None:
             at += 8 + n + (n & 1)
             if at == size or (n & 1 and at == size + 1):  # (an odd last chunk's pad byte may be left out)
                 return pos
-        # (not a chain to the end: samples that look like a chunk's id)
+        failed.update(walked)  # (not a chain to the end: samples that look like a chunk's id)
     return None
 
 

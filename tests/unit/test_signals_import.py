@@ -710,6 +710,43 @@ def test_a_streamed_wav_of_unknown_data_size_stops_at_the_chunks_written_after_i
     assert np.array_equal(read_wav(rf64, None).channels["ch0"], x16 / 32768)
 
 
+def test_a_streamed_wav_whose_tail_is_chunks_short_of_the_end_is_walked_once_not_from_every_chunk(tmp_path):
+    """A streamed WAV (data size unset) whose last bytes are chunk after chunk (JUNK of size 0) falling short of the
+    end: each of them is a place the appended chunks might begin, and the chain from each was walked to the end
+    again (a MiB of them: hours of the import's CPU); each place is walked once. Counted in the search's steps (lines
+    run), not timed; the samples are read to the end as before, and the same chunks reaching the end are found."""
+    import sys
+
+    from cloud_trainer.train import signals
+
+    junk = b"JUNK\x00\x00\x00\x00" * 2048
+    x = np.arange(-64, 64, dtype="<i2")
+    steps, most = [0], 30 * 2048  # the search's lines run, at most (walked from every chunk: ~7 x 2048^2 / 2)
+    code = signals._trailing_chunks.__code__
+
+    def count(frame, event, arg):
+        steps[0] += 1
+        if steps[0] > most:
+            raise AssertionError(f"the trailing chunks' search took over {most} steps")
+        return count
+
+    def traced(path):
+        sys.settrace(lambda frame, event, arg: count if frame.f_code is code else None)
+        try:
+            return signals.read_wav(path, None).channels["ch0"]
+        finally:
+            sys.settrace(None)
+
+    short = _riff(tmp_path / "s.wav", x.tobytes() + junk + b"xy", tag=1, channels=1, rate=25600, bits=16,
+                  data_size=0xFFFFFFFF)  # fmt: skip
+    whole = np.frombuffer(x.tobytes() + junk + b"xy", "<i2")
+    assert np.array_equal(traced(short), whole / 32768)  # no chain to the end: samples, as before
+    steps[0] = 0
+    ends = _riff(tmp_path / "e.wav", x.tobytes() + junk, tag=1, channels=1, rate=25600, bits=16,
+                 data_size=0xFFFFFFFF)  # fmt: skip
+    assert np.array_equal(traced(ends), x / 32768)
+
+
 def test_pcm_wav_is_scaled_by_a_power_of_two_and_an_absurd_rate_is_refused(tmp_path):
     """16/32-bit PCM was divided by 32767 / 2^31-1 (24-bit by 2^23): -full scale read as -1.00003."""
     from cloud_trainer.train.signals import read_wav
