@@ -2111,8 +2111,12 @@ class SparkplugHost:
                 had = node.aliases.get(m.alias)
                 if had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
                     clashed = True
-                    if had[0] != device:  # a device's and the node's, or another device's
+                    # a device's and the node's, or another device's: known to share from now
+                    if had[0] != device and not node.shares_aliases:
                         node.shares_aliases = True
+                        # its devices said dead since its birth may give such an alias when born again: its metrics
+                        # by name alone until then (``alias``), as for a device said dead once it is known to share
+                        node.expected.update((d, False) for d, live in node.named.items() if not live)
                     node.clashes.add(m.alias)
                     if m.alias in mine:
                         # one birth gives it to two of its metrics: which one its data means is unknown,

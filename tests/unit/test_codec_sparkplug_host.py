@@ -611,3 +611,18 @@ def test_a_node_sharing_aliases_awaits_after_its_restart_a_device_born_before_a_
     h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(1), 1.0)
     node.nbirth(2, 8, 7)  # a whole session without d3: forgotten
     assert node.command() == 8
+
+
+def test_a_device_said_dead_before_its_node_is_seen_sharing_aliases_has_its_metrics_go_by_name_alone():
+    """d3 born and said dead while its node lives; then d4's birth gives pump speed's alias (the node now known to
+    share): setpoint went by alias 8, which d3's birth, when it comes back, may give its valve."""
+    h, _, _ = host()
+    node = _SharingNode.__new__(_SharingNode)
+    node.h, node.seq = h, 0
+    node.nbirth(0, 7, 8)
+    node.dbirth("d3", "valve", 60)
+    node.ddeath("d3")
+    node.dbirth("d4", "pump", 7)
+    assert node.command("setpoint") is None  # before: 8
+    node.dbirth("d3", "valve", 61)
+    assert node.command("setpoint") == 8
