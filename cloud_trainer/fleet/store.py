@@ -2669,7 +2669,9 @@ def gaps_from(missing, firsts, known, retired: dict[int, int] | None = None) -> 
     gap below it."""
     floor = retired or {}
     ranges = [(e, floor.get(e, 0) + 1, f - 1) for e, f in firsts if f > floor.get(e, 0) + 1]
-    ranges += [tuple(m) for m in missing]
+    # a hole reaching into the retired seqs is counted from past them: a seq stored again after its retirement (a
+    # replay whose ack was lost, a late record) showed the retired seqs above it lost
+    ranges += [(e, max(a, floor.get(e, 0) + 1), b) for e, a, b in missing if b > floor.get(e, 0)]
     by_epoch: dict[int, list] = {}
     for e, a, b, cause in known:
         if b:

@@ -98,6 +98,16 @@ def test_retention_steps_are_bounded_and_take_a_prefix_of_old_seqs_only(store):
     assert store.gaps("gw1", tenant="acme") == []
 
 
+def test_a_seq_stored_again_after_its_retirement_never_shows_the_retired_seqs_above_it_lost(store):
+    """A batch sent again after retention took it (its ack lost, the gateway off for days) is stored again: the
+    retired seqs between it and the lowest kept one showed as a gap of cause ``unknown``."""
+    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 2, 3, 4, 5, 6, 9)], tenant="acme")
+    _age(store, 5, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 5
+    store.ingest("gw1", [rec(2, epoch=1)], tenant="acme")
+    assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 7, "last": 8, "cause": "unknown"}]
+
+
 @pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf"])
 def test_serve_refuses_a_retention_that_is_no_number_of_days_above_0(days, capsys):
     from cloud_trainer.fleet.server import main
