@@ -1130,7 +1130,10 @@ class Agent:
         and one of them tells the PLC the part is not judged: it does not act on a part judged OK (a reject gate on
         ``verdict: {in: [NG, UNSURE]}``). A gate on NG alone, or one that names no UNSURE (``ne: OK``, no ``when``: a
         'done' signal), is never updated by them; one acting on every part tells the PLC nothing of the verdict,
-        which may go out another way (MQTT, another PLC) or nowhere. A windowed pipeline gives no result then."""
+        which may go out another way (MQTT, another PLC) or nowhere. An action on OK parts and not on NG ones (a pass
+        signal, ``verdict: OK``) leaves an unjudged part as it leaves an NG part, without it: it does not count (it
+        held the heartbeat beside a reject gate on NG and UNSURE, every part rejected and the line stopped). A
+        windowed pipeline gives no result then."""
         import dataclasses
 
         from edge_agent.conditions import compile_condition
@@ -1152,15 +1155,22 @@ class Agent:
                 finished_at=now,
             )
             judged_ok = dataclasses.replace(unjudged, verdict="OK", outputs={})
+            judged_ng = dataclasses.replace(judged_ok, verdict="NG")
             through = [
                 (_names_unsure(a), compile_condition(a.when))
                 for a in (self.cfg.actions.get(n) for n in p.s.actions)
                 if a is not None and any(getattr(a, field) == source for field in a.source_fields)
             ]
+            told = [
+                (handed, acts)
+                for handed, acts in through
+                if handed or not acts(judged_ok) or acts(judged_ng)  # (a pass signal left out)
+            ]
             if through and (
                 p.s.window is not None
-                or not all(handed and acts(unjudged) for handed, acts in through)
-                or all(acts(judged_ok) for _, acts in through)
+                or not told
+                or not all(handed and acts(unjudged) for handed, acts in told)
+                or all(acts(judged_ok) for _, acts in told)
             ):
                 held.append(p)
         return held

@@ -375,3 +375,59 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
 
 async def _read_reject(p) -> bool:
     return (await p.read())["Reject"] is True
+
+
+def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_without_as_an_ng_part_is(
+    tmp_path,
+):
+    """Which actions through an OPC UA source hold its heartbeat while the pipeline's slot has no model (the rule the
+    test above runs against a real PLC, over more shapes). A pass signal (an action on OK parts, not on NG ones)
+    leaves an unjudged part as it leaves an NG part, without it: beside a reject gate on NG and UNSURE it held the
+    heartbeat, every part rejected and the line stopped by its watchdog all the same. Each gate that leaves an
+    unjudged part as an OK part (NG alone, `ne: OK`, no `when`, a pass on UNSURE too) still holds it."""
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
+    (tmp_path / "frames").mkdir()
+    ng_or_unsure = {"verdict": {"in": ["NG", "UNSURE"]}}
+    shapes = {  # the actions' conditions -> held
+        "reject NG or UNSURE, pass OK": ([ng_or_unsure, {"verdict": "OK"}], False),
+        "reject NG or UNSURE, pass not NG": ([ng_or_unsure, {"verdict": {"ne": "NG"}}], False),
+        "reject NG or UNSURE": ([ng_or_unsure], False),
+        "reject NG, pass OK": ([{"verdict": "NG"}, {"verdict": "OK"}], True),
+        "pass OK": ([{"verdict": "OK"}], True),
+        "reject not OK, pass OK": ([{"verdict": {"ne": "OK"}}, {"verdict": "OK"}], True),
+        "reject NG or UNSURE, done": ([ng_or_unsure, None], True),
+        "pass OK or UNSURE, reject NG": ([{"verdict": {"in": ["OK", "UNSURE"]}}, {"verdict": "NG"}], True),
+    }
+    for shape, (whens, held) in shapes.items():
+        actions = {
+            f"a{i}": {
+                "type": "opcua_write",
+                "source": "plc",
+                "node_id": f"ns=2;s=Out{i}",
+                **({"when": when} if when is not None else {}),
+            }
+            for i, when in enumerate(whens)
+        }
+        cfg = parse_config(
+            {
+                "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
+                "trusted_keys": [str(pub)],
+                "sources": {
+                    "plc": {
+                        "type": "opcua",
+                        "endpoint": "opc.tcp://127.0.0.1:4840/plc/",
+                        "heartbeat": {"node_id": "ns=2;s=Life", "period_ms": 100},
+                    },
+                    "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5},
+                },
+                "models": {"vision": {"package": str(tmp_path / "vision.edgepkg")}},
+                "actions": actions,
+                "pipelines": [
+                    {"name": "inspect", "source": "cam", "model": "vision", "actions": list(actions)}
+                ],
+            },
+            "agent.yaml",
+            str(tmp_path),
+        )
+        assert bool(Agent(cfg)._writing_through("plc")) is held, shape
