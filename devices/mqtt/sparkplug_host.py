@@ -2111,8 +2111,13 @@ class SparkplugHost:
                 had = node.aliases.get(m.alias)
                 if had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
                     clashed = True
-                    # a device's and the node's, or another device's: known to share from now
-                    if had[0] != device and not node.shares_aliases:
+                    # a device's and the node's, or another live device's: known to share from now (a dead
+                    # device's alias given anew, a gateway handing on those freed, tells nothing of the node's)
+                    if (
+                        had[0] != device
+                        and (had[0] is None or had[0] in node.devices)
+                        and not node.shares_aliases
+                    ):
                         node.shares_aliases = True
                         # its devices said dead since its birth may give such an alias when born again: its metrics
                         # by name alone until then (``alias``), as for a device said dead once it is known to share

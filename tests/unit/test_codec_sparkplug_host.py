@@ -626,3 +626,20 @@ def test_a_device_said_dead_before_its_node_is_seen_sharing_aliases_has_its_metr
     assert node.command("setpoint") is None  # before: 8
     node.dbirth("d3", "valve", 61)
     assert node.command("setpoint") == 8
+
+
+def test_a_dead_devices_alias_given_to_a_new_device_does_not_take_the_node_as_sharing_aliases():
+    """d3 said dead, its alias 60 then given to d4's pump (a gateway handing on the aliases a dead device freed): an
+    alias clash, as before, but no sign that the node gives a device metric a live metric's alias. Taken as sharing,
+    its commands waited for its devices after each NBIRTH and its metrics went by name alone while d3 was away."""
+    h, _, errors = host()
+    node = _SharingNode.__new__(_SharingNode)
+    node.h, node.seq = h, 0
+    node.nbirth(0, 7, 8)
+    node.dbirth("d3", "valve", 60)
+    node.ddeath("d3")
+    node.dbirth("d4", "pump", 60)
+    assert "alias_collision" in errors and not h.shares_aliases("g", "n")
+    assert node.command("setpoint") == 8  # before: None
+    node.nbirth(1, 7, 8)
+    assert node.command("setpoint") == 8  # before: ["d4"]
