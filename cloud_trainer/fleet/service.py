@@ -190,9 +190,11 @@ CLONE_LATE = 3
 CLONE_WINDOW_S = 120.0
 CLONE_HOLD_S = 600.0
 UNTOLD_STEPS = 16  # deployments per agent whose last step kept late during its clone hold is remembered
-# a run told late after the hold takes its kept steps only under a new run of the agent that begins within this: the
-# gateway told late reports under a new run at its next report (seconds); a later new run is another gateway's (the
-# remaining clone's link re-made, long after the late one was stopped, or reported to another replica)
+# a run told late after the hold takes its kept steps only under a new run of the agent that begins within this, or
+# within twice the gap between that run's last two late reports if longer (at most CLONE_HOLD_S): the gateway told
+# late reports under a new run at its next report (seconds; a heartbeat_s of minutes with ``stream: false``); a
+# later new run is another gateway's (the remaining clone's link re-made, long after the late one was stopped, or
+# reported to another replica)
 UNTOLD_RETAKE_S = 120.0
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
 # an agent at its concurrent_streams limit: a PushRecords of it that has waited this long for its next batch
@@ -592,9 +594,9 @@ class FleetServicer(rpc.FleetServicer):
         self._judged: dict[tuple[str, str], tuple[str, str]] = {}
         # agent -> deployment id -> (its step kept late and untold during the agent's clone hold, the target's
         # recorded report then, the step's run): taken again under the agent's first new run after the hold, if the
-        # step's run was told late within UNTOLD_RETAKE_S before it (``_retake_untold``), else forgotten then
+        # step's run was told late just before it (``_told_late``: ``_retake_untold``), else forgotten then
         self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict, str]]] = {}
-        # agent -> the runs of those steps told late after the hold -> when (time.monotonic) last told
+        # agent -> the runs of those steps told late after the hold -> until when (time.monotonic) taken
         self._untold_late: dict[tuple[str, str], dict[str, float]] = {}
         self._retaking: set[asyncio.Future] = set()
 
@@ -802,15 +804,25 @@ class FleetServicer(rpc.FleetServicer):
         """A report of agent ``key`` of run ``boot``, which a newer one followed, came (``_alternating``); told late
         (its clone hold over), the gateway of that run draws a new run next: its steps kept untold during the hold are
         taken under that one (``_retake_untold``)."""
-        self._late_runs.setdefault(key, collections.deque(maxlen=CLONE_LATE)).append(time.monotonic())
+        now = time.monotonic()
+        late = self._late_runs.setdefault(key, collections.deque(maxlen=CLONE_LATE))
+        before = late[-1] if late else now
+        late.append(now)
         if self._tell_late(key):
-            self._told_late(key, boot)
+            self._told_late(key, boot, now - before)
 
-    def _told_late(self, key: tuple[str, str], boot: str) -> None:
+    def _told_late(self, key: tuple[str, str], boot: str, gap: float | None = None) -> None:
         """Agent ``key``'s run ``boot`` is told late (its clone hold over): its steps kept untold are taken under the
-        agent's next new run if it begins within UNTOLD_RETAKE_S (``_retake_untold``)."""
+        agent's next new run if it begins within UNTOLD_RETAKE_S, or twice ``gap`` if longer (the time since the
+        agent's late report before this one: its report interval; a gateway with a ``heartbeat_s`` above 120 s made
+        its new run past the mark, its kept step forgotten), at most CLONE_HOLD_S (``_retake_untold``)."""
         if key in self._untold_steps:
-            self._untold_late.setdefault(key, {})[_run_key(boot)] = time.monotonic()
+            now = time.monotonic()
+            if gap is None:
+                late = self._late_runs.get(key)
+                gap = now - late[-1] if late else 0.0
+            window = min(CLONE_HOLD_S, max(UNTOLD_RETAKE_S, 2 * gap))
+            self._untold_late.setdefault(key, {})[_run_key(boot)] = now + window
 
     def _tell_late(self, key: tuple[str, str]) -> bool:
         """Whether a late report of agent ``key`` is answered with the late mark (the agent then reports under a new
@@ -851,17 +863,18 @@ class FleetServicer(rpc.FleetServicer):
 
     def _retake_untold(self, key: tuple[str, str], boot: str, seq: int) -> None:
         """The agent's run ``boot`` taken (its report ``seq``), new to this process: once its clone hold is over, the
-        steps kept late and untold during it whose run was told late within UNTOLD_RETAKE_S are taken under that run
-        (the gateway that made them drew it), as the agent sends a step told late again (``FleetClient._resend``),
-        each only while its target is as the step left it (``Control.retake_kept``); the others are forgotten. Taken
+        steps kept late and untold during it whose run was told late just before (``_told_late``) are taken under
+        that run (the gateway that made them drew it), as the agent sends a step told late again
+        (``FleetClient._resend``), each only while its target is as the step left it (``Control.retake_kept``); the
+        others are forgotten. Taken
         at any new run, the steps of a clone the operator stopped (never told) were recorded as the remaining
         gateway's at its restart: its completed rollout's healthy target marked with the stopped clone's ``failed``;
         told late, then stopped before its new run came here (or its new run reported to another replica), the same
         at the remaining gateway's next new run, any time later."""
         if not self._tell_late(key) or self.control is None:
             return
-        cut = time.monotonic() - UNTOLD_RETAKE_S
-        told = {run for run, at in self._untold_late.pop(key, {}).items() if at >= cut}
+        now = time.monotonic()
+        told = {run for run, until in self._untold_late.pop(key, {}).items() if until >= now}
         steps = {
             dep: (step, was) for dep, (step, was, run) in self._untold_steps.pop(key).items() if run in told
         }

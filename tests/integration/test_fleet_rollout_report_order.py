@@ -1020,6 +1020,35 @@ async def test_a_step_kept_untold_is_taken_when_its_run_is_told_late_by_a_deploy
     assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 5}), t
 
 
+async def test_a_step_kept_untold_is_taken_under_the_told_runs_new_run_one_report_interval_later(
+    fleet, monkeypatch
+):
+    """A gateway reporting every few minutes (``stream: false``, ``heartbeat_s`` 200 s) told late after the hold
+    draws its new run at its next report, past UNTOLD_RETAKE_S: its step kept during the hold was forgotten (its
+    rollout stalled). The mark holds twice its report interval, seen between its late reports."""
+    import collections
+    import time
+
+    from cloud_trainer.fleet import service
+
+    srv, stub, e = fleet
+    monkeypatch.setattr(service, "UNTOLD_RETAKE_S", 0.0)  # (the new run comes past the fixed mark)
+    (dep,) = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision")
+    # its late report during the hold, 200 s before the one told below
+    srv.fleet._late_runs[("default", "gw1")] = collections.deque(
+        [time.monotonic() - 200], maxlen=service.CLONE_LATE
+    )
+    call = stub.Heartbeat(_report(e["1.0.0"], 3, "runA"))
+    await call
+    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())
+    await stub.Heartbeat(_report(e["1.2.0"], 4, "runA2"))  # (its next report, ~200 s later)
+    await asyncio.gather(*srv.fleet._retaking)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 4}), (
+        t
+    )  # was: healthy (forgotten)
+
+
 async def test_a_kept_step_is_not_taken_over_a_step_another_replica_took_after_the_retakes_check(
     fleet, monkeypatch
 ):
