@@ -3,6 +3,8 @@
 import math
 import struct
 
+import pytest
+
 from devices.base import Quality
 from devices.mqtt import sparkplug_host
 from devices.mqtt.settings import SparkplugHostSettings
@@ -486,6 +488,13 @@ class _SharingNode:
         self.nbirth(0, 7, 8)
         self.dbirth("d3", "valve", 7)
 
+    @classmethod
+    def bare(cls, h: SparkplugHost) -> "_SharingNode":
+        """The node not yet born (no device sharing yet)."""
+        node = cls.__new__(cls)
+        node.h, node.seq = h, 0
+        return node
+
     def _next(self) -> int:
         self.seq += 1
         return self.seq
@@ -576,8 +585,7 @@ def test_a_device_command_of_a_node_whose_devices_share_an_alias_goes_by_name_al
     device sends it). After the node's restart, d4 born again and d3 not yet: d3 is awaited, and a DCMD to d4's
     pump went by alias 9, which d3's late birth then gave its valve too."""
     h, _, _ = host()
-    node = _SharingNode.__new__(_SharingNode)
-    node.h, node.seq = h, 0
+    node = _SharingNode.bare(h)
     node.nbirth(0, 7, 8)
     node.dbirth("d3", "valve", 9)
     node.dbirth("d4", "pump", 9)
@@ -613,33 +621,27 @@ def test_a_node_sharing_aliases_awaits_after_its_restart_a_device_born_before_a_
     assert node.command() == 8
 
 
-def test_a_device_said_dead_before_its_node_is_seen_sharing_aliases_has_its_metrics_go_by_name_alone():
-    """d3 born and said dead while its node lives; then d4's birth gives pump speed's alias (the node now known to
-    share): setpoint went by alias 8, which d3's birth, when it comes back, may give its valve."""
-    h, _, _ = host()
-    node = _SharingNode.__new__(_SharingNode)
-    node.h, node.seq = h, 0
-    node.nbirth(0, 7, 8)
-    node.dbirth("d3", "valve", 60)
-    node.ddeath("d3")
-    node.dbirth("d4", "pump", 7)
-    assert node.command("setpoint") is None  # before: 8
-    node.dbirth("d3", "valve", 61)
-    assert node.command("setpoint") == 8
-
-
-def test_a_dead_devices_alias_given_to_a_new_device_does_not_take_the_node_as_sharing_aliases():
-    """d3 said dead, its alias 60 then given to d4's pump (a gateway handing on the aliases a dead device freed): an
-    alias clash, as before, but no sign that the node gives a device metric a live metric's alias. Taken as sharing,
-    its commands waited for its devices after each NBIRTH and its metrics went by name alone while d3 was away."""
+@pytest.mark.parametrize("pump", [7, 60])
+def test_a_device_said_dead_then_an_alias_given_again_by_another_devices_birth_the_nodes_or_the_dead_devices(
+    pump,
+):
+    """d3 born and said dead while its node lives; then d4's birth gives pump an alias already given: speed's (7: the
+    node now known to share), or d3's (60: a gateway handing on the aliases a dead device freed: an alias clash
+    only). Speed's: setpoint went by alias 8, which d3's birth, when it comes back, may give its valve; now by name
+    alone until then. d3's: the node was taken as sharing, its metrics by name alone while d3 was away and its
+    commands held for its devices after each NBIRTH; now by their aliases."""
     h, _, errors = host()
-    node = _SharingNode.__new__(_SharingNode)
-    node.h, node.seq = h, 0
+    node = _SharingNode.bare(h)
     node.nbirth(0, 7, 8)
     node.dbirth("d3", "valve", 60)
     node.ddeath("d3")
-    node.dbirth("d4", "pump", 60)
-    assert "alias_collision" in errors and not h.shares_aliases("g", "n")
-    assert node.command("setpoint") == 8  # before: None
-    node.nbirth(1, 7, 8)
-    assert node.command("setpoint") == 8  # before: ["d4"]
+    node.dbirth("d4", "pump", pump)
+    assert "alias_collision" in errors and h.shares_aliases("g", "n") is (pump == 7)
+    if pump == 7:
+        assert node.command("setpoint") is None  # before: 8
+        node.dbirth("d3", "valve", 61)
+        assert node.command("setpoint") == 8
+    else:
+        assert node.command("setpoint") == 8  # before: None
+        node.nbirth(1, 7, 8)
+        assert node.command("setpoint") == 8  # before: ["d4"]
