@@ -50,6 +50,7 @@ from cloud_trainer.train.data import (
     dataset_file,
     dataset_max_megapixels,
     declared_camera,
+    digest_camera,
     digest_mask,
     digest_part,
     label_lines,
@@ -642,6 +643,7 @@ def _load_imported(
     ds.per_frame = len(good) // len(names)
     ds.tile_scale = scale
     ds.held_out = len(held)
+    digest_camera(h, declared_wh)
     ds.digest = "sha256:" + h.hexdigest()
     return ds
 

@@ -439,6 +439,14 @@ def digest_part(h: Any, image: bytes, label: str, mask: bytes | None = None) -> 
         digest_mask(h, mask)
 
 
+def digest_camera(h: Any, declared: tuple[int, int] | None) -> None:
+    """A declared camera's share of a dataset's digest (``dataset.yaml``: ``camera_size``, after every image's):
+    it changes the package (the training cameras the agent measures a frame's against), and the same images
+    imported with and without it gave one digest. A dataset without it keeps the digest it had."""
+    if declared is not None:
+        h.update(b"\x00camera_size%dx%d" % declared)
+
+
 def digest_mask(h: Any, mask: bytes) -> None:
     """A mask's share of a dataset's digest (``digest_part``; the anomaly family's MVTec AD folders)."""
     h.update(b"\x00mask")
@@ -853,6 +861,7 @@ def load_parts(folder: str | Path, classes: list[str] | None = None, masks: bool
             mask_list.append(mask)
     if not images:
         raise DatasetError(f"{folder}: the dataset is empty")
+    digest_camera(h, declared_wh)
     lab = np.asarray(labels)
     present = sorted({classes[i] for i in lab})
     if len(present) < 2:

@@ -56,6 +56,7 @@ from cloud_trainer.train.data import (
     CAMERA_MAX_MEGAPIXELS,
     DatasetError,
     decode_checked,
+    digest_camera,
     digest_part,
     link_out,
     not_a,
@@ -1176,6 +1177,7 @@ def _write(
             counts[it.label] += 1
             f.write(json.dumps(row) + "\n")
             k += 1
+    digest_camera(h, camera_size)
     sizes_txt = sorted(f"{w}x{hh}" for hh, w in sizes)
     meta = {
         "kind": "parts",

@@ -481,7 +481,7 @@ def _record_export(
     those its samples were labelled in: an export on it takes more)."""
     import yaml
 
-    from cloud_trainer.train.data import digest_part, read_dataset_yaml
+    from cloud_trainer.train.data import dataset_camera_size, digest_camera, digest_part, read_dataset_yaml
 
     meta_file = dst / "dataset.yaml"
     meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
@@ -513,6 +513,10 @@ def _record_export(
         # training refuses as named by dataset.yaml without an image (an output nothing would train)
         meta["classes"] = [c for c in meta["classes"] if c == meta["good"] or counts.get(c)]
         counts = {c: counts.get(c, 0) for c in meta["classes"]}
+    try:  # the base's declared camera, as ``load_parts`` takes it into the digest
+        digest_camera(h, dataset_camera_size(dst))
+    except DatasetError:
+        pass  # a camera_size that is no camera's: the build refuses it, naming it
     meta.update(count=k, counts=counts, digest="sha256:" + h.hexdigest())
     meta["max_megapixels"] = limit
     meta["fleet_export"] = {"model": model, "tenant": tenant} | (

@@ -87,10 +87,14 @@ def test_a_squashed_datasets_declared_camera_is_recorded_for_its_images(tmp_path
     """A user's dataset squashed to 96x96 from a 4:3 camera's frames names no camera: its own size stood for
     its camera's, so that camera set to another square (64x64) was UNSURE on every frame. ``dataset import
     --camera-size`` declares it; the build records it, and a camera of other proportions is still named."""
+    import hashlib
+    import json
+
     import pytest
+    import yaml
 
     from cloud_trainer.train import anomaly as A
-    from cloud_trainer.train.data import DatasetError, load_parts
+    from cloud_trainer.train.data import DatasetError, digest_part, load_parts
     from cloud_trainer.train.families.vision import VisionFamily
     from cloud_trainer.train.images import main
     from model_packager.inputstats import LocalStats
@@ -119,7 +123,16 @@ def test_a_squashed_datasets_declared_camera_is_recorded_for_its_images(tmp_path
     local = LocalStats(VisionFamily().input_stats_local(parts, list(range(6))))
     assert local.shape(np.zeros((64, 64, 3), np.uint8), 1.0, (640, 480)) is None
     assert "of the training frames' camera (640x480)" in (local.shape(parts.images[0], 1.0, (320, 180)) or "")
-    meta = (out / "dataset.yaml").read_text()  # one written by hand, no camera's size: refused, named
+    # the declared camera is in the digest (it changes the package); a dataset without it keeps its digest
+    assert main([str(src), "--out", str(tmp_path / "plain"), "--good", "ok", "--min-good", "2"]) == 0
+    capsys.readouterr()
+    plain, h = load_parts(tmp_path / "plain"), hashlib.sha256()
+    for row in map(json.loads, (tmp_path / "plain" / "labels.jsonl").read_text().splitlines()):
+        digest_part(h, (tmp_path / "plain" / row["file"]).read_bytes(), row["label"])
+    assert plain.digest == "sha256:" + h.hexdigest() != parts.digest
+    meta = (out / "dataset.yaml").read_text()
+    assert parts.digest == A.load_good(out, min_good=2).digest == yaml.safe_load(meta)["digest"]
+    # one written by hand, no camera's size: refused, named
     (out / "dataset.yaml").write_text(meta.replace("camera_size:\n- 640\n- 480", "camera_size: [999999, 1]"))
     with pytest.raises(
         DatasetError, match=r"'camera_size' \[999999, 1\] is no camera's size \(a side under 8"
@@ -133,6 +146,8 @@ def test_a_fleet_sample_naming_no_camera_is_not_taken_for_its_bases_declared_cam
     does not describe: it was taken for that camera (a line's 16:9 camera, whose samples trained the model, was
     then UNSURE on every frame); it stays unknown. A sample naming its camera keeps its own."""
     import json
+
+    import yaml
 
     from cloud_trainer.blobs import LocalBlobStore
     from cloud_trainer.fleet.store import SQLiteStore
@@ -170,6 +185,9 @@ def test_a_fleet_sample_naming_no_camera_is_not_taken_for_its_bases_declared_cam
         base=tmp_path / "base",
         labels_file=tmp_path / "labels.jsonl",
     )
-    assert load_parts(out).camera_sizes == [(640, 480)] * 4 + [None, (320, 180)]
+    parts = load_parts(out)
+    assert parts.camera_sizes == [(640, 480)] * 4 + [None, (320, 180)]
+    # the export records the digest training computes, the base's declared camera in it
+    assert parts.digest == yaml.safe_load((out / "dataset.yaml").read_text())["digest"]
     # one good image (seeded: the last) held out for the test split (it has defects but no good one)
     assert A.load_good(out, min_good=2).cameras == [(640, 480), (640, 480), None]
