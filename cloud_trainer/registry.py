@@ -207,7 +207,9 @@ class Registry:
         return [
             str(e.get("version"))
             for e in self.list(name)
-            if e.get("version") != version and e.get("status") == "published" and _vkey(e.get("version")) == key
+            if e.get("version") != version
+            and e.get("status") == "published"
+            and _vkey(e.get("version")) == key
         ]
 
     def names(self) -> builtins.list[str]:
