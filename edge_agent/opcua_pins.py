@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,39 @@ class NamespacePinFile:
             and entry.get("endpoint") != self.endpoint
             and isinstance(entry.get("namespaces"), dict)
         )
+
+    def reordered_elsewhere(self, array: list[str | None], used: Collection[int]) -> str | None:
+        """Where another endpoint's entry keeps the namespaces of ``array`` (the server's now) in another order,
+        said for a refusal (None: none does). A source with no entry for its server (one new to the config, no
+        entry for its endpoint) naming a server pinned under another endpoint (``localhost`` for ``127.0.0.1``)
+        whose ApplicationUri is unread or shared pinned afresh in a reordered array's order and read the moved
+        index's other node, GOOD. Only for a moved index the config uses (``used``); not after ``--accept`` of this
+        source, nor for an entry of another ApplicationUri than the server's."""
+        sources = self._read().get("sources", {})
+        own = sources.get(self.source)
+        if self._mine(own) and own.get("accepted") is True:
+            return None
+        here = {uri: i for i, uri in enumerate(array) if i and uri is not None}
+        for name, e in sources.items():
+            if (
+                not isinstance(e, dict)
+                or not isinstance(e.get("namespaces"), dict)
+                or e.get("endpoint") == self.endpoint
+            ):
+                continue
+            if self.server is not None and isinstance(e.get("server"), str) and e["server"] != self.server:
+                continue
+            kept = _indexes(e["namespaces"])
+            moved = [(i, uri) for i, uri in sorted(kept.items()) if i in used and here.get(uri, i) != i]
+            if moved and all(uri in here for uri in kept.values()):
+                i, uri = moved[0]
+                return (
+                    f"the server's namespaces are those source {name!r} keeps for {e.get('endpoint')}, in "
+                    f"another order ({uri} was at {i}, now at {here[uri]}): this may be that server, named by "
+                    "another endpoint, after a download reordered them, so this source's ns= indexes cannot be "
+                    "checked"
+                )
+        return None
 
     def _sibling(self, sources: dict) -> dict | None:
         """The entry another source keeps for this source's endpoint, pins and all: a configured source's first, in

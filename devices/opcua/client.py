@@ -80,7 +80,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -1864,6 +1864,11 @@ class NamespacePins(Protocol):
         """Whether pins are kept for this source with a server's ApplicationUri under another endpoint (a connect
         that could not read its server's cannot tell whether they are its own)."""
 
+    def reordered_elsewhere(self, array: list[str | None], used: Collection[int]) -> str | None:
+        """Why ``array`` (the server's namespaces now) may be a reorder of those kept under another endpoint (a
+        new source naming a pinned server by another name), an index of ``used`` moved, for a refusal; None: it
+        is not."""
+
 
 def _no_namespaces(got: Any) -> str | None:
     """Why a NamespaceArray value read tells nothing of what the ``ns=`` indexes mean (None: it tells). A server
@@ -1942,9 +1947,24 @@ async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: f
             f"the namespaces kept for this server could not be read ({e}), so its ns= indexes cannot be checked "
             "against them; try again"
         ) from None
-    if not kept or pins is None:
+    if pins is None:
         return None
     array, unread = await _namespaces(client, timeout_s)
+    if not kept:
+        if unread:
+            return None
+
+        async def resolve_new(client: Client, node_id: str) -> str:
+            m = _NS.match(node_id.strip())
+            if m is not None and (why := pins.reordered_elsewhere(array, {int(m.group(1))})):
+                # the agent refuses such a connect; checked by the raw index, a node of a moved index passed
+                raise OpcUaNodeError(
+                    f"node {node_id!r}: {why}: the agent's connect is refused likewise. Should this be another "
+                    f"server, {pins.accept}"
+                )
+            return await _resolve_node_id(client, node_id)
+
+        return resolve_new
 
     async def resolve(client: Client, node_id: str) -> str:
         m = _NS.match(node_id.strip())
@@ -3960,6 +3980,14 @@ class OpcUaSource:
                 "checked against them: nothing is read or written on this connection; tried again with the backoff",
             ) from None
 
+    def _ns_used(self) -> frozenset[int]:
+        """The namespace indexes the config's ``ns=`` node ids name (its nodes, write targets, heartbeat)."""
+        hb = self.settings.heartbeat
+        ids = [n.node_id for n in self.settings.nodes]
+        ids += [n.sample_rate_from for n in self.settings.nodes if n.sample_rate_from]
+        ids += [t for t, _ in self._write_targets] + ([hb.node_id] if hb else [])
+        return frozenset(int(m.group(1)) for i in ids if (m := _NS.match(i.strip())))
+
     async def _pins_kept(self) -> dict[int, str]:
         """The namespace URIs by index that the config's ``ns=`` indexes mean: those ``namespace_pins`` kept
         (an earlier start's), with the indexes this connect's array adds; this array's without a store, or at
@@ -3969,6 +3997,15 @@ class OpcUaSource:
         if store is None or not here:
             return here
         kept = await self._kept()
+        if kept is None and (
+            why := await asyncio.to_thread(store.reordered_elsewhere, self._ns_array, self._ns_used())
+        ):
+            # pinned afresh, the moved index's other node was read and written
+            raise _Refused(
+                "namespaces",
+                f"{why}: nothing is read or written on this connection; tried again with the backoff. Write its "
+                f"node ids as nsu=<uri>;..., or, should this be another server, {store.accept}",
+            )
         pins = {**here, **(kept or {})}
         if pins != kept:
             try:

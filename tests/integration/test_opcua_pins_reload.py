@@ -222,6 +222,22 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
         finally:
             await new.stop()
         assert moved in new.node_errors.get(node, "") and not new._tags, new.node_errors  # was: read
+        # one new to the config naming the server by another endpoint finds no pins for it: pinned afresh, it read
+        # urn:diag's node; refused now that the server's namespaces are another endpoint's kept, in another order
+        other = {"plc": new.settings, "speed3": settings("localhost")}
+        named = OpcUaSource("speed3", other["speed3"])
+        named.namespace_pins = pin_file(tmp_path, "speed3", other)
+        await named.start()
+        try:
+            await until(lambda: named.stats.errors_by_reason.get("namespaces") or named._tags, 5.0)
+        finally:
+            await named.stop()
+        assert not named._tags and "speed3" not in (tmp_path / PINS_FILE).read_text()  # was: read
+        # `edge-agent validate --online` refuses its node as the agent does
+        nodes, *_ = await check_server(named.settings, [], pin_file(tmp_path, "speed3", other, keep=False))
+        assert "urn:plc was at 2, now at 3" in (nodes[0] or ""), nodes
+        named.namespace_pins.forget()  # `--accept speed3`: another server, its order taken as found at its start
+        assert named.namespace_pins.reordered_elsewhere(await srv.get_namespace_array(), {plc}) is None
         # that trial at a connect where the server's ApplicationUri is not read (its ServerArray refused): by the
         # endpoint alone it pinned afresh, read urn:diag's node and dropped the first endpoint's entry; refused now
         await srv.delete_nodes([srv.get_node(ua.ObjectIds.Server_ServerArray)])

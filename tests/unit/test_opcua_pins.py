@@ -283,3 +283,32 @@ def test_a_new_source_on_another_plc_of_the_same_application_uri_pins_its_own_or
     b.server = a.server
     assert b.load() is None  # pinned afresh at its connect, in its own PLC's order
     assert "b" not in json.loads(path.read_text())["sources"]
+
+
+def test_a_server_whose_namespaces_another_endpoint_keeps_in_another_order_is_said_reordered(
+    tmp_path,
+) -> None:
+    """A new source naming a pinned server by another endpoint (``localhost`` for ``127.0.0.1``) found no pins for
+    it and pinned afresh, in a reordered array's order. Said (for the connect's refusal) only where the server's
+    namespaces are that entry's in another order, an index the config uses moved, the ApplicationUris not
+    telling two servers apart; not after ``--accept``."""
+    path = tmp_path / PINS_FILE
+    srcs = frozenset({"a", "b"})
+    a = NamespacePinFile(path, "a", "opc.tcp://127.0.0.1:4840", srcs)
+    a.server = "urn:plc-server"
+    a.save({1: "urn:plc-server", 2: "urn:plc", 3: "urn:diag"})
+    b = NamespacePinFile(path, "b", "opc.tcp://localhost:4840", srcs)
+    now = ["http://opcfoundation.org/UA/", "urn:plc-server", "urn:diag", "urn:plc", "urn:new"]
+    assert b.load() is None
+    assert "'a' keeps for opc.tcp://127.0.0.1:4840" in (b.reordered_elsewhere(now, {2}) or "")
+    b.server = a.server  # read, the same: still said (PLCs of one make may share it, a refusal says so)
+    assert "urn:plc was at 2, now at 3" in (b.reordered_elsewhere(now, {2}) or "")
+    assert b.reordered_elsewhere(now, {1}) is None  # no index the config uses moved
+    assert (
+        b.reordered_elsewhere(now[:3] + ["urn:other"], {2}) is None
+    )  # not all of a's namespaces: another server
+    b.server = "urn:another-server"
+    assert b.reordered_elsewhere(now, {2}) is None
+    b.server = None
+    b.forget()
+    assert b.reordered_elsewhere(now, {2}) is None
