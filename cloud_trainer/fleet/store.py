@@ -2684,7 +2684,13 @@ def gaps_from(missing, firsts, known, retired: dict[int, int] | None = None) -> 
             {"epoch": e, "first": x, "last": y, "cause": c}
             for x, y, c in _subtract(a, b, disjoint.get(e, []), ends.get(e, []))
         ]
-    out += [{"epoch": e, "first": a, "last": 0, "cause": cause} for e, a, b, cause in known if not b]
+    # an epoch's end after its retired seqs: a service released before retention ended a wholly retired epoch from
+    # seq 1 (no record left), and that row showed the retired seqs lost once this one ran again
+    out += [
+        {"epoch": e, "first": max(a, floor.get(e, 0) + 1), "last": 0, "cause": cause}
+        for e, a, b, cause in known
+        if not b
+    ]
     return sorted(out, key=lambda g: (g["epoch"], g["first"]))
 
 

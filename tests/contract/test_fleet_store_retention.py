@@ -108,6 +108,22 @@ def test_a_seq_stored_again_after_its_retirement_never_shows_the_retired_seqs_ab
     assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 7, "last": 8, "cause": "unknown"}]
 
 
+def test_an_epoch_end_an_older_service_wrote_from_seq_1_never_shows_the_retired_seqs_lost(store):
+    """Rolled back to a service released before retention, which ends a wholly retired epoch after ``MAX(seq)`` of no
+    record (0), then upgraded again: the end is read from past the retired seqs."""
+    store.ingest("gw1", [rec(s, epoch=1) for s in range(1, 4)], tenant="acme")
+    _age(store, 3, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 3
+    with store._tx() as ex:  # the older service's end of epoch 1 when the agent's epoch 2 came
+        ex(
+            store.q(
+                "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) "
+                "VALUES ('acme', 'gw1', 1, 1, 0, 'epoch_change', 5000)"
+            )
+        )
+    assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 4, "last": 0, "cause": "epoch_change"}]
+
+
 @pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf"])
 def test_serve_refuses_a_retention_that_is_no_number_of_days_above_0(days, capsys):
     from cloud_trainer.fleet.server import main
