@@ -137,16 +137,25 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     (errors, warnings). What the agent does then is what its start decides (``start_refusal``): a refused package
     with an installed one that passes is a warning (the slot starts on that one), as is one refused with nothing
     installed or the installed one refused too (the agent starts with the slot failed); a first install the disk
-    has no room for ends the agent's start: an error, in the agent's words. Trusted keys that cannot be loaded are
-    an error (every install is refused)."""
+    has no room for ends the agent's start: an error, in the agent's words. So does a slot with no local package
+    (``name`` alone) and no installed package that passes, where the data folder exists (run on another machine
+    than the gateway, its slots are empty). Trusted keys that cannot be loaded are an error (every install is
+    refused)."""
     from pathlib import Path
 
-    from edge_agent.models.slot import FailedAtStart, not_refused, refused_by_config, start_refusal
+    from edge_agent.models.slot import (
+        FailedAtStart,
+        no_package_refusal,
+        not_refused,
+        refused_by_config,
+        start_refusal,
+    )
     from edge_agent.models.store import ModelStore, room_refusal
     from model_packager import PackageError, load_trusted_keys, verify_package
     from model_packager.text import printable
 
-    slots = {n: m for n, m in cfg.models.items() if m.package}
+    here = Path(cfg.data_dir).is_dir()  # (systemd's StateDirectory= makes it before ExecStartPre)
+    slots = {n: m for n, m in cfg.models.items() if m.package or here}
     if not slots:
         return [], []
     try:
@@ -155,7 +164,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
         return [f"{where}: trusted_keys: {printable(exc, 600)}"], []
     errors, warnings = [], []
     for name, m in slots.items():
-        pkg, root = cfg.path(m.package), Path(cfg.data_dir) / "models" / name
+        root = Path(cfg.data_dir) / "models" / name
         installed = rejected = None
         if root.is_dir():
             store = ModelStore(root, clean=False)  # (read only: a running agent's .part folders are its own)
@@ -168,6 +177,12 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
                     not_refused(store.verify(installed, trusted), name, m)
                 except PackageError as exc:
                     rejected = str(exc)
+        if not m.package:
+            if not installed or rejected is not None:
+                ended = no_package_refusal(name, installed or None, rejected)
+                errors.append(f"{where}: models.{name}: {printable(str(ended), 1500)}")
+            continue
+        pkg = cfg.path(m.package)
         why, retry = None, False
         try:
             manifest = verify_package(pkg, trusted)

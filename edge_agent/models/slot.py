@@ -116,6 +116,23 @@ def start_refusal(
     return SlotError(said) if retry else FailedAtStart(said)
 
 
+def no_package_refusal(slot: str, installed: str | None, rejected: str | None) -> SlotError:
+    """The ``SlotError`` that ends a start of a slot with no local package configured (``name`` alone, the fleet's
+    package) and no installed package serving: none installed yet, or ``installed`` set aside for ``rejected``.
+    ``edge-agent validate`` says it too."""
+    if rejected is not None:
+        return SlotError(
+            f"model slot {slot!r}: the installed package {installed} cannot be used ({rejected}) "
+            f"and no local 'package' is configured to install again; configure models.{slot}.package "
+            "(the agent does not start without a model in each slot)"
+        )
+    return SlotError(
+        f"model slot {slot!r}: no package installed yet and no local 'package' configured: the agent "
+        f"does not start without a model in each slot; configure models.{slot}.package (a fleet "
+        "rollout replaces it later)"
+    )
+
+
 class _Stopped(RuntimeError):
     """A swap's loading ended because the slot stopped."""
 
@@ -468,17 +485,7 @@ class ModelSlot:
                 self._keep_state()
                 return
         if want_pkg is None:
-            if rejected is not None:
-                raise SlotError(
-                    f"model slot {self.name!r}: the installed package {current} cannot be used ({rejected}) "
-                    f"and no local 'package' is configured to install again; configure models.{self.name}.package "
-                    "(the agent does not start without a model in each slot)"
-                )
-            raise SlotError(
-                f"model slot {self.name!r}: no package installed yet and no local 'package' configured: the agent "
-                f"does not start without a model in each slot; configure models.{self.name}.package (a fleet "
-                "rollout replaces it later)"
-            )
+            raise no_package_refusal(self.name, current, rejected)
         if (
             refused is not None
         ):  # the installed package failed too (its signer no longer trusted, a refused version)

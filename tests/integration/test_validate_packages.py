@@ -184,6 +184,37 @@ async def test_validate_judges_the_room_as_the_install_takes_it(kit, tmp_path, c
         await slot.stop()
 
 
+async def test_validate_fails_in_the_starts_words_where_a_slot_with_no_package_has_none_installed(
+    kit, tmp_path, capsys
+):
+    """A slot named by its fleet package alone (no local package) with no installed package that passes: every start
+    ends (no package installed yet; or the installed one refused, set aside), and validate said nothing, exit 0: a
+    unit's ExecStartPre passed and systemd restarted the agent in a loop. It now exits 1 in the start's words where
+    the data folder exists (without one, run on another machine than the gateway, it cannot tell: it passes)."""
+    pkg, pub, _ = kit
+    path = _config(tmp_path, pkg, pub)
+    cfg = yaml.safe_load(Path(path).read_text())
+    cfg["models"]["vision"] = {"name": "part-inspection", "version_policy": "follow_fleet"}
+    Path(path).write_text(yaml.safe_dump(cfg))
+    assert main(["validate", path]) == 0  # no data folder here
+    (tmp_path / "data").mkdir()
+    for refused in ([], None, ["1.0.0"]):
+        if refused is None:  # a package that passes installed: it serves
+            _install(pkg, tmp_path / "data", pub)
+            capsys.readouterr()
+            assert main(["validate", path]) == 0, capsys.readouterr().err
+            continue
+        cfg["models"]["vision"]["refused_versions"] = refused
+        Path(path).write_text(yaml.safe_dump(cfg))
+        capsys.readouterr()
+        assert main(["validate", path]) == 1
+        (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "models.vision" in ln]
+        assert line == f"{path}: models.vision: {await _start_raises(path, tmp_path, pub)}", line
+        assert (
+            "cannot be used (part-inspection-1.0.0 is a version" if refused else "no package installed"
+        ) in line
+
+
 def test_validate_passes_a_package_the_agent_would_install(kit, tmp_path, capsys):
     pkg, pub, _ = kit
     assert main(["validate", _config(tmp_path, pkg, pub)]) == 0
