@@ -472,12 +472,7 @@ def _eight_bit_only(img: Any, path: Path, named_by: str, mask: bool = False) -> 
 def limit_advice(folder: Path) -> str:
     """How to take images over the limit of the dataset folder: export it again (a fleet export, ``dataset.yaml``
     has ``fleet_export``) or import it again."""
-    meta_file = Path(folder) / "dataset.yaml"
-    try:
-        meta = read_dataset_yaml(meta_file) if meta_file.is_file() else None
-    except DatasetError:
-        return IMPORT_RAISE
-    return EXPORT_RAISE if isinstance(meta, dict) and meta.get("fleet_export") else IMPORT_RAISE
+    return EXPORT_RAISE if _dataset_value(Path(folder) / "dataset.yaml", "fleet_export") else IMPORT_RAISE
 
 
 def _dataset_value(meta_file: Path, key: str) -> Any:

@@ -1848,7 +1848,8 @@ def import_vibration(
             _not_a_time_ramp(rec, next((c for c in rec.channels if c != speed_channel), ""))
     _no_copies(recs, labels, channel, speed_channel)
     # (a run no labels row names gives no window: not asked of)
-    said = _unitless(recs, [r for r in bare if any(lab.run == r.run for lab in labels)], unit, given_unit)
+    labelled, bare_runs = {lab.run for lab in labels}, {r.run for r in bare}
+    said = _unitless(recs, [r for r in bare if r.run in labelled], unit, given_unit)
     hop = hop_samples if hop_samples is not None else window_samples
     waves, fault, health, rul, run_id, t_s, speeds = [], [], [], [], [], [], []
     from cloud_trainer.train.maintenance import VISIBLE_HEALTH
@@ -1860,7 +1861,7 @@ def import_vibration(
     for k, rec in enumerate(recs):
         name = channel or next((c for c in rec.channels if c != speed_channel), "")
         x = _channel(rec, name, target)
-        if scale is not None and rec in bare:
+        if scale is not None and rec.run in bare_runs:
             x = x * scale
         speed = _channel(rec, speed_channel, target) * _rpm_per(rec, speed_channel) if speed_channel else None
         mine = [lab for lab in labels if lab.run == rec.run]
@@ -2440,7 +2441,7 @@ def _one_unit(
 def _pcm_wav(rec: Recording) -> bool:
     """A PCM WAV's samples are read as fractions of its full scale: never in a unit of their own."""
     try:
-        return rec.source.suffix.lower() == ".wav" and _wav_layout(rec.source)[0] == 1
+        return rec.source.suffix.lower() == ".wav" and _wav_layout(rec.source)[0] == _WAV_PCM
     except (DatasetError, OSError, ValueError):
         return False
 
