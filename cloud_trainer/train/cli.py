@@ -20,8 +20,6 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from cloud_trainer.registry import DEFAULT_REGISTRY, registry_note
-
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     from cloud_trainer.train.families import family_names, load_family
@@ -138,6 +136,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             "--calibration", type=_positive, default=200, help="calibration samples from the validation split"
         )
     if prog in ("evaluate", "build", "package", "publish"):
+        from cloud_trainer.registry import DEFAULT_REGISTRY  # (pydantic: not for `dataset`)
+
         ap.add_argument(
             "--registry",
             type=Path,
@@ -353,6 +353,8 @@ def _run(verb: str, argv: list[str]) -> int:
 
     a = _parser(verb).parse_args(argv)
     if hasattr(a, "registry") and a.registry is None:
+        from cloud_trainer.registry import DEFAULT_REGISTRY, registry_note
+
         if (note := registry_note(DEFAULT_REGISTRY)) is not None:
             # a note alone, and the build went on: its gate compared the candidate with no published version (they
             # are in the former default), its version started again, and it was published where serve did not read
