@@ -470,8 +470,7 @@ def test_an_older_store_gets_its_agents_totals_and_they_follow_every_writer_of_t
         store.db.executescript(
             "DROP TRIGGER agent_counts_add;DROP TRIGGER agent_counts_change;DROP TRIGGER agent_counts_drop;"
             "DROP TABLE agent_counts;"
-        )
-        store.close()
+        )  # (opened beside it: the fixture closes it; a SQLiteStore closed twice waits 10 s for readers)
         older = SQLiteStore(tmp_path / "fleet.db")
     else:
         import psycopg
