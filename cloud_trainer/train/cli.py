@@ -345,7 +345,7 @@ def _others_option(a: argparse.Namespace) -> str | None:
 
 
 def _run(verb: str, argv: list[str]) -> int:
-    from cloud_trainer.registry import RegistryError
+    from cloud_trainer.registry import DEFAULT_REGISTRY, RegistryError, registry_note
     from cloud_trainer.train import pipeline as P
     from cloud_trainer.train.data import DatasetError, path_text
     from cloud_trainer.train.families import load_family
@@ -353,8 +353,6 @@ def _run(verb: str, argv: list[str]) -> int:
 
     a = _parser(verb).parse_args(argv)
     if hasattr(a, "registry") and a.registry is None:
-        from cloud_trainer.registry import DEFAULT_REGISTRY, registry_note
-
         if (note := registry_note(DEFAULT_REGISTRY)) is not None:
             # a note alone, and the build went on: its gate compared the candidate with no published version (they
             # are in the former default), its version started again, and it was published where serve did not read
