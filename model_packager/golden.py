@@ -459,6 +459,26 @@ def batch_dependence(
     )
 
 
+def run_batch_checked(
+    manifest: Manifest,
+    model_path: Path,
+    inputs: dict[str, np.ndarray],
+    rows: int,
+    *,
+    int8_only: bool,
+    where: str,
+) -> dict[str, np.ndarray]:
+    """ONNX Runtime's outputs of the golden batch run at once (``run_engine_alone_too``); ``GoldenError``
+    ``batch_dependent``, naming ``where`` and the model, where its items run alone, as the agent runs each one,
+    give other outputs (``batch_dependence``). Build and ``run_golden`` (``verify --run``) both hold a model to it."""
+    batched, alone = run_engine_alone_too("onnxruntime", model_path, inputs, rows)
+    if alone is not None and (
+        dependent := batch_dependence(manifest, batched, alone, rows, batch_rows(inputs), int8_only=int8_only)
+    ):
+        raise GoldenError(f"{where}: {model_path.name}: {dependent}", code="batch_dependent")
+    return batched
+
+
 def compare(
     expected: dict[str, np.ndarray],
     got: dict[str, np.ndarray],

@@ -359,13 +359,9 @@ def build_package(
         # also run as the agent runs each item, whoever gives the expected outputs: a model whose item's outputs
         # depend on the other items of its batch passed here and verify --run, and every agent refused it "on this
         # CPU" (with expected outputs given, this check was skipped)
-        batched, alone = _golden.run_engine_alone_too("onnxruntime", fp32 or model, inputs, rows)
-        if alone is not None and (
-            dependent := _golden.batch_dependence(
-                manifest, batched, alone, rows, _batch(inputs) or 0, int8_only=int8_only
-            )
-        ):
-            raise GoldenError(f"{where}: {(fp32 or model).name}: {dependent}", code="batch_dependent")
+        batched = _golden.run_batch_checked(
+            manifest, fp32 or model, inputs, rows, int8_only=int8_only, where=where
+        )
         if isinstance(expected, str | Path):
             exp = _golden.load_npz(Path(expected))
         elif expected is None:
@@ -1144,16 +1140,14 @@ def run_golden(
             # run as the agent runs each item too, as build does: a package built before build did (or with its
             # expected outputs given) whose item's outputs depend on the other items of its batch passed here,
             # and every agent refused it "on this CPU"
-            got, alone = _golden.run_engine_alone_too(engine, ref_model, inputs, rows)
-            int8_only = m.quantization.scheme.startswith("int8") and not m.has_fp32
-            if alone is not None and (
-                dependent := _golden.batch_dependence(
-                    m, got, alone, rows, _batch(inputs) or 0, int8_only=int8_only
-                )
-            ):
-                raise GoldenError(
-                    f"package {m.package_id}: {ref_model.name}: {dependent}", code="batch_dependent"
-                )
+            got = _golden.run_batch_checked(
+                m,
+                ref_model,
+                inputs,
+                rows,
+                int8_only=m.quantization.scheme.startswith("int8") and not m.has_fp32,
+                where=f"package {m.package_id}",
+            )
         else:
             got = _golden.run_engine(engine, ref_model, inputs, None if opened.fp32_model_path else ov_xml)
         worst, bad = _golden.golden_problems(m, expected, got, rows)
