@@ -857,10 +857,8 @@ def camera_problem(size: tuple[int, int]) -> str | None:
 
 def _counted(sizes: list[tuple[int, int]]) -> dict[str, int] | None:
     """``{"WxH": frames}`` of ``sizes`` in their order, None past ``MAX_SIZES`` different ones."""
-    out: dict[str, int] = {}
-    for w, h in sizes:
-        out[f"{w}x{h}"] = out.get(f"{w}x{h}", 0) + 1
-    return out if len(out) <= MAX_SIZES else None
+    out = Counter(f"{w}x{h}" for w, h in sizes)
+    return dict(out) if len(out) <= MAX_SIZES else None
 
 
 def frame_shapes(shapes, cameras=None) -> dict:
