@@ -150,7 +150,6 @@ RETIRE_STEP_ROWS = (
     2000  # records one step of retention deletes at most (each epoch's part its own transaction)
 )
 RETIRE_SCAN_EPOCHS = 256  # agents' epochs one step looks at, at most (a page of ``record_counts``)
-RETIRE_BLOBS_PER_TX = 100  # sample bytes deleted in one transaction (the tenant's sample writes wait for it)
 # today's and the 6 days before, by the pruning process's clock: a week, so that a replica whose clock is days
 # ahead (not a clock any replica runs with) still never deletes the others' today (kept 2, one 2 days ahead did)
 AGENT_USAGE_KEPT_DAYS = 7
@@ -1240,9 +1239,8 @@ class SQLStore(Store):
             # once the batch is known to be new and within quota: the sample bytes (a failure rolls the rows back;
             # the agent, not acknowledged, sends them again)
             if blobs is not None and new_samples:
-                self._blob_guard(
-                    ex, tenant, shared=True
-                )  # never beside retention deleting the tenant's bytes
+                # never beside retention deleting the same bytes of the tenant
+                self._blob_guard(ex, tenant, sorted({r["sample_sha256"] for r in new_samples}), shared=True)
                 for r in new_samples:
                     if (st := staged.pop(r["sample_sha256"], None)) is not None:
                         blobs.commit(st)  # a rename (a bucket: the upload)
@@ -2108,11 +2106,12 @@ class SQLStore(Store):
     def usage(self) -> dict[str, dict]:
         return usage_from(self._rows(USAGE_SQL))
 
-    def _blob_guard(self, ex, tenant: str, shared: bool) -> None:
-        """Held to the end of ``ex``'s transaction: by ``ingest`` (``shared``) from its check that a sample's bytes
-        are in the blob store to its commit, by ``retire`` (not ``shared``) from its check that no row names a digest
-        to its deletion of the bytes, so that a row never names bytes retention deleted. SQLite's write transaction
-        is exclusive anyway; PostgreSQL takes an advisory lock of the tenant."""
+    def _blob_guard(self, ex, tenant: str, digests: list[str], shared: bool) -> None:
+        """Held to the end of ``ex``'s transaction, per digest of the tenant: by ``ingest`` (``shared``) from its
+        check that a sample's bytes are in the blob store to its commit, by ``retire`` (not ``shared``) from its check
+        that no row names a digest to its deletion of the bytes, so that a row never names bytes retention deleted.
+        SQLite's write transaction is exclusive anyway; PostgreSQL takes an advisory lock per digest (one of the
+        tenant's held across 100 deletions from a bucket failed its other sample batches: lock waits past 2 s)."""
 
     def retire(
         self, before: float, *, blobs=None, after: tuple | None = None, most: int = RETIRE_STEP_ROWS
@@ -2235,18 +2234,17 @@ class SQLStore(Store):
 
     def _retire_blobs(self, tenant: str, digests: list[str], blobs) -> int:
         """Delete the tenant's sample bytes of ``digests`` that no row names (another agent's sample, a newer
-        batch of the same bytes keeps them), ``RETIRE_BLOBS_PER_TX`` a transaction. A stop between the rows'
+        batch of the same bytes keeps them), each in a transaction of its own. A stop between the rows'
         deletion and this leaves bytes no row names (space, never a row without its bytes)."""
         gone = 0
-        for i in range(0, len(digests), RETIRE_BLOBS_PER_TX):
+        for d in digests:  # one at a time: a sample write of the same bytes waits for one deletion at most
             with self._ingest_tx() as ex:
-                self._blob_guard(ex, tenant, shared=False)
-                for d in digests[i : i + RETIRE_BLOBS_PER_TX]:
-                    named = ex(
-                        self.q("SELECT 1 FROM samples WHERE tenant = ? AND sha256 = ? LIMIT 1"), (tenant, d)
-                    )
-                    if not named.fetchone():
-                        gone += bool(blobs.delete(d))
+                self._blob_guard(ex, tenant, [d], shared=False)
+                named = ex(
+                    self.q("SELECT 1 FROM samples WHERE tenant = ? AND sha256 = ? LIMIT 1"), (tenant, d)
+                )
+                if not named.fetchone():
+                    gone += bool(blobs.delete(d))
         return gone
 
 

@@ -208,8 +208,12 @@ class PostgresStore(SQLStore):
     def _lock_tenant(self, ex, tenant: str) -> None:
         ex("SELECT pg_advisory_xact_lock(hashtext(%s))", ("agents:" + tenant,))
 
-    def _blob_guard(self, ex, tenant: str, shared: bool) -> None:
-        ex(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(hashtext(%s))", ("blobs:" + tenant,))
+    def _blob_guard(self, ex, tenant: str, digests: list[str], shared: bool) -> None:
+        keys = [f"blobs:{tenant}:{d}" for d in digests]
+        ex(
+            f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(hashtext(k)) FROM unnest(%s::text[]) AS k",
+            (keys,),
+        )
 
     @contextlib.contextmanager
     def _bounded_tx(self, wait_s: float | None = None):

@@ -124,6 +124,45 @@ def test_an_epoch_end_an_older_service_wrote_from_seq_1_never_shows_the_retired_
     assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 4, "last": 0, "cause": "epoch_change"}]
 
 
+def test_deleting_old_sample_bytes_never_holds_up_the_tenants_other_sample_batches(postgres_url, tmp_path):
+    """PostgreSQL (SQLite has one writer anyway): retention deletes bytes no row names under a guard of that digest,
+    not of the whole tenant. One guard per tenant, held across 100 deletions (a bucket: a round trip or two each),
+    failed the tenant's other sample batches once their lock wait passed 2 s; a deletion held here stands for that."""
+    import threading
+
+    from cloud_trainer.fleet.store import open_store
+
+    class Held(LocalBlobStore):
+        def for_tenant(self, tenant):
+            return Held(self.root / "tenants" / tenant)
+
+        def delete(self, digest: str) -> bool:
+            deleting.set()
+            assert go.wait(30)
+            return super().delete(digest)
+
+    deleting, go = threading.Event(), threading.Event()
+    st = open_store(postgres_url, tmp_path)
+    root = Held(tmp_path / "blobs")
+    blobs = root.for_tenant("acme")
+    done: list = []
+    step = threading.Thread(target=lambda: done.append(st.retire(2000.0, blobs=root)))
+    try:
+        st.ingest("gw1", [{**_sample(1, b"old" * 20), "epoch": 1}], tenant="acme", blobs=blobs)
+        _age(st, 1, 1000.0)
+        step.start()
+        assert deleting.wait(30)
+        new = {**_sample(1, b"new" * 20), "epoch": 1}
+        assert st.ingest("gw2", [new], tenant="acme", blobs=blobs)[1] == 1  # not waiting for the deletion
+        assert blobs.exists(new["sample_sha256"])
+    finally:
+        go.set()
+        if step.is_alive():
+            step.join(30)
+        st.close()
+    assert done[0]["blobs"] == 1
+
+
 @pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf"])
 def test_serve_refuses_a_retention_that_is_no_number_of_days_above_0(days, capsys):
     from cloud_trainer.fleet.server import main
