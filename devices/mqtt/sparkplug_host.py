@@ -1800,7 +1800,11 @@ class SparkplugHost:
             node.born = True
             self._births_stamp += 1
             node.births_read = self._births_stamp
-            reborn = node.alive or node.missed  # a rebirth answered, or asked after this host's reconnect
+            # a rebirth answered, or asked after this host's reconnect; or one whose NBIRTH before was skipped (a
+            # storm, ``_birth_skipped``) not after a death: taken as a restart, it forgot a device of a node that
+            # shares aliases away since the session before (by name alone), its late birth taking the alias a
+            # command had carried
+            reborn = node.alive or node.missed or (node.birth_skipped and node.dead_bd is None)
             node.alive, node.aliases, node.clashes = True, {}, set()
             node.seq = self._seq_range(t, node, payload.seq)
             if payload.seq:  # (None: no seq, said apart; 0: as Sparkplug has it)
@@ -1827,10 +1831,12 @@ class SparkplugHost:
             node.birth_restart = 1 if payload.seq and node.goes_on is not True else None
             node.birth_at = payload.seq or None
             node.alias_born = node.alias_asked
-            if not self.retained:
+            if not self.retained or node.shares_aliases:
                 # of a node known to give a device metric a node metric's alias, the device births following
                 # this birth may do so again: an NCMD waits for them, as far as its last birth's devices tell, and
-                # those of the birth before not born since while still awaited (two NBIRTHs before its DBIRTHs)
+                # those of the birth before not born since while still awaited (two NBIRTHs before its DBIRTHs);
+                # after a retained NBIRTH too (the broker's copy, read after this host's reconnect): a live DBIRTH
+                # proving it, the command went at once by the alias a device birth to come gave another metric
                 now = time.monotonic()
                 expected: dict[str, bool] = {}
                 if node.shares_aliases:
@@ -2112,11 +2118,14 @@ class SparkplugHost:
                 if had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
                     clashed = True
                     # a device's and the node's, or another live device's: known to share from now (a dead
-                    # device's alias given anew, a gateway handing on those freed, tells nothing of the node's)
+                    # device's alias given anew, a gateway handing on those freed, tells nothing of the node's; nor
+                    # does a retained DBIRTH, the broker's copy of unknown age: a removed device's left there)
                     if (
                         had[0] != device
                         and (had[0] is None or had[0] in node.devices)
                         and not node.shares_aliases
+                        and device not in node.unproven_devices
+                        and had[0] not in node.unproven_devices
                     ):
                         node.shares_aliases = True
                         # its devices said dead since its birth may give such an alias when born again: its metrics

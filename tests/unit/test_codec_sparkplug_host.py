@@ -600,6 +600,42 @@ def test_a_device_command_of_a_node_whose_devices_share_an_alias_goes_by_name_al
     assert node.command("pump", "d4") == 10
 
 
+def test_a_node_sharing_aliases_reborn_while_this_host_was_away_awaits_its_devices_after_its_retained_nbirth():
+    """The node (retaining its births) reborn while this host's connection was lost: after the reconnect its
+    retained NBIRTH, then a live DBIRTH of another device proving it; speed went at once by alias 8, which d3's
+    birth, still to come, may give its valve. Now d3 is awaited as after a live NBIRTH."""
+    h, _, _ = host()
+    node = _SharingNode(h)
+    h.session_lost()
+    h.retained = True
+    node.nbirth(1, 8, 7)
+    h.retained = False
+    node.dbirth("d4", "pump", 50)
+    assert h.node_alive("g", "n") and node.command() == ["d3"]  # before: 8
+    node.dbirth("d3", "valve", 51)
+    assert node.command() == 8
+
+
+def test_a_stale_retained_device_birth_clashing_with_the_nodes_alias_does_not_take_the_node_as_sharing_aliases():
+    """A node retaining its births: a device removed long ago left its retained DBIRTH (valve 8, an old map) on the
+    broker, read after the retained NBIRTH (setpoint 8) when this host subscribes. An alias clash, but the node was
+    taken as one that shares aliases for good: its setpoint went by name alone while a device was said dead, and its
+    commands waited for its devices' births after each NBIRTH. A live birth's clash still takes it so."""
+    h, _, errors = host()
+    node = _SharingNode.bare(h)
+    h.retained = True
+    node.nbirth(0, 7, 8)
+    node.dbirth("d9", "valve", 8)
+    h.retained = False
+    node.nbirth(0, 7, 8)  # live, answering the rebirth asked
+    node.dbirth("d1", "pump", 9)
+    node.ddeath("d1")
+    assert "alias_collision" in errors and node.command("setpoint") == 8  # before: None
+    node.dbirth("d1", "pump", 7)  # live: speed's alias
+    node.ddeath("d1")
+    assert h.shares_aliases("g", "n") and node.command("setpoint") is None
+
+
 def test_a_node_sharing_aliases_awaits_after_its_restart_a_device_born_before_a_rebirth_and_late_after_it(
     monkeypatch,
 ):
@@ -619,6 +655,31 @@ def test_a_node_sharing_aliases_awaits_after_its_restart_a_device_born_before_a_
     h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(1), 1.0)
     node.nbirth(2, 8, 7)  # a whole session without d3: forgotten
     assert node.command() == 8
+
+
+def test_a_node_sharing_aliases_keeps_a_device_away_by_name_through_a_rebirth_whose_compressed_nbirth_was_skipped():
+    """d3 not back within its wait after its node's restart: speed by name alone. A rebirth storm: a compressed
+    NBIRTH read, the next skipped by the births' inflate budget, then a birth read: taken as a restart (the skip
+    left the node not alive), d3 was forgotten and speed went by alias 8, which d3's late birth may give its
+    valve. A skip after a death is a restart still: d3 forgotten after a whole session without it."""
+    h, _, errors = host(max_inflated_bytes_per_s=1000)
+    node = _SharingNode(h)
+    h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(0), 1.0)
+    node.nbirth(1, 8, 7)
+    h._nodes[("g", "n")].expected_until = -math.inf  # d3 not back within its wait
+    assert node.command() is None
+    rebirth = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 1), sp.Metric("speed", 8, D.INT32, 1)])
+    for _ in range(2):  # the first read (its budget had some left), the second skipped
+        h.handle("spBv1.0/g/NBIRTH/n", _compressed(rebirth, 20_000), 1.0)
+    assert h.births_skipped == 1 and errors[-1] == "inflate_budget"
+    h._nodes[("g", "n")].expected_until = -math.inf  # the next birth read once the budget refilled, past it
+    node.nbirth(1, 8, 7)
+    assert node.command() is None  # before: 8
+    h._nodes[("g", "n")].expected_until = -math.inf
+    h.handle("spBv1.0/g/NDEATH/n", sp.death_payload(1), 1.0)
+    h.handle("spBv1.0/g/NBIRTH/n", _compressed(rebirth, 20_000), 1.0)  # skipped after a death: a restart
+    node.nbirth(2, 8, 7)
+    assert h.births_skipped == 2 and node.command() == 8
 
 
 @pytest.mark.parametrize("pump", [7, 60])
