@@ -36,7 +36,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
 from edge_agent.models.config import VersionPolicy
-from edge_agent.models.slot import FailedAtStart, ModelSlot, SlotError
+from edge_agent.models.slot import FailedAtStart, ModelSlot, NoPackage, SlotError
 from edge_agent.opcua_pins import pin_namespaces
 from edge_agent.pipelines import Pipeline
 from edge_agent.priority import lower_this_thread, opencv_in_calling_threads
@@ -334,6 +334,7 @@ class Agent:
                 cfg.data_dir,
                 keys,
                 on_event=self._event,
+                fleet=cfg.cloud is not None,
             )
             for name, mc in cfg.models.items()
         }
@@ -928,8 +929,8 @@ class Agent:
                     "digest": st["digest"] or "",
                     "status": st["state"],
                     # the version and package it names are sent in clear beside it
-                    "reason": self.for_cloud.text(
-                        last.get("reason") or "", (st["version"] or "", st["package"] or "")
+                    "reason": self.for_cloud.text(  # (a slot with no package yet has no swap: why it waits)
+                        last.get("reason") or st["failed"] or "", (st["version"] or "", st["package"] or "")
                     ),
                 }
             )
@@ -1006,20 +1007,31 @@ class Agent:
         for slot in self.slots.values():
             try:
                 await slot.start()
+            except NoPackage as exc:  # nothing can fill it: a config error, naming the file as validate does
+                raise NoPackage(f"{self.cfg.where}: models.{slot.name}: {exc}") from exc
             except FailedAtStart as exc:
                 # its package refused, nothing installed: every other slot and pipeline serves, and the fleet
                 # connection is made, to deploy one that passes (a SlotError ended the start, at every restart)
-                log.warning(
-                    "%s; nothing is installed in slot %s to serve instead: it is failed, and its pipelines judge "
-                    "nothing (each item UNSURE, model_error no_model) until a package that passes serves it (fix "
-                    "models.%s.package and restart the agent%s)",
-                    printable(str(exc), 1500),
-                    slot.name,
-                    slot.name,
-                    ", or deploy one to the slot from the fleet"
-                    if slot.config.version_policy is VersionPolicy.FOLLOW_FLEET and self.cfg.cloud is not None
-                    else "",
-                )
+                if slot.config.package is None:  # (no package yet: a new gateway following the fleet)
+                    log.warning(
+                        "%s: slot %s is failed, and its pipelines judge nothing (each item UNSURE, model_error "
+                        "no_model) until the fleet deploys a package to it",
+                        printable(str(exc), 1500),
+                        slot.name,
+                    )
+                else:
+                    log.warning(
+                        "%s; nothing is installed in slot %s to serve instead: it is failed, and its pipelines "
+                        "judge nothing (each item UNSURE, model_error no_model) until a package that passes serves "
+                        "it (fix models.%s.package and restart the agent%s)",
+                        printable(str(exc), 1500),
+                        slot.name,
+                        slot.name,
+                        ", or deploy one to the slot from the fleet"
+                        if slot.config.version_policy is VersionPolicy.FOLLOW_FLEET
+                        and self.cfg.cloud is not None
+                        else "",
+                    )
             self.metrics.model(slot)
         self._former_models = await asyncio.to_thread(self._models_of_former_tenant, before)
         self._former_names = {

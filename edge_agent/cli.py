@@ -139,7 +139,8 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     installed or the installed one refused too (the agent starts with the slot failed); a first install the disk
     has no room for ends the agent's start: an error, in the agent's words. So does a slot with no local package
     (``name`` alone) and no installed package that passes, where the data folder exists (run on another machine
-    than the gateway, its slots are empty). Trusted keys that cannot be loaded are an error (every install is
+    than the gateway, its slots are empty), unless it follows the agent's fleet: a warning, the slot starts failed
+    until the fleet's deployment (``no_package_refusal``). Trusted keys that cannot be loaded are an error (every install is
     refused)."""
     from pathlib import Path
 
@@ -179,8 +180,14 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
                     rejected = str(exc)
         if not m.package:
             if not installed or rejected is not None:
-                ended = no_package_refusal(name, installed or None, rejected)
-                errors.append(f"{where}: models.{name}: {printable(str(ended), 1500)}")
+                said = no_package_refusal(name, m, installed or None, rejected, fleet=cfg.cloud is not None)
+                line = f"{where}: models.{name}: {printable(str(said), 1500)}"
+                if isinstance(said, FailedAtStart):
+                    warnings.append(
+                        f"{line}: the agent starts with the slot failed (its pipelines judge nothing)"
+                    )
+                else:
+                    errors.append(line)
             continue
         pkg = cfg.path(m.package)
         why, retry = None, False

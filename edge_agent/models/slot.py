@@ -18,9 +18,10 @@ On ``start`` the slot runs the last package that passed (``ModelStore`` state), 
 pins a local package that differs from it, which is then installed the same way. The installed
 folder is verified again first (signature, every file's size and SHA-256) and loaded and golden-tested
 on this CPU; one that fails either is set aside with a WARNING naming the file and the reason, and the
-configured package is installed again (no configured package: start fails, saying why). A configured package
-refused with nothing installed leaves the slot ``failed`` (``FailedAtStart``): no model, a package swapped in later
-serves. A swap whose
+configured package is installed again (no configured package: start fails, saying why, unless the slot
+follows a configured fleet). A configured package refused with nothing installed, or no package yet in a slot
+following the fleet, leaves the slot ``failed`` (``FailedAtStart``): no model, a package swapped in later (the
+fleet's deployment) serves. A swap whose
 health window a restart interrupted is resumed at ``start``: the candidate serves and a whole new health
 window is watched (the previous model loaded again to roll back to), unless the agent ended without an
 orderly stop a second time inside that window (a crash loop): then the previous model is restored at
@@ -89,6 +90,11 @@ class FailedAtStart(SlotError):
     starts all the same (``Agent.start``); a caller of ``ModelSlot.start`` alone sees the ``SlotError``."""
 
 
+class NoPackage(SlotError):
+    """A slot with no local package (``name`` alone) and none installed that no fleet can fill (the agent has no
+    ``cloud:``, or the slot is pinned): the agent's start ends, a config error (``no_package_refusal``)."""
+
+
 def refused_by_config(slot: str, package_id: str) -> str:
     return f"{package_id} is a version this agent refuses (models.{slot}.refused_versions in its config); refused"
 
@@ -116,20 +122,33 @@ def start_refusal(
     return SlotError(said) if retry else FailedAtStart(said)
 
 
-def no_package_refusal(slot: str, installed: str | None, rejected: str | None) -> SlotError:
-    """The ``SlotError`` that ends a start of a slot with no local package configured (``name`` alone, the fleet's
-    package) and no installed package serving: none installed yet, or ``installed`` set aside for ``rejected``.
-    ``edge-agent validate`` says it too."""
-    if rejected is not None:
-        return SlotError(
-            f"model slot {slot!r}: the installed package {installed} cannot be used ({rejected}) "
-            f"and no local 'package' is configured to install again; configure models.{slot}.package "
-            "(the agent does not start without a model in each slot)"
+def no_package_refusal(
+    slot: str, config: ModelConfig, installed: str | None, rejected: str | None, *, fleet: bool
+) -> SlotError:
+    """What a start does for a slot with no local package configured (``name`` alone, the fleet's package) and no
+    installed package serving: none installed yet, or ``installed`` set aside for ``rejected``. A slot following
+    the agent's fleet (``fleet``: its ``cloud:`` configured; ``version_policy: follow_fleet``): ``FailedAtStart``,
+    the agent starts with the slot failed and takes its package from the fleet's deployment (a new gateway's first
+    package). Else ``NoPackage``: nothing can fill the slot, the agent's start ends. ``edge-agent validate`` judges
+    a config by this function."""
+    had = (
+        f"the installed package {installed} cannot be used ({rejected})"
+        if rejected is not None
+        else "no package installed yet"
+    )
+    if fleet and config.version_policy is VersionPolicy.FOLLOW_FLEET:
+        return FailedAtStart(
+            f"model slot {slot!r}: no package yet: waiting for the fleet's deployment ({had}; no local "
+            "'package' configured)"
         )
-    return SlotError(
-        f"model slot {slot!r}: no package installed yet and no local 'package' configured: the agent "
-        f"does not start without a model in each slot; configure models.{slot}.package (a fleet "
-        "rollout replaces it later)"
+    how = (
+        f"models.{slot}.version_policy: follow_fleet to take the fleet's deployment"
+        if fleet
+        else f"the agent's fleet (cloud:) with models.{slot}.version_policy: follow_fleet to take its deployment"
+    )
+    return NoPackage(
+        f"model slot {slot!r}: {had} and no local 'package' configured: the agent does not start without a model "
+        f"in each slot; configure models.{slot}.package (a fleet rollout replaces it later), or {how}"
     )
 
 
@@ -305,11 +324,15 @@ class ModelSlot:
         data_dir: Path,
         trusted_keys: Sequence[str | Path] | TrustedKeys,
         on_event: Callable[[Event], None] | None = None,
+        *,
+        fleet: bool = False,
     ) -> None:
         """``trusted_keys``: key files (or folders of them), which each install's child process loads
-        (``edge_agent.models.install``); keys already loaded (``TrustedKeys``) verify in this process."""
+        (``edge_agent.models.install``); keys already loaded (``TrustedKeys``) verify in this process. ``fleet``:
+        the agent's fleet is configured (``cloud:``), whose deployments fill a ``follow_fleet`` slot."""
         self.name = name
         self.config = config
+        self.fleet = fleet
         root = Path(data_dir) / "models" / name
         # a first start's install child may be extracting there already: its .part folders are not leftovers
         self.store = ModelStore(root, clean=not prefetching(root))
@@ -339,7 +362,7 @@ class ModelSlot:
         # serving, the slot failed, the start ended), not by the swap as well
         self._starting = False
         # why the slot is "failed": its configured package was refused at a start with nothing installed to serve
-        # instead (``FailedAtStart``); None once a package serves
+        # instead (``FailedAtStart``), or a slot following the fleet has none yet; None once a package serves
         self.failed: str | None = None
         # folder -> why: rollbacks whose mark the disk refused, told in a rollback_unrecorded event (its end too)
         self._unrecorded: dict[str, str] = {}
@@ -485,7 +508,10 @@ class ModelSlot:
                 self._keep_state()
                 return
         if want_pkg is None:
-            raise no_package_refusal(self.name, current, rejected)
+            err = no_package_refusal(self.name, self.config, current or None, rejected, fleet=self.fleet)
+            if isinstance(err, FailedAtStart):  # the fleet's deployment fills it (``swap``)
+                self.state, self.failed = "failed", str(err).split(": ", 1)[1]
+            raise err
         # refused: the installed package failed too (its signer no longer trusted, a refused version)
         if refused is None:
             outcome = await self.swap(want_pkg, watch=False)
@@ -1357,7 +1383,7 @@ class ModelSlot:
             "p50_inference_ms": a.health.p50() if a else None,
             "counters": dict(self.counters),
             "last_swap": self.last_outcome.to_dict() if self.last_outcome else None,
-            "failed": self.failed,  # why no model serves: its configured package refused at the start
+            "failed": self.failed,  # why no model serves: its package refused at the start, or none yet
             # rolled back or refused, but the disk refused its mark: until written, a restart may serve it again
             "unrecorded_rollbacks": dict(self._unrecorded),
         }

@@ -97,10 +97,14 @@ async def test_an_agent_starts_with_a_slot_whose_package_is_refused_failed_and_s
         await agent.stop()
 
 
-async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path, capsys):
+@pytest.mark.parametrize("given", ["refused package", "name only"])
+async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path, capsys, given):
     """A ``follow_fleet`` slot whose package is refused with nothing installed: the agent connects all the same, and
     a deployment from the fleet installs a package that serves (before, the agent never started, so never connected
-    to be sent one: only an edit on the gateway brought it back)."""
+    to be sent one: only an edit on the gateway brought it back). So does a new gateway's slot named by its fleet
+    package alone (``name:``, as docs/gateway-install.md configures it), nothing installed yet: every start ended
+    (``no package installed yet and no local 'package' configured``); it now starts failed, waiting for the fleet's
+    deployment, which fills it."""
     import asyncio
 
     from cloud_trainer import admin_cli
@@ -128,7 +132,11 @@ async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path, c
             "sources": {"cam": {"type": "camera", "url": str(frames), "fps": 20, "loop": True}},
             "models": {
                 "vision": {
-                    "package": str(untrusted),
+                    **(
+                        {"package": str(untrusted)}
+                        if given == "refused package"
+                        else {"name": "part-inspection"}
+                    ),
                     "version_policy": "follow_fleet",
                     "engine": "onnxruntime",
                 }
@@ -143,7 +151,16 @@ async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path, c
             agent.start()
         )  # (raised: "cannot start on ...: signed by key ..., which is not among the trusted keys")
         slot = agent.slots["vision"]
-        assert slot.state == "failed" and "not among the trusted keys" in (slot.failed or "")
+        why = (
+            "not among the trusted keys"
+            if given == "refused package"
+            else "no package yet: waiting for the fleet's deployment (no package installed yet"
+        )
+        assert slot.state == "failed" and why in (slot.failed or ""), slot.failed
+        pipe = agent.pipelines[0]
+        await until(lambda: pipe.stats.results >= 1, what="a result from the failed slot's pipeline")
+        last = pipe.stats.last_result
+        assert last.verdict == "UNSURE" and last.outputs == {"model_error": "no_model"}, last
         await until(
             lambda: [s.get("status") for a in srv.store.agents() for s in a.get("slots", [])] == ["failed"],
             what="the failed slot reported to the fleet",
@@ -152,15 +169,14 @@ async def test_a_fleet_slot_failed_at_start_is_fixed_by_a_deployment(tmp_path, c
         admin = ["--endpoint", f"127.0.0.1:{port}", "--pki", str(pki), "--admin", "alice"]
         assert await asyncio.to_thread(admin_cli.main_agents, admin) == 0
         out = capsys.readouterr().out
-        assert "vision=no model (failed; " in out and "not among the trusted keys" in out, out
+        assert "vision=no model (failed; " in out and why in out, out
         dep = srv.control.create(
             {"package": "part-inspection", "version": "1.0.0", "slot": "vision", "agents": ["gw1"]}
         )
         await until(
             lambda: srv.control._get(dep["id"])["state"] == "completed", what="1.0.0 on gw1", timeout_s=60
         )
-        assert slot.state == "active" and slot.version == "1.0.0"
-        pipe = agent.pipelines[0]
+        assert slot.state == "active" and slot.version == "1.0.0" and slot.failed is None
         judged = pipe.stats.results - pipe.stats.model_failed
         await until(lambda: pipe.stats.results - pipe.stats.model_failed > judged, what="a judged result")
     finally:

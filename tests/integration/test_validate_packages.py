@@ -97,8 +97,9 @@ def _install(pkg: Path, data: Path, pub: Path) -> None:
 
 async def _start_raises(path: str, tmp_path: Path, pub: Path) -> SlotError:
     """What the agent's start of slot vision raises on the config at ``path``."""
-    m = yaml.safe_load(Path(path).read_text())["models"]["vision"]
-    slot = ModelSlot("vision", ModelConfig(**m), tmp_path / "data", load_trusted_keys([pub]))
+    cfg = yaml.safe_load(Path(path).read_text())
+    m, fleet = cfg["models"]["vision"], "cloud" in cfg
+    slot = ModelSlot("vision", ModelConfig(**m), tmp_path / "data", load_trusted_keys([pub]), fleet=fleet)
     try:
         await slot.start()
     except SlotError as exc:
@@ -213,6 +214,51 @@ async def test_validate_fails_in_the_starts_words_where_a_slot_with_no_package_h
         assert (
             "cannot be used (part-inspection-1.0.0 is a version" if refused else "no package installed"
         ) in line
+    # the agent's start names the file and the field too
+    from edge_agent.agent import Agent
+    from edge_agent.config import load_config
+    from edge_agent.models.slot import NoPackage
+
+    capsys.readouterr()
+    assert main(["validate", path]) == 1  # (the refused version was set aside by the start above: none now)
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "models.vision" in ln]
+    with pytest.raises(NoPackage) as ended:
+        await Agent(load_config(path)).start()
+    assert str(ended.value) == line, ended.value
+
+
+async def test_validate_warns_where_a_slot_following_the_fleet_has_no_package_yet(kit, tmp_path, capsys):
+    """The same slot on a gateway whose fleet is configured (``cloud:``, ``version_policy: follow_fleet``, as
+    docs/gateway-install.md configures a new gateway): the agent starts with the slot failed, waiting for the
+    fleet's deployment (test_slot_failed_at_start.py); validate says so in a warning, exit 0 (it exited 1, and a
+    unit's ExecStartPre kept the new gateway from ever connecting). Pinned, the fleet never fills it: exit 1."""
+    pkg, pub, _ = kit
+    path = _config(tmp_path, pkg, pub)
+    cfg = yaml.safe_load(Path(path).read_text())
+    cfg["models"]["vision"] = {"name": "part-inspection", "version_policy": "follow_fleet"}
+    pem = tmp_path / "pki.pem"
+    pem.write_text("")
+    cfg["cloud"] = {
+        "endpoint": "127.0.0.1:1",
+        "ca_file": str(pem),
+        "cert_file": str(pem),
+        "key_file": str(pem),
+    }
+    (tmp_path / "data").mkdir()
+    for policy in ("follow_fleet", "pinned"):
+        cfg["models"]["vision"]["version_policy"] = policy
+        Path(path).write_text(yaml.safe_dump(cfg))
+        capsys.readouterr()
+        assert main(["validate", path]) == (0 if policy == "follow_fleet" else 1)
+        (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "models.vision" in ln]
+        said = await _start_raises(path, tmp_path, pub)
+        assert isinstance(said, FailedAtStart) == (policy == "follow_fleet"), said
+        if policy == "follow_fleet":
+            assert line.startswith(f"warning: {path}: models.vision: {said}: the agent starts"), line
+            assert "no package yet: waiting for the fleet's deployment" in line, line
+        else:
+            assert line == f"{path}: models.vision: {said}", line
+            assert "models.vision.version_policy: follow_fleet" in line, line
 
 
 def test_validate_passes_a_package_the_agent_would_install(kit, tmp_path, capsys):
