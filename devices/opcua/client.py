@@ -5414,6 +5414,27 @@ class OpcUaSource:
         )
         return kept, True
 
+    def _type_again_later(self, node: Node, node_id: str, nt: _NodeType) -> None:
+        """``_type_again`` for the heartbeat's node, in the background (one at a time): its write never waits for
+        it, and never read again, a counter's node a download made a SINT on a server that converts what it is
+        sent (no BadTypeMismatch) had every beat past 127 refused BadOutOfRange, the counter wrapping at the
+        INT's top, for hours."""
+        key = f"type_again:{node_id}"
+        if key in self._target_checks:
+            return
+
+        async def again() -> None:
+            try:
+                await self._type_again(node, node_id, nt)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the node gone, the session lost: the next beat's write says it
+                log.debug("opcua source %s: %s's type not read again: %r", self.name, node_id, e)
+            finally:
+                self._target_checks.pop(key, None)
+
+        self._target_checks[key] = asyncio.get_running_loop().create_task(again())
+
     async def _target_node(self, node_id: str, what: str) -> Node:
         """The node ``node_id`` names on this session (``what``: the call, named when not connected):
         ``OpcUaNotConnected``, or ``OpcUaNodeError`` for a malformed node id (or a namespace URI the server
@@ -6399,8 +6420,8 @@ class OpcUaSource:
         value and the status: not an error (the value is not sent again), for the caller to count and say.
         ``beat``: the heartbeat's write, never held by a read again of a type older than its hold (``_aged``): that
         read (a Browse the server answers in seconds, or not within connect_timeout_s) held the beat as long, once a
-        hold, for the PLC's watchdog to trip; a Boolean takes no limit, and a counter's node retyped smaller
-        answers BadTypeMismatch, its type then read again as at any write."""
+        hold, for the PLC's watchdog to trip; it is made in the background (``_type_again_later``), the beats after
+        it judged and wrapped by what it reads."""
         sent = time.monotonic()  # the last request of this write sent (its own Write, once it goes out)
         client = self._client  # the session ``node`` is resolved on
         node = await self._target_node(node_id, f"write to {node_id}")
@@ -6428,10 +6449,13 @@ class OpcUaSource:
                 for again in (False, True):
                     nt = self._types.get(node_id)
                     cached = nt is not None
-                    if nt is not None and not beat and _aged(nt):
+                    if nt is not None and _aged(nt):
                         # a download may have changed it in place, unnoticed (a target neither watched nor read
                         # as a tag, a MaxStringLength lowered): judged by it, a longer text was sent
-                        nt, cached = await self._type_again(node, node_id, nt)
+                        if beat:  # not waited for (``write``): the next beat is judged by what it reads
+                            self._type_again_later(node, node_id, nt)
+                        else:
+                            nt, cached = await self._type_again(node, node_id, nt)
                     token = self._types.token(node_id)  # a replace below is stored only if not dropped since
                     if nt is None:
                         nt = await self._types.read(node, node_id, self._props_unread)
