@@ -897,6 +897,9 @@ class Baseline:
         # the last ``_sensor_suspect`` found 'scale' with amplitudes on the ADC's floor left out (the ISO zone
         # alarm is not cleared then: a fault lifting every line alike is not ruled out)
         self.floor_scale = False
+        # the levels the window's speed gives (``speed_levels``) where ``_sensor_suspect`` found the window the
+        # machine's by them (a common factor against the pooled levels, none against these): scored by both
+        self.level_at: np.ndarray | None = None
         # (step, speed band) -> the amplitudes' levels the quantisation step alone gives (``quantisation_levels``)
         self._quant_levels: dict[tuple[float, int], np.ndarray] = {}
         # a spell of low windows: its start time and its lowest and highest temperature so far
@@ -1461,7 +1464,7 @@ class Baseline:
             return v
         self._judged_zone = zone
         # a load's 1.3-2x is not tens of deviations (scoring_scale), nor a line that grew with the rest
-        z = rise_z(row, med, scale, self.relative)[0]
+        z = self._rise(row, med, scale)
         v.score = float(np.clip(z, 0, None).max())
         v.threshold = self.threshold
         v.extrapolated = extrapolated
@@ -1664,7 +1667,7 @@ class Baseline:
         for amp, mains, hum, lines in sorted(tried, key=lambda c: -c[0]):
             clean = x - hum
             g = self.features(clean, scalars)
-            z = rise_z(feature_vector(g), med, scale, self.relative)[0]
+            z = self._rise(feature_vector(g), med, scale)
             left = float(np.clip(z, 0, None).max())
             zone, over = self.iso_count(g, clean, 0)
             if (
@@ -1680,6 +1683,17 @@ class Baseline:
                     "routing (away from motor leads), its screen grounded at one end, and an isolated mount"
                 )
         return None
+
+    def _rise(self, row: np.ndarray, med: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """The window's rises (``rise_z``), and where ``_sensor_suspect`` found a drive's window at an end of its range
+        the machine's by the levels its speed gives (``level_at``), the larger of those and its rises against them.
+        Within the pooled spreads of a baseline commissioned across speeds, a looseness, an imbalance x3 or a
+        misalignment at the top of the range scored under the threshold (OK) where it stands 7-13 deviations off
+        the levels of its speed (a healthy window: 3.6 at most)."""
+        z = rise_z(row, med, scale, self.relative)[0]
+        if self.level_at is not None and self.speed_levels is not None:
+            z = np.maximum(z, rise_z(row, self.level_at, self.speed_levels[2], self.relative)[0])
+        return z
 
     def _units_tilted(
         self, waveform: np.ndarray, rise_1x: float, f: dict[str, float]
@@ -1743,7 +1757,7 @@ class Baseline:
         ``quantisation_levels``; an amplitude on the ADC's floor (``QUANT_CLEAR``) is left out of the factor and
         need only have moved between 1 and the factor. ``speed_hz``: the window's, for ``speed_levels``. ``octaves``:
         the window's ``octave_floors``, asked only where the shape check fails (``LOAD_LINES``)."""
-        self.floor_scale = False
+        self.floor_scale, self.level_at = False, None
         if not self.threshold:
             return None
         amp = _AMPLITUDE_INDEX if self.orders else _FREE_AMPLITUDE_INDEX
@@ -1799,7 +1813,9 @@ class Baseline:
             e = row[amp][~on_floor] - level - slope * math.log(speed_hz)
             gs = float(np.dot(1 / sc**2, e) / np.sum(1 / sc**2))
             if gs * math.copysign(1.0, g) < SPEED_FIT_FACTOR * math.log(SCALE_MIN):
-                return None  # about the levels this speed gives: the machine's, judged as it is
+                # about the levels this speed gives: the machine's, judged as it is and against those levels
+                self.level_at = self.speed_levels[1] + self.speed_levels[0] * math.log(speed_hz)
+                return None
             k = math.exp(gs)
             hint = next((why for f, why in _UNIT_FACTORS if abs(math.log(k / f)) < 0.1), None)
         if floor is not None and g > 0 and (moved := floor()) is not None and moved < FLOOR_FOLLOW * g:

@@ -37,6 +37,10 @@ def test_a_looseness_at_the_top_of_a_drives_range_is_not_taken_for_a_sensors_gai
     # formerly 'scale' on 4 of 6: "every amplitude 3-6x its commissioned level at once ... the units or the
     # sensor's gain changed, not the machine" (UNSURE, no alarm)
     assert [v.sensor_kind for v in loose] == [None] * 6
+    # and judged against the levels its speed gives too: within the spreads pooled over the range it read OK
+    assert all(v.anomalous for v in loose), [round(v.score, 1) for v in loose]
+    healthy = [b.process(window(rng, TOP), {"_shaft_speed": TOP}) for _ in range(4)]
+    assert not any(v.anomalous or v.sensor_kind for v in healthy)
     # a gain (m/s2 read as g) is still the sensor's, at the top of the range and in its middle
     for rpm in (TOP, 1800.0):
         gain = [b.process(9.80665 * window(rng, rpm), {"_shaft_speed": rpm}) for _ in range(3)]
