@@ -195,7 +195,9 @@ class NamespacePinFile:
                     f"the server's namespaces are those source {name!r} keeps for {e.get('endpoint')}, in "
                     f"another order ({uri} was at {i}, now at {here[uri]}): this may be that server, named by "
                     "another endpoint, after a download reordered them, so this source's ns= indexes cannot be "
-                    "checked"
+                    f"checked. Write its node ids as nsu=<uri>;..., or, should this be another server, run "
+                    f"`edge-agent namespaces <config> --accept {self.source}` and restart the agent (a removed "
+                    f"file does not do: {name!r} pins its namespaces again)"
                 )
         return None
 

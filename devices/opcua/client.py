@@ -1959,8 +1959,7 @@ async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: f
             if m is not None and (why := pins.reordered_elsewhere(array, {int(m.group(1))})):
                 # the agent refuses such a connect; checked by the raw index, a node of a moved index passed
                 raise OpcUaNodeError(
-                    f"node {node_id!r}: {why}: the agent's connect is refused likewise. Should this be another "
-                    f"server, {pins.accept}"
+                    f"node {node_id!r}: the agent's connect is refused (nothing read or written): {why}"
                 )
             return await _resolve_node_id(client, node_id)
 
@@ -4003,8 +4002,7 @@ class OpcUaSource:
             # pinned afresh, the moved index's other node was read and written
             raise _Refused(
                 "namespaces",
-                f"{why}: nothing is read or written on this connection; tried again with the backoff. Write its "
-                f"node ids as nsu=<uri>;..., or, should this be another server, {store.accept}",
+                f"nothing is read or written on this connection (tried again with the backoff): {why}",
             )
         pins = {**here, **(kept or {})}
         if pins != kept:
