@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "--retain-days",
         default=None,
         metavar="N",
-        help="delete agents' records, samples and sample files received more than N days ago (a number above 0; "
+        help="delete agents' records, samples and sample files received more than N days ago (N of 1 or more; "
         "in the background, a few thousand records a step; stats and usage say what was retired, gaps never "
         "show it lost); default: keep everything (docs/fleet-scale.md)",
     )
@@ -249,15 +249,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cloud-trainer serve: {opt} {v} must be a number above 0", file=sys.stderr)
             return 2
     if a.retain_days is not None:
+        from cloud_trainer.fleet.store import RETAIN_DAYS_LEAST
+
         given = a.retain_days
         try:
             a.retain_days = float(given)
         except ValueError:
             a.retain_days = math.nan
-        if not (math.isfinite(a.retain_days) and a.retain_days > 0):  # 0: everything deleted at once
+        # 0: everything deleted at once; 0.0001: seconds after it came
+        if not (math.isfinite(a.retain_days) and a.retain_days >= RETAIN_DAYS_LEAST):
             print(
-                f"cloud-trainer serve: --retain-days {given[:40]!r} must be a number of days above 0 (leave it out "
-                "to keep everything)",
+                f"cloud-trainer serve: --retain-days {given[:40]!r} must be a number of days, "
+                f"{RETAIN_DAYS_LEAST:g} or more (leave it out to keep everything)",
                 file=sys.stderr,
             )
             return 2

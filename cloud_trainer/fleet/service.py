@@ -70,6 +70,7 @@ from cloud_trainer.fleet.portguard import (
 )
 from cloud_trainer.fleet.store import (
     QUOTA_FIELDS,
+    RETAIN_DAYS_LEAST,
     AgentRowsLocked,
     Store,
     TenantQuotaExceeded,
@@ -159,6 +160,8 @@ TICK_S = 1.0
 # then a pause this long before the next; RETAIN_STEP_PAUSE_S between two steps of a pass (the writers' turn)
 RETAIN_EVERY_S = 600.0
 RETAIN_STEP_PAUSE_S = 0.05
+# the wall clock this far ahead of the time counted since start is said once (retention goes by the counted time)
+RETAIN_CLOCK_STEP_S = 60.0
 
 
 # the receive window of a stream (grpc's bandwidth-delay probe is off): what grpc reads of a batch not asked for
@@ -2329,12 +2332,18 @@ class FleetServer:
     ) -> None:
         self.data = Path(data)
         self.tick_s = tick_s
-        if retain_days is not None and not (
-            isinstance(retain_days, int | float) and 0 < retain_days < float("inf")
+        if retain_days is not None and (
+            isinstance(retain_days, bool)  # True is no age (it was taken as 1 day)
+            or not (isinstance(retain_days, int | float) and RETAIN_DAYS_LEAST <= retain_days < float("inf"))
         ):
-            raise ValueError(f"--retain-days {retain_days!r}: expected a number of days above 0")
+            raise ValueError(
+                f"--retain-days {retain_days!r}: expected a number of days, {RETAIN_DAYS_LEAST:g} or more"
+            )
         # records and samples received more than this long ago are deleted (None: every one kept)
         self.retain_s = None if retain_days is None else retain_days * 86400.0
+        # the wall and monotonic clocks at start: retention's time never runs ahead of the monotonic one (``_retire_step``)
+        self._clocks_at_start = (time.time(), time.monotonic())
+        self._clock_step_told = False
         self.retain_every_s = retain_every_s
         self.max_connections = connection_limit() if max_connections is None else max_connections
         given_control = control
@@ -2553,7 +2562,24 @@ class FleetServer:
 
     def _retire_step(self, after: tuple | None) -> dict:
         assert self.retain_s is not None
-        return self.store.retire(time.time() - self.retain_s, blobs=self.blobs, after=after)
+        return self.store.retire(self._retention_now() - self.retain_s, blobs=self.blobs, after=after)
+
+    def _retention_now(self) -> float:
+        """The time retention cuts at: the wall clock, but never past the start's wall time plus what the monotonic
+        clock counted since. A step of the service's clock forward while it runs (a wrong time set, a year ahead)
+        is not taken as time gone by: it deleted everything received before it, however young; records received
+        after it carry the stepped clock and are retired that much later (deletion cannot be taken back; a restart
+        takes the clock as it is then). A step back only retires later."""
+        wall, mono = time.time(), time.monotonic()
+        counted = self._clocks_at_start[0] + mono - self._clocks_at_start[1]
+        if wall > counted + RETAIN_CLOCK_STEP_S and not self._clock_step_told:
+            self._clock_step_told = True
+            log.warning(
+                "retention (--retain-days): the clock is %.0f s ahead of the time counted since the fleet service "
+                "started (stepped forward?): retention goes by the time counted until the next start",
+                wall - counted,
+            )
+        return min(wall, counted)
 
     async def _retainer(self) -> None:
         """Retention in the background: a step at a time in a worker thread (never one long transaction), a pass

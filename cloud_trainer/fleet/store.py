@@ -149,6 +149,9 @@ SCHEMA += RETIRED
 RETIRE_STEP_ROWS = (
     2000  # records one step of retention deletes at most (each epoch's part its own transaction)
 )
+# the least age ``serve --retain-days`` takes: a fat finger (0.0001: every record deleted seconds after it came) is
+# refused, not obeyed; deletion cannot be taken back
+RETAIN_DAYS_LEAST = 1.0
 RETIRE_SCAN_EPOCHS = 256  # agents' epochs one step looks at, at most (a page of ``record_counts``)
 # today's and the 6 days before, by the pruning process's clock: a week, so that a replica whose clock is days
 # ahead (not a clock any replica runs with) still never deletes the others' today (kept 2, one 2 days ahead did)

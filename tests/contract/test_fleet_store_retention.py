@@ -163,10 +163,18 @@ def test_deleting_old_sample_bytes_never_holds_up_the_tenants_other_sample_batch
     assert done[0]["blobs"] == 1
 
 
-@pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf"])
-def test_serve_refuses_a_retention_that_is_no_number_of_days_above_0(days, capsys):
+@pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf", "0.0001", "0.99"])
+def test_serve_refuses_a_retention_that_is_no_number_of_days_of_1_or_more(days, capsys):
     from cloud_trainer.fleet.server import main
 
     assert main(["--retain-days", days, "--port", "0"]) == 2
     err = capsys.readouterr().err
-    assert f"--retain-days '{days}' must be a number of days above 0" in err
+    assert f"--retain-days '{days}' must be a number of days, 1 or more" in err
+
+
+@pytest.mark.parametrize("days", [True, 0.5, "2"])
+def test_the_fleet_server_refuses_a_retention_that_is_no_number_of_days_of_1_or_more(days, tmp_path):
+    from cloud_trainer.fleet.service import FleetServer
+
+    with pytest.raises(ValueError, match="--retain-days .* expected a number of days, 1 or more"):
+        FleetServer(tmp_path, 0, tmp_path / "ca", tmp_path / "cert", tmp_path / "key", retain_days=days)

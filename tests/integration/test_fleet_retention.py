@@ -4,6 +4,7 @@ background, while it serves; the rest is kept. Rows are made old by setting thei
 from __future__ import annotations
 
 import time
+import types
 
 from tests.contract.test_fleet_store import _sample, rec
 from tests.support.fleet import fleet_server, make_pki
@@ -32,4 +33,25 @@ async def test_the_service_retires_what_it_received_before_its_retention_in_the_
         assert not blobs.exists(old["sample_sha256"]) and blobs.exists(new["sample_sha256"])
         assert srv.store.gaps("gw1") == []
     finally:
+        await srv.stop()
+
+
+async def test_a_step_of_the_service_clock_forward_deletes_nothing_younger_than_the_age(
+    tmp_path, monkeypatch
+):
+    """The clock set a year ahead while the service runs (a wrong time set): what it received a moment ago is not a
+    year old; the monotonic time counted since the start bounds retention's time."""
+    from cloud_trainer.fleet import service
+
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    srv = fleet_server(tmp_path / "cloud", pki, free_port(), retain_days=2)
+    try:
+        srv.store.ingest("gw1", [rec(1), rec(2)])
+        ahead = types.SimpleNamespace(time=lambda: time.time() + 365 * 86400, monotonic=time.monotonic)
+        monkeypatch.setattr(service, "time", ahead)
+        while srv._retire_step(None)["after"] is not None:
+            pass
+        assert [r["seq"] for r in srv.store.records("gw1")] == [1, 2]
+    finally:
+        monkeypatch.undo()
         await srv.stop()
