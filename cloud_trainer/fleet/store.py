@@ -2394,7 +2394,7 @@ class SQLiteStore(SQLStore):
         # made every other tenant's stats and console answers wait behind it. ``read_lock``: a gate each read passes
         # as it starts (``close`` holds it, so that no read starts on a connection being closed)
         self.readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        self.reader_count = READERS
+        self.reader_count = READERS  # the readers not closed yet (``close``)
         for _ in range(self.reader_count):
             self.readers.put(sqlite3.connect(self.path, check_same_thread=False, isolation_level=None))
         self.read_lock = threading.Lock()
@@ -2550,9 +2550,10 @@ class SQLiteStore(SQLStore):
             )
             return
         try:  # no read starts now: each reader is closed once its read under way has ended
-            for _ in range(self.reader_count):
+            while self.reader_count:  # (those still open: a second close waits for none)
                 try:
                     self.readers.get(timeout=max(0.0, deadline - time.monotonic())).close()
+                    self.reader_count -= 1
                 except queue.Empty:
                     log.warning(
                         "the store %s is still read %g s after it was closed; a reader is left open",

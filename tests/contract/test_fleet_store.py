@@ -785,6 +785,16 @@ def test_record_counts_are_filled_from_the_records_of_an_older_store(store, tmp_
         older.close()
 
 
+def test_a_sqlite_store_closed_twice_waits_for_no_reader_the_second_time(tmp_path, caplog):
+    """A second ``close`` (a caller's, then a fixture's or the service's stop) has nothing left to wait for: it
+    waited its whole ``wait_s`` for readers the first one had closed, and said they were left open."""
+    st = SQLiteStore(tmp_path / "fleet.db")
+    st.close()
+    with caplog.at_level("WARNING", logger=store_module.log.name):
+        st.close(wait_s=0.5)
+    assert "left open" not in caplog.text
+
+
 def test_a_state_report_the_store_cannot_hold_is_a_value_error_and_refuses_its_batch(store):
     for depth in (2**63, 2**64 - 1, -1):
         with pytest.raises(ValueError, match="outbox_depth"):
