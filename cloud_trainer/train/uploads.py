@@ -262,6 +262,10 @@ def export(
     except (ConnectionError, ValueError) as exc:
         raise DatasetError(str(exc)) from exc
     blobs = blobs.for_tenant(tenant)
+    if log is None:
+        import sys
+
+        log = lambda m: print(f"cloud-trainer dataset: {m}", file=sys.stderr)  # noqa: E731
     try:
         every = db.samples(model=model, tenant=tenant)
         # samples the service's retention (--retain-days) deleted: never in an export, said so
@@ -280,13 +284,10 @@ def export(
             )
         if labels:
             db.set_labels(labels, tenant=tenant)
-            every = db.samples(model=model, tenant=tenant)
+            with _labels_told(len(labels), labels_file, log):  # recorded: a stop in the read again says so
+                every = db.samples(model=model, tenant=tenant)
     finally:
         db.close()
-    if log is None:
-        import sys
-
-        log = lambda m: print(f"cloud-trainer dataset: {m}", file=sys.stderr)  # noqa: E731
     if gone:
         log(gone)
     with _labels_told(len(labels), labels_file, log):  # recorded: a stop past here says so

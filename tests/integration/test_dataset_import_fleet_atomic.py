@@ -164,3 +164,20 @@ def test_an_export_stopped_after_recording_its_labels_says_they_are_recorded(
         uploads.main(["--cloud-data", str(data), "--out", str(tmp_path / "ds"), "--labels", str(labels)])
     assert ex.value.code == 128 + signal.SIGINT and not (tmp_path / "ds").exists()
     assert capsys.readouterr().err.strip().endswith(f"before the end; {note}: run it again to import")
+
+    # stopped in the store's read of the samples again, just after the labels are recorded: the same
+    monkeypatch.undo()
+    read = SQLiteStore.samples
+    reads = [0]
+
+    def read_again_stopped(self, *a, **kw):
+        reads[0] += 1
+        if reads[0] == 2:  # (the read after ``set_labels``)
+            raise KeyboardInterrupt
+        return read(self, *a, **kw)
+
+    monkeypatch.setattr(SQLiteStore, "samples", read_again_stopped)
+    with pytest.raises(SystemExit) as ex:
+        uploads.main(["--cloud-data", str(data), "--out", str(tmp_path / "ds"), "--labels", str(labels)])
+    assert reads[0] == 2 and ex.value.code == 128 + signal.SIGINT and not (tmp_path / "ds").exists()
+    assert capsys.readouterr().err.strip().endswith(f"before the end; {note}: run it again to import")
