@@ -341,6 +341,14 @@ def _number(v: Any) -> float:
     return float(v)
 
 
+def _threshold(v: Any) -> float | None:
+    """A threshold: NaN, infinite or 0 judged no window (a fault read OK), a negative one every window NG."""
+    t = _opt_float(v)
+    if t is not None and not 0.0 < t < math.inf:
+        raise ValueError(f"{t}")
+    return t
+
+
 def _text(v: Any, allowed: tuple[str, ...] | None = None) -> str:
     if not isinstance(v, str) or (allowed is not None and v not in allowed):
         raise TypeError(f"{v!r:.40}")
@@ -361,13 +369,14 @@ def _fields(d: dict) -> dict[str, Any]:
     another writer, a damaged disk): such a file is set aside as an unreadable one is, where a field of the wrong
     type raised TypeError out of the pipeline's start."""
     n = len(FEATURES)
+    nf = len(d["features"]) if isinstance(d.get("features"), list) else None
     parse: dict[str, Callable[[Any], Any]] = {
         "state": lambda v: _text(v, ("learning", "ready")),
         "started_at": _number,
         "learning_s": _opt_float,
         "learned_at": _opt_float,
         "reason": _text,
-        "threshold": _opt_float,
+        "threshold": _threshold,
         "speed_hz": _opt_float,
         "speed_spans_hz": lambda v: [tuple(_numbers(r, 2)) for r in v] if v else None,
         "orders": bool,  # a file saved before it: orders used, as learned
@@ -385,8 +394,9 @@ def _fields(d: dict) -> dict[str, Any]:
         "speeds": _numbers,
         "bands": lambda v: {
             int(k): (
-                np.asarray(_numbers(b["median"])),
-                np.asarray(_numbers(b["scale"])),
+                # of another length than the file's features: every window raised (another feature set: told after)
+                np.asarray(_numbers(b["median"], nf)),
+                np.asarray(_numbers(b["scale"], nf)),
                 int(_number(b["n"])),
             )
             for k, b in v.items()

@@ -63,6 +63,10 @@ def test_a_kept_copy_learned_under_other_settings_is_not_restored_over_a_damaged
         ("floor_octaves", 5),
         ("temps", "x"),
         ("threshold", "high"),
+        ("threshold", float("nan")),  # read, no window judged: a fault read OK
+        ("threshold", 0.0),
+        ("threshold", "-1"),
+        ("bands", {"5": {"median": [0.0] * 3, "scale": [1.0] * 3, "n": 40}}),  # ValueError every window
         ("bands", {"5": {"median": "abc"}}),
         ("state", 3),
     ],
