@@ -215,6 +215,11 @@ class PostgresStore(SQLStore):
             (keys,),
         )
 
+    def _guard_busy(self, exc: Exception) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.errors.LockNotAvailable)
+
     @contextlib.contextmanager
     def _bounded_tx(self, wait_s: float | None = None):
         """A transaction whose every lock wait lasts at most ``row_lock_timeout_s`` (or ``wait_s``; a

@@ -163,6 +163,47 @@ def test_deleting_old_sample_bytes_never_holds_up_the_tenants_other_sample_batch
     assert done[0]["blobs"] == 1
 
 
+def test_bytes_a_batch_is_writing_are_kept_and_the_steps_other_bytes_deleted(postgres_url, tmp_path):
+    """PostgreSQL: a sample batch of the same bytes holds their guard past retention's lock wait (its other uploads):
+    those bytes are kept (the batch names them) and the step goes on; it failed, and the step's other bytes were
+    left named by no row, never deleted."""
+    import threading
+
+    from cloud_trainer.fleet.store import open_store
+
+    class Held(LocalBlobStore):
+        calls = 0
+
+        def exists(self, digest: str) -> bool:
+            if digest == shared["sample_sha256"]:
+                Held.calls += 1
+                if Held.calls == 2:  # the batch's check inside its transaction, under the guard
+                    inside.set()
+                    assert go.wait(30)
+            return super().exists(digest)
+
+    inside, go = threading.Event(), threading.Event()
+    st = open_store(postgres_url, tmp_path)
+    st.row_lock_timeout_s = 0.2
+    blobs = LocalBlobStore(tmp_path / "blobs").for_tenant("acme")
+    shared, other = {**_sample(1, b"same" * 20), "epoch": 1}, {**_sample(2, b"other" * 20), "epoch": 1}
+    writer = threading.Thread(
+        target=lambda: st.ingest("gw2", [shared], tenant="acme", blobs=Held(blobs.root)), daemon=True
+    )
+    try:
+        st.ingest("gw1", [shared, other], tenant="acme", blobs=blobs)
+        _age(st, 2, 1000.0)
+        writer.start()
+        assert inside.wait(30)
+        got = st.retire(2000.0, blobs=LocalBlobStore(tmp_path / "blobs"))
+    finally:
+        go.set()
+        writer.join(30)
+        st.close()
+    assert (got["records"], got["blobs"]) == (2, 1)
+    assert blobs.exists(shared["sample_sha256"]) and not blobs.exists(other["sample_sha256"])
+
+
 @pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf", "0.0001", "0.99"])
 def test_serve_refuses_a_retention_that_is_no_number_of_days_of_1_or_more(days, capsys):
     from cloud_trainer.fleet.server import main
