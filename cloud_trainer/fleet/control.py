@@ -534,13 +534,14 @@ class Control:
         the same id is never replaced (``RuntimeError``, the caller's write rolled back): ids are drawn unique
         (``_new_id``), and this keeps it so whatever path writes."""
         tenant = dep.get("tenant", T)
+        doc, state, slot = json.dumps(dep), dep.get("state", ""), _slot_of(dep)
         for _ in range(2):  # (a row changed between the statements below: written, or judged, again)
             written = self.db.execute(
                 "INSERT INTO deployments (id, created, doc, tenant, state, slot) VALUES (?, ?, ?, ?, ?, ?) ON "
                 "CONFLICT(id) DO UPDATE SET doc = excluded.doc, state = excluded.state, "
                 "slot = COALESCE(deployments.slot, excluded.slot) "  # (a row an older replica wrote has none)
                 "WHERE deployments.tenant = excluded.tenant",
-                (dep["id"], dep["created"], json.dumps(dep), tenant, dep.get("state", ""), _slot_of(dep)),
+                (dep["id"], dep["created"], doc, tenant, state, slot),
             )
             if written.rowcount:
                 return
@@ -554,7 +555,7 @@ class Control:
             if self.db.execute(
                 "UPDATE deployments SET doc = ?, state = ?, tenant = ?, slot = COALESCE(slot, ?) WHERE id = ? "
                 "AND tenant IS NULL",
-                (json.dumps(dep), dep.get("state", ""), tenant, _slot_of(dep), dep["id"]),
+                (doc, state, tenant, slot, dep["id"]),
             ).rowcount:
                 return
             # (its tenant set by another writer since the read: not written; judged again. Returning here, the
