@@ -2430,6 +2430,11 @@ def _one_unit(
                 "units would be trained as one signal (its level stepping between runs); convert them to "
                 "one unit first, or import each unit separately"
             )
+    if scale is not None and not bare:  # (it multiplied nothing, without a word)
+        raise DatasetError(
+            f"--scale {scale:g}: every file names its signal's unit ({seen[2] if seen else ''!r}), and --scale "
+            "multiplies only the samples of files naming none; convert the files, or leave --scale out"
+        )
     if seen is not None and given is not None and _unit_key(given) != _unit_key(seen[2]):
         raise DatasetError(
             f"--unit {given}, and {seen[0].source} has {seen[1]} in {seen[2]!r}: --unit says the unit of the files "

@@ -3375,6 +3375,15 @@ def test_a_pcm_wav_beside_files_naming_their_unit_needs_unit_and_scale_and_files
         import_vibration(files, tmp_path / "ds", labels, unit="m/s2")
     with pytest.raises(DatasetError, match="--scale 50 needs --unit"):
         import_vibration(files, tmp_path / "ds", labels, scale=50.0)
+    # every file names its unit: --scale multiplied nothing, without a word
+    named = [tmp_path / "r3.csv", tmp_path / "r4.csv"]
+    for path, v in zip(named, (x, _another(x)), strict=True):
+        path.write_text(
+            "time,accel [m/s2]\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(t, v, strict=True))
+        )
+    only = _labels(tmp_path / "only.csv", ["r3,healthy,,,", "r4,imbalance,,,"])
+    with pytest.raises(DatasetError, match=r"--scale 50: every file names its signal's unit \('m/s2'\)"):
+        import_vibration(named, tmp_path / "ds", only, unit="m/s2", scale=50.0)
     res = import_vibration(files, tmp_path / "ds", labels, unit="g", scale=50.0)
     assert res["unit"] == "g" and res["scaled"] == {"runs": 1, "by": 50.0} and "warning" not in res
     data = load_vibration(tmp_path / "ds")
