@@ -110,17 +110,14 @@ class NamespacePinFile:
             entry = self._sibling(sources)
             if entry is None:
                 return None
-            if self.keep:  # its own from now on: kept when that source leaves the config
-                try:
-                    self._write({**self._named(), "namespaces": entry["namespaces"]})
-                except OSError as e:
-                    log.warning(
-                        "%s: the namespaces kept for this server not kept for %s (%s)",
-                        self.path,
-                        self.source,
-                        e,
-                    )
-            return _indexes(entry["namespaces"])
+            pins = _indexes(entry["namespaces"])
+            try:  # its own from now on: kept when that source leaves the config (not ``keep``: not written)
+                self.save(pins)
+            except OSError as e:
+                log.warning(
+                    "%s: the namespaces kept for this server not kept for %s (%s)", self.path, self.source, e
+                )
+            return pins
         kept = entry.get("namespaces")
         if not isinstance(kept, dict):
             return None

@@ -36,6 +36,8 @@ class CameraKind(enum.StrEnum):
 _FFMPEG_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "tcp")
 # a stream camera's: FFmpeg's, and http(s), read by our own MJPEG and snapshot readers (or FFmpeg for a video)
 _STREAM_SCHEMES = ("http", "https", *_FFMPEG_SCHEMES)
+_FFMPEG_PREFIXES = tuple(f"{s}://" for s in _FFMPEG_SCHEMES)
+_STREAM_URL = re.compile(rf"({'|'.join(_STREAM_SCHEMES)})://")
 _VIDEO_SUFFIXES = (
     ".avi",
     ".mp4",
@@ -158,7 +160,7 @@ class CameraSettings(BaseModel):
         u = self.url
         if re.fullmatch(r"usb:\d+", u):
             return CameraKind.USB
-        if re.match(rf"^({'|'.join(_STREAM_SCHEMES)})://", u):
+        if _STREAM_URL.match(u):
             return CameraKind.STREAM
         return CameraKind.PATH
 
@@ -206,9 +208,7 @@ class CameraSettings(BaseModel):
         ``shots.png``; a file of any name, a device node such as /dev/video0), else by its name (a video's or an
         image's suffix: one image given as the url is opened as a video of one frame, a 16-bit one read near
         black)."""
-        if self.kind is CameraKind.USB or self.url.lower().startswith(
-            tuple(f"{s}://" for s in _FFMPEG_SCHEMES)
-        ):
+        if self.kind is CameraKind.USB or self.url.lower().startswith(_FFMPEG_PREFIXES):
             return True
         if self.kind is not CameraKind.PATH:
             return False

@@ -2010,16 +2010,15 @@ class SparkplugHost:
             )
         if mt is sp.MessageType.DDEATH:
             self.deaths += 1
-            node.devices.discard(t.device or "")
+            gone = t.device or ""
+            node.devices.discard(gone)
             # gone: not waited for (now, nor at its node's next birth), but its birth, if it comes back (while its
             # node lives, or at its restart), may give a device metric another metric's alias: the node's metrics go
             # by name alone until then (``alias``), or until the birth after the node's next
-            if (t.device or "") in node.named:
-                node.named[t.device or ""] = False
-                if node.shares_aliases:
-                    node.expected[t.device or ""] = False
-            if (t.device or "") in node.expected:
-                node.expected[t.device or ""] = False
+            if gone in node.named:
+                node.named[gone] = False
+            if gone in node.expected or (node.shares_aliases and gone in node.named):
+                node.expected[gone] = False
             # stale as of the DDEATH's own timestamp (Sparkplug 3.0, Device Session Termination: tck-id-
             # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
             # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time

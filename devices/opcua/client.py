@@ -1953,14 +1953,19 @@ async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: f
     if not kept:
         if unread:
             return None
+        moved: dict[int, str | None] = {}  # ns index -> why it may be moved: the file read once an index
 
         async def resolve_new(client: Client, node_id: str) -> str:
             m = _NS.match(node_id.strip())
-            if m is not None and (why := pins.reordered_elsewhere(array, {int(m.group(1))})):
-                # the agent refuses such a connect; checked by the raw index, a node of a moved index passed
-                raise OpcUaNodeError(
-                    f"node {node_id!r}: the agent's connect is refused (nothing read or written): {why}"
-                )
+            if m is not None:
+                i = int(m.group(1))
+                if i not in moved:
+                    moved[i] = pins.reordered_elsewhere(array, {i})
+                if why := moved[i]:
+                    # the agent refuses such a connect; checked by the raw index, a node of a moved index passed
+                    raise OpcUaNodeError(
+                        f"node {node_id!r}: the agent's connect is refused (nothing read or written): {why}"
+                    )
             return await _resolve_node_id(client, node_id)
 
         return resolve_new
