@@ -137,13 +137,16 @@ SCHEMA += AGENT_USAGE
 # records, then the sample bytes no row of the tenant names any more. ``retired``: per agent and epoch, the seqs up to
 # ``last_seq`` are retired (gaps are counted from past it, never shown lost) and how many records and samples went;
 # ``retired_totals``: the same per agent (stats, usage, exports). ``samples_by_digest``: whether a row still names a
-# digest (PostgreSQL has had it since 0001). PostgreSQL migration 0023_retired.sql
+# digest (PostgreSQL has had it since 0001). PostgreSQL migration 0023_retired.sql. ``retiring``: the digests whose
+# rows a step deleted and whose bytes it has still to delete (written with the rows' deletion, taken off with the
+# bytes': a stop or kill between the two left files no row named, never deleted; migration 0024_retiring.sql)
 RETIRED = """CREATE TABLE IF NOT EXISTS retired (tenant TEXT NOT NULL, agent TEXT NOT NULL, epoch BIGINT NOT NULL,
   last_seq BIGINT NOT NULL, records BIGINT NOT NULL DEFAULT 0, samples BIGINT NOT NULL DEFAULT 0,
   received_to REAL NOT NULL, PRIMARY KEY (tenant, agent, epoch));
 CREATE TABLE IF NOT EXISTS retired_totals (tenant TEXT NOT NULL, agent TEXT NOT NULL, records BIGINT NOT NULL DEFAULT 0,
   samples BIGINT NOT NULL DEFAULT 0, received_to REAL NOT NULL, PRIMARY KEY (tenant, agent));
 CREATE INDEX IF NOT EXISTS samples_by_digest ON samples (tenant, sha256);
+CREATE TABLE IF NOT EXISTS retiring (tenant TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (tenant, sha256));
 """
 SCHEMA += RETIRED
 RETIRE_STEP_ROWS = (
@@ -2136,6 +2139,15 @@ class SQLStore(Store):
             (*at, RETIRE_SCAN_EPOCHS),
         )
         out: dict[str, Any] = {"records": 0, "samples": 0, "blobs": 0, "after": None}
+        # a pass's first step: the bytes a stopped step left (``retiring``)
+        if after is None and blobs is not None:
+            left: dict[str, list[str]] = {}
+            for t, d in self._rows(
+                q("SELECT tenant, sha256 FROM retiring ORDER BY tenant, sha256 LIMIT ?"), (most,)
+            ):
+                left.setdefault(t, []).append(d)
+            for t, ds in left.items():
+                out["blobs"] += self._retire_blobs(t, ds, blobs.for_tenant(t))
         for tenant, agent, epoch in epochs:
             key = (tenant, agent, int(epoch))
             oldest = self._rows(
@@ -2180,6 +2192,13 @@ class SQLStore(Store):
                 return 0, 0, set()
             top = old[-1][0]
             args = (*key, top)
+            ex(
+                q(
+                    "INSERT INTO retiring (tenant, sha256) SELECT DISTINCT tenant, sha256 FROM samples "
+                    "WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ? ON CONFLICT DO NOTHING"
+                ),
+                args,
+            )
             digests = {
                 d
                 for (d,) in ex(
@@ -2237,8 +2256,9 @@ class SQLStore(Store):
 
     def _retire_blobs(self, tenant: str, digests: list[str], blobs) -> int:
         """Delete the tenant's sample bytes of ``digests`` that no row names (another agent's sample, a newer
-        batch of the same bytes keeps them), each in a transaction of its own. A stop between the rows'
-        deletion and this leaves bytes no row names (space, never a row without its bytes)."""
+        batch of the same bytes keeps them), each in a transaction of its own. Each digest is taken off
+        ``retiring`` with its bytes: one a stop left there is deleted by the next pass (never a row without its
+        bytes)."""
         gone = 0
         for d in digests:  # one at a time: a sample write of the same bytes waits for one deletion at most
             try:
@@ -2249,6 +2269,7 @@ class SQLStore(Store):
                     )
                     if not named.fetchone():
                         gone += bool(blobs.delete(d))
+                    ex(self.q("DELETE FROM retiring WHERE tenant = ? AND sha256 = ?"), (tenant, d))
             except Exception as exc:
                 # a batch writing the same bytes holds their guard past the wait (its other uploads): it names
                 # them once it commits, so they are kept; the step failing here left the digests after this one

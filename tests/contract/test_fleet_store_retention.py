@@ -204,6 +204,28 @@ def test_bytes_a_batch_is_writing_are_kept_and_the_steps_other_bytes_deleted(pos
     assert blobs.exists(shared["sample_sha256"]) and not blobs.exists(other["sample_sha256"])
 
 
+def test_sample_bytes_a_stopped_step_left_are_deleted_by_the_next_pass(store, tmp_path):
+    """A step stopped (``stop()``, a kill, a failing bucket) between its rows' deletion and its bytes' left files no
+    row named, and no later pass found their digests again: they stayed for good. The next pass deletes them."""
+
+    class Failing(LocalBlobStore):
+        def for_tenant(self, tenant):
+            return Failing(self.root / "tenants" / tenant)
+
+        def delete(self, digest: str) -> bool:
+            raise OSError("the bucket went away")
+
+    blobs = LocalBlobStore(tmp_path / "blobs").for_tenant("acme")
+    old = [{**_sample(s, b"old%d" % s * 9), "epoch": 1} for s in (1, 2, 3)]
+    store.ingest("gw1", old, tenant="acme", blobs=blobs)
+    _age(store, 3, 1000.0)
+    with pytest.raises(OSError):
+        store.retire(2000.0, blobs=Failing(tmp_path / "blobs"))
+    assert store.stats("gw1", tenant="acme")["retired"]["records"] == 3  # rows gone, bytes still there
+    assert _one_pass(store, 2000.0, blobs=LocalBlobStore(tmp_path / "blobs"))["blobs"] == 3
+    assert not any(blobs.exists(r["sample_sha256"]) for r in old)
+
+
 @pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf", "0.0001", "0.99"])
 def test_serve_refuses_a_retention_that_is_no_number_of_days_of_1_or_more(days, capsys):
     from cloud_trainer.fleet.server import main
