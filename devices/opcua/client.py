@@ -5035,10 +5035,11 @@ class OpcUaSource:
                     self._tags.pop(node.nodeid, None)
                     # named as the config lists it (nsu=...), as the nodes refused at the connect are
                     listed = self._listed_as.get(node.nodeid) or node.nodeid.to_string()
-                    if code_name(r) in _SERVER_FULL:
-                        full.append((listed, code_name(r)))
+                    name = code_name(r)
+                    if name in _SERVER_FULL:
+                        full.append((listed, name))
                     else:
-                        self._node_error(listed, code_name(r))
+                        self._node_error(listed, name)
         if full:
             self._items_full = True
             self._server_full(full, sum(len(nodes) for nodes in groups.values()))
