@@ -349,6 +349,15 @@ def _threshold(v: Any) -> float | None:
     return t
 
 
+def _finite(v: Any, size: int | None = None, positive: bool = False) -> np.ndarray:
+    """Numbers of a learned statistic: a NaN median, spread or speed span judged no window again (a fault read OK,
+    without a word), a spread of 0 every window NG (a learned spread is never under ``SCALE_FLOOR``'s share)."""
+    a = np.asarray(_numbers(v, size))
+    if not np.isfinite(a).all() or (positive and (a <= 0).any()):
+        raise ValueError(f"{'not a positive number' if positive else 'not finite'}: {a.tolist()!r:.60}")
+    return a
+
+
 def _text(v: Any, allowed: tuple[str, ...] | None = None) -> str:
     if not isinstance(v, str) or (allowed is not None and v not in allowed):
         raise TypeError(f"{v!r:.40}")
@@ -378,7 +387,7 @@ def _fields(d: dict) -> dict[str, Any]:
         "reason": _text,
         "threshold": _threshold,
         "speed_hz": _opt_float,
-        "speed_spans_hz": lambda v: [tuple(_numbers(r, 2)) for r in v] if v else None,
+        "speed_spans_hz": lambda v: [tuple(_finite(r, 2).tolist()) for r in v] if v else None,
         "orders": bool,  # a file saved before it: orders used, as learned
         "temp_running": _opt_float,
         "stop_floor": _opt_float,
@@ -395,14 +404,16 @@ def _fields(d: dict) -> dict[str, Any]:
         "bands": lambda v: {
             int(k): (
                 # of another length than the file's features: every window raised (another feature set: told after)
-                np.asarray(_numbers(b["median"], nf)),
-                np.asarray(_numbers(b["scale"], nf)),
+                _finite(b["median"], nf),
+                _finite(b["scale"], nf, positive=True),
                 int(_number(b["n"])),
             )
             for k, b in v.items()
         },
         "speed_levels": lambda v: (
-            None if v is None else tuple(np.asarray(_numbers(v[k], n)) for k in ("slope", "level", "spread"))
+            None
+            if v is None
+            else tuple(_finite(v[k], n, positive=k == "spread") for k in ("slope", "level", "spread"))
         ),
     }
     defaults: dict[str, Any] = {"reason": "", "orders": True, "outliers": 0, "bands": {}}

@@ -11,8 +11,10 @@ import shutil
 import pytest
 
 from bench._bearing_signals import Machine
-from edge_agent.maintenance.baseline import Baseline, kept_path, read_baseline
+from edge_agent.maintenance.baseline import FEATURES, Baseline, kept_path, read_baseline
 from tests.unit.test_maintenance_baseline import settings_for
+
+NF = len(FEATURES)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +70,11 @@ def test_a_kept_copy_learned_under_other_settings_is_not_restored_over_a_damaged
         ("threshold", "-1"),
         ("bands", {"5": {"median": [0.0] * 3, "scale": [1.0] * 3, "n": 40}}),  # ValueError every window
         ("bands", {"5": {"median": "abc"}}),
+        # a NaN median or spread scored NaN (a fault read OK, without a word), a spread of 0 every window NG
+        ("bands", {"5": {"median": [float("nan")] * NF, "scale": [1.0] * NF, "n": 40}}),
+        ("bands", {"5": {"median": [0.0] * NF, "scale": [0.0] * NF, "n": 40}}),
+        ("speed_spans_hz", [[float("nan"), float("nan")]]),  # every window beyond them: judged by none
+        ("speed_levels", {"slope": [0.0] * NF, "level": [0.0] * NF, "spread": [float("nan")] * NF}),
         ("state", 3),
     ],
 )
