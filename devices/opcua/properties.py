@@ -58,7 +58,7 @@ class PropertiesUnread(Exception):
     ) -> None:
         super().__init__(msg)
         self.released = released
-        self.status = None if status is None else status & 0xFFFF0000  # its code (info bits dropped)
+        self.status = None if status is None else code_of(status)  # its code (info bits dropped)
         self.until = until
         self.ambiguous = ambiguous  # the server answered two nodes for it
 
