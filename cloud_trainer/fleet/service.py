@@ -2343,6 +2343,8 @@ class FleetServer:
         self.retain_s = None if retain_days is None else retain_days * 86400.0
         # the wall and monotonic clocks at start: retention's time never runs ahead of the monotonic one (``_retire_step``)
         self._clocks_at_start = (time.time(), time.monotonic())
+        # set by stop(): the retention step under way ends before its next deletion
+        self._retire_halt = threading.Event()
         self._clock_step_told = False
         self.retain_every_s = retain_every_s
         self.max_connections = connection_limit() if max_connections is None else max_connections
@@ -2562,7 +2564,9 @@ class FleetServer:
 
     def _retire_step(self, after: tuple | None) -> dict:
         assert self.retain_s is not None
-        return self.store.retire(self._retention_now() - self.retain_s, blobs=self.blobs, after=after)
+        return self.store.retire(
+            self._retention_now() - self.retain_s, blobs=self.blobs, after=after, halt=self._retire_halt
+        )
 
     def _retention_now(self) -> float:
         """The time retention cuts at: the wall clock, but never past the start's wall time plus what the monotonic
@@ -2622,6 +2626,7 @@ class FleetServer:
             self._forget.cancel()
         if self._retain:
             self._retain.cancel()
+            self._retire_halt.set()
         await self.server.stop(grace_s)
         if self.hub is not None:
             await self.hub.stop()

@@ -831,7 +831,13 @@ class Store(abc.ABC):
         return 0, 0
 
     def retire(
-        self, before: float, *, blobs=None, after: tuple | None = None, most: int = RETIRE_STEP_ROWS
+        self,
+        before: float,
+        *,
+        blobs=None,
+        after: tuple | None = None,
+        most: int = RETIRE_STEP_ROWS,
+        halt: threading.Event | None = None,
     ) -> dict:
         """One step of retention (``SQLStore.retire``): {records, samples, blobs retired, after}."""
         raise NotImplementedError(f"{type(self).__name__} keeps everything (no retention)")
@@ -2120,14 +2126,21 @@ class SQLStore(Store):
         tenant's held across 100 deletions from a bucket failed its other sample batches: lock waits past 2 s)."""
 
     def retire(
-        self, before: float, *, blobs=None, after: tuple | None = None, most: int = RETIRE_STEP_ROWS
+        self,
+        before: float,
+        *,
+        blobs=None,
+        after: tuple | None = None,
+        most: int = RETIRE_STEP_ROWS,
+        halt: threading.Event | None = None,
     ) -> dict:
         """One step of retention: agents' records (and their sample rows) received before ``before``, at most
         ``most`` of them, from the epochs past ``after`` (the ``after`` this returned; None: from the first), each
         epoch's lowest seqs first and only while they are that old (a prefix: ``retired.last_seq``), each epoch's part
         in a transaction of its own; then the sample bytes of ``blobs`` (the root store) that no row of the tenant
         names any more. The retired seqs are never a gap: counts, stats and gaps go on from past them, and
-        ``stats``/``usage`` say what was retired. Returns {records, samples, blobs, after: where the next step goes
+        ``stats``/``usage`` say what was retired. ``halt`` set (the service stopping) ends the step before its next
+        epoch or deletion of bytes (those left are deleted by a later pass: ``retiring``). Returns {records, samples, blobs, after: where the next step goes
         on, None once every epoch was looked at}."""
         q = self.q
         at = after or ("", "", -1)
@@ -2147,8 +2160,10 @@ class SQLStore(Store):
             ):
                 left.setdefault(t, []).append(d)
             for t, ds in left.items():
-                out["blobs"] += self._retire_blobs(t, ds, blobs.for_tenant(t))
+                out["blobs"] += self._retire_blobs(t, ds, blobs.for_tenant(t), halt)
         for tenant, agent, epoch in epochs:
+            if halt is not None and halt.is_set():
+                return {**out, "after": None}
             key = (tenant, agent, int(epoch))
             oldest = self._rows(
                 q(
@@ -2161,7 +2176,9 @@ class SQLStore(Store):
                 out["records"] += n
                 out["samples"] += m
                 if digests and blobs is not None:
-                    out["blobs"] += self._retire_blobs(tenant, sorted(digests), blobs.for_tenant(tenant))
+                    out["blobs"] += self._retire_blobs(
+                        tenant, sorted(digests), blobs.for_tenant(tenant), halt
+                    )
                 if out["records"] >= most:  # the step's share: this epoch again next step (it may hold more)
                     out["after"] = (tenant, agent, int(epoch) - 1)
                     return out
@@ -2254,13 +2271,17 @@ class SQLStore(Store):
             )
         return len(old), samples, digests
 
-    def _retire_blobs(self, tenant: str, digests: list[str], blobs) -> int:
+    def _retire_blobs(
+        self, tenant: str, digests: list[str], blobs, halt: threading.Event | None = None
+    ) -> int:
         """Delete the tenant's sample bytes of ``digests`` that no row names (another agent's sample, a newer
         batch of the same bytes keeps them), each in a transaction of its own. Each digest is taken off
         ``retiring`` with its bytes: one a stop left there is deleted by the next pass (never a row without its
         bytes)."""
         gone = 0
         for d in digests:  # one at a time: a sample write of the same bytes waits for one deletion at most
+            if halt is not None and halt.is_set():
+                break
             try:
                 with self._ingest_tx() as ex:
                     self._blob_guard(ex, tenant, [d], shared=False)

@@ -55,3 +55,37 @@ async def test_a_step_of_the_service_clock_forward_deletes_nothing_younger_than_
     finally:
         monkeypatch.undo()
         await srv.stop()
+
+
+async def test_stop_ends_a_retention_step_before_its_next_deletion(tmp_path):
+    """stop() while a step deletes sample bytes (slowly: a bucket): the step ends after the deletion under way, before
+    the store is closed; stop() waited its 10 s and closed the store under the step's thread."""
+    import asyncio
+    import threading
+
+    from cloud_trainer.blobs import LocalBlobStore
+
+    deleting = threading.Event()
+
+    class Slow(LocalBlobStore):
+        def for_tenant(self, tenant):
+            return Slow(LocalBlobStore.for_tenant(self, tenant).root)
+
+        def delete(self, digest: str) -> bool:
+            deleting.set()
+            time.sleep(0.3)
+            return super().delete(digest)
+
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    srv = fleet_server(tmp_path / "cloud", pki, free_port(), retain_days=2, blobs=Slow(tmp_path / "blobs"))
+    srv.store.ingest(
+        "gw1", [_sample(s, b"s%d" % s * 9) for s in range(1, 41)], blobs=srv.blobs.for_tenant("default")
+    )
+    with srv.store._tx() as ex:
+        ex("UPDATE records SET received = ?", (time.time() - 3 * 86400,))
+    await srv.start()
+    try:
+        assert await asyncio.to_thread(deleting.wait, 20)
+    finally:
+        await srv.stop()
+    assert srv._retaining is not None and srv._retaining.done()
