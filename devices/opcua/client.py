@@ -5237,7 +5237,9 @@ class OpcUaSource:
         assert hb is not None
         n = 0
         said: set[str] = set()  # kinds of refusal logged since the last heartbeat written
-        held: str | None = None  # why the heartbeat is held, as said
+        # why the heartbeat is held, as said: the session before's too (its task cancelled while held), else a hold
+        # ending after a reconnect left /status saying the heartbeat held while the beats were written
+        held = self._hb_held[1] if self._hb_held is not None else None
         while True:
             why = self.heartbeat_hold() if self.heartbeat_hold is not None else None
             if why is not None:

@@ -1119,6 +1119,40 @@ async def _type_reads_counted(nodes, name: str, late_s: float = 0.0):
     return node, reads, counted
 
 
+async def test_a_heartbeat_held_across_a_reconnect_is_no_longer_shown_held_once_written_again(
+    plc_server,
+) -> None:
+    """A heartbeat held (a pipeline on a failed slot) when its session ended, the hold ending before the next
+    session: that session's beats clear ``heartbeat_held`` (/status, ``edge-agent status``). It stayed set for
+    good, 'since' the first session's hold, while the beats were written."""
+    from tests.support.tcp_cut import CutRelay
+
+    srv, src, nodes, _, _, _ = plc_server
+    beat, _, _ = await _type_reads_counted(nodes, "BeatHeld")
+    port = int(src.settings.endpoint.rsplit(":", 1)[1].split("/", 1)[0])
+    relay = CutRelay(port)
+    endpoint = src.settings.endpoint.replace(f":{port}", f":{relay.port}")
+    source = {"type": "opcua", "endpoint": endpoint, "connect_timeout_s": 2}
+    source["heartbeat"] = {"node_id": "ns=2;s=BeatHeld", "kind": "counter", "period_ms": 500}
+    settings = parse_config({"agent": {"id": "gw"}, "sources": {"hb": source}}).sources["hb"]
+    hb = OpcUaSource("hb", settings)
+    why: list[str | None] = ["slot vision failed"]
+    hb.heartbeat_hold = lambda: why[0]
+    await hb.start()
+    try:
+        await until(lambda: hb.heartbeat_held is not None, 10, "the heartbeat held")
+        relay.cut()
+        await until(lambda: hb.state.value != "connected", 10, "the session ended")
+        why[0] = None  # the hold ends while the session is down
+        await until(lambda: hb.stats.reconnects >= 1 and hb.state.value == "connected", 15, "a new session")
+        await until(lambda: hb.heartbeats >= 2, 10, "beats written again")
+        assert hb.heartbeat_held is None  # was: still held, 'since' the first session's hold
+    finally:
+        await hb.stop()
+        relay.close()
+        await srv.delete_nodes([beat])
+
+
 async def test_a_type_whose_read_takes_long_is_read_again_less_often_than_each_hold(
     plc_server, monkeypatch
 ) -> None:
