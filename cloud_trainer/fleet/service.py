@@ -2360,6 +2360,7 @@ class FleetServer:
                 raise PortTaken(cannot_bind(host, port, replicas, self.announcement))
             # a postgresql:// URL, or the SQLite file <data>/fleet.db
             self.store = open_store(store, self.data)
+            self.store.received_clock = self._received_now  # receipts never stamped back in time
             # s3://bucket[/prefix] (replicas on several hosts), a folder, or <data>/blobs
             self.blobs = (
                 open_blobs(str(blobs) if blobs is not None else None, self.data, s3_endpoint=s3_endpoint)
@@ -2584,6 +2585,13 @@ class FleetServer:
                 wall - counted,
             )
         return min(wall, counted)
+
+    def _received_now(self) -> float:
+        """The time a record's receipt is stamped with: the wall clock, but never before the start's wall time plus
+        what the monotonic clock counted since. The clock set back while the service runs, then right again, stamped
+        what it received meanwhile that much older: retention deleted it young. A clock ahead stamps later (kept
+        longer). A clock wrong at start is not seen (docs/fleet-scale.md)."""
+        return max(time.time(), self._clocks_at_start[0] + time.monotonic() - self._clocks_at_start[1])
 
     async def _retainer(self) -> None:
         """Retention in the background: a step at a time in a worker thread (never one long transaction), a pass

@@ -61,6 +61,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -699,6 +700,11 @@ def utc_day(t: float | None = None) -> int:
 class Store(abc.ABC):
     """What the fleet service needs of its store. Every method acts within one tenant (keyword ``tenant``)."""
 
+    # the time a record's receipt is stamped with (``received``: retention's age); the fleet service gives one that
+    # never goes back while it runs (``FleetServer._received_now``): the clock set back a while, then right again,
+    # stamped what came meanwhile that much older, and retention deleted it young. None: the wall clock
+    received_clock: Callable[[], float] | None = None
+
     @abc.abstractmethod
     def ingest(
         self, agent: str, records: list[dict], *, tenant: str = T, blobs=None, newly: list[int] | None = None
@@ -883,7 +889,7 @@ class SQLStore(Store):
     def ingest(
         self, agent: str, records: list[dict], *, tenant: str = T, blobs=None, newly: list[int] | None = None
     ) -> tuple[list[int], int, int]:
-        now = time.time()
+        now = self.received_clock() if self.received_clock else time.time()
         newly = [] if newly is None else newly
         metas = [check_record(r) for r in records]  # refused before anything is written
         gen = self._quota_gen().get(tenant, 0)  # a quota set from here on: this batch's refusal is not kept

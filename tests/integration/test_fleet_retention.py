@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 import types
 
+import pytest
+
 from tests.contract.test_fleet_store import _sample, rec
 from tests.support.fleet import fleet_server, make_pki
 from tests.support.peers import free_port
@@ -36,19 +38,25 @@ async def test_the_service_retires_what_it_received_before_its_retention_in_the_
         await srv.stop()
 
 
-async def test_a_step_of_the_service_clock_forward_deletes_nothing_younger_than_the_age(
-    tmp_path, monkeypatch
-):
+@pytest.mark.parametrize("days", [365, -365], ids=["ahead", "back_then_right"])
+async def test_a_step_of_the_service_clock_deletes_nothing_younger_than_the_age(tmp_path, monkeypatch, days):
     """The clock set a year ahead while the service runs (a wrong time set): what it received a moment ago is not a
-    year old; the monotonic time counted since the start bounds retention's time."""
-    from cloud_trainer.fleet import service
+    year old (the monotonic time counted since the start bounds retention's time). Set a year back, then right again:
+    what it received meanwhile is not a year old (a receipt is never stamped before the time counted)."""
+    from cloud_trainer.fleet import service, store
 
     pki = make_pki(tmp_path / "pki", agents=(), admins=())
     srv = fleet_server(tmp_path / "cloud", pki, free_port(), retain_days=2)
+    stepped = types.SimpleNamespace(time=lambda: time.time() + days * 86400, monotonic=time.monotonic)
     try:
-        srv.store.ingest("gw1", [rec(1), rec(2)])
-        ahead = types.SimpleNamespace(time=lambda: time.time() + 365 * 86400, monotonic=time.monotonic)
-        monkeypatch.setattr(service, "time", ahead)
+        if days > 0:
+            srv.store.ingest("gw1", [rec(1), rec(2)])
+            monkeypatch.setattr(service, "time", stepped)
+        else:
+            monkeypatch.setattr(service, "time", stepped)
+            monkeypatch.setattr(store, "time", stepped)
+            srv.store.ingest("gw1", [rec(1), rec(2)])
+            monkeypatch.undo()  # set right
         while srv._retire_step(None)["after"] is not None:
             pass
         assert [r["seq"] for r in srv.store.records("gw1")] == [1, 2]
