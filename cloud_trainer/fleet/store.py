@@ -2178,7 +2178,15 @@ class SQLStore(Store):
                 key,
             )
             if oldest and oldest[0][0] < before:
-                n, m, digests = self._retire_epoch(key, before, most - out["records"])
+                try:
+                    n, m, digests = self._retire_epoch(key, before, most - out["records"])
+                except Exception as exc:
+                    # the agent's rows held past the lock wait (its batch uploading to a bucket, an admin's open
+                    # transaction): this epoch waits for a later pass; the step failed, and no epoch after it was
+                    # retired while the hold lasted
+                    if not self._guard_busy(exc):
+                        raise
+                    n, m, digests = 0, 0, set()
                 out["records"] += n
                 out["samples"] += m
                 if digests and blobs is not None:
@@ -2306,7 +2314,8 @@ class SQLStore(Store):
         return gone
 
     def _guard_busy(self, exc: Exception) -> bool:
-        """Whether ``exc`` is a lock wait of ``_blob_guard`` past its bound (PostgreSQL; SQLite waits its turn)."""
+        """Whether ``exc`` is a lock wait past its bound (``_blob_guard``'s, the agent's rows'): PostgreSQL; SQLite
+        waits its turn."""
         return False
 
 

@@ -241,3 +241,29 @@ def test_the_fleet_server_refuses_a_retention_that_is_no_number_of_days_of_1_or_
 
     with pytest.raises(ValueError, match="--retain-days .* expected a number of days, 1 or more"):
         FleetServer(tmp_path, 0, tmp_path / "ca", tmp_path / "cert", tmp_path / "key", retain_days=days)
+
+
+def test_an_agent_whose_rows_another_session_holds_waits_and_the_pass_goes_on(postgres_url, tmp_path):
+    """PostgreSQL: an agent's rows held past retention's lock wait (its batch uploading to a bucket, an admin's open
+    transaction): that agent's epoch waits for a later pass and the pass retires the agents after it; the step
+    failed there, and no agent after it was retired while the hold lasted."""
+    import psycopg
+
+    from cloud_trainer.fleet.store import open_store
+
+    st = open_store(postgres_url, tmp_path)
+    st.row_lock_timeout_s = 0.2
+    try:
+        for agent in ("gw0", "gw1"):
+            st.ingest(agent, [rec(1, epoch=1), rec(2, epoch=1)], tenant="acme")
+        with st._tx() as ex:
+            ex("UPDATE records SET received = 1000.0 WHERE tenant = 'acme'")
+        with psycopg.connect(postgres_url) as held:
+            held.execute("SELECT 1 FROM ingest WHERE tenant = 'acme' AND agent = 'gw0' FOR UPDATE")
+            got = _one_pass(st, 2000.0)
+        assert got["records"] == 2
+        assert [r["seq"] for r in st.records("gw0", tenant="acme")] == [1, 2]
+        assert st.records("gw1", tenant="acme") == []
+        assert _one_pass(st, 2000.0)["records"] == 2  # the hold ended: the next pass retires it
+    finally:
+        st.close()
