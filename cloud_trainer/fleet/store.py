@@ -889,7 +889,7 @@ class SQLStore(Store):
     def ingest(
         self, agent: str, records: list[dict], *, tenant: str = T, blobs=None, newly: list[int] | None = None
     ) -> tuple[list[int], int, int]:
-        now = self.received_clock() if self.received_clock else time.time()
+        now = time.time()
         newly = [] if newly is None else newly
         metas = [check_record(r) for r in records]  # refused before anything is written
         gen = self._quota_gen().get(tenant, 0)  # a quota set from here on: this batch's refusal is not kept
@@ -1111,6 +1111,8 @@ class SQLStore(Store):
         usage with before this transaction (PostgreSQL): this transaction gives back what it did not store, and
         neither prechecks nor charges."""
         stored = dup = sample_bytes = payload_bytes = 0
+        # the receipt's stamp (retention's age); ``now`` (usage days, epoch windows) stays the wall clock
+        received = self.received_clock() if self.received_clock else now
         new_idx: list[int] = []
         # whether this range deletes the agent's agent_usage rows older than AGENT_USAGE_KEPT_DAYS (once a day)
         prune = False
@@ -1166,7 +1168,7 @@ class SQLStore(Store):
                             "INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
                             "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
                         ),
-                        (tenant, agent, epoch, r["seq"], r["kind"], r["t"], now, r["payload"]),
+                        (tenant, agent, epoch, r["seq"], r["kind"], r["t"], received, r["payload"]),
                     )
                     if cur.rowcount:
                         stored += 1
