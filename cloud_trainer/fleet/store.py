@@ -2188,6 +2188,13 @@ class SQLStore(Store):
                     # retired while the hold lasted
                     if not self._guard_busy(exc):
                         raise
+                    log.warning(
+                        "retention: agent %s (tenant %s): its rows are held by another transaction past the lock "
+                        "wait; its epoch %d waits for a later pass",
+                        agent,
+                        tenant,
+                        int(epoch),
+                    )
                     n, m, digests = 0, 0, set()
                 out["records"] += n
                 out["samples"] += m
