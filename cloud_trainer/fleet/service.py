@@ -2361,6 +2361,7 @@ class FleetServer:
             # a postgresql:// URL, or the SQLite file <data>/fleet.db
             self.store = open_store(store, self.data)
             self.store.received_clock = self._received_now  # receipts never stamped back in time
+            self._clock_behind_store()
             # s3://bucket[/prefix] (replicas on several hosts), a folder, or <data>/blobs
             self.blobs = (
                 open_blobs(str(blobs) if blobs is not None else None, self.data, s3_endpoint=s3_endpoint)
@@ -2585,6 +2586,20 @@ class FleetServer:
                 wall - counted,
             )
         return min(wall, counted)
+
+    def _clock_behind_store(self) -> None:
+        """A clock in the past at start (an RTC not set yet) stamped what came that much older, and the next start
+        with the clock right deleted it at once: the time counted starts no earlier than the latest time the store
+        says an agent was seen (stamps that old at least; the error is bounded by the downtime, not the clock's)."""
+        seen = self.store.newest_seen()
+        wall, mono = self._clocks_at_start
+        if seen is not None and seen > wall + RETAIN_CLOCK_STEP_S:
+            self._clocks_at_start = (seen, mono)
+            log.warning(
+                "the clock is %.0f s behind the latest time the fleet store saw an agent: receipts are stamped "
+                "from that time on (retention's age); is the clock set?",
+                seen - wall,
+            )
 
     def _received_now(self) -> float:
         """The time a record's receipt is stamped with: the wall clock, but never before the start's wall time plus

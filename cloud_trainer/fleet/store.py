@@ -836,6 +836,10 @@ class Store(abc.ABC):
         """The agent's records' payload bytes and sample bytes stored on UTC ``day`` (days since the epoch)."""
         return 0, 0
 
+    def newest_seen(self) -> float | None:
+        """The latest time an agent was seen, by the clock of the process that saw it (None: no agent yet)."""
+        return None
+
     def retire(
         self,
         before: float,
@@ -2321,6 +2325,10 @@ class SQLStore(Store):
                 if not self._guard_busy(exc):
                     raise
         return gone
+
+    def newest_seen(self) -> float | None:
+        got = self._rows("SELECT MAX(last_seen) FROM agents")
+        return None if not got or got[0][0] is None else float(got[0][0])
 
     def _guard_busy(self, exc: Exception) -> bool:
         """Whether ``exc`` is a lock wait past its bound (``_blob_guard``'s, the agent's rows'): PostgreSQL; SQLite

@@ -65,6 +65,34 @@ async def test_a_step_of_the_service_clock_deletes_nothing_younger_than_the_age(
         await srv.stop()
 
 
+async def test_a_clock_in_the_past_at_start_stamps_no_receipt_before_what_the_store_saw(
+    tmp_path, monkeypatch
+):
+    """Started with the clock a year in the past (an RTC not set yet), set right, then started again: what it received
+    while wrong was stamped a year old and the restart deleted it at once. Receipts are stamped no earlier than the
+    latest time the store saw an agent."""
+    from cloud_trainer.fleet import service, store
+
+    pki = make_pki(tmp_path / "pki", agents=(), admins=())
+    srv = fleet_server(tmp_path / "cloud", pki, free_port(), retain_days=2)
+    srv.store.heartbeat("gw1", {}, [], {}, 0)  # seen now
+    await srv.stop()
+    back = types.SimpleNamespace(time=lambda: time.time() - 365 * 86400, monotonic=time.monotonic)
+    monkeypatch.setattr(service, "time", back)
+    monkeypatch.setattr(store, "time", back)
+    srv = fleet_server(tmp_path / "cloud", pki, free_port(), retain_days=2)
+    srv.store.ingest("gw1", [rec(1), rec(2)])
+    await srv.stop()
+    monkeypatch.undo()  # set right, started again
+    srv = fleet_server(tmp_path / "cloud", pki, free_port(), retain_days=2)
+    try:
+        while srv._retire_step(None)["after"] is not None:
+            pass
+        assert [r["seq"] for r in srv.store.records("gw1")] == [1, 2]
+    finally:
+        await srv.stop()
+
+
 async def test_stop_ends_a_retention_step_before_its_next_deletion(tmp_path):
     """stop() while a step deletes sample bytes (slowly: a bucket): the step ends after the deletion under way, before
     the store is closed; stop() waited its 10 s and closed the store under the step's thread."""
