@@ -1382,6 +1382,14 @@ class Pipeline:
         """Why the model of ``manifest`` cannot serve this pipeline (None: it can): checked when the pipeline is
         prepared and again on each package swapped into its slot (``ModelSlot.swap_checks``)."""
         if self.s.window is None:
+            if manifest.preprocessing.kind != "image":
+                # a failed slot's first package (a fleet-fed slot's): a signal model was installed into a camera
+                # pipeline's slot, the slot read active, every frame UNSURE bad_input, the PLC's heartbeat written
+                return (
+                    f"pipeline {self.name}: model {manifest.name} {manifest.version} takes "
+                    f"{manifest.preprocessing.kind} windows; this pipeline's items are camera frames: serve an "
+                    "image model"
+                )
             return None
         rate = getattr(manifest.preprocessing, "sample_rate_hz", None)
         if self.s.baseline is not None:

@@ -447,3 +447,37 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
             str(tmp_path),
         )
         assert bool(Agent(cfg)._writing_through("plc")) is held, shape
+
+
+async def test_a_signal_package_is_refused_into_a_camera_pipelines_failed_slot(tmp_path):
+    """A camera pipeline's slot failed at the start (a fleet-fed slot with no package yet) took a signal model as
+    its first package: the slot read active, every frame was UNSURE bad_input and the PLC's heartbeat hold was
+    lifted. Now the swap is refused in the pipeline's words and the slot stays failed, for an image model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge_agent.config import PipelineSettings
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import FailedAtStart, ModelSlot
+    from edge_agent.pipelines import Pipeline
+
+    key, pub = make_keypair(tmp_path / "keys")
+    signal = make_package(tmp_path, kind="signal", key=key)
+    slot = ModelSlot(
+        "vision",
+        ModelConfig(package=str(tmp_path / "missing.edgepkg"), engine="onnxruntime"),
+        tmp_path / "d",
+        [str(pub)],
+    )
+    with pytest.raises(FailedAtStart):
+        await slot.start()
+    settings = PipelineSettings(name="inspect", source="cam", model="vision")
+    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), lambda res, item: None, on_event=lambda e: None)
+    slot.swap_checks[pipe.name] = (
+        pipe.refusal
+    )  # (the agent's start: not prepared, its checks kept for a swap)
+    try:
+        out = await slot.swap(signal, watch=False)
+        assert not out.ok and "this pipeline's items are camera frames" in (out.reason or ""), out
+        assert slot.state == "failed" and slot.failed is not None and slot.version is None
+    finally:
+        await slot.stop()
