@@ -252,36 +252,17 @@ async def test_a_package_whose_rate_a_windowed_pipeline_cannot_take_is_refused_i
     its start does: a package taking 10 kHz from a 5 kHz tag was installed, the slot read active and every reading
     was then dropped (model_unfit), for good; now the swap is refused in the pipeline's words and the slot stays
     failed, for a package that fits."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import pytest
 
     from edge_agent.config import PipelineSettings, WindowSettings
-    from edge_agent.models.config import ModelConfig
-    from edge_agent.models.slot import FailedAtStart, ModelSlot
-    from edge_agent.pipelines import Pipeline
     from tests.support.models import SIGNAL_RATE_HZ
 
-    key, pub = make_keypair(tmp_path / "keys")
-    good = make_package(tmp_path, kind="signal", key=key)
-    slot = ModelSlot(
-        "health",
-        ModelConfig(package=str(tmp_path / "missing.edgepkg"), engine="onnxruntime"),
-        tmp_path / "d",
-        [str(pub)],
-    )
-    with pytest.raises(FailedAtStart):
-        await slot.start()
     settings = PipelineSettings(
         name="pump",
         source="plc",
         model="health",
         window=WindowSettings(waveform="Vibration", sample_rate_hz=SIGNAL_RATE_HZ / 2, scalars={}),
     )
-    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), lambda res, item: None, on_event=lambda e: None)
-    slot.swap_checks[pipe.name] = (
-        pipe.refusal
-    )  # (the agent's start: not prepared, its checks kept for a swap)
+    slot, good = await _failed_slot_with_its_pipeline(tmp_path, settings)
     try:
         out = await slot.swap(good, watch=False)
         assert not out.ok and "sampled at 5000 Hz but the model takes 10000 Hz" in (out.reason or ""), out
@@ -453,31 +434,41 @@ async def test_a_signal_package_is_refused_into_a_camera_pipelines_failed_slot(t
     """A camera pipeline's slot failed at the start (a fleet-fed slot with no package yet) took a signal model as
     its first package: the slot read active, every frame was UNSURE bad_input and the PLC's heartbeat hold was
     lifted. Now the swap is refused in the pipeline's words and the slot stays failed, for an image model."""
-    from concurrent.futures import ThreadPoolExecutor
 
     from edge_agent.config import PipelineSettings
-    from edge_agent.models.config import ModelConfig
-    from edge_agent.models.slot import FailedAtStart, ModelSlot
-    from edge_agent.pipelines import Pipeline
 
-    key, pub = make_keypair(tmp_path / "keys")
-    signal = make_package(tmp_path, kind="signal", key=key)
-    slot = ModelSlot(
-        "vision",
-        ModelConfig(package=str(tmp_path / "missing.edgepkg"), engine="onnxruntime"),
-        tmp_path / "d",
-        [str(pub)],
-    )
-    with pytest.raises(FailedAtStart):
-        await slot.start()
     settings = PipelineSettings(name="inspect", source="cam", model="vision")
-    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), lambda res, item: None, on_event=lambda e: None)
-    slot.swap_checks[pipe.name] = (
-        pipe.refusal
-    )  # (the agent's start: not prepared, its checks kept for a swap)
+    slot, signal = await _failed_slot_with_its_pipeline(tmp_path, settings)
     try:
         out = await slot.swap(signal, watch=False)
         assert not out.ok and "this pipeline's items are camera frames" in (out.reason or ""), out
         assert slot.state == "failed" and slot.failed is not None and slot.version is None
     finally:
         await slot.stop()
+
+
+async def _failed_slot_with_its_pipeline(tmp_path, settings):
+    """A slot named ``settings.model`` failed at the start (its package missing, nothing installed), the pipeline of
+    ``settings`` on it with its checks kept for a swap, as the agent's start leaves them; and a signal package
+    signed by a trusted key: (slot, package)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge_agent.models.config import ModelConfig
+    from edge_agent.models.slot import FailedAtStart, ModelSlot
+    from edge_agent.pipelines import Pipeline
+
+    key, pub = make_keypair(tmp_path / "keys")
+    package = make_package(tmp_path, kind="signal", key=key)
+    slot = ModelSlot(
+        settings.model,
+        ModelConfig(package=str(tmp_path / "missing.edgepkg"), engine="onnxruntime"),
+        tmp_path / "d",
+        [str(pub)],
+    )
+    with pytest.raises(FailedAtStart):
+        await slot.start()
+    pipe = Pipeline(settings, slot, ThreadPoolExecutor(1), lambda res, item: None, on_event=lambda e: None)
+    slot.swap_checks[pipe.name] = (
+        pipe.refusal
+    )  # (the agent's start: not prepared, its checks kept for a swap)
+    return slot, package
