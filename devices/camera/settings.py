@@ -38,6 +38,9 @@ _FFMPEG_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "tcp")
 _STREAM_SCHEMES = ("http", "https", *_FFMPEG_SCHEMES)
 _FFMPEG_PREFIXES = tuple(f"{s}://" for s in _FFMPEG_SCHEMES)
 _STREAM_URL = re.compile(rf"({'|'.join(_STREAM_SCHEMES)})://")
+# a scheme in any case (RFC 3986: schemes are case-insensitive; ``RTSP://`` was taken for a file path), written in
+# lower case as FFmpeg (whose protocol names it compares exactly) and our http readers look for it
+_ANY_CASE_SCHEME = re.compile(rf"(?i)({'|'.join(_STREAM_SCHEMES)})://|usb:(?=\d+$)")
 _VIDEO_SUFFIXES = (
     ".avi",
     ".mp4",
@@ -147,6 +150,12 @@ class CameraSettings(BaseModel):
         "as the camera's web page or `openssl x509 -fingerprint -sha256` shows it; CA, host name and dates "
         "then not checked). A camera presenting another one is refused, nothing sent",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme_lower(cls, v: str) -> str:
+        m = _ANY_CASE_SCHEME.match(v)
+        return v if m is None else m.group(0).lower() + v[m.end() :]
 
     @field_validator("tls_fingerprint_sha256")
     @classmethod
