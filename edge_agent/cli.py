@@ -193,7 +193,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
         why, retry = None, False
         try:
             manifest = verify_package(pkg, trusted)
-            if manifest.version in m.refused_versions:
+            if m.refuses(manifest.version):
                 raise PackageError(refused_by_config(name, manifest.package_id))
         except PackageError as exc:
             why = str(exc)

@@ -108,6 +108,12 @@ class ModelConfig(BaseModel):
                 ) from None
         return v
 
+    def refuses(self, version: str) -> bool:
+        """Whether ``version`` is one of ``refused_versions``, compared as versions: ``01.0.0`` (a package built
+        before build refused leading zeros) and ``1.0.0+hotfix`` order as ``1.0.0``, and the agent takes one for
+        the other (the registry's twins); compared as texts, refusing one served the other."""
+        return refused_version(self.refused_versions, version)
+
     @model_validator(mode="after")
     def _source(self) -> ModelConfig:
         if not self.package and not self.name:
@@ -115,3 +121,16 @@ class ModelConfig(BaseModel):
                 "give 'package' (a local .edgepkg file) or 'name' (a package in the fleet registry)"
             )
         return self
+
+
+def refused_version(refused: tuple[str, ...], version: str) -> bool:
+    """``ModelConfig.refuses`` for a slot's ``refused_versions`` (``refused``)."""
+    from model_packager.manifest import version_key
+
+    if version in refused:
+        return True
+    try:
+        key = version_key(version)
+    except ValueError:  # (a version the manifest took and the order does not: its text alone)
+        return False
+    return any(version_key(v) == key for v in refused)  # (each a version: ``_semantic``)

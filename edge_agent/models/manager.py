@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent.files import read_json_state, why_unread
-from edge_agent.models.config import VersionPolicy
+from edge_agent.models.config import VersionPolicy, refused_version
 from model_packager.manifest import version_key
 from model_packager.text import printable
 from protocols.events import Event, EventKind
@@ -729,7 +729,9 @@ class ModelManager:
             # memory, a damaged copy), or an admin's rollback to it: the fleet asks again, and it is installed again
             # (was, but for the health check's verdict: declined "was refused here" until the agent restarted)
             why = check_desired(d)
-            if why is None and d.version in getattr(getattr(slot, "config", None), "refused_versions", ()):
+            if why is None and refused_version(
+                getattr(getattr(slot, "config", None), "refused_versions", ()), d.version
+            ):
                 why = (
                     f"{d.package} {d.version} is a version this agent refuses (models.{d.slot}.refused_versions in "
                     "its config)"

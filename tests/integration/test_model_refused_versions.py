@@ -26,7 +26,7 @@ from tests.support.models import make_keypair, make_package
 def pkgs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("refused")
     key, pub = make_keypair(tmp / "keys")
-    return {"v1": make_package(tmp, kind="vision", version="1.0.0", key=key, seed=1), "pub": pub}
+    return {"v1": make_package(tmp, kind="vision", version="1.0.0", key=key, seed=1), "pub": pub, "key": key}
 
 
 async def test_a_refused_version_is_set_aside_refused_and_declined_whoever_signed_it(tmp_path, pkgs):
@@ -64,3 +64,44 @@ async def test_a_refused_version_is_set_aside_refused_and_declined_whoever_signe
         await s.stop()
     with pytest.raises(ValidationError, match=r"refused_versions\s+.*'1\.x' is not a semantic version"):
         ModelConfig(name="part-inspection", refused_versions=["1.0.0", "1.x"])
+
+
+async def test_refused_versions_are_compared_as_versions_not_as_texts(tmp_path, pkgs, monkeypatch):
+    """``01.0.0`` (a package built before build refused leading zeros) orders as ``1.0.0``, and the agent takes one
+    for the other: ``refused_versions: ["1.0.0"]`` left an installed 01.0.0 serving, and ``["01.0.0"]`` let the
+    fleet deploy 1.0.0."""
+    import model_packager.manifest
+
+    with monkeypatch.context() as m:  # (the check is the build's: a package of before it)
+        m.setattr(model_packager.manifest, "_building", lambda info: False)
+        old = make_package(tmp_path, kind="signal", version="01.0.0", key=pkgs["key"])
+    data = tmp_path / "data"
+    store = ModelStore(data / "models" / "health")
+    folder = store.install(old, load_trusted_keys([pkgs["pub"]])).root
+    store.set_current(folder, None)
+    cfg = ModelConfig(
+        name="machine-health",
+        engine="onnxruntime",
+        version_policy="follow_fleet",
+        refused_versions=("1.0.0",),
+    )
+    s = ModelSlot("health", cfg, data, [pkgs["pub"]])
+    with pytest.raises(SlotError, match=r"01\.0\.0 is a version this agent refuses"):
+        await s.start()  # (nothing else to serve: a name-only slot with no fleet)
+    assert not folder.exists() and (folder.parent / ".rejected" / folder.name).is_dir()
+    await s.stop()
+
+    zeros = ModelSlot("health", cfg.model_copy(update={"refused_versions": ("01.0.0",)}), data, [pkgs["pub"]])
+    mgr = ModelManager({"health": zeros}, SimpleNamespace(data_dir=data))
+    d = SimpleNamespace(
+        slot="health", package="machine-health", version="1.0.0", digest="cd" * 32, deployment_id="dep8"
+    )
+    try:
+        await mgr.on_desired(SimpleNamespace(desired=[d], generation=1))
+        async with asyncio.timeout(10):
+            await asyncio.gather(*list(mgr._tasks))
+        (why,) = mgr.declined.values()
+        assert "models.health.refused_versions" in why, why
+    finally:
+        await mgr.stop()
+    assert cfg.refuses("1.0.0+hotfix") and not cfg.refuses("1.0.1")
