@@ -873,6 +873,9 @@ class SQLStore(Store):
     # a batch is written in transactions of at most this many bytes (payloads, plus INGEST_RECORD_BYTES a
     # record), None: one transaction per batch (PostgreSQL, whose row locks hold no other agent's writes)
     INGEST_CHUNK_BYTES: int | None = None
+    # loss ranges one INSERT writes (``_insert_losses``): 7 parameters each, within SQLite's 999 of builds before
+    # 3.32 (PostgreSQL: an event's LOSS_RANGES_PER_EVENT, one statement)
+    LOSS_ROWS_PER_STATEMENT = 128
     # (UTC day, agents whose old agent_usage rows this store deleted that day): set by the first ``_note_pruned``
     _pruned: tuple[int, set[tuple[str, str]]]
 
@@ -1644,68 +1647,85 @@ class SQLStore(Store):
                 return None
             if room is None:
                 room = []
-            if not room:
-                # its loss ranges as ``ingest.loss_rows`` keeps them (counted once where it is NULL: a store of before
-                # it; counted whole at every loss write, 18-51 ms of the writer every tenant shares at 90,000 rows).
-                # Its epochs' ends are not of them: never deleted, one each start of an agent whose data folder is not
-                # kept, they took the room (a crash loop of one a minute in ~70 days), and every later loss it told
-                # was dropped and its older ones deleted. They are bounded by EPOCHS_MOST_PER_WINDOW, each with
-                # records of its own (which the tenant's quotas count)
-                args = (tenant, agent)
-                losses = ex(
-                    self.q("SELECT loss_rows FROM ingest WHERE tenant = ? AND agent = ?"), args
-                ).fetchone()
-                if losses is None or losses[0] is None:
-                    losses = ex(
-                        self.q("SELECT COUNT(*) FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0"), args
-                    ).fetchone()
-                room += [LOSS_ROWS_PER_WRITE, int(losses[0])]
-            kept, added = 0, 0
+            self._loss_room(ex, tenant, agent, room)
             taken = ranges[: min(LOSS_RANGES_PER_EVENT, room[0]) if room[1] <= LOSS_ROWS_PER_AGENT else 0]
+            rows = []
             for pair in taken:
                 a, b = (
                     (_int64(v) for v in pair) if isinstance(pair, list) and len(pair) == 2 else (None, None)
                 )
-                if a is None or b is None:
-                    continue
-                added += ex(
-                    self.q(
-                        "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,?,?,?) "
-                        "ON CONFLICT DO NOTHING"
-                    ),
-                    (tenant, agent, e, a, b, DROP_CAUSES[kind], now),
-                ).rowcount
-                kept += 1
-            room[0] -= kept
-            room[1] += max(0, added)
-            if room[1] > LOSS_ROWS_PER_AGENT:
-                # past the agent's bound: its oldest ranges told make room (the newest are the ones looked at), down
-                # to nine tenths of it: the oldest read in time order through ``gaps_losses_by_t`` (its loss ranges
-                # alone, not its epochs' ends), in the write every tenant shares; once per tenth of the bound, not at
-                # every write past it
-                # The newest of those to go is read first, then every range up to it is deleted: two range scans
-                # of that index. One DELETE ... IN (its subquery) was planned by PostgreSQL, where the table's
-                # statistics did not know the agent's rows yet (a new database, a fast-growing table), as a nested
-                # loop running the subquery again for each of the agent's rows: 8-25 s for 1,500 of 10,500 rows,
-                # the agent's rows and a pooled connection held meanwhile
-                args = (tenant, agent)
-                cut = ex(
-                    self.q(
-                        "SELECT t, epoch, first, last FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0 "
-                        "ORDER BY t, epoch, first, last LIMIT 1 OFFSET ?"
-                    ),
-                    (*args, room[1] - LOSS_ROWS_PER_AGENT + LOSS_ROWS_PER_AGENT // 10 - 1),
-                ).fetchone()
-                room[1] -= ex(
-                    self.q(
-                        "DELETE FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0"
-                        + ("" if cut is None else " AND (t, epoch, first, last) <= (?, ?, ?, ?)")
-                    ),
-                    (*args, *(cut or ())),
-                ).rowcount
+                if a is not None and b is not None:
+                    rows.append((tenant, agent, e, a, b, DROP_CAUSES[kind], now))
+            room[0] -= len(rows)
+            self._add_losses(ex, tenant, agent, rows, room)
             if len(taken) < len(ranges):
                 _loss_cut(tenant, agent, len(ranges) - len(taken), "")
         return None
+
+    def _loss_room(self, ex, tenant: str, agent: str, room: list[int]) -> None:
+        """``room`` (a write's, ``_note_loss``) filled at the write's first loss ranges."""
+        if room:
+            return
+        # its loss ranges as ``ingest.loss_rows`` keeps them (counted once where it is NULL: a store of before
+        # it; counted whole at every loss write, 18-51 ms of the writer every tenant shares at 90,000 rows).
+        # Its epochs' ends are not of them: never deleted, one each start of an agent whose data folder is not
+        # kept, they took the room (a crash loop of one a minute in ~70 days), and every later loss it told
+        # was dropped and its older ones deleted. They are bounded by EPOCHS_MOST_PER_WINDOW, each with
+        # records of its own (which the tenant's quotas count)
+        args = (tenant, agent)
+        losses = ex(self.q("SELECT loss_rows FROM ingest WHERE tenant = ? AND agent = ?"), args).fetchone()
+        if losses is None or losses[0] is None:
+            losses = ex(
+                self.q("SELECT COUNT(*) FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0"), args
+            ).fetchone()
+        room += [LOSS_ROWS_PER_WRITE, int(losses[0])]
+
+    def _insert_losses(self, ex, rows: list[tuple]) -> int:
+        """Loss ranges ``(tenant, agent, epoch, first, last, cause, t)`` written ``LOSS_ROWS_PER_STATEMENT`` a
+        statement (one a range cost PostgreSQL a round trip each: 0.6-1.8 s of the agent's rows held for a drop event
+        of 1,500 ranges); those already there are left. Returns how many are new."""
+        added, n = 0, self.LOSS_ROWS_PER_STATEMENT
+        for i in range(0, len(rows), n):
+            part = rows[i : i + n]
+            added += ex(
+                self.q(
+                    "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES "
+                    + ",".join(["(?,?,?,?,?,?,?)"] * len(part))
+                    + " ON CONFLICT DO NOTHING"
+                ),
+                [v for r in part for v in r],
+            ).rowcount
+        return added
+
+    def _add_losses(self, ex, tenant: str, agent: str, rows: list[tuple], room: list[int]) -> None:
+        """``rows`` written as the agent's loss ranges (``_insert_losses``), counted in ``room[1]`` (its ranges
+        kept); past LOSS_ROWS_PER_AGENT its oldest ranges make room."""
+        room[1] += max(0, self._insert_losses(ex, rows))
+        if room[1] > LOSS_ROWS_PER_AGENT:
+            # past the agent's bound: its oldest ranges told make room (the newest are the ones looked at), down
+            # to nine tenths of it: the oldest read in time order through ``gaps_losses_by_t`` (its loss ranges
+            # alone, not its epochs' ends), in the write every tenant shares; once per tenth of the bound, not at
+            # every write past it
+            # The newest of those to go is read first, then every range up to it is deleted: two range scans
+            # of that index. One DELETE ... IN (its subquery) was planned by PostgreSQL, where the table's
+            # statistics did not know the agent's rows yet (a new database, a fast-growing table), as a nested
+            # loop running the subquery again for each of the agent's rows: 8-25 s for 1,500 of 10,500 rows,
+            # the agent's rows and a pooled connection held meanwhile
+            args = (tenant, agent)
+            cut = ex(
+                self.q(
+                    "SELECT t, epoch, first, last FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0 "
+                    "ORDER BY t, epoch, first, last LIMIT 1 OFFSET ?"
+                ),
+                (*args, room[1] - LOSS_ROWS_PER_AGENT + LOSS_ROWS_PER_AGENT // 10 - 1),
+            ).fetchone()
+            room[1] -= ex(
+                self.q(
+                    "DELETE FROM gaps WHERE tenant = ? AND agent = ? AND last <> 0"
+                    + ("" if cut is None else " AND (t, epoch, first, last) <= (?, ?, ?, ?)")
+                ),
+                (*args, *(cut or ())),
+            ).rowcount
 
     def _holes(self, ex, tenant: str, agent: str, epoch: int) -> list[tuple]:
         """The newest ``HOLES_READ`` holes between the epoch's stored seqs, from the highest seq down."""

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_trainer.fleet.store import (
+    LOSS_RANGES_PER_EVENT,
     AgentRowsLocked,
     Reservation,
     ShortReservation,
@@ -201,6 +202,8 @@ class PostgresStore(SQLStore):
             name="fleet-store",
             check=ConnectionPool.check_connection,
         )
+
+    LOSS_ROWS_PER_STATEMENT = LOSS_RANGES_PER_EVENT  # (14,000 parameters of PostgreSQL's 65,535)
 
     def q(self, sql: str) -> str:
         return sql.replace("?", "%s")
