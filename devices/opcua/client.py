@@ -414,6 +414,10 @@ _NODE_STATUSES = frozenset(
     {"BadUserAccessDenied", "BadNotWritable", "BadWriteNotSupported", "BadNodeIdInvalid", "BadNodeIdUnknown"}
 )
 
+# a write's answers that may mean the node's type changed since it was read (a converting gateway answers a value
+# past a retyped node's new range BadOutOfRange): its type is read again once and the value judged by it
+_TYPE_ANSWERS = frozenset({ua.StatusCodes.BadTypeMismatch, ua.StatusCodes.BadOutOfRange})
+
 # a write target's attributes watched for a PLC download or mode change (``OpcUaSource._watch_targets``)
 _WATCHED = (ua.AttributeIds.DataType, ua.AttributeIds.ArrayDimensions, ua.AttributeIds.UserAccessLevel)
 
@@ -5537,6 +5541,16 @@ class OpcUaSource:
             log.info("%s", msg)
         return False
 
+    def _type_changed_at_write(self, node_id: str, was: _NodeType, now: _NodeType, code: int) -> None:
+        """A write answered ``code`` (``_TYPE_ANSWERS``) found ``node_id`` of another type than the one read before
+        (``was``): counted (notice ``write_type_changed``) and said at INFO; the value is judged by ``now``."""
+        msg = (
+            f"opcua source {self.name}: write target {node_id} answered {code_name(code)}: its type changed since "
+            f"it was read ({was.shown}, DataType {was.data_type} -> {now.shown}, DataType {now.data_type}: a PLC "
+            "download); the value is judged by the type it has now, never sent again as converted for the old one"
+        )
+        self.notices.note("write_type_changed", "%s", msg, level=logging.INFO, cause=node_id)
+
     def _write_lock(self, node: Node) -> asyncio.Lock:
         """The lock a node's writes take, however its node id is written (ns=2;s=X, nsu=urn:plc;s=X): kept
         by its resolved NodeId while a write (or a re-read of what it holds) holds it."""
@@ -6536,10 +6550,25 @@ class OpcUaSource:
                             "node holds the value; not written again"
                         )
                     except ua.UaStatusCodeError as e:
-                        if code_of(e.code) != ua.StatusCodes.BadTypeMismatch:
+                        code = code_of(e.code)
+                        if code not in _TYPE_ANSWERS or (
+                            code == ua.StatusCodes.BadOutOfRange
+                            and (again or not cached or self._type_confirmed(node_id, nt))
+                        ):
                             raise
+                        # a download may have retyped the node since its type was read (within its hold, not
+                        # watched): read it again once; the value is judged by what it is now, never sent again
+                        # as it was converted for the old type (a converting gateway answered BadOutOfRange to an
+                        # INT's 300 made a SINT, at each write until the hold ended)
                         self._types.pop(node_id, None)
                         now = await self._types.read(node, node_id, self._props_unread)
+                        if not again and now != nt:
+                            self._type_changed_at_write(node_id, nt, now, code)
+                        elif code == ua.StatusCodes.BadOutOfRange:
+                            # the same type: the value is out of the node's range; not read again for a minute
+                            if self._types.get(node_id) is now:
+                                self._types_confirmed[node_id] = (now, time.monotonic())
+                            raise
                         if again or now == nt:
                             name = (
                                 f"BadTypeMismatch: the node is an enumeration held by the server as "

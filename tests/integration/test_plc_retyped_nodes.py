@@ -423,3 +423,62 @@ async def test_a_number_node_refused_for_the_type_it_held_is_judged_by_what_it_h
     finally:
         await src.stop()
         await srv.stop()
+
+
+async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_is_judged_by_the_new_type():
+    """A download makes an INT write target a SINT within its type's hold (not watched: no notice); the gateway
+    converts what it is sent to the node's DataType and answers BadOutOfRange past it. The former code took the
+    answer as the value out of the node's limits and kept the INT: every later 300 went out as an INT again (and
+    every value as an INT) until the hold ended. Now the type is read again once, the change counted, and the
+    value judged by the SINT: 300 refused by the agent, never sent again; 50 goes out as a SINT."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    setpoint = await obj.add_variable(ua.NodeId("Set", idx), "Set", ua.Variant(0, ua.VariantType.Int16))
+    await setpoint.set_writable()
+    aspace = srv.iserver.aspace
+    stored = aspace.write_attribute_value
+
+    async def converting(nodeid, attr, dv):
+        if nodeid == setpoint.nodeid and attr == ua.AttributeIds.Value and dv.Value is not None:
+            vt = ua.VariantType(
+                aspace.read_attribute_value(nodeid, ua.AttributeIds.DataType).Value.Value.Identifier
+            )
+            if vt is ua.VariantType.SByte and dv.Value.VariantType is not vt:
+                if not -128 <= dv.Value.Value <= 127:
+                    return ua.StatusCode(ua.StatusCodes.BadOutOfRange)
+                dv = ua.DataValue(ua.Variant(int(dv.Value.Value), vt))
+        return await stored(nodeid, attr, dv)
+
+    aspace.write_attribute_value = converting
+    sent = await _sent_to(srv, idx)
+    await srv.start()
+    node_id = f"ns={idx};s=Set"
+    settings = _config(port).sources["plc"].model_copy(update={"watch_write_targets": False})
+    src = OpcUaSource("plc", settings)
+    src.expect_writes([(node_id, 1)])
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await src.write(node_id, 100)
+        # the download: a SINT now, holding a SINT
+        await setpoint.write_attribute(
+            ua.AttributeIds.DataType,
+            ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.SByte), ua.VariantType.NodeId)),
+        )
+        held = aspace._nodes[setpoint.nodeid].attributes[ua.AttributeIds.Value]
+        held.value = ua.DataValue(ua.Variant(0, ua.VariantType.SByte))
+        for _ in range(2):
+            with pytest.raises(OpcUaTypeMismatch, match=r"is SByte; cannot write 300 \(int\): out of range"):
+                await src.write(node_id, 300)
+        await src.write(node_id, 50)
+        assert src.notices.counts.get("write_type_changed") == 1, src.notices.counts
+    finally:
+        await src.stop()
+        await srv.stop()
+    writes = [(v.VariantType, v.Value) for n, v in sent if v.VariantType is not ua.VariantType.NodeId]
+    # before: (Int16, 300) twice and (Int16, 50)
+    assert writes == [
+        (ua.VariantType.Int16, 100),
+        (ua.VariantType.Int16, 300),
+        (ua.VariantType.SByte, 50),
+    ], writes
