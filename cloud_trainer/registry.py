@@ -69,12 +69,15 @@ DEFAULT_REGISTRY = Path("var/cloud/registry")
 FORMER_DEFAULT_REGISTRY = Path("var/registry")
 
 
-def registry_note(given: Path) -> str | None:
+def registry_note(given: Path, name: str | None = None) -> str | None:
     """A note for a command run with the default registry (``given``) while the trainer's former default
-    (var/registry) holds packages and the default does not: the user's packages are elsewhere, say where."""
-    if given != DEFAULT_REGISTRY or not any(FORMER_DEFAULT_REGISTRY.glob("*/index.json")):
+    (var/registry) holds packages named ``name`` and the default does not (``name`` None: any package): the
+    user's packages are elsewhere, say where. Judged per name: a package of another name published to the default
+    (docs/own-model.md) let a build of the one left in var/registry go on with no incumbent, its version afresh."""
+    pattern = "*/index.json" if name is None else f"{name}/index.json"
+    if given != DEFAULT_REGISTRY or not any(FORMER_DEFAULT_REGISTRY.glob(pattern)):
         return None
-    if any(DEFAULT_REGISTRY.glob("*/index.json")):
+    if any(DEFAULT_REGISTRY.glob(pattern)):
         return None
     return (
         f"note: --registry defaults to {DEFAULT_REGISTRY} (the registry `cloud-trainer serve` deploys from by "
@@ -262,9 +265,27 @@ class Registry:
 
         self.index_path(name)  # a valid package name (else RegistryError): the lock's file name is safe
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".{name}.lock", "a+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            yield
+        lock = self.root / f".{name}.lock"
+        while True:
+            with open(lock, "a+b") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    held = os.path.samestat(os.stat(lock), os.fstat(f.fileno()))
+                except FileNotFoundError:
+                    held = False
+                if not held:  # removed by the holder this one waited for (below): lock the name's new file
+                    continue
+                try:
+                    yield
+                finally:
+                    # nothing of the name left (its first publish refused at the copy, or cut short by a full disk):
+                    # its empty folder and the lock go, under the lock (a waiter that opened this file finds it gone,
+                    # above); both were left for good
+                    with contextlib.suppress(OSError):
+                        (self.root / name).rmdir()  # (only an empty one)
+                    if not (self.root / name).exists():
+                        lock.unlink(missing_ok=True)
+                return
 
     def withdraw(self, name: str, version: str, reason: str) -> dict:
         """Mark a version ``withdrawn`` (see the module's docstring); its entry, with the reason and when. A package
@@ -579,9 +600,9 @@ def publish_package(argv: list[str]) -> int:
     )
     a = ap.parse_args(argv)
     where = f"cloud-trainer publish: {printable(a.package, 300)}"
-    if note := registry_note(a.registry):
-        print(note, file=sys.stderr)
     if not a.registry.is_dir():  # a mistyped path: Registry() would make it, and the fleet would never see it
+        if note := registry_note(a.registry):
+            print(note, file=sys.stderr)
         print(
             f"{where}: --registry {printable(a.registry, 300)}: no such folder; nothing was published (give the "
             "folder `cloud-trainer serve` deploys from: its --registry, default <data>/registry)",
@@ -594,6 +615,8 @@ def publish_package(argv: list[str]) -> int:
         # the registry as it was. Every file's hash and the graph are checked once, on the registry's copy (below):
         # the file given was hashed whole twice, here and as that copy
         m = verify_package(a.package, trusted, hashes=False)
+        if note := registry_note(a.registry, m.name):  # (the package's own name: its versions may be there)
+            print(note, file=sys.stderr)
     except PackageError as exc:
         refused = exc.code not in ("not_found", "bad_key", "usage")
         said = "refused, nothing was published" if refused else "nothing was published"

@@ -344,6 +344,22 @@ def _others_option(a: argparse.Namespace) -> str | None:
     return None
 
 
+def _registry_name(a: argparse.Namespace) -> str:
+    """The package name a verb judges or publishes in the registry: ``--name``, else the name its work folder's
+    evaluation gave (``package``, ``publish``: ``report.json``), else the family's."""
+    from cloud_trainer.registry import valid_package_name
+    from cloud_trainer.train.families import load_family
+
+    if getattr(a, "name", None):
+        return str(a.name)
+    try:
+        report = json.loads(((a.work or Path("var/builds") / a.family) / "report.json").read_text())
+        name = report.get("name") if isinstance(report, dict) else None
+    except (OSError, ValueError):
+        name = None
+    return name if isinstance(name, str) and valid_package_name(name) else load_family(a.family).package_name
+
+
 def _run(verb: str, argv: list[str]) -> int:
     from cloud_trainer.registry import DEFAULT_REGISTRY, RegistryError, registry_note
     from cloud_trainer.train import pipeline as P
@@ -353,7 +369,7 @@ def _run(verb: str, argv: list[str]) -> int:
 
     a = _parser(verb).parse_args(argv)
     if hasattr(a, "registry") and a.registry is None:
-        if (note := registry_note(DEFAULT_REGISTRY)) is not None:
+        if (note := registry_note(DEFAULT_REGISTRY, _registry_name(a))) is not None:
             # a note alone, and the build went on: its gate compared the candidate with no published version (they
             # are in the former default), its version started again, and it was published where serve did not read
             print(

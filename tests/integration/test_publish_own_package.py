@@ -144,6 +144,25 @@ def test_publish_hashes_the_package_once_and_refuses_a_file_its_signature_does_n
         err
     )
     assert Registry(reg2).list("machine-health") == []
+    assert sorted(p.name for p in reg2.iterdir()) == []  # its name's folder and lock gone (both were left)
+
+
+def test_the_former_default_registry_is_judged_per_package_name(kit, tmp_path, capsys, monkeypatch):
+    """The trainer's commands do nothing while var/registry holds the package they build and var/cloud/registry
+    does not: any package there (one published as docs/own-model.md shows) let a build of machine-health left in
+    var/registry go on with no incumbent and its version afresh. A package's own name in the default is taken."""
+    _, _, pub, pkg = kit
+    monkeypatch.chdir(tmp_path)
+    for reg, name in (("var/registry", "machine-health"), ("var/cloud/registry", "pump-anomaly")):
+        (tmp_path / reg / name).mkdir(parents=True)
+        (tmp_path / reg / name / "index.json").write_text("[]")
+    argv = ["evaluate", "maintenance", "--work", str(tmp_path / "none")]
+    assert main(argv) == 2
+    assert "nothing was done: --registry defaults to" in capsys.readouterr().err
+    assert main([*argv, "--name", "pump-anomaly"]) == 2
+    assert "nothing was done" not in capsys.readouterr().err  # (taken: the work folder's absence said)
+    assert main(["publish", str(pkg), "--trust", str(pub)]) == 0  # a note only, for machine-health's package
+    assert "var/registry, the trainer's former default, holds packages" in capsys.readouterr().err
 
 
 def test_publish_of_a_family_still_publishes_the_trainers_candidate(tmp_path, capsys):
