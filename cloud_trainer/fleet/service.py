@@ -184,21 +184,17 @@ DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often
 # view stays on the newer one, instead of flipping; a lone gateway left late meanwhile is told once the hold ends.
 # Only with CLONE_LATE reports of a run another followed within CLONE_WINDOW_S too (each clone's, in turn): a lone
 # gateway on a flapping link starts a new run at each link lost, and was named two gateways of one identity.
-# A deployment step kept late and untold so is taken again under the agent's first new run this process takes after
-# the hold, if the step's run was told late just before (``_retake_untold``): the agent, told nothing, never sent it
-# again, and its rollout stalled; a stopped clone's steps are forgotten then. The hold and those steps are this
-# process's, in memory: another replica holds and tells on its own count
+# A deployment step kept late and untold so is taken again, once the hold is over, under a new run of the agent that
+# names the step's run among its process's runs before it (``runs_before``: the same gateway; ``_retake_untold``):
+# the agent, told nothing, never sent it again, and its rollout stalled; never under the other clone's runs. The hold
+# and those steps are this process's, in memory: another replica holds and tells on its own count
 CLONE_RUNS = 6
 CLONE_LATE = 3
 CLONE_WINDOW_S = 120.0
 CLONE_HOLD_S = 600.0
 UNTOLD_STEPS = 16  # deployments per agent whose last step kept late during its clone hold is remembered
-# a run told late after the hold takes its kept steps only under a new run of the agent that begins within this, or
-# within twice the gap between that run's last two late reports if longer (at most CLONE_HOLD_S): the gateway told
-# late reports under a new run at its next report (seconds; a heartbeat_s of minutes with ``stream: false``); a
-# later new run is another gateway's (the remaining clone's link re-made, long after the late one was stopped, or
-# reported to another replica)
-UNTOLD_RETAKE_S = 120.0
+# runs a state report may name as its process's before its own (``runs_before``); more are not read
+RUNS_BEFORE = 3
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
 # an agent at its concurrent_streams limit: a PushRecords of it that has waited this long for its next batch
 # gives way to the new stream (_reclaim), waited for at most RECLAIM_WAIT_S
@@ -596,11 +592,9 @@ class FleetServicer(rpc.FleetServicer):
         # (``_other_runs``): counted once, however many of the run's reports the flushes refuse before it is told
         self._judged: dict[tuple[str, str], tuple[str, str]] = {}
         # agent -> deployment id -> (its step kept late and untold during the agent's clone hold, the target's
-        # recorded report then, the step's run): taken again under the agent's first new run after the hold, if the
-        # step's run was told late just before it (``_told_late``: ``_retake_untold``), else forgotten then
+        # recorded report then, the step's run): taken again after the hold under a new run that names the step's
+        # run among its process's runs before it (``_retake_untold``)
         self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict, str]]] = {}
-        # agent -> the runs of those steps told late after the hold -> until when (time.monotonic) taken
-        self._untold_late: dict[tuple[str, str], dict[str, float]] = {}
         self._retaking: set[asyncio.Future] = set()
 
     async def require(self, context, role: str) -> Identity:
@@ -654,7 +648,7 @@ class FleetServicer(rpc.FleetServicer):
             if had is not None and counted != _run_key(boot):
                 self._alternating(key, had[0], boot)
             if key in self._untold_steps:
-                self._retake_untold(key, boot, seq)
+                self._retake_untold(key, boot, seq, r.runs_before)
         self._applied[key] = (boot, seq, time.monotonic())
         return True, over
 
@@ -804,28 +798,8 @@ class FleetServicer(rpc.FleetServicer):
             )
 
     def _note_late_run(self, key: tuple[str, str], boot: str) -> None:
-        """A report of agent ``key`` of run ``boot``, which a newer one followed, came (``_alternating``); told late
-        (its clone hold over), the gateway of that run draws a new run next: its steps kept untold during the hold are
-        taken under that one (``_retake_untold``)."""
-        now = time.monotonic()
-        late = self._late_runs.setdefault(key, collections.deque(maxlen=CLONE_LATE))
-        before = late[-1] if late else now
-        late.append(now)
-        if self._tell_late(key):
-            self._told_late(key, boot, now - before)
-
-    def _told_late(self, key: tuple[str, str], boot: str, gap: float | None = None) -> None:
-        """Agent ``key``'s run ``boot`` is told late (its clone hold over): its steps kept untold are taken under the
-        agent's next new run if it begins within UNTOLD_RETAKE_S, or twice ``gap`` if longer (the time since the
-        agent's late report before this one: its report interval; a gateway with a ``heartbeat_s`` above 120 s made
-        its new run past the mark, its kept step forgotten), at most CLONE_HOLD_S (``_retake_untold``)."""
-        if key in self._untold_steps:
-            now = time.monotonic()
-            if gap is None:
-                late = self._late_runs.get(key)
-                gap = now - late[-1] if late else 0.0
-            window = min(CLONE_HOLD_S, max(UNTOLD_RETAKE_S, 2 * gap))
-            self._untold_late.setdefault(key, {})[_run_key(boot)] = now + window
+        """A report of agent ``key`` of run ``boot``, which a newer one followed, came (``_alternating``)."""
+        self._late_runs.setdefault(key, collections.deque(maxlen=CLONE_LATE)).append(time.monotonic())
 
     def _tell_late(self, key: tuple[str, str]) -> bool:
         """Whether a late report of agent ``key`` is answered with the late mark (the agent then reports under a new
@@ -864,25 +838,27 @@ class FleetServicer(rpc.FleetServicer):
         if len(steps) > UNTOLD_STEPS:  # the oldest deployment's
             del steps[next(iter(steps))]
 
-    def _retake_untold(self, key: tuple[str, str], boot: str, seq: int) -> None:
-        """The agent's run ``boot`` taken (its report ``seq``), new to this process: once its clone hold is over, the
-        steps kept late and untold during it whose run was told late just before (``_told_late``) are taken under
-        that run (the gateway that made them drew it), as the agent sends a step told late again
-        (``FleetClient._resend``), each only while its target is as the step left it (``Control.retake_kept``); the
-        others are forgotten. Taken
-        at any new run, the steps of a clone the operator stopped (never told) were recorded as the remaining
-        gateway's at its restart: its completed rollout's healthy target marked with the stopped clone's ``failed``;
-        told late, then stopped before its new run came here (or its new run reported to another replica), the same
-        at the remaining gateway's next new run, any time later."""
+    def _retake_untold(self, key: tuple[str, str], boot: str, seq: int, before) -> None:
+        """The agent's run ``boot`` taken (its report ``seq``), new to this process, its report naming ``before`` as
+        its process's runs before it (``runs_before``): once its clone hold is over, the steps kept late and untold
+        during it of those runs are taken under ``boot`` (the gateway that made them drew it, told late or its link
+        lost), as the agent sends a step told late again (``FleetClient._resend``), each only while its target is as
+        the step left it (``Control.retake_kept``). The others stay for a run naming theirs (the remaining clone's
+        runs never do). Taken by time instead (a new run within 120 s of the late clone's tell), the remaining
+        gateway drawing a new run in between took the late clone's ``failed`` over its own healthy target, and a
+        gateway on a Connect stream with a ``heartbeat_s`` of minutes drew its new run past the mark (its step
+        forgotten, its rollout stalled)."""
         if not self._tell_late(key) or self.control is None:
             return
-        now = time.monotonic()
-        told = {run for run, until in self._untold_late.pop(key, {}).items() if until >= now}
-        steps = {
-            dep: (step, was) for dep, (step, was, run) in self._untold_steps.pop(key).items() if run in told
-        }
+        runs = {_run_key(b) for b in before[:RUNS_BEFORE]}
+        kept = self._untold_steps[key]
+        steps = {dep: (step, was) for dep, (step, was, run) in kept.items() if run in runs}
         if not steps:
             return
+        for dep in steps:
+            del kept[dep]
+        if not kept:
+            del self._untold_steps[key]
         task = asyncio.ensure_future(self._retake(key, steps, (boot, seq)))
         self._retaking.add(task)
         task.add_done_callback(self._retaking.discard)
@@ -922,7 +898,6 @@ class FleetServicer(rpc.FleetServicer):
             self._begun_elsewhere.pop(k, None)
             self._judged.pop(k, None)
             self._untold_steps.pop(k, None)
-            self._untold_late.pop(k, None)
         return len(old)
 
     def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:
@@ -1868,7 +1843,6 @@ class FleetServicer(rpc.FleetServicer):
             if known == KEPT_LATE:
                 if self._tell_late((who.tenant, who.name)):
                     context.set_trailing_metadata(((REPORT_KEY, REPORT_LATE),))
-                    self._told_late((who.tenant, who.name), request.boot_id)
                 else:
                     await self._keep_untold((who.tenant, who.name), request, health)
         return pb.ReportReply()

@@ -1168,6 +1168,7 @@ class Uplink:
         from protocols.gen import fleet_pb2 as pb
 
         boot, seq = self.client.next_report()  # numbered before it is read: a step after it is numbered after
+        before = list(self.client.runs_before)  # (of the run just numbered: no await between)
         st = self.status_fn()
         ob = await asyncio.to_thread(self.outbox.stats)
         req = pb.HeartbeatRequest(
@@ -1182,6 +1183,7 @@ class Uplink:
             command_results=self._command_results(pb),
             report_seq=seq,
             boot_id=boot,
+            runs_before=before,
         )
         if st.get("config"):
             req.config.CopyFrom(pb.ConfigState(**st["config"]))

@@ -8,7 +8,7 @@ agent-configuration host (config reports). Nothing else builds a channel or reac
 ``backoff_max_s``, with jitter), the same schedule the uplink's streams use.
 ``next_report()``: the (boot id, number) a state or deployment report takes as it is made: one count for both
 kinds, counting up for as long as the process runs, under an id (a run) drawn at start and drawn again after a link
-loss (``new_run``): a call of the fleet's failed ``UNAVAILABLE`` (its connection reset or closed under it; the
+loss (``new_run``; a state report names the process's runs before, ``runs_before``): a call of the fleet's failed ``UNAVAILABLE`` (its connection reset or closed under it; the
 uplink's Connect stream too), or the fleet answered a state report as late (trailing metadata
 ``REPORT_KEY: REPORT_LATE``). The cloud orders a state report against a deployment step by them (a report made
 before a verdict but received after it no longer wins) and drops a report older than one it took: a lower number of
@@ -40,6 +40,10 @@ from edge_agent.uplink.settings import CloudSettings
 
 log = logging.getLogger(__name__)
 
+# earlier runs of the process a state report names (``HeartbeatRequest.runs_before``): the run told late, and the
+# runs drawn since whose reports may all have been lost on the way (~34 bytes each)
+RUNS_NAMED = 3
+
 
 class FleetClient:
     def __init__(
@@ -56,6 +60,9 @@ class FleetClient:
         self.channel: Any = None
         self._stub: Any = None
         self.boot_id = uuid.uuid4().hex  # this process's reports (a restart starts a new run)
+        # this process's runs before ``boot_id``, newest first (at most RUNS_NAMED): each state report names them
+        # (``runs_before``), so that the fleet ties a run to the gateway's earlier ones, never to its clone's
+        self.runs_before: list[str] = []
         self._reports = itertools.count(1)
         self._link_lost = False  # lost since the last report was numbered (``link_lost``)
         self._telling: set[asyncio.Future] = set()  # the Connect streams' ends being read (``_stream_ended``)
@@ -73,7 +80,8 @@ class FleetClient:
     def new_run(self) -> None:
         """Number the next reports under a new boot id: the cloud takes the new run as newer than every report of
         the one before, and drops a report of the one before that arrives after the new run's (a call held on the
-        way across a lost link). The count goes on."""
+        way across a lost link). The count goes on; the run before is named in the new run's state reports."""
+        self.runs_before = [self.boot_id, *self.runs_before][:RUNS_NAMED]
         self.boot_id = uuid.uuid4().hex
         self._link_lost = False
 

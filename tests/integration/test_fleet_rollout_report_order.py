@@ -72,8 +72,9 @@ async def _serve(tmp_path, pki, port: int, **options) -> FleetServer:
     return srv
 
 
-def _report(entry, seq: int = 0, boot: str = "", **labels) -> pb.HeartbeatRequest:
-    """gw1's state report: the slot runs ``entry``; numbered ``seq`` of run ``boot`` (none: an older agent)."""
+def _report(entry, seq: int = 0, boot: str = "", *before: str, **labels) -> pb.HeartbeatRequest:
+    """gw1's state report: the slot runs ``entry``; numbered ``seq`` of run ``boot`` (none: an older agent), its
+    process's runs before it ``before``."""
     return pb.HeartbeatRequest(
         labels={"site": "plant", **labels},
         slots=[
@@ -87,6 +88,7 @@ def _report(entry, seq: int = 0, boot: str = "", **labels) -> pb.HeartbeatReques
         ],
         report_seq=seq,
         boot_id=boot,
+        runs_before=before,
     )
 
 
@@ -426,6 +428,7 @@ async def test_an_agent_restored_from_a_memory_snapshot_reports_under_a_new_run_
             assert _runs(again)[0] == "1.1.0"  # late: answered, not written, and the agent told so
             boot, seq = client.next_report()
             assert boot != snapshot[0] and seq == 2, (boot, seq)  # the count goes on under a new run
+            assert client.runs_before[0] == snapshot[0]  # named in the new run's state reports
             await client.stub.Heartbeat(_report(e["1.0.0"], seq, boot), timeout=10)
             assert _runs(again)[0] == "1.0.0"  # written: the fleet's state is what gw1 runs
         finally:
@@ -924,7 +927,7 @@ async def test_a_step_kept_late_and_untold_during_a_clone_hold_is_taken_under_th
     call = stub.Heartbeat(_report(e["1.2.0"], 3, "runX"))
     await call
     assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # told late now: a new run
-    await stub.Heartbeat(_report(e["1.2.0"], 4, "runX2"))
+    await stub.Heartbeat(_report(e["1.2.0"], 4, "runX2", "runX"))
     await until(
         lambda: srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "healthy", 3, "the step taken"
     )  # was: downloading (until STEP_TIMEOUT_S: stalled)
@@ -954,11 +957,10 @@ async def test_a_step_kept_untold_during_a_clone_hold_is_not_taken_under_the_oth
     # the hold over: runA stopped, runB goes on, then restarts
     srv.fleet._clone_hold[key] = time.monotonic() - 1
     await stub.Heartbeat(_report(e["1.2.0"], 3, "runB"))
-    await stub.Heartbeat(_report(e["1.2.0"], 1, "runB2"))
+    await stub.Heartbeat(_report(e["1.2.0"], 1, "runB2"))  # (a new process: no run before)
     await asyncio.gather(*srv.fleet._retaking)  # (a retake runs in a task of its own)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runB", "seq": 2}), t  # was: failed, runB2's
-    assert key not in srv.fleet._untold_steps  # (forgotten at the agent's first new run after the hold)
 
 
 async def _clone_hold_with_a_kept_failed(srv, stub, e, *slots: str) -> list[dict]:
@@ -982,25 +984,26 @@ async def _clone_hold_with_a_kept_failed(srv, stub, e, *slots: str) -> list[dict
     return deps
 
 
-async def test_a_step_kept_untold_is_not_taken_under_a_new_run_long_after_its_run_was_told_late(
-    fleet, monkeypatch
+async def test_a_step_kept_untold_is_not_taken_under_the_other_clones_new_run_drawn_between_the_tell_and_its_own(
+    fleet,
 ):
-    """The late clone told late after the hold, then stopped before its new run came to this process (or its new run
-    went to another replica): the remaining gateway's next new run (a link re-made, any time later) took the stopped
-    clone's ``failed`` as its own. Taken only under a new run within UNTOLD_RETAKE_S of the tell."""
-    from cloud_trainer.fleet import service
-
+    """Both clones running after the hold: the late clone A told late, the remaining gateway B drawing a new run (a
+    link re-made) before A's new run came took A's ``failed`` over its own healthy target, within 120 s of the tell
+    (with replicas driven to: A's new run on another replica makes B's next report late). A new run names its
+    process's runs before it: A's step is taken under A's new run only, whenever it comes."""
     srv, stub, e = fleet
-    monkeypatch.setattr(service, "UNTOLD_RETAKE_S", 0.0)  # (the remaining gateway's new run comes later)
     (dep,) = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision")
     call = stub.Heartbeat(_report(e["1.0.0"], 3, "runA"))
     await call
-    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # told late; then stopped
-    await stub.Heartbeat(_report(e["1.2.0"], 4, "runB2"))
+    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # told late
+    await stub.Heartbeat(_report(e["1.2.0"], 4, "runB2", "runB"))  # B's link re-made first
     await asyncio.gather(*srv.fleet._retaking)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runB", "seq": 2}), t  # was: failed, runB2's
-    assert ("default", "gw1") not in srv.fleet._untold_steps
+    await stub.Heartbeat(_report(e["1.0.0"], 4, "runA2", "runA"))  # A's new run
+    await asyncio.gather(*srv.fleet._retaking)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 4}), t
 
 
 async def test_a_step_kept_untold_is_taken_when_its_run_is_told_late_by_a_deployment_step(fleet):
@@ -1013,38 +1016,29 @@ async def test_a_step_kept_untold_is_taken_when_its_run_is_told_late_by_a_deploy
     call = stub.ReportDeployment(step)
     await call
     assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # told late: a new run next
-    await stub.Heartbeat(_report(e["1.2.0"], 5, "runA2"))
+    await stub.Heartbeat(_report(e["1.2.0"], 5, "runA2", "runA"))
     await asyncio.gather(*srv.fleet._retaking)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
     # was: healthy (the kept failed forgotten)
     assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 5}), t
 
 
-async def test_a_step_kept_untold_is_taken_under_the_told_runs_new_run_one_report_interval_later(
-    fleet, monkeypatch
-):
-    """A gateway reporting every few minutes (``stream: false``, ``heartbeat_s`` 200 s) told late after the hold
-    draws its new run at its next report, past UNTOLD_RETAKE_S: its step kept during the hold was forgotten (its
-    rollout stalled). The mark holds twice its report interval, seen between its late reports."""
-    import collections
-    import time
-
-    from cloud_trainer.fleet import service
-
+async def test_a_step_kept_untold_is_taken_under_the_told_gateways_new_run_however_long_after_the_tell(fleet):
+    """A late clone on a Connect stream reports every ``report_s`` (30 s) or faster, but reconnects after its tell
+    following a random wait of up to ``heartbeat_s``: with a ``heartbeat_s`` of minutes its new run came past the
+    mark (120 s, or twice the report interval seen), its step kept during the hold forgotten and its rollout stalled.
+    Its new run names the run told late: taken, whenever it comes (here 0.3 s after the tell, its late reports
+    0.1 s apart: 120 s after, late reports 30 s apart, scaled)."""
     srv, stub, e = fleet
-    monkeypatch.setattr(service, "UNTOLD_RETAKE_S", 0.0)  # (the new run comes past the fixed mark)
     (dep,) = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision")
-    # its late report during the hold, 200 s before the one told below
-    srv.fleet._late_runs[("default", "gw1")] = collections.deque(
-        [time.monotonic() - 200], maxlen=service.CLONE_LATE
-    )
-    call = stub.Heartbeat(_report(e["1.0.0"], 3, "runA"))
-    await call
-    assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())
-    await stub.Heartbeat(_report(e["1.2.0"], 4, "runA2"))  # (its next report, ~200 s later)
+    for seq in (3, 4):  # its late reports, each told late (a unary heartbeat here)
+        await stub.Heartbeat(_report(e["1.0.0"], seq, "runA"))
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)  # its reconnect wait
+    await stub.Heartbeat(_report(e["1.0.0"], 5, "runA2", "runA"))
     await asyncio.gather(*srv.fleet._retaking)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
-    assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 4}), (
+    assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 5}), (
         t
     )  # was: healthy (forgotten)
 

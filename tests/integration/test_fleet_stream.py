@@ -103,6 +103,14 @@ async def test_desired_state_is_pushed_the_moment_it_changes_and_reports_are_wri
         first = next(t for t, _, v in ag.received[n:] if v == [("vision", "1.2.0")])
         assert first - t0 < 1.5
         assert srv.hub.snapshot()["streams"] == 1
+        # a state report names the process's runs before its own (the fleet takes a step kept untold during a clone
+        # hold under a run that names the step's: the same gateway's, never its clone's)
+        runs = [ag.up.client.boot_id]
+        for _ in range(4):  # (links lost)
+            ag.up.client.link_lost()
+            runs.insert(0, (await ag.up._report()).boot_id)
+        req = await ag.up._report()
+        assert (req.boot_id, list(req.runs_before)) == (runs[0], runs[1:4]), (req, runs)
     finally:
         await ag.stop()
         await srv.stop()
