@@ -2256,6 +2256,8 @@ class SQLStore(Store):
                 return 0, 0, set()
             top = old[-1][0]
             args = (*key, top)
+            g, newest = self.GREATEST, max(r[1] for r in old)
+            self._keep_holes(ex, key, [r[0] for r in old], newest)
             ex(
                 q(
                     "INSERT INTO retiring (tenant, sha256) SELECT DISTINCT tenant, sha256 FROM samples "
@@ -2296,7 +2298,6 @@ class SQLStore(Store):
                     ),
                     (n, *key, kind),
                 )
-            g, newest = self.GREATEST, max(r[1] for r in old)
             ex(
                 q(
                     "INSERT INTO retired (tenant, agent, epoch, last_seq, records, samples, received_to) "
@@ -2317,6 +2318,44 @@ class SQLStore(Store):
                 (tenant, agent, len(old), samples, newest),
             )
         return len(old), samples, digests
+
+    def _keep_holes(self, ex, key: tuple[str, str, int], seqs: list[int], t: float) -> None:
+        """Before retention deletes an epoch's stored ``seqs`` (ascending; received up to ``t``), the seqs missing
+        among and below them that no loss row explains are written as loss rows of cause ``unknown``: a gap is not a
+        record, and once the records around it are gone it can no longer be told from them (a real loss older than
+        the age vanished from the gap list). They are the agent's loss ranges like those it told (counted in
+        ``ingest.loss_rows``, its oldest pruned past LOSS_ROWS_PER_AGENT)."""
+        q, (tenant, agent, epoch) = self.q, key
+        was = ex(q(RETIRED_SEQ), key).fetchone()
+        at = floor = 0 if was is None else int(was[0])
+        holes = []
+        for s in seqs:
+            if s > at + 1:
+                holes.append((at + 1, s - 1))
+            at = max(at, s)
+        if not holes:
+            return
+        told = _disjoint(
+            ex(
+                q(
+                    "SELECT first, last, cause FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND last <> 0 "
+                    "AND first <= ? AND last > ?"
+                ),
+                (*key, at, floor),
+            ).fetchall()
+        )
+        ends = [b for _, b, _ in told]
+        rows = [
+            (tenant, agent, epoch, x, y, "unknown", t)
+            for a, b in holes
+            for x, y, cause in _subtract(a, b, told, ends)
+            if cause == "unknown"
+        ]
+        if rows:
+            room: list[int] = []
+            self._loss_room(ex, tenant, agent, room)
+            self._add_losses(ex, tenant, agent, rows, room)
+            ex(q("UPDATE ingest SET loss_rows = ? WHERE tenant = ? AND agent = ?"), (room[1], tenant, agent))
 
     def _retire_blobs(
         self, tenant: str, digests: list[str], blobs, halt: threading.Event | None = None
@@ -2784,6 +2823,11 @@ def gaps_from(missing, firsts, known, retired: dict[int, int] | None = None) -> 
         if b:
             by_epoch.setdefault(e, []).append((a, b, cause))
     disjoint = {e: _disjoint(k) for e, k in by_epoch.items()}
+    # at and below an epoch's retired seqs, its loss rows: those the agent told and the holes retention found there
+    # (``_keep_holes``): a real loss older than the age vanished from the list with the records around it
+    ranges += [
+        (e, a, min(b, floor[e])) for e, k in disjoint.items() if e in floor for a, b, _ in k if a <= floor[e]
+    ]
     ends = {e: [b for _, b, _ in k] for e, k in disjoint.items()}
     out = []
     for e, a, b in sorted(ranges):

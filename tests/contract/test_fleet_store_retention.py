@@ -71,9 +71,12 @@ def test_retention_deletes_old_records_samples_and_unnamed_bytes_and_never_shows
     # lost from seq 1
     _age(store, 10, 1500.0)
     assert _one_pass(store, 2000.0, root)["records"] == 2
-    assert store.gaps("gw1", tenant="acme") == []
+    assert store.gaps("gw1", tenant="acme") == hole  # (the records around it gone: still a loss)
     store.ingest("gw1", [rec(1, epoch=2)], tenant="acme")
-    assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 11, "last": 0, "cause": "epoch_change"}]
+    assert store.gaps("gw1", tenant="acme") == [
+        *hole,
+        {"epoch": 1, "first": 11, "last": 0, "cause": "epoch_change"},
+    ]
     st = store.stats("gw1", tenant="acme")
     assert (st["records"], st["epoch"], st["retired"]["records"]) == (1, 2, 8)
 
@@ -106,6 +109,49 @@ def test_a_seq_stored_again_after_its_retirement_never_shows_the_retired_seqs_ab
     assert _one_pass(store, 2000.0)["records"] == 5
     store.ingest("gw1", [rec(2, epoch=1)], tenant="acme")
     assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 7, "last": 8, "cause": "unknown"}]
+
+
+def test_real_losses_among_and_below_the_retired_seqs_stay_in_the_gap_list(store, monkeypatch):
+    """Seqs that never arrived are a gap, not a record: once retention deleted the records around them they vanished
+    from the list (the agent's own account of them too). They stay, as loss rows bounded like those it told."""
+    import json
+
+    from cloud_trainer.fleet import store as store_module
+
+    drop = {"kind": "outbox_budget", "epoch": 1, "ranges": [[5, 5], [10, 10]]}
+    told = rec(13, epoch=1, kind="event", payload=json.dumps(drop))
+    store.ingest("gw1", [*(rec(s, epoch=1) for s in (3, 4, 7, 8, 9, 12)), told], tenant="acme")
+    before = store.gaps("gw1", tenant="acme")
+    assert [(g["first"], g["last"], g["cause"]) for g in before] == [
+        (1, 2, "unknown"),
+        (5, 5, "budget"),
+        (6, 6, "unknown"),
+        (10, 10, "budget"),
+        (11, 11, "unknown"),
+    ]
+    _age(store, 8, 1000.0)
+    assert _one_pass(store, 2000.0, most=3)["records"] == 4  # two steps: 3, 4, 7 then 8
+    assert store.gaps("gw1", tenant="acme") == before
+    _age(store, 12, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 2
+    assert store.gaps("gw1", tenant="acme") == before
+    # (13 is the event itself, received now; the whole epoch gone, then a new one: its end after the retired seqs)
+    _age(store, 13, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 1
+    store.ingest("gw1", [rec(1, epoch=2)], tenant="acme")
+    assert store.gaps("gw1", tenant="acme") == [
+        *before,
+        {"epoch": 1, "first": 14, "last": 0, "cause": "epoch_change"},
+    ]
+    # bounded as the agent's own account: past LOSS_ROWS_PER_AGENT its oldest loss ranges make room
+    monkeypatch.setattr(store_module, "LOSS_ROWS_PER_AGENT", 4)
+    store.ingest("gw1", [rec(s, epoch=2) for s in range(3, 20, 2)], tenant="acme")
+    _age(store, 19, 1000.0, epoch=2)
+    assert _one_pass(store, 2000.0)["records"] == 10
+    with store._tx(write=False) as ex:
+        kept = ex(store.q("SELECT loss_rows FROM ingest WHERE agent = 'gw1'")).fetchone()[0]
+        rows = ex(store.q("SELECT COUNT(*) FROM gaps WHERE agent = 'gw1' AND last <> 0")).fetchone()[0]
+    assert kept == rows <= 4
 
 
 def test_an_epoch_end_an_older_service_wrote_from_seq_1_never_shows_the_retired_seqs_lost(store):
