@@ -41,7 +41,10 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   counted as ``cut_short`` (``_watch_folder``).
 - A frame of another size than the one before (a camera whose resolution was changed) is passed on, and
   the change is counted once as ``frame_size_changed`` naming both sizes (not once per frame); not for an
-  image folder replayed (a dataset may mix sizes), but for a watched drop folder.
+  image folder replayed (a dataset may mix sizes), but for a watched drop folder. OpenCV's FFmpeg reader scales
+  a stream's or file's frames to the size it opened with: where FFmpeg's log says a new picture size midway
+  (``ffmpeg_log._NEW_PICTURE``: MJPEG, H.264), a stream is reopened and a file's pass ends there, said as
+  ``frame_size_changed``; no stretched frame is passed on.
 - ``frozen_after_s`` (default 10 s; ``null``: off): a live camera whose image is identical for that long is
   named once as ``frozen_frame``; its frames are still passed on, each with the time its image has been
   unchanged (``Frame.unchanged_s``), which a pipeline turns into ``UNSURE`` (never OK or NG).
@@ -1353,6 +1356,8 @@ class CameraSource:
     def _read_opened(self, backoff: Backoff, errors: ffmpeg_log.DecoderErrors) -> None:
         import cv2
 
+        from devices.camera.mjpeg import StreamError
+
         s = self.settings
         cap = None
         try:
@@ -1456,6 +1461,36 @@ class CameraSource:
                 damaged_at[0] = 0
 
             before = [0]
+            # FFmpeg's new-picture lines counted once this pass's first frame was retrieved (None: before it)
+            pictures: list[int | None] = [None]
+            resized_end = [False]  # a file's pass ended by a change of size (not cut short)
+
+            def stretched() -> bool:
+                """The frame just retrieved is one of another size than the capture opened with, which OpenCV has
+                scaled to that size (FFmpeg said a new picture size since the first frame: ``ffmpeg_log``): a
+                stream is reopened (``StreamError``), to be read at its new size, where the frame-size and camera
+                checks see it; a file's pass ends here (True), its later frames as stretched."""
+                if pictures[0] is None:
+                    pictures[0] = errors.pictures
+                    return False
+                if errors.pictures == pictures[0]:
+                    return False
+                said = (
+                    f"frames changed size at frame {cap.get(1):.0f} while open (FFmpeg began a new picture "
+                    f"size); OpenCV scales every frame to the size it opened with ({w:.0f}x{h:.0f}), stretched"
+                )
+                if live:
+                    raise StreamError(
+                        "frame_size_changed", f"{said}: reopening, to read them at their own size"
+                    )
+                resized_end[0] = True
+                self._error(
+                    "frame_size_changed",
+                    f"{s.shown_url}: {said}: the rest of this pass is skipped, "
+                    + ("replayed from its start" if s.loop else "never read")
+                    + "; write the video at one size",
+                )
+                return True
 
             def read() -> np.ndarray | None:
                 before[0] = errors.count
@@ -1464,6 +1499,8 @@ class CameraSource:
                     self.decoded += ok
                     if ok:
                         judged()
+                        if stretched():
+                            return None
                     return img if ok else None
                 if not cap.grab():
                     return None
@@ -1475,12 +1512,20 @@ class CameraSource:
                     raise _Skip
                 ok, img = cap.retrieve()
                 self.decoded += ok
+                if ok and stretched():
+                    return None
                 return img if ok else None
 
             def rewind() -> None:
                 cap.set(1, 0)  # 1 = CAP_PROP_POS_FRAMES
+                pictures[0] = None  # the first frame again: a new scaling context for its size
 
             def at_end() -> None:
+                if resized_end[0]:  # ended at a change of size, said: not cut short
+                    resized_end[0] = False
+                    shown_ms[0] = 0.0
+                    errors.last = ""
+                    return
                 # a file damaged midway, or cut short, ends without an error from OpenCV: said once per pass
                 total, read_to = cap.get(7), cap.get(1)  # CAP_PROP_FRAME_COUNT, CAP_PROP_POS_FRAMES
                 # the count may be estimated (from the duration and the rate, for a container that keeps none):

@@ -7,8 +7,10 @@ With the callback installed, FFmpeg's error-level lines (``AV_LOG_ERROR`` and wo
 thread that decoded them (``watching()``: a camera's reader opens its capture with one decoding thread, so that
 a frame's errors are logged on that thread, in the ``grab()`` that returns it) and nothing of FFmpeg's is printed;
 the camera skips the frame (``corrupt_frame``); but for the few error-level lines after which FFmpeg decodes the
-picture whole (``_NOT_DAMAGE``). Lines below error level (warnings, information) are dropped, as
-OpenCV's own setting (``AV_LOG_ERROR``) dropped them.
+picture whole (``_NOT_DAMAGE``). Lines below error level are dropped, as OpenCV's own setting (``AV_LOG_ERROR``)
+dropped them, but the few that say the picture's size changed while the capture is open (``_NEW_PICTURE``), counted
+on the reader's thread as ``pictures``: OpenCV scales every later frame to the size it opened with, so the camera
+reopens a stream (or ends a file's pass) rather than pass stretched frames on.
 
 Only the format string and the logging context's name (the codec's) are read, never the ``va_list``: nothing
 depends on how a CPU passes one. When the callback cannot be installed (no libavutil of OpenCV's found: a wheel
@@ -22,12 +24,12 @@ The callback is FFmpeg's for the whole process, and FFmpeg calls it at every lev
 FFmpeg 9.0). A ctypes callback takes the GIL before its first line, and FFmpeg's MJPEG decoder logs 29 debug lines
 a frame (34 in bench/ffmpeg_log_bench.py): with a busy Python thread beside the reader, a 5 MP frame was once
 measured at 2x as long (the cost depends on the scheduler; later runs showed none). So where it can, the callback
-is installed behind a few machine instructions (``_native_filter``: Linux on x86-64) that return on a line above
-``AV_LOG_ERROR`` without entering Python; elsewhere (or when the system refuses executable memory) Python filters,
+is installed behind a few machine instructions (``_native_filter``: Linux on x86-64) that return on a debug or trace
+line (above ``AV_LOG_VERBOSE``) without entering Python; elsewhere (or when the system refuses executable memory) Python filters,
 which is said once (INFO; WARNING when executable memory is refused) and shown by each camera that opens a
 capture so (``ffmpeg_log_in_python`` beside its state on ``/status``: nothing is dropped; a callback not installed
 at all is counted in its silent drops, ``ffmpeg_errors_unread``).
-Error-level lines still take the GIL, on whichever thread logs them. So any other FFmpeg capture in a process where
+Error, warning, information and verbose lines still take the GIL, on whichever thread logs them. So any other FFmpeg capture in a process where
 a camera has opened one must be opened with one decoding thread (``CAP_PROP_N_THREADS`` 1, as the cameras' are) or
 closed with ``release()``: a capture with FFmpeg's frame threads dropped without it can hang the process (OpenCV's
 dealloc holds the GIL while FFmpeg waits for its worker threads, one of them waiting for the GIL in the callback:
@@ -49,7 +51,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_AV_LOG_ERROR = 16  # libavutil/log.h: PANIC 0, FATAL 8, ERROR 16, WARNING 24
+_AV_LOG_ERROR = 16  # libavutil/log.h: PANIC 0, FATAL 8, ERROR 16, WARNING 24, INFO 32, VERBOSE 40, DEBUG 48
+_AV_LOG_VERBOSE = 40  # lines up to this level reach the callback (``_native_filter``); above: dropped unseen
 _OWN_LOG_VARS = ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_FFMPEG_DEBUG")  # OpenCV then prints FFmpeg's log itself
 _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _ITEM_NAME = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)
@@ -59,16 +62,30 @@ _SHOWN = 160  # characters of a message kept
 # reference-marking command naming a picture no longer held is skipped, the line some IP cameras' H.264 streams log
 # over and over; h2645_sei.c: a supplemental message running past its unit is dropped)
 _NOT_DAMAGE = frozenset((b"mmco: unref short failure\n", b"SEI type %d size %d truncated at %d\n"))
+# lines below error level that say the decoded picture's size (or format) changed while the capture is open: OpenCV's
+# FFmpeg reader scales every frame to the size it opened with, so a stream whose size changes midway gives stretched
+# frames at the old size, with nothing else to tell. Swscale warns of a full-range (JPEG) pixel format each time OpenCV
+# makes a new scaling context, which it does for the first frame and for a frame of another size (an MJPEG stream:
+# measured, WARNING); FFmpeg's H.264 decoder logs a reinit when a new sequence parameter set changes the size (VERBOSE
+# in FFmpeg 6 and later, INFO before: from its source, not measured here, where no H.264 encoder is installed)
+_NEW_PICTURE = frozenset(
+    (
+        b"deprecated pixel format used, make sure you did set range correctly\n",
+        b"Reinit context to %dx%d, pix_fmt: %s\n",
+    )
+)
 
 
 class DecoderErrors:
-    """FFmpeg's error-level lines logged on one thread: how many, and the last one (its text)."""
+    """FFmpeg's error-level lines logged on one thread: how many, and the last one (its text); and how many lines said
+    a new picture size or format (``_NEW_PICTURE``: the first frame's, then each change)."""
 
-    __slots__ = ("count", "last")
+    __slots__ = ("count", "last", "pictures")
 
     def __init__(self) -> None:
         self.count = 0
         self.last = ""
+        self.pictures = 0
 
 
 _by_thread: dict[int, DecoderErrors] = {}
@@ -104,7 +121,13 @@ def _text(avcl: int | None, fmt: bytes | None) -> str:
 
 
 def _on_log(avcl: int | None, level: int, fmt: bytes | None, _args: int | None) -> None:
-    if level > _AV_LOG_ERROR or fmt in _NOT_DAMAGE:
+    if level > _AV_LOG_ERROR:
+        if level <= _AV_LOG_VERBOSE and fmt in _NEW_PICTURE:
+            errors = _by_thread.get(threading.get_ident())
+            if errors is not None:
+                errors.pictures += 1
+        return
+    if fmt in _NOT_DAMAGE:
         return
     try:
         errors = _by_thread.get(threading.get_ident(), _elsewhere)
@@ -205,15 +228,20 @@ def _install() -> str:
 
 
 # x86-64 System V (the level in esi): endbr64 (a no-op but where indirect branch tracking asks for it); cmp esi,
-# AV_LOG_ERROR; jg ret; jmp [rip+1] (to the callback, as if FFmpeg had called it); ret; then the callback's address
-_X86_64_FILTER = bytes(
-    (0xF3, 0x0F, 0x1E, 0xFA, 0x83, 0xFE, _AV_LOG_ERROR, 0x7F, 0x06, 0xFF, 0x25, 0x01, 0x00, 0x00, 0x00, 0xC3)
+# AV_LOG_VERBOSE; jg ret; jmp [rip+1] (to the callback, as if FFmpeg had called it); ret; then the callback's address.
+# Debug and trace lines (an MJPEG decoder's some 30 a frame) return here; warnings, information and verbose lines
+# (none a frame for the MJPEG and MPEG-4 streams measured: a stream's open, a new picture size) reach ``_on_log``,
+# which keeps errors and ``_NEW_PICTURE``
+_X86_64_FILTER = (
+    bytes((0xF3, 0x0F, 0x1E, 0xFA))  # endbr64
+    + bytes((0x83, 0xFE, _AV_LOG_VERBOSE, 0x7F, 0x06))  # cmp esi, AV_LOG_VERBOSE; jg ret
+    + bytes((0xFF, 0x25, 0x01, 0x00, 0x00, 0x00, 0xC3))  # jmp [rip+1]; ret
 )
 
 
 def _native_filter(callback: Any) -> tuple[Any, str]:
-    """``callback`` behind machine code that returns on a line above ``AV_LOG_ERROR`` without taking the GIL (the
-    test ``_on_log`` makes first), and ""; or None and why it is not made: not Linux on x86-64, or executable memory
+    """``callback`` behind machine code that returns on a line above ``AV_LOG_VERBOSE`` without taking the GIL (the
+    first test ``_on_log`` makes), and ""; or None and why it is not made: not Linux on x86-64, or executable memory
     refused (SELinux ``execmem``, systemd's ``MemoryDenyWriteExecute=``, PaX): Python then filters. The page is
     mapped writable, filled, then made read-only and executable, and kept for the life of the process (FFmpeg's own
     callback is put back at exit)."""

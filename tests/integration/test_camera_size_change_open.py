@@ -1,0 +1,122 @@
+"""A video file or stream whose frames change size while OpenCV's FFmpeg reader has it open: OpenCV scales every
+later frame to the size it opened with, and reports that size throughout, so a camera switched from 4:3 to 16:9
+midway gave stretched frames at the old size, judged by the model, the frame-size and camera-shape checks blind to
+it. FFmpeg says a new picture size in its log (``ffmpeg_log._NEW_PICTURE``): a stream is now reopened, to be read
+at its own size, and a file's pass ends there; no stretched frame is passed on."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import struct
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from devices.camera.capture import CameraSource
+from devices.camera.settings import CameraSettings
+from tests.integration.test_camera_video_damage import _read, hooked  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("hooked")  # FFmpeg's log read
+
+CHANGE_AT, FRAMES = 4, 10
+FIRST, THEN = (160, 120), (320, 180)
+
+
+def _level(img: np.ndarray) -> int:
+    return round((float(img.mean()) - 40) / 20)
+
+
+def _changing_video(path: Path) -> Path:
+    """An MJPEG AVI of FRAMES frames, frame i grey at 20*i+40: 160x120 (noisy) up to CHANGE_AT, then 320x180 (flat),
+    each later JPEG padded with a comment to its chunk's length so that the AVI's index still holds."""
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, FIRST)
+    rng = np.random.default_rng(3)
+    for i in range(FRAMES):
+        out.write((20 * i + 40 + rng.integers(-30, 31, (FIRST[1], FIRST[0], 3))).astype(np.uint8))
+    out.release()
+    data = bytearray(path.read_bytes())
+    movi = data.find(b"movi")
+    chunks = [i for i in range(movi, len(data) - 4) if data[i : i + 4] == b"00dc"]
+    for i in range(CHANGE_AT, FRAMES):
+        n = struct.unpack_from("<I", data, chunks[i] + 4)[0]
+        jpg = cv2.imencode(".jpg", np.full((THEN[1], THEN[0], 3), 20 * i + 40, np.uint8))[1].tobytes()
+        pad = n - len(jpg) - 4
+        data[chunks[i] + 8 : chunks[i] + 8 + n] = (
+            jpg[:2] + b"\xff\xfe" + struct.pack(">H", pad + 2) + bytes(pad) + jpg[2:]
+        )
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _new_size_video(path: Path) -> Path:
+    """The same camera once reopened: 320x180 frames of levels CHANGE_AT..FRAMES-1."""
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, THEN)
+    for i in range(CHANGE_AT, FRAMES):
+        out.write(np.full((THEN[1], THEN[0], 3), 20 * i + 40, np.uint8))
+    out.release()
+    return path
+
+
+async def test_a_video_file_whose_frames_change_size_ends_its_pass_there_not_stretched(tmp_path, caplog):
+    video = _changing_video(tmp_path / "change.avi")
+    src = CameraSource("line", CameraSettings(url=str(video), fps=100, frozen_after_s=None, loop=True))
+    caplog.set_level(logging.WARNING, "devices.camera.capture")
+    frames = await _read(src, 2 * CHANGE_AT)
+    # each pass: the frames at the size it opened with, then replayed; the 320x180 ones never scaled to 160x120
+    assert [(_level(f.image), f.image.shape[:2]) for f in frames] == 2 * [
+        (i, (120, 160)) for i in range(CHANGE_AT)
+    ]
+    said = [r.getMessage() for r in caplog.records if "frame_size_changed" in r.getMessage()]
+    assert said and f"frames changed size at frame {CHANGE_AT + 1} while open" in said[0], said
+    assert "(160x120), stretched: the rest of this pass is skipped, replayed from its start" in said[0], said
+    assert "cut_short" not in src.stats.errors_by_reason  # it ended for the change, said as such
+
+
+async def test_a_stream_whose_frames_change_size_is_reopened_and_read_at_its_new_size(tmp_path, caplog):
+    """Served over HTTP as a video (OpenCV's FFmpeg reads it as it reads an RTSP camera): the first request gets
+    the stream that changes size, later ones (the camera reopened) the new size only (FFmpeg's requests counted:
+    the camera first asks for the URL itself, to see whether it serves MJPEG parts)."""
+    changing = _changing_video(tmp_path / "change.avi").read_bytes()
+    after = _new_size_video(tmp_path / "after.avi").read_bytes()
+    served: list[int] = []
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            data = after if served else changing
+            if (self.headers.get("User-Agent") or "").startswith("Lavf"):  # not the camera's look at its type
+                served.append(len(data))
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(data)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/line.avi"
+    settings = CameraSettings(
+        url=url, fps=None, frozen_after_s=None, queue_max_items=64, reconnect_initial_s=0.05
+    )
+    caplog.set_level(logging.WARNING, "devices.camera.capture")
+    try:
+        src = CameraSource("line", settings)
+        frames = await _read(src, CHANGE_AT + 2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    seen = [(_level(f.image), f.image.shape[:2]) for f in frames]
+    assert seen == [(i, (120, 160)) for i in range(CHANGE_AT)] + [(i, (180, 320)) for i in (4, 5)], seen
+    said = [r.getMessage() for r in caplog.records if "frame_size_changed" in r.getMessage()]
+    assert said and "stretched: reopening, to read them at their own size" in said[0], said
+    # and once reopened, the change of size named as for a camera reopened at another resolution (one line a burst)
+    assert src.stats.errors_by_reason == {"frame_size_changed": 2}
