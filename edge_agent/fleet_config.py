@@ -516,7 +516,11 @@ class AgentHost:
         agent serves the rest then (``FailedAtStart``), but such a candidate did not start: it is stopped and the
         error raised, as when its start raised (``_launch``), and the host goes back on the last good config. A slot
         failed so on the same configured package under the config it replaced (``before``: slot -> package) is not
-        the candidate's doing: the fleet's package fixes it."""
+        the candidate's doing: the fleet's package fixes it. Nor is a slot failed only for having no package yet
+        (``ModelSlot.waiting_for_fleet``: it follows the fleet, none configured, none installed): the state the
+        fleet's deployment fills next. Rolled back, a config adding a fleet-fed slot, or leaving a failed slot's
+        refused package to the fleet, was refused for good, told "waiting for the fleet's deployment", and the
+        deployment was then declined: the agent has no such slot."""
         from edge_agent.models.slot import FailedAtStart
 
         agent = self.agent
@@ -525,7 +529,9 @@ class AgentHost:
         failed = [
             (n, s.failed)
             for n, s in agent.slots.items()
-            if s.failed is not None and (n not in before or before[n] != s.config.package)
+            if s.failed is not None
+            and not s.waiting_for_fleet
+            and (n not in before or before[n] != s.config.package)
         ]
         if failed:
             self.agent = None

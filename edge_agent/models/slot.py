@@ -364,6 +364,9 @@ class ModelSlot:
         # why the slot is "failed": its configured package was refused at a start with nothing installed to serve
         # instead (``FailedAtStart``), or a slot following the fleet has none yet; None once a package serves
         self.failed: str | None = None
+        # failed only for having no package yet (none configured, none installed, none set aside): the state a
+        # fleet-fed slot's first deployment fills next (``waiting_for_fleet``)
+        self._first_package_due = False
         # folder -> why: rollbacks whose mark the disk refused, told in a rollback_unrecorded event (its end too)
         self._unrecorded: dict[str, str] = {}
 
@@ -384,6 +387,14 @@ class ModelSlot:
     def engine_name(self) -> str | None:
         return self._active.engine.name if self._active else None
 
+    @property
+    def waiting_for_fleet(self) -> bool:
+        """Failed only for having no package yet: a slot following the fleet, none configured and none installed
+        here (not one refused and set aside), which the fleet's deployment fills next. A fleet config bringing such
+        a slot (a new one, or a failed one now left to the fleet) is applied, not rolled back
+        (``AgentHost._refuse_failed_slots``)."""
+        return self.failed is not None and self._first_package_due
+
     def _require(self) -> _Active:
         a = self._active
         if a is None:
@@ -396,7 +407,7 @@ class ModelSlot:
     async def start(self) -> None:
         if self._helpers.stopped:  # started again after a stop
             self._helpers = Helpers()
-        self.failed = None
+        self.failed, self._first_package_due = None, False
         self._starting = True
         try:
             await self._start_on(await self._after_restart())
@@ -510,7 +521,9 @@ class ModelSlot:
         if want_pkg is None:
             err = no_package_refusal(self.name, self.config, current or None, rejected, fleet=self.fleet)
             if isinstance(err, FailedAtStart):  # the fleet's deployment fills it (``swap``)
-                self.state, self.failed = "failed", str(err).split(": ", 1)[1]
+                # (the reason after the slot's name: split at the first ": " garbled a name holding one)
+                self.state, self.failed = "failed", str(err).removeprefix(f"model slot {self.name!r}: ")
+                self._first_package_due = rejected is None
             raise err
         # refused: the installed package failed too (its signer no longer trusted, a refused version)
         if refused is None:

@@ -694,11 +694,12 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
     from edge_agent.fleet_config import AgentHost, digest_of
     from tests.support.models import make_keypair, make_package
 
-    _, pub = make_keypair(tmp_path / "keys")
+    key, pub = make_keypair(tmp_path / "keys")
     _, pub2 = make_keypair(tmp_path / "keys2")
     other, _ = make_keypair(tmp_path / "keys3")
     (tmp_path / "o").mkdir()
     untrusted = make_package(tmp_path / "o", kind="vision", version="1.0.0", key=other, heatmap=False)
+    trusted = make_package(tmp_path, kind="vision", version="1.0.0", key=key, heatmap=False)
     (tmp_path / "frames").mkdir()
     cv2.imwrite(str(tmp_path / "frames" / "0.png"), np.zeros((64, 64, 3), np.uint8))
     body = {
@@ -724,5 +725,34 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
         )
         assert host.keeper.state["refused"] == {}
         assert host.agent.config_state["source"] == "fleet" and host.agent.slots["vision"].state == "failed"
+
+        # the operator's fix: the failed slot's refused package left to the fleet (name only, follow_fleet), and a
+        # second fleet-fed slot added with its pipeline. Both start failed for having no package yet, the state the
+        # fleet's deployment fills: each was rolled back, refused for good told "waiting for the fleet's
+        # deployment", and that deployment was then declined (the agent had no such slot)
+        def offer(doc: dict, dep_id: str) -> None:
+            data = yaml.safe_dump(doc).encode()
+            host._on_desired(
+                pb.DesiredConfig(deployment_id=dep_id, digest=digest_of(data), yaml=data, name=dep_id)
+            )
+
+        fleet_fed = {"name": "part-inspection", "version_policy": "follow_fleet"}
+        to_fleet = {**body, "models": {"vision": fleet_fed}}
+        offer(to_fleet, "d2")
+        await until(lambda: (host.keeper.state["last_good"] or {}).get("deployment_id") == "d2", 20, "d2")
+        added = {
+            **to_fleet,
+            "models": {"vision": fleet_fed, "vision2": fleet_fed},
+            "pipelines": [*body["pipelines"], {"name": "p2", "source": "cam", "model": "vision2"}],
+        }
+        offer(added, "d3")
+        await until(lambda: (host.keeper.state["last_good"] or {}).get("deployment_id") == "d3", 20, "d3")
+        assert host.keeper.state["refused"] == {}
+        slots = host.agent.slots
+        assert all(slots[n].waiting_for_fleet for n in ("vision", "vision2")), slots
+        # the fleet's deployment to the new slot reaches it, and fills it (the swap a deployment makes)
+        assert host.agent.manager is not None and "vision2" in host.agent.manager.slots
+        out = await slots["vision2"].swap(trusted, watch=False)
+        assert out.ok and slots["vision2"].failed is None and not slots["vision2"].waiting_for_fleet, out
     finally:
         await host.stop()

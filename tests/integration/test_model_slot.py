@@ -263,6 +263,20 @@ async def test_no_package_at_all_is_a_clear_error(tmp_path, pkgs):
         await s.start()
 
 
+async def test_a_fleet_fed_slot_with_no_package_yet_says_why_whatever_its_name(tmp_path, pkgs):
+    """A slot following the fleet with no package yet starts failed, waiting for the fleet's deployment; its reason
+    was cut at the first ': ', which garbled it for a slot named with one ("b': no package yet: ...")."""
+    from edge_agent.models.config import VersionPolicy
+    from edge_agent.models.slot import FailedAtStart
+
+    config = ModelConfig(name="part-inspection", version_policy=VersionPolicy.FOLLOW_FLEET)
+    s = ModelSlot("a: b", config, tmp_path / "data", [pkgs["pub"]], fleet=True)
+    with pytest.raises(FailedAtStart):
+        await s.start()
+    assert s.failed is not None and s.failed.startswith("no package yet: waiting for the fleet's"), s.failed
+    assert s.waiting_for_fleet
+
+
 KILL_SCRIPT = """
 import asyncio, os, sys
 from pathlib import Path
