@@ -200,7 +200,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
         else:
             if installed and rejected is None:
                 continue  # (a pinned slot with another package installs it; else the installed one serves)
-            short = room_refusal(root, pkg, [f.size for f in manifest.files])
+            short = room_refusal(root, pkg, manifest.files)
             if short is None:
                 continue
             why, retry = str(short), True

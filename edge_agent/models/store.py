@@ -58,8 +58,9 @@ import re
 import shutil
 import stat
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from model_packager import OpenedPackage, PackageError, open_package, package_digest
@@ -69,6 +70,7 @@ from model_packager.text import printable
 
 if TYPE_CHECKING:
     from model_packager import TrustedKeys  # brings cryptography: only the installing process needs it
+    from model_packager.manifest import FileEntry
 
 
 log = logging.getLogger(__name__)
@@ -160,23 +162,29 @@ def no_room(root: Path, pkg: Path, size: int | None = None, free: int | None = N
     )
 
 
-def room_refusal(root: Path, pkg: Path, sizes: list[int]) -> PackageError | None:
+def room_refusal(root: Path, pkg: Path, files: Sequence[FileEntry]) -> PackageError | None:
     """``no_room`` when the file system that holds (or will hold) ``root`` has less free room than an install of a
-    package whose files have ``sizes`` takes, else None. Reads, creates nothing. Taken as the install writes them:
+    package of ``files`` (its manifest's) takes, else None. Reads, creates nothing. Taken as the install writes them:
     each file in whole blocks of that file system, with the manifest, its signature and ``.package-digest`` a block
-    each (their sum in bytes fitted where the install did not); free is counted with what the slot's start removes
-    first, the ``.part`` folders an install cut short left (counted in use, they kept ``edge-agent validate``
-    refusing for good an agent that would start). Folders are not counted: short of a few blocks, a start is the
-    judge (a refusal here keeps an agent that would start from starting)."""
+    each (their sum in bytes fitted where the install did not), and each folder it makes (``root`` and its missing
+    parents, the package's folder, the package's own sub-folders) as a folder there takes: a block on ext4, none on
+    tmpfs (measured on the nearest folder that exists, at most a block: an xfs folder of a few entries lives in its
+    inode). Uncounted, they left a window of a block a folder (12 KiB for a vision package on ext4) where validate
+    passed and every start ended, no room. Free is counted with what the slot's start removes first, the ``.part``
+    folders an install cut short left (counted in use, they kept ``edge-agent validate`` refusing for good an agent
+    that would start)."""
     there = Path(root)
     while not there.exists() and there.parent != there:
         there = there.parent
     try:
         st = os.statvfs(there)
+        folder = os.stat(there).st_blocks * 512
     except OSError:
         return None
     block = st.f_frsize or 4096
-    need = sum(-(-size // block) * block for size in sizes) + 3 * block
+    inner = {p for f in files for p in PurePosixPath(f.path).parents if p != PurePosixPath(".")}
+    folders = len(Path(root).relative_to(there).parts) + 1 + len(inner)
+    need = sum(-(-f.size // block) * block for f in files) + 3 * block + folders * min(folder, block)
     free = st.f_bavail * st.f_frsize + _bytes_under(Path(root).glob(".*.part"))
     return no_room(root, pkg, need, free) if need > free else None
 

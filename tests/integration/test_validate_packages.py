@@ -185,6 +185,37 @@ async def test_validate_judges_the_room_as_the_install_takes_it(kit, tmp_path, c
         await slot.stop()
 
 
+async def test_validate_counts_the_folders_an_install_makes_where_a_folder_takes_a_block(
+    kit, tmp_path, capsys
+):
+    """On ext4 a folder takes a block (none on tmpfs): validate left out the slot's, the package's and its golden/
+    folders, and passed where every start ended, no room (a window of 12 KiB for this package). Exact now: one block
+    short is refused, and the start fails; with that block the start installs."""
+    from model_packager import verify_package
+    from tests.support.peers import small_ext4
+
+    pkg, pub, _ = kit
+    files = verify_package(pkg, load_trusted_keys([pub])).files
+    path = _config(tmp_path, pkg, pub)
+    page = 4096
+    folders = 3  # models/vision, the package's, its golden/
+    assert {f.path.split("/")[0] for f in files if "/" in f.path} == {"golden"}
+    need = sum(-(-f.size // page) * page for f in files) + 3 * page + folders * page
+    for free in (need - page, need):
+        with small_ext4(tmp_path / "data" / "models", tmp_path / f"ext4-{free}.img", free):
+            capsys.readouterr()
+            code = main(["validate", path])
+            if free < need:
+                assert code == 1 and "not enough free disk" in capsys.readouterr().err
+                assert "not enough free disk" in str(await _start_raises(path, tmp_path, pub))
+                continue
+            assert code == 0, capsys.readouterr().err
+            m = yaml.safe_load(Path(path).read_text())["models"]["vision"]
+            slot = ModelSlot("vision", ModelConfig(**m), tmp_path / "data", load_trusted_keys([pub]))
+            await slot.start()  # (the block a folder: exactly what it takes)
+            await slot.stop()
+
+
 async def test_validate_fails_in_the_starts_words_where_a_slot_with_no_package_has_none_installed(
     kit, tmp_path, capsys
 ):

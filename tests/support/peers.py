@@ -295,3 +295,31 @@ def small_tmpfs(folder: Path, size: str):
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(folder)], capture_output=True)
         subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@contextlib.contextmanager
+def small_ext4(folder: Path, image: Path, free: int):
+    """A real ext4 file system (4 KiB blocks, none reserved) mounted on ``folder`` from the image file ``image``, with
+    ``free`` bytes free (the rest held by a file ``.filler`` in it): where a folder takes a block, unlike tmpfs.
+    Needs root, mkfs.ext4 and a loop device: skipped otherwise."""
+    import pytest
+
+    if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
+        pytest.skip("mounting an ext4 image needs root and mkfs.ext4")
+    with open(image, "wb") as f:
+        f.truncate(8 << 20)
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-m", "0", "-b", "4096", "-F", str(image)], check=True, capture_output=True
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-o", "loop", str(image), str(folder)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"mounting a loop device not permitted here: {r.stderr.decode().strip()}")
+    try:
+        st = os.statvfs(folder)
+        with open(folder / ".filler", "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - free)
+        os.sync()
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
