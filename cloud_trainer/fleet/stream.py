@@ -179,11 +179,11 @@ class StreamHub:
     async def _last_flush(self) -> bool:
         """A flush at stop; whether it did not fail."""
         try:
-            await asyncio.to_thread(self.flush)
+            await asyncio.to_thread(self.flush, True)
         except Exception as exc:  # the store failing at the end: said, and the stop goes on
             log.warning(
-                "fleet streams: the last flush at stop failed (%s: %s); %d state reports not written (their agents "
-                "report again on their next stream)",
+                "fleet streams: the last flush at stop failed (%s: %s); %d state reports not written, kept for a "
+                "start of the streams again (their agents report again on their next stream)",
                 type(exc).__name__,
                 str(exc)[:200],
                 len(self.pending),
@@ -313,8 +313,9 @@ class StreamHub:
         return read_at, self.control.desired_many(keys)
 
     # ---- background --------------------------------------------------------------------------
-    def flush(self) -> int:
-        """Write the pending reports; returns how many were written."""
+    def flush(self, stopping: bool = False) -> int:
+        """Write the pending reports; returns how many were written. ``stopping`` (the last flush at stop): written
+        one at a time after the batch failed, the first failure ends it (``_flush_one_by_one``)."""
         if not self.pending:
             return 0
         with self._marks:
@@ -336,7 +337,7 @@ class StreamHub:
                 type(exc).__name__,
                 str(exc)[:200],
             )
-            return self._flush_one_by_one(list(batch.items()), again, one_run)
+            return self._flush_one_by_one(list(batch.items()), again, one_run, stopping)
         self.flushes += 1
         if self._attempts:
             for key in batch:
@@ -379,7 +380,11 @@ class StreamHub:
                 FLUSH_FAILURE_LOG_S,
             )
 
-    def _flush_one_by_one(self, items: list, again: set, one_run: dict) -> int:
+    def _flush_one_by_one(self, items: list, again: set, one_run: dict, stopping: bool = False) -> int:
+        """The reports written one at a time; a report the store refuses (``ValueError``) dropped, one that failed
+        put back for the next flush. Two failures with nothing written (the store down), or at stop any failure,
+        put back the rest and raise: a database lost in the middle of the stop's flush had each report left wait
+        for a connection (STOP_STORE_WAIT_S, 5 s: 20 agents pending, past a service manager's stop timeout)."""
         written = failed = 0
         for i, (key, args) in enumerate(items):
             try:
@@ -408,7 +413,7 @@ class StreamHub:
                 continue
             except Exception:
                 failed += 1
-                if not written and failed > 1:  # two failures, nothing through: the store fails; all wait
+                if stopping or (not written and failed > 1):  # the store fails: all wait
                     self._put_back(items[i:], failed=key, again=again, one_run=one_run)
                     raise
                 self._put_back([(key, args)], failed=key, again=again, one_run=one_run)

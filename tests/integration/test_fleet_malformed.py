@@ -613,7 +613,37 @@ async def test_a_stop_whose_last_flush_failed_does_not_flush_again_after_the_jud
     store.heartbeat_many = lambda rows: (calls.append(len(rows)), real(rows))[1]
     store.fail = 100  # the store down
     await hub.stop()
-    assert calls == [2, 1, 1]  # the batch, then two rows alone; was: that, then the same again
+    assert calls == [
+        2,
+        1,
+    ]  # the batch, then a row alone (the first failure ends it); was: that, then the same again
+    store.close()
+
+
+async def test_a_stop_whose_flush_loses_the_store_midway_stops_at_the_first_failure_and_keeps_the_rest(
+    tmp_path,
+):
+    """The store lost in the middle of the stop's flush (the batch failed, one report written alone, then none):
+    each report left was tried alone, each waiting for a connection (PostgreSQL: STOP_STORE_WAIT_S, 5 s; 20 agents
+    pending, 100 s, past systemd's 90 s stop timeout). The first failure ends it: the rest counted and kept."""
+    written: list[int] = []
+
+    class Dying(SQLiteStore):
+        def heartbeat_many(self, rows):
+            if len(rows) > 1 or 1 in written:  # the batch fails, and every call after the first row's
+                written.append(0)
+                raise sqlite3.OperationalError("server closed the connection unexpectedly")
+            written.append(len(rows))
+            return super().heartbeat_many(rows)
+
+    store = Dying(tmp_path / "fleet.db")
+    hub = fleet_stream.StreamHub(store, None, flush_s=60)
+    await hub.start()
+    for i in range(6):
+        await hub.report(("acme", f"gw-{i}"), _report("1"), 0)
+    await hub.stop()
+    assert written == [0, 1, 0], written  # the batch, the row written, the first row failing; was: five more
+    assert len(hub.pending) == 5 and [a["id"] for a in store.agents(tenant="acme")] == ["gw-0"]
     store.close()
 
 
