@@ -1381,15 +1381,20 @@ class Pipeline:
     def refusal(self, manifest: Manifest) -> str | None:
         """Why the model of ``manifest`` cannot serve this pipeline (None: it can): checked when the pipeline is
         prepared and again on each package swapped into its slot (``ModelSlot.swap_checks``)."""
+        # a failed slot's first package (a fleet-fed slot's) of the other kind: a signal model was installed into a
+        # camera pipeline's slot (an image model into a windowed one's), the slot read active, every item UNSURE
+        # bad_input (a windowed pipeline: no result at all), the PLC's heartbeat written again
+        kind = manifest.preprocessing.kind
+        if (kind == "image") != (self.s.window is None):
+            items, want = (
+                ("camera frames", "an image") if self.s.window is None else ("signal windows", "a signal")
+            )
+            return (
+                f"pipeline {self.name}: model {manifest.name} {manifest.version} takes "
+                f"{'camera frames' if kind == 'image' else f'{kind} windows'}; this pipeline's items are "
+                f"{items}: serve {want} model"
+            )
         if self.s.window is None:
-            if manifest.preprocessing.kind != "image":
-                # a failed slot's first package (a fleet-fed slot's): a signal model was installed into a camera
-                # pipeline's slot, the slot read active, every frame UNSURE bad_input, the PLC's heartbeat written
-                return (
-                    f"pipeline {self.name}: model {manifest.name} {manifest.version} takes "
-                    f"{manifest.preprocessing.kind} windows; this pipeline's items are camera frames: serve an "
-                    "image model"
-                )
             return None
         rate = getattr(manifest.preprocessing, "sample_rate_hz", None)
         if self.s.baseline is not None:

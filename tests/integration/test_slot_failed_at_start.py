@@ -430,27 +430,42 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
         assert bool(Agent(cfg)._writing_through("plc")) is held, shape
 
 
-async def test_a_signal_package_is_refused_into_a_camera_pipelines_failed_slot(tmp_path):
-    """A camera pipeline's slot failed at the start (a fleet-fed slot with no package yet) took a signal model as
-    its first package: the slot read active, every frame was UNSURE bad_input and the PLC's heartbeat hold was
-    lifted. Now the swap is refused in the pipeline's words and the slot stays failed, for an image model."""
+@pytest.mark.parametrize("pipeline", ["camera", "windowed"])
+async def test_a_package_of_the_other_kind_is_refused_into_a_pipelines_failed_slot(tmp_path, pipeline):
+    """A pipeline's slot failed at the start (a fleet-fed slot with no package yet) took a model of the other kind
+    as its first package: a signal model into a camera pipeline's slot, an image model into a windowed one's. The
+    slot read active, every item failed the model (frames UNSURE bad_input; windows no result) and the PLC's
+    heartbeat hold was lifted. Now the swap is refused in the pipeline's words and the slot stays failed, for a
+    model of its kind."""
 
-    from edge_agent.config import PipelineSettings
+    from edge_agent.config import PipelineSettings, WindowSettings
 
-    settings = PipelineSettings(name="inspect", source="cam", model="vision")
-    slot, signal = await _failed_slot_with_its_pipeline(tmp_path, settings)
+    if pipeline == "camera":
+        settings = PipelineSettings(name="inspect", source="cam", model="vision")
+        kind, said = (
+            "signal",
+            "takes signal windows; this pipeline's items are camera frames: serve an image model",
+        )
+    else:
+        window = WindowSettings(waveform="Vibration", scalars={})
+        settings = PipelineSettings(name="pump", source="plc", model="health", window=window)
+        kind, said = (
+            "vision",
+            "takes camera frames; this pipeline's items are signal windows: serve a signal model",
+        )
+    slot, package = await _failed_slot_with_its_pipeline(tmp_path, settings, kind)
     try:
-        out = await slot.swap(signal, watch=False)
-        assert not out.ok and "this pipeline's items are camera frames" in (out.reason or ""), out
+        out = await slot.swap(package, watch=False)
+        assert not out.ok and said in (out.reason or ""), out
         assert slot.state == "failed" and slot.failed is not None and slot.version is None
     finally:
         await slot.stop()
 
 
-async def _failed_slot_with_its_pipeline(tmp_path, settings):
+async def _failed_slot_with_its_pipeline(tmp_path, settings, kind: str = "signal"):
     """A slot named ``settings.model`` failed at the start (its package missing, nothing installed), the pipeline of
-    ``settings`` on it with its checks kept for a swap, as the agent's start leaves them; and a signal package
-    signed by a trusted key: (slot, package)."""
+    ``settings`` on it with its checks kept for a swap, as the agent's start leaves them; and a package of ``kind``
+    (``make_package``'s) signed by a trusted key: (slot, package)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from edge_agent.models.config import ModelConfig
@@ -458,7 +473,7 @@ async def _failed_slot_with_its_pipeline(tmp_path, settings):
     from edge_agent.pipelines import Pipeline
 
     key, pub = make_keypair(tmp_path / "keys")
-    package = make_package(tmp_path, kind="signal", key=key)
+    package = make_package(tmp_path, kind=kind, key=key, **({"heatmap": False} if kind == "vision" else {}))
     slot = ModelSlot(
         settings.model,
         ModelConfig(package=str(tmp_path / "missing.edgepkg"), engine="onnxruntime"),
