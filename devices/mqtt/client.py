@@ -504,8 +504,9 @@ class _BatchChannel(Channel):
     message overtake another lane's older ones that wait for the next batch. A dropped message of a
     Sparkplug lane stays in it as a shell without its payload (topic None) until the consumer reaches it.
     A topic's lane is its deque in ``_by_topic`` itself; a Sparkplug node's lane is a deque of its own over
-    the node's topics. An entry is ``[topic, payload, received_at, retained, arrival number, ack cell]`` (the
-    cell: ``_Unacked``'s, None for a message not acknowledged by the source).
+    the node's topics. An entry is ``[topic, payload, received_at, retained, arrival number, ack cell, wall
+    offset]`` (the cell: ``_Unacked``'s, None for a message not acknowledged by the source; the offset: this
+    gateway's ``_wall_offset`` at its receipt, None if not known).
 
     A mark (``mark_threadsafe``: the connection lost) is an entry without a topic that keeps its place in the
     arrival order, outside the size bounds (at most one more than the messages queued): a batch takes nothing
@@ -539,7 +540,7 @@ class _BatchChannel(Channel):
     def __len__(self) -> int:
         return self._live
 
-    def _push(self, item: Any, cell: list | None = None) -> None:
+    def _push(self, item: Any, cell: list | None = None, offset: float | None = None) -> None:
         if type(item) is not list:  # the entry is marked in place when dropped
             item = list(item)
         topic = item[0]
@@ -556,6 +557,7 @@ class _BatchChannel(Channel):
             self._arrived += 1
             item.append(self._arrived)
             item.append(cell)
+            item.append(offset)
             lane = _lane(topic)
             by_topic = self._by_topic
             mine = by_topic.get(topic)
@@ -777,8 +779,8 @@ class _BatchChannel(Channel):
             out.append(self._marks.popleft())
         return out
 
-    def put_threadsafe(self, item: Any, cell: list | None = None) -> None:
-        self._push(item, cell)
+    def put_threadsafe(self, item: Any, cell: list | None = None, offset: float | None = None) -> None:
+        self._push(item, cell, offset)
         if self._wake_pending or self._event.is_set():
             return
         loop = self._loop
@@ -916,6 +918,9 @@ class MqttSource:
         self._steps_over = math.inf
         # (message, each tag's newest time in it not ahead of the receive time): ``_newest``'s last message
         self._newest_seen: tuple[Any, dict[str, float]] | None = None
+        # this gateway's ``_wall_offset`` when the message being read was received (None: not known, an entry made
+        # without it): ``_out_of_order`` judges its receive time by the clock as it was at a device's step
+        self._recv_offset: float | None = None
         self._max_bytes = settings.max_message_bytes
         # a persistent session's QoS 1 messages that the broker sends again after a reconnect (DUP)
         self._redelivered = (
@@ -1949,7 +1954,10 @@ class MqttSource:
                 self._stop_lost += 1
             return
         cell = unacked.add(msg.mid) if unacked is not None and msg.qos else None
-        self._channel.put_threadsafe([topic, msg.payload, time.time(), msg.retain], cell)
+        now = time.time()
+        # with the wall clock's offset from the monotonic one at receipt (``_out_of_order``: this gateway's own
+        # clock stepped since a device's step is judged exactly, a message queued across it too; ~60 ns)
+        self._channel.put_threadsafe([topic, msg.payload, now, msg.retain], cell, now - time.monotonic())
 
     def _skipped(self, msg) -> None:
         """A message skipped before the queue (counted by the caller): acknowledged in its turn."""
@@ -2329,12 +2337,17 @@ class MqttSource:
         # ahead of this gateway's is no re-send: its new readings were dropped), or under 2 CLOCK_STEP_S more ahead
         # than the clock set right was at the step (a re-send over half the lead late was passed twice)
         near = received_at + min(max(CLOCK_STEP_S, stepped[3] / 2), stepped[4] + 2 * CLOCK_STEP_S)
-        if ts <= near:
-            return False
-        # this gateway's own clock set back since the step (its NTP): the device's clock set right reads ahead of
-        # it by as much, and its readings were dropped as re-sends until it passed the fast clock's times (counted
-        # out_of_order); judged by this gateway's clock as it was at the step
-        if ts <= near + stepped[5] - _wall_offset():
+        # judged by this gateway's clock as it was at the step (its offset then, ``stepped[5]``, less the one the
+        # receive time was stamped with): its own clock set back since (its NTP), the device's clock set right read
+        # ahead of it by as much, and its readings were dropped as re-sends until they passed the fast clock's
+        # times; set forward X s, the fast clock's re-sends within X s of it passed a second time
+        offset = self._recv_offset
+        if offset is not None:
+            if ts <= near + stepped[5] - offset:
+                return False
+        # the offset at receipt not known (a reading not read from a received message): the later of the two, a
+        # right reading never dropped (a message received before a step of the clock and read after it)
+        elif ts <= near or ts <= near + stepped[5] - _wall_offset():
             return False
         if ts > stepped[2]:  # newer than any the fast clock gave: passed, the fast times known up to it
             self._steps[tag] = (stepped[0], stepped[1], ts, stepped[3], stepped[4], stepped[5])
@@ -2395,7 +2408,7 @@ class MqttSource:
                 last,
                 last - received_at,
                 max(ts - received_at, 0.0),
-                _wall_offset(),
+                _wall_offset() if self._recv_offset is None else self._recv_offset,
             )
             self._steps_line.append((received_at, tag))
             self._steps_over = min(self._steps_over, received_at + CLOCK_STEP_HOLD_S)
@@ -2666,6 +2679,7 @@ class MqttSource:
         None); never raises."""
         c = self._chunks
         assert c is not None
+        self._recv_offset = entry[6] if len(entry) > 6 else None
         if type(c) is _Steps:
             return self._next_step(entry, c)
         assert type(c) is _Chunks
@@ -2719,6 +2733,7 @@ class MqttSource:
         large JSON message decoded in a worker thread), its first ``CHUNK_READINGS``, the others left in
         ``_chunks``."""
         topic, payload, received_at, retained = entry[0], entry[1], entry[2], entry[3]
+        self._recv_offset = entry[6] if len(entry) > 6 else None
         if topic is None:  # a dropped message's shell, or the mark of a lost connection
             if payload is _LOST:  # after all it brought: what the Sparkplug nodes publish now is unseen
                 lost = self.sparkplug.connection_lost()

@@ -7,6 +7,7 @@ alike; a reading older than its tag's last that the gateway's clock does not sho
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -105,3 +106,64 @@ async def test_a_device_clock_set_back_from_fast_keeps_its_readings_an_older_one
     }, by_tag
     assert src.stats.errors_by_reason.get("out_of_order") == 5
     assert src.notices.counts.get("device_clock_stepped") == 10
+
+
+async def test_a_resend_of_a_fast_clock_is_dropped_after_this_gateways_own_clock_is_set_forward(
+    mosquitto, monkeypatch
+):
+    """A device clock 200 s fast is set right (a step, held 10 minutes: a message of the fast clock re-sent, its
+    client's in-flight one at a reconnect, is dropped meanwhile); then this gateway's own clock is set forward 300 s
+    (its NTP), between the device's step and the re-send. The re-send was judged by the clock as it is now: its
+    fast time, 100 s behind it, read as no re-send, and it was passed a second time (any forward step of over 140 s
+    or so: the fast lead less its half). Judged by the clock as it was at the step: dropped; the device's next
+    right reading is taken."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from devices.mqtt import client
+    from devices.mqtt.settings import MqttSettings
+
+    class Clock:  # this gateway's wall clock as the source reads it (paho's thread stamps with it), stepped
+        step = 0.0
+
+        def time(self) -> float:
+            return time.time() + self.step
+
+        def __getattr__(self, name: str):
+            return getattr(time, name)
+
+    clock = Clock()
+    monkeypatch.setattr(client, "time", clock)
+    src = client.MqttSource("mq", MqttSettings(port=mosquitto.port, subscriptions=[{"topic": "j/#"}]))
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    got: list = []
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        pub.connect("127.0.0.1", mosquitto.port, 30)
+        pub.loop_start()
+        now = time.time()
+        readings = src.items()
+
+        async def send(ts: float, v: int) -> None:  # and read up to the end mark after it
+            pub.publish("j/1", json.dumps({"ts": ts, "v": v}), qos=1)
+            pub.publish("j/end", json.dumps({"ts": now + 3, "v": 0}), qos=1)
+            async with asyncio.timeout(5):
+                async for r in readings:
+                    got.append((r.tag, r.value, r.timestamp))
+                    if r.tag == "j/end/v":
+                        return
+
+        await send(now + 200, 1)  # fast
+        await send(now + 1, 2)  # set right: a step
+        clock.step = 300.0  # this gateway's clock set forward 300 s
+        await send(now + 200, 1)  # the fast message re-sent
+        await send(now + 2, 3)  # right
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        await src.stop()
+    assert [(v, ts) for tag, v, ts in got if tag == "j/1/v"] == [(1, now + 200), (2, now + 1), (3, now + 2)]
+    assert src.stats.errors_by_reason.get("out_of_order") == 1
