@@ -304,6 +304,10 @@ class _Node:
     # one may come back (at the node's restart: a node shutting down says each device dead first), so it is not
     # forgotten, only not waited for. ``_FORGOTTEN`` stands for those forgotten past MAX_NODE_DEVICES
     named: dict[str, bool] = field(default_factory=dict)
+    # of a node not known to share aliases: ``named`` as its last live NBIRTH found it (its session before's devices),
+    # awaited as a sharing node's would be if a device birth of this session shows it shares (``_learn``): a command
+    # went by the alias a device of the session before, late, then gave a device metric
+    named_before: dict[str, bool] = field(default_factory=dict)
     expected: dict[str, bool] = field(default_factory=dict)
     expected_until: float = -math.inf
     clash_asked: bool = False  # a rebirth was asked for an alias its births gave to two metrics (``_learn``)
@@ -1855,6 +1859,7 @@ class SparkplugHost:
                     # a restart: a device born in the session it ends is awaited after it; one not born in it is
                     # forgotten. A rebirth (one asked, this host's reconnect) keeps them: emptied there, a device
                     # born before a rebirth and late after it was forgotten at the next restart
+                    node.named_before = {} if node.shares_aliases else node.named
                     node.named = {}
                 node.expected_until = now + REBORN_DEVICES_WAIT_S
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
@@ -2130,6 +2135,15 @@ class SparkplugHost:
                         # its devices said dead since its birth may give such an alias when born again: its metrics
                         # by name alone until then (``alias``), as for a device said dead once it is known to share
                         node.expected.update((d, False) for d, live in node.named.items() if not live)
+                        # and its session before's not born since: awaited (within the wait its NBIRTH began) as
+                        # if it had been known to share at that birth. Else the first clash, read in a DBIRTH
+                        # while another device was late, had the command go by the alias that late birth gave too
+                        node.expected.update(
+                            (d, live)
+                            for d, live in node.named_before.items()
+                            if d not in node.named and d != device and d not in node.expected
+                        )
+                        node.named_before = {}
                     node.clashes.add(m.alias)
                     if m.alias in mine:
                         # one birth gives it to two of its metrics: which one its data means is unknown,

@@ -1245,6 +1245,14 @@ def _device_birth(metric: str, alias: int, seq: int) -> bytes:
     return db.SerializeToString()
 
 
+async def _node_and_devices_born(src: MqttSource, node: Node, valve: int, pump: int) -> None:
+    """``g/n1`` born (speed alias 7, setpoint 8), then d3 (its valve ``valve``) and d4 (its pump ``pump``); read."""
+    node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
+    node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", valve, 1))
+    node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", pump, 2))
+    await _births(src, 3)
+
+
 async def test_a_device_command_waits_for_the_late_birth_of_another_device_its_node_gave_the_same_alias(
     mosquitto,
 ):
@@ -1255,10 +1263,7 @@ async def test_a_device_command_waits_for_the_late_birth_of_another_device_its_n
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
     try:
-        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 7, 8))
-        node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", 9, 1))
-        node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", 9, 2))
-        await _births(src, 3)
+        await _node_and_devices_born(src, node, 9, 9)
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 7, 8))
         node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", 9, 1))
         await _births(src, 5)
@@ -1450,6 +1455,9 @@ async def test_a_node_command_waits_for_the_device_births_come_before_it_not_for
         else:
             node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
             node.publish("spBv1.0/g/DBIRTH/n1/d3", dbirth("d3", 1, 8))
+            # d1 born again after it (as Sparkplug has a node's devices do): the clash read, d1 of the birth before
+            # is awaited as a sharing node's would be
+            node.publish("spBv1.0/g/DBIRTH/n1/d1", dbirth("d1", 2, 100))
         await until(
             lambda: src._channel.arrived > arrived + (after == "own_birth"), 5, "the later births queued"
         )
@@ -1649,6 +1657,38 @@ async def test_a_device_command_waits_for_another_devices_unread_birth_on_a_node
         node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", 9, 4))
         await until(lambda: src._channel.arrived >= arrived + 2, 5, "the data and d3's birth queued")
         await _pump_held_then_by_name(src, node, 0.1, free.set)
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()
+
+
+async def test_a_node_command_waits_for_a_late_device_of_its_session_before_once_its_first_clash_is_read(
+    mosquitto,
+):
+    """A node never seen sharing aliases (d3's valve and d4's pump their own) restarts with a new map (setpoint now
+    alias 7); d4's DBIRTH gives its pump speed's alias 8 (against Sparkplug: the first clash, the node known to share
+    from it), and d3's DBIRTH is late. An NCMD to setpoint went at once by alias 7, which d3's late birth then gave
+    its valve too: the node was not known to share at its NBIRTH, so nothing was awaited. d3, of its session before,
+    is now awaited as if the node had been known to share at that birth; its birth read, setpoint goes by name
+    alone (the clash)."""
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    try:
+        await _node_and_devices_born(src, node, 100, 101)
+        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
+        node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", 8, 1))  # the first clash: speed's alias
+        await _births(src, 5)
+        n = len(node.cmds)
+        waiting = asyncio.create_task(src.command("g", "n1", None, "setpoint", 1))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # before: sent by alias 7 once BIRTH_SETTLE_S was over
+        node.publish("spBv1.0/g/DBIRTH/n1/d3", _device_birth("valve", 7, 2))
+        assert await asyncio.wait_for(waiting, 5) == "sent"
+        cmds = await node.wait_cmds(n + 1)
+        sent = cmds[n][2].metrics[0]
+        assert (sent.name, sent.HasField("alias")) == ("setpoint", False)
     finally:
         pump.cancel()
         await src.stop()
