@@ -157,8 +157,19 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
 
     here = Path(cfg.data_dir).is_dir()  # (systemd's StateDirectory= makes it before ExecStartPre)
     slots = {n: m for n, m in cfg.models.items() if m.package or here}
+    # no data folder (a new gateway before its unit made it; or agent.data_dir mistyped, or the folder wiped): a
+    # start there finds nothing installed in a slot with no local package. Said, not judged (run elsewhere than on
+    # the gateway, its slots are empty): validate was silent, and a gateway the fleet had filled started with every
+    # such slot failed, its pipelines judging nothing
+    nowhere = [
+        f"{where}: models.{n}: no data folder at {cfg.data_dir} (agent.data_dir; a new gateway, or a path mistyped "
+        f"or wiped?): nothing is installed there: {printable(str(said), 1500)}: {_start_does(said)}"
+        for n, m in cfg.models.items()
+        if not here and not m.package
+        for said in [no_package_refusal(n, m, None, None, fleet=cfg.cloud is not None)]
+    ]
     if not slots:
-        return [], []
+        return [], nowhere
     try:
         trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys])
     except PackageError as exc:
@@ -183,9 +194,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
                 said = no_package_refusal(name, m, installed or None, rejected, fleet=cfg.cloud is not None)
                 line = f"{where}: models.{name}: {printable(str(said), 1500)}"
                 if isinstance(said, FailedAtStart):
-                    warnings.append(
-                        f"{line}: the agent starts with the slot failed (its pipelines judge nothing)"
-                    )
+                    warnings.append(f"{line}: {_start_does(said)}")
                 else:
                     errors.append(line)
             continue
@@ -227,7 +236,16 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
             errors.append(
                 f"{where}: models.{name}.package: {printable(str(said), 1500)}; the agent does not start"
             )
-    return errors, warnings
+    return errors, nowhere + warnings
+
+
+def _start_does(said: Exception) -> str:
+    """What the agent's start does on a slot's refusal ``said`` (``no_package_refusal``'s)."""
+    from edge_agent.models.slot import FailedAtStart
+
+    if isinstance(said, FailedAtStart):
+        return "the agent starts with the slot failed (its pipelines judge nothing)"
+    return "the agent does not start"
 
 
 def _tag_errors(

@@ -228,7 +228,18 @@ async def test_validate_fails_in_the_starts_words_where_a_slot_with_no_package_h
     cfg = yaml.safe_load(Path(path).read_text())
     cfg["models"]["vision"] = {"name": "part-inspection", "version_policy": "follow_fleet"}
     Path(path).write_text(yaml.safe_dump(cfg))
-    assert main(["validate", path]) == 0  # no data folder here
+    capsys.readouterr()
+    assert (
+        main(["validate", path]) == 0
+    )  # no data folder here: it cannot tell, and says what a start there does
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "models.vision" in ln]
+    assert line.startswith(f"warning: {path}: models.vision: no data folder at {tmp_path / 'data'} "), line
+    assert line.endswith(
+        "no package installed yet and no local 'package' configured: the agent does not start "
+        "without a model in each slot; configure models.vision.package (a fleet rollout replaces "
+        "it later), or the agent's fleet (cloud:) with models.vision.version_policy: follow_fleet "
+        "to take its deployment: the agent does not start"
+    ), line
     (tmp_path / "data").mkdir()
     for refused in ([], None, ["1.0.0"]):
         if refused is None:  # a package that passes installed: it serves
@@ -275,7 +286,19 @@ async def test_validate_warns_where_a_slot_following_the_fleet_has_no_package_ye
         "cert_file": str(pem),
         "key_file": str(pem),
     }
-    (tmp_path / "data").mkdir()
+    Path(path).write_text(yaml.safe_dump(cfg))
+    # no data folder (a new gateway before its unit made it, a data_dir mistyped or wiped on one the fleet filled):
+    # validate was silent, and the agent started with the slot failed, every item unjudged
+    capsys.readouterr()
+    assert main(["validate", path]) == 0
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "models.vision" in ln]
+    said = await _start_raises(path, tmp_path, pub)
+    assert line == (
+        f"warning: {path}: models.vision: no data folder at {tmp_path / 'data'} (agent.data_dir; a new gateway, or a "
+        f"path mistyped or wiped?): nothing is installed there: {said}: the agent starts with the slot failed (its "
+        "pipelines judge nothing)"
+    ), line
+    assert (tmp_path / "data").is_dir()  # (the start made it)
     for policy in ("follow_fleet", "pinned"):
         cfg["models"]["vision"]["version_policy"] = policy
         Path(path).write_text(yaml.safe_dump(cfg))
