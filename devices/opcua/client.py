@@ -1930,57 +1930,80 @@ def _server_unknown(why: str | None, accept: str) -> str:
     )
 
 
-async def _kept_resolve(client: Client, pins: NamespacePins | None, timeout_s: float) -> Any:
+def _ns_used(settings: OpcUaSettings, targets: list[str]) -> frozenset[int]:
+    """The namespace indexes a source's ``ns=`` node ids name: its nodes and their rate nodes, its heartbeat, and
+    the write targets ``targets``."""
+    hb = settings.heartbeat
+    ids = [n.node_id for n in settings.nodes] + [
+        n.sample_rate_from for n in settings.nodes if n.sample_rate_from
+    ]
+    ids += targets + ([hb.node_id] if hb else [])
+    return frozenset(int(m.group(1)) for i in ids if (m := _NS.match(i.strip())))
+
+
+def _pins_refusal(
+    pins: NamespacePins,
+    why_uri: str | None,
+    array: list[str | None],
+    unread: str | None,
+    used: Collection[int],
+    pinned: bool = False,
+) -> tuple[dict[int, str] | None, str | None]:
+    """The one decision a source's connect (``OpcUaSource._connect``) and ``edge-agent validate --online``
+    (``_kept_resolve``) make on the namespaces kept for a server, in one order: (the URIs kept for it by index, or
+    None, and why the connect is refused, whole, nothing read or written: None when it is not). ``pins.server``:
+    the server's ApplicationUri, read first (None: not; ``why_uri``: why); ``array``, ``unread``: its namespace
+    array (``_namespaces``); ``used``: the ``ns=`` indexes the config names (``_ns_used``); ``pinned``: pinned by
+    this process already (the file is not read for them). Made in two places, the orders differed: validate found
+    another source's pins for the endpoint before it asked whether this source's were kept under another, and
+    passed a config the agent refused; it refused per node what the agent refuses per connect. Blocking (the
+    file, its lock): the agent calls it in a worker thread. ``OSError`` when the file may be read later, not now."""
+    if pins.server is None and pins.kept_elsewhere():
+        # by the endpoint alone, the entry kept for this server under another endpoint is not found: pinned
+        # afresh in a reordered array's order (the moved index's other node read), and that entry dropped
+        return None, _server_unknown(why_uri, pins.accept)
+    kept = None if pinned else pins.load(strict=True) or None
+    if unread:
+        if not pinned and kept is None:
+            return None, None  # pinned at a later connect; the indexes taken as written meanwhile
+        # a PLC still starting after the download that reordered them: its ns= indexes, taken as written, may
+        # name another namespace's node, read as GOOD and written
+        return kept, (
+            f"the server's namespace array could not be read ({unread}), so its ns= indexes cannot be checked "
+            "against the namespace URIs pinned for them. Should the server no longer serve it (this user's access "
+            f"to Server/NamespaceArray), {pins.accept} (its indexes are then taken as written)"
+        )
+    if not pinned and kept is None and (why := pins.reordered_elsewhere(array, used)):
+        return None, why  # pinned afresh, the moved index's other node was read and written
+    return kept, None
+
+
+async def _kept_resolve(
+    client: Client, pins: NamespacePins | None, timeout_s: float, used: Collection[int] = frozenset()
+) -> Any:
     """How a one-off check beside the agent (``check_server``) resolves a configured node id: its ``ns=``
     index compared with the namespace ``pins`` kept for it, as the agent's next start compares (``_repin``),
-    so that it never checks another namespace's node as the configured one. None without pins kept."""
+    so that it never checks another namespace's node as the configured one. None without pins kept.
+    ``OpcUaError`` where the agent refuses the connect (``_pins_refusal``, the same decision): ``used``, the
+    ``ns=`` indexes the config names."""
+    if pins is None:
+        return None
+    array, unread = await _namespaces(client, timeout_s)
+    pins.server, why_uri = await _server_uri(client, timeout_s)
     try:  # read as the agent reads them: a file not read now is no "none kept" (the raw index was checked)
-        kept = pins.load(strict=True) if pins is not None else None
-        if kept is None and pins is not None:
-            # kept for this server under another endpoint's name, as the agent finds them
-            pins.server, why = await _server_uri(client, timeout_s)
-            if pins.server is None and pins.kept_elsewhere():
-                # the agent refuses such a connect (reads and writes nothing); checked by the raw index, a check
-                # passed a node of a moved index that the agent would never read
-                raise OpcUaError(
-                    _server_unknown(why, pins.accept) + "; the agent's connect is refused likewise"
-                )
-            kept = pins.load(strict=True)
+        kept, refused = _pins_refusal(pins, why_uri, array, unread, used)
     except OSError as e:
         raise OpcUaError(
             f"the namespaces kept for this server could not be read ({e}), so its ns= indexes cannot be checked "
             "against them; try again"
         ) from None
-    if pins is None:
-        return None
-    array, unread = await _namespaces(client, timeout_s)
+    if refused:
+        # checked by the raw index, a node the agent would never read passed
+        raise OpcUaError(f"the agent refuses this connect (it reads and writes nothing): {refused}")
     if not kept:
-        if unread:
-            return None
-        moved: dict[int, str | None] = {}  # ns index -> why it may be moved: the file read once an index
-
-        async def resolve_new(client: Client, node_id: str) -> str:
-            m = _NS.match(node_id.strip())
-            if m is not None:
-                i = int(m.group(1))
-                if i not in moved:
-                    moved[i] = pins.reordered_elsewhere(array, {i})
-                if why := moved[i]:
-                    # the agent refuses such a connect; checked by the raw index, a node of a moved index passed
-                    raise OpcUaNodeError(
-                        f"node {node_id!r}: the agent's connect is refused (nothing read or written): {why}"
-                    )
-            return await _resolve_node_id(client, node_id)
-
-        return resolve_new
+        return None
 
     async def resolve(client: Client, node_id: str) -> str:
-        m = _NS.match(node_id.strip())
-        if unread and m is not None and int(m.group(1)) in kept:
-            raise OpcUaNodeError(
-                f"node {node_id!r}: the server's namespace array could not be read ({unread}), so its index "
-                "cannot be checked against the namespace pinned for it"
-            )
         return await _resolve_node_id(client, _repin(node_id, kept, array, set(), pins.accept))
 
     return resolve
@@ -3677,31 +3700,27 @@ class OpcUaSource:
         self._forms.clear()
         # unread: the indexes are taken as they are written, unless some were pinned
         self._ns_array, unread = await _namespaces(client, self.settings.connect_timeout_s)
+        kept = None
         if self.namespace_pins is not None:
             # the pins are the server's, not the endpoint text's: a config naming the PLC by another endpoint
             # (localhost for 127.0.0.1, a DNS name) pinned afresh, in a reordered array's order
             self.namespace_pins.server, why = await _server_uri(client, self.settings.connect_timeout_s)
-            if self.namespace_pins.server is None and self.namespace_pins.kept_elsewhere():
-                # by the endpoint alone, the entry kept for this server under another endpoint is not found: pinned
-                # afresh in a reordered array's order (the moved index's other node read), and that entry dropped
+            kept, refused = await self._pins_decided(self.namespace_pins, why, unread)
+            if refused:
                 raise _Refused(
                     "namespaces",
-                    _server_unknown(why, "") + ": nothing is read or written on this connection; "
-                    f"tried again with the backoff. Should this be another server, {self.namespace_pins.accept}",
+                    f"nothing is read or written on this connection (tried again with the backoff): {refused}",
                 )
-        if unread and (self._ns_pinned or (await self._kept()) is not None):
-            # a PLC still starting after the download that reordered them: its ns= indexes, taken as written,
-            # may name another namespace's node, read as GOOD and written
-            accept = self.namespace_pins.accept if self.namespace_pins is not None else "restart the agent"
+        elif unread and self._ns_pinned:
             raise _Refused(
                 "namespaces",
                 f"the server's namespace array could not be read ({unread}), so its ns= indexes cannot be "
                 "checked against the namespace URIs pinned for them: nothing is read or written on this "
                 "connection; tried again with the backoff. Should the server no longer serve it (this user's "
-                f"access to Server/NamespaceArray), {accept} (its indexes are then taken as written)",
-            ) from None
+                "access to Server/NamespaceArray), restart the agent (its indexes are then taken as written)",
+            )
         if not self._ns_pinned:
-            self._ns_pinned = await self._pins_kept()
+            self._ns_pinned = await self._pins_kept(kept)
         elif self._followed_unkept:
             await self._keep_followed()
         array = self._ns_array
@@ -3973,14 +3992,23 @@ class OpcUaSource:
                 e,
             )
 
-    async def _kept(self) -> dict[int, str] | None:
-        """The namespaces ``namespace_pins`` kept (None: none); a connect is refused while they cannot be read now
-        (too many open files, an I/O error): taken as none kept, the indexes went unchecked after a reorder."""
-        if self.namespace_pins is None:
-            return None
+    async def _pins_decided(
+        self, pins: NamespacePins, why_uri: str | None, unread: str | None
+    ) -> tuple[dict[int, str] | None, str | None]:
+        """``_pins_refusal`` for this connect (the namespaces ``pins`` kept, None: none; why the connect is
+        refused); a connect is refused while they cannot be read now (too many open files, an I/O error): taken as
+        none kept, the indexes went unchecked after a reorder."""
         try:  # a failure that will not pass (its access) is none kept: pinned afresh, as before
             # in a thread: a read that adopts or names an entry writes the file, under its lock (``_held``)
-            return (await asyncio.to_thread(self.namespace_pins.load, True)) or None
+            return await asyncio.to_thread(
+                _pins_refusal,
+                pins,
+                why_uri,
+                self._ns_array,
+                unread,
+                self._ns_used(),
+                bool(self._ns_pinned),
+            )
         except OSError as e:
             raise _Refused(
                 "namespaces",
@@ -3990,29 +4018,17 @@ class OpcUaSource:
 
     def _ns_used(self) -> frozenset[int]:
         """The namespace indexes the config's ``ns=`` node ids name (its nodes, write targets, heartbeat)."""
-        hb = self.settings.heartbeat
-        ids = [n.node_id for n in self.settings.nodes]
-        ids += [n.sample_rate_from for n in self.settings.nodes if n.sample_rate_from]
-        ids += [t for t, _ in self._write_targets] + ([hb.node_id] if hb else [])
-        return frozenset(int(m.group(1)) for i in ids if (m := _NS.match(i.strip())))
+        return _ns_used(self.settings, [t for t, _ in self._write_targets])
 
-    async def _pins_kept(self) -> dict[int, str]:
-        """The namespace URIs by index that the config's ``ns=`` indexes mean: those ``namespace_pins`` kept
-        (an earlier start's), with the indexes this connect's array adds; this array's without a store, or at
-        the first start (then kept). Empty while the array could not be read (pinned at a later connect)."""
+    async def _pins_kept(self, kept: dict[int, str] | None) -> dict[int, str]:
+        """The namespace URIs by index that the config's ``ns=`` indexes mean: ``kept``, those ``namespace_pins``
+        kept (an earlier start's: ``_pins_decided``), with the indexes this connect's array adds; this array's
+        without a store, or at the first start (then kept). Empty while the array could not be read (pinned at a
+        later connect)."""
         here = {i: uri for i, uri in enumerate(self._ns_array) if i and uri is not None}
         store = self.namespace_pins
         if store is None or not here:
             return here
-        kept = await self._kept()
-        if kept is None and (
-            why := await asyncio.to_thread(store.reordered_elsewhere, self._ns_array, self._ns_used())
-        ):
-            # pinned afresh, the moved index's other node was read and written
-            raise _Refused(
-                "namespaces",
-                f"nothing is read or written on this connection (tried again with the backoff): {why}",
-            )
         pins = {**here, **(kept or {})}
         if pins != kept:
             try:
@@ -6839,7 +6855,8 @@ async def check_server(
     cache: dict[str, str] = {}
     silent = False  # the server stopped answering: its close is not waited for long
     try:
-        resolve = await _kept_resolve(client, pins, settings.connect_timeout_s)
+        used = _ns_used(settings, [t[0] for t in targets])
+        resolve = await _kept_resolve(client, pins, settings.connect_timeout_s, used)
         nodes: list[str | None] = []
         tags: list[str | None] = []
         held: dict[str, Node] = {}

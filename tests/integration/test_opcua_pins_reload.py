@@ -233,9 +233,9 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
         finally:
             await named.stop()
         assert not named._tags and "speed3" not in (tmp_path / PINS_FILE).read_text()  # was: read
-        # `edge-agent validate --online` refuses its node as the agent does
-        nodes, *_ = await check_server(named.settings, [], pin_file(tmp_path, "speed3", other, keep=False))
-        assert "urn:plc was at 2, now at 3" in (nodes[0] or ""), nodes
+        # `edge-agent validate --online` refuses the source as the agent does (was: its node, the others passed)
+        with pytest.raises(OpcUaError, match="agent refuses this connect .*urn:plc was at 2, now at 3"):
+            await check_server(named.settings, [], pin_file(tmp_path, "speed3", other, keep=False))
         named.namespace_pins.forget()  # `--accept speed3`: another server, its order taken as found at its start
         assert named.namespace_pins.reordered_elsewhere(await srv.get_namespace_array(), {plc}) is None
         # that trial at a connect where the server's ApplicationUri is not read (its ServerArray refused): by the
@@ -255,6 +255,12 @@ async def test_a_source_following_an_earlier_ones_namespaces_keeps_them_where_a_
             await check_server(
                 blind.settings, [], pin_file(tmp_path, "plc", {"plc": blind.settings}, keep=False)
             )
+        # the same with another source's pins kept for localhost: validate took them as this source's (it read the
+        # file before the ApplicationUri, the agent after) and passed the config whose connect the agent refuses
+        beside = {"plc": blind.settings, "line2": settings("localhost")}
+        pin_file(tmp_path, "line2", beside).save({plc: "urn:plc", diag: "urn:diag"})
+        with pytest.raises(OpcUaError, match="ApplicationUri is not given"):  # was: passed
+            await check_server(blind.settings, [], pin_file(tmp_path, "plc", beside, keep=False))
         # a trial that dropped the source: another OPC UA source's save drops its entry
         NamespacePinFile(tmp_path / PINS_FILE, "line", "opc.tcp://line", frozenset({"line"})).save(
             {2: "urn:x"}

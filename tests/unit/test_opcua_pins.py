@@ -156,6 +156,14 @@ def test_commands_beside_the_agent_read_the_kept_namespaces_as_it_does(tmp_path,
     got = capsys.readouterr()
     assert "none kept" not in got.out and "could not be read (Too many open files)" in got.err, got
     cli_pins = opcua_pins.pin_file(tmp_path, "plc", {"plc": settings}, keep=False)
+
+    async def served(
+        *_,
+    ):  # the server's namespace array, its ApplicationUri: read before the pins, as the agent does
+        return ["http://opcfoundation.org/UA/", "urn:plc-a", "urn:plc"], None
+
+    monkeypatch.setattr("devices.opcua.client._namespaces", served)
+    monkeypatch.setattr("devices.opcua.client._server_uri", served)
     with pytest.raises(OpcUaError, match="namespaces kept for this server could not be read"):
         asyncio.run(_kept_resolve(None, cli_pins, 1.0))  # type: ignore[arg-type]  # was: the raw index checked
 
