@@ -795,6 +795,31 @@ def test_a_sqlite_store_closed_twice_waits_for_no_reader_the_second_time(tmp_pat
     assert "left open" not in caplog.text
 
 
+def test_a_read_of_a_closed_sqlite_store_is_refused_at_once(tmp_path):
+    """A read after ``close`` (a console or stats call reaching the store after the service's stop) waited for ever
+    for a reader the close had taken out, holding the gate every later read and close waits at."""
+    import sqlite3
+    import threading
+
+    st = SQLiteStore(tmp_path / "fleet.db")
+    st.close()
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            st.stats()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5)
+    assert not reader.is_alive(), "the read after close still waits"
+    assert isinstance(outcome[0], sqlite3.ProgrammingError) and "closed" in str(outcome[0]), outcome
+    st.close(wait_s=0.5)  # a later close finds the gate free
+
+
 def test_a_state_report_the_store_cannot_hold_is_a_value_error_and_refuses_its_batch(store):
     for depth in (2**63, 2**64 - 1, -1):
         with pytest.raises(ValueError, match="outbox_depth"):
@@ -1085,3 +1110,60 @@ def test_a_state_report_of_a_run_numbered_at_or_below_the_one_its_row_holds_is_n
     assert not unary("1.0.0", "runE", 1, over="") and runs() == "1.7.0"
     assert unary("1.8.0", "runE", 1, over="runD") and runs() == "1.8.0"
     assert unary("1.9.0", "runE", 2, over="") and runs() == "1.9.0"
+
+
+def test_the_loss_index_is_built_while_an_older_replica_writes_gaps(postgres_url, tmp_path):  # noqa: F811
+    """Migration 0022 built its index inside the migration's transaction: its SHARE lock, waiting for a write under
+    way and then held for the build, stopped every later write to ``gaps`` (2.7 s at 2 M rows; an older replica's
+    batches refused after their 2 s lock wait). Built CONCURRENTLY outside a transaction, writes go on."""
+    import shutil
+    import threading
+
+    import psycopg
+
+    from cloud_trainer.fleet.store_pg import MIGRATIONS, migrate, migration_files
+
+    older = tmp_path / "older"
+    older.mkdir()
+    for version, path in migration_files():
+        if version < 22:
+            shutil.copy(path, older / path.name)
+    row = "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES ('default', %s, 1, 1, 2, 'budget', 1)"
+    with (
+        psycopg.connect(postgres_url, autocommit=True) as admin,
+        psycopg.connect(postgres_url) as writing,
+        psycopg.connect(postgres_url) as later,
+    ):
+        migrate(admin, older)
+        writing.execute(row, ("gw1",))  # a batch of an older replica under way (its transaction open)
+        done: list = []
+
+        def upgrading() -> None:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                done.append(migrate(conn, MIGRATIONS))
+
+        upgrade = threading.Thread(target=upgrading)
+        upgrade.start()
+        try:
+            for _ in range(600):  # until the build waits for that batch
+                waiting = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%gaps_losses_by_t%' "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+            assert waiting, "the migration never reached the index build"
+            later.execute("SET lock_timeout = '500ms'")
+            later.execute(row, ("gw2",))  # the next batch: it went on
+            later.commit()
+        finally:
+            writing.commit()
+            upgrade.join(60)
+        assert done and 22 in done[0]
+        valid = admin.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'gaps_losses_by_t'"
+        ).fetchone()
+        assert valid == (True,)
+        assert admin.execute("SELECT count(*) FROM gaps").fetchone()[0] == 2
