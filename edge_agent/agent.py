@@ -32,7 +32,7 @@ from devices.base import MAX_CAUSES, ConnectionState, Notices
 from edge_agent import flapping
 from edge_agent.actions import ActionRunner, expect_writes
 from edge_agent.cloud_text import CloudText
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, AlarmAction
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
 from edge_agent.models.config import VersionPolicy
@@ -1145,10 +1145,14 @@ class Agent:
         which may go out another way (MQTT, another PLC) or nowhere. An action on OK parts and not on NG ones (a pass
         signal, ``verdict: OK``) leaves an unjudged part as it leaves an NG part, without it: it does not count (it
         held the heartbeat beside a reject gate on NG and UNSURE, every part rejected and the line stopped). A
-        windowed pipeline gives no result then."""
+        condition on what only a judged part has (its score, label, model, engine) may act on an OK part
+        (``may_match``: ``{any: [{verdict: UNSURE}, {score: {gte: 0}}]}`` acts on every part, and released it). An
+        alarm's mirror is raised after ``raise_after`` matching results: unless that is 1, it tells the PLC of no
+        single part (the parts before pass untold; it released the heartbeat alone). A windowed pipeline gives no
+        result then."""
         import dataclasses
 
-        from edge_agent.conditions import compile_condition
+        from edge_agent.conditions import MODEL_FIELDS, compile_condition, may_match
 
         now = time.time()
         held = []
@@ -1169,20 +1173,26 @@ class Agent:
             judged_ok = dataclasses.replace(unjudged, verdict="OK", outputs={})
             judged_ng = dataclasses.replace(judged_ok, verdict="NG")
             through = [
-                (_names_unsure(a), compile_condition(a.when))
+                (
+                    _names_unsure(a),
+                    compile_condition(a.when)(unjudged),
+                    may_match(a.when, judged_ok, MODEL_FIELDS),
+                    may_match(a.when, judged_ng, MODEL_FIELDS),
+                    # an alarm's mirror is set after raise_after matching results: the parts before pass untold
+                    not isinstance(a, AlarmAction) or a.raise_after == 1,
+                )
                 for a in (self.cfg.actions.get(n) for n in p.s.actions)
                 if a is not None and any(getattr(a, field) == source for field in a.source_fields)
             ]
             told = [
-                (handed, acts)
-                for handed, acts in through
-                if handed or not acts(judged_ok) or acts(judged_ng)  # (a pass signal left out)
+                (handed, on_unjudged, on_ok, each)
+                for handed, on_unjudged, on_ok, on_ng, each in through
+                if handed or not on_ok or on_ng  # (a pass signal left out)
             ]
             if through and (
                 p.s.window is not None
-                or not told
-                or not all(handed and acts(unjudged) for handed, acts in told)
-                or all(acts(judged_ok) for _, acts in told)
+                or not all(handed and on_unjudged for handed, on_unjudged, _, _ in told)
+                or not any(each and not on_ok for _, _, on_ok, each in told)
             ):
                 held.append(p)
         return held

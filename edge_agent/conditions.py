@@ -44,6 +44,9 @@ FIELDS = (
     "engine",
     "age_ms",
 )
+# the fields a model's judgement gives a result (beside its verdict): a part judged OK has them, and a result made up
+# to stand for one (``may_match``) does not
+MODEL_FIELDS = frozenset(FIELDS) - {"verdict", "pipeline", "source", "age_ms"}
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
     "ne": operator.ne,
@@ -213,6 +216,37 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callabl
         return bool(getattr(r, _attr(key), None) == val)  # (a numpy value compares as its number)
 
     return equals
+
+
+def may_match(spec: Any, r: Any, unknown: frozenset[str]) -> bool:
+    """Whether the (valid) condition ``spec`` can be true of a result like ``r`` whose fields ``unknown`` may hold
+    any value (a part judged OK has a score, a label and a model that a result made up to stand for it lacks): an
+    item on one of them is neither true nor false, and ``all``, ``any`` and ``not`` combine it so (three-valued)."""
+    return _maybe(spec, r, unknown) is not False
+
+
+def _maybe(spec: Any, r: Any, unknown: frozenset[str]) -> bool | None:
+    if not isinstance(spec, dict):
+        return True  # (no condition)
+    said = []
+    for key, val in spec.items():
+        if key in ("all", "any"):
+            subs = [_maybe(v, r, unknown) for v in val]
+            said.append(_all3(subs) if key == "all" else _any3(subs))
+        elif key == "not":
+            sub = _maybe(val, r, unknown)
+            said.append(None if sub is None else not sub)
+        else:
+            said.append(None if key in unknown else compile_condition({key: val})(r))
+    return _all3(said)
+
+
+def _all3(values: list[bool | None]) -> bool | None:
+    return False if False in values else None if None in values else True
+
+
+def _any3(values: list[bool | None]) -> bool | None:
+    return True if True in values else None if None in values else False
 
 
 def _leaves(spec: Any) -> Iterator[tuple[str, Any]]:

@@ -395,15 +395,26 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
         "reject not OK, pass OK": ([{"verdict": {"ne": "OK"}}, {"verdict": "OK"}], True),
         "reject NG or UNSURE, done": ([ng_or_unsure, None], True),
         "pass OK or UNSURE, reject NG": ([{"verdict": {"in": ["OK", "UNSURE"]}}, {"verdict": "NG"}], True),
+        # a condition on what a judged part has and an unjudged one lacks acts on OK parts too: a done signal
+        "UNSURE or any score": ([{"any": [{"verdict": "UNSURE"}, {"score": {"gte": 0}}]}], True),
+        "reject NG or UNSURE unless a label": ([{"all": [ng_or_unsure, {"not": {"label": "ok"}}]}], False),
+        # an alarm's mirror is set after 3 matching results: the first parts pass untold (raise_after: 1 tells)
+        "alarm mirror": ([{"type": "alarm", "when": ng_or_unsure}], True),
+        "alarm mirror at once": ([{"type": "alarm", "when": ng_or_unsure, "raise_after": 1}], False),
+        "reject NG or UNSURE, alarm mirror": ([ng_or_unsure, {"type": "alarm", "when": ng_or_unsure}], False),
     }
     for shape, (whens, held) in shapes.items():
         actions = {
-            f"a{i}": {
-                "type": "opcua_write",
-                "source": "plc",
-                "node_id": f"ns=2;s=Out{i}",
-                **({"when": when} if when is not None else {}),
-            }
+            f"a{i}": (
+                {**when, "opcua_source": "plc", "node_id": f"ns=2;s=Alarm{i}"}
+                if when is not None and "type" in when
+                else {
+                    "type": "opcua_write",
+                    "source": "plc",
+                    "node_id": f"ns=2;s=Out{i}",
+                    **({"when": when} if when is not None else {}),
+                }
+            )
             for i, when in enumerate(whens)
         }
         cfg = parse_config(
