@@ -549,6 +549,13 @@ MAX_SIZES = 32
 # aspect range for the whole model (one sample naming 999999x1 took every wider camera for sure)
 CAMERA_SIDES = (8, 20_000)
 CAMERA_MAX_ASPECT = 10.0
+# camera sensors' proportions, long side to short (``sensor_shape_problem``): 6:5 (2448x2048), 5:4 (1280x1024), 4:3,
+# 4096x3000's 1.365, 3:2, 752x480's 1.567, 16:10, 5:3 (800x480), 16:9, DCI 4K's 1.896; within 2 % of one. A square
+# sensor is one of at least SQUARE_SENSOR_MIN px a side (2048x2048, 1024x1024): a smaller square, or proportions of
+# none of these, is more likely a dataset resized or cropped since its camera took it (96x96 from 640x480)
+SENSOR_ASPECTS = (1.2, 1.25, 4 / 3, 1.365, 1.5, 1.567, 1.6, 5 / 3, 16 / 9, 1.896)
+SENSOR_ASPECT_TOLERANCE = 0.02
+SQUARE_SENSOR_MIN = 1000
 LOCAL_REASONS = {
     ("chroma_b", "low"): "colour cast (white balance)",
     ("chroma_b", "high"): "colour cast (white balance)",
@@ -855,6 +862,22 @@ def camera_problem(size: tuple[int, int]) -> str | None:
     return None
 
 
+def sensor_shape_problem(size: tuple[int, int]) -> str | None:
+    """Why ``size`` (width, height) is unlike a camera sensor's frame (a small square, proportions of no common
+    sensor: ``SENSOR_ASPECTS``), or None: said where images name no camera and share that size, which then stands
+    for their camera's (``dataset import``, the builds)."""
+    w, h = size
+    long, short = max(w, h), min(w, h)
+    if long == short:
+        if short >= SQUARE_SENSOR_MIN:
+            return None
+        return f"a square of {short} px a side; square camera sensors are {SQUARE_SENSOR_MIN} px or more"
+    r = long / short
+    if any(abs(r / a - 1) <= SENSOR_ASPECT_TOLERANCE for a in SENSOR_ASPECTS):
+        return None
+    return f"proportions {r:.3g}:1, no common camera sensor's (4:3, 5:4, 3:2, 16:10, 16:9, ...)"
+
+
 def _counted(sizes: list[tuple[int, int]]) -> dict[str, int] | None:
     """``{"WxH": frames}`` of ``sizes`` in their order, None past ``MAX_SIZES`` different ones."""
     out = Counter(f"{w}x{h}" for w, h in sizes)
@@ -872,7 +895,9 @@ def frame_shapes(shapes, cameras=None) -> dict:
     dataset's images, perhaps resized from a camera of other proportions): a frame resized to one of those is
     checked at it (``LocalStats.shape``). ``frames`` and ``unknown_frames`` count the frames of each (the build
     says them). A camera size that is no camera's (``camera_problem``) counts as none named, the frames' own
-    size standing for it, and is counted in ``camera_ignored``. An agent before ``camera`` ignores it."""
+    size standing for it, and is counted in ``camera_ignored``. Where no frame names its camera, ``camera_unknown``
+    counts the frames of each size (None past ``MAX_SIZES``): a record for the build's line and whoever reads the
+    package; the agent's check is the one for no ``camera`` (it and an agent before ``camera`` ignore the key)."""
     sizes = sorted({(int(w), int(h)) for h, w in shapes})
     aspects = [w / h for w, h in sizes]
     out: dict = {
@@ -880,6 +905,7 @@ def frame_shapes(shapes, cameras=None) -> dict:
         "sizes": [list(wh) for wh in sizes] if len(sizes) <= MAX_SIZES else None,
     }
     if cameras is None or all(c is None for c in cameras):
+        out["camera_unknown"] = _counted([(int(w), int(h)) for h, w in shapes])
         return out
     if len(cameras) != len(shapes):
         raise ValueError(f"{len(cameras)} camera sizes for {len(shapes)} frames")
@@ -889,6 +915,7 @@ def frame_shapes(shapes, cameras=None) -> dict:
         out["camera_ignored"] = {f"{w}x{h}": n for (w, h), n in sorted(ignored.items())[:MAX_SIZES]}
         given = [None if c in ignored else c for c in given]
         if all(c is None for c in given):
+            out["camera_unknown"] = _counted([(int(w), int(h)) for h, w in shapes])
             return out
     named_all = sorted(c for c in given if c is not None)
     unknown_all = sorted((int(w), int(h)) for (h, w), c in zip(shapes, given, strict=True) if c is None)
@@ -915,6 +942,27 @@ def camera_lines(frame: dict) -> list[str]:
             f"training frames' cameras: left out {shown}: no camera's size ({CAMERA_SIDES[0]}-{CAMERA_SIDES[1]} "
             f"px a side, at most {CAMERA_MAX_ASPECT:g}:1); those frames count as naming none"
         )
+    if "camera_unknown" in frame:
+        counted = frame["camera_unknown"]
+        shown = (
+            ", ".join(f"{k} ({n})" for k, n in counted.items()) if counted else f"more than {MAX_SIZES} sizes"
+        )
+        line = (
+            f"training frames' cameras: unknown (no image names one, as a user's folder imported without "
+            f"--camera-size): their own sizes stand for their cameras', {shown}; a frame resized to such a size by "
+            "the camera's width and height is checked at it (a camera of other proportions set to it is not told)"
+        )
+        odd = []
+        for k in counted or {}:
+            w, h = (int(v) for v in k.split("x"))
+            if why := sensor_shape_problem((w, h)):
+                odd.append(f"{k}: {why}")
+        if odd:
+            line += (
+                f"; {'; '.join(odd)}: if they were resized or cropped since the camera took them, import them "
+                "again with --camera-size WIDTHxHEIGHT (the camera's own frame size) and build again"
+            )
+        lines.append(line)
     if cam:
         named, unknown = cam.get("frames"), cam.get("unknown_frames")
         shown = ", ".join(f"{k} ({n})" for k, n in named.items()) if named else f"more than {MAX_SIZES} sizes"

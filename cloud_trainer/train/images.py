@@ -878,7 +878,7 @@ def import_images(
     try:
         with new_dataset_folder(out, log) as tmp:
             progress = _Progress(len(found.items), progress_s, log)
-            summary, copies, shapes, flat, misnamed, lossy, turned = _write(
+            summary, copies, shapes, flat, misnamed, lossy, turned, named = _write(
                 found, src, tmp, max_megapixels, pixel_bits, progress, bayer, camera_size
             )
             if copies:  # left out: the classes must still hold enough images without them
@@ -899,6 +899,7 @@ def import_images(
         for note in (
             _misnamed_note(misnamed),
             _odd_sizes_note(shapes),
+            _camera_unknown_note(shapes, camera_size is not None or named > 0),
             _flat_note(flat),
             _lossy_masks_note(lossy),
             _turned_masks_note(turned),
@@ -1057,14 +1058,17 @@ def _write(
     list[tuple[str, str]],
     list[tuple[str, int, int]],
     list[tuple[str, int]],
+    int,
 ]:
     """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept), each
     image's (source, height, width), the images of one colour, the images of another kind than their
     extension says: (source, kind), stored under their kind's extension, the JPEG masks with faint pixels:
     (source, faint pixels, marked pixels), the images with a mask turned by their EXIF orientation: (source,
-    orientation))."""
+    orientation), how many images name their camera: an agent's samples)."""
     import numpy as np
     import yaml
+
+    from protocols.sample_camera import camera_size as named_camera
 
     (dst / "images").mkdir()
     (dst / "masks").mkdir()
@@ -1081,6 +1085,7 @@ def _write(
     misnamed: list[tuple[str, str]] = []  # (source, kind): a JPEG named .png, read as what it is
     lossy: list[tuple[str, int, int]] = []  # JPEG masks: (source, faint pixels, marked pixels)
     turned: list[tuple[str, int]] = []  # images with a mask that their EXIF orientation turns: (source, tag)
+    named = 0  # images naming their camera (an agent's samples: a PNG text chunk)
     k = 0
     with open(dst / "labels.jsonl", "w") as f:
         for done, it in enumerate(found.items):
@@ -1097,6 +1102,7 @@ def _write(
                 continue
             sizes.add(img.shape[:2])
             shapes.append((it.path.relative_to(src).as_posix(), img.shape[0], img.shape[1]))
+            named += named_camera(data) is not None
             if _flat(img):
                 flat.append(it.path.relative_to(src).as_posix())
             rel = it.path.relative_to(src).as_posix()
@@ -1212,6 +1218,7 @@ def _write(
         misnamed,
         lossy,
         turned,
+        named,
     )
 
 
@@ -1343,6 +1350,29 @@ def _odd_sizes_note(shapes: list[tuple[str, int, int]]) -> str | None:
         f"{n} image{'s' if n > 1 else ''} far from the size {n0} of the {len(shapes)} images have ({w0}x{h0}): "
         f"{shown}; the model sees every image scaled to its square input, so {'these look' if n > 1 else 'it looks'} "
         "unlike the line camera's frames: check they belong, or crop or remove them"
+    )
+
+
+def _camera_unknown_note(shapes: list[tuple[str, int, int]], named: bool) -> str | None:
+    """A note when every image has one size that is no camera sensor's shape (a 96x96 square, 300x100) and
+    neither ``--camera-size`` nor the images (``named``: an agent's samples name theirs) name the camera: that size
+    then stands for their camera's, and a camera of other proportions whose width and height resize its frames to
+    it is not told (``frame.camera`` in ``model_packager.inputstats``); None otherwise (images of several sizes
+    are each taken as their camera's own frame)."""
+    from model_packager.inputstats import sensor_shape_problem
+
+    sizes = {(w, h) for _, h, w in shapes}
+    if named or len(sizes) != 1:
+        return None
+    ((w, h),) = sizes
+    why = sensor_shape_problem((w, h))
+    if why is None:
+        return None
+    return (
+        f"all {len(shapes)} images are {w}x{h}, {why}: resized or cropped since the camera took them? They "
+        f"name no camera, so the agent takes {w}x{h} for their camera's size, and a camera of other proportions "
+        f"whose width and height resize its frames to {w}x{h} is not told (its part stretched, judged); if the "
+        "camera's frames are another size, import them again with --camera-size WIDTHxHEIGHT (e.g. 640x480)"
     )
 
 
