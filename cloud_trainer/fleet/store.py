@@ -2542,6 +2542,7 @@ class SQLiteStore(SQLStore):
         for _ in range(self.reader_count):
             self.readers.put(sqlite3.connect(self.path, check_same_thread=False, isolation_level=None))
         self.read_lock = threading.Lock()
+        self.reads_closed = False  # set by ``close`` under ``read_lock``: a read after it is refused at once
         # the lookups by key of ``_refuse_early`` (only for a tenant refused in the last SPENT_TTL_S): on a
         # connection of their own, so that they neither take a writer's turn nor wait behind an admin's long read
         # on the reader above (the reason c7ccb39's read of agent_usage there was reverted)
@@ -2605,6 +2606,13 @@ class SQLiteStore(SQLStore):
     def _tx(self, write: bool = True, bulk: bool = False, synced: bool = True):
         if not write:  # a read of its own snapshot, on a reader connection: the writer goes on meanwhile
             with self.read_lock:
+                if self.reads_closed:
+                    # its readers are closed and out of the queue: the read waited for one for ever, holding the
+                    # gate, and a later close's wait for the gate timed out too (a console or stats call reaching
+                    # the store after the service's stop hung the process's exit)
+                    raise sqlite3.ProgrammingError(
+                        f"Cannot operate on a closed database: the store {self.path}"
+                    )
                 reader = self.readers.get()
             try:
                 reader.execute("BEGIN")
@@ -2694,6 +2702,7 @@ class SQLiteStore(SQLStore):
             )
             return
         try:  # no read starts now: each reader is closed once its read under way has ended
+            self.reads_closed = True
             while self.reader_count:  # (those still open: a second close waits for none)
                 try:
                     self.readers.get(timeout=max(0.0, deadline - time.monotonic())).close()
