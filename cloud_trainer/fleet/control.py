@@ -103,7 +103,8 @@ CREATE TABLE IF NOT EXISTS going_back (tenant TEXT NOT NULL, agent TEXT NOT NULL
 # running on the agent reads these rows (``Control._gone_back``), not the document of every halted rollout of the
 # slot: 10 halted rollouts of 1,000 agents made each such report cost 2.5 times as much under the control's lock.
 # Filled at each open from the documents naming the status (``_fill_going_back``; PostgreSQL: 0018): a control
-# state written before the table, or halts a service released before it made after an upgrade (a rollback)
+# state written before the table, or halts a service released before it made after an upgrade (a rollback); and by
+# the tick from the rollouts halted since its last look (such a service still running as a replica)
 # the desired-state change log keeps the changes of the last hour (generations are times in microseconds:
 # ``_next_generation``); replicas read it every fraction of a second. A cut found through the index at once: keeping
 # the newest 20,000 generations counted walked every row of them (1M rows of fleet-wide steps: 41 ms a tick)
@@ -157,6 +158,10 @@ STEP_TIMEOUT_S = 900.0
 # how often a running rollout with a selector looks for agents that joined its group since (registered, or
 # labels changed): a read of the tenant's agents, so not every tick
 JOIN_CHECK_S = 30.0
+# how often the tick looks for halted rollouts without ``going_back`` rows among those halted since its last look (a
+# halt an older replica made on the shared database writes none: until the next open its targets said
+# ``rolling_back`` for good, even once a newer rollout ran on the agent); a read of the halted rollouts' ids
+GOING_BACK_FILL_S = 30.0
 # rollouts of a tenant in progress (running or paused) at once: the rollout tick reads and advances every one of
 # every tenant each second, under the lock every tenant's deployment calls wait for; one tenant's 1,000 rollouts
 # of slots no agent has (never healthy, never ending) made another tenant's admin calls take 0.3-1 s instead of
@@ -378,6 +383,9 @@ class Control:
             0.0  # when tick last gave completed rollouts' versions to gateways joining their group
         )
         self._pruned_at = -math.inf  # when tick last pruned finished rollouts (``prune_finished``)
+        # the halted and aborted rollouts ``_fill_going_back`` has looked at (None: none yet), and when it last looked
+        self._halts_seen: set[str] | None = None
+        self._going_back_filled = -math.inf
         # every tenant's package keys, for a keyless tenant's check (``_package_keys``): (the folders' marks, keys)
         self._keys_cache: tuple | None = None
         self._bad_keys: list[Path] = []  # key files skipped at the last read (watched for a mend)
@@ -418,20 +426,33 @@ class Control:
 
     def _fill_going_back(self) -> None:
         """``going_back`` from the halted and aborted rollouts' documents that name a target ``rolling_back``, at
-        each open, of the rollouts without a row (a halt of this release writes its rows; one whose target moved
+        each open, and at a tick every GOING_BACK_FILL_S of those halted since (an older replica's halt on the shared
+        database writes no rows), of the rollouts without a row (a halt of this release writes its rows; one whose target moved
         on is dropped when read; documents without the status are not decoded): a control state written before the
         table, or halts a service released before it (2026-12-06 and earlier) made in it after an upgrade (a
         rollback). Filled only once, such a halt had no rows and its targets said ``rolling_back`` for good, even
         once an admin's rollback ran on the agent. The documents are read outside the control's write transaction
         (a row outliving its target's status is dropped when read): read inside it, every replica's steps and ticks
         waited for the scan at each replica's start (PostgreSQL, 2,000 halted rollouts of 1,000 agents: ~2 s)."""
-        rows = []
+        rows: list[tuple] = []
+        found: list = []
         with self.lock:
-            found = self.db.execute(
-                "SELECT id, doc FROM deployments WHERE state IN ('halted', 'aborted') AND doc LIKE ? AND id NOT IN "
-                "(SELECT DISTINCT deployment_id FROM going_back)",
-                ("%rolling_back%",),
-            ).fetchall()
+            halts = {
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM deployments WHERE state IN ('halted', 'aborted')"
+                ).fetchall()
+            }
+            # at open every halted rollout; at a tick (``GOING_BACK_FILL_S``) those halted since the last look
+            new = sorted(halts if self._halts_seen is None else halts - self._halts_seen)
+            self._halts_seen = halts
+            for i in range(0, len(new), 500):
+                part = new[i : i + 500]
+                found += self.db.execute(
+                    f"SELECT id, doc FROM deployments WHERE id IN ({', '.join('?' * len(part))}) AND doc LIKE ? "
+                    "AND id NOT IN (SELECT DISTINCT deployment_id FROM going_back)",
+                    (*part, "%rolling_back%"),
+                ).fetchall()
         for dep_id, doc in found:
             try:
                 d = json.loads(doc)
@@ -1474,6 +1495,11 @@ class Control:
             if self.keep_rollouts and not 0 <= now - self._pruned_at < PRUNE_ROLLOUTS_S:
                 self._pruned_at = now
                 self.prune_finished()
+        if (
+            not 0 <= now - self._going_back_filled < GOING_BACK_FILL_S
+        ):  # (outside the write: ``_fill_going_back``)
+            self._going_back_filled = now
+            self._fill_going_back()
 
     def prune_finished(self) -> int:
         """Delete the finished rollouts of each tenant and slot past its newest ``keep_rollouts``, but those still

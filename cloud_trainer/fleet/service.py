@@ -2638,6 +2638,18 @@ class FleetServer:
                     TICK_STOP_S,
                 )
                 owns_control = False
+        # a deployment step kept during a clone hold being taken again (``_retake_untold``) is waited for, as a tick
+        # is: cut, its write failed as the control state's fault and the step was lost
+        if self.fleet is not None and (retaking := set(self.fleet._retaking)):
+            _done, left = await asyncio.wait(retaking, timeout=TICK_STOP_S)
+            if left:
+                log.warning(
+                    "%d deployment steps kept during a clone hold still being taken %g s after the fleet service "
+                    "stopped; its control database is left open",
+                    len(left),
+                    TICK_STOP_S,
+                )
+                owns_control = False
         # the store is closed once no retention step uses it (each is a transaction or two: waited for)
         if (retaining := self._retaining) is not None and not retaining.done():
             await asyncio.wait({retaining}, timeout=TICK_STOP_S)

@@ -897,6 +897,28 @@ def test_a_halted_rollouts_agent_a_newer_rollout_took_over_is_closed_on_either_s
     assert c.db.execute("SELECT COUNT(*) FROM going_back").fetchone()[0] == 0
 
 
+def test_a_halt_an_older_replica_made_on_the_shared_database_gets_its_going_back_rows_at_a_tick(
+    either_control,
+):
+    """A replica of a release before ``going_back`` halting a rollout on the shared database writes no rows; they
+    were filled at each open only, so its targets said ``rolling_back`` until this replica restarted, even once a
+    newer rollout ran on the agent. A tick looks at the rollouts halted since its last look."""
+    c, e = either_control
+    c.tick()  # (the first look, as at open)
+    for agent in AGENTS:
+        _runs(c, agent, e["1.0.0"])
+    dep = c.create(_rollout("1.1.0", list(AGENTS), ["100%"]))
+    c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})
+    c.on_report("gw2", dep["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
+    c.db.execute("DELETE FROM going_back")  # the halt as the older replica made it: no rows
+    c._going_back_filled = float("-inf")  # (the next look due: GOING_BACK_FILL_S later)
+    c.tick()
+    newer = c.create(_rollout("1.2.0", ["gw1"], ["100%"]))
+    c.on_report("gw1", newer["id"], "vision", "1.2.0", "healthy", True, "", {})
+    t = c.get(dep["id"])["targets"]["gw1"]
+    assert t["status"] == "rolled_back_by_fleet", t  # was: rolling_back (until a restart)
+
+
 def test_a_deployments_write_never_replaces_another_tenants_row_of_the_same_id(either_control):
     """The deployments' id is their key across tenants: a write of a document naming another tenant than the row of
     its id (an id drawn twice, any path writing) replaced that tenant's deployment, whose agents were then given the

@@ -1043,6 +1043,34 @@ async def test_a_step_kept_untold_is_taken_under_the_told_gateways_new_run_howev
     )  # was: healthy (forgotten)
 
 
+async def test_a_kept_step_being_taken_again_as_the_service_stops_is_waited_for(fleet, monkeypatch):
+    """The task taking a kept step again was not waited for at stop: the control state closed under it, its write
+    failed (logged as the control state's fault) and the step was lost (its rollout stalled). Waited for as a tick."""
+    import time
+
+    from cloud_trainer.fleet.control import Control
+
+    srv, stub, e = fleet
+    (dep,) = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision")
+    retake = srv.control.retake_kept
+
+    def slow(*args, **kwargs):  # (the control database slow to answer)
+        time.sleep(0.3)
+        return retake(*args, **kwargs)
+
+    monkeypatch.setattr(srv.control, "retake_kept", slow)
+    await stub.Heartbeat(_report(e["1.0.0"], 3, "runA"))  # told late
+    await stub.Heartbeat(_report(e["1.0.0"], 4, "runA2", "runA"))
+    assert srv.fleet._retaking
+    await srv.stop()
+    again = Control(srv.data / "control.db", srv.registry, None)
+    try:
+        t = again.get(dep["id"])["targets"]["gw1"]
+    finally:
+        again.close()
+    assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 4}), t  # was: healthy (lost)
+
+
 async def test_a_kept_step_is_not_taken_over_a_step_another_replica_took_after_the_retakes_check(
     fleet, monkeypatch
 ):

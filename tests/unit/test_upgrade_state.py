@@ -223,6 +223,7 @@ def test_the_going_back_fill_at_open_reads_the_documents_outside_the_write_trans
                 return real.execute(sql, args)
 
         c.db = Seen()  # type: ignore[assignment]
+        c._halts_seen = None  # (every halted rollout looked at, as at open)
         c._fill_going_back()
         assert scans == [False]  # was: [True]
         assert real.execute("SELECT * FROM going_back").fetchall() == [("default", "gw1", "vision", "d1")]
