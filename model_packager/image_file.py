@@ -363,9 +363,18 @@ def transparent(data: bytes) -> str | None:
     import numpy as np
 
     full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if full is None or full.ndim != 3 or full.shape[2] not in (2, 4):
+    if full is None:
         return None
-    alpha = full[:, :, -1]
+    key = _png_key_colour(data)
+    alpha: np.ndarray
+    if key is not None and len(key) == (1 if full.ndim == 2 else full.shape[2]):
+        # a grey or RGB PNG with a transparent colour: read without alpha, its pixels of that colour are clear
+        clear = np.all(full.reshape(*full.shape[:2], -1) == np.asarray(key, full.dtype), axis=2)
+        alpha = np.where(clear, 0, 255).astype(np.uint8)
+    elif full.ndim != 3 or full.shape[2] not in (2, 4):
+        return None
+    else:
+        alpha = full[:, :, -1]
     if alpha.dtype not in (np.uint8, np.uint16):
         return None
     if data[:2] == b"BM" and not alpha.any():  # a BMP's alpha left 0 everywhere: unused, not clear
@@ -426,6 +435,36 @@ def undecodable_kind(data: bytes) -> str | None:
         )
     if photometric in (0, 1) and bits not in (1, 8, 10, 12, 14, 16, 32, 64):  # the grey ones OpenCV reads
         return f"a TIFF of {bits}-bit grey pixels, which this reader cannot decode: save it as 8-bit grey"
+    return None
+
+
+def _png_key_colour(data: bytes | memoryview) -> tuple[int, ...] | None:
+    """A grey or RGB PNG's transparent colour (its ``tRNS`` chunk before the image data) as OpenCV's unchanged read
+    holds it: a grey value (1-, 2- and 4-bit ones scaled to 8 bits, as libpng expands them) or (blue, green, red);
+    None for another PNG or file. OpenCV's read keeps a grey one without alpha (a palette's ``tRNS`` becomes an
+    alpha channel, and an RGB one's here), so its transparent pixels are those of that colour."""
+    b = bytes(data[: 1 << 16])
+    if len(b) < 33 or b[:8] != b"\x89PNG\r\n\x1a\n" or b[25] not in (0, 2):
+        return None
+    depth, i = b[24], 8
+    for _ in range(64):
+        if i + 8 > len(b):
+            return None
+        length, typ = struct.unpack_from(">I4s", b, i)
+        if typ in (b"IDAT", b"IEND"):
+            return None
+        if typ == b"tRNS":
+            if length < (2 if b[25] == 0 else 6) or i + 8 + length > len(b):
+                return None
+            if b[25] == 0:
+                key: tuple[int, ...] = struct.unpack_from(">H", b, i + 8)
+            else:
+                r, g, blue = struct.unpack_from(">HHH", b, i + 8)
+                key = (blue, g, r)
+            if depth < 8:
+                return tuple(v * (255 // ((1 << depth) - 1)) for v in key)
+            return tuple(v & 0xFF for v in key) if depth == 8 else key
+        i += 12 + length
     return None
 
 

@@ -977,7 +977,14 @@ def transparent_pixels(data: bytes | memoryview) -> tuple[int, int]:
     import numpy as np
 
     full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if full is None or full.ndim != 3 or full.shape[2] not in (2, 4):
+    if full is None:
+        return 0, 0
+    key = _png_key_colour(data)
+    if key is not None and len(key) == (1 if full.ndim == 2 else full.shape[2]):
+        # a grey or RGB PNG with a transparent colour: read without alpha, its pixels of that colour are clear
+        clear = np.all(full.reshape(*full.shape[:2], -1) == np.asarray(key, full.dtype), axis=2)
+        return int(np.count_nonzero(clear)), int(clear.size)
+    if full.ndim != 3 or full.shape[2] not in (2, 4):
         return 0, 0
     alpha = full[:, :, -1]
     if alpha.dtype not in (np.uint8, np.uint16):
@@ -986,6 +993,36 @@ def transparent_pixels(data: bytes | memoryview) -> tuple[int, int]:
     if bytes(data[:2]) == b"BM" and not alpha.any():  # a BMP's alpha left 0 everywhere: unused, not clear
         return 0, 0  # (as viewers show it: tools write 32-bit BMPs so, and mean them opaque)
     return int(np.count_nonzero(alpha < opaque)), int(alpha.size)
+
+
+def _png_key_colour(data: bytes | memoryview) -> tuple[int, ...] | None:
+    """A grey or RGB PNG's transparent colour (its ``tRNS`` chunk before the image data) as OpenCV's unchanged read
+    holds it: a grey value (1-, 2- and 4-bit ones scaled to 8 bits, as libpng expands them) or (blue, green, red);
+    None for another PNG or file. OpenCV's read keeps a grey one without alpha (a palette's ``tRNS`` becomes an
+    alpha channel, and an RGB one's here), so its transparent pixels are those of that colour."""
+    b = bytes(data[: 1 << 16])
+    if len(b) < 33 or b[:8] != b"\x89PNG\r\n\x1a\n" or b[25] not in (0, 2):
+        return None
+    depth, i = b[24], 8
+    for _ in range(64):
+        if i + 8 > len(b):
+            return None
+        length, typ = struct.unpack_from(">I4s", b, i)
+        if typ in (b"IDAT", b"IEND"):
+            return None
+        if typ == b"tRNS":
+            if length < (2 if b[25] == 0 else 6) or i + 8 + length > len(b):
+                return None
+            if b[25] == 0:
+                key: tuple[int, ...] = struct.unpack_from(">H", b, i + 8)
+            else:
+                r, g, blue = struct.unpack_from(">HHH", b, i + 8)
+                key = (blue, g, r)
+            if depth < 8:
+                return tuple(v * (255 // ((1 << depth) - 1)) for v in key)
+            return tuple(v & 0xFF for v in key) if depth == 8 else key
+        i += 12 + length
+    return None
 
 
 def _may_be_transparent(data: bytes | memoryview) -> bool:

@@ -432,6 +432,58 @@ async def test_a_bmp_of_bit_fields_opencv_cannot_decode_is_named_so_alike_not_ca
     )
 
 
+async def test_a_grey_or_rgb_png_with_a_colour_made_transparent_is_refused_alike_as_a_palette_one_is(
+    tmp_path,
+):
+    """A PNG's ``tRNS`` chunk makes a palette entry transparent, or, in a grey or RGB PNG, one colour (a tool's
+    transparent background): OpenCV turns a palette's (and here an RGB one's) into an alpha channel, refused,
+    but reads a grey one without alpha, so the import, `--input-images` and the folder camera took its
+    transparent pixels as the grey stored there. Now they are refused alike, a 1-bit grey PNG's too (its key
+    scaled to 8 bits as libpng expands it); a ``tRNS`` colour no pixel has is read as before."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from tests.unit.test_image_import import per_class
+
+    def png(depth: int, colour: int, rows: list[bytes], key: bytes) -> bytes:
+        ihdr = struct.pack(
+            ">IIBBBBB",
+            len(rows[0]) * 8 // depth // (3 if colour == 2 else 1),
+            len(rows),
+            depth,
+            colour,
+            0,
+            0,
+            0,
+        )
+        idat = zlib.compress(b"".join(b"\x00" + r for r in rows))
+        return _png([(b"IHDR", ihdr), (b"tRNS", key), (b"IDAT", idat), (b"IEND", b"")])
+
+    grey = [bytes([7] * 4 + [100] * 12)] * 10  # 16x10, the first 4 columns grey 7
+    rgb = [bytes([10, 20, 30] * 4 + [200, 200, 200] * 12)] * 10
+    one_bit = [b"\xf0\x00"] * 10  # 16x10, the first 4 columns white
+    files = {
+        "grey_key.png": png(8, 0, grey, struct.pack(">H", 7)),
+        "rgb_key.png": png(8, 2, rgb, struct.pack(">HHH", 10, 20, 30)),
+        "one_bit_key.png": png(1, 0, one_bit, struct.pack(">H", 1)),
+        "grey_key_unused.png": png(8, 0, grey, struct.pack(">H", 8)),
+        "rgb_key_unused.png": png(8, 2, rgb, struct.pack(">HHH", 30, 20, 10)),
+    }
+    refused = await _camera_and_packager(tmp_path, files)
+    assert refused == dict.fromkeys(("grey_key.png", "rgb_key.png", "one_bit_key.png"), "unsupported_frame")
+    src = per_class(tmp_path / "import" / "src", {"ok": 20, "dent": 2})
+    (src / "dent" / "rgb_key_unused.png").write_bytes(files["rgb_key_unused.png"])
+    assert import_images(src, tmp_path / "import" / "ds", log=lambda m: None)["counts"] == {
+        "ok": 20,
+        "dent": 3,
+    }
+    (src / "dent" / "rgb_key.png").write_bytes(files["rgb_key.png"])
+    with pytest.raises(
+        DatasetError, match=rf"{src / 'dent' / 'rgb_key.png'}: 40 of its 160 pixels are transparent"
+    ):
+        import_images(src, tmp_path / "import" / "ds2", log=lambda m: None)
+    assert not (tmp_path / "import" / "ds2").exists()
+
+
 # the camera's function and the packager's copy where their names differ
 _PACKAGER_NAMES = {
     "tiff_tiles_over": "tiles_over",
@@ -461,6 +513,7 @@ _PACKAGER_NAMES = {
             "pnm_maxval_not_255",
             "animated",
             "_png_chunk_overrun",
+            "_png_key_colour",
             "_samples_ended",
             "jpeg_scans_over",
             "_next_marker",
