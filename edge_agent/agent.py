@@ -1767,6 +1767,22 @@ class Agent:
         return self.board.recent
 
     # ---- status ----------------------------------------------------------------------------
+    def _slot_status(self, slot: ModelSlot) -> dict:
+        """A slot's status for ``/status``; a slot waiting for the fleet's first deployment while the fleet cannot
+        be reached says why nothing comes (the uplink's last error): it read "waiting for the fleet's deployment"
+        for ever, the cause only under ``uplink``."""
+        st = slot.status()
+        up = self.uplink
+        # not connected: its Connect stream not (yet) open again after a failure, or its records' push backing off
+        if (
+            slot.waiting_for_fleet
+            and up is not None
+            and up.last_error
+            and (up.mode in ("connecting", "reconnecting") or up.state == "backoff")
+        ):
+            st["failed"] = f"{st['failed']}; the fleet is not connected: {printable(up.last_error, 300)}"
+        return st
+
     def status(self) -> dict:
         """A snapshot for ``/status``; reads only (metrics are refreshed by a ``/metrics`` scrape)."""
         srcs = {}
@@ -1833,7 +1849,7 @@ class Agent:
             },
             "sources": srcs,
             "pipelines": [p.status() for p in self.pipelines],
-            "models": [s.status() for s in self.slots.values()],
+            "models": [self._slot_status(s) for s in self.slots.values()],
             **self.actions.status(),
             "forward": [f.status() for f in self.forwarders],
             "rules": [r.status() for r in self.rules],

@@ -750,6 +750,18 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
         assert host.keeper.state["refused"] == {}
         slots = host.agent.slots
         assert all(slots[n].waiting_for_fleet for n in ("vision", "vision2")), slots
+
+        # the fleet (at a port nothing listens on) cannot be reached: the slot's reason on /status says so, with the
+        # uplink's error (it said "waiting for the fleet's deployment" alone, for ever)
+        def reason() -> str:
+            (m,) = [m for m in host.agent.status()["models"] if m["slot"] == "vision2"]
+            return m["failed"]
+
+        await until(
+            lambda: "; the fleet is not connected: " in reason(), 20, "the slot naming the fleet's trouble"
+        )
+        assert reason().startswith("no package yet: waiting for the fleet's deployment"), reason()
+        assert "Connection refused" in reason(), reason()
         # the fleet's deployment to the new slot reaches it, and fills it (the swap a deployment makes)
         assert host.agent.manager is not None and "vision2" in host.agent.manager.slots
         out = await slots["vision2"].swap(trusted, watch=False)
