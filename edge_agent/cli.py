@@ -180,10 +180,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
         installed = rejected = None
         if root.is_dir():
             store = ModelStore(root, clean=False)  # (read only: a running agent's .part folders are its own)
-            # what a start serves: the state's current folder, or with the state unreadable the newest installed
-            installed = store.state().get("current") or (
-                store.newest_installed() if store.state_unread is not None else None
-            )
+            installed, _ = store.start_folder()  # what a start serves
             if installed:
                 try:
                     not_refused(store.verify(installed, trusted), name, m)

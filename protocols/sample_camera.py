@@ -15,12 +15,19 @@ import re
 import struct
 import zlib
 
-__all__ = ["KEYWORD", "camera_size", "with_camera_size"]
+__all__ = ["KEYWORD", "camera_size", "size_text", "with_camera_size"]
 
 KEYWORD = b"camera_size"
 _PNG = b"\x89PNG\r\n\x1a\n"
-_TEXT = re.compile(rb"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})")
+_TEXT = re.compile(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})")
 _MAX_CHUNKS = 64  # chunks before the image data looked at: an encoder writes a handful
+
+
+def size_text(text: str) -> tuple[int, int] | None:
+    """``WIDTHxHEIGHT`` (``640x480``, whole numbers 1 to 999999) as (width, height), else None: the one reading of
+    a camera size written as text (the chunk's, ``--camera-size``'s, a dataset's ``camera_size``)."""
+    m = _TEXT.fullmatch(text)
+    return (int(m[1]), int(m[2])) if m else None
 
 
 def with_camera_size(png: bytes, size: tuple[int, int]) -> bytes:
@@ -54,7 +61,6 @@ def camera_size(data: bytes | memoryview) -> tuple[int, int] | None:
                 # its CRC checked, as libpng drops a damaged chunk: a bit flipped in the digits names another camera
                 if zlib.crc32(b[i + 4 : i + 8 + length]) != struct.unpack_from(">I", b, i + 8 + length)[0]:
                     return None
-                m = _TEXT.fullmatch(text)
-                return (int(m[1]), int(m[2])) if m else None
+                return size_text(text.decode("latin-1"))  # (every byte a character: no digit but ASCII's)
         i += 12 + length
     return None

@@ -725,6 +725,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def stats(self, agent: str | None = None, *, tenant: str = T) -> dict: ...
 
+    def retired(self, *, tenant: str = T) -> dict:
+        """``stats(tenant=tenant)["retired"]`` alone: what retention deleted of the tenant's (its ``records`` and
+        ``samples``, received up to ``received_to``)."""
+        return dict(self.stats(tenant=tenant).get("retired") or {})
+
     @abc.abstractmethod
     def records(
         self, agent: str, kind: str | None = None, since_seq: int = 0, limit: int = 1000, *, tenant: str = T
@@ -819,6 +824,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def usage(self) -> dict[str, dict]:
         """Per tenant: agents, records, samples (counts only; the platform operator's view)."""
+
+    def waiting_at_most(self, seconds: float) -> contextlib.AbstractContextManager:
+        """Calls made meanwhile wait at most ``seconds`` for the store (``StreamHub.stop``'s last flush with the
+        database down); a store that does not wait for a connection waits no less."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:  # noqa: B027 (optional: a store that holds nothing has nothing to release)
         """Release the store's connections (the fleet service calls it when it stops)."""
@@ -1798,6 +1808,19 @@ class SQLStore(Store):
             out[max(0, len(out) - newest) :] if newest else [], max(0, had - newest) if last_page else None
         )
 
+    def retired(self, *, tenant: str = T) -> dict:
+        with self._tx(write=False) as ex:  # (an export: one query, not the six of ``stats``)
+            return self._retired_in(ex, "WHERE tenant = ?", (tenant,))
+
+    def _retired_in(self, ex, w: str, args: tuple) -> dict:
+        gone = ex(
+            self.q(
+                f"SELECT COALESCE(SUM(records), 0), COALESCE(SUM(samples), 0), MAX(received_to) FROM retired_totals {w}"
+            ),
+            args,
+        ).fetchone()
+        return {"records": int(gone[0]), "samples": int(gone[1]), "received_to": gone[2]}
+
     def stats(self, agent: str | None = None, *, tenant: str = T) -> dict:
         w = "WHERE tenant = ?" + (" AND agent = ?" if agent else "")
         args = (tenant, agent) if agent else (tenant,)
@@ -1836,12 +1859,7 @@ class SQLStore(Store):
                     q(f"SELECT kind, SUM(records) FROM agent_counts {w} AND records <> 0 GROUP BY kind"), args
                 ).fetchall()
             }
-            gone = ex(
-                q(
-                    f"SELECT COALESCE(SUM(records), 0), COALESCE(SUM(samples), 0), MAX(received_to) FROM retired_totals {w}"
-                ),
-                args,
-            ).fetchone()
+            gone = self._retired_in(ex, w, args)
         return {
             "records": sum(kinds.values()),
             "last_seq": last or 0,
@@ -1850,7 +1868,7 @@ class SQLStore(Store):
             "duplicates": int(d),
             "by_kind": kinds,
             # deleted by retention (``retire``): records and samples received up to ``received_to`` (not in records)
-            "retired": {"records": int(gone[0]), "samples": int(gone[1]), "received_to": gone[2]},
+            "retired": gone,
             # (past EPOCHS_MOST_PER_WINDOW: at it, and epochs_24h_more, "8640+" on the console)
             **(
                 {

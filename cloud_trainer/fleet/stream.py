@@ -144,8 +144,7 @@ class StreamHub:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        waiting = getattr(self.store, "waiting_at_most", None)
-        with waiting(STOP_STORE_WAIT_S) if waiting is not None else contextlib.nullcontext():
+        with self.store.waiting_at_most(STOP_STORE_WAIT_S):
             await self._flush_at_stop()
         for q in list(self.streams.values()):
             offer(q, None)

@@ -504,12 +504,18 @@ def dataset_camera_size(folder: Path) -> tuple[int, int] | None:
     if v is None:
         return None
     from model_packager.inputstats import camera_problem
+    from protocols.sample_camera import size_text
 
-    if not (isinstance(v, list) and len(v) == 2 and all(type(n) is int and 0 < n < 1_000_000 for n in v)):
+    size = (
+        size_text(f"{v[0]}x{v[1]}")
+        if isinstance(v, list) and len(v) == 2 and all(type(n) is int for n in v)
+        else None
+    )
+    if size is None:
         raise DatasetError(f"{meta_file}: 'camera_size' must be [width, height] in pixels, got {v!r}")
-    if why := camera_problem((v[0], v[1])):
+    if why := camera_problem(size):
         raise DatasetError(f"{meta_file}: 'camera_size' {v!r} is no camera's size ({why})")
-    return v[0], v[1]
+    return size
 
 
 def declared_camera(row: dict, declared: tuple[int, int] | None) -> tuple[int, int] | None:

@@ -42,7 +42,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import stat
@@ -1601,13 +1600,14 @@ def _camera_size_arg(text: str) -> tuple[int, int]:
     import argparse
 
     from model_packager.inputstats import camera_problem
+    from protocols.sample_camera import size_text
 
-    m = re.fullmatch(r"([1-9][0-9]{0,5})[xX]([1-9][0-9]{0,5})", text.strip())
-    if m is None:
+    size = size_text(text.strip().replace("X", "x", 1))
+    if size is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT in pixels, e.g. 640x480")
-    if why := camera_problem((int(m[1]), int(m[2]))):
+    if why := camera_problem(size):
         raise argparse.ArgumentTypeError(f"{text!r} is no camera's size ({why})")
-    return int(m[1]), int(m[2])
+    return size
 
 
 @contextlib.contextmanager

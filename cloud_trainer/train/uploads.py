@@ -269,7 +269,7 @@ def export(
     try:
         every = db.samples(model=model, tenant=tenant)
         # samples the service's retention (--retain-days) deleted: never in an export, said so
-        retired = db.stats(tenant=tenant).get("retired") or {}
+        retired = db.retired(tenant=tenant)
         gone = _retired_note(tenant, retired)
         known = {s["sha256"] for s in every if image_ext(s)}
         # a labelled sample under another extension is an image if its bytes are one (a PNG uploaded as .npy)

@@ -1013,16 +1013,18 @@ class Baseline:
             log.warning("pipeline %s: baseline %s (%s) saved again", self.pipeline, self.path, self.state)
             self.unsaved = None
 
-    def _restore_kept(self, d: dict) -> dict:
+    def _restore_kept(self, d: dict) -> tuple[dict, dict[str, Any]]:
         """``d`` (the baseline file as read), or the commissioned format-2 baseline kept beside it when ``d``
         is what a release reading format 1 only wrote over that baseline (format 1, learning anew because
-        the file was "unreadable"): that release was run on this data folder after this one (a rollback)."""
+        the file was "unreadable"): that release was run on this data folder after this one (a rollback). With
+        its fields (``_fields``: ValueError for a damaged ``d``)."""
         assert self.path is not None
         if d.get("format") != 1 or d.get("reason") != "unreadable file":
-            return d
-        k = self._kept_copy(f"the learning begun over {self.path.name} goes on")
-        if k is None:
-            return d
+            return d, _fields(d)
+        kept = self._kept_copy(f"the learning begun over {self.path.name} goes on")
+        if kept is None:
+            return d, _fields(d)
+        k = kept[0]
         log.warning(
             "pipeline %s: baseline %s was written over by an older release that could not read it (format %d); "
             "the commissioned baseline kept in %s (learned %s) is restored",
@@ -1033,12 +1035,12 @@ class Baseline:
             time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(k.get("learned_at") or 0))),
         )
         atomic_write_json(self.path, k)
-        return k
+        return kept
 
-    def _kept_copy(self, otherwise: str) -> dict | None:
+    def _kept_copy(self, otherwise: str) -> tuple[dict, dict[str, Any]] | None:
         """The commissioned baseline kept beside the file (``kept_path``) when it can serve this config (ready,
-        format 2, the same features and settings), else None (``otherwise``: what happens then, for the
-        warning of a copy that cannot be read)."""
+        format 2, the same features and settings), with its fields (``_fields``), else None (``otherwise``: what
+        happens then, for the warning of a copy that cannot be read)."""
         assert self.path is not None
         kept = kept_path(self.path)
         try:
@@ -1059,7 +1061,7 @@ class Baseline:
         if k.get("feature_set") != self.fid or under_changes(k.get("learned_under") or {}, self.under):
             return None  # learned on other features or settings: not this config's baseline
         try:
-            _fields(k)
+            return k, _fields(k)
         except ValueError as exc:
             log.warning(
                 "pipeline %s: the commissioned baseline kept in %s is damaged (%s); not restored, %s",
@@ -1069,7 +1071,6 @@ class Baseline:
                 otherwise,
             )
             return None
-        return k
 
     def _load(self) -> None:
         if self.path is not None and self.path.parent.is_dir():
@@ -1104,18 +1105,18 @@ class Baseline:
                 raise ValueError(f"a JSON {type(d).__name__}, not a baseline")
             if d.get("format") not in FORMATS:
                 raise ValueError(f"format {d.get('format')}")
-            d = self._restore_kept(d)
-            got = _fields(d)
+            d, got = self._restore_kept(d)
         except (OSError, ValueError) as exc:  # a named pipe, larger than a baseline, nested past the parser
             # emptied or cut short (a power cut on a card that lost the rename's data, a file system repair):
             # the commissioned copy kept beside it serves on; before, the machine was learned anew as it is now
-            k = self._kept_copy("learning anew")
-            if k is None:
+            kept = self._kept_copy("learning anew")
+            if kept is None:
                 self._discard(
                     f"unreadable baseline file {self.path} ({why_unread(exc)}); learning anew",
                     "unreadable file",
                 )
                 return
+            d, got = kept
             log.warning(
                 "pipeline %s: unreadable baseline file %s (%s); the commissioned baseline kept in %s (learned "
                 "%s) is restored",
@@ -1123,11 +1124,10 @@ class Baseline:
                 self.path,
                 why_unread(exc),
                 kept_path(self.path),
-                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(k.get("learned_at") or 0))),
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(d.get("learned_at") or 0))),
             )
             with contextlib.suppress(OSError):  # (the disk's refusal: the copy serves, read again next start)
-                atomic_write_json(self.path, k)
-            d, got = k, _fields(k)
+                atomic_write_json(self.path, d)
         if d.get("feature_set") != self.fid:
             self._event(
                 EventKind.BASELINE_DISCARDED,

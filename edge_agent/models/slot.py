@@ -421,14 +421,11 @@ class ModelSlot:
         install, load or golden test): the installed package serves, as when the configured one is the same, if it
         passes its own checks; else the slot starts failed, naming both reasons (the refused package is not tried
         again), or, for a refusal of this machine (its disk full), the start fails."""
-        st = self.store.state()
-        current = st.get("current")
+        # state.json holds nothing (emptied by a power cut, damaged): the newest version installed here is what the
+        # slot last served or was given (``recovered``); the configured package, installed again, was older
+        current, recovered = await asyncio.to_thread(self.store.start_folder)
         want_pkg = Path(self.config.package) if self.config.package else None
-        recovered = not current and self.store.state_unread is not None
         if recovered:
-            # state.json holds nothing (emptied by a power cut, damaged): the newest version installed here is
-            # what the slot last served or was given; the configured package, installed again, was older
-            current = await asyncio.to_thread(self.store.newest_installed)
             log.warning(
                 "slot %s: %s holds no state (%s): %s",
                 self.name,

@@ -277,6 +277,15 @@ class ModelStore:
                 printable(why, 300),
             )
 
+    def start_folder(self) -> tuple[str | None, bool]:
+        """The installed folder a start serves, and whether it is ``newest_installed`` (the state unreadable):
+        ``state.json``'s ``current``; where the state does not read, the newest installed; else None. The slot's
+        start and ``edge-agent validate`` each wrote this choice."""
+        current = self.state().get("current")
+        if current or self.state_unread is None:
+            return current or None, False
+        return self.newest_installed(), True
+
     def newest_installed(self) -> str | None:
         """The installed folder of the highest version whose manifest reads (``reopen``; verified as any before
         it serves), or None: what a start serves when ``state.json`` holds no state. The slot keeps the package
