@@ -546,3 +546,52 @@ async def test_births_of_metric_names_tens_of_kilobytes_long_are_refused_not_kep
     assert kept <= 1024, kept
     assert errors == {"name_too_long": 100}, errors
     assert all(len(r.tag) < 100 for r in got)
+
+
+async def test_a_backlog_of_messages_giving_no_reading_gives_the_loop_back_while_it_is_read(
+    mosquitto, monkeypatch
+):
+    """Data of never-born nodes (made-up names on a shared broker, at QoS 0) gives no reading: the consumer, which
+    gives the loop back between readings only (the agent's every 64 or 5 ms), saw none, and a backlog of them was
+    read without the loop (20,000: 5.8 s; every OPC UA session, heartbeat and rule stalled, for as long as such a
+    flood outran the consumer). The source gives the loop back between messages every ``YIELD_AFTER_S`` (made 0
+    here: at every message); the real node's birth after them is read."""
+    from devices.mqtt import client as client_module
+
+    monkeypatch.setattr(client_module, "YIELD_AFTER_S", 0.0)
+    src = MqttSource(
+        "mq",
+        MqttSettings(port=mosquitto.port, subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}]),
+    )
+    await src.start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2)
+    pub.max_queued_messages_set(0)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    try:
+        await _ready(src)
+        pub.connect("127.0.0.1", mosquitto.port, 30)
+        pub.loop_start()
+        n = 300
+        for i in range(n):
+            pub.publish(f"spBv1.0/g/NDATA/made{i}", _payload(1, sp.Metric("m", None, D.INT32, i)), qos=0)
+        birth = _payload(0, sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("m", None, D.INT32, 7))
+        pub.publish("spBv1.0/g/NBIRTH/real", birth, qos=1)
+        await until(lambda: src._channel.arrived >= n + 1, 5, "the backlog queued")
+        beat = asyncio.create_task(ticker())
+        async with asyncio.timeout(10):
+            async for r in src.items():
+                if r.tag == "real/m":
+                    break
+        beat.cancel()
+        assert ticks >= n // 2, ticks  # before: 0, the loop held until the birth was read
+        assert r.value == 7
+    finally:
+        closed(pub)
+        await src.stop()
