@@ -183,11 +183,17 @@ def counted_kind(kind: str) -> str:
 
 RECORD_COUNTS = f"""CREATE TABLE IF NOT EXISTS record_counts (tenant TEXT NOT NULL, agent TEXT NOT NULL,
   epoch BIGINT NOT NULL, kind TEXT NOT NULL, records BIGINT NOT NULL, first_seq BIGINT NOT NULL,
-  last_seq BIGINT NOT NULL, PRIMARY KEY (tenant, agent, epoch, kind));
-INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq)
-  SELECT tenant, agent, epoch, {_COUNTED_KIND}, COUNT(*), MIN(seq), MAX(seq) FROM records
+  last_seq BIGINT NOT NULL, first_received REAL NOT NULL DEFAULT 0, PRIMARY KEY (tenant, agent, epoch, kind));
+INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq, first_received)
+  SELECT tenant, agent, epoch, {_COUNTED_KIND}, COUNT(*), MIN(seq), MAX(seq), MIN(received) FROM records
   GROUP BY tenant, agent, epoch, {_COUNTED_KIND};
 """
+# ``first_received``: at most the receipt of the epoch's lowest stored record (0: not known yet, a row written by a
+# service of before it), kept by ``ingest`` and ``retire``: retention reads only the epochs it may find old
+# (``record_counts_by_age``), not every epoch with records at every pass (PostgreSQL migrations 0025, 0026)
+RECORD_COUNTS_BY_AGE = (
+    "CREATE INDEX IF NOT EXISTS record_counts_by_age ON record_counts (first_received, tenant, agent, epoch)"
+)
 # per agent and kind: its records stored in all, kept from ``record_counts`` by triggers (whoever writes that table: a
 # service of before them too), so that an agent's stats (the console's agents view, every few seconds per agent, and
 # IngestStats) read a row per kind, not one per epoch: an agent opening an epoch each 10 s for a month (259,200) took
@@ -278,6 +284,11 @@ DROP TABLE ingest_v2;""",
     # table has no such column: before it, a fleet.db of before tenants lost the column at its first open, and every
     # batch telling a loss failed ("no such column: loss_rows") until the service was started again
     ("ingest", "loss_rows", "ALTER TABLE ingest ADD COLUMN loss_rows INTEGER;"),
+    (
+        "record_counts",
+        "first_received",
+        "ALTER TABLE record_counts ADD COLUMN first_received REAL NOT NULL DEFAULT 0;",
+    ),
     # the tenant's quota of record bytes per day and its usage (2026-12-05): 0, no limit, nothing counted before
     (
         "tenant_quotas",
@@ -1253,13 +1264,14 @@ class SQLStore(Store):
             for (epoch, kind), (n, first, last) in counts.items():
                 ex(
                     q(
-                        "INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq) "
-                        "VALUES (?,?,?,?,?,?,?) ON CONFLICT (tenant, agent, epoch, kind) DO UPDATE SET "
-                        "records = record_counts.records + excluded.records, "
+                        "INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq, "
+                        "first_received) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (tenant, agent, epoch, kind) DO UPDATE "
+                        "SET records = record_counts.records + excluded.records, "
                         f"first_seq = {self.LEAST}(record_counts.first_seq, excluded.first_seq), "
-                        f"last_seq = {self.GREATEST}(record_counts.last_seq, excluded.last_seq)"
+                        f"last_seq = {self.GREATEST}(record_counts.last_seq, excluded.last_seq), "
+                        f"first_received = {self.LEAST}(record_counts.first_received, excluded.first_received)"
                     ),
-                    (tenant, agent, epoch, kind, n, first, last),
+                    (tenant, agent, epoch, kind, n, first, last, received),
                 )
             added = (stored, sample_bytes, payload_bytes)
             limits = None
@@ -2193,13 +2205,17 @@ class SQLStore(Store):
         epoch or deletion of bytes (those left are deleted by a later pass: ``retiring``). Returns {records, samples, blobs, after: where the next step goes
         on, None once every epoch was looked at}."""
         q = self.q
-        at = after or ("", "", -1)
-        epochs = self._rows(
+        # the epochs that can hold records that old: by ``record_counts.first_received`` (through
+        # ``record_counts_by_age``), not every epoch with records (an agent at the day's most epochs for 30 days:
+        # ~259,000 reads of an epoch's lowest record per pass, each pass)
+        at = after or (float("-inf"), "", "", -1)
+        rows = self._rows(
             q(
-                "SELECT tenant, agent, epoch FROM record_counts WHERE records > 0 AND (tenant, agent, epoch) > (?, ?, ?) "
-                "GROUP BY tenant, agent, epoch ORDER BY tenant, agent, epoch LIMIT ?"
+                "SELECT first_received, tenant, agent, epoch FROM record_counts WHERE first_received < ? "
+                "AND (first_received, tenant, agent, epoch) > (?, ?, ?, ?) AND records > 0 "
+                "ORDER BY first_received, tenant, agent, epoch LIMIT ?"
             ),
-            (*at, RETIRE_SCAN_EPOCHS),
+            (before, *at, RETIRE_SCAN_EPOCHS),
         )
         out: dict[str, Any] = {"records": 0, "samples": 0, "blobs": 0, "after": None}
         # a pass's first step: the bytes a stopped step left (``retiring``)
@@ -2211,46 +2227,81 @@ class SQLStore(Store):
                 left.setdefault(t, []).append(d)
             for t, ds in left.items():
                 out["blobs"] += self._retire_blobs(t, ds, blobs.for_tenant(t), halt)
-        for tenant, agent, epoch in epochs:
-            if halt is not None and halt.is_set():
-                return {**out, "after": None}
-            key = (tenant, agent, int(epoch))
-            oldest = self._rows(
-                q(
-                    "SELECT received FROM records WHERE tenant = ? AND agent = ? AND epoch = ? ORDER BY seq LIMIT 1"
-                ),
-                key,
-            )
-            if oldest and oldest[0][0] < before:
-                try:
-                    n, m, digests = self._retire_epoch(key, before, most - out["records"])
-                except Exception as exc:
-                    # the agent's rows held past the lock wait (its batch uploading to a bucket, an admin's open
-                    # transaction): this epoch waits for a later pass; the step failed, and no epoch after it was
-                    # retired while the hold lasted
-                    if not self._guard_busy(exc):
-                        raise
-                    log.warning(
-                        "retention: agent %s (tenant %s): its rows are held by another transaction past the lock "
-                        "wait; its epoch %d waits for a later pass",
-                        agent,
-                        tenant,
-                        int(epoch),
-                    )
-                    n, m, digests = 0, 0, set()
-                out["records"] += n
-                out["samples"] += m
-                if digests and blobs is not None:
-                    out["blobs"] += self._retire_blobs(
-                        tenant, sorted(digests), blobs.for_tenant(tenant), halt
-                    )
-                if out["records"] >= most:  # the step's share: this epoch again next step (it may hold more)
-                    out["after"] = (tenant, agent, int(epoch) - 1)
-                    return out
-            out["after"] = key
-        if len(epochs) < RETIRE_SCAN_EPOCHS and out["records"] < most:
+        seen: set[tuple[str, str, int]] = set()  # (an epoch has a row per kind)
+        young: list[
+            tuple
+        ] = []  # epochs whose lowest record is younger than their row said: (its receipt, key)
+        try:
+            for first, tenant, agent, epoch in rows:
+                if halt is not None and halt.is_set():
+                    return {**out, "after": None}
+                key = (tenant, agent, int(epoch))
+                out["after"] = (first, *key)
+                if key in seen:
+                    continue
+                seen.add(key)
+                oldest = self._rows(
+                    q(
+                        "SELECT received FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
+                        "ORDER BY seq LIMIT 1"
+                    ),
+                    key,
+                )
+                if oldest and oldest[0][0] >= before:
+                    young.append((oldest[0][0], *key))
+                if oldest and oldest[0][0] < before:
+                    try:
+                        n, m, digests = self._retire_epoch(key, before, most - out["records"])
+                    except Exception as exc:
+                        # the agent's rows held past the lock wait (its batch uploading to a bucket, an admin's open
+                        # transaction): this epoch waits for a later pass; the step failed, and no epoch after it
+                        # was retired while the hold lasted
+                        if not self._guard_busy(exc):
+                            raise
+                        log.warning(
+                            "retention: agent %s (tenant %s): its rows are held by another transaction past the "
+                            "lock wait; its epoch %d waits for a later pass",
+                            agent,
+                            tenant,
+                            int(epoch),
+                        )
+                        n, m, digests = 0, 0, set()
+                    out["records"] += n
+                    out["samples"] += m
+                    if digests and blobs is not None:
+                        out["blobs"] += self._retire_blobs(
+                            tenant, sorted(digests), blobs.for_tenant(tenant), halt
+                        )
+                    if (
+                        out["records"] >= most
+                    ):  # the step's share: this epoch again next step (it may hold more)
+                        out["after"] = (first, tenant, agent, int(epoch) - 1)
+                        return out
+        finally:
+            self._note_young(young)
+        if len(rows) < RETIRE_SCAN_EPOCHS and out["records"] < most:
             out["after"] = None  # every epoch looked at: the next step starts again from the first
         return out
+
+    def _note_young(self, young: list[tuple]) -> None:
+        """Epochs a step found younger than their ``first_received`` said (a store of before it: 0; a row an older
+        service wrote): it is raised to their lowest record's receipt, so that later passes pass them by until
+        then. One transaction for the step's (none once every row has its time)."""
+        if not young:
+            return
+        try:
+            with self._ingest_tx() as ex:
+                for r in young:
+                    ex(
+                        self.q(
+                            "UPDATE record_counts SET first_received = ? WHERE tenant = ? AND agent = ? "
+                            "AND epoch = ? AND first_received < ?"
+                        ),
+                        (*r, r[0]),
+                    )
+        except Exception as exc:
+            if not self._guard_busy(exc):  # (held past the lock wait: read again by the next pass)
+                raise
 
     def _retire_epoch(self, key: tuple[str, str, int], before: float, most: int) -> tuple[int, int, set[str]]:
         """``retire`` in one agent's epoch: (records, samples retired, digests the samples named)."""
@@ -2295,15 +2346,23 @@ class SQLStore(Store):
             ).rowcount
             ex(q("DELETE FROM records WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ?"), args)
             # the epoch's counts go on from its lowest seq still stored (a hole above ``top`` stays a gap)
+            # and its age from that seq's receipt (none left: never, until a record comes again)
             nxt = ex(
-                q("SELECT MIN(seq) FROM records WHERE tenant = ? AND agent = ? AND epoch = ?"), key
-            ).fetchone()[0]
+                q(
+                    "SELECT seq, received FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
+                    "ORDER BY seq LIMIT 1"
+                ),
+                key,
+            ).fetchone()
             ex(
                 q(
-                    f"UPDATE record_counts SET first_seq = {self.GREATEST}(first_seq, ?) "
+                    f"UPDATE record_counts SET first_seq = {self.GREATEST}(first_seq, ?), first_received = ? "
                     "WHERE tenant = ? AND agent = ? AND epoch = ?"
                 ),
-                (min(top, INT64_MAX - 1) + 1 if nxt is None else nxt, *key),
+                (
+                    *((min(top, INT64_MAX - 1) + 1, float("inf")) if nxt is None else nxt),
+                    *key,
+                ),
             )
             by_kind: dict[str, int] = {}
             for r in old:
@@ -2547,6 +2606,7 @@ class SQLiteStore(SQLStore):
         else:
             self._check_record_counts()
         self._check_agent_counts()
+        self.db.execute(RECORD_COUNTS_BY_AGE)
         self.db.execute(f"PRAGMA user_version = {SQLITE_FORMAT}")
         self.lock = WriterTurns()
         # the reads that scan an agent's records (``gaps``, ``stats``: ``_tx(write=False)``) use connections of

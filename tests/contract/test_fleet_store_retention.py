@@ -21,6 +21,14 @@ def _age(store, before_seq: int, received: float, epoch: int = 1) -> None:
             ),
             (received, epoch, before_seq),
         )
+        # (their epochs' age as the store keeps it: set so, records are received at that time)
+        ex(
+            store.q(
+                "UPDATE record_counts SET first_received = ? WHERE tenant = 'acme' AND agent = 'gw1' AND epoch = ? "
+                "AND first_received > ?"
+            ),
+            (received, epoch, received),
+        )
 
 
 def _one_pass(store, before: float, blobs=None, most: int = 2000) -> dict:
@@ -79,6 +87,39 @@ def test_retention_deletes_old_records_samples_and_unnamed_bytes_and_never_shows
     ]
     st = store.stats("gw1", tenant="acme")
     assert (st["records"], st["epoch"], st["retired"]["records"]) == (1, 2, 8)
+
+
+def test_a_pass_reads_only_the_epochs_that_can_hold_records_past_the_age(store, monkeypatch):
+    """Each pass read every epoch's lowest record (an agent at the day's most epochs for 30 days: ~259,000 reads a
+    pass, every 10 min); it reads the epochs whose records can be that old, by the age each epoch's counts keep."""
+    for e in range(1, 41):
+        store.ingest("gw1", [rec(1, epoch=e), rec(2, epoch=e)], tenant="acme")
+    _age(store, 2, 1000.0, epoch=3)
+    reads = [0]
+    rows = store._rows
+
+    def counted(sql, *a):
+        reads[0] += "FROM records" in sql
+        return rows(sql, *a)
+
+    monkeypatch.setattr(store, "_rows", counted)
+    assert _one_pass(store, 2000.0)["records"] == 2
+    assert reads[0] == 1  # epoch 3's
+    assert [g for g in store.gaps("gw1", tenant="acme")] == [
+        {"epoch": e, "first": 3, "last": 0, "cause": "epoch_change"} for e in range(1, 40)
+    ]
+    # a store of before it (the epochs' age not known): the first pass reads each once, the next none
+    with store._tx() as ex:
+        ex(store.q("UPDATE record_counts SET first_received = 0"))
+    reads[0] = 0
+    assert _one_pass(store, 2000.0, most=7)["records"] == 0
+    assert reads[0] == 39
+    reads[0] = 0
+    assert _one_pass(store, 2000.0)["records"] == 0 and reads[0] == 0
+    # a new epoch whose record was received that long ago: found
+    store.ingest("gw1", [rec(1, epoch=41)], tenant="acme")
+    _age(store, 1, 1000.0, epoch=41)
+    assert _one_pass(store, 2000.0)["records"] == 1 and reads[0] == 1
 
 
 def test_retention_steps_are_bounded_and_take_a_prefix_of_old_seqs_only(store):
@@ -304,6 +345,7 @@ def test_an_agent_whose_rows_another_session_holds_waits_and_the_pass_goes_on(po
             st.ingest(agent, [rec(1, epoch=1), rec(2, epoch=1)], tenant="acme")
         with st._tx() as ex:
             ex("UPDATE records SET received = 1000.0 WHERE tenant = 'acme'")
+            ex("UPDATE record_counts SET first_received = 1000.0 WHERE tenant = 'acme'")
         with psycopg.connect(postgres_url) as held:
             held.execute("SELECT 1 FROM ingest WHERE tenant = 'acme' AND agent = 'gw0' FOR UPDATE")
             got = _one_pass(st, 2000.0)

@@ -106,6 +106,7 @@ def test_an_export_says_what_retention_deleted_and_a_label_naming_it_is_refused_
     )
     with store._tx() as ex:
         ex("UPDATE records SET received = 1000 WHERE seq <= 2")
+        ex("UPDATE record_counts SET first_received = 1000")
     assert store.retire(2000.0, blobs=blobs)["samples"] == 2
     store.close()
     said = r"2 samples of tenant 'default' \(any model\) received up to 1970-01-01 00:16 UTC were deleted by the fleet"

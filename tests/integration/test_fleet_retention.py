@@ -22,6 +22,7 @@ async def test_the_service_retires_what_it_received_before_its_retention_in_the_
     srv.store.ingest("gw1", [old, rec(2), new, rec(4)], blobs=blobs)
     with srv.store._tx() as ex:  # seqs 1 and 2 received three days ago
         ex("UPDATE records SET received = ? WHERE seq <= 2", (time.time() - 3 * 86400,))
+        ex("UPDATE record_counts SET first_received = ?", (time.time() - 3 * 86400,))
     await srv.start()
     try:
         await until(
@@ -119,6 +120,7 @@ async def test_stop_ends_a_retention_step_before_its_next_deletion(tmp_path):
     )
     with srv.store._tx() as ex:
         ex("UPDATE records SET received = ?", (time.time() - 3 * 86400,))
+        ex("UPDATE record_counts SET first_received = ?", (time.time() - 3 * 86400,))
     await srv.start()
     try:
         assert await asyncio.to_thread(deleting.wait, 20)
