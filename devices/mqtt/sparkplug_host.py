@@ -468,6 +468,10 @@ _FIELD_OF: dict[int, tuple[type, str]] = {
     sp.DataType.STRING: (str, "string_value"),
     sp.DataType.TEXT: (str, "string_value"),
     sp.DataType.UUID: (str, "string_value"),
+    # a number, truth value or text by the alias of a Template or DataSet metric: no member or column of it (it was
+    # read into the Template's or DataSet's own name as a tag, GOOD, beside its members' tags)
+    sp.DataType.TEMPLATE: (sp.Template, "template_value"),
+    sp.DataType.DATASET: (sp.DataSet, "dataset_value"),
 }
 _FIELD_NAME = {
     int: "an integer field",

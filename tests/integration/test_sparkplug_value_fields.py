@@ -103,6 +103,45 @@ async def test_a_value_in_another_field_than_its_datatypes_is_wrong_type_and_ski
     )
 
 
+async def test_a_plain_value_by_the_alias_of_a_template_or_dataset_is_wrong_type_not_a_tag_of_its_own(peers):
+    """A number by the alias of a Template instance or a DataSet metric (no member, no column of it) was read into a
+    tag of the instance's or DataSet's own name, GOOD, beside its members' or columns' tags; it is wrong_type,
+    skipped as a value in another field than its datatype's is, the message's other metrics read."""
+    src, asked, pub, got = peers.src, peers.asked, peers.pub, peers.got
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = T0_MS, 0
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    motor = _metric(b, "Motor", datatype=D.TEMPLATE).template_value
+    motor.is_definition = True
+    _metric(motor, "Speed", datatype=D.INT32)
+    m1 = _metric(b, "M1", alias=1, datatype=D.TEMPLATE).template_value
+    m1.template_ref = "Motor"
+    _metric(m1, "Speed", datatype=D.INT32, int_value=5)
+    table = _metric(b, "tbl", alias=2, datatype=D.DATASET).dataset_value
+    table.num_of_columns = 1
+    table.columns.append("a")
+    table.types.append(D.INT32)
+    table.rows.add().elements.add().int_value = 1
+    _metric(b, "Count", alias=3, datatype=D.INT32, int_value=4)
+    pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
+    d = sp._pb().Payload()
+    d.timestamp, d.seq = T0_MS + 1, 1
+    _metric(d, alias=1, int_value=12)  # the Template instance's
+    _metric(d, alias=2, double_value=1.5)  # the DataSet's
+    _metric(d, alias=3, int_value=6)
+    pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
+    await until(lambda: any(r.tag == "n/Count" and r.value == 6 for r in got), 10, "the data read")
+    await asyncio.sleep(0.2)
+    assert [(r.tag, r.value) for r in got if r.timestamp > T0_MS / 1000] == [
+        ("n/Count", 6)
+    ]  # before: n/M1, n/tbl
+    assert src.stats.errors_by_reason == {"wrong_type": 2} and asked == []
+    assert (
+        "metric 'tbl' is a Dataset (by its birth) but its value 1.5 came in a floating-point field, not in "
+        "dataset_value" in (src.stats.last_error or "")
+    )
+
+
 async def test_a_64_bit_integer_in_int_value_is_read_below_2_31_and_refused_above(peers, caplog):
     """int_value is 32 bits: an Int64 of -5 written there by a 32-bit encoder is 4294967291, as is the number.
     Before, it was read as 4294967291, GOOD; below 2**31 the number is the same either way, and a UInt32 (Tahu
