@@ -422,6 +422,7 @@ class Registry:
     def _publish(self, m, pkg, report_files, metrics, dataset_digest, parent_version, check=None) -> dict:
         from model_packager import package_digest
         from model_packager.manifest import leading_zero_problem
+        from model_packager.package import build_refusal
         from model_packager.text import printable
 
         entries = self.list(m.name)
@@ -429,6 +430,10 @@ class Registry:
             raise RegistryError(f"{m.name} {m.version} is already in the registry; versions are immutable")
         if (why := leading_zero_problem(m.version)) is not None:  # (a package built before build refused it)
             raise RegistryError(f"{m.name} {m.version}: its manifest's version {why}; build it again")
+        if (
+            why := build_refusal(m)
+        ) is not None:  # (golden tolerances that pass any output: built before, or by hand)
+            raise RegistryError(f"{m.name} {m.version}: {why}; build it again")
         key = _vkey(m.version)
         same = next((e["version"] for e in entries if _vkey(e.get("version")) == key), None)
         if same is not None:

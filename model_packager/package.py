@@ -179,6 +179,17 @@ def _validate_manifest(data: dict, where: str, *, building: bool = False) -> Man
         raise ManifestError(f"{where}: " + "; ".join(lines), code=code) from exc
 
 
+def build_refusal(manifest: Manifest) -> str | None:
+    """Why ``build_package`` would refuse ``manifest`` now (a check it makes and a reader does not: golden tolerances
+    so wide that the golden check can never fail, a version with a leading zero), or None: for a package built before
+    the check, or by hand, at its publish. Readers take it (a package already on a gateway stays readable)."""
+    try:
+        _validate_manifest(manifest.model_dump(), "", building=True)
+    except ManifestError as exc:
+        return str(exc).removeprefix(": ")  # ("manifest golden.rtol is ...")
+    return None
+
+
 def _field_error(err) -> str:
     """``manifest outputs[0].threshold is nan: ...``: the field as the YAML reads, then what is wrong."""
     loc, prev = "", None

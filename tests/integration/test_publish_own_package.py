@@ -230,6 +230,31 @@ def test_a_version_with_a_leading_zero_is_refused_at_build_and_at_publish(
     assert Registry(reg).list("machine-health") == []
 
 
+def test_a_package_whose_golden_check_cannot_fail_is_refused_at_publish(kit, tmp_path, capsys):
+    """``model-packager build`` refuses golden tolerances that pass any output (rtol 1 or more, atol past 1000);
+    readers take them, so that a package signed before that check stays readable where it is installed. A package
+    built so (before it, or signed by hand) was published, and the fleet deployed a model whose golden check could
+    never fail. Refused at publish now, as a version with a leading zero is."""
+    import yaml
+
+    from tests.unit.test_package_hostile import _manifest, _sig, _with
+
+    tmp, _, pub, pkg = kit
+    doc = yaml.safe_load(_manifest(pkg))
+    doc["golden"]["rtol"] = 1e308
+    new = yaml.safe_dump(doc, sort_keys=False).encode()
+    wide = _with(pkg, tmp_path / pkg.name, manifest=new, sig=_sig(new, tmp / "keys" / "signing.key"))
+    reg = tmp_path / "registry"
+    reg.mkdir()
+    assert main(["publish", str(wide), "--registry", str(reg), "--trust", str(pub)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "machine-health 1.0.0: manifest golden.rtol is 1e+308: must be below 1 where a package is built"
+        in err
+    )
+    assert sorted(p.name for p in reg.iterdir()) == []
+
+
 async def test_a_deploy_of_a_package_the_service_does_not_have_says_where_to_publish_it(
     kit, tmp_path, capsys
 ):
