@@ -282,6 +282,11 @@ def main_status(argv: list[str]) -> int:
     print(
         f"agents: {len(agents)}; records stored: {stats.records}; samples: {stats.samples}; "
         f"replays deduplicated: {stats.duplicates}"
+        + (
+            f"; retired by retention: {stats.retired_records} records, {stats.retired_samples} samples"
+            if stats.retired_records
+            else ""
+        )
     )
     print(
         printable("running: " + (", ".join(f"{k} on {v}" for k, v in sorted(versions.items())) or "-"), 2000)
@@ -501,6 +506,8 @@ def main_tenants(argv: list[str]) -> int:
             t.deployments,
             t.packages,
             t.package_bytes,
+            t.retired_records,
+            t.retired_samples,
         ]
         for t in reply.tenants
     ]
@@ -519,6 +526,8 @@ def main_tenants(argv: list[str]) -> int:
                 "deployments",
                 "packages",
                 "package bytes",
+                "retired records",  # (deleted by retention: serve --retain-days)
+                "retired samples",
             ],
         )
     )

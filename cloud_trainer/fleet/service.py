@@ -1933,6 +1933,8 @@ class AdminServicer(rpc.AdminServicer):
             duplicates=st["duplicates"],
             gaps=[pb.Gap(**g) for g in gaps[-INGEST_STATS_GAPS:]],  # the newest
             dropped=dropped,
+            retired_records=st["retired"]["records"],
+            retired_samples=st["retired"]["samples"],
         )
 
     async def _control(self, context, fn, *args, **kw):
@@ -2092,6 +2094,8 @@ class AdminServicer(rpc.AdminServicer):
                     packages=len(entries),
                     created=k.get("created", 0),
                     package_bytes=size,
+                    retired_records=r.get("retired_records", 0),
+                    retired_samples=r.get("retired_samples", 0),
                     **quotas.get(t, {}),
                 )
             )

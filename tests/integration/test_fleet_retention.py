@@ -15,8 +15,19 @@ from tests.support.waits import until
 
 
 async def test_the_service_retires_what_it_received_before_its_retention_in_the_background(tmp_path):
-    pki = make_pki(tmp_path / "pki", agents=(), admins=())
-    srv = fleet_server(tmp_path / "cloud", pki, free_port(), retain_days=2, retain_every_s=0.05)
+    """... and says what it retired on the wire: the operator's ListTenants and an admin's IngestStats (they told
+    only what is stored: the tenant's records fell with no word why)."""
+    import grpc
+
+    from cloud_trainer.fleet.service import channel_credentials
+    from cloud_trainer.pki import ROLE_OPERATOR, issue
+    from protocols.gen import fleet_pb2 as pb
+    from protocols.gen import fleet_pb2_grpc as rpc
+
+    pki = make_pki(tmp_path / "pki", agents=(), admins=("alice",))
+    ops = issue(pki, "ops", ROLE_OPERATOR, pki / "operators" / "ops")[0].with_suffix("")
+    port = free_port()
+    srv = fleet_server(tmp_path / "cloud", pki, port, retain_days=2, retain_every_s=0.05)
     blobs = srv.blobs.for_tenant("default")
     old, new = _sample(1, b"o" * 40), _sample(3, b"n" * 40)
     srv.store.ingest("gw1", [old, rec(2), new, rec(4)], blobs=blobs)
@@ -35,6 +46,18 @@ async def test_the_service_retires_what_it_received_before_its_retention_in_the_
         assert [r["seq"] for r in srv.store.records("gw1")] == [3, 4]
         assert not blobs.exists(old["sample_sha256"]) and blobs.exists(new["sample_sha256"])
         assert srv.store.gaps("gw1") == []
+        for who in (ops, pki / "admins" / "alice"):
+            async with grpc.aio.secure_channel(
+                f"127.0.0.1:{port}",
+                channel_credentials(pki / "ca.pem", who.with_suffix(".pem"), who.with_suffix(".key")),
+            ) as ch:
+                if who == ops:
+                    [t] = (await rpc.AdminStub(ch).ListTenants(pb.ListTenantsRequest(), timeout=10)).tenants
+                    got = (t.records, t.samples, t.retired_records, t.retired_samples)
+                else:
+                    got = await rpc.AdminStub(ch).IngestStats(pb.IngestStatsRequest(agent="gw1"), timeout=10)
+                    got = (got.records, got.samples, got.retired_records, got.retired_samples)
+                assert got == (2, 1, 2, 1)
     finally:
         await srv.stop()
 
