@@ -113,7 +113,7 @@ from devices.base import (
     wall_since,
     written_number,
 )
-from devices.opcua.properties import UNTIL_READ, Properties, PropertiesUnread
+from devices.opcua.properties import UNTIL_READ, Properties, PropertiesUnread, paged
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import (
     DATETIME_RANGE,
@@ -7047,6 +7047,33 @@ async def _member_tags(
     return out
 
 
+async def _children(node: Node) -> list[Node]:
+    """The targets of ``node``'s forward hierarchical references (asyncua's ``get_children``), every page read by
+    ``paged``: a browse cancelled between pages (its caller's timeout, a stop) left the continuation point held on
+    the agent's session, one of the few a PLC keeps per session, for the session's life. A result not Good is raised
+    (asyncua's took it as no children)."""
+    session = node.session
+    desc = ua.BrowseDescription()
+    desc.NodeId = node.nodeid
+    desc.BrowseDirection = ua.BrowseDirection.Forward
+    desc.ReferenceTypeId = ua.NodeId(ua.Int32(ua.ObjectIds.HierarchicalReferences))
+    desc.IncludeSubtypes = True
+    desc.ResultMask = ua.BrowseResultMask.All
+    params = ua.BrowseParameters()
+    params.NodesToBrowse.append(desc)
+    results = await paged(session, session.browse(params))
+    refs: list[ua.ReferenceDescription] = []
+    while True:
+        results[0].StatusCode.check()
+        refs += results[0].References
+        if not results[0].ContinuationPoint:
+            return [Node(session, r.NodeId) for r in refs]
+        more = ua.BrowseNextParameters()
+        more.ReleaseContinuationPoints = False  # the next page (asyncua's default is True: the point freed)
+        more.ContinuationPoints = [results[0].ContinuationPoint]
+        results = await paged(session, session.browse_next(more))
+
+
 async def _browse(
     client: Client, folder_node_id: str | None, max_depth: int, skipped: list[str] | None = None
 ) -> list[dict]:
@@ -7063,7 +7090,7 @@ async def _browse(
 
     async def walk(node: Node, depth: int, path: str) -> None:
         try:
-            children = await node.get_children(refs=ua.ObjectIds.HierarchicalReferences)
+            children = await _children(node)
         except ua.UaStatusCodeError as e:
             if node is root:
                 raise

@@ -17,8 +17,9 @@ stopped is the node's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from asyncua import Node, ua
@@ -39,6 +40,48 @@ _SUPERTYPES = 8
 _NONE = ua.NodeId()
 
 _Key = tuple[int, str]
+
+# how long a Browse (BrowseNext) request whose caller was cancelled (a type read bounded by its timeout, a stop) is
+# waited for, beside, for the continuation point its answer holds to be released (``paged``)
+RELEASE_WAIT_S = 5.0
+_releasing: set[asyncio.Task] = set()  # those waits, referenced until they end
+
+
+async def paged(session: Any, request: Awaitable[list[ua.BrowseResult]]) -> list[ua.BrowseResult]:
+    """The results of a Browse or BrowseNext ``request`` of ``session``. Cancelled while it waits for the answer, the
+    request goes on beside, for at most ``RELEASE_WAIT_S``, and any continuation point its answer holds is released
+    (a BrowseNext with ReleaseContinuationPoints): left held, it took one of the few a PLC keeps per session (Part 4,
+    5.8.2; an S7-1200's are counted on one hand) for the session's life, and each later paged Browse of that session
+    (a write target's properties) was answered BadNoContinuationPoints, the node's writes refused for minutes."""
+    task = asyncio.ensure_future(request)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        waited = asyncio.get_running_loop().create_task(_release_when_answered(session, task))
+        _releasing.add(waited)
+        waited.add_done_callback(_releasing.discard)
+        raise
+
+
+async def _release_when_answered(session: Any, request: asyncio.Future) -> None:
+    """Release the continuation points of ``request``'s answer, once it comes (``paged``)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(RELEASE_WAIT_S):
+            await release_points(session, await request)
+    if not request.done():
+        request.cancel()
+
+
+async def release_points(session: Any, results: list[ua.BrowseResult]) -> None:
+    """Free the continuation points ``results`` hold (a BrowseNext with ReleaseContinuationPoints: no page asked);
+    a failure to is not raised (the point is freed by the session's end, or its own timeout on the server)."""
+    points = [r.ContinuationPoint for r in results if r.ContinuationPoint]
+    if points:
+        more = ua.BrowseNextParameters()
+        more.ReleaseContinuationPoints = True
+        more.ContinuationPoints = points
+        with contextlib.suppress(ua.UaError):
+            await session.browse_next(more)
 
 
 class PropertiesUnread(Exception):
@@ -260,12 +303,16 @@ class Properties:
     ) -> ua.BrowseResult | None:
         """The one result of a Browse of ``node_id``'s references of type ``kind`` (a ServiceFault as its status);
         None when the server gave no single result."""
+        session = self.node.session
         try:
-            results = await self.node.session.browse(_browse_of(node_id, direction, kind))
+            results = await paged(session, session.browse(_browse_of(node_id, direction, kind)))
         except ua.UaStatusCodeError as e:
             return ua.BrowseResult(StatusCode=ua.StatusCode(e.code))
         except ua.UaError:
             return None
+        await release_points(
+            session, results
+        )  # a type's few references: the first page is read, any more not asked
         return results[0] if len(results) == 1 else None
 
     async def _is_property(self, kind: ua.NodeId | None, prop: str) -> bool | None:
@@ -389,8 +436,9 @@ class Properties:
         at its type lookup while its BrowseNext requests ran back to back. Not after a number of pages: a node
         of many references paged small was then translated, and on a server without that service (Nano,
         Micro) nothing was checked."""
-        results = await self.node.session.browse(
-            _browse_of(self.node.nodeid, ua.BrowseDirection.Forward, ua.NodeId())
+        session = self.node.session
+        results = await paged(
+            session, session.browse(_browse_of(self.node.nodeid, ua.BrowseDirection.Forward, _NONE))
         )
         props: dict[_Key, ua.NodeId] = {}
         listed: set[_Key] = set()
@@ -427,7 +475,7 @@ class Properties:
             more.ReleaseContinuationPoints = release  # False: the next page; True: the point freed, no page
             more.ContinuationPoints = [results[0].ContinuationPoint]
             if not release:
-                results = await self.node.session.browse_next(more)
+                results = await paged(session, session.browse_next(more))
                 continue
             self._released = True
             self._browse_failed = (
@@ -436,7 +484,7 @@ class Properties:
                 else f"was released after {BROWSE_IDLE_PAGES} pages in a row listing nothing new"
             )
             with contextlib.suppress(ua.UaError):  # the point freed or not, there is nothing more to ask
-                await self.node.session.browse_next(more)
+                await session.browse_next(more)
             self._listed = props
             return None
 

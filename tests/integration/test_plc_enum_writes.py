@@ -6,6 +6,7 @@ by a DataTypeDefinition (OPC UA 1.04) and an older one described only by EnumStr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from asyncua import ua
@@ -978,3 +979,63 @@ async def test_a_node_whose_properties_cannot_be_read_is_refused_unless_its_type
         for name, value in good.items():
             await src.write(p.node_id(name), value)
         assert await p.read() == {"Mode": 0, "Speed": 1.5, "Vendor": 2, "Early": "abcde", "Hiccup": 2, **good}
+
+
+async def test_a_browse_cancelled_between_pages_releases_the_continuation_point_it_was_handed(monkeypatch):
+    """A write target's type read pages its properties' Browse (one reference a page, the next page answered late)
+    and is cancelled while a BrowseNext is answered (its caller's time bound, a stop): the point that answer held
+    was left on the session for its life, one of the few a PLC keeps per session, every later paged Browse then
+    answered BadNoContinuationPoints. It is released once the answer comes; so is one of the live session's
+    browse (``edge-agent browse`` through the agent) cancelled so."""
+    from asyncua.server.internal_session import InternalSession
+    from asyncua.server.uaprocessor import UaProcessor
+    from asyncua.ua.ua_binary import struct_from_binary
+
+    pages: dict[bytes, list] = {}  # the continuation points the server holds, and their pages
+    browse, process = InternalSession.browse, UaProcessor._process_message
+
+    async def paging(self, params):  # the Browse of Wide's properties, and of the Objects folder
+        results = await browse(self, params)
+        for d, r in zip(params.NodesToBrowse, results, strict=True):
+            if d.NodeId.Identifier in ("Wide", ua.ObjectIds.ObjectsFolder) and len(r.References) > 1:
+                cp = b"cp%d" % len(pages)
+                pages[cp], r.References, r.ContinuationPoint = r.References[1:], r.References[:1], cp
+        return results
+
+    async def late_browse_next(self, typeid, requesthdr, seqhdr, body):
+        if typeid != ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary):
+            return await process(self, typeid, requesthdr, seqhdr, body)
+        params, response = struct_from_binary(ua.BrowseNextParameters, body), ua.BrowseNextResponse()
+        if not params.ReleaseContinuationPoints and params.ContinuationPoints[0] in pages:
+            await asyncio.sleep(0.3)  # a page answered late
+        for cp in params.ContinuationPoints:
+            rest, r = pages.pop(cp, []), ua.BrowseResult()
+            if not params.ReleaseContinuationPoints:
+                r.References = rest[:1]
+                if rest[1:]:
+                    r.ContinuationPoint = cp + b"+"
+                    pages[r.ContinuationPoint] = rest[1:]
+            response.Parameters.Results.append(r)
+        self.send_response(requesthdr.RequestHandle, seqhdr, response)
+        return True
+
+    monkeypatch.setattr(InternalSession, "browse", paging)
+    monkeypatch.setattr(UaProcessor, "_process_message", late_browse_next)
+
+    async def build(_srv, idx: int, obj) -> dict:
+        wide = await obj.add_variable(ua.NodeId("Wide", idx), "Wide", ua.Variant(0, ua.VariantType.UInt32))
+        for k in range(4):
+            await wide.add_property(idx, f"P{k}", ua.Variant(k, ua.VariantType.Int32))
+        for k in range(4):
+            await obj.add_variable(idx, f"V{k}", ua.Variant(k, ua.VariantType.Int32))
+        return {"Wide": wide}
+
+    async with plc_server(build) as p, opcua_source(p) as src:
+        for call in (src.write(p.node_id("Wide"), 1), src.browse(None, 1)):
+            task = asyncio.create_task(call)
+            await until(lambda: bool(pages), 10, "a page asked")
+            await asyncio.sleep(0.1)  # its BrowseNext sent, not answered
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await until(lambda: not pages, 10, f"every continuation point released: {sorted(pages)}")
