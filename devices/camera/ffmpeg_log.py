@@ -67,7 +67,7 @@ _NOT_DAMAGE = frozenset((b"mmco: unref short failure\n", b"SEI type %d size %d t
 # frames at the old size, with nothing else to tell. Swscale warns of a full-range (JPEG) pixel format each time OpenCV
 # makes a new scaling context, which it does for the first frame and for a frame of another size (an MJPEG stream:
 # measured, WARNING); FFmpeg's H.264 decoder logs a reinit when a new sequence parameter set changes the size (VERBOSE
-# in FFmpeg 6 and later, INFO before: from its source, not measured here, where no H.264 encoder is installed)
+# in FFmpeg 6 and later, INFO before; measured: twice at the open, then at the change)
 _NEW_PICTURE = frozenset(
     (
         b"deprecated pixel format used, make sure you did set range correctly\n",

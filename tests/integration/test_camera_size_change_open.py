@@ -121,3 +121,22 @@ async def test_a_stream_whose_frames_change_size_is_reopened_and_read_at_its_new
     # and once reopened, the change of size named as for a camera reopened at another resolution (one line a burst)
     # (what follows the end of the second serving, read before the camera stopped, is the reopen's, not asserted)
     assert src.stats.errors_by_reason["frame_size_changed"] == 2
+
+
+async def test_an_h264_stream_whose_frames_change_size_ends_its_pass_there_not_stretched(caplog):
+    """H.264, what most RTSP cameras send: a stream of 8 frames at 160x120 then 8 at 320x180, a new sequence
+    parameter set at the change (tests/fixtures/video: made by GStreamer's x264enc; no H.264 encoder in the
+    project's own stack). FFmpeg's decoder logs its reinit at the change; OpenCV gave all 16 frames at 160x120."""
+    video = Path(__file__).parents[1] / "fixtures" / "video" / "size_change_160x120_to_320x180.h264"
+    src = CameraSource("line", CameraSettings(url=str(video), fps=100, frozen_after_s=None))
+    caplog.set_level(logging.WARNING, "devices.camera.capture")
+    await src.start()
+    try:
+        frames = [f async for f in src.items()]  # a file not looped: it ends
+    finally:
+        await src.stop()
+    # the frames before the change (the decoder may drop the last one or two it held at the change), none after
+    assert 5 <= len(frames) <= 8 and {f.image.shape[:2] for f in frames} == {(120, 160)}, len(frames)
+    assert src.stats.errors_by_reason == {"frame_size_changed": 1}
+    said = [r.getMessage() for r in caplog.records if "frame_size_changed" in r.getMessage()]
+    assert said and "(160x120), stretched: the rest of this pass is skipped, never read" in said[0], said
