@@ -485,47 +485,30 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
     nothing new are bounded and the rest released, its properties translated. Wide's 120 properties take more
     pages than that bound, its translate refused (Nano, Micro): every page is read, not only the first 100."""
     from asyncua.server.internal_session import InternalSession
-    from asyncua.server.uaprocessor import UaProcessor
-    from asyncua.ua.ua_binary import struct_from_binary
 
-    pages: dict[bytes, list] = {}
     endless: list[bool] = []  # the ReleaseContinuationPoints of each BrowseNext of Step's endless point
-    browse, process = InternalSession.browse, UaProcessor._process_message
     translate = InternalSession.translate_browsepaths_to_nodeids
 
-    async def vendor_browse(self, params):
-        results = await browse(self, params)
-        for d, r in zip(params.NodesToBrowse, results, strict=True):
-            if d.NodeId.Identifier == "Label":
-                r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints), []
-            elif d.NodeId.Identifier == "Step":
-                r.References, r.ContinuationPoint = r.References[:1], b"endless"
-            elif d.NodeId.Identifier == "Phase":  # its next page answered BadContinuationPointInvalid
-                r.References, r.ContinuationPoint = r.References[:1], b"invalid"
-            elif len(r.References) > 1:
-                cp = b"cp%d" % len(pages)
-                pages[cp], r.References, r.ContinuationPoint = r.References[1:], r.References[:1], cp
-        return results
+    def vendor_browse(d, r) -> bool:
+        if d.NodeId.Identifier == "Label":
+            r.StatusCode, r.References = ua.StatusCode(ua.StatusCodes.BadNoContinuationPoints), []
+        elif d.NodeId.Identifier == "Step":
+            r.References, r.ContinuationPoint = r.References[:1], b"endless"
+        elif d.NodeId.Identifier == "Phase":  # its next page answered BadContinuationPointInvalid
+            r.References, r.ContinuationPoint = r.References[:1], b"invalid"
+        else:
+            return False
+        return True
 
-    async def with_browse_next(self, typeid, requesthdr, seqhdr, body):
-        if typeid != ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary):
-            return await process(self, typeid, requesthdr, seqhdr, body)
-        params, response = struct_from_binary(ua.BrowseNextParameters, body), ua.BrowseNextResponse()
-        for cp in params.ContinuationPoints:
-            rest, r = pages.pop(cp, []), ua.BrowseResult()
-            if cp == b"invalid":
-                r.StatusCode = ua.StatusCode(ua.StatusCodes.BadContinuationPointInvalid)
-            elif cp == b"endless":
-                endless.append(params.ReleaseContinuationPoints)
-                if not params.ReleaseContinuationPoints and len(endless) < 1000:
-                    r.ContinuationPoint = cp
-            elif not params.ReleaseContinuationPoints:
-                r.References = rest[:1]
-                if rest[1:]:
-                    r.ContinuationPoint = cp + b"+"
-                    pages[r.ContinuationPoint] = rest[1:]
-            response.Parameters.Results.append(r)
-        self.send_response(requesthdr.RequestHandle, seqhdr, response)
+    def vendor_next(cp: bytes, release: bool, r) -> bool:
+        if cp == b"invalid":
+            r.StatusCode = ua.StatusCode(ua.StatusCodes.BadContinuationPointInvalid)
+        elif cp == b"endless":
+            endless.append(release)
+            if not release and len(endless) < 1000:
+                r.ContinuationPoint = cp
+        else:
+            return False
         return True
 
     async def no_translate_for_wide(self, params):
@@ -533,9 +516,8 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
             raise ua.UaStatusCodeError(ua.StatusCodes.BadServiceUnsupported)
         return await translate(self, params)
 
-    monkeypatch.setattr(InternalSession, "browse", vendor_browse)
+    _pages_served(monkeypatch, {}, odd=vendor_browse, odd_next=vendor_next)
     monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", no_translate_for_wide)
-    monkeypatch.setattr(UaProcessor, "_process_message", with_browse_next)
 
     async def build(_srv, idx: int, obj) -> dict:
         mode = await obj.add_variable(ua.NodeId("Mode", idx), "Mode", ua.Variant(0, ua.VariantType.UInt32))
@@ -561,6 +543,49 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
             with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
                 await src.write(p.node_id(name), 7)
         assert endless[-1] and len(endless) < 1000, len(endless)  # released, not read for ever
+
+
+def _pages_served(monkeypatch, pages: dict, only=None, odd=None, odd_next=None, late_s: float = 0.0) -> None:
+    """Have the server page a Browse of the nodes ``only`` names (None: every node) one reference a page, the rest
+    kept in ``pages`` by continuation point, each next page by BrowseNext (answered ``late_s`` late; a point released
+    is dropped). ``odd(description, result)`` / ``odd_next(point, release, result)``: a vendor's answer instead, True
+    when it gave one."""
+    from asyncua.server.internal_session import InternalSession
+    from asyncua.server.uaprocessor import UaProcessor
+    from asyncua.ua.ua_binary import struct_from_binary
+
+    browse, process = InternalSession.browse, UaProcessor._process_message
+
+    async def paging(self, params):
+        results = await browse(self, params)
+        for d, r in zip(params.NodesToBrowse, results, strict=True):
+            if odd is not None and odd(d, r):
+                continue
+            if (only is None or d.NodeId.Identifier in only) and len(r.References) > 1:
+                cp = b"cp%d" % len(pages)
+                pages[cp], r.References, r.ContinuationPoint = r.References[1:], r.References[:1], cp
+        return results
+
+    async def with_browse_next(self, typeid, requesthdr, seqhdr, body):
+        if typeid != ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary):
+            return await process(self, typeid, requesthdr, seqhdr, body)
+        params, response = struct_from_binary(ua.BrowseNextParameters, body), ua.BrowseNextResponse()
+        release = params.ReleaseContinuationPoints
+        if late_s and not release and any(cp in pages for cp in params.ContinuationPoints):
+            await asyncio.sleep(late_s)
+        for cp in params.ContinuationPoints:
+            rest, r = pages.pop(cp, []), ua.BrowseResult()
+            if (odd_next is None or not odd_next(cp, release, r)) and not release:
+                r.References = rest[:1]
+                if rest[1:]:
+                    r.ContinuationPoint = cp + b"+"
+                    pages[r.ContinuationPoint] = rest[1:]
+            response.Parameters.Results.append(r)
+        self.send_response(requesthdr.RequestHandle, seqhdr, response)
+        return True
+
+    monkeypatch.setattr(InternalSession, "browse", paging)
+    monkeypatch.setattr(UaProcessor, "_process_message", with_browse_next)
 
 
 async def _three_states_and_five_characters_are_held_to(p, src, **others: int) -> None:
@@ -987,40 +1012,9 @@ async def test_a_browse_cancelled_between_pages_releases_the_continuation_point_
     was left on the session for its life, one of the few a PLC keeps per session, every later paged Browse then
     answered BadNoContinuationPoints. It is released once the answer comes; so is one of the live session's
     browse (``edge-agent browse`` through the agent) cancelled so."""
-    from asyncua.server.internal_session import InternalSession
-    from asyncua.server.uaprocessor import UaProcessor
-    from asyncua.ua.ua_binary import struct_from_binary
-
     pages: dict[bytes, list] = {}  # the continuation points the server holds, and their pages
-    browse, process = InternalSession.browse, UaProcessor._process_message
-
-    async def paging(self, params):  # the Browse of Wide's properties, and of the Objects folder
-        results = await browse(self, params)
-        for d, r in zip(params.NodesToBrowse, results, strict=True):
-            if d.NodeId.Identifier in ("Wide", ua.ObjectIds.ObjectsFolder) and len(r.References) > 1:
-                cp = b"cp%d" % len(pages)
-                pages[cp], r.References, r.ContinuationPoint = r.References[1:], r.References[:1], cp
-        return results
-
-    async def late_browse_next(self, typeid, requesthdr, seqhdr, body):
-        if typeid != ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary):
-            return await process(self, typeid, requesthdr, seqhdr, body)
-        params, response = struct_from_binary(ua.BrowseNextParameters, body), ua.BrowseNextResponse()
-        if not params.ReleaseContinuationPoints and params.ContinuationPoints[0] in pages:
-            await asyncio.sleep(0.3)  # a page answered late
-        for cp in params.ContinuationPoints:
-            rest, r = pages.pop(cp, []), ua.BrowseResult()
-            if not params.ReleaseContinuationPoints:
-                r.References = rest[:1]
-                if rest[1:]:
-                    r.ContinuationPoint = cp + b"+"
-                    pages[r.ContinuationPoint] = rest[1:]
-            response.Parameters.Results.append(r)
-        self.send_response(requesthdr.RequestHandle, seqhdr, response)
-        return True
-
-    monkeypatch.setattr(InternalSession, "browse", paging)
-    monkeypatch.setattr(UaProcessor, "_process_message", late_browse_next)
+    # the Browse of Wide's properties, and of the Objects folder, paged; each next page answered late
+    _pages_served(monkeypatch, pages, only=("Wide", ua.ObjectIds.ObjectsFolder), late_s=0.3)
 
     async def build(_srv, idx: int, obj) -> dict:
         wide = await obj.add_variable(ua.NodeId("Wide", idx), "Wide", ua.Variant(0, ua.VariantType.UInt32))
