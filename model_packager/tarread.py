@@ -53,6 +53,17 @@ class Member:
     offset_data: int  # where the member's bytes start in the archive file
 
 
+# the first bytes of a compressed file, which a package (an uncompressed tar) never starts with: a package
+# compressed on its way (a proxy, an archiver) is said so
+_PACKED = (
+    (b"\x1f\x8b", "gzip-compressed"),
+    (b"BZh", "bzip2-compressed"),
+    (b"\xfd7zXZ\x00", "xz-compressed"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
+    (b"PK\x03\x04", "zip"),
+)
+
+
 class StrictTarReader:
     """Iterate over the regular-file members of an uncompressed tar, refusing anything else."""
 
@@ -190,7 +201,17 @@ class StrictTarReader:
                     raise self._fail("extended header not followed by a file", at=pos)
                 self._check_tail(pos + BLOCK)
                 return
-            self._checksum(hdr, pos)
+            try:
+                self._checksum(hdr, pos)
+            except UnsafeArchiveError:
+                packed = next((kind for magic, kind in _PACKED if hdr.startswith(magic)), None)
+                if pos or packed is None:
+                    raise
+                # (said "checksum field is not an octal number (header at byte 0)")
+                raise self._fail(
+                    f"a {packed} file, not a package archive (a package is an uncompressed tar): decompress "
+                    "it, or download it again"
+                ) from None
             magic = hdr[257:265]
             if magic not in (_POSIX_MAGIC, _GNU_MAGIC):
                 raise self._fail("not a ustar header (old v7 or unknown tar format)", at=pos)

@@ -213,6 +213,26 @@ def test_bytes_appended_after_the_end_of_archive_marker_are_refused(good, tmp_pa
     refused_everywhere(bad, trusted, tmp_path, code="trailing_data")
 
 
+@pytest.mark.parametrize("packed", ["gzip", "zip"])
+def test_a_compressed_package_is_refused_as_compressed(good, tmp_path, packed):
+    """A package compressed on its way (a proxy, an archiver) was refused as "checksum field is not an octal number
+    (header at byte 0)": what the file is, and what to do, are said now."""
+    import gzip
+    import zipfile
+
+    pkg, trusted, _ = good
+    bad = tmp_path / "packed-1.0.0.edgepkg"
+    if packed == "gzip":
+        bad.write_bytes(gzip.compress(pkg.read_bytes()))
+    else:
+        with zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(pkg, pkg.name)
+    err = refused_everywhere(bad, trusted, tmp_path, code="bad_header")
+    assert f"a {packed}{'-compressed' if packed == 'gzip' else ''} file, not a package archive" in str(err), (
+        err
+    )
+
+
 @pytest.mark.parametrize("names", [("golden/inputs.npz/x",), ("manifest.yaml/x",), ("a/b", "a")])
 def test_an_entry_that_is_both_a_file_and_a_folder_is_refused(good, tmp_path, names):
     pkg, trusted, _ = good
