@@ -115,6 +115,7 @@ from devices.mqtt.settings import CodecKind, MqttSettings, Protocol, Subscriptio
 from devices.mqtt.sparkplug_host import SparkplugHost
 from protocols import json_codec
 from protocols import sparkplug as sp
+from protocols.redact import escaped
 from protocols.topics import shown_topic
 
 log = logging.getLogger(__name__)
@@ -1974,6 +1975,7 @@ class MqttSource:
     def _notice(self, key: str, msg: str, n: int = 1, cause: str | None = None) -> None:
         # data before birth (this host started after the node) and a node's late values after an outage
         # are routine: INFO, counted apart. ``cause``: a key's messages kept per distinct cause (``Notices``)
+        msg = escaped(msg)  # (as ``_error``)
         self.notices.note(
             key,
             "mqtt source %r: %s",
@@ -1999,7 +2001,10 @@ class MqttSource:
         )
 
     def _error(self, reason: str, detail: str, n: int = 1) -> None:
-        detail = self._count_error(reason, detail, n)
+        # a name from the wire quoted raw (a Sparkplug group or edge node id holding a bidirectional override, which
+        # Mosquitto passes, or a line feed, which a broker that checks less passes) turned the log line, last_error
+        # and /status around, or forged a line: escaped (a C-speed check when there is none)
+        detail = self._count_error(reason, escaped(detail), n)
         self._burst.log(reason, "mqtt source %r: %s: %s", self.name, reason, detail)
 
     def _count_error(self, reason: str, detail: str, n: int = 1) -> str:

@@ -607,3 +607,36 @@ async def test_a_name_over_the_bound_through_its_encoding_says_how_long_it_was(m
     last = src.stats.last_error or ""
     assert "(1300 characters) is over 1024" in last, last[-400:]
     assert "was 500 characters and grew to 1300 through the encoding" in last, last[-400:]
+
+
+async def test_an_edge_node_id_holding_a_bidirectional_override_is_quoted_escaped_in_errors_and_the_log(
+    mosquitto, caplog
+):
+    """Mosquitto passes a topic holding U+202E (right-to-left override; it refuses controls). The Sparkplug host's
+    errors and notices name a node by its group and id as they came: the log line, last_error and /status showed
+    the rest of the line reversed (a line feed, through a broker that checks less, forged a log line). Escaped."""
+    src = MqttSource(
+        "mq",
+        MqttSettings(port=mosquitto.port, subscriptions=[{"topic": "spBv1.0/g/#", "codec": "sparkplug_b"}]),
+    )
+    await src.start()
+    node = _client(mosquitto.port)
+    try:
+        async with asyncio.timeout(5):
+            await src.connected.wait()
+            await src.subscribed.wait()
+        now = int(time.time() * 1000)
+        birth = [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("m", 1, D.INT32, 1)]
+        node.publish("spBv1.0/g/NBIRTH/r\u202eev", sp.encode(sp.Payload(now, 0, birth)), qos=1)
+        data = sp.encode(
+            sp.Payload(now + 1, 1, [sp.Metric(None, 9, D.INT32, 2)])
+        )  # an alias its birth never gave
+        node.publish("spBv1.0/g/NDATA/r\u202eev", data, qos=1)
+        node.publish("spBv1.0/g/NBIRTH/ok", sp.encode(sp.Payload(now, 0, birth)), qos=1)
+        got = await _read(src, 2)
+    finally:
+        await src.stop()
+        _closed(node)
+    assert [r.tag for r in got] == ["r\u202eev/m", "ok/m"]  # the tag keeps its name as it came
+    assert "g/r\\u202eev: alias 9 not in its birth" in (src.stats.last_error or "")
+    assert "\u202e" not in caplog.text and "g/r\\u202eev: alias 9" in caplog.text
