@@ -4,6 +4,8 @@ common factor there is a gain only if the amplitudes moved from the levels the w
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -45,3 +47,36 @@ def test_a_looseness_at_the_top_of_a_drives_range_is_not_taken_for_a_sensors_gai
     for rpm in (TOP, 1800.0):
         gain = [b.process(9.80665 * window(rng, rpm), {"_shaft_speed": rpm}) for _ in range(3)]
         assert [v.sensor_kind for v in gain] == ["scale"] * 3
+
+
+def test_every_window_of_a_drives_range_is_judged_against_its_speeds_levels(fan, tmp_path):
+    b = Baseline(BaselineSettings(windows=40, units="g", speed_tag="Speed"), FS, N, path=fan, pipeline="fan")
+    assert b.level_threshold is not None and b.level_spans is not None  # kept in the file
+    rng = np.random.default_rng(202)
+    for rpm in (950.0, 1800.0, TOP):
+        # the 1x three times its level at this speed: within the spreads pooled over the range it read OK everywhere
+        imb = [b.process(window(rng, rpm, imbalance=3.0), {"_shaft_speed": rpm}) for _ in range(2)]
+        assert all(v.anomalous and v.fault == "imbalance" for v in imb), (
+            rpm,
+            [round(v.score, 1) for v in imb],
+        )
+    # the range's bottom (a fan's 900-1,140 rpm: 1/10 of the top's vibration) was left out as a stop at
+    # commissioning: UNSURE 'not commissioned' there, a bearing's impacts unseen; judged by the levels now
+    low = [b.process(window(rng, 950.0), {"_shaft_speed": 950.0}) for _ in range(4)]
+    assert not any(v.extrapolated or v.anomalous or v.sensor_kind for v in low)
+    race = [b.process(window(rng, 950.0, outer_race=0.3), {"_shaft_speed": 950.0}) for _ in range(2)]
+    assert all(v.anomalous for v in race)
+    # a baseline file learned before the levels' threshold keeps the former rule (the pooled statistics alone)
+    old = json.loads(fan.read_text())
+    for k in ("level_threshold", "level_spans_hz"):
+        del old[k]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    b = Baseline(
+        BaselineSettings(windows=40, units="g", speed_tag="Speed"),
+        FS,
+        N,
+        path=tmp_path / "old.json",
+        pipeline="fan",
+    )
+    assert b.state == "ready" and b.level_threshold is None
+    assert b.process(window(rng, 950.0), {"_shaft_speed": 950.0}).extrapolated
