@@ -445,7 +445,6 @@ class Control:
             }
             # at open every halted rollout; at a tick (``GOING_BACK_FILL_S``) those halted since the last look
             new = sorted(halts if self._halts_seen is None else halts - self._halts_seen)
-            self._halts_seen = halts
             for i in range(0, len(new), 500):
                 part = new[i : i + 500]
                 found += self.db.execute(
@@ -466,6 +465,9 @@ class Control:
         if rows:
             with self._write():
                 self.db.executemany(_GOING_BACK, rows)
+        # seen once their rows are written: marked before, a look the database failed in (a connection lost) left
+        # its halts seen and never filled, their targets ``rolling_back`` until a restart
+        self._halts_seen = halts
 
     def _fill_columns(self) -> None:
         """The tenant and state columns of documents written before they existed (once: an older file or

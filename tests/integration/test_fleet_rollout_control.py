@@ -5,6 +5,7 @@ halted rollout says about agents that have not gone back yet (offline, or their 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import pytest
@@ -897,13 +898,9 @@ def test_a_halted_rollouts_agent_a_newer_rollout_took_over_is_closed_on_either_s
     assert c.db.execute("SELECT COUNT(*) FROM going_back").fetchone()[0] == 0
 
 
-def test_a_halt_an_older_replica_made_on_the_shared_database_gets_its_going_back_rows_at_a_tick(
-    either_control,
-):
-    """A replica of a release before ``going_back`` halting a rollout on the shared database writes no rows; they
-    were filled at each open only, so its targets said ``rolling_back`` until this replica restarted, even once a
-    newer rollout ran on the agent. A tick looks at the rollouts halted since its last look."""
-    c, e = either_control
+def _halted_by_an_older_replica(c, e) -> dict:
+    """A rollout of 1.1.0 to every agent, gw1 healthy, halted by gw2's health check, as a replica of a release before
+    ``going_back`` halts it: no rows (gw1 ``rolling_back``). The control state looked at halts before (as at open)."""
     c.tick()  # (the first look, as at open)
     for agent in AGENTS:
         _runs(c, agent, e["1.0.0"])
@@ -911,12 +908,49 @@ def test_a_halt_an_older_replica_made_on_the_shared_database_gets_its_going_back
     c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {})
     c.on_report("gw2", dep["id"], "vision", "1.1.0", "rolled_back", False, "health check failed: NaN", {})
     c.db.execute("DELETE FROM going_back")  # the halt as the older replica made it: no rows
+    return dep
+
+
+def test_a_halt_an_older_replica_made_on_the_shared_database_gets_its_going_back_rows_at_a_tick(
+    either_control,
+):
+    """A replica of a release before ``going_back`` halting a rollout on the shared database writes no rows; they
+    were filled at each open only, so its targets said ``rolling_back`` until this replica restarted, even once a
+    newer rollout ran on the agent. A tick looks at the rollouts halted since its last look."""
+    c, e = either_control
+    dep = _halted_by_an_older_replica(c, e)
     c._going_back_filled = float("-inf")  # (the next look due: GOING_BACK_FILL_S later)
     c.tick()
     newer = c.create(_rollout("1.2.0", ["gw1"], ["100%"]))
     c.on_report("gw1", newer["id"], "vision", "1.2.0", "healthy", True, "", {})
     t = c.get(dep["id"])["targets"]["gw1"]
     assert t["status"] == "rolled_back_by_fleet", t  # was: rolling_back (until a restart)
+
+
+@pytest.mark.parametrize("either_control", ["sqlite"], indirect=True)
+def test_a_halt_whose_going_back_rows_a_tick_failed_to_write_gets_them_at_the_next_look(either_control):
+    """The tick's look marked the halts it found seen before writing their rows: the database failing in that write
+    (a connection lost) left an older replica's halt seen and never filled, its targets ``rolling_back`` until a
+    restart. Seen once written: the next look fills them."""
+    c, e = either_control
+    _halted_by_an_older_replica(c, e)
+    real = c.db
+
+    class Lost:  # the database lost for the look's write
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def executemany(self, sql, rows):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    c.db = Lost()  # type: ignore[assignment]
+    c._going_back_filled = float("-inf")
+    with pytest.raises(sqlite3.OperationalError):
+        c.tick()
+    c.db = real
+    c._going_back_filled = float("-inf")  # (the next look, GOING_BACK_FILL_S later)
+    c.tick()
+    assert c.db.execute("SELECT agent FROM going_back").fetchall() == [("gw1",)]  # was: []
 
 
 def test_a_deployments_write_never_replaces_another_tenants_row_of_the_same_id(either_control):
