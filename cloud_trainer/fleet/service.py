@@ -647,8 +647,9 @@ class FleetServicer(rpc.FleetServicer):
             counted = self._begun_elsewhere.pop(key, None)
             if had is not None and counted != _run_key(boot):
                 self._alternating(key, had[0], boot)
-            if key in self._untold_steps:
-                self._retake_untold(key, boot, seq, r.runs_before)
+        # at any report, not only a run's first here: a run drawn during the hold names the step's run after it
+        if key in self._untold_steps:
+            self._retake_untold(key, boot, seq, r.runs_before)
         self._applied[key] = (boot, seq, time.monotonic())
         return True, over
 
@@ -839,11 +840,13 @@ class FleetServicer(rpc.FleetServicer):
             del steps[next(iter(steps))]
 
     def _retake_untold(self, key: tuple[str, str], boot: str, seq: int, before) -> None:
-        """The agent's run ``boot`` taken (its report ``seq``), new to this process, its report naming ``before`` as
-        its process's runs before it (``runs_before``): once its clone hold is over, the steps kept late and untold
-        during it of those runs are taken under ``boot`` (the gateway that made them drew it, told late or its link
-        lost), as the agent sends a step told late again (``FleetClient._resend``), each only while its target is as
-        the step left it (``Control.retake_kept``). The others stay for a run naming theirs (the remaining clone's
+        """The agent's report ``seq`` of run ``boot`` taken, naming ``before`` as its process's runs before it
+        (``runs_before``): once its clone hold is over, the steps kept late and untold during it of those runs are
+        taken under ``boot`` (the gateway that made them drew it, told late or its link lost), as the agent sends a
+        step told late again (``FleetClient._resend``), each only while its target is as the step left it
+        (``Control.retake_kept``). Looked at on every report, not only a run's first here: the late clone's link
+        lost during the hold, its new run came then (and was the newest from then on), and the step was never taken
+        (its rollout stalled until STEP_TIMEOUT_S). The others stay for a run naming theirs (the remaining clone's
         runs never do). Taken by time instead (a new run within 120 s of the late clone's tell), the remaining
         gateway drawing a new run in between took the late clone's ``failed`` over its own healthy target, and a
         gateway on a Connect stream with a ``heartbeat_s`` of minutes drew its new run past the mark (its step

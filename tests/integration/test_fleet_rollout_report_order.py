@@ -935,6 +935,33 @@ async def test_a_step_kept_late_and_untold_during_a_clone_hold_is_taken_under_th
     assert t["report"] == {"boot": "runX2", "seq": 4}, t
 
 
+async def test_a_step_kept_untold_is_taken_after_the_hold_under_a_run_the_gateway_drew_during_it(fleet):
+    """The kept step was looked at on a run's first report only: the late clone's link lost during the hold, its new
+    run came then (and was the newest from then on, the other clone now the late one), and the step was never taken,
+    though every report of that run named the step's run (its rollout stalled until STEP_TIMEOUT_S)."""
+    import time
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runX"))
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "runY"))  # its clone, a newer run
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    step = _healthy(dep["id"], "1.2.0", 2, "runY")
+    step.step = "downloading"
+    await stub.ReportDeployment(step)
+    srv.fleet._clone_hold[key] = time.monotonic() + 60
+    await stub.ReportDeployment(_healthy(dep["id"], "1.2.0", 2, "runX"))  # kept late, untold
+    await stub.Heartbeat(_report(e["1.2.0"], 3, "runX2", "runX"))  # runX's link lost during the hold
+    assert srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "downloading"
+    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over
+    await stub.Heartbeat(_report(e["1.2.0"], 4, "runX2", "runX"))
+    await asyncio.gather(*srv.fleet._retaking)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runX2", "seq": 4}), t  # was: downloading
+
+
 async def test_a_step_kept_untold_during_a_clone_hold_is_not_taken_under_the_other_clones_new_run(fleet):
     """The late clone's step kept untold during the hold was taken at the agent's first new run after it, whichever
     gateway drew it: the operator stopping the late clone (never told late again), the remaining gateway's restart,
