@@ -77,6 +77,22 @@ def leading_zero_problem(version: str) -> str | None:
     )
 
 
+def build_version_problem(version: str) -> str | None:
+    """Why a build refuses ``version`` (a semantic version, ``is_version``), or None: a leading zero
+    (``leading_zero_problem``), or a number the version order cannot read (past 18 digits: ``1.0.99999999999999999999``
+    was built and published, sorted below every version by the registry, and refused by every agent)."""
+    if (why := leading_zero_problem(version)) is not None:
+        return why
+    try:
+        version_key(version)
+    except ValueError:
+        return (
+            f"{version[:MAX_VERSION_CHARS]!r}: each number of a version has at most 18 digits (agents and the registry "
+            "order versions by them)"
+        )
+    return None
+
+
 def version_key(version: str) -> tuple:
     """A sort key for semantic versions (``1.10.0`` > ``1.9.0``; ``1.0.0-rc.1`` < ``1.0.0``; build
     metadata after ``+`` ignored). Raises ``ValueError`` for anything else."""
@@ -931,7 +947,7 @@ class Manifest(_Model):
         if not is_version(v):
             raise ValueError("version must be semantic, e.g. 1.2.0")
         # where a package is built only: one of such a version built before stays readable where it is installed
-        if _building(info) and (why := leading_zero_problem(v)) is not None:
+        if _building(info) and (why := build_version_problem(v)) is not None:
             raise ValueError(why)
         return v
 

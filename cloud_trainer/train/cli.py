@@ -225,11 +225,11 @@ def _quiet_opencv() -> None:
 
 def _package_version(text: str) -> str:
     """``--version``: refused at once, as ``--name`` is (the manifest refused it once the build had trained)."""
-    from model_packager.manifest import is_version, leading_zero_problem
+    from model_packager.manifest import build_version_problem, is_version
 
     if not is_version(text):
         raise argparse.ArgumentTypeError(f"{text!r}: a package version is semantic, e.g. 1.2.0 or 1.2.0-rc.1")
-    if (why := leading_zero_problem(text)) is not None:  # (refused by the build once it had trained)
+    if (why := build_version_problem(text)) is not None:  # (refused by the build once it had trained)
         raise argparse.ArgumentTypeError(why)
     return text
 
