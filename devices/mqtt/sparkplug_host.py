@@ -1863,7 +1863,11 @@ class SparkplugHost:
                     # a restart: a device born in the session it ends is awaited after it; one not born in it is
                     # forgotten. A rebirth (one asked, this host's reconnect) keeps them: emptied there, a device
                     # born before a rebirth and late after it was forgotten at the next restart
-                    node.named_before = {} if node.shares_aliases else node.named
+                    # (two NBIRTHs before its DBIRTHs, a rebirth: its session before's kept, as a sharing node's are)
+                    if node.shares_aliases:
+                        node.named_before = {}
+                    elif node.named or not reborn:
+                        node.named_before = node.named
                     node.named = {}
                 node.expected_until = now + REBORN_DEVICES_WAIT_S
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)

@@ -1663,23 +1663,27 @@ async def test_a_device_command_waits_for_another_devices_unread_birth_on_a_node
         node.stop()
 
 
+@pytest.mark.parametrize("born_again", ["restart", "two_rebirths"])
 async def test_a_node_command_waits_for_a_late_device_of_its_session_before_once_its_first_clash_is_read(
-    mosquitto,
+    mosquitto, born_again
 ):
-    """A node never seen sharing aliases (d3's valve and d4's pump their own) restarts with a new map (setpoint now
-    alias 7); d4's DBIRTH gives its pump speed's alias 8 (against Sparkplug: the first clash, the node known to share
-    from it), and d3's DBIRTH is late. An NCMD to setpoint went at once by alias 7, which d3's late birth then gave
-    its valve too: the node was not known to share at its NBIRTH, so nothing was awaited. d3, of its session before,
-    is now awaited as if the node had been known to share at that birth; its birth read, setpoint goes by name
-    alone (the clash)."""
+    """A node never seen sharing aliases (d3's valve and d4's pump their own) restarts (or answers two rebirths
+    before its DBIRTHs) with a new map (setpoint now alias 7); d4's DBIRTH gives its pump speed's alias 8 (against
+    Sparkplug: the first clash, the node known to share from it), and d3's DBIRTH is late. An NCMD to setpoint went
+    at once by alias 7, which d3's late birth then gave its valve too: the node was not known to share at its
+    NBIRTH, so nothing was awaited. d3, of its session before, is now awaited as if the node had been known to share
+    at that birth; its birth read, setpoint goes by name alone (the clash)."""
     node = Node(mosquitto.port)
     src, pump = await _host(mosquitto.port)
     try:
         await _node_and_devices_born(src, node, 100, 101)
-        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))
+        if born_again == "restart":
+            node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))
+        else:
+            node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(0, 8, 7))
         node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 8, 7))
         node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", 8, 1))  # the first clash: speed's alias
-        await _births(src, 5)
+        await _births(src, 5 + (born_again == "two_rebirths"))
         n = len(node.cmds)
         waiting = asyncio.create_task(src.command("g", "n1", None, "setpoint", 1))
         await asyncio.sleep(0.5)
