@@ -598,6 +598,11 @@ class CameraSource:
         self._keep_failed = False  # watch: the folder refused a deletion (keep_files): none tried again
         self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
         self._moved_to: str | None = None  # the other host a redirect of the URL last led to (said once)
+        # the size an OpenCV stream was open at when FFmpeg said a new picture size and it was reopened for it; the
+        # next open at that same size shows the line came for a change of pixel format (an MJPEG camera changing
+        # its chroma subsampling), and such lines are then not taken for a change of size on this camera
+        self._reopened_at: tuple[float, float] | None = None
+        self._pictures_unsure = False
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
         self._replay = False  # an image folder replayed, not watched
         self._unread: set[str] = (
@@ -1408,6 +1413,19 @@ class CameraSource:
                 return
 
             live = s.kind in (CameraKind.USB, CameraKind.STREAM)
+            if self._reopened_at is not None:
+                if self._reopened_at == (w, h) and not self._pictures_unsure:
+                    self._pictures_unsure = True
+                    log.warning(
+                        "camera %r: %s: opened again at %.0fx%.0f, the size it had: FFmpeg's line for a new picture "
+                        "came for a change of pixel format (chroma subsampling), not of size; such lines no longer "
+                        "reopen this camera, and a change of size while it stays open is not told",
+                        self.name,
+                        s.shown_url,
+                        w,
+                        h,
+                    )
+                self._reopened_at = None
 
             frame_type = getattr(cv2, "CAP_PROP_FRAME_TYPE", None)  # OpenCV 4.9 and later
             damaged_at = [
@@ -1473,13 +1491,14 @@ class CameraSource:
                 if pictures[0] is None:
                     pictures[0] = errors.pictures
                     return False
-                if errors.pictures == pictures[0]:
+                if errors.pictures == pictures[0] or self._pictures_unsure:
                     return False
                 said = (
                     f"frames changed size at frame {cap.get(1):.0f} while open (FFmpeg began a new picture "
                     f"size); OpenCV scales every frame to the size it opened with ({w:.0f}x{h:.0f}), stretched"
                 )
                 if live:
+                    self._reopened_at = (w, h)
                     raise StreamError(
                         "frame_size_changed", f"{said}: reopening, to read them at their own size"
                     )

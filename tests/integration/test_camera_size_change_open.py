@@ -6,6 +6,7 @@ at its own size, and a file's pass ends there; no stretched frame is passed on."
 
 from __future__ import annotations
 
+import functools
 import http.server
 import logging
 import struct
@@ -30,9 +31,10 @@ def _level(img: np.ndarray) -> int:
     return round((float(img.mean()) - 40) / 20)
 
 
-def _changing_video(path: Path) -> Path:
-    """An MJPEG AVI of FRAMES frames, frame i grey at 20*i+40: 160x120 (noisy) up to CHANGE_AT, then 320x180 (flat),
-    each later JPEG padded with a comment to its chunk's length so that the AVI's index still holds."""
+def _changing_video(path: Path, then=THEN, replaced=range(CHANGE_AT, FRAMES), params=()) -> Path:
+    """An MJPEG AVI of FRAMES frames, frame i grey at 20*i+40: 160x120 (noisy), but the ``replaced`` ones (from
+    CHANGE_AT on) of size ``then`` (flat, encoded with ``params``), each padded with a comment to its chunk's
+    length so that the AVI's index still holds."""
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, FIRST)
     rng = np.random.default_rng(3)
     for i in range(FRAMES):
@@ -41,9 +43,11 @@ def _changing_video(path: Path) -> Path:
     data = bytearray(path.read_bytes())
     movi = data.find(b"movi")
     chunks = [i for i in range(movi, len(data) - 4) if data[i : i + 4] == b"00dc"]
-    for i in range(CHANGE_AT, FRAMES):
+    for i in replaced:
         n = struct.unpack_from("<I", data, chunks[i] + 4)[0]
-        jpg = cv2.imencode(".jpg", np.full((THEN[1], THEN[0], 3), 20 * i + 40, np.uint8))[1].tobytes()
+        jpg = cv2.imencode(".jpg", np.full((then[1], then[0], 3), 20 * i + 40, np.uint8), list(params))[
+            1
+        ].tobytes()
         pad = n - len(jpg) - 4
         data[chunks[i] + 8 : chunks[i] + 8 + n] = (
             jpg[:2] + b"\xff\xfe" + struct.pack(">H", pad + 2) + bytes(pad) + jpg[2:]
@@ -121,6 +125,38 @@ async def test_a_stream_whose_frames_change_size_is_reopened_and_read_at_its_new
     # and once reopened, the change of size named as for a camera reopened at another resolution (one line a burst)
     # (what follows the end of the second serving, read before the camera stopped, is the reopen's, not asserted)
     assert src.stats.errors_by_reason["frame_size_changed"] == 2
+
+
+async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_once_then_read_on(tmp_path, caplog):
+    """FFmpeg's line for a new picture comes for a new pixel format too: an MJPEG camera whose JPEGs alternate 4:2:0
+    and 4:4:4 at one size would be reopened at every frame. Opened again at the size it had, it is read on, said
+    once (its changes of size while open are then not told)."""
+    video = _changing_video(
+        tmp_path / "alternating.avi",
+        then=FIRST,
+        replaced=range(1, FRAMES, 2),
+        params=(cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444),
+    )
+    files = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), files)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
+    settings = CameraSettings(
+        url=url, fps=None, frozen_after_s=None, queue_max_items=64, reconnect_initial_s=0.05
+    )
+    caplog.set_level(logging.WARNING, "devices.camera.capture")
+    src = CameraSource("line", settings)
+    try:
+        frames = await _read(src, 1 + FRAMES)  # frame 0, then the second serving whole
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [_level(f.image) for f in frames] == [0, *range(FRAMES)], [_level(f.image) for f in frames]
+    assert src.stats.errors_by_reason["frame_size_changed"] == 1
+    said = [
+        r.getMessage() for r in caplog.records if "opened again at 160x120, the size it had" in r.getMessage()
+    ]
+    assert len(said) == 1 and "came for a change of pixel format (chroma subsampling), not of size" in said[0]
 
 
 async def test_an_h264_stream_whose_frames_change_size_ends_its_pass_there_not_stretched(caplog):
