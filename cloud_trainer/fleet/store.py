@@ -224,6 +224,27 @@ END;
 AGENT_COUNTS_UNTRIGGER = "".join(
     f"DROP TRIGGER IF EXISTS agent_counts_{t};" for t in ("add", "change", "drop")
 )
+# per agent: its sample rows in all, kept by triggers on ``samples`` (whoever writes it), so that an agent's stats
+# (each console refresh, IngestStats) and the tenants' usage read a row per agent, not count every sample row (the
+# agent's, at each refresh; every tenant's, at each ListTenants). Filled when it is created, and again at each open
+# where its sum differs (PostgreSQL migration 0027_agent_samples.sql: a trigger per statement there)
+AGENT_SAMPLES = """CREATE TABLE IF NOT EXISTS agent_samples (tenant TEXT NOT NULL, agent TEXT NOT NULL,
+  samples BIGINT NOT NULL, PRIMARY KEY (tenant, agent));
+"""
+AGENT_SAMPLES_FILL = """DELETE FROM agent_samples;
+INSERT INTO agent_samples (tenant, agent, samples) SELECT tenant, agent, COUNT(*) FROM samples GROUP BY tenant, agent;
+"""
+AGENT_SAMPLES_TRIGGERS = """CREATE TRIGGER IF NOT EXISTS agent_samples_add AFTER INSERT ON samples BEGIN
+  INSERT INTO agent_samples (tenant, agent, samples) VALUES (NEW.tenant, NEW.agent, 1)
+    ON CONFLICT (tenant, agent) DO UPDATE SET samples = samples + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS agent_samples_take AFTER DELETE ON samples BEGIN
+  UPDATE agent_samples SET samples = samples - 1 WHERE tenant = OLD.tenant AND agent = OLD.agent;
+END;
+"""
+AGENT_SAMPLES_UNTRIGGER = (
+    "DROP TRIGGER IF EXISTS agent_samples_add;DROP TRIGGER IF EXISTS agent_samples_take;"
+)
 # v1 files: records and samples keyed by (agent, seq); their rows become epoch 0 of tenant ''
 MIGRATIONS = [
     (
@@ -1855,7 +1876,8 @@ class SQLStore(Store):
                     ),
                     args,
                 ).fetchone() or (0, 0)
-            s = ex(q(f"SELECT COUNT(*) FROM samples {w}"), args).fetchone()[0]
+            # (per agent: ``agent_samples``, not a count of its sample rows at each refresh)
+            s = ex(q(f"SELECT COALESCE(SUM(samples), 0) FROM agent_samples {w}"), args).fetchone()[0]
             d = ex(q(f"SELECT COALESCE(SUM(duplicates), 0) FROM ingest {w}"), args).fetchone()[0]
             # an agent's: the epochs it opened within EPOCH_WINDOW_S (through the index of their ends), up to just
             # past EPOCHS_MOST_PER_WINDOW (each console refresh, per agent: 400,000 counted took 593 ms)
@@ -1876,7 +1898,7 @@ class SQLStore(Store):
             "records": sum(kinds.values()),
             "last_seq": last or 0,
             "epoch": epoch or 0,
-            "samples": s,
+            "samples": int(s),
             "duplicates": int(d),
             "by_kind": kinds,
             # deleted by retention (``retire``): records and samples received up to ``received_to`` (not in records)
@@ -2656,17 +2678,30 @@ class SQLiteStore(SQLStore):
     def _check_agent_counts(self) -> None:
         """``agent_counts`` (and its triggers) made where missing, filled again from ``record_counts`` where their
         sums differ: a file of before it, ``record_counts`` counted again just before, or rows changed by hand. One
-        read of ``record_counts`` at open (a row per agent, epoch and kind)."""
+        read of ``record_counts`` at open (a row per agent, epoch and kind). The same for ``agent_samples`` against
+        ``samples`` (one count of the sample rows at open)."""
+        self._check_totals(
+            AGENT_COUNTS,
+            (("SUM(records)", "agent_counts"), ("SUM(records)", "record_counts")),
+            AGENT_COUNTS_UNTRIGGER + AGENT_COUNTS_FILL,
+            AGENT_COUNTS_TRIGGERS,
+        )
+        self._check_totals(
+            AGENT_SAMPLES,
+            (("SUM(samples)", "agent_samples"), ("COUNT(*)", "samples")),
+            AGENT_SAMPLES_UNTRIGGER + AGENT_SAMPLES_FILL,
+            AGENT_SAMPLES_TRIGGERS,
+        )
+
+    def _check_totals(
+        self, table: str, sums: tuple[tuple[str, str], ...], refill: str, triggers: str
+    ) -> None:
         run = self.db.execute  # (one statement each: ``executescript`` would commit the transaction first)
         run("BEGIN IMMEDIATE")
         try:
-            run(AGENT_COUNTS)
-            kept, counted = (
-                run(f"SELECT COALESCE(SUM(records), 0) FROM {t}").fetchone()[0]
-                for t in ("agent_counts", "record_counts")
-            )
-            script = AGENT_COUNTS_UNTRIGGER + AGENT_COUNTS_FILL if kept != counted else ""
-            for statement in _statements(script + AGENT_COUNTS_TRIGGERS):
+            run(table)
+            kept, counted = (run(f"SELECT COALESCE({v}, 0) FROM {t}").fetchone()[0] for v, t in sums)
+            for statement in _statements((refill if kept != counted else "") + triggers):
                 run(statement)
             run("COMMIT")
         except BaseException:
@@ -2864,7 +2899,7 @@ HEARTBEAT_NEWER = "agents.last_seen IS NULL OR excluded.last_seen >= agents.last
 USAGE_SQL = (
     "SELECT tenant, 'agents', COUNT(*) FROM agents GROUP BY tenant UNION ALL "
     "SELECT tenant, 'records', SUM(records) FROM agent_counts GROUP BY tenant UNION ALL "
-    "SELECT tenant, 'samples', COUNT(*) FROM samples GROUP BY tenant UNION ALL "
+    "SELECT tenant, 'samples', SUM(samples) FROM agent_samples GROUP BY tenant UNION ALL "
     "SELECT tenant, 'retired_records', SUM(records) FROM retired_totals GROUP BY tenant UNION ALL "
     "SELECT tenant, 'retired_samples', SUM(samples) FROM retired_totals GROUP BY tenant"
 )

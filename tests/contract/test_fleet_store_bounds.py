@@ -25,6 +25,37 @@ def _rows(store, table: str, agent: str) -> int:
         )
 
 
+def _stats_steps(st, agent: str) -> tuple[int, dict]:
+    """SQLite's progress steps (every 10 instructions) of ``st.stats(agent)``, and its answer."""
+    steps = [0]
+    for r in st.readers.queue:
+        r.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 10)
+    try:
+        got = st.stats(agent)
+    finally:
+        for r in st.readers.queue:
+            r.set_progress_handler(None, 0)
+    return steps[0], got
+
+
+def _older(store, tmp_path, sqlite_script: str, pg_statements: list[str]):
+    """``store``'s file or database as a store of before a table: ``sqlite_script`` / ``pg_statements`` (its
+    ``schema_version`` rows among them) undo it, then it is opened again (SQLite: beside the fixture's store, which
+    the fixture closes; a SQLiteStore closed twice waits 10 s for readers)."""
+    from cloud_trainer.fleet.store import SQLiteStore, open_store
+
+    if isinstance(store, SQLiteStore):
+        store.db.executescript(sqlite_script)
+        return SQLiteStore(tmp_path / "fleet.db")
+    import psycopg
+
+    store.close()
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        for statement in pg_statements:
+            conn.execute(statement)
+    return open_store(store.url, tmp_path)
+
+
 def test_kinds_no_agent_sends_are_counted_as_other_and_keep_their_own_kind(store):
     """200 kinds of its own: one bookkeeping row, not 200 (100,000 made the tenant's agents view 6.9 MB)."""
     made_up = [rec(s, kind=f"k{s}") for s in range(1, 201)]
@@ -422,18 +453,6 @@ def test_an_agents_stats_read_its_totals_per_kind_not_a_row_per_epoch(tmp_path):
 
     st = SQLiteStore(tmp_path / "fleet.db")
     try:
-        steps = [0]
-
-        def stats_steps() -> tuple[int, dict]:
-            steps[0] = 0
-            for r in st.readers.queue:
-                r.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 10)
-            try:
-                got = st.stats("gwc")
-            finally:
-                for r in st.readers.queue:
-                    r.set_progress_handler(None, 0)
-            return steps[0], got
 
         def epochs(first: int, last: int) -> None:  # one record each, counted as the store counts them
             with st._tx() as ex:
@@ -446,10 +465,10 @@ def test_an_agents_stats_read_its_totals_per_kind_not_a_row_per_epoch(tmp_path):
 
         st.ingest("gwc", [rec(1, epoch=30_000), rec(2, epoch=30_000, kind="event")])
         epochs(29_800, 30_000)
-        few, got = stats_steps()
+        few, got = _stats_steps(st, "gwc")
         assert got["by_kind"] == {"result": 201, "event": 1} and got["epoch"] == 30_000
         epochs(0, 29_800)
-        many, got = stats_steps()
+        many, got = _stats_steps(st, "gwc")
         assert got["by_kind"] == {"result": 30_001, "event": 1} and got["records"] == 30_002
         assert many <= 2 * few + 20
     finally:
@@ -460,28 +479,22 @@ def test_an_older_store_gets_its_agents_totals_and_they_follow_every_writer_of_t
     """A fleet.db or database of before ``agent_counts`` has it made and filled at open (migration 0021 on
     PostgreSQL); a service of before it, still writing ``record_counts`` (a rolling upgrade, a rollback), is
     followed too (the triggers of ``record_counts``)."""
-    from cloud_trainer.fleet.store import SQLiteStore, open_store
-
     store.ingest("gw1", [rec(1), rec(2), rec(3, kind="event")], tenant="acme")
     store.ingest("gw1", [rec(1, epoch=4), rec(2)], tenant="acme")
     before = store.stats("gw1", tenant="acme")
     assert before["by_kind"] == {"result": 3, "event": 1}
-    if isinstance(store, SQLiteStore):
-        store.db.executescript(
-            "DROP TRIGGER agent_counts_add;DROP TRIGGER agent_counts_change;DROP TRIGGER agent_counts_drop;"
-            "DROP TABLE agent_counts;"
-        )  # (opened beside it: the fixture closes it; a SQLiteStore closed twice waits 10 s for readers)
-        older = SQLiteStore(tmp_path / "fleet.db")
-    else:
-        import psycopg
-
-        store.close()
-        with psycopg.connect(store.url, autocommit=True) as conn:
-            conn.execute("DROP TABLE agent_counts")
-            conn.execute("DROP TRIGGER agent_counts_keep ON record_counts")
-            conn.execute("DROP FUNCTION agent_counts_keep")
-            conn.execute("DELETE FROM schema_version WHERE version >= 21")
-        older = open_store(store.url, tmp_path)
+    older = _older(
+        store,
+        tmp_path,
+        "DROP TRIGGER agent_counts_add;DROP TRIGGER agent_counts_change;DROP TRIGGER agent_counts_drop;"
+        "DROP TABLE agent_counts;",
+        [
+            "DROP TABLE agent_counts",
+            "DROP TRIGGER agent_counts_keep ON record_counts",
+            "DROP FUNCTION agent_counts_keep",
+            "DELETE FROM schema_version WHERE version >= 21",
+        ],
+    )
     try:
         assert older.stats("gw1", tenant="acme") == before
         older.ingest("gw1", [rec(3, epoch=4), rec(4, epoch=4, kind="alarm")], tenant="acme")
@@ -599,3 +612,68 @@ def test_a_drop_event_of_many_ranges_is_written_in_a_few_statements_not_one_a_ra
     assert sum(g["cause"] == "budget" for g in gaps) == len(ranges)
     with store._tx(write=False) as ex:
         assert ex(store.q("SELECT loss_rows FROM ingest WHERE agent = 'gwb'")).fetchone()[0] == len(ranges)
+
+
+def test_an_agents_samples_are_a_total_kept_by_every_writer_and_an_older_store_gets_it(store, tmp_path):
+    """An agent's stats (each console refresh, IngestStats) counted its sample rows, and the tenants' usage every
+    tenant's: a total per agent (``agent_samples``) is kept by triggers on ``samples`` (a service of before it writing
+    samples too), made and filled at open where missing (migration 0027 on PostgreSQL)."""
+    from tests.contract.test_fleet_store import _sample
+
+    store.ingest("gw1", [_sample(s, b"s%d" % s) for s in (1, 2, 3)], tenant="acme")
+    store.ingest("gw2", [_sample(1, b"other")], tenant="acme")
+    assert store.stats("gw1", tenant="acme")["samples"] == 3 and store.usage()["acme"]["samples"] == 4
+    older = _older(
+        store,
+        tmp_path,
+        "DROP TRIGGER agent_samples_add;DROP TRIGGER agent_samples_take;DROP TABLE agent_samples;",
+        [
+            "DROP TABLE agent_samples",
+            "DROP TRIGGER agent_samples_add ON samples",
+            "DROP TRIGGER agent_samples_take ON samples",
+            "DELETE FROM schema_version WHERE version >= 27",
+        ],
+    )
+    try:
+        assert older.stats("gw1", tenant="acme")["samples"] == 3
+        with older._tx() as ex:  # a service of before it: its rows only, two in one statement, one deleted
+            ex(
+                older.q(
+                    "INSERT INTO samples (sha256, tenant, agent, epoch, seq, t) "
+                    "VALUES ('d1', 'acme', 'gw1', 0, 7, 1.0), ('d2', 'acme', 'gw1', 0, 8, 1.0)"
+                )
+            )
+            ex(older.q("DELETE FROM samples WHERE tenant = 'acme' AND agent = 'gw2'"))
+        assert (
+            older.stats("gw1", tenant="acme")["samples"] == 5
+            and older.stats("gw2", tenant="acme")["samples"] == 0
+        )
+        assert older.usage()["acme"]["samples"] == 5 == older.stats(tenant="acme")["samples"]
+    finally:
+        older.close()
+
+
+def test_an_agents_stats_read_its_samples_total_not_its_sample_rows(tmp_path):
+    """The agent's samples were counted row by row at each refresh (grows with its samples); a total is read."""
+    from cloud_trainer.fleet.store import SQLiteStore
+
+    st = SQLiteStore(tmp_path / "fleet.db")
+    try:
+
+        def samples(first: int, last: int) -> None:
+            with st.lock:
+                st.db.execute("BEGIN IMMEDIATE")
+                st.db.executemany(
+                    "INSERT INTO samples (sha256, tenant, agent, epoch, seq, t) VALUES (?, 'default', 'gws', 0, ?, 1)",
+                    [(f"d{s}", s) for s in range(first, last)],
+                )
+                st.db.execute("COMMIT")
+
+        st.ingest("gws", [rec(1)])
+        samples(1, 100)
+        few, _ = _stats_steps(st, "gws")
+        samples(100, 5_000)
+        many, got = _stats_steps(st, "gws")
+        assert got["samples"] == 4_999 and many <= 2 * few + 20
+    finally:
+        st.close()
