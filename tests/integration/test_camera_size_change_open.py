@@ -65,6 +65,23 @@ def _new_size_video(path: Path) -> Path:
     return path
 
 
+async def _read_served(handler, path: str, n: int) -> tuple[CameraSource, list]:
+    """The first ``n`` frames of a stream camera reading ``path`` from ``handler`` served over HTTP (a video, as
+    OpenCV's FFmpeg reads an RTSP camera's), reopened at once when it asks."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{path}"
+    src = CameraSource(
+        "line",
+        CameraSettings(url=url, fps=None, frozen_after_s=None, queue_max_items=64, reconnect_initial_s=0.05),
+    )
+    try:
+        return src, await _read(src, n)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 async def test_a_video_file_whose_frames_change_size_ends_its_pass_there_not_stretched(tmp_path, caplog):
     video = _changing_video(tmp_path / "change.avi")
     src = CameraSource("line", CameraSettings(url=str(video), fps=100, frozen_after_s=None, loop=True))
@@ -105,19 +122,8 @@ async def test_a_stream_whose_frames_change_size_is_reopened_and_read_at_its_new
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/line.avi"
-    settings = CameraSettings(
-        url=url, fps=None, frozen_after_s=None, queue_max_items=64, reconnect_initial_s=0.05
-    )
     caplog.set_level(logging.WARNING, "devices.camera.capture")
-    try:
-        src = CameraSource("line", settings)
-        frames = await _read(src, CHANGE_AT + 2)
-    finally:
-        server.shutdown()
-        server.server_close()
+    src, frames = await _read_served(Camera, "line.avi", CHANGE_AT + 2)
     seen = [(_level(f.image), f.image.shape[:2]) for f in frames]
     assert seen == [(i, (120, 160)) for i in range(CHANGE_AT)] + [(i, (180, 320)) for i in (4, 5)], seen
     said = [r.getMessage() for r in caplog.records if "frame_size_changed" in r.getMessage()]
@@ -138,19 +144,8 @@ async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_once_t
         params=(cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444),
     )
     files = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), files)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
-    settings = CameraSettings(
-        url=url, fps=None, frozen_after_s=None, queue_max_items=64, reconnect_initial_s=0.05
-    )
     caplog.set_level(logging.WARNING, "devices.camera.capture")
-    src = CameraSource("line", settings)
-    try:
-        frames = await _read(src, 1 + FRAMES)  # frame 0, then the second serving whole
-    finally:
-        server.shutdown()
-        server.server_close()
+    src, frames = await _read_served(files, video.name, 1 + FRAMES)  # frame 0, then the second serving whole
     assert [_level(f.image) for f in frames] == [0, *range(FRAMES)], [_level(f.image) for f in frames]
     assert src.stats.errors_by_reason["frame_size_changed"] == 1
     said = [
