@@ -1108,6 +1108,17 @@ def _aged(nt: _NodeType) -> bool:
     return time.monotonic() - nt.read_at >= max(_TYPE_HOLD_S, nt.read_s / _TYPE_READ_SHARE)
 
 
+def _mismatch_name(nt: _NodeType) -> str:
+    """A write's BadTypeMismatch, said with the type the node was found to have (``nt``)."""
+    if nt.enum_held_as is not None:
+        return (
+            f"BadTypeMismatch: the node is an enumeration held by the server as {nt.enum_held_as}, DataType "
+            f"{nt.data_type}: the agent writes an enumeration's values as integers; have the server hold it as an "
+            "integer type"
+        )
+    return f"BadTypeMismatch: the node is {nt.shown}, DataType {nt.data_type}"
+
+
 def _props_refused(node_id: str, why: str, until: str) -> OpcUaTypeMismatch:
     """The refusal of a write to a node whose properties could not be read (``PropertiesUnread``)."""
     err = OpcUaTypeMismatch(
@@ -6568,9 +6579,15 @@ class OpcUaSource:
                     except ua.UaStatusCodeError as e:
                         code = code_of(e.code)
                         if code not in _TYPE_ANSWERS or (
-                            code == ua.StatusCodes.BadOutOfRange
-                            and (again or not cached or self._type_confirmed(node_id, nt))
+                            code == ua.StatusCodes.BadOutOfRange and (again or not cached)
                         ):
+                            raise
+                        if self._type_confirmed(node_id, nt):
+                            # read again for a refusal and found unchanged within _CONFIRMED_HOLD_S: a node refused
+                            # for good (a Boolean holding an INT) cost a type read (a Read and a Browse) at each
+                            # write, at each beat for a heartbeat's
+                            if code == ua.StatusCodes.BadTypeMismatch:
+                                name = _mismatch_name(nt)
                             raise
                         # a download may have retyped the node since its type was read (within its hold, not
                         # watched): read it again once; the value is judged by what it is now, never sent again
@@ -6580,20 +6597,13 @@ class OpcUaSource:
                         now = await self._types.read(node, node_id, self._props_unread)
                         if not again and now != nt:
                             self._type_changed_at_write(node_id, nt, now, code)
-                        elif code == ua.StatusCodes.BadOutOfRange:
-                            # the same type: the value is out of the node's range; not read again for a minute
-                            if self._types.get(node_id) is now:
-                                self._types_confirmed[node_id] = (now, time.monotonic())
-                            raise
-                        if again or now == nt:
-                            name = (
-                                f"BadTypeMismatch: the node is an enumeration held by the server as "
-                                f"{now.enum_held_as}, DataType {now.data_type}: the agent writes an enumeration's "
-                                "values as integers; have the server hold it as an integer type"
-                                if now.enum_held_as is not None
-                                else f"BadTypeMismatch: the node is {now.shown}, DataType {now.data_type}"
-                            )
-                            raise
+                            continue
+                        if now == nt and self._types.get(node_id) is now:
+                            # the same type: refused for the value, not its type; not read again for a minute
+                            self._types_confirmed[node_id] = (now, time.monotonic())
+                        if code == ua.StatusCodes.BadTypeMismatch:
+                            name = _mismatch_name(now)
+                        raise
         except OpcUaTypeMismatch as e:
             note = self._write_notes.get(at) if at is not None else None
             err = OpcUaTypeMismatch(f"opcua source {self.name}: {self._noted(note, e)}")

@@ -1177,6 +1177,28 @@ async def test_a_type_whose_read_takes_long_is_read_again_less_often_than_each_h
         await srv.delete_nodes([node])
 
 
+async def test_a_node_the_server_refuses_for_its_type_for_good_is_not_read_again_at_each_write(
+    plc_server,
+) -> None:
+    """An INT node holding a REAL (a gateway's, a PLC's odd answer): every write is answered BadTypeMismatch. Each had
+    the node's type read again (a Read and a Browse of its properties), at each beat for a heartbeat's; read again
+    once and found unchanged, its later refusals are judged without another read for a minute, and still refused."""
+    srv, src, nodes, _, _, _ = plc_server
+    node, reads, counted = await _type_reads_counted(nodes, "HoldsReal")
+    srv.iserver.aspace._nodes[node.nodeid].attributes[ua.AttributeIds.Value].value = ua.DataValue(
+        ua.Variant(0.5, VT.Double)
+    )
+    srv.subscribe_server_callback(CallbackType.PostRead, counted)
+    try:
+        for v in range(1, 6):
+            with pytest.raises(OpcUaWriteRefused, match=r"BadTypeMismatch: the node is Int16, DataType i=4"):
+                await src.write("ns=2;s=HoldsReal", v)
+        assert reads[0] == 2, reads  # its first read, and one read again; was 6: one more at each refusal
+    finally:
+        srv.unsubscribe_server_callback(CallbackType.PostRead, counted)
+        await srv.delete_nodes([node])
+
+
 async def test_a_type_read_again_that_fails_across_a_download_does_not_judge_the_write(
     plc_server, monkeypatch
 ) -> None:
