@@ -1246,6 +1246,11 @@ _SERVER_MAX_BYTES = {
 
 
 def _positive(v: Any) -> int | None:
+    """A stated limit (MaxStringLength, MaxArrayLength) as a count; None: none (0, absent, or no count). A server
+    stating it as a whole Double (4.0, not the UInt32 Part 3 gives it) had it taken as none: a 6-byte text went to a
+    STRING[4], for the PLC to cut."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        v = int(v)
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 

@@ -1177,6 +1177,21 @@ async def test_a_type_whose_read_takes_long_is_read_again_less_often_than_each_h
         await srv.delete_nodes([node])
 
 
+async def test_a_max_string_length_stated_as_a_whole_double_holds(plc_server) -> None:
+    """An odd server states a STRING[4]'s MaxStringLength as the Double 4.0 (Part 3 gives it as UInt32): it was taken
+    as none stated, and a 6-byte text went out for the PLC to cut."""
+    srv, src, nodes, _, _, _ = plc_server
+    node, prop = await text_node(await nodes["Int16"].get_parent(), 2, "Code", 4)
+    held = srv.iserver.aspace._nodes[prop.nodeid].attributes[ua.AttributeIds.Value]
+    held.value = ua.DataValue(ua.Variant(4.0, VT.Double))
+    try:
+        with pytest.raises(OpcUaTypeMismatch, match="holds at most 4 bytes"):
+            await src.write("ns=2;s=Code", "abcdef")
+        await src.write("ns=2;s=Code", "abcd")
+    finally:
+        await srv.delete_nodes([prop, node])
+
+
 async def test_a_node_the_server_refuses_for_its_type_for_good_is_not_read_again_at_each_write(
     plc_server,
 ) -> None:
