@@ -1304,6 +1304,7 @@ class Uplink:
             async for msg in call:
                 unanswered[0] = None
                 self._connect_live = True
+                self.client.heard()  # (the run is named after it: ``FleetClient.new_run``)
                 if msg.HasField("desired"):
                     latest[0] = msg.desired
                     arrived.set()

@@ -40,8 +40,10 @@ from edge_agent.uplink.settings import CloudSettings
 
 log = logging.getLogger(__name__)
 
-# earlier runs of the process a state report names (``HeartbeatRequest.runs_before``): the run told late, and the
-# runs drawn since whose reports may all have been lost on the way (~34 bytes each)
+# earlier runs of the process a state report names (``HeartbeatRequest.runs_before``), of those the fleet answered a
+# call of (``heard``): the run told late, or whose link was lost, and those drawn since whose answers were lost on the
+# way (~34 bytes each). A run whose calls all failed UNAVAILABLE is not named: each attempt of a link outage draws one,
+# and three (a heartbeat_s of 5 s: 15 s) pushed out the run whose step the fleet kept during a clone hold
 RUNS_NAMED = 3
 
 
@@ -63,6 +65,7 @@ class FleetClient:
         # this process's runs before ``boot_id``, newest first (at most RUNS_NAMED): each state report names them
         # (``runs_before``), so that the fleet ties a run to the gateway's earlier ones, never to its clone's
         self.runs_before: list[str] = []
+        self._heard = False  # the fleet answered a call since ``boot_id`` was drawn (``heard``)
         self._reports = itertools.count(1)
         self._link_lost = False  # lost since the last report was numbered (``link_lost``)
         self._telling: set[asyncio.Future] = set()  # the Connect streams' ends being read (``_stream_ended``)
@@ -80,10 +83,18 @@ class FleetClient:
     def new_run(self) -> None:
         """Number the next reports under a new boot id: the cloud takes the new run as newer than every report of
         the one before, and drops a report of the one before that arrives after the new run's (a call held on the
-        way across a lost link). The count goes on; the run before is named in the new run's state reports."""
-        self.runs_before = [self.boot_id, *self.runs_before][:RUNS_NAMED]
+        way across a lost link). The count goes on; the run before is named in the new run's state reports if the
+        fleet answered a call of it (``heard``)."""
+        if self._heard:
+            self.runs_before = [self.boot_id, *self.runs_before][:RUNS_NAMED]
         self.boot_id = uuid.uuid4().hex
         self._link_lost = False
+        self._heard = False
+
+    def heard(self) -> None:
+        """The fleet answered (a unary call's end but a lost link's, a message on the Connect stream): the run is named
+        as a run before in the next runs' state reports (``new_run``)."""
+        self._heard = True
 
     def link_lost(self) -> None:
         """The link was lost (a call failed ``UNAVAILABLE``; the fleet took a report for late): the next report
@@ -97,6 +108,12 @@ class FleetClient:
 
         from protocols.refusals import REPORT_KEY, REPORT_LATE
 
+        if code not in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.CANCELLED,
+        ):
+            self.heard()
         if code == grpc.StatusCode.UNAVAILABLE or (REPORT_KEY, REPORT_LATE) in tuple(trailing or ()):
             self.link_lost()
 

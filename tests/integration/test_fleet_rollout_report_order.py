@@ -5,6 +5,7 @@ report held on the way (a stream's queue, a link being re-made) arrives after a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import threading
@@ -960,6 +961,43 @@ async def test_a_step_kept_untold_is_taken_after_the_hold_under_a_run_the_gatewa
     await asyncio.gather(*srv.fleet._retaking)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX2", "seq": 4}), t  # was: downloading
+
+
+async def test_the_run_told_late_stays_named_through_the_runs_a_link_outage_draws(fleet, built):
+    """Each report attempt of a link outage draws a new run (its call failed UNAVAILABLE), and the runs a state report
+    named were the last 3 drawn: three failed heartbeats after the tell (15 s at a heartbeat_s of 5 s) pushed out the
+    run whose step the fleet kept during a clone hold, and the step was never taken (its rollout stalled). Only the
+    runs the fleet answered a call of are named."""
+    srv, stub, e = fleet
+    async with _agents_client(srv, built) as c:
+        told, seq = c.next_report()
+        await c.stub.Heartbeat(_report(e["1.0.0"], seq, told), timeout=10)
+        await stub.Heartbeat(_report(e["1.0.0"], 1, "newer"))  # another run of gw1 began after it
+        call = c.stub.Heartbeat(_report(e["1.0.0"], c.next_report()[1], told), timeout=10)
+        await call
+        assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # told late
+        await srv.stop()  # the link lost
+        for _ in range(3):
+            boot, seq = c.next_report()
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await c.stub.Heartbeat(_report(e["1.0.0"], seq, boot, *c.runs_before), timeout=10)
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        c.next_report()
+        assert c.runs_before == [told], c.runs_before  # was: the three runs of the failed calls
+
+
+@contextlib.asynccontextmanager
+async def _agents_client(srv, built):
+    """gw1's own fleet client (the agent's: its runs, its numbers, told late by the calls' ends), open on ``srv``."""
+    from edge_agent.uplink.fleet_client import FleetClient
+    from tests.support.fleet import cloud_settings
+
+    c = FleetClient(cloud_settings(built[0], srv.port))
+    c.open()
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 async def test_a_step_kept_untold_during_a_clone_hold_is_not_taken_under_the_other_clones_new_run(fleet):

@@ -105,8 +105,9 @@ async def test_desired_state_is_pushed_the_moment_it_changes_and_reports_are_wri
         assert srv.hub.snapshot()["streams"] == 1
         # a state report names the process's runs before its own (the fleet takes a step kept untold during a clone
         # hold under a run that names the step's: the same gateway's, never its clone's)
-        runs = [ag.up.client.boot_id]
-        for _ in range(4):  # (links lost)
+        runs = [ag.up.client.boot_id]  # (answered on the stream)
+        for _ in range(4):  # (links lost, each run answered before: ``FleetClient.heard``)
+            ag.up.client.heard()
             ag.up.client.link_lost()
             runs.insert(0, (await ag.up._report()).boot_id)
         req = await ag.up._report()
