@@ -214,6 +214,12 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
             "strategy": "all_at_once",
         }
     )
+    # two of its records deleted by retention: said beside the records it keeps
+    srv.store.ingest("gw1", [{"seq": s, "kind": "result", "t": 1.0, "payload": "{}"} for s in (1, 2, 3)])
+    with srv.store._tx() as ex:
+        ex("UPDATE records SET received = 1000 WHERE seq <= 2")
+        ex("UPDATE record_counts SET first_received = 1000")
+    assert srv.store.retire(2000.0)["records"] == 2
     await srv.start()  # a grpc.aio server must be started and stopped in its own loop
     console = Console(srv, "127.0.0.1", 0)
     console.start()
@@ -227,6 +233,7 @@ async def test_fleet_console_shows_agents_deployments_and_reports(tmp_path):
     assert "line=&lt;img src=x" in dom and '<img src="x"' not in dom
     assert "part-inspection 1.4.0" in dom and "gate passed" in dom and "ng_recall <b>0.990</b>" in dom
     assert "all_at_once 1/1" in dom and "gw1: <span" in dom
+    assert "(2 retired)" in dom
 
 
 async def test_agent_status_page_names_a_plcs_failing_nodes_and_write_targets_with_why(tmp_path):
