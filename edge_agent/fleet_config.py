@@ -470,9 +470,12 @@ class AgentHost:
         # config changing a camera's fps was rolled back, for good, on a gateway waiting for the fleet's package to a
         # failed slot). Not the failure's text: it names the trusted keys, and a config adding one was rolled back
         failed_before = {n: sl.config.package for n, sl in self.agent.slots.items() if sl.failed is not None}
+        # pipelines judging under the running config -> their slot: one put on a slot with no package (a slot renamed
+        # by a typo, a pipeline moved to a new fleet-fed slot) is the candidate's doing
+        judging = {p.name: p.s.model for p in self.agent.pipelines if p.slot.failed is None}
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
-            await self._refuse_failed_slots(failed_before)
+            await self._refuse_failed_slots(failed_before, judging)
             self.keeper.note(info, "applied", True)
             self.keeper.save()
             await self._flush()
@@ -511,7 +514,9 @@ class AgentHost:
             self.keeper.save()
             await self._swap(*self._local())
 
-    async def _refuse_failed_slots(self, before: Mapping[str, str | None]) -> None:
+    async def _refuse_failed_slots(
+        self, before: Mapping[str, str | None], judging: Mapping[str, str]
+    ) -> None:
         """A candidate whose agent started with a model slot failed (its package refused, nothing installed): an
         agent serves the rest then (``FailedAtStart``), but such a candidate did not start: it is stopped and the
         error raised, as when its start raised (``_launch``), and the host goes back on the last good config. A slot
@@ -520,18 +525,29 @@ class AgentHost:
         (``ModelSlot.waiting_for_fleet``: it follows the fleet, none configured, none installed): the state the
         fleet's deployment fills next. Rolled back, a config adding a fleet-fed slot, or leaving a failed slot's
         refused package to the fleet, was refused for good, told "waiting for the fleet's deployment", and the
-        deployment was then declined: the agent has no such slot."""
+        deployment was then declined: the agent has no such slot. But a pipeline that judges under the running config
+        (``judging``: pipeline -> slot) put on a failed slot is: a slot renamed by a typo, or a pipeline moved to a
+        new fleet-fed slot, was applied and reported healthy, its items unjudged (UNSURE) on every agent of the
+        rollout (a renamed slot's deployment declined: the agent has no such slot)."""
         from edge_agent.models.slot import FailedAtStart
 
         agent = self.agent
         if agent is None:
             return
+        taken = {p.s.model: (p.name, judging[p.name]) for p in agent.pipelines if p.name in judging}
         failed = [
-            (n, s.failed)
+            (
+                n,
+                f"pipeline {taken[n][0]} judged on slot {taken[n][1]!r} under the running config, and judges "
+                f"nothing here: {s.failed}"
+                if n in taken and s.waiting_for_fleet
+                else s.failed,
+            )
             for n, s in agent.slots.items()
             if s.failed is not None
-            and not s.waiting_for_fleet
-            and (n not in before or before[n] != s.config.package)
+            and (
+                n in taken or (not s.waiting_for_fleet and (n not in before or before[n] != s.config.package))
+            )
         ]
         if failed:
             self.agent = None

@@ -766,5 +766,20 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
         assert host.agent.manager is not None and "vision2" in host.agent.manager.slots
         out = await slots["vision2"].swap(trusted, watch=False)
         assert out.ok and slots["vision2"].failed is None and not slots["vision2"].waiting_for_fleet, out
+
+        # but a config renaming that slot (a typo) puts its judging pipeline on a slot with no package: rolled back,
+        # naming the pipeline. It was applied and reported healthy, p2's items unjudged on every agent of the rollout
+        renamed = {**added, "models": {"vision": fleet_fed, "visoin2": fleet_fed}}
+        renamed["pipelines"] = [*body["pipelines"], {"name": "p2", "source": "cam", "model": "visoin2"}]
+        offer(renamed, "d4")
+        await until(lambda: host.keeper.state["refused"], 20, "d4 refused")
+        (why,) = host.keeper.state["refused"].values()
+        assert "model slot 'visoin2': pipeline p2 judged on slot 'vision2' under the running config" in why, (
+            why
+        )
+        await until(
+            lambda: host.agent is not None and host.agent.slots["vision2"].state == "active", 20, "d3"
+        )
+        assert host.keeper.state["last_good"]["deployment_id"] == "d3"
     finally:
         await host.stop()
