@@ -930,9 +930,8 @@ async def _node_type(
     ``OpcUaTypeMismatch`` naming node and DataType when that chain does not reach a built-in type (a
     vendor's DataType without a HasSubtype reference to ns=0, or a DataType node the server does not
     expose): the agent cannot tell how to encode a value for it. A Bad status is raised as asyncua's."""
-    got = await node.read_attributes(
-        [ua.AttributeIds.DataType, ua.AttributeIds.ValueRank, ua.AttributeIds.ArrayDimensions]
-    )
+    asked = [ua.AttributeIds.DataType, ua.AttributeIds.ValueRank, ua.AttributeIds.ArrayDimensions]
+    got = _one_each(await node.read_attributes(asked), len(asked), "Read of its type")
     if got[0].StatusCode is not None:
         got[0].StatusCode.check()
     dtid = got[0].Value.Value if got[0].Value is not None else None
@@ -1106,6 +1105,18 @@ def _aged(nt: _NodeType) -> bool:
     whose properties take a paged Browse of seconds (a few thousand requests) is read again every few minutes,
     not each minute: at most 1 % of the session's time goes to reading it again."""
     return time.monotonic() - nt.read_at >= max(_TYPE_HOLD_S, nt.read_s / _TYPE_READ_SHARE)
+
+
+def _one_each(results: list, asked: int, what: str) -> list:
+    """``results``, when the server answered one for each of the ``asked`` operations; a faulty server's other count
+    raised as ``ua.UaError`` naming it (an empty answer to a Write raised IndexError, no adapter error, its text
+    "list index out of range"): whether a Write so answered was taken is not known, so it is retried."""
+    if len(results) != asked:
+        raise ua.UaError(
+            f"the server answered the {what} with {len(results)} result(s) for {asked} (a server fault); whether it "
+            "was done is not known"
+        )
+    return results
 
 
 def _mismatch_name(nt: _NodeType) -> str:
@@ -1802,7 +1813,7 @@ async def _write_value(
         if room is not None:
             _too_large_to_send(ua.WriteRequest(Parameters=params), room, node_id, value)
         try:
-            got = await node.session.write(params)
+            got = _one_each(await node.session.write(params), 1, "Write")
             if got[0].value >> 30 == 1:  # severity 01: Uncertain
                 uncertain = got[0]
             else:
@@ -7079,6 +7090,8 @@ async def _children(node: Node) -> list[Node]:
     results = await paged(session, session.browse(params))
     refs: list[ua.ReferenceDescription] = []
     while True:
+        if len(results) != 1:  # a faulty server's answer: said as a status, the folder skipped
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadUnexpectedError)
         results[0].StatusCode.check()
         refs += results[0].References
         if not results[0].ContinuationPoint:

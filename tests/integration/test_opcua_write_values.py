@@ -1192,6 +1192,32 @@ async def test_a_max_string_length_stated_as_a_whole_double_holds(plc_server) ->
         await srv.delete_nodes([prop, node])
 
 
+async def test_a_write_a_faulty_server_answers_with_no_result_is_an_adapter_error_retried(
+    plc_server, monkeypatch
+) -> None:
+    """A server answering a Write of one node with no result: IndexError ("list index out of range") escaped the
+    adapter's errors. It is an OpcUaError naming the fault, retried (whether it was written is not known)."""
+    from asyncua.server.internal_session import InternalSession
+
+    from devices.opcua.client import OpcUaError
+
+    srv, src, nodes, _, _, _ = plc_server
+    node, _, _ = await _type_reads_counted(nodes, "NoAnswer")
+    write = InternalSession.write
+
+    async def no_result(self, params):
+        results = await write(self, params)
+        return [] if any(wv.NodeId == node.nodeid for wv in params.NodesToWrite) else results
+
+    monkeypatch.setattr(InternalSession, "write", no_result)
+    try:
+        with pytest.raises(OpcUaError, match=r"answered the Write with 0 result\(s\) for 1") as e:
+            await src.write("ns=2;s=NoAnswer", 5)
+        assert e.value.retryable, e.value
+    finally:
+        await srv.delete_nodes([node])
+
+
 async def test_a_node_the_server_refuses_for_its_type_for_good_is_not_read_again_at_each_write(
     plc_server,
 ) -> None:
