@@ -461,9 +461,14 @@ def _png_key_colour(data: bytes | memoryview) -> tuple[int, ...] | None:
             else:
                 r, g, blue = struct.unpack_from(">HHH", b, i + 8)
                 key = (blue, g, r)
-            if depth < 8:
-                return tuple(v * (255 // ((1 << depth) - 1)) for v in key)
-            return tuple(v & 0xFF for v in key) if depth == 8 else key
+            if depth == 16:
+                return key
+            if depth not in (1, 2, 4, 8):
+                return None
+            # masked to the depth as libpng masks it (a key out of range only warned of: 65535 for a 1-bit PNG
+            # raised here), then a 1-, 2- or 4-bit one scaled to 8 bits
+            top = (1 << depth) - 1
+            return tuple((v & top) * (255 // top) for v in key)
         i += 12 + length
     return None
 

@@ -465,11 +465,15 @@ async def test_a_grey_or_rgb_png_with_a_colour_made_transparent_is_refused_alike
         "grey_key.png": png(8, 0, grey, struct.pack(">H", 7)),
         "rgb_key.png": png(8, 2, rgb, struct.pack(">HHH", 10, 20, 30)),
         "one_bit_key.png": png(1, 0, one_bit, struct.pack(">H", 1)),
+        # a key out of range for the depth (libpng warns, and masks it to the depth: 1 here): refused, not raised
+        "one_bit_key_over.png": png(1, 0, one_bit, struct.pack(">H", 0x0101)),
         "grey_key_unused.png": png(8, 0, grey, struct.pack(">H", 8)),
         "rgb_key_unused.png": png(8, 2, rgb, struct.pack(">HHH", 30, 20, 10)),
     }
     refused = await _camera_and_packager(tmp_path, files)
-    assert refused == dict.fromkeys(("grey_key.png", "rgb_key.png", "one_bit_key.png"), "unsupported_frame")
+    assert refused == dict.fromkeys(
+        ("grey_key.png", "rgb_key.png", "one_bit_key.png", "one_bit_key_over.png"), "unsupported_frame"
+    )
     src = per_class(tmp_path / "import" / "src", {"ok": 20, "dent": 2})
     (src / "dent" / "rgb_key_unused.png").write_bytes(files["rgb_key_unused.png"])
     assert import_images(src, tmp_path / "import" / "ds", log=lambda m: None)["counts"] == {
