@@ -345,13 +345,14 @@ def _others_option(a: argparse.Namespace) -> str | None:
 
 
 def _registry_name(a: argparse.Namespace) -> str:
-    """The package name a verb judges or publishes in the registry: ``--name``, else the name its work folder's
-    evaluation gave (``package``, ``publish``: ``report.json``), else the family's."""
+    """The package name a verb judges or publishes in the registry: ``build`` and ``evaluate`` build ``--name``, else
+    the family's (a ``report.json`` an earlier ``--name`` run left in the work folder names another); ``package`` and
+    ``publish`` the name the work folder's evaluation gave (``report.json``), else the family's."""
     from cloud_trainer.registry import valid_package_name
     from cloud_trainer.train.families import load_family
 
-    if getattr(a, "name", None):
-        return str(a.name)
+    if hasattr(a, "name"):  # (build, evaluate)
+        return str(a.name) if a.name else load_family(a.family).package_name
     try:
         report = json.loads(((a.work or Path("var/builds") / a.family) / "report.json").read_text())
         name = report.get("name") if isinstance(report, dict) else None

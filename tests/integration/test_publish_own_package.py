@@ -166,6 +166,9 @@ def test_the_former_default_registry_is_judged_per_package_name(kit, tmp_path, c
     (work / "report.json").write_text(json.dumps({"name": "pump-anomaly"}))
     assert main(["publish", "maintenance", "--work", str(work)]) == 2
     assert "nothing was done" not in capsys.readouterr().err
+    # build and evaluate build --name or the family's package, whatever an earlier --name run's report.json says
+    assert main(["evaluate", "maintenance", "--work", str(work)]) == 2
+    assert "nothing was done: --registry defaults to" in capsys.readouterr().err
     assert main(["publish", str(pkg), "--trust", str(pub)]) == 0  # a note only, for machine-health's package
     assert "var/registry, the trainer's former default, holds packages" in capsys.readouterr().err
 
