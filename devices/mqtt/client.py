@@ -910,17 +910,18 @@ class MqttSource:
         # topic -> (lag of its first reading behind the receive time, since when (receive time), said): see
         # CLOCK_BEHIND_S
         self._lags: dict[str, tuple[float, float, bool]] = {}
-        # tag -> (receive time of its device's first clock step in CLOCK_STEP_HOLD_S, steps since, the newest time its
-        # fast clock gave, how far ahead of the receive time that clock was at the step, and the clock set right (0
-        # if behind: the most of its steps), this gateway's ``_wall_offset`` then) (``_stepped_back``,
-        # ``_out_of_order``)
+        # tag -> (receive time (``_held_at``) of its device's first clock step in CLOCK_STEP_HOLD_S, steps since,
+        # the newest time its fast clock gave, how far ahead of the receive time that clock was at the step, and the
+        # clock set right (0 if behind: the most of its steps), this gateway's ``_wall_offset`` then)
+        # (``_stepped_back``, ``_out_of_order``)
         self._steps: dict[str, tuple[float, int, float, float, float, float]] = {}
-        # (receive time, tag) of each step made, in order: swept from the front once over (``_forget_steps``), an
-        # item whose tag's step is gone or made again since skipped. Not the dict itself: each sweep began a fresh
-        # walk of it, which in CPython passes every entry deleted before (kept as holes until the dict grows
-        # again), 5 times a reading's cost with 99,000 tags' steps expiring one after another
+        # (receive time (``_held_at``), tag) of each step made, in order: swept from the front once over
+        # (``_forget_steps``), an item whose tag's step is gone or made again since skipped. Not the dict itself:
+        # each sweep began a fresh walk of it, which in CPython passes every entry deleted before (kept as holes
+        # until the dict grows again), 5 times a reading's cost with 99,000 tags' steps expiring one after another
         self._steps_line: collections.deque[tuple[float, str]] = collections.deque()
-        # the receive time from which the front of ``_steps_line`` is over: swept then (``_forget_steps``)
+        # the receive time (``_held_at``) from which the front of ``_steps_line`` is over: swept then
+        # (``_forget_steps``)
         self._steps_over = math.inf
         # (message, each tag's newest time in it not ahead of the receive time): ``_newest``'s last message
         self._newest_seen: tuple[Any, dict[str, float]] | None = None
@@ -2333,13 +2334,14 @@ class MqttSource:
             self._error("out_of_order", f"tag {shown_topic(tag)}: timestamp {ts} is older than {last}")
             return True
         stepped = self._steps.get(tag)
+        at = self._held_at(received_at)
         if stepped is None:
-            if received_at >= self._steps_over:
+            if at >= self._steps_over:
                 # another tag's hold over, that tag silent since (a device removed): forgotten, else every reading of
                 # every tag paid this call for the process's life
-                self._forget_steps(received_at)
+                self._forget_steps(at)
             return False
-        if received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
+        if at - stepped[0] >= CLOCK_STEP_HOLD_S:
             # its hold over: forgotten, so that once none is held the readings in order pay no look-up
             del self._steps[tag]
             return False
@@ -2369,15 +2371,22 @@ class MqttSource:
         )
         return True
 
-    def _forget_steps(self, received_at: float) -> None:
-        """The steps whose hold is over by ``received_at`` forgotten, oldest first, up to the first still held (a
-        scan of every step held, its tags' steps spread over seconds, came at nearly every reading: 100,000 tags,
-        20 times the cost of a reading while they expired); each looked at once."""
+    def _held_at(self, received_at: float) -> float:
+        """``received_at`` on the monotonic clock (less the wall clock's offset at the receipt, ``_recv_offset``;
+        unknown: now's), which a step's hold is timed by: this gateway's own clock set forward X s within a hold
+        ended it X s early, and the fast clock's re-sends after that passed a second time."""
+        off = self._recv_offset
+        return received_at - (_wall_offset() if off is None else off)
+
+    def _forget_steps(self, now: float) -> None:
+        """The steps whose hold is over by ``now`` (a receive time, ``_held_at``) forgotten, oldest first, up to the
+        first still held (a scan of every step held, its tags' steps spread over seconds, came at nearly every
+        reading: 100,000 tags, 20 times the cost of a reading while they expired); each looked at once."""
         line, steps = self._steps_line, self._steps
         self._steps_over = math.inf
         while line:
             at, t = line[0]
-            if received_at - at < CLOCK_STEP_HOLD_S:
+            if now - at < CLOCK_STEP_HOLD_S:
                 self._steps_over = at + CLOCK_STEP_HOLD_S
                 break
             line.popleft()
@@ -2409,19 +2418,20 @@ class MqttSource:
         # a step back again soon after one: two devices (clocks) on one topic, or a buffer's values sent between
         # live ones; taken, each such reading went back in time, the tag's times flipping at every one
         stepped = self._steps.get(tag)
-        if stepped is None or received_at - stepped[0] >= CLOCK_STEP_HOLD_S:
-            if received_at >= self._steps_over:  # (steps made, no tag without one read: the line kept short)
-                self._forget_steps(received_at)
+        at = self._held_at(received_at)
+        if stepped is None or at - stepped[0] >= CLOCK_STEP_HOLD_S:
+            if at >= self._steps_over:  # (steps made, no tag without one read: the line kept short)
+                self._forget_steps(at)
             self._steps[tag] = (
-                received_at,
+                at,
                 1,
                 last,
                 last - received_at,
                 max(ts - received_at, 0.0),
-                _wall_offset() if self._recv_offset is None else self._recv_offset,
+                received_at - at,  # the wall clock's offset at the step's receipt
             )
-            self._steps_line.append((received_at, tag))
-            self._steps_over = min(self._steps_over, received_at + CLOCK_STEP_HOLD_S)
+            self._steps_line.append((at, tag))
+            self._steps_over = min(self._steps_over, at + CLOCK_STEP_HOLD_S)
         elif stepped[1] >= CLOCK_STEPS_HELD:
             return False
         else:

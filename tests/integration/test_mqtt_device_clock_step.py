@@ -114,9 +114,9 @@ async def test_a_resend_of_a_fast_clock_is_dropped_after_this_gateways_own_clock
     """A device clock 200 s fast is set right (a step, held 10 minutes: a message of the fast clock re-sent, its
     client's in-flight one at a reconnect, is dropped meanwhile); then this gateway's own clock is set forward 300 s
     (its NTP), between the device's step and the re-send. The re-send was judged by the clock as it is now: its
-    fast time, 100 s behind it, read as no re-send, and it was passed a second time (any forward step of over 140 s
-    or so: the fast lead less its half). Judged by the clock as it was at the step: dropped; the device's next
-    right reading is taken."""
+    fast time, 100 s behind it, read as no re-send, and it was passed a second time. Judged by the clock as it was
+    at the step: dropped; the device's next right reading is taken. Set forward 600 s more, the step's 10-minute
+    hold, timed by the receive times, was over at once and the re-send passed again: timed by the monotonic clock."""
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -161,9 +161,17 @@ async def test_a_resend_of_a_fast_clock_is_dropped_after_this_gateways_own_clock
         clock.step = 300.0  # this gateway's clock set forward 300 s
         await send(now + 200, 1)  # the fast message re-sent
         await send(now + 2, 3)  # right
+        clock.step = 900.0  # and 600 s more: the step's 10-minute hold is not over (it ended at once)
+        await send(now + 200, 1)  # re-sent again
+        await send(now + 3, 4)
     finally:
         pub.disconnect()
         pub.loop_stop()
         await src.stop()
-    assert [(v, ts) for tag, v, ts in got if tag == "j/1/v"] == [(1, now + 200), (2, now + 1), (3, now + 2)]
-    assert src.stats.errors_by_reason.get("out_of_order") == 1
+    assert [(v, ts) for tag, v, ts in got if tag == "j/1/v"] == [
+        (1, now + 200),
+        (2, now + 1),
+        (3, now + 2),
+        (4, now + 3),
+    ]
+    assert src.stats.errors_by_reason.get("out_of_order") == 2
