@@ -79,10 +79,20 @@ def leading_zero_problem(version: str) -> str | None:
 
 def build_version_problem(version: str) -> str | None:
     """Why a build refuses ``version`` (a semantic version, ``is_version``), or None: a leading zero
-    (``leading_zero_problem``), or a number the version order cannot read (past 18 digits: ``1.0.99999999999999999999``
-    was built and published, sorted below every version by the registry, and refused by every agent)."""
+    (``leading_zero_problem``), a number written in other digits than 0-9 (it orders as the number), or a number
+    the version order cannot read (past 18 digits: ``1.0.99999999999999999999`` was built and published, sorted below
+    every version by the registry, and refused by every agent)."""
     if (why := leading_zero_problem(version)) is not None:
         return why
+    if (
+        not version.isascii()
+    ):  # (is_version's \d takes any script's digits: a fullwidth 1.0.0 orders as 1.0.0)
+        core = re.split(r"[-+]", version, maxsplit=1)[0]  # (only its numbers can be: the rest is 0-9A-Za-z.-)
+        plain = ".".join(str(int(n)) for n in core.split(".")) + version[len(core) :]
+        return (
+            f"{version[:MAX_VERSION_CHARS]!r}: write {plain!r}: a version's numbers are written in the digits 0-9 "
+            f"(it orders as {plain}: agents and deployments would take it for that version)"
+        )
     try:
         version_key(version)
     except ValueError:

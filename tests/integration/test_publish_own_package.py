@@ -211,6 +211,7 @@ ZERO = "write 1 for '01'"
         ("01.0.0", ZERO),
         ("1.0.0-rc.01", ZERO),
         ("1.0.99999999999999999999", "each number of a version has at most 18 digits"),
+        ("\uff11.0.0", "write '1.0.0': a version's numbers are written in the digits 0-9"),
     ],
 )
 def test_a_version_with_a_leading_zero_is_refused_at_build_and_at_publish(
