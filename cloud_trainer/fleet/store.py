@@ -2432,17 +2432,30 @@ class SQLStore(Store):
             if s > at + 1:
                 holes.append((at + 1, s - 1))
             at = max(at, s)
-        if not holes:
-            return
-        told = _disjoint(
-            ex(
-                q(
-                    "SELECT first, last, cause FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND last <> 0 "
-                    "AND first <= ? AND last > ?"
-                ),
-                (*key, at, floor),
-            ).fetchall()
-        )
+        kept = [s for s in seqs if s > floor]  # (ascending)
+        found = ex(
+            q(
+                "SELECT first, last, cause, t FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND last <> 0 "
+                "AND first <= ? AND last > ?"
+            ),
+            (*key, at, floor),
+        ).fetchall()
+        # a range the agent told as dropped that holds a seq stored (sent, its ack lost, then dropped) is cut to its
+        # seqs missing, as the list showed it while those records were there: listed whole once they are gone
+        split, pieces = [], []
+        for a, b, cause, told_t in found:
+            inside = kept[bisect.bisect_left(kept, max(a, floor + 1)) : bisect.bisect_right(kept, min(b, at))]
+            if not inside:
+                continue
+            split.append((a, b))
+            x = a
+            for s in inside:
+                if s > x:
+                    pieces.append((tenant, agent, epoch, x, s - 1, cause, told_t))
+                x = s + 1
+            if x <= b:
+                pieces.append((tenant, agent, epoch, x, b, cause, told_t))
+        told = _disjoint([(a, b, cause) for a, b, cause, _ in found])
         ends = [b for _, b, _ in told]
         rows = [
             (tenant, agent, epoch, x, y, "unknown", t)
@@ -2450,10 +2463,17 @@ class SQLStore(Store):
             for x, y, cause in _subtract(a, b, told, ends)
             if cause == "unknown"
         ]
-        if rows:
+        if rows or split:
             room: list[int] = []
             self._loss_room(ex, tenant, agent, room)
-            self._add_losses(ex, tenant, agent, rows, room)
+            for a, b in split:
+                room[1] -= ex(
+                    q(
+                        "DELETE FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND first = ? AND last = ?"
+                    ),
+                    (*key, a, b),
+                ).rowcount
+            self._add_losses(ex, tenant, agent, pieces + rows, room)
             ex(q("UPDATE ingest SET loss_rows = ? WHERE tenant = ? AND agent = ?"), (room[1], tenant, agent))
 
     def _retire_blobs(
