@@ -163,6 +163,11 @@ _KEY_TYPE = ord("I")
 # interval seen, or this long of frames when none is known: a camera that refreshes its picture by intra refresh
 # sends no key frame after its first, and its picture heals within a refresh period
 _PREDICTED_MAX_S = 5.0
+# a stream reopened for FFmpeg's new-picture line and opened again at the size it had: the line again within this
+# many of its first frames shows a camera alternating pixel formats (such lines then no longer reopen it); a later one
+# is a change of size, reopened for as any (one change of chroma subsampling, or an old size served once more, no
+# longer stops a later change of size being seen)
+_FORMAT_AGAIN_FRAMES = 5
 
 
 class UnusableFrame(ValueError):
@@ -599,8 +604,9 @@ class CameraSource:
         self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
         self._moved_to: str | None = None  # the other host a redirect of the URL last led to (said once)
         # the size an OpenCV stream was open at when FFmpeg said a new picture size and it was reopened for it; the
-        # next open at that same size shows the line came for a change of pixel format (an MJPEG camera changing
-        # its chroma subsampling), and such lines are then not taken for a change of size on this camera
+        # next open at that same size, and the line again in its first frames (``_FORMAT_AGAIN_FRAMES``), show the
+        # lines come for changes of pixel format (an MJPEG camera alternating its chroma subsampling), and such
+        # lines are then not taken for a change of size on this camera
         self._reopened_at: tuple[float, float] | None = None
         self._pictures_unsure = False
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
@@ -1413,19 +1419,9 @@ class CameraSource:
                 return
 
             live = s.kind in (CameraKind.USB, CameraKind.STREAM)
-            if self._reopened_at is not None:
-                if self._reopened_at == (w, h) and not self._pictures_unsure:
-                    self._pictures_unsure = True
-                    log.warning(
-                        "camera %r: %s: opened again at %.0fx%.0f, the size it had: FFmpeg's line for a new picture "
-                        "came for a change of pixel format (chroma subsampling), not of size; such lines no longer "
-                        "reopen this camera, and a change of size while it stays open is not told",
-                        self.name,
-                        s.shown_url,
-                        w,
-                        h,
-                    )
-                self._reopened_at = None
+            # reopened for FFmpeg's line, at the size it had: the line may have come for a pixel format
+            same_size_again = self._reopened_at == (w, h)
+            self._reopened_at = None
 
             frame_type = getattr(cv2, "CAP_PROP_FRAME_TYPE", None)  # OpenCV 4.9 and later
             damaged_at = [
@@ -1481,6 +1477,7 @@ class CameraSource:
             before = [0]
             # FFmpeg's new-picture lines counted once this pass's first frame was retrieved (None: before it)
             pictures: list[int | None] = [None]
+            retrieved = [0]  # frames retrieved this session
             resized_end = [False]  # a file's pass ended by a change of size (not cut short)
 
             def stretched() -> bool:
@@ -1488,10 +1485,25 @@ class CameraSource:
                 scaled to that size (FFmpeg said a new picture size since the first frame: ``ffmpeg_log``): a
                 stream is reopened (``StreamError``), to be read at its new size, where the frame-size and camera
                 checks see it; a file's pass ends here (True), its later frames as stretched."""
+                retrieved[0] += 1
                 if pictures[0] is None:
                     pictures[0] = errors.pictures
                     return False
                 if errors.pictures == pictures[0] or self._pictures_unsure:
+                    return False
+                if same_size_again and retrieved[0] <= _FORMAT_AGAIN_FRAMES:
+                    self._pictures_unsure = True
+                    log.warning(
+                        "camera %r: %s: opened again at %.0fx%.0f, the size it had, and FFmpeg's line for a new "
+                        "picture came again at frame %.0f: it came for a change of pixel format (chroma subsampling), "
+                        "not of size; such lines no longer reopen this camera, and a change of size while it stays "
+                        "open is not told",
+                        self.name,
+                        s.shown_url,
+                        w,
+                        h,
+                        cap.get(1),
+                    )
                     return False
                 said = (
                     f"frames changed size at frame {cap.get(1):.0f} while open (FFmpeg began a new picture "

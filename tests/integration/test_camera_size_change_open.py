@@ -65,6 +65,31 @@ def _new_size_video(path: Path) -> Path:
     return path
 
 
+def _camera(videos: list[bytes]) -> type[http.server.BaseHTTPRequestHandler]:
+    """A camera serving ``videos`` in turn, one to each of FFmpeg's requests, the last again after them (the
+    camera's first look at the URL, to see whether it serves MJPEG parts, gets the first)."""
+    served: list[int] = []
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            data = videos[min(len(served), len(videos) - 1)]
+            if (self.headers.get("User-Agent") or "").startswith("Lavf"):  # not the camera's look at its type
+                served.append(len(data))
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(data)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    return Camera
+
+
 async def _read_served(handler, path: str, n: int) -> tuple[CameraSource, list]:
     """The first ``n`` frames of a stream camera reading ``path`` from ``handler`` served over HTTP (a video, as
     OpenCV's FFmpeg reads an RTSP camera's), reopened at once when it asks."""
@@ -103,27 +128,8 @@ async def test_a_stream_whose_frames_change_size_is_reopened_and_read_at_its_new
     the camera first asks for the URL itself, to see whether it serves MJPEG parts)."""
     changing = _changing_video(tmp_path / "change.avi").read_bytes()
     after = _new_size_video(tmp_path / "after.avi").read_bytes()
-    served: list[int] = []
-
-    class Camera(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            data = after if served else changing
-            if (self.headers.get("User-Agent") or "").startswith("Lavf"):  # not the camera's look at its type
-                served.append(len(data))
-            self.send_response(200)
-            self.send_header("Content-Type", "video/x-msvideo")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            try:
-                self.wfile.write(data)
-            except OSError:
-                pass
-
-        def log_message(self, *args):
-            pass
-
     caplog.set_level(logging.WARNING, "devices.camera.capture")
-    src, frames = await _read_served(Camera, "line.avi", CHANGE_AT + 2)
+    src, frames = await _read_served(_camera([changing, after]), "line.avi", CHANGE_AT + 2)
     seen = [(_level(f.image), f.image.shape[:2]) for f in frames]
     assert seen == [(i, (120, 160)) for i in range(CHANGE_AT)] + [(i, (180, 320)) for i in (4, 5)], seen
     said = [r.getMessage() for r in caplog.records if "frame_size_changed" in r.getMessage()]
@@ -152,6 +158,27 @@ async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_once_t
         r.getMessage() for r in caplog.records if "opened again at 160x120, the size it had" in r.getMessage()
     ]
     assert len(said) == 1 and "came for a change of pixel format (chroma subsampling), not of size" in said[0]
+
+
+async def test_a_stream_reopened_at_the_size_it_had_still_has_a_later_change_of_size_seen(tmp_path):
+    """A stream reopened for FFmpeg's line and opened again at the size it had (the line came for one change of
+    chroma subsampling, or the camera served its old size once more) was taken for a camera changing pixel format:
+    such lines no longer reopened it, and a later change of size was passed on stretched, counted nowhere. Only the
+    line again in the first frames after such a reopen (a camera alternating formats) stops the reopening now."""
+    once_444 = _changing_video(
+        tmp_path / "once_444.avi",
+        then=FIRST,
+        replaced=[CHANGE_AT],
+        params=(cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444),
+    ).read_bytes()
+    later = _changing_video(tmp_path / "later.avi", replaced=range(7, FRAMES)).read_bytes()
+    after = _new_size_video(tmp_path / "after.avi").read_bytes()
+    src, frames = await _read_served(_camera([once_444, later, after]), "line.avi", 4 + 7 + 6)
+    seen = [(_level(f.image), f.image.shape[:2]) for f in frames]
+    # reopened at the 4:4:4 frame, at 160x120 again; then at the change of size: read at 320x180, not stretched
+    assert seen == [(i, (120, 160)) for i in [*range(4), *range(7)]] + [
+        (i, (180, 320)) for i in range(4, 10)
+    ], seen
 
 
 async def test_an_h264_stream_whose_frames_change_size_ends_its_pass_there_not_stretched(caplog):
