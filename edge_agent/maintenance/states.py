@@ -48,7 +48,6 @@ from edge_agent.maintenance.baseline import (
 )
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.condition import FAULT_FEATURES, feature_vector
-from model_packager.health import rise_z
 from model_packager.text import printable
 from protocols.events import Event, EventKind
 
@@ -499,7 +498,9 @@ class StateBaselines:
                 if found[0] == "scale" and gain is None:
                     gain = (found[1], b, b.floor_scale)
                 continue
-            z = rise_z(row, med, scale, b.relative)[0]
+            # as the state's own windows are scored: on a drive's baseline, against the levels its speed gives too
+            b._level_only = False
+            z = b._rise(row, med, scale, f["speed_hz"])
             score = float(np.clip(z, 0, None).max())
             amp = _AMPLITUDE_INDEX if b.orders else _FREE_AMPLITUDE_INDEX
             w = 1.0 / scale[amp] ** 2

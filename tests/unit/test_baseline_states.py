@@ -421,3 +421,27 @@ def test_a_units_error_without_a_state_stays_the_sensors_beside_a_state_of_anoth
             (v.iso_zone, v.sensor) for v in out
         ]  # was: 7 of 8
         assert all(v.sensor_kind == "scale" for v in out), [v.sensor for v in out]
+
+
+def test_a_drives_windows_without_a_state_are_judged_against_the_speeds_levels_too(tmp_path):
+    # one state commissioned across a drive's 900-3,000 rpm (tests/support/rotor_signals' fan): an imbalance x3 in
+    # windows without a state is over that state's threshold against the levels its speed gives (it read OK within
+    # the spreads pooled over the range), and healthy windows without a state are not
+    from tests.support.rotor_signals import rotor
+
+    rng = np.random.default_rng(1)
+
+    def fan(rpm: float, **kw) -> np.ndarray:
+        return rotor(rng, fs=10000.0, n=2048, rpm=rpm, load=(rpm / 1800.0) ** 2, vanes=7, **kw)
+
+    st = BaselineSettings(
+        windows=40, speed_tag="Speed", state_tag="Mode", states=[ProcessState(name="run", min=0.5)]
+    )
+    b = StateBaselines(st, 10000.0, 2048, path=tmp_path / "fan.json", pipeline="fan", clock=Clock())
+    for rpm in rng.permutation(np.linspace(900.0, 3000.0, 40)):
+        b.process(fan(rpm), {"_shaft_speed": float(rpm), STATE_INPUT: 1.0})
+    assert b.status()["process_states"]["run"]["state"] == "ready"
+    healthy = [b.process(fan(1800.0), {"_shaft_speed": 1800.0}) for _ in range(3)]
+    assert not any(v.anomalous or v.alarm for v in healthy)
+    imb = [b.process(fan(1800.0, imbalance=3.0), {"_shaft_speed": 1800.0}) for _ in range(3)]
+    assert all(v.anomalous for v in imb) and imb[-1].alarm and imb[-1].fault == "imbalance"
