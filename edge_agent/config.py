@@ -1947,6 +1947,21 @@ def source_tags(src: Any) -> tuple[set[str], bool] | None:
     return known() if known is not None else None
 
 
+def kind_refusal(pipeline: str, windowed: bool, manifest: Any) -> str | None:
+    """Why the model of ``manifest`` cannot serve ``pipeline`` for its kind (None: it can): an image model takes
+    camera frames, a signal model windows. The config's check of a configured package and ``Pipeline.refusal`` (a
+    package swapped in, a fleet-fed slot's first one) say it in these words."""
+    kind = manifest.preprocessing.kind
+    if (kind == "image") != windowed:
+        return None
+    items, want = ("signal windows", "a signal") if windowed else ("camera frames", "an image")
+    takes = "camera frames" if kind == "image" else f"{kind} windows"
+    return (
+        f"pipeline {pipeline}: model {manifest.name} {manifest.version} takes {takes}; this pipeline's items are "
+        f"{items}: serve {want} model"
+    )
+
+
 def _produces(cfg: AgentConfig, name: str) -> str | None:
     """ "frames" or "readings": what a source gives its pipelines (its settings class says); None when
     the source is unknown or invalid (already reported)."""
@@ -2168,6 +2183,12 @@ def _check_pipeline(
     if p.window is not None and p.window.by == "time" and p.window.hop_s is None:
         report.error(f"{loc}.window.hop_s", "required when by is 'time'")
     man = manifests.get(p.model)
+    # a configured package of the other kind: the start refused it (a windowed pipeline's) in the pipeline's words,
+    # naming neither the file nor the field, or served it, every frame UNSURE bad_input (a camera pipeline's);
+    # validate passed both
+    if man is not None and (kind == "frame" or p.window is not None):
+        if (why := kind_refusal(p.name, p.window is not None, man)) is not None:
+            report.error(f"{loc}.model", f"{why} (models.{p.model}.package)")
     if kind == "signal" and p.baseline is None and man is not None and man.task == "equipment_maintenance":
         # the agent says so at start too; here before the gateway runs it (docs/maintenance.md)
         report.warning(

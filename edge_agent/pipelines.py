@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from devices.base import MAX_CAUSES, Frame, Notices, Quality, Reading
-from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings
+from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings, kind_refusal
 from edge_agent.maintenance.sensor import SensorFault, SensorWatch
 from edge_agent.maintenance.sensor import check as sensor_check
 from edge_agent.models.slot import Inference, InferenceError, ModelSlot, SlotError
@@ -1384,16 +1384,8 @@ class Pipeline:
         # a failed slot's first package (a fleet-fed slot's) of the other kind: a signal model was installed into a
         # camera pipeline's slot (an image model into a windowed one's), the slot read active, every item UNSURE
         # bad_input (a windowed pipeline: no result at all), the PLC's heartbeat written again
-        kind = manifest.preprocessing.kind
-        if (kind == "image") != (self.s.window is None):
-            items, want = (
-                ("camera frames", "an image") if self.s.window is None else ("signal windows", "a signal")
-            )
-            return (
-                f"pipeline {self.name}: model {manifest.name} {manifest.version} takes "
-                f"{'camera frames' if kind == 'image' else f'{kind} windows'}; this pipeline's items are "
-                f"{items}: serve {want} model"
-            )
+        if (why := kind_refusal(self.name, self.s.window is not None, manifest)) is not None:
+            return why
         if self.s.window is None:
             return None
         rate = getattr(manifest.preprocessing, "sample_rate_hz", None)

@@ -705,6 +705,22 @@ def test_a_scalar_the_model_needs_under_another_name_is_refused_with_the_mapping
     assert cfg.pipelines[1].window.scalar_inputs == {"Temperature": "temperature"}
 
 
+def test_a_configured_package_of_the_other_kind_is_refused_naming_the_pipeline_and_the_slot(env):
+    """A signal model in a camera pipeline's slot (an image model in a windowed one's): validate passed both; the
+    start served the first, every frame UNSURE bad_input, and ended on the second in the pipeline's words, naming
+    neither the file nor the field."""
+    d = good(env)
+    d["models"] = {"vision": {"package": env["signal"]}, "health": {"package": env["vision"]}}
+    errs = errors_of(d)
+    for said in (
+        "line3.yaml: pipelines[0].model: pipeline inspect: model machine-health 1.0.0 takes signal windows; this "
+        "pipeline's items are camera frames: serve an image model (models.vision.package)",
+        "line3.yaml: pipelines[1].model: pipeline health: model part-inspection 1.0.0 takes camera frames; this "
+        "pipeline's items are signal windows: serve a signal model (models.health.package)",
+    ):
+        assert said in errs, errs
+
+
 def test_a_tag_the_source_does_not_produce_is_refused_with_path_and_fix(env):
     d = with_scalar_model(env, good(env), {"temperature": "Temp"})
     d["sources"]["plc"]["nodes"] = [
