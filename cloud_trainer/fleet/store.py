@@ -1828,7 +1828,22 @@ class SQLStore(Store):
                     if int(n) < last - first + 1
                     for hole in self._holes(ex, tenant, agent, e)
                 ]
-                part = gaps_from(missing, [(e, first) for e, first, _, _ in epochs], known, retired)
+                # seqs stored at or below an epoch's retired ones (a record that came long after the records around
+                # it, its hole written as a loss row by then; a replay): no loss. Read only where a loss row is there
+                stored: dict[int, list[int]] = {}
+                if any(b and e in retired and a <= retired[e] for e, a, b, _c in known):
+                    for e, seq in ex(
+                        q(
+                            "SELECT r.epoch, r.seq FROM retired t JOIN records r ON r.tenant = t.tenant "
+                            "AND r.agent = t.agent AND r.epoch = t.epoch AND r.seq <= t.last_seq "
+                            f"WHERE t.tenant = ? AND t.agent = ?{older.replace('epoch', 't.epoch')}"
+                            + ("" if last_page else " AND t.epoch >= ?")
+                            + " ORDER BY r.epoch, r.seq"
+                        ),
+                        (*at, *([] if last_page else [lowest])),
+                    ).fetchall():
+                        stored.setdefault(e, []).append(seq)
+                part = gaps_from(missing, [(e, first) for e, first, _, _ in epochs], known, retired, stored)
                 parts.append(part)
                 had += len(part)
                 if last_page or newest is None or had >= newest:
@@ -2951,10 +2966,12 @@ def _check_depth(depth) -> None:
         raise ValueError(f"outbox_depth {depth!r} is not an integer in 0..{INT64_MAX}")
 
 
-def gaps_from(missing, firsts, known, retired: dict[int, int] | None = None) -> list[dict]:
+def gaps_from(
+    missing, firsts, known, retired: dict[int, int] | None = None, stored: dict[int, list[int]] | None = None
+) -> list[dict]:
     """The gap list from the store's three answers (holes between stored seqs, each epoch's first seq, known
     losses): the same for every store. ``retired``: per epoch, the seqs up to this one are retired (retention), no
-    gap below it."""
+    gap below it but its loss rows; ``stored``: per epoch, its seqs stored at or below those (ascending), no loss."""
     floor = retired or {}
     ranges = [(e, floor.get(e, 0) + 1, f - 1) for e, f in firsts if f > floor.get(e, 0) + 1]
     # a hole reaching into the retired seqs is counted from past them: a seq stored again after its retirement (a
@@ -2968,7 +2985,12 @@ def gaps_from(missing, firsts, known, retired: dict[int, int] | None = None) -> 
     # at and below an epoch's retired seqs, its loss rows: those the agent told and the holes retention found there
     # (``_keep_holes``): a real loss older than the age vanished from the list with the records around it
     ranges += [
-        (e, a, min(b, floor[e])) for e, k in disjoint.items() if e in floor for a, b, _ in k if a <= floor[e]
+        piece
+        for e, k in disjoint.items()
+        if e in floor
+        for a, b, _ in k
+        if a <= floor[e]
+        for piece in _without(e, a, min(b, floor[e]), (stored or {}).get(e, []))
     ]
     ends = {e: [b for _, b, _ in k] for e, k in disjoint.items()}
     out = []
@@ -2985,6 +3007,18 @@ def gaps_from(missing, firsts, known, retired: dict[int, int] | None = None) -> 
         if not b
     ]
     return sorted(out, key=lambda g: (g["epoch"], g["first"]))
+
+
+def _without(e: int, a: int, b: int, seqs: list[int]) -> list[tuple[int, int, int]]:
+    """Epoch ``e``'s range [a, b] without ``seqs`` (ascending)."""
+    out, at = [], a
+    for s in seqs[bisect.bisect_left(seqs, a) : bisect.bisect_right(seqs, b)]:
+        if s > at:
+            out.append((e, at, s - 1))
+        at = s + 1
+    if at <= b:
+        out.append((e, at, b))
+    return out
 
 
 def agent_dicts(rows) -> list[dict]:

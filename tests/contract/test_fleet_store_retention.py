@@ -196,6 +196,18 @@ def test_real_losses_among_and_below_the_retired_seqs_stay_in_the_gap_list(store
     assert kept == rows <= 4
 
 
+def test_a_record_that_comes_after_its_hole_was_kept_as_a_loss_is_no_loss(store):
+    """A record the agent sent days after the records around it (set aside, then sent), its hole kept as a loss
+    row when they were retired: once stored it is no loss."""
+    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 3, 4)], tenant="acme")
+    _age(store, 4, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 3
+    assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 2, "last": 2, "cause": "unknown"}]
+    store.ingest("gw1", [rec(2, epoch=1), rec(5, epoch=1)], tenant="acme")
+    assert store.gaps("gw1", tenant="acme") == []
+    assert store.gaps("gw1", tenant="acme", newest=10) == []
+
+
 def test_an_epoch_end_an_older_service_wrote_from_seq_1_never_shows_the_retired_seqs_lost(store):
     """Rolled back to a service released before retention, which ends a wholly retired epoch after ``MAX(seq)`` of no
     record (0), then upgraded again: the end is read from past the retired seqs."""
