@@ -181,8 +181,8 @@ class StreamHub:
             await asyncio.to_thread(self.flush, True)
         except Exception as exc:  # the store failing at the end: said, and the stop goes on
             log.warning(
-                "fleet streams: the last flush at stop failed (%s: %s); %d state reports not written, kept for a "
-                "start of the streams again (their agents report again on their next stream)",
+                "fleet streams: the last flush at stop failed (%s: %s); %d state reports not written (their agents "
+                "report again on their next stream)",
                 type(exc).__name__,
                 str(exc)[:200],
                 len(self.pending),
