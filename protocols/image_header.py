@@ -40,6 +40,7 @@ __all__ = [
     "kind_suffix",
     "max_file_bytes",
     "orient",
+    "png_key_colour",
     "pnm_maxval_not_255",
     "tiff_data_misplaced",
     "tiff_deep_pixels",
@@ -979,7 +980,7 @@ def transparent_pixels(data: bytes | memoryview) -> tuple[int, int]:
     full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if full is None:
         return 0, 0
-    key = _png_key_colour(data)
+    key = png_key_colour(data)
     if key is not None and len(key) == (1 if full.ndim == 2 else full.shape[2]):
         # a grey or RGB PNG with a transparent colour: read without alpha, its pixels of that colour are clear
         clear = np.all(full.reshape(*full.shape[:2], -1) == np.asarray(key, full.dtype), axis=2)
@@ -995,7 +996,7 @@ def transparent_pixels(data: bytes | memoryview) -> tuple[int, int]:
     return int(np.count_nonzero(alpha < opaque)), int(alpha.size)
 
 
-def _png_key_colour(data: bytes | memoryview) -> tuple[int, ...] | None:
+def png_key_colour(data: bytes | memoryview) -> tuple[int, ...] | None:
     """A grey or RGB PNG's transparent colour (its ``tRNS`` chunk before the image data) as OpenCV's unchanged read
     holds it: a grey value (1-, 2- and 4-bit ones scaled to 8 bits, as libpng expands them) or (blue, green, red);
     None for another PNG or file. OpenCV's read keeps a grey one without alpha (a palette's ``tRNS`` becomes an

@@ -806,18 +806,26 @@ def refuse_mask_beneath_clear(path: Path, data: bytes) -> None:
     alpha dropped (by the import and by training alike), so a labelling tool's export whose transparent
     background holds white (or whose defect is drawn in the alpha alone) would mark every background pixel a
     defect, which the mask's viewer shows as background. A transparent background that is black beneath reads
-    the same either way and is taken."""
+    the same either way and is taken. A grey PNG whose ``tRNS`` grey is transparent (read without alpha) alike:
+    its pixels of that grey are the clear ones, refused unless the grey is black."""
     import cv2
     import numpy as np
 
-    from protocols.image_header import transparent_pixels
+    from protocols.image_header import png_key_colour, transparent_pixels
 
-    if not transparent_pixels(data)[0]:  # from the header alone for a mask without alpha
+    clear = transparent_pixels(data)[0]
+    if not clear:  # from the header alone for a mask without alpha
         return
     full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if full is None or full.ndim != 3 or full.shape[2] not in (2, 4):
+    if full is None:
         return
-    hidden = int(np.count_nonzero((full[:, :, -1] == 0) & full[:, :, :-1].any(axis=2)))
+    key = png_key_colour(data)
+    if key is not None and len(key) == (1 if full.ndim == 2 else full.shape[2]):
+        hidden = clear if any(key) else 0  # the clear pixels are those of the key colour
+    elif full.ndim != 3 or full.shape[2] not in (2, 4):
+        return
+    else:
+        hidden = int(np.count_nonzero((full[:, :, -1] == 0) & full[:, :, :-1].any(axis=2)))
     if hidden:
         raise DatasetError(
             f"{path}: {hidden} of its {full.shape[0] * full.shape[1]} pixels are transparent but not black "

@@ -5,6 +5,8 @@ has. Images made here with OpenCV, the import run through the CLI as a user runs
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -117,6 +119,24 @@ def test_a_mask_transparent_over_white_is_refused_and_one_transparent_over_black
         AnomalyDataError, match="transparent but not black beneath"
     ):  # the anomaly family alike
         read_mask(mask_file)
+
+    # a grey mask whose tRNS grey makes its white background transparent (its defect black), read without alpha:
+    # every background pixel was 255, a defect pixel; made transparent black instead, it reads as it shows
+    from tests.unit.test_image_readers_agree import _png
+
+    for key in (255, 0):
+        grey = np.where(marked, 255 - key, key).astype(np.uint8)
+        ihdr = struct.pack(">IIBBBBB", 40, 40, 8, 0, 0, 0, 0)
+        idat = zlib.compress(b"".join(b"\0" + row.tobytes() for row in grey))
+        keyed = _png([(b"IHDR", ihdr), (b"tRNS", struct.pack(">H", key)), (b"IDAT", idat), (b"IEND", b"")])
+        mask_file.write_bytes(keyed)
+        if key:
+            with pytest.raises(
+                AnomalyDataError, match=f"{clear} of its 1600 pixels are transparent but not black"
+            ):
+                read_mask(mask_file)
+        else:
+            assert np.array_equal(read_mask(mask_file) > 0, marked)
 
     overlay(0)  # black beneath: read the same with or without the alpha, imported
     code, said = run_import(capsys, str(src), "--out", str(out))

@@ -494,6 +494,7 @@ _PACKAGER_NAMES = {
     "tiff_deep_pixels": "deep_pixels",
     "tiff_not_one_image": "not_one_image",
     "tiff_directories": "_tiff_directories",
+    "png_key_colour": "_png_key_colour",
 }
 
 
@@ -517,7 +518,7 @@ _PACKAGER_NAMES = {
             "pnm_maxval_not_255",
             "animated",
             "_png_chunk_overrun",
-            "_png_key_colour",
+            "png_key_colour",
             "_samples_ended",
             "jpeg_scans_over",
             "_next_marker",
