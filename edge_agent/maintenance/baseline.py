@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from edge_agent.files import atomic_write_json, read_json_state, why_unread
+from edge_agent.maintenance.sensor import SETTLE_MIN_TURNS, slide_ratio
 from edge_agent.maintenance.sensor import check as sensor_check
-from edge_agent.maintenance.sensor import slide_ratio
 from edge_agent.maintenance.settings import BaselineSettings
 from model_packager.condition import (
     AMPLITUDE_FEATURES,
@@ -254,6 +254,11 @@ MAINS_APART = 0.5
 # (a window just over the threshold, a fault beginning, fell under it with any content taken out: an imbalance run
 # of a pump lost its first NG windows)
 MAINS_EXPLAINS = 0.5
+# A window over the threshold whose level slides across it (a sensor's bias settling or drifting, a DC ramp: the
+# slide ``slide_ratio`` at least SPEED_SLIDE_RATIO, under the sensor check's ``settling`` bound) and that, judged again
+# with its least-squares line taken off, is under the threshold and MAINS_EXPLAINS of its score or less, is the
+# sensor's ('settling', UNSURE), where the window holds ``sensor.SETTLE_MIN_TURNS`` shaft turns or more (a slow shaft's
+# 1x looks like a trend). A ramp of 5-10x the window's spread read NG as a fault (imbalance, unspecified)
 # A baseline commissioned across a speed range (a VFD's: the highest speed SPEED_FIT_SPAN times the lowest or more,
 # the speed known) pools speeds whose levels differ (a fan's 1x at 3,000 rpm 10x the one at 900 rpm), so its spreads
 # are wide, and a window at one end of the range stands far from the pooled median whatever the machine does: a
@@ -1582,6 +1587,13 @@ class Baseline:
             self._over = self._iso_over = 0
             v.sensor_kind, v.sensor, v.anomalous, v.iso_alarm = "mains_pickup", pickup, False, False
             return v
+        if v.anomalous and (ramp := self._ramped(waveform, scalars, f, med, scale, v.score)):
+            # the sensor's level sliding, not the machine: neither counted towards an alarm nor ending a run towards
+            # one (a fault under it goes on), the ISO run as it was
+            self._iso_over = iso_before
+            v.sensor_kind, v.sensor, v.anomalous = "settling", ramp, False
+            v.iso_alarm = iso_before >= self.s.confirm_windows
+            return v
         v.external_impulse = v.anomalous and self.knocked(f, waveform)
         if v.external_impulse:  # a knock from outside: not counted towards an alarm, nor ending a run (above)
             self.external_impulses += 1
@@ -1785,6 +1797,37 @@ class Baseline:
                     "routing (away from motor leads), its screen grounded at one end, and an isolated mount"
                 )
         return None
+
+    def _ramped(
+        self,
+        waveform: np.ndarray,
+        scalars: dict[str, float] | None,
+        f: dict[str, float],
+        med: np.ndarray,
+        scale: np.ndarray,
+        score: float,
+    ) -> str | None:
+        """Why the window's rise is its level sliding (the rule above MAINS_EXPLAINS's use here), or None."""
+        speed = f["speed_hz"]
+        x = np.asarray(waveform, dtype=np.float64).ravel()
+        if not self.threshold or not speed or speed <= 0 or x.size < 64 or not np.isfinite(x).all():
+            return None
+        if x.size / self.fs * speed < SETTLE_MIN_TURNS or slide_ratio(x) < SPEED_SLIDE_RATIO:
+            return None
+        t = np.arange(x.size) - (x.size - 1) / 2
+        slope = float(np.dot(t, x - x.mean()) / np.dot(t, t))
+        left = float(
+            np.clip(
+                self._rise(feature_vector(self.features(x - slope * t, scalars)), med, scale, speed), 0, None
+            ).max()
+        )
+        if left >= self.threshold or left > MAINS_EXPLAINS * score:
+            return None
+        return (
+            f"sensor: its level slid {slope * (x.size - 1):.3g} {self.s.units} across the window (a sensor's bias "
+            f"settling or drifting); without that line the window scores {left:.1f} of {self.threshold:.1f}: not "
+            "the machine; if it lasts, check the sensor, its cable and the DAQ's input coupling"
+        )
 
     def _rise(self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, speed_hz: float) -> np.ndarray:
         """The window's rises (``rise_z``); on a baseline with ``level_threshold``, the larger of those and its rises
