@@ -2447,19 +2447,20 @@ class SQLStore(Store):
             if s > at + 1:
                 holes.append((at + 1, s - 1))
             at = max(at, s)
-        kept = [s for s in seqs if s > floor]  # (ascending)
         found = ex(
             q(
                 "SELECT first, last, cause, t FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND last <> 0 "
-                "AND first <= ? AND last > ?"
+                "AND first <= ? AND last >= ?"
             ),
-            (*key, at, floor),
+            (*key, at, min(seqs[0], floor + 1)),
         ).fetchall()
-        # a range the agent told as dropped that holds a seq stored (sent, its ack lost, then dropped) is cut to its
-        # seqs missing, as the list showed it while those records were there: listed whole once they are gone
+        # a loss row that holds a seq stored is cut to its seqs missing, as the list showed it while those records
+        # were there: listed whole once they are gone. A range the agent told as dropped (sent, its ack lost, then
+        # dropped), and a seq at or below the retired ones stored after its hole was kept as a loss row (the outbox
+        # sends by priority: a sample days behind the records around it), retired in its turn
         split, pieces = [], []
         for a, b, cause, told_t in found:
-            inside = kept[bisect.bisect_left(kept, max(a, floor + 1)) : bisect.bisect_right(kept, min(b, at))]
+            inside = seqs[bisect.bisect_left(seqs, a) : bisect.bisect_right(seqs, b)]
             if not inside:
                 continue
             split.append((a, b))

@@ -6,6 +6,8 @@ what was retired. Rows are made old by setting their receipt time, no waiting.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cloud_trainer.blobs import LocalBlobStore
@@ -155,7 +157,6 @@ def test_a_seq_stored_again_after_its_retirement_never_shows_the_retired_seqs_ab
 def test_real_losses_among_and_below_the_retired_seqs_stay_in_the_gap_list(store, monkeypatch):
     """Seqs that never arrived are a gap, not a record: once retention deleted the records around them they vanished
     from the list (the agent's own account of them too). They stay, as loss rows bounded like those it told."""
-    import json
 
     from cloud_trainer.fleet import store as store_module
 
@@ -206,6 +207,17 @@ def test_a_record_that_comes_after_its_hole_was_kept_as_a_loss_is_no_loss(store)
     store.ingest("gw1", [rec(2, epoch=1), rec(5, epoch=1)], tenant="acme")
     assert store.gaps("gw1", tenant="acme") == []
     assert store.gaps("gw1", tenant="acme", newest=10) == []
+    # nor once it is retired in its turn; nor a seq of a range told as dropped that came so (7 of 7..8)
+    drop = {"kind": "outbox_budget", "epoch": 1, "ranges": [[7, 8]]}
+    store.ingest(
+        "gw1", [rec(6, epoch=1), rec(9, epoch=1, kind="event", payload=json.dumps(drop))], tenant="acme"
+    )
+    _age(store, 9, 3000.0)
+    assert _one_pass(store, 4000.0)["records"] == 4
+    store.ingest("gw1", [rec(7, epoch=1)], tenant="acme")
+    _age(store, 7, 5000.0)
+    assert _one_pass(store, 6000.0)["records"] == 1
+    assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 8, "last": 8, "cause": "budget"}]
 
 
 def test_an_epoch_end_an_older_service_wrote_from_seq_1_never_shows_the_retired_seqs_lost(store):
