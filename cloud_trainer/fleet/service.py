@@ -592,9 +592,10 @@ class FleetServicer(rpc.FleetServicer):
         # (``_other_runs``): counted once, however many of the run's reports the flushes refuse before it is told
         self._judged: dict[tuple[str, str], tuple[str, str]] = {}
         # agent -> deployment id -> (its step kept late and untold during the agent's clone hold, the target's
-        # recorded report then, the step's run): taken again after the hold under a new run that names the step's
-        # run among its process's runs before it (``_retake_untold``)
-        self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict, str]]] = {}
+        # recorded report then, the step's run and the runs of the agent that named it during the hold, at most
+        # RUNS_BEFORE, newest last): taken again after the hold under a run that names one of them among its
+        # process's runs before it (``_retake_untold``)
+        self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict, tuple[str, ...]]]] = {}
         self._retaking: set[asyncio.Future] = set()
 
     async def require(self, context, role: str) -> Identity:
@@ -834,7 +835,7 @@ class FleetServicer(rpc.FleetServicer):
                 "health": health,
             },
             {"report": t.get("report"), "last_report": t.get("last_report")},
-            _run_key(request.boot_id),
+            (_run_key(request.boot_id),),
         )
         if len(steps) > UNTOLD_STEPS:  # the oldest deployment's
             del steps[next(iter(steps))]
@@ -846,16 +847,27 @@ class FleetServicer(rpc.FleetServicer):
         step told late again (``FleetClient._resend``), each only while its target is as the step left it
         (``Control.retake_kept``). Looked at on every report, not only a run's first here: the late clone's link
         lost during the hold, its new run came then (and was the newest from then on), and the step was never taken
-        (its rollout stalled until STEP_TIMEOUT_S). The others stay for a run naming theirs (the remaining clone's
-        runs never do). Taken by time instead (a new run within 120 s of the late clone's tell), the remaining
+        (its rollout stalled until STEP_TIMEOUT_S). During the hold a run naming a step's run becomes one of its runs
+        (the same gateway's): a link lost four times in the hold, each loss a run the fleet answered, pushed the
+        step's run out of the three named, and the step was never taken. The others stay for a run naming theirs (the
+        remaining clone's runs never do). Taken by time instead (a new run within 120 s of the late clone's tell), the remaining
         gateway drawing a new run in between took the late clone's ``failed`` over its own healthy target, and a
         gateway on a Connect stream with a ``heartbeat_s`` of minutes drew its new run past the mark (its step
         forgotten, its rollout stalled)."""
-        if not self._tell_late(key) or self.control is None:
+        if self.control is None:
             return
         runs = {_run_key(b) for b in before[:RUNS_BEFORE]}
         kept = self._untold_steps[key]
-        steps = {dep: (step, was) for dep, (step, was, run) in kept.items() if run in runs}
+        if not self._tell_late(key):
+            # during the hold, a run naming one of a step's runs is the same gateway's: its run too, so that its link
+            # lost more than RUNS_BEFORE times before the hold ends (each loss a new run the fleet answered) still
+            # names it (the step's run was pushed out of the runs named, and the step never taken)
+            mine = _run_key(boot)
+            for dep, (step, was, of) in kept.items():
+                if mine not in of and runs.intersection(of):
+                    kept[dep] = (step, was, (*of, mine)[-RUNS_BEFORE:])
+            return
+        steps = {dep: (step, was) for dep, (step, was, of) in kept.items() if runs.intersection(of)}
         if not steps:
             return
         for dep in steps:

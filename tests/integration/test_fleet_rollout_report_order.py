@@ -936,14 +936,11 @@ async def test_a_step_kept_late_and_untold_during_a_clone_hold_is_taken_under_th
     assert t["report"] == {"boot": "runX2", "seq": 4}, t
 
 
-async def test_a_step_kept_untold_is_taken_after_the_hold_under_a_run_the_gateway_drew_during_it(fleet):
-    """The kept step was looked at on a run's first report only: the late clone's link lost during the hold, its new
-    run came then (and was the newest from then on, the other clone now the late one), and the step was never taken,
-    though every report of that run named the step's run (its rollout stalled until STEP_TIMEOUT_S)."""
+async def _healthy_kept_in_a_hold(srv, stub, e) -> dict:
+    """gw1's clones X (runX, late) and Y (runY, newer): Y's ``downloading`` taken on a rollout of 1.2.0; in a clone
+    hold (left on) X's ``healthy`` kept late, untold. The deployment."""
     import time
 
-    srv, stub, e = fleet
-    key = ("default", "gw1")
     await stub.Heartbeat(_report(e["1.0.0"], 1, "runX"))
     await stub.Heartbeat(_report(e["1.0.0"], 1, "runY"))  # its clone, a newer run
     dep = srv.control.create(
@@ -952,8 +949,20 @@ async def test_a_step_kept_untold_is_taken_after_the_hold_under_a_run_the_gatewa
     step = _healthy(dep["id"], "1.2.0", 2, "runY")
     step.step = "downloading"
     await stub.ReportDeployment(step)
-    srv.fleet._clone_hold[key] = time.monotonic() + 60
+    srv.fleet._clone_hold[("default", "gw1")] = time.monotonic() + 60
     await stub.ReportDeployment(_healthy(dep["id"], "1.2.0", 2, "runX"))  # kept late, untold
+    return dep
+
+
+async def test_a_step_kept_untold_is_taken_after_the_hold_under_a_run_the_gateway_drew_during_it(fleet):
+    """The kept step was looked at on a run's first report only: the late clone's link lost during the hold, its new
+    run came then (and was the newest from then on, the other clone now the late one), and the step was never taken,
+    though every report of that run named the step's run (its rollout stalled until STEP_TIMEOUT_S)."""
+    import time
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    dep = await _healthy_kept_in_a_hold(srv, stub, e)
     await stub.Heartbeat(_report(e["1.2.0"], 3, "runX2", "runX"))  # runX's link lost during the hold
     assert srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "downloading"
     srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over
@@ -961,6 +970,28 @@ async def test_a_step_kept_untold_is_taken_after_the_hold_under_a_run_the_gatewa
     await asyncio.gather(*srv.fleet._retaking)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX2", "seq": 4}), t  # was: downloading
+
+
+async def test_a_step_kept_untold_is_taken_after_the_hold_though_the_gateways_links_lost_in_it_pushed_its_run_out(
+    fleet,
+):
+    """An agent names its last 3 runs the fleet answered: the late clone's link lost 4 times during the hold (each
+    a new run, answered), its run after the hold named the step's run no more and the step was never taken (its
+    rollout stalled). A run naming the step's run during the hold is the same gateway's: the step's too."""
+    import time
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    dep = await _healthy_kept_in_a_hold(srv, stub, e)
+    runs = ["runX"]
+    for seq in range(3, 7):  # its link lost 4 times during the hold
+        await stub.Heartbeat(_report(e["1.2.0"], seq, f"runX{seq}", *runs[:3]))
+        runs.insert(0, f"runX{seq}")
+    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over
+    await stub.Heartbeat(_report(e["1.2.0"], 7, "runX6", *runs[1:4]))  # names runX5, runX4, runX3
+    await asyncio.gather(*srv.fleet._retaking)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 7}), t  # was: downloading
 
 
 async def test_the_run_told_late_stays_named_through_the_runs_a_link_outage_draws(fleet, built):
