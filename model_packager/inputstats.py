@@ -549,11 +549,12 @@ MAX_SIZES = 32
 # aspect range for the whole model (one sample naming 999999x1 took every wider camera for sure)
 CAMERA_SIDES = (8, 20_000)
 CAMERA_MAX_ASPECT = 10.0
-# camera sensors' proportions, long side to short (``sensor_shape_problem``): 6:5 (2448x2048), 5:4 (1280x1024), 4:3,
-# 4096x3000's 1.365, 3:2, 752x480's 1.567, 16:10, 5:3 (800x480), 16:9, DCI 4K's 1.896; within 2 % of one. A square
-# sensor is one of at least SQUARE_SENSOR_MIN px a side (2048x2048, 1024x1024): a smaller square, or proportions of
-# none of these, is more likely a dataset resized or cropped since its camera took it (96x96 from 640x480)
-SENSOR_ASPECTS = (1.2, 1.25, 4 / 3, 1.365, 1.5, 1.567, 1.6, 5 / 3, 16 / 9, 1.896)
+# camera sensors' proportions, long side to short (``sensor_shape_problem``): 5328x4608's 1.156, 6:5 (2448x2048), 5:4
+# (1280x1024), 4:3, 4096x3000's 1.365, 1608x1104's and 3216x2208's 1.457, 3:2, 752x480's 1.567, 16:10, 5:3 (800x480),
+# 16:9, DCI 4K's 1.896; within 2 % of one. A square sensor (or one within 1 % of square: 2856x2848) is one of at least
+# SQUARE_SENSOR_MIN px a side (2048x2048, 1024x1024): a smaller square, or proportions of none of these, is more
+# likely a dataset resized or cropped since its camera took it (96x96 from 640x480)
+SENSOR_ASPECTS = (1.156, 1.2, 1.25, 4 / 3, 1.365, 1.457, 1.5, 1.567, 1.6, 5 / 3, 16 / 9, 1.896)
 SENSOR_ASPECT_TOLERANCE = 0.02
 SQUARE_SENSOR_MIN = 1000
 LOCAL_REASONS = {
@@ -868,11 +869,12 @@ def sensor_shape_problem(size: tuple[int, int]) -> str | None:
     for their camera's (``dataset import``, the builds)."""
     w, h = size
     long, short = max(w, h), min(w, h)
-    if long == short:
+    r = long / short
+    if r <= 1.01:  # square, or within 1 % of it
         if short >= SQUARE_SENSOR_MIN:
             return None
-        return f"a square of {short} px a side; square camera sensors are {SQUARE_SENSOR_MIN} px or more"
-    r = long / short
+        shape = f"a square of {short} px a side" if long == short else f"nearly square ({w}x{h})"
+        return f"{shape}; square camera sensors are {SQUARE_SENSOR_MIN} px or more"
     if any(abs(r / a - 1) <= SENSOR_ASPECT_TOLERANCE for a in SENSOR_ASPECTS):
         return None
     return f"proportions {r:.3g}:1, no common camera sensor's (4:3, 5:4, 3:2, 16:10, 16:9, ...)"

@@ -49,7 +49,10 @@ def test_a_folder_of_one_size_no_sensor_has_is_noted_at_import_and_the_build_say
     from cloud_trainer.train.families.vision import VisionFamily
     from model_packager.inputstats import LocalStats, camera_lines, sensor_shape_problem
 
-    for size in ((640, 480), (480, 640), (2448, 2048), (1280, 1024), (752, 480), (1920, 1080), (2048, 2048)):
+    # machine-vision sensors of less common proportions too: Sony IMX425 and IMX420 (1.457), IMX540 (1.156), IMX546
+    # (within 1 % of square)
+    sensors = ((640, 480), (480, 640), (2448, 2048), (1280, 1024), (752, 480), (1920, 1080), (2048, 2048))
+    for size in (*sensors, (1608, 1104), (3216, 2208), (5328, 4608), (2856, 2848), (1104, 1608)):
         assert sensor_shape_problem(size) is None, size
     for size in ((96, 96), (224, 224), (300, 100), (100, 98)):
         assert sensor_shape_problem(size), size
