@@ -383,8 +383,8 @@ def transparent(data: bytes) -> str | None:
     if not clear:
         return None
     return (
-        f"{clear} of its {alpha.size} pixels are transparent (an alpha channel); the model would judge the "
-        "colours stored beneath them: save the images without transparency"
+        f"{clear} of its {alpha.size} pixels are transparent (an alpha channel, or a colour made transparent); "
+        "the model would judge the colours stored beneath them: save the images without transparency"
     )
 
 

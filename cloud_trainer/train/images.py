@@ -795,9 +795,9 @@ def refuse_transparency(path: Path, data: bytes) -> None:
     clear, total = transparent_pixels(data)
     if clear:
         raise DatasetError(
-            f"{path}: {clear} of its {total} pixels are transparent (an alpha channel); a camera "
-            "delivers none, and the model would learn the colours stored beneath them: flatten it onto "
-            "the background your camera sees, or save it without transparency"
+            f"{path}: {clear} of its {total} pixels are transparent (an alpha channel, or a colour made "
+            "transparent); a camera delivers none, and the model would learn the colours stored beneath them: "
+            "flatten it onto the background your camera sees, or save it without transparency"
         )
 
 

@@ -310,8 +310,8 @@ def _decode(data: bytes, max_megapixels: float, mosaic: bool = False) -> np.ndar
     clear, total = transparent_pixels(data)  # from the header alone but for a file declaring alpha
     if clear:  # OpenCV dropped the alpha: the colours beneath it are no part (the import refuses it too)
         raise ImageRejected(
-            f"{clear} of its {total} pixels are transparent (an alpha channel); the model would judge the "
-            "colours stored beneath them: save the images without transparency",
+            f"{clear} of its {total} pixels are transparent (an alpha channel, or a colour made transparent); "
+            "the model would judge the colours stored beneath them: save the images without transparency",
             unsupported=True,
         )
     return img

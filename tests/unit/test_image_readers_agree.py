@@ -482,7 +482,9 @@ async def test_a_grey_or_rgb_png_with_a_colour_made_transparent_is_refused_alike
     }
     (src / "dent" / "rgb_key.png").write_bytes(files["rgb_key.png"])
     with pytest.raises(
-        DatasetError, match=rf"{src / 'dent' / 'rgb_key.png'}: 40 of its 160 pixels are transparent"
+        DatasetError,
+        match=rf"{src / 'dent' / 'rgb_key.png'}: 40 of its 160 pixels are transparent \(an alpha channel, or a "
+        r"colour made transparent\)",
     ):
         import_images(src, tmp_path / "import" / "ds2", log=lambda m: None)
     assert not (tmp_path / "import" / "ds2").exists()
