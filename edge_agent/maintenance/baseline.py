@@ -1587,7 +1587,7 @@ class Baseline:
             self._over = self._iso_over = 0
             v.sensor_kind, v.sensor, v.anomalous, v.iso_alarm = "mains_pickup", pickup, False, False
             return v
-        if v.anomalous and (ramp := self._ramped(waveform, scalars, f, med, scale, v.score)):
+        if v.anomalous and (ramp := self._ramped(waveform, scalars, f["speed_hz"], (med, scale, v.score))):
             # the sensor's level sliding, not the machine: neither counted towards an alarm nor ending a run towards
             # one (a fault under it goes on), the ISO run as it was
             self._iso_over = iso_before
@@ -1799,17 +1799,12 @@ class Baseline:
         return None
 
     def _ramped(
-        self,
-        waveform: np.ndarray,
-        scalars: dict[str, float] | None,
-        f: dict[str, float],
-        med: np.ndarray,
-        scale: np.ndarray,
-        score: float,
+        self, x: np.ndarray, scalars: dict[str, float] | None, speed: float, stats: tuple
     ) -> str | None:
-        """Why the window's rise is its level sliding (the rule above MAINS_EXPLAINS's use here), or None."""
-        speed = f["speed_hz"]
-        x = np.asarray(waveform, dtype=np.float64).ravel()
+        """Why the window's rise is its level sliding (the rule above MAINS_EXPLAINS's use here), or None.
+        ``stats``: the median, the spreads and the score the window was judged by."""
+        med, scale, score = stats
+        x = np.asarray(x, dtype=np.float64).ravel()
         if not self.threshold or not speed or speed <= 0 or x.size < 64 or not np.isfinite(x).all():
             return None
         if x.size / self.fs * speed < SETTLE_MIN_TURNS or slide_ratio(x) < SPEED_SLIDE_RATIO:
