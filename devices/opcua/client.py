@@ -3223,8 +3223,10 @@ class OpcUaSource:
         # node_id -> (its cached type, when): read again for a value it refused and found unchanged, so a later value
         # it refuses is refused by it without reading it again (a node of 10,000 references cost a whole paged
         # Browse a refusal) while that type object is the one cached (a change noticed replaces it), for
-        # _CONFIRMED_HOLD_S at most, until the node is said gone
-        self._types_confirmed: dict[str, tuple[_NodeType, float]] = {}
+        # _CONFIRMED_HOLD_S at most, until the node is said gone; and whether the value was refused by the server's
+        # BadTypeMismatch (only such a confirmation judges a later BadTypeMismatch without a read: one made for a
+        # value out of range is no sign that the type the server checks against is the one cached)
+        self._types_confirmed: dict[str, tuple[_NodeType, float, bool]] = {}
         # node_id -> (when, why) its properties could not be found out after its Browse was released (_node_type)
         self._props_unread: dict[str, tuple[float, str]] = {}
         self._forms: dict[str, int] = {}  # node_id -> the form of write its server takes (_FORMS)
@@ -6454,13 +6456,19 @@ class OpcUaSource:
             return False
         return True
 
-    def _type_confirmed(self, node_id: str, nt: _NodeType) -> bool:
+    def _type_confirmed(self, node_id: str, nt: _NodeType, mismatch: bool = False) -> bool:
         """Whether ``nt``, the type cached for ``node_id``, was read again for a value it refused and found
         unchanged less than ``_CONFIRMED_HOLD_S`` ago, no change replacing it since. Not for as long as the node's
         watch is linked: the watch sees its DataType, ArrayDimensions and access, not its MaxStringLength, its
-        MaxArrayLength or its enumeration's states, and a value a download made valid was refused for the session."""
+        MaxArrayLength or its enumeration's states, and a value a download made valid was refused for the session.
+        ``mismatch``: for the server's BadTypeMismatch, which only a read made for one confirms (``write``)."""
         got = self._types_confirmed.get(node_id)
-        return got is not None and got[0] is nt and time.monotonic() - got[1] < _CONFIRMED_HOLD_S
+        return (
+            got is not None
+            and got[0] is nt
+            and time.monotonic() - got[1] < _CONFIRMED_HOLD_S
+            and (got[2] or not mismatch)
+        )
 
     def _ns_moved(self, node_id: str) -> OpcUaNotConnected:
         """The error for a write not sent because the session saw its namespace array move (``_ns_changed``)."""
@@ -6569,7 +6577,7 @@ class OpcUaSource:
                             former = nt
                             continue
                         if again and nt == former:
-                            self._types_confirmed[node_id] = (nt, time.monotonic())
+                            self._types_confirmed[node_id] = (nt, time.monotonic(), False)
                         raise
                     if self._ns_changed:
                         # seen since the check above, while this write waited for the node's lock or read its
@@ -6598,11 +6606,14 @@ class OpcUaSource:
                             code == ua.StatusCodes.BadOutOfRange and (again or not cached)
                         ):
                             raise
-                        if self._type_confirmed(node_id, nt):
+                        mismatch = code == ua.StatusCodes.BadTypeMismatch
+                        if self._type_confirmed(node_id, nt, mismatch):
                             # read again for a refusal and found unchanged within _CONFIRMED_HOLD_S: a node refused
                             # for good (a Boolean holding an INT) cost a type read (a Read and a Browse) at each
-                            # write, at each beat for a heartbeat's
-                            if code == ua.StatusCodes.BadTypeMismatch:
+                            # write, at each beat for a heartbeat's. A BadTypeMismatch only where the read was made
+                            # for one: after a value out of range, it is the sign of a download that retyped the
+                            # node within that minute (an INT made a REAL), its writes refused until it ended
+                            if mismatch:
                                 name = _mismatch_name(nt)
                             raise
                         # a download may have retyped the node since its type was read (within its hold, not
@@ -6616,8 +6627,8 @@ class OpcUaSource:
                             continue
                         if now == nt and self._types.get(node_id) is now:
                             # the same type: refused for the value, not its type; not read again for a minute
-                            self._types_confirmed[node_id] = (now, time.monotonic())
-                        if code == ua.StatusCodes.BadTypeMismatch:
+                            self._types_confirmed[node_id] = (now, time.monotonic(), mismatch)
+                        if mismatch:
                             name = _mismatch_name(now)
                         raise
         except OpcUaTypeMismatch as e:

@@ -1240,6 +1240,30 @@ async def test_a_node_the_server_refuses_for_its_type_for_good_is_not_read_again
         await srv.delete_nodes([node])
 
 
+async def test_a_bad_type_mismatch_after_a_refused_value_still_reads_the_type_again(plc_server) -> None:
+    """40000 refused by the agent for an INT (its type read again and found unchanged: a minute without another
+    read); a download then makes the node a REAL within that minute (not watched). The server's BadTypeMismatch to
+    the next value has the type read again and the value written as a REAL: it was refused for the rest of the
+    minute, naming the INT the node no longer is, a BadTypeMismatch taken as one more refusal of a confirmed type."""
+    srv, src, nodes, _, _, _ = plc_server
+    node, _, _ = await _type_reads_counted(nodes, "RetypedAfterRefusal")
+    try:
+        await src.write("ns=2;s=RetypedAfterRefusal", 1)  # its type read, cached
+        with pytest.raises(OpcUaTypeMismatch, match="out of range"):
+            await src.write("ns=2;s=RetypedAfterRefusal", 40000)
+        await node.write_attribute(
+            ua.AttributeIds.DataType, ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.Float), VT.NodeId))
+        )
+        srv.iserver.aspace._nodes[node.nodeid].attributes[ua.AttributeIds.Value].value = ua.DataValue(
+            ua.Variant(0.0, VT.Float)
+        )
+        await src.write("ns=2;s=RetypedAfterRefusal", 5)  # was: OpcUaWriteRefused "the node is Int16"
+        dv = await node.read_data_value()
+        assert (dv.Value.VariantType, dv.Value.Value) == (VT.Float, 5.0), dv
+    finally:
+        await srv.delete_nodes([node])
+
+
 async def test_a_type_read_again_that_fails_across_a_download_does_not_judge_the_write(
     plc_server, monkeypatch
 ) -> None:
