@@ -1146,13 +1146,16 @@ class Agent:
         signal, ``verdict: OK``) leaves an unjudged part as it leaves an NG part, without it: it does not count (it
         held the heartbeat beside a reject gate on NG and UNSURE, every part rejected and the line stopped). A
         condition on what only a judged part has (its score, label, model, engine) may act on an OK part
-        (``may_match``: ``{any: [{verdict: UNSURE}, {score: {gte: 0}}]}`` acts on every part, and released it). An
-        alarm's mirror is raised after ``raise_after`` matching results: unless that is 1, it tells the PLC of no
+        (``may_match``), and tells only where it does not act on every one (``may_match_each``: a part of score 0.0,
+        0.5 or 1.0, of each label it names or another, whatever its model): ``{any: [{verdict: UNSURE}, {score:
+        {gte: 0}}]}`` acts on every part (it released the heartbeat) and so may ``{any: [{verdict: UNSURE}, {model:
+        part-inspection}]}``; a reject gate that also rejects a defect label or a score band (``{score: {gte: 0.4}}``)
+        leaves the other OK parts passed and tells (it held the heartbeat, every part rejected). An alarm's mirror is raised after ``raise_after`` matching results: unless that is 1, it tells the PLC of no
         single part (the parts before pass untold; it released the heartbeat alone). A windowed pipeline gives no
         result then."""
         import dataclasses
 
-        from edge_agent.conditions import MODEL_FIELDS, compile_condition, may_match
+        from edge_agent.conditions import MODEL_FIELDS, compile_condition, may_match, may_match_each
 
         now = time.time()
         held = []
@@ -1178,6 +1181,7 @@ class Agent:
                     compile_condition(a.when)(unjudged),
                     may_match(a.when, judged_ok, MODEL_FIELDS),
                     may_match(a.when, judged_ng, MODEL_FIELDS),
+                    may_match_each(a.when, judged_ok),
                     # an alarm's mirror is set after raise_after matching results: the parts before pass untold
                     not isinstance(a, AlarmAction) or a.raise_after == 1,
                 )
@@ -1185,14 +1189,14 @@ class Agent:
                 if a is not None and any(getattr(a, field) == source for field in a.source_fields)
             ]
             told = [
-                (handed, on_unjudged, on_ok, each)
-                for handed, on_unjudged, on_ok, on_ng, each in through
+                (handed, on_unjudged, on_every_ok, each)
+                for handed, on_unjudged, on_ok, on_ng, on_every_ok, each in through
                 if handed or not on_ok or on_ng  # (a pass signal left out)
             ]
             if through and (
                 p.s.window is not None
                 or not all(handed and on_unjudged for handed, on_unjudged, _, _ in told)
-                or not any(each and not on_ok for _, _, on_ok, each in told)
+                or not any(each and not on_every_ok for _, _, on_every_ok, each in told)
             ):
                 held.append(p)
         return held

@@ -47,6 +47,11 @@ FIELDS = (
 # the fields a model's judgement gives a result (beside its verdict): a part judged OK has them, and a result made up
 # to stand for one (``may_match``) does not
 MODEL_FIELDS = frozenset(FIELDS) - {"verdict", "pipeline", "source", "age_ms"}
+# those of them a slot's model gives each part it judges alike (its package's): the rest (score, label, ...) vary
+# from part to part
+SLOT_FIELDS = frozenset({"model", "model_version", "engine"})
+# the values a made-up part (``may_match_each``) holds in each number a model gives a part
+_PART_NUMBERS = (0.0, 0.5, 1.0)
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
     "ne": operator.ne,
@@ -218,26 +223,58 @@ def _compile_item(key: str, val: Any, labels: set[str] | None = None) -> Callabl
     return equals
 
 
-def may_match(spec: Any, r: Any, unknown: frozenset[str]) -> bool:
+def may_match(spec: Any, r: Any, unknown: frozenset[str], tests: dict | None = None) -> bool:
     """Whether the (valid) condition ``spec`` can be true of a result like ``r`` whose fields ``unknown`` may hold
     any value (a part judged OK has a score, a label and a model that a result made up to stand for it lacks): an
-    item on one of them is neither true nor false, and ``all``, ``any`` and ``not`` combine it so (three-valued)."""
-    return _maybe(spec, r, unknown) is not False
+    item on one of them is neither true nor false, and ``all``, ``any`` and ``not`` combine it so (three-valued).
+    ``tests``: its items compiled, kept for the next call on the same ``spec``."""
+    return _maybe(spec, r, unknown, {} if tests is None else tests) is not False
 
 
-def _maybe(spec: Any, r: Any, unknown: frozenset[str]) -> bool | None:
+def may_match_each(spec: Any, r: Any) -> bool:
+    """Whether the (valid) condition ``spec`` can be true of every part a model judges like ``r`` (a dataclass result
+    made up to stand for them, without the score, label, ... a model gives): true of each of a few made-up parts,
+    every combination of each number it reads (score, anomaly_score, remaining_life, margin) at 0.0, 0.5 and 1.0
+    and of a label (each it names, and one it does not; of the labels its label items tell apart alike, one), what
+    the slot gives each part alike (``SLOT_FIELDS``: the model, its version and engine) read three-valued
+    (``may_match``). ``{score: {gte: 0}}`` is true of each part, ``{model: part-inspection}`` may be;
+    ``{score: {gte: 0.4}}`` and ``{label: scratch}`` are not (a part of score 0.0, one of another label). The item's
+    age (``age_ms``) is ``r``'s own."""
+    import dataclasses
+    import itertools
+
+    named = sorted(labels_named(spec))
+    tests = [compile_condition({key: val}) for key, val in _leaves(spec) if key == "label"]
+    # the labels its label items tell apart, one of each (a gate on 1,000 labels in one list: 2, not 1,001)
+    labels: dict[tuple[bool, ...], str] = {}
+    for label in [*named, max(named, default="") + "_"]:
+        part = dataclasses.replace(r, label=label)
+        labels.setdefault(tuple(t(part) for t in tests), label)
+    varied = [[(key, v) for v in _PART_NUMBERS] for key in sorted(numbers_named(spec) - {"age_ms"})]
+    compiled: dict = {}
+    return all(
+        may_match(spec, dataclasses.replace(r, **dict(part)), SLOT_FIELDS, compiled)
+        for part in itertools.product(*varied, [("label", label) for label in labels.values()])
+    )
+
+
+def _maybe(spec: Any, r: Any, unknown: frozenset[str], tests: dict) -> bool | None:
     if not isinstance(spec, dict):
         return True  # (no condition)
     said = []
     for key, val in spec.items():
         if key in ("all", "any"):
-            subs = [_maybe(v, r, unknown) for v in val]
+            subs = [_maybe(v, r, unknown, tests) for v in val]
             said.append(_all3(subs) if key == "all" else _any3(subs))
         elif key == "not":
-            sub = _maybe(val, r, unknown)
+            sub = _maybe(val, r, unknown, tests)
             said.append(None if sub is None else not sub)
+        elif key in unknown:
+            said.append(None)
         else:
-            said.append(None if key in unknown else compile_condition({key: val})(r))
+            if (test := tests.get((key, id(val)))) is None:
+                test = tests[key, id(val)] = compile_condition({key: val})
+            said.append(test(r))
     return _all3(said)
 
 

@@ -381,7 +381,9 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
     test above runs against a real PLC, over more shapes). A pass signal (an action on OK parts, not on NG ones)
     leaves an unjudged part as it leaves an NG part, without it: beside a reject gate on NG and UNSURE it held the
     heartbeat, every part rejected and the line stopped by its watchdog all the same. Each gate that leaves an
-    unjudged part as an OK part (NG alone, `ne: OK`, no `when`, a pass on UNSURE too) still holds it."""
+    unjudged part as an OK part (NG alone, `ne: OK`, no `when`, a pass on UNSURE too) still holds it. A gate on NG
+    and UNSURE that also rejects a defect label or a score band passes the other OK parts: it tells (it held the
+    heartbeat, every part rejected); one on every score, every label or the slot's model acts on every part."""
     _, pub = make_keypair(tmp_path / "keys")
     (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
     (tmp_path / "frames").mkdir()
@@ -402,8 +404,31 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
         "alarm mirror": ([{"type": "alarm", "when": ng_or_unsure}], True),
         "alarm mirror at once": ([{"type": "alarm", "when": ng_or_unsure, "raise_after": 1}], False),
         "reject NG or UNSURE, alarm mirror": ([ng_or_unsure, {"type": "alarm", "when": ng_or_unsure}], False),
+        # a gate that also rejects some OK parts (a defect label, a score band) leaves the others passed: it tells
+        "reject NG or UNSURE or a defect label": (
+            [{"any": [ng_or_unsure, {"label": {"in": ["scratch", "dent"]}}]}],
+            False,
+        ),
+        "reject NG or UNSURE or a score band": ([{"any": [ng_or_unsure, {"score": {"gte": 0.4}}]}], False),
+        "reject NG or UNSURE or a label not ok": ([{"any": [ng_or_unsure, {"not": {"label": "ok"}}]}], False),
+        # one on every label or every score acts on every part; the model, its version and engine are the slot's,
+        # alike for each part: a gate on them may act on every part
+        "UNSURE or any label": (
+            [{"any": [{"verdict": "UNSURE"}, {"label": "ok"}, {"not": {"label": "ok"}}]}],
+            True,
+        ),
+        "UNSURE or either side of a score": (
+            [{"any": [{"verdict": "UNSURE"}, {"score": {"lt": 0.5}}, {"score": {"gte": 0.5}}]}],
+            True,
+        ),
+        "reject NG or UNSURE or its model": ([{"any": [ng_or_unsure, {"model": "part-inspection"}]}], True),
+        "reject NG or UNSURE or its model's scores": (
+            [{"any": [ng_or_unsure, {"all": [{"model": "part-inspection"}, {"score": {"gte": 0}}]}]}],
+            True,
+        ),
     }
-    for shape, (whens, held) in shapes.items():
+    found = {}
+    for shape, (whens, _) in shapes.items():
         actions = {
             f"a{i}": (
                 {**when, "opcua_source": "plc", "node_id": f"ns=2;s=Alarm{i}"}
@@ -438,7 +463,8 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
             "agent.yaml",
             str(tmp_path),
         )
-        assert bool(Agent(cfg)._writing_through("plc")) is held, shape
+        found[shape] = bool(Agent(cfg)._writing_through("plc"))
+    assert found == {shape: held for shape, (_, held) in shapes.items()}
 
 
 @pytest.mark.parametrize("pipeline", ["camera", "windowed"])
