@@ -2176,6 +2176,9 @@ def _check_pipeline(
         )
     if kind == "signal" and produces is not None and p.window is None:
         report.error(f"{loc}.window", "a signal pipeline needs a window (waveform tag, size, hop)")
+    if kind == "frame" and p.window is not None:
+        # the pipeline handed every frame to a windower, which takes readings only: nothing judged, nothing counted
+        report.error(f"{loc}.window", "a frame pipeline judges each camera frame alone: remove its window")
     if p.baseline is not None and kind != "signal":
         report.error(
             f"{loc}.baseline", f"a baseline learns from vibration windows; {p.name!r} is a frame pipeline"
@@ -2186,7 +2189,7 @@ def _check_pipeline(
     # a configured package of the other kind: the start refused it (a windowed pipeline's) in the pipeline's words,
     # naming neither the file nor the field, or served it, every frame UNSURE bad_input (a camera pipeline's);
     # validate passed both
-    if man is not None and (kind == "frame" or p.window is not None):
+    if man is not None and (kind == "frame") == (p.window is None):  # (else its window is reported)
         if (why := kind_refusal(p.name, p.window is not None, man)) is not None:
             report.error(f"{loc}.model", f"{why} (models.{p.model}.package)")
     if kind == "signal" and p.baseline is None and man is not None and man.task == "equipment_maintenance":

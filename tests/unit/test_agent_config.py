@@ -721,6 +721,20 @@ def test_a_configured_package_of_the_other_kind_is_refused_naming_the_pipeline_a
         assert said in errs, errs
 
 
+@pytest.mark.parametrize("model", ["vision", "signal"])
+def test_a_window_on_a_camera_pipeline_is_refused_naming_the_field_whatever_its_model(env, model):
+    """Every frame went to a windower, which takes readings only: the pipeline judged nothing and counted nothing,
+    with a signal model; with an image model, the refusal read "this pipeline's items are signal windows: serve a
+    signal model", advice leading to the first."""
+    d = good(env)
+    d["models"]["vision"]["package"] = env[model]
+    d["pipelines"][0]["window"] = {"waveform": "Vibration"}
+    errs = errors_of(d)
+    assert errs == [
+        "line3.yaml: pipelines[0].window: a frame pipeline judges each camera frame alone: remove its window"
+    ], errs
+
+
 def test_a_tag_the_source_does_not_produce_is_refused_with_path_and_fix(env):
     d = with_scalar_model(env, good(env), {"temperature": "Temp"})
     d["sources"]["plc"]["nodes"] = [
