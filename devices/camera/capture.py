@@ -164,9 +164,10 @@ _KEY_TYPE = ord("I")
 # sends no key frame after its first, and its picture heals within a refresh period
 _PREDICTED_MAX_S = 5.0
 # a stream reopened for FFmpeg's new-picture line and opened again at the size it had: the line again within this
-# many of its first frames shows a camera alternating pixel formats (such lines then no longer reopen it); a later one
-# is a change of size, reopened for as any (one change of chroma subsampling, or an old size served once more, no
-# longer stops a later change of size being seen)
+# many of its first frames, at two such reopens in a row, shows a camera alternating pixel formats (such lines then no
+# longer reopen it); a later one is a change of size, reopened for as any (one change of chroma subsampling, or an
+# old size served once more, no longer stops a later change of size being seen), and so is an early one at the first
+# such reopen (a glitch, then a real change of size that came within the reopened stream's first frames)
 _FORMAT_AGAIN_FRAMES = 5
 
 
@@ -604,10 +605,11 @@ class CameraSource:
         self._http: Any = None  # the open MJPEG stream, for stop() to end a blocked read
         self._moved_to: str | None = None  # the other host a redirect of the URL last led to (said once)
         # the size an OpenCV stream was open at when FFmpeg said a new picture size and it was reopened for it; the
-        # next open at that same size, and the line again in its first frames (``_FORMAT_AGAIN_FRAMES``), show the
-        # lines come for changes of pixel format (an MJPEG camera alternating its chroma subsampling), and such
-        # lines are then not taken for a change of size on this camera
+        # next open at that same size, and the line again in its first frames (``_FORMAT_AGAIN_FRAMES``), twice in a
+        # row, show the lines come for changes of pixel format (an MJPEG camera alternating its chroma subsampling),
+        # and such lines are then not taken for a change of size on this camera
         self._reopened_at: tuple[float, float] | None = None
+        self._format_suspect = False  # the last such reopen had the line again in its first frames
         self._pictures_unsure = False
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
         self._replay = False  # an image folder replayed, not watched
@@ -1422,6 +1424,7 @@ class CameraSource:
             # reopened for FFmpeg's line, at the size it had: the line may have come for a pixel format
             same_size_again = self._reopened_at == (w, h)
             self._reopened_at = None
+            self._format_suspect &= same_size_again
 
             frame_type = getattr(cv2, "CAP_PROP_FRAME_TYPE", None)  # OpenCV 4.9 and later
             damaged_at = [
@@ -1491,7 +1494,8 @@ class CameraSource:
                     return False
                 if errors.pictures == pictures[0] or self._pictures_unsure:
                     return False
-                if same_size_again and retrieved[0] <= _FORMAT_AGAIN_FRAMES:
+                early = same_size_again and retrieved[0] <= _FORMAT_AGAIN_FRAMES
+                if early and self._format_suspect:  # the second reopen in a row so: a format alternating
                     self._pictures_unsure = True
                     log.warning(
                         "camera %r: %s: opened again at %.0fx%.0f, the size it had, and FFmpeg's line for a new "
@@ -1505,6 +1509,7 @@ class CameraSource:
                         cap.get(1),
                     )
                     return False
+                self._format_suspect = early
                 said = (
                     f"frames changed size at frame {cap.get(1):.0f} while open (FFmpeg began a new picture "
                     f"size); OpenCV scales every frame to the size it opened with ({w:.0f}x{h:.0f}), stretched"

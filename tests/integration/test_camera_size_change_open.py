@@ -139,10 +139,13 @@ async def test_a_stream_whose_frames_change_size_is_reopened_and_read_at_its_new
     assert src.stats.errors_by_reason["frame_size_changed"] == 2
 
 
-async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_once_then_read_on(tmp_path, caplog):
+async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_twice_then_read_on(
+    tmp_path, caplog
+):
     """FFmpeg's line for a new picture comes for a new pixel format too: an MJPEG camera whose JPEGs alternate 4:2:0
-    and 4:4:4 at one size would be reopened at every frame. Opened again at the size it had, it is read on, said
-    once (its changes of size while open are then not told)."""
+    and 4:4:4 at one size would be reopened at every frame. Opened again at the size it had twice in a row, the line
+    again in its first frames each time, it is read on, said once (its changes of size while open are then not
+    told)."""
     video = _changing_video(
         tmp_path / "alternating.avi",
         then=FIRST,
@@ -151,32 +154,38 @@ async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_once_t
     )
     files = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     caplog.set_level(logging.WARNING, "devices.camera.capture")
-    src, frames = await _read_served(files, video.name, 1 + FRAMES)  # frame 0, then the second serving whole
-    assert [_level(f.image) for f in frames] == [0, *range(FRAMES)], [_level(f.image) for f in frames]
-    assert src.stats.errors_by_reason["frame_size_changed"] == 1
+    src, frames = await _read_served(
+        files, video.name, 2 + FRAMES
+    )  # frame 0 twice, then the third serving whole
+    assert [_level(f.image) for f in frames] == [0, 0, *range(FRAMES)], [_level(f.image) for f in frames]
+    assert src.stats.errors_by_reason["frame_size_changed"] == 2
     said = [
         r.getMessage() for r in caplog.records if "opened again at 160x120, the size it had" in r.getMessage()
     ]
     assert len(said) == 1 and "came for a change of pixel format (chroma subsampling), not of size" in said[0]
 
 
-async def test_a_stream_reopened_at_the_size_it_had_still_has_a_later_change_of_size_seen(tmp_path):
+@pytest.mark.parametrize("change_at", [2, 7])
+async def test_a_stream_reopened_at_the_size_it_had_still_has_a_later_change_of_size_seen(
+    tmp_path, change_at
+):
     """A stream reopened for FFmpeg's line and opened again at the size it had (the line came for one change of
     chroma subsampling, or the camera served its old size once more) was taken for a camera changing pixel format:
     such lines no longer reopened it, and a later change of size was passed on stretched, counted nowhere. Only the
-    line again in the first frames after such a reopen (a camera alternating formats) stops the reopening now."""
+    line again in the first frames after two such reopens in a row (a camera alternating formats) stops the
+    reopening now: a change of size within the first frames after one (frame 3) is reopened for, as a later one."""
     once_444 = _changing_video(
         tmp_path / "once_444.avi",
         then=FIRST,
         replaced=[CHANGE_AT],
         params=(cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444),
     ).read_bytes()
-    later = _changing_video(tmp_path / "later.avi", replaced=range(7, FRAMES)).read_bytes()
+    later = _changing_video(tmp_path / "later.avi", replaced=range(change_at, FRAMES)).read_bytes()
     after = _new_size_video(tmp_path / "after.avi").read_bytes()
-    src, frames = await _read_served(_camera([once_444, later, after]), "line.avi", 4 + 7 + 6)
+    src, frames = await _read_served(_camera([once_444, later, after]), "line.avi", 4 + change_at + 6)
     seen = [(_level(f.image), f.image.shape[:2]) for f in frames]
     # reopened at the 4:4:4 frame, at 160x120 again; then at the change of size: read at 320x180, not stretched
-    assert seen == [(i, (120, 160)) for i in [*range(4), *range(7)]] + [
+    assert seen == [(i, (120, 160)) for i in [*range(4), *range(change_at)]] + [
         (i, (180, 320)) for i in range(4, 10)
     ], seen
 
