@@ -473,6 +473,14 @@ class AgentHost:
         # pipelines judging under the running config -> their slot: one put on a slot with no package (a slot renamed
         # by a typo, a pipeline moved to a new fleet-fed slot) is the candidate's doing
         judging = {p.name: p.s.model for p in self.agent.pipelines if p.slot.failed is None}
+        # slots serving under the running config -> (their folder, the package folder served): one the candidate's
+        # start set aside (a refused_versions of it, a key rotation) is put back for the fall back, which found
+        # nothing installed and left the slot failed until the fleet sent the package again (for ever for a local one)
+        serving = {
+            n: (sl.store.root, f)
+            for n, sl in self.agent.slots.items()
+            if sl.failed is None and (f := sl.store.state().get("current"))
+        }
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
             await self._refuse_failed_slots(failed_before, judging)
@@ -497,15 +505,17 @@ class AgentHost:
         why = mask_credentials(why)
         log.error("%s: %s; back on the last good config", where, why)
         self.keeper.refuse(info, "rolled_back", why)
-        await self._fall_back()
+        await self._fall_back(serving)
         assert self.agent is not None
         self.agent.config_state = {**(self.agent.config_state or {}), "reason": f"{where} rolled back: {why}"}
 
-    async def _fall_back(self) -> None:
-        """Run the last good config; if even that does not start, the local file (which started this process)."""
+    async def _fall_back(self, serving: Mapping[str, tuple[Path, str]] | None = None) -> None:
+        """Run the last good config; if even that does not start, the local file (which started this process).
+        ``serving``: slot -> (its folder, the package folder it served) before a candidate that is rolled back: one
+        the candidate's start set aside is put back first (``ModelStore.put_back``)."""
         cfg, info = self._last_good()
         try:
-            await self._swap(cfg, info)
+            await self._swap(cfg, info, serving)
         except Exception:
             if info["source"] == "local":
                 raise
@@ -554,12 +564,26 @@ class AgentHost:
             await agent.stop()
             raise FailedAtStart(f"model slot {failed[0][0]!r}: {failed[0][1]}")
 
-    async def _swap(self, cfg: AgentConfig, info: dict) -> None:
-        """Stop the running agent gracefully (its outbox closed: nothing accepted is lost), start one on ``cfg``."""
+    async def _swap(
+        self, cfg: AgentConfig, info: dict, put_back: Mapping[str, tuple[Path, str]] | None = None
+    ) -> None:
+        """Stop the running agent gracefully (its outbox closed: nothing accepted is lost), start one on ``cfg``,
+        the package folders of ``put_back`` (slot -> (its folder, package folder)) put back in between
+        (``_fall_back``)."""
+        from edge_agent.models.store import ModelStore
+
         if self.agent is not None:
             await self.agent.stop()
             self._followed.remember(self.agent.cfg, self.agent.sources)
             self.agent = None
+        for name, (root, folder) in (put_back or {}).items():
+            # (a store read afresh: the candidate's wrote its state.json since)
+            if await asyncio.to_thread(ModelStore(root, clean=False).put_back, folder):
+                log.warning(
+                    "model slot %r: %s, set aside by the config rolled back, put back for the last good config",
+                    name,
+                    printable(folder, 200),
+                )
         await self._launch(cfg, info)
 
     async def _health(self, agent, values: Mapping[str, str] | None = None) -> str | None:

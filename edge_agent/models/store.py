@@ -696,6 +696,29 @@ class ModelStore:
                 shutil.rmtree(old, ignore_errors=True)
         return dest
 
+    def put_back(self, folder_name: str) -> bool:
+        """Undo ``set_aside`` of ``folder_name`` by a start that did not stand (a fleet config's trial, rolled
+        back): the folder in place again and ``current``, its set-aside note dropped, where the slot holds no other
+        ``current``. The start that follows verifies it as any installed folder (set aside again if it fails its
+        own checks). Whether it was put back."""
+        src, dest = self.root / ".rejected" / folder_name, self.root / folder_name
+        if "/" in folder_name or folder_name in ("", ".", ".."):
+            return False
+        with self._write_lock:  # one read-change-write (see ``_write_lock``)
+            st = self.state()
+            if st.get("current") or not src.is_dir() or dest.exists():
+                return False
+            try:
+                os.replace(src, dest)
+            except OSError:
+                return False
+            st["current"] = folder_name
+            failed = st.get("failed")
+            if isinstance(failed, dict) and str(failed.get(folder_name, "")).startswith(SET_ASIDE):
+                st["failed"] = {k: v for k, v in failed.items() if k != folder_name}
+            self._write_state(st)
+        return True
+
     def set_current(
         self,
         folder: Path,

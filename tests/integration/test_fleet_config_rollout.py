@@ -781,5 +781,19 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
             lambda: host.agent is not None and host.agent.slots["vision2"].state == "active", 20, "d3"
         )
         assert host.keeper.state["last_good"]["deployment_id"] == "d3"
+
+        # a candidate refusing the version a slot serves sets its folder aside at its start, and is rolled back: the
+        # folder is put back, the slot serves it again. The fall back found nothing installed, the slot failed
+        # until the fleet sent the package again (for ever for one installed from a local file)
+        refusing = {
+            **added,
+            "models": {"vision": fleet_fed, "vision2": {**fleet_fed, "refused_versions": ["1.0.0"]}},
+        }
+        offer(refusing, "d5")
+        await until(lambda: len(host.keeper.state["refused"]) == 2, 20, "d5 refused")
+        await until(
+            lambda: host.agent is not None and host.agent.slots["vision2"].state != "stopped", 20, "d3"
+        )
+        assert host.agent.slots["vision2"].version == "1.0.0", host.agent.slots["vision2"].failed
     finally:
         await host.stop()
