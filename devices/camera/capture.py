@@ -1423,6 +1423,7 @@ class CameraSource:
             live = s.kind in (CameraKind.USB, CameraKind.STREAM)
             # reopened for FFmpeg's line, at the size it had: the line may have come for a pixel format
             same_size_again = self._reopened_at == (w, h)
+            after_change = self._reopened_at is not None
             self._reopened_at = None
             self._format_suspect &= same_size_again
 
@@ -1586,8 +1587,13 @@ class CameraSource:
                 errors.last = ""  # each pass's own
 
             self._session(
-                read, backoff, file_fps=cap.get(5), rewind=rewind, at_end=at_end
-            )  # 5 = CAP_PROP_FPS
+                read,
+                backoff,
+                file_fps=cap.get(5),  # 5 = CAP_PROP_FPS
+                rewind=rewind,
+                at_end=at_end,
+                calm_s=s.reconnect_max_s if after_change else 0.0,
+            )
         finally:
             cap.release()
 
@@ -1599,10 +1605,13 @@ class CameraSource:
         rewind: Callable[[], None] | None = None,
         paced: bool = False,
         at_end: Callable[[], None] | None = None,
+        calm_s: float = 0.0,
     ) -> None:
         """Frames from one open device, stream or file until it fails, ends or the source stops. The
         backoff starts again only after a good frame: a stream that opens and gives nothing usable is
-        reopened ever less often."""
+        reopened ever less often. A stream opened again for a change of size (``calm_s``, its
+        ``reconnect_max_s``) restarts it only after a good frame that long after the open: a camera flapping
+        between sizes is reopened ever less often too, not at ``reconnect_initial_s`` for ever."""
         from devices.camera.mjpeg import StreamError
 
         s = self.settings
@@ -1615,7 +1624,8 @@ class CameraSource:
         last_emit = 0.0
         next_t = time.monotonic()
         failures = 0
-        good = False  # a good frame in this session (and so the backoff reset)
+        good = False  # a good frame in this session (and so the backoff reset, but for ``calm_s``)
+        calm_at = time.monotonic() + calm_s
         # the last frame the camera sent (good, or damaged and skipped), or the open: silence is counted from it
         last_ok = time.monotonic()
         last_good = last_ok  # the last good frame, or the open: what a lost stream's line says
@@ -1726,6 +1736,10 @@ class CameraSource:
                 continue
             if not good:
                 good = True
+                if not calm_s:
+                    backoff.reset()
+            elif calm_s and last_good >= calm_at:  # opened again for a change of size, and calm since
+                calm_s = 0.0
                 backoff.reset()
             if live and period:
                 emit_at = self._thinned(last_emit, period)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
+from devices.base import Backoff
 from devices.camera.capture import CameraSource
 from devices.camera.settings import CameraSettings
 from tests.integration.test_camera_video_damage import _read, hooked  # noqa: F401 (a fixture)
@@ -90,7 +91,7 @@ def _camera(videos: list[bytes]) -> type[http.server.BaseHTTPRequestHandler]:
     return Camera
 
 
-async def _read_served(handler, path: str, n: int) -> tuple[CameraSource, list]:
+async def _read_served(handler, path: str, n: int, reconnect_max_s=10.0) -> tuple[CameraSource, list]:
     """The first ``n`` frames of a stream camera reading ``path`` from ``handler`` served over HTTP (a video, as
     OpenCV's FFmpeg reads an RTSP camera's), reopened at once when it asks."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -98,7 +99,14 @@ async def _read_served(handler, path: str, n: int) -> tuple[CameraSource, list]:
     url = f"http://127.0.0.1:{server.server_address[1]}/{path}"
     src = CameraSource(
         "line",
-        CameraSettings(url=url, fps=None, frozen_after_s=None, queue_max_items=64, reconnect_initial_s=0.05),
+        CameraSettings(
+            url=url,
+            fps=None,
+            frozen_after_s=None,
+            queue_max_items=64,
+            reconnect_initial_s=0.05,
+            reconnect_max_s=reconnect_max_s,
+        ),
     )
     try:
         return src, await _read(src, n)
@@ -188,6 +196,21 @@ async def test_a_stream_reopened_at_the_size_it_had_still_has_a_later_change_of_
     assert seen == [(i, (120, 160)) for i in [*range(4), *range(change_at)]] + [
         (i, (180, 320)) for i in range(4, 10)
     ], seen
+
+
+async def test_a_camera_flapping_between_sizes_is_reopened_ever_less_often(tmp_path, monkeypatch):
+    """Each reopen for a change of size had a good frame, which restarted the backoff: a camera flapping between
+    two sizes was reopened at reconnect_initial_s for ever (2.8 opens a second at the defaults, measured). A stream
+    opened again for a change of size restarts the backoff only once it has given frames reconnect_max_s long."""
+    waits: list[int] = []  # the backoff's pauses taken since its last restart, at each reopen
+    next_delay = Backoff.next_delay
+    monkeypatch.setattr(Backoff, "next_delay", lambda b: (waits.append(b.attempts), next_delay(b))[1])
+    flapping = _changing_video(tmp_path / "flapping.avi", replaced=range(8, FRAMES)).read_bytes()
+    src, frames = await _read_served(_camera([flapping]), "line.avi", 4 * 8 + 1, reconnect_max_s=5.0)
+    # each session: levels 0..7 at 160x120, then the change of size (at frame 9: no change of format)
+    assert {(_level(f.image), f.image.shape[:2]) for f in frames} == {(i, (120, 160)) for i in range(8)}
+    assert waits[:4] == [0, 1, 2, 3], waits  # [0, 0, 0, 0] before
+    assert src.stats.errors_by_reason["frame_size_changed"] >= 4
 
 
 async def test_an_h264_stream_whose_frames_change_size_ends_its_pass_there_not_stretched(caplog):
