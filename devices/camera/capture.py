@@ -169,6 +169,10 @@ _PREDICTED_MAX_S = 5.0
 # old size served once more, no longer stops a later change of size being seen), and so is an early one at the first
 # such reopen (a glitch, then a real change of size that came within the reopened stream's first frames)
 _FORMAT_AGAIN_FRAMES = 5
+# a video file's frames after FFmpeg's new-picture line are held back (skipped, never scaled) for at most this many:
+# the line again within them is its decoder back at the file's size (one damaged frame whose JPEG header declared
+# another size: only the frames between are skipped); none, and the pass ends there (a file changing size)
+_ODD_FRAMES_MAX = 3
 
 
 class UnusableFrame(ValueError):
@@ -1483,18 +1487,39 @@ class CameraSource:
             pictures: list[int | None] = [None]
             retrieved = [0]  # frames retrieved this session
             resized_end = [False]  # a file's pass ended by a change of size (not cut short)
+            # a file: frames held back since FFmpeg's line (``_ODD_FRAMES_MAX``), and the first one's number
+            held = [0, 0.0]
 
             def stretched() -> bool:
                 """The frame just retrieved is one of another size than the capture opened with, which OpenCV has
                 scaled to that size (FFmpeg said a new picture size since the first frame: ``ffmpeg_log``): a
                 stream is reopened (``StreamError``), to be read at its new size, where the frame-size and camera
-                checks see it; a file's pass ends here (True), its later frames as stretched."""
+                checks see it; a file's pass ends here (True), its later frames as stretched, unless the line
+                comes again within ``_ODD_FRAMES_MAX`` frames (``_Skip`` meanwhile): its frames between are skipped."""
                 retrieved[0] += 1
                 if pictures[0] is None:
                     pictures[0] = errors.pictures
                     return False
-                if errors.pictures == pictures[0] or self._pictures_unsure:
+                if held[0]:  # a file's frames after the line: back at its size, or still another one
+                    if errors.pictures != pictures[0]:
+                        pictures[0], n, held[0] = errors.pictures, held[0], 0
+                        self._error(
+                            "corrupt_frame",
+                            f"{s.shown_url}: {n} frame{'s' * (n > 1)} from frame {held[1]:.0f} declared another "
+                            "size than the file's (FFmpeg began a new picture size, then its first again): "
+                            "skipped, never scaled",
+                        )
+                        return False
+                    if held[0] < _ODD_FRAMES_MAX:
+                        held[0] += 1
+                        raise _Skip
+                    held[0] = 0
+                elif errors.pictures == pictures[0] or self._pictures_unsure:
                     return False
+                elif not live:
+                    held[:] = [1, cap.get(1)]
+                    pictures[0] = errors.pictures
+                    raise _Skip
                 early = same_size_again and retrieved[0] <= _FORMAT_AGAIN_FRAMES
                 if early and self._format_suspect:  # the second reopen in a row so: a format alternating
                     self._pictures_unsure = True
@@ -1511,8 +1536,9 @@ class CameraSource:
                     )
                     return False
                 self._format_suspect = early
+                at = cap.get(1) if live else held[1]
                 said = (
-                    f"frames changed size at frame {cap.get(1):.0f} while open (FFmpeg began a new picture "
+                    f"frames changed size at frame {at:.0f} while open (FFmpeg began a new picture "
                     f"size); OpenCV scales every frame to the size it opened with ({w:.0f}x{h:.0f}), stretched"
                 )
                 if live:
@@ -1556,8 +1582,16 @@ class CameraSource:
             def rewind() -> None:
                 cap.set(1, 0)  # 1 = CAP_PROP_POS_FRAMES
                 pictures[0] = None  # the first frame again: a new scaling context for its size
+                held[0] = 0
 
             def at_end() -> None:
+                if held[0]:  # the file ended while its frames after FFmpeg's line were held back
+                    held[0] = 0
+                    self._error(
+                        "frame_size_changed",
+                        f"{s.shown_url}: its last frames, from frame {held[1]:.0f}, are of another size than "
+                        "its first (FFmpeg began a new picture size): skipped, never scaled",
+                    )
                 if resized_end[0]:  # ended at a change of size, said: not cut short
                     resized_end[0] = False
                     shown_ms[0] = 0.0

@@ -130,6 +130,22 @@ async def test_a_video_file_whose_frames_change_size_ends_its_pass_there_not_str
     assert "cut_short" not in src.stats.errors_by_reason  # it ended for the change, said as such
 
 
+async def test_one_frame_of_another_size_in_a_video_file_is_skipped_the_rest_read(tmp_path):
+    """One frame of another size (as one damaged frame whose JPEG header declares another height, which FFmpeg
+    decodes without an error) ended the file's pass there, its later frames never read: FFmpeg's line again within
+    the next frames (its decoder back at the file's size) skips only the frames between."""
+    video = _changing_video(tmp_path / "one_odd.avi", replaced=[CHANGE_AT])
+    src = CameraSource("line", CameraSettings(url=str(video), fps=100, frozen_after_s=None))
+    await src.start()
+    try:
+        frames = [f async for f in src.items()]  # a file not looped: it ends
+    finally:
+        await src.stop()
+    seen = [(_level(f.image), f.image.shape[:2]) for f in frames]
+    assert seen == [(i, (120, 160)) for i in range(FRAMES) if i != CHANGE_AT], seen
+    assert src.stats.errors_by_reason == {"corrupt_frame": 1}
+
+
 async def test_a_stream_whose_frames_change_size_is_reopened_and_read_at_its_new_size(tmp_path, caplog):
     """Served over HTTP as a video (OpenCV's FFmpeg reads it as it reads an RTSP camera): the first request gets
     the stream that changes size, later ones (the camera reopened) the new size only (FFmpeg's requests counted:
