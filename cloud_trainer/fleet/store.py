@@ -194,6 +194,15 @@ INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_
 RECORD_COUNTS_BY_AGE = (
     "CREATE INDEX IF NOT EXISTS record_counts_by_age ON record_counts (first_received, tenant, agent, epoch)"
 )
+# an epoch retention emptied has ``first_received`` inf (passed by); a record a service of before it counts into
+# that epoch again (a rollback onto the file) leaves it so, and no pass read the epoch again: its age is marked not
+# known (0) instead. Never ours: ``ingest`` sets the smaller of it and the receipt, ``retire`` leaves records 0 with it
+# (PostgreSQL migration 0028)
+RECORD_COUNTS_REOPENED = """CREATE TRIGGER IF NOT EXISTS record_counts_reopened AFTER UPDATE OF records ON record_counts
+  WHEN NEW.records > 0 AND NEW.first_received > 1e308 BEGIN
+  UPDATE record_counts SET first_received = 0
+    WHERE tenant = NEW.tenant AND agent = NEW.agent AND epoch = NEW.epoch AND kind = NEW.kind;
+END"""
 # per agent and kind: its records stored in all, kept from ``record_counts`` by triggers (whoever writes that table: a
 # service of before them too), so that an agent's stats (the console's agents view, every few seconds per agent, and
 # IngestStats) read a row per kind, not one per epoch: an agent opening an epoch each 10 s for a month (259,200) took
@@ -2665,6 +2674,7 @@ class SQLiteStore(SQLStore):
             self._check_record_counts()
         self._check_agent_counts()
         self.db.execute(RECORD_COUNTS_BY_AGE)
+        self.db.execute(RECORD_COUNTS_REOPENED)
         self.db.execute(f"PRAGMA user_version = {SQLITE_FORMAT}")
         self.lock = WriterTurns()
         # the reads that scan an agent's records (``gaps``, ``stats``: ``_tx(write=False)``) use connections of

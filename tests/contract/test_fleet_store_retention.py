@@ -220,6 +220,30 @@ def test_a_record_that_comes_after_its_hole_was_kept_as_a_loss_is_no_loss(store)
     assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 8, "last": 8, "cause": "budget"}]
 
 
+def test_a_record_an_older_service_counts_into_an_epoch_retention_emptied_is_retired_in_its_turn(store):
+    """An emptied epoch's age is "never" (passes go by it); a service of before ``first_received`` (a replica during a
+    rolling upgrade, a rollback) counting a record into it left it so: that record was never retired."""
+    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 2, 3)], tenant="acme")
+    _age(store, 3, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 3
+    with store._tx() as ex:  # what such a service writes for seq 4: its upsert does not name first_received
+        ex(
+            store.q(
+                "INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
+                "VALUES ('acme', 'gw1', 1, 4, 'result', 4, 1500, '{}')"
+            )
+        )
+        ex(
+            store.q(
+                "INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq) "
+                "VALUES ('acme', 'gw1', 1, 'result', 1, 4, 4) ON CONFLICT (tenant, agent, epoch, kind) DO UPDATE "
+                "SET records = record_counts.records + excluded.records, last_seq = excluded.last_seq"
+            )
+        )
+    assert _one_pass(store, 2000.0)["records"] == 1
+    assert store.stats("gw1", tenant="acme")["retired"]["records"] == 4
+
+
 def test_an_epoch_end_an_older_service_wrote_from_seq_1_never_shows_the_retired_seqs_lost(store):
     """Rolled back to a service released before retention, which ends a wholly retired epoch after ``MAX(seq)`` of no
     record (0), then upgraded again: the end is read from past the retired seqs."""
