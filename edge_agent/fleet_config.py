@@ -610,8 +610,16 @@ class AgentHost:
 def _pipeline_health(agent) -> dict:
     """What the fleet's gate reads from a healthy report: the pipelines' error rate since the start. An item the
     model failed on is an UNSURE result and an error: counted once, as an error (``results`` are the items
-    judged), so a model failing on every item reads 1.0, as when such items were dropped (not 0.5)."""
-    failed = sum(p.stats.model_failed for p in agent.pipelines)
-    results = sum(p.stats.results for p in agent.pipelines) - failed
-    errors = sum(sum(p.stats.errors.values()) for p in agent.pipelines)
-    return {"error_rate": errors / max(1, results + errors), "results": results, "model_failed": failed}
+    judged), so a model failing on every item reads 1.0, as when such items were dropped (not 0.5). Pipelines on a
+    slot waiting for the fleet's first package, which the config is not rolled back for (``_refuse_failed_slots``),
+    are named apart (``waiting_for_fleet``), not counted: their items (UNSURE no_model) read as the config's
+    errors, and the fleet's max_error_rate gate failed a config adding such a slot and halted its rollout."""
+    waiting = [p for p in agent.pipelines if p.slot.waiting_for_fleet]
+    pipes = [p for p in agent.pipelines if not p.slot.waiting_for_fleet]
+    failed = sum(p.stats.model_failed for p in pipes)
+    results = sum(p.stats.results for p in pipes) - failed
+    errors = sum(sum(p.stats.errors.values()) for p in pipes)
+    out = {"error_rate": errors / max(1, results + errors), "results": results, "model_failed": failed}
+    if waiting:
+        out["waiting_for_fleet"] = sorted(p.name for p in waiting)
+    return out

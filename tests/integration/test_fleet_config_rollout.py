@@ -750,6 +750,13 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
         assert host.keeper.state["refused"] == {}
         slots = host.agent.slots
         assert all(slots[n].waiting_for_fleet for n in ("vision", "vision2")), slots
+        # what the healthy note tells the fleet's gate: those pipelines named, their items (UNSURE no_model) not
+        # counted as errors; they were, and a max_error_rate gate failed the config and halted its rollout
+        from edge_agent.fleet_config import _pipeline_health
+
+        await until(lambda: all(p.stats.model_failed for p in host.agent.pipelines), 20, "items")
+        health = _pipeline_health(host.agent)
+        assert health["error_rate"] == 0 and health["waiting_for_fleet"] == ["p", "p2"], health
 
         # the fleet (at a port nothing listens on) cannot be reached: the slot's reason on /status says so, with the
         # uplink's error (it said "waiting for the fleet's deployment" alone, for ever)
