@@ -454,7 +454,13 @@ def _png_key_colour(data: bytes | memoryview) -> tuple[int, ...] | None:
         if typ in (b"IDAT", b"IEND"):
             return None
         if typ == b"tRNS":
-            if length < (2 if b[25] == 0 else 6) or i + 8 + length > len(b):
+            # one of another length than its colour's, or whose CRC is wrong, libpng drops (warned of only): the
+            # image is read opaque, by OpenCV and viewers alike
+            if length != (2 if b[25] == 0 else 6) or i + 12 + length > len(b):
+                return None
+            import zlib
+
+            if zlib.crc32(b[i + 4 : i + 8 + length]) != struct.unpack_from(">I", b, i + 8 + length)[0]:
                 return None
             if b[25] == 0:
                 key: tuple[int, ...] = struct.unpack_from(">H", b, i + 8)

@@ -469,7 +469,12 @@ async def test_a_grey_or_rgb_png_with_a_colour_made_transparent_is_refused_alike
         "one_bit_key_over.png": png(1, 0, one_bit, struct.pack(">H", 0x0101)),
         "grey_key_unused.png": png(8, 0, grey, struct.pack(">H", 8)),
         "rgb_key_unused.png": png(8, 2, rgb, struct.pack(">HHH", 30, 20, 10)),
+        # a tRNS of another length than its colour's: libpng drops it (warns), and the image is opaque; read
+        "grey_key_long.png": png(8, 0, grey, struct.pack(">HH", 7, 7)),
     }
+    bad_crc = bytearray(files["grey_key.png"])
+    bad_crc[bad_crc.find(b"tRNS") + 6] ^= 0xFF  # its CRC: libpng drops it too
+    files["grey_key_bad_crc.png"] = bytes(bad_crc)
     refused = await _camera_and_packager(tmp_path, files)
     assert refused == dict.fromkeys(
         ("grey_key.png", "rgb_key.png", "one_bit_key.png", "one_bit_key_over.png"), "unsupported_frame"
