@@ -3223,10 +3223,11 @@ class OpcUaSource:
         # node_id -> (its cached type, when): read again for a value it refused and found unchanged, so a later value
         # it refuses is refused by it without reading it again (a node of 10,000 references cost a whole paged
         # Browse a refusal) while that type object is the one cached (a change noticed replaces it), for
-        # _CONFIRMED_HOLD_S at most, until the node is said gone; and whether the value was refused by the server's
-        # BadTypeMismatch (only such a confirmation judges a later BadTypeMismatch without a read: one made for a
-        # value out of range is no sign that the type the server checks against is the one cached)
-        self._types_confirmed: dict[str, tuple[_NodeType, float, bool]] = {}
+        # _CONFIRMED_HOLD_S at most, until the node is said gone; and what the reads were made for ("agent", "range",
+        # "mismatch": only a read made for the agent's own refusal judges a later one without a read, only one made for a
+        # BadTypeMismatch a later BadTypeMismatch: one made for a value out of range is no sign that the type is
+        # the one cached, and a download that made an INT a DINT within that minute had 40000 refused, naming the INT)
+        self._types_confirmed: dict[str, tuple[_NodeType, float, frozenset[str]]] = {}
         # node_id -> (when, why) its properties could not be found out after its Browse was released (_node_type)
         self._props_unread: dict[str, tuple[float, str]] = {}
         self._forms: dict[str, int] = {}  # node_id -> the form of write its server takes (_FORMS)
@@ -5331,6 +5332,21 @@ class OpcUaSource:
                         self.name,
                         e,
                     )
+            except (
+                Exception
+            ) as e:  # none of the adapter's errors (a fault of this code or asyncua's): the beats go
+                # on; it ended this task for the session while the source read connected, the PLC's watchdog tripping
+                self.stats.error("heartbeat", f"{type(e).__name__}: {e}")
+                if type(e).__name__ not in said:
+                    said.add(type(e).__name__)
+                    log.error(
+                        "opcua source %s: heartbeat not written (unexpected %s: %s); the beats go on; said once: "
+                        "each further period it is only counted (errors_by_reason['heartbeat'])",
+                        self.name,
+                        type(e).__name__,
+                        e,
+                        exc_info=True,
+                    )
             n += 1
             await asyncio.sleep(hb.period_ms / 1000.0)
 
@@ -6456,19 +6472,28 @@ class OpcUaSource:
             return False
         return True
 
-    def _type_confirmed(self, node_id: str, nt: _NodeType, mismatch: bool = False) -> bool:
-        """Whether ``nt``, the type cached for ``node_id``, was read again for a value it refused and found
-        unchanged less than ``_CONFIRMED_HOLD_S`` ago, no change replacing it since. Not for as long as the node's
-        watch is linked: the watch sees its DataType, ArrayDimensions and access, not its MaxStringLength, its
-        MaxArrayLength or its enumeration's states, and a value a download made valid was refused for the session.
-        ``mismatch``: for the server's BadTypeMismatch, which only a read made for one confirms (``write``)."""
+    def _type_confirmed(self, node_id: str, nt: _NodeType, kind: str | None) -> bool:
+        """Whether ``nt``, the type cached for ``node_id``, was read again for a refusal of ``kind`` ("agent": the
+        agent's own, "range": BadOutOfRange, "mismatch": BadTypeMismatch; None: any) and found unchanged less than ``_CONFIRMED_HOLD_S`` ago, no change replacing it since. Not for
+        as long as the node's watch is linked: the watch sees its DataType, ArrayDimensions and access, not its
+        MaxStringLength, its MaxArrayLength or its enumeration's states, and a value a download made valid was
+        refused for the session."""
         got = self._types_confirmed.get(node_id)
         return (
             got is not None
             and got[0] is nt
             and time.monotonic() - got[1] < _CONFIRMED_HOLD_S
-            and (got[2] or not mismatch)
+            and (kind is None or kind in got[2])
         )
+
+    def _confirm_type(self, node_id: str, nt: _NodeType, kind: str) -> None:
+        """``nt`` read again for a refusal of ``kind`` and found unchanged: added to what that read confirms while the
+        minute of the first lasts (``_type_confirmed``)."""
+        got = self._types_confirmed.get(node_id)
+        if got is not None and got[0] is nt and time.monotonic() - got[1] < _CONFIRMED_HOLD_S:
+            self._types_confirmed[node_id] = (nt, got[1], got[2] | {kind})
+        else:
+            self._types_confirmed[node_id] = (nt, time.monotonic(), frozenset((kind,)))
 
     def _ns_moved(self, node_id: str) -> OpcUaNotConnected:
         """The error for a write not sent because the session saw its namespace array move (``_ns_changed``)."""
@@ -6571,13 +6596,13 @@ class OpcUaSource:
                             cached
                             and not again
                             and not _refused_by_held(nt, value, node_id)
-                            and not self._type_confirmed(node_id, nt)
+                            and not self._type_confirmed(node_id, nt, "agent")
                         ):
                             self._types.pop(node_id, None)
                             former = nt
                             continue
                         if again and nt == former:
-                            self._types_confirmed[node_id] = (nt, time.monotonic(), False)
+                            self._confirm_type(node_id, nt, "agent")
                         raise
                     if self._ns_changed:
                         # seen since the check above, while this write waited for the node's lock or read its
@@ -6607,7 +6632,8 @@ class OpcUaSource:
                         ):
                             raise
                         mismatch = code == ua.StatusCodes.BadTypeMismatch
-                        if self._type_confirmed(node_id, nt, mismatch):
+                        # a BadOutOfRange stands after any read found the type unchanged: the server refused the value
+                        if self._type_confirmed(node_id, nt, "mismatch" if mismatch else None):
                             # read again for a refusal and found unchanged within _CONFIRMED_HOLD_S: a node refused
                             # for good (a Boolean holding an INT) cost a type read (a Read and a Browse) at each
                             # write, at each beat for a heartbeat's. A BadTypeMismatch only where the read was made
@@ -6627,7 +6653,7 @@ class OpcUaSource:
                             continue
                         if now == nt and self._types.get(node_id) is now:
                             # the same type: refused for the value, not its type; not read again for a minute
-                            self._types_confirmed[node_id] = (now, time.monotonic(), mismatch)
+                            self._confirm_type(node_id, now, "mismatch" if mismatch else "range")
                         if mismatch:
                             name = _mismatch_name(now)
                         raise

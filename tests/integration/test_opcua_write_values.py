@@ -1264,6 +1264,47 @@ async def test_a_bad_type_mismatch_after_a_refused_value_still_reads_the_type_ag
         await srv.delete_nodes([node])
 
 
+async def test_a_value_the_agent_refuses_after_a_bad_out_of_range_still_reads_the_type_again(
+    plc_server, monkeypatch
+) -> None:
+    """300 refused BadOutOfRange by an INT's EURange check (its type read again and found unchanged: that answer not
+    read again for a minute); a download then makes the node a DINT within that minute (not watched). 40000, which
+    the cached INT refuses, has the type read again and is written as a DINT: it was refused by the agent for the
+    rest of the minute, naming the INT, a server's refusal taken as a reason not to read for the agent's own."""
+    from asyncua.server.internal_session import InternalSession
+
+    srv, src, nodes, _, _, _ = plc_server
+    node, _, _ = await _type_reads_counted(nodes, "WidenedAfterRange")
+    write = InternalSession.write
+
+    async def eu_range(self, params):
+        mine = [wv.NodeId == node.nodeid and wv.Value.Value.Value == 300 for wv in params.NodesToWrite]
+        results = await write(self, params)
+        return [
+            ua.StatusCode(ua.StatusCodes.BadOutOfRange) if m else r
+            for m, r in zip(mine, results, strict=True)
+        ]
+
+    monkeypatch.setattr(InternalSession, "write", eu_range)
+    try:
+        await src.write("ns=2;s=WidenedAfterRange", 1)  # its type read, cached
+        with pytest.raises(OpcUaWriteRefused, match="BadOutOfRange"):
+            await src.write("ns=2;s=WidenedAfterRange", 300)
+        await node.write_attribute(
+            ua.AttributeIds.DataType, ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.Int32), VT.NodeId))
+        )
+        srv.iserver.aspace._nodes[node.nodeid].attributes[ua.AttributeIds.Value].value = ua.DataValue(
+            ua.Variant(0, VT.Int32)
+        )
+        await src.write(
+            "ns=2;s=WidenedAfterRange", 40000
+        )  # was: OpcUaTypeMismatch "is Int16 ... out of range"
+        dv = await node.read_data_value()
+        assert (dv.Value.VariantType, dv.Value.Value) == (VT.Int32, 40000), dv
+    finally:
+        await srv.delete_nodes([node])
+
+
 async def test_a_type_read_again_that_fails_across_a_download_does_not_judge_the_write(
     plc_server, monkeypatch
 ) -> None:
@@ -1308,6 +1349,38 @@ async def test_a_type_read_again_that_fails_across_a_download_does_not_judge_the
         srv.unsubscribe_server_callback(CallbackType.PostRead, download_then_busy)
         await code.stop()
         await srv.delete_nodes(made)
+
+
+async def test_a_heartbeat_write_failing_unexpectedly_is_counted_and_the_beats_go_on(plc_server) -> None:
+    """A heartbeat write raising anything but the adapter's errors (an IndexError of a faulty server's answer did)
+    ended the heartbeat's task for the session while the source read connected: the PLC's watchdog tripped. It is
+    counted (errors_by_reason['heartbeat'] on /status) and the beats go on."""
+    srv, src, nodes, _, _, _ = plc_server
+    beat, _, _ = await _type_reads_counted(nodes, "BeatOn")
+    source = {"type": "opcua", "endpoint": src.settings.endpoint, "connect_timeout_s": 2}
+    source["heartbeat"] = {"node_id": "ns=2;s=BeatOn", "kind": "counter"}
+    settings = parse_config({"agent": {"id": "gw"}, "sources": {"hb": source}}).sources["hb"]
+    assert settings.heartbeat is not None
+    hb = OpcUaSource(
+        "hb",
+        settings.model_copy(update={"heartbeat": settings.heartbeat.model_copy(update={"period_ms": 1})}),
+    )
+    write, faults = hb.write, [3]
+
+    async def faulty(*args, **kwargs):
+        if faults[0]:
+            faults[0] -= 1
+            raise RuntimeError("a faulty answer")
+        return await write(*args, **kwargs)
+
+    hb.write = faulty  # type: ignore[method-assign]
+    await hb.start()
+    try:
+        await until(lambda: hb.heartbeats >= 2, 10, "beats after the faults")  # was: none, the task ended
+        assert hb.stats.errors_by_reason["heartbeat"] == 3, hb.stats.errors_by_reason
+    finally:
+        await hb.stop()
+        await srv.delete_nodes([beat])
 
 
 async def test_a_heartbeat_does_not_wait_for_its_type_read_again(plc_server, monkeypatch) -> None:
