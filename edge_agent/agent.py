@@ -1146,16 +1146,25 @@ class Agent:
         signal, ``verdict: OK``) leaves an unjudged part as it leaves an NG part, without it: it does not count (it
         held the heartbeat beside a reject gate on NG and UNSURE, every part rejected and the line stopped). A
         condition on what only a judged part has (its score, label, model, engine) may act on an OK part
-        (``may_match``), and tells only where it does not act on every one (``may_match_each``: a part of score 0.0,
-        0.5 or 1.0, of each label it names or another, whatever its model): ``{any: [{verdict: UNSURE}, {score:
-        {gte: 0}}]}`` acts on every part (it released the heartbeat) and so may ``{any: [{verdict: UNSURE}, {model:
-        part-inspection}]}``; a reject gate that also rejects a defect label or a score band (``{score: {gte: 0.4}}``)
-        leaves the other OK parts passed and tells (it held the heartbeat, every part rejected). An alarm's mirror is raised after ``raise_after`` matching results: unless that is 1, it tells the PLC of no
-        single part (the parts before pass untold; it released the heartbeat alone). A windowed pipeline gives no
-        result then."""
+        (``may_match``), and then tells only where it acts on NG parts (``may_match_ng``: one of another label, the
+        highest score) and not on every OK part (``may_match_each``: a part of score 0.0, of each label it names or
+        another, whatever its model): ``{any: [{verdict: UNSURE}, {score: {gte: 0}}]}`` acts on every part (it
+        released the heartbeat) and so may ``{any: [{verdict: UNSURE}, {model: part-inspection}]}``; a reject gate
+        that also rejects a defect label or a score band (``{score: {gte: 0.4}}``) leaves the other OK parts passed
+        and tells (it held the heartbeat, every part rejected); a pass that also takes UNSURE (``{any: [{verdict:
+        UNSURE}, {label: ok}]}``) passes an unjudged part as an OK part (it released the heartbeat). An alarm's
+        mirror is raised after ``raise_after`` matching results: unless that is 1, it tells the PLC of no single
+        part (the parts before pass untold; it released the heartbeat alone). A windowed pipeline gives no result
+        then."""
         import dataclasses
 
-        from edge_agent.conditions import MODEL_FIELDS, compile_condition, may_match, may_match_each
+        from edge_agent.conditions import (
+            MODEL_FIELDS,
+            compile_condition,
+            may_match,
+            may_match_each,
+            may_match_ng,
+        )
 
         now = time.time()
         held = []
@@ -1180,7 +1189,7 @@ class Agent:
                     _names_unsure(a),
                     compile_condition(a.when)(unjudged),
                     may_match(a.when, judged_ok, MODEL_FIELDS),
-                    may_match(a.when, judged_ng, MODEL_FIELDS),
+                    may_match_ng(a.when, judged_ng),
                     may_match_each(a.when, judged_ok),
                     # an alarm's mirror is set after raise_after matching results: the parts before pass untold
                     not isinstance(a, AlarmAction) or a.raise_after == 1,
@@ -1189,14 +1198,16 @@ class Agent:
                 if a is not None and any(getattr(a, field) == source for field in a.source_fields)
             ]
             told = [
-                (handed, on_unjudged, on_every_ok, each)
+                # it tells of the part where it acts on no OK part, or acts on NG parts (a reject gate) and leaves
+                # some OK part out: one acting on UNSURE and OK parts and not on NG ones passes an unjudged part
+                (handed, on_unjudged, each and (not on_ok or (on_ng and not on_every_ok)))
                 for handed, on_unjudged, on_ok, on_ng, on_every_ok, each in through
                 if handed or not on_ok or on_ng  # (a pass signal left out)
             ]
             if through and (
                 p.s.window is not None
-                or not all(handed and on_unjudged for handed, on_unjudged, _, _ in told)
-                or not any(each and not on_every_ok for _, _, on_every_ok, each in told)
+                or not all(handed and on_unjudged for handed, on_unjudged, _ in told)
+                or not any(tells for _, _, tells in told)
             ):
                 held.append(p)
         return held

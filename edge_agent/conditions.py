@@ -50,8 +50,16 @@ MODEL_FIELDS = frozenset(FIELDS) - {"verdict", "pipeline", "source", "age_ms"}
 # those of them a slot's model gives each part it judges alike (its package's): the rest (score, label, ...) vary
 # from part to part
 SLOT_FIELDS = frozenset({"model", "model_version", "engine"})
-# the values a made-up part (``may_match_each``) holds in each number a model gives a part
-_PART_NUMBERS = (0.0, 0.5, 1.0)
+# the values a made-up OK part (``may_match_each``) holds in each number a model gives a part: an OK part scores
+# below its slot's threshold, whatever that is, so its least score (0.0) stands for every one of a slot of a low
+# threshold (``{score: {lt: 0.9}}`` acts on each OK part of a classifier of threshold 0.5); a margin or a remaining
+# life varies from part to part
+_PART_NUMBERS = {
+    "score": (0.0,),
+    "anomaly_score": (0.0,),
+    "margin": (0.0, 0.5, 1.0),
+    "remaining_life": (0.0, 0.5, 1.0),
+}
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
     "ne": operator.ne,
@@ -234,12 +242,12 @@ def may_match(spec: Any, r: Any, unknown: frozenset[str], tests: dict | None = N
 def may_match_each(spec: Any, r: Any) -> bool:
     """Whether the (valid) condition ``spec`` can be true of every part a model judges like ``r`` (a dataclass result
     made up to stand for them, without the score, label, ... a model gives): true of each of a few made-up parts,
-    every combination of each number it reads (score, anomaly_score, remaining_life, margin) at 0.0, 0.5 and 1.0
-    and of a label (each it names, and one it does not; of the labels its label items tell apart alike, one), what
-    the slot gives each part alike (``SLOT_FIELDS``: the model, its version and engine) read three-valued
-    (``may_match``). ``{score: {gte: 0}}`` is true of each part, ``{model: part-inspection}`` may be;
-    ``{score: {gte: 0.4}}`` and ``{label: scratch}`` are not (a part of score 0.0, one of another label). The item's
-    age (``age_ms``) is ``r``'s own."""
+    every combination of each number it reads (``_PART_NUMBERS``: score and anomaly_score 0.0, remaining_life and
+    margin 0.0, 0.5 and 1.0) and of a label (each it names, and one it does not; of the labels its label items tell
+    apart alike, one), what the slot gives each part alike (``SLOT_FIELDS``: the model, its version and engine)
+    read three-valued (``may_match``). ``{score: {gte: 0}}`` and ``{score: {lt: 0.9}}`` are true of each part,
+    ``{model: part-inspection}`` may be; ``{score: {gte: 0.4}}`` and ``{label: scratch}`` are not (a part of score
+    0.0, one of another label). The item's age (``age_ms``) is ``r``'s own."""
     import dataclasses
     import itertools
 
@@ -247,15 +255,34 @@ def may_match_each(spec: Any, r: Any) -> bool:
     tests = [compile_condition({key: val}) for key, val in _leaves(spec) if key == "label"]
     # the labels its label items tell apart, one of each (a gate on 1,000 labels in one list: 2, not 1,001)
     labels: dict[tuple[bool, ...], str] = {}
-    for label in [*named, max(named, default="") + "_"]:
+    for label in [*named, _unnamed_label(named)]:
         part = dataclasses.replace(r, label=label)
         labels.setdefault(tuple(t(part) for t in tests), label)
-    varied = [[(key, v) for v in _PART_NUMBERS] for key in sorted(numbers_named(spec) - {"age_ms"})]
+    varied = [[(key, v) for v in _PART_NUMBERS[key]] for key in sorted(numbers_named(spec) - {"age_ms"})]
     compiled: dict = {}
     return all(
         may_match(spec, dataclasses.replace(r, **dict(part)), SLOT_FIELDS, compiled)
         for part in itertools.product(*varied, [("label", label) for label in labels.values()])
     )
+
+
+def may_match_ng(spec: Any, r: Any) -> bool:
+    """Whether the (valid) condition ``spec`` can be true of an NG part a model judges like ``r`` (a dataclass result
+    made up to stand for it, verdict NG): of a label it does not name and a score (and ``anomaly_score``) above any
+    threshold (``inf``), the rest a model gives read three-valued (``may_match``). A reject gate acts on it
+    (``{any: [{verdict: UNSURE}, {score: {gte: 0.4}}]}``, ``{label: {ne: ok}}``); a pass does not, however written
+    (``{any: [{verdict: UNSURE}, {label: ok}]}``, ``{score: {lt: 0.5}}``)."""
+    import dataclasses
+
+    part = dataclasses.replace(
+        r, label=_unnamed_label(labels_named(spec)), score=math.inf, anomaly_score=math.inf
+    )
+    return may_match(spec, part, MODEL_FIELDS - {"label", "score", "anomaly_score"})
+
+
+def _unnamed_label(named: Any) -> str:
+    """A label none of ``named`` is."""
+    return max(named, default="") + "_"
 
 
 def _maybe(spec: Any, r: Any, unknown: frozenset[str], tests: dict) -> bool | None:

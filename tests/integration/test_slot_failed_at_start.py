@@ -426,6 +426,19 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
             [{"any": [ng_or_unsure, {"all": [{"model": "part-inspection"}, {"score": {"gte": 0}}]}]}],
             True,
         ),
+        # a pass on UNSURE too, written with a label or a score, passes an unjudged part as an OK part: it acts on
+        # no NG part (of another label, the highest score), unlike a reject gate
+        "pass the OK label or UNSURE": ([{"any": [{"verdict": "UNSURE"}, {"label": "ok"}]}], True),
+        "pass a low score or UNSURE": ([{"any": [{"verdict": "UNSURE"}, {"score": {"lt": 0.5}}]}], True),
+        "pass OK or UNSURE unless a defect label": (
+            [{"all": [{"verdict": {"in": ["OK", "UNSURE"]}}, {"not": {"label": "scratch"}}]}],
+            True,
+        ),
+        "reject UNSURE or a score band": ([{"any": [{"verdict": "UNSURE"}, {"score": {"gte": 0.4}}]}], False),
+        # an OK part scores below its slot's threshold, whatever it is: under 0.9 is each OK part of most slots
+        "reject NG or UNSURE or a score under 0.9": ([{"any": [ng_or_unsure, {"score": {"lt": 0.9}}]}], True),
+        # a pass on the OK label (no UNSURE) leaves an unjudged part as it leaves an NG part of another label
+        "reject NG or UNSURE, pass the OK label": ([ng_or_unsure, {"label": "ok"}], False),
     }
     found = {}
     for shape, (whens, _) in shapes.items():
