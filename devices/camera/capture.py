@@ -1523,11 +1523,13 @@ class CameraSource:
                 early = same_size_again and retrieved[0] <= _FORMAT_AGAIN_FRAMES
                 if early and self._format_suspect:  # the second reopen in a row so: a format alternating
                     self._pictures_unsure = True
-                    log.warning(
-                        "camera %r: %s: opened again at %.0fx%.0f, the size it had, and FFmpeg's line for a new "
+                    self.notices.note(  # a state shown on /status, not only a log line
+                        "size_changes_unseen",
+                        "camera %r: %s: opened again at %.0fx%.0f, the size it had, twice, and FFmpeg's line for a new "
                         "picture came again at frame %.0f: it came for a change of pixel format (chroma subsampling), "
                         "not of size; such lines no longer reopen this camera, and a change of size while it stays "
-                        "open is not told",
+                        "open is not told (a camera alternating sizes every few frames looks the same; restart the "
+                        "agent to look again)",
                         self.name,
                         s.shown_url,
                         w,

@@ -187,6 +187,7 @@ async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_twice_
         r.getMessage() for r in caplog.records if "opened again at 160x120, the size it had" in r.getMessage()
     ]
     assert len(said) == 1 and "came for a change of pixel format (chroma subsampling), not of size" in said[0]
+    assert src.notices.status()["size_changes_unseen"]["count"] == 1  # on /status, not a log line alone
 
 
 @pytest.mark.parametrize("change_at", [2, 7])
