@@ -1863,11 +1863,24 @@ class SparkplugHost:
                     # a restart: a device born in the session it ends is awaited after it; one not born in it is
                     # forgotten. A rebirth (one asked, this host's reconnect) keeps them: emptied there, a device
                     # born before a rebirth and late after it was forgotten at the next restart
-                    # (two NBIRTHs before its DBIRTHs, a rebirth: its session before's kept, as a sharing node's are)
                     if node.shares_aliases:
                         node.named_before = {}
-                    elif node.named or not reborn:
-                        node.named_before = node.named
+                    else:
+                        # its session before's, kept as a sharing node's ``expected`` is (above): within the last
+                        # NBIRTH's wait as they were (two NBIRTHs before its DBIRTHs: a rebirth, or a restart in a
+                        # crash loop, which forgot them), past it by name alone after a rebirth, forgotten after a
+                        # restart; those born since over them. A reference move when there is nothing to keep
+                        if now < node.expected_until:
+                            before = node.named_before
+                        elif reborn:
+                            before = dict.fromkeys(node.named_before, False)
+                        else:
+                            before = {}
+                        if before:
+                            before = {**before, **node.named}
+                            if len(before) > MAX_NODE_DEVICES:
+                                before = {**node.named, _FORGOTTEN: False}
+                        node.named_before = before or node.named
                     node.named = {}
                 node.expected_until = now + REBORN_DEVICES_WAIT_S
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
