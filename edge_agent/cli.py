@@ -172,8 +172,8 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
         return [], nowhere
     try:
         trusted = load_trusted_keys([cfg.path(k) for k in cfg.trusted_keys])
-    except PackageError as exc:
-        return [f"{where}: trusted_keys: {printable(exc, 600)}"], []
+    except PackageError as exc:  # (the slots with no local package: said all the same)
+        return [f"{where}: trusted_keys: {printable(exc, 600)}"], nowhere
     errors, warnings = [], []
     for name, m in slots.items():
         root = Path(cfg.data_dir) / "models" / name

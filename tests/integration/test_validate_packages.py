@@ -240,6 +240,17 @@ async def test_validate_fails_in_the_starts_words_where_a_slot_with_no_package_h
         "it later), or the agent's fleet (cloud:) with models.vision.version_policy: follow_fleet "
         "to take its deployment: the agent does not start"
     ), line
+    # trusted keys that cannot be loaded beside a slot with a local package: an error, and that warning still said
+    (tmp_path / "bad.pub").write_text("not a key")
+    two = {**cfg, "trusted_keys": [str(tmp_path / "bad.pub")]}
+    two["models"] = {**cfg["models"], "other": {"package": str(pkg), "engine": "onnxruntime"}}
+    Path(path).write_text(yaml.safe_dump(two))
+    assert main(["validate", path]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: trusted_keys: " in err and f"warning: {path}: models.vision: no data folder at" in err, (
+        err
+    )
+    Path(path).write_text(yaml.safe_dump(cfg))
     (tmp_path / "data").mkdir()
     for refused in ([], None, ["1.0.0"]):
         if refused is None:  # a package that passes installed: it serves
