@@ -373,7 +373,20 @@ async def test_agent_offline_during_a_rollout_converges_when_it_returns(fleet):
     assert srv.control._get(dep["id"])["state"] == "running"
     agents["gw2"] = new_agent(cfg)  # restarted: same config and data folder
     await agents["gw2"].start()
-    await until(lambda: srv.control._get(dep["id"])["state"] == "completed", what="convergence after restart")
+    try:
+        await until(
+            lambda: srv.control._get(dep["id"])["state"] == "completed", what="convergence after restart"
+        )
+    except AssertionError as exc:  # where it stood: a suite run timed out here once, its state unsaid
+        d = srv.control._get(dep["id"])
+        targets = {a: (t["status"], t.get("report"), t.get("reason")) for a, t in d["targets"].items()}
+        st = agents["gw2"].slots["vision"].status()
+        slot = {k: st.get(k) for k in ("state", "version", "failed", "counters", "last_swap")}
+        up = agents["gw2"].uplink
+        raise AssertionError(
+            f"{exc}: rollout {d['state']}, targets {targets}, gw2's slot {slot}, its uplink {up.state} "
+            f"{up.last_error!r}"
+        ) from None
     assert version(agents["gw2"]) == "1.1.0"
 
 
