@@ -1189,6 +1189,7 @@ class Agent:
                     _names_unsure(a),
                     compile_condition(a.when)(unjudged),
                     may_match(a.when, judged_ok, MODEL_FIELDS),
+                    may_match(a.when, judged_ng, MODEL_FIELDS),
                     may_match_ng(a.when, judged_ng),
                     may_match_each(a.when, judged_ok),
                     # an alarm's mirror is set after raise_after matching results: the parts before pass untold
@@ -1200,8 +1201,8 @@ class Agent:
             told = [
                 # it tells of the part where it acts on no OK part, or acts on NG parts (a reject gate) and leaves
                 # some OK part out: one acting on UNSURE and OK parts and not on NG ones passes an unjudged part
-                (handed, on_unjudged, each and (not on_ok or (on_ng and not on_every_ok)))
-                for handed, on_unjudged, on_ok, on_ng, on_every_ok, each in through
+                (handed, on_unjudged, each and (not on_ok or (rejects and not on_every_ok)))
+                for handed, on_unjudged, on_ok, on_ng, rejects, on_every_ok, each in through
                 if handed or not on_ok or on_ng  # (a pass signal left out)
             ]
             if through and (

@@ -437,8 +437,8 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
         "reject UNSURE or a score band": ([{"any": [{"verdict": "UNSURE"}, {"score": {"gte": 0.4}}]}], False),
         # an OK part scores below its slot's threshold, whatever it is: under 0.9 is each OK part of most slots
         "reject NG or UNSURE or a score under 0.9": ([{"any": [ng_or_unsure, {"score": {"lt": 0.9}}]}], True),
-        # a pass on the OK label (no UNSURE) leaves an unjudged part as it leaves an NG part of another label
-        "reject NG or UNSURE, pass the OK label": ([ng_or_unsure, {"label": "ok"}], False),
+        # a pass on the OK label (no UNSURE) is a gate on a defect label an unjudged part never updates to any rule
+        "reject NG or UNSURE, pass the OK label": ([ng_or_unsure, {"label": "ok"}], True),
     }
     found = {}
     for shape, (whens, _) in shapes.items():
