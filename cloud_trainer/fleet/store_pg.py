@@ -51,6 +51,8 @@ from cloud_trainer.fleet.store import (
 
 MIGRATIONS = Path(__file__).with_name("migrations") / "postgresql"
 _LOCK_KEY = 0x6A1E_F1EE  # pg_advisory_xact_lock key of the migration step
+# a start waiting this long for the migrations' lock says who holds it (then each minute)
+LOCK_WAIT_WARN_S = 10.0
 _FILE_RE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 OUTSIDE_A_TRANSACTION = "-- migrate: outside a transaction"  # a migration file's first line (``migrate``)
 _CONCURRENT_INDEX = re.compile(r"CREATE INDEX CONCURRENTLY IF NOT EXISTS (\w+)", re.IGNORECASE)
@@ -133,7 +135,11 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
     # the migrations' lock for the whole run (replicas starting together: one applies, the others wait, then find
     # nothing to do), taken by tries outside any transaction: a replica waiting for it inside a transaction holds a
     # snapshot, which a concurrent index build waits for (a deadlock)
+    started, warn_at = time.monotonic(), LOCK_WAIT_WARN_S
     while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()[0]:
+        if (waited := time.monotonic() - started) >= warn_at:
+            _warn_lock_held(conn, waited)
+            warn_at += 60.0
         time.sleep(0.1)
     try:
         for version, path in files:
@@ -174,6 +180,29 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
         with contextlib.suppress(Exception):  # (a connection that failed: its lock went with it)
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied
+
+
+def _warn_lock_held(conn, waited: float) -> None:
+    """A WARNING naming the session that holds the migrations' lock (a replica upgrading the schema, an index build
+    waiting for an open transaction, an admin's session): the start waited for it without a word, for ever."""
+    holder = None
+    with contextlib.suppress(Exception):  # (no view of it: the warning without its holder)
+        holder = conn.execute(
+            "SELECT a.pid, a.application_name, a.client_addr::text, a.state, left(a.query, 200) FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.classid = 0 AND l.objid::bigint = %s AND l.objsubid = 1 AND l.pid <> pg_backend_pid() LIMIT 1",
+            (_LOCK_KEY,),
+        ).fetchone()
+    log.warning(
+        "fleet store: waited %.0f s for the schema migrations' lock (advisory lock %d), held by %s; this start goes "
+        "on once it is let go",
+        waited,
+        _LOCK_KEY,
+        "a session not seen"
+        if holder is None
+        else f"pid {holder[0]} ({holder[1] or 'no application_name'}, {holder[2] or 'local'}, {holder[3]}: "
+        f"{holder[4]!r})",
+    )
 
 
 def _record(conn, version: int, path: Path) -> None:

@@ -861,6 +861,46 @@ def test_postgres_migrations_are_versioned_applied_once_and_a_newer_schema_is_re
         migration_files(bad)
 
 
+def test_a_start_waiting_for_the_migrations_lock_says_who_holds_it(
+    postgres_url,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    caplog,
+):
+    """A start waited for the migrations' lock for ever without a word (a replica upgrading, an admin's session
+    holding it): past ``LOCK_WAIT_WARN_S`` a WARNING names the holder's pid and application, and the start goes on
+    once it is let go."""
+    import threading
+
+    import psycopg
+
+    from cloud_trainer.fleet import store_pg
+
+    monkeypatch.setattr(store_pg, "LOCK_WAIT_WARN_S", 0.2)
+    (tmp_path / "0001_x.sql").write_text("CREATE TABLE x (a INT)")
+    done: list = []
+    with psycopg.connect(postgres_url, autocommit=True, application_name="admin-psql") as holder:
+        pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]
+        holder.execute("SELECT pg_advisory_lock(%s)", (store_pg._LOCK_KEY,))
+
+        def starting() -> None:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                done.append(store_pg.migrate(conn, tmp_path))
+
+        start = threading.Thread(target=starting)
+        with caplog.at_level("WARNING", logger="cloud_trainer.fleet.store"):
+            start.start()
+            for _ in range(200):
+                if "migrations' lock" in caplog.text or not start.is_alive():
+                    break
+                threading.Event().wait(0.05)
+            assert not done
+            holder.execute("SELECT pg_advisory_unlock(%s)", (store_pg._LOCK_KEY,))
+            start.join(30)
+    assert done == [[1]]
+    assert f"held by pid {pid} (admin-psql" in caplog.text
+
+
 def test_postgres_connections_give_up_a_dead_path_instead_of_waiting_for_ever(postgres_url, tmp_path):  # noqa: F811
     """A path to the database that dies without a word (a NAT or firewall between the service and a managed
     database that timed the flow out) held a query for ~15 min of retransmissions, or for ever waiting for an
