@@ -337,6 +337,9 @@ class _Node:
     # datatype by a name not in ``types`` may be one of them, so such an integer is read as the wire's number, as
     # before the skip of undeclared ones (``_readings``); forgotten at its next NBIRTH
     types_cut: bool = False
+    # a birth of it declared a Template instance or a DataSet (``types``): a data metric stating another datatype is
+    # judged by the birth's there (``_readings``); forgotten at its next NBIRTH
+    tables: bool = False
     # a live data message (NDATA, DDATA) of it was read since its birth, or its birth answered a rebirth asked: a
     # node that only sends births (a flood of made-up names) is forgotten before those that speak when the table
     # is full (``SparkplugHost._room``)
@@ -1801,7 +1804,7 @@ class SparkplugHost:
                 node.ambiguous = {}
                 node.last, node.last_keys, node.last_sorted, node.templates = {}, {}, {}, {}
                 node.transient = set()
-                node.types_cut = False
+                node.types_cut = node.tables = False
                 node.defined = 0
                 return marked
             self._named[t.edge_node] = key
@@ -1890,7 +1893,7 @@ class SparkplugHost:
             node.templates, node.types, node.members, node.devices, node.owned = {}, {}, {}, set(), {}
             node.ambiguous = {}
             node.transient = set()
-            node.types_cut = False
+            node.types_cut = node.tables = False
             node.unproven_devices = set()
             node.defined = 0
             for m in payload.metrics:
@@ -2121,7 +2124,9 @@ class SparkplugHost:
                 self._too_many(t)  # births of ever new devices must not grow the memory
                 node.types_cut = True
                 break
-            node.types[(device, m.name)] = _stated(m)
+            node.types[(device, m.name)] = dt = _stated(m)
+            if dt in _TABLES:
+                node.tables = True
             if isinstance(m.value, sp.DataSet):  # its tags are its columns'
                 for col in m.value.columns:
                     self._point(node, device, f"{m.name}/{col}", points, (m.name, "DataSet"))
@@ -2799,8 +2804,18 @@ class SparkplugHost:
                     continue
                 values: list[tuple[str, Any]] = [(flat, v)]
                 nf = False
+                dt = leaf.datatype
                 if (
-                    (field_of := _FIELD_OF.get(leaf.datatype or node.types.get((dev, flat), 0))) is not None
+                    dt
+                    and node.tables
+                    and dt not in _TABLES
+                    and (born := node.types.get((dev, flat))) in _TABLES
+                ):
+                    # a plain datatype stated by a Template instance's or DataSet's name or alias: judged by the
+                    # birth's (it was read into a tag of the instance's own name, GOOD)
+                    dt = born
+                if (
+                    (field_of := _FIELD_OF.get(dt or node.types.get((dev, flat), 0))) is not None
                     and type(v) is not field_of[0]
                     and type(v) in _FIELD_NAME
                 ):
@@ -2809,12 +2824,16 @@ class SparkplugHost:
                     # to an integer as much as the number; Eclipse Tahu reads the datatype's field only (null or
                     # 0 here). It was passed on GOOD as it came, another type than its birth's (an int for a
                     # Float, 1 for a Boolean). Skipped, counted; no rebirth asked: it would bring the same
-                    typed_as = datatype_name(sp.DataType(leaf.datatype or node.types.get((dev, flat), 0)))
+                    typed_as = datatype_name(sp.DataType(dt or node.types.get((dev, flat), 0)))
                     came = repr(v) if type(v) is not str else shown_topic(v)
+                    how = (
+                        "stated in its " + t.message_type.value
+                        if dt and dt == leaf.datatype
+                        else "by its birth"
+                    )
                     self._on_error(
                         "wrong_type",
-                        f"{t.group}/{t.edge_node}/{dev or ''}: metric {shown_topic(flat)} is a "
-                        f"{typed_as} ({'stated in its ' + t.message_type.value if leaf.datatype else 'by its birth'}) "
+                        f"{t.group}/{t.edge_node}/{dev or ''}: metric {shown_topic(flat)} is a {typed_as} ({how}) "
                         f"but its value {came} came in {_FIELD_NAME[type(v)]}, not in {field_of[1]} as Sparkplug "
                         "writes it; skipped (the edge node must write each value in its datatype's field)",
                     )

@@ -103,10 +103,14 @@ async def test_a_value_in_another_field_than_its_datatypes_is_wrong_type_and_ski
     )
 
 
-async def test_a_plain_value_by_the_alias_of_a_template_or_dataset_is_wrong_type_not_a_tag_of_its_own(peers):
+@pytest.mark.parametrize("stated", [False, True])
+async def test_a_plain_value_by_the_alias_of_a_template_or_dataset_is_wrong_type_not_a_tag_of_its_own(
+    peers, stated
+):
     """A number by the alias of a Template instance or a DataSet metric (no member, no column of it) was read into a
     tag of the instance's or DataSet's own name, GOOD, beside its members' or columns' tags; it is wrong_type,
-    skipped as a value in another field than its datatype's is, the message's other metrics read."""
+    skipped as a value in another field than its datatype's is, the message's other metrics read. So too when the
+    data metric states a plain datatype (Eclipse Tahu's encoders state one on every metric): judged by the birth's."""
     src, asked, pub, got = peers.src, peers.asked, peers.pub, peers.got
     b = sp._pb().Payload()
     b.timestamp, b.seq = T0_MS, 0
@@ -126,8 +130,8 @@ async def test_a_plain_value_by_the_alias_of_a_template_or_dataset_is_wrong_type
     pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
     d = sp._pb().Payload()
     d.timestamp, d.seq = T0_MS + 1, 1
-    _metric(d, alias=1, int_value=12)  # the Template instance's
-    _metric(d, alias=2, double_value=1.5)  # the DataSet's
+    _metric(d, alias=1, int_value=12, **({"datatype": D.INT32} if stated else {}))  # the Template instance's
+    _metric(d, alias=2, double_value=1.5, **({"datatype": D.DOUBLE} if stated else {}))  # the DataSet's
     _metric(d, alias=3, int_value=6)
     pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
     await until(lambda: any(r.tag == "n/Count" and r.value == 6 for r in got), 10, "the data read")
