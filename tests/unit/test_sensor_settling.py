@@ -62,10 +62,13 @@ def test_a_settling_sensor_after_a_power_up_is_unsure_not_an_alarm():
         x = sim.step(N / FS)[0] + 20.0 * np.exp(-(k * N / FS + t) / 0.7)
         before = alone.process(x)
         v, fault = _judge(b, watch, x, turns)
-        seen.append((before.anomalous or before.alarm, fault and fault.kind, v and (v.anomalous or v.alarm)))
+        alone_said = before.anomalous or before.alarm or before.sensor_kind == "settling"
+        seen.append((alone_said, fault and fault.kind, v and (v.anomalous or v.alarm)))
         if k == 0:
             assert sensor_check(x, shaft_turns=_turns(BaselineSettings(), FS, N)) is None
-    assert any(s[0] for s in seen[:2]), seen  # the slide was read as the machine's (and alarmed)
+    # the slide was read as the machine's (and alarmed) by the baseline alone, or as its own settling since the
+    # baseline tells a ramp (7e13145d): never judged OK
+    assert any(s[0] for s in seen[:2]), seen
     assert [s[1] for s in seen[:5]] == ["settling"] * 5, seen
     assert not any(s[2] for s in seen), seen  # what is judged once the slide is small is not an anomaly
     steady = [_judge(b, watch, sim.step(10.0)[0], turns) for _ in range(12)]
