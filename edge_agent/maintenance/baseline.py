@@ -2171,8 +2171,11 @@ class Baseline:
         st = list(self.steps) if len(self.steps) == len(x) else None
         rms = x[:, _FEATURE_INDEX["rms"]]
         running = rms >= float(np.quantile(rms, 0.9)) - math.log(LOW_LEVEL)
-        # with a speed tag a stop is told by it (``_stopped``): such windows are a drive's slowest speeds, kept for
-        # the levels against the speed (``speed_levels``), judged by those
+        # with a speed tag a stop is told by it (``_stopped``): such windows below the running ones' slowest speed band
+        # are a drive's slowest speeds, kept for the levels against the speed (``speed_levels``), judged by those. One
+        # at a speed the machine ran louder at is a stop the tag did not show (a drive's speed reference read, a
+        # sensor off its mount): kept in the line, 6 of 40 pulled it down and its spreads up, and a looseness or a
+        # misalignment at the range's top read OK or 'scale' (NG before the bottom was kept)
         dropped = bool(running.sum() >= MIN_BAND_WINDOWS and not running.all())
         slow = dropped and bool(self.s.speed_tag)
         x0, sp0, keep = x, sp, np.arange(len(x))  # ``keep``: the windows the pooled statistics learn from
@@ -2212,8 +2215,11 @@ class Baseline:
         self.speed_spans = _speed_spans(sp, 1.0 + self.s.speed_band_pct / 100.0)
         self.bands, self.floor_bands = {}, {}
         self.speed_levels, self.level_threshold, self.level_spans = None, None, None
-        at = np.sort(np.concatenate([keep, np.flatnonzero(~running)])) if slow else keep  # in their order
-        xl, sl = x0[at], sp0[at]
+        line = keep  # the windows the line learns from
+        if slow:
+            bottom = ~running & (sp0 <= sp0[running].min() * (1.0 + self.s.speed_band_pct / 100.0))
+            line = np.sort(np.concatenate([keep, np.flatnonzero(bottom)]))  # in their order
+        xl, sl = x0[line], sp0[line]
         if (self.orders or self.s.speed_tag) and sl.min() > 0 and sl.max() >= SPEED_FIT_SPAN * sl.min():
             slope, level = np.polyfit(np.log(sl), xl, 1)
             self.speed_levels = (slope, level, _stats(xl - (np.outer(np.log(sl), slope) + level))[1])

@@ -98,3 +98,22 @@ def test_a_level_sliding_across_the_window_is_the_sensors_not_a_fault(fan):
     imb = window(rng, TOP, imbalance=3.0)
     v = b.process(imb + np.linspace(0, 5 * imb.std(), imb.size), {"_shaft_speed": TOP})
     assert v.anomalous and v.sensor_kind is None
+
+
+def test_stops_the_speed_tag_did_not_show_are_not_taken_for_the_ranges_bottom(tmp_path):
+    # 6 of 40 commissioning windows the sensor's floor while the tag read 1,500-3,000 rpm (a drive's speed reference
+    # read, the fan stopped): they were kept in the levels against the speed as the range's bottom is, pulled the line
+    # down and its spreads up, and a looseness and a misalignment at the top read OK or 'scale'
+    rng = np.random.default_rng(0)
+    st = BaselineSettings(windows=40, units="g", speed_tag="Speed")
+    b = Baseline(st, FS, N, path=tmp_path / "fan.json", pipeline="fan")
+    stops = list(np.linspace(1500.0, 3000.0, 6))
+    for i, rpm in enumerate(rng.permutation(np.linspace(900.0, 3000.0, 34))):
+        b.process(window(rng, rpm), {"_shaft_speed": float(rpm)})
+        if i % 5 == 2 and stops:
+            b.process(1e-4 * rng.standard_normal(N), {"_shaft_speed": stops.pop()})
+    assert b.state == "ready"
+    for kw in ({"looseness": 1.0}, {"misalignment": 1.2}):
+        v = [b.process(window(rng, TOP, **kw), {"_shaft_speed": TOP}) for _ in range(2)]
+        assert [(x.anomalous, x.sensor_kind) for x in v] == [(True, None)] * 2, (kw, [x.score for x in v])
+    assert not any(b.process(window(rng, 950.0), {"_shaft_speed": 950.0}).anomalous for _ in range(2))
