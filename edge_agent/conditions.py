@@ -270,8 +270,8 @@ def may_match_ng(spec: Any, r: Any) -> bool:
     """Whether the (valid) condition ``spec`` can be true of an NG part a model judges like ``r`` (a dataclass result
     made up to stand for it, verdict NG): of a label it does not name and a score (and ``anomaly_score``) above any
     threshold (``inf``), the rest a model gives read three-valued (``may_match``). A reject gate acts on it
-    (``{any: [{verdict: UNSURE}, {score: {gte: 0.4}}]}``, ``{label: {ne: ok}}``); a pass on the OK label or a low score does
-    not (``{any: [{verdict: UNSURE}, {label: ok}]}``, ``{score: {lt: 0.5}}``)."""
+    (``{any: [{verdict: UNSURE}, {score: {gte: 0.4}}]}``, ``{label: {ne: ok}}``); a pass on the OK label or a low
+    score does not (``{any: [{verdict: UNSURE}, {label: ok}]}``, ``{score: {lt: 0.5}}``)."""
     import dataclasses
 
     part = dataclasses.replace(
