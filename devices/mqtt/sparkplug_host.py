@@ -1872,14 +1872,14 @@ class SparkplugHost:
                         # its session before's, kept as a sharing node's ``expected`` is (above): within the last
                         # NBIRTH's wait as they were (two NBIRTHs before its DBIRTHs: a rebirth, or a restart in a
                         # crash loop, which forgot them), past it by name alone after a rebirth, forgotten after a
-                        # restart; those born since over them. A reference move when there is nothing to keep
+                        # restart; those born since over them. A reference move when there is nothing to merge
                         if now < node.expected_until:
                             before = node.named_before
                         elif reborn:
                             before = dict.fromkeys(node.named_before, False)
                         else:
                             before = {}
-                        if before:
+                        if before and node.named:
                             before = {**before, **node.named}
                             if len(before) > MAX_NODE_DEVICES:
                                 before = {**node.named, _FORGOTTEN: False}
