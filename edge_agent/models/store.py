@@ -13,7 +13,8 @@
         .rolled-back/<name>-....armed     an empty placeholder made while the disk had room (``arm``): the
                                           mark is made by renaming it, which needs no free space
         state.json                        {"current": dir, "previous": dir|null, "failed": {dir: reason},
-                                           "probation": {"candidate": dir, "since": t} | null}
+                                           "probation": {"candidate": dir, "since": t} | null,
+                                           "aside_probation": the probation of a candidate set aside (put_back)}
 
 ``state.json`` is replaced atomically (write a temporary file, fsync, rename, fsync the folder),
 and a package becomes ``current`` only after it passed verification, loading and its golden test.
@@ -106,6 +107,9 @@ MAX_REJECTED = 3
 # byte altered on disk, a load this machine refused), not a verdict on the package (the model manager installs it
 # again from the fleet's desired state; read as the outcome of a deployment still pending, it was refused for good)
 SET_ASIDE = "set aside at a start: "
+# state.json's note of the probation ``set_aside`` ended with its candidate (the folder then current), which
+# ``put_back`` restores with it
+ASIDE_PROBATION = "aside_probation"
 # empty files named by the installed folders rolled back (by the health watch, a crash loop, an admin's rollback)
 # or refused: ``newest_installed`` passes them over (kept beside state.json, which a power cut can empty)
 ROLLED_BACK = ".rolled-back"
@@ -667,6 +671,12 @@ class ModelStore:
         ``state.json``. Returns where it went (None when it was already gone)."""
         with self._write_lock:  # one read-change-write (see ``_write_lock``)
             st = self.state()
+            st.pop(ASIDE_PROBATION, None)  # (an earlier set-aside's: this one's only)
+            if (
+                st.get("current") == folder_name
+                and (prob := st.get("probation") or {}).get("candidate") == folder_name
+            ):
+                st[ASIDE_PROBATION] = prob  # its health window, for ``put_back``
             for k in ("current", "previous"):
                 if st.get(k) == folder_name:
                     st[k] = None
@@ -700,7 +710,8 @@ class ModelStore:
         """Undo ``set_aside`` of ``folder_name`` by a start that did not stand (a fleet config's trial, rolled
         back): the folder in place again and ``current``, its set-aside note dropped, where the slot holds no other
         ``current``. The start that follows verifies it as any installed folder (set aside again if it fails its
-        own checks). Whether it was put back."""
+        own checks); a candidate set aside in its health window is on probation again, as after an orderly stop.
+        Whether it was put back."""
         src, dest = self.root / ".rejected" / folder_name, self.root / folder_name
         if "/" in folder_name or folder_name in ("", ".", ".."):
             return False
@@ -713,6 +724,11 @@ class ModelStore:
             except OSError:
                 return False
             st["current"] = folder_name
+            # a candidate in its health window stays on probation, as after an orderly stop (the start that follows
+            # resumes the window): made current alone, it served for good, never judged, ``previous`` kept unused
+            prob = st.pop(ASIDE_PROBATION, None)
+            if isinstance(prob, dict) and prob.get("candidate") == folder_name and st.get("previous"):
+                st["probation"] = {**prob, "stopped": True}
             failed = st.get("failed")
             if isinstance(failed, dict) and str(failed.get(folder_name, "")).startswith(SET_ASIDE):
                 st["failed"] = {k: v for k, v in failed.items() if k != folder_name}
