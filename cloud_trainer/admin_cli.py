@@ -260,6 +260,17 @@ def _print_deployments(a, deps: list) -> None:
         if deps
         else "no deployments"
     )
+    # what a config's healthy report says beside it (a PLC's heartbeat its new fleet-fed slot holds until the
+    # package serves): shown only in --json and the console, the table read the config as healthy, nothing said
+    said = [
+        [d.id, agent, t.reason]
+        for d in deps
+        if d.kind == "config"
+        for agent, t in sorted(d.targets.items())
+        if t.status == "healthy" and t.reason
+    ]
+    if said:
+        print(_table(said, ["id", "agent", "healthy, its report says"]))
 
 
 def main_deployments(argv: list[str]) -> int:

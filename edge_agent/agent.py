@@ -451,6 +451,8 @@ class Agent:
         # desired agent configuration, and its state is reported and shown on /status
         self.on_desired_config: Callable[[Any], None] | None = None
         self.config_state: dict | None = None
+        # OPC UA source -> the pipelines writing through it whose slot, failed, holds its heartbeat (``_watchdog_hold``)
+        self.heartbeat_feeds: dict[str, list[Pipeline]] = {}
         self._recorded_hidden_from = 0  # the outbox's first seq this agent records (``start``)
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
@@ -1053,6 +1055,7 @@ class Agent:
                 src.reader_init = lower_this_thread
             if hasattr(src, "heartbeat_hold") and (feeds := self._writing_through(name)):
                 src.heartbeat_hold = functools.partial(_watchdog_hold, feeds)
+                self.heartbeat_feeds[name] = feeds
             await src.start()
             readers = [p for p in self.pipelines if p.s.source == name]
             if not hasattr(src, "items") or not (readers or _produces(src.settings)):

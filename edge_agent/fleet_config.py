@@ -495,11 +495,15 @@ class AgentHost:
             )
         if why is None:
             self.keeper.state.update(last_good=info, trial=None)
-            self.keeper.note(info, "healthy", True, health=_pipeline_health(self.agent))
+            health = _pipeline_health(self.agent)
+            held = _held_note(health)
+            self.keeper.note(info, "healthy", True, held, health=health)
             self.keeper.save()
             self.keeper.forget_old()
             assert self.agent is not None
             self.agent.config_state = {"source": "fleet", **info, "status": "healthy", "reason": ""}
+            if held:
+                log.warning("%s: %s", where, held)
             log.info("%s: healthy; it is the last good config now", where)
             return
         why = mask_credentials(why)
@@ -619,7 +623,32 @@ def _pipeline_health(agent) -> dict:
     failed = sum(p.stats.model_failed for p in pipes)
     results = sum(p.stats.results for p in pipes) - failed
     errors = sum(sum(p.stats.errors.values()) for p in pipes)
-    out = {"error_rate": errors / max(1, results + errors), "results": results, "model_failed": failed}
+    out: dict[str, Any] = {
+        "error_rate": errors / max(1, results + errors),
+        "results": results,
+        "model_failed": failed,
+    }
     if waiting:
         out["waiting_for_fleet"] = sorted(p.name for p in waiting)
+    # an OPC UA source's heartbeat (the PLC's watchdog output) such a slot holds (``_watchdog_hold``): the PLC's
+    # watchdog trips and its line goes to its safe state until a package serves; it was reported healthy, unsaid
+    held = {
+        n: sorted(p.name for p in feeds if p.slot.failed is not None)
+        for n, feeds in agent.heartbeat_feeds.items()
+        if getattr(agent.sources[n].settings, "heartbeat", None) is not None
+    }
+    if held := {n: pipes for n, pipes in held.items() if pipes}:
+        out["heartbeats_held"] = held
     return out
+
+
+def _held_note(health: Mapping[str, Any]) -> str:
+    """The healthy report's reason (the fleet's rollout shows it by the agent): the heartbeats its model slots hold
+    then (``heartbeats_held``: source -> pipelines), or "". Said as of the report: ``/status`` says while it lasts
+    (the source's ``heartbeat_held``)."""
+    held = health.get("heartbeats_held") or {}
+    return "; ".join(
+        f"heartbeat of source {n} held until the fleet's package serves: no model yet for the pipelines writing "
+        f"through it ({', '.join(pipes)}); the PLC's watchdog falls back to its safe state meanwhile"
+        for n, pipes in held.items()
+    )

@@ -804,3 +804,67 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
         assert host.agent.slots["vision2"].version == "1.0.0", host.agent.slots["vision2"].failed
     finally:
         await host.stop()
+
+
+async def test_a_config_whose_waiting_slot_holds_a_plcs_heartbeat_says_so_in_its_healthy_report(tmp_path):
+    """A config adding a fleet-fed slot with a pipeline writing through a PLC is applied (the fleet fills the slot
+    next), and the PLC's heartbeat is held until its package serves: the PLC's watchdog trips and its line goes to
+    its safe state, on every agent of the rollout. It was reported healthy, nothing said: the healthy report names
+    the held heartbeat (source -> pipelines) beside waiting_for_fleet, and its reason (what the fleet's rollout
+    shows by the agent) says it."""
+    from asyncua import ua
+
+    from edge_agent.fleet_config import AgentHost, digest_of
+    from tests.support.models import make_keypair
+    from tests.support.plc import plc
+
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "0.png").write_bytes(b"")  # never read: the candidate's start is what is judged
+    variables = {
+        "Life": ua.Variant(0, ua.VariantType.Int32),
+        "Reject": ua.Variant(False, ua.VariantType.Boolean),
+    }
+    async with plc(variables) as p:
+        heartbeat = {"node_id": p.node_id("Life"), "period_ms": 100, "kind": "counter"}
+        endpoint = f"opc.tcp://127.0.0.1:{p.port}/plc/"
+        body = {"sources": {"plc": {"type": "opcua", "endpoint": endpoint, "heartbeat": heartbeat}}}
+        host = AgentHost(local_gateway(tmp_path, body), health_s=3.0)
+        await host.start()
+        try:
+            cand = {
+                "trusted_keys": [str(pub)],
+                "models": {"vision2": {"name": "part-inspection", "version_policy": "follow_fleet"}},
+                "sources": {
+                    **body["sources"],
+                    "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 1, "loop": True},
+                },
+                "actions": {
+                    "reject": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Reject"),
+                        "when": {"verdict": "NG"},
+                    }
+                },
+                "pipelines": [{"name": "p2", "source": "cam", "model": "vision2", "actions": ["reject"]}],
+            }
+            data = yaml.safe_dump(cand).encode()
+            host._on_desired(
+                pb.DesiredConfig(deployment_id="d1", digest=digest_of(data), yaml=data, name="d1")
+            )
+            await until(lambda: (host.keeper.state["last_good"] or {}).get("deployment_id") == "d1", 20, "d1")
+            assert host.keeper.state["refused"] == {}
+            (note,) = [r for r in host.keeper.state["unreported"] if r["step"] == "healthy"]
+            assert note["health"]["waiting_for_fleet"] == ["p2"], note
+            assert note["health"]["heartbeats_held"] == {"plc": ["p2"]}, note
+            assert note["reason"].startswith(
+                "heartbeat of source plc held until the fleet's package serves"
+            ), note
+            assert "(p2)" in note["reason"], note
+            # and it is so: the PLC's watchdog output stands still (/status says so under the source)
+            assert host.agent is not None
+            src = host.agent.sources["plc"]
+            await until(lambda: src.heartbeat_held is not None, 20, "the heartbeat held")
+        finally:
+            await host.stop()
