@@ -267,17 +267,32 @@ def may_match_each(spec: Any, r: Any) -> bool:
 
 
 def may_match_ng(spec: Any, r: Any) -> bool:
-    """Whether the (valid) condition ``spec`` can be true of an NG part a model judges like ``r`` (a dataclass result
-    made up to stand for it, verdict NG): of a label it does not name and a score (and ``anomaly_score``) above any
-    threshold (``inf``), the rest a model gives read three-valued (``may_match``). A reject gate acts on it
-    (``{any: [{verdict: UNSURE}, {score: {gte: 0.4}}]}``, ``{label: {ne: ok}}``); a pass on the OK label or a low
-    score does not (``{any: [{verdict: UNSURE}, {label: ok}]}``, ``{score: {lt: 0.5}}``)."""
+    """Whether the (valid) condition ``spec`` is a reject gate of the parts a model judges like ``r`` (a dataclass
+    result made up to stand for them, verdict NG): it can be true of an NG part of a label it does not name and a
+    score (and ``anomaly_score``) above any threshold (``inf``), of each margin and remaining life (``_PART_NUMBERS``:
+    neither tells an NG part), the rest a model gives read three-valued (``may_match``), and its verdict alone acts
+    on every NG part or it can leave out an OK part of that label and score 0.0. A reject gate acts on it (``{any:
+    [{verdict: UNSURE}, {score: {gte: 0.4}}]}``, ``{any: [{verdict: NG}, {label: {ne: ok}}]}``); a pass on the OK
+    label, a low score, a wide margin or a label but a defect's does not (``{any: [{verdict: UNSURE}, {label:
+    ok}]}``, ``{score: {lt: 0.5}}``, ``{margin: {gte: 0.5}}``, ``{label: {ne: scratch}}``: an OK part of another
+    label passes as that NG part)."""
     import dataclasses
+    import itertools
 
-    part = dataclasses.replace(
+    ng = dataclasses.replace(
         r, label=_unnamed_label(labels_named(spec)), score=math.inf, anomaly_score=math.inf
     )
-    return may_match(spec, part, MODEL_FIELDS - {"label", "score", "anomaly_score"})
+    ok = dataclasses.replace(ng, verdict="OK", score=0.0, anomaly_score=0.0)
+    read = sorted(numbers_named(spec) & {"margin", "remaining_life"})
+    unknown = MODEL_FIELDS - {"label", "score", "anomaly_score", *read}
+    parts = [dict(c) for c in itertools.product(*[[(key, v) for v in _PART_NUMBERS[key]] for key in read])]
+    tests: dict = {}
+    return all(
+        _maybe(spec, dataclasses.replace(ng, **part), unknown, tests) is not False for part in parts
+    ) and (
+        _maybe(spec, r, MODEL_FIELDS, tests) is True
+        or any(_maybe(spec, dataclasses.replace(ok, **part), unknown, tests) is not True for part in parts)
+    )
 
 
 def _unnamed_label(named: Any) -> str:

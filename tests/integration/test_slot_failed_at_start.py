@@ -439,6 +439,17 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
         "reject NG or UNSURE or a score under 0.9": ([{"any": [ng_or_unsure, {"score": {"lt": 0.9}}]}], True),
         # a pass on the OK label (no UNSURE) is a gate on a defect label an unjudged part never updates to any rule
         "reject NG or UNSURE, pass the OK label": ([ng_or_unsure, {"label": "ok"}], True),
+        # neither a margin nor a remaining life tells an NG part, and a label but a defect's is the OK parts' too:
+        # each passes an unjudged part as an OK part (of a wide margin, a long life, the OK label)
+        "pass a wide margin or UNSURE": ([{"any": [{"verdict": "UNSURE"}, {"margin": {"gte": 0.5}}]}], True),
+        "pass a long life or UNSURE": (
+            [{"any": [{"verdict": "UNSURE"}, {"remaining_life": {"gt": 0}}]}],
+            True,
+        ),
+        "pass a label but a defect's or UNSURE": (
+            [{"any": [{"verdict": "UNSURE"}, {"not": {"label": "scratch"}}]}],
+            True,
+        ),
     }
     found = {}
     for shape, (whens, _) in shapes.items():
