@@ -113,7 +113,14 @@ from devices.base import (
     wall_since,
     written_number,
 )
-from devices.opcua.properties import UNTIL_READ, Properties, PropertiesUnread, paged
+from devices.opcua.properties import (
+    BROWSE_IDLE_PAGES,
+    UNTIL_READ,
+    Properties,
+    PropertiesUnread,
+    paged,
+    release_points,
+)
 from devices.opcua.rates import RateError, StatedRates
 from devices.opcua.settings import (
     DATETIME_RANGE,
@@ -1108,10 +1115,14 @@ def _aged(nt: _NodeType) -> bool:
 
 
 def _one_each(results: list, asked: int, what: str) -> list:
-    """``results``, when the server answered one for each of the ``asked`` operations; a faulty server's other count
-    raised as ``ua.UaError`` naming it (an empty answer to a Write raised IndexError, no adapter error, its text
-    "list index out of range"): whether a Write so answered was taken is not known, so it is retried."""
-    if len(results) != asked:
+    """``results``, one for each of the ``asked`` operations: the first ``asked`` of a faulty server's answer of more
+    (Part 4 orders them as the operations; a Write taken, answered Good twice, was retried for ever, said failing); a
+    faulty server's fewer raised as ``ua.UaError`` naming it (an empty answer to a Write raised IndexError, no
+    adapter error, its text "list index out of range"): whether a Write so answered was taken is not known, so it
+    is retried."""
+    if len(results) > asked:
+        return results[:asked]
+    if len(results) < asked:
         raise ua.UaError(
             f"the server answered the {what} with {len(results)} result(s) for {asked} (a server fault); whether it "
             "was done is not known"
@@ -1258,10 +1269,10 @@ _SERVER_MAX_BYTES = {
 
 def _positive(v: Any) -> int | None:
     """A stated limit (MaxStringLength, MaxArrayLength) as a count; None: none (0, absent, or no count). A server
-    stating it as a whole Double (4.0, not the UInt32 Part 3 gives it) had it taken as none: a 6-byte text went to a
-    STRING[4], for the PLC to cut."""
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-        v = int(v)
+    stating it as a Double (4.0, not the UInt32 Part 3 gives it; 4.5 held to 4) had it taken as none: a 6-byte text
+    went to a STRING[4], for the PLC to cut."""
+    if isinstance(v, float) and math.isfinite(v):
+        v = math.floor(v)  # 4.5: fewer than 5 (taken as none stated, 6 bytes went to it)
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
@@ -6536,6 +6547,9 @@ class OpcUaSource:
             self._targets_gone.discard(node.nodeid)
             self._targets_back.discard(node.nodeid)
         name = ""
+        answered = (
+            ""  # the server's answer to the Write while its type is read again for it (``_TYPE_ANSWERS``)
+        )
         lock = self._write_lock(node)
         try:
             async with (
@@ -6647,7 +6661,9 @@ class OpcUaSource:
                         # as it was converted for the old type (a converting gateway answered BadOutOfRange to an
                         # INT's 300 made a SINT, at each write until the hold ended)
                         self._types.pop(node_id, None)
+                        answered = code_name(code)
                         now = await self._types.read(node, node_id, self._props_unread)
+                        answered = ""
                         if not again and now != nt:
                             self._type_changed_at_write(node_id, nt, now, code)
                             continue
@@ -6691,8 +6707,14 @@ class OpcUaSource:
             if self._session_up() and await self._answers_since(sent):
                 # the session answers (keepalive reads, the state connected): the PLC, or a device behind a
                 # gateway, does not take this write; not a lost connection (source_down would never say so)
+                what = (
+                    f"answered {answered}, and the node's type, read again to judge it (a download may have retyped "
+                    "it), was not answered"
+                    if answered
+                    else "not answered"
+                )
                 raise OpcUaServerBusy(
-                    f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} not answered "
+                    f"opcua source {self.name}: write of {reprlib.repr(value)} to {node_id} {what} "
                     f"within {self.settings.connect_timeout_s:g} s while the session is up; retried"
                 ) from None
             if self._session_up():  # the socket open, the server silent: a link cut without a word
@@ -7114,7 +7136,9 @@ async def _children(node: Node) -> list[Node]:
     """The targets of ``node``'s forward hierarchical references (asyncua's ``get_children``), every page read by
     ``paged``: a browse cancelled between pages (its caller's timeout, a stop) left the continuation point held on
     the agent's session, one of the few a PLC keeps per session, for the session's life. A result not Good is raised
-    (asyncua's took it as no children)."""
+    (asyncua's took it as no children). A server handing a continuation point for ever (pages listing nothing new)
+    has it released after ``BROWSE_IDLE_PAGES`` such pages in a row, the children listed kept: BrowseNext requests
+    ran back to back until the caller's time bound."""
     session = node.session
     desc = ua.BrowseDescription()
     desc.NodeId = node.nodeid
@@ -7125,14 +7149,27 @@ async def _children(node: Node) -> list[Node]:
     params = ua.BrowseParameters()
     params.NodesToBrowse.append(desc)
     results = await paged(session, session.browse(params))
-    refs: list[ua.ReferenceDescription] = []
+    refs: dict[ua.NodeId, None] = {}  # the targets, in the order listed
+    idle = 0  # pages in a row listing nothing new
     while True:
         if len(results) != 1:  # a faulty server's answer: said as a status, the folder skipped
             raise ua.UaStatusCodeError(ua.StatusCodes.BadUnexpectedError)
         results[0].StatusCode.check()
-        refs += results[0].References
+        before = len(refs)
+        refs.update(dict.fromkeys(r.NodeId for r in results[0].References))
+        idle = 0 if len(refs) > before else idle + 1
+        if idle >= BROWSE_IDLE_PAGES:
+            log.info(
+                "opcua: browse of %s: its continuation point released after %d pages in a row listing nothing new "
+                "(a server handing one for ever); the %d children listed kept",
+                node.nodeid.to_string(),
+                idle,
+                len(refs),
+            )
+            await release_points(session, results)
+            return [Node(session, r) for r in refs]
         if not results[0].ContinuationPoint:
-            return [Node(session, r.NodeId) for r in refs]
+            return [Node(session, r) for r in refs]
         more = ua.BrowseNextParameters()
         more.ReleaseContinuationPoints = False  # the next page (asyncua's default is True: the point freed)
         more.ContinuationPoints = [results[0].ContinuationPoint]

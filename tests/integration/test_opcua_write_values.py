@@ -1119,6 +1119,30 @@ async def _type_reads_counted(nodes, name: str, late_s: float = 0.0):
     return node, reads, counted
 
 
+async def _retype(srv, node, type_id: int, held: ua.Variant) -> None:
+    """A download's retype of ``node`` in place: its DataType ``type_id``, holding ``held``."""
+    await node.write_attribute(
+        ua.AttributeIds.DataType, ua.DataValue(ua.Variant(ua.NodeId(type_id), VT.NodeId))
+    )
+    srv.iserver.aspace._nodes[node.nodeid].attributes[ua.AttributeIds.Value].value = ua.DataValue(held)
+
+
+def _write_answered(monkeypatch, node, value, code: int) -> None:
+    """The server answers a Write of ``value`` to ``node`` ``code`` (an EURange check's BadOutOfRange), having taken
+    nothing of it; other writes as it does."""
+    from asyncua.server.internal_session import InternalSession
+
+    write = InternalSession.write
+
+    async def answered(self, params):
+        mine = [wv.NodeId == node.nodeid and wv.Value.Value.Value == value for wv in params.NodesToWrite]
+        rest = [wv for wv, m in zip(params.NodesToWrite, mine, strict=True) if not m]
+        results = await write(self, ua.WriteParameters(NodesToWrite=rest)) if rest else []
+        return [ua.StatusCode(code) if m else results.pop(0) for m in mine]
+
+    monkeypatch.setattr(InternalSession, "write", answered)
+
+
 async def test_a_heartbeat_held_across_a_reconnect_is_no_longer_shown_held_once_written_again(
     plc_server,
 ) -> None:
@@ -1177,13 +1201,14 @@ async def test_a_type_whose_read_takes_long_is_read_again_less_often_than_each_h
         await srv.delete_nodes([node])
 
 
-async def test_a_max_string_length_stated_as_a_whole_double_holds(plc_server) -> None:
-    """An odd server states a STRING[4]'s MaxStringLength as the Double 4.0 (Part 3 gives it as UInt32): it was taken
-    as none stated, and a 6-byte text went out for the PLC to cut."""
+@pytest.mark.parametrize("stated", [4.0, 4.5])
+async def test_a_max_string_length_stated_as_a_double_holds(plc_server, stated) -> None:
+    """An odd server states a STRING[4]'s MaxStringLength as the Double 4.0 (Part 3 gives it as UInt32), or 4.5: each
+    was taken as none stated, and a 6-byte text went out for the PLC to cut."""
     srv, src, nodes, _, _, _ = plc_server
     node, prop = await text_node(await nodes["Int16"].get_parent(), 2, "Code", 4)
     held = srv.iserver.aspace._nodes[prop.nodeid].attributes[ua.AttributeIds.Value]
-    held.value = ua.DataValue(ua.Variant(4.0, VT.Double))
+    held.value = ua.DataValue(ua.Variant(stated, VT.Double))
     try:
         with pytest.raises(OpcUaTypeMismatch, match="holds at most 4 bytes"):
             await src.write("ns=2;s=Code", "abcdef")
@@ -1218,6 +1243,30 @@ async def test_a_write_a_faulty_server_answers_with_no_result_is_an_adapter_erro
         await srv.delete_nodes([node])
 
 
+async def test_a_write_a_faulty_server_answers_with_two_results_takes_the_first(
+    plc_server, monkeypatch
+) -> None:
+    """A server answering a Write of one node with two results: the first is the node's (Part 4 orders them as the
+    operations). It was an error, "whether it was done is not known", retried for ever though the PLC took it."""
+    from asyncua.server.internal_session import InternalSession
+
+    srv, src, nodes, _, _, _ = plc_server
+    node, _, _ = await _type_reads_counted(nodes, "TwoAnswers")
+    write = InternalSession.write
+
+    async def two_results(self, params):
+        results = await write(self, params)
+        mine = any(wv.NodeId == node.nodeid for wv in params.NodesToWrite)
+        return results + [ua.StatusCode(ua.StatusCodes.BadInternalError)] if mine else results
+
+    monkeypatch.setattr(InternalSession, "write", two_results)
+    try:
+        assert await src.write("ns=2;s=TwoAnswers", 5) is None  # was: OpcUaError "with 2 result(s) for 1"
+        assert (await node.read_value()) == 5
+    finally:
+        await srv.delete_nodes([node])
+
+
 async def test_a_node_the_server_refuses_for_its_type_for_good_is_not_read_again_at_each_write(
     plc_server,
 ) -> None:
@@ -1240,68 +1289,64 @@ async def test_a_node_the_server_refuses_for_its_type_for_good_is_not_read_again
         await srv.delete_nodes([node])
 
 
-async def test_a_bad_type_mismatch_after_a_refused_value_still_reads_the_type_again(plc_server) -> None:
-    """40000 refused by the agent for an INT (its type read again and found unchanged: a minute without another
-    read); a download then makes the node a REAL within that minute (not watched). The server's BadTypeMismatch to
-    the next value has the type read again and the value written as a REAL: it was refused for the rest of the
-    minute, naming the INT the node no longer is, a BadTypeMismatch taken as one more refusal of a confirmed type."""
+@pytest.mark.parametrize(
+    ("refused", "answer", "retyped", "then"),
+    [
+        # the agent refuses 40000 for the INT; made a REAL, 5 answered BadTypeMismatch was refused naming the INT
+        (40000, None, (ua.ObjectIds.Float, ua.Variant(0.0, VT.Float)), ua.Variant(5.0, VT.Float)),
+        # the server answers 300 BadOutOfRange (an EURange check); made a DINT, 40000 was refused by the agent
+        (
+            300,
+            ua.StatusCodes.BadOutOfRange,
+            (ua.ObjectIds.Int32, ua.Variant(0, VT.Int32)),
+            ua.Variant(40000, VT.Int32),
+        ),
+    ],
+)
+async def test_a_type_found_unchanged_for_one_refusal_is_read_again_for_another_kind(
+    plc_server, monkeypatch, refused, answer, retyped, then
+) -> None:
+    """An INT's type read again for a refused value and found unchanged is not read again for that kind of refusal for
+    a minute; a download then retypes the node within that minute (not watched). The next value, refused for another
+    kind (the server's BadTypeMismatch after the agent's refusal; the agent's own after a BadOutOfRange), has the
+    type read again and is written as the new type: it was refused until the minute ended, naming the INT."""
     srv, src, nodes, _, _, _ = plc_server
     node, _, _ = await _type_reads_counted(nodes, "RetypedAfterRefusal")
+    if answer is not None:
+        _write_answered(monkeypatch, node, refused, answer)
     try:
         await src.write("ns=2;s=RetypedAfterRefusal", 1)  # its type read, cached
-        with pytest.raises(OpcUaTypeMismatch, match="out of range"):
-            await src.write("ns=2;s=RetypedAfterRefusal", 40000)
-        await node.write_attribute(
-            ua.AttributeIds.DataType, ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.Float), VT.NodeId))
-        )
-        srv.iserver.aspace._nodes[node.nodeid].attributes[ua.AttributeIds.Value].value = ua.DataValue(
-            ua.Variant(0.0, VT.Float)
-        )
-        await src.write("ns=2;s=RetypedAfterRefusal", 5)  # was: OpcUaWriteRefused "the node is Int16"
+        with pytest.raises(
+            OpcUaWriteRefused if answer else OpcUaTypeMismatch, match="BadOutOfRange|out of range"
+        ):
+            await src.write("ns=2;s=RetypedAfterRefusal", refused)
+        await _retype(srv, node, *retyped)
+        await src.write("ns=2;s=RetypedAfterRefusal", int(then.Value))
         dv = await node.read_data_value()
-        assert (dv.Value.VariantType, dv.Value.Value) == (VT.Float, 5.0), dv
+        assert (dv.Value.VariantType, dv.Value.Value) == (then.VariantType, then.Value), dv
     finally:
         await srv.delete_nodes([node])
 
 
-async def test_a_value_the_agent_refuses_after_a_bad_out_of_range_still_reads_the_type_again(
+async def test_a_bad_out_of_range_whose_type_read_again_is_not_answered_says_so(
     plc_server, monkeypatch
 ) -> None:
-    """300 refused BadOutOfRange by an INT's EURange check (its type read again and found unchanged: that answer not
-    read again for a minute); a download then makes the node a DINT within that minute (not watched). 40000, which
-    the cached INT refuses, has the type read again and is written as a DINT: it was refused by the agent for the
-    rest of the minute, naming the INT, a server's refusal taken as a reason not to read for the agent's own."""
-    from asyncua.server.internal_session import InternalSession
+    """A Write answered BadOutOfRange has the node's type read again (a download may have retyped it); that read not
+    answered within connect_timeout_s, the write is retried, the type read at the next try. It was said "not
+    answered", the server's answer to the Write unsaid."""
+    from devices.opcua.client import OpcUaServerBusy
 
     srv, src, nodes, _, _, _ = plc_server
-    node, _, _ = await _type_reads_counted(nodes, "WidenedAfterRange")
-    write = InternalSession.write
-
-    async def eu_range(self, params):
-        mine = [wv.NodeId == node.nodeid and wv.Value.Value.Value == 300 for wv in params.NodesToWrite]
-        results = await write(self, params)
-        return [
-            ua.StatusCode(ua.StatusCodes.BadOutOfRange) if m else r
-            for m, r in zip(mine, results, strict=True)
-        ]
-
-    monkeypatch.setattr(InternalSession, "write", eu_range)
+    node, _, late = await _type_reads_counted(nodes, "RangeSlowType", late_s=2.2)
+    _write_answered(monkeypatch, node, 300, ua.StatusCodes.BadOutOfRange)
     try:
-        await src.write("ns=2;s=WidenedAfterRange", 1)  # its type read, cached
-        with pytest.raises(OpcUaWriteRefused, match="BadOutOfRange"):
-            await src.write("ns=2;s=WidenedAfterRange", 300)
-        await node.write_attribute(
-            ua.AttributeIds.DataType, ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.Int32), VT.NodeId))
-        )
-        srv.iserver.aspace._nodes[node.nodeid].attributes[ua.AttributeIds.Value].value = ua.DataValue(
-            ua.Variant(0, VT.Int32)
-        )
-        await src.write(
-            "ns=2;s=WidenedAfterRange", 40000
-        )  # was: OpcUaTypeMismatch "is Int16 ... out of range"
-        dv = await node.read_data_value()
-        assert (dv.Value.VariantType, dv.Value.Value) == (VT.Int32, 40000), dv
+        await src.write("ns=2;s=RangeSlowType", 1)  # its type read, cached
+        srv.subscribe_server_callback(CallbackType.PostRead, late)
+        with pytest.raises(OpcUaServerBusy, match=r"answered BadOutOfRange, and the node's type, read again"):
+            await src.write("ns=2;s=RangeSlowType", 300)
     finally:
+        srv.unsubscribe_server_callback(CallbackType.PostRead, late)
+        await asyncio.sleep(0.3)  # that read's late answer sent: the module's server is the next test's
         await srv.delete_nodes([node])
 
 
@@ -1351,20 +1396,26 @@ async def test_a_type_read_again_that_fails_across_a_download_does_not_judge_the
         await srv.delete_nodes(made)
 
 
+def _fast_heartbeat(src: OpcUaSource, node_id: str) -> OpcUaSource:
+    """A source on ``src``'s server beating a counter on ``node_id`` every 1 ms (under the 100 ms a config may set):
+    many beats in a few milliseconds. Not started."""
+    source = {"type": "opcua", "endpoint": src.settings.endpoint, "connect_timeout_s": 2}
+    source["heartbeat"] = {"node_id": node_id, "kind": "counter"}
+    settings = parse_config({"agent": {"id": "gw"}, "sources": {"hb": source}}).sources["hb"]
+    assert settings.heartbeat is not None
+    return OpcUaSource(
+        "hb",
+        settings.model_copy(update={"heartbeat": settings.heartbeat.model_copy(update={"period_ms": 1})}),
+    )
+
+
 async def test_a_heartbeat_write_failing_unexpectedly_is_counted_and_the_beats_go_on(plc_server) -> None:
     """A heartbeat write raising anything but the adapter's errors (an IndexError of a faulty server's answer did)
     ended the heartbeat's task for the session while the source read connected: the PLC's watchdog tripped. It is
     counted (errors_by_reason['heartbeat'] on /status) and the beats go on."""
     srv, src, nodes, _, _, _ = plc_server
     beat, _, _ = await _type_reads_counted(nodes, "BeatOn")
-    source = {"type": "opcua", "endpoint": src.settings.endpoint, "connect_timeout_s": 2}
-    source["heartbeat"] = {"node_id": "ns=2;s=BeatOn", "kind": "counter"}
-    settings = parse_config({"agent": {"id": "gw"}, "sources": {"hb": source}}).sources["hb"]
-    assert settings.heartbeat is not None
-    hb = OpcUaSource(
-        "hb",
-        settings.model_copy(update={"heartbeat": settings.heartbeat.model_copy(update={"period_ms": 1})}),
-    )
+    hb = _fast_heartbeat(src, "ns=2;s=BeatOn")
     write, faults = hb.write, [3]
 
     async def faulty(*args, **kwargs):
@@ -1393,15 +1444,7 @@ async def test_a_heartbeat_does_not_wait_for_its_type_read_again(plc_server, mon
 
     srv, src, nodes, _, _, _ = plc_server
     beat, _, _ = await _type_reads_counted(nodes, "Beat")
-    source = {"type": "opcua", "endpoint": src.settings.endpoint, "connect_timeout_s": 2}
-    source["heartbeat"] = {"node_id": "ns=2;s=Beat", "kind": "counter"}
-    settings = parse_config({"agent": {"id": "gw"}, "sources": {"hb": source}}).sources["hb"]
-    assert settings.heartbeat is not None
-    # a fast beat (1 ms, under the 100 ms a config may set): many beats in a few milliseconds
-    hb = OpcUaSource(
-        "hb",
-        settings.model_copy(update={"heartbeat": settings.heartbeat.model_copy(update={"period_ms": 1})}),
-    )
+    hb = _fast_heartbeat(src, "ns=2;s=Beat")
     during: list[int] = []  # beats written while each DataType read of the node was answered
 
     async def late(event, _dispatcher) -> None:

@@ -483,10 +483,12 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
     answers BadContinuationPointInvalid. One hands a continuation
     point for ever (Step): the write waited while BrowseNext requests ran back to back; its pages listing
     nothing new are bounded and the rest released, its properties translated. Wide's 120 properties take more
-    pages than that bound, its translate refused (Nano, Micro): every page is read, not only the first 100."""
+    pages than that bound, its translate refused (Nano, Micro): every page is read, not only the first 100. So is
+    the browse of a folder (Cell) handed a point for ever: it ran until its caller's time bound."""
     from asyncua.server.internal_session import InternalSession
 
     endless: list[bool] = []  # the ReleaseContinuationPoints of each BrowseNext of Step's endless point
+    cell: list[bool] = []  # and of Cell's
     translate = InternalSession.translate_browsepaths_to_nodeids
 
     def vendor_browse(d, r) -> bool:
@@ -496,6 +498,8 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
             r.References, r.ContinuationPoint = r.References[:1], b"endless"
         elif d.NodeId.Identifier == "Phase":  # its next page answered BadContinuationPointInvalid
             r.References, r.ContinuationPoint = r.References[:1], b"invalid"
+        elif d.NodeId.Identifier == "Cell":
+            r.ContinuationPoint = b"cell"  # its one child listed, then pages listing nothing, for ever
         else:
             return False
         return True
@@ -503,9 +507,9 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
     def vendor_next(cp: bytes, release: bool, r) -> bool:
         if cp == b"invalid":
             r.StatusCode = ua.StatusCode(ua.StatusCodes.BadContinuationPointInvalid)
-        elif cp == b"endless":
-            endless.append(release)
-            if not release and len(endless) < 1000:
+        elif cp in (b"endless", b"cell"):
+            (got := endless if cp == b"endless" else cell).append(release)
+            if not release and len(got) < 1000:
                 r.ContinuationPoint = cp
         else:
             return False
@@ -535,6 +539,8 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
         for node in (mode, step, phase, wide):
             await node.add_property(0, "EnumStrings", ua.Variant(states, ua.VariantType.LocalizedText))
         await label.add_property(0, "MaxStringLength", ua.Variant(5, ua.VariantType.UInt32))
+        c = await obj.add_object(ua.NodeId("Cell", idx), "Cell")
+        await c.add_variable(ua.NodeId("Count", idx), "Count", ua.Variant(0, ua.VariantType.UInt32))
         return {"Mode": mode, "Label": label, "Step": step, "Phase": phase, "Wide": wide}
 
     async with plc_server(build) as p, opcua_source(p) as src:
@@ -543,6 +549,9 @@ async def test_properties_are_read_through_every_browse_page_and_translated_when
             with pytest.raises(OpcUaTypeMismatch, match=r"values 0, 1, 2; cannot write 7"):
                 await src.write(p.node_id(name), 7)
         assert endless[-1] and len(endless) < 1000, len(endless)  # released, not read for ever
+        listed = await src.browse(p.node_id("Cell"), 1)
+        assert [v["browse_name"] for v in listed] == ["Count"], listed
+        assert cell[-1] and len(cell) < 1000, len(cell)  # was: 1000 pages, the server's own end
 
 
 def _pages_served(monkeypatch, pages: dict, only=None, odd=None, odd_next=None, late_s: float = 0.0) -> None:
