@@ -298,7 +298,7 @@ def _settings(a):
         dataset=getattr(a, "dataset", None),
         registry=getattr(a, "registry", None),
         signing_key=key,
-        workdir=a.work or Path("var/builds") / a.family,
+        workdir=_workdir(a),
         seed=getattr(a, "seed", 0),
         epochs=epochs,
         epochs_given=getattr(a, "epochs", None) is not None,
@@ -344,6 +344,11 @@ def _others_option(a: argparse.Namespace) -> str | None:
     return None
 
 
+def _workdir(a: argparse.Namespace) -> Path:
+    """The work folder the stages share: ``--work``, default ``var/builds/<family>``."""
+    return a.work or Path("var/builds") / a.family
+
+
 def _registry_name(a: argparse.Namespace) -> str:
     """The package name a verb judges or publishes in the registry: ``build`` and ``evaluate`` build ``--name``, else
     the family's (a ``report.json`` an earlier ``--name`` run left in the work folder names another); ``package`` and
@@ -354,7 +359,7 @@ def _registry_name(a: argparse.Namespace) -> str:
     if hasattr(a, "name"):  # (build, evaluate)
         return str(a.name) if a.name else load_family(a.family).package_name
     try:
-        report = json.loads(((a.work or Path("var/builds") / a.family) / "report.json").read_text())
+        report = json.loads((_workdir(a) / "report.json").read_text())
         name = report.get("name") if isinstance(report, dict) else None
     except (OSError, ValueError):
         name = None
