@@ -1685,6 +1685,28 @@ def _read_as(value: Any) -> str:
 MODEL_SLOT_CHARS = 128
 
 
+def _slot_folder_refusal(name: str, names: Mapping[str, Any]) -> str | None:
+    """Why a model slot's name cannot name its folder (``data_dir/models/<name>``), or None. A name of an empty,
+    ``.`` or ``..`` part (``..``, ``vision/..``, ``/var/lib/factory-edge``, ``vision/``) put the slot's store on
+    another folder (the data folder, ``models``, another slot's), and one inside another slot's (``vision/x``
+    beside ``vision``) in it: a store's clean-up removes every folder its state does not name, and took the other
+    slots' installed packages (the outbox, from the data folder)."""
+    parts = name.split("/")
+    if "\x00" in name or any(p in ("", ".", "..") for p in parts):
+        return (
+            "a model slot's name names its folder under data_dir/models: no empty, '.' or '..' part (a leading, "
+            "trailing or doubled '/'): this one's folder would be another's (the data folder, or another slot's), "
+            "whose folders the slot's clean-up removes"
+        )
+    inside = [o for o in names if o != name and name.startswith(o + "/")]
+    if inside:
+        return (
+            f"a model slot's name names its folder under data_dir/models: this one's is inside slot {inside[0]!r}'s, "
+            "whose clean-up removes it: rename one"
+        )
+    return None
+
+
 def _name_not_text(name: Any) -> str:
     """Why a source, slot or action name is refused: YAML 1.1 reads a plain ``on``, ``off``, ``yes``, ``no``,
     ``~`` or ``1`` as a boolean, null or number, not as the name written (and a reference to it elsewhere could
@@ -1725,6 +1747,8 @@ def _validate_section(
                         f"a model slot's name of {len(n)} characters; at most {MODEL_SLOT_CHARS} (the fleet "
                         "refuses a rollout to a longer one and keeps the first 128 of it in a deployment report)",
                     )
+                elif (why := _slot_folder_refusal(n, names)) is not None:
+                    report.error(f"models.{n}", why)
         entries = {n: _validate_entry(key, n, args[1], r, report) for n, r in names.items()}
         return {n: v for n, v in entries.items() if v is not None}, set(names)
     if origin is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):

@@ -1294,3 +1294,26 @@ def test_a_qos1_publish_through_a_subscribing_mqtt_source_is_a_warning_naming_th
     # the source publishes over a connection of its own: no PUBACK waits behind what it reads
     d["sources"]["broker"]["publish_connection"] = "separate"
     assert parse_config(d, "line3.yaml").warnings == []
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("..", "no empty, '.' or '..' part"),
+        ("vision/..", "no empty, '.' or '..' part"),
+        ("/var/lib/factory-edge", "no empty, '.' or '..' part"),
+        ("vision/", "no empty, '.' or '..' part"),
+        ("vision/x", "this one's is inside slot 'vision''s, whose clean-up removes it"),
+    ],
+)
+def test_a_slot_name_whose_folder_is_another_is_refused_naming_it(env, name, said):
+    """A slot's store is data_dir/models/<name>, and its clean-up removes every folder there its state does not
+    name: a slot named 'vision/..' beside 'vision' removed vision's installed package at its start; '..' put its
+    store on the data folder (the outbox beside it)."""
+    d = good(env)
+    d["models"][name] = {"package": env["vision"]}
+    errs = errors_of(d)
+    assert len(errs) == 1 and errs[0].startswith(f"line3.yaml: models.{name}: ") and said in errs[0], errs
+    d["models"] = {"line1/vision": {"package": env["vision"]}, "health": d["models"]["health"]}
+    d["pipelines"][0]["model"] = "line1/vision"
+    parse_config(d, "line3.yaml")  # a nested name of its own folder: as before
