@@ -753,6 +753,7 @@ class ModelStore:
             st = self.state()
             if failed is not None:
                 _note_failed(st, failed[0].name, failed[1])
+            st.pop(ASIDE_PROBATION, None)  # (``put_back`` puts back only where no other is current)
             st["current"] = folder.name
             st["previous"] = previous.name if previous else None
             st["probation"] = (

@@ -32,3 +32,14 @@ def test_a_candidate_set_aside_in_its_health_window_is_put_back_on_probation(tmp
     assert store.put_back(CAND)
     st = json.loads(store.state_path.read_text())
     assert st["current"] == CAND and st["probation"] is None and "aside_probation" not in st, st
+
+
+def test_a_set_aside_probation_is_forgotten_once_another_folder_is_current(tmp_path):
+    for n in (PREV, CAND):
+        (tmp_path / n).mkdir()
+    store = ModelStore(tmp_path)
+    prob = {"candidate": CAND, "since": 5.0, "unclean_ends": 0, "stopped": False}
+    store._write_state_file({"current": CAND, "previous": PREV, "probation": prob})
+    store.set_aside(CAND, "a byte altered")  # the start installs the package again, or serves another
+    store.set_current(tmp_path / PREV, None)
+    assert "aside_probation" not in json.loads(store.state_path.read_text())
