@@ -1150,7 +1150,8 @@ class Agent:
         held the heartbeat beside a reject gate on NG and UNSURE, every part rejected and the line stopped). A
         condition on what only a judged part has (its score, label, model, engine) may act on an OK part
         (``may_match``), and then tells only where it acts on NG parts (``may_match_ng``: one of another label, the
-        highest score) and not on every OK part (``may_match_each``: a part of score 0.0, of each label it names or
+        highest score, any margin and remaining life, and not an OK part of that label unless its verdict acts on every
+        NG part) and not on every OK part (``may_match_each``: a part of score 0.0, of each label it names or
         another, whatever its model): ``{any: [{verdict: UNSURE}, {score: {gte: 0}}]}`` acts on every part (it
         released the heartbeat) and so may ``{any: [{verdict: UNSURE}, {model: part-inspection}]}``; a reject gate
         that also rejects a defect label or a score band (``{score: {gte: 0.4}}``) leaves the other OK parts passed
@@ -1187,12 +1188,14 @@ class Agent:
             )
             judged_ok = dataclasses.replace(unjudged, verdict="OK", outputs={})
             judged_ng = dataclasses.replace(judged_ok, verdict="NG")
+            ng_high = dataclasses.replace(judged_ng, score=math.inf, anomaly_score=math.inf)
             through = [
                 (
                     _names_unsure(a),
                     compile_condition(a.when)(unjudged),
                     may_match(a.when, judged_ok, MODEL_FIELDS),
-                    may_match(a.when, judged_ng, MODEL_FIELDS),
+                    # an NG part scores above its slot's threshold, whatever it is: a pass on a low score acts on none
+                    may_match(a.when, ng_high, MODEL_FIELDS - {"score", "anomaly_score"}),
                     may_match_ng(a.when, judged_ng),
                     may_match_each(a.when, judged_ok),
                     # an alarm's mirror is set after raise_after matching results: the parts before pass untold

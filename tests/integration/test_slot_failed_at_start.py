@@ -439,6 +439,10 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
         "reject NG or UNSURE or a score under 0.9": ([{"any": [ng_or_unsure, {"score": {"lt": 0.9}}]}], True),
         # a pass on the OK label (no UNSURE) is a gate on a defect label an unjudged part never updates to any rule
         "reject NG or UNSURE, pass the OK label": ([ng_or_unsure, {"label": "ok"}], True),
+        # an NG part scores above its slot's threshold: a pass on a low score acts on none, a gate on a high one is
+        # never updated by an unjudged part
+        "reject NG or UNSURE, pass a low score": ([ng_or_unsure, {"score": {"lt": 0.5}}], False),
+        "reject NG or UNSURE, a gate on a high score": ([ng_or_unsure, {"score": {"gte": 0.4}}], True),
         # neither a margin nor a remaining life tells an NG part, and a label but a defect's is the OK parts' too:
         # each passes an unjudged part as an OK part (of a wide margin, a long life, the OK label)
         "pass a wide margin or UNSURE": ([{"any": [{"verdict": "UNSURE"}, {"margin": {"gte": 0.5}}]}], True),
