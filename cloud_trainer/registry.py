@@ -430,9 +430,8 @@ class Registry:
             raise RegistryError(f"{m.name} {m.version} is already in the registry; versions are immutable")
         if (why := leading_zero_problem(m.version)) is not None:  # (a package built before build refused it)
             raise RegistryError(f"{m.name} {m.version}: its manifest's version {why}; build it again")
-        if (
-            why := build_refusal(m)
-        ) is not None:  # (golden tolerances that pass any output: built before, or by hand)
+        # (golden tolerances that pass any output: built before, or by hand)
+        if (why := build_refusal(m)) is not None:
             raise RegistryError(f"{m.name} {m.version}: {why}; build it again")
         key = _vkey(m.version)
         same = next((e["version"] for e in entries if _vkey(e.get("version")) == key), None)

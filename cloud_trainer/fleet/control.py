@@ -1497,9 +1497,8 @@ class Control:
             if self.keep_rollouts and not 0 <= now - self._pruned_at < PRUNE_ROLLOUTS_S:
                 self._pruned_at = now
                 self.prune_finished()
-        if (
-            not 0 <= now - self._going_back_filled < GOING_BACK_FILL_S
-        ):  # (outside the write: ``_fill_going_back``)
+        # (outside the write: ``_fill_going_back``)
+        if not 0 <= now - self._going_back_filled < GOING_BACK_FILL_S:
             self._going_back_filled = now
             self._fill_going_back()
 

@@ -639,11 +639,11 @@ class FleetServicer(rpc.FleetServicer):
                     )
                     return True, None
                 if not taken:
-                    self._note_late_run(key, boot)
+                    self._note_late_run(key)
                     return False, None
             late, over = await self._held_above(key, boot, seq)
             if late is not None:
-                self._note_late_run(key, boot)
+                self._note_late_run(key)
                 return False, None
             counted = self._begun_elsewhere.pop(key, None)
             if had is not None and counted != _run_key(boot):
@@ -763,7 +763,7 @@ class FleetServicer(rpc.FleetServicer):
         """A report of run ``boot`` the agent's row said late (``late``: ``_late_by_row``): noted; one late to another
         run that the agent is told of is that run begun over this one, which another replica took (``_alternating``:
         a replica counts the runs its clone begins as well as its own)."""
-        self._note_late_run(key, boot)
+        self._note_late_run(key)
         if late and self._tell_late(key):
             self._alternating(key, boot, late)
             # once: a lone gateway whose old run's report came late here after its new run's took another replica
@@ -799,8 +799,8 @@ class FleetServicer(rpc.FleetServicer):
                 CLONE_HOLD_S,
             )
 
-    def _note_late_run(self, key: tuple[str, str], boot: str) -> None:
-        """A report of agent ``key`` of run ``boot``, which a newer one followed, came (``_alternating``)."""
+    def _note_late_run(self, key: tuple[str, str]) -> None:
+        """A report of agent ``key`` of a run which a newer one followed came (``_alternating``)."""
         self._late_runs.setdefault(key, collections.deque(maxlen=CLONE_LATE)).append(time.monotonic())
 
     def _tell_late(self, key: tuple[str, str]) -> bool:

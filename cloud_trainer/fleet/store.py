@@ -2274,9 +2274,8 @@ class SQLStore(Store):
             for t, ds in left.items():
                 out["blobs"] += self._retire_blobs(t, ds, blobs.for_tenant(t), halt)
         seen: set[tuple[str, str, int]] = set()  # (an epoch has a row per kind)
-        young: list[
-            tuple
-        ] = []  # epochs whose lowest record is younger than their row said: (its receipt, key)
+        # epochs whose lowest record is younger than their row said: (its receipt, key)
+        young: list[tuple] = []
         try:
             for first, tenant, agent, epoch in rows:
                 if halt is not None and halt.is_set():
@@ -2293,36 +2292,36 @@ class SQLStore(Store):
                     ),
                     key,
                 )
-                if oldest and oldest[0][0] >= before:
+                if not oldest:
+                    continue
+                if oldest[0][0] >= before:
                     young.append((oldest[0][0], *key))
-                if oldest and oldest[0][0] < before:
-                    try:
-                        n, m, digests = self._retire_epoch(key, before, most - out["records"])
-                    except Exception as exc:
-                        # the agent's rows held past the lock wait (its batch uploading to a bucket, an admin's open
-                        # transaction): this epoch waits for a later pass; the step failed, and no epoch after it
-                        # was retired while the hold lasted
-                        if not self._guard_busy(exc):
-                            raise
-                        log.warning(
-                            "retention: agent %s (tenant %s): its rows are held by another transaction past the "
-                            "lock wait; its epoch %d waits for a later pass",
-                            agent,
-                            tenant,
-                            int(epoch),
-                        )
-                        n, m, digests = 0, 0, set()
-                    out["records"] += n
-                    out["samples"] += m
-                    if digests and blobs is not None:
-                        out["blobs"] += self._retire_blobs(
-                            tenant, sorted(digests), blobs.for_tenant(tenant), halt
-                        )
-                    if (
-                        out["records"] >= most
-                    ):  # the step's share: this epoch again next step (it may hold more)
-                        out["after"] = (first, tenant, agent, int(epoch) - 1)
-                        return out
+                    continue
+                try:
+                    n, m, digests = self._retire_epoch(key, before, most - out["records"])
+                except Exception as exc:
+                    # the agent's rows held past the lock wait (its batch uploading to a bucket, an admin's open
+                    # transaction): this epoch waits for a later pass; the step failed, and no epoch after it
+                    # was retired while the hold lasted
+                    if not self._guard_busy(exc):
+                        raise
+                    log.warning(
+                        "retention: agent %s (tenant %s): its rows are held by another transaction past the "
+                        "lock wait; its epoch %d waits for a later pass",
+                        agent,
+                        tenant,
+                        int(epoch),
+                    )
+                    n, m, digests = 0, 0, set()
+                out["records"] += n
+                out["samples"] += m
+                if digests and blobs is not None:
+                    out["blobs"] += self._retire_blobs(
+                        tenant, sorted(digests), blobs.for_tenant(tenant), halt
+                    )
+                if out["records"] >= most:  # the step's share: this epoch again next step (it may hold more)
+                    out["after"] = (first, tenant, agent, int(epoch) - 1)
+                    return out
         finally:
             self._note_young(young)
         if len(rows) < RETIRE_SCAN_EPOCHS and out["records"] < most:
@@ -2450,12 +2449,9 @@ class SQLStore(Store):
         ``ingest.loss_rows``, its oldest pruned past LOSS_ROWS_PER_AGENT)."""
         q, (tenant, agent, epoch) = self.q, key
         was = ex(q(RETIRED_SEQ), key).fetchone()
-        at = floor = 0 if was is None else int(was[0])
-        holes = []
-        for s in seqs:
-            if s > at + 1:
-                holes.append((at + 1, s - 1))
-            at = max(at, s)
+        floor = 0 if was is None else int(was[0])
+        at = max(floor, seqs[-1])
+        holes = [(x, y) for _e, x, y in _without(epoch, floor + 1, at, seqs)]
         found = ex(
             q(
                 "SELECT first, last, cause, t FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND last <> 0 "
@@ -2470,16 +2466,11 @@ class SQLStore(Store):
         split, pieces = [], []
         for a, b, cause, told_t in found:
             inside = seqs[bisect.bisect_left(seqs, a) : bisect.bisect_right(seqs, b)]
-            if not inside:
-                continue
-            split.append((a, b))
-            x = a
-            for s in inside:
-                if s > x:
-                    pieces.append((tenant, agent, epoch, x, s - 1, cause, told_t))
-                x = s + 1
-            if x <= b:
-                pieces.append((tenant, agent, epoch, x, b, cause, told_t))
+            if inside:
+                split.append((a, b))
+                pieces += [
+                    (tenant, agent, epoch, x, y, cause, told_t) for _e, x, y in _without(epoch, a, b, inside)
+                ]
         told = _disjoint([(a, b, cause) for a, b, cause, _ in found])
         ends = [b for _, b, _ in told]
         rows = [
