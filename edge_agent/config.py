@@ -1685,7 +1685,7 @@ def _read_as(value: Any) -> str:
 MODEL_SLOT_CHARS = 128
 
 
-def _slot_folder_refusal(name: str, names: Mapping[str, Any]) -> str | None:
+def slot_folder_refusal(name: str, names: Mapping[str, Any]) -> str | None:
     """Why a model slot's name cannot name its folder (``data_dir/models/<name>``), or None. A name of an empty,
     ``.`` or ``..`` part (``..``, ``vision/..``, ``/var/lib/factory-edge``, ``vision/``) put the slot's store on
     another folder (the data folder, ``models``, another slot's), and one inside another slot's (``vision/x``
@@ -1747,7 +1747,7 @@ def _validate_section(
                         f"a model slot's name of {len(n)} characters; at most {MODEL_SLOT_CHARS} (the fleet "
                         "refuses a rollout to a longer one and keeps the first 128 of it in a deployment report)",
                     )
-                elif (why := _slot_folder_refusal(n, names)) is not None:
+                elif (why := slot_folder_refusal(n, names)) is not None:
                     report.error(f"models.{n}", why)
         entries = {n: _validate_entry(key, n, args[1], r, report) for n, r in names.items()}
         return {n: v for n, v in entries.items() if v is not None}, set(names)

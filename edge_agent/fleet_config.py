@@ -60,6 +60,7 @@ from edge_agent.config import (
     parse_config,
     read_config_file,
     read_yaml,
+    slot_folder_refusal,
 )
 from edge_agent.files import atomic_write_json, read_json_state, why_unread
 from edge_agent.opcua_pins import FollowedNamespaces
@@ -338,6 +339,7 @@ class AgentHost:
                 "loss); back on the last good config",
             )
         cfg, info = self._last_good()
+        await self._put_back(self._serving_before(trial))
         try:
             await self._launch(cfg, info)
         except Exception:
@@ -462,8 +464,21 @@ class AgentHost:
             log.error("fleet config refused: %s", mask_credentials(reason))
             self.keeper.refuse(info, "failed", reason)
             return
+        # slots serving under the running config -> (their folder, the package folder served): one the candidate's
+        # start set aside (a refused_versions of it, a key rotation) is put back for the fall back, which found
+        # nothing installed and left the slot failed until the fleet sent the package again (for ever for a local one).
+        # Kept with the trial: a process ended during it (a kill, a power cut) has them put back at the next start
+        serving = {
+            n: (sl.store.root, f)
+            for n, sl in self.agent.slots.items()
+            if sl.failed is None and (f := sl.store.state().get("current"))
+        }
         self.keeper.put_yaml(want.digest, want.yaml)
-        self.keeper.state["trial"] = {**info, "started": time.time()}
+        self.keeper.state["trial"] = {
+            **info,
+            "started": time.time(),
+            "serving": {n: f for n, (_, f) in serving.items()},
+        }
         self.keeper.save()
         log.info("%s: applying (restarting the agent on it)", where)
         # slots failed under the running config -> their configured package: the candidate did not bring those (a
@@ -473,14 +488,6 @@ class AgentHost:
         # pipelines judging under the running config -> their slot: one put on a slot with no package (a slot renamed
         # by a typo, a pipeline moved to a new fleet-fed slot) is the candidate's doing
         judging = {p.name: p.s.model for p in self.agent.pipelines if p.slot.failed is None}
-        # slots serving under the running config -> (their folder, the package folder served): one the candidate's
-        # start set aside (a refused_versions of it, a key rotation) is put back for the fall back, which found
-        # nothing installed and left the slot failed until the fleet sent the package again (for ever for a local one)
-        serving = {
-            n: (sl.store.root, f)
-            for n, sl in self.agent.slots.items()
-            if sl.failed is None and (f := sl.store.state().get("current"))
-        }
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
             await self._refuse_failed_slots(failed_before, judging)
@@ -574,21 +581,38 @@ class AgentHost:
         """Stop the running agent gracefully (its outbox closed: nothing accepted is lost), start one on ``cfg``,
         the package folders of ``put_back`` (slot -> (its folder, package folder)) put back in between
         (``_fall_back``)."""
-        from edge_agent.models.store import ModelStore
-
         if self.agent is not None:
             await self.agent.stop()
             self._followed.remember(self.agent.cfg, self.agent.sources)
             self.agent = None
-        for name, (root, folder) in (put_back or {}).items():
+        await self._put_back(put_back)
+        await self._launch(cfg, info)
+
+    async def _put_back(self, serving: Mapping[str, tuple[Path, str]] | None) -> None:
+        """The package folders of ``serving`` (slot -> (its folder, package folder)) a candidate's start set aside,
+        put back for the last good config (``ModelStore.put_back``)."""
+        from edge_agent.models.store import ModelStore
+
+        for name, (root, folder) in (serving or {}).items():
             # (a store read afresh: the candidate's wrote its state.json since)
-            if await asyncio.to_thread(ModelStore(root, clean=False).put_back, folder):
+            if root.is_dir() and await asyncio.to_thread(ModelStore(root, clean=False).put_back, folder):
                 log.warning(
                     "model slot %r: %s, set aside by the config rolled back, put back for the last good config",
                     name,
                     printable(folder, 200),
                 )
-        await self._launch(cfg, info)
+
+    def _serving_before(self, trial: Mapping[str, Any] | None) -> dict[str, tuple[Path, str]]:
+        """What the slots served before a trial the process ended in (its record's ``serving``: slot -> package
+        folder), each slot's folder where this data folder keeps it; a name that is no slot's folder (the record is
+        a file anyone with the gateway's shell can edit) is passed over."""
+        kept = (trial or {}).get("serving")
+        models = Path(self.local_cfg.data_dir) / "models"
+        return {
+            n: (models / n, f)
+            for n, f in (kept.items() if isinstance(kept, dict) else ())
+            if isinstance(n, str) and isinstance(f, str) and slot_folder_refusal(n, {}) is None
+        }
 
     async def _health(self, agent, values: Mapping[str, str] | None = None) -> str | None:
         """None when every source is connected within ``health_s``; else why not, every value of ``values`` (the

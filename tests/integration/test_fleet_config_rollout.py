@@ -802,6 +802,27 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
             lambda: host.agent is not None and host.agent.slots["vision2"].state != "stopped", 20, "d3"
         )
         assert host.agent.slots["vision2"].version == "1.0.0", host.agent.slots["vision2"].failed
+
+        # and where the process ends during such a trial (a kill, a power cut: here its host left at the candidate's
+        # start, never stopped), the next start puts the folder back for the last good config, which found nothing
+        # installed: the slot waited for the fleet's package
+        class Ended(BaseException):
+            pass
+
+        async def ended(*_a) -> None:
+            raise Ended
+
+        host._refuse_failed_slots = ended
+        offer(refusing, "d6")
+        await until(lambda: host._task is not None and host._task.done(), 20, "d6 cut short")
+        assert isinstance(host._task.exception(), Ended)
+        assert host.keeper.state["trial"]["deployment_id"] == "d6" and host.agent is not None
+        await host.agent.stop()
+        host._lock.release()
+        host = AgentHost(host.local_path, health_s=1.0)
+        await host.start()
+        assert "d6/" in " ".join(host.keeper.state["refused"]), host.keeper.state["refused"]
+        assert host.agent.slots["vision2"].version == "1.0.0", host.agent.slots["vision2"].failed
     finally:
         await host.stop()
 
