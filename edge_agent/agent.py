@@ -1158,8 +1158,9 @@ class Agent:
         and tells (it held the heartbeat, every part rejected); a pass that also takes UNSURE (``{any: [{verdict:
         UNSURE}, {label: ok}]}``) passes an unjudged part as an OK part (it released the heartbeat). An alarm's
         mirror is raised after ``raise_after`` matching results: unless that is 1, it tells the PLC of no single
-        part (the parts before pass untold; it released the heartbeat alone). A windowed pipeline gives no result
-        then."""
+        part (the parts before pass untold; it released the heartbeat alone). Two actions acting on such a part that
+        write one node different values leave it the last one's (it released the heartbeat). A windowed pipeline gives
+        no result then."""
         import dataclasses
 
         from edge_agent.conditions import (
@@ -1189,6 +1190,18 @@ class Agent:
             judged_ok = dataclasses.replace(unjudged, verdict="OK", outputs={})
             judged_ng = dataclasses.replace(judged_ok, verdict="NG")
             ng_high = dataclasses.replace(judged_ng, score=math.inf, anomaly_score=math.inf)
+            mine = [
+                a
+                for a in (self.cfg.actions.get(n) for n in p.s.actions)
+                if a is not None and any(getattr(a, field) == source for field in a.source_fields)
+            ]
+            # two actions acting on an unjudged part that write one node different values: the last one written
+            # wins (a reject gate's true, then a pass on UNSURE's false: the PLC read it as it reads an OK part)
+            written: dict[str, set[str]] = {}
+            for a in mine:
+                node = getattr(a, "node_id", None)
+                if node and _names_unsure(a) and compile_condition(a.when)(unjudged):
+                    written.setdefault(node, set()).add(repr(getattr(a, "value", True)))
             through = [
                 (
                     _names_unsure(a),
@@ -1201,8 +1214,7 @@ class Agent:
                     # an alarm's mirror is set after raise_after matching results: the parts before pass untold
                     not isinstance(a, AlarmAction) or a.raise_after == 1,
                 )
-                for a in (self.cfg.actions.get(n) for n in p.s.actions)
-                if a is not None and any(getattr(a, field) == source for field in a.source_fields)
+                for a in mine
             ]
             told = [
                 # it tells of the part where it acts on no OK part, or acts on NG parts (a reject gate) and leaves
@@ -1213,6 +1225,7 @@ class Agent:
             ]
             if through and (
                 p.s.window is not None
+                or any(len(values) > 1 for values in written.values())
                 or not all(handed and on_unjudged for handed, on_unjudged, _ in told)
                 or not any(tells for _, _, tells in told)
             ):

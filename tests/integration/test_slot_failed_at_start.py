@@ -443,6 +443,23 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
         # never updated by an unjudged part
         "reject NG or UNSURE, pass a low score": ([ng_or_unsure, {"score": {"lt": 0.5}}], False),
         "reject NG or UNSURE, a gate on a high score": ([ng_or_unsure, {"score": {"gte": 0.4}}], True),
+        # two actions acting on an unjudged part write one node: the last one's value is what the PLC reads
+        "reject NG or UNSURE and pass the OK label or UNSURE, one node": (
+            [
+                {"type": "opcua_write", "node_id": "ns=2;s=Part", "when": ng_or_unsure},
+                {
+                    "type": "opcua_write",
+                    "node_id": "ns=2;s=Part",
+                    "value": False,
+                    "when": {"any": [{"verdict": "UNSURE"}, {"label": "ok"}]},
+                },
+            ],
+            True,
+        ),
+        "reject NG or UNSURE twice, one node": (
+            [{"type": "opcua_write", "node_id": "ns=2;s=Part", "when": ng_or_unsure}] * 2,
+            False,
+        ),
         # neither a margin nor a remaining life tells an NG part, and a label but a defect's is the OK parts' too:
         # each passes an unjudged part as an OK part (of a wide margin, a long life, the OK label)
         "pass a wide margin or UNSURE": ([{"any": [{"verdict": "UNSURE"}, {"margin": {"gte": 0.5}}]}], True),
@@ -459,7 +476,9 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
     for shape, (whens, _) in shapes.items():
         actions = {
             f"a{i}": (
-                {**when, "opcua_source": "plc", "node_id": f"ns=2;s=Alarm{i}"}
+                {"source": "plc", **when}
+                if when is not None and when.get("type") == "opcua_write"
+                else {**when, "opcua_source": "plc", "node_id": f"ns=2;s=Alarm{i}"}
                 if when is not None and "type" in when
                 else {
                     "type": "opcua_write",
