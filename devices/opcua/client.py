@@ -946,9 +946,7 @@ async def _node_type(
         raise OpcUaTypeMismatch(
             f"node {node_id} states no DataType; the agent cannot tell how to encode a value"
         )
-    rank, dims = (
-        dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None for dv in got[1:]
-    )
+    rank, dims = _shape_stated(got)
     rank_status, dims_status = got[1].StatusCode, got[2].StatusCode
     try:
         base = await get_base_data_type(Node(node.session, dtid))
@@ -980,8 +978,6 @@ async def _node_type(
         vtype, enum_held_as = await _enum_held(node)
     else:
         vtype = ua.VariantType(ident)
-    rank = rank if isinstance(rank, int) else -2
-    dims = tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else ()
     # by the node's own id, however the config spells it (ns= or nsu=, "i=05"): each spelling Browsed anew
     key = node.nodeid.to_string()
     said = unread.get(key) if unread is not None else None
@@ -1112,6 +1108,37 @@ def _aged(nt: _NodeType) -> bool:
     whose properties take a paged Browse of seconds (a few thousand requests) is read again every few minutes,
     not each minute: at most 1 % of the session's time goes to reading it again."""
     return time.monotonic() - nt.read_at >= max(_TYPE_HOLD_S, nt.read_s / _TYPE_READ_SHARE)
+
+
+def _shape_stated(got: list) -> tuple[int, tuple[int, ...]]:
+    """The ValueRank and ArrayDimensions of a Read of DataType, ValueRank and ArrayDimensions (``got``): -2 (any) and
+    () where not given."""
+    rank, dims = (
+        dv.Value.Value if dv.Value is not None and _is_good(dv.StatusCode) else None for dv in got[1:]
+    )
+    return (
+        rank if isinstance(rank, int) else -2,
+        tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else (),
+    )
+
+
+async def _attributes_unchanged(node: Node, nt: _NodeType) -> bool:
+    """Whether ``node``'s DataType, ValueRank and ArrayDimensions (one Read, no Browse) are those ``nt`` was read with,
+    as ``_node_type`` takes them; True too when they cannot be read now, or when ``nt`` is judged by what the node
+    holds (a BaseDataType or abstract node, an enumeration held as another integer), which that Read does not see."""
+    if nt.held is not None or nt.enum_held_as is not None:
+        return True
+    asked = [ua.AttributeIds.DataType, ua.AttributeIds.ValueRank, ua.AttributeIds.ArrayDimensions]
+    try:
+        got = _one_each(await node.read_attributes(asked), len(asked), "Read of its type")
+    except (ua.UaError, TimeoutError):
+        return True
+    dtid = got[0].Value.Value if got[0].Value is not None and _is_good(got[0].StatusCode) else None
+    return isinstance(dtid, ua.NodeId) and (dtid.to_string(), *_shape_stated(got)) == (
+        nt.data_type,
+        nt.rank,
+        nt.dims,
+    )
 
 
 def _one_each(results: list, asked: int, what: str) -> list:
@@ -6646,8 +6673,12 @@ class OpcUaSource:
                         ):
                             raise
                         mismatch = code == ua.StatusCodes.BadTypeMismatch
-                        # a BadOutOfRange stands after any read found the type unchanged: the server refused the value
-                        if self._type_confirmed(node_id, nt, "mismatch" if mismatch else None):
+                        # a BadOutOfRange stands after any read found the type unchanged: the server refused the value;
+                        # a BadTypeMismatch after one Read finds the node's attributes unchanged (a download that made
+                        # an INT holding a REAL a REAL had its writes refused, naming the INT, until the minute ended)
+                        if self._type_confirmed(node_id, nt, "mismatch" if mismatch else None) and (
+                            not mismatch or await _attributes_unchanged(node, nt)
+                        ):
                             # read again for a refusal and found unchanged within _CONFIRMED_HOLD_S: a node refused
                             # for good (a Boolean holding an INT) cost a type read (a Read and a Browse) at each
                             # write, at each beat for a heartbeat's. A BadTypeMismatch only where the read was made

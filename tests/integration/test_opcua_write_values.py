@@ -1267,23 +1267,62 @@ async def test_a_write_a_faulty_server_answers_with_two_results_takes_the_first(
         await srv.delete_nodes([node])
 
 
-async def test_a_node_the_server_refuses_for_its_type_for_good_is_not_read_again_at_each_write(
-    plc_server,
-) -> None:
-    """An INT node holding a REAL (a gateway's, a PLC's odd answer): every write is answered BadTypeMismatch. Each had
-    the node's type read again (a Read and a Browse of its properties), at each beat for a heartbeat's; read again
-    once and found unchanged, its later refusals are judged without another read for a minute, and still refused."""
-    srv, src, nodes, _, _, _ = plc_server
-    node, reads, counted = await _type_reads_counted(nodes, "HoldsReal")
+async def _holding_real(srv, nodes, name: str):
+    """An INT node ``name`` holding a REAL (a gateway's, a PLC's odd answer): every write is answered BadTypeMismatch.
+    (node, [its DataType Reads], the callback counting them, subscribed)."""
+    node, reads, counted = await _type_reads_counted(nodes, name)
     srv.iserver.aspace._nodes[node.nodeid].attributes[ua.AttributeIds.Value].value = ua.DataValue(
         ua.Variant(0.5, VT.Double)
     )
     srv.subscribe_server_callback(CallbackType.PostRead, counted)
+    return node, reads, counted
+
+
+async def test_a_node_the_server_refuses_for_its_type_for_good_is_not_read_again_at_each_write(
+    plc_server, monkeypatch
+) -> None:
+    """An INT node holding a REAL: every write is answered BadTypeMismatch. Each had the node's type read again in full
+    (a Read and a Browse of its properties), at each beat for a heartbeat's; read again once and found unchanged, its
+    later refusals cost one Read of its DataType, ValueRank and ArrayDimensions for a minute, and are still refused."""
+    from asyncua.server.internal_session import InternalSession
+
+    srv, src, nodes, _, _, _ = plc_server
+    node, reads, counted = await _holding_real(srv, nodes, "HoldsReal")
+    browse, browses = InternalSession.browse, [0]
+
+    async def browse_counted(self, params):
+        browses[0] += any(bd.NodeId == node.nodeid for bd in params.NodesToBrowse)
+        return await browse(self, params)
+
+    monkeypatch.setattr(InternalSession, "browse", browse_counted)
     try:
         for v in range(1, 6):
             with pytest.raises(OpcUaWriteRefused, match=r"BadTypeMismatch: the node is Int16, DataType i=4"):
                 await src.write("ns=2;s=HoldsReal", v)
-        assert reads[0] == 2, reads  # its first read, and one read again; was 6: one more at each refusal
+        assert browses[0] == 2, browses  # its first read, and one read again; was 6: one more at each refusal
+        # those two, and one Read of its attributes at each of the 4 later refusals (a download fixing it is seen)
+        assert reads[0] == 6, reads
+    finally:
+        srv.unsubscribe_server_callback(CallbackType.PostRead, counted)
+        await srv.delete_nodes([node])
+
+
+async def test_a_node_refused_for_its_type_for_good_then_fixed_by_a_download_takes_the_next_write(
+    plc_server,
+) -> None:
+    """An INT node holding a REAL, refused BadTypeMismatch for good (its type read again, found unchanged); a download
+    then makes it a REAL within the minute (not watched). The next write goes out as a REAL: it was refused until the
+    minute ended, naming the INT."""
+    srv, src, nodes, _, _, _ = plc_server
+    node, _, counted = await _holding_real(srv, nodes, "FixedToReal")
+    try:
+        for v in (1, 2):
+            with pytest.raises(OpcUaWriteRefused, match=r"BadTypeMismatch: the node is Int16"):
+                await src.write("ns=2;s=FixedToReal", v)
+        await _retype(srv, node, ua.ObjectIds.Double, ua.Variant(0.5, VT.Double))
+        assert await src.write("ns=2;s=FixedToReal", 5) is None
+        dv = await node.read_data_value()
+        assert (dv.Value.VariantType, dv.Value.Value) == (VT.Double, 5.0), dv
     finally:
         srv.unsubscribe_server_callback(CallbackType.PostRead, counted)
         await srv.delete_nodes([node])
