@@ -74,13 +74,14 @@ async def _release_when_answered(session: Any, request: asyncio.Future) -> None:
 
 async def release_points(session: Any, results: list[ua.BrowseResult]) -> None:
     """Free the continuation points ``results`` hold (a BrowseNext with ReleaseContinuationPoints: no page asked);
-    a failure to is not raised (the point is freed by the session's end, or its own timeout on the server)."""
+    a failure to is not raised (the point is freed by the session's end, or its own timeout on the server), nor a
+    release left unanswered (a TimeoutError: it failed the Browse whose pages were all read)."""
     points = [r.ContinuationPoint for r in results if r.ContinuationPoint]
     if points:
         more = ua.BrowseNextParameters()
         more.ReleaseContinuationPoints = True
         more.ContinuationPoints = points
-        with contextlib.suppress(ua.UaError):
+        with contextlib.suppress(ua.UaError, TimeoutError):
             await session.browse_next(more)
 
 
@@ -483,7 +484,8 @@ class Properties:
                 if len(listed) >= BROWSE_REFERENCES
                 else f"was released after {BROWSE_IDLE_PAGES} pages in a row listing nothing new"
             )
-            with contextlib.suppress(ua.UaError):  # the point freed or not, there is nothing more to ask
+            # freed, refused or unanswered (a TimeoutError), there is nothing more to ask
+            with contextlib.suppress(ua.UaError, TimeoutError):
                 await session.browse_next(more)
             self._listed = props
             return None
