@@ -90,7 +90,7 @@ async def test_a_camera_at_another_resolution_than_the_models_roi_gives_unsure_n
         ("model_failing", False),
     ], events
     assert "stopped" in events[1]["message"] and events[1]["failed"] == 8, events[1]
-    assert _pipeline_health(SimpleNamespace(pipelines=[pipe]))["error_rate"] == 1.0
+    assert _pipeline_health(SimpleNamespace(pipelines=[pipe], heartbeat_feeds={}))["error_rate"] == 1.0
 
 
 async def test_a_frame_whose_check_against_the_training_inputs_fails_is_unsure_naming_the_check(

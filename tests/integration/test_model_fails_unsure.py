@@ -259,7 +259,7 @@ async def test_windows_a_maintenance_model_fails_on_without_a_baseline_are_unsur
 
     from edge_agent.fleet_config import _pipeline_health
 
-    health = _pipeline_health(SimpleNamespace(pipelines=[pipe]))
+    health = _pipeline_health(SimpleNamespace(pipelines=[pipe], heartbeat_feeds={}))
     assert (health["error_rate"], health["results"]) == (1.0, 0), health
     assert health["model_failed"] == 8, health
 
