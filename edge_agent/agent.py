@@ -1159,7 +1159,8 @@ class Agent:
         UNSURE}, {label: ok}]}``) passes an unjudged part as an OK part (it released the heartbeat). An alarm's
         mirror is raised after ``raise_after`` matching results: unless that is 1, it tells the PLC of no single
         part (the parts before pass untold; it released the heartbeat alone). Two actions acting on such a part that
-        write one node different values leave it the last one's (it released the heartbeat). A windowed pipeline gives
+        write one node different values, one acting on OK parts too, leave it the last one's (it released the
+        heartbeat). A windowed pipeline gives
         no result then."""
         import dataclasses
 
@@ -1195,13 +1196,17 @@ class Agent:
                 for a in (self.cfg.actions.get(n) for n in p.s.actions)
                 if a is not None and any(getattr(a, field) == source for field in a.source_fields)
             ]
-            # two actions acting on an unjudged part that write one node different values: the last one written
-            # wins (a reject gate's true, then a pass on UNSURE's false: the PLC read it as it reads an OK part)
+            # two actions acting on an unjudged part that write one node different values, one of them acting on OK
+            # parts too: the last one written wins (a reject gate's true, then a pass on UNSURE's false: the PLC read
+            # it as it reads an OK part); a result code (2 on NG and UNSURE, 3 on UNSURE) is no OK part's
             written: dict[str, set[str]] = {}
+            passed: set[str] = set()
             for a in mine:
                 node = getattr(a, "node_id", None)
                 if node and _names_unsure(a) and compile_condition(a.when)(unjudged):
                     written.setdefault(node, set()).add(repr(getattr(a, "value", True)))
+                    if may_match(a.when, judged_ok, MODEL_FIELDS):
+                        passed.add(node)
             through = [
                 (
                     _names_unsure(a),
@@ -1225,7 +1230,7 @@ class Agent:
             ]
             if through and (
                 p.s.window is not None
-                or any(len(values) > 1 for values in written.values())
+                or any(len(values) > 1 and node in passed for node, values in written.items())
                 or not all(handed and on_unjudged for handed, on_unjudged, _ in told)
                 or not any(tells for _, _, tells in told)
             ):

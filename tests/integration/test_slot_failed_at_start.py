@@ -456,6 +456,13 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
             ],
             True,
         ),
+        "result codes 2 on NG or UNSURE, 3 on UNSURE, one node": (
+            [
+                {"type": "opcua_write", "node_id": "ns=2;s=Code", "value": 2, "when": ng_or_unsure},
+                {"type": "opcua_write", "node_id": "ns=2;s=Code", "value": 3, "when": {"verdict": "UNSURE"}},
+            ],
+            False,
+        ),
         "reject NG or UNSURE twice, one node": (
             [{"type": "opcua_write", "node_id": "ns=2;s=Part", "when": ng_or_unsure}] * 2,
             False,
