@@ -2169,6 +2169,9 @@ def _check_action_refs(loc: str, actions: list[str], named: dict[str, set], repo
             report.error(f"{loc}.actions[{j}]", f"unknown action {a!r}{_did_you_mean(a, named['actions'])}")
 
 
+FRAME_WINDOW_WHY = "a frame pipeline judges each camera frame alone: remove its window"
+
+
 def _check_pipeline(
     cfg: AgentConfig,
     i: int,
@@ -2201,8 +2204,10 @@ def _check_pipeline(
     if kind == "signal" and produces is not None and p.window is None:
         report.error(f"{loc}.window", "a signal pipeline needs a window (waveform tag, size, hop)")
     if kind == "frame" and p.window is not None:
-        # the pipeline handed every frame to a windower, which takes readings only: nothing judged, nothing counted
-        report.error(f"{loc}.window", "a frame pipeline judges each camera frame alone: remove its window")
+        # a warning, not an error: such a config ran (that pipeline judged nothing, everything else served) and, an
+        # error, stopped a gateway at its upgrade and dropped a fleet config held as last good; the pipeline drops
+        # its frames, counted, and says why on its status (pipelines.Pipeline.window_ignored)
+        report.warning(f"{loc}.window", FRAME_WINDOW_WHY)
     if p.baseline is not None and kind != "signal":
         report.error(
             f"{loc}.baseline", f"a baseline learns from vibration windows; {p.name!r} is a frame pipeline"

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from devices.base import MAX_CAUSES, Frame, Notices, Quality, Reading
-from edge_agent.config import PipelineSettings, QueuePolicy, WindowSettings, kind_refusal
+from edge_agent.config import FRAME_WINDOW_WHY, PipelineSettings, QueuePolicy, WindowSettings, kind_refusal
 from edge_agent.maintenance.sensor import SensorFault, SensorWatch
 from edge_agent.maintenance.sensor import check as sensor_check
 from edge_agent.models.slot import Inference, InferenceError, ModelSlot, SlotError
@@ -1363,6 +1363,11 @@ class Pipeline:
         self.stats = PipelineStats()
         self.windower: Windower | None = None
         self.notices = Notices(log)  # silent drops: first one logged as a WARNING, all counted
+        # a window on a camera pipeline (a config warning): its frames are dropped, counted, the reason on its status;
+        # it went to a windower that takes readings only, and the pipeline judged nothing, in silence
+        self.window_ignored = (
+            settings.window is not None and getattr(source_settings, "produces", None) == "frames"
+        )
         self._tasks: list[asyncio.Task] = []
         self._unexpected_seen: set[str] = set()  # distinct unexpected errors logged (with traceback) once
         self.on_event = on_event or (lambda evt: None)
@@ -1376,7 +1381,7 @@ class Pipeline:
 
     @property
     def kind(self) -> str:
-        return "signal" if self.s.window is not None else "frame"
+        return "signal" if self.s.window is not None and not self.window_ignored else "frame"
 
     def refusal(self, manifest: Manifest) -> str | None:
         """Why the model of ``manifest`` cannot serve this pipeline (None: it can): checked when the pipeline is
@@ -1384,6 +1389,10 @@ class Pipeline:
         # a failed slot's first package (a fleet-fed slot's) of the other kind: a signal model was installed into a
         # camera pipeline's slot (an image model into a windowed one's), the slot read active, every item UNSURE
         # bad_input (a windowed pipeline: no result at all), the PLC's heartbeat written again
+        if (
+            self.window_ignored
+        ):  # it judges nothing: no model is refused for it (the start went on without it)
+            return None
         if (why := kind_refusal(self.name, self.s.window is not None, manifest)) is not None:
             return why
         if self.s.window is None:
@@ -1441,7 +1450,7 @@ class Pipeline:
 
     def prepare(self) -> None:
         """After the slot has a model: size the windower from the model's preprocessing."""
-        if self.s.window is not None:
+        if self.s.window is not None and not self.window_ignored:
             pre = self.slot.manifest.preprocessing
             plan = (1, 1)
             if self.s.window.sample_rate_hz is not None and hasattr(pre, "sample_rate_hz"):
@@ -1506,6 +1515,12 @@ class Pipeline:
                 )
 
     async def offer(self, item: Frame | Reading) -> None:
+        if self.window_ignored:
+            # one WARNING, as each silent drop: a fleet config's warnings are not logged at its start
+            self.notices.note(
+                "window_on_frames", "pipeline %s: frames dropped: %s", self.name, self._ignored()
+            )
+            return
         if self.windower is None and self.s.window is not None and not self._prepare_late():
             return
         if self.windower is not None:
@@ -1579,6 +1594,9 @@ class Pipeline:
                 cause,
                 exc_info=exc,
             )
+
+    def _ignored(self) -> str:
+        return f"window: {FRAME_WINDOW_WHY}"
 
     def _prepare_late(self) -> bool:
         """A windowed pipeline whose slot had no model at the agent's start (its package refused, nothing
@@ -1994,6 +2012,7 @@ class Pipeline:
             "windows": self.windower.seq if self.windower else None,
             **({"sample_rate": self.windower.rate_status()} if self.windower else {}),
             "silent_drops": self.notices.status(),
+            **({"judges_nothing": self._ignored()} if self.window_ignored else {}),
             # the model failing on its items (their results UNSURE): an episode under way, and the first of each
             "model_failing": self.failures.status(),
             "model_failures": dict(self.failures.first),

@@ -1,0 +1,66 @@
+"""A ``window:`` on a camera pipeline: the agent starts, the other pipelines judge, and that one says why it judges
+nothing. Such a config ran before it was made a config error: the pipeline judged nothing in silence, everything
+else served; as an error, the gateway no longer started after an upgrade (``validate`` as ExecStartPre), and a fleet
+config held as last good was dropped. Real package on a real ONNX Runtime slot, the MJPEG camera simulator, the
+agent's own /status endpoint."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from simulators.camera import CameraServer
+from tests.support.models import make_keypair, make_package
+from tests.support.peers import free_port
+from tests.support.waits import until
+
+SAID = "a frame pipeline judges each camera frame alone: remove its window"
+
+
+async def test_a_window_on_a_camera_pipeline_leaves_the_agent_serving_and_says_why_that_one_judges_nothing(
+    tmp_path,
+):
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path, kind="vision", version="1.0.0", key=key)
+    camera = CameraServer(free_port(), fps=10, seed=1).start()
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(pub)],
+            "http": {"port": 0},
+            "sources": {"cam": {"type": "camera", "url": camera.url, "fps": 10}},
+            "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+            "pipelines": [
+                {"name": "inspect", "source": "cam", "model": "vision"},
+                # an image model: the kind check refused it at the start ("serve a signal model")
+                {"name": "stray", "source": "cam", "model": "vision", "window": {"waveform": "Vibration"}},
+            ],
+        },
+        "line3.yaml",
+    )
+    assert cfg.warnings == [f"line3.yaml: pipelines[1].window: {SAID}"], cfg.warnings
+    agent = Agent(cfg)
+    try:
+        await agent.start()
+        url = f"http://127.0.0.1:{agent.http.port}/status"
+
+        def pipelines() -> dict[str, dict]:
+            st = json.loads(urllib.request.urlopen(url, timeout=5).read())
+            return {p["pipeline"]: p for p in st["pipelines"]}
+
+        await until(
+            lambda: (
+                (p := pipelines())["inspect"]["results"] >= 3
+                and p["stray"]["silent_drops"].get("window_on_frames", {}).get("count", 0) >= 3
+            ),
+            what="results of the other pipeline and the stray one's frames counted",
+        )
+        stray = pipelines()["stray"]
+        assert stray["kind"] == "frame" and stray["results"] == 0 and stray["items"] == 0, stray
+        assert stray["judges_nothing"] == f"window: {SAID}", stray
+        assert SAID in stray["silent_drops"]["window_on_frames"]["message"], stray["silent_drops"]
+    finally:
+        await agent.stop()
+        camera.stop()
