@@ -27,7 +27,7 @@ import math
 import operator
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 FIELDS = (
@@ -249,7 +249,6 @@ def may_match_each(spec: Any, r: Any) -> bool:
     ``{model: part-inspection}`` may be; ``{score: {gte: 0.4}}`` and ``{label: scratch}`` are not (a part of score
     0.0, one of another label). The item's age (``age_ms``) is ``r``'s own."""
     import dataclasses
-    import itertools
 
     named = sorted(labels_named(spec))
     tests = [compile_condition({key: val}) for key, val in _leaves(spec) if key == "label"]
@@ -258,11 +257,11 @@ def may_match_each(spec: Any, r: Any) -> bool:
     for label in [*named, _unnamed_label(named)]:
         part = dataclasses.replace(r, label=label)
         labels.setdefault(tuple(t(part) for t in tests), label)
-    varied = [[(key, v) for v in _PART_NUMBERS[key]] for key in sorted(numbers_named(spec) - {"age_ms"})]
     compiled: dict = {}
     return all(
-        may_match(spec, dataclasses.replace(r, **dict(part)), SLOT_FIELDS, compiled)
-        for part in itertools.product(*varied, [("label", label) for label in labels.values()])
+        may_match(spec, dataclasses.replace(r, **part, label=label), SLOT_FIELDS, compiled)
+        for part in _part_numbers(numbers_named(spec) - {"age_ms"})
+        for label in labels.values()
     )
 
 
@@ -277,7 +276,6 @@ def may_match_ng(spec: Any, r: Any) -> bool:
     ok}]}``, ``{score: {lt: 0.5}}``, ``{margin: {gte: 0.5}}``, ``{label: {ne: scratch}}``: an OK part of another
     label passes as that NG part)."""
     import dataclasses
-    import itertools
 
     ng = dataclasses.replace(
         r, label=_unnamed_label(labels_named(spec)), score=math.inf, anomaly_score=math.inf
@@ -285,7 +283,7 @@ def may_match_ng(spec: Any, r: Any) -> bool:
     ok = dataclasses.replace(ng, verdict="OK", score=0.0, anomaly_score=0.0)
     read = sorted(numbers_named(spec) & {"margin", "remaining_life"})
     unknown = MODEL_FIELDS - {"label", "score", "anomaly_score", *read}
-    parts = [dict(c) for c in itertools.product(*[[(key, v) for v in _PART_NUMBERS[key]] for key in read])]
+    parts = _part_numbers(read)
     tests: dict = {}
     return all(
         _maybe(spec, dataclasses.replace(ng, **part), unknown, tests) is not False for part in parts
@@ -293,6 +291,14 @@ def may_match_ng(spec: Any, r: Any) -> bool:
         _maybe(spec, r, MODEL_FIELDS, tests) is True
         or any(_maybe(spec, dataclasses.replace(ok, **part), unknown, tests) is not True for part in parts)
     )
+
+
+def _part_numbers(keys: Iterable[str]) -> list[dict[str, float]]:
+    """Each combination of the ``_PART_NUMBERS`` values of ``keys`` (a made-up part's numbers; one empty part for
+    none)."""
+    import itertools
+
+    return [dict(c) for c in itertools.product(*[[(k, v) for v in _PART_NUMBERS[k]] for k in sorted(keys)])]
 
 
 def _unnamed_label(named: Any) -> str:

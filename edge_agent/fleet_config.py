@@ -657,11 +657,12 @@ def _pipeline_health(agent) -> dict:
     # an OPC UA source's heartbeat (the PLC's watchdog output) such a slot holds (``_watchdog_hold``): the PLC's
     # watchdog trips and its line goes to its safe state until a package serves; it was reported healthy, unsaid
     held = {
-        n: sorted(p.name for p in feeds if p.slot.failed is not None)
+        n: names
         for n, feeds in agent.heartbeat_feeds.items()
         if getattr(agent.sources[n].settings, "heartbeat", None) is not None
+        and (names := sorted(p.name for p in feeds if p.slot.failed is not None))
     }
-    if held := {n: pipes for n, pipes in held.items() if pipes}:
+    if held:
         out["heartbeats_held"] = held
     return out
 

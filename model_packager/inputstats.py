@@ -900,14 +900,15 @@ def frame_shapes(shapes, cameras=None) -> dict:
     size standing for it, and is counted in ``camera_ignored``. Where no frame names its camera, ``camera_unknown``
     counts the frames of each size (None past ``MAX_SIZES``): a record for the build's line and whoever reads the
     package; the agent's check is the one for no ``camera`` (it and an agent before ``camera`` ignore the key)."""
-    sizes = sorted({(int(w), int(h)) for h, w in shapes})
+    each = [(int(w), int(h)) for h, w in shapes]  # each frame's (width, height)
+    sizes = sorted(set(each))
     aspects = [w / h for w, h in sizes]
     out: dict = {
         "aspect": [min(aspects), max(aspects)],
         "sizes": [list(wh) for wh in sizes] if len(sizes) <= MAX_SIZES else None,
     }
     if cameras is None or all(c is None for c in cameras):
-        out["camera_unknown"] = _counted([(int(w), int(h)) for h, w in shapes])
+        out["camera_unknown"] = _counted(each)
         return out
     if len(cameras) != len(shapes):
         raise ValueError(f"{len(cameras)} camera sizes for {len(shapes)} frames")
@@ -917,10 +918,10 @@ def frame_shapes(shapes, cameras=None) -> dict:
         out["camera_ignored"] = {f"{w}x{h}": n for (w, h), n in sorted(ignored.items())[:MAX_SIZES]}
         given = [None if c in ignored else c for c in given]
         if all(c is None for c in given):
-            out["camera_unknown"] = _counted([(int(w), int(h)) for h, w in shapes])
+            out["camera_unknown"] = _counted(each)
             return out
     named_all = sorted(c for c in given if c is not None)
-    unknown_all = sorted((int(w), int(h)) for (h, w), c in zip(shapes, given, strict=True) if c is None)
+    unknown_all = sorted(wh for wh, c in zip(each, given, strict=True) if c is None)
     named, unknown = sorted(set(named_all)), sorted(set(unknown_all))
     own = [w / h for w, h in named] + [w / h for w, h in unknown]
     out["camera"] = {

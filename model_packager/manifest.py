@@ -84,9 +84,8 @@ def build_version_problem(version: str) -> str | None:
     every version by the registry, and refused by every agent)."""
     if (why := leading_zero_problem(version)) is not None:
         return why
-    if (
-        not version.isascii()
-    ):  # (is_version's \d takes any script's digits: a fullwidth 1.0.0 orders as 1.0.0)
+    # (is_version's \d takes any script's digits: a fullwidth 1.0.0 orders as 1.0.0)
+    if not version.isascii():
         core = re.split(r"[-+]", version, maxsplit=1)[0]  # (only its numbers can be: the rest is 0-9A-Za-z.-)
         plain = ".".join(str(int(n)) for n in core.split(".")) + version[len(core) :]
         return (
