@@ -890,6 +890,16 @@ class Verdict:
         return d
 
 
+def _running_rms(log_speed: np.ndarray, rms: np.ndarray, running: np.ndarray) -> np.ndarray:
+    """The running windows' log RMS against the log speed (a least-squares line; their median over a span too
+    narrow for one), at every window's speed."""
+    ls, r = log_speed[running], rms[running]
+    if ls.max() - ls.min() < math.log(SPEED_FIT_SPAN):
+        return np.full_like(rms, float(np.median(r)))
+    slope, level = np.polyfit(ls, r, 1)
+    return np.asarray(slope * log_speed + level)
+
+
 class Baseline:
     """One asset's baseline. ``process(waveform, scalars)`` per window (worker thread, not reentrant)."""
 
@@ -2218,6 +2228,10 @@ class Baseline:
         line = keep  # the windows the line learns from
         if slow:
             bottom = ~running & (sp0 <= sp0[running].min() * (1.0 + self.s.speed_band_pct / 100.0))
+            # ... and only one whose RMS follows the running ones' against the speed, carried to its own (within
+            # LOW_LEVEL): a stop while the tag read the range's slowest speed (a drive's speed reference held at its
+            # minimum) is at the sensor's floor; 6 such of 40 kept, imbalance x5 and misalignment x4 read OK everywhere
+            bottom &= rms >= _running_rms(np.log(np.maximum(sp0, 1e-9)), rms, running) - math.log(LOW_LEVEL)
             line = np.sort(np.concatenate([keep, np.flatnonzero(bottom)]))  # in their order
         xl, sl = x0[line], sp0[line]
         if (self.orders or self.s.speed_tag) and sl.min() > 0 and sl.max() >= SPEED_FIT_SPAN * sl.min():

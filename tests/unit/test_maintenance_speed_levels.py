@@ -117,3 +117,22 @@ def test_stops_the_speed_tag_did_not_show_are_not_taken_for_the_ranges_bottom(tm
         v = [b.process(window(rng, TOP, **kw), {"_shaft_speed": TOP}) for _ in range(2)]
         assert [(x.anomalous, x.sensor_kind) for x in v] == [(True, None)] * 2, (kw, [x.score for x in v])
     assert not any(b.process(window(rng, 950.0), {"_shaft_speed": 950.0}).anomalous for _ in range(2))
+
+
+def test_stops_the_speed_tag_read_as_the_ranges_slowest_speed_are_not_its_bottom(tmp_path):
+    # 6 of 40 commissioning windows the sensor's floor while the tag read 900 rpm, the range's slowest speed (a drive's
+    # speed reference held at its minimum while stopped): kept in the levels against the speed as the range's bottom,
+    # they pulled the line down at that end and its spreads up, and an imbalance at the top read OK
+    rng = np.random.default_rng(0)
+    b = Baseline(BaselineSettings(windows=40, units="g", speed_tag="Speed"), FS, N, path=tmp_path / "f.json")
+    for i, rpm in enumerate(rng.permutation(np.linspace(900.0, 3000.0, 34))):
+        b.process(window(rng, rpm), {"_shaft_speed": float(rpm)})
+        if i % 5 == 2 and i < 30:
+            b.process(1e-4 * rng.standard_normal(N), {"_shaft_speed": 900.0})
+    assert b.state == "ready"
+    v = [b.process(window(rng, TOP, imbalance=3.0), {"_shaft_speed": TOP}) for _ in range(2)]
+    assert all(x.anomalous and x.sensor_kind is None for x in v), [x.score for x in v]
+    healthy = [b.process(window(rng, rpm), {"_shaft_speed": rpm}) for rpm in (950.0, 950.0, TOP)]
+    assert not any(x.anomalous or x.extrapolated for x in healthy), [
+        (x.score, x.extrapolated) for x in healthy
+    ]
