@@ -1196,17 +1196,6 @@ class Agent:
                 for a in (self.cfg.actions.get(n) for n in p.s.actions)
                 if a is not None and any(getattr(a, field) == source for field in a.source_fields)
             ]
-            # two actions acting on an unjudged part that write one node different values, one of them acting on OK
-            # parts too: the last one written wins (a reject gate's true, then a pass on UNSURE's false: the PLC read
-            # it as it reads an OK part); a result code (2 on NG and UNSURE, 3 on UNSURE) is no OK part's
-            written: dict[str, set[str]] = {}
-            passed: set[str] = set()
-            for a in mine:
-                node = getattr(a, "node_id", None)
-                if node and _names_unsure(a) and compile_condition(a.when)(unjudged):
-                    written.setdefault(node, set()).add(repr(getattr(a, "value", True)))
-                    if may_match(a.when, judged_ok, MODEL_FIELDS):
-                        passed.add(node)
             through = [
                 (
                     _names_unsure(a),
@@ -1221,6 +1210,17 @@ class Agent:
                 )
                 for a in mine
             ]
+            # two actions acting on an unjudged part that write one node different values, one of them acting on OK
+            # parts too: the last one written wins (a reject gate's true, then a pass on UNSURE's false: the PLC read
+            # it as it reads an OK part); a result code (2 on NG and UNSURE, 3 on UNSURE) is no OK part's
+            written: dict[str, set[str]] = {}
+            passed: set[str] = set()
+            for a, (handed, on_unjudged, on_ok, *_) in zip(mine, through, strict=True):
+                node = getattr(a, "node_id", None)
+                if node and handed and on_unjudged:
+                    written.setdefault(node, set()).add(repr(getattr(a, "value", True)))
+                    if on_ok:
+                        passed.add(node)
             told = [
                 # it tells of the part where it acts on no OK part, or acts on NG parts (a reject gate) and leaves
                 # some OK part out: one acting on UNSURE and OK parts and not on NG ones passes an unjudged part
