@@ -118,6 +118,7 @@ from devices.opcua.properties import (
     UNTIL_READ,
     Properties,
     PropertiesUnread,
+    next_page,
     paged,
     release_points,
 )
@@ -424,6 +425,9 @@ _NODE_STATUSES = frozenset(
 # a write's answers that may mean the node's type changed since it was read (a converting gateway answers a value
 # past a retyped node's new range BadOutOfRange): its type is read again once and the value judged by it
 _TYPE_ANSWERS = frozenset({ua.StatusCodes.BadTypeMismatch, ua.StatusCodes.BadOutOfRange})
+
+# what a node's type is read from (``_node_type``, ``_attributes_unchanged``): one Read
+_TYPE_ATTRIBUTES = (ua.AttributeIds.DataType, ua.AttributeIds.ValueRank, ua.AttributeIds.ArrayDimensions)
 
 # a write target's attributes watched for a PLC download or mode change (``OpcUaSource._watch_targets``)
 _WATCHED = (ua.AttributeIds.DataType, ua.AttributeIds.ArrayDimensions, ua.AttributeIds.UserAccessLevel)
@@ -937,7 +941,7 @@ async def _node_type(
     ``OpcUaTypeMismatch`` naming node and DataType when that chain does not reach a built-in type (a
     vendor's DataType without a HasSubtype reference to ns=0, or a DataType node the server does not
     expose): the agent cannot tell how to encode a value for it. A Bad status is raised as asyncua's."""
-    asked = [ua.AttributeIds.DataType, ua.AttributeIds.ValueRank, ua.AttributeIds.ArrayDimensions]
+    asked = _TYPE_ATTRIBUTES
     got = _one_each(await node.read_attributes(asked), len(asked), "Read of its type")
     if got[0].StatusCode is not None:
         got[0].StatusCode.check()
@@ -1128,7 +1132,7 @@ async def _attributes_unchanged(node: Node, nt: _NodeType) -> bool:
     holds (a BaseDataType or abstract node, an enumeration held as another integer), which that Read does not see."""
     if nt.held is not None or nt.enum_held_as is not None:
         return True
-    asked = [ua.AttributeIds.DataType, ua.AttributeIds.ValueRank, ua.AttributeIds.ArrayDimensions]
+    asked = _TYPE_ATTRIBUTES
     try:
         got = _one_each(await node.read_attributes(asked), len(asked), "Read of its type")
     except (ua.UaError, TimeoutError):
@@ -5370,10 +5374,9 @@ class OpcUaSource:
                         self.name,
                         e,
                     )
-            except (
-                Exception
-            ) as e:  # none of the adapter's errors (a fault of this code or asyncua's): the beats go
-                # on; it ended this task for the session while the source read connected, the PLC's watchdog tripping
+            # none of the adapter's errors (a fault of this code or asyncua's): the beats go on; it ended this task
+            # for the session while the source read connected, the PLC's watchdog tripping
+            except Exception as e:
                 self.stats.error("heartbeat", f"{type(e).__name__}: {e}")
                 if type(e).__name__ not in said:
                     said.add(type(e).__name__)
@@ -6574,9 +6577,8 @@ class OpcUaSource:
             self._targets_gone.discard(node.nodeid)
             self._targets_back.discard(node.nodeid)
         name = ""
-        answered = (
-            ""  # the server's answer to the Write while its type is read again for it (``_TYPE_ANSWERS``)
-        )
+        # the server's answer to the Write while its type is read again for it (``_TYPE_ANSWERS``)
+        answered = ""
         lock = self._write_lock(node)
         try:
             async with (
@@ -7201,10 +7203,7 @@ async def _children(node: Node) -> list[Node]:
             return [Node(session, r) for r in refs]
         if not results[0].ContinuationPoint:
             return [Node(session, r) for r in refs]
-        more = ua.BrowseNextParameters()
-        more.ReleaseContinuationPoints = False  # the next page (asyncua's default is True: the point freed)
-        more.ContinuationPoints = [results[0].ContinuationPoint]
-        results = await paged(session, session.browse_next(more))
+        results = await next_page(session, results[0].ContinuationPoint)
 
 
 async def _browse(

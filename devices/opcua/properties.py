@@ -85,6 +85,15 @@ async def release_points(session: Any, results: list[ua.BrowseResult]) -> None:
             await session.browse_next(more)
 
 
+async def next_page(session: Any, point: bytes) -> list[ua.BrowseResult]:
+    """The next page of a Browse whose answer held the continuation point ``point`` (a BrowseNext not releasing
+    it: asyncua's default is to), by ``paged``."""
+    more = ua.BrowseNextParameters()
+    more.ReleaseContinuationPoints = False
+    more.ContinuationPoints = [point]
+    return await paged(session, session.browse_next(more))
+
+
 class PropertiesUnread(Exception):
     """Whether the node has a property, or what it states, could not be found out; the message says why. Not a
     ``ua.UaError``: callers taking a missing property as "not stated" must not take this one so. ``released``: its
@@ -311,9 +320,8 @@ class Properties:
             return ua.BrowseResult(StatusCode=ua.StatusCode(e.code))
         except ua.UaError:
             return None
-        await release_points(
-            session, results
-        )  # a type's few references: the first page is read, any more not asked
+        # a type's few references: the first page is read, any more not asked
+        await release_points(session, results)
         return results[0] if len(results) == 1 else None
 
     async def _is_property(self, kind: ua.NodeId | None, prop: str) -> bool | None:
@@ -471,12 +479,8 @@ class Properties:
                     self._beside[key] = self._unsure.pop(key)
                 return props
             idle = 0 if len(listed) > before else idle + 1
-            release = idle >= BROWSE_IDLE_PAGES or len(listed) >= BROWSE_REFERENCES
-            more = ua.BrowseNextParameters()
-            more.ReleaseContinuationPoints = release  # False: the next page; True: the point freed, no page
-            more.ContinuationPoints = [results[0].ContinuationPoint]
-            if not release:
-                results = await paged(session, session.browse_next(more))
+            if idle < BROWSE_IDLE_PAGES and len(listed) < BROWSE_REFERENCES:
+                results = await next_page(session, results[0].ContinuationPoint)
                 continue
             self._released = True
             self._browse_failed = (
@@ -484,9 +488,7 @@ class Properties:
                 if len(listed) >= BROWSE_REFERENCES
                 else f"was released after {BROWSE_IDLE_PAGES} pages in a row listing nothing new"
             )
-            # freed, refused or unanswered (a TimeoutError), there is nothing more to ask
-            with contextlib.suppress(ua.UaError, TimeoutError):
-                await session.browse_next(more)
+            await release_points(session, results)  # freed, refused or unanswered: nothing more to ask
             self._listed = props
             return None
 
