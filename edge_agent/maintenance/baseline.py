@@ -980,7 +980,6 @@ class Baseline:
         # commissioned ones, the range's bottom included); None: learned before it (the pooled statistics alone)
         self.level_threshold: float | None = None
         self.level_spans: list[tuple[float, float]] | None = None
-        self._level_only = False  # this window's speed only the levels cover: judged by them alone
         # the learned windows' ``quantisation_step`` (None: not quantised)
         self.steps: list[float | None] = []
         # the ADC's step the machine was commissioned on (``quantisation_levels``); None: not quantised, or
@@ -1509,8 +1508,8 @@ class Baseline:
             self.unsteady_windows += 1
             return v
         med, scale, extrapolated = self._band_stats(f["speed_hz"])
-        self._level_only = extrapolated and self._in_level_spans(f["speed_hz"])
-        at = self._levels(f["speed_hz"]) if self._level_only else None
+        level_only = extrapolated and self._in_level_spans(f["speed_hz"])  # (only the levels cover its speed)
+        at = self._levels(f["speed_hz"]) if level_only else None
         found = None
         if at is not None and self.speed_levels is not None:
             # the range's bottom, left out of the pooled statistics: its levels are the line's (the floor, the ADC's
@@ -1581,7 +1580,7 @@ class Baseline:
             return v
         self._judged_zone = zone
         # a load's 1.3-2x is not tens of deviations (scoring_scale), nor a line that grew with the rest
-        z = self._rise(row, med, scale, f["speed_hz"])
+        z = self._rise(row, med, scale, f["speed_hz"], level_only)
         v.score = float(np.clip(z, 0, None).max())
         v.threshold = self.threshold
         v.extrapolated = extrapolated
@@ -1591,13 +1590,15 @@ class Baseline:
         # read as a fault: NG on a healthy machine at every stop)
         v.anomalous = not extrapolated and v.score >= (self.threshold or math.inf)
         if (v.anomalous or self._iso_over > iso_before) and (
-            pickup := self._mains_pickup(waveform, scalars, f, med, scale, v.score)
+            pickup := self._mains_pickup(waveform, scalars, f, med, scale, v.score, level_only)
         ):
             # the cable's pickup, not the machine: no window in a row towards an alarm (as another sensor fault)
             self._over = self._iso_over = 0
             v.sensor_kind, v.sensor, v.anomalous, v.iso_alarm = "mains_pickup", pickup, False, False
             return v
-        if v.anomalous and (ramp := self._ramped(waveform, scalars, f["speed_hz"], (med, scale, v.score))):
+        if v.anomalous and (
+            ramp := self._ramped(waveform, scalars, f["speed_hz"], (med, scale, v.score), level_only)
+        ):
             # the sensor's level sliding, not the machine: neither counted towards an alarm nor ending a run towards
             # one (a fault under it goes on), the ISO run as it was
             self._iso_over = iso_before
@@ -1747,6 +1748,7 @@ class Baseline:
         med: np.ndarray,
         scale: np.ndarray,
         score: float,
+        level_only: bool = False,
     ) -> str | None:
         """Why the window's rise is mains pickup (``MAINS_HZ``), or None: judged again with the grid's lines taken
         out, it is under the threshold and out of the ISO alarm's zone."""
@@ -1791,7 +1793,7 @@ class Baseline:
         for amp, mains, hum, lines in sorted(tried, key=lambda c: -c[0]):
             clean = x - hum
             g = self.features(clean, scalars)
-            z = self._rise(feature_vector(g), med, scale, speed)
+            z = self._rise(feature_vector(g), med, scale, speed, level_only)
             left = float(np.clip(z, 0, None).max())
             zone, over = self.iso_count(g, clean, 0)
             if (
@@ -1809,7 +1811,12 @@ class Baseline:
         return None
 
     def _ramped(
-        self, x: np.ndarray, scalars: dict[str, float] | None, speed: float, stats: tuple
+        self,
+        x: np.ndarray,
+        scalars: dict[str, float] | None,
+        speed: float,
+        stats: tuple,
+        level_only: bool = False,
     ) -> str | None:
         """Why the window's rise is its level sliding (the rule above MAINS_EXPLAINS's use here), or None.
         ``stats``: the median, the spreads and the score the window was judged by."""
@@ -1823,7 +1830,11 @@ class Baseline:
         slope = float(np.dot(t, x - x.mean()) / np.dot(t, t))
         left = float(
             np.clip(
-                self._rise(feature_vector(self.features(x - slope * t, scalars)), med, scale, speed), 0, None
+                self._rise(
+                    feature_vector(self.features(x - slope * t, scalars)), med, scale, speed, level_only
+                ),
+                0,
+                None,
             ).max()
         )
         if left >= self.threshold or left > MAINS_EXPLAINS * score:
@@ -1834,23 +1845,30 @@ class Baseline:
             "the machine; if it lasts, check the sensor, its cable and the DAQ's input coupling"
         )
 
-    def _rise(self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, speed_hz: float) -> np.ndarray:
+    def _rise(
+        self, row: np.ndarray, med: np.ndarray, scale: np.ndarray, speed_hz: float, level_only: bool = False
+    ) -> np.ndarray:
         """The window's rises (``rise_z``); on a baseline with ``level_threshold``, the larger of those and its rises
         against the levels its speed gives, in the threshold's units (``level_threshold`` there is ``threshold``
-        here), those alone at a speed only the levels cover. On one learned before it, where ``_sensor_suspect``
-        found a drive's window at an end of its range the machine's by those levels (``level_at``), the larger of
-        its rises and its rises against them (the pooled threshold). Within the pooled spreads of a baseline
-        commissioned across speeds, a looseness, an imbalance x3 or a misalignment scored under the threshold (OK)
-        where it stands 7-13 deviations off the levels of its speed (a healthy window: 3.6 at most)."""
+        here), those alone at a speed only the levels cover (``level_only``). On one learned before it, where
+        ``_sensor_suspect`` found a drive's window at an end of its range the machine's by those levels
+        (``level_at``), the larger of its rises and its rises against them (the pooled threshold). Within the pooled
+        spreads of a baseline commissioned across speeds, a looseness, an imbalance x3 or a misalignment scored under
+        the threshold (OK) where it stands 7-13 deviations off the levels of its speed (a healthy window: 3.6 at
+        most)."""
         z = rise_z(row, med, scale, self.relative)[0]
         if self.level_at is not None and self.speed_levels is not None:
             z = np.maximum(z, rise_z(row, self.level_at, self.speed_levels[2], self.relative)[0])
-        at = self._levels(speed_hz) if self.level_threshold and self.threshold else None
-        if at is not None and self.speed_levels is not None and self.threshold and self.level_threshold:
+        if (
+            self.level_threshold
+            and self.threshold
+            and self.speed_levels is not None
+            and (at := self._levels(speed_hz)) is not None
+        ):
             # over both thresholds: the levels' own (out-of-fold) and the pooled one, and LEVEL_MIN_RISE
             zl = level_rise(row, at, self.speed_levels[2], self._band_stats(speed_hz)[1])[0]
             zl *= self.threshold / max(self.threshold, self.level_threshold, LEVEL_MIN_RISE)
-            return zl if self._level_only else np.maximum(z, zl)
+            return zl if level_only else np.maximum(z, zl)
         return z
 
     def _levels(self, speed_hz: float) -> np.ndarray | None:
@@ -1863,8 +1881,12 @@ class Baseline:
         """Whether ``speed_hz`` lies within half a speed band of a speed the levels were learned at."""
         if self.level_threshold is None or not self.level_spans or not speed_hz or speed_hz <= 0:
             return False
+        return self._near_spans(self.level_spans, speed_hz)
+
+    def _near_spans(self, spans: list[tuple[float, float]], speed_hz: float) -> bool:
+        """Whether ``speed_hz`` lies within half a speed band of one of ``spans`` (commissioned speeds, lo-hi)."""
         k = 1.0 + self.s.speed_band_pct / 200.0
-        return any(lo / k <= speed_hz <= hi * k for lo, hi in self.level_spans)
+        return any(lo / k <= speed_hz <= hi * k for lo, hi in spans)
 
     def _units_tilted(
         self, waveform: np.ndarray, rise_1x: float, f: dict[str, float]
@@ -2162,8 +2184,7 @@ class Baseline:
         m, sc, _ = self.bands[near]
         if self.speed_spans is None:  # learned before the record: a band beyond the nearest's neighbours
             return m, sc, abs(near - _band(speed_hz, self.s.speed_band_pct)) > 1
-        k = 1.0 + self.s.speed_band_pct / 200.0
-        return m, sc, not any(lo / k <= speed_hz <= hi * k for lo, hi in self.speed_spans)
+        return m, sc, not self._near_spans(self.speed_spans, speed_hz)
 
     def _finish(self) -> None:
         x = np.asarray(self.rows)

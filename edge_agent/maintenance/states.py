@@ -499,7 +499,6 @@ class StateBaselines:
                     gain = (found[1], b, b.floor_scale)
                 continue
             # as the state's own windows are scored: on a drive's baseline, against the levels its speed gives too
-            b._level_only = False
             z = b._rise(row, med, scale, f["speed_hz"])
             score = float(np.clip(z, 0, None).max())
             amp = _AMPLITUDE_INDEX if b.orders else _FREE_AMPLITUDE_INDEX
