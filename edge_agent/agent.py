@@ -1159,8 +1159,8 @@ class Agent:
         UNSURE}, {label: ok}]}``) passes an unjudged part as an OK part (it released the heartbeat). An alarm's
         mirror is raised after ``raise_after`` matching results: unless that is 1, it tells the PLC of no single
         part (the parts before pass untold; it released the heartbeat alone). Two actions acting on such a part that
-        write one node different values, one acting on OK parts too, leave it the last one's (it released the
-        heartbeat). A windowed pipeline gives
+        write one node different values, one of them a value the node holds for an OK part (an action's on OK parts,
+        a reset), leave it the last one's (it released the heartbeat). A windowed pipeline gives
         no result then."""
         import dataclasses
 
@@ -1210,17 +1210,24 @@ class Agent:
                 )
                 for a in mine
             ]
-            # two actions acting on an unjudged part that write one node different values, one of them acting on OK
-            # parts too: the last one written wins (a reject gate's true, then a pass on UNSURE's false: the PLC read
-            # it as it reads an OK part); a result code (2 on NG and UNSURE, 3 on UNSURE) is no OK part's
+            # two actions acting on an unjudged part that write one node different values, one of them a value the
+            # node holds for an OK part (an action's on OK parts, or one's reset): the last one written wins (a
+            # reject gate's true, then a pass on UNSURE's false, or a code 1 on UNSURE beside 1 on OK: the PLC read it
+            # as it reads an OK part); a result code (2 on NG and UNSURE, 3 on UNSURE) is no OK part's
             written: dict[str, set[str]] = {}
-            passed: set[str] = set()
+            passed: dict[str, set[str]] = {}
             for a, (handed, on_unjudged, on_ok, *_) in zip(mine, through, strict=True):
-                node = getattr(a, "node_id", None)
-                if node and handed and on_unjudged:
-                    written.setdefault(node, set()).add(repr(getattr(a, "value", True)))
-                    if on_ok:
-                        passed.add(node)
+                if not (node := getattr(a, "node_id", None)):
+                    continue
+                # an alarm's mirror: true raised, false cleared
+                value = _as_written(getattr(a, "value", True))
+                if handed and on_unjudged:
+                    written.setdefault(node, set()).add(value)
+                if on_ok:
+                    passed.setdefault(node, set()).add(value)
+                # a reset is written as its condition stops holding: for an OK part, maybe
+                if (reset := getattr(a, "reset", False)) is not None:
+                    passed.setdefault(node, set()).add(_as_written(reset))
             told = [
                 # it tells of the part where it acts on no OK part, or acts on NG parts (a reject gate) and leaves
                 # some OK part out: one acting on UNSURE and OK parts and not on NG ones passes an unjudged part
@@ -1230,7 +1237,9 @@ class Agent:
             ]
             if through and (
                 p.s.window is not None
-                or any(len(values) > 1 and node in passed for node, values in written.items())
+                or any(
+                    len(values) > 1 and values & passed.get(node, set()) for node, values in written.items()
+                )
                 or not all(handed and on_unjudged for handed, on_unjudged, _ in told)
                 or not any(tells for _, _, tells in told)
             ):
@@ -1926,6 +1935,14 @@ async def run_until_signalled(start, stop, asked: asyncio.Event | None = None) -
         await done.wait()
     finally:
         await stop()
+
+
+def _as_written(value: Any) -> str:
+    """A written value as the node holds it, to compare two: a number or a boolean by its number (``true`` and ``1``
+    to a Boolean node alike), the rest by its repr."""
+    if isinstance(value, bool | int | float):
+        return repr(float(value))
+    return repr(value)
 
 
 def _names_unsure(action) -> bool:

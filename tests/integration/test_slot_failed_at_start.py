@@ -463,6 +463,35 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
             ],
             False,
         ),
+        # a value an OK part leaves on the node (another action's on OK parts, a reset) is not the last one's to tell
+        "result codes 1 on OK, 2 on NG or UNSURE, 1 on UNSURE, one node": (
+            [
+                {"type": "opcua_write", "node_id": "ns=2;s=Code", "value": 1, "when": {"verdict": "OK"}},
+                {"type": "opcua_write", "node_id": "ns=2;s=Code", "value": 2, "when": ng_or_unsure},
+                {"type": "opcua_write", "node_id": "ns=2;s=Code", "value": 1, "when": {"verdict": "UNSURE"}},
+            ],
+            True,
+        ),
+        "result codes 1 on OK, 2 on NG or UNSURE, 3 on UNSURE, one node": (
+            [
+                {"type": "opcua_write", "node_id": "ns=2;s=Code", "value": 1, "when": {"verdict": "OK"}},
+                {"type": "opcua_write", "node_id": "ns=2;s=Code", "value": 2, "when": ng_or_unsure},
+                {"type": "opcua_write", "node_id": "ns=2;s=Code", "value": 3, "when": {"verdict": "UNSURE"}},
+            ],
+            False,
+        ),
+        "reject NG or UNSURE and false on UNSURE, one node": (
+            [
+                {"type": "opcua_write", "node_id": "ns=2;s=Part", "mode": "on_change", "when": ng_or_unsure},
+                {
+                    "type": "opcua_write",
+                    "node_id": "ns=2;s=Part",
+                    "value": False,
+                    "when": {"verdict": "UNSURE"},
+                },
+            ],
+            True,
+        ),
         "reject NG or UNSURE twice, one node": (
             [{"type": "opcua_write", "node_id": "ns=2;s=Part", "when": ng_or_unsure}] * 2,
             False,
