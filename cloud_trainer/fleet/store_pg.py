@@ -190,7 +190,9 @@ def _warn_lock_held(conn, waited: float) -> None:
         holder = conn.execute(
             "SELECT a.pid, a.application_name, a.client_addr::text, a.state, left(a.query, 200) FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-            "AND l.classid = 0 AND l.objid::bigint = %s AND l.objsubid = 1 AND l.pid <> pg_backend_pid() LIMIT 1",
+            "AND l.classid = 0 AND l.objid::bigint = %s AND l.objsubid = 1 AND l.pid <> pg_backend_pid() "
+            # the lock is this database's: pg_locks lists the cluster's (another fleet store's own upgrade)
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
             (_LOCK_KEY,),
         ).fetchone()
     log.warning(

@@ -869,7 +869,8 @@ def test_a_start_waiting_for_the_migrations_lock_says_who_holds_it(
 ):
     """A start waited for the migrations' lock for ever without a word (a replica upgrading, an admin's session
     holding it): past ``LOCK_WAIT_WARN_S`` a WARNING names the holder's pid and application, and the start goes on
-    once it is let go."""
+    once it is let go. The holder named is this database's: another database of the cluster holding that key (another
+    fleet store's own upgrade) was named instead."""
     import threading
 
     import psycopg
@@ -879,7 +880,12 @@ def test_a_start_waiting_for_the_migrations_lock_says_who_holds_it(
     monkeypatch.setattr(store_pg, "LOCK_WAIT_WARN_S", 0.2)
     (tmp_path / "0001_x.sql").write_text("CREATE TABLE x (a INT)")
     done: list = []
-    with psycopg.connect(postgres_url, autocommit=True, application_name="admin-psql") as holder:
+    other_db = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    with (
+        psycopg.connect(other_db, autocommit=True, application_name="other-fleet") as other,
+        psycopg.connect(postgres_url, autocommit=True, application_name="admin-psql") as holder,
+    ):
+        other.execute("SELECT pg_advisory_lock(%s)", (store_pg._LOCK_KEY,))
         pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]
         holder.execute("SELECT pg_advisory_lock(%s)", (store_pg._LOCK_KEY,))
 
@@ -899,6 +905,7 @@ def test_a_start_waiting_for_the_migrations_lock_says_who_holds_it(
             start.join(30)
     assert done == [[1]]
     assert f"held by pid {pid} (admin-psql" in caplog.text
+    assert "other-fleet" not in caplog.text
 
 
 def test_postgres_connections_give_up_a_dead_path_instead_of_waiting_for_ever(postgres_url, tmp_path):  # noqa: F811
