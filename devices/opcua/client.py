@@ -118,6 +118,7 @@ from devices.opcua.properties import (
     UNTIL_READ,
     Properties,
     PropertiesUnread,
+    browse_of,
     next_page,
     paged,
     release_points,
@@ -7171,16 +7172,12 @@ async def _children(node: Node) -> list[Node]:
     the agent's session, one of the few a PLC keeps per session, for the session's life. A result not Good is raised
     (asyncua's took it as no children). A server handing a continuation point for ever (pages listing nothing new)
     has it released after ``BROWSE_IDLE_PAGES`` such pages in a row, the children listed kept: BrowseNext requests
-    ran back to back until the caller's time bound."""
+    ran back to back until the caller's time bound. The Browse is ``browse_of``'s, of the current view: asyncua's
+    asked the view at now, which an OPC Foundation .NET server refused (BadViewIdUnknown), the browse failed whole."""
     session = node.session
-    desc = ua.BrowseDescription()
-    desc.NodeId = node.nodeid
-    desc.BrowseDirection = ua.BrowseDirection.Forward
-    desc.ReferenceTypeId = ua.NodeId(ua.Int32(ua.ObjectIds.HierarchicalReferences))
-    desc.IncludeSubtypes = True
-    desc.ResultMask = ua.BrowseResultMask.All
-    params = ua.BrowseParameters()
-    params.NodesToBrowse.append(desc)
+    params = browse_of(
+        node.nodeid, ua.BrowseDirection.Forward, ua.NodeId(ua.Int32(ua.ObjectIds.HierarchicalReferences))
+    )
     results = await paged(session, session.browse(params))
     refs: dict[ua.NodeId, None] = {}  # the targets, in the order listed
     idle = 0  # pages in a row listing nothing new

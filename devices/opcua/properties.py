@@ -315,7 +315,7 @@ class Properties:
         None when the server gave no single result."""
         session = self.node.session
         try:
-            results = await paged(session, session.browse(_browse_of(node_id, direction, kind)))
+            results = await paged(session, session.browse(browse_of(node_id, direction, kind)))
         except ua.UaStatusCodeError as e:
             return ua.BrowseResult(StatusCode=ua.StatusCode(e.code))
         except ua.UaError:
@@ -447,7 +447,7 @@ class Properties:
         Micro) nothing was checked."""
         session = self.node.session
         results = await paged(
-            session, session.browse(_browse_of(self.node.nodeid, ua.BrowseDirection.Forward, _NONE))
+            session, session.browse(browse_of(self.node.nodeid, ua.BrowseDirection.Forward, _NONE))
         )
         props: dict[_Key, ua.NodeId] = {}
         listed: set[_Key] = set()
@@ -493,10 +493,11 @@ class Properties:
             return None
 
 
-def _browse_of(node_id: ua.NodeId, direction: ua.BrowseDirection, kind: ua.NodeId) -> ua.BrowseParameters:
+def browse_of(node_id: ua.NodeId, direction: ua.BrowseDirection, kind: ua.NodeId) -> ua.BrowseParameters:
     """A Browse of ``node_id``'s references of type ``kind`` (null: all) and its subtypes, their BrowseName and
     type, in the current view: a null Timestamp (asyncua's default is now, which an OPC Foundation .NET server
-    answers BadViewIdUnknown for the whole Browse: every target translated)."""
+    answers BadViewIdUnknown for the whole Browse: every target translated, a folder browse failed whole). Every
+    Browse of ours is made here."""
     desc = ua.BrowseDescription()
     desc.NodeId = node_id
     desc.BrowseDirection = direction

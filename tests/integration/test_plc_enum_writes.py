@@ -13,7 +13,7 @@ from asyncua import ua
 from asyncua.common.structures104 import new_enum
 
 from devices.opcua.client import OpcUaServerBusy, OpcUaTypeMismatch, OpcUaWriteRefused
-from tests.support.plc import opcua_source, plc_server
+from tests.support.plc import only_the_current_view, opcua_source, plc_server
 from tests.support.waits import until
 
 
@@ -428,19 +428,14 @@ async def test_a_write_targets_properties_cost_one_browse_a_node_at_connect(monk
     from asyncua.server.internal_session import InternalSession
 
     asked: list[str] = []
-    browse, translate = InternalSession.browse, InternalSession.translate_browsepaths_to_nodeids
-
-    async def counted_browse(self, params):
-        asked.extend(f"browse {d.NodeId.Identifier}" for d in params.NodesToBrowse)
-        if params.View.Timestamp != ua.get_win_epoch():  # an OPC Foundation .NET server: not the current view
-            raise ua.UaStatusCodeError(ua.StatusCodes.BadViewIdUnknown)
-        return await browse(self, params)
+    translate = InternalSession.translate_browsepaths_to_nodeids
 
     async def counted_translate(self, params):
         asked.extend(f"translate {p.StartingNode.Identifier}" for p in params)
         return await translate(self, params)
 
-    monkeypatch.setattr(InternalSession, "browse", counted_browse)
+    # an OPC Foundation .NET server: a Browse at another time refused
+    only_the_current_view(monkeypatch, asked)
     monkeypatch.setattr(InternalSession, "translate_browsepaths_to_nodeids", counted_translate)
 
     async def build(_srv, idx: int, obj) -> dict:

@@ -79,6 +79,24 @@ async def plc_server(build: Callable[[Any, int, Any], Awaitable[dict[str, Any]]]
         await srv.stop()
 
 
+def only_the_current_view(monkeypatch: Any, asked: list[str] | None = None) -> None:
+    """asyncua's server (the test's ``monkeypatch``) answers a Browse not of the current view (a View Timestamp not
+    null) BadViewIdUnknown for the whole Browse, as an OPC Foundation .NET server does; each node a Browse asks is
+    added to ``asked`` as ``browse <its identifier>`` when given."""
+    from asyncua.server.internal_session import InternalSession
+
+    browse = InternalSession.browse
+
+    async def dotnet_browse(self: Any, params: ua.BrowseParameters) -> Any:
+        if asked is not None:
+            asked.extend(f"browse {d.NodeId.Identifier}" for d in params.NodesToBrowse)
+        if params.View.Timestamp != ua.get_win_epoch():
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadViewIdUnknown)
+        return await browse(self, params)
+
+    monkeypatch.setattr(InternalSession, "browse", dotnet_browse)
+
+
 @contextlib.asynccontextmanager
 async def opcua_source(p: Plc, expect: list | None = None, **settings: Any) -> AsyncIterator[Any]:
     """An opcua source ``plc`` on ``p`` (``settings`` beside a 2 s connect timeout and a 0.3 s keep-alive check),
