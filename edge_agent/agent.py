@@ -32,7 +32,7 @@ from devices.base import MAX_CAUSES, ConnectionState, Notices
 from edge_agent import flapping
 from edge_agent.actions import ActionRunner, expect_writes
 from edge_agent.cloud_text import CloudText
-from edge_agent.config import AgentConfig, AlarmAction
+from edge_agent.config import FRAME_WINDOW_WHY, AgentConfig, AlarmAction
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
 from edge_agent.models.config import VersionPolicy
@@ -1961,6 +1961,12 @@ def _watchdog_hold(pipelines: list[Pipeline]) -> str | None:
             return (
                 f"pipeline {p.name} judges nothing and leaves an output of this source as it is: its model slot "
                 f"{p.slot.name!r} is failed, no model serves it"
+            )
+        # a camera pipeline with a window (a config warning): it drops every frame, its actions never act
+        if p.window_ignored:
+            return (
+                f"pipeline {p.name} judges nothing and leaves an output of this source as it is: window: "
+                f"{FRAME_WINDOW_WHY}"
             )
     return None
 

@@ -64,3 +64,63 @@ async def test_a_window_on_a_camera_pipeline_leaves_the_agent_serving_and_says_w
     finally:
         await agent.stop()
         camera.stop()
+
+
+async def test_a_plc_written_by_a_camera_pipeline_with_a_window_has_its_heartbeat_held(tmp_path):
+    """That pipeline's actions never act (no part judged, a reject gate never written): the heartbeat of the PLC they
+    write through stands still, as for a pipeline whose slot has no model, and /status names why. It ran on, every
+    part passing the line unjudged, the PLC's watchdog reading a live agent."""
+    from asyncua import ua
+
+    from tests.support.plc import plc
+
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path, kind="vision", version="1.0.0", key=key, heatmap=False)
+    camera = CameraServer(free_port(), fps=10, seed=1).start()
+    life, reject = ua.Variant(0, ua.VariantType.Int32), ua.Variant(False, ua.VariantType.Boolean)
+    async with plc({"Life": life, "Reject": reject}) as p:
+        gate = {"type": "opcua_write", "source": "plc", "node_id": p.node_id("Reject")}
+        plc_source = {
+            "type": "opcua",
+            "endpoint": f"opc.tcp://127.0.0.1:{p.port}/plc/",
+            "connect_timeout_s": 2.0,
+        }
+        plc_source["heartbeat"] = {"node_id": p.node_id("Life"), "period_ms": 100}
+        window = {"waveform": "Vibration"}
+        cfg = parse_config(
+            {
+                "agent": {"id": "gw1", "data_dir": str(tmp_path / "data")},
+                "trusted_keys": [str(pub)],
+                "http": {"port": 0},
+                "sources": {"cam": {"type": "camera", "url": camera.url, "fps": 10}, "plc": plc_source},
+                "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+                "actions": {"reject": {**gate, "when": {"verdict": {"in": ["NG", "UNSURE"]}}}},
+                "pipelines": [
+                    {
+                        "name": "inspect",
+                        "source": "cam",
+                        "model": "vision",
+                        "actions": ["reject"],
+                        "window": window,
+                    }
+                ],
+            },
+            "line3.yaml",
+        )
+        agent = Agent(cfg)
+        await agent.start()
+        try:
+            src, pipe = agent.sources["plc"], agent.pipelines[0]
+            await until(
+                lambda: (
+                    pipe.notices.counts.get("window_on_frames", 0) >= 2
+                    and "heartbeat_held" in agent.status()["sources"]["plc"]
+                ),
+                what="its frames dropped and the PLC's heartbeat held",
+            )
+            assert src.heartbeats == 0 and (await p.read())["Life"] == 0
+            held = agent.status()["sources"]["plc"]["heartbeat_held"]
+            assert "pipeline inspect judges nothing" in held["reason"] and SAID in held["reason"], held
+        finally:
+            await agent.stop()
+            camera.stop()
