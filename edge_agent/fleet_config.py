@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import (
     FLEET_ERRORS,
+    FRAME_WINDOW_WHY,
     AgentConfig,
     ConfigError,
     env_taken,
@@ -660,10 +661,13 @@ def _pipeline_health(agent) -> dict:
         n: names
         for n, feeds in agent.heartbeat_feeds.items()
         if getattr(agent.sources[n].settings, "heartbeat", None) is not None
-        and (names := sorted(p.name for p in feeds if p.slot.failed is not None))
+        and (names := sorted(p.name for p in feeds if p.slot.failed is not None or p.window_ignored))
     }
     if held:
         out["heartbeats_held"] = held
+    # a camera pipeline with a window (a config warning): it judges nothing, for good, and holds a PLC's heartbeat
+    if ignored := sorted(p.name for p in agent.pipelines if p.window_ignored):
+        out["judges_nothing"] = ignored
     return out
 
 
@@ -672,8 +676,17 @@ def _held_note(health: Mapping[str, Any]) -> str:
     then (``heartbeats_held``: source -> pipelines), or "". Said as of the report: ``/status`` says while it lasts
     (the source's ``heartbeat_held``)."""
     held = health.get("heartbeats_held") or {}
-    return "; ".join(
-        f"heartbeat of source {n} held until the fleet's package serves: no model yet for the pipelines writing "
-        f"through it ({', '.join(pipes)}); the PLC's watchdog falls back to its safe state meanwhile"
-        for n, pipes in held.items()
-    )
+    ignored = set(health.get("judges_nothing") or ())
+    said = []
+    for n, pipes in held.items():
+        if waiting := [p for p in pipes if p not in ignored]:
+            said.append(
+                f"heartbeat of source {n} held until the fleet's package serves: no model yet for the pipelines "
+                f"writing through it ({', '.join(waiting)}); the PLC's watchdog falls back to its safe state meanwhile"
+            )
+        if windowed := [p for p in pipes if p in ignored]:
+            said.append(
+                f"heartbeat of source {n} held: the pipelines writing through it ({', '.join(windowed)}) judge "
+                f"nothing (window: {FRAME_WINDOW_WHY}); the PLC's watchdog falls back to its safe state"
+            )
+    return "; ".join(said)

@@ -11,6 +11,7 @@ import urllib.request
 
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
+from edge_agent.fleet_config import _held_note, _pipeline_health
 from simulators.camera import CameraServer
 from tests.support.models import make_keypair, make_package
 from tests.support.peers import free_port
@@ -121,6 +122,15 @@ async def test_a_plc_written_by_a_camera_pipeline_with_a_window_has_its_heartbea
             assert src.heartbeats == 0 and (await p.read())["Life"] == 0
             held = agent.status()["sources"]["plc"]["heartbeat_held"]
             assert "pipeline inspect judges nothing" in held["reason"] and SAID in held["reason"], held
+            # a fleet config's healthy report says so (the rollout shows it by the agent): it was healthy, unsaid
+            health = _pipeline_health(agent)
+            assert health["heartbeats_held"] == {"plc": ["inspect"]} and health["judges_nothing"] == [
+                "inspect"
+            ]
+            assert _held_note(health) == (
+                "heartbeat of source plc held: the pipelines writing through it (inspect) judge nothing (window: "
+                f"{SAID}); the PLC's watchdog falls back to its safe state"
+            )
         finally:
             await agent.stop()
             camera.stop()
