@@ -2646,32 +2646,32 @@ class FleetServer:
         await self.server.stop(grace_s)
         if self.hub is not None:
             await self.hub.stop()
-        # the control database is closed once no tick uses it: one under way is waited for (TICK_STOP_S at most)
+        # the control database is closed once no tick uses it, nor a deployment step kept during a clone hold being
+        # taken again (``_retake_untold``: cut, its write failed as the control state's fault and the step was lost);
+        # the store once no retention step uses it (each is a transaction or two). All waited for together,
+        # TICK_STOP_S at most in all: one after the other, a stuck tick and a stuck retake took twice that (three
+        # times with retention), past what a supervisor's stop timeout allows for
         owns_control = self._owns_control
-        if (ticking := self._ticking) is not None and not ticking.done():
-            await asyncio.wait({ticking}, timeout=TICK_STOP_S)
-            if not ticking.done():
-                log.warning(
-                    "the deployment tick still runs %g s after the fleet service stopped; its control database "
-                    "is left open",
-                    TICK_STOP_S,
-                )
-                owns_control = False
-        # a deployment step kept during a clone hold being taken again (``_retake_untold``) is waited for, as a tick
-        # is: cut, its write failed as the control state's fault and the step was lost
-        if self.fleet is not None and (retaking := set(self.fleet._retaking)):
-            _done, left = await asyncio.wait(retaking, timeout=TICK_STOP_S)
-            if left:
-                log.warning(
-                    "%d deployment steps kept during a clone hold still being taken %g s after the fleet service "
-                    "stopped; its control database is left open",
-                    len(left),
-                    TICK_STOP_S,
-                )
-                owns_control = False
-        # the store is closed once no retention step uses it (each is a transaction or two: waited for)
-        if (retaining := self._retaining) is not None and not retaining.done():
-            await asyncio.wait({retaining}, timeout=TICK_STOP_S)
+        ticking = {t for t in (self._ticking,) if t is not None and not t.done()}
+        retaking = set(self.fleet._retaking) if self.fleet is not None else set()
+        retaining = {t for t in (self._retaining,) if t is not None and not t.done()}
+        if waited := ticking | retaking | retaining:
+            await asyncio.wait(waited, timeout=TICK_STOP_S)
+        if any(not t.done() for t in ticking):
+            log.warning(
+                "the deployment tick still runs %g s after the fleet service stopped; its control database "
+                "is left open",
+                TICK_STOP_S,
+            )
+            owns_control = False
+        if left := [t for t in retaking if not t.done()]:
+            log.warning(
+                "%d deployment steps kept during a clone hold still being taken %g s after the fleet service "
+                "stopped; its control database is left open",
+                len(left),
+                TICK_STOP_S,
+            )
+            owns_control = False
         # the port is free (the announcement closed): the next start on it needs no agreement
         self._close_opened(owns_control)
 

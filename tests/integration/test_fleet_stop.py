@@ -112,6 +112,44 @@ async def test_a_tick_that_does_not_end_leaves_stop_bounded_and_its_database_ope
     server.control.db.close()
 
 
+async def test_a_stuck_tick_and_a_stuck_retake_are_waited_for_together(pki, tmp_path, caplog, monkeypatch):
+    """The tick, then the steps kept during a clone hold being taken again, were each waited for up to TICK_STOP_S,
+    one after the other (twice the bound with both stuck); both are waited for at once: both said at the same
+    end of one wait."""
+    from cloud_trainer.fleet import service
+
+    monkeypatch.setattr(service, "TICK_STOP_S", 0.4)
+    certs = (pki / "ca.pem", pki / "server.pem", pki / "server.key")
+    server = service.FleetServer(tmp_path / "cloud", free_port(), *certs)
+    real_tick, started, release = server.control.tick, threading.Event(), threading.Event()
+
+    def tick() -> None:
+        started.set()
+        release.wait(30)
+        real_tick()
+
+    server.control.tick = tick
+    caplog.set_level(logging.WARNING)
+    await server.start()
+    retake = asyncio.get_running_loop().create_future()  # a step being taken again that does not end
+    server.fleet._retaking.add(retake)
+    try:
+        assert await asyncio.to_thread(started.wait, 10), "no rollout tick ran"
+        await server.stop()
+    finally:
+        release.set()
+        retake.cancel()
+    said = {
+        r.getMessage().split(" still ")[0]: r.created for r in caplog.records if " still " in r.getMessage()
+    }
+    assert set(said) == {"the deployment tick", "1 deployment steps kept during a clone hold"}, said
+    assert (
+        abs(said["the deployment tick"] - said["1 deployment steps kept during a clone hold"]) < 0.2
+    )  # was: 0.4
+    await asyncio.sleep(0.1)  # (the tick's thread ends on the database left open)
+    server.control.db.close()
+
+
 async def test_a_read_under_way_in_a_worker_thread_ends_before_stop_closes_the_databases(
     pki, tmp_path, caplog
 ):
