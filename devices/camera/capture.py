@@ -1500,8 +1500,13 @@ class CameraSource:
                 if pictures[0] is None:
                     pictures[0] = errors.pictures
                     return False
+                new = errors.pictures != pictures[0]
+                # the frame's own size where swscale's context says it (FFmpeg 8 and later), scaled to the size
+                # opened with (its layout read right); None: not said (H.264's line), the line told by when it comes
+                sizes = errors.picture if new else None
+                own = sizes[0] if sizes is not None and sizes[1] == (w, h) else None
                 if held[0]:  # a file's frames after the line: back at its size, or still another one
-                    if errors.pictures != pictures[0]:
+                    if new and own in (None, (w, h)):
                         pictures[0], n, held[0] = errors.pictures, held[0], 0
                         self._error(
                             "corrupt_frame",
@@ -1510,17 +1515,28 @@ class CameraSource:
                             "skipped, never scaled",
                         )
                         return False
+                    pictures[0] = errors.pictures  # (another size still, or another format of it)
                     if held[0] < _ODD_FRAMES_MAX:
                         held[0] += 1
                         raise _Skip
                     held[0] = 0
-                elif errors.pictures == pictures[0] or self._pictures_unsure:
+                elif not new:
+                    return False
+                elif own == (
+                    w,
+                    h,
+                ):  # a new pixel format at the size opened with (chroma subsampling): read on
+                    pictures[0] = errors.pictures
+                    return False
+                elif own is None and self._pictures_unsure:
                     return False
                 elif not live:
                     held[:] = [1, cap.get(1)]
                     pictures[0] = errors.pictures
                     raise _Skip
-                early = same_size_again and retrieved[0] <= _FORMAT_AGAIN_FRAMES
+                # a change of size said as such is never taken for a change of format (a camera alternating sizes,
+                # or serving its old size's last frame at each connect, reopened at each, the backoff growing)
+                early = own is None and same_size_again and retrieved[0] <= _FORMAT_AGAIN_FRAMES
                 if early and self._format_suspect:  # the second reopen in a row so: a format alternating
                     self._pictures_unsure = True
                     self.notices.note(  # a state shown on /status, not only a log line
@@ -1539,9 +1555,10 @@ class CameraSource:
                     return False
                 self._format_suspect = early
                 at = cap.get(1) if live else held[1]
+                to = f" of {own[0]}x{own[1]}" if own else ""
                 said = (
                     f"frames changed size at frame {at:.0f} while open (FFmpeg began a new picture "
-                    f"size); OpenCV scales every frame to the size it opened with ({w:.0f}x{h:.0f}), stretched"
+                    f"size{to}); OpenCV scales every frame to the size it opened with ({w:.0f}x{h:.0f}), stretched"
                 )
                 if live:
                     self._reopened_at = (w, h)

@@ -10,7 +10,10 @@ the camera skips the frame (``corrupt_frame``); but for the few error-level line
 picture whole (``_NOT_DAMAGE``). Lines below error level are dropped, as OpenCV's own setting (``AV_LOG_ERROR``)
 dropped them, but the few that say the picture's size changed while the capture is open (``_NEW_PICTURE``), counted
 on the reader's thread as ``pictures``: OpenCV scales every later frame to the size it opened with, so the camera
-reopens a stream (or ends a file's pass) rather than pass stretched frames on.
+reopens a stream (or ends a file's pass) rather than pass stretched frames on. Swscale's line says no size, but
+its logging context does where libswscale makes it public (9, FFmpeg 8, and later: ``SwsContext``'s ``src_w``,
+``src_h``, ``dst_w``, ``dst_h``): read as ``picture``, so that a new scaling context for a new pixel format at the same
+size (an MJPEG camera changing its chroma subsampling) is told from one for a new size (``_scaled_sizes``).
 
 Only the format string and the logging context's name (the codec's) are read, never the ``va_list``: nothing
 depends on how a CPU passes one. When the callback cannot be installed (no libavutil of OpenCV's found: a wheel
@@ -68,24 +71,28 @@ _NOT_DAMAGE = frozenset((b"mmco: unref short failure\n", b"SEI type %d size %d t
 # makes a new scaling context, which it does for the first frame and for a frame of another size (an MJPEG stream:
 # measured, WARNING); FFmpeg's H.264 decoder logs a reinit when a new sequence parameter set changes the size (VERBOSE
 # in FFmpeg 6 and later, INFO before; measured: twice at the open, then at the change)
-_NEW_PICTURE = frozenset(
-    (
-        b"deprecated pixel format used, make sure you did set range correctly\n",
-        b"Reinit context to %dx%d, pix_fmt: %s\n",
-    )
-)
+_SWS_LINE = b"deprecated pixel format used, make sure you did set range correctly\n"
+_NEW_PICTURE = frozenset((_SWS_LINE, b"Reinit context to %dx%d, pix_fmt: %s\n"))
+# libswscale 9 (FFmpeg 8) made ``SwsContext`` public, its layout then part of the ABI: on a 64-bit build (two
+# pointers, an unsigned, two doubles, four ints before them) ``src_w, src_h, dst_w, dst_h`` are at these bytes
+_SWS_PUBLIC_MAJOR = 9
+_SWS_SIZES_AT = 56
+_sws_public: list[bool] = [False]  # the installed libswscale's context is read (``_install``)
 
 
 class DecoderErrors:
     """FFmpeg's error-level lines logged on one thread: how many, and the last one (its text); and how many lines said
-    a new picture size or format (``_NEW_PICTURE``: the first frame's, then each change)."""
+    a new picture size or format (``_NEW_PICTURE``: the first frame's, then each change), with the last one's
+    ``picture``: the frame's own size and the size it is scaled to ((width, height), (width, height)), where swscale's
+    context says them, else None (H.264's line; an FFmpeg before 8)."""
 
-    __slots__ = ("count", "last", "pictures")
+    __slots__ = ("count", "last", "pictures", "picture")
 
     def __init__(self) -> None:
         self.count = 0
         self.last = ""
         self.pictures = 0
+        self.picture: tuple[tuple[int, int], tuple[int, int]] | None = None
 
 
 _by_thread: dict[int, DecoderErrors] = {}
@@ -120,12 +127,30 @@ def _text(avcl: int | None, fmt: bytes | None) -> str:
     return f"{name}: {text}" if name else text
 
 
+def _scaled_sizes(avcl: int | None) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The sizes a swscale context logging a line scales from and to, where its layout is public (``_sws_public``)
+    and the context is swscale's (its class named ``SWScaler``) with sizes FFmpeg allows; else None."""
+    if not (_sws_public[0] and avcl):
+        return None
+    try:
+        cls = ctypes.c_void_p.from_address(avcl).value
+        if not cls or ctypes.c_char_p.from_address(cls).value != b"SWScaler":
+            return None
+        sw, sh, dw, dh = (ctypes.c_int * 4).from_address(avcl + _SWS_SIZES_AT)
+    except (ValueError, OSError):
+        return None
+    if not all(0 < v <= 65535 for v in (sw, sh, dw, dh)):
+        return None
+    return (sw, sh), (dw, dh)
+
+
 def _on_log(avcl: int | None, level: int, fmt: bytes | None, _args: int | None) -> None:
     if level > _AV_LOG_ERROR:
         if level <= _AV_LOG_VERBOSE and fmt in _NEW_PICTURE:
             errors = _by_thread.get(threading.get_ident())
             if errors is not None:
                 errors.pictures += 1
+                errors.picture = _scaled_sizes(avcl) if fmt == _SWS_LINE else None
         return
     if fmt in _NOT_DAMAGE:
         return
@@ -143,9 +168,14 @@ def _on_log(avcl: int | None, level: int, fmt: bytes | None, _args: int | None) 
 
 
 def _libavutil() -> str | None:
-    """The path of the libavutil OpenCV's FFmpeg reader uses: the one loaded in this process (Linux), else the one
-    bundled in OpenCV's wheel beside ``cv2`` (``opencv_python*.libs``, ``cv2/.dylibs``); None when there is not
-    exactly one."""
+    """The path of the libavutil OpenCV's FFmpeg reader uses (``_ffmpeg_library``)."""
+    return _ffmpeg_library("libavutil")
+
+
+def _ffmpeg_library(name: str) -> str | None:
+    """The path of FFmpeg's library ``name`` that OpenCV's FFmpeg reader uses: the one loaded in this process
+    (Linux), else the one bundled in OpenCV's wheel beside ``cv2`` (``opencv_python*.libs``, ``cv2/.dylibs``); None
+    when there is not exactly one."""
     import cv2
 
     found: set[str] = set()
@@ -153,13 +183,13 @@ def _libavutil() -> str | None:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 path = line.rsplit(None, 1)[-1] if "/" in line else ""
-                if Path(path).name.startswith("libavutil"):
+                if Path(path).name.startswith(name):
                     found.add(path)
     except OSError:
         pass
     if not found:
         here = Path(cv2.__file__).resolve().parent
-        for pattern in ("../opencv*.libs/libavutil*", ".dylibs/libavutil*"):
+        for pattern in (f"../opencv*.libs/{name}*", f".dylibs/{name}*"):
             found.update(str(p) for p in here.glob(pattern))
     if len(found) > 1:  # another FFmpeg beside OpenCV's (PyAV's): keep the one in OpenCV's wheel, if one
         found = {p for p in found if "opencv" in p.lower() or "/cv2/" in p}
@@ -221,6 +251,7 @@ def _install() -> str:
         return f"{exc}; FFmpeg's log set quiet"
     _installed.append(callback)
     _in_python.append(why)
+    _sws_public[0] = _swscale_public()
     if native is not None:
         _filtered.append(native)
     atexit.register(_put_back, lib)
@@ -282,6 +313,16 @@ def _native_filter(callback: Any) -> tuple[Any, str]:
     except (OSError, AttributeError) as exc:
         return None, f"executable memory not made: {exc}"
     return _CALLBACK(at), ""
+
+
+def _swscale_public() -> bool:
+    """Whether OpenCV's libswscale makes its context public (``_SWS_PUBLIC_MAJOR``) on a 64-bit build."""
+    try:
+        path = _ffmpeg_library("libswscale")
+        version = ctypes.CDLL(path).swscale_version() if path else 0
+    except (OSError, AttributeError):
+        return False
+    return version >> 16 >= _SWS_PUBLIC_MAJOR and ctypes.sizeof(ctypes.c_void_p) == 8
 
 
 def _put_back(lib: ctypes.CDLL) -> None:

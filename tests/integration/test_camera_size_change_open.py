@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from devices.base import Backoff
+from devices.camera import ffmpeg_log
 from devices.camera.capture import CameraSource
 from devices.camera.settings import CameraSettings
 from tests.integration.test_camera_video_damage import _read, hooked  # noqa: F401 (a fixture)
@@ -163,13 +164,19 @@ async def test_a_stream_whose_frames_change_size_is_reopened_and_read_at_its_new
     assert src.stats.errors_by_reason["frame_size_changed"] == 2
 
 
-async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_twice_then_read_on(
-    tmp_path, caplog
+@pytest.mark.parametrize("sizes_said", [True, False], ids=["sizes_said", "sizes_unsaid"])
+async def test_a_stream_changing_its_chroma_subsampling_alone_is_read_on(
+    tmp_path, caplog, monkeypatch, sizes_said
 ):
     """FFmpeg's line for a new picture comes for a new pixel format too: an MJPEG camera whose JPEGs alternate 4:2:0
-    and 4:4:4 at one size would be reopened at every frame. Opened again at the size it had twice in a row, the line
-    again in its first frames each time, it is read on, said once (its changes of size while open are then not
-    told)."""
+    and 4:4:4 at one size was reopened at every frame. Where swscale's context says the frame's own size (FFmpeg 8
+    and later), the line at the size opened with is read on, never reopened for. Where it does not, such a camera,
+    opened again at the size it had twice in a row, the line again in its first frames each time, is read on, said
+    once (its changes of size while open are then not told)."""
+    if not sizes_said:
+        monkeypatch.setattr(ffmpeg_log, "_sws_public", [False])
+    elif not ffmpeg_log._sws_public[0]:
+        pytest.skip("this FFmpeg's swscale keeps its context's sizes to itself (before FFmpeg 8)")
     video = _changing_video(
         tmp_path / "alternating.avi",
         then=FIRST,
@@ -178,6 +185,12 @@ async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_twice_
     )
     files = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     caplog.set_level(logging.WARNING, "devices.camera.capture")
+    if sizes_said:
+        src, frames = await _read_served(files, video.name, FRAMES)
+        assert [_level(f.image) for f in frames] == list(range(FRAMES))
+        assert "frame_size_changed" not in src.stats.errors_by_reason
+        assert "size_changes_unseen" not in src.notices.status()  # nothing switched off
+        return
     src, frames = await _read_served(
         files, video.name, 2 + FRAMES
     )  # frame 0 twice, then the third serving whole
@@ -190,15 +203,34 @@ async def test_a_stream_changing_its_chroma_subsampling_alone_is_reopened_twice_
     assert src.notices.status()["size_changes_unseen"]["count"] == 1  # on /status, not a log line alone
 
 
+async def test_a_camera_serving_its_old_size_at_each_connect_never_has_its_new_size_stretched(tmp_path):
+    """A camera switched from 160x120 to 320x180 that serves its old size's last frame first at every connect (or
+    one alternating sizes every few frames) looked like one alternating chroma subsampling: after two reopens at the
+    old size, FFmpeg's line again at once, size changes were no longer looked for and every later 320x180 frame was
+    passed on stretched to 160x120. Swscale's context says the frame's size: each is reopened for, none stretched."""
+    if not ffmpeg_log._sws_public[0]:
+        pytest.skip("this FFmpeg's swscale keeps its context's sizes to itself (before FFmpeg 8)")
+    first = _changing_video(tmp_path / "first.avi").read_bytes()
+    stale = _changing_video(tmp_path / "stale.avi", replaced=range(1, FRAMES)).read_bytes()
+    src, frames = await _read_served(_camera([first, stale]), "line.avi", CHANGE_AT + 4, reconnect_max_s=0.2)
+    seen = [(_level(f.image), f.image.shape[:2]) for f in frames]
+    # each later session: its stale 160x120 frame, then reopened at the 320x180 ones (never passed stretched)
+    assert seen == [(i, (120, 160)) for i in [*range(CHANGE_AT), 0, 0, 0, 0]], seen
+    assert "size_changes_unseen" not in src.notices.status()
+    assert src.stats.errors_by_reason["frame_size_changed"] >= 4
+
+
 @pytest.mark.parametrize("change_at", [2, 7])
 async def test_a_stream_reopened_at_the_size_it_had_still_has_a_later_change_of_size_seen(
-    tmp_path, change_at
+    tmp_path, monkeypatch, change_at
 ):
     """A stream reopened for FFmpeg's line and opened again at the size it had (the line came for one change of
     chroma subsampling, or the camera served its old size once more) was taken for a camera changing pixel format:
     such lines no longer reopened it, and a later change of size was passed on stretched, counted nowhere. Only the
     line again in the first frames after two such reopens in a row (a camera alternating formats) stops the
-    reopening now: a change of size within the first frames after one (frame 3) is reopened for, as a later one."""
+    reopening now: a change of size within the first frames after one (frame 3) is reopened for, as a later one.
+    (Where swscale's context says the frame's size, a change of chroma is never reopened for: as before FFmpeg 8.)"""
+    monkeypatch.setattr(ffmpeg_log, "_sws_public", [False])
     once_444 = _changing_video(
         tmp_path / "once_444.avi",
         then=FIRST,
