@@ -756,6 +756,9 @@ class SparkplugHost:
         self.born_forgotten = 0  # ... of which born and live (notice born_nodes_forgotten)
         # born nodes that went silent without a death, their tags marked BAD (notice node_silent)
         self.nodes_silent = 0
+        # commands sent by name alone past their node's devices' wait, a device of its session before never born
+        # again (notice devices_not_reborn, ``_never_reborn``)
+        self.commands_by_name = 0
         # the BAD readings of nodes gone silent (``_silence``, run by ``tick``), for the adapter to pass on
         # (``take_stale``)
         self._stale: list[Reading] = []
@@ -1881,7 +1884,8 @@ class SparkplugHost:
                             before = {}
                         if before and node.named:
                             before = {**before, **node.named}
-                            if len(before) > MAX_NODE_DEVICES:
+                            if len(before) > MAX_NODE_DEVICES:  # (as a sharing node's, above: said)
+                                self._devices_forgotten(t)
                                 before = {**node.named, _FORGOTTEN: False}
                         node.named_before = before or node.named
                     node.named = {}
@@ -2345,11 +2349,41 @@ class SparkplugHost:
         over), or is said dead: None, the command by name alone, as when the clash is read (that device's birth,
         unread, may give the alias too)."""
         n = self._nodes.get((group, edge_node))
-        if n is None or n.expected:
+        if n is None:
+            return None
+        if n.expected:
+            if time.monotonic() >= n.expected_until:
+                self._never_reborn(group, edge_node, n)
             return None
         want = (device, metric)
         pool = n.owned.get(device, ((), ()))[1] if device else n.aliases
         return next((a for a in pool if n.aliases.get(a) == want and a not in n.clashes), None)
+
+    def _never_reborn(self, group: str, edge_node: str, n: _Node) -> None:
+        """A command of a node known to share aliases goes by name alone (``alias``) past its devices' wait: those
+        of its last session awaited (True in ``expected``) and never born again within REBORN_DEVICES_WAIT_S of its
+        NBIRTH (a device removed, renamed, or unplugged while its node restarted) keep every command of the node by
+        name alone, which an integrator saw nowhere. Counted per command (notice ``devices_not_reborn``, each node
+        said once, the causes kept bounded by ``Notices``); a device said dead (False) is by design, not counted.
+        At most the first 3 awaited are named (a scan of the node's awaited: commands are few)."""
+        late = [d for d, live in n.expected.items() if live and d != _FORGOTTEN]
+        if not late:
+            return
+        self.commands_by_name += 1
+        where = f"{group}/{edge_node}"
+        if self.on_notice is None:
+            self._on_error("devices_not_reborn", f"{where}: {', '.join(late[:3])}")
+            return
+        more = f" and {len(late) - 3} more" if len(late) > 3 else ""
+        self.on_notice(
+            "devices_not_reborn",
+            f"sparkplug: {where}: its devices' births give a device metric another metric's alias (against "
+            f"Sparkplug), and devices of its session before ({', '.join(late[:3])}{more}) were not born again within "
+            f"{REBORN_DEVICES_WAIT_S:g} s of its NBIRTH: its commands go by name alone (no alias) until each is born "
+            "again (DBIRTH) or said dead (DDEATH), or the node restarts; a device removed for good: restart the node "
+            "(after a rebirth its commands go by name alone still)",
+            cause=where,
+        )
 
     def template_member(
         self, group: str, edge_node: str, device: str | None, metric: str

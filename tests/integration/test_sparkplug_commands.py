@@ -1704,3 +1704,31 @@ async def test_a_node_command_waits_for_a_late_device_of_its_session_before_once
         pump.cancel()
         await src.stop()
         node.stop()
+
+
+async def test_a_node_command_by_name_alone_for_a_device_of_its_session_before_never_born_again_is_counted(
+    mosquitto, monkeypatch
+):
+    """A node known to share aliases (d3's valve given speed's alias) restarts and d3 never comes back (removed):
+    each NCMD waits for d3 REBORN_DEVICES_WAIT_S (made 0.3 s) after the NBIRTH, then goes by name alone for the
+    whole session, which nothing said. Now each such command is counted (notice devices_not_reborn, said once per
+    node, naming d3); a device said dead (DDEATH) is by design, not counted."""
+    monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 0.3)
+    node = Node(mosquitto.port)
+    src, pump = await _host(mosquitto.port)
+    try:
+        await _node_and_devices_born(src, node, 7, 101)  # valve given speed's alias: sharing
+        node.publish("spBv1.0/g/NDEATH/n1", sp.death_payload(0))
+        node.publish("spBv1.0/g/NBIRTH/n1", _aliased_birth(1, 7, 8))
+        node.publish("spBv1.0/g/DBIRTH/n1/d4", _device_birth("pump", 101, 1))  # d3 never again
+        await _births(src, 5)
+        await asyncio.sleep(0.35)
+        for n in (1, 2):
+            assert await _speed_command(src, node) == ("speed", None)
+            assert src.notices.counts.get("devices_not_reborn") == n, src.notices.counts  # before: none
+        assert "d3" in src.notices.messages["devices_not_reborn"]
+        assert src.sparkplug.commands_by_name == 2
+    finally:
+        pump.cancel()
+        await src.stop()
+        node.stop()

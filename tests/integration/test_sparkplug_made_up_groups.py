@@ -135,3 +135,32 @@ async def test_data_of_a_device_past_the_nodes_device_bound_asks_no_rebirth_that
         pub.publish("spBv1.0/g/DDATA/n/d3", _birth(7, [sp.Metric("Temp", None, D.DOUBLE, 3.0)]), qos=1)
         await until(lambda: host.data_before_birth == 2, 10, "its data after the room was made handled")
         await until(lambda: asked == ["n"], 10, "a rebirth asked once there is room")
+
+
+async def test_devices_of_a_node_not_sharing_aliases_cut_past_its_device_bound_at_a_rebirth_are_counted(
+    mosquitto, monkeypatch
+):
+    """A node not known to share aliases keeps its session before's devices (``named_before``) through a rebirth
+    within its wait, those born since over them; past MAX_NODE_DEVICES together the old ones were cut silently
+    (a node known to share counted the same cut: too_many_node_devices). Now counted there too."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODE_DEVICES", 3)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        for devices in (
+            ("d0", "d1", "d2"),
+            ("d3", "d4"),
+            (),
+        ):  # three NBIRTHs in a row (rebirths), within 5 s
+            seq = 0
+            pub.publish("spBv1.0/g/NBIRTH/n", _birth(0, [sp.Metric("bdSeq", None, D.INT64, 0)]), qos=1)
+            for d in devices:
+                seq += 1
+                pub.publish(f"spBv1.0/g/DBIRTH/n/{d}", _birth(seq, []), qos=1)
+        await until(lambda: host.births == 8, 10, "every birth read")
+        node = host._nodes[("g", "n")]
+        assert len(node.named_before) <= 4 and sparkplug_host._FORGOTTEN in node.named_before, (
+            node.named_before
+        )
+        assert src.stats.errors_by_reason == {"too_many_node_devices": 1}, (
+            src.stats.errors_by_reason
+        )  # before: {}
