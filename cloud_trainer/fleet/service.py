@@ -593,7 +593,7 @@ class FleetServicer(rpc.FleetServicer):
         self._judged: dict[tuple[str, str], tuple[str, str]] = {}
         # agent -> deployment id -> (its step kept late and untold during the agent's clone hold, the target's
         # recorded report then, the step's run and the runs of the agent that named it during the hold, at most
-        # RUNS_BEFORE, newest last): taken again after the hold under a run that names one of them among its
+        # RUNS_BEFORE of them, newest last): taken again after the hold under a run that names one of them among its
         # process's runs before it (``_retake_untold``)
         self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict, tuple[str, ...]]]] = {}
         self._retaking: set[asyncio.Future] = set()
@@ -861,11 +861,13 @@ class FleetServicer(rpc.FleetServicer):
         if not self._tell_late(key):
             # during the hold, a run naming one of a step's runs is the same gateway's: its run too, so that its link
             # lost more than RUNS_BEFORE times before the hold ends (each loss a new run the fleet answered) still
-            # names it (the step's run was pushed out of the runs named, and the step never taken)
+            # names it (the step's run was pushed out of the runs named, and the step never taken). The step's own run
+            # stays first: the agent names only runs the fleet answered, and three runs taken here whose answers were
+            # lost (never named by the agent) pushed it out, the agent's next run naming it matching none
             mine = _run_key(boot)
             for dep, (step, was, of) in kept.items():
                 if mine not in of and runs.intersection(of):
-                    kept[dep] = (step, was, (*of, mine)[-RUNS_BEFORE:])
+                    kept[dep] = (step, was, (of[0], *(*of[1:], mine)[-RUNS_BEFORE:]))
             return
         steps = {dep: (step, was) for dep, (step, was, of) in kept.items() if runs.intersection(of)}
         if not steps:

@@ -994,6 +994,27 @@ async def test_a_step_kept_untold_is_taken_after_the_hold_though_the_gateways_li
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 7}), t  # was: downloading
 
 
+async def test_a_step_kept_untold_is_taken_after_the_hold_though_three_runs_taken_in_it_were_never_answered(
+    fleet,
+):
+    """The agent names only the runs the fleet answered; the kept step's runs were the newest 3 that named one of
+    them: three runs taken here during the hold whose answers were lost (never named by the agent) pushed the step's
+    own run out, and the agent's run after the hold, naming the step's run (its last one answered), took nothing
+    (its rollout stalled). The step's own run stays among them."""
+    import time
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    dep = await _healthy_kept_in_a_hold(srv, stub, e)
+    for seq in (3, 4, 5):  # each taken here, naming runX, its answer lost: the agent still names runX only
+        await stub.Heartbeat(_report(e["1.2.0"], seq, f"runX{seq}", "runX"))
+    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over
+    await stub.Heartbeat(_report(e["1.2.0"], 6, "runX6", "runX"))
+    await asyncio.gather(*srv.fleet._retaking)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 6}), t  # was: downloading
+
+
 async def test_the_run_told_late_stays_named_through_the_runs_a_link_outage_draws(fleet, built):
     """Each report attempt of a link outage draws a new run (its call failed UNAVAILABLE), and the runs a state report
     named were the last 3 drawn: three failed heartbeats after the tell (15 s at a heartbeat_s of 5 s) pushed out the
