@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 from devices import SOURCE_TYPES, load_object
 from devices.base import MAX_CAUSES, ConnectionState, Notices
 from edge_agent import flapping
-from edge_agent.actions import ActionRunner, expect_writes
+from edge_agent.actions import ActionRunner, _output_node, expect_writes
 from edge_agent.cloud_text import CloudText
-from edge_agent.config import FRAME_WINDOW_WHY, AgentConfig, AlarmAction
+from edge_agent.config import FRAME_WINDOW_WHY, AgentConfig, AlarmAction, OutputAction
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
 from edge_agent.models.config import VersionPolicy
@@ -361,7 +361,7 @@ class Agent:
                 p,
                 self.slots[p.model],
                 self.executor,
-                self._make_on_result(p.actions),
+                self._make_on_result(p),
                 self.metrics.observe_latency,
                 on_event=self._event,
                 data_dir=cfg.data_dir,
@@ -679,8 +679,13 @@ class Agent:
             if self.uplink:
                 self.uplink.poke()
 
-    def _make_on_result(self, action_names: list[str]):
+    def _make_on_result(self, p):
+        action_names = p.actions
         unsure_actions = [n for n in action_names if _names_unsure(self.cfg.actions[n])]
+        # a part the model did not judge (no model serves the slot, the model failed on it: ``model_error``) resets
+        # the pass signals (``_pass_signals``) as an NG part does: left as the last part left them, a PLC read an
+        # OK part's pass for it
+        unjudged_actions = [*_pass_signals(self.cfg, p, unsure_actions), *unsure_actions]
 
         async def on_result(res: Result, item) -> None:
             # the actions first (they act on the line at once), then the outbox: its record whatever the
@@ -700,6 +705,8 @@ class Agent:
                 self.board.keep(res, item)
                 if res.verdict != "UNSURE":
                     await self.actions.handle(action_names, res, item)
+                elif "model_error" in res.outputs and unjudged_actions:
+                    await self.actions.handle(unjudged_actions, res, item)
                 elif unsure_actions:  # never a reject nor a pass: only actions whose condition names UNSURE
                     await self.actions.handle(unsure_actions, res, item)
             except Exception:
@@ -1162,7 +1169,6 @@ class Agent:
         write one node different values, one of them a value the node holds for an OK part (an action's on OK parts,
         a reset), leave it the last one's (it released the heartbeat). A windowed pipeline gives
         no result then."""
-        import dataclasses
 
         from edge_agent.conditions import (
             MODEL_FIELDS,
@@ -1172,25 +1178,9 @@ class Agent:
             may_match_ng,
         )
 
-        now = time.time()
         held = []
         for p in self.pipelines:
-            unjudged = Result(
-                p.name,
-                p.s.source,
-                0,
-                now,
-                "",
-                "",
-                "",
-                "UNSURE",
-                None,
-                outputs={"model_error": "no_model"},
-                finished_at=now,
-            )
-            judged_ok = dataclasses.replace(unjudged, verdict="OK", outputs={})
-            judged_ng = dataclasses.replace(judged_ok, verdict="NG")
-            ng_high = dataclasses.replace(judged_ng, score=math.inf, anomaly_score=math.inf)
+            unjudged, judged_ok, judged_ng, ng_high = _made_up_parts(p.s)
             mine = [
                 a
                 for a in (self.cfg.actions.get(n) for n in p.s.actions)
@@ -1943,6 +1933,66 @@ def _as_written(value: Any) -> str:
     if isinstance(value, bool | int | float):
         return repr(float(value))
     return repr(value)
+
+
+def _made_up_parts(p) -> tuple[Result, Result, Result, Result]:
+    """Pipeline ``p``'s made-up parts the watchdog hold tries its actions on: one not judged (UNSURE, no score, no
+    label, ``model_error: no_model``), one judged OK and one NG (no score, no label, no model: each unknown to the
+    conditions that read them), and that NG part at the highest score (an NG part scores above its slot's threshold,
+    whatever it is)."""
+    now = time.time()
+    unjudged = Result(
+        p.name,
+        p.source,
+        0,
+        now,
+        "",
+        "",
+        "",
+        "UNSURE",
+        None,
+        outputs={"model_error": "no_model"},
+        finished_at=now,
+    )
+    judged_ok = dataclasses.replace(unjudged, verdict="OK", outputs={})
+    judged_ng = dataclasses.replace(judged_ok, verdict="NG")
+    return (
+        unjudged,
+        judged_ok,
+        judged_ng,
+        dataclasses.replace(judged_ng, score=math.inf, anomaly_score=math.inf),
+    )
+
+
+def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
+    """Pipeline ``p``'s pass signals: its outputs (an OPC UA write, a Sparkplug command) whose condition names no
+    UNSURE, may act on an OK part, acts on no NG part (of the highest score) and not on a part the model did not
+    judge (``verdict: OK``, a low score). Such a part is handed to them, besides those whose condition names UNSURE,
+    so that they write what an NG part leaves (an ``on_change`` one its reset): never handed it, a pass signal kept
+    what the last judged part left, ``true`` after an OK part (or the agent before), and a PLC reading it passed the
+    part unjudged. One writing a node an action of ``told`` writes is left to that action."""
+    from edge_agent.conditions import MODEL_FIELDS, compile_condition, may_match
+
+    unjudged, judged_ok, _, ng_high = _made_up_parts(p)
+    nodes = {_node_of(n, cfg.actions[n]) for n in told}
+    return [
+        n
+        for n in p.actions
+        if isinstance(a := cfg.actions[n], OutputAction)
+        and n not in told
+        and _node_of(n, a) not in nodes
+        and not compile_condition(a.when)(unjudged)
+        and may_match(a.when, judged_ok, MODEL_FIELDS)
+        and not may_match(a.when, ng_high, MODEL_FIELDS - {"score", "anomaly_score"})
+    ]
+
+
+def _node_of(name: str, action) -> tuple:
+    """The PLC output an action writes (``actions._output_node``; an alarm's mirror its node), to tell two writing
+    one."""
+    if isinstance(action, AlarmAction) and action.node_id:
+        return ("opcua", action.opcua_source, action.node_id)
+    return _output_node(name, action) if isinstance(action, OutputAction) else ("action", name)
 
 
 def _names_unsure(action) -> bool:

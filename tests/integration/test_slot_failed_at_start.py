@@ -282,7 +282,9 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     serves, and /status and `edge-agent status` name the held node and why (it was one WARNING in the log). A
     reject gate on UNSURE too acts on each part meanwhile (each rejected): the PLC is told, and the heartbeat is
     not held for it. A gate that names no UNSURE (`ne: OK`; as no condition, a 'done' signal) is not handed UNSURE
-    results, so it is never updated either: held (it was written, the line running with no part judged)."""
+    results, so it is never updated either: held (it was written, the line running with no part judged). A pass
+    signal beside it (`verdict: OK`, on_change) is reset by each unjudged part, as by an NG part: it kept what the
+    agent before left (true after an OK part), and with the line running a PLC reading it passed each part."""
     import asyncio
 
     from asyncua import ua
@@ -301,7 +303,8 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
         "NG or UNSURE": {"verdict": {"in": ["NG", "UNSURE"]}},
         "not OK": {"verdict": {"ne": "OK"}},
     }[gate]
-    async with plc({"Life": life, "Reject": reject}) as p:
+    passed = ua.Variant(True, ua.VariantType.Boolean)  # as an OK part left it under the agent before
+    async with plc({"Life": life, "Reject": reject, "Pass": passed}) as p:
         cfg = parse_config(
             {
                 "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
@@ -323,9 +326,18 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                         "source": "plc",
                         "node_id": p.node_id("Reject"),
                         "when": when,
-                    }
+                    },
+                    "pass": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Pass"),
+                        "mode": "on_change",
+                        "when": {"verdict": "OK"},
+                    },
                 },
-                "pipelines": [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}],
+                "pipelines": [
+                    {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject", "pass"]}
+                ],
             },
             "agent.yaml",
             str(tmp_path),
@@ -341,6 +353,7 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                 )
                 assert "heartbeat_held" not in agent.status()["sources"]["plc"]
                 await until(lambda: _read_reject(p), what="each part rejected")
+                assert (await p.read())["Pass"] is False  # not passed: reset, as by an NG part
                 return
             assert src.heartbeats == 0 and (await p.read())["Life"] == 0
             held = agent.status()["sources"]["plc"]["heartbeat_held"]
