@@ -6635,12 +6635,17 @@ class OpcUaSource:
                         # judged by a type read earlier: read it again first, unless what refused it is the
                         # type or shape a BaseDataType node holds, read just now (a heartbeat refused for
                         # good would cost a full read of the node's type each period), or a read again found
-                        # this very type since and the node did not change
+                        # this very type since and one Read finds its DataType, ValueRank and ArrayDimensions
+                        # unchanged now (a download that made an INT a DINT within that minute had 40000 refused,
+                        # naming the INT, until the minute ended)
                         if (
                             cached
                             and not again
                             and not _refused_by_held(nt, value, node_id)
-                            and not self._type_confirmed(node_id, nt, "agent")
+                            and (
+                                not self._type_confirmed(node_id, nt, "agent")
+                                or not await _attributes_unchanged(node, nt)
+                            )
                         ):
                             self._types.pop(node_id, None)
                             former = nt

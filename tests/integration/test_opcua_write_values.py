@@ -1333,6 +1333,8 @@ async def test_a_node_refused_for_its_type_for_good_then_fixed_by_a_download_tak
     [
         # the agent refuses 40000 for the INT; made a REAL, 5 answered BadTypeMismatch was refused naming the INT
         (40000, None, (ua.ObjectIds.Float, ua.Variant(0.0, VT.Float)), ua.Variant(5.0, VT.Float)),
+        # the agent refuses 40000 for the INT; made a DINT, 40000 again was refused by the agent, naming the INT
+        (40000, None, (ua.ObjectIds.Int32, ua.Variant(0, VT.Int32)), ua.Variant(40000, VT.Int32)),
         # the server answers 300 BadOutOfRange (an EURange check); made a DINT, 40000 was refused by the agent
         (
             300,
@@ -1350,17 +1352,18 @@ async def test_a_type_found_unchanged_for_one_refusal_is_read_again_for_another_
     kind (the server's BadTypeMismatch after the agent's refusal; the agent's own after a BadOutOfRange), has the
     type read again and is written as the new type: it was refused until the minute ended, naming the INT."""
     srv, src, nodes, _, _, _ = plc_server
-    node, _, _ = await _type_reads_counted(nodes, "RetypedAfterRefusal")
+    name = f"RetypedAfterRefusal{refused}To{retyped[0]}"  # a node of its own: the source keeps what it read of each
+    node, _, _ = await _type_reads_counted(nodes, name)
     if answer is not None:
         _write_answered(monkeypatch, node, refused, answer)
     try:
-        await src.write("ns=2;s=RetypedAfterRefusal", 1)  # its type read, cached
+        await src.write(f"ns=2;s={name}", 1)  # its type read, cached
         with pytest.raises(
             OpcUaWriteRefused if answer else OpcUaTypeMismatch, match="BadOutOfRange|out of range"
         ):
-            await src.write("ns=2;s=RetypedAfterRefusal", refused)
+            await src.write(f"ns=2;s={name}", refused)
         await _retype(srv, node, *retyped)
-        await src.write("ns=2;s=RetypedAfterRefusal", int(then.Value))
+        await src.write(f"ns=2;s={name}", int(then.Value))
         dv = await node.read_data_value()
         assert (dv.Value.VariantType, dv.Value.Value) == (then.VariantType, then.Value), dv
     finally:
