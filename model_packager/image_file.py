@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
@@ -443,29 +444,20 @@ def _png_key_colour(data: bytes | memoryview) -> tuple[int, ...] | None:
     holds it: a grey value (1-, 2- and 4-bit ones scaled to 8 bits, as libpng expands them) or (blue, green, red);
     None for another PNG or file. OpenCV's read keeps a grey one without alpha (a palette's ``tRNS`` becomes an
     alpha channel, and an RGB one's here), so its transparent pixels are those of that colour."""
-    b = bytes(data[: 1 << 16])
-    if len(b) < 33 or b[:8] != b"\x89PNG\r\n\x1a\n" or b[25] not in (0, 2):
+    head = bytes(data[:33])
+    if len(head) < 33 or head[:8] != _PNG or head[25] not in (0, 2):
         return None
-    depth, i = b[24], 8
-    for _ in range(64):
-        if i + 8 > len(b):
-            return None
-        length, typ = struct.unpack_from(">I4s", b, i)
-        if typ in (b"IDAT", b"IEND"):
-            return None
+    colour, depth = head[25], head[24]
+    for typ, at, length in _png_chunks(data):
         if typ == b"tRNS":
             # one of another length than its colour's, or whose CRC is wrong, libpng drops (warned of only): the
             # image is read opaque, by OpenCV and viewers alike
-            if length != (2 if b[25] == 0 else 6) or i + 12 + length > len(b):
+            if length != (2 if colour == 0 else 6) or not _png_chunk_crc_ok(data, at, length):
                 return None
-            import zlib
-
-            if zlib.crc32(b[i + 4 : i + 8 + length]) != struct.unpack_from(">I", b, i + 8 + length)[0]:
-                return None
-            if b[25] == 0:
-                key: tuple[int, ...] = struct.unpack_from(">H", b, i + 8)
+            if colour == 0:
+                key: tuple[int, ...] = struct.unpack_from(">H", data, at)
             else:
-                r, g, blue = struct.unpack_from(">HHH", b, i + 8)
+                r, g, blue = struct.unpack_from(">HHH", data, at)
                 key = (blue, g, r)
             if depth == 16:
                 return key
@@ -475,7 +467,6 @@ def _png_key_colour(data: bytes | memoryview) -> tuple[int, ...] | None:
             # raised here), then a 1-, 2- or 4-bit one scaled to 8 bits
             top = (1 << depth) - 1
             return tuple((v & top) * (255 // top) for v in key)
-        i += 12 + length
     return None
 
 
@@ -708,6 +699,35 @@ def _png_chunk_overrun(data: bytes | memoryview) -> str | None:
             return None
         i += 12 + length
     return f"more than {most} chunks before its end (IEND), more than an encoder writes: damaged"
+
+
+def _png_chunks(data: bytes | memoryview) -> Iterator[tuple[bytes, int, int]]:
+    """Each chunk of a PNG before its image data (``IDAT``) or end (``IEND``), as (type, where its data starts, its
+    length), for as long as each lies wholly in the file: headers read by offset, nothing copied, wherever in the
+    file the chunk is (a ``tRNS`` or ``tEXt`` after 64 KiB of text chunks, or after 64 chunks, was not seen). At most
+    ``_PNG_MAX_CHUNKS`` chunks, or one per ``_PNG_CHUNK_BYTES`` of the file when more (``_png_chunk_overrun``'s bound:
+    a file of more is refused as damaged). A copy of ``protocols.image_header.png_chunks`` (``model_packager``
+    imports nothing of ours), kept the same code by a test, as this module's other copies are."""
+    n = len(data)
+    if n < 8 or bytes(data[:8]) != _PNG:
+        return
+    i = 8
+    for _ in range(max(_PNG_MAX_CHUNKS, n // _PNG_CHUNK_BYTES)):
+        if i + 8 > n:
+            return
+        length, typ = struct.unpack_from(">I4s", data, i)
+        if typ in (b"IDAT", b"IEND") or length > n - i - 12:
+            return
+        yield typ, i + 8, length
+        i += 12 + length
+
+
+def _png_chunk_crc_ok(data: bytes | memoryview, at: int, length: int) -> bool:
+    """Whether the CRC of the PNG chunk whose data starts at ``at`` holds (libpng drops an ancillary chunk whose
+    CRC is wrong, warned of only: a bit flipped in it is read as if the chunk were not there)."""
+    import zlib
+
+    return zlib.crc32(data[at - 4 : at + length]) == struct.unpack_from(">I", data, at + length)[0]
 
 
 def animated(data: bytes | memoryview) -> str | None:

@@ -15,12 +15,13 @@ import re
 import struct
 import zlib
 
+from protocols.image_header import png_chunk_crc_ok, png_chunks
+
 __all__ = ["KEYWORD", "camera_size", "size_text", "with_camera_size"]
 
 KEYWORD = b"camera_size"
 _PNG = b"\x89PNG\r\n\x1a\n"
 _TEXT = re.compile(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})")
-_MAX_CHUNKS = 64  # chunks before the image data looked at: an encoder writes a handful
 
 
 def size_text(text: str) -> tuple[int, int] | None:
@@ -44,23 +45,15 @@ def with_camera_size(png: bytes, size: tuple[int, int]) -> bytes:
 def camera_size(data: bytes | memoryview) -> tuple[int, int] | None:
     """The (width, height) a PNG's ``camera_size`` text chunk names, or None: not a PNG, no such chunk before the
     image data, or one that is not ``WIDTHxHEIGHT`` of whole numbers > 0 (a damaged or hand-made one: unknown,
-    never a guess; one whose CRC does not match). Only chunk headers are read up to it."""
-    b = bytes(data[: 1 << 16]) if isinstance(data, memoryview) else data
-    if not b.startswith(_PNG):
-        return None
-    i = 8
-    for _ in range(_MAX_CHUNKS):
-        if i + 8 > len(b):
-            return None
-        length, typ = struct.unpack_from(">I4s", b, i)
-        if typ == b"IDAT" or typ == b"IEND":
-            return None
-        if typ == b"tEXt" and i + 12 + length <= len(b):
-            key, _, text = b[i + 8 : i + 8 + length].partition(b"\0")
-            if key == KEYWORD:
-                # its CRC checked, as libpng drops a damaged chunk: a bit flipped in the digits names another camera
-                if zlib.crc32(b[i + 4 : i + 8 + length]) != struct.unpack_from(">I", b, i + 8 + length)[0]:
-                    return None
-                return size_text(text.decode("latin-1"))  # (every byte a character: no digit but ASCII's)
-        i += 12 + length
+    never a guess; one whose CRC does not match). Only chunk headers are read up to it (``png_chunks``)."""
+    named = KEYWORD + b"\0"
+    for typ, at, length in png_chunks(data):
+        if typ == b"tEXt" and length >= len(named) and bytes(data[at : at + len(named)]) == named:
+            # its CRC checked, as libpng drops a damaged chunk: a bit flipped in the digits names another camera
+            if not png_chunk_crc_ok(data, at, length):
+                return None
+            text = bytes(
+                data[at + len(named) : at + length]
+            )  # (every byte a character: no digit but ASCII's)
+            return size_text(text.decode("latin-1"))
     return None

@@ -439,12 +439,13 @@ async def test_a_grey_or_rgb_png_with_a_colour_made_transparent_is_refused_alike
     transparent background): OpenCV turns a palette's (and here an RGB one's) into an alpha channel, refused,
     but reads a grey one without alpha, so the import, `--input-images` and the folder camera took its
     transparent pixels as the grey stored there. Now they are refused alike, a 1-bit grey PNG's too (its key
-    scaled to 8 bits as libpng expands it); a ``tRNS`` colour no pixel has is read as before."""
+    scaled to 8 bits as libpng expands it); a ``tRNS`` colour no pixel has is read as before. A ``tRNS`` after
+    64 KiB of chunks, or after 64 chunks, was not looked for (read as stored): every chunk before the image data is."""
     from cloud_trainer.train.data import DatasetError
     from cloud_trainer.train.images import import_images
     from tests.unit.test_image_import import per_class
 
-    def png(depth: int, colour: int, rows: list[bytes], key: bytes) -> bytes:
+    def png(depth: int, colour: int, rows: list[bytes], key: bytes, before: tuple = ()) -> bytes:
         ihdr = struct.pack(
             ">IIBBBBB",
             len(rows[0]) * 8 // depth // (3 if colour == 2 else 1),
@@ -456,7 +457,7 @@ async def test_a_grey_or_rgb_png_with_a_colour_made_transparent_is_refused_alike
             0,
         )
         idat = zlib.compress(b"".join(b"\x00" + r for r in rows))
-        return _png([(b"IHDR", ihdr), (b"tRNS", key), (b"IDAT", idat), (b"IEND", b"")])
+        return _png([(b"IHDR", ihdr), *before, (b"tRNS", key), (b"IDAT", idat), (b"IEND", b"")])
 
     grey = [bytes([7] * 4 + [100] * 12)] * 10  # 16x10, the first 4 columns grey 7
     rgb = [bytes([10, 20, 30] * 4 + [200, 200, 200] * 12)] * 10
@@ -471,13 +472,24 @@ async def test_a_grey_or_rgb_png_with_a_colour_made_transparent_is_refused_alike
         "rgb_key_unused.png": png(8, 2, rgb, struct.pack(">HHH", 30, 20, 10)),
         # a tRNS of another length than its colour's: libpng drops it (warns), and the image is opaque; read
         "grey_key_long.png": png(8, 0, grey, struct.pack(">HH", 7, 7)),
+        # its tRNS after a 70 KB text chunk, or after 65 of them: as transparent as the first
+        "grey_key_far.png": png(8, 0, grey, struct.pack(">H", 7), ((b"tEXt", b"note\0" + bytes(70_000)),)),
+        "grey_key_late.png": png(8, 0, grey, struct.pack(">H", 7), ((b"tEXt", b"n\0x"),) * 65),
     }
     bad_crc = bytearray(files["grey_key.png"])
     bad_crc[bad_crc.find(b"tRNS") + 6] ^= 0xFF  # its CRC: libpng drops it too
     files["grey_key_bad_crc.png"] = bytes(bad_crc)
     refused = await _camera_and_packager(tmp_path, files)
     assert refused == dict.fromkeys(
-        ("grey_key.png", "rgb_key.png", "one_bit_key.png", "one_bit_key_over.png"), "unsupported_frame"
+        (
+            "grey_key.png",
+            "rgb_key.png",
+            "one_bit_key.png",
+            "one_bit_key_over.png",
+            "grey_key_far.png",
+            "grey_key_late.png",
+        ),
+        "unsupported_frame",
     )
     src = per_class(tmp_path / "import" / "src", {"ok": 20, "dent": 2})
     (src / "dent" / "rgb_key_unused.png").write_bytes(files["rgb_key_unused.png"])
@@ -502,6 +514,8 @@ _PACKAGER_NAMES = {
     "tiff_not_one_image": "not_one_image",
     "tiff_directories": "_tiff_directories",
     "png_key_colour": "_png_key_colour",
+    "png_chunks": "_png_chunks",
+    "png_chunk_crc_ok": "_png_chunk_crc_ok",
 }
 
 
@@ -526,6 +540,8 @@ _PACKAGER_NAMES = {
             "animated",
             "_png_chunk_overrun",
             "png_key_colour",
+            "png_chunks",
+            "png_chunk_crc_ok",
             "_samples_ended",
             "jpeg_scans_over",
             "_next_marker",

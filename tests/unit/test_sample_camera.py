@@ -41,6 +41,15 @@ def test_the_chunk_is_read_back_decoded_alike_and_a_damaged_one_is_unknown():
         odd = png[:33] + chunk + png[33:]
         assert camera_size(odd) is None and cv2.imdecode(np.frombuffer(odd, np.uint8), 1) is not None, text
 
+    # behind 65 other text chunks, or a 70 KB one (a photo tool's metadata): read as well (it was not looked for)
+    def text(body: bytes) -> bytes:
+        return struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+
+    named = _sample(img, (1920, 1080))
+    end = named.index(b"camera_size") - 8  # the camera's chunk, after IHDR
+    for before in (65 * text(b"tEXtn\0x"), text(b"tEXtnote\0" + bytes(70_000))):
+        assert camera_size(named[:end] + before + named[end:]) == (1920, 1080)
+
 
 def _dataset(tmp_path: Path, n: int) -> Path:
     """A folder per class of squashed 96x96 samples of a 4:3 camera (160x120) imported by ``dataset import``."""
