@@ -235,8 +235,9 @@ AGENT_COUNTS_UNTRIGGER = "".join(
 )
 # per agent: its sample rows in all, kept by triggers on ``samples`` (whoever writes it), so that an agent's stats
 # (each console refresh, IngestStats) and the tenants' usage read a row per agent, not count every sample row (the
-# agent's, at each refresh; every tenant's, at each ListTenants). Filled when it is created, and again at each open
-# where its sum differs (PostgreSQL migration 0027_agent_samples.sql: a trigger per statement there)
+# agent's, at each refresh; every tenant's, at each ListTenants). Filled when it or one of its triggers is made (a
+# fleet.db opened: its sample rows counted only then; PostgreSQL migration 0027_agent_samples.sql: a trigger per
+# statement there)
 AGENT_SAMPLES = """CREATE TABLE IF NOT EXISTS agent_samples (tenant TEXT NOT NULL, agent TEXT NOT NULL,
   samples BIGINT NOT NULL, PRIMARY KEY (tenant, agent));
 """
@@ -2716,13 +2717,19 @@ class SQLiteStore(SQLStore):
         """``agent_counts`` (and its triggers) made where missing, filled again from ``record_counts`` where their
         sums differ: a file of before it, ``record_counts`` counted again just before, or rows changed by hand. One
         read of ``record_counts`` at open (a row per agent, epoch and kind). The same for ``agent_samples`` against
-        ``samples`` (one count of the sample rows at open)."""
+        ``samples``, only where the table or one of its triggers is missing (a file of before them, or the triggers
+        dropped by hand): the triggers live in the file, so every writer, a service of before them too, keeps the
+        totals, and the count of every sample row each open made (a full read of the table) told nothing more."""
         self._check_totals(
             AGENT_COUNTS,
             (("SUM(records)", "agent_counts"), ("SUM(records)", "record_counts")),
             AGENT_COUNTS_UNTRIGGER + AGENT_COUNTS_FILL,
             AGENT_COUNTS_TRIGGERS,
         )
+        kept = {"agent_samples", "agent_samples_add", "agent_samples_take"}
+        made = self.db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'agent_samples%'").fetchall()
+        if kept <= {r[0] for r in made}:
+            return
         self._check_totals(
             AGENT_SAMPLES,
             (("SUM(samples)", "agent_samples"), ("COUNT(*)", "samples")),

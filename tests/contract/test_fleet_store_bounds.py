@@ -653,6 +653,28 @@ def test_an_agents_samples_are_a_total_kept_by_every_writer_and_an_older_store_g
         older.close()
 
 
+def test_a_fleet_db_opened_again_does_not_count_its_sample_rows(tmp_path, monkeypatch):
+    """Each open counted every sample row (a read of the whole table under the writer's lock, growing with the
+    samples) to check the totals the triggers keep; with the table and its triggers in the file every writer kept
+    them: counted only where one is missing (the test above)."""
+    from cloud_trainer.fleet.store import SQLiteStore
+    from tests.contract.test_fleet_store import _sample
+    from tests.support.sqlite_trace import traced_statements
+
+    st = SQLiteStore(tmp_path / "fleet.db")
+    st.ingest("gw1", [_sample(s, b"s%d" % s) for s in (1, 2, 3)])
+    st.close()
+    said = traced_statements(monkeypatch)
+    again = SQLiteStore(tmp_path / "fleet.db")
+    try:
+        monkeypatch.undo()
+        # was: SELECT COALESCE(COUNT(*), 0) FROM samples
+        assert not [s for s in said if "FROM samples" in s], said
+        assert again.stats("gw1")["samples"] == 3
+    finally:
+        again.close()
+
+
 def test_an_agents_stats_read_its_samples_total_not_its_sample_rows(tmp_path):
     """The agent's samples were counted row by row at each refresh (grows with its samples); a total is read."""
     from cloud_trainer.fleet.store import SQLiteStore

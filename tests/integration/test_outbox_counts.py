@@ -10,6 +10,7 @@ from collections import Counter
 
 from edge_agent.outbox.settings import OutboxSettings
 from edge_agent.outbox.store import Outbox
+from tests.support.sqlite_trace import traced_statements
 
 
 def table_counts(ob: Outbox) -> dict:
@@ -107,7 +108,6 @@ def test_a_full_outbox_never_reads_its_whole_table_while_running(tmp_path, monke
     samples) reads a range of an index, or at most a LIMIT's worth of rows: formerly retention scanned the
     whole table twice every 50 ms, the budget's victim query sorted it, and every acked or dropped sample
     scanned it for other references (at 1M records ~360 ms each: a core pinned, a drain crawling)."""
-    import edge_agent.outbox.store as store
 
     ob = Outbox(OutboxSettings(max_bytes=2_000_000, commit_interval_ms=5, commit_batch=2000), tmp_path)
     ob.open()
@@ -118,15 +118,7 @@ def test_a_full_outbox_never_reads_its_whole_table_while_running(tmp_path, monke
     ob.flush()
     ob.close()
 
-    statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def traced(*args, **kw):
-        con = real_connect(*args, **kw)
-        con.set_trace_callback(statements.append)
-        return con
-
-    monkeypatch.setattr(store.sqlite3, "connect", traced)
+    statements = traced_statements(monkeypatch)
     ob = Outbox(OutboxSettings(max_bytes=400_000, commit_interval_ms=5), tmp_path)
     ob.open()
     statements.clear()  # what open() reads once is not the point
