@@ -367,6 +367,8 @@ class ModelSlot:
         # failed only for having no package yet (none configured, none installed, none set aside): the state a
         # fleet-fed slot's first deployment fills next (``waiting_for_fleet``)
         self._first_package_due = False
+        # ``failed`` as the start set it, before a package sent to the failed slot was refused (``_refused``)
+        self._failed_at_start_why: str | None = None
         # folder -> why: rollbacks whose mark the disk refused, told in a rollback_unrecorded event (its end too)
         self._unrecorded: dict[str, str] = {}
 
@@ -407,7 +409,7 @@ class ModelSlot:
     async def start(self) -> None:
         if self._helpers.stopped:  # started again after a stop
             self._helpers = Helpers()
-        self.failed, self._first_package_due = None, False
+        self.failed, self._first_package_due, self._failed_at_start_why = None, False, None
         self._starting = True
         try:
             await self._start_on(await self._after_restart())
@@ -1086,7 +1088,7 @@ class ModelSlot:
             )
         )
         self.state = "watching" if (watch and old is not None) else "active"
-        self.failed = None
+        self.failed = self._failed_at_start_why = None
         outcome = SwapOutcome(True, self.name, from_v, to_v, "active")
         self.last_outcome = outcome
         self._event(
@@ -1207,6 +1209,8 @@ class ModelSlot:
         outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason, retry)
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
+        if self.failed is not None and self._active is None and not self._starting:
+            self._failed_refusal(to_v, package, stage, reason, retry)
         self._say_unrecorded()  # (a refused package's mark)
         self._event(
             EventKind.SWAP_REFUSED,
@@ -1232,6 +1236,20 @@ class ModelSlot:
             "keeps serving" if from_v else "serves",
         )
         return outcome
+
+    def _failed_refusal(self, to_v: str | None, package: Path, stage: str, reason: str, retry: bool) -> None:
+        """A failed slot's reason once a package sent to it (the fleet's deployment) is refused: it said "no package
+        yet: waiting for the fleet's deployment" (or its configured package's refusal) as if nothing had come, the
+        refusal only under ``last_swap``; ``edge-agent status`` printed the former."""
+        sent = f"version {to_v}" if to_v is not None else f"{printable(package.name, 200)}, not verified"
+        then = f"the package sent to it ({sent}) was refused at {stage}: {reason}" + (
+            " (a cause of this machine: tried again)" if retry else ""
+        )
+        if self._first_package_due:
+            self.failed = f"no package yet: {then}; waiting for the fleet's next deployment"
+        else:
+            self._failed_at_start_why = self._failed_at_start_why or self.failed
+            self.failed = f"{self._failed_at_start_why}; then {then}"
 
     def health_verdict(self, new: _Active, old: _Active) -> str | None:
         """None while healthy, else why the new model breaks a bound."""

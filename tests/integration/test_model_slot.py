@@ -277,6 +277,32 @@ async def test_a_fleet_fed_slot_with_no_package_yet_says_why_whatever_its_name(t
     assert s.waiting_for_fleet
 
 
+async def test_a_waiting_slot_whose_first_package_is_refused_says_refused_and_why(tmp_path, pkgs):
+    """A fleet-fed slot waiting for its first package, sent one that it refuses (here a version its config refuses):
+    its reason said "waiting for the fleet's deployment" as if nothing had come (the refusal under ``last_swap``
+    alone, and ``edge-agent status`` printed the former). It says the package was refused, at which stage and why;
+    the slot still waits for the fleet's next deployment."""
+    from edge_agent.models.config import VersionPolicy
+    from edge_agent.models.slot import FailedAtStart
+
+    config = ModelConfig(
+        name="part-inspection", version_policy=VersionPolicy.FOLLOW_FLEET, refused_versions=["1.0.0"]
+    )
+    s = ModelSlot("vision", config, tmp_path / "data", load_trusted_keys([pkgs["pub"]]), fleet=True)
+    with pytest.raises(FailedAtStart):
+        await s.start()
+    out = await s.swap(pkgs["v1"])
+    assert not out.ok and s.waiting_for_fleet and s.state == "failed", out
+    assert s.failed is not None, s.failed
+    assert s.failed.startswith(
+        "no package yet: the package sent to it (version 1.0.0) was refused at verify: "
+    ), s.failed
+    assert (
+        "models.vision.refused_versions" in s.failed and "waiting for the fleet's next deployment" in s.failed
+    )
+    assert s.status()["failed"] == s.failed
+
+
 KILL_SCRIPT = """
 import asyncio, os, sys
 from pathlib import Path
