@@ -46,7 +46,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -486,12 +486,14 @@ class AgentHost:
         # config changing a camera's fps was rolled back, for good, on a gateway waiting for the fleet's package to a
         # failed slot). Not the failure's text: it names the trusted keys, and a config adding one was rolled back
         failed_before = {n: sl.config.package for n, sl in self.agent.slots.items() if sl.failed is not None}
-        # pipelines judging under the running config -> their slot: one put on a slot with no package (a slot renamed
-        # by a typo, a pipeline moved to a new fleet-fed slot) is the candidate's doing
-        judging = {p.name: p.s.model for p in self.agent.pipelines if p.slot.failed is None}
+        # pipelines judging under the running config -> (their slot, their source): one put on a slot with no package
+        # (a slot renamed by a typo, a pipeline moved to a new fleet-fed slot), or renamed with its slot, is the
+        # candidate's doing
+        judging = {p.name: (p.s.model, p.s.source) for p in self.agent.pipelines if p.slot.failed is None}
+        ran = {p.name for p in self.agent.pipelines}
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
-            await self._refuse_failed_slots(failed_before, judging)
+            await self._refuse_failed_slots(failed_before, judging, ran)
             self.keeper.note(info, "applied", True)
             self.keeper.save()
             await self._flush()
@@ -537,7 +539,10 @@ class AgentHost:
             await self._swap(*self._local())
 
     async def _refuse_failed_slots(
-        self, before: Mapping[str, str | None], judging: Mapping[str, str]
+        self,
+        before: Mapping[str, str | None],
+        judging: Mapping[str, tuple[str, str]],
+        ran: Collection[str] = (),
     ) -> None:
         """A candidate whose agent started with a model slot failed (its package refused, nothing installed): an
         agent serves the rest then (``FailedAtStart``), but such a candidate did not start: it is stopped and the
@@ -548,20 +553,41 @@ class AgentHost:
         fleet's deployment fills next. Rolled back, a config adding a fleet-fed slot, or leaving a failed slot's
         refused package to the fleet, was refused for good, told "waiting for the fleet's deployment", and the
         deployment was then declined: the agent has no such slot. But a pipeline that judges under the running config
-        (``judging``: pipeline -> slot) put on a failed slot is: a slot renamed by a typo, or a pipeline moved to a
-        new fleet-fed slot, was applied and reported healthy, its items unjudged (UNSURE) on every agent of the
-        rollout (a renamed slot's deployment declined: the agent has no such slot)."""
+        (``judging``: pipeline -> (slot, source)) put on a failed slot is: a slot renamed by a typo, or a pipeline
+        moved to a new fleet-fed slot, was applied and reported healthy, its items unjudged (UNSURE) on every agent of
+        the rollout (a renamed slot's deployment declined: the agent has no such slot). So is a pipeline new to the
+        candidate (not in ``ran``, the running config's pipelines) on a failed slot that reads a source a judging
+        pipeline gone from the candidate read: the slot and its pipeline renamed together, or a judging pipeline
+        replaced by one waiting for a new model (keep the judging one until the new slot's package serves, then
+        remove it in a later config)."""
         from edge_agent.models.slot import FailedAtStart
 
         agent = self.agent
         if agent is None:
             return
-        taken = {p.s.model: (p.name, judging[p.name]) for p in agent.pipelines if p.name in judging}
+        here = {p.name for p in agent.pipelines}
+        # source -> (a judging pipeline gone from the candidate, its slot)
+        left: dict[str, tuple[str, str]] = {}
+        for name, (slot, source) in judging.items():
+            if name not in here:
+                left.setdefault(source, (name, slot))
+        taken: dict[str, str] = {}  # failed slot -> which judging this candidate takes away
+        for p in agent.pipelines:
+            if p.name in judging:
+                why = f"pipeline {p.name} judged on slot {judging[p.name][0]!r} under the running config"
+            elif p.name not in ran and p.s.source in left:
+                gone, slot = left[p.s.source]
+                why = (
+                    f"pipeline {p.name} reads source {p.s.source}, which pipeline {gone} (not in this config) judged "
+                    f"on slot {slot!r} under the running config"
+                )
+            else:
+                continue
+            taken.setdefault(p.s.model, why)
         failed = [
             (
                 n,
-                f"pipeline {taken[n][0]} judged on slot {taken[n][1]!r} under the running config, and judges "
-                f"nothing here: {s.failed}"
+                f"{taken[n]}, and judges nothing here: {s.failed}"
                 if n in taken and s.waiting_for_fleet
                 else s.failed,
             )
@@ -641,13 +667,18 @@ def _pipeline_health(agent) -> dict:
     model failed on is an UNSURE result and an error: counted once, as an error (``results`` are the items
     judged), so a model failing on every item reads 1.0, as when such items were dropped (not 0.5). Pipelines on a
     slot waiting for the fleet's first package, which the config is not rolled back for (``_refuse_failed_slots``),
-    are named apart (``waiting_for_fleet``), not counted: their items (UNSURE no_model) read as the config's
-    errors, and the fleet's max_error_rate gate failed a config adding such a slot and halted its rollout."""
+    are named apart (``waiting_for_fleet``) and their items with no model (UNSURE no_model) not counted: they read
+    as the config's errors, and the fleet's max_error_rate gate failed a config adding such a slot and halted its
+    rollout. Their other errors are (an action failing at each result, an outbox refusing writes): left out with
+    the pipeline whole, a config breaking them read 0."""
     waiting = [p for p in agent.pipelines if p.slot.waiting_for_fleet]
     pipes = [p for p in agent.pipelines if not p.slot.waiting_for_fleet]
     failed = sum(p.stats.model_failed for p in pipes)
-    results = sum(p.stats.results for p in pipes) - failed
-    errors = sum(sum(p.stats.errors.values()) for p in pipes)
+    # (a waiting pipeline's UNSURE no_model items are its model_failed: none judged, none counted)
+    results = sum(p.stats.results - p.stats.model_failed for p in agent.pipelines)
+    errors = sum(sum(p.stats.errors.values()) for p in pipes) + sum(
+        sum(p.stats.errors.values()) - p.stats.errors["no_model"] for p in waiting
+    )
     out: dict[str, Any] = {
         "error_rate": errors / max(1, results + errors),
         "results": results,

@@ -788,6 +788,22 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
             lambda: host.agent is not None and host.agent.slots["vision2"].state == "active", 20, "d3"
         )
         assert host.keeper.state["last_good"]["deployment_id"] == "d3"
+        # so is one renaming the slot and its pipeline together (vision2 -> visoin2, p2 -> p3): matched by the
+        # pipeline's name alone, it was applied, reported healthy, p3's items unjudged
+        both = {
+            **renamed,
+            "pipelines": [*body["pipelines"], {"name": "p3", "source": "cam", "model": "visoin2"}],
+        }
+        offer(both, "d4b")
+        await until(lambda: len(host.keeper.state["refused"]) == 2, 20, "d4b refused")
+        why = host.keeper.state["refused"][f"d4b/{digest_of(yaml.safe_dump(both).encode())}"]
+        assert (
+            "model slot 'visoin2': pipeline p3 reads source cam, which pipeline p2 (not in this config) judged on "
+            "slot 'vision2' under the running config, and judges nothing here: no package yet" in why
+        ), why
+        await until(
+            lambda: host.agent is not None and host.agent.slots["vision2"].state == "active", 20, "d3"
+        )
 
         # a candidate refusing the version a slot serves sets its folder aside at its start, and is rolled back: the
         # folder is put back, the slot serves it again. The fall back found nothing installed, the slot failed
@@ -797,7 +813,7 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
             "models": {"vision": fleet_fed, "vision2": {**fleet_fed, "refused_versions": ["1.0.0"]}},
         }
         offer(refusing, "d5")
-        await until(lambda: len(host.keeper.state["refused"]) == 2, 20, "d5 refused")
+        await until(lambda: len(host.keeper.state["refused"]) == 3, 20, "d5 refused")
         await until(
             lambda: host.agent is not None and host.agent.slots["vision2"].state != "stopped", 20, "d3"
         )
