@@ -2286,20 +2286,13 @@ class SQLStore(Store):
                 if key in seen:
                     continue
                 seen.add(key)
-                oldest = self._rows(
-                    q(
-                        "SELECT received FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
-                        "ORDER BY seq LIMIT 1"
-                    ),
-                    key,
-                )
-                if not oldest:
-                    continue
-                if oldest[0][0] >= before:
-                    young.append((oldest[0][0], *key))
+                # (none stored: counts above the records, made right under the agent's lock by ``_retire_epoch``)
+                age = self._rows(q(EPOCH_AGE), key * 4)[0][0]
+                if age is not None and age >= before:
+                    young.append((age, *key))
                     continue
                 try:
-                    n, m, digests = self._retire_epoch(key, before, most - out["records"])
+                    n, m, digests, age = self._retire_epoch(key, before, most - out["records"])
                 except Exception as exc:
                     # the agent's rows held past the lock wait (its batch uploading to a bucket, an admin's open
                     # transaction): this epoch waits for a later pass; the step failed, and no epoch after it
@@ -2313,15 +2306,16 @@ class SQLStore(Store):
                         tenant,
                         int(epoch),
                     )
-                    n, m, digests = 0, 0, set()
+                    n, m, digests, age = 0, 0, set(), None
                 out["records"] += n
                 out["samples"] += m
                 if digests and blobs is not None:
                     out["blobs"] += self._retire_blobs(
                         tenant, sorted(digests), blobs.for_tenant(tenant), halt
                     )
-                if out["records"] >= most:  # the step's share: this epoch again next step (it may hold more)
-                    out["after"] = (first, tenant, agent, int(epoch) - 1)
+                if out["records"] >= most:  # the step's share: this epoch again next step (it may hold more),
+                    # by the age it has now (lower than when read: a late record retired, older ones above it)
+                    out["after"] = (first if age is None else min(first, age), tenant, agent, int(epoch) - 1)
                     return out
         finally:
             self._note_young(young)
@@ -2349,78 +2343,97 @@ class SQLStore(Store):
             if not self._guard_busy(exc):  # (held past the lock wait: read again by the next pass)
                 raise
 
-    def _retire_epoch(self, key: tuple[str, str, int], before: float, most: int) -> tuple[int, int, set[str]]:
-        """``retire`` in one agent's epoch: (records, samples retired, digests the samples named)."""
+    def _retire_epoch(
+        self, key: tuple[str, str, int], before: float, most: int
+    ) -> tuple[int, int, set[str], float | None]:
+        """``retire`` in one agent's epoch: (records, samples retired, digests the samples named, its age now: None
+        when none is left). Its records stored
+        at or below its retired seqs (a record sent long after the records around it: the outbox sends by priority,
+        a sample days behind; a batch sent again) are each retired once that old, never holding the seqs above them
+        (the lowest seq, young, held every older record of the epoch past the age until it was that old too, at each
+        such record of a backlog); above them, its lowest seqs while they are that old (a prefix). A young record is
+        never retired."""
         q, (tenant, agent, _epoch) = self.q, key
         # a batch's kind of transaction: SQLite's writer turn after the short writes, PostgreSQL's lock waits bounded
         with self._ingest_tx() as ex:
             self._lock_agent(ex, tenant, agent)  # beside the agent's batches, never between their counts
-            rows = ex(
+            was = ex(q(RETIRED_SEQ), key).fetchone()
+            floor = 0 if was is None else int(was[0])
+            old = ex(  # (the late ones only: the rest at or below the floor was retired)
                 q(
                     "SELECT seq, received, kind FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
-                    "ORDER BY seq LIMIT ?"
+                    "AND seq <= ? AND received < ? ORDER BY seq LIMIT ?"
                 ),
-                (*key, most),
+                (*key, floor, before, most),
             ).fetchall()
-            old = []
-            for r in rows:
-                if r[1] >= before:
-                    break
-                old.append(r)
+            if len(old) < most:  # (else every record at or below the step's top was read)
+                for r in ex(
+                    q(
+                        "SELECT seq, received, kind FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
+                        "AND seq > ? ORDER BY seq LIMIT ?"
+                    ),
+                    (*key, floor, most - len(old)),
+                ).fetchall():
+                    if r[1] >= before:
+                        break
+                    old.append(r)
             if not old:
-                return 0, 0, set()
+                self._emptied(ex, key)
+                return 0, 0, set(), None
             top = old[-1][0]
-            args = (*key, top)
             g, newest = self.GREATEST, max(r[1] for r in old)
-            self._keep_holes(ex, key, [r[0] for r in old], newest)
+            self._keep_holes(ex, key, [r[0] for r in old], newest, floor)
+            # the samples of the records retired: those up to ``top`` but a young record's (at or below the floor)
+            mine = (
+                "tenant = ? AND agent = ? AND epoch = ? AND seq <= ? AND NOT EXISTS (SELECT 1 FROM records r "
+                "WHERE r.tenant = samples.tenant AND r.agent = samples.agent AND r.epoch = samples.epoch "
+                "AND r.seq = samples.seq AND r.received >= ?)"
+            )
+            args = (*key, top, before)
             ex(
                 q(
-                    "INSERT INTO retiring (tenant, sha256) SELECT DISTINCT tenant, sha256 FROM samples "
-                    "WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ? ON CONFLICT DO NOTHING"
+                    f"INSERT INTO retiring (tenant, sha256) SELECT DISTINCT tenant, sha256 FROM samples WHERE {mine} "
+                    "ON CONFLICT DO NOTHING"
                 ),
                 args,
             )
-            digests = {
-                d
-                for (d,) in ex(
-                    q("SELECT sha256 FROM samples WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ?"),
-                    args,
-                ).fetchall()
-            }
-            samples = ex(
-                q("DELETE FROM samples WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ?"), args
-            ).rowcount
-            ex(q("DELETE FROM records WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ?"), args)
+            digests = {d for (d,) in ex(q(f"SELECT sha256 FROM samples WHERE {mine}"), args).fetchall()}
+            samples = ex(q(f"DELETE FROM samples WHERE {mine}"), args).rowcount
+            ex(
+                q(
+                    "DELETE FROM records WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ? "
+                    "AND received < ?"
+                ),
+                args,
+            )
             # the epoch's counts go on from its lowest seq still stored (a hole above ``top`` stays a gap)
-            # and its age from that seq's receipt (none left: never, until a record comes again)
             nxt = ex(
                 q(
-                    "SELECT seq, received FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
-                    "ORDER BY seq LIMIT 1"
+                    "SELECT seq FROM records WHERE tenant = ? AND agent = ? AND epoch = ? ORDER BY seq LIMIT 1"
                 ),
                 key,
             ).fetchone()
-            ex(
-                q(
-                    f"UPDATE record_counts SET first_seq = {self.GREATEST}(first_seq, ?), first_received = ? "
-                    "WHERE tenant = ? AND agent = ? AND epoch = ?"
-                ),
-                (
-                    *((min(top, INT64_MAX - 1) + 1, float("inf")) if nxt is None else nxt),
-                    *key,
-                ),
-            )
-            by_kind: dict[str, int] = {}
-            for r in old:
-                by_kind[counted_kind(r[2])] = by_kind.get(counted_kind(r[2]), 0) + 1
-            for kind, n in by_kind.items():
+            if nxt is None:  # (none left: none counted either, whatever the counts said)
+                self._emptied(ex, key, min(top, INT64_MAX - 1) + 1)
+            else:
                 ex(
                     q(
-                        "UPDATE record_counts SET records = records - ? "
-                        "WHERE tenant = ? AND agent = ? AND epoch = ? AND kind = ?"
+                        f"UPDATE record_counts SET first_seq = {self.GREATEST}(first_seq, ?) "
+                        "WHERE tenant = ? AND agent = ? AND epoch = ?"
                     ),
-                    (n, *key, kind),
+                    (nxt[0], *key),
                 )
+                by_kind: dict[str, int] = {}
+                for r in old:
+                    by_kind[counted_kind(r[2])] = by_kind.get(counted_kind(r[2]), 0) + 1
+                for kind, n in by_kind.items():
+                    ex(
+                        q(
+                            "UPDATE record_counts SET records = records - ? "
+                            "WHERE tenant = ? AND agent = ? AND epoch = ? AND kind = ?"
+                        ),
+                        (n, *key, kind),
+                    )
             ex(
                 q(
                     "INSERT INTO retired (tenant, agent, epoch, last_seq, records, samples, received_to) "
@@ -2431,6 +2444,17 @@ class SQLStore(Store):
                 ),
                 (*key, top, len(old), samples, newest),
             )
+            age = None
+            if (
+                nxt is not None
+            ):  # its age: of the records a pass may retire next (``EPOCH_AGE``, past the floor now)
+                age = ex(q(EPOCH_AGE), key * 4).fetchone()[0]
+                ex(
+                    q(
+                        "UPDATE record_counts SET first_received = ? WHERE tenant = ? AND agent = ? AND epoch = ?"
+                    ),
+                    (age, *key),
+                )
             ex(
                 q(
                     "INSERT INTO retired_totals (tenant, agent, records, samples, received_to) VALUES (?,?,?,?,?) "
@@ -2440,17 +2464,35 @@ class SQLStore(Store):
                 ),
                 (tenant, agent, len(old), samples, newest),
             )
-        return len(old), samples, digests
+        return len(old), samples, digests, age
 
-    def _keep_holes(self, ex, key: tuple[str, str, int], seqs: list[int], t: float) -> None:
+    def _emptied(self, ex, key: tuple[str, str, int], first_seq: int | None = None) -> None:
+        """An epoch with no record left (under its agent's lock): counted so (records 0, whatever its counts said:
+        a record deleted by hand left them above the records, and the epoch was read again at every pass for good)
+        and aged never (inf: passes go by it until a record comes again); its counts go on from ``first_seq``."""
+        q = self.q
+        if (
+            first_seq is None
+            and ex(
+                q("SELECT 1 FROM records WHERE tenant = ? AND agent = ? AND epoch = ? LIMIT 1"), key
+            ).fetchone()
+        ):
+            return  # (stored since the unlocked read: a later pass)
+        ex(
+            q(
+                f"UPDATE record_counts SET records = 0, first_seq = {self.GREATEST}(first_seq, ?), first_received = ? "
+                "WHERE tenant = ? AND agent = ? AND epoch = ?"
+            ),
+            (first_seq or 0, float("inf"), *key),
+        )
+
+    def _keep_holes(self, ex, key: tuple[str, str, int], seqs: list[int], t: float, floor: int) -> None:
         """Before retention deletes an epoch's stored ``seqs`` (ascending; received up to ``t``), the seqs missing
         among and below them that no loss row explains are written as loss rows of cause ``unknown``: a gap is not a
         record, and once the records around it are gone it can no longer be told from them (a real loss older than
         the age vanished from the gap list). They are the agent's loss ranges like those it told (counted in
         ``ingest.loss_rows``, its oldest pruned past LOSS_ROWS_PER_AGENT)."""
         q, (tenant, agent, epoch) = self.q, key
-        was = ex(q(RETIRED_SEQ), key).fetchone()
-        floor = 0 if was is None else int(was[0])
         at = max(floor, seqs[-1])
         holes = [(x, y) for _e, x, y in _without(epoch, floor + 1, at, seqs)]
         found = ex(
@@ -2948,6 +2990,15 @@ USAGE_SQL = (
     "SELECT tenant, 'retired_samples', SUM(samples) FROM retired_totals GROUP BY tenant"
 )
 RETIRED_SEQ = "SELECT last_seq FROM retired WHERE tenant = ? AND agent = ? AND epoch = ?"
+_FLOOR = "COALESCE((SELECT last_seq FROM retired WHERE tenant = ? AND agent = ? AND epoch = ?), 0)"
+# an epoch's age for retention (parameters: its key 4 times): the least receipt of its records a pass may retire, those
+# stored at or below its retired seqs (each retired once that old: late ones, few) and its lowest above them (the
+# prefix goes on from it); NULL when none is stored
+EPOCH_AGE = (
+    "SELECT MIN(received) FROM (SELECT received FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
+    f"AND seq <= {_FLOOR} UNION ALL SELECT received FROM (SELECT received FROM records WHERE tenant = ? "
+    f"AND agent = ? AND epoch = ? AND seq > {_FLOOR} ORDER BY seq LIMIT 1) AS a) AS r"
+)
 
 
 def _outbox_text(outbox: dict | None) -> str:

@@ -91,20 +91,26 @@ def test_retention_deletes_old_records_samples_and_unnamed_bytes_and_never_shows
     assert (st["records"], st["epoch"], st["retired"]["records"]) == (1, 2, 8)
 
 
-def test_a_pass_reads_only_the_epochs_that_can_hold_records_past_the_age(store, monkeypatch):
-    """Each pass read every epoch's lowest record (an agent at the day's most epochs for 30 days: ~259,000 reads a
-    pass, every 10 min); it reads the epochs whose records can be that old, by the age each epoch's counts keep."""
-    for e in range(1, 41):
-        store.ingest("gw1", [rec(1, epoch=e), rec(2, epoch=e)], tenant="acme")
-    _age(store, 2, 1000.0, epoch=3)
-    reads = [0]
-    rows = store._rows
+def _records_reads(store, monkeypatch) -> list[int]:
+    """[how many reads of records the store's passes make from now on] (a pass reads records through ``_rows`` to
+    learn an epoch's age, then in the transaction of each epoch it retires)."""
+    reads, rows = [0], store._rows
 
     def counted(sql, *a):
         reads[0] += "FROM records" in sql
         return rows(sql, *a)
 
     monkeypatch.setattr(store, "_rows", counted)
+    return reads
+
+
+def test_a_pass_reads_only_the_epochs_that_can_hold_records_past_the_age(store, monkeypatch):
+    """Each pass read every epoch's lowest record (an agent at the day's most epochs for 30 days: ~259,000 reads a
+    pass, every 10 min); it reads the epochs whose records can be that old, by the age each epoch's counts keep."""
+    for e in range(1, 41):
+        store.ingest("gw1", [rec(1, epoch=e), rec(2, epoch=e)], tenant="acme")
+    _age(store, 2, 1000.0, epoch=3)
+    reads = _records_reads(store, monkeypatch)
     assert _one_pass(store, 2000.0)["records"] == 2
     assert reads[0] == 1  # epoch 3's
     assert [g for g in store.gaps("gw1", tenant="acme")] == [
@@ -404,3 +410,64 @@ def test_an_agent_whose_rows_another_session_holds_waits_and_the_pass_goes_on(po
         assert _one_pass(st, 2000.0)["records"] == 2  # the hold ended: the next pass retires it
     finally:
         st.close()
+
+
+def _received(store, seq: int, t: float, epoch: int = 1) -> None:
+    """gw1's record ``seq`` as if received at ``t`` (its epoch's age too, as ``ingest`` keeps it)."""
+    with store._tx() as ex:
+        args = (t, epoch, seq)
+        ex(store.q("UPDATE records SET received = ? WHERE agent = 'gw1' AND epoch = ? AND seq = ?"), args)
+        ex(
+            store.q(
+                "UPDATE record_counts SET first_received = ? WHERE agent = 'gw1' AND epoch = ? AND first_received > ?"
+            ),
+            (t, epoch, t),
+        )
+
+
+def test_a_late_record_below_the_retired_seqs_never_holds_the_older_records_above_them(store):
+    """The outbox sends by priority (a sample days behind the records around it): a record stored below the retired
+    seqs was the epoch's lowest, and while it was young no pass retired anything above it; a backlog of such records
+    kept the epoch's older records past the age for as long as it drained, plus the age. Each is retired once it is
+    that old; a young one is never; the seqs that never came stay listed lost."""
+    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 3, 5, 7)], tenant="acme")
+    _age(store, 7, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 4  # 2, 4, 6 kept as losses
+    store.ingest("gw1", [rec(s, epoch=1) for s in range(9, 21)], tenant="acme")
+    _age(store, 20, 3000.0)
+    late = (2, 4, 6, 8)
+    for i, seq in enumerate(late):  # one a 1,000 s; a pass 900 s after each (an age of 1,000 s)
+        t = 6000.0 + 1000 * i
+        store.ingest("gw1", [rec(seq, epoch=1)], tenant="acme")
+        _received(store, seq, t)
+        _one_pass(store, t - 100)
+        assert [r["seq"] for r in store.records("gw1", tenant="acme")] == [seq]
+        assert [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw1", tenant="acme")] == [
+            (s, s, "unknown") for s in late[i + 1 :]
+        ]
+    assert _one_pass(store, 10_000.0)["records"] == 1
+    assert store.stats("gw1", tenant="acme")["retired"]["records"] == 20
+    assert store.gaps("gw1", tenant="acme") == []
+
+
+def test_counts_above_the_records_never_make_an_emptied_epoch_read_at_every_pass(store, monkeypatch):
+    """A record deleted by hand leaves its epoch's counts above its records: once retention retired the rest, the count
+    left (1) beside no record marked the epoch's age not known, and every pass read the epoch again, for good."""
+    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 2, 3)], tenant="acme")
+    with store._tx() as ex:
+        ex(store.q("DELETE FROM records WHERE agent = 'gw1' AND seq = 3"))
+    _age(store, 3, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 2
+    reads = _records_reads(store, monkeypatch)
+    assert _one_pass(store, 2000.0)["records"] == 0 and reads[0] == 0
+    assert store.stats("gw1", tenant="acme")["records"] == 0
+    # an epoch left so before: read by one pass, which counts it right, then by none
+    with store._tx() as ex:
+        ex(store.q("UPDATE record_counts SET records = 1, first_received = 0 WHERE agent = 'gw1'"))
+    assert _one_pass(store, 2000.0)["records"] == 0 and reads[0] == 1
+    assert _one_pass(store, 2000.0)["records"] == 0 and reads[0] == 1
+    assert store.stats("gw1", tenant="acme")["records"] == 0
+    # a record stored again in it: found and retired in its turn
+    store.ingest("gw1", [rec(4, epoch=1)], tenant="acme")
+    _age(store, 4, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 1
