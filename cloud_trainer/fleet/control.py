@@ -125,6 +125,12 @@ DEPLOYMENT_COLUMNS = [
     "CREATE INDEX IF NOT EXISTS deployments_by_state ON deployments (state, created)",
     "CREATE INDEX IF NOT EXISTS deployments_by_tenant ON deployments (tenant, created)",
 ]
+# the ids of the deployments in each state, read from the index alone: the tick's look for halts without going_back
+# rows (``_fill_going_back``, every GOING_BACK_FILL_S under the control's lock) read each halted rollout's id through
+# deployments_by_state, a row lookup each (20,000 halted rollouts: 1.38 s a look on SQLite, 224 ms on PostgreSQL).
+# Made at each open (after the state column exists); PostgreSQL: migration 0029
+DEPLOYMENT_STATE_IDS = "CREATE INDEX IF NOT EXISTS deployments_state_ids ON deployments (state, id)"
+HALTED_IDS = "SELECT id FROM deployments WHERE state IN ('halted', 'aborted')"  # (``_fill_going_back``)
 # A service released before those columns (2026-11-30 and earlier) updates a deployment's document only: run on
 # this file after it (a rollback), a deployment it completed, halted or aborted kept 'running' in the column the
 # tick, a newer rollout's takeover and the gateways joining a group read (a completed rollout taken for running:
@@ -360,6 +366,7 @@ class Control:
             if "slot" not in [r[1] for r in db.execute("PRAGMA table_info(deployments)")]:
                 for stmt in DEPLOYMENT_SLOT:
                     db.execute(stmt)
+            db.execute(DEPLOYMENT_STATE_IDS)
             db.execute(STATE_FROM_DOC)
             db.execute("COMMIT")
         self.registry = registry
@@ -437,12 +444,7 @@ class Control:
         rows: list[tuple] = []
         found: list = []
         with self.lock:
-            halts = {
-                r[0]
-                for r in self.db.execute(
-                    "SELECT id FROM deployments WHERE state IN ('halted', 'aborted')"
-                ).fetchall()
-            }
+            halts = {r[0] for r in self.db.execute(HALTED_IDS).fetchall()}
             # at open every halted rollout; at a tick (``GOING_BACK_FILL_S``) those halted since the last look
             new = sorted(halts if self._halts_seen is None else halts - self._halts_seen)
             for i in range(0, len(new), 500):
