@@ -45,7 +45,9 @@ notice key whatever the group), the nodes' inflate budgets (``MAX_NODES``, least
 node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last values (``MAX_NODE_METRICS``), and the
 metrics all nodes hold together (``MAX_TOTAL_METRICS``, a Template's members each, its definitions' too: a birth
 past it makes room as a new node does in a full table, nodes not born that hold metrics forgotten first, then
-births-only ones; else it is refused, ``too_many_total_metrics``, ``_metric_room``).
+births-only ones; else it is refused, ``too_many_total_metrics``, ``_metric_room``), and the device names they hold
+together (``MAX_TOTAL_DEVICES``: a node's own dead ones forgotten first, else a new device's birth refused,
+``too_many_total_devices``, ``_no_device_room``).
 When this host's connection to the broker is lost (``connection_lost``, called by the adapter after every message
 that connection brought), every live node's tags that had a value are passed on BAD (reason ``connection_lost``):
 what the nodes publish meanwhile, a death too, is unseen.
@@ -359,6 +361,9 @@ class _Node:
     # metrics it holds (the most of its types, Template members, aliases and last values, and its Template
     # definitions' members), as last counted in the source's total (``SparkplugHost._held``, ``MAX_TOTAL_METRICS``)
     held: int = 0
+    # device names it holds (``devices``, ``named``, ``named_before``, ``expected`` together), as last counted in the
+    # source's total (``SparkplugHost._names``, ``MAX_TOTAL_DEVICES``)
+    names_held: int = 0
     defined: int = 0  # members of its NBIRTH's Template definitions (``templates``), counted in ``held``
     # (device, metric) its births flagged ``is_transient`` (not to be historized): its data is so too, flagged or
     # not (Sparkplug 3.0 data carry what changed); kept and forgotten with ``types``
@@ -536,6 +541,13 @@ _FORGOTTEN = "+"
 # MAX_NODE_METRICS each were 10^9, and valid NBIRTHs of 99,000 metrics under made-up names took a gateway out of
 # memory in minutes. A birth past it makes room as the table does (``SparkplugHost._metric_room``), else is refused
 MAX_TOTAL_METRICS = 500_000
+# device names held by all of one source's nodes together (``_Node.names_held``: each place a name is kept counted, a
+# live device's twice; ~80 bytes each, 31 MiB at the bound, bench/sparkplug_device_names_bench.py): MAX_NODES nodes of
+# MAX_NODE_DEVICES devices born and dead (DDEATH) under ever new names, with no metrics (not in MAX_TOTAL_METRICS),
+# were 10^8 names (about 15 GiB). The birth of a device new to its node past it is skipped (notice too_many_total_devices) and its
+# data skipped, no rebirth asked (the answer would be skipped again), until a node's birth, death or forgetting
+# frees names
+MAX_TOTAL_DEVICES = 400_000
 # groups said to be out of the subscriptions' reach (``SparkplugHost._unreachable``): group names come from the
 # outside world (a publisher on a shared broker sending spBv1.0/<any group>/NDATA/x while only NDATA is
 # subscribed); past it the least recently seen is forgotten (said again if its data comes again)
@@ -751,6 +763,12 @@ class SparkplugHost:
         self._probed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.nodes_forgotten = 0  # nodes forgotten to make room for new ones (notice nodes_forgotten)
         self._held = 0  # metrics the nodes hold together (``_Node.held``): at most MAX_TOTAL_METRICS
+        self._names = (
+            0  # device names the nodes hold together (``_Node.names_held``): about MAX_TOTAL_DEVICES at most
+        )
+        # device births refused for want of room under MAX_TOTAL_DEVICES (notice too_many_total_devices), and the
+        # data of such devices skipped
+        self.devices_refused = 0
         # births refused for want of room under MAX_TOTAL_METRICS (notice too_many_total_metrics)
         self.births_refused = 0
         self.born_forgotten = 0  # ... of which born and live (notice born_nodes_forgotten)
@@ -992,6 +1010,7 @@ class SparkplugHost:
                     self._stale += self._lost(edge_node, node, wall)
                 node.alive, node.missed, node.lost = False, True, False
                 node.devices.clear()
+                self._names_sync(node)
                 if node.expected and time.monotonic() < node.expected_until:
                     # its awaited devices' births may come while unseen: awaited after its next birth, as at a death
                     node.expected_until = math.inf
@@ -1286,6 +1305,7 @@ class SparkplugHost:
             # asked of it, which a flood of births under one made-up name gives (the node then held its place)
             node.talked = False
             node.devices.clear()
+            self._names_sync(node)
             self._rebirth(t.group, t.edge_node, node)
             return out
         if node.alive and not node.missed:  # a DBIRTH before its NBIRTH asks at its data (``_before_birth``)
@@ -1674,7 +1694,9 @@ class SparkplugHost:
     def _forget(self, key: tuple[str, str]) -> None:
         """The node out of the table, the rebirth queue and the name it held (``_named``); its entries in
         ``_unanswered`` are stale (their time is no node's ``retry_at``) and leave as they come due."""
-        self._held -= self._nodes.pop(key).held
+        node = self._nodes.pop(key)
+        self._held -= node.held
+        self._names -= node.names_held
         self._unfile(key)
         self._asking.pop(key, None)
         if self._named.get(key[1]) == key:
@@ -1800,6 +1822,7 @@ class SparkplugHost:
                 # its last birth's tables would misread its data: it is not born until a birth of it is read
                 if node.alive:
                     node.alive, node.devices = False, set()
+                    self._names_sync(node)
                     marked = self._bad(t.edge_node, node, _EVERY, received_at, received_at, "birth_unread")
                 else:
                     marked = []
@@ -1895,6 +1918,7 @@ class SparkplugHost:
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
             # they re-DBIRTH after a node's NBIRTH, as the specification requires
             node.templates, node.types, node.members, node.devices, node.owned = {}, {}, {}, set(), {}
+            self._names_sync(node)
             node.ambiguous = {}
             node.transient = set()
             node.types_cut = node.tables = False
@@ -1944,6 +1968,7 @@ class SparkplugHost:
                 return []
             node.alive, node.missed, node.dead_bd, node.birth_skipped = False, False, bd, False
             node.devices.clear()
+            self._names_sync(node)
             if node.expected and time.monotonic() < node.expected_until:
                 # dead before its awaited devices' births came: they are awaited after its next birth, whenever
                 node.expected_until = math.inf
@@ -1967,11 +1992,11 @@ class SparkplugHost:
         self._check_seq(t, node, self._seq_range(t, node, payload.seq), data=mt in _DATA)
         if mt in _DATA and not self.retained:
             node.talked = True  # a node that speaks: kept before those that sent births only (``_room``)
-        if mt is _DDATA and t.device not in node.devices and len(node.devices) >= MAX_NODE_DEVICES:
-            # its DBIRTH was skipped here (too_many_node_devices), not lost: a rebirth would bring it past the
-            # bound again, the node reborn whole (every device's birth) at each rebirth_min_interval_s for ever
+        if mt is _DDATA and t.device not in node.devices and self._no_device_room(t, node):
+            # its DBIRTH was skipped here (too_many_node_devices, too_many_total_devices), not lost: a rebirth would
+            # bring it past the bound again, the node reborn whole (every device's birth) at each
+            # rebirth_min_interval_s for ever
             self.data_before_birth += 1
-            self._too_many_devices(t, node)
             return []
         if mt is _DDATA and t.device not in node.devices:
             # a device not born in this session (its DBIRTH lost, or after its DDEATH): its metrics were never
@@ -1985,8 +2010,7 @@ class SparkplugHost:
                 "or after its DDEATH)",
             )
         if mt is sp.MessageType.DBIRTH:
-            if t.device and t.device not in node.devices and len(node.devices) >= MAX_NODE_DEVICES:
-                self._too_many_devices(t, node)
+            if t.device and t.device not in node.devices and self._no_device_room(t, node):
                 return []
             kept = len(node.owned.get(t.device or "", ((), ()))[0])
             if not self._metric_room(t, key, _declared(payload, definitions=False) - kept):
@@ -2018,20 +2042,10 @@ class SparkplugHost:
                         node.want.discard(t.device)
                         node.asked.discard(t.device)
                         if t.device not in node.named and len(node.named) >= MAX_NODE_DEVICES:
-                            # devices born and dead (DDEATH) again and again under ever new names, or born before a
-                            # rebirth and not since: forgotten but the live (in ``devices``, under the bound), one of
-                            # which may come back
-                            live = {d: True for d, alive in node.named.items() if alive and d in node.devices}
-                            if len(live) < len(node.named) - (_FORGOTTEN in node.named):
-                                # (one awaited, or by name alone, since the node's last birth is not lost yet)
-                                if any(
-                                    d not in live and d not in node.expected and d != _FORGOTTEN
-                                    for d in node.named
-                                ):
-                                    self._devices_forgotten(t)
-                                node.named = {**live, _FORGOTTEN: False}
+                            self._forget_named(t, node)
                         node.named[t.device] = True
                         node.expected.pop(t.device, None)
+                    self._names_sync(node)
                 self._born(t.group, t.edge_node, t.device)
 
             if self._stepped:
@@ -2052,6 +2066,7 @@ class SparkplugHost:
                 node.named[gone] = False
             if gone in node.expected or (node.shares_aliases and gone in node.named):
                 node.expected[gone] = False
+            self._names_sync(node)
             # stale as of the DDEATH's own timestamp (Sparkplug 3.0, Device Session Termination: tck-id-
             # operational-behavior-edge-node-termination-host-action-ddeath-devices-tags-stale): the node's
             # clock, as its DBIRTH's will be; an NDEATH, often the broker's will, takes the receive time
@@ -2174,6 +2189,7 @@ class SparkplugHost:
                             if d not in node.named and d != device and d not in node.expected
                         )
                         node.named_before = {}
+                        self._names_sync(node)
                     node.clashes.add(m.alias)
                     if m.alias in mine:
                         # one birth gives it to two of its metrics: which one its data means is unknown,
@@ -2308,6 +2324,56 @@ class SparkplugHost:
         else:
             self._on_error("too_many_total_metrics", f"{what}: over {MAX_TOTAL_METRICS} metrics")
 
+    def _names_sync(self, node: _Node) -> None:
+        """The node's device names (``_Node.names_held``) counted again into the source's total (``_names``), after a
+        change of its devices: four ``len``s. Called where names come (a DBIRTH) and go (a birth, a death); the total
+        is always the sum of what each node last counted, which ``_forget`` takes off."""
+        n = len(node.devices) + len(node.named) + len(node.named_before) + len(node.expected)
+        self._names += n - node.names_held
+        node.names_held = n
+
+    def _forget_named(self, t: sp.SparkplugTopic, node: _Node) -> None:
+        """The node's devices born since its last birth (``named``) forgotten but the live (in ``devices``), one of
+        which may come back (``_FORGOTTEN`` stands for them): devices born and dead (DDEATH) again and again under
+        ever new names, or born before a rebirth and not since. Said (``_devices_forgotten``) when one neither
+        awaited nor by name alone already is lost."""
+        live = {d: True for d, alive in node.named.items() if alive and d in node.devices}
+        if len(live) < len(node.named) - (_FORGOTTEN in node.named):
+            # (one awaited, or by name alone, since the node's last birth is not lost yet)
+            if any(d not in live and d not in node.expected and d != _FORGOTTEN for d in node.named):
+                self._devices_forgotten(t)
+            node.named = {**live, _FORGOTTEN: False}
+
+    def _no_device_room(self, t: sp.SparkplugTopic, node: _Node) -> bool:
+        """No room for the device of ``t``, not born in its node now: ``MAX_NODE_DEVICES`` of the node's are born
+        (``_too_many_devices``), or the source's nodes hold ``MAX_TOTAL_DEVICES`` device names and this one is new
+        to its node (one it knows, dead or awaited, adds no name); said once, counted."""
+        if len(node.devices) >= MAX_NODE_DEVICES:
+            self._too_many_devices(t, node)
+            return True
+        if self._names < MAX_TOTAL_DEVICES or t.device in node.named:
+            return False
+        # its own dead ones first (a node whose devices come and go under new names); none when it names no more
+        # than its live ones (no scan: a flood of refused births at the bound pays none)
+        if not self.retained and len(node.named) > len(node.devices) + 1:
+            self._forget_named(t, node)
+            self._names_sync(node)
+            if self._names < MAX_TOTAL_DEVICES:
+                return False
+        self.devices_refused += 1
+        if self.on_notice is not None:
+            self.on_notice(
+                "too_many_total_devices",
+                f"sparkplug: the source's nodes hold {self._names} device names, at most {MAX_TOTAL_DEVICES} "
+                f"(MAX_TOTAL_DEVICES): the DBIRTH of a device new to its node ({t.group}/{t.edge_node}/{t.device}) is "
+                "skipped, its data skipped as before its birth (no rebirth asked: it would be skipped again), until "
+                "a node's birth, death or forgetting frees names; nodes whose devices come and go under ever new "
+                "names (DBIRTH, DDEATH) keep them until their next birth",
+            )
+        else:
+            self._on_error("too_many_total_devices", f"{t.group}/{t.edge_node}/{t.device}")
+        return True
+
     def _too_many_devices(self, t: sp.SparkplugTopic, node: _Node) -> None:
         """A DBIRTH of a new device when ``MAX_NODE_DEVICES`` of the node's are born: skipped, said once (notice
         ``too_many_node_devices``). Before, a node's births of ever new device names (with no metrics, so
@@ -2330,8 +2396,9 @@ class SparkplugHost:
         its next, as for a dead device); counted (``too_many_node_devices``)."""
         self._on_error(
             "too_many_node_devices",
-            f"{t.group}/{t.edge_node}: over {MAX_NODE_DEVICES} devices born or said dead since its last birth: "
-            "those not live are forgotten; its metrics are commanded by name alone until the birth after its next",
+            f"{t.group}/{t.edge_node}: over {MAX_NODE_DEVICES} devices born or said dead since its last birth (or "
+            f"the source's nodes hold {MAX_TOTAL_DEVICES} device names, MAX_TOTAL_DEVICES): those not live are "
+            "forgotten; its metrics are commanded by name alone until the birth after its next",
         )
 
     def datatype(self, group: str, edge_node: str, device: str | None, metric: str) -> int | None:

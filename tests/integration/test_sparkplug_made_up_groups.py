@@ -164,3 +164,39 @@ async def test_devices_of_a_node_not_sharing_aliases_cut_past_its_device_bound_a
         assert src.stats.errors_by_reason == {"too_many_node_devices": 1}, (
             src.stats.errors_by_reason
         )  # before: {}
+
+
+async def test_device_names_held_by_all_nodes_together_are_bounded_a_new_devices_birth_past_it_refused(
+    mosquitto, monkeypatch
+):
+    """MAX_NODE_DEVICES bounds a node; nothing bounded the device names all nodes hold together (10,000 nodes of
+    10,000 devices born and dead under ever new names, with no metrics: 10^8 names). Now at MAX_TOTAL_DEVICES (made
+    6) a node's own dead names are forgotten first (too_many_node_devices); past that the birth of a device new to
+    its node is refused (notice too_many_total_devices), its data skipped with no rebirth asked (it would be
+    refused again), until a death frees names."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 6, raising=False)  # (the former code has none)
+    bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/a", _birth(0, bd0), qos=1)
+        for i in range(3):  # devices that come and go under new names: 3 dead names held
+            pub.publish(f"spBv1.0/g/DBIRTH/a/a{i}", _birth(2 * i + 1, []), qos=1)
+            pub.publish(f"spBv1.0/g/DDEATH/a/a{i}", _birth(2 * i + 2, []), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/b", _birth(0, bd0), qos=1)
+        for i in range(3):  # b0 and b1 born (2 names each), b2 past the bound
+            pub.publish(f"spBv1.0/g/DBIRTH/b/b{i}", _birth(i + 1, []), qos=1)
+        pub.publish("spBv1.0/g/DDATA/b/b2", _birth(4, [sp.Metric("Temp", None, D.DOUBLE, 1.0)]), qos=1)
+        await until(lambda: host.data_before_birth == 1, 10, "b2's data handled")
+        assert not host.device_alive("g", "b", "b2")  # before: born
+        assert src.notices.counts.get("too_many_total_devices") == 2, (
+            src.notices.counts
+        )  # its birth, its data
+        assert asked == [] and host.devices_refused == 2
+        pub.publish("spBv1.0/g/DBIRTH/a/a3", _birth(7, []), qos=1)  # a's own dead names make room
+        await until(lambda: host.device_alive("g", "a", "a3"), 10, "a3 born")
+        assert src.stats.errors_by_reason.get("too_many_node_devices") == 1, src.stats.errors_by_reason
+        pub.publish("spBv1.0/g/NDEATH/b", sp.death_payload(0), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/b", _birth(0, [sp.Metric("bdSeq", None, D.INT64, 1)]), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/b/b2", _birth(1, []), qos=1)
+        await until(lambda: host.device_alive("g", "b", "b2"), 10, "b2 born once b's death freed names")
+        assert host._names == sum(n.names_held for n in host._nodes.values()) <= 6 + 2
