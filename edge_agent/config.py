@@ -1707,6 +1707,60 @@ def slot_folder_refusal(name: str, names: Mapping[str, Any]) -> str | None:
     return None
 
 
+def slot_name_as_written(name: str) -> str | None:
+    """The slot name a harmless spelling of it means (``vision/``, ``./vision``: the folder is
+    ``data_dir/models/vision`` either way), or None: the name as it is, or one no spelling mends (``..``, an
+    absolute path, an empty or ``.`` part inside it: ``slot_folder_refusal`` refuses those)."""
+    normal = name
+    while normal.startswith("./"):
+        normal = normal[2:]
+    normal = normal[:-1] if normal.endswith("/") else normal
+    if normal == name or not normal or slot_folder_refusal(normal, {}) is not None:
+        return None
+    return normal
+
+
+def _slot_names_mended(data: dict, report: Findings) -> dict:
+    """``data`` with the harmless spellings of slot names (``slot_name_as_written``) read as the name they mean, in
+    ``models`` and in each pipeline's ``model``, each said in a warning naming the field. Refused since such names
+    could alias another slot's folder, ``vision/`` and ``./vision`` stopped a gateway written so from starting at
+    its upgrade, the store (``data_dir/models/vision``) the same; another slot of that name is an error (one folder)."""
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return data
+    renamed: dict[str, str] = {}
+    mended: dict[Any, Any] = {}
+    for n, m in models.items():
+        normal = slot_name_as_written(n) if isinstance(n, str) else None
+        if normal is None:
+            mended[n] = m
+            continue
+        if normal in models or normal in mended:
+            report.error(
+                f"models.{n}",
+                f"names the folder of slot {normal!r} (data_dir/models/{normal}): two slots cannot share one; "
+                "remove or rename one",
+            )
+            continue
+        report.warning(
+            f"models.{n}",
+            f"read as slot {normal!r}: its folder is data_dir/models/{normal} either way; write it {normal!r}",
+        )
+        renamed[n], mended[normal] = normal, m
+    out = data if not renamed and len(mended) == len(models) else {**data, "models": mended}
+    given = data.get("pipelines")
+    pipes: list = given if isinstance(given, list) else []
+    for i, pl in enumerate(pipes):
+        ref = pl.get("model") if isinstance(pl, dict) else None
+        normal = slot_name_as_written(ref) if isinstance(ref, str) and ref not in mended else None
+        if normal is not None and normal in mended:
+            report.warning(f"pipelines[{i}].model", f"read as slot {normal!r}; write it {normal!r}")
+            if out.get("pipelines") is pipes:
+                out = {**out, "pipelines": list(pipes)}
+            out["pipelines"][i] = {**pl, "model": normal}
+    return out
+
+
 def _name_not_text(name: Any) -> str:
     """Why a source, slot or action name is refused: YAML 1.1 reads a plain ``on``, ``off``, ``yes``, ``no``,
     ``~`` or ``1`` as a boolean, null or number, not as the name written (and a reference to it elsewhere could
@@ -1812,6 +1866,7 @@ def parse_config(
         report.hidden = frozenset(taken)
     if local_checks:
         report.errors += [f"{where}: {e}" for e in sub_errors]
+    data = _slot_names_mended(data, report)
     sections = {k: f.annotation for k, f in AgentConfig.model_fields.items() if k != "base_dir"}
     for key in data:
         if not isinstance(key, str):

@@ -1307,7 +1307,13 @@ def test_a_qos1_publish_through_a_subscribing_mqtt_source_is_a_warning_naming_th
         ("..", "no empty, '.' or '..' part"),
         ("vision/..", "no empty, '.' or '..' part"),
         ("/var/lib/factory-edge", "no empty, '.' or '..' part"),
-        ("vision/", "no empty, '.' or '..' part"),
+        ("vision/", "names the folder of slot 'vision' (data_dir/models/vision): two slots cannot share one"),
+        (
+            "./vision",
+            "names the folder of slot 'vision' (data_dir/models/vision): two slots cannot share one",
+        ),
+        ("vision//", "no empty, '.' or '..' part"),
+        ("./..", "no empty, '.' or '..' part"),
         ("vision/x", "this one's is inside slot 'vision''s, whose clean-up removes it"),
     ],
 )
@@ -1322,3 +1328,27 @@ def test_a_slot_name_whose_folder_is_another_is_refused_naming_it(env, name, sai
     d["models"] = {"line1/vision": {"package": env["vision"]}, "health": d["models"]["health"]}
     d["pipelines"][0]["model"] = "line1/vision"
     parse_config(d, "line3.yaml")  # a nested name of its own folder: as before
+
+
+@pytest.mark.parametrize("spelling", ["vision/", "./vision", "./vision/"])
+def test_a_slot_name_spelt_with_a_trailing_slash_or_a_leading_dot_is_read_as_the_slot_with_a_warning(
+    env, spelling
+):
+    """``vision/`` and ``./vision`` name the folder data_dir/models/vision as ``vision`` does; refused since names
+    could alias another slot's folder, a gateway written so no longer started at its upgrade (its installed package
+    in that very folder). Read as ``vision``, each place said in a warning naming the file and the field."""
+    d = good(env)
+    d["models"] = {spelling: d["models"]["vision"], "health": d["models"]["health"]}
+    d["pipelines"][0]["model"] = spelling
+    cfg = parse_config(d, "line3.yaml")
+    assert list(cfg.models) == ["vision", "health"] and cfg.pipelines[0].model == "vision"
+    said = [w for w in cfg.warnings if "read as slot 'vision'" in w]
+    assert (
+        said[0].startswith(f"line3.yaml: models.{spelling}: read as slot 'vision': its folder is ")
+        and said[1]
+    )
+    assert said[1].startswith("line3.yaml: pipelines[0].model: read as slot 'vision'"), said
+    # a reference so spelt to a slot written plainly: read as it too
+    d = good(env)
+    d["pipelines"][0]["model"] = spelling
+    assert parse_config(d, "line3.yaml").pipelines[0].model == "vision"
