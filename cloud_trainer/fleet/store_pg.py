@@ -109,6 +109,10 @@ class MigrationError(ValueError):
     ``cloud-trainer serve`` says it in one line and exits 2, as for a wrong store URL)."""
 
 
+class MigrationLockTimeout(MigrationError):
+    """The migrations' lock held by another session past the connection's ``lock_timeout`` (named in the message)."""
+
+
 def migration_files(folder: Path = MIGRATIONS) -> list[tuple[int, Path]]:
     out = []
     for f in sorted(folder.glob("*.sql")):
@@ -136,11 +140,31 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
     # nothing to do), taken by tries outside any transaction: a replica waiting for it inside a transaction holds a
     # snapshot, which a concurrent index build waits for (a deadlock)
     started, warn_at = time.monotonic(), LOCK_WAIT_WARN_S
+    # the session's ``lock_timeout`` (the URL's ``options=-c lock_timeout=...``, PGOPTIONS, the role's or database's
+    # setting) ends the wait, as it ended the wait of a runner of before in ``pg_advisory_xact_lock``: tries are no
+    # lock wait, and it had no effect (0: none, wait)
+    limit_ms = float(
+        conn.execute("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'").fetchone()[0]
+    )
     while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()[0]:
-        if (waited := time.monotonic() - started) >= warn_at:
-            _warn_lock_held(conn, waited)
+        waited = time.monotonic() - started
+        if limit_ms and waited * 1000 >= limit_ms:
+            raise MigrationLockTimeout(
+                f"gave up waiting for the schema migrations' lock (advisory lock {_LOCK_KEY}) after {waited:.1f} s, "
+                f"the connection's lock_timeout ({limit_ms:g} ms): it is held by {_lock_holder(conn)}; start "
+                "again once it is let go (a replica upgrading the schema lets go when done; an idle session can be "
+                "ended with pg_terminate_backend(pid))"
+            )
+        if waited >= warn_at:
+            log.warning(
+                "fleet store: waited %.0f s for the schema migrations' lock (advisory lock %d), held by %s; this "
+                "start goes on once it is let go",
+                waited,
+                _LOCK_KEY,
+                _lock_holder(conn),
+            )
             warn_at += 60.0
-        time.sleep(0.1)
+        time.sleep(min(0.1, max(0.001, limit_ms / 1000 - waited)) if limit_ms else 0.1)
     try:
         for version, path in files:
             text = path.read_text()
@@ -182,11 +206,11 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
     return applied
 
 
-def _warn_lock_held(conn, waited: float) -> None:
-    """A WARNING naming the session that holds the migrations' lock (a replica upgrading the schema, an index build
-    waiting for an open transaction, an admin's session): the start waited for it without a word, for ever."""
+def _lock_holder(conn) -> str:
+    """The session that holds the migrations' lock in this database (a replica upgrading the schema, an index build
+    waiting for an open transaction, an admin's session): its pid, application, address, state and query."""
     holder = None
-    with contextlib.suppress(Exception):  # (no view of it: the warning without its holder)
+    with contextlib.suppress(Exception):  # (no view of it: said so)
         holder = conn.execute(
             "SELECT a.pid, a.application_name, a.client_addr::text, a.state, left(a.query, 200) FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
@@ -195,15 +219,11 @@ def _warn_lock_held(conn, waited: float) -> None:
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
             (_LOCK_KEY,),
         ).fetchone()
-    log.warning(
-        "fleet store: waited %.0f s for the schema migrations' lock (advisory lock %d), held by %s; this start goes "
-        "on once it is let go",
-        waited,
-        _LOCK_KEY,
-        "a session not seen"
-        if holder is None
-        else f"pid {holder[0]} ({holder[1] or 'no application_name'}, {holder[2] or 'local'}, {holder[3]}: "
-        f"{holder[4]!r})",
+    if holder is None:
+        return "a session not seen"
+    return (
+        f"pid {holder[0]} ({holder[1] or 'no application_name'}, {holder[2] or 'local'}, {holder[3]}: "
+        f"{holder[4]!r})"
     )
 
 

@@ -908,6 +908,25 @@ def test_a_start_waiting_for_the_migrations_lock_says_who_holds_it(
     assert "other-fleet" not in caplog.text
 
 
+def test_a_lock_timeout_in_the_store_url_ends_a_starts_wait_for_the_migrations_lock(postgres_url):  # noqa: F811
+    """A ``lock_timeout`` in the store URL ended a start's wait for the migrations' lock while that was a
+    ``pg_advisory_xact_lock``; taken by tries since, the start waited for ever. It ends it again: an error (``serve``
+    exits 2 saying it) naming the session that holds the lock."""
+    import psycopg
+
+    from cloud_trainer.fleet import store_pg
+
+    url = f"{postgres_url}?options=-c%20lock_timeout%3D300&application_name=starting"
+    with psycopg.connect(postgres_url, autocommit=True, application_name="admin-psql") as holder:
+        pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]
+        holder.execute("SELECT pg_advisory_lock(%s)", (store_pg._LOCK_KEY,))
+        with pytest.raises(
+            store_pg.MigrationError, match=rf"lock_timeout \(300 ms\): it is held by pid {pid} \(admin"
+        ):
+            store_pg.PostgresStore(url)
+        assert holder.execute("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'records'").fetchone()[0] == 0
+
+
 def test_postgres_connections_give_up_a_dead_path_instead_of_waiting_for_ever(postgres_url, tmp_path):  # noqa: F811
     """A path to the database that dies without a word (a NAT or firewall between the service and a managed
     database that timed the flow out) held a query for ~15 min of retransmissions, or for ever waiting for an
