@@ -134,3 +134,92 @@ async def test_a_plc_written_by_a_camera_pipeline_with_a_window_has_its_heartbea
         finally:
             await agent.stop()
             camera.stop()
+
+
+async def test_a_fleet_config_giving_a_camera_pipeline_a_window_is_rolled_back_one_keeping_it_is_applied(
+    tmp_path,
+):
+    """A fleet config that gives a judging camera pipeline a window makes it judge nothing, for good (no package the
+    fleet sends next mends it), and holds the heartbeat of the PLC it writes through: it was applied and reported
+    healthy (its note naming the held heartbeat), the line in its safe state on every agent of the rollout. Now it is
+    rolled back as a candidate whose slot failed on its own package is, the last good config serving again and the
+    heartbeat running. A config keeping a window the running config had (a local file from before it was a warning)
+    did not bring it: applied, its healthy report naming the held heartbeat."""
+    import cv2
+    import numpy as np
+    import yaml
+    from asyncua import ua
+
+    from edge_agent.fleet_config import AgentHost, digest_of
+    from protocols.gen import fleet_pb2 as pb
+    from tests.integration.test_fleet_config_rollout import local_gateway
+    from tests.support.plc import plc
+
+    key, pub = make_keypair(tmp_path / "keys")
+    pkg = make_package(tmp_path, kind="vision", version="1.0.0", key=key, heatmap=False)
+    (tmp_path / "frames").mkdir()
+    cv2.imwrite(str(tmp_path / "frames" / "0.png"), np.zeros((64, 64, 3), np.uint8))
+    variables = {
+        "Life": ua.Variant(0, ua.VariantType.Int32),
+        "Reject": ua.Variant(False, ua.VariantType.Boolean),
+    }
+    async with plc(variables) as p:
+        heartbeat = {"node_id": p.node_id("Life"), "period_ms": 100, "kind": "counter"}
+        pipeline = {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}
+        body = {
+            "trusted_keys": [str(pub)],
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": f"opc.tcp://127.0.0.1:{p.port}/plc/",
+                    "heartbeat": heartbeat,
+                },
+                "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5, "loop": True},
+            },
+            "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+            "actions": {
+                "reject": {
+                    "type": "opcua_write",
+                    "source": "plc",
+                    "node_id": p.node_id("Reject"),
+                    "when": {"verdict": {"in": ["NG", "UNSURE"]}},
+                }
+            },
+            "pipelines": [{**pipeline, "window": {"waveform": "Vibration"}}],
+        }
+        host = AgentHost(local_gateway(tmp_path, body), health_s=1.0)
+        await host.start()
+
+        def offer(doc: dict, dep_id: str) -> None:
+            data = yaml.safe_dump(doc).encode()
+            host._on_desired(
+                pb.DesiredConfig(deployment_id=dep_id, digest=digest_of(data), yaml=data, name=dep_id)
+            )
+
+        def last_good() -> str | None:
+            return (host.keeper.state["last_good"] or {}).get("deployment_id")
+
+        try:
+            # the window kept (the camera's fps changed): applied, the held heartbeat named in its healthy report
+            offer({**body, "sources": {**body["sources"], "cam": {**body["sources"]["cam"], "fps": 4}}}, "d1")
+            await until(lambda: last_good() == "d1", 20, "d1 applied")
+            (note,) = [r for r in host.keeper.state["unreported"] if r["step"] == "healthy"]
+            assert note["health"]["heartbeats_held"] == {"plc": ["inspect"]} and SAID in note["reason"], note
+            # the window removed: applied, the pipeline judges and the heartbeat runs
+            offer({**body, "pipelines": [pipeline]}, "d2")
+            await until(lambda: last_good() == "d2", 20, "d2 applied")
+            # given back: rolled back, naming the pipeline and why; d2 serves again and the heartbeat runs
+            offer(body, "d3")
+            await until(lambda: host.keeper.state["refused"], 20, "d3 rolled back")
+            (why,) = host.keeper.state["refused"].values()
+            assert f"pipeline inspect: window: {SAID}" in why, why
+            await until(
+                lambda: host.agent is not None and host.agent.config_state.get("deployment_id") == "d2", 20
+            )
+            assert last_good() == "d2" and not host.agent.pipelines[0].window_ignored
+            src = host.agent.sources["plc"]
+            await until(
+                lambda: src.heartbeats >= 2 and src.heartbeat_held is None, 20, "the heartbeat running"
+            )
+        finally:
+            await host.stop()
