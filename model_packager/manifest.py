@@ -601,22 +601,48 @@ def _digits(v: float) -> str:
     return short if float(short) == v else repr(float(v))
 
 
-def _golden_atol(v: float, info: ValidationInfo) -> float:
-    if v > MAX_GOLDEN_ATOL and _building(info):
-        raise ValueError(
+def _atol_problem(v: float) -> str | None:
+    if v > MAX_GOLDEN_ATOL:
+        return (
             f"is {_digits(v)}: at most {MAX_GOLDEN_ATOL:g} where a package is built (a tolerance this wide "
             "passes any output, so the golden check could never fail)"
         )
+    return None
+
+
+def _rtol_problem(v: float) -> str | None:
+    if v >= MAX_GOLDEN_RTOL:
+        return (
+            f"is {_digits(v)}: must be below {MAX_GOLDEN_RTOL:g} where a package is built (a relative tolerance "
+            "of 1 or more passes an output of 0 for any expected value, so the golden check could never fail)"
+        )
+    return None
+
+
+def _golden_atol(v: float, info: ValidationInfo) -> float:
+    if _building(info) and (why := _atol_problem(v)) is not None:
+        raise ValueError(why)
     return v
 
 
 def _golden_rtol(v: float, info: ValidationInfo) -> float:
-    if v >= MAX_GOLDEN_RTOL and _building(info):
-        raise ValueError(
-            f"is {_digits(v)}: must be below {MAX_GOLDEN_RTOL:g} where a package is built (a relative tolerance "
-            "of 1 or more passes an output of 0 for any expected value, so the golden check could never fail)"
-        )
+    if _building(info) and (why := _rtol_problem(v)) is not None:
+        raise ValueError(why)
     return v
+
+
+def golden_tolerance_problem(golden: Golden) -> str | None:
+    """``golden.rtol is 1e+308: ...``: the first golden tolerance a build refuses (one so wide that the golden check
+    can never fail), or None. Readers take such a package (one signed before the bound stays readable where it is
+    installed); the agent refuses to serve it, at its load (``edge_agent.models.select``)."""
+    for field, v, problem in (
+        ("golden.atol", golden.atol, _atol_problem),
+        ("golden.rtol", golden.rtol, _rtol_problem),
+        *((f"golden.output_atol.{k}", a, _atol_problem) for k, a in golden.output_atol.items()),
+    ):
+        if (why := problem(v)) is not None:
+            return f"{field} {why}"
+    return None
 
 
 GoldenAtol = Annotated[float, AfterValidator(_non_negative), AfterValidator(_golden_atol)]

@@ -47,9 +47,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_agent.engines import Engine, EngineError, RunTimeout, candidate_engines, create_engine
+from edge_agent.engines import (
+    Engine,
+    EngineError,
+    RunTimeout,
+    candidate_engines,
+    create_engine,
+    openvino_file,
+)
 from edge_agent.models.config import FormChoice, ModelConfig
-from model_packager import OpenedPackage
+from model_packager import ManifestError, OpenedPackage
 from model_packager.cpu import cpu_flags, int8_path
 from model_packager.golden import (
     exempt_flips_said,
@@ -61,7 +68,8 @@ from model_packager.golden import (
     verdict_flips,
     verdict_problems,
 )
-from model_packager.package import golden_notes
+from model_packager.manifest import golden_tolerance_problem
+from model_packager.package import OV_XML, golden_notes
 from model_packager.text import one_line
 
 TIME_BUDGET_S = 0.25  # per passing candidate, for its latency measurement
@@ -112,6 +120,9 @@ class Selection:
     # the ways the package's golden set cannot judge a form (``golden.coverage_notes``), from its signed
     # expected outputs at load: the check above is only as good as its items
     golden_notes: list[str] = field(default_factory=list)
+    # candidates that did not load while another serves (``engine: auto``), each said in one line: a package's
+    # OpenVINO IR this OpenVINO cannot read is served on ONNX Runtime, said at every load, never silently
+    not_loaded: list[str] = field(default_factory=list)
 
     @property
     def chosen(self) -> Trial:
@@ -161,6 +172,8 @@ class Selection:
             why += "; refused here: " + "; ".join(off)
         if c.notes:
             why += "; " + "; ".join(c.notes)
+        if self.not_loaded:
+            why += "; not loaded here: " + "; ".join(self.not_loaded)
         return f"{c.form} on {c.engine}{why}"
 
     def to_dict(self) -> dict:
@@ -352,7 +365,14 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
     """Load, check and time every candidate; keep the first that passes unless another is clearly faster
     (``_choose``). Raises ``EngineError``
     when no candidate loads and ``NothingPasses`` when none that loaded passes its check.
-    ``isolated``: another model serves meanwhile (see ``create_engine``)."""
+    ``isolated``: another model serves meanwhile (see ``create_engine``). A package whose golden tolerances are
+    so wide that its golden check could never fail (``golden_tolerance_problem``; a build refuses them, a registry
+    published such packages before it refused them too) is refused before any engine loads: ``ManifestError``."""
+    if (why := golden_tolerance_problem(opened.manifest.golden)) is not None:
+        raise ManifestError(
+            f"package {opened.manifest.package_id}: manifest {why}; not served: nothing of the model would be "
+            "checked on this CPU before it judges parts (build it again: model-packager build refuses it)"
+        )
     inputs = load_npz(opened.golden_inputs)
     expected = load_npz(opened.golden_expected)
     one = {k: v[:1] for k, v in inputs.items()}
@@ -367,6 +387,7 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
     # candidate timed out no other is tried (the same graph would not end on it either)
     candidates.sort(key=lambda c: c[1] != "onnxruntime")
     timed_out: RunTimeout | None = None
+    unloaded: list[str] = []  # candidates that did not load, said where another serves
     for form, name in candidates:
         if timed_out is not None:
             trials.append(Trial(name, form or "?", False, f"not tried: {timed_out}", loaded=False))
@@ -376,6 +397,10 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
         except EngineError as exc:
             load_errors.append(str(exc))
             trials.append(Trial(name, form or "?", False, str(exc), loaded=False))
+            # (OpenVINO opens the package's IR for its INT8 form, where it carries one: ``openvino_file``)
+            own_ir = name == "openvino" and openvino_file(opened, form) == str(opened.openvino_xml)
+            ir = f"the package's OpenVINO IR ({OV_XML}) " if own_ir else ""
+            unloaded.append(f"{form + ' on ' if form else ''}{name}: {ir}did not load: {one_line(exc)}")
             continue
         try:
             trial = check(engine, opened, inputs, expected)
@@ -406,4 +431,4 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
     if floor_s > best.timeout_s:
         best.timeout_s = floor_s
     # what the golden set cannot judge, read from the outputs already loaded: no model run, no per-item cost
-    return Selection(best, trials, golden_notes=golden_notes(opened, inputs, expected))
+    return Selection(best, trials, golden_notes=golden_notes(opened, inputs, expected), not_loaded=unloaded)

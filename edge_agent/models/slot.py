@@ -901,6 +901,16 @@ class ModelSlot:
             sizing.record(self.store.root, a.manifest.package_id, self.config.package, item[1], item[0])
         for note in sel.golden_notes:  # said once a load; the build said them too (model-packager build)
             log.warning("slot %s: package %s: %s", self.name, a.manifest.package_id, note)
+        # engine auto: another engine serves (a package's OpenVINO IR this OpenVINO cannot read), said at each load
+        for line in sel.not_loaded:
+            self.counters["engines_not_loaded"] += 1
+            log.warning(
+                "slot %s: package %s: %s; serving %s",
+                self.name,
+                a.manifest.package_id,
+                line,
+                f"{sel.chosen.form} on {sel.chosen.engine}",
+            )
         for t in sel.int8_off:
             self.counters["int8_parity_failures"] += 1
             self._event(

@@ -617,3 +617,84 @@ async def test_a_health_verdict_that_waits_for_a_swap_never_rolls_back_the_model
     )
     assert not any(k.startswith("part-inspection-1.3.0-") for k in st.get("failed") or {})
     await s.stop()
+
+
+def _signed_again(pkgs, pkg: str, out: Path, golden: dict | None = None, files: dict | None = None) -> Path:
+    """``pkgs[pkg]`` signed again by its key with its manifest's golden section updated by ``golden`` and the
+    files in ``files`` (path -> bytes) put in place of its own, their sizes and digests in the manifest."""
+    import hashlib
+
+    import yaml
+
+    from tests.unit.test_package_hostile import _manifest, _sig, _with
+
+    doc = yaml.safe_load(_manifest(pkgs[pkg]))
+    doc["golden"].update(golden or {})
+    files = files or {}
+    for f in doc["files"]:
+        if f["path"] in files:
+            f["size"], f["sha256"] = len(files[f["path"]]), hashlib.sha256(files[f["path"]]).hexdigest()
+    new = yaml.safe_dump(doc, sort_keys=False).encode()
+    signed = _with(pkgs[pkg], out, manifest=new, sig=_sig(new, pkgs["tmp"] / "keys" / "signing.key"))
+    if not files:
+        return signed
+    import io
+    import tarfile
+
+    with tarfile.open(signed) as tar:
+        ents = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for m, data in ents:
+            data = files.get(m.name, data)
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    return out
+
+
+async def test_a_package_whose_golden_check_cannot_fail_is_refused_at_load_the_old_one_serving(
+    tmp_path, pkgs
+):
+    """A build, and since last round a registry's publish, refuse golden tolerances that pass any output (rtol 1 or
+    more, atol past 1000); readers take them, so such a package that an older registry published verified and was
+    served, its golden check unable to fail. The agent refuses it at its load, saying why; the old model serves."""
+    s = slot(tmp_path, pkgs, in_process=True)
+    await s.start()
+    wide = _signed_again(pkgs, "v2", tmp_path / "wide-1.1.0.edgepkg", golden={"rtol": 1e308})
+    out = await s.swap(wide)
+    assert not out.ok and out.stage == "golden", out
+    assert "manifest golden.rtol is 1e+308: must be below 1 where a package is built" in out.reason
+    assert "not served" in out.reason
+    assert s.version == "1.0.0" and s.infer(frame(1)).version == "1.0.0"
+    await s.stop()
+
+
+async def test_with_engine_auto_a_package_whose_openvino_ir_does_not_load_is_served_on_onnx_runtime_said(
+    tmp_path, pkgs, caplog
+):
+    """With ``engine: auto`` a package whose OpenVINO IR this OpenVINO cannot read (its weights file cut short) was
+    served on ONNX Runtime, which passes its golden check, and nothing said the IR was broken. It still serves
+    (the model checked on this CPU), with a WARNING naming the IR at each load, counted (``engines_not_loaded``),
+    and the selection's summary saying it."""
+    import logging
+
+    from model_packager.package import OV_BIN
+
+    bin_cut = _signed_again(pkgs, "v1", tmp_path / "bin-cut-1.0.0.edgepkg", files={OV_BIN: b"\0" * 16})
+    s = ModelSlot(
+        "vision",
+        ModelConfig(package=str(bin_cut), engine="auto"),
+        tmp_path / "data",
+        load_trusted_keys([pkgs["pub"]]),
+    )
+    caplog.set_level(logging.WARNING, "edge_agent.models.slot")
+    await s.start()
+    try:
+        assert s.engine_name == "onnxruntime" and s.infer(frame(1)).version == "1.0.0"
+        said = [r.getMessage() for r in caplog.records if "did not load" in r.getMessage()]
+        assert len(said) == 1, said
+        assert "openvino: the package's OpenVINO IR (openvino/model.xml) did not load" in said[0], said
+        assert "Incorrect weights in bin file" in said[0] and said[0].endswith(" on onnxruntime"), said
+        assert s.counters["engines_not_loaded"] == 1
+        assert "not loaded here: openvino: the package's OpenVINO IR" in s.status()["selection"]["summary"]
+    finally:
+        await s.stop()
