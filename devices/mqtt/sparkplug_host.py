@@ -469,18 +469,31 @@ _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``
 # two floating ones: Tahu's libraries write UInt32 in one or the other, and the number is the same (but an Int64 or
 # UInt64 at 2**31 or above in int_value, 32 bits, is no one number: refused, ``Metric.int_value_high``)
 _FIELD_OF: dict[int, tuple[type, str]] = {
-    **{dt: (int, "int_value or long_value") for dt in range(sp.DataType.INT8, sp.DataType.UINT64 + 1)},
-    sp.DataType.FLOAT: (float, "float_value or double_value"),
-    sp.DataType.DOUBLE: (float, "double_value or float_value"),
-    sp.DataType.BOOLEAN: (bool, "boolean_value"),
-    sp.DataType.STRING: (str, "string_value"),
-    sp.DataType.TEXT: (str, "string_value"),
-    sp.DataType.UUID: (str, "string_value"),
+    **{
+        dt: (int, "not in int_value or long_value as Sparkplug writes it")
+        for dt in range(sp.DataType.INT8, sp.DataType.UINT64 + 1)
+    },
+    sp.DataType.FLOAT: (float, "not in float_value or double_value as Sparkplug writes it"),
+    sp.DataType.DOUBLE: (float, "not in double_value or float_value as Sparkplug writes it"),
+    sp.DataType.BOOLEAN: (bool, "not in boolean_value as Sparkplug writes it"),
+    sp.DataType.STRING: (str, "not in string_value as Sparkplug writes it"),
+    sp.DataType.TEXT: (str, "not in string_value as Sparkplug writes it"),
+    sp.DataType.UUID: (str, "not in string_value as Sparkplug writes it"),
     # a number, truth value or text by the alias of a Template or DataSet metric: no member or column of it (it was
     # read into the Template's or DataSet's own name as a tag, GOOD, beside its members' tags)
-    sp.DataType.TEMPLATE: (sp.Template, "template_value"),
-    sp.DataType.DATASET: (sp.DataSet, "dataset_value"),
+    sp.DataType.TEMPLATE: (sp.Template, "not in template_value as Sparkplug writes it"),
+    sp.DataType.DATASET: (sp.DataSet, "not in dataset_value as Sparkplug writes it"),
+    # PropertySet and PropertySetList (``_no_field``): Sparkplug gives them to a metric's property values, a metric
+    # has no field for them; a number or text in one's metric was read GOOD, typed as nothing the birth declared
+    **{
+        dt: (
+            type(None),
+            "while a metric has no field for it (Sparkplug gives that datatype to property values only)",
+        )
+        for dt in (20, 21)
+    },
 }
+_PROPERTY_TYPES = {20: "PropertySet", 21: "PropertySetList"}  # (``sp.DataType`` has no member for them)
 _FIELD_NAME = {
     int: "an integer field",
     float: "a floating-point field",
@@ -2925,7 +2938,8 @@ class SparkplugHost:
                     # to an integer as much as the number; Eclipse Tahu reads the datatype's field only (null or
                     # 0 here). It was passed on GOOD as it came, another type than its birth's (an int for a
                     # Float, 1 for a Boolean). Skipped, counted; no rebirth asked: it would bring the same
-                    typed_as = datatype_name(sp.DataType(dt or node.types.get((dev, flat), 0)))
+                    typed = dt or node.types.get((dev, flat), 0)
+                    typed_as = _PROPERTY_TYPES.get(typed) or datatype_name(sp.DataType(typed))
                     came = repr(v) if type(v) is not str else shown_topic(v)
                     how = (
                         "stated in its " + t.message_type.value
@@ -2935,8 +2949,8 @@ class SparkplugHost:
                     self._on_error(
                         "wrong_type",
                         f"{t.group}/{t.edge_node}/{dev or ''}: metric {shown_topic(flat)} is a {typed_as} ({how}) "
-                        f"but its value {came} came in {_FIELD_NAME[type(v)]}, not in {field_of[1]} as Sparkplug "
-                        "writes it; skipped (the edge node must write each value in its datatype's field)",
+                        f"but its value {came} came in {_FIELD_NAME[type(v)]}, {field_of[1]}; skipped (the edge node "
+                        "must write each value in its datatype's field)",
                     )
                     continue
                 if leaf.int_value_high and (

@@ -146,6 +146,37 @@ async def test_a_plain_value_by_the_alias_of_a_template_or_dataset_is_wrong_type
     )
 
 
+async def test_a_value_of_a_metric_declared_a_propertyset_is_wrong_type_not_a_tag(peers):
+    """PropertySet and PropertySetList (datatypes 20, 21) are Sparkplug's for property values: a metric has no field
+    for them. A birth (or data) giving one to a metric with a number in int_value had it read GOOD, a tag typed as
+    nothing any birth can declare. It is wrong_type, skipped, the message's other metrics read; one without a value
+    stays the unsupported notice it was."""
+    src, asked, pub, got = peers.src, peers.asked, peers.pub, peers.got
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = T0_MS, 0
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    _metric(b, "Props", alias=1, datatype=20, int_value=5)
+    _metric(b, "List", alias=2, datatype=21, string_value="x")
+    _metric(b, "Count", alias=3, datatype=D.INT32, int_value=4)
+    pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
+    d = sp._pb().Payload()
+    d.timestamp, d.seq = T0_MS + 1, 1
+    _metric(d, alias=1, int_value=6)  # by the birth's PropertySet
+    _metric(d, alias=3, int_value=7)
+    pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
+    await until(lambda: any(r.tag == "n/Count" and r.value == 7 for r in got), 10, "the data read")
+    await asyncio.sleep(0.2)
+    assert [(r.tag, r.value) for r in got] == [
+        ("n/Count", 4),
+        ("n/Count", 7),
+    ]  # before: n/Props 5 and 6, n/List
+    assert src.stats.errors_by_reason == {"wrong_type": 3} and asked == []
+    assert (
+        "metric 'Props' is a PropertySet (by its birth) but its value 6 came in an integer field, while a "
+        in (src.stats.last_error or "")
+    )
+
+
 async def test_a_64_bit_integer_in_int_value_is_read_below_2_31_and_refused_above(peers, caplog):
     """int_value is 32 bits: an Int64 of -5 written there by a 32-bit encoder is 4294967291, as is the number.
     Before, it was read as 4294967291, GOOD; below 2**31 the number is the same either way, and a UInt32 (Tahu
