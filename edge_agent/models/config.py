@@ -97,15 +97,13 @@ class ModelConfig(BaseModel):
     @field_validator("refused_versions")
     @classmethod
     def _semantic(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from model_packager.manifest import version_key
+        # any version a package's manifest takes: one of a number past 18 digits (signed by hand, or built before
+        # build refused it), which the order cannot read, is refused by its text
+        from model_packager.manifest import is_version
 
         for i, version in enumerate(v):
-            try:
-                version_key(version)
-            except ValueError:
-                raise ValueError(
-                    f"[{i}] {version[:64]!r} is not a semantic version (such as 1.4.0)"
-                ) from None
+            if not is_version(version):
+                raise ValueError(f"[{i}] {version[:64]!r} is not a semantic version (such as 1.4.0)")
         return v
 
     def refuses(self, version: str) -> bool:
@@ -127,10 +125,13 @@ def refused_version(refused: tuple[str, ...], version: str) -> bool:
     """``ModelConfig.refuses`` for a slot's ``refused_versions`` (``refused``)."""
     from model_packager.manifest import version_key
 
+    def key(v: str) -> tuple | None:
+        try:
+            return version_key(v)
+        except ValueError:  # (a version the manifest took and the order does not: its text alone)
+            return None
+
     if version in refused:
         return True
-    try:
-        key = version_key(version)
-    except ValueError:  # (a version the manifest took and the order does not: its text alone)
-        return False
-    return any(version_key(v) == key for v in refused)  # (each a version: ``_semantic``)
+    mine = key(version)
+    return mine is not None and any(key(v) == mine for v in refused)

@@ -105,3 +105,29 @@ async def test_refused_versions_are_compared_as_versions_not_as_texts(tmp_path, 
     finally:
         await mgr.stop()
     assert cfg.refuses("1.0.0+hotfix") and not cfg.refuses("1.0.1")
+
+
+async def test_a_version_of_a_number_past_18_digits_can_be_refused(tmp_path, pkgs, monkeypatch):
+    """A manifest takes any digits (``1.0.99999999999999999999``, signed by hand or built before build refused it),
+    the version order at most 18 a number: such a package verified and installed, and ``refused_versions`` naming
+    it was a config error ("is not a semantic version"), so an operator could not refuse it by its version. It is
+    taken now and compared by its text; the package is set aside at the start, whoever signed it."""
+    import model_packager.manifest
+
+    long = "1.0.99999999999999999999"
+    with monkeypatch.context() as m:  # (the check is the build's: a package of before it)
+        m.setattr(model_packager.manifest, "_building", lambda info: False)
+        old = make_package(tmp_path, kind="signal", version=long, key=pkgs["key"])
+    data = tmp_path / "data"
+    store = ModelStore(data / "models" / "health")
+    folder = store.install(old, load_trusted_keys([pkgs["pub"]])).root
+    store.set_current(folder, None)
+    cfg = ModelConfig(name="machine-health", engine="onnxruntime", refused_versions=(long,))
+    assert not cfg.refuses("1.0.0") and not cfg.refuses("1.0.99999999999999999998")
+    s = ModelSlot("health", cfg, data, [pkgs["pub"]])
+    with pytest.raises(SlotError, match=rf"{long} is a version this agent refuses"):
+        await s.start()
+    assert not folder.exists() and (folder.parent / ".rejected" / folder.name).is_dir()
+    await s.stop()
+    with pytest.raises(ValidationError, match=r"refused_versions\s+.*'1\.0\.9x' is not a semantic version"):
+        ModelConfig(name="part-inspection", refused_versions=["1.0.9x"])
