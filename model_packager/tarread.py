@@ -54,14 +54,24 @@ class Member:
 
 
 # the first bytes of a compressed file, which a package (an uncompressed tar) never starts with: a package
-# compressed on its way (a proxy, an archiver) is said so
+# compressed on its way (a proxy, an archiver) is said so (a tar's first bytes are its first entry's name)
 _PACKED = (
-    (b"\x1f\x8b", "gzip-compressed"),
-    (b"BZh", "bzip2-compressed"),
-    (b"\xfd7zXZ\x00", "xz-compressed"),
-    (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
-    (b"PK\x03\x04", "zip"),
+    (b"\x1f\x8b", "a gzip-compressed"),
+    (b"BZh", "a bzip2-compressed"),
+    (b"\xfd7zXZ\x00", "an xz-compressed"),
+    (b"\x5d\x00\x00", "an lzma-compressed"),  # (.lzma: properties 0x5D, then its dictionary size)
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed"),
+    (b"\x04\x22\x4d\x18", "an lz4-compressed"),
+    (b"\x1f\x9d", "a Unix compress (.Z)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7z"),
+    (b"PK\x03\x04", "a zip"),
+    (b"PK\x05\x06", "an empty zip"),
 )
+
+
+def _packed(head: bytes) -> str | None:
+    """``a gzip-compressed``: what compressed file ``head`` (a file's first bytes) starts, or None."""
+    return next((kind for magic, kind in _PACKED if head.startswith(magic)), None)
 
 
 class StrictTarReader:
@@ -94,6 +104,12 @@ class StrictTarReader:
                 code="truncated",
             )
         return data
+
+    def _packed_fail(self, packed: str) -> UnsafeArchiveError:
+        return self._fail(
+            f"{packed} file, not a package archive (a package is an uncompressed tar): decompress it, or "
+            "download it again"
+        )
 
     # ---- header fields ----------------------------------------------------------------------
     def _octal(self, field: bytes, what: str, at: int) -> int:
@@ -190,6 +206,8 @@ class StrictTarReader:
         long_name: str | None = None
         while True:
             if pos + BLOCK > self.length:
+                if pos == 0 and (packed := _packed(self._read(0, self.length, "header"))) is not None:
+                    raise self._packed_fail(packed)  # (one smaller than a tar's first header)
                 raise UnsafeArchiveError(
                     f"package {self.label}: archive is truncated (no end-of-archive marker "
                     f"after byte {pos}); download it again",
@@ -204,14 +222,11 @@ class StrictTarReader:
             try:
                 self._checksum(hdr, pos)
             except UnsafeArchiveError:
-                packed = next((kind for magic, kind in _PACKED if hdr.startswith(magic)), None)
+                packed = _packed(hdr)
                 if pos or packed is None:
                     raise
                 # (said "checksum field is not an octal number (header at byte 0)")
-                raise self._fail(
-                    f"a {packed} file, not a package archive (a package is an uncompressed tar): decompress "
-                    "it, or download it again"
-                ) from None
+                raise self._packed_fail(packed) from None
             magic = hdr[257:265]
             if magic not in (_POSIX_MAGIC, _GNU_MAGIC):
                 raise self._fail("not a ustar header (old v7 or unknown tar format)", at=pos)

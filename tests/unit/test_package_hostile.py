@@ -213,24 +213,48 @@ def test_bytes_appended_after_the_end_of_archive_marker_are_refused(good, tmp_pa
     refused_everywhere(bad, trusted, tmp_path, code="trailing_data")
 
 
-@pytest.mark.parametrize("packed", ["gzip", "zip"])
-def test_a_compressed_package_is_refused_as_compressed(good, tmp_path, packed):
+@pytest.mark.parametrize(
+    ("packed", "said"),
+    [
+        ("gzip", "a gzip-compressed"),
+        ("zip", "a zip"),
+        ("xz", "an xz-compressed"),
+        ("lzma", "an lzma-compressed"),
+        ("lz4", "an lz4-compressed"),
+        ("7z", "a 7z"),
+        ("Z", "a Unix compress (.Z)"),
+        ("small gzip", "a gzip-compressed"),
+    ],
+)
+def test_a_compressed_package_is_refused_as_compressed(good, tmp_path, packed, said):
     """A package compressed on its way (a proxy, an archiver) was refused as "checksum field is not an octal number
-    (header at byte 0)": what the file is, and what to do, are said now."""
+    (header at byte 0)": what the file is, and what to do, are said now; lz4, 7z, lzma and Unix compress (.Z) files
+    still got the generic words, and a compressed file smaller than a tar's header "archive is truncated"."""
     import gzip
+    import lzma
     import zipfile
 
     pkg, trusted, _ = good
     bad = tmp_path / "packed-1.0.0.edgepkg"
-    if packed == "gzip":
-        bad.write_bytes(gzip.compress(pkg.read_bytes()))
-    else:
+    data = pkg.read_bytes()
+    if packed == "zip":
         with zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as z:
             z.write(pkg, pkg.name)
+    else:
+        # (no lz4, 7z or compress in Python's library: their magic bytes, then the package, as such a file starts)
+        bad.write_bytes(
+            {
+                "gzip": lambda: gzip.compress(data),
+                "xz": lambda: lzma.compress(data),
+                "lzma": lambda: lzma.compress(data, format=lzma.FORMAT_ALONE),
+                "lz4": lambda: b"\x04\x22\x4d\x18\x64\x40\xa7" + data,
+                "7z": lambda: b"7z\xbc\xaf\x27\x1c\x00\x04" + data,
+                "Z": lambda: b"\x1f\x9d\x90" + data,
+                "small gzip": lambda: gzip.compress(b"tiny"),
+            }[packed]()
+        )
     err = refused_everywhere(bad, trusted, tmp_path, code="bad_header")
-    assert f"a {packed}{'-compressed' if packed == 'gzip' else ''} file, not a package archive" in str(err), (
-        err
-    )
+    assert f"{said} file, not a package archive" in str(err), err
 
 
 @pytest.mark.parametrize("names", [("golden/inputs.npz/x",), ("manifest.yaml/x",), ("a/b", "a")])
