@@ -64,7 +64,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -131,6 +131,10 @@ DEPLOYMENT_COLUMNS = [
 # Made at each open (after the state column exists); PostgreSQL: migration 0029
 DEPLOYMENT_STATE_IDS = "CREATE INDEX IF NOT EXISTS deployments_state_ids ON deployments (state, id)"
 HALTED_IDS = "SELECT id FROM deployments WHERE state IN ('halted', 'aborted')"  # (``_fill_going_back``)
+# the runs a run's state report named as its process's runs before it (``runs_before``: at most 3 run ids, JSON),
+# kept with the run (``note_run``): a clone hold's kept step is taken under a later run of the gateway that made it
+# whichever replicas its runs in between reached (``earlier_runs``). PostgreSQL: migration 0030
+REPORT_RUNS_NAMED = "ALTER TABLE report_runs ADD COLUMN named TEXT"
 # A service released before those columns (2026-11-30 and earlier) updates a deployment's document only: run on
 # this file after it (a rollback), a deployment it completed, halted or aborted kept 'running' in the column the
 # tick, a newer rollout's takeover and the gateways joining a group read (a completed rollout taken for running:
@@ -367,6 +371,8 @@ class Control:
                 for stmt in DEPLOYMENT_SLOT:
                     db.execute(stmt)
             db.execute(DEPLOYMENT_STATE_IDS)
+            if "named" not in [r[1] for r in db.execute("PRAGMA table_info(report_runs)")]:
+                db.execute(REPORT_RUNS_NAMED)
             db.execute(STATE_FROM_DOC)
             db.execute("COMMIT")
         self.registry = registry
@@ -804,7 +810,9 @@ class Control:
                 is not None
             )
 
-    def _take_run(self, tenant: str, agent: str, boot: str, seq: int) -> tuple[bool, bool]:
+    def _take_run(
+        self, tenant: str, agent: str, boot: str, seq: int, named: str | None = None
+    ) -> tuple[bool, bool]:
         """(Inside a write.) Where the report ``seq`` of run ``boot`` stands among the agent's runs: (whether its run
         is the agent's newest, whether it is numbered above every report taken from that run). A run not seen yet
         is a new run of the agent (a restart, or its link re-made: ``FleetClient.new_run``) and becomes its newest;
@@ -816,8 +824,8 @@ class Control:
         mine = next((r for r in rows if r[0] == boot), None)
         if mine is None:
             self.db.execute(
-                "INSERT INTO report_runs (tenant, agent, boot, run, seq) VALUES (?, ?, ?, ?, ?)",
-                (tenant, agent, boot, newest + 1, seq),
+                "INSERT INTO report_runs (tenant, agent, boot, run, seq, named) VALUES (?, ?, ?, ?, ?, ?)",
+                (tenant, agent, boot, newest + 1, seq, named),
             )
             self.db.execute(
                 "DELETE FROM report_runs WHERE tenant = ? AND agent = ? AND run <= ?",
@@ -832,20 +840,53 @@ class Control:
         )
         return mine[1] == newest, True
 
-    def note_run(self, agent: str, boot: str, seq: int, *, tenant: str = T) -> bool:
+    def note_run(
+        self, agent: str, boot: str, seq: int, *, tenant: str = T, before: Sequence[str] = ()
+    ) -> bool:
         """Whether a state report numbered ``seq`` of run ``boot`` is to be written: False for one of a run that a
         newer run of the agent followed, or numbered at or below a report already taken from its run (a step's,
         or the first state report of the run another replica took). The service asks only for a run it has taken
         no report of (``FleetServicer._fresh``): the reports of one run it orders itself. A run already known is
-        only read (a service restarted: every agent's first report again, none a write); a new one is written."""
+        only read (a service restarted: every agent's first report again, none a write); a new one is written,
+        with the runs its report names as its process's runs before it (``before``: run ids; ``earlier_runs``),
+        and a known one that has none kept gets them (its first report here a deployment step's, which names none)."""
         boot, seq = _run_key(boot), min(int(seq), MAX_SEQ)
+        named = json.dumps([_run_key(b) for b in before]) if before else None
         with self.lock:
             rows = self._runs_of(tenant, agent)
             mine = next((r for r in rows if r[0] == boot), None)
             if mine is not None:
+                if named is not None and mine[3] is None:
+                    with self._write():
+                        self.db.execute(
+                            "UPDATE report_runs SET named = ? WHERE tenant = ? AND agent = ? AND boot = ? AND "
+                            "named IS NULL",
+                            (named, tenant, agent, boot),
+                        )
                 return mine[1] == max(r[1] for r in rows) and seq > mine[2]
             with self._write():
-                return all(self._take_run(tenant, agent, boot, seq))
+                return all(self._take_run(tenant, agent, boot, seq, named))
+
+    def earlier_runs(self, agent: str, before: Sequence[str], *, tenant: str = T) -> set[str]:
+        """The agent's runs ``before`` names (a state report's runs before its own) and, through the runs each of
+        those named in turn (``note_run``), every run before them the control state remembers (RUNS_KEPT): the
+        same gateway's runs, whichever replica each reached. Only read."""
+        with self.lock:
+            named = {r[0]: r[3] for r in self._runs_of(tenant, agent)}
+        seen: set[str] = set()
+        todo = [_run_key(b) for b in before]
+        while todo:
+            run = todo.pop()
+            if run in seen:
+                continue
+            seen.add(run)
+            try:
+                names = json.loads(named.get(run) or "[]")
+            except ValueError:  # (not written by this code)
+                continue
+            if isinstance(names, list):
+                todo += [n for n in names if isinstance(n, str)]
+        return seen
 
     def newest_run(self, agent: str, boot: str, *, tenant: str = T) -> bool:
         """Whether run ``boot`` is the newest of the agent's runs the control state remembers, or one it does not
@@ -858,16 +899,16 @@ class Control:
         mine = next((r for r in rows if r[0] == boot), None)
         return mine is None or mine[1] == max(r[1] for r in rows)
 
-    def _runs_of(self, tenant: str, agent: str) -> list[tuple[str, int, int]]:
+    def _runs_of(self, tenant: str, agent: str) -> list[tuple[str, int, int, str | None]]:
         """The agent's runs remembered: (boot id, its place in the order the runs began: 1, 2, ..., highest number
-        taken)."""
+        taken, the runs its report named before it: JSON or None)."""
         return self.db.execute(
-            "SELECT boot, run, seq FROM report_runs WHERE tenant = ? AND agent = ?", (tenant, agent)
+            "SELECT boot, run, seq, named FROM report_runs WHERE tenant = ? AND agent = ?", (tenant, agent)
         ).fetchall()
 
     def _run_order(self, tenant: str, agent: str) -> dict[str, int]:
         """boot id -> its place among the agent's runs remembered (``_record_newer``)."""
-        return {boot: run for boot, run, _seq in self._runs_of(tenant, agent)}
+        return {boot: run for boot, run, *_ in self._runs_of(tenant, agent)}
 
     def on_report(
         self,

@@ -377,6 +377,12 @@ def _caller(context, revoked: Callable[[str], bool] | None = None) -> tuple[tupl
     return quota_key(who), name
 
 
+def _named(before) -> tuple[str, ...]:
+    """The runs a state report names before its own (``runs_before``) that are read: the first RUNS_BEFORE, each a
+    run id (``RUN_ID``; they are kept with the run, ``Control.note_run``), the others left out."""
+    return tuple(b for b in before[:RUNS_BEFORE] if RUN_ID.fullmatch(b))
+
+
 def _at_or_below(held: tuple[str, int] | None, boot: str, seq: int) -> bool:
     """Whether a state report numbered ``seq`` in run ``boot`` is at or below the number its agent's row holds
     (``held``: the row's run and number, None for none): late, told so (``Store.report_held``)."""
@@ -597,6 +603,8 @@ class FleetServicer(rpc.FleetServicer):
         # process's runs before it (``_retake_untold``)
         self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict, tuple[str, ...]]]] = {}
         self._retaking: set[asyncio.Future] = set()
+        # agent -> its run whose runs before were last read from the control state for its kept steps (once a run)
+        self._links_read: dict[tuple[str, str], str] = {}
 
     async def require(self, context, role: str) -> Identity:
         return await require(context, role, self.revocations)
@@ -627,7 +635,14 @@ class FleetServicer(rpc.FleetServicer):
             if self.control is not None:
                 try:
                     taken = await asyncio.to_thread(
-                        partial(self.control.note_run, key[1], boot, seq, tenant=key[0])
+                        partial(
+                            self.control.note_run,
+                            key[1],
+                            boot,
+                            seq,
+                            tenant=key[0],
+                            before=_named(r.runs_before),
+                        )
                     )
                 except Exception as exc:
                     # the control database unreachable: the report is written as it comes; logged by reason at most
@@ -869,16 +884,40 @@ class FleetServicer(rpc.FleetServicer):
                 if mine not in of and runs.intersection(of):
                     kept[dep] = (step, was, (of[0], *(*of[1:], mine)[-RUNS_BEFORE:]))
             return
+        if steps := self._take_kept(key, runs):
+            self._retaking_task(self._retake(key, steps, (boot, seq)))
+        # the others: through the runs the control state keeps each run's report named before it, whichever replica
+        # took it (once a run): the gateway's runs in between reported to another replica only (its link re-made
+        # there 3 times) named the step's run no more, and the step was never taken here (its rollout stalled)
+        if key in self._untold_steps and runs and self._links_read.get(key) != boot:
+            self._links_read[key] = boot
+            self._retaking_task(self._retake_through_links(key, (boot, seq), _named(before)))
+
+    def _take_kept(self, key: tuple[str, str], runs: set[str]) -> dict[str, tuple[dict, dict]]:
+        """The agent's kept steps of which one of ``runs`` is a run, taken off the kept ones."""
+        kept = self._untold_steps.get(key) or {}
         steps = {dep: (step, was) for dep, (step, was, of) in kept.items() if runs.intersection(of)}
-        if not steps:
-            return
         for dep in steps:
             del kept[dep]
         if not kept:
-            del self._untold_steps[key]
-        task = asyncio.ensure_future(self._retake(key, steps, (boot, seq)))
+            self._untold_steps.pop(key, None)
+        return steps
+
+    def _retaking_task(self, work) -> None:
+        task = asyncio.ensure_future(work)
         self._retaking.add(task)
         task.add_done_callback(self._retaking.discard)
+
+    async def _retake_through_links(self, key: tuple[str, str], report: tuple[str, int], before) -> None:
+        try:
+            earlier = await asyncio.to_thread(
+                partial(self.control.earlier_runs, key[1], before, tenant=key[0])
+            )
+        except Exception as exc:
+            self._faults.failed("the control state's read of the runs an agent's run named before it", exc)
+            return
+        if steps := self._take_kept(key, earlier):
+            await self._retake(key, steps, report)
 
     async def _retake(self, key: tuple[str, str], steps: dict, report: tuple[str, int]) -> None:
         for dep_id, (step, was) in steps.items():
@@ -915,6 +954,7 @@ class FleetServicer(rpc.FleetServicer):
             self._begun_elsewhere.pop(k, None)
             self._judged.pop(k, None)
             self._untold_steps.pop(k, None)
+            self._links_read.pop(k, None)
         return len(old)
 
     def _results_write(self, who: Identity, results) -> Callable[[], Any] | None:

@@ -687,6 +687,22 @@ def either_control(request, tmp_path):
     store.close()
 
 
+def test_the_runs_each_run_named_before_it_are_kept_for_every_replica_to_read_through(either_control):
+    """A clone hold's kept step is taken under a later run of the gateway that made it: the runs each run's state
+    report named before it are kept with the run (every replica's), read through to the runs before them; the other
+    clone's runs never lead to the gateway's, nor another tenant's agent of the same name."""
+    c, _e = either_control
+    assert c.note_run("gw1", "runX", 1) and c.note_run("gw1", "runY", 1)  # two clones
+    c.note_run("gw1", "runX1", 1, before=("runX",))
+    c.note_run("gw1", "runX2", 1, before=("runX1", "runX"))
+    c.note_run("gw1", "runY1", 1, before=("runY",))
+    c.note_run("gw1", "runX3", 1)  # first known by a deployment step (names none) ...
+    c.note_run("gw1", "runX3", 2, before=("runX2", "runX1", "runX"))  # ... its state report's names kept then
+    assert c.earlier_runs("gw1", ["runX3"]) == {"runX3", "runX2", "runX1", "runX"}
+    assert c.earlier_runs("gw1", ["runY1"]) == {"runY1", "runY"}
+    assert c.earlier_runs("gw1", ["runX3"], tenant="acme") == {"runX3"}
+
+
 def test_an_admins_rollback_not_yet_reached_is_what_a_later_rollouts_halt_sends_back(either_control):
     """gw1 ran 1.1.0 (a rollout completed); the admin rolled it back to 1.0.0 (`cloud-trainer rollback`) while it
     was offline, so the rollback had not reached it; a rollout of 1.2.0 created then took gw1's last state report

@@ -954,21 +954,25 @@ async def _healthy_kept_in_a_hold(srv, stub, e) -> dict:
     return dep
 
 
+async def _target_after_the_hold(srv, stub, report: pb.HeartbeatRequest, dep: dict) -> dict:
+    """gw1's clone hold over, its ``report`` taken and the kept steps' retakes done: its target of ``dep``."""
+    import time
+
+    srv.fleet._clone_hold[("default", "gw1")] = time.monotonic() - 1
+    await stub.Heartbeat(report)
+    await asyncio.gather(*srv.fleet._retaking)
+    return srv.control.get(dep["id"])["targets"]["gw1"]
+
+
 async def test_a_step_kept_untold_is_taken_after_the_hold_under_a_run_the_gateway_drew_during_it(fleet):
     """The kept step was looked at on a run's first report only: the late clone's link lost during the hold, its new
     run came then (and was the newest from then on, the other clone now the late one), and the step was never taken,
     though every report of that run named the step's run (its rollout stalled until STEP_TIMEOUT_S)."""
-    import time
-
     srv, stub, e = fleet
-    key = ("default", "gw1")
     dep = await _healthy_kept_in_a_hold(srv, stub, e)
     await stub.Heartbeat(_report(e["1.2.0"], 3, "runX2", "runX"))  # runX's link lost during the hold
     assert srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "downloading"
-    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over
-    await stub.Heartbeat(_report(e["1.2.0"], 4, "runX2", "runX"))
-    await asyncio.gather(*srv.fleet._retaking)
-    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 4, "runX2", "runX"), dep)
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX2", "seq": 4}), t  # was: downloading
 
 
@@ -978,19 +982,14 @@ async def test_a_step_kept_untold_is_taken_after_the_hold_though_the_gateways_li
     """An agent names its last 3 runs the fleet answered: the late clone's link lost 4 times during the hold (each
     a new run, answered), its run after the hold named the step's run no more and the step was never taken (its
     rollout stalled). A run naming the step's run during the hold is the same gateway's: the step's too."""
-    import time
-
     srv, stub, e = fleet
-    key = ("default", "gw1")
     dep = await _healthy_kept_in_a_hold(srv, stub, e)
     runs = ["runX"]
     for seq in range(3, 7):  # its link lost 4 times during the hold
         await stub.Heartbeat(_report(e["1.2.0"], seq, f"runX{seq}", *runs[:3]))
         runs.insert(0, f"runX{seq}")
-    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over
-    await stub.Heartbeat(_report(e["1.2.0"], 7, "runX6", *runs[1:4]))  # names runX5, runX4, runX3
-    await asyncio.gather(*srv.fleet._retaking)
-    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    # names runX5, runX4, runX3
+    t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 7, "runX6", *runs[1:4]), dep)
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 7}), t  # was: downloading
 
 
@@ -1001,18 +1000,38 @@ async def test_a_step_kept_untold_is_taken_after_the_hold_though_three_runs_take
     them: three runs taken here during the hold whose answers were lost (never named by the agent) pushed the step's
     own run out, and the agent's run after the hold, naming the step's run (its last one answered), took nothing
     (its rollout stalled). The step's own run stays among them."""
-    import time
-
     srv, stub, e = fleet
-    key = ("default", "gw1")
     dep = await _healthy_kept_in_a_hold(srv, stub, e)
     for seq in (3, 4, 5):  # each taken here, naming runX, its answer lost: the agent still names runX only
         await stub.Heartbeat(_report(e["1.2.0"], seq, f"runX{seq}", "runX"))
-    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over
-    await stub.Heartbeat(_report(e["1.2.0"], 6, "runX6", "runX"))
-    await asyncio.gather(*srv.fleet._retaking)
-    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 6, "runX6", "runX"), dep)
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 6}), t  # was: downloading
+
+
+async def test_a_step_kept_untold_is_taken_under_a_run_whose_runs_before_reached_another_replica_only(
+    fleet, built, tmp_path
+):
+    """The runs that name a kept step's run were those this replica took: the gateway's link re-made 3 times during
+    the hold, each new run reaching another replica only, its run after the hold (here) named those 3 and not the
+    step's run, and the step was never taken (its rollout stalled). The runs each run's report named before it are
+    kept with the run in the control state every replica shares, and read through."""
+    srv, stub, e = fleet
+    dep = await _healthy_kept_in_a_hold(srv, stub, e)
+    other = await _serve(tmp_path, built[0], free_port())  # the same data: a second replica
+    pki = built[0]
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{other.port}", creds) as ch:
+            runs = ["runX"]
+            for seq in (3, 4, 5):  # its link re-made 3 times, each new run reaching the other replica
+                await rpc.FleetStub(ch).Heartbeat(_report(e["1.2.0"], seq, f"runX{seq}", *runs[:3]))
+                runs.insert(0, f"runX{seq}")
+    finally:
+        await other.stop()
+    # names runX5, runX4, runX3
+    t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 6, "runX6", *runs[:3]), dep)
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 6}), t  # was: downloading
+    assert ("default", "gw1") not in srv.fleet._untold_steps
 
 
 async def test_the_run_told_late_stays_named_through_the_runs_a_link_outage_draws(fleet, built):
