@@ -197,12 +197,26 @@ RECORD_COUNTS_BY_AGE = (
 # an epoch retention emptied has ``first_received`` inf (passed by); a record a service of before it counts into
 # that epoch again (a rollback onto the file) leaves it so, and no pass read the epoch again: its age is marked not
 # known (0) instead. Never ours: ``ingest`` sets the smaller of it and the receipt, ``retire`` leaves records 0 with it
-# (PostgreSQL migration 0028)
+# (PostgreSQL migration 0028; epochs left so before it was in the file: ``SQLITE_REPAIRS``)
 RECORD_COUNTS_REOPENED = """CREATE TRIGGER IF NOT EXISTS record_counts_reopened AFTER UPDATE OF records ON record_counts
   WHEN NEW.records > 0 AND NEW.first_received > 1e308 BEGIN
   UPDATE record_counts SET first_received = 0
     WHERE tenant = NEW.tenant AND agent = NEW.agent AND epoch = NEW.epoch AND kind = NEW.kind;
 END"""
+# one-time repairs of a fleet.db, each run at an open in a transaction with its row in ``store_repairs`` (its name):
+# a file of before one gets it at its next open, and later opens look the names up only (the statements are idempotent
+# anyway). PostgreSQL's are in its numbered migrations
+STORE_REPAIRS = "CREATE TABLE IF NOT EXISTS store_repairs (name TEXT PRIMARY KEY, applied REAL NOT NULL)"
+SQLITE_REPAIRS = (
+    # epochs retention emptied (first_received inf) that a service of before first_received counted records into
+    # before RECORD_COUNTS_REOPENED was in the file: no pass read them again, their records were kept for good
+    # (PostgreSQL migration 0028's UPDATE). Through ``record_counts_by_age``: its inf entries only (one per emptied
+    # epoch and kind: 100,000 in 18 ms here, once a file: bench/fleet_sqlite_repair_bench.py)
+    (
+        "record_counts_reopened",
+        "UPDATE record_counts SET first_received = 0 WHERE first_received > 1e308 AND records > 0",
+    ),
+)
 # per agent and kind: its records stored in all, kept from ``record_counts`` by triggers (whoever writes that table: a
 # service of before them too), so that an agent's stats (the console's agents view, every few seconds per agent, and
 # IngestStats) read a row per kind, not one per epoch: an agent opening an epoch each 10 s for a month (259,200) took
@@ -2709,6 +2723,7 @@ class SQLiteStore(SQLStore):
         self._check_agent_counts()
         self.db.execute(RECORD_COUNTS_BY_AGE)
         self.db.execute(RECORD_COUNTS_REOPENED)
+        self._repair()  # (after the trigger: from then on every writer's count into an emptied epoch reopens it)
         self.db.execute(f"PRAGMA user_version = {SQLITE_FORMAT}")
         self.lock = WriterTurns()
         # the reads that scan an agent's records (``gaps``, ``stats``: ``_tx(write=False)``) use connections of
@@ -2729,6 +2744,26 @@ class SQLiteStore(SQLStore):
         self.lookups = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.lookup_lock = threading.Lock()
         self.blobs = blobs
+
+    def _repair(self) -> None:
+        """Run the ``SQLITE_REPAIRS`` not recorded as done in this file."""
+        run = self.db.execute
+        run(STORE_REPAIRS)
+        done = {name for (name,) in run("SELECT name FROM store_repairs")}
+        for name, statement in SQLITE_REPAIRS:
+            if name in done:
+                continue
+            run("BEGIN IMMEDIATE")
+            try:
+                n = run(statement).rowcount
+                run("INSERT INTO store_repairs (name, applied) VALUES (?, ?)", (name, time.time()))
+                run("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:
+                    run("ROLLBACK")
+                raise
+            if n:
+                log.warning("%s: repair %s changed %d rows (once)", self.path, name, n)
 
     def _check_record_counts(self) -> None:
         """``record_counts`` against the records, rebuilt when they differ: a fleet service released before it

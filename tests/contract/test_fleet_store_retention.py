@@ -232,22 +232,61 @@ def test_a_record_an_older_service_counts_into_an_epoch_retention_emptied_is_ret
     store.ingest("gw1", [rec(s, epoch=1) for s in (1, 2, 3)], tenant="acme")
     _age(store, 3, 1000.0)
     assert _one_pass(store, 2000.0)["records"] == 3
-    with store._tx() as ex:  # what such a service writes for seq 4: its upsert does not name first_received
+    _older_service_stores(store, 4)
+    assert _one_pass(store, 2000.0)["records"] == 1
+    assert store.stats("gw1", tenant="acme")["retired"]["records"] == 4
+
+
+def _older_service_stores(store, seq: int) -> None:
+    """What a service of before ``first_received`` writes for gw1's record ``seq`` of epoch 1 (received at 1500): its
+    upsert of the counts does not name ``first_received``."""
+    with store._tx() as ex:
         ex(
             store.q(
                 "INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
-                "VALUES ('acme', 'gw1', 1, 4, 'result', 4, 1500, '{}')"
-            )
+                "VALUES ('acme', 'gw1', 1, ?, 'result', ?, 1500, '{}')"
+            ),
+            (seq, seq),
         )
         ex(
             store.q(
                 "INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq) "
-                "VALUES ('acme', 'gw1', 1, 'result', 1, 4, 4) ON CONFLICT (tenant, agent, epoch, kind) DO UPDATE "
+                "VALUES ('acme', 'gw1', 1, 'result', 1, ?, ?) ON CONFLICT (tenant, agent, epoch, kind) DO UPDATE "
                 "SET records = record_counts.records + excluded.records, last_seq = excluded.last_seq"
-            )
+            ),
+            (seq, seq),
         )
+
+
+def test_a_fleet_db_whose_emptied_epoch_an_older_service_counted_into_before_the_trigger_is_repaired(
+    tmp_path, monkeypatch
+):
+    """Such an epoch of a fleet.db written before the trigger that reopens it was in the file: PostgreSQL's migration
+    0028 marks those epochs, SQLite did not, and no pass read them again (their records kept for good). Once, at an
+    open: a later open does not look for them again."""
+    from cloud_trainer.fleet.store import SQLiteStore
+    from tests.support.sqlite_trace import traced_statements
+
+    store = SQLiteStore(tmp_path / "fleet.db")
+    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 2, 3)], tenant="acme")
+    _age(store, 3, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 3
+    with store._tx() as ex:  # a file of before both
+        ex("DROP TRIGGER record_counts_reopened")
+        ex("DROP TABLE IF EXISTS store_repairs")
+    _older_service_stores(store, 4)
+    assert _one_pass(store, 2000.0)["records"] == 0  # (the file as it was: never)
+    store.close()
+    store = SQLiteStore(tmp_path / "fleet.db")
     assert _one_pass(store, 2000.0)["records"] == 1
     assert store.stats("gw1", tenant="acme")["retired"]["records"] == 4
+    store.close()
+    # done once: recorded, and a later open runs nothing of it
+    statements = traced_statements(monkeypatch)
+    SQLiteStore(tmp_path / "fleet.db").close()
+    assert statements and not [
+        s for s in statements if s.startswith("UPDATE record_counts SET first_received = 0")
+    ]
 
 
 def test_an_epoch_end_an_older_service_wrote_from_seq_1_never_shows_the_retired_seqs_lost(store):
