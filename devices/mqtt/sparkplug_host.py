@@ -1788,11 +1788,14 @@ class SparkplugHost:
             sp.MessageType.NBIRTH,
             sp.MessageType.DBIRTH,
             sp.MessageType.DDEATH,
+            sp.MessageType.NDATA,
+            sp.MessageType.DDATA,
         ):
             # 0 bytes: a retained birth deleted by a client of the broker (MQTT Explorer's "delete", a script
             # clearing retained messages), which the broker passes on live; no seq, no bdSeq, no metric. Taken,
             # it was a birth declaring nothing (the node's aliases forgotten, its data unread until a rebirth) or
-            # a device's death
+            # a device's death; a data message (a node retaining its data) was read as nothing, unsaid, and taken
+            # as a sign of its node alive
             self._on_error(
                 "missing_field",
                 f"{t.group}/{t.edge_node}{'/' + t.device if t.device else ''}: {t.message_type.value} of 0 bytes "
