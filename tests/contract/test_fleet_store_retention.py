@@ -464,7 +464,7 @@ def _received(store, seq: int, t: float, epoch: int = 1) -> None:
         )
 
 
-def test_a_late_record_below_the_retired_seqs_never_holds_the_older_records_above_them(store):
+def test_a_late_record_below_the_retired_seqs_never_holds_the_older_records_above_them(store, tmp_path):
     """The outbox sends by priority (a sample days behind the records around it): a record stored below the retired
     seqs was the epoch's lowest, and while it was young no pass retired anything above it; a backlog of such records
     kept the epoch's older records past the age for as long as it drained, plus the age. Each is retired once it is
@@ -475,12 +475,17 @@ def test_a_late_record_below_the_retired_seqs_never_holds_the_older_records_abov
     store.ingest("gw1", [rec(s, epoch=1) for s in range(9, 21)], tenant="acme")
     _age(store, 20, 3000.0)
     late = (2, 4, 6, 8)
-    for i, seq in enumerate(late):  # one a 1,000 s; a pass 900 s after each (an age of 1,000 s)
+    blobs = LocalBlobStore(tmp_path / "blobs").for_tenant("acme")
+    for i, seq in enumerate(late):  # one a 1,000 s; a pass 900 s after each (an age of 1,000 s); samples
         t = 6000.0 + 1000 * i
-        store.ingest("gw1", [rec(seq, epoch=1)], tenant="acme")
+        sample = {**_sample(seq, b"late%d" % seq), "epoch": 1}
+        store.ingest("gw1", [sample], tenant="acme", blobs=blobs)
         _received(store, seq, t)
         _one_pass(store, t - 100)
         assert [r["seq"] for r in store.records("gw1", tenant="acme")] == [seq]
+        assert store.stats("gw1", tenant="acme")["samples"] == 1 and store.has_sample(
+            sample["sample_sha256"], tenant="acme"
+        )
         assert [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw1", tenant="acme")] == [
             (s, s, "unknown") for s in late[i + 1 :]
         ]
