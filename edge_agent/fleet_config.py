@@ -201,8 +201,18 @@ class ConfigKeeper:
         for old in list(refused)[:-MAX_REFUSED]:  # a refusal holds for its deployment: the fleet moves on
             del refused[old]
         self.note(info, step, False, reason)
-        self.state["trial"] = None
+        self.end_trial()
         self.save()
+
+    def end_trial(self) -> None:
+        """The trial over (refused, or stopped gracefully): what its slots served (``serving``) is kept as
+        ``put_back`` until the host has put it back (``AgentHost._put_back``), so that a kill between the two (the
+        trial's record gone, nothing put back yet) still has it put back at the next start."""
+        trial = self.state.get("trial")
+        serving = trial.get("serving") if isinstance(trial, dict) else None
+        if isinstance(serving, dict) and serving:
+            self.state["put_back"] = serving
+        self.state["trial"] = None
 
     def forget_old(self) -> None:
         """Drop the YAML files of configs that are neither the last good one nor on trial."""
@@ -340,7 +350,7 @@ class AgentHost:
                 "loss); back on the last good config",
             )
         cfg, info = self._last_good()
-        await self._put_back(self._serving_before(trial))
+        await self._put_back()  # (the trial's ``serving``, kept as ``put_back`` by its refusal)
         try:
             await self._launch(cfg, info)
         except Exception:
@@ -358,7 +368,7 @@ class AgentHost:
         if self._keeper is not None and self.keeper.state.get(
             "trial"
         ):  # a graceful stop is no verdict on the candidate: tried again later
-            self.keeper.state["trial"] = None
+            self.keeper.end_trial()  # (what its start set aside put back at the next start)
             self.keeper.save()
         if self._lock is not None:
             self._lock.release()
@@ -640,12 +650,14 @@ class AgentHost:
         await self._put_back(put_back)
         await self._launch(cfg, info)
 
-    async def _put_back(self, serving: Mapping[str, tuple[Path, str]] | None) -> None:
+    async def _put_back(self, serving: Mapping[str, tuple[Path, str]] | None = None) -> None:
         """The package folders of ``serving`` (slot -> (its folder, package folder)) a candidate's start set aside,
-        put back for the last good config (``ModelStore.put_back``)."""
+        put back for the last good config (``ModelStore.put_back``); with none given, those the config state keeps
+        (``put_back``: a trial ended by a kill, or a put back cut short by one). That record is dropped once done."""
         from edge_agent.models.store import ModelStore
 
-        for name, (root, folder) in (serving or {}).items():
+        pending = self.keeper.state.get("put_back")
+        for name, (root, folder) in (serving or self._serving_before(pending)).items():
             # (a store read afresh: the candidate's wrote its state.json since)
             if root.is_dir() and await asyncio.to_thread(ModelStore(root, clean=False).put_back, folder):
                 log.warning(
@@ -653,12 +665,14 @@ class AgentHost:
                     name,
                     printable(folder, 200),
                 )
+        if pending:
+            self.keeper.state["put_back"] = None
+            self.keeper.save()
 
-    def _serving_before(self, trial: Mapping[str, Any] | None) -> dict[str, tuple[Path, str]]:
-        """What the slots served before a trial the process ended in (its record's ``serving``: slot -> package
+    def _serving_before(self, kept: Any) -> dict[str, tuple[Path, str]]:
+        """What the slots served before a trial (its record's ``serving``, kept as ``put_back``: slot -> package
         folder), each slot's folder where this data folder keeps it; a name that is no slot's folder (the record is
         a file anyone with the gateway's shell can edit) is passed over."""
-        kept = (trial or {}).get("serving")
         models = Path(self.local_cfg.data_dir) / "models"
         return {
             n: (models / n, f)

@@ -694,6 +694,7 @@ class ModelStore:
         try:
             os.replace(src, dest)
             os.utime(dest)  # when it was set aside: the oldest go first
+            sync_folder(self.root)
         except OSError:
             shutil.rmtree(src, ignore_errors=True)
             return None
@@ -711,17 +712,25 @@ class ModelStore:
         back): the folder in place again and ``current``, its set-aside note dropped, where the slot holds no other
         ``current``. The start that follows verifies it as any installed folder (set aside again if it fails its
         own checks); a candidate set aside in its health window is on probation again, as after an orderly stop.
-        Whether it was put back."""
+        A folder in place that the state notes as set aside (the process killed between ``set_aside``'s state and
+        its move, or between this move and the state after it) is made current as it is: left so, no state named it
+        and the slot waited for the fleet's package. Whether it was put back."""
         src, dest = self.root / ".rejected" / folder_name, self.root / folder_name
         if "/" in folder_name or folder_name in ("", ".", ".."):
             return False
         with self._write_lock:  # one read-change-write (see ``_write_lock``)
             st = self.state()
-            if st.get("current") or not src.is_dir() or dest.exists():
+            if st.get("current"):
                 return False
-            try:
-                os.replace(src, dest)
-            except OSError:
+            failed = st.get("failed")
+            aside = isinstance(failed, dict) and str(failed.get(folder_name, "")).startswith(SET_ASIDE)
+            if src.is_dir() and not dest.exists():
+                try:
+                    os.replace(src, dest)
+                    sync_folder(self.root)  # (the move on disk before the state that names it)
+                except OSError:
+                    return False
+            elif not (aside and dest.is_dir()):
                 return False
             st["current"] = folder_name
             # a candidate in its health window stays on probation, as after an orderly stop (the start that follows
@@ -729,8 +738,7 @@ class ModelStore:
             prob = st.pop(ASIDE_PROBATION, None)
             if isinstance(prob, dict) and prob.get("candidate") == folder_name and st.get("previous"):
                 st["probation"] = {**prob, "stopped": True}
-            failed = st.get("failed")
-            if isinstance(failed, dict) and str(failed.get(folder_name, "")).startswith(SET_ASIDE):
+            if aside and isinstance(failed, dict):
                 st["failed"] = {k: v for k, v in failed.items() if k != folder_name}
             self._write_state(st)
         return True

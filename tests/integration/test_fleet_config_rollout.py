@@ -839,6 +839,19 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
         await host.start()
         assert "d6/" in " ".join(host.keeper.state["refused"]), host.keeper.state["refused"]
         assert host.agent.slots["vision2"].version == "1.0.0", host.agent.slots["vision2"].failed
+
+        # so too where it ends after the trial was refused, before its folders were put back (here: its host left as
+        # the fall back starts): the trial's record was gone by then, and nothing was put back
+        host._fall_back = ended
+        offer(refusing, "d7")
+        await until(lambda: host._task is not None and host._task.done(), 20, "d7 cut short")
+        assert isinstance(host._task.exception(), Ended) and host.keeper.state["trial"] is None
+        assert host.agent is None  # (the candidate stopped at its refusal)
+        host._lock.release()
+        host = AgentHost(host.local_path, health_s=1.0)
+        await host.start()
+        assert "d7/" in " ".join(host.keeper.state["refused"]) and not host.keeper.state.get("put_back")
+        assert host.agent.slots["vision2"].version == "1.0.0", host.agent.slots["vision2"].failed
     finally:
         await host.stop()
 
