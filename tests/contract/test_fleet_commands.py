@@ -406,32 +406,70 @@ def test_the_heartbeat_read_goes_through_the_indexes_of_an_upgraded_control_stat
         control.db.close()
 
 
-def test_migration_0017_lets_an_older_replica_read_commands_while_its_indexes_build(postgres_url):  # noqa: F811
-    """An older replica still serving during a rolling upgrade reads commands at each of its agents' heartbeats:
-    0017's index builds let reads through, and its DROP of the former index, which takes the whole table until the
-    migration commits, is its last statement (before, both builds after it held every heartbeat read: 2-2.6 s at
-    300,000 commands)."""
+def test_migration_0017_lets_an_older_replica_write_and_read_commands_while_its_indexes_build(
+    postgres_url,  # noqa: F811
+    tmp_path,
+):
+    """An older replica still serving during a rolling upgrade writes commands (an admin's, its agents' results) and
+    reads them at each heartbeat: 0017 built its three indexes inside its transaction, each SHARE lock (waiting for a
+    write under way, then held for the build) stopping every later write to ``commands``, and its DROP of the former
+    index every read too, until it committed. Built and dropped CONCURRENTLY outside a transaction, both go on."""
+    import shutil
+    import threading
+
     import psycopg
 
-    from cloud_trainer.fleet.store_pg import MIGRATIONS, migrate
+    from cloud_trainer.fleet.store_pg import MIGRATIONS, migrate, migration_files
 
-    [path] = MIGRATIONS.glob("0017_*.sql")
-    text = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("--"))
-    statements = [s.strip() for s in text.split(";") if s.strip()]
-    with psycopg.connect(postgres_url, autocommit=True) as admin, psycopg.connect(postgres_url) as replica:
-        migrate(admin)
-        for index in NEW_INDEXES:  # a database from before 0017 (0016's index left: it is not 0017's)
-            if index != "commands_by_generation":
-                admin.execute(f"DROP INDEX {index}")
-        admin.execute(OLD_INDEX)
-        replica.execute("SET lock_timeout = '200ms'")
-        replica.commit()
-        with admin.transaction():
-            for stmt in statements[:-1]:
-                admin.execute(stmt)
-                replica.execute("SELECT count(*) FROM commands WHERE tenant = 'default' AND agent = 'gw1'")
-                replica.commit()
-            assert statements[-1] == "DROP INDEX IF EXISTS commands_by_agent"
+    older = tmp_path / "older"
+    older.mkdir()
+    for version, path in migration_files():
+        if version < 17:
+            shutil.copy(path, older / path.name)
+    row = (
+        "INSERT INTO commands (tenant, id, agent, kind, pipeline, reason, issued_at, issued_by, state, generation) "
+        "VALUES ('default', %s, 'gw1', 'baseline_relearn', 'pump', '', 1, 'admin', 'pending', 1)"
+    )
+    read = "SELECT count(*) FROM commands WHERE tenant = 'default' AND agent = 'gw1' AND state = 'pending'"
+    with (
+        psycopg.connect(postgres_url, autocommit=True) as admin,
+        psycopg.connect(postgres_url) as writing,
+        psycopg.connect(postgres_url) as later,
+    ):
+        migrate(admin, older)
+        writing.execute(row, ("c1",))  # an older replica's command under way (its transaction open)
+        done: list = []
+
+        def upgrading() -> None:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                done.append(migrate(conn, MIGRATIONS))
+
+        upgrade = threading.Thread(target=upgrading)
+        upgrade.start()
+        try:
+            for _ in range(600):  # until the first build waits for that write
+                waiting = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%commands_pending%' "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+            assert waiting, "the migration never reached the index build"
+            later.execute("SET lock_timeout = '500ms'")
+            later.execute(row, ("c2",))  # the next write and a heartbeat's read: they go on
+            assert later.execute(read).fetchone()[0] == 1
+            later.commit()
+        finally:
+            writing.commit()
+            upgrade.join(60)
+        assert done and 17 in done[0]
+        got = admin.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = ANY(%s) ORDER BY c.relname",
+            ([*NEW_INDEXES, "commands_by_agent"],),
+        ).fetchall()
+        assert got == [(name, True) for name in sorted(NEW_INDEXES)]
 
 
 def test_a_full_command_queue_is_not_a_full_tenant_of_rollouts():
