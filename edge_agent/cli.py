@@ -132,8 +132,9 @@ def _validate(args) -> int:
 
 def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     """Each slot's configured package verified as the agent's install verifies it (signature by a trusted key and
-    its ``not-after``, every file's size and SHA-256, the graph against the manifest, ``refused_versions``; not
-    the golden test, which needs the engines), and the package installed in the slot as a start verifies it again:
+    its ``not-after``, every file's size and SHA-256, the graph against the manifest, ``refused_versions``, golden
+    tolerances the load refuses (``tolerance_refusal``); not the golden test, which needs the engines), and the
+    package installed in the slot as a start verifies it again:
     (errors, warnings). What the agent does then is what its start decides (``start_refusal``): a refused package
     with an installed one that passes is a warning (the slot starts on that one), as is one refused with nothing
     installed or the installed one refused too (the agent starts with the slot failed); a first install the disk
@@ -144,6 +145,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     refused)."""
     from pathlib import Path
 
+    from edge_agent.models.select import tolerance_refusal
     from edge_agent.models.slot import (
         FailedAtStart,
         no_package_refusal,
@@ -183,7 +185,10 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
             installed, _ = store.start_folder()  # what a start serves
             if installed:
                 try:
-                    not_refused(store.verify(installed, trusted), name, m)
+                    opened = not_refused(store.verify(installed, trusted), name, m)
+                    # (the start's load refuses it, then sets it aside)
+                    if (unfit := tolerance_refusal(opened.manifest)) is not None:
+                        raise PackageError(unfit)
                 except PackageError as exc:
                     rejected = str(exc)
         if not m.package:
@@ -201,6 +206,8 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
             manifest = verify_package(pkg, trusted)
             if m.refuses(manifest.version):
                 raise PackageError(refused_by_config(name, manifest.package_id))
+            if (unfit := tolerance_refusal(manifest)) is not None:
+                raise PackageError(unfit)
         except PackageError as exc:
             why = str(exc)
         else:

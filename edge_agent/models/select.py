@@ -56,7 +56,7 @@ from edge_agent.engines import (
     openvino_file,
 )
 from edge_agent.models.config import FormChoice, ModelConfig
-from model_packager import ManifestError, OpenedPackage
+from model_packager import Manifest, ManifestError, OpenedPackage
 from model_packager.cpu import cpu_flags, int8_path
 from model_packager.golden import (
     exempt_flips_said,
@@ -361,6 +361,18 @@ def _choose(passing: list[tuple[Trial, Engine]]) -> tuple[Trial, Engine]:
     return first
 
 
+def tolerance_refusal(manifest: Manifest) -> str | None:
+    """Why the agent serves no package of ``manifest``, checked at its load (``select``) and by `edge-agent
+    validate`: golden tolerances a build refuses (``golden_tolerance_problem``); None where it may."""
+    why = golden_tolerance_problem(manifest.golden)
+    if why is None:
+        return None
+    return (
+        f"package {manifest.package_id}: manifest {why}; not served: nothing of the model would be checked on "
+        "this CPU before it judges parts (build it again: model-packager build refuses it)"
+    )
+
+
 def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -> Selection:
     """Load, check and time every candidate; keep the first that passes unless another is clearly faster
     (``_choose``). Raises ``EngineError``
@@ -368,11 +380,8 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
     ``isolated``: another model serves meanwhile (see ``create_engine``). A package whose golden tolerances are
     so wide that its golden check could never fail (``golden_tolerance_problem``; a build refuses them, a registry
     published such packages before it refused them too) is refused before any engine loads: ``ManifestError``."""
-    if (why := golden_tolerance_problem(opened.manifest.golden)) is not None:
-        raise ManifestError(
-            f"package {opened.manifest.package_id}: manifest {why}; not served: nothing of the model would be "
-            "checked on this CPU before it judges parts (build it again: model-packager build refuses it)"
-        )
+    if (why := tolerance_refusal(opened.manifest)) is not None:
+        raise ManifestError(why)
     inputs = load_npz(opened.golden_inputs)
     expected = load_npz(opened.golden_expected)
     one = {k: v[:1] for k, v in inputs.items()}

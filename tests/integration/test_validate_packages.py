@@ -44,7 +44,7 @@ def _config(tmp_path, pkg, pub, **slot) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("bad", ["untrusted key", "truncated", "refused version"])
+@pytest.mark.parametrize("bad", ["untrusted key", "truncated", "refused version", "golden check cannot fail"])
 def test_validate_names_a_package_the_agent_would_refuse(kit, tmp_path, capsys, bad):
     pkg, pub, other_pub = kit
     slot: dict = {}
@@ -52,6 +52,8 @@ def test_validate_names_a_package_the_agent_would_refuse(kit, tmp_path, capsys, 
         "untrusted key": "which is not among the trusted keys",
         "truncated": "vision.edgepkg",
         "refused version": "refused_versions",
+        # (published by a registry before publish refused it: verified, and refused at the slot's load)
+        "golden check cannot fail": "manifest golden.rtol is 1e+308: must be below 1 where a package is built",
     }[bad]
     if bad == "untrusted key":
         pub = other_pub  # the package's signer is not among the gateway's keys (a rotation not arrived yet)
@@ -59,6 +61,13 @@ def test_validate_names_a_package_the_agent_would_refuse(kit, tmp_path, capsys, 
         data = pkg.read_bytes()
         pkg = tmp_path / "vision.edgepkg"
         pkg.write_bytes(data[: len(data) // 2])
+    elif bad == "golden check cannot fail":
+        from tests.unit.test_package_hostile import _manifest, _sig, _with
+
+        doc = yaml.safe_load(_manifest(pkg))
+        doc["golden"]["rtol"] = 1e308
+        new = yaml.safe_dump(doc, sort_keys=False).encode()
+        pkg = _with(pkg, tmp_path / "vision.edgepkg", manifest=new, sig=_sig(new, pub.parent / "signing.key"))
     else:
         slot["refused_versions"] = ["1.0.0"]
     path = _config(tmp_path, pkg, pub, **slot)
@@ -74,7 +83,7 @@ def test_validate_names_a_package_the_agent_would_refuse(kit, tmp_path, capsys, 
     # a slot that holds an installed package starts on it while that one passes its checks: said, not refused. The
     # installed 1.0.0 is refused too where its signer is not trusted or its version is refused: the start sets it
     # aside and the slot starts failed, as with nothing installed
-    _install(pkg if bad != "truncated" else kit[0], tmp_path / "data", kit[1])
+    _install(pkg if bad != "truncated" else kit[0], tmp_path / "data", kit[1])  # (a wide one installs: read)
     assert main(["validate", path]) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and said in err, err
