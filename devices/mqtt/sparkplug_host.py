@@ -2111,6 +2111,7 @@ class SparkplugHost:
         """``_learn``, pausing (yielding) before each ``step`` metrics past the first."""
         pause = step
         mine: set[int] = set()
+        refused: set[int] = set()  # aliases of this birth's refused second declarations of a name
         clashed = False
         # what the device's birth puts in the node's tables, forgotten at its next birth (``_Node.owned``); the
         # node's own are forgotten whole at its NBIRTH
@@ -2140,13 +2141,17 @@ class SparkplugHost:
                 # clash's is (no rebirth asked: it would bring the same birth). Kept both, the tag took both
                 # declarations' values in turn, a number and a text, typed by the last one
                 dt, alias = declared[m.name]
-                if (
-                    m.alias is not None
-                    and m.alias != alias
-                    and m.alias not in node.aliases
-                    and len(node.aliases) + len(node.clashes) < MAX_NODE_METRICS
-                ):
-                    node.clashes.add(m.alias)
+                if m.alias is not None and m.alias != alias:
+                    refused.add(m.alias)
+                    held = node.aliases.get(m.alias)
+                    if m.alias in mine and held is not None and held[0] == device:
+                        # given by this birth to another of its metrics too: which one its data means is unknown,
+                        # neither keeps it (that metric took the refused declaration's values)
+                        node.aliases.pop(m.alias)
+                        aliases.discard(m.alias)
+                        node.clashes.add(m.alias)
+                    elif held is None and len(node.aliases) + len(node.clashes) < MAX_NODE_METRICS:
+                        node.clashes.add(m.alias)
                 self._on_error(
                     "duplicate_metric",
                     f"{t.group}/{t.edge_node}{'/' + device if device else ''}: its {t.message_type} declares "
@@ -2180,7 +2185,16 @@ class SparkplugHost:
                 self._too_many(t)
             elif m.alias is not None:
                 had = node.aliases.get(m.alias)
-                if had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
+                if had is None and m.alias in refused:
+                    # given by this birth to a second declaration of a name, refused above, too: which metric its
+                    # data means is unknown, neither keeps it (this one took the refused declaration's values)
+                    self._on_error(
+                        "alias_collision",
+                        f"{t.group}/{t.edge_node}: alias {m.alias} is given to both a refused second declaration "
+                        f"of a name and {_shown(device, m.name)}; neither is read by it until a birth gives each "
+                        "metric its own alias",
+                    )
+                elif had is not None and had != (device, m.name) and (m.alias in mine or had[0] != device):
                     clashed = True
                     # a device's and the node's, or another live device's: known to share from now (a dead
                     # device's alias given anew, a gateway handing on those freed, tells nothing of the node's; nor

@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.mqtt.client import MqttSource
@@ -207,6 +208,32 @@ async def test_a_birth_declaring_one_metric_name_twice_keeps_the_first_declarati
         assert src.stats.errors_by_reason.get("duplicate_metric") == 1
         assert src.stats.errors_by_reason.get("alias_collision") == 1  # the NDATA's value by alias 2
         assert "unknown_alias" not in src.stats.errors_by_reason
+
+
+@pytest.mark.parametrize("other_first", [False, True])
+async def test_an_alias_given_to_a_refused_second_declaration_and_another_metric_is_kept_by_neither(
+    mosquitto, other_first
+):
+    """An NBIRTH declaring ``Temp`` twice (alias 1, then alias 2: refused, ``duplicate_metric``) and giving alias 2
+    to ``other`` as well: which metric its data by alias 2 means is unknown (Sparkplug: an alias is given once in a
+    birth), yet ``other`` kept it, and took the refused declaration's values. Neither keeps it now, as for two
+    metrics of one birth: data by alias 2 is skipped (``alias_collision``), whichever came first in the birth."""
+    now_ms = int(time.time() * 1000)
+    twice = [sp.Metric("Temp", 1, D.DOUBLE, 20.0), sp.Metric("Temp", 2, D.INT32, 7)]
+    other = [sp.Metric("other", 2, D.INT32, 3)]
+    birth = [sp.Metric("bdSeq", None, D.INT64, 0), *(other + twice if other_first else twice + other)]
+    birth.append(sp.Metric("ok", 3, D.DOUBLE, 5.0))
+    data = [sp.Metric(None, 2, D.INT32, 8), sp.Metric(None, 3, D.DOUBLE, 6.0)]
+    async with _host_and_node(mosquitto.port) as (src, node, asked):
+        for kind, seq, metrics in (("NBIRTH", 0, birth), ("NDATA", 1, data)):
+            payload = sp.encode(sp.Payload(timestamp_ms=now_ms + seq, seq=seq, metrics=metrics))
+            node.publish(f"spBv1.0/g/{kind}/n1", payload, qos=1).wait_for_publish(5)
+        got = await _read(src, 4)
+        await asyncio.sleep(0.2)
+        assert ("n1/other", 8) not in [(r.tag, r.value) for r in got]  # before: read, GOOD
+        assert ("n1/ok", 6.0) in [(r.tag, r.value) for r in got]
+        assert src.stats.errors_by_reason.get("duplicate_metric") == 1
+        assert src.stats.errors_by_reason.get("alias_collision", 0) >= 1, src.stats.errors_by_reason
 
 
 async def test_sparkplug_metric_names_holding_escapes_are_quoted_escaped_in_an_alias_clash(mosquitto):
