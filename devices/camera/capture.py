@@ -44,7 +44,9 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   image folder replayed (a dataset may mix sizes), but for a watched drop folder. OpenCV's FFmpeg reader scales
   a stream's or file's frames to the size it opened with: where FFmpeg's log says a new picture size midway
   (``ffmpeg_log._NEW_PICTURE``: MJPEG, H.264), a stream is reopened and a file's pass ends there, said as
-  ``frame_size_changed``; no stretched frame is passed on.
+  ``frame_size_changed``; no stretched frame is passed on. Where swscale's context says the frame's own size
+  (FFmpeg 8 and later: ``DecoderErrors.picture``), a line at the size opened with is a new pixel format, read on;
+  elsewhere a line early after a reopen at the same size is told from a size change by when it comes.
 - ``frozen_after_s`` (default 10 s; ``null``: off): a live camera whose image is identical for that long is
   named once as ``frozen_frame``; its frames are still passed on, each with the time its image has been
   unchanged (``Frame.unchanged_s``), which a pipeline turns into ``UNSURE`` (never OK or NG).
