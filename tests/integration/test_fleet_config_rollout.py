@@ -852,6 +852,23 @@ async def test_a_config_keeping_a_slot_failed_under_the_running_one_is_applied_n
         await host.start()
         assert "d7/" in " ".join(host.keeper.state["refused"]) and not host.keeper.state.get("put_back")
         assert host.agent.slots["vision2"].version == "1.0.0", host.agent.slots["vision2"].failed
+
+        # and a graceful stop during such a trial (no verdict on it: tried again later) has them put back at the next
+        # start: the trial's record was dropped, and the last good config found the slot empty
+        held = asyncio.Event()
+
+        async def hold(*_a) -> None:
+            held.set()
+            await asyncio.Event().wait()
+
+        host._refuse_failed_slots = hold
+        offer(refusing, "d8")
+        await asyncio.wait_for(held.wait(), 20)
+        await host.stop()
+        assert host.keeper.state["trial"] is None and host.keeper.state["put_back"], host.keeper.state
+        host = AgentHost(host.local_path, health_s=1.0)
+        await host.start()
+        assert host.agent.slots["vision2"].version == "1.0.0", host.agent.slots["vision2"].failed
     finally:
         await host.stop()
 
