@@ -32,7 +32,7 @@ from devices.base import MAX_CAUSES, ConnectionState, Notices
 from edge_agent import flapping
 from edge_agent.actions import ActionRunner, _output_node, expect_writes
 from edge_agent.cloud_text import CloudText
-from edge_agent.config import FRAME_WINDOW_WHY, AgentConfig, AlarmAction, OutputAction
+from edge_agent.config import FRAME_WINDOW_WHY, AgentConfig, AlarmAction, OutputAction, WriteMode
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
 from edge_agent.models.config import VersionPolicy
@@ -1168,7 +1168,10 @@ class Agent:
         part (the parts before pass untold; it released the heartbeat alone). Two actions acting on such a part that
         write one node different values, one of them a value the node holds for an OK part (an action's on OK parts,
         a reset), leave it the last one's (it released the heartbeat). A windowed pipeline gives
-        no result then."""
+        no result then. The PLC is judged whole: the actions through any OPC UA source on its endpoint count
+        (``_plc_of``: a reject gate through a second session let the heartbeat run), and a node another pipeline
+        writes holds where that pipeline may leave there, for its OK parts, a value other than those written for the
+        unjudged part (a reset false after its true: the PLC read false for it)."""
 
         from edge_agent.conditions import (
             MODEL_FIELDS,
@@ -1178,13 +1181,17 @@ class Agent:
             may_match_ng,
         )
 
-        held = []
+        # the sources reaching this PLC (two on one endpoint: another session, other settings): one PLC's outputs and
+        # watchdog, whichever session writes them
+        plc = _plc_of(self.cfg.sources.get(source))
+        same = {n for n, s in self.cfg.sources.items() if plc is not None and _plc_of(s) == plc} | {source}
+        found = []
         for p in self.pipelines:
             unjudged, judged_ok, judged_ng, ng_high = _made_up_parts(p.s)
             mine = [
-                a
-                for a in (self.cfg.actions.get(n) for n in p.s.actions)
-                if a is not None and any(getattr(a, field) == source for field in a.source_fields)
+                (n, a)
+                for n, a in ((n, self.cfg.actions.get(n)) for n in p.s.actions)
+                if a is not None and any(getattr(a, field) in same for field in a.source_fields)
             ]
             through = [
                 (
@@ -1198,7 +1205,7 @@ class Agent:
                     # an alarm's mirror is set after raise_after matching results: the parts before pass untold
                     not isinstance(a, AlarmAction) or a.raise_after == 1,
                 )
-                for a in mine
+                for _, a in mine
             ]
             # two actions acting on an unjudged part that write one node different values, one of them a value the
             # node holds for an OK part (an action's on OK parts, or one's reset): the last one written wins (a
@@ -1206,7 +1213,10 @@ class Agent:
             # as it reads an OK part); a result code (2 on NG and UNSURE, 3 on UNSURE) is no OK part's
             written: dict[str, set[str]] = {}
             passed: dict[str, set[str]] = {}
-            for a, (handed, on_unjudged, on_ok, *_) in zip(mine, through, strict=True):
+            resets = set(
+                _pass_signals(self.cfg, p.s, [n for n in p.s.actions if _names_unsure(self.cfg.actions[n])])
+            )
+            for (name, a), (handed, on_unjudged, on_ok, *_) in zip(mine, through, strict=True):
                 if not (node := getattr(a, "node_id", None)):
                     continue
                 # an alarm's mirror: true raised, false cleared
@@ -1215,9 +1225,12 @@ class Agent:
                     written.setdefault(node, set()).add(value)
                 if on_ok:
                     passed.setdefault(node, set()).add(value)
-                # a reset is written as its condition stops holding: for an OK part, maybe
-                if (reset := getattr(a, "reset", False)) is not None:
-                    passed.setdefault(node, set()).add(_as_written(reset))
+                # a reset is written as its condition stops holding: for an OK part, maybe; and by a pass signal for
+                # an unjudged part (``_pass_signals``)
+                if (reset := _reset_written(a)) is not None:
+                    passed.setdefault(node, set()).add(reset)
+                    if name in resets:
+                        written.setdefault(node, set()).add(reset)
             told = [
                 # it tells of the part where it acts on no OK part, or acts on NG parts (a reject gate) and leaves
                 # some OK part out: one acting on UNSURE and OK parts and not on NG ones passes an unjudged part
@@ -1225,10 +1238,21 @@ class Agent:
                 for handed, on_unjudged, on_ok, on_ng, rejects, on_every_ok, each in through
                 if handed or not on_ok or on_ng  # (a pass signal left out)
             ]
+            found.append((p, through, written, passed, told))
+        held = []
+        for p, through, written, passed, told in found:
             if through and (
                 p.s.window is not None
                 or any(
                     len(values) > 1 and values & passed.get(node, set()) for node, values in written.items()
+                )
+                # a node another pipeline writes too (two cameras on one station, one reject node): a value it leaves
+                # for its OK part, written after this one's for an unjudged part, is what the PLC reads for it
+                or any(
+                    (theirs.get(node, set()) - values)
+                    for node, values in written.items()
+                    for q, _, _, theirs, _ in found
+                    if q is not p
                 )
                 or not all(handed and on_unjudged for handed, on_unjudged, _ in told)
                 or not any(tells for _, _, tells in told)
@@ -1993,6 +2017,29 @@ def _node_of(name: str, action) -> tuple:
     if isinstance(action, AlarmAction) and action.node_id:
         return ("opcua", action.opcua_source, action.node_id)
     return _output_node(name, action) if isinstance(action, OutputAction) else ("action", name)
+
+
+def _plc_of(settings) -> tuple[str, int] | None:
+    """The PLC an OPC UA source reaches (its endpoint's host, lowercased, and port), to tell two sources on one
+    endpoint; None for another kind of source."""
+    from urllib.parse import urlsplit
+
+    if getattr(settings, "type", None) != "opcua":
+        return None
+    url = urlsplit(settings.endpoint)
+    try:
+        return ((url.hostname or "").lower(), url.port or 4840)
+    except ValueError:  # a port out of range: that endpoint alone
+        return (settings.endpoint, 0)
+
+
+def _reset_written(action) -> str | None:
+    """What an output writes as its condition stops holding (``_as_written``): a reset (a level one only with
+    ``reset_value``), an alarm's mirror false as it clears; None where nothing is written."""
+    if isinstance(action, OutputAction):
+        reset = action.reset_value if action.mode is WriteMode.LEVEL else action.reset
+        return None if reset is None else _as_written(reset)
+    return _as_written(False) if isinstance(action, AlarmAction) else None
 
 
 def _names_unsure(action) -> bool:

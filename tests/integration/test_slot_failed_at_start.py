@@ -271,7 +271,9 @@ async def test_a_package_whose_rate_a_windowed_pipeline_cannot_take_is_refused_i
         await slot.stop()
 
 
-@pytest.mark.parametrize("gate", ["NG", "NG or UNSURE", "not OK"])
+@pytest.mark.parametrize(
+    "gate", ["NG", "NG or UNSURE", "not OK", "NG through another session", "NG or UNSURE on a shared node"]
+)
 async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_until_a_package_serves(
     tmp_path, capsys, gate
 ):
@@ -284,7 +286,11 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     not held for it. A gate that names no UNSURE (`ne: OK`; as no condition, a 'done' signal) is not handed UNSURE
     results, so it is never updated either: held (it was written, the line running with no part judged). A pass
     signal beside it (`verdict: OK`, on_change) is reset by each unjudged part, as by an NG part: it kept what the
-    agent before left (true after an OK part), and with the line running a PLC reading it passed each part."""
+    agent before left (true after an OK part), and with the line running a PLC reading it passed each part. The PLC
+    is judged whole: a gate written through another source on its endpoint (another session) holds the heartbeat
+    as one through the heartbeat's source does (it ran on), and a reject node another pipeline also writes (its OK
+    parts' false after each unjudged part's true) holds it too (it ran on, the PLC reading false for unjudged
+    parts)."""
     import asyncio
 
     from asyncua import ua
@@ -302,7 +308,17 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
         "NG": {"verdict": "NG"},
         "NG or UNSURE": {"verdict": {"in": ["NG", "UNSURE"]}},
         "not OK": {"verdict": {"ne": "OK"}},
+        "NG through another session": {"verdict": "NG"},
+        "NG or UNSURE on a shared node": {"verdict": {"in": ["NG", "UNSURE"]}},
     }[gate]
+    more: dict = {"sources": {}, "models": {}, "actions": {}, "pipelines": []}
+    if gate == "NG through another session":  # (the outputs' source: the same PLC, no heartbeat)
+        more["sources"] = {"plc2": {"type": "opcua", "endpoint": "", "connect_timeout_s": 2.0}}
+    elif gate == "NG or UNSURE on a shared node":  # another camera's pipeline, every part OK, writes it too
+        ok = make_package(tmp_path / "ok", kind="vision", version="1.0.0", key=key, heatmap=False, bias=8.0)
+        more["models"] = {"vision2": {"package": str(ok)}}
+        more["actions"] = {"reject2": {"mode": "level", "reset_value": False, "when": when}}
+        more["pipelines"] = [{"name": "other", "source": "cam", "model": "vision2", "actions": ["reject2"]}]
     passed = ua.Variant(True, ua.VariantType.Boolean)  # as an OK part left it under the agent before
     async with plc({"Life": life, "Reject": reject, "Pass": passed}) as p:
         cfg = parse_config(
@@ -318,25 +334,34 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                         "heartbeat": {"node_id": p.node_id("Life"), "period_ms": 100, "kind": "counter"},
                     },
                     "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5, "loop": True},
+                    **{
+                        n: {**s, "endpoint": f"opc.tcp://127.0.0.1:{p.port}/plc/"}
+                        for n, s in more["sources"].items()
+                    },
                 },
-                "models": {"vision": {"package": str(bad)}},
+                "models": {"vision": {"package": str(bad)}, **more["models"]},
                 "actions": {
                     "reject": {
                         "type": "opcua_write",
-                        "source": "plc",
+                        "source": "plc2" if more["sources"] else "plc",
                         "node_id": p.node_id("Reject"),
                         "when": when,
                     },
+                    **{
+                        n: {"type": "opcua_write", "source": "plc", "node_id": p.node_id("Reject"), **a}
+                        for n, a in more["actions"].items()
+                    },
                     "pass": {
                         "type": "opcua_write",
-                        "source": "plc",
+                        "source": "plc2" if more["sources"] else "plc",
                         "node_id": p.node_id("Pass"),
                         "mode": "on_change",
                         "when": {"verdict": "OK"},
                     },
                 },
                 "pipelines": [
-                    {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject", "pass"]}
+                    {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject", "pass"]},
+                    *more["pipelines"],
                 ],
             },
             "agent.yaml",
@@ -360,6 +385,8 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
             assert held["node"] == p.node_id("Life") and "model slot 'vision' is failed" in held["reason"], (
                 held
             )
+            if gate == "NG or UNSURE on a shared node":  # (written true and false in turn)
+                return
             if gate != "NG":  # (its output never written: no UNSURE result is handed to it)
                 assert not await _read_reject(p)
                 return
