@@ -2698,10 +2698,16 @@ _OPERATION_LIMITS = {
 }
 
 
-def _split_operations(client: Client) -> dict[str, int]:
+def _split_operations(client: Client, on_fault: Callable[[str], None] | None = None) -> dict[str, int]:
     """Calls of this client's session that carry many items (Read, Write, Browse, TranslateBrowsePaths,
     CreateMonitoredItems, DeleteMonitoredItems) go to the server in parts of at most its limit for that service; the limits
     (returned, by ``_OPERATION_LIMITS`` key) are filled by ``_read_operation_limits`` after the connect.
+
+    A Read a faulty server answers with fewer results than nodes asked (``_read_results``) is read again a node a
+    Read, each node answered with nothing then given a Bad status (BadUnexpectedError), the others their values;
+    a Read of one node so answered raises ``ua.UaError`` naming the fault (asyncua raised IndexError, "list index
+    out of range", out of a write to a BaseDataType node, and a keep-alive of the server's state and clock so
+    answered had the source reconnect at each check). Each such answer is told to ``on_fault`` (what to say).
 
     asyncua sends whatever it is given in one call: reading a PLC's structure types asks for the
     DataTypeDefinition of every type at once (48 nodes on a server with two UDTs), so a server stating
@@ -2719,7 +2725,8 @@ def _split_operations(client: Client) -> dict[str, int]:
                 out += await split(kind, items[i : i + most], call)
             return out
         try:
-            return list(await call(items))
+            got = list(await call(items))
+            return await _read_results(items, got, call, on_fault) if kind == "read" else got
         except ua.UaStatusCodeError as e:
             if code_of(e.code) != ua.StatusCodes.BadTooManyOperations or len(items) < 2:
                 raise
@@ -2739,7 +2746,7 @@ def _split_operations(client: Client) -> dict[str, int]:
             return
 
         async def bounded(params: Any) -> list:
-            if len(getattr(params, field)) < 2:  # a write, the state probe: nothing to split
+            if len(getattr(params, field)) < 2 and kind != "read":  # a write: nothing to split
                 return await call(params)
             return await split(
                 kind,
@@ -2759,8 +2766,6 @@ def _split_operations(client: Client) -> dict[str, int]:
     if read_attributes is not None:
 
         async def read_attributes_bounded(nodeids: list, attr: Any) -> list:
-            if len(nodeids) < 2:
-                return await read_attributes(nodeids, attr)
             return await split("read", list(nodeids), lambda part: read_attributes(part, attr))
 
         session.read_attributes = read_attributes_bounded  # type: ignore[method-assign]
@@ -2773,6 +2778,39 @@ def _split_operations(client: Client) -> dict[str, int]:
         session.translate_browsepaths_to_nodeids = translate_bounded  # type: ignore[method-assign,assignment]
     session._operation_limits = limits  # type: ignore[attr-defined]
     return limits
+
+
+async def _read_results(
+    items: list, got: list, call: Callable[[list], Any], on_fault: Callable[[str], None] | None
+) -> list:
+    """``got``, a Read's answer for ``items`` (ReadValueIds, or NodeIds), one result each (``_split_operations``):
+    the first of a faulty server's more (Part 4 orders them as asked); fewer, which node's is missing cannot be told,
+    so each is read again alone, one answered with nothing given BadUnexpectedError; a Read of one node so
+    answered, or none of whose nodes is answered alone, is raised."""
+    if len(got) >= len(items):
+        return got[: len(items)]
+    shown = ", ".join(_shown(getattr(i, "NodeId", i).to_string()) for i in items[:3]) + (
+        ", ..." if len(items) > 3 else ""
+    )
+    why = f"the server answered a Read of {len(items)} node(s) ({shown}) with {len(got)} result(s) (a server fault)"
+    if on_fault is not None:
+        on_fault(why + ("; each read again alone" if len(items) > 1 else ""))
+    if len(items) == 1:
+        raise ua.UaError(why)
+    out, answered = [], False
+    for item in items:
+        alone = list(await call([item]))
+        answered = answered or bool(alone)
+        if not alone:
+            if on_fault is not None:
+                on_fault(
+                    f"the server answered a Read of {_shown(getattr(item, 'NodeId', item).to_string())} alone with no result"
+                )
+            alone = [ua.DataValue(StatusCode=ua.StatusCode(ua.UInt32(ua.StatusCodes.BadUnexpectedError)))]
+        out.append(alone[0])
+    if not answered:  # nothing of it: a fault of the whole Read (retried where its caller retries)
+        raise ua.UaError(why + "; read again a node a Read, none was answered")
+    return out
 
 
 async def _read_operation_limits(client: Client, timeout_s: float) -> bool:
@@ -2920,14 +2958,18 @@ async def _close_one_off(client: Client, timeout_s: float) -> None:
 ASYNCUA_PROBE_S = 3600.0
 
 
-async def _make_client(settings: OpcUaSettings, on_oversize: Callable[[int], None] | None = None) -> Client:
+async def _make_client(
+    settings: OpcUaSettings,
+    on_oversize: Callable[[int], None] | None = None,
+    on_fault: Callable[[str], None] | None = None,
+) -> Client:
     client = Client(settings.endpoint, timeout=settings.connect_timeout_s, watchdog_intervall=ASYNCUA_PROBE_S)
     # asyncua asks for an hour: a session left behind by a cut connection (a switch restarted, a cable) then
     # held one of the PLC's few sessions for an hour, and a link that flapped a few times within it used
     # them all up, after which the PLC refused this source (and every other client) a session
     client.session_timeout = round(settings.session_timeout * 1000)
     _bound_messages(client, settings.max_message_bytes, on_oversize)
-    _split_operations(client)
+    _split_operations(client, on_fault)
     if settings.username:
         client.set_user(settings.username)
         if settings.password is not None:
@@ -3470,6 +3512,11 @@ class OpcUaSource:
         self._oversize = size
         self._lost.set()
 
+    def _server_fault(self, why: str) -> None:
+        """A faulty answer of the server's that the session works around (``_split_operations``: a Read answered with
+        fewer results than nodes asked), counted and said once (notice ``read_results_missing``)."""
+        self.notices.note("read_results_missing", "opcua source %s: %s", self.name, why)
+
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         if self._task is not None:
@@ -3749,7 +3796,7 @@ class OpcUaSource:
         # a Hello unanswered within LEFT_HELLO_S gives way to the reconnect: it waited connect_timeout_s before
         # each attempt while the link was dead (or the PLC hung), and a PLC back meanwhile got the source only then
         await self._close_left_session(min(LEFT_HELLO_S, self.settings.connect_timeout_s))
-        client = await _make_client(self.settings, self._on_oversize)
+        client = await _make_client(self.settings, self._on_oversize, self._server_fault)
         self._client = client
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s * 2):
