@@ -885,7 +885,7 @@ def import_images(
     try:
         with new_dataset_folder(out, log) as tmp:
             progress = _Progress(len(found.items), progress_s, log)
-            summary, copies, shapes, flat, misnamed, lossy, turned, named = _write(
+            summary, copies, shapes, flat, misnamed, lossy, turned, named, bulky = _write(
                 found, src, tmp, max_megapixels, pixel_bits, progress, bayer, camera_size
             )
             if copies:  # left out: the classes must still hold enough images without them
@@ -908,6 +908,7 @@ def import_images(
             _odd_sizes_note(shapes),
             _camera_unknown_note(shapes, camera_size is not None or named > 0),
             _flat_note(flat),
+            _bulky_note(bulky),
             _lossy_masks_note(lossy),
             _turned_masks_note(turned),
             _mask_like_note(found, src),
@@ -1066,12 +1067,14 @@ def _write(
     list[tuple[str, int, int]],
     list[tuple[str, int]],
     int,
+    list[tuple[str, int, int, int]],
 ]:
     """The dataset folder's files in ``dst``; (its summary, the copies left out: (copy, the image kept), each
     image's (source, height, width), the images of one colour, the images of another kind than their
     extension says: (source, kind), stored under their kind's extension, the JPEG masks with faint pixels:
     (source, faint pixels, marked pixels), the images with a mask turned by their EXIF orientation: (source,
-    orientation), how many images name their camera: an agent's samples)."""
+    orientation), how many images name their camera: an agent's samples, the files far larger than their pixels
+    need: (source, bytes, height, width))."""
     import numpy as np
     import yaml
 
@@ -1093,6 +1096,9 @@ def _write(
     lossy: list[tuple[str, int, int]] = []  # JPEG masks: (source, faint pixels, marked pixels)
     turned: list[tuple[str, int]] = []  # images with a mask that their EXIF orientation turns: (source, tag)
     named = 0  # images naming their camera (an agent's samples: a PNG text chunk)
+    bulky: list[
+        tuple[str, int, int, int]
+    ] = []  # (source, bytes, height, width): a file far larger than its pixels
     k = 0
     with open(dst / "labels.jsonl", "w") as f:
         for done, it in enumerate(found.items):
@@ -1122,6 +1128,8 @@ def _write(
             # the label is in labels.jsonl, not the file's name: a class name may be as long as a folder's
             name = f"images/{k:06d}{suffix or it.path.suffix.lower()}"
             (dst / name).write_bytes(data)
+            if len(data) > _bulky_bytes(img.shape[0], img.shape[1]):
+                bulky.append((rel, len(data), img.shape[0], img.shape[1]))
             row = {
                 "id": f"{k:06d}",
                 "file": name,
@@ -1226,6 +1234,7 @@ def _write(
         lossy,
         turned,
         named,
+        bulky,
     )
 
 
@@ -1330,6 +1339,28 @@ def _flat_note(flat: list[str]) -> str | None:
 # an image this much wider or taller for its height than most images, or this much smaller or larger in
 # area, is not like the line camera's frames (the model scales every image to its square input)
 _ODD_ASPECT, _ODD_AREA = 1.1, 4.0
+
+
+def _bulky_bytes(h: int, w: int) -> int:
+    """The most bytes a file of an image of ``h`` x ``w`` pixels needs (``max_file_bytes``'s rule, for its own
+    pixels: 8 a pixel, and 1 MiB of headers and metadata)."""
+    return 8 * h * w + 2**20
+
+
+def _bulky_note(bulky: list[tuple[str, int, int, int]]) -> str | None:
+    """A note naming images whose files are far larger than their pixels need (``_bulky_bytes``: a JPEG carrying
+    megabytes of EXIF, XMP or comment segments, a PNG of text chunks, bytes after its image's end), which the dataset
+    keeps byte for byte and every build reads again; None when none."""
+    if not bulky:
+        return None
+    n = len(bulky)
+    shown = ", ".join(f"{name} {size / 1e6:.1f} MB for {w}x{h}" for name, size, h, w in bulky[:3])
+    return (
+        f"{n} image file{'s' if n > 1 else ''} far larger than {'their' if n > 1 else 'its'} pixels need: {shown}"
+        f"{', ...' if n > 3 else ''}; the rest is metadata (EXIF, XMP, comments, text chunks) or bytes after the "
+        "image's end, kept byte for byte in the dataset and read at every build: save "
+        f"{'them' if n > 1 else 'it'} again without {'their' if n > 1 else 'its'} metadata to keep the dataset small"
+    )
 
 
 def _odd_sizes_note(shapes: list[tuple[str, int, int]]) -> str | None:

@@ -540,3 +540,22 @@ def test_a_defect_class_named_good_is_scored_as_defects_by_the_anomaly_family(tm
         sorted(zip(ds.test_kind, ds.test_ng.tolist(), strict=True))
         == [("dent", True)] * 3 + [("good", True)] * 3
     )
+
+
+def test_an_image_file_of_megabytes_of_metadata_is_noted_kept_as_it_is(tmp_path):
+    """A 12x10 JPEG carrying 2 MB of EXIF segments (or any file far larger than its pixels need) was imported
+    without a word, kept byte for byte in the dataset and read at every build: one line names it now."""
+    import struct
+
+    src = per_class(tmp_path / "src", {"pass": 20, "burr": 3})
+    jpg = (src / "burr" / "burr1.jpg").read_bytes()
+    seg = (
+        b"\xff\xe1" + struct.pack(">H", 65535) + b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + bytes(65519)
+    )
+    (src / "burr" / "burr1.jpg").write_bytes(jpg[:2] + seg * 32 + jpg[2:])  # 2.1 MB for 120 pixels
+    notes: list[str] = []
+    import_images(src, tmp_path / "ds", log=notes.append)
+    (line,) = [n for n in notes if "far larger than" in n]
+    assert "1 image file far larger than its pixels need: burr/burr1.jpg 2.1 MB for 13x10" in line, line
+    assert "save it again without its metadata" in line
+    assert len([p for p in (tmp_path / "ds" / "images").iterdir() if p.stat().st_size > 2_000_000]) == 1
