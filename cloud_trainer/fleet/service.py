@@ -46,7 +46,7 @@ import grpc
 
 from cloud_trainer.blobs import BlobStore, LocalBlobStore, open_blobs
 from cloud_trainer.fleet.commands import Commands, TooManyCommands, add_commands
-from cloud_trainer.fleet.control import KEPT_LATE, NotInTenant, TooManyRollouts, _run_key
+from cloud_trainer.fleet.control import KEPT_LATE, LEFT, SUPERSEDED, NotInTenant, TooManyRollouts, _run_key
 from cloud_trainer.fleet.deployment import Deployment, gate_from_request
 from cloud_trainer.fleet.failures import RepeatedFailure
 from cloud_trainer.fleet.faults import FaultLog, Faults, Refusal, told
@@ -252,6 +252,10 @@ INGEST_STATS_GAPS = 10_000
 # a report's run id (``boot_id``): what the stores key an agent's runs by, as given (an agent draws 32 hex digits)
 RUN_ID_CHARS = 64
 RUN_ID = re.compile(rf"[\x20-\x7e]{{1,{RUN_ID_CHARS}}}")
+# a deployment step as agents make them (downloading, verifying, active, healthy, download_retry, ...): it becomes its
+# target's status, which the fleet's logs and answers quote; the statuses only the fleet gives are none
+STEP = re.compile(r"[a-z][a-z0-9_]{0,63}")
+FLEET_STATUSES = frozenset({"assigned", "rolling_back", SUPERSEDED, LEFT})
 # streams open at once on one connection (HTTP/2 SETTINGS; a client queues its calls past it): an agent's uplink
 # and model manager share one connection and use a few (Connect, PushRecords, a heartbeat, a report, a download)
 STREAMS_PER_CONNECTION = 64
@@ -580,7 +584,7 @@ class FleetServicer(rpc.FleetServicer):
         ] = {}  # the same, for records' times bounded
         self._bad_runs_log: dict[
             tuple[str, str], tuple[int, float]
-        ] = {}  # the same, for reports' bad run ids
+        ] = {}  # the same, for reports refused for a bad run id or step
         self._faults = FaultLog(log)  # the store's failures of every agent's calls, logged by reason (faults)
         # agent -> (boot id, number, when: time.monotonic) of the newest numbered state report taken (``_fresh``)
         self._applied: dict[tuple[str, str], tuple[str, int, float]] = {}
@@ -1409,21 +1413,28 @@ class FleetServicer(rpc.FleetServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         boot = (msg if report is None else report).boot_id
         if boot and not RUN_ID.fullmatch(boot):
-            why = (
-                f"{what}.boot_id {boot[:80]!r} ({len(boot)} characters) is not a run id: 1-{RUN_ID_CHARS} printable "
-                "ASCII characters (an agent draws 32 hex digits); nothing of it was stored"
+            await self._refuse_report(
+                who,
+                context,
+                "boot_id",
+                f"{what}.boot_id {boot[:80]!r} ({len(boot)} characters) is not a run id: 1-{RUN_ID_CHARS} "
+                "printable ASCII characters (an agent draws 32 hex digits); nothing of it was stored",
             )
-            key = quota_key(who)
-            self.quotas.count(key, "boot_id")
-            if since := _due(self._bad_runs_log, key, 1):
-                log.warning(
-                    "agent %s (tenant %s): %d report(s) refused since this was last logged: %s",
-                    who.name,
-                    who.tenant,
-                    since,
-                    why,
-                )
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
+
+    async def _refuse_report(self, who: Identity, context, counted: str, why: str) -> None:
+        """A report refused for a field no agent sends (``INVALID_ARGUMENT``: ``why``, quoting the field escaped),
+        counted as ``counted`` at ``/api/quotas`` and logged once per ``DAMAGED_LOG_S`` per agent."""
+        key = quota_key(who)
+        self.quotas.count(key, counted)
+        if since := _due(self._bad_runs_log, key, 1):
+            log.warning(
+                "agent %s (tenant %s): %d report(s) refused since this was last logged: %s",
+                who.name,
+                who.tenant,
+                since,
+                why,
+            )
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
 
     @contextlib.asynccontextmanager
     async def _stream(self, agent: tuple[str, str], context, push: bool = False):
@@ -1868,6 +1879,18 @@ class FleetServicer(rpc.FleetServicer):
     async def ReportDeployment(self, request, context):
         who = await self.require(context, ROLE_AGENT)
         await self._take_report(who, context, request, "DeploymentReport")
+        if not STEP.fullmatch(request.step) or request.step in FLEET_STATUSES:
+            # a step becomes its target's status: any text was taken (a line feed and a forged log line in the
+            # stalled step's WARNING, an escape sequence), and a status only the fleet gives (``superseded``: the
+            # rollout stopped waiting for the agent and a halt no longer sent it back)
+            await self._refuse_report(
+                who,
+                context,
+                "deployment_step",
+                f"DeploymentReport.step {request.step[:80]!r} is not a step an agent makes: 1-64 lowercase letters, "
+                f"digits and '_', none of {', '.join(sorted(FLEET_STATUSES))} (statuses the fleet gives); "
+                "nothing of it was stored",
+            )
         if self.control is not None:
             health = await json_field(
                 context, request.health_json, "health_json", max_bytes=DEPLOYMENT_HEALTH_BYTES

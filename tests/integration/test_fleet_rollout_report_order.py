@@ -631,6 +631,32 @@ async def test_a_report_whose_run_id_is_not_printable_ascii_of_1_to_64_character
     assert _runs(srv)[0] == "1.1.0" and srv.control.get(a["id"])["state"] == "completed"
 
 
+async def test_a_deployment_step_that_is_no_step_an_agent_makes_is_refused_and_counted(fleet):
+    """A step becomes its target's status: any text was taken, a line feed and a forged line in the stalled step's
+    WARNING among it, and a status only the fleet gives (``superseded``: the rollout stopped waiting for the agent,
+    a halt no longer sent it back). Refused (``INVALID_ARGUMENT`` naming the field), nothing of it written, counted."""
+    srv, stub, e = fleet
+    await stub.Heartbeat(_report(e["1.0.0"], 1, "run1"))
+    dep = srv.control.create(
+        {"package": "part-inspection", "version": "1.2.0", "slot": "vision", "agents": ["gw1"]}
+    )
+    for seq, bad in enumerate(
+        ("downloading\n2026-12-07 12:00:00 CRITICAL forged", "superseded", "", "Active"), 2
+    ):
+        step = _healthy(dep["id"], "1.2.0", seq, "run1")
+        step.step = bad
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ReportDeployment(step)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad  # was: taken as the status
+        assert "DeploymentReport.step" in refused.value.details()
+    assert srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "assigned"
+    assert srv.quotas.refusals[("default", "gw1", "deployment_step")] == 4
+    step = _healthy(dep["id"], "1.2.0", 9, "run1")
+    step.step = "download_retry"
+    await stub.ReportDeployment(step)
+    assert srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "download_retry"
+
+
 async def test_a_state_report_held_past_a_restart_of_the_service_is_not_written_over_a_later_one(
     fleet, built, tmp_path
 ):
