@@ -1930,6 +1930,18 @@ class SparkplugHost:
                     node.named = {}
                 node.expected_until = now + REBORN_DEVICES_WAIT_S
             node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
+            if node.bd_seq is None and self.on_notice is not None:
+                # Sparkplug (2.2 and 3.0) has every NBIRTH carry a bdSeq, its NDEATH the same: without one, an older
+                # connection's will coming after this birth cannot be told from its death (``_handle`` NDEATH), and
+                # was taken as it unsaid. Each counted, said once per node
+                self.on_notice(
+                    "birth_without_bdseq",
+                    f"sparkplug: {t.group}/{t.edge_node}: its NBIRTH holds no bdSeq metric (Sparkplug requires one, "
+                    "its NDEATH carrying the same): an older connection's will coming after this birth cannot be told "
+                    "from its death, so any NDEATH of it is taken as its death; set the node's Sparkplug library to "
+                    "send bdSeq",
+                    cause=f"{t.group}/{t.edge_node}",
+                )
             # a birth replaces what the last one declared: a metric retyped or gone, or a Template
             # member now a plain metric, must not keep the old datatype for a command. Its devices too:
             # they re-DBIRTH after a node's NBIRTH, as the specification requires

@@ -596,3 +596,20 @@ async def test_a_backlog_of_messages_giving_no_reading_gives_the_loop_back_while
     finally:
         closed(pub)
         await src.stop()
+
+
+async def test_an_nbirth_without_a_bdseq_is_read_and_said_once_per_node(mosquitto):
+    """Sparkplug has every NBIRTH carry a bdSeq (its NDEATH the same), by which an older connection's will coming
+    after the birth is told from the node's death. A birth without one was taken silently, and any NDEATH of the node
+    then killed its live session. It is still read (older libraries send none), and said: each counted
+    (birth_without_bdseq), one message per node; a birth with one says nothing."""
+    async with _host(mosquitto.port) as (src, got, _asked, pub):
+        temp = sp.Metric("Temp", 1, D.DOUBLE, 20.0)
+        for _ in range(2):
+            pub.publish("spBv1.0/g/NBIRTH/n1", _payload(0, temp), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/n2", _birth(temp), qos=1)
+        await until(lambda: src.sparkplug.births == 3, 10, "the births read")
+        counts = dict(src.notices.counts)
+    assert counts.get("birth_without_bdseq") == 2, counts  # before: none
+    assert "g/n1" in src.notices.messages["birth_without_bdseq"]
+    assert _values(got, "n1/Temp") == [20.0, 20.0] and _values(got, "n2/Temp") == [20.0]
