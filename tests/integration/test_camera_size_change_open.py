@@ -279,3 +279,31 @@ async def test_an_h264_stream_whose_frames_change_size_ends_its_pass_there_not_s
     assert src.stats.errors_by_reason == {"frame_size_changed": 1}
     said = [r.getMessage() for r in caplog.records if "frame_size_changed" in r.getMessage()]
     assert said and "(160x120), stretched: the rest of this pass is skipped, never read" in said[0], said
+
+
+def test_swscale_contexts_sizes_are_read_where_its_layout_is_public_and_nothing_else_is(monkeypatch):
+    """The sizes read from the context that logs swscale's line (``ffmpeg_log._scaled_sizes``) rest on libswscale's
+    public ``SwsContext`` layout: checked on the FFmpeg OpenCV ships here, with a context made by libswscale itself;
+    another FFmpeg object, or a layout not known public, gives None (the timing rule then stands)."""
+    import ctypes
+
+    if not ffmpeg_log._sws_public[0]:
+        pytest.skip("this FFmpeg's swscale keeps its context's sizes to itself (before FFmpeg 8)")
+    sws = ctypes.CDLL(ffmpeg_log._ffmpeg_library("libswscale"))
+    sws.sws_getContext.restype = ctypes.c_void_p
+    sws.sws_getContext.argtypes = [ctypes.c_int] * 7 + [ctypes.c_void_p] * 3
+    sws.sws_freeContext.argtypes = [ctypes.c_void_p]
+    fmt = ctypes.CDLL(ffmpeg_log._ffmpeg_library("libavformat"))
+    fmt.avformat_alloc_context.restype = ctypes.c_void_p
+    fmt.avformat_free_context.argtypes = [ctypes.c_void_p]
+    ctx = sws.sws_getContext(161, 121, 0, 321, 181, 3, 4, None, None, None)  # yuv420p -> bgr24, bicubic
+    other = fmt.avformat_alloc_context()
+    try:
+        assert ffmpeg_log._scaled_sizes(ctx) == ((161, 121), (321, 181))
+        assert ffmpeg_log._scaled_sizes(other) is None  # (an AVFormatContext: not swscale's)
+        assert ffmpeg_log._scaled_sizes(None) is None
+        monkeypatch.setattr(ffmpeg_log, "_sws_public", [False])
+        assert ffmpeg_log._scaled_sizes(ctx) is None
+    finally:
+        sws.sws_freeContext(ctx)
+        fmt.avformat_free_context(other)
