@@ -1721,8 +1721,11 @@ class SQLStore(Store):
                 a, b = (
                     (_int64(v) for v in pair) if isinstance(pair, list) and len(pair) == 2 else (None, None)
                 )
-                if a is not None and b is not None:
-                    rows.append((tenant, agent, e, a, b, DROP_CAUSES[kind], now))
+                # from seq 1, first <= last: a row whose last is 0 is an epoch's end (a range [5, 0] or [0, 0] was
+                # one, cause budget, and counted among the epochs the agent opened; [0, 4] became (0, 0) once
+                # retention cut it by the seqs it retired); the gap list starts at seq 1
+                if a is not None and b is not None and max(a, 1) <= b:
+                    rows.append((tenant, agent, e, max(a, 1), b, DROP_CAUSES[kind], now))
             room[0] -= len(rows)
             self._add_losses(ex, tenant, agent, rows, room)
             if len(taken) < len(ranges):

@@ -515,3 +515,19 @@ def test_counts_above_the_records_never_make_an_emptied_epoch_read_at_every_pass
     store.ingest("gw1", [rec(4, epoch=1)], tenant="acme")
     _age(store, 4, 1000.0)
     assert _one_pass(store, 2000.0)["records"] == 1
+
+
+def test_a_told_range_ending_at_seq_0_or_starting_at_it_is_never_an_epochs_end(store):
+    """An epoch's end is a ``gaps`` row whose last seq is 0: a drop event's range ending at 0 (``[5, 0]``, ``[0, 0]``)
+    was written so, and one starting at 0 (``[0, 4]``) became the piece ``(0, 0)`` once retention cut it by the
+    seqs it retired: the gap list said the epoch ended there (cause ``budget``), and each counted among the epochs
+    the agent opened within the day. A range is taken where first <= last, from seq 1 (the list starts there)."""
+    drop = {"kind": "outbox_budget", "epoch": 1, "ranges": [[0, 4], [5, 0], [0, 0], [7, 6]]}
+    told = rec(9, epoch=1, kind="event", payload=json.dumps(drop))
+    store.ingest("gw1", [rec(1, epoch=1), rec(8, epoch=1), told], tenant="acme")
+    listed = [(2, 4, "budget"), (5, 7, "unknown")]
+    assert [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw1", tenant="acme")] == listed
+    _age(store, 9, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 3
+    assert [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw1", tenant="acme")] == listed
+    assert store.stats("gw1", tenant="acme")["epochs_24h"] == 0
