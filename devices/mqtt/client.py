@@ -3133,9 +3133,10 @@ class MqttSource:
         # the alias of the metric its births gave one (a Template instance's own), beside its name: Sparkplug 3.0
         # commands an aliased metric by its alias, and a node that looks commands up so found none by name alone,
         # or took the alias left out as 0, another metric's; nodes that look up by name still find the name
+        v = _sparkplug_value(dt, value, where)  # (first: a refused value is no command sent by name alone)
         alias = self.sparkplug.alias(group, edge_node, device, chain[0][0] if chain else metric)
         leaf = member[1] if member else metric
-        m = sp.Metric(leaf, None if chain else alias, dt, _sparkplug_value(dt, value, where))
+        m = sp.Metric(leaf, None if chain else alias, dt, v)
         for i in range(len(chain) - 1, -1, -1):
             name, ref = chain[i]
             m = sp.Metric(name, alias if i == 0 else None, sp.DataType.TEMPLATE, sp.Template([m], ref=ref))

@@ -1727,6 +1727,8 @@ async def test_a_node_command_by_name_alone_for_a_device_of_its_session_before_n
             assert await _speed_command(src, node) == ("speed", None)
             assert src.notices.counts.get("devices_not_reborn") == n, src.notices.counts  # before: none
         assert "d3" in src.notices.messages["devices_not_reborn"]
+        with pytest.raises(SparkplugTypeMismatch):  # refused, not sent: not counted
+            await src.command("g", "n1", None, "speed", 2**40)
         assert src.sparkplug.commands_by_name == 2
     finally:
         pump.cancel()
