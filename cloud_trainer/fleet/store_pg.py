@@ -20,11 +20,12 @@ its samples' upload. A unary heartbeat's wait on its agent's ``agents`` row has 
 streams' flush of every tenant's state reports (``heartbeat_many``, one transaction) skips the rows held elsewhere
 and returns them for its next flush. The advisory locks (the migrations', a tenant's agent registrations, the
 control state's writers) have no such bound: they serialize short steps that must each run, not wait for a session
-that may never let go.
+that may never let go (a start's wait for the migrations' lock ends at the connection's own ``lock_timeout``, if set).
 
 **Migrations** are plain numbered SQL files (``migrations/postgresql/NNNN_name.sql``), applied in
-order, each in its own transaction together with its row in ``schema_version``; a transaction-level
-advisory lock makes replicas that start together apply each file once. A database whose
+order, each in its own transaction together with its row in ``schema_version`` (or statement by statement outside
+one: ``OUTSIDE_A_TRANSACTION``); an advisory lock held for the whole run makes replicas that start together apply
+each file once. A database whose
 ``schema_version`` is ahead of this code is refused (an older replica must not write a newer schema).
 """
 
