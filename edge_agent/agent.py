@@ -1171,7 +1171,8 @@ class Agent:
         no result then. The PLC is judged whole: the actions through any OPC UA source on its endpoint count
         (``_plc_of``: a reject gate through a second session let the heartbeat run), and a node another pipeline
         writes holds where that pipeline may leave there, for its OK parts, a value other than those written for the
-        unjudged part (a reset false after its true: the PLC read false for it)."""
+        unjudged part (a reset false after its true: the PLC read false for it). A pass signal writing its reset for
+        an unjudged part (``_pass_signals``) tells the PLC it is not passed: alone too, it holds nothing."""
 
         from edge_agent.conditions import (
             MODEL_FIELDS,
@@ -1232,11 +1233,19 @@ class Agent:
                     if name in resets:
                         written.setdefault(node, set()).add(reset)
             told = [
+                # a pass signal writing its reset for an unjudged part (``_pass_signals``) tells the PLC the part is not
+                # passed, as an NG part leaves it (one writing nothing then is left out: it keeps an OK part's pass)
+                (True, True, True)
+                if reset
                 # it tells of the part where it acts on no OK part, or acts on NG parts (a reject gate) and leaves
                 # some OK part out: one acting on UNSURE and OK parts and not on NG ones passes an unjudged part
-                (handed, on_unjudged, each and (not on_ok or (rejects and not on_every_ok)))
-                for handed, on_unjudged, on_ok, on_ng, rejects, on_every_ok, each in through
-                if handed or not on_ok or on_ng  # (a pass signal left out)
+                else (handed, on_unjudged, each and (not on_ok or (rejects and not on_every_ok)))
+                for reset, (handed, on_unjudged, on_ok, on_ng, rejects, on_every_ok, each) in zip(
+                    [name in resets and _reset_written(a) is not None for name, a in mine],
+                    through,
+                    strict=True,
+                )
+                if handed or not on_ok or on_ng or reset  # (a pass signal writing nothing left out)
             ]
             found.append((p, through, written, passed, told))
         held = []

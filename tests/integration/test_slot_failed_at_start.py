@@ -272,7 +272,15 @@ async def test_a_package_whose_rate_a_windowed_pipeline_cannot_take_is_refused_i
 
 
 @pytest.mark.parametrize(
-    "gate", ["NG", "NG or UNSURE", "not OK", "NG through another session", "NG or UNSURE on a shared node"]
+    "gate",
+    [
+        "NG",
+        "NG or UNSURE",
+        "not OK",
+        "NG through another session",
+        "NG or UNSURE on a shared node",
+        "a pass alone",
+    ],
 )
 async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_until_a_package_serves(
     tmp_path, capsys, gate
@@ -290,7 +298,7 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     is judged whole: a gate written through another source on its endpoint (another session) holds the heartbeat
     as one through the heartbeat's source does (it ran on), and a reject node another pipeline also writes (its OK
     parts' false after each unjudged part's true) holds it too (it ran on, the PLC reading false for unjudged
-    parts)."""
+    parts). A pass signal alone tells the PLC each unjudged part is not passed (its reset): the heartbeat runs."""
     import asyncio
 
     from asyncua import ua
@@ -310,6 +318,7 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
         "not OK": {"verdict": {"ne": "OK"}},
         "NG through another session": {"verdict": "NG"},
         "NG or UNSURE on a shared node": {"verdict": {"in": ["NG", "UNSURE"]}},
+        "a pass alone": {"verdict": "NG"},  # (not the pipeline's)
     }[gate]
     more: dict = {"sources": {}, "models": {}, "actions": {}, "pipelines": []}
     if gate == "NG through another session":  # (the outputs' source: the same PLC, no heartbeat)
@@ -360,7 +369,12 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                     },
                 },
                 "pipelines": [
-                    {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject", "pass"]},
+                    {
+                        "name": "inspect",
+                        "source": "cam",
+                        "model": "vision",
+                        "actions": ["pass"] if gate == "a pass alone" else ["reject", "pass"],
+                    },
                     *more["pipelines"],
                 ],
             },
@@ -372,12 +386,13 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
         try:
             src, pipe = agent.sources["plc"], agent.pipelines[0]
             await until(lambda: pipe.stats.errors["no_model"] >= 2, what="UNSURE results of the failed slot")
-            if gate == "NG or UNSURE":
+            if gate in ("NG or UNSURE", "a pass alone"):
                 await until(
                     lambda: src.heartbeats >= 2, what="the heartbeat written: the PLC is told each part"
                 )
                 assert "heartbeat_held" not in agent.status()["sources"]["plc"]
-                await until(lambda: _read_reject(p), what="each part rejected")
+                if gate == "NG or UNSURE":
+                    await until(lambda: _read_reject(p), what="each part rejected")
                 assert (await p.read())["Pass"] is False  # not passed: reset, as by an NG part
                 return
             assert src.heartbeats == 0 and (await p.read())["Life"] == 0
@@ -428,6 +443,7 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
     (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
     (tmp_path / "frames").mkdir()
     ng_or_unsure = {"verdict": {"in": ["NG", "UNSURE"]}}
+    on_change_ok = {"mode": "on_change", "when": {"verdict": "OK"}}
     shapes = {  # the actions' conditions -> held
         "reject NG or UNSURE, pass OK": ([ng_or_unsure, {"verdict": "OK"}], False),
         "reject NG or UNSURE, pass not NG": ([ng_or_unsure, {"verdict": {"ne": "NG"}}], False),
@@ -545,6 +561,24 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
         ),
         "pass a label but a defect's or UNSURE": (
             [{"any": [{"verdict": "UNSURE"}, {"not": {"label": "scratch"}}]}],
+            True,
+        ),
+        # a pass signal writing its reset for an unjudged part (on_change, a level one's reset_value) tells the PLC
+        # it is not passed, as an NG part leaves it; one writing nothing then (a level one) keeps an OK part's pass
+        "pass OK, on_change": ([{"type": "opcua_write", "node_id": "ns=2;s=Pass", **on_change_ok}], False),
+        "pass OK, level with reset_value": (
+            [
+                {
+                    "type": "opcua_write",
+                    "node_id": "ns=2;s=Pass",
+                    "reset_value": False,
+                    "when": {"verdict": "OK"},
+                }
+            ],
+            False,
+        ),
+        "reject NG, pass OK on_change": (
+            [{"verdict": "NG"}, {"type": "opcua_write", "node_id": "ns=2;s=Pass", **on_change_ok}],
             True,
         ),
     }
