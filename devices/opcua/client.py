@@ -1127,10 +1127,12 @@ def _shape_stated(got: list) -> tuple[int, tuple[int, ...]]:
     )
 
 
-async def _attributes_unchanged(node: Node, nt: _NodeType) -> bool:
+async def _attributes_unchanged(node: Node, nt: _NodeType, bad_is_change: bool = True) -> bool:
     """Whether ``node``'s DataType, ValueRank and ArrayDimensions (one Read, no Browse) are those ``nt`` was read with,
     as ``_node_type`` takes them; True too when they cannot be read now, or when ``nt`` is judged by what the node
-    holds (a BaseDataType or abstract node, an enumeration held as another integer), which that Read does not see."""
+    holds (a BaseDataType or abstract node, an enumeration held as another integer), which that Read does not see.
+    A Bad status on DataType is a change (the full read then raises it) unless ``bad_is_change`` is False (a check
+    before a write: a busy server's answer leaves the type read before judging, as a type read again that fails)."""
     if nt.held is not None or nt.enum_held_as is not None:
         return True
     asked = _TYPE_ATTRIBUTES
@@ -1139,6 +1141,8 @@ async def _attributes_unchanged(node: Node, nt: _NodeType) -> bool:
     except (ua.UaError, TimeoutError):
         return True
     dtid = got[0].Value.Value if got[0].Value is not None and _is_good(got[0].StatusCode) else None
+    if dtid is None and not bad_is_change:
+        return True
     return isinstance(dtid, ua.NodeId) and (dtid.to_string(), *_shape_stated(got)) == (
         nt.data_type,
         nt.rank,
@@ -5691,11 +5695,13 @@ class OpcUaSource:
             log.info("%s", msg)
         return False
 
-    def _type_changed_at_write(self, node_id: str, was: _NodeType, now: _NodeType, code: int) -> None:
-        """A write answered ``code`` (``_TYPE_ANSWERS``) found ``node_id`` of another type than the one read before
-        (``was``): counted (notice ``write_type_changed``) and said at INFO; the value is judged by ``now``."""
+    def _type_changed_at_write(self, node_id: str, was: _NodeType, now: _NodeType, code: int | None) -> None:
+        """A write answered ``code`` (``_TYPE_ANSWERS``), or the Read of an unwatched target's attributes before it
+        (None), found ``node_id`` of another type than the one read before (``was``): counted (notice
+        ``write_type_changed``) and said at INFO; the value is judged by ``now``."""
+        how = f"answered {code_name(code)}" if code is not None else "read before a write (not watched)"
         msg = (
-            f"opcua source {self.name}: write target {node_id} answered {code_name(code)}: its type changed since "
+            f"opcua source {self.name}: write target {node_id} {how}: its type changed since "
             f"it was read ({was.shown}, DataType {was.data_type} -> {now.shown}, DataType {now.data_type}: a PLC "
             "download); the value is judged by the type it has now, never sent again as converted for the old one"
         )
@@ -6643,9 +6649,25 @@ class OpcUaSource:
                             self._type_again_later(node, node_id, nt)
                         else:
                             nt, cached = await self._type_again(node, node_id, nt)
+                    was = None
+                    if (
+                        nt is not None
+                        and cached
+                        and not again
+                        and not beat
+                        and node.nodeid not in self._target_nodes
+                        and not await _attributes_unchanged(node, nt, bad_is_change=False)
+                    ):
+                        # a target not watched: a download that retyped it within the hold was seen only by the
+                        # server's answer, and a lenient server converted what it was sent without one (an INT's -1
+                        # stored as a USINT's 255): one Read of its DataType, ValueRank and ArrayDimensions a write
+                        self._types.pop(node_id, None)
+                        was, nt, cached = nt, None, False
                     token = self._types.token(node_id)  # a replace below is stored only if not dropped since
                     if nt is None:
                         nt = await self._types.read(node, node_id, self._props_unread)
+                        if was is not None and nt != was:
+                            self._type_changed_at_write(node_id, was, nt, None)
                     elif (
                         cached
                         and nt.vtype is ua.VariantType.Variant

@@ -425,13 +425,11 @@ async def test_a_number_node_refused_for_the_type_it_held_is_judged_by_what_it_h
         await srv.stop()
 
 
-async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_is_judged_by_the_new_type():
-    """A download makes an INT write target a SINT within its type's hold (not watched: no notice); the gateway
-    converts what it is sent to the node's DataType and answers BadOutOfRange past it. The former code took the
-    answer as the value out of the node's limits and kept the INT: every later 300 went out as an INT again (and
-    every value as an INT) until the hold ended. Now the type is read again once, the change counted, and the
-    value judged by the SINT: 300 refused by the agent, never sent again; 50 goes out as a SINT."""
-    port = free_port()
+async def _converting_plc(port: int, silent: list[bool]):
+    """A started PLC whose writable Int16 node ``Set`` a download may retype within the session (``retype``), on a
+    gateway converting what it is sent to the node's DataType: past the new type's range it answers BadOutOfRange, or,
+    ``silent``, stores the value wrapped into it with no status (an INT's -1 stored as a USINT's 255). (server, node id,
+    retype, the values the write requests carried)."""
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
     setpoint = await obj.add_variable(ua.NodeId("Set", idx), "Set", ua.Variant(0, ua.VariantType.Int16))
     await setpoint.set_writable()
@@ -443,16 +441,42 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
             vt = ua.VariantType(
                 aspace.read_attribute_value(nodeid, ua.AttributeIds.DataType).Value.Value.Identifier
             )
-            if vt is ua.VariantType.SByte and dv.Value.VariantType is not vt:
-                if not -128 <= dv.Value.Value <= 127:
+            if vt in (ua.VariantType.SByte, ua.VariantType.Byte) and dv.Value.VariantType is not vt:
+                lo = -128 if vt is ua.VariantType.SByte else 0
+                v = dv.Value.Value
+                if silent[0]:
+                    v = (v - lo) % 256 + lo
+                elif not lo <= v <= lo + 255:
                     return ua.StatusCode(ua.StatusCodes.BadOutOfRange)
-                dv = ua.DataValue(ua.Variant(int(dv.Value.Value), vt))
+                dv = ua.DataValue(ua.Variant(int(v), vt))
         return await stored(nodeid, attr, dv)
+
+    async def retype(vt: ua.VariantType) -> None:
+        """The download: ``Set`` made of type ``vt``, holding 0 of it."""
+        await setpoint.write_attribute(
+            ua.AttributeIds.DataType, ua.DataValue(ua.Variant(ua.NodeId(vt.value), ua.VariantType.NodeId))
+        )
+        held = aspace._nodes[setpoint.nodeid].attributes[ua.AttributeIds.Value]
+        held.value = ua.DataValue(ua.Variant(0, vt))
 
     aspace.write_attribute_value = converting
     sent = await _sent_to(srv, idx)
     await srv.start()
-    node_id = f"ns={idx};s=Set"
+    return srv, f"ns={idx};s=Set", retype, sent
+
+
+async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_is_judged_by_the_new_type():
+    """A download makes an INT write target a SINT within its type's hold (not watched: no notice); the gateway
+    converts what it is sent to the node's DataType and answers BadOutOfRange past it. The former code took the
+    answer as the value out of the node's limits and kept the INT: every later 300 went out as an INT again (and
+    every value as an INT) until the hold ended. A target not watched now has its attributes read before each write:
+    the change is counted and the value judged by the SINT: 300 refused by the agent, never sent; 50 goes out as a
+    SINT. A second download makes it a USINT on a gateway that then stores what it is sent converted, wrapped, with
+    no status: -1, judged by the type read before, went out as that type and the PLC read 255; now refused naming
+    the USINT, never sent; 7 goes out as a Byte."""
+    port = free_port()
+    silent = [False]
+    srv, node_id, retype, sent = await _converting_plc(port, silent)
     settings = _config(port).sources["plc"].model_copy(update={"watch_write_targets": False})
     src = OpcUaSource("plc", settings)
     src.expect_writes([(node_id, 1)])
@@ -460,25 +484,26 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
     try:
         await until(lambda: src.state.value == "connected", 10, "the source connected")
         await src.write(node_id, 100)
-        # the download: a SINT now, holding a SINT
-        await setpoint.write_attribute(
-            ua.AttributeIds.DataType,
-            ua.DataValue(ua.Variant(ua.NodeId(ua.ObjectIds.SByte), ua.VariantType.NodeId)),
-        )
-        held = aspace._nodes[setpoint.nodeid].attributes[ua.AttributeIds.Value]
-        held.value = ua.DataValue(ua.Variant(0, ua.VariantType.SByte))
+        await retype(ua.VariantType.SByte)  # the download: a SINT now, holding a SINT
         for _ in range(2):
             with pytest.raises(OpcUaTypeMismatch, match=r"is SByte; cannot write 300 \(int\): out of range"):
                 await src.write(node_id, 300)
         await src.write(node_id, 50)
         assert src.notices.counts.get("write_type_changed") == 1, src.notices.counts
+        silent[0] = True
+        await retype(ua.VariantType.Byte)
+        with pytest.raises(OpcUaTypeMismatch, match=r"is Byte; cannot write -1 \(int\): out of range"):
+            await src.write(node_id, -1)  # before: written as a SINT, stored as 255
+        await src.write(node_id, 7)
+        assert src.notices.counts.get("write_type_changed") == 2, src.notices.counts
     finally:
         await src.stop()
         await srv.stop()
     writes = [(v.VariantType, v.Value) for n, v in sent if v.VariantType is not ua.VariantType.NodeId]
-    # before: (Int16, 300) twice and (Int16, 50)
+    # before 28f81740: (Int16, 300) twice and (Int16, 50); before the attributes' Read: (Int16, 300) once, and
+    # (SByte, -1) stored as 255
     assert writes == [
         (ua.VariantType.Int16, 100),
-        (ua.VariantType.Int16, 300),
         (ua.VariantType.SByte, 50),
+        (ua.VariantType.Byte, 7),
     ], writes
