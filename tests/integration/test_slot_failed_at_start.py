@@ -624,6 +624,55 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
     assert found == {shape: held for shape, (_, held) in shapes.items()}
 
 
+def test_the_watchdog_hold_judges_a_node_two_pipelines_write_by_what_the_other_leaves_there(tmp_path):
+    """Two cameras on one station writing one reject node: the failed one's true for an unjudged part stands only
+    where the other leaves nothing else there for its OK parts (a level gate without reset_value: runs); an on_change
+    gate writes its reset false as its own parts turn OK, after the unjudged part's true (held), as a pass or a code
+    on OK parts does. (The rule the real-PLC test above runs for one shape.)"""
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
+    (tmp_path / "frames").mkdir()
+    ng_or_unsure = {"verdict": {"in": ["NG", "UNSURE"]}}
+    reject = {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=Reject", "when": ng_or_unsure}
+    shapes = {  # the other pipeline's action on the node -> held
+        "the same level gate": ({}, False),
+        "the same gate on_change": ({"mode": "on_change"}, True),
+        "a level gate with reset_value false": ({"reset_value": False}, True),
+        "false on OK parts": ({"value": False, "when": {"verdict": "OK"}}, True),
+        "true on NG parts only": ({"when": {"verdict": "NG"}}, False),
+    }
+    found = {}
+    for shape, (theirs, _) in shapes.items():
+        cfg = parse_config(
+            {
+                "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
+                "trusted_keys": [str(pub)],
+                "sources": {
+                    "plc": {
+                        "type": "opcua",
+                        "endpoint": "opc.tcp://127.0.0.1:4840/plc/",
+                        "heartbeat": {"node_id": "ns=2;s=Life", "period_ms": 100},
+                    },
+                    "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5},
+                    "cam2": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5},
+                },
+                "models": {
+                    "vision": {"package": str(tmp_path / "vision.edgepkg")},
+                    "vision2": {"package": str(tmp_path / "vision.edgepkg")},
+                },
+                "actions": {"reject": reject, "theirs": {**reject, **theirs}},
+                "pipelines": [
+                    {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]},
+                    {"name": "other", "source": "cam2", "model": "vision2", "actions": ["theirs"]},
+                ],
+            },
+            "agent.yaml",
+            str(tmp_path),
+        )
+        found[shape] = "inspect" in {p.name for p in Agent(cfg)._writing_through("plc")}
+    assert found == {shape: held for shape, (_, held) in shapes.items()}
+
+
 @pytest.mark.parametrize("pipeline", ["camera", "windowed"])
 async def test_a_package_of_the_other_kind_is_refused_into_a_pipelines_failed_slot(tmp_path, pipeline):
     """A pipeline's slot failed at the start (a fleet-fed slot with no package yet) took a model of the other kind
