@@ -321,6 +321,9 @@ class _Node:
     # would otherwise be reborn whole at every rebirth_min_interval_s
     undeclared_asked: bool = False
     seq_said: bool = False  # a seq of it past 255 was said (``SparkplugHost._seq_range``): later ones counted
+    seq_none_said: bool = (
+        False  # a message of it without a seq was said (``SparkplugHost._check_seq``): counted
+    )
     # an NBIRTH of it whose seq was not 0 was said (``SparkplugHost._birth_seq``): later ones counted
     birth_seq_said: bool = False
     # a rebirth was asked for data by an alias its births did not give (``_readings``), and no data message of it
@@ -2608,6 +2611,20 @@ class SparkplugHost:
         again, however long its data had run in sequence since. A repeated seq (a redelivery) lost nothing. The
         data is still used."""
         if seq is None:
+            # Sparkplug numbers every message but an NDEATH: without one a message lost cannot be seen (nor a
+            # rebirth asked for it); read, and said, once per node (a node whose library sends none at every one)
+            self._node_notice(
+                "message_without_seq",
+                t,
+                node.seq_none_said,
+                lambda: (
+                    f"sparkplug: {_shown(t.group, t.edge_node)}: its {t.message_type.value} holds no seq (Sparkplug "
+                    "numbers every message but NDEATH, 0 to 255): read, but a message of it lost (QoS 0 data a broker "
+                    "drops for a slow subscriber) cannot be seen, nor a rebirth asked for it; each such message "
+                    "counted; set the node's Sparkplug library to send seq"
+                ),
+            )
+            node.seq_none_said = True
             return
         if node.budget_skipped:  # this host skipped its messages (inflate budget): no gap of the node's
             node.budget_skipped, node.seq = False, seq

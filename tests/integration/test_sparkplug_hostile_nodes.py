@@ -21,6 +21,7 @@ from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
 from tests.integration.test_sparkplug_compressed import _consume, _ready
 from tests.integration.test_sparkplug_rebirth_requests import _asker
+from tests.support.sparkplug_pb import pb_metric
 from tests.support.waits import until
 
 D = sp.DataType
@@ -613,3 +614,21 @@ async def test_an_nbirth_without_a_bdseq_is_read_and_said_once_per_node(mosquitt
     assert counts.get("birth_without_bdseq") == 2, counts  # before: none
     assert "g/n1" in src.notices.messages["birth_without_bdseq"]
     assert _values(got, "n1/Temp") == [20.0, 20.0] and _values(got, "n2/Temp") == [20.0]
+
+
+async def test_data_without_a_seq_is_read_and_said_once_per_node(mosquitto):
+    """Sparkplug numbers every message but an NDEATH; a node whose library sends no seq had its data read with no
+    sequence check, a message lost unseen (no rebirth asked), unsaid. It is read still, and said: each such message
+    counted (message_without_seq), one line per node."""
+    async with _host(mosquitto.port) as (src, got, asked, pub):
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", 1, D.DOUBLE, 20.0)), qos=1)
+        for v in (21.0, 22.0):
+            data = sp._pb().Payload()
+            data.timestamp = int(time.time() * 1000)  # no seq
+            pb_metric(data, alias=1, double_value=v)
+            pub.publish("spBv1.0/g/NDATA/n1", data.SerializeToString(), qos=1)
+        await until(lambda: 22.0 in _values(got, "n1/Temp"), 10, "the data read")
+        counts = dict(src.notices.counts)
+    assert counts.get("message_without_seq") == 2, counts  # before: none
+    assert "g/n1" in src.notices.messages["message_without_seq"]
+    assert _values(got, "n1/Temp") == [20.0, 21.0, 22.0] and asked == []
