@@ -203,20 +203,6 @@ RECORD_COUNTS_REOPENED = """CREATE TRIGGER IF NOT EXISTS record_counts_reopened 
   UPDATE record_counts SET first_received = 0
     WHERE tenant = NEW.tenant AND agent = NEW.agent AND epoch = NEW.epoch AND kind = NEW.kind;
 END"""
-# one-time repairs of a fleet.db, each run at an open in a transaction with its row in ``store_repairs`` (its name):
-# a file of before one gets it at its next open, and later opens look the names up only (the statements are idempotent
-# anyway). PostgreSQL's are in its numbered migrations
-STORE_REPAIRS = "CREATE TABLE IF NOT EXISTS store_repairs (name TEXT PRIMARY KEY, applied REAL NOT NULL)"
-SQLITE_REPAIRS = (
-    # epochs retention emptied (first_received inf) that a service of before first_received counted records into
-    # before RECORD_COUNTS_REOPENED was in the file: no pass read them again, their records were kept for good
-    # (PostgreSQL migration 0028's UPDATE). Through ``record_counts_by_age``: its inf entries only (one per emptied
-    # epoch and kind: 100,000 in 18 ms here, once a file: bench/fleet_sqlite_repair_bench.py)
-    (
-        "record_counts_reopened",
-        "UPDATE record_counts SET first_received = 0 WHERE first_received > 1e308 AND records > 0",
-    ),
-)
 # per agent and kind: its records stored in all, kept from ``record_counts`` by triggers (whoever writes that table: a
 # service of before them too), so that an agent's stats (the console's agents view, every few seconds per agent, and
 # IngestStats) read a row per kind, not one per epoch: an agent opening an epoch each 10 s for a month (259,200) took
@@ -359,6 +345,31 @@ DROP_CAUSES = {
     EventKind.OUTBOX_REFUSED: "refused",
     EventKind.OUTBOX_DAMAGED: "damaged",
 }
+# a drop event's range ending at seq 0 written as an epoch's end (``SQLITE_REPAIRS``)
+_TOLD_END = "last = 0 AND cause IN ({})".format(
+    ", ".join(f"'{c}'" for c in sorted(set(DROP_CAUSES.values())))
+)
+GAPS_TOLD_ENDS = f"""UPDATE ingest SET loss_rows = NULL WHERE EXISTS (SELECT 1 FROM gaps g WHERE g.tenant = ingest.tenant
+  AND g.agent = ingest.agent AND g.{_TOLD_END.replace("cause", "g.cause")});
+DELETE FROM gaps WHERE {_TOLD_END};
+"""
+# one-time repairs of a fleet.db, each run at an open in a transaction with its row in ``store_repairs`` (its name):
+# a file of before one gets it at its next open, and later opens look the names up only (the statements are idempotent
+# anyway). PostgreSQL's are in its numbered migrations
+STORE_REPAIRS = "CREATE TABLE IF NOT EXISTS store_repairs (name TEXT PRIMARY KEY, applied REAL NOT NULL)"
+SQLITE_REPAIRS = (
+    # epochs retention emptied (first_received inf) that a service of before first_received counted records into
+    # before RECORD_COUNTS_REOPENED was in the file: no pass read them again, their records were kept for good
+    # (PostgreSQL migration 0028's UPDATE). Through ``record_counts_by_age``: its inf entries only (one per emptied
+    # epoch and kind: 100,000 in 18 ms here, once a file: bench/fleet_sqlite_repair_bench.py)
+    (
+        "record_counts_reopened",
+        "UPDATE record_counts SET first_received = 0 WHERE first_received > 1e308 AND records > 0",
+    ),
+    # a drop event's range ending at seq 0, written as an epoch's end (last 0) of a drop cause before ``_note_loss``
+    # took ranges from seq 1 only (PostgreSQL migration 0031): deleted, its agent's loss rows counted again
+    ("gaps_told_ends", GAPS_TOLD_ENDS),
+)
 
 
 INT64_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL (BIGINT) hold
@@ -2758,7 +2769,7 @@ class SQLiteStore(SQLStore):
                 continue
             run("BEGIN IMMEDIATE")
             try:
-                n = run(statement).rowcount
+                n = sum(run(one).rowcount for one in _statements(statement))
                 run("INSERT INTO store_repairs (name, applied) VALUES (?, ?)", (name, time.time()))
                 run("COMMIT")
             except BaseException:

@@ -531,3 +531,39 @@ def test_a_told_range_ending_at_seq_0_or_starting_at_it_is_never_an_epochs_end(s
     assert _one_pass(store, 2000.0)["records"] == 3
     assert [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw1", tenant="acme")] == listed
     assert store.stats("gw1", tenant="acme")["epochs_24h"] == 0
+
+
+def test_an_epochs_end_written_from_a_told_range_ending_at_seq_0_is_deleted_once(store, tmp_path):
+    """Such ends written before (a drop cause, last 0) go at the next start: PostgreSQL migration 0031, a fleet.db's
+    repair ``gaps_told_ends``; the agent's loss rows are counted again; real ends stay."""
+    from cloud_trainer.fleet.store import SQLiteStore, open_store
+
+    drop = {"kind": "outbox_budget", "epoch": 1, "ranges": [[2, 4]]}
+    store.ingest(
+        "gw1",
+        [rec(1, epoch=1), rec(8, epoch=1), rec(9, epoch=1, kind="event", payload=json.dumps(drop))],
+        tenant="acme",
+    )
+    store.ingest("gw1", [rec(1, epoch=2)], tenant="acme")  # (epoch 1's real end)
+    listed = store.gaps("gw1", tenant="acme")
+    with store._tx() as ex:  # what the service wrote for a range [5, 0] told in epoch 1 before
+        ex(
+            store.q(
+                "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) "
+                "VALUES ('acme', 'gw1', 1, 5, 0, 'budget', 1)"
+            )
+        )
+        ex(store.q("UPDATE ingest SET loss_rows = 2 WHERE agent = 'gw1'"))
+        if isinstance(store, SQLiteStore):
+            ex("DELETE FROM store_repairs WHERE name = 'gaps_told_ends'")
+        else:
+            ex("DELETE FROM schema_version WHERE version = 31")
+    assert store.gaps("gw1", tenant="acme") != listed
+    store.close()
+    store = SQLiteStore(store.path) if isinstance(store, SQLiteStore) else open_store(store.url, tmp_path)
+    try:
+        assert store.gaps("gw1", tenant="acme") == listed
+        with store._tx(write=False) as ex:
+            assert ex(store.q("SELECT loss_rows FROM ingest WHERE agent = 'gw1'")).fetchone()[0] is None
+    finally:
+        store.close()
