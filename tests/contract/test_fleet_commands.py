@@ -414,56 +414,18 @@ def test_migration_0017_lets_an_older_replica_write_and_read_commands_while_its_
     reads them at each heartbeat: 0017 built its three indexes inside its transaction, each SHARE lock (waiting for a
     write under way, then held for the build) stopping every later write to ``commands``, and its DROP of the former
     index every read too, until it committed. Built and dropped CONCURRENTLY outside a transaction, both go on."""
-    import shutil
-    import threading
-
     import psycopg
 
-    from cloud_trainer.fleet.store_pg import MIGRATIONS, migrate, migration_files
+    from tests.support.postgres import upgrade_beside_an_open_write
 
-    older = tmp_path / "older"
-    older.mkdir()
-    for version, path in migration_files():
-        if version < 17:
-            shutil.copy(path, older / path.name)
     row = (
         "INSERT INTO commands (tenant, id, agent, kind, pipeline, reason, issued_at, issued_by, state, generation) "
         "VALUES ('default', %s, 'gw1', 'baseline_relearn', 'pump', '', 1, 'admin', 'pending', 1)"
     )
     read = "SELECT count(*) FROM commands WHERE tenant = 'default' AND agent = 'gw1' AND state = 'pending'"
-    with (
-        psycopg.connect(postgres_url, autocommit=True) as admin,
-        psycopg.connect(postgres_url) as writing,
-        psycopg.connect(postgres_url) as later,
-    ):
-        migrate(admin, older)
-        writing.execute(row, ("c1",))  # an older replica's command under way (its transaction open)
-        done: list = []
-
-        def upgrading() -> None:
-            with psycopg.connect(postgres_url, autocommit=True) as conn:
-                done.append(migrate(conn, MIGRATIONS))
-
-        upgrade = threading.Thread(target=upgrading)
-        upgrade.start()
-        try:
-            for _ in range(600):  # until the first build waits for that write
-                waiting = admin.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%commands_pending%' "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                ).fetchone()[0]
-                if waiting:
-                    break
-                threading.Event().wait(0.05)
-            assert waiting, "the migration never reached the index build"
-            later.execute("SET lock_timeout = '500ms'")
-            later.execute(row, ("c2",))  # the next write and a heartbeat's read: they go on
-            assert later.execute(read).fetchone()[0] == 1
-            later.commit()
-        finally:
-            writing.commit()
-            upgrade.join(60)
-        assert done and 17 in done[0]
+    applied, pending = upgrade_beside_an_open_write(postgres_url, tmp_path, 17, row, "commands_pending", read)
+    assert 17 in applied and pending == 1  # (the later write's own, the first not committed yet)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
         got = admin.execute(
             "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE c.relname = ANY(%s) ORDER BY c.relname",

@@ -1182,51 +1182,14 @@ def test_the_loss_index_is_built_while_an_older_replica_writes_gaps(postgres_url
     """Migration 0022 built its index inside the migration's transaction: its SHARE lock, waiting for a write under
     way and then held for the build, stopped every later write to ``gaps`` (2.7 s at 2 M rows; an older replica's
     batches refused after their 2 s lock wait). Built CONCURRENTLY outside a transaction, writes go on."""
-    import shutil
-    import threading
-
     import psycopg
 
-    from cloud_trainer.fleet.store_pg import MIGRATIONS, migrate, migration_files
+    from tests.support.postgres import upgrade_beside_an_open_write
 
-    older = tmp_path / "older"
-    older.mkdir()
-    for version, path in migration_files():
-        if version < 22:
-            shutil.copy(path, older / path.name)
     row = "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES ('default', %s, 1, 1, 2, 'budget', 1)"
-    with (
-        psycopg.connect(postgres_url, autocommit=True) as admin,
-        psycopg.connect(postgres_url) as writing,
-        psycopg.connect(postgres_url) as later,
-    ):
-        migrate(admin, older)
-        writing.execute(row, ("gw1",))  # a batch of an older replica under way (its transaction open)
-        done: list = []
-
-        def upgrading() -> None:
-            with psycopg.connect(postgres_url, autocommit=True) as conn:
-                done.append(migrate(conn, MIGRATIONS))
-
-        upgrade = threading.Thread(target=upgrading)
-        upgrade.start()
-        try:
-            for _ in range(600):  # until the build waits for that batch
-                waiting = admin.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%gaps_losses_by_t%' "
-                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                ).fetchone()[0]
-                if waiting:
-                    break
-                threading.Event().wait(0.05)
-            assert waiting, "the migration never reached the index build"
-            later.execute("SET lock_timeout = '500ms'")
-            later.execute(row, ("gw2",))  # the next batch: it went on
-            later.commit()
-        finally:
-            writing.commit()
-            upgrade.join(60)
-        assert done and 22 in done[0]
+    applied, _ = upgrade_beside_an_open_write(postgres_url, tmp_path, 22, row, "gaps_losses_by_t")
+    assert 22 in applied
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
         valid = admin.execute(
             "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE c.relname = 'gaps_losses_by_t'"

@@ -136,3 +136,61 @@ def postgres_url(postgres_server):
     yield f"{postgres_server}/{name}"
     with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def upgrade_beside_an_open_write(
+    url: str, tmp_path: Path, version: int, write: str, building: str, read: str | None = None
+) -> tuple[list[int], object]:
+    """An older replica's database (migrated up to ``version`` - 1) with one of its writes under way (``write``, its
+    one parameter 'first', its transaction open), the upgrade to the newest migrations started in a thread and waited
+    for until it waits on a lock in a statement naming ``building``; then another write (parameter 'later', with a
+    ``lock_timeout`` of 500 ms: ``LockNotAvailable`` if it waits behind the migration) and ``read`` are made. Returns
+    (the versions the upgrade applied, ``read``'s first value)."""
+    import threading
+
+    import psycopg
+
+    from cloud_trainer.fleet.store_pg import MIGRATIONS, migrate, migration_files
+
+    older = tmp_path / f"older_{version}"
+    older.mkdir()
+    for v, path in migration_files():
+        if v < version:
+            shutil.copy(path, older / path.name)
+    done: list = []
+    got = None
+    with (
+        psycopg.connect(url, autocommit=True) as admin,
+        psycopg.connect(url) as writing,
+        psycopg.connect(url) as later,
+    ):
+        migrate(admin, older)
+        writing.execute(write, ("first",))
+
+        def upgrading() -> None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                done.append(migrate(conn, MIGRATIONS))
+
+        upgrade = threading.Thread(target=upgrading)
+        upgrade.start()
+        try:
+            for _ in range(600):  # until the upgrade waits for that write
+                waiting = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND wait_event_type = 'Lock' "
+                    "AND pid <> pg_backend_pid()",
+                    (f"%{building}%",),
+                ).fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+            assert waiting, f"the migration never reached {building}"
+            later.execute("SET lock_timeout = '500ms'")
+            later.execute(write, ("later",))
+            if read is not None:
+                got = later.execute(read).fetchone()[0]
+            later.commit()
+        finally:
+            writing.commit()
+            upgrade.join(60)
+    assert done, "the upgrade did not finish"
+    return done[0], got
