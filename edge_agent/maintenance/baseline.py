@@ -301,6 +301,10 @@ SPEED_FIT_FACTOR = 0.75
 # commissioning, NG else): not done. Two generators (a fan, a VFD blower), 3 seeds, commissioned in random and in rising speed order: no fault window lost, no healthy window NG
 # added (7 and 2 of 636, before and after), imbalance x3 NG 0 -> 16-48 of 48 windows (a generator, an order)
 LEVEL_MIN_RISE = 5.0
+# a speed band's own statistics judge speeds up to this factor beyond the band's (the relative scoring takes the level's
+# change); further off, by the levels against the speed (``speed_levels``) or not at all: healthy fans, blowers and
+# pumps commissioned mostly at one speed read NG from 1.7x that band's speed on, none within 1.6x
+BAND_REACH = 1.5
 _SHAFT_ORDERS = tuple(0.5 * k for k in range(1, 21))  # 0.5x-10x: a looseness lifts half orders and harmonics
 _UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
     (9.80665, "m/s2 read as g?"),
@@ -386,6 +390,12 @@ def _text(v: Any, allowed: tuple[str, ...] | None = None) -> str:
     return v
 
 
+def _flag(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"{type(v).__name__}, not true or false")
+    return v
+
+
 def _numbers(v: Any, size: int | None = None) -> list[float]:
     if not isinstance(v, list) or (size is not None and len(v) != size):
         raise TypeError(
@@ -439,6 +449,7 @@ def _fields(d: dict) -> dict[str, Any]:
         ),
         "level_threshold": _threshold,
         "level_spans_hz": lambda v: [tuple(_finite(r, 2).tolist()) for r in v] if v else None,
+        "bands_pooled": lambda v: None if v is None else _flag(v),
     }
     defaults: dict[str, Any] = {"reason": "", "orders": True, "outliers": 0, "bands": {}}
     defaults |= {k: [] for k in ("temps", "floors", "steps", "rows", "speeds")}
@@ -980,6 +991,9 @@ class Baseline:
         # commissioned ones, the range's bottom included); None: learned before it (the pooled statistics alone)
         self.level_threshold: float | None = None
         self.level_spans: list[tuple[float, float]] | None = None
+        # whether ``bands`` holds one entry of statistics pooled over every commissioned speed (no band had
+        # MIN_BAND_WINDOWS of its own) or each band's own; None: learned before the record (``_off_bands``)
+        self.bands_pooled: bool | None = None
         # the learned windows' ``quantisation_step`` (None: not quantised)
         self.steps: list[float | None] = []
         # the ADC's step the machine was commissioned on (``quantisation_levels``); None: not quantised, or
@@ -1051,6 +1065,7 @@ class Baseline:
             ),
             "level_threshold": self.level_threshold,
             "level_spans_hz": None if self.level_spans is None else [list(r) for r in self.level_spans],
+            "bands_pooled": self.bands_pooled,
             "steps": self.steps if self.state == "learning" else [],
             "quant_step": self.quant_step,
             "rows": self.rows if self.state == "learning" else [],
@@ -1867,7 +1882,9 @@ class Baseline:
         ):
             # over both thresholds: the levels' own (out-of-fold) and the pooled one, and LEVEL_MIN_RISE
             zl = level_rise(row, at, self.speed_levels[2], self._band_stats(speed_hz)[1])[0]
-            zl *= self.threshold / max(self.threshold, self.level_threshold, LEVEL_MIN_RISE)
+            # (a speed off every band's own statistics: the pooled threshold is of windows judged by another speed's)
+            pooled = 0.0 if level_only and self._off_bands(speed_hz) else self.threshold
+            zl *= self.threshold / max(pooled, self.level_threshold, LEVEL_MIN_RISE)
             return zl if level_only else np.maximum(z, zl)
         return z
 
@@ -2184,7 +2201,22 @@ class Baseline:
         m, sc, _ = self.bands[near]
         if self.speed_spans is None:  # learned before the record: a band beyond the nearest's neighbours
             return m, sc, abs(near - _band(speed_hz, self.s.speed_band_pct)) > 1
+        if self._off_bands(speed_hz):
+            # the nearest band's statistics are its own speeds' (no band of this speed's own, nor pooled ones): a
+            # drive commissioned 28 of 40 windows at 900-960 rpm judged its healthy 2,950 rpm by them, NG 6 of 6 and
+            # 50-270 alarms a machine-day. The levels against the speed judge it where they cover it, else nothing
+            return m, sc, True
         return m, sc, not self._near_spans(self.speed_spans, speed_hz)
+
+    def _off_bands(self, speed_hz: float) -> bool:
+        """Whether ``speed_hz`` lies more than ``BAND_REACH`` times beyond the speeds of the nearest band whose
+        statistics are that band's own (``bands_pooled`` False; a file learned before it: known own where it holds
+        two bands or more, the pooled entry being alone, else pooled, the former rule)."""
+        if not (self.bands_pooled is False or (self.bands_pooled is None and len(self.bands) >= 2)):
+            return False
+        step = 1.0 + self.s.speed_band_pct / 100.0
+        near = self._near_band(speed_hz)
+        return not step**near / BAND_REACH <= speed_hz <= step ** (near + 1) * BAND_REACH
 
     def _finish(self) -> None:
         x = np.asarray(self.rows)
@@ -2265,6 +2297,7 @@ class Baseline:
         med_all, sc_all = _stats(x)
         top = int(np.bincount(bands - bands.min()).argmax() + bands.min())
         self.bands[top] = (med_all, sc_all, len(x))
+        self.bands_pooled = int((bands == top).sum()) < MIN_BAND_WINDOWS  # else ``top`` gets its own below
         if fl is not None:
             self.floor_bands[top] = float(np.median(fl))
         for b in np.unique(bands):
