@@ -3518,7 +3518,7 @@ class OpcUaSource:
 
     def _server_fault(self, why: str) -> None:
         """A faulty answer of the server's that the session works around (``_split_operations``: a Read answered with
-        fewer results than nodes asked), counted and said once (notice ``read_results_missing``)."""
+        fewer results than nodes asked; ``_subscribe_alone``), counted and said once (notice ``read_results_missing``)."""
         self.notices.note("read_results_missing", "opcua source %s: %s", self.name, why)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -5172,6 +5172,8 @@ class OpcUaSource:
                         )
                     except ua.UaStatusCodeError as e:
                         results.append(ua.StatusCode(e.code))
+            if len(results) != len(nodes):
+                results = await self._subscribe_alone(into, nodes, results, sampling_ms, queue_size)
             for node, r in zip(nodes, results, strict=True):
                 if isinstance(r, int):
                     self._items[node.nodeid] = (r, sampling_ms, queue_size)
@@ -5187,6 +5189,42 @@ class OpcUaSource:
         if full:
             self._items_full = True
             self._server_full(full, sum(len(nodes) for nodes in groups.values()))
+
+    async def _subscribe_alone(
+        self, into: Subscription, nodes: list[Node], results: list, sampling_ms: float, queue_size: int
+    ) -> list:
+        """The monitored items of ``nodes`` made again one a request, after a faulty server answered their
+        CreateMonitoredItems with another count of results (``results``): which item each result is cannot be told
+        (asyncua pairs them in order: one dropped in the middle gave the next node's values to a tag, and the source's
+        connect failed at every try, "zip() argument 2 is shorter than argument 1"). The items it named are deleted;
+        a node answered alone with nothing gets BadUnexpectedError (named in ``node_errors``). Counted (notice
+        ``read_results_missing``)."""
+        self._server_fault(
+            f"the server answered a CreateMonitoredItems of {len(nodes)} item(s) with {len(results)} result(s) (a "
+            "server fault); each node subscribed again alone"
+        )
+        made = [r for r in results if isinstance(r, int) and not isinstance(r, bool)]
+        if made:
+            with contextlib.suppress(ua.UaError, TimeoutError):
+                await into.unsubscribe(made)
+        out: list = []
+        for node in nodes:
+            try:
+                got = await into.subscribe_data_change(
+                    [node], sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
+                )
+            except ua.UaStatusCodeError as e:
+                got = [ua.StatusCode(e.code)]
+            if len(got) != 1:
+                self._server_fault(
+                    f"the server answered a CreateMonitoredItems of {node.nodeid.to_string()} alone with {len(got)} result(s)"
+                )
+                with contextlib.suppress(ua.UaError, TimeoutError):
+                    if made := [r for r in got if isinstance(r, int) and not isinstance(r, bool)]:
+                        await into.unsubscribe(made)
+                got = [ua.StatusCode(ua.UInt32(ua.StatusCodes.BadUnexpectedError))]
+            out.append(got[0])
+        return out
 
     def _server_full(self, full: list[tuple[str, str]], asked: int) -> None:
         """Nodes the server refused a monitored item because it holds no more (its limit on monitored
