@@ -6687,20 +6687,22 @@ class OpcUaSource:
                             self._type_again_later(node, node_id, nt)
                         else:
                             nt, cached = await self._type_again(node, node_id, nt)
-                    was = None
+                    was, checked = None, False
                     if (
                         nt is not None
                         and cached
                         and not again
                         and not beat
                         and node.nodeid not in self._target_nodes
-                        and not await _attributes_unchanged(node, nt, bad_is_change=False)
                     ):
                         # a target not watched: a download that retyped it within the hold was seen only by the
                         # server's answer, and a lenient server converted what it was sent without one (an INT's -1
                         # stored as a USINT's 255): one Read of its DataType, ValueRank and ArrayDimensions a write
-                        self._types.pop(node_id, None)
-                        was, nt, cached = nt, None, False
+                        # (a refusal of this write after it does not Read them again)
+                        checked = await _attributes_unchanged(node, nt, bad_is_change=False)
+                        if not checked:
+                            self._types.pop(node_id, None)
+                            was, nt, cached = nt, None, False
                     token = self._types.token(node_id)  # a replace below is stored only if not dropped since
                     if nt is None:
                         nt = await self._types.read(node, node_id, self._props_unread)
@@ -6751,7 +6753,7 @@ class OpcUaSource:
                             and not _refused_by_held(nt, value, node_id)
                             and (
                                 not self._type_confirmed(node_id, nt, "agent")
-                                or not await _attributes_unchanged(node, nt)
+                                or (not checked and not await _attributes_unchanged(node, nt))
                             )
                         ):
                             self._types.pop(node_id, None)
@@ -6792,7 +6794,7 @@ class OpcUaSource:
                         # a BadTypeMismatch after one Read finds the node's attributes unchanged (a download that made
                         # an INT holding a REAL a REAL had its writes refused, naming the INT, until the minute ended)
                         if self._type_confirmed(node_id, nt, "mismatch" if mismatch else None) and (
-                            not mismatch or await _attributes_unchanged(node, nt)
+                            not mismatch or checked or await _attributes_unchanged(node, nt)
                         ):
                             # read again for a refusal and found unchanged within _CONFIRMED_HOLD_S: a node refused
                             # for good (a Boolean holding an INT) cost a type read (a Read and a Browse) at each
