@@ -2076,6 +2076,7 @@ class SparkplugHost:
                             self._forget_named(t, node)
                         node.named[t.device] = True
                         node.expected.pop(t.device, None)
+                        node.named_before.pop(t.device, None)  # (named now: one place, not two, ``_names``)
                     self._names_sync(node)
                 self._born(t.group, t.edge_node, t.device)
 
@@ -2396,7 +2397,15 @@ class SparkplugHost:
         if len(node.devices) >= MAX_NODE_DEVICES:
             self._too_many_devices(t, node)
             return True
-        if self._names < MAX_TOTAL_DEVICES or t.device in node.named:
+        if (
+            self._names < MAX_TOTAL_DEVICES
+            or t.device in node.named
+            or t.device in node.named_before
+            or t.device in node.expected
+        ):
+            # (one of its session before, ``named_before`` or ``expected``, coming back after its node's restart:
+            # no new name; born, it leaves there, ``born``. Taken as new, a real node restarting at the bound had
+            # its own devices refused past the first half)
             return False
         # its own dead ones first (a node whose devices come and go under new names); none when it names no more
         # than its live ones (no scan: a flood of refused births at the bound pays none)
@@ -2610,6 +2619,11 @@ class SparkplugHost:
         asked the first time only, its value unseen; after three, no later restart's lost first data was asked
         again, however long its data had run in sequence since. A repeated seq (a redelivery) lost nothing. The
         data is still used."""
+        if seq is None and node.seq in _SEQ_TOPS:
+            # the 0 after a counter's top, left out by an encoder that writes no field at its default (proto3 code
+            # from Sparkplug's .proto without ``optional``: eclipse-tahu/tahu#274): taken as that 0. Said, and the
+            # next message's 1 a gap after 255, the node was told to send seq and reborn whole every 256 messages
+            seq = 0
         if seq is None:
             # Sparkplug numbers every message but an NDEATH: without one a message lost cannot be seen (nor a
             # rebirth asked for it); read, and said, once per node (a node whose library sends none at every one)

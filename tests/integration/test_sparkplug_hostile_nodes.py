@@ -632,3 +632,23 @@ async def test_data_without_a_seq_is_read_and_said_once_per_node(mosquitto):
     assert counts.get("message_without_seq") == 2, counts  # before: none
     assert "g/n1" in src.notices.messages["message_without_seq"]
     assert _values(got, "n1/Temp") == [20.0, 21.0, 22.0] and asked == []
+
+
+async def test_a_seq_0_left_out_after_255_is_taken_as_0_not_said_and_no_gap(mosquitto):
+    """An encoder that writes no field at its default (proto3 code from Sparkplug's .proto without ``optional``:
+    eclipse-tahu/tahu#274) leaves out exactly seq 0, the message after each 255: that message was said to hold no
+    seq (message_without_seq, "send seq"), and the 1 after it was a gap after 255 (seq_gap, a whole rebirth asked
+    every 256 messages). Now it is that 0: no notice, no gap, nothing asked."""
+    async with _host(mosquitto.port) as (src, got, asked, pub):
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", 1, D.DOUBLE, 0.0)), qos=1)
+        for i in range(1, 258):
+            data = sp._pb().Payload()
+            data.timestamp = int(time.time() * 1000)
+            if i % 256:  # 256: the 0, left out
+                data.seq = i % 256
+            pb_metric(data, alias=1, double_value=float(i))
+            pub.publish("spBv1.0/g/NDATA/n1", data.SerializeToString(), qos=1)
+        await until(lambda: 257.0 in _values(got, "n1/Temp"), 10, "the data read")
+        counts = dict(src.notices.counts)
+    assert "message_without_seq" not in counts, counts  # before: said
+    assert "seq_gap" not in src.stats.errors_by_reason and asked == [], (src.stats.errors_by_reason, asked)

@@ -200,3 +200,25 @@ async def test_device_names_held_by_all_nodes_together_are_bounded_a_new_devices
         pub.publish("spBv1.0/g/DBIRTH/b/b2", _birth(1, []), qos=1)
         await until(lambda: host.device_alive("g", "b", "b2"), 10, "b2 born once b's death freed names")
         assert host._names == sum(n.names_held for n in host._nodes.values()) <= 6 + 2
+
+
+async def test_a_node_restarting_at_the_total_device_bound_keeps_its_own_devices(mosquitto, monkeypatch):
+    """At a live NBIRTH a node's devices move to its session before's (``named_before``, or ``expected`` of a node
+    sharing aliases): at MAX_TOTAL_DEVICES (made 12) the births of its own devices after its restart were taken as
+    new names and refused past the first half (too_many_total_devices), their data skipped. Now a name of its
+    session before coming back is no new name."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 12)
+    temp = [sp.Metric("Temp", None, D.DOUBLE, 1.0)]
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        for node in ("r", "h"):  # 3 live devices each: 12 names held, at the bound
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth(0, [sp.Metric("bdSeq", None, D.INT64, 0)]), qos=1)
+            for i in range(3):
+                pub.publish(f"spBv1.0/g/DBIRTH/{node}/d{i}", _birth(i + 1, temp), qos=1)
+        pub.publish("spBv1.0/g/NDEATH/r", sp.death_payload(0), qos=1)  # r restarts, the same 3 devices
+        pub.publish("spBv1.0/g/NBIRTH/r", _birth(0, [sp.Metric("bdSeq", None, D.INT64, 1)]), qos=1)
+        for i in range(3):
+            pub.publish(f"spBv1.0/g/DBIRTH/r/d{i}", _birth(i + 1, temp), qos=1)
+        await until(lambda: host.births + host.devices_refused >= 12, 10, "every birth handled")
+        assert [host.device_alive("g", "r", f"d{i}") for i in range(3)] == [True] * 3, src.notices.counts
+        assert host.devices_refused == 0 and host._names == 12  # before: d2 refused
