@@ -862,9 +862,21 @@ class ModelManager:
         while len(self.declined) > MAX_DECLINED:  # a fleet sending thousands: memory stays bounded
             del self.declined[next(iter(self.declined))]
         log.warning("slot %s: desired state refused: %s", printable(d.slot, 80), why)
+        self._tell_failed_slot(d, f"was declined: {why}")
         reported = asyncio.create_task(self._report(d, "failed", False, why))
         self._tasks.add(reported)
         reported.add_done_callback(self._tasks.discard)
+
+    def _tell_failed_slot(self, d, then: str) -> None:
+        """A slot with no model (failed at its start: waiting for its first package, or its own refused) whose
+        deployment is refused before any swap (declined, a download the fleet keeps sending wrong) says so in its
+        reason (``ModelSlot.failed_refusal``): it read "waiting for the fleet's deployment" for as long as the
+        refusal stood (a version its config refuses), on /status, in ``edge-agent status`` and to the fleet."""
+        slot = self.slots.get(d.slot)
+        if (tell := getattr(slot, "failed_refusal", None)) is not None:
+            tell(
+                f"the fleet's deployment of {printable(d.package, 80)} {printable(d.version, 80)} to it {then}"
+            )
 
     async def _report(self, d, step: str, ok: bool, reason: str = "", health: dict | None = None) -> bool:
         entry = {
@@ -1274,6 +1286,7 @@ class ModelManager:
                 n = self._download_failures[d.digest] = self._download_failures.get(d.digest, 0) + 1
                 if isinstance(exc, DigestMismatch) and n >= 3:  # the fleet keeps serving other bytes: give up
                     self._refuse(d.digest, str(exc), d)
+                    self._tell_failed_slot(d, f"was refused at download: {exc}")
                     await self._report(d, "failed", False, printable(f"download: {exc}", 500))
                     return
                 wait = min(self.download_backoff_max_s, self.download_backoff_s * 2 ** (n - 1))

@@ -367,7 +367,7 @@ class ModelSlot:
         # failed only for having no package yet (none configured, none installed, none set aside): the state a
         # fleet-fed slot's first deployment fills next (``waiting_for_fleet``)
         self._first_package_due = False
-        # ``failed`` as the start set it, before a package sent to the failed slot was refused (``_refused``)
+        # ``failed`` as the start set it, before a package sent to the failed slot was refused (``failed_refusal``)
         self._failed_at_start_why: str | None = None
         # folder -> why: rollbacks whose mark the disk refused, told in a rollback_unrecorded event (its end too)
         self._unrecorded: dict[str, str] = {}
@@ -1219,8 +1219,12 @@ class ModelSlot:
         outcome = SwapOutcome(False, self.name, from_v, to_v, stage, reason, retry)
         self.last_outcome = outcome
         self.counters["swaps_refused"] += 1
-        if self.failed is not None and self._active is None and not self._starting:
-            self._failed_refusal(to_v, package, stage, reason, retry)
+        if not self._starting and not self._helpers.stopped:  # (a stop mid-swap refuses nothing)
+            sent = f"version {to_v}" if to_v is not None else f"{printable(package.name, 200)}, not verified"
+            self.failed_refusal(
+                f"the package sent to it ({sent}) was refused at {stage}: {reason}"
+                + (" (a cause of this machine: tried again)" if retry else "")
+            )
         self._say_unrecorded()  # (a refused package's mark)
         self._event(
             EventKind.SWAP_REFUSED,
@@ -1247,14 +1251,14 @@ class ModelSlot:
         )
         return outcome
 
-    def _failed_refusal(self, to_v: str | None, package: Path, stage: str, reason: str, retry: bool) -> None:
-        """A failed slot's reason once a package sent to it (the fleet's deployment) is refused: it said "no package
-        yet: waiting for the fleet's deployment" (or its configured package's refusal) as if nothing had come, the
-        refusal only under ``last_swap``; ``edge-agent status`` printed the former."""
-        sent = f"version {to_v}" if to_v is not None else f"{printable(package.name, 200)}, not verified"
-        then = f"the package sent to it ({sent}) was refused at {stage}: {reason}" + (
-            " (a cause of this machine: tried again)" if retry else ""
-        )
+    def failed_refusal(self, then: str) -> None:
+        """A failed slot's reason once a package sent to it (the fleet's deployment) is refused (``then``: what
+        and why), at the swap (``_refused``) or before any (the model manager declining the deployment: a version
+        the slot refuses, one refused here before): it said "no package yet: waiting for the fleet's deployment" (or
+        its configured package's refusal) as if nothing had come, the refusal only under ``last_swap`` (nowhere for
+        a declined one); ``edge-agent status`` printed the former. Nothing for a slot that has a model."""
+        if self.failed is None or self._active is not None:
+            return
         if self._first_package_due:
             self.failed = f"no package yet: {then}; waiting for the fleet's next deployment"
         else:

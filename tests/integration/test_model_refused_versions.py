@@ -131,3 +131,32 @@ async def test_a_version_of_a_number_past_18_digits_can_be_refused(tmp_path, pkg
     await s.stop()
     with pytest.raises(ValidationError, match=r"refused_versions\s+.*'1\.0\.9x' is not a semantic version"):
         ModelConfig(name="part-inspection", refused_versions=["1.0.9x"])
+
+
+async def test_a_waiting_slot_whose_deployment_is_declined_says_so_not_waiting(tmp_path, pkgs):
+    """A fleet-fed slot waiting for its first package, the fleet's deployment declined by the model manager before
+    any swap (here a version the slot's config refuses): its reason read "no package yet: waiting for the fleet's
+    deployment" for as long as the refusal stood (on /status, in ``edge-agent status``, in the fleet's slot row),
+    nothing of the decline on the slot (``last_swap`` empty). It names the deployment and why."""
+    from edge_agent.models.slot import FailedAtStart
+
+    config = ModelConfig(name="part-inspection", version_policy="follow_fleet", refused_versions=["1.0.0"])
+    s = ModelSlot("vision", config, tmp_path / "data", [pkgs["pub"]], fleet=True)
+    with pytest.raises(FailedAtStart):
+        await s.start()
+    assert s.waiting_for_fleet and s.failed.startswith("no package yet: waiting for the fleet's deployment")
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=tmp_path / "data"))
+    d = SimpleNamespace(
+        slot="vision", package="part-inspection", version="1.0.0", digest="ab" * 32, deployment_id="dep8"
+    )
+    try:
+        await mgr.on_desired(SimpleNamespace(desired=[d], generation=1))
+        assert mgr.declined and s.last_outcome is None
+        assert s.failed == (
+            "no package yet: the fleet's deployment of part-inspection 1.0.0 to it was declined: "
+            f"{mgr.declined[('vision', d.digest, 'dep8')]}; waiting for the fleet's next deployment"
+        ), s.failed
+        assert "models.vision.refused_versions" in s.failed and s.waiting_for_fleet
+    finally:
+        await mgr.stop()
+        await s.stop()
