@@ -5951,6 +5951,10 @@ class OpcUaSource:
                             refused.add(code_name(r))
                         else:
                             handles.append(r)
+                    if len(got) != len(nodes):
+                        # a faulty server's answer: which node each item watches cannot be told (asyncua pairs them
+                        # in order), and a target left without one was counted watched, its retype never seen
+                        refused.add(f"{len(got)} result(s) for {len(nodes)} item(s), a server fault")
                     if refused:
                         break
         except (ua.UaError, TimeoutError) as e:
@@ -6067,9 +6071,9 @@ class OpcUaSource:
         self.notices.note(
             "targets_unwatched",
             "opcua source %s: its write targets' DataType, ArrayDimensions and UserAccessLevel are not "
-            "watched: %s. A node retyped by a PLC download while the session stays up is caught by the "
-            "server's type check at the write, else at the next reconnect (watch_write_targets: false "
-            "stops asking)",
+            "watched: %s. A node retyped by a PLC download while the session stays up is seen by a Read of "
+            "its DataType, ValueRank and ArrayDimensions before each write (a heartbeat's beat: by the server's "
+            "type check, else within a minute) (watch_write_targets: false stops asking)",
             self.name,
             why,
             level=logging.INFO,

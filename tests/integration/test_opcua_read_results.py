@@ -19,7 +19,7 @@ async def test_a_read_answered_without_a_nodes_result_keeps_the_others_and_is_co
     """Also a CreateMonitoredItems answered with one result fewer than items: asyncua pairs results and items in
     order (one left out in the middle gave the next node's values to a tag), and the source's connect failed at each
     try ("zip() argument 2 is shorter than argument 1"). Now the items it named are deleted and each node subscribed
-    again alone: each tag gets its own node's values."""
+    again alone: each tag gets its own node's values. The write targets' watch so answered is not kept."""
 
     async def build(_srv, idx, obj):
         return {
@@ -52,7 +52,12 @@ async def test_a_read_answered_without_a_nodes_result_keeps_the_others_and_is_co
 
         monkeypatch.setattr(service, "create_monitored_items", first_dropped)
         nodes = [{"node_id": p.node_id("Any")}, {"node_id": p.node_id("Speed")}]
-        async with opcua_source(p, nodes=nodes) as src:  # a keep-alive check every 0.3 s
+        targets = [(p.node_id("Any"), 1.0), (p.node_id("Speed"), 1.0)]
+        async with opcua_source(p, targets, nodes=nodes) as src:  # a keep-alive check every 0.3 s
+            # the targets' watch so answered is given back (was: counted watched, one of them not): their writes are
+            # judged by a Read of their attributes before each
+            await until(lambda: "targets_unwatched" in src.notices.status(), 5, "the watch given back")
+            assert src.targets_watched == 0, src.targets_watched
             values: dict[str, object] = {}
             async for reading in src.items():
                 values[reading.tag] = reading.value
