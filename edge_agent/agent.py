@@ -1256,11 +1256,14 @@ class Agent:
                     len(values) > 1 and values & passed.get(node, set()) for node, values in written.items()
                 )
                 # a node another pipeline writes too (two cameras on one station, one reject node): a value it leaves
-                # for its OK part, written after this one's for an unjudged part, is what the PLC reads for it
+                # for its OK part, written after this one's for an unjudged part, is what the PLC reads for it. One on
+                # this pipeline's slot judges no part either while it has no model: only what it writes for its own
+                # unjudged parts may follow (two cameras on one failed slot, one reject gate: each part rejected, the
+                # heartbeat held all the same)
                 or any(
-                    (theirs.get(node, set()) - values)
+                    ((theirs_unjudged if q.s.model == p.s.model else theirs).get(node, set()) - values)
                     for node, values in written.items()
-                    for q, _, _, theirs, _ in found
+                    for q, _, theirs_unjudged, theirs, _ in found
                     if q is not p
                 )
                 or not all(handed and on_unjudged for handed, on_unjudged, _ in told)

@@ -628,21 +628,30 @@ def test_the_watchdog_hold_judges_a_node_two_pipelines_write_by_what_the_other_l
     """Two cameras on one station writing one reject node: the failed one's true for an unjudged part stands only
     where the other leaves nothing else there for its OK parts (a level gate without reset_value: runs); an on_change
     gate writes its reset false as its own parts turn OK, after the unjudged part's true (held), as a pass or a code
-    on OK parts does. (The rule the real-PLC test above runs for one shape.)"""
+    on OK parts does. (The rule the real-PLC test above runs for one shape.) The other camera on the same failed slot
+    judges no part either: only what it writes for its own unjudged parts follows (the same gate, on_change or with
+    reset_value false, runs: each part rejected; it held the heartbeat, the PLC reading true for each part)."""
     _, pub = make_keypair(tmp_path / "keys")
     (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
     (tmp_path / "frames").mkdir()
     ng_or_unsure = {"verdict": {"in": ["NG", "UNSURE"]}}
     reject = {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=Reject", "when": ng_or_unsure}
-    shapes = {  # the other pipeline's action on the node -> held
+    shapes = {  # the other pipeline's action on the node (its slot: vision2, or inspect's own) -> held
         "the same level gate": ({}, False),
         "the same gate on_change": ({"mode": "on_change"}, True),
         "a level gate with reset_value false": ({"reset_value": False}, True),
         "false on OK parts": ({"value": False, "when": {"verdict": "OK"}}, True),
         "true on NG parts only": ({"when": {"verdict": "NG"}}, False),
+        "the same gate on_change, one slot": ({"mode": "on_change", "model": "vision"}, False),
+        "a level gate with reset_value false, one slot": ({"reset_value": False, "model": "vision"}, False),
+        "false on UNSURE parts, one slot": (
+            {"value": False, "when": {"verdict": "UNSURE"}, "model": "vision"},
+            True,
+        ),
     }
     found = {}
-    for shape, (theirs, _) in shapes.items():
+    for shape, (given, _) in shapes.items():
+        theirs = {k: v for k, v in given.items() if k != "model"}
         cfg = parse_config(
             {
                 "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
@@ -663,7 +672,12 @@ def test_the_watchdog_hold_judges_a_node_two_pipelines_write_by_what_the_other_l
                 "actions": {"reject": reject, "theirs": {**reject, **theirs}},
                 "pipelines": [
                     {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]},
-                    {"name": "other", "source": "cam2", "model": "vision2", "actions": ["theirs"]},
+                    {
+                        "name": "other",
+                        "source": "cam2",
+                        "model": given.get("model", "vision2"),
+                        "actions": ["theirs"],
+                    },
                 ],
             },
             "agent.yaml",
