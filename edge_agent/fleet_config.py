@@ -499,10 +499,10 @@ class AgentHost:
         # config changing a camera's fps was rolled back, for good, on a gateway waiting for the fleet's package to a
         # failed slot). Not the failure's text: it names the trusted keys, and a config adding one was rolled back
         failed_before = {n: sl.config.package for n, sl in self.agent.slots.items() if sl.failed is not None}
-        # pipelines judging under the running config -> (their slot, their source): one put on a slot with no package
-        # (a slot renamed by a typo, a pipeline moved to a new fleet-fed slot), or renamed with its slot, is the
-        # candidate's doing
-        judging = {p.name: (p.s.model, p.s.source) for p in self.agent.pipelines if p.slot.failed is None}
+        # pipelines judging under the running config -> (their slot, their source, what they read): one put on a slot
+        # with no package (a slot renamed by a typo, a pipeline moved to a new fleet-fed slot), or renamed with its
+        # slot, is the candidate's doing
+        judging = _judging(self.agent)
         ran = {p.name for p in self.agent.pipelines}
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
@@ -555,7 +555,7 @@ class AgentHost:
     async def _refuse_failed_slots(
         self,
         before: Mapping[str, str | None],
-        judging: Mapping[str, tuple[str, str]],
+        judging: Mapping[str, tuple[str, str, tuple[str, str]]],
         ran: Collection[str] = (),
     ) -> None:
         """A candidate whose agent started with a model slot failed (its package refused, nothing installed): an
@@ -567,37 +567,17 @@ class AgentHost:
         fleet's deployment fills next. Rolled back, a config adding a fleet-fed slot, or leaving a failed slot's
         refused package to the fleet, was refused for good, told "waiting for the fleet's deployment", and the
         deployment was then declined: the agent has no such slot. But a pipeline that judges under the running config
-        (``judging``: pipeline -> (slot, source)) put on a failed slot is: a slot renamed by a typo, or a pipeline
-        moved to a new fleet-fed slot, was applied and reported healthy, its items unjudged (UNSURE) on every agent of
-        the rollout (a renamed slot's deployment declined: the agent has no such slot). So is a pipeline new to the
-        candidate (not in ``ran``, the running config's pipelines) on a failed slot that reads a source a judging
-        pipeline gone from the candidate read: the slot and its pipeline renamed together, or a judging pipeline
-        replaced by one waiting for a new model (keep the judging one until the new slot's package serves, then
-        remove it in a later config)."""
+        (``judging``: pipeline -> (slot, source, what it reads)) put on a failed slot is: a slot renamed by a typo, or
+        a pipeline moved to a new fleet-fed slot, was applied and reported healthy, its items unjudged (UNSURE) on
+        every agent of the rollout (a renamed slot's deployment declined: the agent has no such slot). So is a
+        pipeline new to the candidate (not in ``ran``, the running config's pipelines) on a failed slot that reads
+        what a judging pipeline gone from the candidate read (``_taken_judging``)."""
         from edge_agent.models.slot import FailedAtStart
 
         agent = self.agent
         if agent is None:
             return
-        here = {p.name for p in agent.pipelines}
-        # source -> (a judging pipeline gone from the candidate, its slot)
-        left: dict[str, tuple[str, str]] = {}
-        for name, (slot, source) in judging.items():
-            if name not in here:
-                left.setdefault(source, (name, slot))
-        taken: dict[str, str] = {}  # failed slot -> which judging this candidate takes away
-        for p in agent.pipelines:
-            if p.name in judging:
-                why = f"pipeline {p.name} judged on slot {judging[p.name][0]!r} under the running config"
-            elif p.name not in ran and p.s.source in left:
-                gone, slot = left[p.s.source]
-                why = (
-                    f"pipeline {p.name} reads source {p.s.source}, which pipeline {gone} (not in this config) judged "
-                    f"on slot {slot!r} under the running config"
-                )
-            else:
-                continue
-            taken.setdefault(p.s.model, why)
+        taken = _taken_judging(agent, judging, ran)
         failed = [
             (
                 n,
@@ -701,6 +681,63 @@ class AgentHost:
             await asyncio.sleep(0.2)
 
 
+def _reads(cfg: AgentConfig, p: Any) -> tuple[str, str]:
+    """What pipeline settings ``p`` read under ``cfg``: its window's waveform tag (the pipelines of one MQTT source
+    read each its machine's tag; a camera pipeline its frames) from its source, the source known by its name and by
+    its settings (a source renamed reads the same)."""
+    tag = p.window.waveform if p.window is not None else None
+    src = cfg.sources.get(p.source)
+    given = src.model_dump(mode="json") if src is not None else None
+    return json.dumps(["name", p.source, tag]), json.dumps(
+        ["settings", given, tag], sort_keys=True, default=str
+    )
+
+
+def _judging(agent: Any) -> dict[str, tuple[str, str, tuple[str, str]]]:
+    """The pipelines judging under ``agent``'s config (their slot serves) -> (their slot, their source, ``_reads``)."""
+    return {
+        p.name: (p.s.model, p.s.source, _reads(agent.cfg, p.s))
+        for p in agent.pipelines
+        if p.slot.failed is None
+    }
+
+
+def _taken_judging(
+    agent: Any, judging: Mapping[str, tuple[str, str, tuple[str, str]]], ran: Collection[str]
+) -> dict[str, str]:
+    """The slots of ``agent`` (a candidate's) whose pipelines take judging away -> why: a pipeline that judged under
+    the running config (``judging``, ``_judging``'s), or one new to the candidate (not in ``ran``, the running
+    config's pipelines) reading what a judging pipeline the candidate drops read (``_reads``: the slot and its
+    pipeline renamed together, the source too, or a judging pipeline replaced by one waiting for a new model: keep
+    the judging one until the new slot's package serves, then remove it in a later config). Matched on the source's
+    name alone, a config removing one machine's pipeline and adding another machine's on the same MQTT source (its
+    own tag) was rolled back, and one renaming the source too was applied, its pipeline judging nothing."""
+    here = {p.name for p in agent.pipelines}
+    # what it read -> (a judging pipeline gone from the candidate, its slot, its source)
+    left: dict[str, tuple[str, str, str]] = {}
+    for name, (slot, source, reads) in judging.items():
+        if name not in here:
+            for key in reads:
+                left.setdefault(key, (name, slot, source))
+    taken: dict[str, str] = {}  # failed slot -> which judging this candidate takes away
+    for p in agent.pipelines:
+        if p.name in judging:
+            why = f"pipeline {p.name} judged on slot {judging[p.name][0]!r} under the running config"
+        elif p.name not in ran and (
+            hit := next((left[k] for k in _reads(agent.cfg, p.s) if k in left), None)
+        ):
+            gone, slot, source = hit
+            was = "" if source == p.s.source else f" (source {source} under the running config)"
+            why = (
+                f"pipeline {p.name} reads source {p.s.source}{was}, which pipeline {gone} (not in this config) "
+                f"judged on slot {slot!r} under the running config"
+            )
+        else:
+            continue
+        taken.setdefault(p.s.model, why)
+    return taken
+
+
 def _pipeline_health(agent) -> dict:
     """What the fleet's gate reads from a healthy report: the pipelines' error rate since the start. An item the
     model failed on is an UNSURE result and an error: counted once, as an error (``results`` are the items
@@ -708,7 +745,7 @@ def _pipeline_health(agent) -> dict:
     slot waiting for the fleet's first package, which the config is not rolled back for (``_refuse_failed_slots``),
     are named apart (``waiting_for_fleet``) and their items with no model (UNSURE no_model) not counted: they read
     as the config's errors, and the fleet's max_error_rate gate failed a config adding such a slot and halted its
-    rollout. Their other errors are (an action failing at each result, an outbox refusing writes): left out with
+    rollout. Their other errors are (a result its actions could not be handed, an outbox refusing writes): left out with
     the pipeline whole, a config breaking them read 0."""
     waiting = [p for p in agent.pipelines if p.slot.waiting_for_fleet]
     pipes = [p for p in agent.pipelines if not p.slot.waiting_for_fleet]

@@ -1,0 +1,61 @@
+"""Which pipelines of a fleet config's candidate take judging away (``_taken_judging``: slot -> why; the config is
+rolled back where such a slot has no package, ``AgentHost._refuse_failed_slots``): one new to the candidate reading
+what a judging pipeline the candidate drops read is the candidate's doing; one reading something else is not."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from edge_agent.config import parse_config
+from edge_agent.fleet_config import _judging, _taken_judging
+
+MQ = {"type": "mqtt", "host": "127.0.0.1", "port": 1883, "subscriptions": [{"topic": "plant/#"}]}
+FLEET_FED = {"name": "machine-health", "version_policy": "follow_fleet"}
+
+
+def _agent(sources: dict, pipelines: list[tuple[str, str, str, str]]) -> SimpleNamespace:
+    """An agent's config and pipelines ((name, source, slot, waveform tag)), every slot serving."""
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw1"},
+            "trusted_keys": ["keys/fleet.pub"],
+            "sources": sources,
+            "models": {slot: FLEET_FED for _, _, slot, _ in pipelines},
+            "pipelines": [
+                {"name": n, "source": src, "model": slot, "window": {"waveform": tag}}
+                for n, src, slot, tag in pipelines
+            ],
+        },
+        "gw1.yaml",
+        local_checks=False,
+    )
+    pipes = [SimpleNamespace(name=s.name, s=s, slot=SimpleNamespace(failed=None)) for s in cfg.pipelines]
+    return SimpleNamespace(cfg=cfg, pipelines=pipes)
+
+
+def test_a_new_pipeline_is_matched_to_a_dropped_judging_one_by_what_it_reads_not_by_its_sources_name():
+    """One MQTT source feeds each machine's pipeline (its own waveform tag). Matched on the source's name, a config
+    removing machine A's pipeline and adding machine C's (a new fleet-fed slot) was rolled back, naming pA, which pC
+    never read; and one renaming the source with the slot and the pipeline was applied, the pipeline judging
+    nothing on every agent of the rollout."""
+    running = _agent(
+        {"plant": MQ}, [("pA", "plant", "vib_a", "plant/a/vib"), ("pB", "plant", "vib_b", "plant/b/vib")]
+    )
+    judging, ran = _judging(running), [p.name for p in running.pipelines]
+    other_machine = _agent(
+        {"plant": MQ}, [("pB", "plant", "vib_b", "plant/b/vib"), ("pC", "plant", "vib_c", "plant/c/vib")]
+    )
+    assert "vib_c" not in _taken_judging(other_machine, judging, ran)
+    renamed = _agent(
+        {"plant2": MQ}, [("pA2", "plant2", "vib_a2", "plant/a/vib"), ("pB", "plant2", "vib_b", "plant/b/vib")]
+    )
+    assert _taken_judging(renamed, judging, ran)["vib_a2"] == (
+        "pipeline pA2 reads source plant2 (source plant under the running config), which pipeline pA "
+        "(not in this config) judged on slot 'vib_a' under the running config"
+    )
+    # the source kept by name, its settings changed (another port) with the rename: still matched
+    moved = _agent(
+        {"plant": {**MQ, "port": 1884}},
+        [("pA2", "plant", "vib_a2", "plant/a/vib"), ("pB", "plant", "vib_b", "plant/b/vib")],
+    )
+    assert "vib_a2" in _taken_judging(moved, judging, ran)
