@@ -349,9 +349,24 @@ DROP_CAUSES = {
 _TOLD_END = "last = 0 AND cause IN ({})".format(
     ", ".join(f"'{c}'" for c in sorted(set(DROP_CAUSES.values())))
 )
+# An epoch's real end such a row took the place of stays, as the epoch_change end it was: written on it (the same
+# first: ``_end_epoch``'s ON CONFLICT DO NOTHING) or moved with it past a late batch (``_move_end`` kept the cause of
+# the end with the higher first). It is the one at the seq after the epoch's last stored or retired one (where those two
+# put an end), of an epoch with records counted that is not the agent's current and has no end of a real cause
+# (PostgreSQL migration 0031 the same, with GREATEST)
+KEEP_REAL_END = """UPDATE gaps SET cause = 'epoch_change' WHERE {told}
+  AND NOT EXISTS (SELECT 1 FROM ingest i WHERE i.tenant = gaps.tenant AND i.agent = gaps.agent AND i.epoch = gaps.epoch)
+  AND EXISTS (SELECT 1 FROM record_counts c WHERE c.tenant = gaps.tenant AND c.agent = gaps.agent
+    AND c.epoch = gaps.epoch)
+  AND NOT EXISTS (SELECT 1 FROM gaps e WHERE e.tenant = gaps.tenant AND e.agent = gaps.agent AND e.epoch = gaps.epoch
+    AND e.last = 0 AND e.cause IN ('epoch_change', 'outbox_corrupt'))
+  AND first - 1 = {greatest}(COALESCE((SELECT MAX(r.seq) FROM records r WHERE r.tenant = gaps.tenant
+    AND r.agent = gaps.agent AND r.epoch = gaps.epoch), 0), COALESCE((SELECT t.last_seq FROM retired t
+    WHERE t.tenant = gaps.tenant AND t.agent = gaps.agent AND t.epoch = gaps.epoch), 0));
+"""
 GAPS_TOLD_ENDS = f"""UPDATE ingest SET loss_rows = NULL WHERE EXISTS (SELECT 1 FROM gaps g WHERE g.tenant = ingest.tenant
   AND g.agent = ingest.agent AND g.{_TOLD_END.replace("cause", "g.cause")});
-DELETE FROM gaps WHERE {_TOLD_END};
+{KEEP_REAL_END.format(told=_TOLD_END, greatest="MAX")}DELETE FROM gaps WHERE {_TOLD_END};
 """
 # one-time repairs of a fleet.db, each run at an open in a transaction with its row in ``store_repairs`` (its name):
 # a file of before one gets it at its next open, and later opens look the names up only (the statements are idempotent

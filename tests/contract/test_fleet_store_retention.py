@@ -535,8 +535,22 @@ def test_a_told_range_ending_at_seq_0_or_starting_at_it_is_never_an_epochs_end(s
 
 def test_an_epochs_end_written_from_a_told_range_ending_at_seq_0_is_deleted_once(store, tmp_path):
     """Such ends written before (a drop cause, last 0) go at the next start: PostgreSQL migration 0031, a fleet.db's
-    repair ``gaps_told_ends``; the agent's loss rows are counted again; real ends stay."""
+    repair ``gaps_told_ends``; the agent's loss rows are counted again; real ends stay, and so does one such a row took
+    the place of before (gw2: its epoch ended on it, the same first; gw3: a late batch moved both ends past it, keeping
+    its cause): the repair deleted it, the old outbox's tail no longer listed lost."""
     from cloud_trainer.fleet.store import SQLiteStore, open_store
+
+    def told_end(
+        agent: str, epoch: int, first: int
+    ) -> None:  # what the service wrote for a range [first, 0] before
+        with store._tx() as ex:
+            ex(
+                store.q(
+                    "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES ('acme', ?, ?, ?, 0, "
+                    "'budget', 1)"
+                ),
+                (agent, epoch, first),
+            )
 
     drop = {"kind": "outbox_budget", "epoch": 1, "ranges": [[2, 4]]}
     store.ingest(
@@ -546,13 +560,19 @@ def test_an_epochs_end_written_from_a_told_range_ending_at_seq_0_is_deleted_once
     )
     store.ingest("gw1", [rec(1, epoch=2)], tenant="acme")  # (epoch 1's real end)
     listed = store.gaps("gw1", tenant="acme")
-    with store._tx() as ex:  # what the service wrote for a range [5, 0] told in epoch 1 before
-        ex(
-            store.q(
-                "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) "
-                "VALUES ('acme', 'gw1', 1, 5, 0, 'budget', 1)"
-            )
-        )
+    store.ingest("gw2", [rec(s, epoch=1) for s in (1, 2)], tenant="acme")
+    told_end("gw2", 1, 3)
+    store.ingest("gw2", [rec(1, epoch=2)], tenant="acme")
+    told_end("gw2", 2, 3)  # (its current epoch's: no end)
+    store.ingest("gw3", [rec(1, epoch=1)], tenant="acme")
+    store.ingest("gw3", [rec(1, epoch=2)], tenant="acme")
+    told_end("gw3", 1, 4)
+    store.ingest("gw3", [rec(s, epoch=1) for s in (2, 3, 4)], tenant="acme")
+    assert [(g["epoch"], g["first"], g["cause"]) for g in store.gaps("gw3", tenant="acme")] == [
+        (1, 5, "budget")
+    ]
+    told_end("gw1", 1, 5)
+    with store._tx() as ex:
         ex(store.q("UPDATE ingest SET loss_rows = 2 WHERE agent = 'gw1'"))
         if isinstance(store, SQLiteStore):
             ex("DELETE FROM store_repairs WHERE name = 'gaps_told_ends'")
@@ -563,6 +583,10 @@ def test_an_epochs_end_written_from_a_told_range_ending_at_seq_0_is_deleted_once
     store = SQLiteStore(store.path) if isinstance(store, SQLiteStore) else open_store(store.url, tmp_path)
     try:
         assert store.gaps("gw1", tenant="acme") == listed
+        for agent, first in (("gw2", 3), ("gw3", 5)):
+            assert store.gaps(agent, tenant="acme") == [
+                {"epoch": 1, "first": first, "last": 0, "cause": "epoch_change"}
+            ]
         with store._tx(write=False) as ex:
             assert ex(store.q("SELECT loss_rows FROM ingest WHERE agent = 'gw1'")).fetchone()[0] is None
     finally:
