@@ -2033,16 +2033,30 @@ def _node_of(name: str, action) -> tuple:
 
 def _plc_of(settings) -> tuple[str, int] | None:
     """The PLC an OPC UA source reaches (its endpoint's host, lowercased, and port), to tell two sources on one
-    endpoint; None for another kind of source."""
+    endpoint; None for another kind of source. This host's own names are one (``localhost``, ``127.0.0.1``, ``::1``:
+    an OPC UA server on the gateway, spelt two ways, let a gate through the other spelling's session go untold) and
+    an address is read as one whatever its spelling (``::ffff:10.0.0.5`` is ``10.0.0.5``); a name and its address
+    are not (nothing is resolved at the start)."""
+    import ipaddress
     from urllib.parse import urlsplit
 
     if getattr(settings, "type", None) != "opcua":
         return None
     url = urlsplit(settings.endpoint)
     try:
-        return ((url.hostname or "").lower(), url.port or 4840)
+        port = url.port or 4840
     except ValueError:  # a port out of range: that endpoint alone
         return (settings.endpoint, 0)
+    host = (url.hostname or "").lower().rstrip(".")
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return (
+            "localhost" if host in ("localhost", "localhost.localdomain", "ip6-localhost") else host,
+            port,
+        )
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return ("localhost" if ip.is_loopback or ip.is_unspecified else ip.compressed, port)
 
 
 def _reset_written(action) -> str | None:

@@ -295,10 +295,10 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     results, so it is never updated either: held (it was written, the line running with no part judged). A pass
     signal beside it (`verdict: OK`, on_change) is reset by each unjudged part, as by an NG part: it kept what the
     agent before left (true after an OK part), and with the line running a PLC reading it passed each part. The PLC
-    is judged whole: a gate written through another source on its endpoint (another session) holds the heartbeat
-    as one through the heartbeat's source does (it ran on), and a reject node another pipeline also writes (its OK
-    parts' false after each unjudged part's true) holds it too (it ran on, the PLC reading false for unjudged
-    parts). A pass signal alone tells the PLC each unjudged part is not passed (its reset): the heartbeat runs."""
+    is judged whole: a gate written through another source on its endpoint (another session, the host spelt
+    `localhost`) holds the heartbeat as one through the heartbeat's source does (it ran on), and a reject node
+    another pipeline also writes (its OK parts' false after each unjudged part's true) holds it too (it ran on, the
+    PLC reading false for unjudged parts). A pass signal alone tells the PLC each unjudged part is not passed (its reset): the heartbeat runs."""
     import asyncio
 
     from asyncua import ua
@@ -343,8 +343,8 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                         "heartbeat": {"node_id": p.node_id("Life"), "period_ms": 100, "kind": "counter"},
                     },
                     "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5, "loop": True},
-                    **{
-                        n: {**s, "endpoint": f"opc.tcp://127.0.0.1:{p.port}/plc/"}
+                    **{  # the same PLC spelt another way (it was another PLC to the hold, the heartbeat running)
+                        n: {**s, "endpoint": f"opc.tcp://localhost:{p.port}/plc/"}
                         for n, s in more["sources"].items()
                     },
                 },
