@@ -745,15 +745,18 @@ def _pipeline_health(agent) -> dict:
     slot waiting for the fleet's first package, which the config is not rolled back for (``_refuse_failed_slots``),
     are named apart (``waiting_for_fleet``) and their items with no model (UNSURE no_model) not counted: they read
     as the config's errors, and the fleet's max_error_rate gate failed a config adding such a slot and halted its
-    rollout. Their other errors are (a result its actions could not be handed, an outbox refusing writes): left out with
-    the pipeline whole, a config breaking them read 0."""
-    waiting = [p for p in agent.pipelines if p.slot.waiting_for_fleet]
-    pipes = [p for p in agent.pipelines if not p.slot.waiting_for_fleet]
+    rollout. Their other errors are (a result its actions could not be handed, an outbox refusing writes): left out
+    with the pipeline whole, a config breaking them read 0. So are the pipelines on a slot failed on its configured
+    package that the config keeps as it is (not rolled back for either: the fleet's package fixes it), named apart
+    (``no_model``): counted whole, a config changing a camera's fps on such a gateway read 1.0 and the gate failed it."""
+    unserved = [p for p in agent.pipelines if p.slot.failed is not None]
+    waiting = [p for p in unserved if p.slot.waiting_for_fleet]
+    pipes = [p for p in agent.pipelines if p.slot.failed is None]
     failed = sum(p.stats.model_failed for p in pipes)
-    # (a waiting pipeline's UNSURE no_model items are its model_failed: none judged, none counted)
+    # (an unserved pipeline's UNSURE no_model items are its model_failed: none judged, none counted)
     results = sum(p.stats.results - p.stats.model_failed for p in agent.pipelines)
     errors = sum(sum(p.stats.errors.values()) for p in pipes) + sum(
-        sum(p.stats.errors.values()) - p.stats.errors["no_model"] for p in waiting
+        sum(p.stats.errors.values()) - p.stats.errors["no_model"] for p in unserved
     )
     out: dict[str, Any] = {
         "error_rate": errors / max(1, results + errors),
@@ -762,6 +765,8 @@ def _pipeline_health(agent) -> dict:
     }
     if waiting:
         out["waiting_for_fleet"] = sorted(p.name for p in waiting)
+    if others := sorted(p.name for p in unserved if not p.slot.waiting_for_fleet):
+        out["no_model"] = others
     # an OPC UA source's heartbeat (the PLC's watchdog output) such a slot holds (``_watchdog_hold``): the PLC's
     # watchdog trips and its line goes to its safe state until a package serves; it was reported healthy, unsaid
     held = {

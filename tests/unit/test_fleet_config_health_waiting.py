@@ -30,3 +30,16 @@ def test_a_waiting_pipelines_errors_other_than_no_model_count_in_the_gates_error
     quiet = _pipe("p2", True, results=4, model_failed=4, no_model=4)
     health = _pipeline_health(SimpleNamespace(pipelines=[serving, quiet], heartbeat_feeds={}))
     assert (health["error_rate"], health["results"]) == (0, 6), health
+
+
+def test_a_pipeline_on_a_slot_failed_on_its_configured_package_kept_by_the_config_is_named_not_counted():
+    """A slot failed at the start on its configured package (signed by a key not trusted here) is not waiting for
+    the fleet's first package; a config keeping it as it is (a camera's fps changed) is not rolled back for it. Its
+    pipeline's items with no model counted whole: the healthy report read 1.0 and a max_error_rate gate failed the
+    config and halted its rollout."""
+    serving = _pipe("q", False, results=6, model_failed=0)
+    failed = _pipe("p", False, results=4, model_failed=4, no_model=4, outbox_write=1)
+    failed.slot.failed = "its configured package /opt/vision.edgepkg is refused: signed by key ..."
+    health = _pipeline_health(SimpleNamespace(pipelines=[serving, failed], heartbeat_feeds={}))
+    assert health["no_model"] == ["p"] and "waiting_for_fleet" not in health, health
+    assert (health["results"], health["model_failed"], health["error_rate"]) == (6, 0, 1 / 7), health
