@@ -81,3 +81,22 @@ def test_a_misalignment_with_its_2x_on_the_grid_line_is_judged_though_the_speed_
         for _ in range(4)
     ]
     assert all(v.sensor_kind is None and v.anomalous for v in vs), [v.sensor for v in vs]
+
+
+def test_mains_pickup_on_a_higher_shaft_order_is_told_by_its_harmonic_and_faults_still_alarm():
+    # a 4-pole drive at 750 rpm: its 4x on 50 Hz. The pickup's 150 Hz (12x) stands clear of the orders, so the grid's
+    # line is told there; the 4x was left in with it and the healthy machine read NG, an alarm at every second window
+    rng = np.random.default_rng(8)
+    b = _commissioned(750.0, rng)
+    speed = {"_shaft_speed": 750.0}
+    vs = [b.process(mains_pickup(rotor(rng, rpm=750.0), rng), speed) for _ in range(3)]
+    assert [v.sensor_kind for v in vs] == ["mains_pickup"] * 3, [(v.score, v.sensor) for v in vs]
+    assert "but on 50 Hz, not judged in this window" in (vs[0].sensor or "")
+    assert not any(v.anomalous or v.alarm for v in vs)
+    for fault in ({"imbalance": 6.0}, {"misalignment": 3.0}, {"looseness": 2.0}):
+        vs = [b.process(mains_pickup(rotor(rng, rpm=750.0, **fault), rng), speed) for _ in range(2)]
+        assert all(v.sensor_kind is None and v.anomalous for v in vs), (fault, [v.sensor for v in vs])
+        assert vs[-1].alarm
+    # without a pickup, nothing is taken for one
+    vs = [b.process(rotor(rng, rpm=750.0, misalignment=3.0), speed) for _ in range(2)]
+    assert all(v.sensor_kind is None and v.anomalous for v in vs)
