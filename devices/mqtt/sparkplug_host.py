@@ -46,8 +46,8 @@ node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last val
 metrics all nodes hold together (``MAX_TOTAL_METRICS``, a Template's members each, its definitions' too: a birth
 past it makes room as a new node does in a full table, nodes not born that hold metrics forgotten first, then
 births-only ones; else it is refused, ``too_many_total_metrics``, ``_metric_room``), and the device names they hold
-together (``MAX_TOTAL_DEVICES``: a node's own dead ones forgotten first, else a new device's birth refused,
-``too_many_total_devices``, ``_no_device_room``).
+together (``MAX_TOTAL_DEVICES``: a node's own dead ones forgotten first, then other nodes as for metrics, else a new
+device's birth refused, ``too_many_total_devices``, ``_no_device_room``).
 When this host's connection to the broker is lost (``connection_lost``, called by the adapter after every message
 that connection brought), every live node's tags that had a value are passed on BAD (reason ``connection_lost``):
 what the nodes publish meanwhile, a death too, is unseen.
@@ -1613,11 +1613,38 @@ class SparkplugHost:
         least recently heard first; counted and said as there. A node that sends data is so kept. When none is
         left the birth is refused: its node (device) not born, its data skipped and a rebirth asked as before a
         birth; counted (``births_refused``), said once (notice ``too_many_total_metrics``)."""
-        if self._held + more <= MAX_TOTAL_METRICS:
+        if self._held + more <= MAX_TOTAL_METRICS or self._make_room(
+            t,
+            key,
+            lambda: self._held + more > MAX_TOTAL_METRICS,
+            f"over {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS)",
+        ):
             return True
+        self.births_refused += 1
+        what = f"{t.group}/{t.edge_node}{'/' + t.device if t.device else ''}"
+        if self.on_notice is not None:
+            self.on_notice(
+                "too_many_total_metrics",
+                f"sparkplug: the {t.message_type.value} of {what} ({more} metrics more) is refused: "
+                f"the source's nodes hold {self._held} metrics, at most {MAX_TOTAL_METRICS} "
+                "(MAX_TOTAL_METRICS), and every node holding some sent data within "
+                f"{TALKING_KEEP_S:g} s or died less than {DEAD_KEEP_S:g} s ago; it is not born, its data "
+                "skipped and its birth asked as before a birth. Narrow the subscription to this line's "
+                "group, or the broker's ACL on spBv1.0/",
+                cause="birth",
+            )
+        else:
+            self._on_error("too_many_total_metrics", f"{what}: over {MAX_TOTAL_METRICS} metrics")
+        return False
+
+    def _make_room(
+        self, t: sp.SparkplugTopic, key: tuple[str, str], full: Callable[[], bool], holds: str
+    ) -> bool:
+        """Other nodes than ``key``'s forgotten while ``full()`` (the order of ``_metric_room``), each counted and
+        said; whether room was made. Bounded cost a call (``_front``)."""
         now = time.monotonic()
         self._unfile(key)  # never its own place: it is filed again after the message (``handle``)
-        while self._held + more > MAX_TOTAL_METRICS:
+        while full():
             # a node not born that holds metrics (given up on, or a birth skipped and never spoke: valid NBIRTHs
             # under made-up names each followed by a compressed one skipped) first: only dead and born nodes made
             # room, and five such names of 99,990 metrics held the total for good, a real node's birth refused
@@ -1634,21 +1661,6 @@ class SparkplugHost:
                 or self._idle(self._talking, now)
             )
             if other is None:
-                self.births_refused += 1
-                what = f"{t.group}/{t.edge_node}{'/' + t.device if t.device else ''}"
-                if self.on_notice is not None:
-                    self.on_notice(
-                        "too_many_total_metrics",
-                        f"sparkplug: the {t.message_type.value} of {what} ({more} metrics more) is refused: "
-                        f"the source's nodes hold {self._held} metrics, at most {MAX_TOTAL_METRICS} "
-                        "(MAX_TOTAL_METRICS), and every node holding some sent data within "
-                        f"{TALKING_KEEP_S:g} s or died less than {DEAD_KEEP_S:g} s ago; it is not born, its data "
-                        "skipped and its birth asked as before a birth. Narrow the subscription to this line's "
-                        "group, or the broker's ACL on spBv1.0/",
-                        cause="birth",
-                    )
-                else:
-                    self._on_error("too_many_total_metrics", f"{what}: over {MAX_TOTAL_METRICS} metrics")
                 return False
             self._forget(other)
             self.nodes_forgotten += 1
@@ -1656,7 +1668,7 @@ class SparkplugHost:
                 if self.on_notice is not None:
                     self.on_notice(
                         "nodes_forgotten",
-                        f"sparkplug: the source's nodes hold over {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS): "
+                        f"sparkplug: the source's nodes hold {holds}: "
                         f"{other[0]}/{other[1]}, not born (given up on, or its birth skipped and it never spoke), "
                         f"forgotten with the metrics of its last birth read to make room for the "
                         f"{t.message_type.value} of {t.group}/{t.edge_node}; then nodes dead {DEAD_KEEP_S:g} s, then "
@@ -1666,7 +1678,7 @@ class SparkplugHost:
             self.born_forgotten += 1
             if self.on_notice is not None:
                 message = (
-                    f"sparkplug: the source's nodes hold over {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS): "
+                    f"sparkplug: the source's nodes hold {holds}: "
                     f"{other[0]}/{other[1]}, born, forgotten to make room for the {t.message_type.value} of "
                     f"{t.group}/{t.edge_node}. Nodes dead {DEAD_KEEP_S:g} s, then those that sent births only, "
                     f"then silent ones, then those that sent no data for {TALKING_KEEP_S:g} s make room, least "
@@ -2414,6 +2426,15 @@ class SparkplugHost:
             self._names_sync(node)
             if self._names < MAX_TOTAL_DEVICES:
                 return False
+        # then other nodes, as for metrics (``_metric_room``), for a birth (a device's data asks a rebirth once there
+        # is room): births-only ones held the room for good, a real node's new devices refused
+        if t.message_type is sp.MessageType.DBIRTH and self._make_room(
+            t,
+            (t.group, t.edge_node),
+            lambda: self._names >= MAX_TOTAL_DEVICES,
+            f"{MAX_TOTAL_DEVICES} device names (MAX_TOTAL_DEVICES)",
+        ):
+            return False
         self.devices_refused += 1
         if self.on_notice is not None:
             self.on_notice(

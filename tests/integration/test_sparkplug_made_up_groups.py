@@ -182,6 +182,9 @@ async def test_device_names_held_by_all_nodes_together_are_bounded_a_new_devices
         for i in range(3):  # devices that come and go under new names: 3 dead names held
             pub.publish(f"spBv1.0/g/DBIRTH/a/a{i}", _birth(2 * i + 1, []), qos=1)
             pub.publish(f"spBv1.0/g/DDEATH/a/a{i}", _birth(2 * i + 2, []), qos=1)
+        pub.publish(
+            "spBv1.0/g/NDATA/a", _birth(7, []), qos=1
+        )  # a node that speaks: kept (no room made of it)
         pub.publish("spBv1.0/g/NBIRTH/b", _birth(0, bd0), qos=1)
         for i in range(3):  # b0 and b1 born (2 names each), b2 past the bound
             pub.publish(f"spBv1.0/g/DBIRTH/b/b{i}", _birth(i + 1, []), qos=1)
@@ -192,7 +195,7 @@ async def test_device_names_held_by_all_nodes_together_are_bounded_a_new_devices
             src.notices.counts
         )  # its birth, its data
         assert asked == [] and host.devices_refused == 2
-        pub.publish("spBv1.0/g/DBIRTH/a/a3", _birth(7, []), qos=1)  # a's own dead names make room
+        pub.publish("spBv1.0/g/DBIRTH/a/a3", _birth(8, []), qos=1)  # a's own dead names make room
         await until(lambda: host.device_alive("g", "a", "a3"), 10, "a3 born")
         assert src.stats.errors_by_reason.get("too_many_node_devices") == 1, src.stats.errors_by_reason
         pub.publish("spBv1.0/g/NDEATH/b", sp.death_payload(0), qos=1)
@@ -222,3 +225,27 @@ async def test_a_node_restarting_at_the_total_device_bound_keeps_its_own_devices
         await until(lambda: host.births + host.devices_refused >= 12, 10, "every birth handled")
         assert [host.device_alive("g", "r", f"d{i}") for i in range(3)] == [True] * 3, src.notices.counts
         assert host.devices_refused == 0 and host._names == 12  # before: d2 refused
+
+
+async def test_a_new_devices_birth_at_the_total_device_bound_takes_the_room_of_a_node_that_sent_births_only(
+    mosquitto, monkeypatch
+):
+    """At MAX_TOTAL_DEVICES (made 8) a new device's birth was refused while nodes that sent births only (valid
+    NBIRTHs and DBIRTHs under made-up names) held the names for good. Now, as for MAX_TOTAL_METRICS, such a node is
+    forgotten to make room (born_nodes_forgotten); one that sends data is kept."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        for node in ("talks", "junk"):  # 2 live devices each (4 names each): 8 names held, at the bound
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth(0, bd0), qos=1)
+            for i in range(2):
+                pub.publish(f"spBv1.0/g/DBIRTH/{node}/d{i}", _birth(i + 1, []), qos=1)
+            if node == "talks":
+                pub.publish("spBv1.0/g/NDATA/talks", _birth(3, []), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/real", _birth(0, bd0), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/real/r0", _birth(1, []), qos=1)
+        await until(lambda: host.device_alive("g", "real", "r0"), 10, "r0 born")  # before: refused
+        assert ("g", "junk") not in host._nodes and host.device_alive("g", "talks", "d1")
+        assert src.notices.counts.get("born_nodes_forgotten") == 1 and host.devices_refused == 0
+        assert host._names == sum(n.names_held for n in host._nodes.values()) <= 8
