@@ -919,6 +919,10 @@ class FleetServicer(rpc.FleetServicer):
             )
         except Exception as exc:
             self._faults.failed("the control state's read of the runs an agent's run named before it", exc)
+            # read again at the run's next report: once a run, a failed read (the database restarting) left the step
+            # waiting for the gateway's next run, which only a link lost draws (its rollout stalled)
+            if self._links_read.get(key) == report[0]:
+                del self._links_read[key]
             return
         if steps := self._take_kept(key, earlier):
             await self._retake(key, steps, report)
@@ -1888,8 +1892,8 @@ class FleetServicer(rpc.FleetServicer):
                 context,
                 "deployment_step",
                 f"DeploymentReport.step {request.step[:80]!r} is not a step an agent makes: 1-64 lowercase letters, "
-                f"digits and '_', none of {', '.join(sorted(FLEET_STATUSES))} (statuses the fleet gives); "
-                "nothing of it was stored",
+                f"digits and '_', the first a letter, none of {', '.join(sorted(FLEET_STATUSES))} (statuses the "
+                "fleet gives); nothing of it was stored",
             )
         if self.control is not None:
             health = await json_field(

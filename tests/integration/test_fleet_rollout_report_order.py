@@ -1043,21 +1043,55 @@ async def test_a_step_kept_untold_is_taken_under_a_run_whose_runs_before_reached
     kept with the run in the control state every replica shares, and read through."""
     srv, stub, e = fleet
     dep = await _healthy_kept_in_a_hold(srv, stub, e)
-    other = await _serve(tmp_path, built[0], free_port())  # the same data: a second replica
-    pki = built[0]
+    runs = await _runs_at_another_replica_only(tmp_path, built[0], e)
+    t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 6, "runX6", *runs), dep)
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 6}), t  # was: downloading
+    assert ("default", "gw1") not in srv.fleet._untold_steps
+
+
+async def _runs_at_another_replica_only(tmp_path, pki, e) -> tuple[str, ...]:
+    """During gw1's hold, runX's link re-made 3 times, each new run reaching a second replica (the same data) only:
+    the runs its next run names before it (runX5, runX4, runX3), none of them the kept step's."""
+    other = await _serve(tmp_path, pki, free_port())
     creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    runs = ["runX"]
     try:
         async with grpc.aio.secure_channel(f"127.0.0.1:{other.port}", creds) as ch:
-            runs = ["runX"]
-            for seq in (3, 4, 5):  # its link re-made 3 times, each new run reaching the other replica
+            for seq in (3, 4, 5):
                 await rpc.FleetStub(ch).Heartbeat(_report(e["1.2.0"], seq, f"runX{seq}", *runs[:3]))
                 runs.insert(0, f"runX{seq}")
     finally:
         await other.stop()
-    # names runX5, runX4, runX3
-    t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 6, "runX6", *runs[:3]), dep)
-    assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 6}), t  # was: downloading
-    assert ("default", "gw1") not in srv.fleet._untold_steps
+    return tuple(runs[:3])
+
+
+async def test_a_kept_steps_read_of_the_runs_between_that_failed_is_made_again_at_the_runs_next_report(
+    fleet, built, tmp_path, monkeypatch
+):
+    """The control state's read of the runs each run named before it is made once a run: one that failed (the
+    database restarting) was not made again for the run, and the kept step waited for the gateway's next run, which
+    only a link lost draws (its rollout stalled until STEP_TIMEOUT_S). The run's next report reads again."""
+    import sqlite3
+
+    srv, stub, e = fleet
+    dep = await _healthy_kept_in_a_hold(srv, stub, e)
+    runs = await _runs_at_another_replica_only(tmp_path, built[0], e)
+    read, reads = srv.control.earlier_runs, []
+
+    def failing_once(*args, **kwargs):
+        reads.append(args)
+        if len(reads) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(srv.control, "earlier_runs", failing_once)
+    t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 6, "runX6", *runs), dep)
+    assert t["status"] == "downloading", t  # its read failed
+    await stub.Heartbeat(_report(e["1.2.0"], 7, "runX6", *runs))
+    await asyncio.gather(*srv.fleet._retaking)
+    t = srv.control.get(dep["id"])["targets"]["gw1"]
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 7}), t  # was: downloading
+    assert len(reads) == 2
 
 
 async def test_the_run_told_late_stays_named_through_the_runs_a_link_outage_draws(fleet, built):
