@@ -1896,7 +1896,22 @@ class SQLStore(Store):
                         (*at, *([] if last_page else [lowest])),
                     ).fetchall():
                         stored.setdefault(e, []).append(seq)
-                part = gaps_from(missing, [(e, first) for e, first, _, _ in epochs], known, retired, stored)
+                # an epoch retention emptied counts from the seq after its retired ones (``_emptied``), no seq stored:
+                # a record stored in it again above a hole kept that count (``first_seq``, the least), and the hole
+                # was listed by nothing (no record below it). Where retention cut an epoch that holds records, its
+                # lowest stored seq (a read by key each: the epochs being retired, few)
+                first_stored = {
+                    e: ex(
+                        q(
+                            "SELECT seq FROM records WHERE tenant = ? AND agent = ? AND epoch = ? ORDER BY seq LIMIT 1"
+                        ),
+                        (*args, e),
+                    ).fetchone()
+                    for e, _first, _last, n in epochs
+                    if n and e in retired
+                }
+                firsts = [(e, low[0] if (low := first_stored.get(e)) else first) for e, first, _, _ in epochs]
+                part = gaps_from(missing, firsts, known, retired, stored)
                 parts.append(part)
                 had += len(part)
                 if last_page or newest is None or had >= newest:

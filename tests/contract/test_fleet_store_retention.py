@@ -160,6 +160,20 @@ def test_a_seq_stored_again_after_its_retirement_never_shows_the_retired_seqs_ab
     assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 7, "last": 8, "cause": "unknown"}]
 
 
+def test_a_record_stored_in_an_epoch_retention_emptied_shows_the_seqs_missing_below_it_lost(store):
+    """An epoch retention emptied counts on from the seq after its retired ones; a record stored in it again (the agent
+    quiet for longer than the age, then seqs lost) kept that count as the epoch's first, and the seqs missing between
+    the retired ones and it were listed by nothing."""
+    store.ingest("gw1", [rec(s, epoch=1) for s in range(1, 5)], tenant="acme")
+    _age(store, 4, 1000.0)
+    assert _one_pass(store, 2000.0)["records"] == 4
+    store.ingest("gw1", [rec(7, epoch=1), rec(9, epoch=1)], tenant="acme")
+    assert [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw1", tenant="acme")] == [
+        (5, 6, "unknown"),
+        (8, 8, "unknown"),
+    ]
+
+
 def test_real_losses_among_and_below_the_retired_seqs_stay_in_the_gap_list(store, monkeypatch):
     """Seqs that never arrived are a gap, not a record: once retention deleted the records around them they vanished
     from the list (the agent's own account of them too). They stay, as loss rows bounded like those it told."""
