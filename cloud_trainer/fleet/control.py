@@ -832,13 +832,17 @@ class Control:
                 (tenant, agent, newest + 1 - RUNS_KEPT),
             )
             return True, True
-        if seq <= mine[2]:
-            return mine[1] == newest, False
-        self.db.execute(
-            "UPDATE report_runs SET seq = ? WHERE tenant = ? AND agent = ? AND boot = ?",
-            (seq, tenant, agent, boot),
-        )
-        return mine[1] == newest, True
+        fresh = seq > mine[2]
+        # the names given kept where the run has none: its first report taken a deployment step's (another replica's,
+        # between ``note_run``'s read and this write), which names none, and this process, the run then known, never
+        # notes it again (the chain of ``earlier_runs`` broken there)
+        if fresh or (named is not None and mine[3] is None):
+            self.db.execute(
+                "UPDATE report_runs SET seq = ?, named = COALESCE(named, ?) WHERE tenant = ? AND agent = ? AND "
+                "boot = ?",
+                (max(seq, mine[2]), named, tenant, agent, boot),
+            )
+        return mine[1] == newest, fresh
 
     def note_run(
         self, agent: str, boot: str, seq: int, *, tenant: str = T, before: Sequence[str] = ()

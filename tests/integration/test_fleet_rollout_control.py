@@ -4,6 +4,7 @@ halted rollout says about agents that have not gone back yet (offline, or their 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -703,6 +704,39 @@ def test_the_runs_each_run_named_before_it_are_kept_for_every_replica_to_read_th
     assert c.earlier_runs("gw1", ["runX3"], tenant="acme") == {"runX3"}
 
 
+def test_a_runs_names_are_kept_when_another_replica_took_its_step_between_the_read_and_the_write(
+    either_control, tmp_path, monkeypatch
+):
+    """A new run's first deployment step (names none) reached replica B while replica A's ``note_run`` of the run's
+    first state report was between its read (run unknown) and its write: A found the run known and dropped the names
+    its report gave, and, the run then known, never noted it again. The chain through the runs each run named
+    stopped there (a later run's kept step never taken). gw1's step numbered below the report, gw2's above."""
+    c, e = either_control
+    other = _another_replica(c, tmp_path)
+    try:
+        for agent in ("gw1", "gw2"):
+            assert _reported(c, agent, e["1.0.0"], "P", 1)
+        dep = c.create(_rollout("1.1.0", ["gw1", "gw2"], ["100%"]))
+        write = c._write
+        for agent, step_seq in (("gw1", 2), ("gw2", 4)):
+
+            @contextlib.contextmanager
+            def after_the_step(agent=agent, step_seq=step_seq):
+                monkeypatch.setattr(c, "_write", write)
+                other.on_report(
+                    agent, dep["id"], "vision", "1.1.0", "downloading", True, "", {}, report=("R", step_seq)
+                )
+                with write():
+                    yield
+
+            monkeypatch.setattr(c, "_write", after_the_step)
+            written = c.note_run(agent, "R", 3, before=("P",))
+            assert written is (step_seq < 3), agent  # numbered above the step: written
+            assert c.earlier_runs(agent, ["R"]) == {"R", "P"}, agent  # was: {"R"}
+    finally:
+        other.close()
+
+
 def test_an_admins_rollback_not_yet_reached_is_what_a_later_rollouts_halt_sends_back(either_control):
     """gw1 ran 1.1.0 (a rollout completed); the admin rolled it back to 1.0.0 (`cloud-trainer rollback`) while it
     was offline, so the rollback had not reached it; a rollout of 1.2.0 created then took gw1's last state report
@@ -767,6 +801,13 @@ def test_an_admins_rollback_taken_over_is_not_passed_by_an_older_rollback_of_its
     assert [s["version"] for s in c.desired_state("gw3")[1]] == ["1.1.0"]  # was 1.0.0
 
 
+def _another_replica(c, tmp_path) -> Control:
+    """A second Control on ``c``'s database (``either_control``): another replica."""
+    return Control(
+        getattr(c.db, "url", tmp_path / "control.db"), c.registry, c.store, config_validator=lambda b, n: None
+    )
+
+
 def _reported(c, agent: str, entry: dict, boot: str, seq: int) -> bool:
     """``agent``'s state report of ``entry``, numbered ``seq`` of run ``boot``, as the service takes one of a run it
     has not taken a report of (``Control.note_run``, then the store's write); whether it was written."""
@@ -789,9 +830,7 @@ def test_replicas_with_clocks_minutes_apart_order_an_agents_steps_by_its_runs_an
     taken at once and outrank the verdict of the run before; a late step of that run, once the new run's
     step was recorded on the target, is dropped on either replica."""
     c, e = either_control
-    other = Control(
-        getattr(c.db, "url", tmp_path / "control.db"), c.registry, c.store, config_validator=lambda b, n: None
-    )
+    other = _another_replica(c, tmp_path)
     try:
         behind = other
         behind.clock = lambda: time.time() - 120.0
