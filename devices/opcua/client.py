@@ -199,13 +199,14 @@ class _CertificateNoteOnce(logging.Filter):
     every attempt, up to 2,880 lines, none naming the source. Each such note is let through once."""
 
     _MAX = 256  # distinct notes kept (a host name and a URI each: a handful per certificate)
+    _NOTE = "certificate does not contain"
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("certificate does not contain"):
+        if not str(record.msg).startswith(self._NOTE):
             return True
         note = record.getMessage()
         if note in self.seen:
@@ -215,9 +216,20 @@ class _CertificateNoteOnce(logging.Filter):
         return True
 
 
+class _UnknownHandleOnce(_CertificateNoteOnce):
+    """asyncua warns at every notification of a monitored item it holds no handle for: the item a faulty server made
+    but left out of its CreateMonitoredItems answer (``OpcUaSource._subscribe_alone``: its id never given, it cannot be
+    deleted) warned at each change of its node's value for the session. Said once per handle."""
+
+    _NOTE = "Received a notification for unknown handle"
+
+
 _uacrypto_log = logging.getLogger("asyncua.crypto.uacrypto")
 if not any(isinstance(f, _CertificateNoteOnce) for f in _uacrypto_log.filters):
     _uacrypto_log.addFilter(_CertificateNoteOnce())
+_subscription_log = logging.getLogger("asyncua.common.subscription")
+if not any(isinstance(f, _UnknownHandleOnce) for f in _subscription_log.filters):
+    _subscription_log.addFilter(_UnknownHandleOnce())
 
 for _name in (
     "asyncua.client.ua_session.UaSession",
@@ -5195,8 +5207,9 @@ class OpcUaSource:
     ) -> list:
         """The monitored items of ``nodes`` made again one a request, after a faulty server answered their
         CreateMonitoredItems with another count of results (``results``): which item each result is cannot be told
-        (asyncua pairs them in order: one dropped in the middle gave the next node's values to a tag, and the source's
-        connect failed at every try, "zip() argument 2 is shorter than argument 1"). The items it named are deleted;
+        (asyncua pairs them in order: a node took another's item id, which a later delete of its item hit, and the
+        source's connect failed at every try, "zip() argument 2 is shorter than argument 1"). The items it named are
+        deleted;
         a node answered alone with nothing gets BadUnexpectedError (named in ``node_errors``). Counted (notice
         ``read_results_missing``)."""
         self._server_fault(
@@ -5207,6 +5220,15 @@ class OpcUaSource:
         if made:
             with contextlib.suppress(ua.UaError, TimeoutError):
                 await into.unsubscribe(made)
+        # asyncua keeps each item asked for by its client handle, the server's id of one left out unknown: the server
+        # still sends that item's values under the handle, which went to its node's tag beside the item made again
+        # (each value twice); forgotten, they are dropped (asyncua says "unknown handle", once: ``_UnknownHandleOnce``)
+        kept = getattr(into, "_monitored_items", None)
+        if isinstance(kept, dict):
+            ids = {n.nodeid for n in nodes}
+            for handle, data in list(kept.items()):
+                if getattr(data, "server_handle", 0) is None and getattr(data.node, "nodeid", None) in ids:
+                    del kept[handle]
         out: list = []
         for node in nodes:
             try:
