@@ -166,6 +166,9 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
             )
             warn_at += 60.0
         time.sleep(min(0.1, max(0.001, limit_ms / 1000 - waited)) if limit_ms else 0.1)
+    import psycopg
+
+    path = files[0][1] if files else folder
     try:
         for version, path in files:
             text = path.read_text()
@@ -201,6 +204,16 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
             with conn.transaction():
                 _record(conn, version, path)
             applied.append(version)
+    except psycopg.errors.LockNotAvailable as exc:
+        # the connection's lock_timeout (the URL's, as for the lock above) ended a statement's wait: an index built
+        # CONCURRENTLY waits for every transaction open before it (an older replica's write, an admin's session), a
+        # table change for the sessions using the table. It was told as the database not reachable ("cannot
+        # connect ... check the URL")
+        raise MigrationError(
+            f"migration {path.name} waited past the connection's lock_timeout ({limit_ms:g} ms) for a lock "
+            f"({str(exc).strip()[:200]}): a transaction open meanwhile holds it; start again once it ended (an "
+            "index such a build left invalid is built again) or with a longer lock_timeout"
+        ) from None
     finally:
         with contextlib.suppress(Exception):  # (a connection that failed: its lock went with it)
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))

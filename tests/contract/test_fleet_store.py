@@ -927,6 +927,38 @@ def test_a_lock_timeout_in_the_store_url_ends_a_starts_wait_for_the_migrations_l
         assert holder.execute("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'records'").fetchone()[0] == 0
 
 
+def test_a_migration_statement_waiting_past_the_urls_lock_timeout_is_a_migration_error_naming_the_file(
+    postgres_url,  # noqa: F811
+    tmp_path,
+):
+    """The URL's ``lock_timeout`` (docs: it ends a start's wait for the migrations' lock) ends a migration statement's
+    wait too: an index built CONCURRENTLY waits for every transaction open before it (an older replica's write). That
+    start said "cannot connect ... check the URL"; it says which migration waited, and the next start builds the index
+    the stopped build left invalid."""
+    import psycopg
+
+    from cloud_trainer.fleet.store_pg import MigrationError, migrate
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "0001_t.sql").write_text("CREATE TABLE t (a INTEGER)")
+    with psycopg.connect(postgres_url, autocommit=True) as conn, psycopg.connect(postgres_url) as writing:
+        assert migrate(conn, folder) == [1]
+        writing.execute("INSERT INTO t VALUES (1)")  # (its transaction open)
+        (folder / "0002_t_by_a.sql").write_text(
+            "-- migrate: outside a transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_by_a ON t (a)"
+        )
+        conn.execute("SET lock_timeout = 300")
+        with pytest.raises(
+            MigrationError, match=r"migration 0002_t_by_a\.sql waited past the connection's lock_t"
+        ):
+            migrate(conn, folder)
+        writing.commit()
+        assert migrate(conn, folder) == [2]
+        valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_by_a'::regclass"
+        assert conn.execute(valid).fetchone()[0] is True
+
+
 def test_postgres_connections_give_up_a_dead_path_instead_of_waiting_for_ever(postgres_url, tmp_path):  # noqa: F811
     """A path to the database that dies without a word (a NAT or firewall between the service and a managed
     database that timed the flow out) held a query for ~15 min of retransmissions, or for ever waiting for an
