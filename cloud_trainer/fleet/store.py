@@ -2799,6 +2799,10 @@ class SQLiteStore(SQLStore):
                 continue
             run("BEGIN IMMEDIATE")
             try:
+                # (another process opening the file did it since the read above: its row's key refused this open)
+                if run("SELECT 1 FROM store_repairs WHERE name = ?", (name,)).fetchone():
+                    run("COMMIT")
+                    continue
                 n = sum(run(one).rowcount for one in _statements(statement))
                 run("INSERT INTO store_repairs (name, applied) VALUES (?, ?)", (name, time.time()))
                 run("COMMIT")

@@ -301,6 +301,37 @@ def test_a_fleet_db_whose_emptied_epoch_an_older_service_counted_into_before_the
     assert statements and not [
         s for s in statements if s.startswith("UPDATE record_counts SET first_received = 0")
     ]
+    # two processes opening the file at once, both finding it to do: the second's row was refused by the first's
+    # (UNIQUE constraint failed: store_repairs.name), and its open failed
+    import sqlite3
+
+    from cloud_trainer.fleet.store import SQLITE_REPAIRS
+
+    monkeypatch.undo()
+    real_connect, path = sqlite3.connect, tmp_path / "fleet.db"
+    con = real_connect(path)
+    con.execute("DELETE FROM store_repairs")
+    con.commit()
+
+    read = []
+
+    # another open's repair recorded between this open's read of the names and its transaction
+    def other_opens_meanwhile(sql: str) -> None:
+        if sql.startswith("SELECT name FROM store_repairs"):
+            read.append(sql)
+        elif read and sql == "BEGIN IMMEDIATE":
+            con.executemany("INSERT INTO store_repairs VALUES (?, 0)", [(n,) for n, _s in SQLITE_REPAIRS])
+            con.commit()
+            read.clear()
+
+    def connect(*args, **kw):
+        db = real_connect(*args, **kw)
+        db.set_trace_callback(other_opens_meanwhile)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    SQLiteStore(path).close()
+    con.close()
 
 
 def test_an_epoch_end_an_older_service_wrote_from_seq_1_never_shows_the_retired_seqs_lost(store):
