@@ -631,16 +631,26 @@ def _golden_rtol(v: float, info: ValidationInfo) -> float:
     return v
 
 
-def golden_tolerance_problem(golden: Golden) -> str | None:
+def golden_tolerance_problem(golden: Golden, outputs: list[OutputSpec] | None = None) -> str | None:
     """``golden.rtol is 1e+308: ...``: the first golden tolerance a build refuses (one so wide that the golden check
     can never fail), or None. Readers take such a package (one signed before the bound stays readable where it is
-    installed); the agent refuses to serve it, at its load (``edge_agent.models.select``)."""
-    for field, v, problem in (
-        ("golden.atol", golden.atol, _atol_problem),
-        ("golden.rtol", golden.rtol, _rtol_problem),
-        *((f"golden.output_atol.{k}", a, _atol_problem) for k, a in golden.output_atol.items()),
+    installed); the agent refuses to serve it, at its load (``edge_agent.models.select``). An atol past the bound
+    below the threshold of each output it holds (``outputs``, each with one) is on their own scale, a check that can
+    fail, and is no problem: an anomaly score's 2e-3 of a threshold of 1.07e6 (atol 2138), which the trainers wrote
+    before they capped it at the bound, in packages gateways serve."""
+    scale = {o.name: abs(o.threshold) for o in outputs or () if o.threshold is not None}
+    held = [o.name for o in outputs or () if o.name not in golden.output_atol]  # those ``golden.atol`` holds
+
+    def atol_problem(v: float, names: list[str]) -> str | None:
+        on_scale = outputs is not None and all(v < scale.get(n, 0.0) for n in names)
+        return None if on_scale else _atol_problem(v)
+
+    for field, why in (
+        ("golden.atol", atol_problem(golden.atol, held)),
+        ("golden.rtol", _rtol_problem(golden.rtol)),
+        *((f"golden.output_atol.{k}", atol_problem(a, [k])) for k, a in golden.output_atol.items()),
     ):
-        if (why := problem(v)) is not None:
+        if why is not None:
             return f"{field} {why}"
     return None
 

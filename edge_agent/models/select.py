@@ -364,7 +364,7 @@ def _choose(passing: list[tuple[Trial, Engine]]) -> tuple[Trial, Engine]:
 def tolerance_refusal(manifest: Manifest) -> str | None:
     """Why the agent serves no package of ``manifest``, checked at its load (``select``) and by `edge-agent
     validate`: golden tolerances a build refuses (``golden_tolerance_problem``); None where it may."""
-    why = golden_tolerance_problem(manifest.golden)
+    why = golden_tolerance_problem(manifest.golden, manifest.outputs)
     if why is None:
         return None
     return (

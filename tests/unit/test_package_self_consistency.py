@@ -417,3 +417,21 @@ def test_a_package_signed_with_a_wide_golden_tolerance_before_the_bound_still_in
     installed = ModelStore(tmp_path / "store").install(pkg, kit["trusted"])
     golden = installed.manifest.golden
     assert (golden.atol, golden.rtol, golden.output_atol) == (1e30, 1.0, {"heatmap": 5000.0})
+
+
+def test_a_golden_atol_past_the_bound_on_its_outputs_own_scale_is_served(kit):
+    """The anomaly trainer wrote golden.atol 2e-3 x the threshold, uncapped until it was capped at the build's bound:
+    a threshold of 1.07e6 gave atol 2138, a check on a score of that scale, in packages gateways serve. The agent's
+    load refused every atol past 1000 as passing any output, so an upgrade set such an installed package aside and
+    failed its slot. One below the threshold of each output it holds is served; one that holds an output of a lower
+    threshold, or of none, is still refused."""
+    from edge_agent.models.select import tolerance_refusal
+
+    m = verify_package(kit["good"], kit["trusted"])
+    wide = m.golden.model_copy(update={"atol": 2138.0, "rtol": 0.02, "output_atol": {}})
+    on_scale = [o.model_copy(update={"threshold": 1.07e6}) for o in m.outputs]
+    assert tolerance_refusal(m.model_copy(update={"outputs": on_scale, "golden": wide})) is None
+    for other in (0.5, None):  # (a probability's threshold; an output without one)
+        outputs = [*on_scale[:-1], on_scale[-1].model_copy(update={"threshold": other})]
+        why = tolerance_refusal(m.model_copy(update={"outputs": outputs, "golden": wide}))
+        assert why is not None and "manifest golden.atol is 2138: at most 1000" in why, why
