@@ -1823,7 +1823,14 @@ class Baseline:
                 continue
             # the grid's lines clear of the orders; and with those on an order, where told
             ways: list[tuple[list[float], list[float]]] = [(lines, [])]
-            if on and any(_stands(padded := padded or padded_spectrum(x, self.fs), h, clear) for h in lines):
+            # (a line on the shaft's order beyond the 10x is the machine's as well as the grid's: where the grid's
+            # frequency is an order, 750 rpm on 50 Hz, every harmonic is, and a 12-vane fan's blade pass on 150 Hz made
+            # a rise of the 4x, a fault with no pickup at all, read mains_pickup)
+            if on and any(
+                abs(h - speed * round(h / speed)) >= MAINS_APART
+                and _stands(padded := padded or padded_spectrum(x, self.fs), h, clear)
+                for h in lines
+            ):
                 ways.append((sorted(lines + on), on))
             for these, on_order in ways:
                 if these[0] != mains:
