@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import errno
 import hashlib
 import json
@@ -109,6 +110,45 @@ def check_desired(d) -> str | None:
     if not _DEPLOYMENT_RE.fullmatch(d.deployment_id):
         return f"deployment id {printable(repr(d.deployment_id), 80)} is not valid"
     return None
+
+
+def _slots_as_written(desired, slots: Collection[str]) -> list:
+    """The fleet's desired slots, one naming a slot of ``slots`` as a config may spell it (``vision/``,
+    ``./vision``: ``edge_agent.config.slot_name_as_written``) read as that slot (a copy of it). The agent's config
+    reads such a name as the slot it means, the folder ``data_dir/models/vision`` the same, but a deployment to the
+    slot as spelt was declined (``this agent has no model slot 'vision/'``) and its rollout halted. Not when the
+    desired state also names the slot itself (one deployment per slot)."""
+    if all(d.slot in slots for d in desired):  # (each heartbeat: nothing to read)
+        return desired
+    from edge_agent.config import slot_name_as_written
+
+    named = {d.slot for d in desired}
+    out = []
+    for d in desired:
+        meant = slot_name_as_written(d.slot) if isinstance(d.slot, str) and d.slot not in slots else None
+        if meant is not None and meant in slots and meant not in named:
+            if hasattr(d, "CopyFrom"):  # (a protobuf message)
+                d, given = type(d)(), d
+                d.CopyFrom(given)
+            else:
+                d = copy.copy(d)
+            d.slot = meant
+        out.append(d)
+    return out
+
+
+def _no_slot(name: str, slots: Collection[str]) -> str:
+    """Why a desired slot not among ``slots`` is declined; one naming a slot as a config may spell it, kept apart
+    because the desired state names that slot too (``_slots_as_written``), says so."""
+    from edge_agent.config import slot_name_as_written
+
+    meant = slot_name_as_written(name) if isinstance(name, str) else None
+    if meant is not None and meant in slots:
+        return (
+            f"slot {printable(repr(name), 80)} is slot {meant!r} as written, which the fleet's desired state names "
+            f"too: the slot follows that one; deploy to {meant!r}"
+        )
+    return f"this agent has no model slot {printable(repr(name), 80)} (its slots: {', '.join(sorted(slots)) or 'none'})"
 
 
 def is_rollback(d) -> bool:
@@ -654,15 +694,16 @@ class ModelManager:
                 p.unlink(missing_ok=True)
 
     async def on_desired(self, reply) -> None:
+        # a slot as its config may spell it (vision/, ./vision: read as vision, ``slot_name_as_written``)
+        desired = _slots_as_written(reply.desired, self.slots)
         # the fleet answers: installs it could not be asked about are asked about first (a version withdrawn
         # meanwhile is reported failed, never confirmed healthy by what follows)
         for name in sorted(set(self._unasked()) | set(self._unasked_mem)):
-            await self._ask_again(name, desired=reply.desired)
+            await self._ask_again(name, desired=desired)
         unasked = set(self._unasked()) | set(self._unasked_mem)
         await self._take_out_withdrawn(unasked)
         await self._settle_pending(unasked)
         await asyncio.to_thread(self._forget_withdrawn)
-        desired = reply.desired
         if len(desired) > MAX_DESIRED:  # a fleet gone wrong: bounded work and reports per desired state
             log.log(
                 logging.WARNING if reply.generation != self._too_many_at else logging.DEBUG,
@@ -680,12 +721,7 @@ class ModelManager:
                 continue
             slot = self.slots.get(d.slot)
             if slot is None:  # a typo in the deployment, or an agent configured otherwise: say so, once
-                self._decline(
-                    key,
-                    d,
-                    f"this agent has no model slot {printable(repr(d.slot), 80)} "
-                    f"(its slots: {', '.join(sorted(self.slots)) or 'none'})",
-                )
+                self._decline(key, d, _no_slot(d.slot, self.slots))
                 continue
             status = slot.status()
             current = status.get("digest")

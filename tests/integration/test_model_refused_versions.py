@@ -160,3 +160,45 @@ async def test_a_waiting_slot_whose_deployment_is_declined_says_so_not_waiting(t
     finally:
         await mgr.stop()
         await s.stop()
+
+
+async def test_a_deployment_to_the_slot_as_its_config_may_spell_it_is_read_as_that_slot(tmp_path, pkgs):
+    """The config reads a slot written ``vision/`` or ``./vision`` as ``vision`` (its folder the same); a fleet's
+    deployment to the slot so spelt was declined (``this agent has no model slot 'vision/'``) and its rollout
+    halted. It is read as the slot (here declined for the version the slot refuses, nothing downloaded); a desired
+    state naming the slot itself as well keeps the spelt one apart. The fleet's own message (``DesiredSlot``)."""
+    from protocols.gen import fleet_pb2 as pb
+
+    config = ModelConfig(name="part-inspection", version_policy="follow_fleet", refused_versions=["1.0.0"])
+    s = ModelSlot("vision", config, tmp_path / "data", [pkgs["pub"]], fleet=True)
+    mgr = ModelManager({"vision": s}, SimpleNamespace(data_dir=tmp_path / "data"))
+
+    def desired(*slots: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            desired=[
+                pb.DesiredSlot(
+                    slot=n,
+                    package="part-inspection",
+                    version="1.0.0",
+                    digest="ab" * 32,
+                    deployment_id=f"d{i}",
+                )
+                for i, n in enumerate(slots)
+            ],
+            generation=1,
+        )
+
+    try:
+        await mgr.on_desired(desired("vision/"))
+        await mgr.on_desired(desired("./vision"))
+        await mgr.on_desired(desired("vision", "vision/"))
+        assert [(k[0], k[2], "models.vision.refused_versions" in why) for k, why in mgr.declined.items()] == [
+            ("vision", "d0", True),  # (vision/ and ./vision: one deployment id, one slot: declined once)
+            ("vision/", "d1", False),
+        ], mgr.declined
+        assert mgr.declined[("vision/", "ab" * 32, "d1")].startswith(
+            "slot 'vision/' is slot 'vision' as written, which the fleet's desired state names too"
+        ), mgr.declined
+    finally:
+        await mgr.stop()
+        await s.stop()
