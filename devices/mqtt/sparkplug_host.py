@@ -133,6 +133,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -564,6 +565,9 @@ MAX_TOTAL_METRICS = 500_000
 # data skipped, no rebirth asked (the answer would be skipped again), until a node's birth, death or forgetting
 # frees names
 MAX_TOTAL_DEVICES = 400_000
+# nodes looked at per line for one holding device names, to make room at MAX_TOTAL_DEVICES (``_names_holder``): a
+# refused birth's cost stays bounded (a flood of them at the bound); a holder behind as many holding none is not found
+NAMES_SCAN_MAX = 64
 # groups said to be out of the subscriptions' reach (``SparkplugHost._unreachable``): group names come from the
 # outside world (a publisher on a shared broker sending spBv1.0/<any group>/NDATA/x while only NDATA is
 # subscribed); past it the least recently seen is forgotten (said again if its data comes again)
@@ -1638,33 +1642,25 @@ class SparkplugHost:
         return False
 
     def _make_room(
-        self, t: sp.SparkplugTopic, key: tuple[str, str], full: Callable[[], bool], holds: str
+        self,
+        t: sp.SparkplugTopic,
+        key: tuple[str, str],
+        full: Callable[[], bool],
+        holds: str,
+        pick: Callable[[float], tuple[str, str] | None] | None = None,
     ) -> bool:
-        """Other nodes than ``key``'s forgotten while ``full()`` (the order of ``_metric_room``), each counted and
-        said; whether room was made. Bounded cost a call (``_front``)."""
+        """Other nodes than ``key``'s forgotten while ``full()`` (the order of ``_metric_room``; ``pick``'s when
+        given), each counted and said; whether room was made. Bounded cost a call (``_front``)."""
         now = time.monotonic()
         self._unfile(key)  # never its own place: it is filed again after the message (``handle``)
         while full():
-            # a node not born that holds metrics (given up on, or a birth skipped and never spoke: valid NBIRTHs
-            # under made-up names each followed by a compressed one skipped) first: only dead and born nodes made
-            # room, and five such names of 99,990 metrics held the total for good, a real node's birth refused
-            unborn = next(iter(self._spare_held), None)
-            other = next(iter(self._dead), None)
-            if other is not None and now - self._nodes[other].heard < DEAD_KEEP_S:
-                other = None
-            other = (
-                unborn
-                or other
-                or self._front(self._mute)
-                or self._front(self._silent)
-                or self._idle(self._probed, now)
-                or self._idle(self._talking, now)
-            )
+            other = (pick or self._forgettable)(now)
             if other is None:
                 return False
+            unborn = other in self._spare_held
             self._forget(other)
             self.nodes_forgotten += 1
-            if unborn is not None:
+            if unborn:
                 if self.on_notice is not None:
                     self.on_notice(
                         "nodes_forgotten",
@@ -1687,6 +1683,46 @@ class SparkplugHost:
                 self.on_notice("born_nodes_forgotten", message)
                 self.on_notice("nodes_forgotten", message)
         return True
+
+    def _forgettable(self, now: float) -> tuple[str, str] | None:
+        """The node ``_make_room`` forgets next for metrics."""
+        # a node not born that holds metrics (given up on, or a birth skipped and never spoke: valid NBIRTHs under
+        # made-up names each followed by a compressed one skipped) first: only dead and born nodes made room, and
+        # five such names of 99,990 metrics held the total for good, a real node's birth refused
+        dead = next(iter(self._dead), None)
+        if dead is not None and now - self._nodes[dead].heard < DEAD_KEEP_S:
+            dead = None
+        return (
+            next(iter(self._spare_held), None)
+            or dead
+            or self._front(self._mute)
+            or self._front(self._silent)
+            or self._idle(self._probed, now)
+            or self._idle(self._talking, now)
+        )
+
+    def _names_holder(self, now: float) -> tuple[str, str] | None:
+        """The node ``_make_room`` forgets next for a device birth at ``MAX_TOTAL_DEVICES``: the first in
+        ``_forgettable``'s order that holds device names, at most ``NAMES_SCAN_MAX`` looked at per line (none
+        moved: a line's order is its nodes' quiet, which ``_silence`` reads). Taken as they came, a node holding
+        none (its own tags only, as most edge nodes) freed nothing: one birth forgot every node that sent births
+        only since its restart, or no data for ``TALKING_KEEP_S`` (one reporting by exception), and was refused
+        all the same; their commands refused until their data and a rebirth."""
+        for line, keep in (
+            (self._spare_held, -math.inf),
+            (self._dead, DEAD_KEEP_S),
+            (self._mute, -math.inf),
+            (self._silent, -math.inf),
+            (self._probed, TALKING_KEEP_S),
+            (self._talking, TALKING_KEEP_S),
+        ):
+            for key in itertools.islice(line, NAMES_SCAN_MAX):
+                node = self._nodes[key]
+                if now - node.heard < keep:  # (those behind heard since)
+                    break
+                if node.names_held and (node.alive or line is self._spare_held or line is self._dead):
+                    return key
+        return None
 
     def _idle(self, line: OrderedDict[tuple[str, str], None], now: float) -> tuple[str, str] | None:
         """The front of a line of born nodes if it was not heard for ``TALKING_KEEP_S``."""
@@ -2433,6 +2469,7 @@ class SparkplugHost:
             (t.group, t.edge_node),
             lambda: self._names >= MAX_TOTAL_DEVICES,
             f"{MAX_TOTAL_DEVICES} device names (MAX_TOTAL_DEVICES)",
+            self._names_holder,
         ):
             return False
         self.devices_refused += 1

@@ -232,11 +232,14 @@ async def test_a_new_devices_birth_at_the_total_device_bound_takes_the_room_of_a
 ):
     """At MAX_TOTAL_DEVICES (made 8) a new device's birth was refused while nodes that sent births only (valid
     NBIRTHs and DBIRTHs under made-up names) held the names for good. Now, as for MAX_TOTAL_METRICS, such a node is
-    forgotten to make room (born_nodes_forgotten); one that sends data is kept."""
+    forgotten to make room (born_nodes_forgotten); one that sends data is kept, and one that holds no device name
+    (frees none: it was forgotten all the same, its commands refused until its data and a rebirth)."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
     bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
         host = src.sparkplug
+        # a node of its own tags only (no device name held), reporting by exception: no data since its birth
+        pub.publish("spBv1.0/g/NBIRTH/plc", _birth(0, bd0), qos=1)
         for node in ("talks", "junk"):  # 2 live devices each (4 names each): 8 names held, at the bound
             pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth(0, bd0), qos=1)
             for i in range(2):
@@ -247,5 +250,6 @@ async def test_a_new_devices_birth_at_the_total_device_bound_takes_the_room_of_a
         pub.publish("spBv1.0/g/DBIRTH/real/r0", _birth(1, []), qos=1)
         await until(lambda: host.device_alive("g", "real", "r0"), 10, "r0 born")  # before: refused
         assert ("g", "junk") not in host._nodes and host.device_alive("g", "talks", "d1")
+        assert host.node_alive("g", "plc")  # before: forgotten first
         assert src.notices.counts.get("born_nodes_forgotten") == 1 and host.devices_refused == 0
         assert host._names == sum(n.names_held for n in host._nodes.values()) <= 8
