@@ -2042,12 +2042,13 @@ def _plc_of(settings) -> tuple[str, int] | None:
 
     if getattr(settings, "type", None) != "opcua":
         return None
-    url = urlsplit(settings.endpoint)
     try:
-        port = url.port or 4840
-    except ValueError:  # a port out of range: that endpoint alone
+        url = urlsplit(settings.endpoint)
+        port, host = url.port or 4840, (url.hostname or "").lower().rstrip(".")
+    except ValueError:
+        # a port out of range, a bracket not closed (``[::1:4840``): that endpoint alone (it raised, and the agent
+        # did not start where that source alone says it cannot connect)
         return (settings.endpoint, 0)
-    host = (url.hostname or "").lower().rstrip(".")
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:

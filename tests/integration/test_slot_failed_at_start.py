@@ -429,6 +429,37 @@ async def _read_reject(p) -> bool:
     return (await p.read())["Reject"] is True
 
 
+def _held_by_plc(tmp_path, pub, actions: dict, pipelines: list, sources: dict | None = None) -> list[str]:
+    """The pipelines whose slot, failed, holds the heartbeat of source ``plc`` (``Agent._writing_through``; the agent
+    is not started): cameras ``cam`` and ``cam2``, slots ``vision`` and ``vision2`` (a package never read), and
+    ``sources`` besides."""
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
+            "trusted_keys": [str(pub)],
+            "sources": {
+                "plc": {
+                    "type": "opcua",
+                    "endpoint": "opc.tcp://127.0.0.1:4840/plc/",
+                    "heartbeat": {"node_id": "ns=2;s=Life", "period_ms": 100},
+                },
+                "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5},
+                "cam2": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5},
+                **(sources or {}),
+            },
+            "models": {
+                "vision": {"package": str(tmp_path / "vision.edgepkg")},
+                "vision2": {"package": str(tmp_path / "vision.edgepkg")},
+            },
+            "actions": actions,
+            "pipelines": pipelines,
+        },
+        "agent.yaml",
+        str(tmp_path),
+    )
+    return [p.name for p in Agent(cfg)._writing_through("plc")]
+
+
 def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_without_as_an_ng_part_is(
     tmp_path,
 ):
@@ -599,28 +630,14 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
             )
             for i, when in enumerate(whens)
         }
-        cfg = parse_config(
-            {
-                "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
-                "trusted_keys": [str(pub)],
-                "sources": {
-                    "plc": {
-                        "type": "opcua",
-                        "endpoint": "opc.tcp://127.0.0.1:4840/plc/",
-                        "heartbeat": {"node_id": "ns=2;s=Life", "period_ms": 100},
-                    },
-                    "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5},
-                },
-                "models": {"vision": {"package": str(tmp_path / "vision.edgepkg")}},
-                "actions": actions,
-                "pipelines": [
-                    {"name": "inspect", "source": "cam", "model": "vision", "actions": list(actions)}
-                ],
-            },
-            "agent.yaml",
-            str(tmp_path),
+        found[shape] = bool(
+            _held_by_plc(
+                tmp_path,
+                pub,
+                actions,
+                [{"name": "inspect", "source": "cam", "model": "vision", "actions": list(actions)}],
+            )
         )
-        found[shape] = bool(Agent(cfg)._writing_through("plc"))
     assert found == {shape: held for shape, (_, held) in shapes.items()}
 
 
@@ -652,39 +669,47 @@ def test_the_watchdog_hold_judges_a_node_two_pipelines_write_by_what_the_other_l
     found = {}
     for shape, (given, _) in shapes.items():
         theirs = {k: v for k, v in given.items() if k != "model"}
-        cfg = parse_config(
+        pipelines = [
+            {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]},
             {
-                "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
-                "trusted_keys": [str(pub)],
-                "sources": {
-                    "plc": {
-                        "type": "opcua",
-                        "endpoint": "opc.tcp://127.0.0.1:4840/plc/",
-                        "heartbeat": {"node_id": "ns=2;s=Life", "period_ms": 100},
-                    },
-                    "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5},
-                    "cam2": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5},
-                },
-                "models": {
-                    "vision": {"package": str(tmp_path / "vision.edgepkg")},
-                    "vision2": {"package": str(tmp_path / "vision.edgepkg")},
-                },
-                "actions": {"reject": reject, "theirs": {**reject, **theirs}},
-                "pipelines": [
-                    {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]},
-                    {
-                        "name": "other",
-                        "source": "cam2",
-                        "model": given.get("model", "vision2"),
-                        "actions": ["theirs"],
-                    },
-                ],
+                "name": "other",
+                "source": "cam2",
+                "model": given.get("model", "vision2"),
+                "actions": ["theirs"],
             },
-            "agent.yaml",
-            str(tmp_path),
+        ]
+        found[shape] = "inspect" in _held_by_plc(
+            tmp_path, pub, {"reject": reject, "theirs": {**reject, **theirs}}, pipelines
         )
-        found[shape] = "inspect" in {p.name for p in Agent(cfg)._writing_through("plc")}
     assert found == {shape: held for shape, (_, held) in shapes.items()}
+
+
+def test_an_opcua_endpoint_that_does_not_parse_leaves_the_watchdog_hold_judging_the_rest(tmp_path):
+    """An OPC UA source's endpoint whose host does not parse (a bracket not closed, `[::1:4840`; not an address in
+    brackets) passes the config's load: that source says it cannot connect and the agent serves the rest. Beside a
+    source with a heartbeat, the hold's look for the sources on the heartbeat's PLC raised ValueError (Invalid IPv6
+    URL) and the agent did not start. It is an endpoint of its own: the gate through the heartbeat's source still
+    holds it."""
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
+    (tmp_path / "frames").mkdir()
+    held = {}
+    for endpoint in ("opc.tcp://[::1:4840/plc/", "opc.tcp://[plc]:4840/"):
+        held[endpoint] = _held_by_plc(
+            tmp_path,
+            pub,
+            {
+                "reject": {
+                    "type": "opcua_write",
+                    "source": "plc",
+                    "node_id": "ns=2;s=Reject",
+                    "when": {"verdict": "NG"},
+                }
+            },
+            [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}],
+            {"typo": {"type": "opcua", "endpoint": endpoint}},
+        )
+    assert held == {"opc.tcp://[::1:4840/plc/": ["inspect"], "opc.tcp://[plc]:4840/": ["inspect"]}
 
 
 @pytest.mark.parametrize("pipeline", ["camera", "windowed"])
