@@ -73,7 +73,7 @@ def test_data_by_ever_new_metric_names_is_read_but_not_kept_past_the_bound_of_a_
     monkeypatch.setattr(sparkplug_host, "MAX_NODE_METRICS", 3)
     notices: list[str] = []
     h = SparkplugHost("s", SparkplugHostSettings(), lambda t, b: None, lambda r, d: None)
-    h.on_notice = lambda key, msg, n=1: notices.append(key)
+    h.on_notice = lambda key, msg, n=1, **kw: notices.append(key)
     birth = sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("a", 1, D.DOUBLE, 1.0)])
     h.handle("spBv1.0/g/NBIRTH/n", sp.encode(birth), 1.0)
     for i in range(5):
