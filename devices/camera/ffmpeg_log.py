@@ -74,8 +74,10 @@ _NOT_DAMAGE = frozenset((b"mmco: unref short failure\n", b"SEI type %d size %d t
 _SWS_LINE = b"deprecated pixel format used, make sure you did set range correctly\n"
 _NEW_PICTURE = frozenset((_SWS_LINE, b"Reinit context to %dx%d, pix_fmt: %s\n"))
 # libswscale 9 (FFmpeg 8) made ``SwsContext`` public, its layout then part of the ABI: on a 64-bit build (two
-# pointers, an unsigned, two doubles, four ints before them) ``src_w, src_h, dst_w, dst_h`` are at these bytes
-_SWS_PUBLIC_MAJOR = 9
+# pointers, an unsigned, two doubles, four ints before them) ``src_w, src_h, dst_w, dst_h`` are at these bytes. Only
+# the majors whose layout was checked (9; 10, FFmpeg 8's OpenCV 5 wheel): a major bump may change the layout
+# (FFmpeg's ABI rule), so a later one keeps the timing rule, as an FFmpeg before 8 does, until it is checked
+_SWS_PUBLIC_MAJORS = frozenset((9, 10))
 _SWS_SIZES_AT = 56
 _sws_public: list[bool] = [False]  # the installed libswscale's context is read (``_install``)
 
@@ -316,13 +318,14 @@ def _native_filter(callback: Any) -> tuple[Any, str]:
 
 
 def _swscale_public() -> bool:
-    """Whether OpenCV's libswscale makes its context public (``_SWS_PUBLIC_MAJOR``) on a 64-bit build."""
+    """Whether OpenCV's libswscale makes its context public in a layout checked (``_SWS_PUBLIC_MAJORS``) on a 64-bit
+    build."""
     try:
         path = _ffmpeg_library("libswscale")
         version = ctypes.CDLL(path).swscale_version() if path else 0
     except (OSError, AttributeError):
         return False
-    return version >> 16 >= _SWS_PUBLIC_MAJOR and ctypes.sizeof(ctypes.c_void_p) == 8
+    return version >> 16 in _SWS_PUBLIC_MAJORS and ctypes.sizeof(ctypes.c_void_p) == 8
 
 
 def _put_back(lib: ctypes.CDLL) -> None:

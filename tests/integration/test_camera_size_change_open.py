@@ -307,3 +307,20 @@ def test_swscale_contexts_sizes_are_read_where_its_layout_is_public_and_nothing_
     finally:
         sws.sws_freeContext(ctx)
         fmt.avformat_free_context(other)
+
+
+def test_swscale_contexts_are_read_only_for_the_libswscale_majors_whose_layout_was_checked(monkeypatch):
+    """A major bump of libswscale may change its public ``SwsContext`` layout (FFmpeg's ABI rule): only the majors
+    whose layout was checked (9 and 10) are read; an 11 (or an 8, before it was public) keeps the timing rule."""
+    import ctypes
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(ffmpeg_log, "_ffmpeg_library", lambda name: "libswscale.so")
+    said = {}
+    for major in (8, 9, 10, 11, 12):
+        version = (major << 16) | (1 << 8) | 100
+        monkeypatch.setattr(
+            ctypes, "CDLL", lambda path, v=version: SimpleNamespace(swscale_version=lambda: v)
+        )
+        said[major] = ffmpeg_log._swscale_public()
+    assert said == {8: False, 9: True, 10: True, 11: False, 12: False}
