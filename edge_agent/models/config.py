@@ -134,4 +134,6 @@ def refused_version(refused: tuple[str, ...], version: str) -> bool:
     if version in refused:
         return True
     mine = key(version)
-    return mine is not None and any(key(v) == mine for v in refused)
+    if mine is None:  # by its text, build metadata (``+...``) left out as the order leaves it out
+        return version.partition("+")[0] in {v.partition("+")[0] for v in refused}
+    return any(key(v) == mine for v in refused)

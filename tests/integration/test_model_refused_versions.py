@@ -111,7 +111,8 @@ async def test_a_version_of_a_number_past_18_digits_can_be_refused(tmp_path, pkg
     """A manifest takes any digits (``1.0.99999999999999999999``, signed by hand or built before build refused it),
     the version order at most 18 a number: such a package verified and installed, and ``refused_versions`` naming
     it was a config error ("is not a semantic version"), so an operator could not refuse it by its version. It is
-    taken now and compared by its text; the package is set aside at the start, whoever signed it."""
+    taken now and compared by its text (without its build metadata); the package is set aside at the start, whoever
+    signed it."""
     import model_packager.manifest
 
     long = "1.0.99999999999999999999"
@@ -124,6 +125,9 @@ async def test_a_version_of_a_number_past_18_digits_can_be_refused(tmp_path, pkg
     store.set_current(folder, None)
     cfg = ModelConfig(name="machine-health", engine="onnxruntime", refused_versions=(long,))
     assert not cfg.refuses("1.0.0") and not cfg.refuses("1.0.99999999999999999998")
+    # build metadata left out, as the version order leaves it out (``1.0.0+hotfix`` is ``1.0.0``): either side
+    assert cfg.refuses(f"{long}+hotfix.1") and not cfg.refuses("1.0.99999999999999999998+hotfix.1")
+    assert ModelConfig(name="machine-health", refused_versions=(f"{long}+b",)).refuses(long)
     s = ModelSlot("health", cfg, data, [pkgs["pub"]])
     with pytest.raises(SlotError, match=rf"{long} is a version this agent refuses"):
         await s.start()
