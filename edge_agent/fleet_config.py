@@ -555,7 +555,7 @@ class AgentHost:
     async def _refuse_failed_slots(
         self,
         before: Mapping[str, str | None],
-        judging: Mapping[str, tuple[str, str, tuple[str, str]]],
+        judging: Mapping[str, tuple[str, str, tuple[str, ...]]],
         ran: Collection[str] = (),
     ) -> None:
         """A candidate whose agent started with a model slot failed (its package refused, nothing installed): an
@@ -681,19 +681,29 @@ class AgentHost:
             await asyncio.sleep(0.2)
 
 
-def _reads(cfg: AgentConfig, p: Any) -> tuple[str, str]:
+# the settings that say where a source reads (a camera's url, a broker and its subscriptions, an OPC UA server and
+# its nodes), not how (its rate, queue, timeouts, reconnects): a source renamed with its fps changed reads the same
+_WHERE_FIELDS = ("type", "url", "host", "port", "subscriptions", "endpoint", "nodes", "username")
+
+
+def _reads(cfg: AgentConfig, p: Any) -> tuple[str, ...]:
     """What pipeline settings ``p`` read under ``cfg``: its window's waveform tag (the pipelines of one MQTT source
-    read each its machine's tag; a camera pipeline its frames) from its source, the source known by its name and by
-    its settings (a source renamed reads the same)."""
+    read each its machine's tag; a camera pipeline its frames) from its source, the source known by its name, by its
+    settings and by where it reads (``_WHERE_FIELDS``: a source renamed reads the same, its fps changed or not)."""
     tag = p.window.waveform if p.window is not None else None
     src = cfg.sources.get(p.source)
     given = src.model_dump(mode="json") if src is not None else None
-    return json.dumps(["name", p.source, tag]), json.dumps(
-        ["settings", given, tag], sort_keys=True, default=str
-    )
+    keys = [
+        json.dumps(["name", p.source, tag]),
+        json.dumps(["settings", given, tag], sort_keys=True, default=str),
+    ]
+    where = {k: given[k] for k in _WHERE_FIELDS if k in given} if isinstance(given, dict) else {}
+    if len(where) > 1:  # (a type of source with none of them: its type alone would match all of its kind)
+        keys.append(json.dumps(["where", where, tag], sort_keys=True, default=str))
+    return tuple(keys)
 
 
-def _judging(agent: Any) -> dict[str, tuple[str, str, tuple[str, str]]]:
+def _judging(agent: Any) -> dict[str, tuple[str, str, tuple[str, ...]]]:
     """The pipelines judging under ``agent``'s config (their slot serves) -> (their slot, their source, ``_reads``)."""
     return {
         p.name: (p.s.model, p.s.source, _reads(agent.cfg, p.s))
@@ -703,7 +713,7 @@ def _judging(agent: Any) -> dict[str, tuple[str, str, tuple[str, str]]]:
 
 
 def _taken_judging(
-    agent: Any, judging: Mapping[str, tuple[str, str, tuple[str, str]]], ran: Collection[str]
+    agent: Any, judging: Mapping[str, tuple[str, str, tuple[str, ...]]], ran: Collection[str]
 ) -> dict[str, str]:
     """The slots of ``agent`` (a candidate's) whose pipelines take judging away -> why: a pipeline that judged under
     the running config (``judging``, ``_judging``'s), or one new to the candidate (not in ``ran``, the running

@@ -13,7 +13,7 @@ MQ = {"type": "mqtt", "host": "127.0.0.1", "port": 1883, "subscriptions": [{"top
 FLEET_FED = {"name": "machine-health", "version_policy": "follow_fleet"}
 
 
-def _agent(sources: dict, pipelines: list[tuple[str, str, str, str]]) -> SimpleNamespace:
+def _agent(sources: dict, pipelines: list[tuple[str, str, str, str | None]]) -> SimpleNamespace:
     """An agent's config and pipelines ((name, source, slot, waveform tag)), every slot serving."""
     cfg = parse_config(
         {
@@ -22,7 +22,7 @@ def _agent(sources: dict, pipelines: list[tuple[str, str, str, str]]) -> SimpleN
             "sources": sources,
             "models": {slot: FLEET_FED for _, _, slot, _ in pipelines},
             "pipelines": [
-                {"name": n, "source": src, "model": slot, "window": {"waveform": tag}}
+                {"name": n, "source": src, "model": slot, **({"window": {"waveform": tag}} if tag else {})}
                 for n, src, slot, tag in pipelines
             ],
         },
@@ -59,3 +59,28 @@ def test_a_new_pipeline_is_matched_to_a_dropped_judging_one_by_what_it_reads_not
         [("pA2", "plant", "vib_a2", "plant/a/vib"), ("pB", "plant", "vib_b", "plant/b/vib")],
     )
     assert "vib_a2" in _taken_judging(moved, judging, ran)
+
+
+def test_a_source_renamed_with_how_it_reads_changed_is_matched_by_where_it_reads():
+    """A camera renamed with its slot and its pipeline, its fps changed too: matched neither by the source's name nor
+    by its settings, the config was applied, reported healthy (the pipeline named waiting_for_fleet, error rate 0),
+    and the camera judged nothing on every agent of the rollout. Where a source reads (a camera's url, a broker and
+    its subscriptions) is its identity; another machine's subscription on the same broker is not matched."""
+    cam = {"type": "camera", "url": "/srv/line1/frames", "fps": 5}
+    running = _agent(
+        {"cam": cam, "plant": MQ}, [("pv", "cam", "vision", None), ("pA", "plant", "vib_a", "vib")]
+    )
+    judging, ran = _judging(running), [p.name for p in running.pipelines]
+    renamed = _agent({"cam2": {**cam, "fps": 6}, "plant": MQ}, [("pw", "cam2", "visoin", None)])
+    assert _taken_judging(renamed, judging, ran)["visoin"].startswith(
+        "pipeline pw reads source cam2 (source cam under the running config), which pipeline pv (not in this config) "
+        "judged on slot 'vision'"
+    )
+    other = {**MQ, "subscriptions": [{"topic": "plant/c/#"}], "keepalive_s": 45}
+    machine_c = _agent({"cam": cam, "c": other}, [("pv", "cam", "vision", None), ("pC", "c", "vib_c", "vib")])
+    assert "vib_c" not in _taken_judging(machine_c, judging, ran)
+    line2 = _agent(
+        {"cam": cam, "cam2": {**cam, "url": "/srv/line2/frames"}},
+        [("pv", "cam", "vision", None), ("p2", "cam2", "vision2", None)],
+    )
+    assert "vision2" not in _taken_judging(line2, judging, ran)
