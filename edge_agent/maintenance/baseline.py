@@ -314,6 +314,12 @@ LEVEL_MIN_RISE = 5.0
 # change); further off, by the levels against the speed (``speed_levels``) or not at all: healthy fans, blowers and
 # pumps commissioned mostly at one speed read NG from 1.7x that band's speed on, none within 1.6x
 BAND_REACH = 1.5
+# A file learned before ``bands_pooled`` holding one band: that band's statistics are its own (not pooled over every
+# speed) where it holds fewer windows than were learned (``windows`` less the outliers) and its amplitudes' spread is
+# under this many times the levels' spread about the speed line (pooled over speeds a band's spread carries the speed's
+# change). Commissionings of 4 generators (a fan, a blower, a pump, a geared fan), 6 patterns: own bands 0.85-2.25,
+# pooled 2.48-27; the count alone took 4 of 20 pooled for own (windows left out as stops)
+OWN_SPREAD = 2.4
 _SHAFT_ORDERS = tuple(0.5 * k for k in range(1, 21))  # 0.5x-10x: a looseness lifts half orders and harmonics
 _UNIT_FACTORS = (  # factor (window / commissioned) -> the usual mix-up
     (9.80665, "m/s2 read as g?"),
@@ -2254,13 +2260,25 @@ class Baseline:
 
     def _off_bands(self, speed_hz: float) -> bool:
         """Whether ``speed_hz`` lies more than ``BAND_REACH`` times beyond the speeds of the nearest band whose
-        statistics are that band's own (``bands_pooled`` False; a file learned before it: known own where it holds
-        two bands or more, the pooled entry being alone, else pooled, the former rule)."""
-        if not (self.bands_pooled is False or (self.bands_pooled is None and len(self.bands) >= 2)):
+        statistics are that band's own (``bands_pooled`` False; a file learned before it: ``_own_alone``, else
+        pooled, the former rule)."""
+        if not (self.bands_pooled is False or (self.bands_pooled is None and self._own_alone())):
             return False
         step = 1.0 + self.s.speed_band_pct / 100.0
         near = self._near_band(speed_hz)
         return not step**near / BAND_REACH <= speed_hz <= step ** (near + 1) * BAND_REACH
+
+    def _own_alone(self) -> bool:
+        """For a file learned before ``bands_pooled``: whether its bands are their own (two or more: the pooled entry
+        is always alone; one: fewer windows than were learned and a spread of the speed line's, ``OWN_SPREAD``)."""
+        if len(self.bands) != 1:
+            return len(self.bands) >= 2
+        _, sc, count = next(iter(self.bands.values()))
+        if self.speed_levels is None or count >= self.s.windows - self.outliers:
+            return False
+        spread = np.asarray(sc, dtype=np.float64)[_AMPLITUDE_INDEX]
+        line = np.asarray(self.speed_levels[2], dtype=np.float64)[_AMPLITUDE_INDEX]
+        return bool(np.median(spread / np.maximum(line, 1e-12)) < OWN_SPREAD)
 
     def _finish(self) -> None:
         x = np.asarray(self.rows)

@@ -156,6 +156,14 @@ def test_a_drive_commissioned_mostly_at_one_speed_judges_its_others_by_their_lev
     # judged by the levels against the speed there, a fault is still seen
     imb = [b.process(window(rng, 2480.0, imbalance=3.0), {"_shaft_speed": 2480.0}) for _ in range(2)]
     assert all(v.anomalous and v.fault == "imbalance" for v in imb), [v.score for v in imb]
+    # a file learned before ``bands_pooled`` (no such field) holding this one band: told its own by its count and
+    # spread, judged so too (the former rule read the healthy 2,480 and 3,000 rpm NG)
+    legacy = json.loads((tmp_path / "fan.json").read_text())
+    del legacy["bands_pooled"]
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    b = Baseline(st, FS, N, path=tmp_path / "legacy.json", pipeline="fan")
+    vs = [b.process(window(rng, rpm), {"_shaft_speed": rpm}) for rpm in (2480.0, 3000.0)]
+    assert not any(v.anomalous for v in vs), [v.score for v in vs]
     # a speed neither a band nor the levels cover is not judged: UNSURE 'not commissioned', as beyond the range
     old = json.loads((tmp_path / "fan.json").read_text())
     old["level_threshold"] = old["level_spans_hz"] = None
