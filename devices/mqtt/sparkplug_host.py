@@ -1332,6 +1332,7 @@ class SparkplugHost:
             self._rebirth(t.group, t.edge_node, node, t.device)
         if t.device in node.devices:  # DBIRTH: the device is not born until a birth of it is read
             node.devices.discard(t.device)
+            self._names_sync(node)
             return self._bad(t.edge_node, node, t.device, received_at, received_at, "birth_unread")
         return []
 
@@ -2095,6 +2096,7 @@ class SparkplugHost:
             if not self._metric_room(t, key, _declared(payload, definitions=False) - kept):
                 if t.device in node.devices:  # its last birth's types would misread its data: not born
                     node.devices.discard(t.device or "")
+                    self._names_sync(node)  # (one place less: counted still, one name too many at the bound)
                     return self._bad(t.edge_node, node, t.device, received_at, received_at, "birth_unread")
                 return []
             self.births += 1
@@ -2468,7 +2470,7 @@ class SparkplugHost:
             t,
             (t.group, t.edge_node),
             lambda: self._names >= MAX_TOTAL_DEVICES,
-            f"{MAX_TOTAL_DEVICES} device names (MAX_TOTAL_DEVICES)",
+            f"{MAX_TOTAL_DEVICES} device name entries (MAX_TOTAL_DEVICES)",
             self._names_holder,
         ):
             return False
@@ -2476,8 +2478,8 @@ class SparkplugHost:
         if self.on_notice is not None:
             self.on_notice(
                 "too_many_total_devices",
-                f"sparkplug: the source's nodes hold {self._names} device names, at most {MAX_TOTAL_DEVICES} "
-                f"(MAX_TOTAL_DEVICES): the DBIRTH of a device new to its node ({t.group}/{t.edge_node}/{t.device}) is "
+                f"sparkplug: the source's nodes hold {self._names} device name entries (a live device's two), at "
+                f"most {MAX_TOTAL_DEVICES} (MAX_TOTAL_DEVICES): the DBIRTH of a device new to its node ({t.group}/{t.edge_node}/{t.device}) is "
                 "skipped, its data skipped as before its birth (no rebirth asked: it would be skipped again), until "
                 "a node's birth, death or forgetting frees names; nodes whose devices come and go under ever new "
                 "names (DBIRTH, DDEATH) keep them until their next birth",

@@ -183,3 +183,23 @@ async def test_nodes_not_born_that_hold_metrics_make_room_for_a_real_nodes_birth
         ) in host._nodes  # least recently heard first
         assert host._held <= 30, host._held
         assert "not born" in src.notices.messages["nodes_forgotten"], src.notices.messages["nodes_forgotten"]
+
+
+async def test_a_born_devices_birth_refused_at_the_total_counts_its_name_no_more(mosquitto, monkeypatch):
+    """A born device's DBIRTH refused at MAX_TOTAL_METRICS leaves it not born, its name held in one place less; the
+    device names' total (MAX_TOTAL_DEVICES) counted it still, one too many, until its node's next change."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_METRICS", 15, raising=False)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/a", _birth(), qos=1)  # 10 metrics
+        pub.publish("spBv1.0/g/NDATA/a", _data(1), qos=1)  # a node that speaks: no room made of it
+        for seq, n in ((2, 1), (3, 9)):  # d born with 1 metric, then again with 9: past 15, refused
+            metrics = [sp.Metric(f"V{i}", None, D.DOUBLE, 1.0) for i in range(n)]
+            pub.publish(
+                "spBv1.0/g/DBIRTH/a/d", sp.encode(sp.Payload(int(time.time() * 1000), seq, metrics)), qos=1
+            )
+        await until(lambda: host.births_refused == 1, 10, "the second birth refused")
+        node = host._nodes[("g", "a")]
+        assert not host.device_alive("g", "a", "d")
+        held = len(node.devices) + len(node.named) + len(node.named_before) + len(node.expected)
+        assert node.names_held == held == host._names, (node.names_held, held)  # before: 2, 1
