@@ -188,6 +188,17 @@ INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_
   SELECT tenant, agent, epoch, {_COUNTED_KIND}, COUNT(*), MIN(seq), MAX(seq), MIN(received) FROM records
   GROUP BY tenant, agent, epoch, {_COUNTED_KIND};
 """
+# ``record_counts`` counted again from the records (``_check_record_counts``), the rows of an epoch with none stored
+# kept at 0 and aged never: an epoch retention emptied is told from a new one by its rows (``_new_epoch``), and with
+# them deleted a batch of it sent again (its ack lost) was taken as the agent's new epoch, ending the live one (shown
+# lost after its last seq for good)
+RECORD_COUNTS_AGAIN = f"""UPDATE record_counts SET records = 0, first_received = 9e999;
+INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq, first_received)
+  SELECT tenant, agent, epoch, {_COUNTED_KIND}, COUNT(*), MIN(seq), MAX(seq), MIN(received) FROM records
+  WHERE true GROUP BY tenant, agent, epoch, {_COUNTED_KIND}
+  ON CONFLICT (tenant, agent, epoch, kind) DO UPDATE SET records = excluded.records, first_seq = excluded.first_seq,
+  last_seq = excluded.last_seq, first_received = excluded.first_received;
+"""
 # ``first_received``: at most the receipt of the epoch's lowest stored record (0: not known yet, a row written by a
 # service of before it), kept by ``ingest`` and ``retire``: retention reads only the epochs it may find old
 # (``record_counts_by_age``), not every epoch with records at every pass (PostgreSQL migrations 0025, 0026)
@@ -2831,11 +2842,7 @@ class SQLiteStore(SQLStore):
             stored,
         )
         self.db.executescript(  # (the agent totals filled again after, at once, not a trigger per row)
-            "BEGIN IMMEDIATE;"
-            + AGENT_COUNTS_UNTRIGGER
-            + "DELETE FROM record_counts;"
-            + RECORD_COUNTS
-            + "COMMIT;"
+            "BEGIN IMMEDIATE;" + AGENT_COUNTS_UNTRIGGER + RECORD_COUNTS_AGAIN + "COMMIT;"
         )
 
     def _check_agent_counts(self) -> None:

@@ -334,6 +334,39 @@ def test_a_fleet_db_whose_emptied_epoch_an_older_service_counted_into_before_the
     con.close()
 
 
+def test_a_fleet_db_counted_again_at_open_tells_a_replay_of_an_epoch_retention_emptied_from_a_new_epoch(
+    tmp_path,
+):
+    """An open counts the records again where the counts differ from them (an older service's write, a record deleted by
+    hand): the counts of an epoch retention emptied, which tell a batch of it sent again from a new epoch, were deleted
+    with it, and such a batch (its ack lost) was taken as the agent's new epoch: its live epoch ended, shown lost past
+    its last seq for good."""
+    from cloud_trainer.fleet.store import SQLiteStore
+
+    st = SQLiteStore(tmp_path / "fleet.db")
+    st.ingest("gw1", [rec(s, epoch=1) for s in (1, 2, 3)], tenant="acme")
+    _age(st, 3, 1000.0)
+    assert _one_pass(st, 2000.0)["records"] == 3
+    st.ingest("gw1", [rec(s, epoch=2) for s in (1, 2, 3)], tenant="acme")
+    listed = st.gaps("gw1", tenant="acme")
+    with st._tx() as ex:  # an older service's write, not counted
+        ex(
+            "INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
+            "VALUES ('acme', 'gw1', 2, 4, 'result', 4, 1e10, '{}')"
+        )
+    st.close()
+    st = SQLiteStore(tmp_path / "fleet.db")
+    try:
+        st.ingest("gw1", [rec(3, epoch=1)], tenant="acme")
+        st.ingest("gw1", [rec(5, epoch=2)], tenant="acme")
+        assert st.gaps("gw1", tenant="acme") == listed and st.stats("gw1", tenant="acme")["epoch"] == 2
+        assert (
+            _one_pass(st, 2000.0)["records"] == 0
+        )  # (the emptied epoch's rows aged never; the replay is young)
+    finally:
+        st.close()
+
+
 def test_an_epoch_end_an_older_service_wrote_from_seq_1_never_shows_the_retired_seqs_lost(store):
     """Rolled back to a service released before retention, which ends a wholly retired epoch after ``MAX(seq)`` of no
     record (0), then upgraded again: the end is read from past the retired seqs."""
