@@ -1702,7 +1702,7 @@ class SparkplugHost:
             or self._idle(self._talking, now)
         )
 
-    def _names_holder(self, now: float) -> tuple[str, str] | None:
+    def _names_holder(self, now: float, own: tuple[str, str] | None = None) -> tuple[str, str] | None:
         """The node ``_make_room`` forgets next for a device birth at ``MAX_TOTAL_DEVICES``: the first in
         ``_forgettable``'s order that holds device names, at most ``NAMES_SCAN_MAX`` looked at per line (none
         moved: a line's order is its nodes' quiet, which ``_silence`` reads). Taken as they came, a node holding
@@ -1721,7 +1721,11 @@ class SparkplugHost:
                 node = self._nodes[key]
                 if now - node.heard < keep:  # (those behind heard since)
                     break
-                if node.names_held and (node.alive or line is self._spare_held or line is self._dead):
+                if (
+                    key != own
+                    and node.names_held
+                    and (node.alive or line is self._spare_held or line is self._dead)
+                ):
                     return key
         return None
 
@@ -2472,6 +2476,12 @@ class SparkplugHost:
             lambda: self._names >= MAX_TOTAL_DEVICES,
             f"{MAX_TOTAL_DEVICES} device name entries (MAX_TOTAL_DEVICES)",
             self._names_holder,
+        ):
+            return False
+        # a device's data: its birth asked (``_before_birth``) when room can be made for it, which its birth then
+        # makes. Skipped unasked, a device refused while every holder sent data stayed unread once they fell quiet
+        if t.message_type is sp.MessageType.DDATA and self._names_holder(
+            time.monotonic(), (t.group, t.edge_node)
         ):
             return False
         self.devices_refused += 1

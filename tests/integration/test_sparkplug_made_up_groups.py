@@ -253,3 +253,30 @@ async def test_a_new_devices_birth_at_the_total_device_bound_takes_the_room_of_a
         assert host.node_alive("g", "plc")  # before: forgotten first
         assert src.notices.counts.get("born_nodes_forgotten") == 1 and host.devices_refused == 0
         assert host._names == sum(n.names_held for n in host._nodes.values()) <= 8
+
+
+async def test_data_of_a_device_refused_at_the_total_device_bound_asks_its_birth_once_room_can_be_made(
+    mosquitto, monkeypatch
+):
+    """A device refused at MAX_TOTAL_DEVICES (made 8) while every node holding names sent data: its data was
+    skipped unasked for good, though those nodes fell quiet (TALKING_KEEP_S) and only a birth made room of them.
+    Now its data asks its birth once room can be made, and the birth answering makes it."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        for node in ("a", "b"):  # 2 live devices each, and data: 8 names held, at the bound
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth(0, bd0), qos=1)
+            for i in range(2):
+                pub.publish(f"spBv1.0/g/DBIRTH/{node}/d{i}", _birth(i + 1, []), qos=1)
+            pub.publish(f"spBv1.0/g/NDATA/{node}", _birth(3, []), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/r", _birth(0, bd0), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/r/r0", _birth(1, []), qos=1)
+        await until(lambda: host.devices_refused == 1, 10, "r0 refused")
+        monkeypatch.setattr(sparkplug_host, "TALKING_KEEP_S", 0.0)  # an hour later: a and b quiet since
+        pub.publish("spBv1.0/g/DDATA/r/r0", _birth(2, []), qos=1)
+        await until(lambda: asked == ["r"], 10, "r0's birth asked")  # before: skipped, nothing asked
+        pub.publish("spBv1.0/g/NBIRTH/r", _birth(0, bd0), qos=1)  # the answer
+        pub.publish("spBv1.0/g/DBIRTH/r/r0", _birth(1, []), qos=1)
+        await until(lambda: host.device_alive("g", "r", "r0"), 10, "r0 born")
+        assert ("g", "a") not in host._nodes and host.device_alive("g", "b", "d1"), src.notices.counts
