@@ -133,8 +133,9 @@ def _validate(args) -> int:
 def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     """Each slot's configured package verified as the agent's install verifies it (signature by a trusted key and
     its ``not-after``, every file's size and SHA-256, the graph against the manifest, ``refused_versions``, golden
-    tolerances the load refuses (``tolerance_refusal``); not the golden test, which needs the engines), and the
-    package installed in the slot as a start verifies it again:
+    tolerances a swap refuses (``tolerance_refusal``); not the golden test, which needs the engines), and the
+    package installed in the slot as a start verifies it again (one of such tolerances a start serves, said:
+    ``tolerance_unchecked``):
     (errors, warnings). What the agent does then is what its start decides (``start_refusal``): a refused package
     with an installed one that passes is a warning (the slot starts on that one), as is one refused with nothing
     installed or the installed one refused too (the agent starts with the slot failed); a first install the disk
@@ -145,7 +146,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     refused)."""
     from pathlib import Path
 
-    from edge_agent.models.select import tolerance_refusal
+    from edge_agent.models.select import tolerance_refusal, tolerance_unchecked
     from edge_agent.models.slot import (
         FailedAtStart,
         no_package_refusal,
@@ -154,7 +155,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
         start_refusal,
     )
     from edge_agent.models.store import ModelStore, room_refusal
-    from model_packager import PackageError, load_trusted_keys, verify_package
+    from model_packager import PackageError, load_trusted_keys, package_digest, verify_package
     from model_packager.text import printable
 
     here = Path(cfg.data_dir).is_dir()  # (systemd's StateDirectory= makes it before ExecStartPre)
@@ -179,18 +180,22 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     errors, warnings = [], []
     for name, m in slots.items():
         root = Path(cfg.data_dir) / "models" / name
-        installed = rejected = None
+        installed = rejected = unchecked = None  # (unchecked: the installed package's digest, served so)
         if root.is_dir():
             store = ModelStore(root, clean=False)  # (read only: a running agent's .part folders are its own)
             installed, _ = store.start_folder()  # what a start serves
             if installed:
                 try:
                     opened = not_refused(store.verify(installed, trusted), name, m)
-                    # (the start's load refuses it, then sets it aside)
-                    if (unfit := tolerance_refusal(opened.manifest)) is not None:
-                        raise PackageError(unfit)
                 except PackageError as exc:
                     rejected = str(exc)
+                else:  # golden tolerances a swap refuses: the start serves it as installed, saying so
+                    if (wide := tolerance_unchecked(opened.manifest)) is not None:
+                        unchecked = opened.digest
+                        warnings.append(
+                            f"{where}: models.{name}: the package installed in {root}, {installed} "
+                            f"({opened.manifest.package_id}): {printable(wide, 600)}"
+                        )
         if not m.package:
             if not installed or rejected is not None:
                 said = no_package_refusal(name, m, installed or None, rejected, fleet=cfg.cloud is not None)
@@ -206,8 +211,8 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
             manifest = verify_package(pkg, trusted)
             if m.refuses(manifest.version):
                 raise PackageError(refused_by_config(name, manifest.package_id))
-            if (unfit := tolerance_refusal(manifest)) is not None:
-                raise PackageError(unfit)
+            if (unfit := tolerance_refusal(manifest)) is not None and unchecked != package_digest(pkg):
+                raise PackageError(unfit)  # (the installed package itself: served, said above)
         except PackageError as exc:
             why = str(exc)
         else:

@@ -123,6 +123,9 @@ class Selection:
     # candidates that did not load while another serves (``engine: auto``), each said in one line: a package's
     # OpenVINO IR this OpenVINO cannot read is served on ONNX Runtime, said at every load, never silently
     not_loaded: list[str] = field(default_factory=list)
+    # a package installed before this agent refused its golden tolerances (``tolerance_unchecked``), served where
+    # it was installed: what the golden check cannot check, said at each load
+    unchecked: str | None = None
 
     @property
     def chosen(self) -> Trial:
@@ -361,26 +364,47 @@ def _choose(passing: list[tuple[Trial, Engine]]) -> tuple[Trial, Engine]:
     return first
 
 
-def tolerance_refusal(manifest: Manifest) -> str | None:
-    """Why the agent serves no package of ``manifest``, checked at its load (``select``) and by `edge-agent
-    validate`: golden tolerances a build refuses (``golden_tolerance_problem``); None where it may."""
+def _tolerance_said(manifest: Manifest, then: str) -> str | None:
+    """``manifest golden.rtol is 1e+308: ...; {then} (build it again: ...)`` where ``manifest`` has golden tolerances
+    a build refuses (``golden_tolerance_problem``), else None."""
     why = golden_tolerance_problem(manifest.golden, manifest.outputs)
     if why is None:
         return None
-    return (
-        f"package {manifest.package_id}: manifest {why}; not served: nothing of the model would be checked on "
-        "this CPU before it judges parts (build it again: model-packager build refuses it)"
+    return f"manifest {why}; {then} (build it again: model-packager build refuses it)"
+
+
+def tolerance_refusal(manifest: Manifest) -> str | None:
+    """Why the agent installs no package of ``manifest``, checked at its load (``select``: at a swap, a new
+    install) and by `edge-agent validate`: golden tolerances a build refuses; None where it may."""
+    said = _tolerance_said(
+        manifest, "not served: nothing of the model would be checked on this CPU before it judges parts"
+    )
+    return None if said is None else f"package {manifest.package_id}: {said}"
+
+
+def tolerance_unchecked(manifest: Manifest) -> str | None:
+    """``tolerance_refusal`` for a package already installed where a start finds it (one installed before this agent
+    refused such tolerances): served, as it was, in these words (each load's WARNING); None where its tolerances
+    pass. Set aside, its slot failed at an agent's upgrade where nothing else was installed."""
+    return _tolerance_said(
+        manifest,
+        "served as installed before this agent refused it, its golden check unable to fail; a swap to it or a "
+        "new install is refused",
     )
 
 
-def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -> Selection:
+def select(
+    opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False, installed: bool = False
+) -> Selection:
     """Load, check and time every candidate; keep the first that passes unless another is clearly faster
     (``_choose``). Raises ``EngineError``
     when no candidate loads and ``NothingPasses`` when none that loaded passes its check.
     ``isolated``: another model serves meanwhile (see ``create_engine``). A package whose golden tolerances are
     so wide that its golden check could never fail (``golden_tolerance_problem``; a build refuses them, a registry
-    published such packages before it refused them too) is refused before any engine loads: ``ManifestError``."""
-    if (why := tolerance_refusal(opened.manifest)) is not None:
+    published such packages before it refused them too) is refused before any engine loads: ``ManifestError``;
+    but for one a start finds ``installed``, served as it was (``Selection.unchecked``, said at each load)."""
+    unchecked = tolerance_unchecked(opened.manifest) if installed else None
+    if unchecked is None and (why := tolerance_refusal(opened.manifest)) is not None:
         raise ManifestError(why)
     inputs = load_npz(opened.golden_inputs)
     expected = load_npz(opened.golden_expected)
@@ -440,4 +464,10 @@ def select(opened: OpenedPackage, cfg: ModelConfig, *, isolated: bool = False) -
     if floor_s > best.timeout_s:
         best.timeout_s = floor_s
     # what the golden set cannot judge, read from the outputs already loaded: no model run, no per-item cost
-    return Selection(best, trials, golden_notes=golden_notes(opened, inputs, expected), not_loaded=unloaded)
+    return Selection(
+        best,
+        trials,
+        golden_notes=golden_notes(opened, inputs, expected),
+        not_loaded=unloaded,
+        unchecked=unchecked,
+    )

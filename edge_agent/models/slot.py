@@ -474,7 +474,7 @@ class ModelSlot:
                     await self._set_aside(current, rejected, want_pkg)
         if opened is not None:
             try:  # checked again on this CPU: the machine (or its VM host) may have changed since install
-                active = await in_lowered_thread(self._load, opened)
+                active = await in_lowered_thread(self._load, opened, True)
             except (EngineError, NothingPasses, PackageError) as exc:  # (golden files refused as read)
                 if isinstance(exc, PackageError) and exc.code in (GOLDEN_UNREADABLE, GOLDEN_NO_MEMORY):
                     # a passing error of this machine (EMFILE, EIO; memory short at boot, for a version that loaded
@@ -677,7 +677,7 @@ class ModelSlot:
         """Load the previous model again (verified as at every start) to roll back to, then watch the window."""
         try:
             prev = await asyncio.to_thread(self._verify_installed, ar.previous)
-            old = await in_lowered_thread(self._load, prev)
+            old = await in_lowered_thread(self._load, prev, True)
         except Exception as exc:  # (a parser bug included: never a watch task dying unheard)
             if self._helpers.stopped:
                 return
@@ -869,16 +869,17 @@ class ModelSlot:
                 self.counters["nonfinite"] += 1
 
     # ---- swap ------------------------------------------------------------------------------
-    def _load(self, opened: OpenedPackage) -> _Active:
+    def _load(self, opened: OpenedPackage, installed: bool = False) -> _Active:
         """Load, golden-check and time every engine × form allowed; the first that passes serves unless another
         is clearly faster (``select``).
-        During a swap (a model serves meanwhile) the loading is isolated from the serving threads."""
+        During a swap (a model serves meanwhile) the loading is isolated from the serving threads. ``installed``:
+        a package a start finds installed (``select``'s: golden tolerances refused at a swap are said, served)."""
         helpers = self._helpers
         cfg = self.config
         if cfg.openvino_cache_dir:  # one cache folder per installed version: removed with the version
             cfg = cfg.model_copy(update={"openvino_cache_dir": str(self._ov_cache / opened.root.name)})
         with helpers.used():
-            sel = select(opened, cfg, isolated=self._active is not None)
+            sel = select(opened, cfg, isolated=self._active is not None, installed=installed)
         if helpers.stopped:  # the slot stopped meanwhile: nothing switches after a stop
             sel.engine.close()
             raise _Stopped("the slot stopped while the package was loaded; it was not switched to")
@@ -901,6 +902,10 @@ class ModelSlot:
             sizing.record(self.store.root, a.manifest.package_id, self.config.package, item[1], item[0])
         for note in sel.golden_notes:  # said once a load; the build said them too (model-packager build)
             log.warning("slot %s: package %s: %s", self.name, a.manifest.package_id, note)
+        # installed before this agent refused its golden tolerances: served, said at each load
+        if sel.unchecked is not None:
+            self.counters["golden_tolerance_unchecked"] += 1
+            log.warning("slot %s: package %s: %s", self.name, a.manifest.package_id, sel.unchecked)
         # engine auto: another engine serves (a package's OpenVINO IR this OpenVINO cannot read), said at each load
         for line in sel.not_loaded:
             self.counters["engines_not_loaded"] += 1

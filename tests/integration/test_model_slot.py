@@ -668,6 +668,34 @@ async def test_a_package_whose_golden_check_cannot_fail_is_refused_at_load_the_o
     await s.stop()
 
 
+async def test_a_package_installed_before_its_golden_tolerances_were_refused_is_served_at_a_start_said(
+    tmp_path, pkgs, caplog
+):
+    """Such a package installed on a gateway before the agent refused it at its load was set aside at the agent's
+    next start, its slot failed where nothing else was installed (the line it judged stopped at an upgrade). A start
+    serves it as installed, with a WARNING naming the field at each load, counted; a swap to it stays refused."""
+    import logging
+
+    from edge_agent.models.store import ModelStore
+
+    wide = _signed_again(pkgs, "v2", tmp_path / "wide-1.1.0.edgepkg", golden={"rtol": 1e308})
+    trusted = load_trusted_keys([pkgs["pub"]])
+    store = ModelStore(tmp_path / "data" / "models" / "vision")
+    folder = store.install(wide, trusted).root
+    store.set_current(folder, None)
+    s = ModelSlot("vision", ModelConfig(package=str(wide), engine="onnxruntime"), tmp_path / "data", trusted)
+    caplog.set_level(logging.WARNING, "edge_agent.models.slot")
+    await s.start()
+    try:
+        assert s.version == "1.1.0" and s.infer(frame(1)).version == "1.1.0" and folder.is_dir()
+        said = [r.getMessage() for r in caplog.records if "served as installed" in r.getMessage()]
+        assert len(said) == 1 and "manifest golden.rtol is 1e+308: must be below 1" in said[0], said
+        assert "a swap to it or a new install is refused" in said[0], said
+        assert s.counters["golden_tolerance_unchecked"] == 1 and not s.counters["installed_rejected"]
+    finally:
+        await s.stop()
+
+
 async def test_with_engine_auto_a_package_whose_openvino_ir_does_not_load_is_served_on_onnx_runtime_said(
     tmp_path, pkgs, caplog
 ):
