@@ -682,8 +682,9 @@ class AgentHost:
 
 
 # the settings that say where a source reads (a camera's url, a broker and its subscriptions, an OPC UA server and
-# its nodes), not how (its rate, queue, timeouts, reconnects): a source renamed with its fps changed reads the same
-_WHERE_FIELDS = ("type", "url", "host", "port", "subscriptions", "endpoint", "nodes", "username")
+# its nodes) and which tags they make (a Sparkplug host's mapping), not how (its rate, queue, timeouts,
+# reconnects): a source renamed with its fps changed reads the same
+_WHERE_FIELDS = ("type", "url", "host", "port", "subscriptions", "sparkplug", "endpoint", "nodes", "username")
 
 
 def _reads(cfg: AgentConfig, p: Any) -> tuple[str, ...]:
