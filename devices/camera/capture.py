@@ -45,8 +45,9 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   a stream's or file's frames to the size it opened with: where FFmpeg's log says a new picture size midway
   (``ffmpeg_log._NEW_PICTURE``: MJPEG, H.264), a stream is reopened and a file's pass ends there, said as
   ``frame_size_changed``; no stretched frame is passed on. Where swscale's context says the frame's own size
-  (FFmpeg 8 and later: ``DecoderErrors.picture``), a line at the size opened with is a new pixel format, read on;
-  elsewhere a line early after a reopen at the same size is told from a size change by when it comes.
+  (FFmpeg 8: ``DecoderErrors.picture``), a line at the size opened with is a new pixel format, read on, and after
+  a reopen for another size a session opened again at the old size has its first frame skipped (the old size's last
+  frame a camera serves at each connect); elsewhere a line early after a reopen at the same size is told from a size change by when it comes.
 - ``frozen_after_s`` (default 10 s; ``null``: off): a live camera whose image is identical for that long is
   named once as ``frozen_frame``; its frames are still passed on, each with the time its image has been
   unchanged (``Frame.unchanged_s``), which a pipeline turns into ``UNSURE`` (never OK or NG).
@@ -615,6 +616,10 @@ class CameraSource:
         # row, show the lines come for changes of pixel format (an MJPEG camera alternating its chroma subsampling),
         # and such lines are then not taken for a change of size on this camera
         self._reopened_at: tuple[float, float] | None = None
+        # the frame size swscale's context said that reopen was for (None: not said): a session opened again at the
+        # size it was reopened from has its first frame skipped, the old size's last frame a camera serves first at
+        # each connect (judged at each, a part seen again), or a frame of the new size scaled to the old
+        self._reopened_to: tuple[int, int] | None = None
         self._format_suspect = False  # the last such reopen had the line again in its first frames
         self._pictures_unsure = False
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
@@ -1431,6 +1436,9 @@ class CameraSource:
             same_size_again = self._reopened_at == (w, h)
             after_change = self._reopened_at is not None
             self._reopened_at = None
+            # reopened for frames of a size said, opened again at the size it had: its first frame not passed on
+            stale_to = [self._reopened_to if same_size_again else None]
+            self._reopened_to = None
             self._format_suspect &= same_size_again
 
             frame_type = getattr(cv2, "CAP_PROP_FRAME_TYPE", None)  # OpenCV 4.9 and later
@@ -1501,6 +1509,14 @@ class CameraSource:
                 retrieved[0] += 1
                 if pictures[0] is None:
                     pictures[0] = errors.pictures
+                    if (to_size := stale_to[0]) is not None:
+                        stale_to[0] = None
+                        raise _BadFrame(
+                            "frame_size_changed",
+                            f"{s.shown_url}: opened again at {w:.0f}x{h:.0f}, the size it had, after a change to "
+                            f"frames of {to_size[0]}x{to_size[1]}: its first frame skipped (the old size's last frame, "
+                            "which a camera may serve first at each connect: judged, it was a part seen again)",
+                        )
                     return False
                 new = errors.pictures != pictures[0]
                 # the frame's own size where swscale's context says it (FFmpeg 8 and later), scaled to the size
@@ -1563,7 +1579,7 @@ class CameraSource:
                     f"size{to}); OpenCV scales every frame to the size it opened with ({w:.0f}x{h:.0f}), stretched"
                 )
                 if live:
-                    self._reopened_at = (w, h)
+                    self._reopened_at, self._reopened_to = (w, h), own
                     raise StreamError(
                         "frame_size_changed", f"{said}: reopening, to read them at their own size"
                     )
