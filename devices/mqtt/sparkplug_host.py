@@ -1712,7 +1712,9 @@ class SparkplugHost:
         for line, keep in (
             (self._spare_held, -math.inf),
             (self._dead, DEAD_KEEP_S),
-            (self._mute, -math.inf),
+            # (a births-only one heard within REBORN_DEVICES_WAIT_S may be a real node restarting, its devices'
+            # births to come: forgotten for another node's new device, its own were refused after it)
+            (self._mute, REBORN_DEVICES_WAIT_S),
             (self._silent, -math.inf),
             (self._probed, TALKING_KEEP_S),
             (self._talking, TALKING_KEEP_S),

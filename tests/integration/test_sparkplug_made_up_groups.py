@@ -235,6 +235,8 @@ async def test_a_new_devices_birth_at_the_total_device_bound_takes_the_room_of_a
     forgotten to make room (born_nodes_forgotten); one that sends data is kept, and one that holds no device name
     (frees none: it was forgotten all the same, its commands refused until its data and a rebirth)."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    # births-only nodes heard longer ago than that: not a node restarting, its devices' births to come
+    monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 0.0)
     bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
         host = src.sparkplug
@@ -280,3 +282,28 @@ async def test_data_of_a_device_refused_at_the_total_device_bound_asks_its_birth
         pub.publish("spBv1.0/g/DBIRTH/r/r0", _birth(1, []), qos=1)
         await until(lambda: host.device_alive("g", "r", "r0"), 10, "r0 born")
         assert ("g", "a") not in host._nodes and host.device_alive("g", "b", "d1"), src.notices.counts
+
+
+async def test_a_node_restarting_at_the_total_device_bound_is_not_forgotten_for_another_nodes_new_device(
+    mosquitto, monkeypatch
+):
+    """Between a node's NBIRTH and its devices' DBIRTHs it has sent births only: at MAX_TOTAL_DEVICES (made 12)
+    another node's new device born then took its room, the restarting node forgotten and its own devices' births
+    then read as before its birth. A births-only node heard within REBORN_DEVICES_WAIT_S is not forgotten so."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 12)
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        for node in ("r", "h"):  # 3 live devices each, and data: 12 names held
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth(0, [sp.Metric("bdSeq", None, D.INT64, 0)]), qos=1)
+            for i in range(3):
+                pub.publish(f"spBv1.0/g/DBIRTH/{node}/d{i}", _birth(i + 1, []), qos=1)
+            pub.publish(f"spBv1.0/g/NDATA/{node}", _birth(4, []), qos=1)
+        pub.publish("spBv1.0/g/NDEATH/r", sp.death_payload(0), qos=1)  # r restarts
+        pub.publish("spBv1.0/g/NBIRTH/r", _birth(0, [sp.Metric("bdSeq", None, D.INT64, 1)]), qos=1)
+        for i in range(3):  # h's new devices fill the names r's restart freed, the third at the bound
+            pub.publish(f"spBv1.0/g/DBIRTH/h/new{i}", _birth(5 + i, []), qos=1)
+        for i in range(3):
+            pub.publish(f"spBv1.0/g/DBIRTH/r/d{i}", _birth(i + 1, []), qos=1)
+        await until(lambda: host.births + host.devices_refused >= 15, 10, "every birth handled")
+        assert [host.device_alive("g", "r", f"d{i}") for i in range(3)] == [True] * 3, src.notices.counts
+        assert host.devices_refused == 1 and not host.device_alive("g", "h", "new2")  # before: r forgotten
