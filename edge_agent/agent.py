@@ -1972,32 +1972,10 @@ def _as_written(value: Any) -> str:
 
 
 def _made_up_parts(p) -> tuple[Result, Result, Result, Result]:
-    """Pipeline ``p``'s made-up parts the watchdog hold tries its actions on: one not judged (UNSURE, no score, no
-    label, ``model_error: no_model``), one judged OK and one NG (no score, no label, no model: each unknown to the
-    conditions that read them), and that NG part at the highest score (an NG part scores above its slot's threshold,
-    whatever it is)."""
-    now = time.time()
-    unjudged = Result(
-        p.name,
-        p.source,
-        0,
-        now,
-        "",
-        "",
-        "",
-        "UNSURE",
-        None,
-        outputs={"model_error": "no_model"},
-        finished_at=now,
-    )
-    judged_ok = dataclasses.replace(unjudged, verdict="OK", outputs={})
-    judged_ng = dataclasses.replace(judged_ok, verdict="NG")
-    return (
-        unjudged,
-        judged_ok,
-        judged_ng,
-        dataclasses.replace(judged_ng, score=math.inf, anomaly_score=math.inf),
-    )
+    """Pipeline ``p``'s made-up parts the watchdog hold tries its actions on (``types.made_up_parts``)."""
+    from edge_agent.types import made_up_parts
+
+    return made_up_parts(p.name, p.source)
 
 
 def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
@@ -2032,32 +2010,11 @@ def _node_of(name: str, action) -> tuple:
 
 
 def _plc_of(settings) -> tuple[str, int] | None:
-    """The PLC an OPC UA source reaches (its endpoint's host, lowercased, and port), to tell two sources on one
-    endpoint; None for another kind of source. This host's own names are one (``localhost``, ``127.0.0.1``, ``::1``:
-    an OPC UA server on the gateway, spelt two ways, let a gate through the other spelling's session go untold) and
-    an address is read as one whatever its spelling (``::ffff:10.0.0.5`` is ``10.0.0.5``); a name and its address
-    are not (nothing is resolved at the start)."""
-    import ipaddress
-    from urllib.parse import urlsplit
+    """The PLC an OPC UA source reaches (``devices.opcua.settings.plc_of``), to tell two sources on one endpoint;
+    None for another kind of source."""
+    from devices.opcua.settings import plc_of
 
-    if getattr(settings, "type", None) != "opcua":
-        return None
-    try:
-        url = urlsplit(settings.endpoint)
-        port, host = url.port or 4840, (url.hostname or "").lower().rstrip(".")
-    except ValueError:
-        # a port out of range, a bracket not closed (``[::1:4840``): that endpoint alone (it raised, and the agent
-        # did not start where that source alone says it cannot connect)
-        return (settings.endpoint, 0)
-    try:
-        ip = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return (
-            "localhost" if host in ("localhost", "localhost.localdomain", "ip6-localhost") else host,
-            port,
-        )
-    ip = getattr(ip, "ipv4_mapped", None) or ip
-    return ("localhost" if ip.is_loopback or ip.is_unspecified else ip.compressed, port)
+    return plc_of(settings.endpoint) if getattr(settings, "type", None) == "opcua" else None
 
 
 def _reset_written(action) -> str | None:

@@ -860,6 +860,11 @@ class OpcUaWriteAction(OutputAction):
                     raise ValueError(f"{at}: node {self.node_id}: cannot write {x!r}: {why}")
         return self
 
+    def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
+        super().cross_check(name, cfg, report)
+        if (said := _passes_unjudged_said(name, self, cfg)) is not None:
+            report.warning(f"actions.{name}.when", said)
+
     # ``value: []`` loads without a word: written on purpose it clears a variable-length array node; a node that
     # cannot take it (a single value, a fixed-length array, a BaseDataType one holding a single value) is named
     # by the source's check at connect (``target_errors``, a ``write_failing`` event), by ``validate --online``,
@@ -870,6 +875,39 @@ class OpcUaWriteAction(OutputAction):
         if self.reset is not None:
             out.append((self.source, "reset_value", self.node_id, self.reset))
         return out
+
+
+def _passes_unjudged_said(name: str, action: OpcUaWriteAction, cfg: AgentConfig) -> str | None:
+    """Why an OPC UA output beside a heartbeat (a source of its PLC writing the watchdog) passes a part the model
+    did not judge: its condition acts on OK parts, on no NG part, and also on UNSURE ones (``ne: NG``, ``not:
+    {verdict: NG}``, ``in: [OK, UNSURE]``), so the PLC reads its value, a pass, for a part no model judged while the
+    watchdog may be fed (a reject gate on NG and UNSURE beside it lets the heartbeat run). None otherwise."""
+    from devices.opcua.settings import plc_of
+    from edge_agent.conditions import passes_unjudged
+
+    sources = cfg.sources or {}
+    src = sources.get(action.source)
+    if action.when is None or src is None or getattr(src, "type", None) != "opcua":
+        return None
+    plc = plc_of(src.endpoint)
+    beats = sorted(
+        n
+        for n, s in sources.items()
+        if getattr(s, "type", None) == "opcua" and s.heartbeat is not None and plc_of(s.endpoint) == plc
+    )
+    if not beats or not any(
+        passes_unjudged(action.when, p.name, p.source) for p in cfg.pipelines or [] if name in p.actions
+    ):
+        return None
+    return (
+        "acts on OK parts and on UNSURE ones, among them a part no model judged (its slot with no model, the model "
+        f"failed on it): the PLC reads on {action.node_id} this action's value, a pass, for such a part as for an OK "
+        f"part, the watchdog heartbeat of source {beats[0]} on that PLC running where another action tells (a "
+        "reject gate on NG and UNSURE); a PLC program reading this node alone passes a part nobody judged. To pass "
+        "judged OK parts only, "
+        "write when: {verdict: OK} (with mode on_change, or a reset_value, a part not judged writes its reset, as "
+        "an NG part)"
+    )
 
 
 class SparkplugDatatype(enum.StrEnum):

@@ -113,3 +113,36 @@ class Result:
                 "postprocess": self.latency.postprocess_ms,
             }
         return d
+
+
+def made_up_parts(pipeline: str, source: str) -> tuple[Result, Result, Result, Result]:
+    """A pipeline's made-up parts its actions' conditions are tried on (the watchdog hold, ``validate``): one not
+    judged (UNSURE, no score, no label, ``model_error: no_model``), one judged OK and one NG (no score, no label, no
+    model: each unknown to the conditions that read them), and that NG part at the highest score (an NG part scores
+    above its slot's threshold, whatever it is)."""
+    import dataclasses
+    import math
+    import time
+
+    now = time.time()
+    unjudged = Result(
+        pipeline,
+        source,
+        0,
+        now,
+        "",
+        "",
+        "",
+        "UNSURE",
+        None,
+        outputs={"model_error": "no_model"},
+        finished_at=now,
+    )
+    judged_ok = dataclasses.replace(unjudged, verdict="OK", outputs={})
+    judged_ng = dataclasses.replace(judged_ok, verdict="NG")
+    return (
+        unjudged,
+        judged_ok,
+        judged_ng,
+        dataclasses.replace(judged_ng, score=math.inf, anomaly_score=math.inf),
+    )

@@ -884,6 +884,57 @@ def test_a_weak_link_to_the_plc_is_a_warning_naming_the_option(env, tmp_path):
     assert parse_config(d, "line3.yaml").warnings == []
 
 
+def test_an_opcua_endpoint_the_agent_cannot_connect_to_as_written_is_a_warning_naming_the_field(env):
+    """A host that does not parse (a bracket not closed, a name in brackets), a port out of range, no port (asyncua
+    connects to port 0): said at validate and at load, naming the field and the file; a warning, not an error (such
+    a gateway would no longer start at its upgrade). The endpoint is not shown (it may be a gateway variable's)."""
+    for endpoint, said in (
+        ("opc.tcp://[::1:4840/plc/", "does not parse"),
+        ("opc.tcp://[plc1]:4840/", "does not parse"),
+        ("opc.tcp://127.0.0.1:70000/", "does not parse"),
+        ("opc.tcp://127.0.0.1/plc/", "names no port"),
+        ("opc.tcp://:4840/", "names no host"),
+    ):
+        d = good(env)
+        d["sources"]["plc"]["endpoint"] = endpoint
+        (w,) = parse_config(d, "line3.yaml").warnings
+        assert w.startswith(f"line3.yaml: sources.plc.endpoint: {said}") and endpoint not in w, w
+    for endpoint in ("opc.tcp://[::1]:4840/", "opc.tcp://PLC-1.local:4840/line3"):
+        d = good(env)
+        d["sources"]["plc"]["endpoint"] = endpoint
+        assert parse_config(d, "line3.yaml").warnings == []
+
+
+def test_a_pass_on_unsure_parts_beside_a_heartbeat_is_a_warning_saying_what_the_plc_reads(env):
+    """A pass whose condition also holds on UNSURE parts (``ne: NG``, ``not: NG``, ``in: [OK, UNSURE]``) written to
+    a PLC with a watchdog heartbeat (through another session of it too): the PLC reads it passed for a part no model
+    judged, its watchdog fed beside a reject gate. A warning at validate and at load (the same config check)."""
+    for when in (
+        {"verdict": {"ne": "NG"}},
+        {"not": {"verdict": "NG"}},
+        {"verdict": {"in": ["OK", "UNSURE"]}},
+    ):
+        for session in ("plc", "plc2"):
+            d = good(env)
+            d["sources"]["plc"]["heartbeat"] = {"node_id": "ns=2;s=M.Life"}
+            d["sources"]["plc2"] = {"type": "opcua", "endpoint": "opc.tcp://localhost:4840/"}
+            d["actions"]["pass"] = {
+                "type": "opcua_write",
+                "source": session,
+                "node_id": "ns=2;s=M.Pass",
+                "when": when,
+            }
+            d["pipelines"][0]["actions"].append("pass")
+            (w,) = parse_config(d, "line3.yaml").warnings
+            assert w.startswith("line3.yaml: actions.pass.when: acts on OK parts and on UNSURE ones"), w
+            assert "the PLC reads on ns=2;s=M.Pass this action's value, a pass" in w and "source plc" in w
+            d["actions"]["pass"]["when"] = {"verdict": "OK"}
+            assert parse_config(d, "line3.yaml").warnings == []
+    del d["sources"]["plc"]["heartbeat"]
+    d["actions"]["pass"]["when"] = {"verdict": {"ne": "NG"}}
+    assert parse_config(d, "line3.yaml").warnings == []  # no watchdog: nothing fed while no part is judged
+
+
 def test_a_sources_certificate_files_are_the_config_folders_and_are_checked(env, tmp_path, monkeypatch):
     """A source's TLS and OPC UA certificate paths were taken relative to the process's working directory
     (a service manager's is `/`), were not checked by validate (a missing key showed only at run time),
