@@ -277,7 +277,7 @@ async def test_data_of_a_device_refused_at_the_total_device_bound_asks_its_birth
         await until(lambda: host.devices_refused == 1, 10, "r0 refused")
         monkeypatch.setattr(sparkplug_host, "TALKING_KEEP_S", 0.0)  # an hour later: a and b quiet since
         pub.publish("spBv1.0/g/DDATA/r/r0", _birth(2, []), qos=1)
-        await until(lambda: asked == ["r"], 10, "r0's birth asked")  # before: skipped, nothing asked
+        await until(lambda: "r" in asked, 10, "r0's birth asked")  # before: skipped, nothing asked
         pub.publish("spBv1.0/g/NBIRTH/r", _birth(0, bd0), qos=1)  # the answer
         pub.publish("spBv1.0/g/DBIRTH/r/r0", _birth(1, []), qos=1)
         await until(lambda: host.device_alive("g", "r", "r0"), 10, "r0 born")
