@@ -263,6 +263,10 @@ MAINS_AROUND = 10
 # ... never one within a bin of the shaft's orders under this (1x, 2x: an imbalance's, a misalignment's); and the window
 # without them must score MAINS_EXPLAINS of the threshold or less (a fault beside them may be faint)
 MAINS_ORDERS_ON = 3.0
+# ... nor one whose order is under this share of a bin from it: within a window the two are one line, and a fault's
+# order taken out with the pickup is not seen (a 3x grown 0.04 g under a pickup, NG with alarms alone, read
+# mains_pickup 28-30 of 30 windows at 990-1,005 rpm, 0.1 bin or less apart; 17 at 0.15, 5 at 0.2, none at 0.26)
+MAINS_ON_APART = 0.25
 # A window over the threshold whose level slides across it (a sensor's bias settling or drifting, a DC ramp: the
 # slide ``slide_ratio`` at least SPEED_SLIDE_RATIO, under the sensor check's ``settling`` bound) and that, judged again
 # with its least-squares line taken off, is under the threshold and MAINS_EXPLAINS of its score or less, is the
@@ -1820,7 +1824,10 @@ class Baseline:
                     or abs(line_peak(padded := padded or padded_spectrum(x, self.fs), h, clear) - h)
                     > MAINS_NARROW
                 ):
-                    if near.min() >= MAINS_ORDERS_ON * speed - clear:
+                    if (
+                        near.min() >= MAINS_ORDERS_ON * speed - clear
+                        and np.abs(near - h).min() >= MAINS_ON_APART * clear
+                    ):
                         on.append(h)
                     continue  # the shaft's line on the grid's, or the line there is the shaft's: left in
                 lines.append(h)
