@@ -1144,7 +1144,8 @@ async def _attributes_unchanged(node: Node, nt: _NodeType, bad_is_change: bool =
     as ``_node_type`` takes them; True too when they cannot be read now, or when ``nt`` is judged by what the node
     holds (a BaseDataType or abstract node, an enumeration held as another integer), which that Read does not see.
     A Bad status on DataType is a change (the full read then raises it) unless ``bad_is_change`` is False (a check
-    before a write: a busy server's answer leaves the type read before judging, as a type read again that fails)."""
+    before a write: an attribute answered Bad is not compared, the others are; a ValueRank answered BadInternalError
+    for a moment had every write refused, its full read raising it, where the type read before judged)."""
     if nt.held is not None or nt.enum_held_as is not None:
         return True
     asked = _TYPE_ATTRIBUTES
@@ -1153,8 +1154,12 @@ async def _attributes_unchanged(node: Node, nt: _NodeType, bad_is_change: bool =
     except (ua.UaError, TimeoutError):
         return True
     dtid = got[0].Value.Value if got[0].Value is not None and _is_good(got[0].StatusCode) else None
-    if dtid is None and not bad_is_change:
-        return True
+    if not bad_is_change:
+        now = (dtid.to_string() if isinstance(dtid, ua.NodeId) else None, *_shape_stated(got))
+        return all(
+            was == is_ or not (dv.Value is not None and _is_good(dv.StatusCode))
+            for dv, was, is_ in zip(got, (nt.data_type, nt.rank, nt.dims), now, strict=True)
+        )
     return isinstance(dtid, ua.NodeId) and (dtid.to_string(), *_shape_stated(got)) == (
         nt.data_type,
         nt.rank,

@@ -465,7 +465,9 @@ async def _converting_plc(port: int, silent: list[bool]):
     return srv, f"ns={idx};s=Set", retype, sent
 
 
-async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_is_judged_by_the_new_type():
+async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_is_judged_by_the_new_type(
+    monkeypatch,
+):
     """A download makes an INT write target a SINT within its type's hold (not watched: no notice); the gateway
     converts what it is sent to the node's DataType and answers BadOutOfRange past it. The former code took the
     answer as the value out of the node's limits and kept the INT: every later 300 went out as an INT again (and
@@ -473,10 +475,23 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
     the change is counted and the value judged by the SINT: 300 refused by the agent, never sent; 50 goes out as a
     SINT. A second download makes it a USINT on a gateway that then stores what it is sent converted, wrapped, with
     no status: -1, judged by the type read before, went out as that type and the PLC read 255; now refused naming
-    the USINT, never sent; 7 goes out as a Byte."""
+    the USINT, never sent; 7 goes out as a Byte. A ValueRank the server answers Bad for a moment leaves the type read
+    before judging (the DataType, answered, compared): 51 goes out (it was refused, the full read raising the status)."""
+    from asyncua.server.internal_session import InternalSession
+
     port = free_port()
-    silent = [False]
+    silent, bad_rank = [False], [False]
     srv, node_id, retype, sent = await _converting_plc(port, silent)
+    read = InternalSession.read
+
+    async def rank_bad(self, params):
+        got = await read(self, params)
+        for i, r in enumerate(params.NodesToRead):
+            if bad_rank[0] and r.AttributeId == ua.AttributeIds.ValueRank:
+                got[i] = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadInternalError))
+        return got
+
+    monkeypatch.setattr(InternalSession, "read", rank_bad)
     settings = _config(port).sources["plc"].model_copy(update={"watch_write_targets": False})
     src = OpcUaSource("plc", settings)
     src.expect_writes([(node_id, 1)])
@@ -490,6 +505,9 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
                 await src.write(node_id, 300)
         await src.write(node_id, 50)
         assert src.notices.counts.get("write_type_changed") == 1, src.notices.counts
+        bad_rank[0] = True
+        await src.write(node_id, 51)
+        bad_rank[0] = False
         silent[0] = True
         await retype(ua.VariantType.Byte)
         with pytest.raises(OpcUaTypeMismatch, match=r"is Byte; cannot write -1 \(int\): out of range"):
@@ -505,5 +523,6 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
     assert writes == [
         (ua.VariantType.Int16, 100),
         (ua.VariantType.SByte, 50),
+        (ua.VariantType.SByte, 51),
         (ua.VariantType.Byte, 7),
     ], writes
