@@ -453,6 +453,10 @@ class Agent:
         self.config_state: dict | None = None
         # OPC UA source -> the pipelines writing through it whose slot, failed, holds its heartbeat (``_watchdog_hold``)
         self.heartbeat_feeds: dict[str, list[Pipeline]] = {}
+        # OPC UA source -> pipeline name -> the pipelines on other slots whose writes to a node it writes too are all
+        # that holds it (``_writing_through``), each with whether its OK parts' writes may follow this one's, and
+        # whether its unjudged parts' may: it holds while one of them does (``heartbeat_holders``)
+        self.heartbeat_beside: dict[str, dict[str, list[tuple[Pipeline, bool, bool]]]] = {}
         self._recorded_hidden_from = 0  # the outbox's first seq this agent records (``start``)
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
@@ -1061,7 +1065,7 @@ class Agent:
             if hasattr(src, "reader_init"):  # a camera: its decoding runs below the loop, as inference does
                 src.reader_init = lower_this_thread
             if hasattr(src, "heartbeat_hold") and (feeds := self._writing_through(name)):
-                src.heartbeat_hold = functools.partial(_watchdog_hold, feeds)
+                src.heartbeat_hold = functools.partial(self._watchdog_hold, name)
                 self.heartbeat_feeds[name] = feeds
             await src.start()
             readers = [p for p in self.pipelines if p.s.source == name]
@@ -1249,28 +1253,81 @@ class Agent:
             ]
             found.append((p, through, written, passed, told))
         held = []
+        beside = self.heartbeat_beside.setdefault(source, {})
         for p, through, written, passed, told in found:
-            if through and (
+            if not through:
+                continue
+            # a node another pipeline writes too (two cameras on one station, one reject node): a value it leaves
+            # for its OK part, written after this one's for an unjudged part, is what the PLC reads for it. One
+            # judging no part either (on this pipeline's slot, or on another slot failed then) writes what it writes
+            # for its own unjudged parts (two cameras on failed slots, one reject gate: each part rejected, the
+            # heartbeat held all the same): one on another slot holds while its writes then may follow
+            # (``heartbeat_holders``)
+            others = [
+                (
+                    q,
+                    any(theirs.get(n, set()) - v for n, v in written.items()),
+                    any(theirs_unjudged.get(n, set()) - v for n, v in written.items()),
+                )
+                for q, _, theirs_unjudged, theirs, _ in found
+                if q is not p
+            ]
+            if (
                 p.s.window is not None
                 or any(
                     len(values) > 1 and values & passed.get(node, set()) for node, values in written.items()
                 )
-                # a node another pipeline writes too (two cameras on one station, one reject node): a value it leaves
-                # for its OK part, written after this one's for an unjudged part, is what the PLC reads for it. One on
-                # this pipeline's slot judges no part either while it has no model: only what it writes for its own
-                # unjudged parts may follow (two cameras on one failed slot, one reject gate: each part rejected, the
-                # heartbeat held all the same)
-                or any(
-                    ((theirs_unjudged if q.s.model == p.s.model else theirs).get(node, set()) - values)
-                    for node, values in written.items()
-                    for q, _, theirs_unjudged, theirs, _ in found
-                    if q is not p
-                )
+                or any(unjudged for q, _, unjudged in others if q.s.model == p.s.model)
                 or not all(handed and on_unjudged for handed, on_unjudged, _ in told)
                 or not any(tells for _, _, tells in told)
             ):
                 held.append(p)
+            elif judging := [o for o in others if o[0].s.model != p.s.model and (o[1] or o[2])]:
+                held.append(p)
+                beside[p.name] = judging
         return held
+
+    def heartbeat_holders(self, source: str) -> list[Pipeline]:
+        """The pipelines holding ``source``'s heartbeat now (``_watchdog_hold``): those whose slot is failed, or
+        with a window, among the ones writing through it; one held only by the writes of pipelines on other slots
+        to a node it writes (``heartbeat_beside``) while one of them judges parts and writes there for its OK parts
+        what may follow, or judges none and writes so for its own unjudged parts."""
+        beside = self.heartbeat_beside.get(source, {})
+        return [
+            p
+            for p in self.heartbeat_feeds.get(source, [])
+            if p.window_ignored
+            or (
+                p.slot.failed is not None
+                and (
+                    (qs := beside.get(p.name)) is None
+                    or any(
+                        (ok if q.slot.failed is None else unjudged)
+                        for q, ok, unjudged in qs
+                        if not q.window_ignored
+                    )
+                )
+            )
+        ]
+
+    def _watchdog_hold(self, source: str) -> str | None:
+        """Why an OPC UA source's heartbeat (the PLC's watchdog output) stands still now: a pipeline whose actions
+        write through it has no model in its slot (its configured package refused at the start, nothing installed),
+        so every part it sees is UNSURE and an output gated on NG is never updated (``heartbeat_holders``). The agent
+        was down then before (the watchdog fell back to the PLC's safe state); it serves the rest now. None once a
+        package serves."""
+        for p in self.heartbeat_holders(source):
+            if p.slot.failed is not None:  # (its reason said once, at the start, and on /status under models)
+                return (
+                    f"pipeline {p.name} judges nothing and leaves an output of this source as it is: its model slot "
+                    f"{p.slot.name!r} is failed, no model serves it"
+                )
+            # a camera pipeline with a window (a config warning): it drops every frame, its actions never act
+            return (
+                f"pipeline {p.name} judges nothing and leaves an output of this source as it is: window: "
+                f"{FRAME_WINDOW_WHY}"
+            )
+        return None
 
     def _check_sizing(self) -> None:
         """Say at start when the cameras' stated fps times the models' times measured just now (at load) cannot
@@ -2030,26 +2087,6 @@ def _names_unsure(action) -> bool:
     """Whether an action's condition names UNSURE: the actions an UNSURE result is handed to (never a reject nor a
     pass: ``_make_on_result``)."""
     return "UNSURE" in json.dumps(action.when or {})
-
-
-def _watchdog_hold(pipelines: list[Pipeline]) -> str | None:
-    """Why an OPC UA source's heartbeat (the PLC's watchdog output) stands still now: a pipeline whose actions write
-    through it has no model in its slot (its configured package refused at the start, nothing installed), so every
-    part it sees is UNSURE and an output gated on NG is never updated. The agent was down then before (the watchdog
-    fell back to the PLC's safe state); it serves the rest now. None once a package serves."""
-    for p in pipelines:
-        if p.slot.failed is not None:  # (its reason said once, at the start, and on /status under models)
-            return (
-                f"pipeline {p.name} judges nothing and leaves an output of this source as it is: its model slot "
-                f"{p.slot.name!r} is failed, no model serves it"
-            )
-        # a camera pipeline with a window (a config warning): it drops every frame, its actions never act
-        if p.window_ignored:
-            return (
-                f"pipeline {p.name} judges nothing and leaves an output of this source as it is: window: "
-                f"{FRAME_WINDOW_WHY}"
-            )
-    return None
 
 
 def _named_tags(cfg: AgentConfig, source: str) -> dict[str, list[str]]:

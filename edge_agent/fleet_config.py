@@ -778,13 +778,13 @@ def _pipeline_health(agent) -> dict:
         out["waiting_for_fleet"] = sorted(p.name for p in waiting)
     if others := sorted(p.name for p in unserved if not p.slot.waiting_for_fleet):
         out["no_model"] = others
-    # an OPC UA source's heartbeat (the PLC's watchdog output) such a slot holds (``_watchdog_hold``): the PLC's
+    # an OPC UA source's heartbeat (the PLC's watchdog output) such a slot holds (``heartbeat_holders``): the PLC's
     # watchdog trips and its line goes to its safe state until a package serves; it was reported healthy, unsaid
     held = {
         n: names
-        for n, feeds in agent.heartbeat_feeds.items()
+        for n in agent.heartbeat_feeds
         if getattr(agent.sources[n].settings, "heartbeat", None) is not None
-        and (names := sorted(p.name for p in feeds if p.slot.failed is not None or p.window_ignored))
+        and (names := sorted(p.name for p in agent.heartbeat_holders(n)))
     }
     if held:
         out["heartbeats_held"] = held

@@ -279,6 +279,7 @@ async def test_a_package_whose_rate_a_windowed_pipeline_cannot_take_is_refused_i
         "not OK",
         "NG through another session",
         "NG or UNSURE on a shared node",
+        "NG or UNSURE on a node of two failed slots",
         "a pass alone",
     ],
 )
@@ -298,7 +299,9 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     is judged whole: a gate written through another source on its endpoint (another session, the host spelt
     `localhost`) holds the heartbeat as one through the heartbeat's source does (it ran on), and a reject node
     another pipeline also writes (its OK parts' false after each unjudged part's true) holds it too (it ran on, the
-    PLC reading false for unjudged parts). A pass signal alone tells the PLC each unjudged part is not passed (its reset): the heartbeat runs."""
+    PLC reading false for unjudged parts). A pass signal alone tells the PLC each unjudged part is not passed (its reset): the heartbeat runs.
+    That other pipeline on a slot failed too rejects its parts as well: the heartbeat runs (it was held, the line
+    stopped, every part rejected), and is held once a package serves that slot."""
     import asyncio
 
     from asyncua import ua
@@ -318,6 +321,7 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
         "not OK": {"verdict": {"ne": "OK"}},
         "NG through another session": {"verdict": "NG"},
         "NG or UNSURE on a shared node": {"verdict": {"in": ["NG", "UNSURE"]}},
+        "NG or UNSURE on a node of two failed slots": {"verdict": {"in": ["NG", "UNSURE"]}},
         "a pass alone": {"verdict": "NG"},  # (not the pipeline's)
     }[gate]
     more: dict = {"sources": {}, "models": {}, "actions": {}, "pipelines": []}
@@ -326,6 +330,10 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     elif gate == "NG or UNSURE on a shared node":  # another camera's pipeline, every part OK, writes it too
         ok = make_package(tmp_path / "ok", kind="vision", version="1.0.0", key=key, heatmap=False, bias=8.0)
         more["models"] = {"vision2": {"package": str(ok)}}
+        more["actions"] = {"reject2": {"mode": "level", "reset_value": False, "when": when}}
+        more["pipelines"] = [{"name": "other", "source": "cam", "model": "vision2", "actions": ["reject2"]}]
+    elif gate == "NG or UNSURE on a node of two failed slots":  # the same, its slot failed too
+        more["models"] = {"vision2": {"package": str(bad)}}
         more["actions"] = {"reject2": {"mode": "level", "reset_value": False, "when": when}}
         more["pipelines"] = [{"name": "other", "source": "cam", "model": "vision2", "actions": ["reject2"]}]
     passed = ua.Variant(True, ua.VariantType.Boolean)  # as an OK part left it under the agent before
@@ -386,14 +394,20 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
         try:
             src, pipe = agent.sources["plc"], agent.pipelines[0]
             await until(lambda: pipe.stats.errors["no_model"] >= 2, what="UNSURE results of the failed slot")
-            if gate in ("NG or UNSURE", "a pass alone"):
+            if gate in ("NG or UNSURE", "a pass alone", "NG or UNSURE on a node of two failed slots"):
                 await until(
                     lambda: src.heartbeats >= 2, what="the heartbeat written: the PLC is told each part"
                 )
                 assert "heartbeat_held" not in agent.status()["sources"]["plc"]
-                if gate == "NG or UNSURE":
+                if gate != "a pass alone":
                     await until(lambda: _read_reject(p), what="each part rejected")
                 assert (await p.read())["Pass"] is False  # not passed: reset, as by an NG part
+                if gate == "NG or UNSURE on a node of two failed slots":  # its OK parts' false may follow now
+                    assert (await agent.slots["vision2"].swap(good, watch=False)).ok
+                    await until(
+                        lambda: "heartbeat_held" in agent.status()["sources"]["plc"],
+                        what="the heartbeat held once the other slot serves",
+                    )
                 return
             assert src.heartbeats == 0 and (await p.read())["Life"] == 0
             held = agent.status()["sources"]["plc"]["heartbeat_held"]
