@@ -214,6 +214,15 @@ def migrate(conn, folder: Path = MIGRATIONS) -> list[int]:
             f"({str(exc).strip()[:200]}): a transaction open meanwhile holds it; start again once it ended (an "
             "index such a build left invalid is built again) or with a longer lock_timeout"
         ) from None
+    except psycopg.errors.QueryCanceled as exc:
+        # the connection's statement_timeout (the URL's, PGOPTIONS, the role's or database's: common on a managed
+        # database) ended a migration statement, or an admin canceled it: the start said "cannot connect ... check
+        # the URL", at every try (the statement takes as long each time)
+        raise MigrationError(
+            f"migration {path.name} was canceled ({str(exc).strip()[:200]}): a statement_timeout of the connection "
+            "(the URL's, the role's or the database's) shorter than the migration ends it at every start; start once "
+            "with a longer one, e.g. ?options=-c%20statement_timeout%3D0 in the store URL"
+        ) from None
     finally:
         with contextlib.suppress(Exception):  # (a connection that failed: its lock went with it)
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))

@@ -959,6 +959,26 @@ def test_a_migration_statement_waiting_past_the_urls_lock_timeout_is_a_migration
         assert conn.execute(valid).fetchone()[0] is True
 
 
+def test_a_migration_statement_the_urls_statement_timeout_cancels_is_a_migration_error_naming_the_file(
+    postgres_url,  # noqa: F811
+    tmp_path,
+):
+    """A ``statement_timeout`` of the connection (the URL's, the role's: common on a managed database) shorter than a
+    migration cancels it at every start: that start said "cannot connect ... check the URL"; it says which migration
+    and how to start once past it."""
+    import psycopg
+
+    from cloud_trainer.fleet.store_pg import MigrationError, migrate
+
+    (tmp_path / "0001_slow.sql").write_text("SELECT pg_sleep(5)")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("SET statement_timeout = 100")
+        with pytest.raises(
+            MigrationError, match=r"migration 0001_slow\.sql was canceled \(.*statement timeout"
+        ):
+            migrate(conn, tmp_path)
+
+
 def test_postgres_connections_give_up_a_dead_path_instead_of_waiting_for_ever(postgres_url, tmp_path):  # noqa: F811
     """A path to the database that dies without a word (a NAT or firewall between the service and a managed
     database that timed the flow out) held a query for ~15 min of retransmissions, or for ever waiting for an
