@@ -166,6 +166,9 @@ _KEY_TYPE = ord("I")
 # interval seen, or this long of frames when none is known: a camera that refreshes its picture by intra refresh
 # sends no key frame after its first, and its picture heals within a refresh period
 _PREDICTED_MAX_S = 5.0
+# sessions in a row opened at a camera's old size, their first frame skipped, their next one of the new size again
+# (``CameraSource._old_size_at_connect``): a camera whose frames of the new size are never read, said on /status
+_OLD_SIZE_AT_CONNECT = 3
 # a stream reopened for FFmpeg's new-picture line and opened again at the size it had: the line again within this
 # many of its first frames, at two such reopens in a row, shows a camera alternating pixel formats (such lines then no
 # longer reopen it); a later one is a change of size, reopened for as any (one change of chroma subsampling, or an
@@ -620,6 +623,10 @@ class CameraSource:
         # size it was reopened from has its first frame skipped, the old size's last frame a camera serves first at
         # each connect (judged at each, a part seen again), or a frame of the new size scaled to the old
         self._reopened_to: tuple[int, int] | None = None
+        # such sessions in a row whose first frame was skipped and whose next one was of that size again: the
+        # camera's frames of that size are never read (OpenCV opens it at the old size each time); a notice at
+        # ``_OLD_SIZE_AT_CONNECT`` (it passes no frame: its stale frame, judged before, was named frozen at least)
+        self._old_size_connects = 0
         self._format_suspect = False  # the last such reopen had the line again in its first frames
         self._pictures_unsure = False
         self._frame_hw: tuple[int, int] | None = None  # the size frames come at (before any resize)
@@ -1438,6 +1445,7 @@ class CameraSource:
             self._reopened_at = None
             # reopened for frames of a size said, opened again at the size it had: its first frame not passed on
             stale_to = [self._reopened_to if same_size_again else None]
+            skipped_for = [stale_to[0]]  # the size its first frame was skipped for (None: not skipped)
             self._reopened_to = None
             self._format_suspect &= same_size_again
 
@@ -1580,6 +1588,9 @@ class CameraSource:
                 )
                 if live:
                     self._reopened_at, self._reopened_to = (w, h), own
+                    self._old_size_at_connect(
+                        own if retrieved[0] == 2 and own == skipped_for[0] else None, w, h
+                    )
                     raise StreamError(
                         "frame_size_changed", f"{said}: reopening, to read them at their own size"
                     )
@@ -1667,6 +1678,33 @@ class CameraSource:
             )
         finally:
             cap.release()
+
+    def _old_size_at_connect(self, again: tuple[int, int] | None, w: float, h: float) -> None:
+        """A live session reopened for frames of a size said: ``again``, that size, where the session was opened at
+        the old size (``w`` x ``h``), its first frame skipped and its very next one of that size again. Such
+        sessions ``_OLD_SIZE_AT_CONNECT`` times in a row: the camera's frames of that size are never read, said on
+        ``/status`` (``old_size_at_connect``); it passes no frame, and nothing else says so."""
+        if again is None:
+            self._old_size_connects = 0
+            return
+        self._old_size_connects += 1
+        if self._old_size_connects >= _OLD_SIZE_AT_CONNECT:
+            self.notices.note(
+                "old_size_at_connect",
+                "camera %r: %s: its first frame at each connect is of %.0fx%.0f, the ones after it of %dx%d (a camera "
+                "serving its old size's last frame first at every connect, or alternating sizes every frame), %d "
+                "connects in a row: OpenCV opens it at the first frame's size, so its frames of %dx%d are never read "
+                "and it passes no frame; restart the camera's stream, or set its resolution back",
+                self.name,
+                self.settings.shown_url,
+                w,
+                h,
+                again[0],
+                again[1],
+                self._old_size_connects,
+                again[0],
+                again[1],
+            )
 
     def _session(
         self,

@@ -248,6 +248,8 @@ async def test_a_camera_serving_its_old_size_at_each_connect_never_has_its_new_s
     # reopened at the 320x180 ones (never passed stretched)
     assert seen == [(i, (120, 160)) for i in range(CHANGE_AT)], seen
     assert "size_changes_unseen" not in src.notices.status()
+    # it passes no frame from then on: said on /status (its stale frame, judged at each connect, was named frozen)
+    assert "320x180 are never read" in src.notices.status()["old_size_at_connect"]["message"]
 
 
 @pytest.mark.parametrize("change_at", [2, 7])
@@ -290,6 +292,7 @@ async def test_a_camera_flapping_between_sizes_is_reopened_ever_less_often(tmp_p
     assert {(_level(f.image), f.image.shape[:2]) for f in frames} == {(i, (120, 160)) for i in range(8)}
     assert waits[:4] == [0, 1, 2, 3], waits  # [0, 0, 0, 0] before
     assert src.stats.errors_by_reason["frame_size_changed"] >= 4
+    assert "old_size_at_connect" not in src.notices.status()  # its frames of each size are read
 
 
 async def test_an_h264_stream_whose_frames_change_size_ends_its_pass_there_not_stretched(caplog):
