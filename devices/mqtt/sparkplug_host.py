@@ -46,8 +46,8 @@ node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last val
 metrics all nodes hold together (``MAX_TOTAL_METRICS``, a Template's members each, its definitions' too: a birth
 past it makes room as a new node does in a full table, nodes not born that hold metrics forgotten first, then
 births-only ones; else it is refused, ``too_many_total_metrics``, ``_metric_room``), and the device names they hold
-together (``MAX_TOTAL_DEVICES``: a node's own dead ones forgotten first, then other nodes as for metrics, else a new
-device's birth refused, ``too_many_total_devices``, ``_no_device_room``).
+together (``MAX_TOTAL_DEVICES``: a node's own dead ones forgotten, else a new device's birth refused,
+``too_many_total_devices``, ``_no_device_room``; no other node forgotten for it).
 When this host's connection to the broker is lost (``connection_lost``, called by the adapter after every message
 that connection brought), every live node's tags that had a value are passed on BAD (reason ``connection_lost``):
 what the nodes publish meanwhile, a death too, is unseen.
@@ -133,7 +133,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
-import itertools
 import math
 import time
 from collections import OrderedDict
@@ -561,13 +560,11 @@ MAX_TOTAL_METRICS = 500_000
 # device names held by all of one source's nodes together (``_Node.names_held``: each place a name is kept counted, a
 # live device's twice; ~80 bytes each, 31 MiB at the bound, bench/sparkplug_device_names_bench.py): MAX_NODES nodes of
 # MAX_NODE_DEVICES devices born and dead (DDEATH) under ever new names, with no metrics (not in MAX_TOTAL_METRICS),
-# were 10^8 names (about 15 GiB). The birth of a device new to its node past it is skipped (notice too_many_total_devices) and its
-# data skipped, no rebirth asked (the answer would be skipped again), until a node's birth, death or forgetting
-# frees names
+# were 10^8 names (about 15 GiB). At it a node's own dead names are forgotten, then the birth of a device new to its
+# node is skipped (notice too_many_total_devices) and its data skipped, no rebirth asked (the answer would be
+# skipped again), until a node's birth, death or forgetting frees names. No other node is forgotten for device room:
+# chosen by its quiet, a real node reporting by exception was forgotten for a births-only flood's new names
 MAX_TOTAL_DEVICES = 400_000
-# nodes looked at per line for one holding device names, to make room at MAX_TOTAL_DEVICES (``_names_holder``): a
-# refused birth's cost stays bounded (a flood of them at the bound); a holder behind as many holding none is not found
-NAMES_SCAN_MAX = 64
 # groups said to be out of the subscriptions' reach (``SparkplugHost._unreachable``): group names come from the
 # outside world (a publisher on a shared broker sending spBv1.0/<any group>/NDATA/x while only NDATA is
 # subscribed); past it the least recently seen is forgotten (said again if its data comes again)
@@ -1648,14 +1645,13 @@ class SparkplugHost:
         key: tuple[str, str],
         full: Callable[[], bool],
         holds: str,
-        pick: Callable[[float], tuple[str, str] | None] | None = None,
     ) -> bool:
-        """Other nodes than ``key``'s forgotten while ``full()`` (the order of ``_metric_room``; ``pick``'s when
-        given), each counted and said; whether room was made. Bounded cost a call (``_front``)."""
+        """Other nodes than ``key``'s forgotten while ``full()`` (the order of ``_metric_room``), each counted and
+        said; whether room was made. Bounded cost a call (``_front``)."""
         now = time.monotonic()
         self._unfile(key)  # never its own place: it is filed again after the message (``handle``)
         while full():
-            other = (pick or self._forgettable)(now)
+            other = self._forgettable(now)
             if other is None:
                 return False
             unborn = other in self._spare_held
@@ -1701,35 +1697,6 @@ class SparkplugHost:
             or self._idle(self._probed, now)
             or self._idle(self._talking, now)
         )
-
-    def _names_holder(self, now: float, own: tuple[str, str] | None = None) -> tuple[str, str] | None:
-        """The node ``_make_room`` forgets next for a device birth at ``MAX_TOTAL_DEVICES``: the first in
-        ``_forgettable``'s order that holds device names, at most ``NAMES_SCAN_MAX`` looked at per line (none
-        moved: a line's order is its nodes' quiet, which ``_silence`` reads). Taken as they came, a node holding
-        none (its own tags only, as most edge nodes) freed nothing: one birth forgot every node that sent births
-        only since its restart, or no data for ``TALKING_KEEP_S`` (one reporting by exception), and was refused
-        all the same; their commands refused until their data and a rebirth."""
-        for line, keep in (
-            (self._spare_held, -math.inf),
-            (self._dead, DEAD_KEEP_S),
-            # (a births-only one heard within REBORN_DEVICES_WAIT_S may be a real node restarting, its devices'
-            # births to come: forgotten for another node's new device, its own were refused after it)
-            (self._mute, REBORN_DEVICES_WAIT_S),
-            (self._silent, -math.inf),
-            (self._probed, TALKING_KEEP_S),
-            (self._talking, TALKING_KEEP_S),
-        ):
-            for key in itertools.islice(line, NAMES_SCAN_MAX):
-                node = self._nodes[key]
-                if now - node.heard < keep:  # (those behind heard since)
-                    break
-                if (
-                    key != own
-                    and node.names_held
-                    and (node.alive or line is self._spare_held or line is self._dead)
-                ):
-                    return key
-        return None
 
     def _idle(self, line: OrderedDict[tuple[str, str], None], now: float) -> tuple[str, str] | None:
         """The front of a line of born nodes if it was not heard for ``TALKING_KEEP_S``."""
@@ -2470,22 +2437,10 @@ class SparkplugHost:
             self._names_sync(node)
             if self._names < MAX_TOTAL_DEVICES:
                 return False
-        # then other nodes, as for metrics (``_metric_room``), for a birth (a device's data asks a rebirth once there
-        # is room): births-only ones held the room for good, a real node's new devices refused
-        if t.message_type is sp.MessageType.DBIRTH and self._make_room(
-            t,
-            (t.group, t.edge_node),
-            lambda: self._names >= MAX_TOTAL_DEVICES,
-            f"{MAX_TOTAL_DEVICES} device name entries (MAX_TOTAL_DEVICES)",
-            self._names_holder,
-        ):
-            return False
-        # a device's data: its birth asked (``_before_birth``) when room can be made for it, which its birth then
-        # makes. Skipped unasked, a device refused while every holder sent data stayed unread once they fell quiet
-        if t.message_type is sp.MessageType.DDATA and self._names_holder(
-            time.monotonic(), (t.group, t.edge_node)
-        ):
-            return False
+        # no other node forgotten for it: chosen by quiet (births only, no data for an hour), a real node reporting
+        # by exception was forgotten for a births-only flood's new names, and its own then refused. Its data asks no
+        # birth: once names are freed (a birth, a death, a node forgotten for the table or the metrics), it is no
+        # longer at the bound and asks it as before a birth
         self.devices_refused += 1
         if self.on_notice is not None:
             self.on_notice(

@@ -227,42 +227,43 @@ async def test_a_node_restarting_at_the_total_device_bound_keeps_its_own_devices
         assert host.devices_refused == 0 and host._names == 12  # before: d2 refused
 
 
-async def test_a_new_devices_birth_at_the_total_device_bound_takes_the_room_of_a_node_that_sent_births_only(
+async def test_no_other_node_is_forgotten_for_a_new_devices_birth_at_the_total_device_bound(
     mosquitto, monkeypatch
 ):
-    """At MAX_TOTAL_DEVICES (made 8) a new device's birth was refused while nodes that sent births only (valid
-    NBIRTHs and DBIRTHs under made-up names) held the names for good. Now, as for MAX_TOTAL_METRICS, such a node is
-    forgotten to make room (born_nodes_forgotten); one that sends data is kept, and one that holds no device name
-    (frees none: it was forgotten all the same, its commands refused until its data and a rebirth)."""
+    """At MAX_TOTAL_DEVICES (made 8) a new device's birth made room of other nodes chosen by their quiet (births
+    only, no data for an hour): a real node reporting by exception, its values unchanged for an hour, was forgotten
+    for a births-only flood's new device names, its next data skipped and its own devices' births refused after.
+    Now no other node is forgotten for device room: the new device is refused (too_many_total_devices)."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
-    # births-only nodes heard longer ago than that: not a node restarting, its devices' births to come
-    monkeypatch.setattr(sparkplug_host, "REBORN_DEVICES_WAIT_S", 0.0)
     bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
+    temp = [sp.Metric("Temp", None, D.DOUBLE, 1.0)]
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
         host = src.sparkplug
-        # a node of its own tags only (no device name held), reporting by exception: no data since its birth
-        pub.publish("spBv1.0/g/NBIRTH/plc", _birth(0, bd0), qos=1)
-        for node in ("talks", "junk"):  # 2 live devices each (4 names each): 8 names held, at the bound
-            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth(0, bd0), qos=1)
-            for i in range(2):
-                pub.publish(f"spBv1.0/g/DBIRTH/{node}/d{i}", _birth(i + 1, []), qos=1)
-            if node == "talks":
-                pub.publish("spBv1.0/g/NDATA/talks", _birth(3, []), qos=1)
         pub.publish("spBv1.0/g/NBIRTH/real", _birth(0, bd0), qos=1)
-        pub.publish("spBv1.0/g/DBIRTH/real/r0", _birth(1, []), qos=1)
-        await until(lambda: host.device_alive("g", "real", "r0"), 10, "r0 born")  # before: refused
-        assert ("g", "junk") not in host._nodes and host.device_alive("g", "talks", "d1")
-        assert host.node_alive("g", "plc")  # before: forgotten first
-        assert src.notices.counts.get("born_nodes_forgotten") == 1 and host.devices_refused == 0
-        assert host._names == sum(n.names_held for n in host._nodes.values()) <= 8
+        for i in range(2):  # 2 live devices (4 names), with junk's 8 names held, at the bound
+            pub.publish(f"spBv1.0/g/DBIRTH/real/d{i}", _birth(i + 1, temp), qos=1)
+        pub.publish("spBv1.0/g/DDATA/real/d0", _birth(3, temp), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/junk", _birth(0, bd0), qos=1)  # births only
+        for i in range(2):
+            pub.publish(f"spBv1.0/g/DBIRTH/junk/x{i}", _birth(i + 1, []), qos=1)
+        await until(lambda: host._names >= 8, 10, "at the bound")
+        monkeypatch.setattr(sparkplug_host, "TALKING_KEEP_S", 0.0)  # an hour later, real's values unchanged
+        pub.publish("spBv1.0/g/NBIRTH/more", _birth(0, bd0), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/more/x", _birth(1, []), qos=1)
+        pub.publish("spBv1.0/g/DDATA/real/d1", _birth(4, temp), qos=1)  # real's value changes
+        pub.publish("spBv1.0/g/DBIRTH/more/y", _birth(2, []), qos=1)
+        await until(lambda: host.births + host.devices_refused >= 9, 10, "more's births handled")
+        assert host.device_alive("g", "real", "d1") and host.data_before_birth == 0, src.notices.counts
+        assert host.device_alive("g", "junk", "x1") and host.born_forgotten == 0  # before: real forgotten
+        assert asked == [] and src.notices.counts.get("too_many_total_devices") == 2
 
 
-async def test_data_of_a_device_refused_at_the_total_device_bound_asks_its_birth_once_room_can_be_made(
+async def test_data_of_a_device_refused_at_the_total_device_bound_asks_its_birth_once_names_are_freed(
     mosquitto, monkeypatch
 ):
-    """A device refused at MAX_TOTAL_DEVICES (made 8) while every node holding names sent data: its data was
-    skipped unasked for good, though those nodes fell quiet (TALKING_KEEP_S) and only a birth made room of them.
-    Now its data asks its birth once room can be made, and the birth answering makes it."""
+    """A device refused at MAX_TOTAL_DEVICES (made 8): its data is skipped with no rebirth asked while the bound
+    holds (the answer would be refused again); once a node's death frees names, its data asks its birth, and the
+    birth answering is read."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
     bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
@@ -274,14 +275,16 @@ async def test_data_of_a_device_refused_at_the_total_device_bound_asks_its_birth
             pub.publish(f"spBv1.0/g/NDATA/{node}", _birth(3, []), qos=1)
         pub.publish("spBv1.0/g/NBIRTH/r", _birth(0, bd0), qos=1)
         pub.publish("spBv1.0/g/DBIRTH/r/r0", _birth(1, []), qos=1)
-        await until(lambda: host.devices_refused == 1, 10, "r0 refused")
-        monkeypatch.setattr(sparkplug_host, "TALKING_KEEP_S", 0.0)  # an hour later: a and b quiet since
         pub.publish("spBv1.0/g/DDATA/r/r0", _birth(2, []), qos=1)
-        await until(lambda: "r" in asked, 10, "r0's birth asked")  # before: skipped, nothing asked
+        await until(lambda: host.devices_refused == 2, 10, "r0 refused, its data skipped")
+        assert asked == []
+        pub.publish("spBv1.0/g/NDEATH/a", sp.death_payload(0), qos=1)  # a's 2 live devices free 2 names
+        pub.publish("spBv1.0/g/DDATA/r/r0", _birth(3, []), qos=1)
+        await until(lambda: "r" in asked, 10, "r0's birth asked")
         pub.publish("spBv1.0/g/NBIRTH/r", _birth(0, bd0), qos=1)  # the answer
         pub.publish("spBv1.0/g/DBIRTH/r/r0", _birth(1, []), qos=1)
         await until(lambda: host.device_alive("g", "r", "r0"), 10, "r0 born")
-        assert ("g", "a") not in host._nodes and host.device_alive("g", "b", "d1"), src.notices.counts
+        assert host.device_alive("g", "b", "d1") and host.born_forgotten == 0, src.notices.counts
 
 
 async def test_a_node_restarting_at_the_total_device_bound_is_not_forgotten_for_another_nodes_new_device(
@@ -289,7 +292,7 @@ async def test_a_node_restarting_at_the_total_device_bound_is_not_forgotten_for_
 ):
     """Between a node's NBIRTH and its devices' DBIRTHs it has sent births only: at MAX_TOTAL_DEVICES (made 12)
     another node's new device born then took its room, the restarting node forgotten and its own devices' births
-    then read as before its birth. A births-only node heard within REBORN_DEVICES_WAIT_S is not forgotten so."""
+    then read as before its birth. No other node is forgotten for device room: the new device is refused."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 12)
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
         host = src.sparkplug
