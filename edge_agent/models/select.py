@@ -388,8 +388,8 @@ def tolerance_unchecked(manifest: Manifest) -> str | None:
     pass. Set aside, its slot failed at an agent's upgrade where nothing else was installed."""
     return _tolerance_said(
         manifest,
-        "served as installed before this agent refused it, its golden check unable to fail; a swap to it or a "
-        "new install is refused",
+        "served as installed before this agent refused it, its golden check unable to fail; a new install of it, "
+        "or a swap to it but the way back to it from the version that replaced it, is refused",
     )
 
 

@@ -873,7 +873,8 @@ class ModelSlot:
         """Load, golden-check and time every engine × form allowed; the first that passes serves unless another
         is clearly faster (``select``).
         During a swap (a model serves meanwhile) the loading is isolated from the serving threads. ``installed``:
-        a package a start finds installed (``select``'s: golden tolerances refused at a swap are said, served)."""
+        a package a start finds installed, or the way back to the slot's previous package (``select``'s: golden
+        tolerances refused at a swap are said, served)."""
         helpers = self._helpers
         cfg = self.config
         if cfg.openvino_cache_dir:  # one cache folder per installed version: removed with the version
@@ -1053,8 +1054,13 @@ class ModelSlot:
             return self._refused(from_v, to_v, "verify", unfit, package=Path(pkg))
         self.state = "smoke_testing"  # load, golden-check and time each engine and form
         helpers = self._helpers
+        # the way back to the package this slot served before the swap (a fleet's halt, an admin's rollback): served
+        # as a start on it or the health check's rollback to it serves it, golden tolerances this agent refuses
+        # since it was installed said and counted (``select``'s installed). Refused, a halt's agents stayed on the
+        # version it halted, their targets going back for good, the package they were sent back to marked failed
+        back = old is not None and opened.root.name == await asyncio.to_thread(self.store.previous)
         try:
-            new = await in_lowered_thread(self._load, opened)
+            new = await in_lowered_thread(self._load, opened, back)
         except (EngineError, NothingPasses, _Stopped, PackageError) as exc:
             if helpers.stopped:  # a stop mid-swap, not the package's fault: nothing marked failed
                 return self._refused(

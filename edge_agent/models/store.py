@@ -925,6 +925,9 @@ class ModelStore:
     def current(self) -> str | None:
         return self.state().get("current")
 
+    def previous(self) -> str | None:
+        return self.state().get("previous")
+
 
 def _read_kind(path: Path) -> str | None:
     """What a mark or placeholder holds (its first 64 bytes, stripped), or None: missing, not a regular file (a pipe

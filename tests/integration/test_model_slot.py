@@ -673,7 +673,9 @@ async def test_a_package_installed_before_its_golden_tolerances_were_refused_is_
 ):
     """Such a package installed on a gateway before the agent refused it at its load was set aside at the agent's
     next start, its slot failed where nothing else was installed (the line it judged stopped at an upgrade). A start
-    serves it as installed, with a WARNING naming the field at each load, counted; a swap to it stays refused."""
+    serves it as installed, with a WARNING naming the field at each load, counted; so does the way back to it from
+    the version that replaced it (a fleet's halt: refused, the agent stayed on the halted version, going back for
+    good); a swap to another such package stays refused."""
     import logging
 
     from edge_agent.models.store import ModelStore
@@ -690,8 +692,15 @@ async def test_a_package_installed_before_its_golden_tolerances_were_refused_is_
         assert s.version == "1.1.0" and s.infer(frame(1)).version == "1.1.0" and folder.is_dir()
         said = [r.getMessage() for r in caplog.records if "served as installed" in r.getMessage()]
         assert len(said) == 1 and "manifest golden.rtol is 1e+308: must be below 1" in said[0], said
-        assert "a swap to it or a new install is refused" in said[0], said
+        assert "a new install of it, or a swap to it but the way back to it" in said[0], said
         assert s.counters["golden_tolerance_unchecked"] == 1 and not s.counters["installed_rejected"]
+        assert (await s.swap(pkgs["v1"], watch=False)).ok and s.version == "1.0.0"
+        back = await s.swap(wide, watch=False)  # the way back to the package it served: served, said again
+        assert back.ok and s.infer(frame(1)).version == "1.1.0", back
+        assert s.counters["golden_tolerance_unchecked"] == 2 and "failed" not in store.state()
+        other = _signed_again(pkgs, "v1", tmp_path / "wide-1.0.0.edgepkg", golden={"rtol": 2.0})
+        refused = await s.swap(other, watch=False)  # not the package it served: refused at its load
+        assert not refused.ok and "golden.rtol is 2" in refused.reason and s.version == "1.1.0", refused
     finally:
         await s.stop()
 
