@@ -2747,7 +2747,11 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
             return out
         try:
             got = list(await call(items))
-            return await _read_results(items, got, call, on_fault) if kind == "read" else got
+            return (
+                await _read_results(items, got, call, on_fault)
+                if kind == "read"
+                else more_taken(kind, items, got)
+            )
         except ua.UaStatusCodeError as e:
             if code_of(e.code) != ua.StatusCodes.BadTooManyOperations or len(items) < 2:
                 raise
@@ -2761,6 +2765,19 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
         )
         return await split(kind, items, call)
 
+    def more_taken(kind: str, items: list, got: list) -> list:
+        # a CreateMonitoredItems (or its delete) a faulty server answers with more results than items: asyncua pairs
+        # them with the items by index and raised IndexError, and the source's connect failed at every try; the first
+        # as many as items are taken (Part 4 orders them as asked), as for a Read
+        if kind != "monitor" or len(got) <= len(items):
+            return got
+        if on_fault is not None:
+            on_fault(
+                f"the server answered a call on {len(items)} monitored item(s) with {len(got)} result(s) (a server "
+                f"fault); the first {len(items)} taken"
+            )
+        return got[: len(items)]
+
     def by_params(kind: str, name: str, field: str) -> None:
         call = getattr(session, name, None)
         if call is None:  # another asyncua layout: calls go whole, as asyncua sends them
@@ -2768,7 +2785,7 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
 
         async def bounded(params: Any) -> list:
             if len(getattr(params, field)) < 2 and kind != "read":  # a write: nothing to split
-                return await call(params)
+                return more_taken(kind, list(getattr(params, field)), list(await call(params)))
             return await split(
                 kind,
                 list(getattr(params, field)),

@@ -87,3 +87,37 @@ async def test_a_read_answered_without_a_nodes_result_keeps_the_others_and_is_co
             assert await p.nodes["Any"].read_value() == 5.0
             said = src.notices.status()["read_results_missing"]
             assert said["count"] >= 5 and "with 1 result(s) (a server fault)" in said["message"], said
+
+
+async def test_a_create_monitored_items_answered_with_more_results_than_items_takes_the_first() -> None:
+    """A faulty server answering each CreateMonitoredItems with one result more than items (its last twice): asyncua
+    pairs results with items by index and raised IndexError, and the source never connected ("IndexError: list index
+    out of range" at every try). Now the first as many as items are taken, counted (notice read_results_missing): the
+    tags read their values and the write target is watched."""
+
+    async def build(_srv, idx, obj):
+        return {
+            n: await obj.add_variable(ua.NodeId(n, idx), n, ua.Variant(v, ua.VariantType.Double))
+            for n, v in (("A", 1.0), ("B", 3.0))
+        }
+
+    async with plc_server(build) as p:
+        service = p.server.iserver.subscription_service
+        create = service.create_monitored_items
+
+        async def one_more(params):
+            got = await create(params)
+            return got + got[-1:]
+
+        service.create_monitored_items = one_more
+        nodes = [{"node_id": p.node_id("A")}, {"node_id": p.node_id("B")}]
+        async with opcua_source(p, [(p.node_id("A"), 1.0)], nodes=nodes) as src:  # was: never connected
+            values: dict[str, object] = {}
+            async for reading in src.items():
+                values[reading.tag] = reading.value
+                if len(values) == 2:
+                    break
+            assert values == {"A": 1.0, "B": 3.0}, values
+            await until(lambda: src.targets_watched > 0, 5, "the target watched")  # its items one a call
+            said = src.notices.status()["read_results_missing"]
+            assert "with 3 result(s)" in said["message"] or "with 2 result(s)" in said["message"], said
