@@ -146,6 +146,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     refused)."""
     from pathlib import Path
 
+    from edge_agent.models.config import VersionPolicy
     from edge_agent.models.select import tolerance_refusal, tolerance_unchecked
     from edge_agent.models.slot import (
         FailedAtStart,
@@ -181,6 +182,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
     for name, m in slots.items():
         root = Path(cfg.data_dir) / "models" / name
         installed = rejected = unchecked = None  # (unchecked: the installed package's digest, served so)
+        served: str | None = None  # (what validate says of it)
         if root.is_dir():
             store = ModelStore(root, clean=False)  # (read only: a running agent's .part folders are its own)
             installed, _ = store.start_folder()  # what a start serves
@@ -192,10 +194,11 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
                 else:  # golden tolerances a swap refuses: the start serves it as installed, saying so
                     if (wide := tolerance_unchecked(opened.manifest)) is not None:
                         unchecked = opened.digest
-                        warnings.append(
+                        served = (
                             f"{where}: models.{name}: the package installed in {root}, {installed} "
                             f"({opened.manifest.package_id}): {printable(wide, 600)}"
                         )
+                        warnings.append(served)
         if not m.package:
             if not installed or rejected is not None:
                 said = no_package_refusal(name, m, installed or None, rejected, fleet=cfg.cloud is not None)
@@ -217,6 +220,13 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
             why = str(exc)
         else:
             if installed and rejected is None:
+                # (a pinned slot with another package installs it, the installed one not served: not said so)
+                if (
+                    served is not None
+                    and m.version_policy is VersionPolicy.PINNED
+                    and package_digest(pkg) != unchecked
+                ):
+                    warnings.remove(served)
                 continue  # (a pinned slot with another package installs it; else the installed one serves)
             short = room_refusal(root, pkg, manifest.files)
             if short is None:

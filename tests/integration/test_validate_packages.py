@@ -343,3 +343,22 @@ def test_validate_passes_a_package_the_agent_would_install(kit, tmp_path, capsys
     assert main(["validate", _config(tmp_path, pkg, pub)]) == 0
     out = capsys.readouterr()
     assert "models.vision.package" not in out.err and out.out.startswith("ok:"), out
+
+
+def test_validate_says_nothing_of_a_wide_installed_package_a_pinned_slot_replaces(kit, tmp_path, capsys):
+    """A package installed before the agent refused its golden tolerances is served by a start only where the slot
+    keeps it: a pinned slot configured with another package installs that one (ModelSlot._start_on). Validate named
+    the installed one "served as installed" there, the start serving the configured package."""
+    from tests.unit.test_package_hostile import _manifest, _sig, _with
+
+    pkg, pub, _ = kit
+    doc = yaml.safe_load(_manifest(pkg))
+    doc["golden"]["rtol"] = 1e308
+    new = yaml.safe_dump(doc, sort_keys=False).encode()
+    wide = _with(pkg, tmp_path / "wide.edgepkg", manifest=new, sig=_sig(new, pub.parent / "signing.key"))
+    _install(wide, tmp_path / "data", pub)
+    assert main(["validate", _config(tmp_path, pkg, pub)]) == 0  # configured: the same version, checked
+    out = capsys.readouterr()
+    assert "served as installed" not in out.err and out.out.startswith("ok:"), out
+    assert main(["validate", _config(tmp_path, wide, pub)]) == 0  # configured: that installed one, served
+    assert "served as installed" in capsys.readouterr().err
