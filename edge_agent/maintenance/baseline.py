@@ -267,6 +267,11 @@ MAINS_ORDERS_ON = 3.0
 # order taken out with the pickup is not seen (a 3x grown 0.04 g under a pickup, NG with alarms alone, read
 # mains_pickup 28-30 of 30 windows at 990-1,005 rpm, 0.1 bin or less apart; 17 at 0.15, 5 at 0.2, none at 0.26)
 MAINS_ON_APART = 0.25
+# A pickup is told only where the grid's own frequency stands in the window (``_stands``, its peak within MAINS_DRIFT
+# of it: a grid runs within 1 %): with no line at 50/60 Hz at all, a machine's line that is not a whole order below the
+# 10x (a bearing tone, a vane pass through a gearbox, a 12-vane fan's blade pass) grown on 150/180/250/300/350 Hz was
+# fitted out as the pickup's harmonic and the fault read mains_pickup, no alarm, with no pickup anywhere
+MAINS_DRIFT = 0.5
 # A window over the threshold whose level slides across it (a sensor's bias settling or drifting, a DC ramp: the
 # slide ``slide_ratio`` at least SPEED_SLIDE_RATIO, under the sensor check's ``settling`` bound) and that, judged again
 # with its least-squares line taken off, is under the threshold and MAINS_EXPLAINS of its score or less, is the
@@ -682,13 +687,15 @@ def line_peak(padded: tuple[np.ndarray, np.ndarray], hz: float, within: float) -
     return float(f[lo + int(np.argmax(mag[lo:hi]))]) if hi > lo else math.nan
 
 
-def _stands(padded: tuple[np.ndarray, np.ndarray], hz: float, clear: float) -> bool:
-    """Whether a narrow line at ``hz`` (its peak within MAINS_NARROW) stands MAINS_STANDS times or more over the median
+def _stands(
+    padded: tuple[np.ndarray, np.ndarray], hz: float, clear: float, narrow: float = MAINS_NARROW
+) -> bool:
+    """Whether a narrow line at ``hz`` (its peak within ``narrow``) stands MAINS_STANDS times or more over the median
     of the ``padded_spectrum`` within MAINS_AROUND bins (``clear``, a bin's width) of it."""
     f, mag = padded
     lo, hi = np.searchsorted(f, [hz - MAINS_AROUND * clear, hz + MAINS_AROUND * clear])
     at = line_peak(padded, hz, clear)
-    if hi <= lo or not abs(at - hz) <= MAINS_NARROW:
+    if hi <= lo or not abs(at - hz) <= narrow:
         return False
     return float(mag[np.searchsorted(f, at)]) >= MAINS_STANDS * float(np.median(mag[lo:hi]))
 
@@ -1832,8 +1839,10 @@ class Baseline:
                     continue  # the shaft's line on the grid's, or the line there is the shaft's: left in
                 lines.append(h)
                 keep += [float(o) for o in near if float(o) not in keep]
-            if not lines:
-                continue
+            if not lines or not _stands(
+                padded := padded or padded_spectrum(x, self.fs), mains, clear, MAINS_DRIFT
+            ):
+                continue  # no line of the grid's own frequency: no pickup to tell (lines[0] is it where it is judged)
             # the grid's lines clear of the orders; and with those on an order, where told
             ways: list[tuple[list[float], list[float]]] = [(lines, [])]
             # (a line on the shaft's order beyond the 10x is the machine's as well as the grid's: where the grid's

@@ -22,6 +22,12 @@ def _commissioned(rpm: float, rng: np.random.Generator) -> Baseline:
     return b
 
 
+def _with_line(rng: np.random.Generator, rpm: float, hz: float, g: float) -> np.ndarray:
+    """The fan at ``rpm`` with a line of ``g`` at ``hz`` (a fault's, or the machine's own)."""
+    t = np.arange(2048) / 10000.0
+    return rotor(rng, rpm=rpm) + g * np.sin(2 * np.pi * hz * t + rng.uniform(0, 6.3))
+
+
 @pytest.mark.parametrize("hz", [50.0, 60.0])
 def test_mains_pickup_on_a_4_pole_motor_is_a_sensor_fault_and_its_faults_still_alarm(hz):
     rng = np.random.default_rng(3)
@@ -129,15 +135,19 @@ def test_a_fault_on_an_order_a_fraction_of_a_bin_off_the_grid_line_is_not_taken_
     # fitted out with it, read mains_pickup (no alarm); it is judged as it is, NG with an alarm, as it reads alone
     rng = np.random.default_rng(8)
     b = _commissioned(995.0, rng)
-    t = np.arange(2048) / 10000.0
     vs = [
-        b.process(
-            mains_pickup(
-                rotor(rng, rpm=995.0) + 0.04 * np.sin(2 * np.pi * 49.75 * t + rng.uniform(0, 6.3)), rng
-            ),
-            {"_shaft_speed": 995.0},
-        )
+        b.process(mains_pickup(_with_line(rng, 995.0, 49.75, 0.04), rng), {"_shaft_speed": 995.0})
         for _ in range(2)
     ]
     assert all(v.sensor_kind is None and v.anomalous for v in vs), [v.sensor for v in vs]
+    assert vs[-1].alarm
+
+
+def test_a_bearing_tone_on_a_grid_harmonic_with_no_50_hz_line_is_not_taken_for_a_pickup():
+    # 1,700 rpm: a bearing's tone at 5.29x (not a whole order) grown on 150 Hz, the grid's 3rd harmonic, no pickup
+    # anywhere (no line at 50 Hz): it was fitted out as the pickup's harmonic, mains_pickup with no alarm
+    rng = np.random.default_rng(8)
+    b = _commissioned(1700.0, rng)
+    vs = [b.process(_with_line(rng, 1700.0, 150.0, 0.1), {"_shaft_speed": 1700.0}) for _ in range(3)]
+    assert all(v.sensor_kind is None and v.anomalous for v in vs), [(v.score, v.sensor) for v in vs]
     assert vs[-1].alarm
