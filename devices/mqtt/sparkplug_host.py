@@ -133,6 +133,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -1692,11 +1693,28 @@ class SparkplugHost:
         return (
             next(iter(self._spare_held), None)
             or dead
-            or self._front(self._mute)
+            or self._births_only(now)
             or self._front(self._silent)
             or self._idle(self._probed, now)
             or self._idle(self._talking, now)
         )
+
+    def _births_only(self, now: float) -> tuple[str, str] | None:
+        """The node that sent births only since its birth (``_mute``) ``_make_room`` forgets next: least recently
+        heard first, but not one heard within ``REBORN_DEVICES_WAIT_S`` that awaits devices of its session before
+        (``named_before``, ``expected``): a node restarting, its DBIRTHs to come. Forgotten for another node's birth
+        between its NBIRTH and its DBIRTHs, those were read as before its birth and its birth asked again. A flood's
+        births declaring no device are not so kept (a wait on every births-only node refused a real node's birth
+        while all the flood's were younger than it). At most ``ASK_SCAN_MAX`` looked at."""
+        if self._front(self._mute) is None:
+            return None
+        for key in itertools.islice(self._mute, ASK_SCAN_MAX):
+            node = self._nodes[key]
+            if node.alive and (
+                now - node.heard >= REBORN_DEVICES_WAIT_S or not (node.named_before or node.expected)
+            ):
+                return key
+        return None
 
     def _idle(self, line: OrderedDict[tuple[str, str], None], now: float) -> tuple[str, str] | None:
         """The front of a line of born nodes if it was not heard for ``TALKING_KEEP_S``."""

@@ -203,3 +203,30 @@ async def test_a_born_devices_birth_refused_at_the_total_counts_its_name_no_more
         assert not host.device_alive("g", "a", "d")
         held = len(node.devices) + len(node.named) + len(node.named_before) + len(node.expected)
         assert node.names_held == held == host._names, (node.names_held, held)  # before: 2, 1
+
+
+async def test_a_node_restarting_at_the_total_is_not_forgotten_for_another_nodes_birth_before_its_dbirths(
+    mosquitto, monkeypatch
+):
+    """Between a node's NBIRTH and its devices' DBIRTHs it has sent births only: at MAX_TOTAL_METRICS another
+    node's birth then took its room, the restarting node forgotten and its DBIRTH read as before its birth. A
+    births-only node heard within REBORN_DEVICES_WAIT_S that awaits devices of its session before is kept; the
+    other birth is refused (a flood's births declaring no device still make room of each other, above)."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_METRICS", 25, raising=False)
+    dbirth = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("V", None, D.DOUBLE, 1.0)]))
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/a", _birth(), qos=1)
+        pub.publish("spBv1.0/g/NDATA/a", _data(1), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/r", _birth(), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
+        pub.publish("spBv1.0/g/NDATA/r", _data(2), qos=1)
+        pub.publish("spBv1.0/g/NDEATH/r", sp.death_payload(0), qos=1)  # r restarts
+        pub.publish("spBv1.0/g/NBIRTH/r", _birth(), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/x", _birth(), qos=1)  # another node's birth, before r's DBIRTH
+        pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
+        await until(
+            lambda: host.births + host.births_refused + host.data_before_birth >= 6, 10, "every birth handled"
+        )
+        assert host.device_alive("g", "r", "d") and asked == [], src.notices.counts  # before: r forgotten
+        assert not host.node_alive("g", "x") and host.births_refused == 1
