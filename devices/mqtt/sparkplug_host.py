@@ -2467,7 +2467,8 @@ class SparkplugHost:
                 f"most {MAX_TOTAL_DEVICES} (MAX_TOTAL_DEVICES): the DBIRTH of a device new to its node ({t.group}/{t.edge_node}/{t.device}) is "
                 "skipped, its data skipped as before its birth (no rebirth asked: it would be skipped again), until "
                 "a node's birth, death or forgetting frees names; nodes whose devices come and go under ever new "
-                "names (DBIRTH, DDEATH) keep them until their next birth",
+                "names (DBIRTH, DDEATH) keep them until their next birth. No other node is forgotten for it: narrow "
+                "the subscription to this line's group, or the broker's ACL on spBv1.0/",
             )
         else:
             self._on_error("too_many_total_devices", f"{t.group}/{t.edge_node}/{t.device}")
