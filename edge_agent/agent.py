@@ -1301,8 +1301,10 @@ class Agent:
                 p.slot.failed is not None
                 and (
                     (qs := beside.get(p.name)) is None
+                    # judging once a model serves it: a swap makes its model active before its slot is no
+                    # longer failed (the state written between), its OK parts' writes following meanwhile
                     or any(
-                        (ok if q.slot.failed is None else unjudged)
+                        (ok if q.slot.version is not None else unjudged)
                         for q, ok, unjudged in qs
                         if not q.window_ignored
                     )

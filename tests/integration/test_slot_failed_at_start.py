@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import urllib.request
 from types import SimpleNamespace
 
@@ -403,7 +404,18 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                     await until(lambda: _read_reject(p), what="each part rejected")
                 assert (await p.read())["Pass"] is False  # not passed: reset, as by an NG part
                 if gate == "NG or UNSURE on a node of two failed slots":  # its OK parts' false may follow now
-                    assert (await agent.slots["vision2"].swap(good, watch=False)).ok
+                    # from the moment its model is active: the swap writes the slot's state before it is no longer
+                    # failed (the heartbeat ran meanwhile, the PLC reading its OK parts' false)
+                    slot2, written = agent.slots["vision2"], threading.Event()
+                    set_current = slot2.store.set_current
+                    slot2.store.set_current = lambda *a, **k: written.wait(10) and set_current(*a, **k)
+                    swap = asyncio.ensure_future(slot2.swap(good, watch=False))
+                    try:
+                        await until(lambda: slot2.version is not None, what="the other slot's model active")
+                        assert [q.name for q in agent.heartbeat_holders("plc")] == ["inspect"]
+                    finally:
+                        written.set()
+                    assert (await swap).ok
                     await until(
                         lambda: "heartbeat_held" in agent.status()["sources"]["plc"],
                         what="the heartbeat held once the other slot serves",
