@@ -1555,7 +1555,7 @@ class SparkplugHost:
             # one, and its data keeps it however many follow
             key = (
                 next(iter(self._skipped_born), None)
-                or self._front(self._mute)
+                or self._births_only(now)  # (not a node restarting, its DBIRTHs to come)
                 or self._front(self._silent)
                 or self._idle(self._probed, now)
                 or self._idle(self._talking, now)

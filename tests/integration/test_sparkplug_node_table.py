@@ -282,3 +282,27 @@ async def test_a_quiet_node_born_then_caught_in_a_storm_is_not_pushed_out_by_mad
         assert ("g", "quiet") in host._nodes and host.nodes_forgotten >= 20, host.nodes_forgotten
         pub.publish("spBv1.0/g/NBIRTH/quiet", _padded_birth(4).SerializeToString(), qos=1)  # its answer
         await until(lambda: host.node_alive("g", "quiet"), 10, "its answer read")
+
+
+async def test_a_node_restarting_in_a_full_table_is_not_forgotten_for_a_new_nodes_birth_before_its_dbirths(
+    mosquitto, monkeypatch
+):
+    """Between its NBIRTH and its devices' DBIRTHs a restarting node has sent births only: in a full table a new
+    node's birth then took its place, and its DBIRTH was read as before its birth. As at MAX_TOTAL_METRICS, one
+    heard within REBORN_DEVICES_WAIT_S awaiting devices of its session before is kept; the new node refused."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 2)
+    dbirth = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("V", None, D.DOUBLE, 1.0)]))
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/a", _birth(), qos=1)
+        pub.publish("spBv1.0/g/NDATA/a", _data(1), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/r", _birth(), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
+        pub.publish("spBv1.0/g/NDATA/r", _data(2), qos=1)
+        pub.publish("spBv1.0/g/NDEATH/r", sp.death_payload(0), qos=1)  # r restarts
+        pub.publish("spBv1.0/g/NBIRTH/r", _birth(1), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/x", _birth(), qos=1)  # a new node's birth, before r's DBIRTH
+        pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
+        await until(lambda: host.births + host.data_before_birth >= 5, 10, "r's births handled")
+        assert host.device_alive("g", "r", "d") and asked == [], src.notices.counts  # before: r forgotten
+        assert not host.node_alive("g", "x") and host.node_alive("g", "a")
