@@ -345,6 +345,9 @@ class ModelSlot:
         self.on_event = on_event or (lambda e: None)
         self._active: _Active | None = None
         self._previous: _Active | None = None
+        # digests of packages this slot served in this run with golden tolerances this agent refuses (installed
+        # before it refused them): the way back to one, its folder pruned once its successor's window passed, serves it
+        self._served_unchecked: set[str] = set()
         self._swap_lock = asyncio.Lock()
         self._watch: asyncio.Task | None = None
         self._watched: _Active | None = None  # the model the health watch (``_watch``) judges
@@ -905,6 +908,7 @@ class ModelSlot:
             log.warning("slot %s: package %s: %s", self.name, a.manifest.package_id, note)
         # installed before this agent refused its golden tolerances: served, said at each load
         if sel.unchecked is not None:
+            self._served_unchecked.add(a.opened.digest)
             self.counters["golden_tolerance_unchecked"] += 1
             log.warning("slot %s: package %s: %s", self.name, a.manifest.package_id, sel.unchecked)
         # engine auto: another engine serves (a package's OpenVINO IR this OpenVINO cannot read), said at each load
@@ -1054,11 +1058,14 @@ class ModelSlot:
             return self._refused(from_v, to_v, "verify", unfit, package=Path(pkg))
         self.state = "smoke_testing"  # load, golden-check and time each engine and form
         helpers = self._helpers
-        # the way back to the package this slot served before the swap (a fleet's halt, an admin's rollback): served
+        # the way back to a package this slot served (a fleet's halt, an admin's rollback): its previous folder, or
+        # one served in this run (a halt comes after the window passed, the folder pruned, downloaded again): served
         # as a start on it or the health check's rollback to it serves it, golden tolerances this agent refuses
         # since it was installed said and counted (``select``'s installed). Refused, a halt's agents stayed on the
         # version it halted, their targets going back for good, the package they were sent back to marked failed
-        back = old is not None and opened.root.name == await asyncio.to_thread(self.store.previous)
+        back = opened.digest in self._served_unchecked or (
+            old is not None and opened.root.name == await asyncio.to_thread(self.store.previous)
+        )
         try:
             new = await in_lowered_thread(self._load, opened, back)
         except (EngineError, NothingPasses, _Stopped, PackageError) as exc:

@@ -695,6 +695,10 @@ async def test_a_package_installed_before_its_golden_tolerances_were_refused_is_
         assert "a new install of it, or a swap to it but the way back to it" in said[0], said
         assert s.counters["golden_tolerance_unchecked"] == 1 and not s.counters["installed_rejected"]
         assert (await s.swap(pkgs["v1"], watch=False)).ok and s.version == "1.0.0"
+        # its folder gone (a fleet's halt comes after the new version's window passed: the previous one pruned)
+        store.set_current(s._require().opened.root, None)
+        store.prune()
+        assert not folder.exists()
         back = await s.swap(wide, watch=False)  # the way back to the package it served: served, said again
         assert back.ok and s.infer(frame(1)).version == "1.1.0", back
         assert s.counters["golden_tolerance_unchecked"] == 2 and "failed" not in store.state()
