@@ -1139,27 +1139,34 @@ def _shape_stated(got: list) -> tuple[int, tuple[int, ...]]:
     )
 
 
-async def _attributes_unchanged(node: Node, nt: _NodeType, bad_is_change: bool = True) -> bool:
+async def _attributes_unchanged(node: Node, nt: _NodeType, bad_is_change: bool = True) -> bool | None:
     """Whether ``node``'s DataType, ValueRank and ArrayDimensions (one Read, no Browse) are those ``nt`` was read with,
-    as ``_node_type`` takes them; True too when they cannot be read now, or when ``nt`` is judged by what the node
-    holds (a BaseDataType or abstract node, an enumeration held as another integer), which that Read does not see.
-    A Bad status on DataType is a change (the full read then raises it) unless ``bad_is_change`` is False (a check
-    before a write: an attribute answered Bad is not compared, the others are; a ValueRank answered BadInternalError
-    for a moment had every write refused, its full read raising it, where the type read before judged)."""
+    as ``_node_type`` takes them: True (unchanged), False (changed) or None (not known: the Read failed, or, with
+    ``bad_is_change`` False, an attribute was answered Bad and the others are unchanged). Not known confirms nothing:
+    taken as unchanged, a refusal after a pre-write Read that failed was said for the cached type without the
+    refusal's own Read (a download that made an INT a REAL had its writes refused, naming the INT). True when ``nt``
+    is judged by what the node holds (a BaseDataType or abstract node, an enumeration held as another integer), which
+    that Read does not see. A Bad status on DataType is a change (the full read then raises it) unless
+    ``bad_is_change`` is False (a check before a write: an attribute answered Bad is not compared, the others are; a
+    ValueRank answered BadInternalError for a moment had every write refused, its full read raising it, where the type
+    read before judged)."""
     if nt.held is not None or nt.enum_held_as is not None:
         return True
     asked = _TYPE_ATTRIBUTES
     try:
         got = _one_each(await node.read_attributes(asked), len(asked), "Read of its type")
     except (ua.UaError, TimeoutError):
-        return True
+        return None
     dtid = got[0].Value.Value if got[0].Value is not None and _is_good(got[0].StatusCode) else None
     if not bad_is_change:
         now = (dtid.to_string() if isinstance(dtid, ua.NodeId) else None, *_shape_stated(got))
-        return all(
-            was == is_ or not (dv.Value is not None and _is_good(dv.StatusCode))
-            for dv, was, is_ in zip(got, (nt.data_type, nt.rank, nt.dims), now, strict=True)
-        )
+        answered = [dv.Value is not None and _is_good(dv.StatusCode) for dv in got]
+        if any(
+            a and was != is_
+            for a, was, is_ in zip(answered, (nt.data_type, nt.rank, nt.dims), now, strict=True)
+        ):
+            return False
+        return True if all(answered) else None
     return isinstance(dtid, ua.NodeId) and (dtid.to_string(), *_shape_stated(got)) == (
         nt.data_type,
         nt.rank,
@@ -5196,16 +5203,7 @@ class OpcUaSource:
                 )
             except ua.UaStatusCodeError:
                 # one node the server refuses must not take the others with it: subscribe one by one
-                results = []
-                for node in nodes:
-                    try:
-                        results.append(
-                            await into.subscribe_data_change(
-                                node, sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
-                            )
-                        )
-                    except ua.UaStatusCodeError as e:
-                        results.append(ua.StatusCode(e.code))
+                results = [await self._subscribe_one(into, node, sampling_ms, queue_size) for node in nodes]
             if len(results) != len(nodes):
                 results = await self._subscribe_alone(into, nodes, results, sampling_ms, queue_size)
             for node, r in zip(nodes, results, strict=True):
@@ -5251,24 +5249,31 @@ class OpcUaSource:
             for handle, data in list(kept.items()):
                 if getattr(data, "server_handle", 0) is None and getattr(data.node, "nodeid", None) in ids:
                     del kept[handle]
-        out: list = []
-        for node in nodes:
-            try:
-                got = await into.subscribe_data_change(
-                    [node], sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
-                )
-            except ua.UaStatusCodeError as e:
-                got = [ua.StatusCode(e.code)]
-            if len(got) != 1:
-                self._server_fault(
-                    f"the server answered a CreateMonitoredItems of {node.nodeid.to_string()} alone with {len(got)} result(s)"
-                )
-                with contextlib.suppress(ua.UaError, TimeoutError):
-                    if made := [r for r in got if isinstance(r, int) and not isinstance(r, bool)]:
-                        await into.unsubscribe(made)
-                got = [ua.StatusCode(ua.UInt32(ua.StatusCodes.BadUnexpectedError))]
-            out.append(got[0])
-        return out
+        return [await self._subscribe_one(into, node, sampling_ms, queue_size) for node in nodes]
+
+    async def _subscribe_one(
+        self, into: Subscription, node: Node, sampling_ms: float, queue_size: int
+    ) -> int | ua.StatusCode:
+        """The monitored item of ``node`` made alone (its item id, or the status refusing it), asked as a list of one:
+        asked as the node alone, asyncua indexes the answer, and a faulty server answering it with nothing raised
+        IndexError out of the connect (the one-by-one fallback after a batch refused with a status). A count other
+        than one is a server fault: counted (notice ``read_results_missing``), any item it named deleted, the node
+        given BadUnexpectedError (named in ``node_errors``)."""
+        try:
+            got = await into.subscribe_data_change(
+                [node], sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
+            )
+        except ua.UaStatusCodeError as e:
+            return ua.StatusCode(e.code)
+        if len(got) == 1:
+            return got[0]
+        self._server_fault(
+            f"the server answered a CreateMonitoredItems of {node.nodeid.to_string()} alone with {len(got)} result(s)"
+        )
+        with contextlib.suppress(ua.UaError, TimeoutError):
+            if made := [r for r in got if isinstance(r, int) and not isinstance(r, bool)]:
+                await into.unsubscribe(made)
+        return ua.StatusCode(ua.UInt32(ua.StatusCodes.BadUnexpectedError))
 
     def _server_full(self, full: list[tuple[str, str]], asked: int) -> None:
         """Nodes the server refused a monitored item because it holds no more (its limit on monitored
@@ -6747,8 +6752,10 @@ class OpcUaSource:
                         # server's answer, and a lenient server converted what it was sent without one (an INT's -1
                         # stored as a USINT's 255): one Read of its DataType, ValueRank and ArrayDimensions a write
                         # (a refusal of this write after it does not Read them again)
-                        checked = await _attributes_unchanged(node, nt, bad_is_change=False)
-                        if not checked:
+                        seen = await _attributes_unchanged(node, nt, bad_is_change=False)
+                        # only a Read that found them unchanged spares a refusal its own Read (not known: not)
+                        checked = seen is True
+                        if seen is False:
                             self._types.pop(node_id, None)
                             was, nt, cached = nt, None, False
                     token = self._types.token(node_id)  # a replace below is stored only if not dropped since
@@ -6801,7 +6808,7 @@ class OpcUaSource:
                             and not _refused_by_held(nt, value, node_id)
                             and (
                                 not self._type_confirmed(node_id, nt, "agent")
-                                or (not checked and not await _attributes_unchanged(node, nt))
+                                or (not checked and await _attributes_unchanged(node, nt) is not True)
                             )
                         ):
                             self._types.pop(node_id, None)
@@ -6842,7 +6849,7 @@ class OpcUaSource:
                         # a BadTypeMismatch after one Read finds the node's attributes unchanged (a download that made
                         # an INT holding a REAL a REAL had its writes refused, naming the INT, until the minute ended)
                         if self._type_confirmed(node_id, nt, "mismatch" if mismatch else None) and (
-                            not mismatch or checked or await _attributes_unchanged(node, nt)
+                            not mismatch or checked or await _attributes_unchanged(node, nt) is True
                         ):
                             # read again for a refusal and found unchanged within _CONFIRMED_HOLD_S: a node refused
                             # for good (a Boolean holding an INT) cost a type read (a Read and a Browse) at each

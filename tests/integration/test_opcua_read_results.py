@@ -18,6 +18,14 @@ from tests.support.plc import opcua_source, plc_server
 from tests.support.waits import until
 
 
+async def _two_tags(_srv, idx, obj):
+    """Double tags A (1.0) and B (3.0)."""
+    return {
+        n: await obj.add_variable(ua.NodeId(n, idx), n, ua.Variant(v, ua.VariantType.Double))
+        for n, v in (("A", 1.0), ("B", 3.0))
+    }
+
+
 async def test_a_read_answered_without_a_nodes_result_keeps_the_others_and_is_counted(monkeypatch) -> None:
     """Also a CreateMonitoredItems answered with one result fewer than items: asyncua pairs results and items in
     order, and the source's connect failed at each try ("zip() argument 2 is shorter than argument 1"). Now the items it
@@ -95,13 +103,7 @@ async def test_a_create_monitored_items_answered_with_more_results_than_items_ta
     out of range" at every try). Now the first as many as items are taken, counted (notice read_results_missing): the
     tags read their values and the write target is watched."""
 
-    async def build(_srv, idx, obj):
-        return {
-            n: await obj.add_variable(ua.NodeId(n, idx), n, ua.Variant(v, ua.VariantType.Double))
-            for n, v in (("A", 1.0), ("B", 3.0))
-        }
-
-    async with plc_server(build) as p:
+    async with plc_server(_two_tags) as p:
         service = p.server.iserver.subscription_service
         create = service.create_monitored_items
 
@@ -121,3 +123,31 @@ async def test_a_create_monitored_items_answered_with_more_results_than_items_ta
             await until(lambda: src.targets_watched > 0, 5, "the target watched")  # its items one a call
             said = src.notices.status()["read_results_missing"]
             assert "with 3 result(s)" in said["message"] or "with 2 result(s)" in said["message"], said
+
+
+async def test_a_node_subscribed_alone_after_a_refused_batch_answered_with_nothing_is_a_node_error() -> None:
+    """A faulty server refusing a CreateMonitoredItems of several items with a status (the source then subscribes
+    each node alone) and answering one of those alone with no result: asyncua, asked for the node alone, indexed
+    the empty answer and raised IndexError out of the connect, and the source never connected. Now that node is a
+    node error (BadUnexpectedError), counted (notice read_results_missing), and the other tag reads its value."""
+
+    async with plc_server(_two_tags) as p:
+        service = p.server.iserver.subscription_service
+        create = service.create_monitored_items
+
+        async def b_alone_unanswered(params):
+            items = params.ItemsToCreate
+            if len(items) > 1:
+                raise ua.uaerrors.BadNodeIdUnknown()  # one node refused, as a PLC does
+            if items[0].ItemToMonitor.NodeId.Identifier == "B":
+                return []
+            return await create(params)
+
+        service.create_monitored_items = b_alone_unanswered
+        nodes = [{"node_id": p.node_id("A")}, {"node_id": p.node_id("B")}]
+        async with opcua_source(p, nodes=nodes) as src:  # was: never connected (IndexError at every try)
+            async for reading in src.items():
+                assert (reading.tag, reading.value) == ("A", 1.0), reading
+                break
+            assert "BadUnexpectedError" in str(src.node_errors), src.node_errors
+            assert "alone with 0 result(s)" in src.notices.status()["read_results_missing"]["message"]

@@ -1337,6 +1337,44 @@ async def test_a_node_refused_for_its_type_for_good_then_fixed_by_a_download_tak
         await srv.delete_nodes([node])
 
 
+async def test_a_refusal_after_a_pre_write_read_that_could_not_read_the_type_reads_it(
+    plc_server, monkeypatch
+) -> None:
+    """An INT node holding a REAL, refused BadTypeMismatch for good (its type read again, found unchanged); a download
+    then makes it a REAL within the minute (not watched), and the Read of its attributes before the next write has
+    its DataType answered Bad. That Read told nothing, yet it was taken as the INT confirmed: the write was refused
+    naming the INT, its refusal's own Read skipped. Now the refusal reads the attributes, sees the REAL: 5 goes out
+    as a REAL."""
+    from asyncua.server.internal_session import InternalSession
+
+    srv, src, nodes, _, _, _ = plc_server
+    node, _, counted = await _holding_real(srv, nodes, "UnreadBeforeWrite")
+    read, armed = InternalSession.read, [False]
+
+    async def data_type_bad_once(self, params):
+        got = await read(self, params)
+        for i, r in enumerate(params.NodesToRead):
+            if armed[0] and r.NodeId == node.nodeid and r.AttributeId == ua.AttributeIds.DataType:
+                armed[0] = False
+                got[i] = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadInternalError))
+        return got
+
+    monkeypatch.setattr(InternalSession, "read", data_type_bad_once)
+    try:
+        for v in (1, 2):
+            with pytest.raises(OpcUaWriteRefused, match=r"BadTypeMismatch: the node is Int16"):
+                await src.write("ns=2;s=UnreadBeforeWrite", v)
+        await _retype(srv, node, ua.ObjectIds.Double, ua.Variant(0.5, VT.Double))
+        armed[0] = True
+        assert await src.write("ns=2;s=UnreadBeforeWrite", 5) is None  # was: refused naming the Int16
+        assert not armed[0]  # the pre-write Read was the one answered Bad
+        dv = await node.read_data_value()
+        assert (dv.Value.VariantType, dv.Value.Value) == (VT.Double, 5.0), dv
+    finally:
+        srv.unsubscribe_server_callback(CallbackType.PostRead, counted)
+        await srv.delete_nodes([node])
+
+
 @pytest.mark.parametrize(
     ("refused", "answer", "retyped", "then"),
     [
