@@ -1700,9 +1700,9 @@ class SparkplugHost:
         )
 
     def _births_only(self, now: float) -> tuple[str, str] | None:
-        """The node that sent births only since its birth (``_mute``) ``_make_room`` forgets next: least recently
-        heard first, but not one heard within ``REBORN_DEVICES_WAIT_S`` that awaits devices of its session before
-        (``named_before``, ``expected``): a node restarting, its DBIRTHs to come. Forgotten for another node's birth
+        """The node that sent births only since its birth (``_mute``) forgotten next (``_make_room``, ``_room``):
+        least recently heard first, but not one heard within ``REBORN_DEVICES_WAIT_S`` that awaits devices of its
+        session before (``named_before``, ``expected``): a node restarting, its DBIRTHs to come. Forgotten for another node's birth
         between its NBIRTH and its DBIRTHs, those were read as before its birth and its birth asked again. A flood's
         births declaring no device are not so kept (a wait on every births-only node refused a real node's birth
         while all the flood's were younger than it). At most ``ASK_SCAN_MAX`` looked at."""

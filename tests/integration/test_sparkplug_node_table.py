@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -37,6 +38,21 @@ def _deaths(host, n: int) -> bool:
 
 def _data(seq: int, value: float = 1.0) -> bytes:
     return sp.encode(sp.Payload(int(time.time() * 1000), seq, [sp.Metric("Temp", None, D.DOUBLE, value)]))
+
+
+def restart_amid_a_birth(pub: paho.Client, birth: bytes, reborn: bytes, data: Callable[[int], bytes]) -> None:
+    """Nodes a and r born and sending data (r with a device d); r restarts (NDEATH, ``reborn``), and node x's birth
+    comes between r's NBIRTH and its DBIRTH."""
+    dbirth = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("V", None, D.DOUBLE, 1.0)]))
+    for seq, node in enumerate(("a", "r"), 1):
+        pub.publish(f"spBv1.0/g/NBIRTH/{node}", birth, qos=1)
+        if node == "r":
+            pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
+        pub.publish(f"spBv1.0/g/NDATA/{node}", data(seq), qos=1)
+    pub.publish("spBv1.0/g/NDEATH/r", sp.death_payload(0), qos=1)  # r restarts
+    pub.publish("spBv1.0/g/NBIRTH/r", reborn, qos=1)
+    pub.publish("spBv1.0/g/NBIRTH/x", birth, qos=1)  # another node's birth, before r's DBIRTH
+    pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
 
 
 async def test_made_up_node_names_make_room_for_a_new_real_node_and_never_push_out_a_live_one(
@@ -291,18 +307,9 @@ async def test_a_node_restarting_in_a_full_table_is_not_forgotten_for_a_new_node
     node's birth then took its place, and its DBIRTH was read as before its birth. As at MAX_TOTAL_METRICS, one
     heard within REBORN_DEVICES_WAIT_S awaiting devices of its session before is kept; the new node refused."""
     monkeypatch.setattr(sparkplug_host, "MAX_NODES", 2)
-    dbirth = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("V", None, D.DOUBLE, 1.0)]))
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
         host = src.sparkplug
-        pub.publish("spBv1.0/g/NBIRTH/a", _birth(), qos=1)
-        pub.publish("spBv1.0/g/NDATA/a", _data(1), qos=1)
-        pub.publish("spBv1.0/g/NBIRTH/r", _birth(), qos=1)
-        pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
-        pub.publish("spBv1.0/g/NDATA/r", _data(2), qos=1)
-        pub.publish("spBv1.0/g/NDEATH/r", sp.death_payload(0), qos=1)  # r restarts
-        pub.publish("spBv1.0/g/NBIRTH/r", _birth(1), qos=1)
-        pub.publish("spBv1.0/g/NBIRTH/x", _birth(), qos=1)  # a new node's birth, before r's DBIRTH
-        pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
+        restart_amid_a_birth(pub, _birth(), _birth(1), _data)
         await until(lambda: host.births + host.data_before_birth >= 5, 10, "r's births handled")
         assert host.device_alive("g", "r", "d") and asked == [], src.notices.counts  # before: r forgotten
         assert not host.node_alive("g", "x") and host.node_alive("g", "a")

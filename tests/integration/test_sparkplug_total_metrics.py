@@ -12,6 +12,7 @@ import time
 from devices.mqtt import sparkplug_host
 from protocols import sparkplug as sp
 from tests.integration.test_sparkplug_compressed import _compressed
+from tests.integration.test_sparkplug_node_table import restart_amid_a_birth
 from tests.integration.test_sparkplug_rebirth_requests import _birth as _padded_birth
 from tests.integration.test_sparkplug_rebirth_requests import _host
 from tests.support.sparkplug_pb import pb_metric as _metric
@@ -213,18 +214,9 @@ async def test_a_node_restarting_at_the_total_is_not_forgotten_for_another_nodes
     births-only node heard within REBORN_DEVICES_WAIT_S that awaits devices of its session before is kept; the
     other birth is refused (a flood's births declaring no device still make room of each other, above)."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_METRICS", 25, raising=False)
-    dbirth = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("V", None, D.DOUBLE, 1.0)]))
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
         host = src.sparkplug
-        pub.publish("spBv1.0/g/NBIRTH/a", _birth(), qos=1)
-        pub.publish("spBv1.0/g/NDATA/a", _data(1), qos=1)
-        pub.publish("spBv1.0/g/NBIRTH/r", _birth(), qos=1)
-        pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
-        pub.publish("spBv1.0/g/NDATA/r", _data(2), qos=1)
-        pub.publish("spBv1.0/g/NDEATH/r", sp.death_payload(0), qos=1)  # r restarts
-        pub.publish("spBv1.0/g/NBIRTH/r", _birth(), qos=1)
-        pub.publish("spBv1.0/g/NBIRTH/x", _birth(), qos=1)  # another node's birth, before r's DBIRTH
-        pub.publish("spBv1.0/g/DBIRTH/r/d", dbirth, qos=1)
+        restart_amid_a_birth(pub, _birth(), _birth(), _data)
         await until(
             lambda: host.births + host.births_refused + host.data_before_birth >= 6, 10, "every birth handled"
         )
