@@ -200,10 +200,31 @@ def _drops(st, repeat: int) -> dict:
     return _alternated(drop, former, repeat)
 
 
-def main() -> None:
-    from bench._machine import machine, machine_line
+def each_store(tmp: Path):
+    """("sqlite", a SQLiteStore in ``tmp``), then ("postgresql", a store on a fresh database of a PostgreSQL started
+    for it), each closed once the caller is done with it."""
+    import psycopg
+
     from cloud_trainer.fleet.store import SQLiteStore, open_store
     from tests.support.postgres import running_postgres
+
+    st = SQLiteStore(tmp / "fleet.db")
+    try:
+        yield "sqlite", st
+    finally:
+        st.close()
+    with running_postgres() as server:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        st = open_store(f"{server}/bench", tmp)
+        try:
+            yield "postgresql", st
+        finally:
+            st.close()
+
+
+def main() -> None:
+    from bench._machine import machine, machine_line
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=259_200)
@@ -214,29 +235,12 @@ def main() -> None:
     logging.disable(logging.WARNING)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        st = SQLiteStore(Path(tmp) / "fleet.db")
-        try:
-            results["sqlite"] = {
-                "pass": _passes(st, a.epochs, a.repeat),
+        for name, st in each_store(Path(tmp)):
+            results[name] = {
+                "pass": _passes(st, a.epochs if name == "sqlite" else a.pg_epochs, a.repeat),
                 "stats": _stats(st, a.samples, a.repeat),
                 "drop_event": _drops(st, a.repeat),
             }
-        finally:
-            st.close()
-        import psycopg
-
-        with running_postgres() as server:
-            with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-                conn.execute("CREATE DATABASE bench")
-            st = open_store(f"{server}/bench", Path(tmp))
-            try:
-                results["postgresql"] = {
-                    "pass": _passes(st, a.pg_epochs, a.repeat),
-                    "stats": _stats(st, a.samples, a.repeat),
-                    "drop_event": _drops(st, a.repeat),
-                }
-            finally:
-                st.close()
     out = {"machine": machine(), "repeat": a.repeat, "results": results}
     OUT.mkdir(exist_ok=True)
     (OUT / "fleet_retention_cost.json").write_text(json.dumps(out, indent=2))
