@@ -214,7 +214,9 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
             manifest = verify_package(pkg, trusted)
             if m.refuses(manifest.version):
                 raise PackageError(refused_by_config(name, manifest.package_id))
-            if (unfit := tolerance_refusal(manifest)) is not None and unchecked != package_digest(pkg):
+            if (unfit := tolerance_refusal(manifest)) is not None and (
+                unchecked is None or unchecked != package_digest(pkg)
+            ):
                 raise PackageError(unfit)  # (the installed package itself: served, said above)
         except PackageError as exc:
             why = str(exc)
