@@ -934,6 +934,11 @@ _PROPS_UNREAD_HOLD_S = 600.0
 # 10,000 references), while a change nothing notices (its MaxStringLength or MaxArrayLength, an enumeration's
 # states, all unwatched) is taken within a minute
 _CONFIRMED_HOLD_S = 60.0
+# how long the Read of an unwatched write target's DataType, ValueRank and ArrayDimensions before a write, found
+# unchanged, stands for the next writes to it on that session (none across a reconnect, nor after a write answered
+# with a type status or refused by the agent): the window a watched target has (its DataType sampled each second).
+# Read before every write, it doubled a write's round trips (a pulse's high and reset, an output at 10/s)
+_PRE_CHECK_HOLD_S = 1.0
 # how long a write target's type read judges its writes before it is read again (``OpcUaSource.write``): a PLC
 # download that changes a node in place (a STRING[20] made STRING[10], an Array[0..19] made [0..9]) without a
 # gone notice (a target neither watched nor read as a tag, or a property changed with the node kept) let a
@@ -3393,6 +3398,8 @@ class OpcUaSource:
         self._target_checks: dict[str, asyncio.Task] = {}
         # a BaseDataType write target's node_id -> when the value it holds was last read (``write_misfit``)
         self._held_at: dict[str, float] = {}
+        # unwatched write targets whose attributes the Read before a write found unchanged: (the session, when asked)
+        self._pre_checked: dict[str, tuple[object, float]] = {}
         # ... -> (monotonic time of the last change of what it holds seen by a re-read, changes not said since)
         self._held_changes: dict[str, tuple[float, int]] = {}
         # a source tag -> the Variant type its last value came in (kept across connects: a PLC download that
@@ -6752,7 +6759,21 @@ class OpcUaSource:
                         # server's answer, and a lenient server converted what it was sent without one (an INT's -1
                         # stored as a USINT's 255): one Read of its DataType, ValueRank and ArrayDimensions a write
                         # (a refusal of this write after it does not Read them again)
-                        seen = await _attributes_unchanged(node, nt, bad_is_change=False)
+                        asked = time.monotonic()
+                        held_check = self._pre_checked.get(node_id)
+                        if (
+                            held_check is not None
+                            and held_check[0] is client
+                            and asked - held_check[1] < _PRE_CHECK_HOLD_S
+                        ):
+                            seen = (
+                                None  # an earlier write's Read stands: no Read, and a refusal makes its own
+                            )
+                        else:
+                            self._pre_checked.pop(node_id, None)
+                            seen = await _attributes_unchanged(node, nt, bad_is_change=False)
+                            if seen is True:
+                                self._pre_checked[node_id] = (client, asked)
                         # only a Read that found them unchanged spares a refusal its own Read (not known: not)
                         checked = seen is True
                         if seen is False:
@@ -6796,6 +6817,7 @@ class OpcUaSource:
                     try:
                         payload = _payload(nt, value, node_id)
                     except OpcUaTypeMismatch:
+                        self._pre_checked.pop(node_id, None)
                         # judged by a type read earlier: read it again first, unless what refused it is the
                         # type or shape a BaseDataType node holds, read just now (a heartbeat refused for
                         # good would cost a full read of the node's type each period), or a read again found
@@ -6840,6 +6862,8 @@ class OpcUaSource:
                         )
                     except ua.UaStatusCodeError as e:
                         code = code_of(e.code)
+                        if code in _TYPE_ANSWERS:  # the next write Reads the attributes again
+                            self._pre_checked.pop(node_id, None)
                         if code not in _TYPE_ANSWERS or (
                             code == ua.StatusCodes.BadOutOfRange and (again or not cached)
                         ):

@@ -1337,6 +1337,42 @@ async def test_a_node_refused_for_its_type_for_good_then_fixed_by_a_download_tak
         await srv.delete_nodes([node])
 
 
+async def test_the_read_before_a_write_stands_for_the_next_writes_until_a_type_status(
+    plc_server, monkeypatch
+) -> None:
+    """An unwatched target's DataType, ValueRank and ArrayDimensions, read before a write and found unchanged, are not
+    read again for the next writes within the hold (each write paid that Read: twice a write's round trips): one
+    Read for three writes. A write the server answers with a type status ends the hold: its type read again, and
+    the next write reads the attributes before it again."""
+    from devices.opcua import client as opcua_client
+
+    srv, src, nodes, _, _, _ = plc_server
+    monkeypatch.setattr(
+        opcua_client, "_PRE_CHECK_HOLD_S", 3600.0
+    )  # not a timing test: the hold never ends here
+    node, reads, counted = await _type_reads_counted(nodes, "HeldPreCheck")
+    _write_answered(monkeypatch, node, 300, ua.StatusCodes.BadOutOfRange)
+    srv.subscribe_server_callback(CallbackType.PostRead, counted)
+    try:
+        await src.write("ns=2;s=HeldPreCheck", 1)  # its type read, cached
+        first = reads[0]
+        for v in (2, 3, 4):
+            await src.write("ns=2;s=HeldPreCheck", v)
+        assert reads[0] == first + 1, (first, reads)  # was first + 3: one Read before each write
+        with pytest.raises(OpcUaWriteRefused, match="BadOutOfRange"):
+            await src.write("ns=2;s=HeldPreCheck", 300)
+        assert reads[0] == first + 2, (
+            first,
+            reads,
+        )  # no Read before it (held), its type read again for the answer
+        await src.write("ns=2;s=HeldPreCheck", 5)
+        assert reads[0] == first + 3, (first, reads)  # the hold ended with the type status
+        assert (await node.read_data_value()).Value.Value == 5
+    finally:
+        srv.unsubscribe_server_callback(CallbackType.PostRead, counted)
+        await srv.delete_nodes([node])
+
+
 async def test_a_refusal_after_a_pre_write_read_that_could_not_read_the_type_reads_it(
     plc_server, monkeypatch
 ) -> None:

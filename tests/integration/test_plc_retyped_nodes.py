@@ -14,6 +14,7 @@ import pytest
 from asyncua import ua
 from asyncua.common.callback import CallbackType
 
+from devices.opcua import client as opcua_client
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
 from edge_agent.actions import ActionRunner, write_targets
 from tests.integration.test_plc_exact_values import _config
@@ -492,6 +493,9 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
         return got
 
     monkeypatch.setattr(InternalSession, "read", rank_bad)
+    # each download here comes within a second of a write: the Read before a write stands for that long (as a
+    # watched target's DataType sample), so each write reads it here
+    monkeypatch.setattr(opcua_client, "_PRE_CHECK_HOLD_S", 0.0)
     settings = _config(port).sources["plc"].model_copy(update={"watch_write_targets": False})
     src = OpcUaSource("plc", settings)
     src.expect_writes([(node_id, 1)])
