@@ -322,9 +322,8 @@ class _Node:
     # would otherwise be reborn whole at every rebirth_min_interval_s
     undeclared_asked: bool = False
     seq_said: bool = False  # a seq of it past 255 was said (``SparkplugHost._seq_range``): later ones counted
-    seq_none_said: bool = (
-        False  # a message of it without a seq was said (``SparkplugHost._check_seq``): counted
-    )
+    # a message of it without a seq was said (``SparkplugHost._check_seq``): later ones counted
+    seq_none_said: bool = False
     # an NBIRTH of it whose seq was not 0 was said (``SparkplugHost._birth_seq``): later ones counted
     birth_seq_said: bool = False
     # a rebirth was asked for data by an alias its births did not give (``_readings``), and no data message of it
@@ -467,6 +466,7 @@ _FLOAT = sp.DataType.FLOAT  # 32 bits: read as the node shows it (``float32_show
 _INT64, _UINT64 = sp.DataType.INT64, sp.DataType.UINT64  # 64 bits: written in long_value (a uint64)
 _DATETIME = sp.DataType.DATETIME  # epoch milliseconds: read as a time (``sparkplug.datetime_text``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
+_PROPERTY_TYPES = {20: "PropertySet", 21: "PropertySetList"}  # (``sp.DataType`` has no member for them)
 # a scalar datatype -> the Python type of the value its field decodes to, and that field (Sparkplug 3.0,
 # "Datatype Details": Int8 to UInt32 a uint32, Int64 and UInt64 a uint64, Float a float, Double a double,
 # Boolean a bool, String, Text and UUID a string). The two integer fields stand for each other, and so do the
@@ -494,10 +494,9 @@ _FIELD_OF: dict[int, tuple[type, str]] = {
             type(None),
             "while a metric has no field for it (Sparkplug gives that datatype to property values only)",
         )
-        for dt in (20, 21)
+        for dt in _PROPERTY_TYPES
     },
 }
-_PROPERTY_TYPES = {20: "PropertySet", 21: "PropertySetList"}  # (``sp.DataType`` has no member for them)
 _FIELD_NAME = {
     int: "an integer field",
     float: "a floating-point field",
@@ -603,7 +602,7 @@ def _under(node: _Node, device: str | None, prefix: str) -> list[str]:
 def _no_field(datatype: int) -> bool:
     """PropertySet and PropertySetList (20, 21: a metric has no value field for them). A datatype Sparkplug B
     does not define is ``undefined_datatype`` (``SparkplugHost._readings``)."""
-    return datatype in (20, 21)
+    return datatype in _PROPERTY_TYPES
 
 
 INT32_MAX = 2**31 - 1  # an integer up to it reads alike as any Sparkplug integer type (``_readings``)
@@ -781,9 +780,8 @@ class SparkplugHost:
         self._probed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.nodes_forgotten = 0  # nodes forgotten to make room for new ones (notice nodes_forgotten)
         self._held = 0  # metrics the nodes hold together (``_Node.held``): at most MAX_TOTAL_METRICS
-        self._names = (
-            0  # device names the nodes hold together (``_Node.names_held``): about MAX_TOTAL_DEVICES at most
-        )
+        # device names the nodes hold together (``_Node.names_held``): about MAX_TOTAL_DEVICES at most
+        self._names = 0
         # device births refused for want of room under MAX_TOTAL_DEVICES (notice too_many_total_devices), and the
         # data of such devices skipped
         self.devices_refused = 0
@@ -1553,13 +1551,7 @@ class SparkplugHost:
             # NBIRTHs under made-up names), least recently heard first; then a silent one (``_silence``); then
             # one that spoke, if not heard for TALKING_KEEP_S. A real node's birth takes the place of a made-up
             # one, and its data keeps it however many follow
-            key = (
-                next(iter(self._skipped_born), None)
-                or self._births_only(now)  # (not a node restarting, its DBIRTHs to come)
-                or self._front(self._silent)
-                or self._idle(self._probed, now)
-                or self._idle(self._talking, now)
-            )
+            key = next(iter(self._skipped_born), None) or self._quiet_born(now)
         elif born:
             # a never-born name's data (worth less than a born node: it is skipped) takes the place of a born
             # node only if that was not heard for TALKING_KEEP_S
@@ -1616,12 +1608,7 @@ class SparkplugHost:
         least recently heard first; counted and said as there. A node that sends data is so kept. When none is
         left the birth is refused: its node (device) not born, its data skipped and a rebirth asked as before a
         birth; counted (``births_refused``), said once (notice ``too_many_total_metrics``)."""
-        if self._held + more <= MAX_TOTAL_METRICS or self._make_room(
-            t,
-            key,
-            lambda: self._held + more > MAX_TOTAL_METRICS,
-            f"over {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS)",
-        ):
+        if self._held + more <= MAX_TOTAL_METRICS or self._make_room(t, key, more):
             return True
         self.births_refused += 1
         what = f"{t.group}/{t.edge_node}{'/' + t.device if t.device else ''}"
@@ -1640,18 +1627,12 @@ class SparkplugHost:
             self._on_error("too_many_total_metrics", f"{what}: over {MAX_TOTAL_METRICS} metrics")
         return False
 
-    def _make_room(
-        self,
-        t: sp.SparkplugTopic,
-        key: tuple[str, str],
-        full: Callable[[], bool],
-        holds: str,
-    ) -> bool:
-        """Other nodes than ``key``'s forgotten while ``full()`` (the order of ``_metric_room``), each counted and
-        said; whether room was made. Bounded cost a call (``_front``)."""
+    def _make_room(self, t: sp.SparkplugTopic, key: tuple[str, str], more: int) -> bool:
+        """Other nodes than ``key``'s forgotten while ``more`` metrics do not fit under ``MAX_TOTAL_METRICS`` (the
+        order of ``_metric_room``), each counted and said; whether room was made. Bounded cost a call (``_front``)."""
         now = time.monotonic()
         self._unfile(key)  # never its own place: it is filed again after the message (``handle``)
-        while full():
+        while self._held + more > MAX_TOTAL_METRICS:
             other = self._forgettable(now)
             if other is None:
                 return False
@@ -1662,7 +1643,7 @@ class SparkplugHost:
                 if self.on_notice is not None:
                     self.on_notice(
                         "nodes_forgotten",
-                        f"sparkplug: the source's nodes hold {holds}: "
+                        f"sparkplug: the source's nodes hold over {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS): "
                         f"{other[0]}/{other[1]}, not born (given up on, or its birth skipped and it never spoke), "
                         f"forgotten with the metrics of its last birth read to make room for the "
                         f"{t.message_type.value} of {t.group}/{t.edge_node}; then nodes dead {DEAD_KEEP_S:g} s, then "
@@ -1672,7 +1653,7 @@ class SparkplugHost:
             self.born_forgotten += 1
             if self.on_notice is not None:
                 message = (
-                    f"sparkplug: the source's nodes hold {holds}: "
+                    f"sparkplug: the source's nodes hold over {MAX_TOTAL_METRICS} metrics (MAX_TOTAL_METRICS): "
                     f"{other[0]}/{other[1]}, born, forgotten to make room for the {t.message_type.value} of "
                     f"{t.group}/{t.edge_node}. Nodes dead {DEAD_KEEP_S:g} s, then those that sent births only, "
                     f"then silent ones, then those that sent no data for {TALKING_KEEP_S:g} s make room, least "
@@ -1690,10 +1671,14 @@ class SparkplugHost:
         dead = next(iter(self._dead), None)
         if dead is not None and now - self._nodes[dead].heard < DEAD_KEEP_S:
             dead = None
+        return next(iter(self._spare_held), None) or dead or self._quiet_born(now)
+
+    def _quiet_born(self, now: float) -> tuple[str, str] | None:
+        """The born node forgotten next for a new node's birth (``_room``) or for metrics (``_forgettable``): one
+        that sent births only (``_births_only``: not a node restarting, its DBIRTHs to come), else a silent one,
+        else one that sent no data for ``TALKING_KEEP_S``."""
         return (
-            next(iter(self._spare_held), None)
-            or dead
-            or self._births_only(now)
+            self._births_only(now)
             or self._front(self._silent)
             or self._idle(self._probed, now)
             or self._idle(self._talking, now)
@@ -3035,7 +3020,7 @@ class SparkplugHost:
                     # birth's (it was read into a tag of the instance's own name, GOOD)
                     dt = born
                 if (
-                    (field_of := _FIELD_OF.get(dt or node.types.get((dev, flat), 0))) is not None
+                    (field_of := _FIELD_OF.get(typed := dt or node.types.get((dev, flat), 0))) is not None
                     and type(v) is not field_of[0]
                     and type(v) in _FIELD_NAME
                 ):
@@ -3044,7 +3029,6 @@ class SparkplugHost:
                     # to an integer as much as the number; Eclipse Tahu reads the datatype's field only (null or
                     # 0 here). It was passed on GOOD as it came, another type than its birth's (an int for a
                     # Float, 1 for a Boolean). Skipped, counted; no rebirth asked: it would bring the same
-                    typed = dt or node.types.get((dev, flat), 0)
                     typed_as = _PROPERTY_TYPES.get(typed) or datatype_name(sp.DataType(typed))
                     came = repr(v) if type(v) is not str else shown_topic(v)
                     how = (
