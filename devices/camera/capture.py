@@ -1445,7 +1445,7 @@ class CameraSource:
             self._reopened_at = None
             # reopened for frames of a size said, opened again at the size it had: its first frame not passed on
             stale_to = [self._reopened_to if same_size_again else None]
-            skipped_for = [stale_to[0]]  # the size its first frame was skipped for (None: not skipped)
+            skipped_for = stale_to[0]  # the size its first frame was skipped for (None: not skipped)
             self._reopened_to = None
             self._format_suspect &= same_size_again
 
@@ -1548,10 +1548,8 @@ class CameraSource:
                     held[0] = 0
                 elif not new:
                     return False
-                elif own == (
-                    w,
-                    h,
-                ):  # a new pixel format at the size opened with (chroma subsampling): read on
+                # a new pixel format at the size opened with (chroma subsampling): read on
+                elif own == (w, h):
                     pictures[0] = errors.pictures
                     return False
                 elif own is None and self._pictures_unsure:
@@ -1588,9 +1586,7 @@ class CameraSource:
                 )
                 if live:
                     self._reopened_at, self._reopened_to = (w, h), own
-                    self._old_size_at_connect(
-                        own if retrieved[0] == 2 and own == skipped_for[0] else None, w, h
-                    )
+                    self._old_size_at_connect(own if retrieved[0] == 2 and own == skipped_for else None, w, h)
                     raise StreamError(
                         "frame_size_changed", f"{said}: reopening, to read them at their own size"
                     )
