@@ -391,13 +391,17 @@ def plc_of(endpoint: str) -> tuple[str, int]:
     server on the gateway, spelt two ways, let a gate through the other spelling's session go untold) and an address
     is read as one whatever its spelling (``::ffff:10.0.0.5`` is ``10.0.0.5``); a name and its address are not
     (nothing is resolved at the start). An endpoint the agent never connects to as written (``endpoint_unparsed``: a
-    bracket not closed, no port) is a PLC of its own: ``(endpoint, 0)``."""
+    bracket not closed, no port) is a PLC of its own: ``(endpoint, 0)``. One with no host reaches this gateway's own
+    server (asyncio connects to the loopback then): it is ``localhost``'s."""
     import ipaddress
 
-    if endpoint_unparsed(endpoint) is not None:
+    try:
+        url = urllib.parse.urlsplit(endpoint)
+        port, host = url.port, (url.hostname or "localhost").lower().rstrip(".")
+    except ValueError:
+        port = None
+    if not port:
         return (endpoint, 0)
-    url = urllib.parse.urlsplit(endpoint)
-    port, host = url.port or 0, (url.hostname or "").lower().rstrip(".")
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
@@ -423,6 +427,13 @@ def endpoint_unparsed(endpoint: str) -> str | None:
             "does not parse as opc.tcp://host:port/path (a bracket not closed, a name in brackets, a port that is "
             "no number from 1 to 65535): this source never connects, its nodes never read nor written; write the "
             "PLC's address as opc.tcp://192.168.0.10:4840/ (an IPv6 address in brackets: opc.tcp://[fd00::10]:4840/)"
+        )
+    if (
+        not host and port
+    ):  # (asyncio connects to the loopback: it reached a server on the gateway and beat there)
+        return (
+            "names no host: the agent connects to this gateway itself there (localhost), a server on it; write the "
+            "PLC's address (opc.tcp://192.168.0.10:4840/; a server on the gateway: opc.tcp://127.0.0.1:4840/)"
         )
     if not host:
         return "names no host: this source never connects; write the PLC's address (opc.tcp://192.168.0.10:4840/)"

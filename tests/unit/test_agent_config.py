@@ -905,6 +905,19 @@ def test_an_opcua_endpoint_the_agent_cannot_connect_to_as_written_is_a_warning_n
         assert parse_config(d, "line3.yaml").warnings == []
 
 
+def test_an_opcua_endpoint_with_no_host_is_the_gateways_own_server_to_the_warning_and_the_watchdog_hold(env):
+    """``opc.tcp://:4840/`` connects (asyncio takes the loopback): a heartbeat written so beat on the gateway's own
+    server. The warning said it never connects, and the hold took it for a PLC of its own: a reject gate on NG
+    through ``127.0.0.1``, never written for a part no model judged, let that heartbeat run (a real PLC: 26 beats)."""
+    from devices.opcua.settings import plc_of
+
+    d = good(env)
+    d["sources"]["plc"]["endpoint"] = "opc.tcp://:4840/"
+    (w,) = parse_config(d, "line3.yaml").warnings
+    assert "connects to this gateway itself" in w and "never connects" not in w, w
+    assert plc_of("opc.tcp://:4840/") == plc_of("opc.tcp://127.0.0.1:4840/plc/") != plc_of("opc.tcp://:4841/")
+
+
 def test_a_pass_on_unsure_parts_beside_a_heartbeat_is_a_warning_saying_what_the_plc_reads(env):
     """A pass whose condition also holds on UNSURE parts (``ne: NG``, ``not: NG``, ``in: [OK, UNSURE]``) written to
     a PLC with a watchdog heartbeat (through another session of it too): the PLC reads it passed for a part no model
