@@ -2499,15 +2499,28 @@ class SQLStore(Store):
                 ),
                 key,
             ).fetchone()
+            ex(
+                q(
+                    "INSERT INTO retired (tenant, agent, epoch, last_seq, records, samples, received_to) "
+                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (tenant, agent, epoch) DO UPDATE SET "
+                    f"last_seq = {g}(retired.last_seq, excluded.last_seq), records = retired.records + excluded.records, "
+                    "samples = retired.samples + excluded.samples, "
+                    f"received_to = {g}(retired.received_to, excluded.received_to)"
+                ),
+                (*key, top, len(old), samples, newest),
+            )
+            age = None
             if nxt is None:  # (none left: none counted either, whatever the counts said)
                 self._emptied(ex, key, min(top, INT64_MAX - 1) + 1)
             else:
+                # its age: of the records a pass may retire next (``EPOCH_AGE``, past the floor just written)
+                age = ex(q(EPOCH_AGE), key * 4).fetchone()[0]
                 ex(
                     q(
-                        f"UPDATE record_counts SET first_seq = {self.GREATEST}(first_seq, ?) "
+                        f"UPDATE record_counts SET first_seq = {g}(first_seq, ?), first_received = ? "
                         "WHERE tenant = ? AND agent = ? AND epoch = ?"
                     ),
-                    (nxt[0], *key),
+                    (nxt[0], age, *key),
                 )
                 by_kind: dict[str, int] = {}
                 for r in old:
@@ -2520,27 +2533,6 @@ class SQLStore(Store):
                         ),
                         (n, *key, kind),
                     )
-            ex(
-                q(
-                    "INSERT INTO retired (tenant, agent, epoch, last_seq, records, samples, received_to) "
-                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (tenant, agent, epoch) DO UPDATE SET "
-                    f"last_seq = {g}(retired.last_seq, excluded.last_seq), records = retired.records + excluded.records, "
-                    "samples = retired.samples + excluded.samples, "
-                    f"received_to = {g}(retired.received_to, excluded.received_to)"
-                ),
-                (*key, top, len(old), samples, newest),
-            )
-            age = None
-            if (
-                nxt is not None
-            ):  # its age: of the records a pass may retire next (``EPOCH_AGE``, past the floor now)
-                age = ex(q(EPOCH_AGE), key * 4).fetchone()[0]
-                ex(
-                    q(
-                        "UPDATE record_counts SET first_received = ? WHERE tenant = ? AND agent = ? AND epoch = ?"
-                    ),
-                    (age, *key),
-                )
             ex(
                 q(
                     "INSERT INTO retired_totals (tenant, agent, records, samples, received_to) VALUES (?,?,?,?,?) "
