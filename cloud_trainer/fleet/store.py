@@ -181,12 +181,15 @@ def counted_kind(kind: str) -> str:
     return kind if kind in RECORD_KINDS else OTHER_KIND
 
 
+# every agent's epochs counted from their records (``RECORD_COUNTS`` fills the table so, ``RECORD_COUNTS_AGAIN`` counts
+# them again; ``WHERE true``: SQLite reads an upsert's ON CONFLICT after a bare FROM as a join's)
+_COUNT_RECORDS = f"""INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq, first_received)
+  SELECT tenant, agent, epoch, {_COUNTED_KIND}, COUNT(*), MIN(seq), MAX(seq), MIN(received) FROM records
+  WHERE true GROUP BY tenant, agent, epoch, {_COUNTED_KIND}"""
 RECORD_COUNTS = f"""CREATE TABLE IF NOT EXISTS record_counts (tenant TEXT NOT NULL, agent TEXT NOT NULL,
   epoch BIGINT NOT NULL, kind TEXT NOT NULL, records BIGINT NOT NULL, first_seq BIGINT NOT NULL,
   last_seq BIGINT NOT NULL, first_received REAL NOT NULL DEFAULT 0, PRIMARY KEY (tenant, agent, epoch, kind));
-INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq, first_received)
-  SELECT tenant, agent, epoch, {_COUNTED_KIND}, COUNT(*), MIN(seq), MAX(seq), MIN(received) FROM records
-  GROUP BY tenant, agent, epoch, {_COUNTED_KIND};
+{_COUNT_RECORDS};
 """
 # ``record_counts`` counted again from the records (``_check_record_counts``), the rows of an epoch with none stored
 # kept at 0 and aged never: an epoch retention emptied is told from a new one by its rows (``_new_epoch``), and with
@@ -195,9 +198,7 @@ INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_
 # in 100,000 epochs and 100,000 emptied ones)
 RECORD_COUNTS_AGAIN = f"""UPDATE record_counts SET records = 0, first_received = 9e999
   WHERE records <> 0 OR first_received <= 1e308;
-INSERT INTO record_counts (tenant, agent, epoch, kind, records, first_seq, last_seq, first_received)
-  SELECT tenant, agent, epoch, {_COUNTED_KIND}, COUNT(*), MIN(seq), MAX(seq), MIN(received) FROM records
-  WHERE true GROUP BY tenant, agent, epoch, {_COUNTED_KIND}
+{_COUNT_RECORDS}
   ON CONFLICT (tenant, agent, epoch, kind) DO UPDATE SET records = excluded.records, first_seq = excluded.first_seq,
   last_seq = excluded.last_seq, first_received = excluded.first_received;
 """
