@@ -52,8 +52,6 @@ def camera_size(data: bytes | memoryview) -> tuple[int, int] | None:
             # its CRC checked, as libpng drops a damaged chunk: a bit flipped in the digits names another camera
             if not png_chunk_crc_ok(data, at, length):
                 return None
-            text = bytes(
-                data[at + len(named) : at + length]
-            )  # (every byte a character: no digit but ASCII's)
-            return size_text(text.decode("latin-1"))
+            text = bytes(data[at + len(named) : at + length])
+            return size_text(text.decode("latin-1"))  # (every byte a character: no digit but ASCII's)
     return None

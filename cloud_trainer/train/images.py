@@ -1096,9 +1096,7 @@ def _write(
     lossy: list[tuple[str, int, int]] = []  # JPEG masks: (source, faint pixels, marked pixels)
     turned: list[tuple[str, int]] = []  # images with a mask that their EXIF orientation turns: (source, tag)
     named = 0  # images naming their camera (an agent's samples: a PNG text chunk)
-    bulky: list[
-        tuple[str, int, int, int]
-    ] = []  # (source, bytes, height, width): a file far larger than its pixels
+    bulky: list[tuple[str, int, int, int]] = []  # (source, bytes, height, width): files over _bulky_bytes
     k = 0
     with open(dst / "labels.jsonl", "w") as f:
         for done, it in enumerate(found.items):
@@ -1114,11 +1112,11 @@ def _write(
                 copies.append((it, same))
                 continue
             sizes.add(img.shape[:2])
-            shapes.append((it.path.relative_to(src).as_posix(), img.shape[0], img.shape[1]))
+            rel = it.path.relative_to(src).as_posix()
+            shapes.append((rel, img.shape[0], img.shape[1]))
             named += named_camera(data) is not None
             if _flat(img):
-                flat.append(it.path.relative_to(src).as_posix())
-            rel = it.path.relative_to(src).as_posix()
+                flat.append(rel)
             # the decoders read a file by its content, whatever its name: one of another kind than its
             # extension says (a JPEG saved as .png) is read as what it is, stored under its kind's extension
             kind = image_kind(data[:SNIFF_BYTES]) if suffix is None else None

@@ -147,6 +147,7 @@ def upgrade_beside_an_open_write(
     ``lock_timeout`` of 500 ms: ``LockNotAvailable`` if it waits behind the migration) and ``read`` are made. Returns
     (the versions the upgrade applied, ``read``'s first value)."""
     import threading
+    import time
 
     import psycopg
 
@@ -174,15 +175,15 @@ def upgrade_beside_an_open_write(
         upgrade = threading.Thread(target=upgrading)
         upgrade.start()
         try:
-            for _ in range(600):  # until the upgrade waits for that write
+            for _ in range(600):  # until the upgrade waits for that write (or ended: its exception is shown)
                 waiting = admin.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND wait_event_type = 'Lock' "
                     "AND pid <> pg_backend_pid()",
                     (f"%{building}%",),
                 ).fetchone()[0]
-                if waiting:
+                if waiting or not upgrade.is_alive():
                     break
-                threading.Event().wait(0.05)
+                time.sleep(0.05)
             assert waiting, f"the migration never reached {building}"
             later.execute("SET lock_timeout = '500ms'")
             later.execute(write, ("later",))
