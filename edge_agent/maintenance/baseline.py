@@ -254,8 +254,9 @@ MAINS_APART = 0.5
 # (a window just over the threshold, a fault beginning, fell under it with any content taken out: an imbalance run
 # of a pump lost its first NG windows)
 MAINS_EXPLAINS = 0.5
-# A grid line on a shaft's order (any, within a bin) is the machine's as well as the grid's: left in, and where it is
-# the grid's own frequency the window is judged as it is. Taking such lines out with the pickup's others (where
+# A grid line that is one with a shaft's order (the rule above: the order within MAINS_APART of it, or the peak there
+# the shaft's) is the machine's as well as the grid's on any order, the 3x and higher too: left in, and where it is the
+# grid's own frequency the window is judged as it is. Taking such lines out with the pickup's others (where
 # another of its lines stood clear) hid real faults three ways: a 12-vane fan's blade pass on 150 Hz at 750 rpm made a
 # 4x fault with no pickup read mains_pickup 12 of 12; a 3x grown under a pickup at 980-1,005 rpm, 5-30 of 30; a
 # gearbox pump's vane pass on 50 Hz under a pickup, 3 of 3, all NG with alarms alone. A line stands MAINS_STANDS
@@ -275,9 +276,8 @@ MAINS_SEEN = 0.5
 # (a line standing this many times over its neighbourhood's median: a fan's 1x of 0.01 g on 50 Hz beside the tests'
 # rotor stood 3.5-10 times in a window, no line there 0.1-2.6 times)
 MAINS_SEEN_STANDS = 4.0
-MAINS_SEEN_PAD = (
-    8  # the learned windows' spectra padded to 1/8 of a bin (0.6 Hz at 10 kHz x 2,048): enough for 0.5 Hz
-)
+# (the learned windows' spectra padded to 1/8 of a bin: 0.6 Hz at 10 kHz x 2,048, enough for MAINS_DRIFT)
+MAINS_SEEN_PAD = 8
 # A window over the threshold whose level slides across it (a sensor's bias settling or drifting, a DC ramp: the
 # slide ``slide_ratio`` at least SPEED_SLIDE_RATIO, under the sensor check's ``settling`` bound) and that, judged again
 # with its least-squares line taken off, is under the threshold and MAINS_EXPLAINS of its score or less, is the
