@@ -161,3 +161,18 @@ def test_a_line_the_machine_showed_on_50_hz_at_commissioning_is_never_taken_for_
     vs = [b.process(_with_line(rng, 1333.3, 50.0, 0.2), speed) for _ in range(2)]
     assert all(v.sensor_kind is None and v.anomalous for v in vs), [(v.score, v.sensor) for v in vs]
     assert vs[-1].alarm
+
+
+def test_a_pickup_the_machine_was_commissioned_with_is_not_recorded_as_its_own_line():
+    # a cable's pickup (50 Hz and its 150 Hz) in every learned window; later it grows 2-4x on the healthy machine
+    # (1,790 rpm: the shaft's orders clear of 50 Hz). Recorded as the machine's lines, it was judged as it is: NG,
+    # alarms, 4-6 of 9 windows, where it was told before the record
+    rng = np.random.default_rng(4)
+    b = Baseline(BaselineSettings(windows=20, units="g", speed_tag="Speed"), 10000.0, 2048)
+    speed = {"_shaft_speed": 1790.0}
+    for i in range(20):
+        b.process(mains_pickup(rotor(rng, rpm=1790.0), rng, size=1 + 0.15 * np.sin(3 * i)), speed)
+    assert b.state == "ready" and b.mains_seen == []
+    vs = [b.process(mains_pickup(rotor(rng, rpm=1790.0), rng, size=4.0), speed) for _ in range(3)]
+    assert not any(v.alarm for v in vs), [(v.score, v.sensor) for v in vs]
+    assert any(v.sensor_kind == "mains_pickup" for v in vs), [(v.score, v.sensor) for v in vs]
