@@ -6,7 +6,8 @@ String node stating its own MaxStringLength (a PLC's STRING[40]: its type read B
 - bare: ``node.write_value(Variant)`` on asyncua's own client (the baseline);
 - cached: ``OpcUaSource.write`` with the node's type read earlier and younger than the hold (every write but the
   first of a hold); the source has no write targets told, so none is watched: the Read of its attributes before a
-  write stands for ``_PRE_CHECK_HOLD_S`` (one Read a second here);
+  write stands for ``_PRE_CHECK_HOLD_S`` for a value every integer type stores alike (0..127: a Count below 128;
+  every other value, and every text, has its Read);
 - checked each write: the same, that Read made before every write (``_PRE_CHECK_HOLD_S`` 0: the cost before it
   was held);
 - read again: the same write with the type read again first (the hold shortened to 0: every write pays it);

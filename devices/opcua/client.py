@@ -939,6 +939,22 @@ _CONFIRMED_HOLD_S = 60.0
 # with a type status or refused by the agent): the window a watched target has (its DataType sampled each second).
 # Read before every write, it doubled a write's round trips (a pulse's high and reset, an output at 10/s)
 _PRE_CHECK_HOLD_S = 1.0
+# the integer and Boolean types whose writes the hold above may spare that Read: only of a value every one of them
+# stores alike (``_same_under_any_retype``); another, sent as the old type to a node a download retyped within the
+# hold, a gateway converting what it is sent stored wrapped (an INT's -1 as a USINT's 255), with no status
+_HOLD_VTYPES = frozenset(
+    {
+        ua.VariantType.Boolean,
+        ua.VariantType.SByte,
+        ua.VariantType.Byte,
+        ua.VariantType.Int16,
+        ua.VariantType.UInt16,
+        ua.VariantType.Int32,
+        ua.VariantType.UInt32,
+        ua.VariantType.Int64,
+        ua.VariantType.UInt64,
+    }
+)
 # how long a write target's type read judges its writes before it is read again (``OpcUaSource.write``): a PLC
 # download that changes a node in place (a STRING[20] made STRING[10], an Array[0..19] made [0..9]) without a
 # gone notice (a target neither watched nor read as a tag, or a property changed with the node kept) let a
@@ -1141,6 +1157,17 @@ def _shape_stated(got: list) -> tuple[int, tuple[int, ...]]:
     return (
         rank if isinstance(rank, int) else -2,
         tuple(d for d in dims if isinstance(d, int)) if isinstance(dims, list) else (),
+    )
+
+
+def _same_under_any_retype(nt: _NodeType, value: object) -> bool:
+    """Whether ``value``, to a node of type ``nt``, is one a download retyping the node to any other integer or
+    Boolean type leaves as it is (a Boolean, or an integer 0..127, to a node of such a type): only such
+    a write may go without the Read of the node's attributes within ``_PRE_CHECK_HOLD_S`` (a pulse's high and
+    reset). Another (-1, 300, 1.5, a text) sent as the old type to a node retyped within the hold was stored
+    converted by a lenient gateway (an INT's -1 as a USINT's 255), with no status."""
+    return nt.vtype in _HOLD_VTYPES and (
+        isinstance(value, bool) or (isinstance(value, int) and 0 <= value <= 127)
     )
 
 
@@ -6763,6 +6790,7 @@ class OpcUaSource:
                         held_check = self._pre_checked.get(node_id)
                         if (
                             held_check is not None
+                            and _same_under_any_retype(nt, value)
                             and held_check[0] is client
                             and asked - held_check[1] < _PRE_CHECK_HOLD_S
                         ):

@@ -1342,8 +1342,9 @@ async def test_the_read_before_a_write_stands_for_the_next_writes_until_a_type_s
 ) -> None:
     """An unwatched target's DataType, ValueRank and ArrayDimensions, read before a write and found unchanged, are not
     read again for the next writes within the hold (each write paid that Read: twice a write's round trips): one
-    Read for three writes. A write the server answers with a type status ends the hold: its type read again, and
-    the next write reads the attributes before it again."""
+    Read for three writes; a value not every integer type stores alike (200) is read before all the same. A write
+    the server answers with a type status ends the hold: its type read again, and the next write reads the
+    attributes before it again."""
     from devices.opcua import client as opcua_client
 
     srv, src, nodes, _, _, _ = plc_server
@@ -1351,7 +1352,7 @@ async def test_the_read_before_a_write_stands_for_the_next_writes_until_a_type_s
         opcua_client, "_PRE_CHECK_HOLD_S", 3600.0
     )  # not a timing test: the hold never ends here
     node, reads, counted = await _type_reads_counted(nodes, "HeldPreCheck")
-    _write_answered(monkeypatch, node, 300, ua.StatusCodes.BadOutOfRange)
+    _write_answered(monkeypatch, node, 100, ua.StatusCodes.BadOutOfRange)
     srv.subscribe_server_callback(CallbackType.PostRead, counted)
     try:
         await src.write("ns=2;s=HeldPreCheck", 1)  # its type read, cached
@@ -1359,14 +1360,17 @@ async def test_the_read_before_a_write_stands_for_the_next_writes_until_a_type_s
         for v in (2, 3, 4):
             await src.write("ns=2;s=HeldPreCheck", v)
         assert reads[0] == first + 1, (first, reads)  # was first + 3: one Read before each write
+        # a value another integer type would store otherwise (a download to a SINT within the hold) is read before
+        await src.write("ns=2;s=HeldPreCheck", 200)
+        assert reads[0] == first + 2, (first, reads)
         with pytest.raises(OpcUaWriteRefused, match="BadOutOfRange"):
-            await src.write("ns=2;s=HeldPreCheck", 300)
-        assert reads[0] == first + 2, (
+            await src.write("ns=2;s=HeldPreCheck", 100)
+        assert reads[0] == first + 3, (
             first,
             reads,
         )  # no Read before it (held), its type read again for the answer
         await src.write("ns=2;s=HeldPreCheck", 5)
-        assert reads[0] == first + 3, (first, reads)  # the hold ended with the type status
+        assert reads[0] == first + 4, (first, reads)  # the hold ended with the type status
         assert (await node.read_data_value()).Value.Value == 5
     finally:
         srv.unsubscribe_server_callback(CallbackType.PostRead, counted)

@@ -466,6 +466,20 @@ async def _converting_plc(port: int, silent: list[bool]):
     return srv, f"ns={idx};s=Set", retype, sent
 
 
+async def _unwatched_source(port: int, node_id: str) -> OpcUaSource:
+    """A started, connected source of ``_converting_plc``'s PLC writing ``node_id``, its write targets not watched."""
+    settings = _config(port).sources["plc"].model_copy(update={"watch_write_targets": False})
+    src = OpcUaSource("plc", settings)
+    src.expect_writes([(node_id, 1)])
+    await src.start()
+    try:
+        await until(lambda: src.state.value == "connected", 10, "the source connected")
+    except BaseException:
+        await src.stop()
+        raise
+    return src
+
+
 async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_is_judged_by_the_new_type(
     monkeypatch,
 ):
@@ -496,12 +510,8 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
     # each download here comes within a second of a write: the Read before a write stands for that long (as a
     # watched target's DataType sample), so each write reads it here
     monkeypatch.setattr(opcua_client, "_PRE_CHECK_HOLD_S", 0.0)
-    settings = _config(port).sources["plc"].model_copy(update={"watch_write_targets": False})
-    src = OpcUaSource("plc", settings)
-    src.expect_writes([(node_id, 1)])
-    await src.start()
+    src = await _unwatched_source(port, node_id)
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
         await src.write(node_id, 100)
         await retype(ua.VariantType.SByte)  # the download: a SINT now, holding a SINT
         for _ in range(2):
@@ -530,3 +540,27 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
         (ua.VariantType.SByte, 51),
         (ua.VariantType.Byte, 7),
     ], writes
+
+
+async def test_a_retype_within_the_pre_write_hold_never_sends_a_value_a_converting_gateway_stores_wrapped(
+    monkeypatch,
+):
+    """An unwatched INT target written, its attributes' Read found unchanged (the hold starts), then a download makes
+    it a USINT on a gateway storing what it is sent converted, wrapped, with no status. A -1 within the hold was sent
+    as the INT, unread, and the PLC held 255; the hold spares that Read only a value every integer type stores alike
+    (0..127, a Boolean): -1 is read before, refused naming the USINT, never sent."""
+    monkeypatch.setattr(opcua_client, "_PRE_CHECK_HOLD_S", 3600.0)  # not a timing test: within the hold
+    port = free_port()
+    srv, node_id, retype, sent = await _converting_plc(port, [True])
+    src = await _unwatched_source(port, node_id)
+    try:
+        await src.write(node_id, 100)
+        await src.write(node_id, 1)  # its attributes read, unchanged: held (a second)
+        await retype(ua.VariantType.Byte)  # the download, within the hold
+        with pytest.raises(OpcUaTypeMismatch, match=r"is Byte; cannot write -1 \(int\): out of range"):
+            await src.write(node_id, -1)  # before: sent as an Int16, stored as 255
+    finally:
+        await src.stop()
+        await srv.stop()
+    writes = [(v.VariantType, v.Value) for n, v in sent if v.VariantType is not ua.VariantType.NodeId]
+    assert writes == [(ua.VariantType.Int16, 100), (ua.VariantType.Int16, 1)], writes
