@@ -428,9 +428,8 @@ def endpoint_unparsed(endpoint: str) -> str | None:
             "no number from 1 to 65535): this source never connects, its nodes never read nor written; write the "
             "PLC's address as opc.tcp://192.168.0.10:4840/ (an IPv6 address in brackets: opc.tcp://[fd00::10]:4840/)"
         )
-    if (
-        not host and port
-    ):  # (asyncio connects to the loopback: it reached a server on the gateway and beat there)
+    # (no host, a port: asyncio connects to the loopback; it reached a server on the gateway and beat there)
+    if not host and port:
         return (
             "names no host: the agent connects to this gateway itself there (localhost), a server on it; write the "
             "PLC's address (opc.tcp://192.168.0.10:4840/; a server on the gateway: opc.tcp://127.0.0.1:4840/)"
