@@ -1332,6 +1332,8 @@ class Control:
                     f"slot {slot[:64]!r}: names starting with '@' are the fleet's own (@config: the "
                     "agent configuration); use the model slot name of the agents' configs"
                 )
+            if slot.startswith("./") or slot.endswith("/"):
+                raise ValueError(_spelt_slot(slot))
             self._check_rollouts_in_progress(tenant, rollback)
             entry = self._resolve(req["package"], req.get("version") or "", tenant)
             known = self.store.agents(tenant=tenant)  # read once: 10,000 agents' labels and slots
@@ -2265,6 +2267,22 @@ class Control:
             ).fetchall():
                 out[t or T] = out.get(t or T, 0) + int(n)
         return out
+
+
+def _spelt_slot(slot: str) -> str:
+    """Why a rollout to a slot spelt as an agent's config may write it (``vision/``, ``./vision``) is refused: the
+    agents read it as ``vision`` and report it so, and the fleet keys a rollout by the name as given: its halt would
+    find no version to go back to (the halted one kept serving), a downgrade would not be seen as one."""
+    meant = slot
+    while meant.startswith("./"):
+        meant = meant[2:]
+    meant = meant[:-1] if meant.endswith("/") else meant
+    if not meant or meant.startswith("/") or meant.endswith("/"):
+        return f"slot {slot[:64]!r}: not a model slot name (no leading './' nor trailing '/')"
+    return (
+        f"deploy to {meant[:64]!r}: slot {slot[:64]!r} is how an agent's config may spell it, and its agents read and "
+        "report it as that; the fleet follows a rollout by the name given (a halt would find no way back)"
+    )
 
 
 def _check_texts(req: dict) -> None:

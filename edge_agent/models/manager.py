@@ -116,17 +116,21 @@ def _slots_as_written(desired, slots: Collection[str]) -> list:
     """The fleet's desired slots, one naming a slot of ``slots`` as a config may spell it (``vision/``,
     ``./vision``: ``edge_agent.config.slot_name_as_written``) read as that slot (a copy of it). The agent's config
     reads such a name as the slot it means, the folder ``data_dir/models/vision`` the same, but a deployment to the
-    slot as spelt was declined (``this agent has no model slot 'vision/'``) and its rollout halted. Not when the
-    desired state also names the slot itself (one deployment per slot)."""
+    slot as spelt was declined (``this agent has no model slot 'vision/'``) and its rollout halted. Only when that
+    is the one desired entry meaning the slot (one deployment per slot): ``vision`` itself, or ``vision/`` beside
+    ``./vision``, leaves each spelt one as it is (declined by ``_no_slot``)."""
     if all(d.slot in slots for d in desired):  # (each heartbeat: nothing to read)
         return desired
     from edge_agent.config import slot_name_as_written
 
-    named = {d.slot for d in desired}
+    def means(name):
+        meant = slot_name_as_written(name) if isinstance(name, str) and name not in slots else None
+        return meant if meant is not None and meant in slots else None
+
+    meaning = [means(d.slot) or d.slot for d in desired]
     out = []
-    for d in desired:
-        meant = slot_name_as_written(d.slot) if isinstance(d.slot, str) and d.slot not in slots else None
-        if meant is not None and meant in slots and meant not in named:
+    for d, meant in zip(desired, meaning, strict=True):
+        if meant != d.slot and meaning.count(meant) == 1:
             if hasattr(d, "CopyFrom"):  # (a protobuf message)
                 d, given = type(d)(), d
                 d.CopyFrom(given)
@@ -139,14 +143,14 @@ def _slots_as_written(desired, slots: Collection[str]) -> list:
 
 def _no_slot(name: str, slots: Collection[str]) -> str:
     """Why a desired slot not among ``slots`` is declined; one naming a slot as a config may spell it, kept apart
-    because the desired state names that slot too (``_slots_as_written``), says so."""
+    because the desired state names that slot more than once (``_slots_as_written``), says so."""
     from edge_agent.config import slot_name_as_written
 
     meant = slot_name_as_written(name) if isinstance(name, str) else None
     if meant is not None and meant in slots:
         return (
             f"slot {printable(repr(name), 80)} is slot {meant!r} as written, which the fleet's desired state names "
-            f"too: the slot follows that one; deploy to {meant!r}"
+            f"more than once: one deployment per slot; deploy to {meant!r}"
         )
     return f"this agent has no model slot {printable(repr(name), 80)} (its slots: {', '.join(sorted(slots)) or 'none'})"
 

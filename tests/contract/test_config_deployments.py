@@ -89,6 +89,12 @@ def test_refusals_store_nothing_and_another_tenant_sees_no_agents(control):
         c.create_config({"config_yaml": A, "config_name": "../x", "agents": ["gw1"]})
     with pytest.raises(ValueError, match="'@'"):
         c.create({"package": "p", "slot": "@config", "agents": ["gw1"]})
+    # a slot as a config may spell it: its agents report it as 'vision', a rollout keyed 'vision/' had no way back
+    for spelt in ("vision/", "./vision", "././vision/"):
+        with pytest.raises(ValueError, match=r"^deploy to 'vision': slot "):
+            c.create({"package": "p", "slot": spelt, "agents": ["gw1"]})
+    with pytest.raises(ValueError, match="not a model slot name"):
+        c.create({"package": "p", "slot": "./", "agents": ["gw1"]})
     assert c.list() == [] and c.desired_state("gw1") == (0, [], None)
 
 

@@ -201,8 +201,15 @@ async def test_a_deployment_to_the_slot_as_its_config_may_spell_it_is_read_as_th
             ("vision/", "d1", False),
         ], mgr.declined
         assert mgr.declined[("vision/", "ab" * 32, "d1")].startswith(
-            "slot 'vision/' is slot 'vision' as written, which the fleet's desired state names too"
+            "slot 'vision/' is slot 'vision' as written, which the fleet's desired state names more than once"
         ), mgr.declined
+        # two spellings, neither the slot itself: neither is read as it (one deployment per slot), each declined
+        mgr.declined.clear()
+        await mgr.on_desired(desired("vision/", "./vision"))
+        assert sorted((k[0], k[2]) for k in mgr.declined) == [("./vision", "d1"), ("vision/", "d0")], (
+            mgr.declined
+        )
+        assert all("names more than once" in why for why in mgr.declined.values()), mgr.declined
     finally:
         await mgr.stop()
         await s.stop()
