@@ -210,12 +210,13 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
             continue
         pkg = cfg.path(m.package)
         why, retry = None, False
+        digest = None  # (the configured package's, read once: a full read of the package)
         try:
             manifest = verify_package(pkg, trusted)
             if m.refuses(manifest.version):
                 raise PackageError(refused_by_config(name, manifest.package_id))
             if (unfit := tolerance_refusal(manifest)) is not None and (
-                unchecked is None or unchecked != package_digest(pkg)
+                unchecked is None or unchecked != (digest := package_digest(pkg))
             ):
                 raise PackageError(unfit)  # (the installed package itself: served, said above)
         except PackageError as exc:
@@ -226,7 +227,7 @@ def _package_problems(cfg, where) -> tuple[list[str], list[str]]:
                 if (
                     served is not None
                     and m.version_policy is VersionPolicy.PINNED
-                    and package_digest(pkg) != unchecked
+                    and (digest or package_digest(pkg)) != unchecked
                 ):
                     warnings.remove(served)
                 continue  # (a pinned slot with another package installs it; else the installed one serves)

@@ -345,7 +345,9 @@ def test_validate_passes_a_package_the_agent_would_install(kit, tmp_path, capsys
     assert "models.vision.package" not in out.err and out.out.startswith("ok:"), out
 
 
-def test_validate_says_nothing_of_a_wide_installed_package_a_pinned_slot_replaces(kit, tmp_path, capsys):
+def test_validate_says_nothing_of_a_wide_installed_package_a_pinned_slot_replaces(
+    kit, tmp_path, capsys, monkeypatch
+):
     """A package installed before the agent refused its golden tolerances is served by a start only where the slot
     keeps it: a pinned slot configured with another package installs that one (ModelSlot._start_on). Validate named
     the installed one "served as installed" there, the start serving the configured package."""
@@ -360,5 +362,12 @@ def test_validate_says_nothing_of_a_wide_installed_package_a_pinned_slot_replace
     assert main(["validate", _config(tmp_path, pkg, pub)]) == 0  # configured: the same version, checked
     out = capsys.readouterr()
     assert "served as installed" not in out.err and out.out.startswith("ok:"), out
+    import model_packager
+
+    read, digest = [], model_packager.package_digest
+    monkeypatch.setattr(
+        model_packager, "package_digest", lambda p, *a, **k: read.append(p) or digest(p, *a, **k)
+    )
     assert main(["validate", _config(tmp_path, wide, pub)]) == 0  # configured: that installed one, served
     assert "served as installed" in capsys.readouterr().err
+    assert read.count(wide) == 1, read  # (the configured package hashed once: a full read of it)
