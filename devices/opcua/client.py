@@ -2857,6 +2857,14 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
     return limits
 
 
+async def _delete_named(into: Subscription, results: list) -> None:
+    """The monitored items a faulty server's CreateMonitoredItems answer named (the item ids among ``results``)
+    deleted, a failure to delete them ignored (``OpcUaSource._subscribe_alone``, ``_subscribe_one``)."""
+    if made := [r for r in results if isinstance(r, int) and not isinstance(r, bool)]:
+        with contextlib.suppress(ua.UaError, TimeoutError):
+            await into.unsubscribe(made)
+
+
 async def _read_results(
     items: list, got: list, call: Callable[[list], Any], on_fault: Callable[[str], None] | None
 ) -> list:
@@ -5270,10 +5278,7 @@ class OpcUaSource:
             f"the server answered a CreateMonitoredItems of {len(nodes)} item(s) with {len(results)} result(s) (a "
             "server fault); each node subscribed again alone"
         )
-        made = [r for r in results if isinstance(r, int) and not isinstance(r, bool)]
-        if made:
-            with contextlib.suppress(ua.UaError, TimeoutError):
-                await into.unsubscribe(made)
+        await _delete_named(into, results)
         # asyncua keeps each item asked for by its client handle, the server's id of one left out unknown: the server
         # still sends that item's values under the handle, which went to its node's tag beside the item made again
         # (each value twice); forgotten, they are dropped (asyncua says "unknown handle", once: ``_UnknownHandleOnce``)
@@ -5304,9 +5309,7 @@ class OpcUaSource:
         self._server_fault(
             f"the server answered a CreateMonitoredItems of {node.nodeid.to_string()} alone with {len(got)} result(s)"
         )
-        with contextlib.suppress(ua.UaError, TimeoutError):
-            if made := [r for r in got if isinstance(r, int) and not isinstance(r, bool)]:
-                await into.unsubscribe(made)
+        await _delete_named(into, got)
         return ua.StatusCode(ua.UInt32(ua.StatusCodes.BadUnexpectedError))
 
     def _server_full(self, full: list[tuple[str, str]], asked: int) -> None:
@@ -6794,9 +6797,8 @@ class OpcUaSource:
                             and held_check[0] is client
                             and asked - held_check[1] < _PRE_CHECK_HOLD_S
                         ):
-                            seen = (
-                                None  # an earlier write's Read stands: no Read, and a refusal makes its own
-                            )
+                            # an earlier write's Read stands: no Read, and a refusal makes its own
+                            seen = None
                         else:
                             self._pre_checked.pop(node_id, None)
                             seen = await _attributes_unchanged(node, nt, bad_is_change=False)
