@@ -42,7 +42,7 @@ from edge_agent.pipelines import Pipeline
 from edge_agent.priority import lower_this_thread, opencv_in_calling_threads
 from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import SHOWN_BYTES, SHOWN_ITEMS, Cut, StatusBoard, node_errors_shown
-from edge_agent.types import Result
+from edge_agent.types import Result, made_up_parts
 from model_packager.text import printable
 from protocols.events import Event, EventKind
 from protocols.json_codec import tag_level_origin
@@ -1192,7 +1192,7 @@ class Agent:
         same = {n for n, s in self.cfg.sources.items() if plc is not None and _plc_of(s) == plc} | {source}
         found = []
         for p in self.pipelines:
-            unjudged, judged_ok, judged_ng, ng_high = _made_up_parts(p.s)
+            unjudged, judged_ok, judged_ng, ng_high = made_up_parts(p.s.name, p.s.source)
             mine = [
                 (n, a)
                 for n, a in ((n, self.cfg.actions.get(n)) for n in p.s.actions)
@@ -2030,13 +2030,6 @@ def _as_written(value: Any) -> str:
     return repr(value)
 
 
-def _made_up_parts(p) -> tuple[Result, Result, Result, Result]:
-    """Pipeline ``p``'s made-up parts the watchdog hold tries its actions on (``types.made_up_parts``)."""
-    from edge_agent.types import made_up_parts
-
-    return made_up_parts(p.name, p.source)
-
-
 def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
     """Pipeline ``p``'s pass signals: its outputs (an OPC UA write, a Sparkplug command) whose condition names no
     UNSURE, may act on an OK part, acts on no NG part (of the highest score) and not on a part the model did not
@@ -2044,9 +2037,8 @@ def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
     so that they write what an NG part leaves (an ``on_change`` one its reset): never handed it, a pass signal kept
     what the last judged part left, ``true`` after an OK part (or the agent before), and a PLC reading it passed the
     part unjudged. One writing a node an action of ``told`` writes is left to that action."""
-    from edge_agent.conditions import MODEL_FIELDS, compile_condition, may_match
+    from edge_agent.conditions import pass_signal
 
-    unjudged, judged_ok, _, ng_high = _made_up_parts(p)
     nodes = {_node_of(n, cfg.actions[n]) for n in told}
     return [
         n
@@ -2054,9 +2046,7 @@ def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
         if isinstance(a := cfg.actions[n], OutputAction)
         and n not in told
         and _node_of(n, a) not in nodes
-        and not compile_condition(a.when)(unjudged)
-        and may_match(a.when, judged_ok, MODEL_FIELDS)
-        and not may_match(a.when, ng_high, MODEL_FIELDS - {"score", "anomaly_score"})
+        and pass_signal(a.when, p.name, p.source) is False
     ]
 
 

@@ -239,18 +239,25 @@ def may_match(spec: Any, r: Any, unknown: frozenset[str], tests: dict | None = N
     return _maybe(spec, r, unknown, {} if tests is None else tests) is not False
 
 
+def pass_signal(spec: Any, pipeline: str, source: str) -> bool | None:
+    """Whether an output of ``spec`` on pipeline ``pipeline`` (of ``source``) is a pass signal: None where it is
+    none (it acts on no OK part, or on an NG part of the highest score), else whether it also acts on a part the
+    model did not judge (UNSURE, no score, ``model_error``: ``passes_unjudged``)."""
+    from edge_agent.types import made_up_parts
+
+    unjudged, judged_ok, _, ng_high = made_up_parts(pipeline, source)
+    if not may_match(spec, judged_ok, MODEL_FIELDS) or may_match(
+        spec, ng_high, MODEL_FIELDS - {"score", "anomaly_score"}
+    ):
+        return None
+    return bool(compile_condition(spec)(unjudged))
+
+
 def passes_unjudged(spec: Any, pipeline: str, source: str) -> bool:
     """Whether an output of ``spec`` acts on a part the model did not judge (UNSURE, no score, ``model_error``), may
     act on an OK part and acts on no NG part (of the highest score): a pass signal that passes such a part too
     (``ne: NG``, ``not: {verdict: NG}``, ``in: [OK, UNSURE]``)."""
-    from edge_agent.types import made_up_parts
-
-    unjudged, judged_ok, _, ng_high = made_up_parts(pipeline, source)
-    return (
-        compile_condition(spec)(unjudged)
-        and may_match(spec, judged_ok, MODEL_FIELDS)
-        and not may_match(spec, ng_high, MODEL_FIELDS - {"score", "anomaly_score"})
-    )
+    return pass_signal(spec, pipeline, source) is True
 
 
 def may_match_each(spec: Any, r: Any) -> bool:
