@@ -942,19 +942,7 @@ _PRE_CHECK_HOLD_S = 1.0
 # the integer and Boolean types whose writes the hold above may spare that Read: only of a value every one of them
 # stores alike (``_same_under_any_retype``); another, sent as the old type to a node a download retyped within the
 # hold, a gateway converting what it is sent stored wrapped (an INT's -1 as a USINT's 255), with no status
-_HOLD_VTYPES = frozenset(
-    {
-        ua.VariantType.Boolean,
-        ua.VariantType.SByte,
-        ua.VariantType.Byte,
-        ua.VariantType.Int16,
-        ua.VariantType.UInt16,
-        ua.VariantType.Int32,
-        ua.VariantType.UInt32,
-        ua.VariantType.Int64,
-        ua.VariantType.UInt64,
-    }
-)
+_HOLD_VTYPES = frozenset({ua.VariantType.Boolean, *(ua.VariantType[name] for name in _INT_RANGE)})
 # how long a write target's type read judges its writes before it is read again (``OpcUaSource.write``): a PLC
 # download that changes a node in place (a STRING[20] made STRING[10], an Array[0..19] made [0..9]) without a
 # gone notice (a target neither watched nor read as a tag, or a property changed with the node kept) let a
