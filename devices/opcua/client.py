@@ -3891,6 +3891,7 @@ class OpcUaSource:
         self._rates.clear()
         self._types.clear()
         self._types_confirmed.clear()
+        self._pre_checked.clear()  # (a former session's held none: each names its session)
         self._props_unread.clear()
         self._forms.clear()
         # unread: the indexes are taken as they are written, unless some were pinned
