@@ -84,7 +84,7 @@ _KINDS = {
 
 class _Forked:
     """A fork of this process running ``main(argv)``, with the ``Popen`` calls ``InstallJob`` uses.
-    Only for a process without threads of its own (the child has just the forking thread)."""
+    Only for a process without threads of its own (the child has just the forking thread): see ``_may_fork``."""
 
     def __init__(self, argv: list[str]) -> None:
         for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
@@ -279,10 +279,27 @@ def prefetching(store_root: Path) -> bool:
     return any(k[0] == root for k in _PREFETCHED)
 
 
+# Libraries whose C code starts threads of its own, which ``threading`` does not count, and which do not make a
+# fork safe for them: a fork of a process where gRPC has started its threads (a channel, a server) aborts in the
+# child ("epoll_wait error: Bad file descriptor"); an ONNX Runtime or OpenVINO thread pool may hold a lock the
+# child then waits on forever.
+_UNFORKABLE = ("grpc", "onnxruntime", "openvino")
+
+
+def _may_fork() -> bool:
+    """Whether a fork of this process is safe: no other Python thread, and none of ``_UNFORKABLE`` imported (so
+    none of their threads either; ``edge-agent run`` asks before it imports any of them)."""
+    return (
+        hasattr(os, "fork")
+        and threading.active_count() == 1
+        and not any(m in sys.modules for m in _UNFORKABLE)
+    )
+
+
 def prefetch(cfg, fork: bool | None = None) -> InstallJob | None:
     """Start installing, in one child, every local package whose slot's store holds no package yet
     (a first start), so that it runs while the agent loads; ``install_isolated`` takes the results.
-    ``fork`` (default: when this process runs no other Python thread and can fork): see ``_Forked``."""
+    ``fork`` (default: when forking this process is safe, ``_may_fork``): see ``_Forked``."""
     from edge_agent.models.store import ModelStore
 
     keys = [str(cfg.path(k)) for k in cfg.trusted_keys]
@@ -297,7 +314,7 @@ def prefetch(cfg, fork: bool | None = None) -> InstallJob | None:
     if not items:
         return None
     if fork is None:
-        fork = hasattr(os, "fork") and threading.active_count() == 1
+        fork = _may_fork()
     try:
         job = InstallJob(items, keys, fork=fork)
     except OSError:  # each slot starts its own child and reports why it cannot
