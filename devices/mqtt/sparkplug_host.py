@@ -46,8 +46,9 @@ node's devices born (``MAX_NODE_DEVICES``) and its metrics, aliases and last val
 metrics all nodes hold together (``MAX_TOTAL_METRICS``, a Template's members each, its definitions' too: a birth
 past it makes room as a new node does in a full table, nodes not born that hold metrics forgotten first, then
 births-only ones; else it is refused, ``too_many_total_metrics``, ``_metric_room``), and the device names they hold
-together (``MAX_TOTAL_DEVICES``: a node's own dead ones forgotten, else a new device's birth refused,
-``too_many_total_devices``, ``_no_device_room``; no other node forgotten for it).
+together (``MAX_TOTAL_DEVICES``: a node's own dead ones forgotten, then other nodes dead ``DEAD_KEEP_S`` or gone
+silent, else a new device's birth refused, ``too_many_total_devices``, ``_no_device_room``; no node that speaks or
+answers the birth asked of it is forgotten for it).
 When this host's connection to the broker is lost (``connection_lost``, called by the adapter after every message
 that connection brought), every live node's tags that had a value are passed on BAD (reason ``connection_lost``):
 what the nodes publish meanwhile, a death too, is unseen.
@@ -560,10 +561,11 @@ MAX_TOTAL_METRICS = 500_000
 # device names held by all of one source's nodes together (``_Node.names_held``: each place a name is kept counted, a
 # live device's twice; ~80 bytes each, 31 MiB at the bound, bench/sparkplug_device_names_bench.py): MAX_NODES nodes of
 # MAX_NODE_DEVICES devices born and dead (DDEATH) under ever new names, with no metrics (not in MAX_TOTAL_METRICS),
-# were 10^8 names (about 15 GiB). At it a node's own dead names are forgotten, then the birth of a device new to its
-# node is skipped (notice too_many_total_devices) and its data skipped, no rebirth asked (the answer would be
-# skipped again), until a node's birth, death or forgetting frees names. No other node is forgotten for device room:
-# chosen by its quiet, a real node reporting by exception was forgotten for a births-only flood's new names
+# were 10^8 names (about 15 GiB). At it a node's own dead names are forgotten, then other nodes dead DEAD_KEEP_S or
+# gone silent (``_free_names``), then the birth of a device new to its node is skipped (notice too_many_total_devices)
+# and its data skipped, no rebirth asked (the answer would be skipped again), until a node's birth, death or
+# forgetting frees names. No node is forgotten for device room by its quiet alone: a real node reporting by exception
+# was forgotten for a births-only flood's new names
 MAX_TOTAL_DEVICES = 400_000
 # groups said to be out of the subscriptions' reach (``SparkplugHost._unreachable``): group names come from the
 # outside world (a publisher on a shared broker sending spBv1.0/<any group>/NDATA/x while only NDATA is
@@ -785,6 +787,7 @@ class SparkplugHost:
         # device births refused for want of room under MAX_TOTAL_DEVICES (notice too_many_total_devices), and the
         # data of such devices skipped
         self.devices_refused = 0
+        self._names_scan_at = -math.inf  # no node to forget for device names until then (``_free_names``)
         # births refused for want of room under MAX_TOTAL_METRICS (notice too_many_total_metrics)
         self.births_refused = 0
         self.born_forgotten = 0  # ... of which born and live (notice born_nodes_forgotten)
@@ -2419,7 +2422,8 @@ class SparkplugHost:
     def _no_device_room(self, t: sp.SparkplugTopic, node: _Node) -> bool:
         """No room for the device of ``t``, not born in its node now: ``MAX_NODE_DEVICES`` of the node's are born
         (``_too_many_devices``), or the source's nodes hold ``MAX_TOTAL_DEVICES`` device names and this one is new
-        to its node (one it knows, dead or awaited, adds no name); said once, counted."""
+        to its node (one it knows, dead or awaited, adds no name) and neither its node's dead names nor other nodes
+        dead or gone silent (``_free_names``) make room; said once, counted."""
         if len(node.devices) >= MAX_NODE_DEVICES:
             self._too_many_devices(t, node)
             return True
@@ -2440,10 +2444,13 @@ class SparkplugHost:
             self._names_sync(node)
             if self._names < MAX_TOTAL_DEVICES:
                 return False
-        # no other node forgotten for it: chosen by quiet (births only, no data for an hour), a real node reporting
-        # by exception was forgotten for a births-only flood's new names, and its own then refused. Its data asks no
-        # birth: once names are freed (a birth, a death, a node forgotten for the table or the metrics), it is no
-        # longer at the bound and asks it as before a birth
+        # then a node gone silent (``_silence``: quiet rebirth_give_up_s and no answer to the birth then asked), or
+        # one dead DEAD_KEEP_S: a births-only burst's made-up nodes held their names for good. Never one chosen by
+        # quiet alone (births only, no data for an hour): a real node reporting by exception looks so, and answers
+        # the birth asked. Else its data asks no birth: once names are freed (a birth, a death, a node forgotten for
+        # the table, the metrics or this), it is no longer at the bound and asks it as before a birth
+        if not self.retained and self._free_names(t):
+            return False
         self.devices_refused += 1
         if self.on_notice is not None:
             self.on_notice(
@@ -2452,11 +2459,59 @@ class SparkplugHost:
                 f"most {MAX_TOTAL_DEVICES} (MAX_TOTAL_DEVICES): the DBIRTH of a device new to its node ({t.group}/{t.edge_node}/{t.device}) is "
                 "skipped, its data skipped as before its birth (no rebirth asked: it would be skipped again), until "
                 "a node's birth, death or forgetting frees names; nodes whose devices come and go under ever new "
-                "names (DBIRTH, DDEATH) keep them until their next birth. No other node is forgotten for it: narrow "
-                "the subscription to this line's group, or the broker's ACL on spBv1.0/",
+                "names (DBIRTH, DDEATH) keep them until their next birth. Only nodes dead "
+                f"{DEAD_KEEP_S:g} s or gone silent (quiet rebirth_give_up_s, no answer to the birth then asked) are "
+                "forgotten for it, never one that speaks: narrow the subscription to this line's group, or the "
+                "broker's ACL on spBv1.0/",
             )
         else:
             self._on_error("too_many_total_devices", f"{t.group}/{t.edge_node}/{t.device}")
+        return True
+
+    def _free_names(self, t: sp.SparkplugTopic) -> bool:
+        """Other nodes than ``t``'s that hold device names forgotten while the source's are at ``MAX_TOTAL_DEVICES``:
+        one dead ``DEAD_KEEP_S``, then one gone silent (``_silence``), least recently heard first, at most
+        ``ASK_SCAN_MAX`` looked at per line (a refused birth's cost stays bounded); counted and said as for the
+        metrics (``_make_room``); whether room was made. A node that answers the birth asked of it when quiet is
+        never silent, so never so forgotten; one forgotten that sends again is asked its birth."""
+        now = time.monotonic()
+        if now < self._names_scan_at:  # none found within TICK_S: a flood of refused births pays no scan each
+            return False
+        own = (t.group, t.edge_node)
+        while self._names >= MAX_TOTAL_DEVICES:
+            self._front(self._silent)  # (those no longer silent filed where they now stand)
+            other = next(
+                (
+                    key
+                    for line, keep in ((self._dead, DEAD_KEEP_S), (self._silent, 0.0))
+                    for key in itertools.islice(line, ASK_SCAN_MAX)
+                    if key != own
+                    and self._nodes[key].names_held
+                    and now - self._nodes[key].heard >= keep
+                    and (line is self._dead or self._nodes[key].silent)
+                ),
+                None,
+            )
+            if other is None:
+                # (nodes go silent at a ``tick``, and age dead, no sooner than this)
+                self._names_scan_at = now + TICK_S
+                return False
+            silent = self._nodes[other].silent
+            self._forget(other)
+            self.nodes_forgotten += 1
+            self.born_forgotten += silent
+            if self.on_notice is not None:
+                message = (
+                    f"sparkplug: the source's nodes hold {MAX_TOTAL_DEVICES} device name entries (MAX_TOTAL_DEVICES): "
+                    f"{other[0]}/{other[1]}, {'silent (no answer to the birth asked when quiet)' if silent else 'dead'}"
+                    f", forgotten with its device names to make room for the {t.message_type.value} of "
+                    f"{t.group}/{t.edge_node}/{t.device}. Nodes dead {DEAD_KEEP_S:g} s, then silent ones, make room, "
+                    "least recently heard first, never one that speaks or answers; one forgotten that sends again is "
+                    "asked its birth"
+                )
+                if silent:
+                    self.on_notice("born_nodes_forgotten", message)
+                self.on_notice("nodes_forgotten", message)
         return True
 
     def _too_many_devices(self, t: sp.SparkplugTopic, node: _Node) -> None:

@@ -6,11 +6,12 @@ constants) to keep the tests short."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from devices.mqtt import sparkplug_host
 from protocols import sparkplug as sp
-from tests.integration.test_sparkplug_rebirth_requests import _host
+from tests.integration.test_sparkplug_rebirth_requests import _GIVING_UP_IN_1_S, _host
 from tests.support.waits import until
 
 D = sp.DataType
@@ -310,3 +311,35 @@ async def test_a_node_restarting_at_the_total_device_bound_is_not_forgotten_for_
         await until(lambda: host.births + host.devices_refused >= 15, 10, "every birth handled")
         assert [host.device_alive("g", "r", f"d{i}") for i in range(3)] == [True] * 3, src.notices.counts
         assert host.devices_refused == 1 and not host.device_alive("g", "h", "new2")  # before: r forgotten
+
+
+async def test_a_births_only_bursts_device_names_are_freed_once_its_nodes_go_silent(mosquitto, monkeypatch):
+    """A burst of made-up NBIRTHs and DBIRTHs, then nothing, held its device names for good at MAX_TOTAL_DEVICES
+    (made 8): a real node's new device was refused (too_many_total_devices) until the burst's nodes died, were
+    forgotten for the node table or the metrics, or the agent restarted. Now a node gone silent (quiet
+    rebirth_give_up_s, made 1 s, and no answer to the birth then asked) is forgotten for device room, least
+    recently heard first; a node that speaks is never (the real one here sends data all along)."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug=_GIVING_UP_IN_1_S) as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/real", _birth(0, bd0), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/real/d0", _birth(1, []), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/junk", _birth(0, bd0), qos=1)  # births only, then nothing
+        for i in range(3):
+            pub.publish(f"spBv1.0/g/DBIRTH/junk/x{i}", _birth(i + 1, []), qos=1)
+        await until(lambda: host._names >= 8, 10, "at the bound")
+        seq = 2
+        while host.nodes_silent == 0:  # the real node speaks all along; junk goes silent
+            pub.publish("spBv1.0/g/NDATA/real", _birth(seq, []), qos=1)
+            seq += 1
+            await until(lambda s=seq: host._nodes[("g", "real")].seq == s - 1, 10, "its data read")
+            if host.nodes_silent == 0:
+                await asyncio.sleep(0.2)  # (a pace, not a synchronisation: the loop polls nodes_silent)
+            assert seq < 400, "junk never went silent"
+        assert host._nodes[("g", "junk")].silent and not host._nodes[("g", "real")].silent
+        pub.publish("spBv1.0/g/DBIRTH/real/d1", _birth(seq, []), qos=1)  # real's new device
+        await until(lambda: host.device_alive("g", "real", "d1"), 10, "d1 born")  # before: refused
+        assert ("g", "junk") not in host._nodes and host.devices_refused == 0, src.notices.counts
+        assert "junk" in src.notices.messages["born_nodes_forgotten"]
+        assert host._names == sum(n.names_held for n in host._nodes.values()) <= 8
