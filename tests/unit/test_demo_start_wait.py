@@ -126,7 +126,7 @@ def test_the_demo_keeps_a_port_file_its_simulator_wrote_before_the_demo_took_up_
     from simulators import demo as demo_mod
     from simulators.launcher import Narrator, Proc
 
-    monkeypatch.setattr(demo_mod, "START_S", 1)
+    monkeypatch.setattr(demo_mod, "START_S", 60)  # a file lost: waited out, then an error
     monkeypatch.setattr(demo_mod, "start_mosquitto", lambda sup, n: 1883)
     demo = demo_mod.Demo(tmp_path, Narrator(stream=io.StringIO()), fast=False, short=True)
     written: dict[str, int] = {}
@@ -148,7 +148,7 @@ def test_the_demo_keeps_a_port_file_its_simulator_wrote_before_the_demo_took_up_
     try:
         with pytest.raises(_Started):
             demo.step_factory_and_agents()
-        assert time.monotonic() - t0 < 1  # not the start-up bound
+        assert time.monotonic() - t0 < 30  # not the start-up bound
         assert {k: demo.ports[k] for k in written} == written
         assert sorted(written) == ["cam-line1", "cam-line2", "cam2-line2", "opcua-line1", "opcua-line2"]
     finally:
