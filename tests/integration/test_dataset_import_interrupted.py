@@ -16,6 +16,14 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# Ctrl-C as a terminal sends it: SIGINT handled by Python, as ``python -m cloud_trainer.cli`` started from a
+# terminal has it (a shell's background job, as CI's, ignores it, and a child would inherit that). Set in the
+# child itself, not by a ``preexec_fn``: that forks the test's process, whose gRPC threads (an earlier test's)
+# aborted the fork's child with "epoll_wait error: Bad file descriptor" before it could exec.
+_CLI = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('cloud_trainer.cli', run_name='__main__', alter_sys=True)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +44,10 @@ def test_an_import_stopped_by_sigterm_or_ctrl_c_leaves_nothing_behind_and_says_s
     # end first, and then it rightly finishes whole: that run is checked and the stop tried again.
     for _ in range(5):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cloud_trainer.cli", "dataset", "import", str(src), "--out", str(out)],
+            [sys.executable, "-c", _CLI, "dataset", "import", str(src), "--out", str(out)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            # Ctrl-C as a terminal sends it: SIGINT handled by Python (a shell's background job ignores it)
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 30
         while not any(p.name.startswith(".ds.") for p in tmp_path.iterdir()):  # the import is writing

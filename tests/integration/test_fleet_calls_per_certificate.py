@@ -210,14 +210,17 @@ def test_the_descriptor_limit_is_raised_as_far_as_the_connections_need():
 def test_a_low_hard_descriptor_limit_still_takes_most_of_it_in_connections():
     """A container started with 256 descriptors, soft and hard: the bound was 1 connection (256 less FD_RESERVE),
     every agent but one closed as it connected; a quarter of a low limit is kept instead."""
-    import resource
     import subprocess
     import sys
 
-    code = "from cloud_trainer.fleet.service import connection_limit; print(connection_limit())"
+    # The limit is set in the child, not by a preexec_fn: that forks this process, whose gRPC threads (an
+    # earlier test's) can abort the fork's child before it execs.
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
+        "from cloud_trainer.fleet.service import connection_limit; print(connection_limit())"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
         capture_output=True,
         text=True,
         check=True,
