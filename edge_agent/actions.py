@@ -59,6 +59,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +310,12 @@ class ActionRunner:
             if listen is not None:
                 listen(functools.partial(self._target_checked, src))
 
-    async def handle(self, pipeline_actions: list[str], result: Result, item: Frame | Window) -> None:
+    async def handle(
+        self, pipeline_actions: list[str], result: Result, item: Frame | Window, not_met: Collection[str] = ()
+    ) -> None:
+        """Act on ``result`` with each of ``pipeline_actions``. The outputs of ``not_met`` take their condition as
+        false, not asked of it: the pass signals an UNSURE part is handed to (it is not a passed part, whatever its
+        score or label), which write what an NG part leaves."""
         if self._named:
             last = self._models.get(result.pipeline)
             if last is None or last[0] != result.model or last[1] != result.model_version:
@@ -329,6 +335,9 @@ class ActionRunner:
         nan = _nan_fields(result, self._numbers_read) if self._numbers_read else None
         for name in pipeline_actions:
             action = self.cfg.actions[name]
+            if name in not_met and isinstance(action, OutputAction):
+                self._output(name, action, result, False)
+                continue
             if nan and nan & self._numbers[name]:
                 # NaN is neither above nor below a threshold: the result is not judged by this condition,
                 # like an UNSURE one (an alarm counts it neither way, an output keeps its state)
@@ -646,9 +655,9 @@ class ActionRunner:
         t.add_done_callback(self._pending.discard)
         return t
 
-    def _output(self, name: str, action: OutputAction, result: Result) -> None:
+    def _output(self, name: str, action: OutputAction, result: Result, now: bool | None = None) -> None:
         key = (name, result.pipeline)
-        now = self.preds[name](result)
+        now = self.preds[name](result) if now is None else now
         before = self._level.get(key)
         self._level[key] = now
         reset = action.reset

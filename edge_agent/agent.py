@@ -686,10 +686,12 @@ class Agent:
     def _make_on_result(self, p):
         action_names = p.actions
         unsure_actions = [n for n in action_names if _names_unsure(self.cfg.actions[n])]
-        # a part the model did not judge (no model serves the slot, the model failed on it: ``model_error``) resets
-        # the pass signals (``_pass_signals``) as an NG part does: left as the last part left them, a PLC read an
-        # OK part's pass for it
-        unjudged_actions = [*_pass_signals(self.cfg, p, unsure_actions), *unsure_actions]
+        # an UNSURE part resets the pass signals (``_pass_signals``) as an NG part does, their condition false on it:
+        # one the model did not judge (no model serves the slot, the model failed on it: ``model_error``) and one
+        # it judged UNSURE (far outside its training inputs, a frozen camera, a sensor fault). Left as the last
+        # part left them, a PLC read an OK part's pass for it; a pass on a low score was true of such a part's guess
+        passes = _pass_signals(self.cfg, p, unsure_actions)
+        unjudged_actions = [*passes, *unsure_actions]
 
         async def on_result(res: Result, item) -> None:
             # the actions first (they act on the line at once), then the outbox: its record whatever the
@@ -709,10 +711,8 @@ class Agent:
                 self.board.keep(res, item)
                 if res.verdict != "UNSURE":
                     await self.actions.handle(action_names, res, item)
-                elif "model_error" in res.outputs and unjudged_actions:
-                    await self.actions.handle(unjudged_actions, res, item)
-                elif unsure_actions:  # never a reject nor a pass: only actions whose condition names UNSURE
-                    await self.actions.handle(unsure_actions, res, item)
+                elif unjudged_actions:  # never a reject: the actions naming UNSURE, and the passes reset
+                    await self.actions.handle(unjudged_actions, res, item, passes)
             except Exception:
                 if self.outbox is not None:
                     await self._keep(res, item)
@@ -2033,10 +2033,10 @@ def _as_written(value: Any) -> str:
 def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
     """Pipeline ``p``'s pass signals: its outputs (an OPC UA write, a Sparkplug command) whose condition names no
     UNSURE, may act on an OK part, acts on no NG part (of the highest score) and not on a part the model did not
-    judge (``verdict: OK``, a low score). Such a part is handed to them, besides those whose condition names UNSURE,
-    so that they write what an NG part leaves (an ``on_change`` one its reset): never handed it, a pass signal kept
-    what the last judged part left, ``true`` after an OK part (or the agent before), and a PLC reading it passed the
-    part unjudged. One writing a node an action of ``told`` writes is left to that action."""
+    judge (``verdict: OK``, a low score). Every UNSURE part (judged so or not) is handed to them, besides those whose
+    condition names UNSURE, their condition taken as false, so that they write what an NG part leaves (an
+    ``on_change`` one its reset): never handed it, a pass signal kept what the last judged part left, ``true`` after
+    an OK part (or the agent before), and a PLC reading it passed the part unjudged. One writing a node an action of ``told`` writes is left to that action."""
     from edge_agent.conditions import pass_signal
 
     nodes = {_node_of(n, cfg.actions[n]) for n in told}
