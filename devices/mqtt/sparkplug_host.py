@@ -325,6 +325,12 @@ class _Node:
     seq_said: bool = False  # a seq of it past 255 was said (``SparkplugHost._seq_range``): later ones counted
     # a message of it without a seq was said (``SparkplugHost._check_seq``): later ones counted
     seq_none_said: bool = False
+    # a message of it since its last NBIRTH held a seq other than 0: a later one holding none is its 0, left out by
+    # an encoder that writes no field at its default (``SparkplugHost._check_seq``)
+    seq_shown: bool = False
+    # the payload timestamp of its last data message whose seq was checked (None after any other message): data at
+    # the same seq with another timestamp is no redelivery but 256 messages on, 255 lost (``_check_seq``)
+    data_ts: int | None = None
     # an NBIRTH of it whose seq was not 0 was said (``SparkplugHost._birth_seq``): later ones counted
     birth_seq_said: bool = False
     # a rebirth was asked for data by an alias its births did not give (``_readings``), and no data message of it
@@ -1891,6 +1897,7 @@ class SparkplugHost:
             reborn = node.alive or node.missed or (node.birth_skipped and node.dead_bd is None)
             node.alive, node.aliases, node.clashes = True, {}, set()
             node.seq = self._seq_range(t, node, payload.seq)
+            node.seq_shown, node.data_ts = False, None
             if payload.seq:  # (None: no seq, said apart; 0: as Sparkplug has it)
                 self._birth_seq(t, node, payload.seq)
             node.missed, node.dead_bd, node.budget_skipped, node.birth_skipped = False, None, False, False
@@ -2048,7 +2055,9 @@ class SparkplugHost:
                 else "normal after this host starts"
             )
             return self._before_birth(t, node, f"{t.group}/{t.edge_node} before its NBIRTH ({why})")
-        self._check_seq(t, node, self._seq_range(t, node, payload.seq), data=mt in _DATA)
+        self._check_seq(
+            t, node, self._seq_range(t, node, payload.seq), data=mt in _DATA, ts=payload.timestamp_ms
+        )
         if mt in _DATA and not self.retained:
             node.talked = True  # a node that speaks: kept before those that sent births only (``_room``)
         if mt is _DDATA and t.device not in node.devices and self._no_device_room(t, node):
@@ -2686,7 +2695,9 @@ class SparkplugHost:
         )
         node.birth_seq_said = True
 
-    def _check_seq(self, t: sp.SparkplugTopic, node: _Node, seq: int | None, *, data: bool) -> None:
+    def _check_seq(
+        self, t: sp.SparkplugTopic, node: _Node, seq: int | None, *, data: bool, ts: int | None = None
+    ) -> None:
         """A gap in a node's seq is a lost message (Sparkplug data is QoS 0: a broker drops it for a slow
         subscriber): data is sent only on change, so the value it carried would stand here as current until
         the metric changes again. A rebirth is asked (its births carry every current value): at once, as
@@ -2703,13 +2714,21 @@ class SparkplugHost:
         wrapped as the gap test wraps: 254 -> 0), for up to 2 births in a row within rebirth_retry_max_s (the count
         forgotten once that has passed since the last such ask): the first data lost after two births in a row was
         asked the first time only, its value unseen; after three, no later restart's lost first data was asked
-        again, however long its data had run in sequence since. A repeated seq (a redelivery) lost nothing. The
-        data is still used."""
-        if seq is None and node.seq in _SEQ_TOPS:
+        again, however long its data had run in sequence since. A repeated seq (a redelivery) lost nothing, unless
+        both are data whose payload timestamps (``ts``) differ: not the same message again, but 256 on, 255 lost
+        (a redelivery is the same payload; a node whose seq never moves has no data in sequence to ask a rebirth
+        after). The data is still used."""
+        if seq is None and (node.seq in _SEQ_TOPS or (data and node.seq_shown)):
             # the 0 after a counter's top, left out by an encoder that writes no field at its default (proto3 code
             # from Sparkplug's .proto without ``optional``: eclipse-tahu/tahu#274): taken as that 0. Said, and the
-            # next message's 1 a gap after 255, the node was told to send seq and reborn whole every 256 messages
+            # next message's 1 a gap after 255, the node was told to send seq and reborn whole every 256 messages.
+            # So too a data message's after any seq of a node that sent some since its birth: its 0 after messages
+            # lost (5, then the 0 with 6..255 lost) was said to hold no seq, the node told to send seq, and the gap
+            # seen a message later; after its 0 (1..255 lost) not at all
             seq = 0
+        elif seq:
+            node.seq_shown = True
+        last_ts, node.data_ts = node.data_ts, ts if data and seq is not None else None
         if seq is None:
             # Sparkplug numbers every message but an NDEATH: without one a message lost cannot be seen (nor a
             # rebirth asked for it); read, and said, once per node (a node whose library sends none at every one)
@@ -2753,7 +2772,7 @@ class SparkplugHost:
             self._on_error("seq_gap", f"{t.group}/{t.edge_node}: seq {seq} after {last}")
             # a repeat (seq unchanged) lost nothing; data at the seq of the NBIRTH before it is no repeat (a node
             # counting from 1 whose 1..seq-1 were lost: born at 7, its 7 was taken as a repeat, nothing asked)
-            if seq != last or (after_birth and data):
+            if seq != last or (after_birth and data) or (data and ts and last_ts and ts != last_ts):
                 lost_first = False  # the birth's first data alone lost, by a node whose births follow
                 if first:
                     node.birth_followed = False

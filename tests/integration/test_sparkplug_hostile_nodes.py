@@ -652,3 +652,45 @@ async def test_a_seq_0_left_out_after_255_is_taken_as_0_not_said_and_no_gap(mosq
         counts = dict(src.notices.counts)
     assert "message_without_seq" not in counts, counts  # before: said
     assert "seq_gap" not in src.stats.errors_by_reason and asked == [], (src.stats.errors_by_reason, asked)
+
+
+def _proto3_data(seq: int, value: float, ts_ms: int) -> bytes:
+    """An NDATA as proto3 code from Sparkplug's .proto without ``optional`` writes it: seq 0 left out."""
+    data = sp._pb().Payload()
+    data.timestamp = ts_ms
+    if seq:
+        data.seq = seq
+    pb_metric(data, alias=1, double_value=value)
+    return data.SerializeToString()
+
+
+async def test_a_seq_0_left_out_after_a_loss_is_a_gap_asked_not_a_node_without_seq(mosquitto):
+    """A node that numbers its data (proto3 code leaving out only its seq 0) whose messages 6..255 were lost: its
+    next 0, holding no seq, was said to be a node sending none (message_without_seq, "set the node's library to send
+    seq"), and the gap was seen one message later. With its 1..255 lost (255 messages), the 0 after its 0 was that
+    notice alone and the 1 after it in sequence: the loss unseen, nothing asked. Now a node's message without a seq
+    after it sent seqs is its 0: a gap after 5 at once; after its 0 (and a later timestamp: no redelivery), a gap of
+    255 messages; each asked a rebirth. The same message again (a redelivery) is still a repeat."""
+    t0 = int(time.time() * 1000)
+    async with _host(mosquitto.port, rebirth_min_interval_s=0) as (src, got, asked, pub):
+        pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", 1, D.DOUBLE, 0.0)), qos=1)
+        for i in range(1, 6):
+            pub.publish("spBv1.0/g/NDATA/n1", _proto3_data(i, float(i), t0 + i), qos=1)
+        pub.publish("spBv1.0/g/NDATA/n1", _proto3_data(0, 256.0, t0 + 256), qos=1)  # 6..255 lost
+        await until(lambda: asked == ["n1"], 10, "a rebirth asked for the gap")
+        counts = dict(src.notices.counts)
+        assert "message_without_seq" not in counts, counts  # before: said
+        assert src.stats.errors_by_reason.get("seq_gap") == 1, src.stats.errors_by_reason
+        pub.publish("spBv1.0/g/NBIRTH/n2", _birth(sp.Metric("Temp", 1, D.DOUBLE, 0.0)), qos=1)
+        for i in range(1, 257):  # 1..255 and its 0, in sequence
+            pub.publish("spBv1.0/g/NDATA/n2", _proto3_data(i % 256, float(i), t0 + i), qos=1)
+        again = _proto3_data(0, 256.0, t0 + 256)
+        pub.publish("spBv1.0/g/NDATA/n2", again, qos=1)  # its 0 redelivered: a repeat
+        await until(lambda: _values(got, "n2/Temp").count(256.0) == 2, 10, "the redelivery read")
+        assert "n2" not in asked, asked
+        pub.publish("spBv1.0/g/NDATA/n2", _proto3_data(0, 512.0, t0 + 512), qos=1)  # 257..511 lost
+        await until(lambda: "n2" in asked, 10, "a rebirth asked for the 255 lost")  # before: none
+        # (the redelivery counted a seq_gap, as ever, and asked nothing)
+        assert src.stats.errors_by_reason.get("seq_gap") == 3, src.stats.errors_by_reason
+        assert "message_without_seq" not in src.notices.counts, src.notices.counts
+    assert _values(got, "n2/Temp")[-3:] == [256.0, 256.0, 512.0]  # the data still read
