@@ -1150,12 +1150,13 @@ def _shape_stated(got: list) -> tuple[int, tuple[int, ...]]:
 
 def _same_under_any_retype(nt: _NodeType, value: object) -> bool:
     """Whether ``value``, to a node of type ``nt``, is one a download retyping the node to any other integer or
-    Boolean type leaves as it is (a Boolean, or an integer 0..127, to a node of such a type): only such
-    a write may go without the Read of the node's attributes within ``_PRE_CHECK_HOLD_S`` (a pulse's high and
-    reset). Another (-1, 300, 1.5, a text) sent as the old type to a node retyped within the hold was stored
-    converted by a lenient gateway (an INT's -1 as a USINT's 255), with no status."""
+    Boolean type leaves as it is (a Boolean, or an integer 0 or 1, to a node of such a type): only such a write may
+    go without the Read of the node's attributes within ``_PRE_CHECK_HOLD_S`` (a pulse's high and reset). Another
+    (-1, 2, 300, 1.5, a text) sent as the old type to a node retyped within the hold was stored converted by a
+    lenient gateway, with no status: an INT's -1 as a USINT's 255, an INT's 2 as a BOOL's true (the agent refuses
+    2 for a Boolean node)."""
     return nt.vtype in _HOLD_VTYPES and (
-        isinstance(value, bool) or (isinstance(value, int) and 0 <= value <= 127)
+        isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
     )
 
 
@@ -1164,13 +1165,16 @@ async def _attributes_unchanged(node: Node, nt: _NodeType, bad_is_change: bool =
     as ``_node_type`` takes them: True (unchanged), False (changed) or None (not known: the Read failed, or, with
     ``bad_is_change`` False, an attribute was answered Bad and the others are unchanged). Not known confirms nothing:
     taken as unchanged, a refusal after a pre-write Read that failed was said for the cached type without the
-    refusal's own Read (a download that made an INT a REAL had its writes refused, naming the INT). True when ``nt``
-    is judged by what the node holds (a BaseDataType or abstract node, an enumeration held as another integer), which
-    that Read does not see. A Bad status on DataType is a change (the full read then raises it) unless
+    refusal's own Read (a download that made an INT a REAL had its writes refused, naming the INT). True, with no
+    Read, for a BaseDataType node holding a value: each write reads what it holds, which a download's retype
+    changes. An abstract numeric node (judged by the type it held when its type was read) and an enumeration the
+    server holds as no integer are Read as any other: spared it, a download that made them a USINT or a BOOL within
+    the type's minute had an INT's -1 stored as 255, an enumeration's 2 as true, by a converting gateway. A Bad
+    status on DataType is a change (the full read then raises it) unless
     ``bad_is_change`` is False (a check before a write: an attribute answered Bad is not compared, the others are; a
     ValueRank answered BadInternalError for a moment had every write refused, its full read raising it, where the type
     read before judged)."""
-    if nt.held is not None or nt.enum_held_as is not None:
+    if nt.vtype is ua.VariantType.Variant and nt.held is not None:
         return True
     asked = _TYPE_ATTRIBUTES
     try:

@@ -1342,7 +1342,8 @@ async def test_the_read_before_a_write_stands_for_the_next_writes_until_a_type_s
 ) -> None:
     """An unwatched target's DataType, ValueRank and ArrayDimensions, read before a write and found unchanged, are not
     read again for the next writes within the hold (each write paid that Read: twice a write's round trips): one
-    Read for three writes; a value not every integer type stores alike (200) is read before all the same. A write
+    Read for three writes of 0 and false (a pulse's reset); a value not every integer and Boolean type stores alike
+    (2: a BOOL's true) is read before all the same. A write
     the server answers with a type status ends the hold: its type read again, and the next write reads the
     attributes before it again."""
     from devices.opcua import client as opcua_client
@@ -1352,19 +1353,19 @@ async def test_the_read_before_a_write_stands_for_the_next_writes_until_a_type_s
         opcua_client, "_PRE_CHECK_HOLD_S", 3600.0
     )  # not a timing test: the hold never ends here
     node, reads, counted = await _type_reads_counted(nodes, "HeldPreCheck")
-    _write_answered(monkeypatch, node, 100, ua.StatusCodes.BadOutOfRange)
+    _write_answered(monkeypatch, node, 1, ua.StatusCodes.BadOutOfRange)
     srv.subscribe_server_callback(CallbackType.PostRead, counted)
     try:
-        await src.write("ns=2;s=HeldPreCheck", 1)  # its type read, cached
+        await src.write("ns=2;s=HeldPreCheck", 7)  # its type read, cached
         first = reads[0]
-        for v in (2, 3, 4):
+        for v in (0, False, 0):
             await src.write("ns=2;s=HeldPreCheck", v)
         assert reads[0] == first + 1, (first, reads)  # was first + 3: one Read before each write
-        # a value another integer type would store otherwise (a download to a SINT within the hold) is read before
-        await src.write("ns=2;s=HeldPreCheck", 200)
+        # a value another type would store otherwise (a download to a BOOL within the hold) is read before
+        await src.write("ns=2;s=HeldPreCheck", 2)
         assert reads[0] == first + 2, (first, reads)
         with pytest.raises(OpcUaWriteRefused, match="BadOutOfRange"):
-            await src.write("ns=2;s=HeldPreCheck", 100)
+            await src.write("ns=2;s=HeldPreCheck", 1)
         assert reads[0] == first + 3, (
             first,
             reads,

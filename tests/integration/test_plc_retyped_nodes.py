@@ -13,6 +13,7 @@ import logging
 import pytest
 from asyncua import ua
 from asyncua.common.callback import CallbackType
+from asyncua.common.structures104 import new_enum
 
 from devices.opcua import client as opcua_client
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
@@ -426,30 +427,45 @@ async def test_a_number_node_refused_for_the_type_it_held_is_judged_by_what_it_h
         await srv.stop()
 
 
-async def _converting_plc(port: int, silent: list[bool]):
-    """A started PLC whose writable Int16 node ``Set`` a download may retype within the session (``retype``), on a
-    gateway converting what it is sent to the node's DataType: past the new type's range it answers BadOutOfRange, or,
-    ``silent``, stores the value wrapped into it with no status (an INT's -1 stored as a USINT's 255). (server, node id,
-    retype, the values the write requests carried)."""
+async def _converting_plc(port: int, silent: list[bool], kind: str = "INT"):
+    """A started PLC whose writable node ``Set`` a download may retype within the session (``retype``), on a gateway
+    converting what it is sent to the node's DataType (to the type it holds, for a DataType no built-in one): past
+    the new type's range it answers BadOutOfRange, or, ``silent``, stores the value converted with no status (an INT's
+    -1 stored as a USINT's 255, its 2 as a BOOL's true). ``kind``: the node an INT (an Int16 DataType), an Integer
+    (the abstract DataType) holding an Int16, or an enumeration the gateway holds as a Double ("enum"). (server, node
+    id, retype, the values the write requests carried)."""
     srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    setpoint = await obj.add_variable(ua.NodeId("Set", idx), "Set", ua.Variant(0, ua.VariantType.Int16))
+    datatype = {"INT": None, "Integer": ua.NodeId(ua.ObjectIds.Integer)}.get(kind)
+    held = ua.Variant(0, ua.VariantType.Int16)
+    if kind == "enum":
+        datatype = (await new_enum(srv, idx, "MachineMode", ["Stopped", "Running", "Fault"])).nodeid
+        held = ua.Variant(0.0, ua.VariantType.Double)
+    setpoint = await obj.add_variable(ua.NodeId("Set", idx), "Set", held, datatype=datatype)
     await setpoint.set_writable()
     aspace = srv.iserver.aspace
     stored = aspace.write_attribute_value
 
     async def converting(nodeid, attr, dv):
         if nodeid == setpoint.nodeid and attr == ua.AttributeIds.Value and dv.Value is not None:
-            vt = ua.VariantType(
-                aspace.read_attribute_value(nodeid, ua.AttributeIds.DataType).Value.Value.Identifier
+            dt = aspace.read_attribute_value(nodeid, ua.AttributeIds.DataType).Value.Value
+            builtin = dt.NamespaceIndex == 0 and dt.Identifier in ua.VariantType._value2member_map_
+            vt = (
+                ua.VariantType(dt.Identifier)
+                if builtin
+                else aspace.read_attribute_value(nodeid, attr).Value.VariantType
             )
-            if vt in (ua.VariantType.SByte, ua.VariantType.Byte) and dv.Value.VariantType is not vt:
+            v = dv.Value.Value
+            if vt is not dv.Value.VariantType and vt in (ua.VariantType.SByte, ua.VariantType.Byte):
                 lo = -128 if vt is ua.VariantType.SByte else 0
-                v = dv.Value.Value
                 if silent[0]:
                     v = (v - lo) % 256 + lo
                 elif not lo <= v <= lo + 255:
                     return ua.StatusCode(ua.StatusCodes.BadOutOfRange)
                 dv = ua.DataValue(ua.Variant(int(v), vt))
+            elif vt is not dv.Value.VariantType and vt in (ua.VariantType.Boolean, ua.VariantType.Double):
+                if vt is ua.VariantType.Boolean and not silent[0] and v not in (0, 1):
+                    return ua.StatusCode(ua.StatusCodes.BadOutOfRange)
+                dv = ua.DataValue(ua.Variant(bool(v) if vt is ua.VariantType.Boolean else float(v), vt))
         return await stored(nodeid, attr, dv)
 
     async def retype(vt: ua.VariantType) -> None:
@@ -542,25 +558,39 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
     ], writes
 
 
-async def test_a_retype_within_the_pre_write_hold_never_sends_a_value_a_converting_gateway_stores_wrapped(
-    monkeypatch,
+@pytest.mark.parametrize(
+    ("kind", "first", "vt", "value"),
+    [
+        # within the pre-write hold (a second): an INT made a USINT, -1 stored as 255; made a BOOL, 2 stored as true
+        ("INT", (100, 1), ua.VariantType.Byte, -1),
+        ("INT", (100, 1), ua.VariantType.Boolean, 2),
+        # within the type's minute, where no pre-write Read was made at all: an abstract Integer node made a USINT,
+        # an enumeration the gateway holds as a Double made a BOOL
+        ("Integer", (100,), ua.VariantType.Byte, -1),
+        ("enum", (1,), ua.VariantType.Boolean, 2),
+    ],
+)
+async def test_a_retype_of_an_unwatched_target_never_sends_a_value_a_converting_gateway_stores_as_another(
+    monkeypatch, kind, first, vt, value
 ):
-    """An unwatched INT target written, its attributes' Read found unchanged (the hold starts), then a download makes
-    it a USINT on a gateway storing what it is sent converted, wrapped, with no status. A -1 within the hold was sent
-    as the INT, unread, and the PLC held 255; the hold spares that Read only a value every integer type stores alike
-    (0..127, a Boolean): -1 is read before, refused naming the USINT, never sent."""
+    """An unwatched target written, then a download retypes it on a gateway storing what it is sent converted to the
+    node's new type with no status. Within the pre-write hold (its attributes' Read found unchanged a moment
+    before) a -1 to an INT made a USINT was sent as the INT, unread, and the PLC held 255; a 2 to an INT made a BOOL
+    held true. An abstract Integer node and an enumeration the server holds as no integer had no Read before a write
+    at all within the type's minute (-1 held as 255, the enumeration's 2 as true). The hold spares that Read only
+    0, 1 and a Boolean; every other write Reads it: the value is refused naming the new type, never sent."""
     monkeypatch.setattr(opcua_client, "_PRE_CHECK_HOLD_S", 3600.0)  # not a timing test: within the hold
     port = free_port()
-    srv, node_id, retype, sent = await _converting_plc(port, [True])
+    srv, node_id, retype, sent = await _converting_plc(port, [True], kind)
     src = await _unwatched_source(port, node_id)
     try:
-        await src.write(node_id, 100)
-        await src.write(node_id, 1)  # its attributes read, unchanged: held (a second)
-        await retype(ua.VariantType.Byte)  # the download, within the hold
-        with pytest.raises(OpcUaTypeMismatch, match=r"is Byte; cannot write -1 \(int\): out of range"):
-            await src.write(node_id, -1)  # before: sent as an Int16, stored as 255
+        for v in first:
+            await src.write(node_id, v)  # its type read; then its attributes read, unchanged: held
+        await retype(vt)  # the download, within the hold and the type's minute
+        with pytest.raises(OpcUaTypeMismatch, match=rf"is {vt.name}; cannot write {value} \(int\)"):
+            await src.write(node_id, value)
     finally:
         await src.stop()
         await srv.stop()
-    writes = [(v.VariantType, v.Value) for n, v in sent if v.VariantType is not ua.VariantType.NodeId]
-    assert writes == [(ua.VariantType.Int16, 100), (ua.VariantType.Int16, 1)], writes
+    writes = [v.Value for n, v in sent if v.VariantType is not ua.VariantType.NodeId]
+    assert writes == list(first), writes
