@@ -11,6 +11,7 @@ import collections
 import datetime as dt
 import enum
 import re
+import socket
 import urllib.parse
 from typing import ClassVar, Literal
 
@@ -385,12 +386,18 @@ def is_key_of(key, cert) -> bool:
     return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
 
 
+# what inet_aton reads as an IPv4 address: up to four parts, each a decimal, octal (0...) or hex (0x...) number
+_INET_ATON = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}")
+
+
 def plc_of(endpoint: str) -> tuple[str, int]:
     """The PLC an OPC UA endpoint reaches: its host, lowercased, and port (the watchdog hold judges a PLC whole,
     whichever source writes it). This host's own names are one (``localhost``, ``127.0.0.1``, ``::1``: an OPC UA
     server on the gateway, spelt two ways, let a gate through the other spelling's session go untold) and an address
-    is read as one whatever its spelling (``::ffff:10.0.0.5`` is ``10.0.0.5``); a name and its address are not
-    (nothing is resolved at the start). An endpoint the agent never connects to as written (``endpoint_unparsed``: a
+    is read as one whatever its spelling (``::ffff:10.0.0.5`` is ``10.0.0.5``, and so is ``10.5`` to the resolver,
+    as ``127.1`` is ``127.0.0.1``); a name and its address are not (nothing is resolved at the start). All of
+    ``127.0.0.0/8`` is this host: a server listening on every address answers on each of them, so two such spellings
+    may be one server, which the hold judges whole (it holds where either would). An endpoint the agent never connects to as written (``endpoint_unparsed``: a
     bracket not closed, no port) is a PLC of its own: ``(endpoint, 0)``. One with no host reaches this gateway's own
     server (asyncio connects to the loopback then): it is ``localhost``'s."""
     import ipaddress
@@ -403,12 +410,19 @@ def plc_of(endpoint: str) -> tuple[str, int]:
     if not port:
         return (endpoint, 0)
     try:
-        ip = ipaddress.ip_address(host.partition("%")[0])
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
-        return (
-            "localhost" if host in ("localhost", "localhost.localdomain", "ip6-localhost") else host,
-            port,
-        )
+        # an IPv4 address in a spelling the resolver takes and ipaddress refuses (``127.1``, ``0x7f.0.0.1``,
+        # ``2130706433``, ``010.0.0.5``, octal: 8.0.0.5): the address the agent connects to, not a name
+        if not _INET_ATON.fullmatch(host):
+            return (
+                "localhost" if host in ("localhost", "localhost.localdomain", "ip6-localhost") else host,
+                port,
+            )
+        try:
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return (host, port)
     ip = getattr(ip, "ipv4_mapped", None) or ip
     return ("localhost" if ip.is_loopback or ip.is_unspecified else ip.compressed, port)
 

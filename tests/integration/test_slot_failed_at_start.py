@@ -738,6 +738,34 @@ def test_an_opcua_endpoint_that_does_not_parse_leaves_the_watchdog_hold_judging_
     assert held == {"opc.tcp://[::1:4840/plc/": ["inspect"], "opc.tcp://[plc]:4840/": ["inspect"]}
 
 
+def test_a_gate_through_the_plcs_address_in_a_short_spelling_holds_its_heartbeat(tmp_path):
+    """An IPv4 address the resolver reads in a short, octal, hex or whole-number spelling (``127.1``, ``0177.0.0.1``,
+    ``0x7f.1``, ``2130706433``: asyncua connects to 127.0.0.1 for each) is the address, not a name: a reject gate on
+    NG through a second source of the heartbeat's PLC so spelt, its slot with no model, was another PLC's to the hold,
+    and the heartbeat ran while no part was judged. Another address (``10.1``) is still another PLC."""
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
+    (tmp_path / "frames").mkdir()
+    gate = {"type": "opcua_write", "source": "plc2", "node_id": "ns=2;s=Reject", "when": {"verdict": "NG"}}
+    held = {
+        host: _held_by_plc(
+            tmp_path,
+            pub,
+            {"reject": gate},
+            [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}],
+            {"plc2": {"type": "opcua", "endpoint": f"opc.tcp://{host}:4840/plc/"}},
+        )
+        for host in ("127.1", "0177.0.0.1", "0x7f.1", "2130706433", "10.1")
+    }
+    assert held == {
+        "127.1": ["inspect"],
+        "0177.0.0.1": ["inspect"],
+        "0x7f.1": ["inspect"],
+        "2130706433": ["inspect"],
+        "10.1": [],
+    }
+
+
 @pytest.mark.parametrize("pipeline", ["camera", "windowed"])
 async def test_a_package_of_the_other_kind_is_refused_into_a_pipelines_failed_slot(tmp_path, pipeline):
     """A pipeline's slot failed at the start (a fleet-fed slot with no package yet) took a model of the other kind
