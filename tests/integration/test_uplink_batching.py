@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from cloud_trainer.fleet import guard
 from cloud_trainer.fleet.guard import QuotaLimits, Quotas
 from cloud_trainer.fleet.service import FleetServer
 from edge_agent.outbox.settings import OutboxSettings
@@ -165,11 +166,13 @@ async def test_a_server_restart_while_the_stream_idles_loses_nothing(tmp_path, p
         await srv.stop()
 
 
-async def test_an_idle_stream_does_not_hold_up_another_agents_batch(tmp_path, pki) -> None:
+async def test_an_idle_stream_does_not_hold_up_another_agents_batch(tmp_path, pki, monkeypatch) -> None:
     """An agent's stream that idles waits for its next batch at the service; it must not keep its tenant's place
     among ``tenant_receiving_batches`` meanwhile: with one place, gw1's idle stream held it 5 s after each batch
     (``RECEIVE_SLOT_S``) and gw2's batch waited that long (many idle agents of a tenant: past
-    ``in_flight_wait_s``, refused)."""
+    ``in_flight_wait_s``, refused). The hold is made 60 s here, so that it cannot be mistaken for a loaded
+    machine's delays."""
+    monkeypatch.setattr(guard, "RECEIVE_SLOT_S", 60.0)
     port = free_port()
     srv = _server(tmp_path, pki, port, quotas=Quotas(QuotaLimits(tenant_receiving_batches=1)))
     await srv.start()
@@ -189,9 +192,9 @@ async def test_an_idle_stream_does_not_hold_up_another_agents_batch(tmp_path, pk
         t0 = time.monotonic()
         await obs[1].append_async("result", {"i": 1})
         ups[1].poke()
-        await until(lambda: obs[1].stats()["acked"] == 1, timeout_s=10, what="gw2's record acked")
+        await until(lambda: obs[1].stats()["acked"] == 1, timeout_s=60, what="gw2's record acked")
         took = time.monotonic() - t0
-        assert took < 1.5, f"gw2's record waited {took:.1f} s behind gw1's idle stream"
+        assert took < 20, f"gw2's record waited {took:.1f} s behind gw1's idle stream"
     finally:
         for up in ups:
             await up.stop()
@@ -245,62 +248,68 @@ async def test_a_certificate_revoked_while_the_stream_idles_is_refused_at_its_ne
 
 
 async def test_an_alarm_recorded_while_results_fill_their_batch_goes_at_once(tmp_path, pki) -> None:
-    """max_delay_ms 2000 (a site saving bandwidth): a result starts a batch's fill, then an alarm is recorded as
+    """max_delay_ms 5000 (a site saving bandwidth): a result starts a batch's fill, then an alarm is recorded as
     the agent records it (handed to the outbox's thread, poked with its future). The alarm reaches the cloud
-    well before the 2 s, first in its batch. Before, it waited out the whole fill."""
-    async with _peers(tmp_path, pki, max_delay_ms=2000) as (ob, up, sent, alarm_stored):
+    well before the 5 s, first in its batch. Before, it waited out the whole fill."""
+    async with _peers(tmp_path, pki, max_delay_ms=5000) as (ob, up, sent, alarm_stored):
         await ob.append_async("result", {"i": 0})
         up.poke()
         await asyncio.sleep(0.1)  # the result's batch fills
         t0 = time.monotonic()
         up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
-        await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
+        await until(alarm_stored, timeout_s=30, what="the alarm stored in the cloud")
         took = time.monotonic() - t0
-        assert took < 1.0, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 2000)"
+        assert took < 3.5, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 5000)"
         assert sent[0] == ["alarm", "result"], sent
 
 
 async def test_an_alarm_the_outbox_takes_just_after_the_fill_ended_goes_at_once(tmp_path, pki) -> None:
-    """max_delay_ms 2000: an alarm is recorded while results fill their batch, but the outbox's thread is busy (a
+    """max_delay_ms 5000: an alarm is recorded while results fill their batch, but the outbox's thread is busy (a
     sample being written, a slow disk) and takes it only after the fill ended and the batch was read. It goes up
     as soon as that batch is acked, not a poll (max_delay_ms) later: before, its poke was forgotten with the
     batch's and nothing woke the uplink, which looked at the outbox again only after max_delay_ms."""
-    async with _peers(tmp_path, pki, commit_interval_ms=50, max_delay_ms=2000) as (ob, up, _, alarm_stored):
+    async with _peers(tmp_path, pki, commit_interval_ms=50, max_delay_ms=5000) as (ob, up, _, alarm_stored):
         await ob.append_async("result", {"i": 0})
         up.poke()
-        await asyncio.sleep(1.7)  # the result's batch fills (until 2 s)
-        busy = ob._executor.submit(time.sleep, 0.6)  # the outbox's thread busy past the fill's end
+        await until(lambda: ob.stats()["depth"] == 1, what="the result committed")  # its batch fills (5 s)
+        free = threading.Event()
+        busy = ob._executor.submit(free.wait, 60)  # the outbox's thread busy until the batch is acked
         up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
+        await until(
+            lambda: ob.stats()["acked"] == 1, timeout_s=30, what="the result's batch, read at its fill's end"
+        )
+        free.set()
         await asyncio.wrap_future(busy)
         t0 = time.monotonic()
-        await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
+        await until(alarm_stored, timeout_s=30, what="the alarm stored in the cloud")
         took = time.monotonic() - t0
-        assert took < 1.0, (
-            f"the alarm reached the cloud {took:.2f} s after the outbox took it (max_delay_ms 2000)"
+        assert took < 3.5, (
+            f"the alarm reached the cloud {took:.2f} s after the outbox took it (max_delay_ms 5000)"
         )
-        await until(lambda: ob.stats()["acked"] == 2, timeout_s=5, what="both records acked")
+        await until(lambda: ob.stats()["acked"] == 2, timeout_s=30, what="both records acked")
 
 
 async def test_an_alarm_recorded_while_results_fill_a_batch_on_the_open_stream_goes_at_once(
     tmp_path, pki
 ) -> None:
-    """max_delay_ms 2000: after a first batch the stream stays open, idle; a result starts the next batch's fill
-    and an alarm is recorded 0.1 s later. The alarm reaches the cloud within a second, first in its batch.
-    Before, a poke woke nothing while the stream was open (the wait was for the poke and the stream's end, both),
-    so the alarm waited out the fill: only a stream's first batch ended its fill for an alarm."""
-    async with _peers(tmp_path, pki, max_delay_ms=2000) as (ob, up, sent, alarm_stored):
+    """max_delay_ms 5000: after a first batch (poked as full, so it goes at once) the stream stays open, idle; a
+    result starts the next batch's fill and an alarm is recorded 0.1 s later. The alarm reaches the cloud well
+    before the 5 s, first in its batch. Before, a poke woke nothing while the stream was open (the wait was for
+    the poke and the stream's end, both), so the alarm waited out the fill: only a stream's first batch ended its
+    fill for an alarm."""
+    async with _peers(tmp_path, pki, max_delay_ms=5000) as (ob, up, sent, alarm_stored):
         opened = _counting(up)
         await ob.append_async("result", {"i": 0})
-        up.poke()
-        await until(lambda: ob.stats()["acked"] == 1, timeout_s=5, what="the first batch acked")
+        up.poke(nbytes=up.s.batch_max_bytes)
+        await until(lambda: ob.stats()["acked"] == 1, timeout_s=30, what="the first batch acked")
         await ob.append_async("result", {"i": 1})
         up.poke()
         await asyncio.sleep(0.1)  # the next batch fills, on the stream left open
         t0 = time.monotonic()
         up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
-        await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
+        await until(alarm_stored, timeout_s=30, what="the alarm stored in the cloud")
         took = time.monotonic() - t0
-        assert took < 1.0, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 2000)"
+        assert took < 3.5, f"the alarm reached the cloud after {took:.2f} s (max_delay_ms 5000)"
         assert sent[1] == ["alarm", "result"], sent
         assert opened[0] == 1  # both batches on one stream
 
@@ -340,11 +349,11 @@ async def test_an_alarm_recorded_while_the_uplink_waits_for_the_outbox_commit_go
 
 
 async def test_a_batch_full_by_its_bytes_goes_without_waiting_out_its_fill(tmp_path, pki) -> None:
-    """max_delay_ms 2000, batch_max_bytes 100 kB: two samples of 60 kB are recorded (poked with their bytes, as the
-    agent does) and the batch is full by bytes at the second: the first goes at once, well before the 2 s, and the
-    second right after it (a batch holds one). Before, only batch_max_records ended a fill: a site's images waited
-    out max_delay_ms with a full batch ready."""
-    async with _peers(tmp_path, pki, max_delay_ms=2000, batch_max_bytes=100_000) as (ob, up, _, _):
+    """max_delay_ms 5000, batch_max_bytes 100 kB: two samples of 60 kB are recorded (poked with their bytes, as the
+    agent does) and the batch is full by bytes at the second: the first goes at once, well before the 5 s, and
+    the second right after it (a batch holds one). Before, only batch_max_records ended a fill: a site's images
+    waited out max_delay_ms with a full batch ready."""
+    async with _peers(tmp_path, pki, max_delay_ms=5000, batch_max_bytes=100_000) as (ob, up, _, _):
         # the uplink waiting for a first record: the fill is what this test is about, not its first look at the outbox
         await until(lambda: up.state == "idle", what="the uplink waiting for records")
         t0 = time.monotonic()
@@ -352,11 +361,11 @@ async def test_a_batch_full_by_its_bytes_goes_without_waiting_out_its_fill(tmp_p
             image = bytes([i]) * 60_000
             await ob.append_async("sample", {"i": i}, sample=image, sample_ext=".png")
             up.poke(nbytes=len(image))
-        await until(lambda: ob.stats()["acked"] == 2, timeout_s=5, what="both samples acked")
+        await until(lambda: ob.stats()["acked"] == 2, timeout_s=30, what="both samples acked")
         took = time.monotonic() - t0
-        assert took < 1.0, f"a full batch waited {took:.2f} s (max_delay_ms 2000)"
+        assert took < 3.5, f"a full batch waited {took:.2f} s (max_delay_ms 5000)"
         # (the batch count is bumped after the ack is recorded: read once it has been, or a loaded run sees 1)
-        await until(lambda: up.batches >= 2, timeout_s=5, what="the second batch counted")
+        await until(lambda: up.batches >= 2, timeout_s=30, what="the second batch counted")
         assert up.batches == 2  # one sample a batch: 120 kB do not fit in 100 kB
 
 
