@@ -474,6 +474,22 @@ _INT64, _UINT64 = sp.DataType.INT64, sp.DataType.UINT64  # 64 bits: written in l
 _DATETIME = sp.DataType.DATETIME  # epoch milliseconds: read as a time (``sparkplug.datetime_text``)
 _UNREAD = (sp.DataType.DATASET, sp.DataType.FILE)  # decoded without a value (``sparkplug._get_value``)
 _PROPERTY_TYPES = {20: "PropertySet", 21: "PropertySetList"}  # (``sp.DataType`` has no member for them)
+# Sparkplug 3.0's arrays, whose value is bytes_value's (``sp.array_value``; ``sp.DataType`` has no member for them)
+_ARRAY_TYPES = {
+    22: "Int8Array",
+    23: "Int16Array",
+    24: "Int32Array",
+    25: "Int64Array",
+    26: "UInt8Array",
+    27: "UInt16Array",
+    28: "UInt32Array",
+    29: "UInt64Array",
+    30: "FloatArray",
+    31: "DoubleArray",
+    32: "BooleanArray",
+    33: "StringArray",
+    34: "DateTimeArray",
+}
 # a scalar datatype -> the Python type of the value its field decodes to, and that field (Sparkplug 3.0,
 # "Datatype Details": Int8 to UInt32 a uint32, Int64 and UInt64 a uint64, Float a float, Double a double,
 # Boolean a bool, String, Text and UUID a string). The two integer fields stand for each other, and so do the
@@ -494,6 +510,12 @@ _FIELD_OF: dict[int, tuple[type, str]] = {
     # read into the Template's or DataSet's own name as a tag, GOOD, beside its members' tags)
     sp.DataType.TEMPLATE: (sp.Template, "not in template_value as Sparkplug writes it"),
     sp.DataType.DATASET: (sp.DataSet, "not in dataset_value as Sparkplug writes it"),
+    # an array, Bytes or File: a number, truth value or text in one's metric was read GOOD, a scalar where a waveform
+    # pipeline takes an array, or a reading where none is given (Bytes, File)
+    **{
+        dt: (bytes, "not in bytes_value as Sparkplug writes it")
+        for dt in (sp.DataType.BYTES, sp.DataType.FILE, *_ARRAY_TYPES)
+    },
     # PropertySet and PropertySetList (``_no_field``): Sparkplug gives them to a metric's property values, a metric
     # has no field for them; a number or text in one's metric was read GOOD, typed as nothing the birth declared
     **{
@@ -3103,7 +3125,11 @@ class SparkplugHost:
                     # to an integer as much as the number; Eclipse Tahu reads the datatype's field only (null or
                     # 0 here). It was passed on GOOD as it came, another type than its birth's (an int for a
                     # Float, 1 for a Boolean). Skipped, counted; no rebirth asked: it would bring the same
-                    typed_as = _PROPERTY_TYPES.get(typed) or datatype_name(sp.DataType(typed))
+                    typed_as = (
+                        _PROPERTY_TYPES.get(typed)
+                        or _ARRAY_TYPES.get(typed)
+                        or datatype_name(sp.DataType(typed))
+                    )
                     came = repr(v) if type(v) is not str else shown_topic(v)
                     how = (
                         "stated in its " + t.message_type.value

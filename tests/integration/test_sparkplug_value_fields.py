@@ -177,6 +177,39 @@ async def test_a_value_of_a_metric_declared_a_propertyset_is_wrong_type_not_a_ta
     )
 
 
+async def test_a_number_or_text_in_an_array_bytes_or_file_metric_is_wrong_type_not_read(peers):
+    """An array (Sparkplug 3.0: Int32Array, FloatArray, ...), Bytes or File metric's value is bytes_value's. A
+    number, truth value or text in one's metric was read GOOD: a scalar where a waveform pipeline takes an array,
+    a value where Bytes and File give none. It is wrong_type, skipped, the message's other metrics and an array in
+    bytes_value read."""
+    src, asked, pub, got = peers.src, peers.asked, peers.pub, peers.got
+    b = sp._pb().Payload()
+    b.timestamp, b.seq = T0_MS, 0
+    _metric(b, "bdSeq", datatype=D.INT64, long_value=0)
+    _metric(b, "Wave", alias=1, datatype=24, bytes_value=(7).to_bytes(4, "little"))  # Int32Array [7]
+    _metric(b, "Blob", alias=2, datatype=D.BYTES, int_value=5)
+    _metric(b, "Doc", alias=3, datatype=D.FILE, string_value="x")
+    _metric(b, "Flags", alias=4, datatype=32, boolean_value=True)  # BooleanArray
+    pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
+    d = sp._pb().Payload()
+    d.timestamp, d.seq = T0_MS + 1, 1
+    _metric(d, alias=1, int_value=8)  # by the birth's Int32Array
+    _metric(d, alias=2, double_value=1.5)
+    _metric(d, alias=1, bytes_value=(9).to_bytes(4, "little"))
+    pub.publish("spBv1.0/g/NDATA/n", d.SerializeToString(), qos=1)
+    await until(lambda: sum(r.tag == "n/Wave" for r in got) == 2, 10, "the arrays read")
+    await asyncio.sleep(0.2)
+    assert [(r.tag, r.value.tolist()) for r in got] == [
+        ("n/Wave", [7]),
+        ("n/Wave", [9]),
+    ]  # before: 5, "x", ...
+    assert src.stats.errors_by_reason == {"wrong_type": 5} and asked == []
+    assert (
+        "metric 'Blob' is a Bytes (by its birth) but its value 1.5 came in a floating-point field, not in "
+        in (src.stats.last_error or "")
+    )
+
+
 async def test_a_64_bit_integer_in_int_value_is_read_below_2_31_and_refused_above(peers, caplog):
     """int_value is 32 bits: an Int64 of -5 written there by a 32-bit encoder is 4294967291, as is the number.
     Before, it was read as 4294967291, GOOD; below 2**31 the number is the same either way, and a UInt32 (Tahu
