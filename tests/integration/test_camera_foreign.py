@@ -66,7 +66,7 @@ async def test_an_mjpeg_streams_16_bit_parts_are_refused_by_name_or_read_by_pixe
         await src.start()
         taking = asyncio.create_task(take_all())
         try:  # the parts are found unusable as they are taken (decoded): ten in a row, and the stream is reopened
-            await until(lambda: "reopening" in caplog.text, 10, "the stream reopened")
+            await until(lambda: "reopening" in caplog.text, 30, "the stream reopened")
         finally:
             await src.stop()
             taking.cancel()
@@ -347,7 +347,7 @@ async def test_a_frozen_camera_is_shown_frozen_on_status_for_as_long_as_it_lasts
     )
     await agent.start()
     try:
-        await until(lambda: "frozen" in agent.status()["sources"]["cam"], 10, "the freeze on /status")
+        await until(lambda: "frozen" in agent.status()["sources"]["cam"], 30, "the freeze on /status")
         shown = agent.status()["sources"]["cam"]
         assert shown["state"] == "connected" and shown["frozen"]["for_s"] >= 0.3, shown
         assert shown["frozen"]["since"].endswith("+00:00") and shown["frozen"]["since_t"] <= time.time() - 0.3
@@ -359,7 +359,7 @@ async def test_a_frozen_camera_is_shown_frozen_on_status_for_as_long_as_it_lasts
         printed = capsys.readouterr().out
         assert said == 0 and f"frozen: its image has not changed since {shown['frozen']['since']}" in printed
         state["frozen"] = False
-        await until(lambda: "frozen" not in agent.status()["sources"]["cam"], 10, "the freeze over")
+        await until(lambda: "frozen" not in agent.status()["sources"]["cam"], 30, "the freeze over")
     finally:
         await agent.stop()
         cam.stop()
@@ -490,7 +490,7 @@ async def test_a_freeze_begun_before_ntp_set_the_clock_is_shown_since_its_true_s
     await src.start()
     taking = asyncio.create_task(take(src, 10_000))  # a JPEG part is checked when taken
     try:
-        await until(lambda: src.frozen, 10, "the freeze")
+        await until(lambda: src.frozen, 30, "the freeze")
         at_1970 = src.frozen
         assert at_1970 is not None and at_1970["since"].startswith("1970-01-02"), at_1970
         behind[0] = 0.0  # NTP has set the clock
@@ -1220,7 +1220,7 @@ async def test_a_snapshot_camera_that_hangs_mid_answer_is_reported_and_reopened_
         for src in (hung, other):
             await src.start()
             tasks.append(asyncio.create_task(count(src)))
-        await until(lambda: frames["hung"] >= 2, 10, "the camera's two good answers")
+        await until(lambda: frames["hung"] >= 2, 30, "the camera's two good answers")
         # the dribbled head, then (asked again) the image cut halfway: each reported, each followed by a reopen
         await until(lambda: hung.stats.errors_by_reason.get("stream_lost", 0) >= 2, 8, "stream_lost twice")
         await until(lambda: len(requests) >= 5, 8, "the camera asked again after the second hang")

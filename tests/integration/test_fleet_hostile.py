@@ -112,7 +112,7 @@ async def test_agent_refuses_a_downgrade_unless_it_is_an_admin_rollback(fleet): 
     with srv.control.lock:
         srv.control._set_desired("gw1", "vision", "part-inspection", "1.0.0", old["digest"], 1, "manual1")
     mgr = agents["gw1"].manager
-    await until(lambda: mgr.declined, timeout_s=10, what="the agent to decline the downgrade")
+    await until(lambda: mgr.declined, timeout_s=30, what="the agent to decline the downgrade")
     assert "downgrade from 1.1.0 to 1.0.0 refused" in next(iter(mgr.declined.values()))
     await heartbeats(agents["gw1"])
     assert version(agents["gw1"]) == "1.1.0"
@@ -156,13 +156,13 @@ async def test_names_from_the_wire_never_become_paths_outside_staging(fleet, tmp
     mgr = agents["gw1"].manager
     with srv.control.lock:
         srv.control._set_desired("gw1", "vision", "../../../planted", "1.1.0", entry["digest"], 1, "evil1")
-    await until(lambda: mgr.declined, timeout_s=10, what="the agent to decline the desired state")
+    await until(lambda: mgr.declined, timeout_s=30, what="the agent to decline the desired state")
     assert "is not a valid package name" in next(iter(mgr.declined.values()))
     with srv.control.lock:
         srv.control._set_desired(
             "gw1", "vision", "part-inspection", "1.1.0/../../x", entry["digest"], 1, "evil2"
         )
-    await until(lambda: len(mgr.declined) == 2, timeout_s=10, what="the second refusal")
+    await until(lambda: len(mgr.declined) == 2, timeout_s=30, what="the second refusal")
     await heartbeats(agents["gw1"], n=2)
     assert not list(tmp_path.rglob("planted*")) and not list(tmp_path.rglob("x.edgepkg"))
     assert version(agents["gw1"]) == "1.0.0"
@@ -223,7 +223,7 @@ async def test_a_desired_state_changed_mid_swap_waits_for_the_swap_and_is_never_
         srv.control._set_desired("gw1", "vision", "part-inspection", "1.1.0", new["digest"], 1, "up1")
     await until(
         lambda: any(s["step"] == "verifying" and s["version"] == "1.1.0" for s in mgr.steps),
-        timeout_s=10,
+        timeout_s=30,
         what="1.1.0 downloaded",
     )
     with srv.control.lock:  # before 1.1.0 is switched in: 1.0.5 is higher than the 1.0.0 still serving
@@ -231,7 +231,7 @@ async def test_a_desired_state_changed_mid_swap_waits_for_the_swap_and_is_never_
     await until(
         lambda: any(s["step"] == "healthy" and s["version"] == "1.1.0" for s in mgr.steps), what="1.1.0 kept"
     )
-    await until(lambda: mgr.declined, timeout_s=10, what="1.0.5 to be declined as a downgrade")
+    await until(lambda: mgr.declined, timeout_s=30, what="1.0.5 to be declined as a downgrade")
     assert "downgrade from 1.1.0 to 1.0.5 refused" in next(iter(mgr.declined.values())), mgr.steps
     assert version(agents["gw1"]) == "1.1.0"
     assert not [s for s in mgr.steps if s["version"] == "1.1.0" and s["step"] in ("rolled_back", "failed")]
@@ -244,7 +244,7 @@ async def test_a_deployment_to_a_slot_the_agent_does_not_have_fails_with_the_rea
     dep = srv.control.create(
         {"package": "part-inspection", "version": "1.1.0", "slot": "vison", "agents": ["gw1"]}
     )
-    await until(lambda: srv.control._get(dep["id"])["state"] == "halted", timeout_s=10, what="the halt")
+    await until(lambda: srv.control._get(dep["id"])["state"] == "halted", timeout_s=30, what="the halt")
     reason = srv.control._get(dep["id"])["reason"]
     assert "this agent has no model slot 'vison' (its slots: vision)" in reason, reason
     await heartbeats(agents["gw1"])  # several desired states later: reported once

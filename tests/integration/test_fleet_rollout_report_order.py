@@ -783,7 +783,7 @@ async def test_a_reports_read_of_its_agents_row_waits_in_its_tenants_place(fleet
                 report = pb.AgentMessage(report=_report(e["1.1.0"], s, f"runR{s}"), report_id=1)
                 calls.append(stub.Connect(iter([report])))
                 await asyncio.sleep(0.05)
-        await until(lambda: len(waiting) >= HEARTBEATS_PER_TENANT, 10, "the reads under way")
+        await until(lambda: len(waiting) >= HEARTBEATS_PER_TENANT, 30, "the reads under way")
         await asyncio.sleep(0.3)  # (the former code: every worker thread then in a read)
         await asyncio.wait_for(asyncio.to_thread(lambda: None), 2)  # was: TimeoutError
     finally:
@@ -816,7 +816,7 @@ async def test_stream_reports_of_many_tenants_reading_their_agents_rows_leave_th
     report = pb.HeartbeatRequest(boot_id="runR", report_seq=2)
     try:
         reports = [asyncio.ensure_future(srv.fleet._fresh(key, report)) for key in keys]
-        await until(lambda: waiting, 10, "the reads under way")
+        await until(lambda: waiting, 30, "the reads under way")
         await asyncio.sleep(0.3)  # (the former code: every worker thread then in a read)
         await asyncio.wait_for(asyncio.to_thread(lambda: None), 2)  # was: TimeoutError
     finally:
@@ -1408,12 +1408,12 @@ async def test_a_stream_report_is_written_only_over_its_own_run_and_one_a_newer_
     try:
         for seq in (1, 2, 3):
             await report(e["1.0.0"], seq)
-        await until(lambda: _runs(srv)[0] == "1.0.0", 10, "the new run's reports written")
+        await until(lambda: _runs(srv)[0] == "1.0.0", 30, "the new run's reports written")
         # the run's first report here and two later ones, coalesced: written at once (was: only once judged)
         assert judged == []
         row_of(e["1.1.0"], 9, "old")  # the previous process's last report, written late
         await report(e["1.2.0"], 4)
-        await until(lambda: _runs(srv)[0] == "1.2.0", 10, "written over the older run's row")
+        await until(lambda: _runs(srv)[0] == "1.2.0", 30, "written over the older run's row")
         assert reads == [1]  # the run's first report here only (was: one a report, 4)
         srv.control.note_run("gw1", "clone", 1)  # a clone of gw1 on another replica: a newer run
         row_of(e["1.1.0"], 1, "clone")

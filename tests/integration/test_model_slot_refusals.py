@@ -486,7 +486,7 @@ async def test_a_swap_refused_by_its_catch_all_removes_nothing_of_the_install_wa
     s.store.mark_failed = slow_disk
     try:
         first = asyncio.create_task(s.swap(pkgs["v2"], watch=False))
-        await until(lambda: sum(e.kind is EventKind.SWAP_STARTED for e in events) > started, timeout_s=10)
+        await until(lambda: sum(e.kind is EventKind.SWAP_STARTED for e in events) > started, timeout_s=30)
         second = asyncio.create_task(s.swap(pkgs["v3"], watch=False))
         async with asyncio.timeout(60):
             refused, swapped = await asyncio.gather(first, second)

@@ -247,8 +247,8 @@ async def test_a_silent_nodes_tags_say_node_silent_and_its_refused_command_says_
     heard of it for rebirth_give_up_s", which is not why it is refused (a quiet node that answers is kept)."""
     async with _host(mosquitto.port, **_QUIET_1_S) as (src, got, _asked, pub):
         pub.publish("spBv1.0/g/NBIRTH/n1", _birth(sp.Metric("Temp", None, D.DOUBLE, 20.0)), qos=1)
-        await until(lambda: 20.0 in [r.value for r in got if r.tag == "n1/Temp"], 10, "its birth read")
-        await until(lambda: any(r.quality is Quality.BAD for r in got), 15, "its tags marked BAD")
+        await until(lambda: 20.0 in [r.value for r in got if r.tag == "n1/Temp"], 30, "its birth read")
+        await until(lambda: any(r.quality is Quality.BAD for r in got), 30, "its tags marked BAD")
         with pytest.raises(MqttError) as refused:
             await src.command("g", "n1", None, "Temp", 25.0)
     bad = [(r.tag, r.reason) for r in got if r.quality is Quality.BAD]

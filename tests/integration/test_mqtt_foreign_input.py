@@ -755,7 +755,7 @@ async def test_a_command_waits_while_a_large_birth_is_learnt_on_a_busy_loop_and_
         with pytest.raises(MqttError, match="no consumer reads this source now"):
             await src.command("g", "n", None, "m5", 2.5)
         tasks[1] = asyncio.create_task(consume())
-        await until(lambda: src._readers, 10, "a consumer reading again")
+        await until(lambda: src._readers, 30, "a consumer reading again")
         assert isinstance(await src.command("g", "n", None, "m5", 2.5), str)
         await until(lambda: len(got) >= n, 30, "the birth's readings")
         assert len(got) == n, len(got)  # none lost, none twice
@@ -857,7 +857,7 @@ async def test_large_messages_are_decoded_one_at_a_time_apart_from_the_loops_def
         pub.publish("f/1", large, qos=1)
         await until(lambda: entered == {"json", "sparkplug"}, 20, "both large messages handed to be decoded")
         noop = asyncio.ensure_future(asyncio.to_thread(lambda: None))
-        await until(noop.done, 10, "the agent's to_thread work while two decodes are held")
+        await until(noop.done, 30, "the agent's to_thread work while two decodes are held")
         assert len(began) == 1 and running == [1, 1]  # the other decode waits for the held one
         release.set()
         await until(lambda: len(got_j) == 10_000 and len(got_s) == 2 * n, 30, "every reading of both")

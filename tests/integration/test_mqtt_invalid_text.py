@@ -64,7 +64,7 @@ async def test_a_lone_surrogate_in_json_text_goes_on_as_valid_text_and_is_counte
         pub.publish("line/oven", b'{"t\\udfffemp": 21.5, "n": 1}', qos=1)
         # a surrogate's own bytes (CESU-8, Java's modified UTF-8), which Python's json takes where UTF-8 fails
         pub.publish("line/label", b'{"name": "x\xed\xa0\x80z", "pair": "ok"}', qos=1)
-        await until(lambda: len(got) >= 6, timeout_s=10, what="the forwarded messages")
+        await until(lambda: len(got) >= 6, timeout_s=30, what="the forwarded messages")
         agent.outbox.flush()
         stored = [r.payload for r in agent.outbox.pending(100, 10**7) if r.kind == "telemetry"]
     finally:

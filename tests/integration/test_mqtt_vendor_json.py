@@ -1035,7 +1035,7 @@ async def test_utf16_json_lines_and_plain_states_are_read_and_a_broken_one_names
         pub.publish("stat/plug/POWER", "ON".encode("utf-16-le"), qos=1)
         pub.publish("stat/lamp/POWER", "OFF".encode("utf-16"), qos=1)
         pub.publish("log/empty", "[]".encode("utf-16"), qos=1)  # an empty buffer: nothing unread
-        await until(lambda: len(got) == 11, 10, "the readings")
+        await until(lambda: len(got) == 11, 30, "the readings")
         said = []
         for topic, payload in (
             ("log/broken", '{"v": oops}'.encode("utf-16")),
@@ -1044,7 +1044,7 @@ async def test_utf16_json_lines_and_plain_states_are_read_and_a_broken_one_names
             ("log/huge", ("[" + "[1]," * 400_000 + "[1]]").encode("utf-16")),
         ):
             pub.publish(topic, payload, qos=1)
-            await until(lambda n=len(said) + 1: src.stats.errors == n, 10, f"{topic} refused")
+            await until(lambda n=len(said) + 1: src.stats.errors == n, 30, f"{topic} refused")
             said.append(src.stats.last_error or "")
     finally:
         task.cancel()
@@ -1122,7 +1122,7 @@ async def test_every_refusal_of_a_utf16_payload_names_its_encoding_and_a_zeroed_
             ("log/zeroed", bytes(1000)),
         ):
             pub.publish(topic, payload, qos=1)
-            await until(lambda n=len(said) + 1: src.stats.errors == n, 10, f"{topic} refused")
+            await until(lambda n=len(said) + 1: src.stats.errors == n, 30, f"{topic} refused")
             said.append(src.stats.last_error or "")
     finally:
         task.cancel()
@@ -1160,9 +1160,9 @@ async def test_a_record_refused_in_a_utf16_batch_names_the_encoding_as_the_batch
             ("rec/big", records + pad, "utf-16-le"),
         ):
             pub.publish(topic, json.dumps({"values": batch}).encode(encoding), qos=1)
-            await until(lambda n=len(said) + 1: src.stats.errors == n, 10, f"{topic}'s record refused")
+            await until(lambda n=len(said) + 1: src.stats.errors == n, 30, f"{topic}'s record refused")
             said.append(src.stats.last_error or "")
-        await until(lambda: len(got) == 2 + 4000, 10, "the other records read")
+        await until(lambda: len(got) == 2 + 4000, 30, "the other records read")
     finally:
         task.cancel()
         closed(pub)

@@ -44,11 +44,11 @@ async def test_a_browse_name_with_a_line_feed_or_an_escape_forges_no_line_of_the
     try:
         await src.start()
         out = _Collect(src)
-        await until(lambda: out.got, 10, "the first value")
+        await until(lambda: out.got, 30, "the first value")
         await srv.write_attribute_value(
             ua.NodeId("V", idx), ua.DataValue(ua.Variant(math.nan, ua.VariantType.Double))
         )
-        await until(lambda: "NaN" in written.getvalue(), 10, "the line naming the tag")
+        await until(lambda: "NaN" in written.getvalue(), 30, "the line naming the tag")
     finally:
         logger.removeHandler(handler)
         if out is not None:

@@ -50,15 +50,15 @@ async def test_a_base_data_type_node_whose_held_type_flaps_is_said_once_per_spel
     caplog.set_level(logging.INFO)
     flips = 4
     try:
-        await until(lambda: node_id in src.target_errors, 10, "the String it holds judged at connect")
+        await until(lambda: node_id in src.target_errors, 30, "the String it holds judged at connect")
         for _ in range(flips):
             await _holds(state, ua.Variant("idle", VT.String))
             with pytest.raises(OpcUaTypeMismatch, match="holding a String"):
                 await src.write(node_id, True)  # the write reads what it holds: a String
             await _holds(state, ua.Variant(False, VT.Boolean))
             assert src.write_misfit(node_id, False, after=True) is not None  # refused: read again
-            await until(lambda: src._types[node_id].held is VT.Boolean, 10, "the Boolean read again")
-            await until(lambda: not src._target_checks, 10, "the target judged again")
+            await until(lambda: src._types[node_id].held is VT.Boolean, 30, "the Boolean read again")
+            await until(lambda: not src._target_checks, 30, "the target judged again")
             assert node_id not in src.target_errors, src.target_errors
         said = [r.getMessage() for r in caplog.records if "now holds" in r.getMessage()]
         assert len(said) == 2, said  # the first change, and the first of the spell that followed
@@ -74,8 +74,8 @@ async def test_a_base_data_type_node_whose_held_type_flaps_is_said_once_per_spel
             await src.write(node_id, True)
         await _holds(state, ua.Variant(False, VT.Boolean))
         assert src.write_misfit(node_id, False, after=True) is not None
-        await until(lambda: src._types[node_id].held is VT.Boolean, 10, "the Boolean read again")
-        await until(lambda: not src._target_checks, 10, "the target judged again")
+        await until(lambda: src._types[node_id].held is VT.Boolean, 30, "the Boolean read again")
+        await until(lambda: not src._target_checks, 30, "the target judged again")
         said = [r.getMessage() for r in caplog.records if "now holds" in r.getMessage()]
         assert len(said) == 1 and f"after {flips - 1} change(s) within" in said[0], said
     finally:
@@ -124,7 +124,7 @@ async def test_an_edge_the_server_refuses_for_the_node_s_type_is_written_once_th
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         assert node_id not in src.target_errors, src.target_errors
         await runner.handle(["lamp"], result("NG", 0), None)
         await runner.flush(timeout_s=5)
@@ -180,16 +180,16 @@ async def test_a_pulse_whose_high_the_server_refused_writes_it_at_the_next_edge_
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         await runner.handle(["gate"], result("NG", 0), None)
-        await until(lambda: runner.stats["gate"]["failed"] == 1, 10, "the high refused by the server")
+        await until(lambda: runner.stats["gate"]["failed"] == 1, 30, "the high refused by the server")
         await _holds(state, ua.Variant(False, VT.Boolean))  # the PLC: a Boolean again
         for i in range(1, 100):
             await runner.handle(["gate"], result("NG", i), None)
             if sent.count(True) > 1:
                 break
             await asyncio.sleep(0.1)
-        await until(lambda: runner.stats["gate"]["ok"] == 1, 10, "the high written")
+        await until(lambda: runner.stats["gate"]["ok"] == 1, 30, "the high written")
         assert sent == [True, True], sent  # still high: its reset is due a minute after that edge
         await runner.flush(timeout_s=5)  # at stop: cut short, its reset written
         assert runner.stats["gate"]["cut_at_stop"] == 1, dict(runner.stats["gate"])
@@ -233,17 +233,17 @@ async def test_a_value_decided_while_the_plc_was_away_is_judged_by_what_its_node
     runner = ActionRunner(cfg, {"plc": src})
     srv2 = None
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         assert node_id not in src.target_errors, src.target_errors
         await srv.stop()  # the PLC download
-        await until(lambda: src.state.value != "connected", 10, "the connection lost")
+        await until(lambda: src.state.value != "connected", 30, "the connection lost")
         await runner.handle(["lamp"], result("NG", 0), None)  # judged by the Double held before
         srv2, state2, sent = await _plc_holding(port, ua.Variant(0, VT.Int32))
         st = runner.stats["lamp"]
         await until(lambda: st["ok"] + st["reset_refused"] > 0, 20, "the value written or refused")
         await runner.flush(timeout_s=5)
         # (the value is judged as the reconnect reads the node's type, before the source counts the reconnect)
-        await until(lambda: src.stats.reconnects == 1, 10, "the reconnect counted")
+        await until(lambda: src.stats.reconnects == 1, 30, "the reconnect counted")
         assert sent == [], sent
         assert await state2.read_value() == 0
         assert st["reset_refused"] == 1 and st["ok"] == 0, dict(st)
@@ -273,7 +273,7 @@ async def test_an_output_to_a_node_that_takes_and_refuses_its_value_in_turn_is_s
     caplog.set_level(logging.INFO)
     st = runner.stats["lamp"]
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         for n in range(1, 5):
             await _holds(state, ua.Variant("idle", VT.String))
             await runner.handle(["lamp"], result("NG", 3 * n), None)  # True refused: it holds a String
@@ -282,7 +282,7 @@ async def test_an_output_to_a_node_that_takes_and_refuses_its_value_in_turn_is_s
             await _holds(state, ua.Variant(False, VT.Boolean))
             await runner.handle(["lamp"], result("NG", 3 * n + 1), None)  # its reset refused: read again
             await runner.flush(timeout_s=5)
-            await until(lambda: src._types[node_id].held is VT.Boolean, 10, "the Boolean read again")
+            await until(lambda: src._types[node_id].held is VT.Boolean, 30, "the Boolean read again")
             await runner.handle(["lamp"], result("NG", 3 * n + 2), None)  # written
             await runner.flush(timeout_s=5)
             assert st["ok"] == n, dict(st)

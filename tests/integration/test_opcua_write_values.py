@@ -37,7 +37,7 @@ async def _serving(srv, port: int):
     src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
     try:
         await src.start()
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         yield src
     finally:
         await src.stop()
@@ -399,7 +399,7 @@ async def test_a_value_too_large_for_the_session_to_send_is_refused_naming_it_an
     src = OpcUaSource("plc", parse_config({"agent": {"id": "gw"}, "sources": {"plc": source}}).sources["plc"])
     try:
         await src.start()
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         most = 65_536 - 131  # the bytes of the rest of the request
         await src.write("ns=2;s=Label", "y" * most)
         assert len(await label.read_value()) == most
@@ -718,8 +718,8 @@ async def test_a_heartbeat_counter_on_a_base_data_type_node_wraps_at_what_the_he
     await src.start()
     seen = set()
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
-        await until(lambda: src.heartbeats >= 1, 10, "a first beat")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
+        await until(lambda: src.heartbeats >= 1, 30, "a first beat")
         assert src.target_errors == {}
         while src.heartbeats < 300 and "heartbeat" not in src.stats.errors_by_reason:
             seen.add(await life.read_value())
@@ -1050,7 +1050,7 @@ async def test_a_type_read_a_download_ends_is_read_again_not_stored_over_its_gon
 
     await lot.start()
     try:
-        await until(lambda: lot.state.value == "connected", 10, "the source connected")
+        await until(lambda: lot.state.value == "connected", 30, "the source connected")
         lot.expect_writes([("ns=2;s=Lot", "")])  # after the connect's check: its type is read at the write
         monkeypatch.setattr(client, "_node_type", download_during)
         with pytest.raises(OpcUaTypeMismatch, match="at most 10"):
@@ -1164,12 +1164,12 @@ async def test_a_heartbeat_held_across_a_reconnect_is_no_longer_shown_held_once_
     hb.heartbeat_hold = lambda: why[0]
     await hb.start()
     try:
-        await until(lambda: hb.heartbeat_held is not None, 10, "the heartbeat held")
+        await until(lambda: hb.heartbeat_held is not None, 30, "the heartbeat held")
         relay.cut()
-        await until(lambda: hb.state.value != "connected", 10, "the session ended")
+        await until(lambda: hb.state.value != "connected", 30, "the session ended")
         why[0] = None  # the hold ends while the session is down
-        await until(lambda: hb.stats.reconnects >= 1 and hb.state.value == "connected", 15, "a new session")
-        await until(lambda: hb.heartbeats >= 2, 10, "beats written again")
+        await until(lambda: hb.stats.reconnects >= 1 and hb.state.value == "connected", 30, "a new session")
+        await until(lambda: hb.heartbeats >= 2, 30, "beats written again")
         assert hb.heartbeat_held is None  # was: still held, 'since' the first session's hold
     finally:
         await hb.stop()
@@ -1509,7 +1509,7 @@ async def test_a_type_read_again_that_fails_across_a_download_does_not_judge_the
 
     await code.start()
     try:
-        await until(lambda: code.state.value == "connected", 10, "the source connected")
+        await until(lambda: code.state.value == "connected", 30, "the source connected")
         code.expect_writes([("ns=2;s=Code", "")])  # after the connect's check: its type is read at the write
         await code.write("ns=2;s=Code", "B-1")  # its type read: a STRING[20]
         monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.05, raising=False)
@@ -1559,7 +1559,7 @@ async def test_a_heartbeat_write_failing_unexpectedly_is_counted_and_the_beats_g
     hb.write = faulty  # type: ignore[method-assign]
     await hb.start()
     try:
-        await until(lambda: hb.heartbeats >= 2, 10, "beats after the faults")  # was: none, the task ended
+        await until(lambda: hb.heartbeats >= 2, 30, "beats after the faults")  # was: none, the task ended
         assert hb.stats.errors_by_reason["heartbeat"] == 3, hb.stats.errors_by_reason
     finally:
         await hb.stop()
@@ -1590,11 +1590,11 @@ async def test_a_heartbeat_does_not_wait_for_its_type_read_again(plc_server, mon
 
     await hb.start()
     try:
-        await until(lambda: hb.heartbeats >= 1, 10, "a first beat")  # its type read at the connect's check
+        await until(lambda: hb.heartbeats >= 1, 30, "a first beat")  # its type read at the connect's check
         srv.subscribe_server_callback(CallbackType.PostRead, late)
         monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.0, raising=False)  # every type older than its hold
         monkeypatch.setattr(client, "_TYPE_READ_SHARE", 1e6, raising=False)  # the hold alone
-        await until(lambda: during, 10, "the beat's type read again")  # was: never (76cc55e4)
+        await until(lambda: during, 30, "the beat's type read again")  # was: never (76cc55e4)
         assert during[0] > 0, during  # was: none, the beat waiting for the read
     finally:
         srv.unsubscribe_server_callback(CallbackType.PostRead, late)

@@ -1031,9 +1031,9 @@ async def test_a_browse_cancelled_between_pages_releases_the_continuation_point_
     async with plc_server(build) as p, opcua_source(p) as src:
         for call in (src.write(p.node_id("Wide"), 1), src.browse(None, 1)):
             task = asyncio.create_task(call)
-            await until(lambda: bool(pages), 10, "a page asked")
+            await until(lambda: bool(pages), 30, "a page asked")
             await asyncio.sleep(0.1)  # its BrowseNext sent, not answered
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await until(lambda: not pages, 10, f"every continuation point released: {sorted(pages)}")
+            await until(lambda: not pages, 30, f"every continuation point released: {sorted(pages)}")

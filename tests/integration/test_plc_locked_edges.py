@@ -50,8 +50,8 @@ async def test_an_edge_refused_for_a_locked_node_is_said_once_and_an_on_change_l
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 10, "the lock seen at connect")
-        await until(lambda: src.targets_watched == 3, 10, "the locked node watched")
+        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 30, "the lock seen at connect")
+        await until(lambda: src.targets_watched == 3, 30, "the locked node watched")
         for i in range(4):
             await runner.handle(["gate"], result("NG", i), None)
             await runner.flush(timeout_s=5)
@@ -66,7 +66,7 @@ async def test_an_edge_refused_for_a_locked_node_is_said_once_and_an_on_change_l
         def fits() -> bool:  # the watch saw the unlock and the target was judged again
             return any("fits its writes again" in r.getMessage() for r in caplog.records)
 
-        await until(fits, 10, "the unlock seen without a reconnect")
+        await until(fits, 30, "the unlock seen without a reconnect")
         assert node_id not in src.target_errors, src.target_errors
         sent.clear()  # the server's own writes of the node's access levels
         await runner.handle(["gate"], result("NG", 4), None)
@@ -109,7 +109,7 @@ async def test_a_target_judged_again_keeps_its_last_verdict_until_the_new_one():
     src.expect_writes([(node_id, True)])
     await src.start()
     try:
-        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 10, "the lock seen at connect")
+        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 30, "the lock seen at connect")
         await src.ensure_type(node_id)  # its type read (it was not, the node being read-only): judged again
         stall[0] = True
         async with asyncio.timeout(10):
@@ -140,8 +140,8 @@ async def test_an_alarm_mirror_a_locked_node_refused_is_written_once_the_node_is
     runner = ActionRunner(cfg, {"plc": src})
     st = runner.stats["lamp"]
     try:
-        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 10, "the lock seen at connect")
-        await until(lambda: src.targets_watched == 3, 10, "the locked node watched")
+        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 30, "the lock seen at connect")
+        await until(lambda: src.targets_watched == 3, 30, "the locked node watched")
         for i in range(3):
             await runner.handle(["lamp"], result("NG", i), None)
             await runner.flush(timeout_s=5)
@@ -152,7 +152,7 @@ async def test_an_alarm_mirror_a_locked_node_refused_is_written_once_the_node_is
         def fits() -> bool:  # the watch saw the unlock and the target was judged again
             return any("fits its writes again" in r.getMessage() for r in caplog.records)
 
-        await until(fits, 10, "the unlock seen without a reconnect")
+        await until(fits, 30, "the unlock seen without a reconnect")
         sent.clear()  # the server's own writes of the node's access levels
         await runner.handle(["lamp"], result("NG", 3), None)
         await runner.flush(timeout_s=5)

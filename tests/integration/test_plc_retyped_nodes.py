@@ -79,7 +79,7 @@ async def test_a_plc_array_is_written_whole_and_never_past_its_max_array_length(
     src.expect_writes([(ids["Recipe"], [1, 2, 3]), (ids["Limits"], [1.0] * 6)])
     await src.start()
     try:
-        await until(lambda: len(src.target_errors) == 2, 10, "both write targets judged at connect")
+        await until(lambda: len(src.target_errors) == 2, 30, "both write targets judged at connect")
         assert "3 elements; it holds exactly 10" in src.target_errors[ids["Recipe"]], src.target_errors
         assert "an array of at most 5 Double (its MaxArrayLength)" in src.target_errors[ids["Limits"]], (
             src.target_errors
@@ -123,7 +123,7 @@ async def test_a_node_retyped_while_the_session_stays_up_is_written_as_it_is_now
     caplog.set_level(logging.INFO, logger="devices.opcua")
     await src.start()
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         await src.write(node_id, 7)
         # the download: Speed is a REAL now (DataType Float), while its value is still the old Int16
         await srv.write_attribute_value(
@@ -135,7 +135,7 @@ async def test_a_node_retyped_while_the_session_stays_up_is_written_as_it_is_now
         def noticed() -> bool:
             return any("its DataType changed (i=4 -> i=10)" in r.getMessage() for r in caplog.records)
 
-        await until(noticed, 10, "the retype noticed while the session stayed up")
+        await until(noticed, 30, "the retype noticed while the session stayed up")
         await src.write(node_id, 7)
         assert src.target_errors == {}, src.target_errors
     finally:
@@ -181,11 +181,11 @@ async def test_a_node_locked_at_run_time_is_failed_said_once_and_the_other_outpu
     runner = ActionRunner(cfg, {"plc": src})
     caplog.set_level(logging.INFO)
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         await runner.handle(["reject", "lamp"], result("NG", 0), None)
         await runner.flush(timeout_s=5)
         await nodes["Reject"].set_writable(False)  # AccessLevel and UserAccessLevel: CurrentRead only
-        await until(lambda: reject in src.target_errors, 10, "the lock noticed without a reconnect")
+        await until(lambda: reject in src.target_errors, 30, "the lock noticed without a reconnect")
         assert "read-only for this session" in src.target_errors[reject], src.target_errors
         for i in range(1, 4):
             await runner.handle(["reject", "lamp"], result("NG", i), None)
@@ -197,7 +197,7 @@ async def test_a_node_locked_at_run_time_is_failed_said_once_and_the_other_outpu
         assert len([m for m in said if "'reject'" in m]) == 1, said
         assert f"write of True to {reject} refused by the server (BadUserAccessDenied)" in said[0], said
         await nodes["Reject"].set_writable(True)
-        await until(lambda: reject not in src.target_errors, 10, "the unlock noticed without a reconnect")
+        await until(lambda: reject not in src.target_errors, 30, "the unlock noticed without a reconnect")
         await runner.handle(["reject", "lamp"], result("NG", 4), None)
         await runner.flush(timeout_s=5)
         assert runner.stats["reject"]["ok"] == 2, dict(runner.stats["reject"])
@@ -231,7 +231,7 @@ async def test_an_output_refused_for_what_a_base_data_type_node_held_is_written_
     runner = ActionRunner(cfg, {"plc": src})
     caplog.set_level(logging.INFO)
     try:
-        await until(lambda: node_id in src.target_errors, 10, "the String it holds judged at connect")
+        await until(lambda: node_id in src.target_errors, 30, "the String it holds judged at connect")
         await runner.handle(["lamp"], result("NG", 0), None)
         await runner.flush(timeout_s=5)
         assert runner.stats["lamp"]["reset_refused"] == 1, dict(runner.stats["lamp"])
@@ -249,7 +249,7 @@ async def test_an_output_refused_for_what_a_base_data_type_node_held_is_written_
                 break
             await asyncio.sleep(0.1)
         assert any(v.Value is True for _, v in sent), "the output stayed suppressed"
-        await until(lambda: node_id not in src.target_errors, 10, "the target judged again")
+        await until(lambda: node_id not in src.target_errors, 30, "the target judged again")
         said = [r.getMessage() for r in caplog.records if r.name == "edge_agent.actions"]
         assert len([m for m in said if "'lamp'" in m and "not written" in m]) == 1, said
     finally:
@@ -294,7 +294,7 @@ async def test_a_write_refused_for_what_a_base_data_type_node_holds_reads_the_no
     src = OpcUaSource("plc", _config(port).sources["plc"])
     await src.start()
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         with pytest.raises(OpcUaTypeMismatch, match="BaseDataType holding a String"):
             await src.write(node_id, True)  # its type read
         for _ in range(2):
@@ -333,7 +333,7 @@ async def test_an_output_whose_value_would_make_a_node_holding_nothing_refuse_it
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         await runner.handle(["lamp"], result("NG", 0), None)
         await runner.flush(timeout_s=5)
         assert runner.stats["lamp"]["reset_refused"] == 1, dict(runner.stats["lamp"])
@@ -374,15 +374,15 @@ async def test_a_refused_node_whose_array_only_changes_length_is_not_judged_agai
     runner = ActionRunner(cfg, {"plc": src})
     caplog.set_level(logging.INFO)
     try:
-        await until(lambda: node_id in src.target_errors, 10, "the array it holds judged at connect")
+        await until(lambda: node_id in src.target_errors, 30, "the array it holds judged at connect")
         errors = src.stats.errors
         for n in (4, 5):
             await buf.write_value(ua.Variant([0] * n, ua.VariantType.Int16))
             sent.clear()  # the server's own write
             await runner.handle(["lamp"], result("NG", n), None)
             await runner.flush(timeout_s=5)
-            await until(lambda n=n: src._types[node_id].held_shape == (n,), 10, "its value read again")
-            await until(lambda: not src._target_checks, 10, "the read done")
+            await until(lambda n=n: src._types[node_id].held_shape == (n,), 30, "its value read again")
+            await until(lambda: not src._target_checks, 30, "the read done")
         said = [r.getMessage() for r in caplog.records if "now holds" in r.getMessage()]
         assert said == [], said
         assert src.stats.errors == errors
@@ -418,10 +418,10 @@ async def test_a_number_node_refused_for_the_type_it_held_is_judged_by_what_it_h
     await src.start()
     try:
         await until(
-            lambda: src.write_misfit(node_id, 0.5, after=1) is not None, 10, "the INT it holds judged"
+            lambda: src.write_misfit(node_id, 0.5, after=1) is not None, 30, "the INT it holds judged"
         )
         await srv.write_attribute_value(num.nodeid, ua.DataValue(ua.Variant(0.0, ua.VariantType.Double)))
-        await until(lambda: src.write_misfit(node_id, 0.5, after=1) is None, 10, "the REAL it holds now")
+        await until(lambda: src.write_misfit(node_id, 0.5, after=1) is None, 30, "the REAL it holds now")
     finally:
         await src.stop()
         await srv.stop()
@@ -489,7 +489,7 @@ async def _unwatched_source(port: int, node_id: str) -> OpcUaSource:
     src.expect_writes([(node_id, 1)])
     await src.start()
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
     except BaseException:
         await src.stop()
         raise

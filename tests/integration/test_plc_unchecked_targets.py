@@ -71,14 +71,14 @@ async def test_an_output_whose_node_was_not_read_at_connect_is_judged_before_its
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: node_id in src.target_errors, 10, "the check at connect failed")
+        await until(lambda: node_id in src.target_errors, 30, "the check at connect failed")
         assert "BadNotReadable" in src.target_errors[node_id], src.target_errors
         blocked[0] = False
         await runner.handle(["gate"], result("NG", 0), None)
         await runner.flush(timeout_s=5)
         st = runner.stats["gate"]
         assert st["reset_refused"] == 1, dict(st)
-        await until(lambda: "0.5" in src.target_errors.get(node_id, ""), 10, "the target judged again")
+        await until(lambda: "0.5" in src.target_errors.get(node_id, ""), 30, "the target judged again")
     finally:
         await src.stop()
         await srv.stop()
@@ -99,14 +99,14 @@ async def test_an_output_whose_node_was_not_read_at_connect_waits_and_is_written
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: node_id in src.target_errors, 10, "the check at connect failed")
+        await until(lambda: node_id in src.target_errors, 30, "the check at connect failed")
         await runner.handle(["gate"], result("NG", 0), None)
-        await until(lambda: runner.stats["gate"]["attempt_failures"] >= 2, 10, "held while unreadable")
+        await until(lambda: runner.stats["gate"]["attempt_failures"] >= 2, 30, "held while unreadable")
         assert sent == [], sent
         blocked[0] = False
-        await until(lambda: any(v.Value == 1 for _, v in sent), 10, "written once the node is read")
+        await until(lambda: any(v.Value == 1 for _, v in sent), 30, "written once the node is read")
         await runner.flush(timeout_s=5)
-        await until(lambda: node_id not in src.target_errors, 10, "the target judged again")
+        await until(lambda: node_id not in src.target_errors, 30, "the target judged again")
     finally:
         await src.stop()
         await srv.stop()

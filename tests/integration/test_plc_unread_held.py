@@ -58,7 +58,7 @@ async def test_a_node_whose_value_reads_bad_at_the_write_is_written_as_the_type_
     st = runner.stats["gate"]
     try:
         await until(
-            lambda: getattr(src._types.get(node_id), "held", None) is VT.Double, 10, "checked at connect"
+            lambda: getattr(src._types.get(node_id), "held", None) is VT.Double, 30, "checked at connect"
         )
         blocked[0] = True
         await runner.handle(["gate"], result("NG", 0), None)
@@ -87,12 +87,12 @@ async def test_a_node_whose_value_read_bad_at_connect_is_read_before_a_value_tha
     runner = ActionRunner(cfg, {"plc": src})
     st = runner.stats["gate"]
     try:
-        await until(lambda: node_id in src._types, 10, "checked at connect")
+        await until(lambda: node_id in src._types, 30, "checked at connect")
         await runner.handle(["gate"], result("NG", 0), None)
-        await until(lambda: st["attempt_failures"] >= 2, 10, "held while the node's value cannot be read")
+        await until(lambda: st["attempt_failures"] >= 2, 30, "held while the node's value cannot be read")
         assert sent == [], sent
         blocked[0] = False
-        await until(lambda: bool(sent), 10, "written once the node's value is read")
+        await until(lambda: bool(sent), 30, "written once the node's value is read")
         await runner.flush(timeout_s=5)
         await runner.handle(["gate"], result("OK", 1), None)
         await runner.flush(timeout_s=5)

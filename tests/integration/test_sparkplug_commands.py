@@ -999,7 +999,7 @@ async def test_a_command_waits_after_a_reconnect_until_the_node_is_born_again(mo
         node.stop()
         mosquitto.restart()
         node = Node(mosquitto.port)
-        await until(lambda: src._sessions == 1, 10, "the host's reconnect")
+        await until(lambda: src._sessions == 1, 30, "the host's reconnect")
         with pytest.raises(MqttError, match="came back and is not caught up yet") as ei:
             await src.command("g", "n1", None, "speed", 1)
         assert ei.value.retryable

@@ -45,7 +45,7 @@ async def _backlog(tmp_path, pki, streams: int = 2):
     up = Uplink(settings, ob)
     try:
         yield srv, ob, up
-        await until(lambda: ob.stats()["acked"] == 3, timeout_s=10, what="every record acked")
+        await until(lambda: ob.stats()["acked"] == 3, timeout_s=30, what="every record acked")
         assert up.reconnects == 0 and up.last_error is None, (up.reconnects, up.last_error)
         assert up.streams == streams  # (2: the first, ended by the give-way, and the one after it)
         assert sorted(r["payload"]["i"] for r in srv.store.records("gw1", limit=10)) == [0, 1, 2]
@@ -69,7 +69,7 @@ async def test_a_push_ended_while_its_next_batch_is_paced_sends_it_on_a_new_stre
     caplog.set_level(logging.DEBUG, logger="edge_agent.uplink.client")
     async with _backlog(tmp_path, pki) as (srv, ob, up):
         await up.start()
-        await until(lambda: ob.stats()["acked"] >= 1, timeout_s=10, what="the first batch acked")
+        await until(lambda: ob.stats()["acked"] >= 1, timeout_s=30, what="the first batch acked")
         await until(lambda: _waiting_push(srv.fleet) is not None, what="the push waiting for its next batch")
         assert await srv.fleet._give_way_idle(AGENT, _waiting_push(srv.fleet))
     unread = [r.getMessage() for r in caplog.records if "ended before its batch was read" in r.getMessage()]
@@ -92,7 +92,7 @@ async def test_a_push_ended_just_as_a_batch_went_sends_it_again_on_a_new_stream(
 
         up._pace = give_way_as_it_goes  # type: ignore[method-assign]
         await up.start()
-        await until(lambda: bool(asked) and asked[0].done(), timeout_s=10, what="the give-way asked")
+        await until(lambda: bool(asked) and asked[0].done(), timeout_s=30, what="the give-way asked")
         assert asked[0].result()
 
 
@@ -114,6 +114,6 @@ async def test_a_stream_is_opened_only_once_its_first_batch_is_paced(tmp_path, p
 
         up._pace = seen_while_paced  # type: ignore[method-assign]
         await up.start()
-        await until(lambda: len(waiting) == 3, timeout_s=10, what="three batches paced")
+        await until(lambda: len(waiting) == 3, timeout_s=30, what="three batches paced")
         assert waiting[0] is None  # the first batch's stream was not open yet
         assert waiting[1:] == [waiting[1]] * 2 and waiting[1] is not None  # the next two: on that one stream

@@ -55,7 +55,7 @@ async def test_a_rollouts_download_is_not_refused_while_the_uplink_idles_at_its_
         await up.start()
         await ob.append_async("result", {"i": 0})
         up.poke()
-        await until(lambda: ob.stats()["acked"] == 1, timeout_s=10, what="the first record acked")
+        await until(lambda: ob.stats()["acked"] == 1, timeout_s=30, what="the first record acked")
         await until(
             lambda: quotas._streams[("default", "gw1")] == 2, what="Connect and the idle PushRecords open"
         )
@@ -89,7 +89,7 @@ async def test_a_rollouts_download_is_not_refused_while_the_uplink_idles_at_its_
         finally:
             line.cancel()
         assert got == pkg.read_bytes()
-        await until(lambda: ob.stats()["acked"] == n[0], timeout_s=10, what="every record acked")
+        await until(lambda: ob.stats()["acked"] == n[0], timeout_s=30, what="every record acked")
         # (the uplink's new stream may be refused while the download holds the place: it backs off, loses nothing)
         assert up.last_error is None or "streams already open" in up.last_error, up.last_error
         stored = sorted(r["payload"]["i"] for r in srv.store.records("gw1", limit=1000))

@@ -82,7 +82,7 @@ def _write_of(records: _Records):
 
 async def _no_batch_alive(batch, what: str) -> None:
     """The batch is freed by reference counting alone: gc is off (as `serve`'s quiet_gc all but turns it off)."""
-    await until(lambda: batch() is None, timeout_s=10, what=what)
+    await until(lambda: batch() is None, timeout_s=30, what=what)
 
 
 async def test_a_write_handed_to_an_idle_thread_keeps_no_batch_alive_once_it_ended_without_a_gc():
