@@ -48,14 +48,14 @@ def test_slow_clients_hold_no_more_than_their_share_and_are_cut_at_the_deadline(
             c.sendall(b"GET /sta")
             slow.append(c)
         h = s.httpd
-        wait_until = time.monotonic() + 5
+        wait_until = time.monotonic() + 30
         while h.accepted + h.refused < 30 and time.monotonic() < wait_until:
             time.sleep(0.05)
         assert h.accepted + h.refused == 30
         assert (
             h.peak <= 4 and h.evicted >= 22
         )  # 8 at once in all, half of them per address; the oldest give way
-        until = time.monotonic() + 5
+        until = time.monotonic() + 30
         while threading.active_count() - before > 4 and time.monotonic() < until:  # the evicted threads end
             time.sleep(0.05)
         assert threading.active_count() - before <= 4
@@ -122,7 +122,7 @@ def test_clients_that_reset_mid_answer_are_counted_and_never_flood_the_log(capfd
     s = agent.http = StatusServer(agent, "127.0.0.1", 0, min_age_s=0.0, cpu_share=1.0)
     s.start()
     try:
-        wait_until = time.monotonic() + 10
+        wait_until = time.monotonic() + 30
         for i in range(20):  # one after another (a burst from one address would meet its 503 instead)
             agent.gate.clear()
             c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
