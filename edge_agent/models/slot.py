@@ -989,15 +989,24 @@ class ModelSlot:
         if not got:
             return self._refused(self.version, None, stage, reason, package=Path(pkg))
         opened = got[0]
-        if self._active is None or self._active.opened.root != opened.root:
-            # verified, then refused: marked and removed as at any other stage past the install. Left installed
-            # unmarked, it was the newest a start on a lost state.json served, its golden test never passed
-            try:
-                await asyncio.to_thread(self.store.mark_failed, opened.root, reason)
-                await self._prune()
-            except Exception as why:  # a disk that refuses it: said, the refusal still told
-                log.warning("slot %s: cannot mark %s refused: %s", self.name, opened.root.name, why)
+        # verified, then refused: marked and removed as at any other stage past the install. Left installed
+        # unmarked, it was the newest a start on a lost state.json served, its golden test never passed
+        try:
+            await self._refused_folder(opened, reason)
+        except Exception as why:  # a disk that refuses it: said, the refusal still told
+            log.warning("slot %s: cannot mark %s refused: %s", self.name, opened.root.name, why)
         return self._refused(self.version, opened.manifest.version, stage, reason, package=Path(pkg))
+
+    async def _refused_folder(self, opened: OpenedPackage, why: str) -> None:
+        """A package refused past its install: its folder marked failed (``mark_failed``: a start on a lost
+        state.json never serves it) and removed. Not where the folder is one the slot serves or keeps to go back to
+        (the same bytes sent again: the fleet's rollback to the previous version, a deployment naming one version and
+        sending the other's file): that folder's verdict is its own, and the refusal marked the model serving, or the
+        one its health check rolls back to, as refused, a start on a lost state.json passing it over."""
+        st = await asyncio.to_thread(self.store.state)
+        if opened.root.name not in (st.get("current"), st.get("previous")):
+            await asyncio.to_thread(self.store.mark_failed, opened.root, why)
+        await self._prune()
 
     async def _swap(
         self,
@@ -1033,13 +1042,11 @@ class ModelSlot:
                 f"the package delivered as {printable(expect[0], 80)} {printable(expect[1], 80)} is "
                 f"{opened.manifest.package_id} (its signed manifest); refused"
             )
-            await asyncio.to_thread(self.store.mark_failed, opened.root, why)
-            await self._prune()
+            await self._refused_folder(opened, why)
             return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
         if self.config.refuses(to_v):
             why = refused_by_config(self.name, opened.manifest.package_id)
-            await asyncio.to_thread(self.store.mark_failed, opened.root, why)
-            await self._prune()
+            await self._refused_folder(opened, why)
             return self._refused(from_v, to_v, "verify", why, package=Path(pkg))
         unfit: str | None = None
         if old is not None and opened.manifest.task != old.manifest.task:
@@ -1053,8 +1060,7 @@ class ModelSlot:
         if unfit is not None:
             # marked and removed as at any other refusal past the install: left installed unmarked, it was the
             # newest a start on a lost state.json served (a model of another task on the slot's pipelines)
-            await asyncio.to_thread(self.store.mark_failed, opened.root, unfit)
-            await self._prune()
+            await self._refused_folder(opened, unfit)
             return self._refused(from_v, to_v, "verify", unfit, package=Path(pkg))
         self.state = "smoke_testing"  # load, golden-check and time each engine and form
         helpers = self._helpers
@@ -1084,19 +1090,16 @@ class ModelSlot:
                 # its golden files refused as read (a decompression bomb, not an .npz), before any engine's
                 # check: refused as the others at this stage. Left to the catch-all, the refusal named no
                 # version and the folder stayed installed unmarked, the newest a start on a lost state took
-                await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
-                await self._prune()
+                await self._refused_folder(opened, str(exc))
                 return self._refused(from_v, to_v, "golden", str(exc), package=Path(pkg))
             if isinstance(exc, EngineError):
-                await asyncio.to_thread(self.store.mark_failed, opened.root, str(exc))
-                await self._prune()
+                await self._refused_folder(opened, str(exc))
                 return self._refused(from_v, to_v, "load", str(exc), package=Path(pkg))
             if exc.package_defect:  # not the gateway's: it was said to fail "on this CPU"
                 reason = f"golden test failed, a defect of the package on every CPU: {exc}"
             else:
                 reason = f"golden test failed on this CPU ({int8_path()}): {exc}"
-            await asyncio.to_thread(self.store.mark_failed, opened.root, reason)
-            await self._prune()
+            await self._refused_folder(opened, reason)
             return self._refused(from_v, to_v, "golden", reason, package=Path(pkg))
         self._report_selection(new)
         if old is not None and _below(to_v, old.manifest.version):
