@@ -345,9 +345,6 @@ class ModelSlot:
         self.on_event = on_event or (lambda e: None)
         self._active: _Active | None = None
         self._previous: _Active | None = None
-        # digests of packages this slot served in this run with golden tolerances this agent refuses (installed
-        # before it refused them): the way back to one, its folder pruned once its successor's window passed, serves it
-        self._served_unchecked: set[str] = set()
         self._swap_lock = asyncio.Lock()
         self._watch: asyncio.Task | None = None
         self._watched: _Active | None = None  # the model the health watch (``_watch``) judges
@@ -887,6 +884,8 @@ class ModelSlot:
         if helpers.stopped:  # the slot stopped meanwhile: nothing switches after a stop
             sel.engine.close()
             raise _Stopped("the slot stopped while the package was loaded; it was not switched to")
+        if sel.unchecked is not None:  # served as installed: the way back to it serves it (``select``)
+            self.store.note_served_unchecked(opened.digest)
         return _Active(opened, sel.engine, sel)
 
     def item_ms(self) -> tuple[float, str] | None:
@@ -908,7 +907,6 @@ class ModelSlot:
             log.warning("slot %s: package %s: %s", self.name, a.manifest.package_id, note)
         # installed before this agent refused its golden tolerances: served, said at each load
         if sel.unchecked is not None:
-            self._served_unchecked.add(a.opened.digest)
             self.counters["golden_tolerance_unchecked"] += 1
             log.warning("slot %s: package %s: %s", self.name, a.manifest.package_id, sel.unchecked)
         # engine auto: another engine serves (a package's OpenVINO IR this OpenVINO cannot read), said at each load
@@ -1065,11 +1063,12 @@ class ModelSlot:
         self.state = "smoke_testing"  # load, golden-check and time each engine and form
         helpers = self._helpers
         # the way back to a package this slot served (a fleet's halt, an admin's rollback): its previous folder, or
-        # one served in this run (a halt comes after the window passed, the folder pruned, downloaded again): served
+        # one served here before, in this run or an earlier one (a halt comes after the window passed, the folder
+        # pruned, downloaded again; ``ModelStore.served_unchecked``): served
         # as a start on it or the health check's rollback to it serves it, golden tolerances this agent refuses
         # since it was installed said and counted (``select``'s installed). Refused, a halt's agents stayed on the
         # version it halted, their targets going back for good, the package they were sent back to marked failed
-        back = opened.digest in self._served_unchecked or (
+        back = opened.digest in await asyncio.to_thread(self.store.served_unchecked) or (
             old is not None and opened.root.name == await asyncio.to_thread(self.store.previous)
         )
         try:

@@ -77,6 +77,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+# state.json's list of the digests served with golden tolerances this agent refuses (``note_served_unchecked``)
+SERVED_UNCHECKED = "served_unchecked"
+MAX_SERVED_UNCHECKED = 16
 DIGEST_FILE_MAX_BYTES = 200  # .package-digest: 64 hex digits and a newline; what is past this is not read
 # state.json: a few folder names, a probation's health figures and the latest MAX_FAILED reasons of at most
 # 500 characters each (~30 KB; ~150 KB were every reason's character JSON-escaped): what is larger is no state
@@ -927,6 +930,30 @@ class ModelStore:
 
     def previous(self) -> str | None:
         return self.state().get("previous")
+
+    def served_unchecked(self) -> list[str]:
+        """The digests of packages this slot served with golden tolerances this agent refuses (installed before it
+        refused them; ``note_served_unchecked``), oldest first."""
+        got = self.state().get(SERVED_UNCHECKED)
+        if not isinstance(got, list):
+            return []
+        return [d for d in got if isinstance(d, str) and _DIGEST_RE.fullmatch(d)]
+
+    def note_served_unchecked(self, digest: str) -> None:
+        """``digest`` served here with golden tolerances this agent refuses: the way back to it (a fleet's halt, an
+        admin's rollback) serves it as its health check's rollback does, whenever it comes. Kept in ``state.json``
+        (the latest ``MAX_SERVED_UNCHECKED``): held in memory only, a restart outside the health window lost it, and
+        the way back to such a package, its folder pruned, was a new install, refused, the halt's target going back
+        for good while the version it halted served on."""
+        if not _DIGEST_RE.fullmatch(digest):
+            return
+        with self._write_lock:  # one read-change-write (see ``_write_lock``)
+            had = self.served_unchecked()
+            if digest in had:
+                return
+            st = self.state()
+            st[SERVED_UNCHECKED] = [*had, digest][-MAX_SERVED_UNCHECKED:]
+            self._write_state(st)
 
 
 def _read_kind(path: Path) -> str | None:
