@@ -154,9 +154,12 @@ class _BadFrame(Exception):
         self.reason, self.detail = reason, detail
 
 
-class _Predicted(_BadFrame):
-    """A frame decoded from a damaged one (a P or B frame before the next key frame): skipped and counted, but
-    the stream delivers (no failed read towards its reopening)."""
+class _Delivered(_BadFrame):
+    """A frame skipped and counted, but the stream delivers (no failed read towards its reopening)."""
+
+
+class _Predicted(_Delivered):
+    """A frame decoded from a damaged one (a P or B frame before the next key frame)."""
 
 
 # CAP_PROP_FRAME_TYPE's answers (FFmpeg's picture type as an ASCII code): frames predicted from others
@@ -1519,7 +1522,9 @@ class CameraSource:
                     pictures[0] = errors.pictures
                     if (to_size := stale_to[0]) is not None:
                         stale_to[0] = None
-                        raise _BadFrame(
+                        # not a failed read: counted one, ``max_consecutive_failures: 1`` reopened the camera at it
+                        # (``stream_lost``), and the next session, not one after a change of size, passed it on
+                        raise _Delivered(
                             "frame_size_changed",
                             f"{s.shown_url}: opened again at {w:.0f}x{h:.0f}, the size it had, after a change to "
                             f"frames of {to_size[0]}x{to_size[1]}: its first frame skipped (the old size's last frame, "
@@ -1754,7 +1759,7 @@ class CameraSource:
                 self.skipped += 1
                 last_ok = last_good = time.monotonic()  # the camera sends: not silent
                 continue
-            except _Predicted as exc:
+            except _Delivered as exc:
                 self._error(exc.reason, exc.detail)
                 last_ok = time.monotonic()  # not silent, but no good frame: not last_good
                 continue
