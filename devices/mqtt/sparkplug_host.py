@@ -356,6 +356,10 @@ class _Node:
     # node that only sends births (a flood of made-up names) is forgotten before those that speak when the table
     # is full (``SparkplugHost._room``)
     talked: bool = False
+    # the session its last live NBIRTH ended had a device born or ``talked``: a restart of a node, whose devices'
+    # births are awaited before it is forgotten for another's birth (``SparkplugHost._births_only``). Births alone
+    # (NDEATH and NBIRTH again and again within REBORN_DEVICES_WAIT_S, never its DBIRTHs) kept a made-up name so
+    proven: bool = False
     # born, and nothing heard of it for rebirth_give_up_s, no death read (a cable cut, a broker that lost its
     # will): its tags were marked BAD as a death would (``SparkplugHost._silence``), until it sends anything
     silent: bool = False
@@ -1718,7 +1722,8 @@ class SparkplugHost:
     def _births_only(self, now: float) -> tuple[str, str] | None:
         """The node that sent births only since its birth (``_mute``) forgotten next (``_make_room``, ``_room``):
         least recently heard first, but not one heard within ``REBORN_DEVICES_WAIT_S`` that awaits devices of its
-        session before (``named_before``, ``expected``): a node restarting, its DBIRTHs to come. Forgotten for another node's birth
+        session before (``named_before``, ``expected``), that session having shown a node (``_Node.proven``: a device
+        born, data read): a node restarting, its DBIRTHs to come. Forgotten for another node's birth
         between its NBIRTH and its DBIRTHs, those were read as before its birth and its birth asked again. A flood's
         births declaring no device are not so kept (a wait on every births-only node refused a real node's birth
         while all the flood's were younger than it). At most ``ASK_SCAN_MAX`` looked at."""
@@ -1727,7 +1732,9 @@ class SparkplugHost:
         for key in itertools.islice(self._mute, ASK_SCAN_MAX):
             node = self._nodes[key]
             if node.alive and (
-                now - node.heard >= REBORN_DEVICES_WAIT_S or not (node.named_before or node.expected)
+                now - node.heard >= REBORN_DEVICES_WAIT_S
+                or not (node.named_before or node.expected)
+                or not node.proven
             ):
                 return key
         return None
@@ -1927,6 +1934,11 @@ class SparkplugHost:
             # reconnect, for a seq gap) shows a node that listens on its NCMD: kept as one that speaks, not among
             # the births-only a flood of made-up names fills the table with (``_room``). Filed so, a quiet node
             # that answered was the first pushed out by such a flood, its commands refused
+            if not self.retained:
+                # the session this birth ends showed a node: a device born, data read, a rebirth answered. A restart
+                # ending one that did not (NDEATH and NBIRTH again and again, never its DBIRTHs) is no node awaiting
+                # its devices (``_births_only``)
+                node.proven = node.talked or bool(node.named)
             node.talked = not self.retained and None in node.asked
             # its birth answers a rebirth wanted of it (its devices re-DBIRTH after it); a retained one (of
             # unknown age) does not: it wants one itself

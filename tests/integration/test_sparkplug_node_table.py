@@ -313,3 +313,28 @@ async def test_a_node_restarting_in_a_full_table_is_not_forgotten_for_a_new_node
         await until(lambda: host.births + host.data_before_birth >= 5, 30, "r's births handled")
         assert host.device_alive("g", "r", "d") and asked == [], src.notices.counts  # before: r forgotten
         assert not host.node_alive("g", "x") and host.node_alive("g", "a")
+
+
+async def test_a_flood_of_node_restarts_without_their_devices_keeps_no_place_in_a_full_table(
+    mosquitto, monkeypatch
+):
+    """A node restarting (its NBIRTH heard within REBORN_DEVICES_WAIT_S, awaiting devices of its session before) is
+    kept in a full table (MAX_NODES, made 2). A name born once with a device, then NDEATH and NBIRTH again and again
+    within 5 s, never its DBIRTH nor data, kept its place so for good: every real node's birth refused
+    (too_many_nodes). Now only a restart ending a session that showed a node (a device born, data read) is so kept;
+    the churn's second restart is not, and a new node's birth takes its place."""
+    monkeypatch.setattr(sparkplug_host, "MAX_NODES", 2)
+    dbirth = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("V", None, D.DOUBLE, 1.0)]))
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
+        host = src.sparkplug
+        pub.publish("spBv1.0/g/NBIRTH/a", _birth(), qos=1)
+        pub.publish("spBv1.0/g/NDATA/a", _data(1), qos=1)  # a real node, speaking
+        pub.publish("spBv1.0/g/NBIRTH/j", _birth(), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/j/d", dbirth, qos=1)
+        for bd in range(3):  # then restarts only
+            pub.publish("spBv1.0/g/NDEATH/j", sp.death_payload(bd), qos=1)
+            pub.publish("spBv1.0/g/NBIRTH/j", _birth(bd + 1), qos=1)
+        pub.publish("spBv1.0/g/NBIRTH/x", _birth(), qos=1)
+        await until(lambda: host.births >= 7, 30, "x's birth handled")  # before: refused (too_many_nodes)
+        assert host.node_alive("g", "x") and host.node_alive("g", "a"), src.notices.counts
+        assert ("g", "j") not in host._nodes and host.born_forgotten == 1
