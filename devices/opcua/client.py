@@ -439,6 +439,14 @@ _NODE_STATUSES = frozenset(
 # past a retyped node's new range BadOutOfRange): its type is read again once and the value judged by it
 _TYPE_ANSWERS = frozenset({ua.StatusCodes.BadTypeMismatch, ua.StatusCodes.BadOutOfRange})
 
+# the services ``_split_operations`` sends, as a faulty answer's count names them
+_CALLS = {
+    "write": "Write",
+    "browse": "Browse",
+    "monitor": "call on monitored items",
+    "translate": "TranslateBrowsePathsToNodeIds",
+}
+
 # what a node's type is read from (``_node_type``, ``_attributes_unchanged``): one Read
 _TYPE_ATTRIBUTES = (ua.AttributeIds.DataType, ua.AttributeIds.ValueRank, ua.AttributeIds.ArrayDimensions)
 
@@ -2797,15 +2805,15 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
         return await split(kind, items, call)
 
     def more_taken(kind: str, items: list, got: list) -> list:
-        # a CreateMonitoredItems (or its delete) a faulty server answers with more results than items: asyncua pairs
-        # them with the items by index and raised IndexError, and the source's connect failed at every try; the first
-        # as many as items are taken (Part 4 orders them as asked), as for a Read
-        if kind != "monitor" or len(got) <= len(items):
+        # a call a faulty server answers with more results than items: asyncua pairs them with the items by index (a
+        # CreateMonitoredItems raised IndexError, and the source's connect failed at every try); the first as many as
+        # items are taken (Part 4 orders them as asked), as for a Read, and the answer counted
+        if len(got) <= len(items):
             return got
         if on_fault is not None:
             on_fault(
-                f"the server answered a call on {len(items)} monitored item(s) with {len(got)} result(s) (a server "
-                f"fault); the first {len(items)} taken"
+                f"the server answered a {_CALLS.get(kind, kind)} of {len(items)} item(s) with {len(got)} result(s) (a "
+                f"server fault); the first {len(items)} taken"
             )
         return got[: len(items)]
 
@@ -2815,13 +2823,37 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
             return
 
         async def bounded(params: Any) -> list:
+            made: list[int] = []  # the items a CreateMonitoredItems answer names past those asked
+
+            async def noted(part: Any) -> list:
+                got = list(await call(part))
+                if name == "create_monitored_items" and len(got) > len(asked := getattr(part, field)):
+                    taken = {r.MonitoredItemId for r in got[: len(asked)]}
+                    made.extend(
+                        r.MonitoredItemId
+                        for r in got[len(asked) :]
+                        if r.StatusCode.is_good() and r.MonitoredItemId not in taken
+                    )
+                return got
+
             if len(getattr(params, field)) < 2 and kind != "read":  # a write: nothing to split
-                return more_taken(kind, list(getattr(params, field)), list(await call(params)))
-            return await split(
-                kind,
-                list(getattr(params, field)),
-                lambda part: call(dataclasses.replace(params, **{field: part})),
-            )
+                got = more_taken(kind, list(getattr(params, field)), await noted(params))
+            else:
+                got = await split(
+                    kind,
+                    list(getattr(params, field)),
+                    lambda part: noted(dataclasses.replace(params, **{field: part})),
+                )
+            if made:
+                # items the server made for no item asked: left, their values came under a handle asyncua pairs
+                # with a tag (each value twice) or with none, for the subscription's life
+                with contextlib.suppress(ua.UaError, TimeoutError):
+                    await session.delete_monitored_items(
+                        ua.DeleteMonitoredItemsParameters(
+                            SubscriptionId=params.SubscriptionId, MonitoredItemIds=sorted(set(made))
+                        )
+                    )
+            return got
 
         setattr(session, name, bounded)
 
@@ -2861,15 +2893,19 @@ async def _read_results(
     items: list, got: list, call: Callable[[list], Any], on_fault: Callable[[str], None] | None
 ) -> list:
     """``got``, a Read's answer for ``items`` (ReadValueIds, or NodeIds), one result each (``_split_operations``):
-    the first of a faulty server's more (Part 4 orders them as asked); fewer, which node's is missing cannot be told,
-    so each is read again alone, one answered with nothing given BadUnexpectedError; a Read of one node so
-    answered, or none of whose nodes is answered alone, is raised."""
-    if len(got) >= len(items):
-        return got[: len(items)]
+    the first of a faulty server's more (Part 4 orders them as asked), counted as fewer are (the extras were dropped
+    unsaid); fewer, which node's is missing cannot be told, so each is read again alone, one answered with nothing
+    given BadUnexpectedError; a Read of one node so answered, or none of whose nodes is answered alone, is raised."""
+    if len(got) == len(items):
+        return got
     shown = ", ".join(_shown(getattr(i, "NodeId", i).to_string()) for i in items[:3]) + (
         ", ..." if len(items) > 3 else ""
     )
     why = f"the server answered a Read of {len(items)} node(s) ({shown}) with {len(got)} result(s) (a server fault)"
+    if len(got) > len(items):
+        if on_fault is not None:
+            on_fault(f"{why}; the first {len(items)} taken")
+        return got[: len(items)]
     if on_fault is not None:
         on_fault(why + ("; each read again alone" if len(items) > 1 else ""))
     if len(items) == 1:

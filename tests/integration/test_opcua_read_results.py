@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 
 from asyncua import ua
 from asyncua.server.internal_session import InternalSession
@@ -97,21 +98,34 @@ async def test_a_read_answered_without_a_nodes_result_keeps_the_others_and_is_co
             assert said["count"] >= 5 and "with 1 result(s) (a server fault)" in said["message"], said
 
 
-async def test_a_create_monitored_items_answered_with_more_results_than_items_takes_the_first() -> None:
-    """A faulty server answering each CreateMonitoredItems with one result more than items (its last twice): asyncua
-    pairs results with items by index and raised IndexError, and the source never connected ("IndexError: list index
-    out of range" at every try). Now the first as many as items are taken, counted (notice read_results_missing): the
-    tags read their values and the write target is watched."""
+async def test_a_create_monitored_items_answered_with_more_results_than_items_takes_the_first(
+    monkeypatch,
+) -> None:
+    """A faulty server answering each CreateMonitoredItems with one result more than items (an item it made again for
+    the last): asyncua pairs results with items by index and raised IndexError, and the source never connected
+    ("IndexError: list index out of range" at every try). Now the first as many as items are taken, counted (notice
+    read_results_missing): the tags read their values and the write target is watched. The item made past those
+    asked is deleted (left, it sent the last tag's values under its handle for the subscription's life), and a Read
+    answered with more results than nodes is counted too (its extras were dropped unsaid)."""
 
     async with plc_server(_two_tags) as p:
         service = p.server.iserver.subscription_service
         create = service.create_monitored_items
+        made: list[int] = []
 
         async def one_more(params):
             got = await create(params)
-            return got + got[-1:]
+            again = await create(dataclasses.replace(params, ItemsToCreate=params.ItemsToCreate[-1:]))
+            made.extend(r.MonitoredItemId for r in again)
+            return got + again
 
         service.create_monitored_items = one_more
+        read = InternalSession.read
+
+        async def read_one_more(self, params):
+            got = await read(self, params)
+            return got + got[-1:]
+
         nodes = [{"node_id": p.node_id("A")}, {"node_id": p.node_id("B")}]
         async with opcua_source(p, [(p.node_id("A"), 1.0)], nodes=nodes) as src:  # was: never connected
             values: dict[str, object] = {}
@@ -123,6 +137,26 @@ async def test_a_create_monitored_items_answered_with_more_results_than_items_ta
             await until(lambda: src.targets_watched > 0, 5, "the target watched")  # its items one a call
             said = src.notices.status()["read_results_missing"]
             assert "with 3 result(s)" in said["message"] or "with 2 result(s)" in said["message"], said
+
+            def held() -> set[int]:
+                subs = p.server.iserver.subscription_service.subscriptions.values()
+                return {mid for s in subs for mid in s.monitored_item_srv._monitored_items}
+
+            await until(
+                lambda: made and not held() & set(made), 10, "the items made past those asked deleted"
+            )
+            counted = said["count"]
+            monkeypatch.setattr(InternalSession, "read", read_one_more)
+            assert (
+                await src.write(p.node_id("A"), 5.0) is None
+            )  # its held value Read so answered, if any: taken
+            # its keep-alive's Read of the server's state and clock so answered, each counted (was: dropped unsaid)
+            await until(
+                lambda: src.notices.status()["read_results_missing"]["count"] > counted,
+                30,
+                "a Read answered with more results counted",
+            )
+            assert await p.nodes["A"].read_value() == 5.0
 
 
 async def test_a_node_subscribed_alone_after_a_refused_batch_answered_with_nothing_is_a_node_error() -> None:
