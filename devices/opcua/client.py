@@ -2881,6 +2881,48 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
     return limits
 
 
+def _forget_unanswered(into: Subscription, nodes: list[Node]) -> bool:
+    """asyncua's registration (by client handle) of the items of ``nodes`` a faulty server's CreateMonitoredItems
+    answer left out forgotten. The server's id of such an item is unknown, so it cannot be deleted: the server still
+    sends its values under the handle, which asyncua gave to its node's tag beside the item made again (each value
+    twice); forgotten, they are dropped (asyncua says "unknown handle", once: ``_UnknownHandleOnce``). asyncua has no
+    public call for it: its ``Subscription._monitored_items`` (asyncua 1.1 to 2.1) is used, and another layout is said
+    (a WARNING, once), not passed over; tests/unit/test_opcua_asyncua_layout.py fails on an asyncua without it. False:
+    that layout is not there."""
+    kept = getattr(into, "_monitored_items", None)
+    if not isinstance(kept, dict) or not all(
+        hasattr(data, "server_handle") and hasattr(data, "node") for data in kept.values()
+    ):
+        _layout_unknown()
+        return False
+    ids = {n.nodeid for n in nodes}
+    for handle, data in list(kept.items()):
+        if data.server_handle is None and getattr(data.node, "nodeid", None) in ids:
+            del kept[handle]
+    return True
+
+
+@functools.cache
+def _layout_unknown() -> None:
+    """Said once a process: this asyncua keeps a subscription's items otherwise than ``_forget_unanswered`` reads."""
+    log.warning(
+        "opcua: this asyncua (%s) keeps a subscription's monitored items otherwise than versions 1.1 to 2.1 "
+        "(Subscription._monitored_items): an item a faulty server made but left out of its CreateMonitoredItems "
+        "answer cannot be forgotten, and its tag may get each value twice; report it with the asyncua version",
+        _asyncua_version(),
+    )
+
+
+def _asyncua_version() -> str:
+    """The installed asyncua's version, as its package states it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("asyncua")
+    except metadata.PackageNotFoundError:
+        return "version unknown"
+
+
 async def _delete_named(into: Subscription, results: list) -> None:
     """The monitored items a faulty server's CreateMonitoredItems answer named (the item ids among ``results``)
     deleted, a failure to delete them ignored (``OpcUaSource._subscribe_alone``, ``_subscribe_one``)."""
@@ -5308,15 +5350,7 @@ class OpcUaSource:
             "server fault); each node subscribed again alone"
         )
         await _delete_named(into, results)
-        # asyncua keeps each item asked for by its client handle, the server's id of one left out unknown: the server
-        # still sends that item's values under the handle, which went to its node's tag beside the item made again
-        # (each value twice); forgotten, they are dropped (asyncua says "unknown handle", once: ``_UnknownHandleOnce``)
-        kept = getattr(into, "_monitored_items", None)
-        if isinstance(kept, dict):
-            ids = {n.nodeid for n in nodes}
-            for handle, data in list(kept.items()):
-                if getattr(data, "server_handle", 0) is None and getattr(data.node, "nodeid", None) in ids:
-                    del kept[handle]
+        _forget_unanswered(into, nodes)
         return [await self._subscribe_one(into, node, sampling_ms, queue_size) for node in nodes]
 
     async def _subscribe_one(
