@@ -32,7 +32,14 @@ from devices.base import MAX_CAUSES, ConnectionState, Notices
 from edge_agent import flapping
 from edge_agent.actions import ActionRunner, _output_node, expect_writes
 from edge_agent.cloud_text import CloudText
-from edge_agent.config import FRAME_WINDOW_WHY, AgentConfig, AlarmAction, OutputAction, WriteMode
+from edge_agent.config import (
+    FRAME_WINDOW_WHY,
+    AgentConfig,
+    AlarmAction,
+    OpcUaWriteAction,
+    OutputAction,
+    WriteMode,
+)
 from edge_agent.files import atomic_write_json, read_json_state, remove_stale_temps, why_unread
 from edge_agent.metrics import Metrics
 from edge_agent.models.config import VersionPolicy
@@ -1173,11 +1180,12 @@ class Agent:
         write one node different values, one of them a value the node holds for an OK part (an action's on OK parts,
         a reset), leave it the last one's (it released the heartbeat). A windowed pipeline gives
         no result then. The PLC is judged whole: the actions through any OPC UA source on its endpoint count
-        (``_plc_of``: a reject gate through a second session let the heartbeat run), and a node another pipeline
-        writes holds where that pipeline may leave there, for its OK parts, a value other than those written for the
+        (``_plc_of``: a reject gate through a second session let the heartbeat run), a node however spelt
+        (``node_classes``: ``nsu=`` and ``ns=``), and a node another pipeline writes holds where that pipeline may leave there, for its OK parts, a value other than those written for the
         unjudged part (a reset false after its true: the PLC read false for it). A pass signal writing its reset for
         an unjudged part (``_pass_signals``) tells the PLC it is not passed: alone too, it holds nothing."""
 
+        from devices.opcua.settings import node_classes
         from edge_agent.conditions import (
             MODEL_FIELDS,
             compile_condition,
@@ -1190,6 +1198,15 @@ class Agent:
         # watchdog, whichever session writes them
         plc = _plc_of(self.cfg.sources.get(source))
         same = {n for n, s in self.cfg.sources.items() if plc is not None and _plc_of(s) == plc} | {source}
+        # one node however spelt (ns= and nsu=, i=05): the PLC reads what was written last through either
+        nodes = node_classes(
+            node_id
+            for p in self.pipelines
+            for a in (self.cfg.actions.get(n) for n in p.s.actions)
+            if a is not None
+            and (node_id := getattr(a, "node_id", None))
+            and any(getattr(a, field) in same for field in a.source_fields)
+        )
         found = []
         for p in self.pipelines:
             unjudged, judged_ok, judged_ng, ng_high = made_up_parts(p.s.name, p.s.source)
@@ -1216,14 +1233,15 @@ class Agent:
             # node holds for an OK part (an action's on OK parts, or one's reset): the last one written wins (a
             # reject gate's true, then a pass on UNSURE's false, or a code 1 on UNSURE beside 1 on OK: the PLC read it
             # as it reads an OK part); a result code (2 on NG and UNSURE, 3 on UNSURE) is no OK part's
-            written: dict[str, set[str]] = {}
-            passed: dict[str, set[str]] = {}
+            written: dict[tuple, set[str]] = {}
+            passed: dict[tuple, set[str]] = {}
             resets = set(
                 _pass_signals(self.cfg, p.s, [n for n in p.s.actions if _names_unsure(self.cfg.actions[n])])
             )
             for (name, a), (handed, on_unjudged, on_ok, *_) in zip(mine, through, strict=True):
-                if not (node := getattr(a, "node_id", None)):
+                if not (node_id := getattr(a, "node_id", None)):
                     continue
+                node = nodes[node_id]
                 # an alarm's mirror: true raised, false cleared
                 value = _as_written(getattr(a, "value", True))
                 if handed and on_unjudged:
@@ -2039,23 +2057,45 @@ def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
     an OK part (or the agent before), and a PLC reading it passed the part unjudged. One writing a node an action of ``told`` writes is left to that action."""
     from edge_agent.conditions import pass_signal
 
-    nodes = {_node_of(n, cfg.actions[n]) for n in told}
+    written = _nodes_of(cfg, list(p.actions))
+    nodes = {written[n] for n in told}
     return [
         n
         for n in p.actions
         if isinstance(a := cfg.actions[n], OutputAction)
         and n not in told
-        and _node_of(n, a) not in nodes
+        and written[n] not in nodes
         and pass_signal(a.when, p.name, p.source) is False
     ]
 
 
-def _node_of(name: str, action) -> tuple:
-    """The PLC output an action writes (``actions._output_node``; an alarm's mirror its node), to tell two writing
-    one."""
-    if isinstance(action, AlarmAction) and action.node_id:
-        return ("opcua", action.opcua_source, action.node_id)
-    return _output_node(name, action) if isinstance(action, OutputAction) else ("action", name)
+def _nodes_of(cfg: AgentConfig, names: list[str]) -> dict[str, tuple]:
+    """The PLC output each of the actions ``names`` writes, to tell two writing one: an OPC UA node by its PLC
+    (``_plc_of``: any source on its endpoint) and the node however spelt (``node_classes``), an alarm's mirror
+    its node; else ``actions._output_node`` (a Sparkplug metric, or the action's own)."""
+    from devices.opcua.settings import node_classes
+
+    # an OPC UA write's or an alarm's mirror's action -> (its PLC, the node id it writes)
+    plcs: dict[str, tuple[Any, str]] = {}
+    for n in names:
+        a = cfg.actions[n]
+        if isinstance(a, AlarmAction) and a.node_id and a.opcua_source:
+            src, node_id = a.opcua_source, a.node_id
+        elif isinstance(a, OpcUaWriteAction):
+            src, node_id = a.source, a.node_id
+        else:
+            continue
+        plcs[n] = (_plc_of(cfg.sources.get(src)) or ("source", src), node_id)
+    classes = {plc: node_classes(i for p, i in plcs.values() if p == plc) for plc, _ in plcs.values()}
+    out = {}
+    for n in names:
+        a = cfg.actions[n]
+        if n in plcs:
+            plc, node_id = plcs[n]
+            out[n] = ("opcua", plc, classes[plc][node_id])
+        else:
+            out[n] = _output_node(n, a) if isinstance(a, OutputAction) else ("action", n)
+    return out
 
 
 def _plc_of(settings) -> tuple[str, int] | None:

@@ -13,6 +13,7 @@ import enum
 import re
 import socket
 import urllib.parse
+from collections.abc import Iterable
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -47,6 +48,43 @@ def namespace_uri(node_id: str) -> str | None:
             f"are written as their UTF-8 bytes (é is %C3%A9), and a '%' of the URI itself as %25 (the namespace "
             f"{m.group(1)} is written nsu={m.group(1).replace('%', '%25')};...)"
         ) from None
+
+
+# the namespace at index 0 is always OPC UA's own (Part 3, 8.2.2): nsu= of this URI is ns=0
+_UA_NAMESPACE = "http://opcfoundation.org/UA/"
+
+
+def node_key(node_id: str) -> tuple:
+    """A node id as the server reads it, to tell two spellings of one node: ``(namespace, kind, identifier)``, the
+    namespace ``("index", n)`` or, for ``nsu=<uri>;...``, ``("uri", uri)`` (its escapes decoded; OPC UA's own URI is
+    index 0); the identifier parsed as asyncua parses it (``i=05`` is ``i=5``, a GUID in any case, spaces around a
+    key). Which index a URI has is the server's to say (``node_classes``). A text asyncua does not parse is its own key."""
+    from asyncua import ua
+
+    text, ns = node_id.strip(), None
+    if (m := NSU.match(text)) is not None:
+        try:
+            uri = namespace_uri(text) or m.group(1)
+        except ValueError:
+            uri = m.group(1)
+        ns, text = (("index", 0) if uri == _UA_NAMESPACE else ("uri", uri)), m.group(2)
+    try:
+        n = ua.NodeId.from_string(text)
+    except Exception:  # (asyncua raises ValueError, UaStringParsingError, IndexError for what it cannot read)
+        return ("text", node_id)
+    ident = n.Identifier
+    return (ns or ("index", n.NamespaceIndex), type(ident).__name__, ident)
+
+
+def node_classes(node_ids: Iterable[str]) -> dict[str, tuple]:
+    """Each of ``node_ids`` (one server's) -> what tells it from the others (``node_key``): its spellings of one node
+    alike. One identifier in a namespace named by URI and by an index other than 0 (``nsu=urn:plc;s=R``,
+    ``ns=2;s=R``) may be one node, which the server's namespace array says, not known before the agent connects:
+    they are taken as one (the identifier alone)."""
+    keys = {n: node_key(n) for n in node_ids}
+    by_uri = {k[1:] for k in keys.values() if k[0][0] == "uri"}
+    mixed = by_uri & {k[1:] for k in keys.values() if k[0][0] == "index" and k[0][1] != 0}
+    return {n: (k[1:] if k[1:] in mixed else k) for n, k in keys.items()}
 
 
 def node_id_checked(node_id: str | None) -> str | None:

@@ -710,6 +710,54 @@ def test_the_watchdog_hold_judges_a_node_two_pipelines_write_by_what_the_other_l
     assert found == {shape: held for shape, (_, held) in shapes.items()}
 
 
+def test_the_watchdog_hold_reads_a_node_spelt_two_ways_as_one_node(tmp_path):
+    """The reject node another camera's pipeline writes false for its OK parts, spelt by its namespace's URI
+    (``nsu=urn:plc;s=Reject``; the server's namespace array says which index, not known at the start), with spaces
+    (``ns=2; s=Reject``) or through a second source of the PLC: the PLC reads that false after an unjudged part's
+    true, as where both spell it alike, and the heartbeat is held. Judged as another node, the heartbeat ran. A node
+    of another namespace index (``ns=3``) is another node."""
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
+    (tmp_path / "frames").mkdir()
+    reject = {
+        "type": "opcua_write",
+        "source": "plc",
+        "node_id": "ns=2;s=Reject",
+        "when": {"verdict": {"in": ["NG", "UNSURE"]}},
+    }
+    pipelines = [
+        {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]},
+        {"name": "other", "source": "cam2", "model": "vision2", "actions": ["theirs"]},
+    ]
+    plc2 = {"plc2": {"type": "opcua", "endpoint": "opc.tcp://localhost:4840/plc/"}}
+    found = {
+        (node, source): "inspect"
+        in _held_by_plc(
+            tmp_path,
+            pub,
+            {
+                "reject": reject,
+                "theirs": {
+                    **reject,
+                    "source": source,
+                    "node_id": node,
+                    "value": False,
+                    "when": {"verdict": "OK"},
+                },
+            },
+            pipelines,
+            plc2,
+        )
+        for node in ("ns=2;s=Reject", "nsu=urn:plc;s=Reject", "ns=2; s=Reject", "ns=3;s=Reject")
+        for source in ("plc", "plc2")
+    }
+    assert found == {
+        (node, source): node != "ns=3;s=Reject"
+        for node in ("ns=2;s=Reject", "nsu=urn:plc;s=Reject", "ns=2; s=Reject", "ns=3;s=Reject")
+        for source in ("plc", "plc2")
+    }
+
+
 def test_an_opcua_endpoint_that_does_not_parse_leaves_the_watchdog_hold_judging_the_rest(tmp_path):
     """An OPC UA source's endpoint whose host does not parse (a bracket not closed, `[::1:4840`; not an address in
     brackets) passes the config's load: that source says it cannot connect and the agent serves the rest. Beside a
