@@ -38,7 +38,8 @@ async def test_a_failed_output_value_is_dropped_when_a_newer_one_waits_and_the_n
     srv.subscribe_server_callback(CallbackType.PostWrite, on_write)
     # each first retry is 20 s after its failure: long after the server is back, however loaded the machine
     common = {"type": "opcua_write", "source": "plc", "when": {"verdict": "NG"}}
-    retry = {"retry": {"max_attempts": 3, "backoff_s": 20.0}}
+    # (a backoff longer than a loaded machine's server start and reconnect: no True retried before the False)
+    retry = {"retry": {"max_attempts": 3, "backoff_s": 60.0}}
     cfg = parse_config(
         {
             "agent": {"id": "gw"},
@@ -95,8 +96,8 @@ async def test_a_failed_output_value_is_dropped_when_a_newer_one_waits_and_the_n
     # before: each True was retried after its 5 s backoff and reached the PLC (a reject for a part long
     # gone), before the False or (level, on_change) instead of being followed by it at once
     assert sorted(writes) == [("Change", False), ("Level", False), ("Pulse", False)], writes
-    # at once, told apart from the Trues' retries (20 s after their failure); reconnected at t_ok - t0
-    assert done_after < 10.0, (done_after, t_ok - t0)
+    # at once, told apart from the Trues' retries (60 s after their failure); reconnected at t_ok - t0
+    assert done_after < 30.0, (done_after, t_ok - t0)
     for name in names:
         st = runner.stats[name]
         assert (st["superseded"], st["ok"], st["failed"]) == (1, 1, 0), (name, dict(st))
@@ -136,7 +137,9 @@ async def test_an_older_value_from_another_pipeline_never_lands_after_a_newer_on
                     "node_id": f"ns={idx};s=Gate",
                     "when": {"verdict": "NG"},
                     "reset_value": False,
-                    "retry": {"max_attempts": 3, "backoff_s": 5.0},
+                    # longer than a loaded machine's server start and reconnect (at 5 s, a reconnect slower
+                    # than that had the True retried, and written, before the False was decided)
+                    "retry": {"max_attempts": 3, "backoff_s": 30.0},
                 }
             },
         }
@@ -145,7 +148,7 @@ async def test_an_older_value_from_another_pipeline_never_lands_after_a_newer_on
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await runner.handle(["gate"], _result("NG", 0, "camera_a"), None)  # True: fails, waits 5 s
+        await runner.handle(["gate"], _result("NG", 0, "camera_a"), None)  # True: fails, waits 30 s
         await asyncio.sleep(0.1)
         await srv.start()
         for _ in range(1500):
@@ -158,12 +161,12 @@ async def test_an_older_value_from_another_pipeline_never_lands_after_a_newer_on
             if writes:
                 break
             await asyncio.sleep(0.02)
-        await runner.flush(timeout_s=12)
+        await runner.flush(timeout_s=45)  # (a True still waiting for its retry would land within it)
         await asyncio.sleep(0.1)
     finally:
         await src.stop()
         await srv.stop()
-    # before: camera_a's True was retried 5 s later, after camera_b's False: the gate ended open on a
+    # before: camera_a's True was retried after its backoff, after camera_b's False: the gate ended open on a
     # decision older than the one the PLC had already received
     assert writes == [False], writes
     st = runner.stats["gate"]
