@@ -157,6 +157,7 @@ RETIRE_STEP_ROWS = (
 # refused, not obeyed; deletion cannot be taken back
 RETAIN_DAYS_LEAST = 1.0
 RETIRE_SCAN_EPOCHS = 256  # agents' epochs one step looks at, at most (a page of ``record_counts``)
+RETIRE_IN_SEQS = 500  # seqs one statement of a retention step names (``seq IN (...)``)
 # today's and the 6 days before, by the pruning process's clock: a week, so that a replica whose clock is days
 # ahead (not a clock any replica runs with) still never deletes the others' today (kept 2, one 2 days ahead did)
 AGENT_USAGE_KEPT_DAYS = 7
@@ -268,6 +269,39 @@ END;
 """
 AGENT_SAMPLES_UNTRIGGER = (
     "DROP TRIGGER IF EXISTS agent_samples_add;DROP TRIGGER IF EXISTS agent_samples_take;"
+)
+# per agent and epoch: its records stored at or below its retired seqs (``retired.last_seq``: a record sent long after
+# the records around it, a batch of retired seqs sent again), with their receipt, kept by a trigger on ``records``
+# whoever writes it (a service of before it too): retention finds the old ones and an epoch's age through
+# ``late_records_by_age``. Read from the records at or below the floor, a replay of 1,000,000 retired seqs, young,
+# was read twice by every visit of its epoch (each step while the records above it retired) and once by each of
+# the records' and samples' deletions. Rows go with their records' retirement (``_retire_epoch``); one whose record
+# is gone otherwise is taken out when a pass finds it. Filled where it or a trigger is missing (a fleet.db opened;
+# PostgreSQL migration 0032_late_records.sql)
+LATE_RECORDS = """CREATE TABLE IF NOT EXISTS late_records (tenant TEXT NOT NULL, agent TEXT NOT NULL,
+  epoch BIGINT NOT NULL, seq BIGINT NOT NULL, received REAL NOT NULL, PRIMARY KEY (tenant, agent, epoch, seq));
+CREATE INDEX IF NOT EXISTS late_records_by_age ON late_records (tenant, agent, epoch, received);
+"""
+_LATE_FROM = """retired t JOIN records r ON r.tenant = t.tenant AND r.agent = t.agent AND r.epoch = t.epoch
+  AND r.seq <= t.last_seq"""
+LATE_RECORDS_FILL = f"""DELETE FROM late_records;
+INSERT INTO late_records (tenant, agent, epoch, seq, received) SELECT r.tenant, r.agent, r.epoch, r.seq, r.received
+  FROM {_LATE_FROM};
+"""
+# (the receipt followed where it is changed: by hand, a test making records old)
+LATE_RECORDS_TRIGGERS = """CREATE TRIGGER IF NOT EXISTS late_records_add AFTER INSERT ON records
+  WHEN NEW.seq <= (SELECT last_seq FROM retired WHERE tenant = NEW.tenant AND agent = NEW.agent AND epoch = NEW.epoch)
+BEGIN
+  INSERT OR IGNORE INTO late_records (tenant, agent, epoch, seq, received)
+    VALUES (NEW.tenant, NEW.agent, NEW.epoch, NEW.seq, NEW.received);
+END;
+CREATE TRIGGER IF NOT EXISTS late_records_received AFTER UPDATE OF received ON records BEGIN
+  UPDATE late_records SET received = NEW.received
+    WHERE tenant = NEW.tenant AND agent = NEW.agent AND epoch = NEW.epoch AND seq = NEW.seq;
+END;
+"""
+LATE_RECORDS_UNTRIGGER = (
+    "DROP TRIGGER IF EXISTS late_records_add;DROP TRIGGER IF EXISTS late_records_received;"
 )
 # v1 files: records and samples keyed by (agent, seq); their rows become epoch 0 of tenant ''
 MIGRATIONS = [
@@ -2374,7 +2408,7 @@ class SQLStore(Store):
                     continue
                 seen.add(key)
                 # (none stored: counts above the records, made right under the agent's lock by ``_retire_epoch``)
-                age = self._rows(q(EPOCH_AGE), key * 4)[0][0]
+                age = self._rows(q(EPOCH_AGE), key * 3)[0][0]
                 if age is not None and age >= before:
                     young.append((age, *key))
                     continue
@@ -2446,53 +2480,53 @@ class SQLStore(Store):
             self._lock_agent(ex, tenant, agent)  # beside the agent's batches, never between their counts
             was = ex(q(RETIRED_SEQ), key).fetchone()
             floor = 0 if was is None else int(was[0])
-            old = ex(  # (the late ones only: the rest at or below the floor was retired)
+            # the late ones that old (``late_records``, by receipt: the young ones of a replay are never read); a row
+            # whose record is gone (deleted by hand, by a service of before it) is taken out, none counted
+            late = ex(
                 q(
-                    "SELECT seq, received, kind FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
-                    "AND seq <= ? AND received < ? ORDER BY seq LIMIT ?"
+                    "SELECT l.seq, r.received, r.kind FROM late_records l LEFT JOIN records r ON r.tenant = l.tenant "
+                    "AND r.agent = l.agent AND r.epoch = l.epoch AND r.seq = l.seq WHERE l.tenant = ? AND l.agent = ? "
+                    "AND l.epoch = ? AND l.received < ? ORDER BY l.received LIMIT ?"
                 ),
-                (*key, floor, before, most),
+                (*key, before, most),
             ).fetchall()
-            if len(old) < most:  # (else every record at or below the step's top was read)
+            gone = [s for s, _r, kind in late if kind is None]
+            old = sorted(r for r in late if r[2] is not None and r[1] < before and r[0] <= floor)
+            if len(late) < most:  # (else every record at or below the step's top was read)
                 for r in ex(
                     q(
                         "SELECT seq, received, kind FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
                         "AND seq > ? ORDER BY seq LIMIT ?"
                     ),
-                    (*key, floor, most - len(old)),
+                    (*key, floor, most - len(late)),
                 ).fetchall():
                     if r[1] >= before:
                         break
                     old.append(r)
+            self._by_seqs(ex, "DELETE FROM late_records WHERE {}", key, gone)
             if not old:
                 self._emptied(ex, key)
                 return 0, 0, set(), None
             top = old[-1][0]
             g, newest = self.GREATEST, max(r[1] for r in old)
             self._keep_holes(ex, key, [r[0] for r in old], newest, floor)
-            # the samples of the records retired: those up to ``top`` but a young record's (at or below the floor)
-            mine = (
-                "tenant = ? AND agent = ? AND epoch = ? AND seq <= ? AND NOT EXISTS (SELECT 1 FROM records r "
-                "WHERE r.tenant = samples.tenant AND r.agent = samples.agent AND r.epoch = samples.epoch "
-                "AND r.seq = samples.seq AND r.received >= ?)"
-            )
-            args = (*key, top, before)
-            ex(
-                q(
-                    f"INSERT INTO retiring (tenant, sha256) SELECT DISTINCT tenant, sha256 FROM samples WHERE {mine} "
-                    "ON CONFLICT DO NOTHING"
-                ),
-                args,
-            )
-            digests = {d for (d,) in ex(q(f"SELECT sha256 FROM samples WHERE {mine}"), args).fetchall()}
-            samples = ex(q(f"DELETE FROM samples WHERE {mine}"), args).rowcount
-            ex(
-                q(
-                    "DELETE FROM records WHERE tenant = ? AND agent = ? AND epoch = ? AND seq <= ? "
-                    "AND received < ?"
-                ),
-                args,
-            )
+            # the records retired and their samples, by seq: those at or below the floor one by one (the young ones
+            # of a replay stay, never read), the prefix above it as a range (every record in it is that old)
+            below = [r[0] for r in old if r[0] <= floor]
+            digests: set[str] = set()
+            samples = 0
+            for where, args in self._retired_parts(key, below, floor, top):
+                ex(
+                    q(
+                        "INSERT INTO retiring (tenant, sha256) SELECT DISTINCT tenant, sha256 FROM samples "
+                        f"WHERE {where} ON CONFLICT DO NOTHING"
+                    ),
+                    args,
+                )
+                digests |= {d for (d,) in ex(q(f"SELECT sha256 FROM samples WHERE {where}"), args).fetchall()}
+                samples += ex(q(f"DELETE FROM samples WHERE {where}"), args).rowcount
+                ex(q(f"DELETE FROM records WHERE {where}"), args)
+            self._by_seqs(ex, "DELETE FROM late_records WHERE {}", key, below)
             # the epoch's counts go on from its lowest seq still stored (a hole above ``top`` stays a gap)
             nxt = ex(
                 q(
@@ -2515,7 +2549,7 @@ class SQLStore(Store):
                 self._emptied(ex, key, min(top, INT64_MAX - 1) + 1)
             else:
                 # its age: of the records a pass may retire next (``EPOCH_AGE``, past the floor just written)
-                age = ex(q(EPOCH_AGE), key * 4).fetchone()[0]
+                age = ex(q(EPOCH_AGE), key * 3).fetchone()[0]
                 ex(
                     q(
                         f"UPDATE record_counts SET first_seq = {g}(first_seq, ?), first_received = ? "
@@ -2564,6 +2598,22 @@ class SQLStore(Store):
             ),
             (first_seq or 0, float("inf"), *key),
         )
+
+    @staticmethod
+    def _retired_parts(key: tuple[str, str, int], below: list[int], floor: int, top: int):
+        """(condition, its parameters) naming a step's records of epoch ``key``: ``below`` (seqs at or below the
+        floor) in lists of RETIRE_IN_SEQS, then the seqs above ``floor`` up to ``top``."""
+        at = "tenant = ? AND agent = ? AND epoch = ? AND "
+        for i in range(0, len(below), RETIRE_IN_SEQS):
+            part = below[i : i + RETIRE_IN_SEQS]
+            yield at + f"seq IN ({', '.join('?' * len(part))})", (*key, *part)
+        if top > floor:
+            yield at + "seq > ? AND seq <= ?", (*key, floor, top)
+
+    def _by_seqs(self, ex, sql: str, key: tuple[str, str, int], seqs: list[int]) -> None:
+        """``sql`` (its condition ``{}``) run for the ``seqs`` of epoch ``key``, RETIRE_IN_SEQS a statement."""
+        for where, args in self._retired_parts(key, seqs, 0, 0):
+            ex(self.q(sql.format(where)), args)
 
     def _keep_holes(self, ex, key: tuple[str, str, int], seqs: list[int], t: float, floor: int) -> None:
         """Before retention deletes an epoch's stored ``seqs`` (ascending; received up to ``t``), the seqs missing
@@ -2861,23 +2911,31 @@ class SQLiteStore(SQLStore):
         read of ``record_counts`` at open (a row per agent, epoch and kind). The same for ``agent_samples`` against
         ``samples``, only where the table or one of its triggers is missing (a file of before them, or the triggers
         dropped by hand): the triggers live in the file, so every writer, a service of before them too, keeps the
-        totals, and the count of every sample row each open made (a full read of the table) told nothing more."""
+        totals, and the count of every sample row each open made (a full read of the table) told nothing more. The
+        same for ``late_records`` against the records at or below the retired seqs."""
         self._check_totals(
             AGENT_COUNTS,
             (("SUM(records)", "agent_counts"), ("SUM(records)", "record_counts")),
             AGENT_COUNTS_UNTRIGGER + AGENT_COUNTS_FILL,
             AGENT_COUNTS_TRIGGERS,
         )
-        kept = {"agent_samples", "agent_samples_add", "agent_samples_take"}
-        made = self.db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'agent_samples%'").fetchall()
-        if kept <= {r[0] for r in made}:
-            return
-        self._check_totals(
-            AGENT_SAMPLES,
-            (("SUM(samples)", "agent_samples"), ("COUNT(*)", "samples")),
-            AGENT_SAMPLES_UNTRIGGER + AGENT_SAMPLES_FILL,
-            AGENT_SAMPLES_TRIGGERS,
-        )
+        made = {
+            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")
+        }
+        if not {"agent_samples", "agent_samples_add", "agent_samples_take"} <= made:
+            self._check_totals(
+                AGENT_SAMPLES,
+                (("SUM(samples)", "agent_samples"), ("COUNT(*)", "samples")),
+                AGENT_SAMPLES_UNTRIGGER + AGENT_SAMPLES_FILL,
+                AGENT_SAMPLES_TRIGGERS,
+            )
+        if not {"late_records", "late_records_add", "late_records_received"} <= made:
+            self._check_totals(
+                LATE_RECORDS,
+                (("COUNT(*)", "late_records"), ("COUNT(*)", _LATE_FROM)),
+                LATE_RECORDS_UNTRIGGER + LATE_RECORDS_FILL,
+                LATE_RECORDS_TRIGGERS,
+            )
 
     def _check_totals(
         self, table: str, sums: tuple[tuple[str, str], ...], refill: str, triggers: str
@@ -2885,7 +2943,8 @@ class SQLiteStore(SQLStore):
         run = self.db.execute  # (one statement each: ``executescript`` would commit the transaction first)
         run("BEGIN IMMEDIATE")
         try:
-            run(table)
+            for statement in _statements(table):
+                run(statement)
             kept, counted = (run(f"SELECT COALESCE({v}, 0) FROM {t}").fetchone()[0] for v, t in sums)
             for statement in _statements((refill if kept != counted else "") + triggers):
                 run(statement)
@@ -3091,12 +3150,12 @@ USAGE_SQL = (
 )
 RETIRED_SEQ = "SELECT last_seq FROM retired WHERE tenant = ? AND agent = ? AND epoch = ?"
 _FLOOR = "COALESCE((SELECT last_seq FROM retired WHERE tenant = ? AND agent = ? AND epoch = ?), 0)"
-# an epoch's age for retention (parameters: its key 4 times): the least receipt of its records a pass may retire, those
-# stored at or below its retired seqs (each retired once that old: late ones, few) and its lowest above them (the
-# prefix goes on from it); NULL when none is stored
+# an epoch's age for retention (parameters: its key 3 times): the least receipt of its records a pass may retire, those
+# stored at or below its retired seqs (each retired once that old: ``late_records``, its oldest by index) and its
+# lowest above them (the prefix goes on from it); NULL when none is stored
 EPOCH_AGE = (
-    "SELECT MIN(received) FROM (SELECT received FROM records WHERE tenant = ? AND agent = ? AND epoch = ? "
-    f"AND seq <= {_FLOOR} UNION ALL SELECT received FROM (SELECT received FROM records WHERE tenant = ? "
+    "SELECT MIN(received) FROM (SELECT MIN(received) AS received FROM late_records WHERE tenant = ? AND agent = ? "
+    "AND epoch = ? UNION ALL SELECT received FROM (SELECT received FROM records WHERE tenant = ? "
     f"AND agent = ? AND epoch = ? AND seq > {_FLOOR} ORDER BY seq LIMIT 1) AS a) AS r"
 )
 
