@@ -56,7 +56,7 @@ async def test_a_drop_folder_reads_frames_named_without_an_image_extension_by_th
         (drop / "frame_0002.txt").write_text("exposure 130 us\n")
         (drop / "logo.dat").write_bytes(b"GIF89a" + bytes([1, 0, 1, 0, 0, 0, 0]) + b";")
         frames = await take(src, 3, 20)
-        for _ in range(500):  # the skipped files are judged in the same pass or the next ones
+        for _ in range(1500):  # the skipped files are judged in the same pass or the next ones
             if src.notices.counts.get("file_skipped", 0) >= 3 + hasattr(os, "mkfifo"):
                 break
             await asyncio.sleep(0.02)

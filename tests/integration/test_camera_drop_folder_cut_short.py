@@ -327,7 +327,7 @@ async def test_a_plain_pnm_without_a_line_end_after_its_last_sample_is_read_once
         (drop / "frame_0004").write_bytes(ppm)
         (drop / "part_0005.pgm").write_bytes(pgm.rsplit(b" ", 1)[0])  # its last sample never written
         frames = await take(src, 2, 30)  # after the wait (CUT_SHORT_WAIT_S, 5 s at this settle_ms)
-        for _ in range(200):
+        for _ in range(600):
             if src.stats.errors_by_reason.get("cut_short"):
                 break
             await asyncio.sleep(0.05)

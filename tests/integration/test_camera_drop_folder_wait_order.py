@@ -66,7 +66,7 @@ async def test_plain_pnms_waiting_for_their_last_digits_are_handed_on_in_the_ord
         for name, value, t in (("part_0001.pgm", 1, 0.0), ("part_0002.pgm", 2, 0.1)):
             clock.now = 1000.0 + t
             (drop / name).write_bytes(plain_pgm(value))
-            for _ in range(1000):  # settled, and found waiting for its last digits
+            for _ in range(3000):  # settled, and found waiting for its last digits
                 if name in src._cut:
                     break
                 await asyncio.sleep(0.01)

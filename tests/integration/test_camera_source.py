@@ -272,7 +272,7 @@ async def test_unreachable_stream_backs_off_without_crashing():
         ),
     )
     await src.start()
-    for _ in range(100):
+    for _ in range(300):
         if src.stats.errors_by_reason.get("open_failed", 0) >= 2:
             break
         await asyncio.sleep(0.1)
@@ -297,7 +297,7 @@ async def test_a_stream_url_that_404s_says_so():
     )
     try:
         await src.start()
-        for _ in range(100):
+        for _ in range(300):
             if src.stats.errors_by_reason.get("open_failed", 0) >= 1:
                 break
             await asyncio.sleep(0.1)
@@ -578,7 +578,7 @@ async def test_a_stream_that_opens_but_gives_no_good_frame_is_reopened_ever_less
     src = CameraSource("cam", settings)
     try:
         await src.start()
-        for _ in range(200):
+        for _ in range(600):
             if len(cam.opened) >= 5:
                 break
             await asyncio.sleep(0.05)
@@ -667,7 +667,7 @@ async def test_a_stream_lost_says_whether_the_camera_stalled_or_hung_up_within_a
         await src.start()
         try:
             assert len(await take(src, 1, 10)) == 1
-            for _ in range(200):
+            for _ in range(600):
                 if src.stats.errors_by_reason.get("stream_lost"):
                     return src.stats.last_error
                 await asyncio.sleep(0.05)

@@ -224,7 +224,7 @@ async def test_one_tenants_writes_waiting_for_the_store_leave_the_service_thread
                 for _ in range(10)
             ]
             expected = 40
-        for _ in range(1000):
+        for _ in range(3000):
             if len(read) == expected:
                 break
             await asyncio.sleep(0.01)

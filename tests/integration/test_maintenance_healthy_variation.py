@@ -80,7 +80,7 @@ async def _run(
         for i, (rpm, x) in enumerate(feeds):
             await pipe.offer(Reading("plc", "Speed", rpm, dt * i, dt * i, Quality.GOOD))
             await pipe.offer(Reading("plc", "Vibration", x, dt * i, dt * i, Quality.GOOD))
-            for _ in range(2000):  # each window judged before the next (the baseline learns in order)
+            for _ in range(15000):  # each window judged before the next (the baseline learns in order)
                 if not len(pipe.queue) and len(results) > i:
                     break
                 await asyncio.sleep(0.002)
@@ -360,7 +360,7 @@ async def test_a_drive_hunting_all_the_time_is_said_unjudged_once_and_judged_aga
         x, sc = m.window(rng, 0.5, ramp=ramp, f_at=start)
         await pipe.offer(Reading("plc", "Speed", sc["Speed"], dt * i, dt * i, Quality.GOOD))
         await pipe.offer(Reading("plc", "Vibration", x, dt * i, dt * i, Quality.GOOD))
-        for _ in range(2000):  # each window judged before the next (the baseline learns in order)
+        for _ in range(15000):  # each window judged before the next (the baseline learns in order)
             if not len(pipe.queue) and len(results) > i:
                 break
             await asyncio.sleep(0.002)

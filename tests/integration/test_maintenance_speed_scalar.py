@@ -135,7 +135,7 @@ async def _pump(
         for k, (t, speed, x) in enumerate(feed):
             await pipe.offer(Reading("plc", "Speed", speed, t, t, Quality.GOOD))
             await pipe.offer(Reading("plc", "Vibration", x, t, t, Quality.GOOD))
-            for _ in range(5000):
+            for _ in range(15000):
                 if len(results) > k or pipe.status()["errors"]:
                     break
                 await asyncio.sleep(0.002)

@@ -279,7 +279,7 @@ async def test_a_server_presenting_another_certificate_than_the_pinned_one_is_na
     await pinned.start()
     await line2.start()
     try:
-        for _ in range(300):
+        for _ in range(600):
             if pinned.stats.errors_by_reason.get("certificate"):
                 break
             await asyncio.sleep(0.05)
@@ -542,7 +542,7 @@ async def test_asyncuas_note_on_the_agents_certificate_is_logged_once_not_at_eve
     src = OpcUaSource("away", settings)
     await src.start()
     try:
-        for _ in range(200):
+        for _ in range(600):
             if src.stats.errors_by_reason.get("unreachable", 0) >= 3:
                 break
             await asyncio.sleep(0.05)

@@ -1101,7 +1101,7 @@ async def test_a_server_answering_late_within_connect_timeout_keeps_its_session(
     try:
         await _collect(src, {"Level"}, timeout_s=30.0)
         busy.set()
-        for _ in range(200):  # state reads answered late (asyncua probes each second, the source every
+        for _ in range(600):  # state reads answered late (asyncua probes each second, the source every
             if late[0] >= 2:  # keepalive_check_s)
                 break
             await asyncio.sleep(0.05)

@@ -263,7 +263,7 @@ async def test_a_plc_granting_a_session_timeout_shorter_than_the_checks_keeps_th
     src = OpcUaSource("plc", _settings(port, [{"node_id": f"ns={idx};s=Speed"}], keepalive_check_s=1.0))
 
     async def standing_still(values: list[float]) -> None:
-        for _ in range(500):
+        for _ in range(1500):
             if values:
                 break
             await asyncio.sleep(0.02)

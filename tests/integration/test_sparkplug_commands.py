@@ -611,7 +611,7 @@ async def test_a_command_its_node_refuses_or_misses_is_a_write_failing_episode_l
         assert failing() == [("speed", "g/n1/speed", True), ("gate", "g/n1/stop", True)], events
         node.nbirth(1, *metrics)  # back: the missed command is sent again and taken
         await node.wait_cmds(1)
-        for _ in range(100):
+        for _ in range(600):
             if len(failing()) == 3:
                 break
             await asyncio.sleep(0.05)
@@ -939,7 +939,7 @@ async def test_a_command_waits_for_a_birth_not_yet_read_whose_aliases_may_name_o
         pb_metric(death, "bdSeq", datatype=D.INT64, long_value=0)
         node.publish("spBv1.0/g/NDEATH/n1", death.SerializeToString())
         node.publish("spBv1.0/g/NBIRTH/n1", birth(1, 8, 7))
-        for _ in range(100):
+        for _ in range(1500):
             if len(src._channel) >= 2:
                 break
             await asyncio.sleep(0.02)
