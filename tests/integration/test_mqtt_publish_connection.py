@@ -67,7 +67,7 @@ async def _results_lag(port: int, tmp_path, connection: str) -> float:
     await src.start()
     flood = None
     try:
-        await asyncio.wait_for(src.subscribed.wait(), 10)
+        await asyncio.wait_for(src.subscribed.wait(), 30)
         with lines.open("rb") as stdin:
             flood = subprocess.Popen(
                 [
@@ -149,7 +149,7 @@ async def test_what_the_separate_publish_connection_fails_is_counted_on_the_sour
             await src.publish("factory/+/results", b"{}", qos=1, confirm=True)
         assert src.stats.errors_by_reason == {"publish_failed": 1}
         assert src.stats.last_error is not None and "factory/+/results" in src.stats.last_error
-        await asyncio.wait_for(src._pub.connected.wait(), 10)  # its CONNACK: "sent", not "queued"
+        await asyncio.wait_for(src._pub.connected.wait(), 30)  # its CONNACK: "sent", not "queued"
         assert await src.publish("factory/s/l/gw/results/r", b"{}", qos=1, confirm=True) == "sent"
         assert src.published["sent"] == 1
     finally:
@@ -176,7 +176,7 @@ async def test_a_publish_connection_taken_over_by_a_clone_says_the_drop_as_its_o
     a, b = clone("a"), clone("b")
     try:
         await a.start()
-        await asyncio.wait_for(a._pub.connected.wait(), 10)
+        await asyncio.wait_for(a._pub.connected.wait(), 30)
         await b.start()  # takes clone-pub over: a's publish connection is dropped right after its connect
         await until(lambda: a.stats.errors_by_reason.get("broker_unreachable"), 10, "a's drop counted")
         said = "broker_unreachable: publish connection (client id clone-pub): lost broker"
@@ -221,7 +221,7 @@ async def test_a_broker_refusing_the_publish_client_id_is_named_on_the_source_st
     src = agent.sources["mq"]
     await src.start()
     try:
-        await asyncio.wait_for(src.subscribed.wait(), 10)
+        await asyncio.wait_for(src.subscribed.wait(), 30)
         await until(
             lambda: src.stats.errors_by_reason.get("connect_refused"), timeout_s=5, what="the refusal"
         )
@@ -310,7 +310,7 @@ async def test_validate_online_leaves_the_client_ids_of_its_running_agent_untrie
     await src.start()
     watch = None
     try:
-        await asyncio.wait_for(src.subscribed.wait(), 10)
+        await asyncio.wait_for(src.subscribed.wait(), 30)
         watch = _watch(mosquitto.port, arrived)
         assert await asyncio.to_thread(main, ["validate", "--online", str(path)]) == 0
         await asyncio.sleep(0.3)
@@ -478,7 +478,7 @@ async def test_a_publish_an_acl_by_client_id_refuses_names_the_publish_connectio
     src = MqttSource("mq", settings)
     await src.start()
     try:
-        await asyncio.wait_for(src._pub.connected.wait(), 10)
+        await asyncio.wait_for(src._pub.connected.wait(), 30)
         assert await src.publish("factory/p1/alarms/a", b"{}", qos=1, confirm=True) == "sent"
         with pytest.raises(
             MqttPublishRefused, match=r"client id p1: an ACL by client id must let it publish"
@@ -515,7 +515,7 @@ async def test_a_forward_holds_its_byte_bound_while_the_publish_connection_alone
     await src.start()
     fwd.start()
     try:
-        await asyncio.wait_for(src.subscribed.wait(), 10)
+        await asyncio.wait_for(src.subscribed.wait(), 30)
         await until(lambda: src.stats.errors_by_reason.get("connect_refused"), 5, "the refusal")
         assert src.state.value == "connected" and src.publish_connection["state"] != "connected"
         for i in range(12):

@@ -120,14 +120,14 @@ async def test_mutual_tls_subscription_receives_json(tls_broker):
     )
     await src.start()
     try:
-        await asyncio.wait_for(src.subscribed.wait(), 10)  # the SUBACK: nothing published is missed
+        await asyncio.wait_for(src.subscribed.wait(), 30)  # the SUBACK: nothing published is missed
         pub = paho.Client(CallbackAPIVersion.VERSION2)
         pub.connect("127.0.0.1", broker.port)
         pub.loop_start()
         pub.publish("t/1", json.dumps({"v": 3.5}), qos=1).wait_for_publish(2)
         pub.disconnect()  # first: paho's thread ends now, not at its next 1 s select
         pub.loop_stop()
-        reading = await asyncio.wait_for(anext(src.items()), 5)
+        reading = await asyncio.wait_for(anext(src.items()), 30)
     finally:
         await src.stop()
     assert (reading.tag, reading.value) == ("t/1/v", 3.5)
@@ -169,7 +169,7 @@ async def test_username_password_login_works_and_wrong_password_is_refused(auth_
     await ok.start()
     await bad.start()
     try:
-        await asyncio.wait_for(ok.connected.wait(), 5)
+        await asyncio.wait_for(ok.connected.wait(), 30)
         for _ in range(1500):
             if bad.stats.errors_by_reason.get("connect_refused"):
                 break

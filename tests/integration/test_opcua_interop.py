@@ -78,7 +78,7 @@ async def test_adapter_subscribes_array_and_writes_boolean_on_node_opcua(node_se
     src = OpcUaSource("pump", settings)
     await src.start()
     try:
-        r = await asyncio.wait_for(src.items().__anext__(), 15)
+        r = await asyncio.wait_for(src.items().__anext__(), 30)
         assert r.tag == "Waveform" and isinstance(r.value, np.ndarray) and r.value.shape == (64,)
         assert src.state is ConnectionState.CONNECTED
         await src.write("ns=1;s=Pump.Gate", 1)  # int converted to the node's Boolean

@@ -130,7 +130,7 @@ async def test_sign_and_encrypt_with_trusted_certificate_and_password_streams_re
     src = OpcUaSource("secure", _settings(secure_machine, certs))
     await src.start()
     try:
-        first = await asyncio.wait_for(src.items().__anext__(), 10)
+        first = await asyncio.wait_for(src.items().__anext__(), 30)
         assert first.tag == "Speed" and src.state is ConnectionState.CONNECTED
         await src.write(secure_machine.node_id("Reject"), True)
         for _ in range(1500):
@@ -170,7 +170,7 @@ async def test_a_pem_key_and_certificates_named_key_and_crt_are_read_as_pem(
     src = OpcUaSource("secure", settings)
     await src.start()
     try:
-        first = await asyncio.wait_for(src.items().__anext__(), 10)
+        first = await asyncio.wait_for(src.items().__anext__(), 30)
         assert first.tag == "Speed" and src.state is ConnectionState.CONNECTED, src.stats.last_error
     finally:
         await src.stop()
@@ -223,7 +223,7 @@ async def test_a_plc_that_offers_only_an_aes_policy_is_read_and_written(certs, p
     await open_.start()
     await src.start()
     try:
-        first = await asyncio.wait_for(src.items().__anext__(), 10)
+        first = await asyncio.wait_for(src.items().__anext__(), 30)
         assert first.tag == "Speed" and src.state is ConnectionState.CONNECTED
         await src.write(srv.node_id("Reject"), True)
         for _ in range(1500):
@@ -295,7 +295,7 @@ async def test_a_server_presenting_another_certificate_than_the_pinned_one_is_na
         with pytest.raises(OpcUaNotConnected):
             await pinned.write(srv.node_id("Reject"), True)
         assert srv.writes == [] and pinned.stats.received == 0
-        first = await asyncio.wait_for(line2.items().__anext__(), 10)  # the other source is served
+        first = await asyncio.wait_for(line2.items().__anext__(), 30)  # the other source is served
         assert first.tag == "Speed" and line2.state is ConnectionState.CONNECTED
     finally:
         await pinned.stop()
@@ -404,7 +404,7 @@ async def test_a_password_the_sign_endpoint_would_take_in_clear_text_is_not_sent
     await signed.start()
     await encrypted.start()
     try:
-        first = await asyncio.wait_for(encrypted.items().__anext__(), 10)
+        first = await asyncio.wait_for(encrypted.items().__anext__(), 30)
         assert first.tag == "Speed"
         await _wait_state(signed, {ConnectionState.BACKOFF})
         last = signed.stats.last_error or ""

@@ -358,7 +358,7 @@ async def test_sparkplug_dcmd_write_back_is_typed_by_the_birth_and_pulses(mosqui
     await src.start()
     runner = ActionRunner(cfg, {"bus": src})
     try:
-        await asyncio.wait_for(src.subscribed.wait(), 10)  # the SUBACK: nothing published is missed
+        await asyncio.wait_for(src.subscribed.wait(), 30)  # the SUBACK: nothing published is missed
         now = int(time.time() * 1000)
         node.publish(
             "spBv1.0/line1/NBIRTH/press1",

@@ -107,7 +107,7 @@ async def test_one_second_blocks_give_every_window_and_an_outage_starts_them_afr
     try:
         await agent.start()
         # subscribed, not only connected: a block published between the two is not delivered to the agent
-        await asyncio.wait_for(agent.sources["daq"].subscribed.wait(), 10)
+        await asyncio.wait_for(agent.sources["daq"].subscribed.wait(), 30)
         for k in range(3):  # three contiguous seconds, as the device sends them (one a second)
             block(t0 + k)
             done = (k + 1) * BLOCK // SIGNAL_WINDOW  # 4, 9, 14: windows run on across the blocks
