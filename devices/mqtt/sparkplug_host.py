@@ -47,8 +47,9 @@ metrics all nodes hold together (``MAX_TOTAL_METRICS``, a Template's members eac
 past it makes room as a new node does in a full table, nodes not born that hold metrics forgotten first, then
 births-only ones; else it is refused, ``too_many_total_metrics``, ``_metric_room``), and the device names they hold
 together (``MAX_TOTAL_DEVICES``: a node's own dead ones forgotten, then other nodes dead ``DEAD_KEEP_S`` or gone
-silent, else a new device's birth refused, ``too_many_total_devices``, ``_no_device_room``; no node that speaks or
-answers the birth asked of it is forgotten for it).
+silent, else a new device's birth refused, ``too_many_total_devices``, ``_no_device_room``, and the births-only nodes
+holding names, quiet ``rebirth_retry_max_s``, asked their birth, to go silent if they do not answer,
+``_probe_holders``; no node that speaks or answers the birth asked of it is forgotten for it).
 When this host's connection to the broker is lost (``connection_lost``, called by the adapter after every message
 that connection brought), every live node's tags that had a value are passed on BAD (reason ``connection_lost``):
 what the nodes publish meanwhile, a death too, is unseen.
@@ -2503,8 +2504,9 @@ class SparkplugHost:
                 "skipped, its data skipped as before its birth (no rebirth asked: it would be skipped again), until "
                 "a node's birth, death or forgetting frees names; nodes whose devices come and go under ever new "
                 "names (DBIRTH, DDEATH) keep them until their next birth. Only nodes dead "
-                f"{DEAD_KEEP_S:g} s or gone silent (quiet rebirth_give_up_s, no answer to the birth then asked) are "
-                "forgotten for it, never one that speaks: narrow the subscription to this line's group, or the "
+                f"{DEAD_KEEP_S:g} s or gone silent are forgotten for it, never one that speaks: nodes that sent "
+                "births only and nothing for rebirth_retry_max_s are asked their birth, and those not answering "
+                "within rebirth_retry_max_s go silent. Narrow the subscription to this line's group, or the "
                 "broker's ACL on spBv1.0/",
             )
         else:
@@ -2536,6 +2538,7 @@ class SparkplugHost:
                 None,
             )
             if other is None:
+                self._probe_holders(now, own)
                 # (nodes go silent at a ``tick``, and age dead, no sooner than this)
                 self._names_scan_at = now + TICK_S
                 return False
@@ -2556,6 +2559,33 @@ class SparkplugHost:
                     self.on_notice("born_nodes_forgotten", message)
                 self.on_notice("nodes_forgotten", message)
         return True
+
+    def _probe_holders(self, now: float, own: tuple[str, str]) -> None:
+        """At ``MAX_TOTAL_DEVICES`` with no node to forget (``_free_names``): the nodes holding device names that sent
+        births only since their birth and nothing for ``rebirth_retry_max_s`` are asked their birth now, as
+        ``_silence`` asks a node quiet ``rebirth_give_up_s``: one that answers speaks (kept, never asked so again);
+        one that does not within ``rebirth_retry_max_s`` goes silent, and its names make room. A births-only burst's
+        made-up names (NBIRTHs and DBIRTHs, then nothing) so held the room for ``rebirth_give_up_s`` (a day).
+        At most ``ASK_SCAN_MAX`` looked at; held to the source's rate (``tick``); none with ``rebirth_give_up_s`` 0
+        or ``rebirth_on_unknown`` off (no node goes silent then)."""
+        if self._settings.rebirth_give_up_s <= 0 or not self._settings.rebirth_on_unknown:
+            return
+        quiet = self._settings.rebirth_retry_max_s
+        asked = [
+            key
+            for key in itertools.islice(self._mute, ASK_SCAN_MAX)
+            if key != own
+            and (n := self._nodes[key]).alive
+            and n.names_held
+            and n.probed == math.inf
+            and now - n.heard >= quiet
+        ]
+        for key in asked:
+            node = self._nodes[key]
+            node.probed = now
+            if not self._rebirth(key[0], key[1], node, tick=False):  # its births out of reach: no answer
+                node.probe_sent = now
+            self._file(key, node)  # to the back of the asked (``_silence``)
 
     def _too_many_devices(self, t: sp.SparkplugTopic, node: _Node) -> None:
         """A DBIRTH of a new device when ``MAX_NODE_DEVICES`` of the node's are born: skipped, said once (notice

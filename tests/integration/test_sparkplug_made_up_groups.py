@@ -343,3 +343,42 @@ async def test_a_births_only_bursts_device_names_are_freed_once_its_nodes_go_sil
         assert ("g", "junk") not in host._nodes and host.devices_refused == 0, src.notices.counts
         assert "junk" in src.notices.messages["born_nodes_forgotten"]
         assert host._names == sum(n.names_held for n in host._nodes.values()) <= 8
+
+
+async def test_at_the_device_bound_births_only_nodes_are_asked_their_birth_and_freed_if_they_do_not_answer(
+    mosquitto, monkeypatch
+):
+    """At MAX_TOTAL_DEVICES (made 8) a births-only burst's names were freed only once its nodes went silent:
+    rebirth_give_up_s (a day) of quiet, then an unanswered ask. Now a new device refused there asks the births-only
+    nodes holding names, quiet rebirth_retry_max_s (made 0.2 s), their birth at once: one that answers is kept,
+    one that does not goes silent within rebirth_retry_max_s and makes room."""
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
+    fast = {"rebirth_min_interval_s": 0, "rebirth_retry_s": 0.1, "rebirth_retry_max_s": 0.2}
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug=fast) as (src, asked, pub):
+        host = src.sparkplug
+        for node, devices in (("real", 1), ("quiet", 1), ("junk", 2)):  # 8 names: at the bound
+            pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth(0, bd0), qos=1)
+            for i in range(devices):
+                pub.publish(f"spBv1.0/g/DBIRTH/{node}/d{i}", _birth(i + 1, []), qos=1)
+        pub.publish("spBv1.0/g/NDATA/real", _birth(2, []), qos=1)
+        await until(lambda: host._names >= 8, 10, "at the bound")
+        seq = 3
+        while ("g", "junk") in host._nodes:  # real's new device's data, each refused while the bound holds
+            if "quiet" in asked and host._nodes[("g", "quiet")].probed < float("inf"):
+                # quiet is a real node reporting by exception: it answers
+                pub.publish("spBv1.0/g/NBIRTH/quiet", _birth(0, bd0), qos=1)
+                pub.publish("spBv1.0/g/DBIRTH/quiet/d0", _birth(1, []), qos=1)
+                await until(lambda: host._nodes[("g", "quiet")].probed == float("inf"), 10, "its answer read")
+            pub.publish("spBv1.0/g/DDATA/real/d1", _birth(seq, []), qos=1)
+            seq += 1
+            await until(lambda s=seq: host._nodes[("g", "real")].seq == s - 1, 10, "its data read")
+            await asyncio.sleep(0.1)  # (a pace, not a synchronisation: the loop polls the table)
+            assert seq < 200, f"junk never freed its names: {src.notices.counts}"  # before: a day
+        await until(lambda: "real" in asked, 10, "d1's birth asked")
+        pub.publish("spBv1.0/g/NBIRTH/real", _birth(0, bd0), qos=1)  # the answer
+        pub.publish("spBv1.0/g/DBIRTH/real/d0", _birth(1, []), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/real/d1", _birth(2, []), qos=1)
+        await until(lambda: host.device_alive("g", "real", "d1"), 10, "d1 born")
+        assert host.device_alive("g", "quiet", "d0") and not host._nodes[("g", "quiet")].silent
+        assert "junk" in src.notices.messages["born_nodes_forgotten"]
