@@ -331,7 +331,15 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     elif gate == "NG or UNSURE on a shared node":  # another camera's pipeline, every part OK, writes it too
         ok = make_package(tmp_path / "ok", kind="vision", version="1.0.0", key=key, heatmap=False, bias=8.0)
         more["models"] = {"vision2": {"package": str(ok)}}
-        more["actions"] = {"reject2": {"mode": "level", "reset_value": False, "when": when}}
+        # its node spelt by the namespace's URI: one node to the PLC (it was another to the hold, the heartbeat ran)
+        more["actions"] = {
+            "reject2": {
+                "mode": "level",
+                "reset_value": False,
+                "when": when,
+                "node_id": "nsu=urn:plc;s=Reject",
+            }
+        }
         more["pipelines"] = [{"name": "other", "source": "cam", "model": "vision2", "actions": ["reject2"]}]
     elif gate == "NG or UNSURE on a node of two failed slots":  # the same, its slot failed too
         more["models"] = {"vision2": {"package": str(bad)}}
@@ -427,6 +435,9 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                 held
             )
             if gate == "NG or UNSURE on a shared node":  # (written true and false in turn)
+                # the other pipeline's OK parts' false lands on the node spelt by URI: the PLC reads it
+                await until(lambda: _read_reject(p), what="an unjudged part's true")
+                await until(lambda: _read_false(p), what="the other pipeline's false through nsu=")
                 return
             if gate != "NG":  # (its output never written: no UNSURE result is handed to it)
                 assert not await _read_reject(p)
@@ -453,6 +464,10 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
 
 async def _read_reject(p) -> bool:
     return (await p.read())["Reject"] is True
+
+
+async def _read_false(p) -> bool:
+    return (await p.read())["Reject"] is False
 
 
 def _held_by_plc(tmp_path, pub, actions: dict, pipelines: list, sources: dict | None = None) -> list[str]:
