@@ -503,11 +503,10 @@ class AgentHost:
         # with no package (a slot renamed by a typo, a pipeline moved to a new fleet-fed slot), or renamed with its
         # slot, is the candidate's doing
         judging = _judging(self.agent)
-        ran = {p.name for p in self.agent.pipelines}
         try:
             await self._swap(cfg, {"source": "fleet", **info, "status": "applied", "reason": ""})
             await self._refuse_windowed(windowed_before)
-            await self._refuse_failed_slots(failed_before, judging, ran)
+            await self._refuse_failed_slots(failed_before, judging)
             self.keeper.note(info, "applied", True)
             self.keeper.save()
             await self._flush()
@@ -556,7 +555,6 @@ class AgentHost:
         self,
         before: Mapping[str, str | None],
         judging: Mapping[str, tuple[str, str, tuple[str, ...]]],
-        ran: Collection[str] = (),
     ) -> None:
         """A candidate whose agent started with a model slot failed (its package refused, nothing installed): an
         agent serves the rest then (``FailedAtStart``), but such a candidate did not start: it is stopped and the
@@ -569,15 +567,15 @@ class AgentHost:
         deployment was then declined: the agent has no such slot. But a pipeline that judges under the running config
         (``judging``: pipeline -> (slot, source, what it reads)) put on a failed slot is: a slot renamed by a typo, or
         a pipeline moved to a new fleet-fed slot, was applied and reported healthy, its items unjudged (UNSURE) on
-        every agent of the rollout (a renamed slot's deployment declined: the agent has no such slot). So is a
-        pipeline new to the candidate (not in ``ran``, the running config's pipelines) on a failed slot that reads
-        what a judging pipeline gone from the candidate read (``_taken_judging``)."""
+        every agent of the rollout (a renamed slot's deployment declined: the agent has no such slot). So is any other
+        pipeline on a failed slot that reads what a judging pipeline gone from the candidate read
+        (``_taken_judging``)."""
         from edge_agent.models.slot import FailedAtStart
 
         agent = self.agent
         if agent is None:
             return
-        taken = _taken_judging(agent, judging, ran)
+        taken = _taken_judging(agent, judging)
         failed = [
             (
                 n,
@@ -592,6 +590,9 @@ class AgentHost:
             )
         ]
         if failed:
+            # named first: a slot the candidate brings failed, before one failed under the running config too (a
+            # waiting pipeline kept on the camera of the judging one it drops, beside the renamed one taking its place)
+            failed.sort(key=lambda f: f[0] in before)
             self.agent = None
             await agent.stop()
             raise FailedAtStart(f"model slot {failed[0][0]!r}: {failed[0][1]}")
@@ -713,16 +714,16 @@ def _judging(agent: Any) -> dict[str, tuple[str, str, tuple[str, ...]]]:
     }
 
 
-def _taken_judging(
-    agent: Any, judging: Mapping[str, tuple[str, str, tuple[str, ...]]], ran: Collection[str]
-) -> dict[str, str]:
+def _taken_judging(agent: Any, judging: Mapping[str, tuple[str, str, tuple[str, ...]]]) -> dict[str, str]:
     """The slots of ``agent`` (a candidate's) whose pipelines take judging away -> why: a pipeline that judged under
-    the running config (``judging``, ``_judging``'s), or one new to the candidate (not in ``ran``, the running
-    config's pipelines) reading what a judging pipeline the candidate drops read (``_reads``: the slot and its
-    pipeline renamed together, the source too, or a judging pipeline replaced by one waiting for a new model: keep
-    the judging one until the new slot's package serves, then remove it in a later config). Matched on the source's
-    name alone, a config removing one machine's pipeline and adding another machine's on the same MQTT source (its
-    own tag) was rolled back, and one renaming the source too was applied, its pipeline judging nothing."""
+    the running config (``judging``, ``_judging``'s), or any other reading what a judging pipeline the candidate
+    drops read (``_reads``: the slot and its pipeline renamed together, the source too, or a judging pipeline replaced
+    by one waiting for a new model: keep the judging one until the new slot's package serves, then remove it in a
+    later config). Matched on the source's name alone, a config removing one machine's pipeline and adding another
+    machine's on the same MQTT source (its own tag) was rolled back, and one renaming the source too was applied, its
+    pipeline judging nothing. Matched only for a pipeline new to the candidate, a rename onto the name of a pipeline
+    that ran unjudged (on a slot waiting for the fleet) was applied, the camera judged by nothing: the name a
+    pipeline had says nothing of what it reads now."""
     here = {p.name for p in agent.pipelines}
     # what it read -> (a judging pipeline gone from the candidate, its slot, its source)
     left: dict[str, tuple[str, str, str]] = {}
@@ -733,10 +734,10 @@ def _taken_judging(
     taken: dict[str, str] = {}  # failed slot -> which judging this candidate takes away
     for p in agent.pipelines:
         if p.name in judging:
-            why = f"pipeline {p.name} judged on slot {judging[p.name][0]!r} under the running config"
-        elif p.name not in ran and (
-            hit := next((left[k] for k in _reads(agent.cfg, p.s) if k in left), None)
-        ):
+            slot, source, _ = judging[p.name]
+            now = "" if source == p.s.source else f" (now source {p.s.source}, source {source} then)"
+            why = f"pipeline {p.name} judged on slot {slot!r} under the running config{now}"
+        elif hit := next((left[k] for k in _reads(agent.cfg, p.s) if k in left), None):
             gone, slot, source = hit
             was = "" if source == p.s.source else f" (source {source} under the running config)"
             why = (

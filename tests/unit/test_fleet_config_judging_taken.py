@@ -13,8 +13,11 @@ MQ = {"type": "mqtt", "host": "127.0.0.1", "port": 1883, "subscriptions": [{"top
 FLEET_FED = {"name": "machine-health", "version_policy": "follow_fleet"}
 
 
-def _agent(sources: dict, pipelines: list[tuple[str, str, str, str | None]]) -> SimpleNamespace:
-    """An agent's config and pipelines ((name, source, slot, waveform tag)), every slot serving."""
+def _agent(
+    sources: dict, pipelines: list[tuple[str, str, str, str | None]], waiting: frozenset[str] = frozenset()
+) -> SimpleNamespace:
+    """An agent's config and pipelines ((name, source, slot, waveform tag)), every slot serving but ``waiting``'s
+    (no package yet)."""
     cfg = parse_config(
         {
             "agent": {"id": "gw1"},
@@ -29,7 +32,12 @@ def _agent(sources: dict, pipelines: list[tuple[str, str, str, str | None]]) -> 
         "gw1.yaml",
         local_checks=False,
     )
-    pipes = [SimpleNamespace(name=s.name, s=s, slot=SimpleNamespace(failed=None)) for s in cfg.pipelines]
+    pipes = [
+        SimpleNamespace(
+            name=s.name, s=s, slot=SimpleNamespace(failed="no package yet" if s.model in waiting else None)
+        )
+        for s in cfg.pipelines
+    ]
     return SimpleNamespace(cfg=cfg, pipelines=pipes)
 
 
@@ -41,15 +49,15 @@ def test_a_new_pipeline_is_matched_to_a_dropped_judging_one_by_what_it_reads_not
     running = _agent(
         {"plant": MQ}, [("pA", "plant", "vib_a", "plant/a/vib"), ("pB", "plant", "vib_b", "plant/b/vib")]
     )
-    judging, ran = _judging(running), [p.name for p in running.pipelines]
+    judging = _judging(running)
     other_machine = _agent(
         {"plant": MQ}, [("pB", "plant", "vib_b", "plant/b/vib"), ("pC", "plant", "vib_c", "plant/c/vib")]
     )
-    assert "vib_c" not in _taken_judging(other_machine, judging, ran)
+    assert "vib_c" not in _taken_judging(other_machine, judging)
     renamed = _agent(
         {"plant2": MQ}, [("pA2", "plant2", "vib_a2", "plant/a/vib"), ("pB", "plant2", "vib_b", "plant/b/vib")]
     )
-    assert _taken_judging(renamed, judging, ran)["vib_a2"] == (
+    assert _taken_judging(renamed, judging)["vib_a2"] == (
         "pipeline pA2 reads source plant2 (source plant under the running config), which pipeline pA "
         "(not in this config) judged on slot 'vib_a' under the running config"
     )
@@ -58,7 +66,7 @@ def test_a_new_pipeline_is_matched_to_a_dropped_judging_one_by_what_it_reads_not
         {"plant": {**MQ, "port": 1884}},
         [("pA2", "plant", "vib_a2", "plant/a/vib"), ("pB", "plant", "vib_b", "plant/b/vib")],
     )
-    assert "vib_a2" in _taken_judging(moved, judging, ran)
+    assert "vib_a2" in _taken_judging(moved, judging)
 
 
 def test_a_source_renamed_with_how_it_reads_changed_is_matched_by_where_it_reads():
@@ -70,17 +78,44 @@ def test_a_source_renamed_with_how_it_reads_changed_is_matched_by_where_it_reads
     running = _agent(
         {"cam": cam, "plant": MQ}, [("pv", "cam", "vision", None), ("pA", "plant", "vib_a", "vib")]
     )
-    judging, ran = _judging(running), [p.name for p in running.pipelines]
+    judging = _judging(running)
     renamed = _agent({"cam2": {**cam, "fps": 6}, "plant": MQ}, [("pw", "cam2", "visoin", None)])
-    assert _taken_judging(renamed, judging, ran)["visoin"].startswith(
+    assert _taken_judging(renamed, judging)["visoin"].startswith(
         "pipeline pw reads source cam2 (source cam under the running config), which pipeline pv (not in this config) "
         "judged on slot 'vision'"
     )
     other = {**MQ, "subscriptions": [{"topic": "plant/c/#"}], "keepalive_s": 45}
     machine_c = _agent({"cam": cam, "c": other}, [("pv", "cam", "vision", None), ("pC", "c", "vib_c", "vib")])
-    assert "vib_c" not in _taken_judging(machine_c, judging, ran)
+    assert "vib_c" not in _taken_judging(machine_c, judging)
     line2 = _agent(
         {"cam": cam, "cam2": {**cam, "url": "/srv/line2/frames"}},
         [("pv", "cam", "vision", None), ("p2", "cam2", "vision2", None)],
     )
-    assert "vision2" not in _taken_judging(line2, judging, ran)
+    assert "vision2" not in _taken_judging(line2, judging)
+
+
+def test_a_pipeline_renamed_onto_the_name_of_one_that_ran_unjudged_is_matched_by_what_it_reads():
+    """A camera's judging pipeline pv dropped and pipeline pw, which ran under the running config unjudged (its
+    fleet-fed slot still waiting) on another camera, given pv's camera: matched only for a pipeline new to the
+    candidate, the config was applied and the camera judged by nothing on every agent of the rollout. A judging
+    pipeline kept by name but moved to another source says so."""
+    cam = {"type": "camera", "url": "/srv/line1/frames", "fps": 5}
+    cam2 = {**cam, "url": "/srv/line2/frames"}
+    running = _agent(
+        {"cam": cam, "cam2": cam2},
+        [("pv", "cam", "vision", None), ("pw", "cam2", "vision2", None)],
+        waiting=frozenset({"vision2"}),
+    )
+    judging = _judging(running)
+    assert set(judging) == {"pv"}
+    reused = _agent({"cam": cam}, [("pw", "cam", "vision2", None)], waiting=frozenset({"vision2"}))
+    assert _taken_judging(reused, judging)["vision2"] == (
+        "pipeline pw reads source cam, which pipeline pv (not in this config) judged on slot 'vision' under the "
+        "running config"
+    )
+    moved = _agent(
+        {"cam": cam, "cam2": cam2}, [("pv", "cam2", "vision3", None)], waiting=frozenset({"vision3"})
+    )
+    assert _taken_judging(moved, judging)["vision3"] == (
+        "pipeline pv judged on slot 'vision' under the running config (now source cam2, source cam then)"
+    )
