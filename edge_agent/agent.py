@@ -1330,6 +1330,25 @@ class Agent:
             )
         ]
 
+    def heartbeat_holders_to_come(self, source: str) -> list[Pipeline]:
+        """The pipelines writing through ``source`` that do not hold its heartbeat now (``heartbeat_holders``) but
+        will once a package serves a slot failed now (a fleet-fed one waiting for its first) before theirs: a
+        pipeline on it writes for its OK parts, on a node they write too, a value that may follow their unjudged
+        parts' (``heartbeat_beside``). Two cameras on two new fleet-fed slots sharing one reject gate on NG and UNSURE
+        each reject every part while both wait, and the first package to one of them holds the heartbeat until the
+        other's serves."""
+        now = self.heartbeat_holders(source)
+        beside = self.heartbeat_beside.get(source, {})
+        return [
+            p
+            for p in self.heartbeat_feeds.get(source, [])
+            if p not in now
+            and p.slot.failed is not None
+            and any(
+                ok and q.slot.version is None and not q.window_ignored for q, ok, _ in beside.get(p.name, ())
+            )
+        ]
+
     def _watchdog_hold(self, source: str) -> str | None:
         """Why an OPC UA source's heartbeat (the PLC's watchdog output) stands still now: a pipeline whose actions
         write through it has no model in its slot (its configured package refused at the start, nothing installed),

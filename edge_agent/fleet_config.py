@@ -789,6 +789,15 @@ def _pipeline_health(agent) -> dict:
     }
     if held:
         out["heartbeats_held"] = held
+    # held later, once a package serves a slot beside theirs first (``heartbeat_holders_to_come``): two new fleet-fed
+    # slots sharing one reject gate reported none held, and the first package held the PLC's heartbeat, unsaid
+    if later := {
+        n: names
+        for n in agent.heartbeat_feeds
+        if getattr(agent.sources[n].settings, "heartbeat", None) is not None
+        and (names := sorted(p.name for p in agent.heartbeat_holders_to_come(n)))
+    }:
+        out["heartbeats_held_once_served"] = later
     # a camera pipeline with a window (a config warning): it judges nothing, for good, and holds a PLC's heartbeat
     if ignored := sorted(p.name for p in agent.pipelines if p.window_ignored):
         out["judges_nothing"] = ignored
@@ -797,8 +806,9 @@ def _pipeline_health(agent) -> dict:
 
 def _held_note(health: Mapping[str, Any]) -> str:
     """The healthy report's reason (the fleet's rollout shows it by the agent): the heartbeats its model slots hold
-    then (``heartbeats_held``: source -> pipelines), or "". Said as of the report: ``/status`` says while it lasts
-    (the source's ``heartbeat_held``)."""
+    then (``heartbeats_held``: source -> pipelines) and those they will hold once a package serves a slot beside a
+    waiting pipeline's first (``heartbeats_held_once_served``), or "". ``/status`` says while it lasts (the source's
+    ``heartbeat_held``)."""
     held = health.get("heartbeats_held") or {}
     ignored = set(health.get("judges_nothing") or ())
     said = []
@@ -813,4 +823,10 @@ def _held_note(health: Mapping[str, Any]) -> str:
                 f"heartbeat of source {n} held: the pipelines writing through it ({', '.join(windowed)}) judge "
                 f"nothing (window: {FRAME_WINDOW_WHY}); the PLC's watchdog falls back to its safe state"
             )
+    for n, pipes in (health.get("heartbeats_held_once_served") or {}).items():
+        said.append(
+            f"heartbeat of source {n} held once a package serves a slot beside the pipelines writing through it "
+            f"({', '.join(pipes)}) before their own: an OK part's value there follows their unjudged parts'; the "
+            "PLC's watchdog falls back to its safe state meanwhile"
+        )
     return "; ".join(said)

@@ -933,5 +933,38 @@ async def test_a_config_whose_waiting_slot_holds_a_plcs_heartbeat_says_so_in_its
             assert host.agent is not None
             src = host.agent.sources["plc"]
             await until(lambda: src.heartbeat_held is not None, 20, "the heartbeat held")
+
+            # two cameras on two new fleet-fed slots sharing one reject gate on NG and UNSURE: each rejects every part
+            # while both wait (the heartbeat runs), and the first package to one of them holds it until the other's
+            # serves (its OK parts' false follows the other's unjudged parts' true): said, where none was held
+            gate = {"mode": "level", "reset_value": False, "when": {"verdict": {"in": ["NG", "UNSURE"]}}}
+            cand2 = {
+                **cand,
+                "models": {
+                    s: {"name": "part-inspection", "version_policy": "follow_fleet"}
+                    for s in ("vision3", "vision4")
+                },
+                "sources": {**cand["sources"], "cam2": cand["sources"]["cam"]},
+                "actions": {"reject": {**cand["actions"]["reject"], **gate}},
+                "pipelines": [
+                    {"name": "p3", "source": "cam", "model": "vision3", "actions": ["reject"]},
+                    {"name": "p4", "source": "cam2", "model": "vision4", "actions": ["reject"]},
+                ],
+            }
+            data = yaml.safe_dump(cand2).encode()
+            host._on_desired(
+                pb.DesiredConfig(deployment_id="d2", digest=digest_of(data), yaml=data, name="d2")
+            )
+            await until(lambda: (host.keeper.state["last_good"] or {}).get("deployment_id") == "d2", 20, "d2")
+            (note,) = [
+                r
+                for r in host.keeper.state["unreported"]
+                if r["step"] == "healthy" and r.get("deployment_id") == "d2"
+            ]
+            assert "heartbeats_held" not in note["health"], note
+            assert note["health"]["heartbeats_held_once_served"] == {"plc": ["p3", "p4"]}, note
+            assert note["reason"].startswith("heartbeat of source plc held once a package serves a slot"), (
+                note
+            )
         finally:
             await host.stop()
