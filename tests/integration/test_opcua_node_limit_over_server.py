@@ -105,7 +105,7 @@ async def test_a_nodes_own_limit_above_the_servers_lets_a_value_it_takes_be_writ
         # read before the download judged it)
         await srv.delete_nodes([limit])
         await take_node_away(srv, node)
-        await until(lambda: src._targets_gone or src._gone, 5.0, "the watch (the tag) said the node gone")
+        await until(lambda: src._targets_gone or src._gone, 30, "the watch (the tag) said the node gone")
         node, limit = await target(4 if kind == "array" else 40)
         again = None
         if kind == "array":

@@ -253,7 +253,7 @@ async def test_a_node_left_out_for_its_size_is_read_again_on_the_session_when_th
         await until(lambda: f"ns={idx};s=Scan" in src.node_errors, 10, "the node named")
         too_large = src.stats.errors_by_reason["too_large"]
         await until(
-            lambda: src.stats.errors_by_reason["too_large"] > too_large, 5, "a read again, still too large"
+            lambda: src.stats.errors_by_reason["too_large"] > too_large, 30, "a read again, still too large"
         )
         await _collect(src, {"Force"}, timeout_s=5)  # the session made again, without the node
         still_out = f"ns={idx};s=Scan" in src.node_errors

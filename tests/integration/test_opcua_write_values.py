@@ -993,7 +993,7 @@ async def _made_again_shorter(srv, parent, made: list, reader: OpcUaSource, sent
 
     await srv.delete_nodes([made[1]])
     await take_node_away(srv, made[0])
-    await until(lambda: reader._gone, 5, "the tag's gone notice")
+    await until(lambda: reader._gone, 30, "the tag's gone notice")
     made[:] = await text_node(parent, 2, made[0].nodeid.Identifier, 10)
     sent.clear()
 
