@@ -38,7 +38,7 @@ async def test_a_locked_node_refusing_a_level_output_at_100_hz_is_one_event_and_
     runner.write_recovered_after_s = 0.5
     await src.start()
     try:
-        await until(lambda: src.state.value == "connected", 10, "connected")
+        await until(lambda: src.state.value == "connected", 30, "connected")
         for i in range(60):  # a level output at 100 Hz: a write at every result, each refused
             await runner.handle(["gate"], result("NG" if i % 2 else "OK", i), None)
             await asyncio.sleep(0.01)
@@ -60,15 +60,15 @@ async def test_a_locked_node_refusing_a_level_output_at_100_hz_is_one_event_and_
         }, started
         assert "BadUserAccessDenied" in started[0]["reason"], started
         await gate.set_writable(True)  # the PLC lets the agent write the node again
-        await until(lambda: node_id not in src.target_errors, 10, "the unlock seen")
+        await until(lambda: node_id not in src.target_errors, 30, "the unlock seen")
         for i in range(5):
             await runner.handle(["gate"], result("NG", 100 + i), None)
             await asyncio.sleep(0.01)
-        await until(lambda: runner.stats["gate"]["ok"] >= 1, 10, "a write taken")  # no flush: a stop's
+        await until(lambda: runner.stats["gate"]["ok"] >= 1, 30, "a write taken")  # no flush: a stop's
         assert runner.stats["gate"]["ok"] >= 1 and await gate.read_value() is True, dict(runner.stats["gate"])
         assert len(_failing(events)) == 1, _failing(events)  # not ended at the first write taken
         # no result comes any more: the end is told after 0.5 s without a refusal all the same
-        await until(lambda: len(_failing(events)) == 2, 5, "the end of the episode")
+        await until(lambda: len(_failing(events)) == 2, 30, "the end of the episode")
         await asyncio.sleep(0.3)
     finally:
         await src.stop()
@@ -107,7 +107,7 @@ async def test_an_alarm_mirror_on_a_locked_node_is_told_once_as_its_alarm_goes_a
     runner = ActionRunner(cfg, {"plc": src}, on_event=events.append)
     await src.start()
     try:
-        await until(lambda: src.state.value == "connected", 10, "connected")
+        await until(lambda: src.state.value == "connected", 30, "connected")
         for i in range(6):  # raised, cleared, raised ...: each transition's mirror write refused
             await runner.handle(["lamp"], result("OK" if i % 2 else "NG", i), None)
             await runner.flush(timeout_s=5)
@@ -168,7 +168,7 @@ async def test_an_episode_is_ended_by_the_next_agent_once_its_fixed_target_takes
         runner = ActionRunner(cfg, {"plc": src}, on_event=events.append, state_dir=tmp_path)
         runner.write_recovered_after_s = 0.3
         await src.start()
-        await until(lambda: src.state.value == "connected", 10, "connected")
+        await until(lambda: src.state.value == "connected", 30, "connected")
         runner.start()
         for i in range(3):
             await runner.handle(["mark"], result("NG", i), None)
@@ -185,12 +185,12 @@ async def test_an_episode_is_ended_by_the_next_agent_once_its_fixed_target_takes
         runner2 = ActionRunner(cfg2, {"plc": src2}, on_event=events2.append, state_dir=tmp_path)
         runner2.write_recovered_after_s = 0.3
         await src2.start()
-        await until(lambda: src2.state.value == "connected", 10, "connected")
+        await until(lambda: src2.state.value == "connected", 30, "connected")
         runner2.start()
         assert _failing(events2) == []  # still the same episode: no second start
         await runner2.handle(["mark"], result("NG", 10), None)
-        await until(lambda: runner2.stats["mark"]["ok"] == 1, 10, "7000 written")
-        await until(lambda: len(_failing(events2)) == 1, 5, "the end of the episode")
+        await until(lambda: runner2.stats["mark"]["ok"] == 1, 30, "7000 written")
+        await until(lambda: len(_failing(events2)) == 1, 30, "the end of the episode")
         end = _failing(events2)[0]
         assert (end["active"], end["action"], end["node_id"], end["failed"]) == (
             False,
@@ -207,7 +207,7 @@ async def test_an_episode_is_ended_by_the_next_agent_once_its_fixed_target_takes
         src3 = OpcUaSource("plc", cfg.sources["plc"])
         runner3 = ActionRunner(cfg, {"plc": src3}, on_event=events.append, state_dir=tmp_path)
         await src3.start()
-        await until(lambda: src3.state.value == "connected", 10, "connected")
+        await until(lambda: src3.state.value == "connected", 30, "connected")
         await runner3.handle(["mark"], result("NG", 20), None)  # 70000 refused again: a new episode
         await runner3.flush(timeout_s=5)
         await src3.stop()
@@ -242,7 +242,7 @@ async def test_targets_the_check_at_connect_finds_failing_are_episodes_before_an
         )
         async with agent_side(cfg, events, tmp_path) as (src, runner):
             runner.start()
-            await until(lambda: len(_failing(events)) == 3, 5, "an episode a target")
+            await until(lambda: len(_failing(events)) == 3, 30, "an episode a target")
             assert len(src.target_errors) == 3, src.target_errors
         started = {e["action"]: e for e in _failing(events)}
         assert {a: (e["active"], e["failed"], e["node_id"]) for a, e in started.items()} == {
@@ -266,7 +266,7 @@ async def test_targets_the_check_at_connect_finds_failing_are_episodes_before_an
         )
         async with agent_side(fixed, events, tmp_path, recovered_after_s=0.3) as (_src, runner):
             runner.start()
-            await until(lambda: len(_failing(events)) == 6, 5, "the ends, no result needed")
+            await until(lambda: len(_failing(events)) == 6, 30, "the ends, no result needed")
         assert await p.read() == {"Count": 0}  # nothing written: the checks alone
     ended = {e["action"]: e for e in _failing(events)[3:]}
     assert {a: (e["active"], e["failed"]) for a, e in ended.items()} == {
@@ -299,20 +299,20 @@ async def test_a_write_out_of_retries_is_an_episode_if_the_plc_refuses_it_not_if
         runner.write_recovered_after_s = 0.3
         try:
             await runner.handle(["gate"], result("NG", 0), None)  # not connected: every attempt fails
-            await until(lambda: runner.stats["gate"]["failed"] == 1, 5, "out of retries")
+            await until(lambda: runner.stats["gate"]["failed"] == 1, 30, "out of retries")
             await src.start()  # the PLC answers: the value tried again every second lands
-            await until(lambda: runner.stats["gate"]["ok"] == 1, 10, "the owed value taken")
+            await until(lambda: runner.stats["gate"]["ok"] == 1, 30, "the owed value taken")
             assert _failing(events) == []  # before: a start and an end for an outage of a second
             busy["on"] = True
             await runner.handle(["lamp"], result("NG", 1), None)
-            await until(lambda: len(_failing(events)) == 1, 5, "the episode")
+            await until(lambda: len(_failing(events)) == 1, 30, "the episode")
             told = _failing(events)[0]
             assert (told["active"], told["failed"], told["node_id"]) == (True, 1, p.node_id("Lamp")), told
             assert (
                 "BadTooManyOperations" in told["reason"] and "failed after 2 attempts" in told["message"]
             ), told
             busy["on"] = False
-            await until(lambda: len(_failing(events)) == 2, 10, "the end")
+            await until(lambda: len(_failing(events)) == 2, 30, "the end")
         finally:
             await runner.flush(timeout_s=2)
             await src.stop()
@@ -340,12 +340,12 @@ async def test_an_out_of_retries_episode_saved_at_stop_ends_after_a_restart_that
         cfg = _config(p.port, {"gate": out})
         async with agent_side(cfg, events, state_dir=tmp_path) as (_src, runner):
             await runner.handle(["gate"], result("NG", 0), None)
-            await until(lambda: len(_failing(events)) == 1, 5, "the episode")
+            await until(lambda: len(_failing(events)) == 1, 30, "the episode")
             await runner.flush(timeout_s=0.5)  # stop: the owed value is given up
         assert _failing(events)[0]["active"] is True
         busy["on"] = False
         async with agent_side(cfg, events, state_dir=tmp_path) as (src, runner):
-            await until(lambda: len(_failing(events)) == 2, 5, "the end after the restart")
+            await until(lambda: len(_failing(events)) == 2, 30, "the end after the restart")
             assert src.target_errors == {}
         end = _failing(events)[1]
         assert (end["active"], end["node_id"], end["failed"]) == (False, p.node_id("Gate"), 1), end
@@ -374,12 +374,12 @@ async def test_a_connected_plc_that_never_answers_a_write_is_an_episode_not_a_lo
         data["sources"]["plc"]["connect_timeout_s"] = 0.5
         async with agent_side(parse_config(data), events, recovered_after_s=0.3) as (src, runner):
             await runner.handle(["gate"], result("NG", 0), None)
-            await until(lambda: len(_failing(events)) == 1, 8, "the episode (before: none, for good)")
+            await until(lambda: len(_failing(events)) == 1, 30, "the episode (before: none, for good)")
             told = _failing(events)[0]
             assert told["active"] is True and "not answered" in told["reason"], told
             assert src.state.value == "connected"
             hang["on"] = False
-            await until(lambda: len(_failing(events)) == 2, 8, "the end once the value is taken")
+            await until(lambda: len(_failing(events)) == 2, 30, "the end once the value is taken")
             await runner.flush(timeout_s=1)
         assert await p.nodes["Gate"].read_value() is True
 
@@ -397,17 +397,17 @@ async def test_a_check_at_reconnect_does_not_end_the_episode_of_a_value_a_busy_p
             runner,
         ):
             await runner.handle(["gate"], result("NG", 0), None)
-            await until(lambda: len(_failing(events)) == 1, 5, "the episode")
+            await until(lambda: len(_failing(events)) == 1, 30, "the episode")
             busy["on"] = False  # (the server's own writes at its start)
             await p.server.stop()  # a network blip: the check at reconnect finds the node fine
             await asyncio.sleep(0.5)
             await p.server.start()
             busy["on"] = True
-            await until(lambda: src.state.value == "connected", 10, "reconnected")
+            await until(lambda: src.state.value == "connected", 30, "reconnected")
             await asyncio.sleep(2.5)
             assert len(_failing(events)) == 1, _failing(events)  # before: ended by the check
             busy["on"] = False
-            await until(lambda: len(_failing(events)) == 2, 8, "the end once the value is taken")
+            await until(lambda: len(_failing(events)) == 2, 30, "the end once the value is taken")
             await runner.flush(timeout_s=1)
         assert await p.nodes["Gate"].read_value() is True
     assert "found fine by the source's check" not in _failing(events)[1]["message"], _failing(events)[1]
@@ -448,7 +448,7 @@ async def test_a_namespace_uri_the_server_does_not_know_is_the_targets_fault_at_
         cfg = _config(p.port, {"gate": {**_gate(p), "node_id": node_id, "when": {"verdict": "NG"}}})
         async with agent_side(cfg, events) as (src, runner):
             runner.start()
-            await until(lambda: _failing(events), 5, "an episode at connect, before any write")
+            await until(lambda: _failing(events), 30, "an episode at connect, before any write")
             assert "has no namespace 'urn:line2'" in src.target_errors[node_id], src.target_errors
             await runner.handle(["gate"], result("NG", 0), None)
             await runner.flush(timeout_s=5)
