@@ -59,7 +59,7 @@ async def _halted_and_back(srv, idx: int, port: int, then=None) -> list:
     try:
         await src.start()
         out = _Collect(src)
-        await until(lambda: out.got, 10, "the first value")
+        await until(lambda: out.got, 30, "the first value")
         await _set_state(srv, ua.ServerState.Suspended)
         await until(lambda: any(r.quality is Quality.BAD for r in out.got), 20, "the halt's BAD reading")
         await _set_state(srv, ua.ServerState.Running)
@@ -86,7 +86,7 @@ async def test_bad_and_uncertain_readings_say_the_servers_status_code_or_the_sou
     try:
         await src.start()
         out = _Collect(src)
-        await until(lambda: {r.tag for r in out.got} >= {"Speed", "Probe", "Level"}, 10, "every tag's value")
+        await until(lambda: {r.tag for r in out.got} >= {"Speed", "Probe", "Level"}, 30, "every tag's value")
         await _set_state(srv, ua.ServerState.Suspended)
         await until(lambda: src.halts >= 1 and len(out.got) >= 6, 20, "the halt's BAD readings")
     finally:
@@ -258,10 +258,10 @@ async def test_a_value_the_server_flags_with_semantics_changed_is_passed_on_and_
     try:
         await src.start()
         out = _Collect(src)
-        await until(lambda: out.got, 10, "the first value")
+        await until(lambda: out.got, 30, "the first value")
         flagged = ua.DataValue(ua.Variant(68.0, ua.VariantType.Double), ua.StatusCode(0x4000))
         await srv.write_attribute_value(ua.NodeId("Temp", idx), flagged)
-        await until(lambda: any(r.value == 68.0 for r in out.got), 10, "the flagged value")
+        await until(lambda: any(r.value == 68.0 for r in out.got), 30, "the flagged value")
     finally:
         if out is not None:
             out.cancel()
@@ -299,7 +299,7 @@ async def test_a_tag_whose_values_change_type_is_said_once_naming_both_types_and
     try:
         await src.start()
         out = _Collect(src)
-        await until(lambda: len(out.got) >= 2, 10, "the first values")
+        await until(lambda: len(out.got) >= 2, 30, "the first values")
         for name, v, vt in (
             ("Temp", 205, ua.VariantType.Int16),
             ("Temp", 206, ua.VariantType.Int64),
@@ -307,7 +307,7 @@ async def test_a_tag_whose_values_change_type_is_said_once_naming_both_types_and
             ("Press", 125, ua.VariantType.Int32),  # the same download retyped a second tag
         ):
             await srv.write_attribute_value(ua.NodeId(name, idx), ua.DataValue(ua.Variant(v, vt)))
-            await until(lambda v=v: any(r.value == v for r in out.got), 10, f"the value {v}")
+            await until(lambda v=v: any(r.value == v for r in out.got), 30, f"the value {v}")
     finally:
         if out is not None:
             out.cancel()

@@ -94,7 +94,7 @@ async def test_bytes_and_a_time_from_a_yaml_file_reach_their_nodes_and_bytes_ove
     src.expect_writes([(node_id, value) for _, node_id, value in write_targets(cfg)["plc"]])
     await src.start()
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         assert set(src.target_errors) == {"ns=2;s=Long"}, src.target_errors
         said = src.target_errors["ns=2;s=Long"]
         assert "holds at most 8 bytes (the server's MaxByteStringLength" in said and "12 bytes" in said, said
@@ -222,7 +222,7 @@ async def test_a_write_only_source_asks_no_subscription_of_a_plc_stating_it_has_
     src.expect_writes([(f"ns={idx};s=Reject", True)])
     try:
         await src.start()
-        await until(lambda: "targets_unwatched" in src.notices.counts, 10, "the watch said not made")
+        await until(lambda: "targets_unwatched" in src.notices.counts, 30, "the watch said not made")
         await src.write(f"ns={idx};s=Reject", True)
         state, written = src.state.value, await reject.read_value()
     finally:
@@ -278,10 +278,10 @@ async def test_a_server_whose_session_stays_open_but_says_its_values_are_not_cur
     try:
         await src.start()
         reader = asyncio.create_task(collect())
-        await until(lambda: got, 10, "the first value")
+        await until(lambda: got, 30, "the first value")
         # the clock's update period learned first (two changes seen: a server whose clock never moves is not
         # judged by it); the former code kept no such watch
-        await until(lambda: getattr(src, "clock_period_s", 1.0), 10, "the server's clock period learned")
+        await until(lambda: getattr(src, "clock_period_s", 1.0), 30, "the server's clock period learned")
         await halt(srv)
         await until(lambda: src.stats.reconnects >= 1, 20, "the source reconnected")
     finally:
@@ -328,7 +328,7 @@ async def test_quoted_text_shaped_as_a_time_reaches_a_string_node_as_written_and
     src = OpcUaSource("plc", cfg.sources["plc"])
     await src.start()
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         await src.write("ns=2;s=Label", cfg.actions["clear"].value)
         cleared = await label.read_value()
         await src.write("ns=2;s=Label", cfg.actions["clear"].reset)

@@ -47,9 +47,9 @@ async def test_a_server_gone_makes_each_tag_bad_once_and_its_return_good_again_a
     try:
         await src.start()
         out = _Collect(src)
-        await until(lambda: {r.tag for r in out.got} == {"Speed", "Temp"}, 10, "both tags' values")
+        await until(lambda: {r.tag for r in out.got} == {"Speed", "Temp"}, 30, "both tags' values")
         await srv.stop()  # its connections closed: the source's session is lost
-        await until(lambda: len(out.got) >= 4, 10, "the loss's BAD readings")
+        await until(lambda: len(out.got) >= 4, 30, "the loss's BAD readings")
         # several reconnects refused while it is away (a pause of at most 0.2 s): no BAD reading again
         await until(lambda: src.stats.errors_by_reason.get("unreachable", 0) >= 3, 20, "reconnects refused")
         assert len(out.got) == 4, out.got
@@ -99,12 +99,12 @@ async def test_a_server_that_drops_each_session_at_once_is_tried_again_with_a_gr
         await src.start()
         out = _Collect(src)
         for cycle in range(1, 4):
-            await until(lambda n=2 * cycle: _good(out.got) >= n, 10, "both tags' values in this session")
+            await until(lambda n=2 * cycle: _good(out.got) >= n, 30, "both tags' values in this session")
             relay.cut()  # dropped before the session's first check
-            await until(lambda n=cycle: src.stats.reconnects >= n, 10, "the reconnect")
-        await until(lambda: _good(out.got) >= 8, 10, "both tags' values after the third reconnect")
+            await until(lambda n=cycle: src.stats.reconnects >= n, 30, "the reconnect")
+        await until(lambda: _good(out.got) >= 8, 30, "both tags' values after the third reconnect")
         attempts.append(src.backoff_attempts)
-        await until(lambda: src.backoff_attempts == 0, 10, "the pause reset by a healthy check")
+        await until(lambda: src.backoff_attempts == 0, 30, "the pause reset by a healthy check")
     finally:
         if out is not None:
             out.cancel()
@@ -140,7 +140,7 @@ async def test_a_session_lost_while_connecting_after_values_went_out_makes_those
         calls.append(len(event.request_params.ItemsToCreate))
         if len(calls) == 2:  # the first session's second group: the first's values went out
             await until(
-                lambda: out is not None and {r.tag for r in out.got} == {"Speed"}, 10, "Speed's value"
+                lambda: out is not None and {r.tag for r in out.got} == {"Speed"}, 30, "Speed's value"
             )
             relay.cut()
 
@@ -246,7 +246,7 @@ async def test_the_close_of_a_left_session_on_a_plc_that_does_not_answer_leaves_
     await src.start()
     reader = asyncio.create_task(read())
     try:
-        await until(lambda: {"Scan", "Force"} <= {r.tag for r in got}, 10, "both tags")
+        await until(lambda: {"Scan", "Force"} <= {r.tag for r in got}, 30, "both tags")
         plc.hang = True
         await scan.write_value(ua.Variant([0.25] * 200_000, ua.VariantType.Double))  # 1.6 MB
         await until(lambda: src.stats.errors_by_reason.get("too_large", 0) >= 1, 30, "the cut")
@@ -404,12 +404,12 @@ async def test_a_connection_given_up_after_a_link_loss_is_reset_so_no_write_stil
     src = OpcUaSource("plc", _settings(await link.start(), connect_timeout_s=0.5, reconnect_initial_s=0.1))
     try:
         await src.start()
-        await until(lambda: src.state.value == "connected", 10, "the first session")
+        await until(lambda: src.state.value == "connected", 30, "the first session")
         link.freeze()
         # the server found silent, the connection given up and another tried (accepted, not answered)
-        await until(lambda: link.made >= 2, 10, "a reconnect after the loss")
+        await until(lambda: link.made >= 2, 30, "a reconnect after the loss")
         link.thaw()
-        await until(lambda: 1 in link.ends, 10, "the first connection's end, once the link is back")
+        await until(lambda: 1 in link.ends, 30, "the first connection's end, once the link is back")
     finally:
         await src.stop()
         await link.close()

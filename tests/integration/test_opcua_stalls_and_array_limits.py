@@ -84,10 +84,10 @@ async def test_a_stalled_subscription_turns_its_tags_bad_at_once_and_they_are_go
     try:
         await src.start()
         out = _Collect(src)
-        await until(lambda: out.got, 10, "the first value")
+        await until(lambda: out.got, 30, "the first value")
         stalled.set()
         await var.write_value(2.0)
-        await until(lambda: any(r.quality is Quality.BAD for r in out.got), 15, "a BAD reading for the stall")
+        await until(lambda: any(r.quality is Quality.BAD for r in out.got), 30, "a BAD reading for the stall")
         await until(lambda: src.stats.reconnects >= 2, 20, "reconnects while the server stays silent")
         halted = src.halted
         while_silent = list(out.got)
@@ -145,15 +145,15 @@ async def test_a_server_frozen_for_good_stays_said_on_status_after_its_first_war
     try:
         await agent.start()
         src = agent.sources["plc"]
-        await until(lambda: src.clock_period_s, 10, "the server's clock period learned")
+        await until(lambda: src.clock_period_s, 30, "the server's clock period learned")
         ticker.cancel()
         await until(lambda: src.stats.reconnects >= 1, 20, "the halt and its reconnect")
-        await until(lambda: src.state.value == "connected", 10, "connected again")
-        await until(lambda: (src.halted or {}).get("checks", 0) >= 2, 10, "checks that found it still halted")
+        await until(lambda: src.state.value == "connected", 30, "connected again")
+        await until(lambda: (src.halted or {}).get("checks", 0) >= 2, 30, "checks that found it still halted")
         first = agent.status()["sources"]["plc"].get("halted")
         await until(
             lambda: (src.halted or {}).get("checks", 0) > (first or {}).get("checks", 0) + 2,
-            10,
+            30,
             "more checks that found it still halted",
         )
         later = agent.status()["sources"]["plc"].get("halted")
@@ -237,7 +237,7 @@ async def test_an_array_longer_than_the_servers_max_array_length_is_refused_nami
     src.expect_writes([(node_id, value) for _, node_id, value in write_targets(cfg)["plc"]])
     await src.start()
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         errors = dict(src.target_errors)
         with pytest.raises(OpcUaTypeMismatch) as refused:
             await src.write("ns=2;s=Profile", cfg.actions["profile"].value)

@@ -111,7 +111,7 @@ async def test_a_single_node_over_the_limit_is_left_out_keeping_the_session_unti
     src = OpcUaSource("plc", _settings(port, [f"ns={idx};s=Scan"]))
     await src.start()
     try:
-        await until(lambda: f"ns={idx};s=Scan" in src.node_errors, 10, "the node named")
+        await until(lambda: f"ns={idx};s=Scan" in src.node_errors, 30, "the node named")
         await until(lambda: src.state is ConnectionState.CONNECTED, 30, "the next session")
         reconnects = src.stats.reconnects
         await asyncio.sleep(2.0)  # six checks of the session, one read of the node for its size
@@ -188,7 +188,7 @@ async def test_a_large_values_own_subscription_that_stalls_turns_its_tag_bad_and
     await src.start()
     reader = asyncio.create_task(read())
     try:
-        await until(lambda: {"Image", "Profile", "Force"} <= {r.tag for r in got}, 10, "every node")
+        await until(lambda: {"Image", "Profile", "Force"} <= {r.tag for r in got}, 30, "every node")
         subs = srv.iserver.subscription_service.subscriptions.values()
         own = [
             s
@@ -202,7 +202,7 @@ async def test_a_large_values_own_subscription_that_stalls_turns_its_tag_bad_and
         await image.write_value(ua.Variant(b"\x09" * 800_000, ua.VariantType.ByteString))
         await until(
             lambda: any(r.tag == "Image" and r.quality is Quality.GOOD for r in got[n:]),
-            15,
+            30,
             "Image GOOD again",
         )
     finally:
@@ -250,7 +250,7 @@ async def test_a_node_left_out_for_its_size_is_read_again_on_the_session_when_th
     src = OpcUaSource("plc", _settings(port, [f"ns={idx};s=Scan", f"ns={idx};s=Force"]))
     await src.start()
     try:
-        await until(lambda: f"ns={idx};s=Scan" in src.node_errors, 10, "the node named")
+        await until(lambda: f"ns={idx};s=Scan" in src.node_errors, 30, "the node named")
         too_large = src.stats.errors_by_reason["too_large"]
         await until(
             lambda: src.stats.errors_by_reason["too_large"] > too_large, 30, "a read again, still too large"
@@ -356,7 +356,7 @@ async def test_the_session_a_too_large_cut_leaves_on_the_plc_is_closed_so_the_ne
     await src.start()
     reader = asyncio.create_task(read())
     try:
-        await until(lambda: {"Scan", "Force"} <= {r.tag for r in got}, 10, "both tags")
+        await until(lambda: {"Scan", "Force"} <= {r.tag for r in got}, 30, "both tags")
         await scan.write_value(ua.Variant([0.25] * 200_000, ua.VariantType.Double))  # 1.6 MB
         await until(lambda: src.stats.errors_by_reason.get("too_large", 0) >= 1, 30, "the cut")
         n = len(got)

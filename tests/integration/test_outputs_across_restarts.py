@@ -83,7 +83,7 @@ def _config(port: int, idx: int, actions_: dict, mqtt_port: int | None = None):
 
 
 async def _connected(src: OpcUaSource) -> None:
-    await until(lambda: src.state.value == "connected", 15, "the OPC UA source to connect")
+    await until(lambda: src.state.value == "connected", 30, "the OPC UA source to connect")
 
 
 async def test_a_pulse_reset_and_an_alarm_clear_that_failed_while_the_plc_was_away_land_when_it_is_back(
@@ -99,13 +99,13 @@ async def test_a_pulse_reset_and_an_alarm_clear_that_failed_while_the_plc_was_aw
     try:
         await _connected(src)
         await runner.handle(["gate", "lamp"], result("NG", 0), None)  # gate pulses, lamp raised
-        await until(lambda: nodes["Gate"].read_value(), 10, "the gate high")
-        await until(lambda: nodes["Lamp"].read_value(), 10, "the lamp on")
+        await until(lambda: nodes["Gate"].read_value(), 30, "the gate high")
+        await until(lambda: nodes["Lamp"].read_value(), 30, "the lamp on")
         await srv.stop()  # the PLC goes away while the gate is high (a reboot, a cable)
         for i in (1, 2):  # the alarm clears meanwhile; its clear cannot be written either
             await runner.handle(["gate", "lamp"], result("OK", i), None)
         st = runner.stats
-        await until(lambda: st["gate"]["failed"] >= 1 and st["lamp"]["failed"] >= 1, 10, "both writes failed")
+        await until(lambda: st["gate"]["failed"] >= 1 and st["lamp"]["failed"] >= 1, 30, "both writes failed")
         # back, holding the outputs as they were: the gate open, the lamp on; no new result comes
         for n in (nodes["Gate"], nodes["Lamp"]):
             await n.write_value(True)
@@ -117,10 +117,10 @@ async def test_a_pulse_reset_and_an_alarm_clear_that_failed_while_the_plc_was_aw
         async def both_off() -> bool:
             return not await gate.read_value() and not await lamp.read_value()
 
-        await until(both_off, 10, "the gate closed and the lamp off")
+        await until(both_off, 30, "the gate closed and the lamp off")
         # counted once the write's answer is back, a moment after the server took the value
         await until(
-            lambda: st["gate"]["resent"] >= 1 and st["lamp"]["resent"] >= 1, 10, "both counted resent"
+            lambda: st["gate"]["resent"] >= 1 and st["lamp"]["resent"] >= 1, 30, "both counted resent"
         )
         assert st["gate"]["resent"] == 1 and st["lamp"]["resent"] == 1, (dict(st["gate"]), dict(st["lamp"]))
         await runner.flush(timeout_s=5)
@@ -141,7 +141,7 @@ async def test_a_stop_while_a_long_pulse_is_high_writes_its_reset():
         await runner.handle(["gate"], result("NG", 0, pipeline="b"), None)
         # a second pipeline on the same gate: its first result (no edge) does not end b's pulse
         await runner.handle(["gate"], result("OK", 0, pipeline="a"), None)
-        await until(lambda: nodes["Gate"].read_value(), 10, "the gate high")
+        await until(lambda: nodes["Gate"].read_value(), 30, "the gate high")
         await asyncio.sleep(0.3)  # a reset written by mistake would land by now
         assert await nodes["Gate"].read_value() is True
         assert runner.stats["gate"].get("reconciled", 0) == 0
@@ -176,7 +176,7 @@ async def test_a_new_agent_clears_a_pulse_and_an_alarm_the_one_before_it_left_hi
     runner = ActionRunner(cfg, {"plc": src, "bus": bus}, on_event=events.append)
     try:
         await _connected(src)
-        await until(lambda: bus.connected.is_set(), 10, "the MQTT source to connect")
+        await until(lambda: bus.connected.is_set(), 30, "the MQTT source to connect")
         for i in range(3):  # no reject and no alarm since the start
             await runner.handle(["gate", "lamp"], result("OK", i), None)
         gate, lamp = nodes["Gate"], nodes["Lamp"]
@@ -186,7 +186,7 @@ async def test_a_new_agent_clears_a_pulse_and_an_alarm_the_one_before_it_left_hi
 
         # before: a pulse node was written only at a rising edge, an alarm's outputs only at a transition
         # from a raise of its own: both stayed on for good
-        await until(both_off, 10, "the gate closed and the lamp off")
+        await until(both_off, 30, "the gate closed and the lamp off")
         got: list = []
         sub = paho.Client(CallbackAPIVersion.VERSION2)
         sub.on_message = lambda c, u, m: got.append(json.loads(m.payload))
@@ -194,7 +194,7 @@ async def test_a_new_agent_clears_a_pulse_and_an_alarm_the_one_before_it_left_hi
         sub.subscribe(topic, qos=1)
         sub.loop_start()
         try:
-            await until(lambda: got and got[-1]["active"] is False, 10, "the retained alarm state cleared")
+            await until(lambda: got and got[-1]["active"] is False, 30, "the retained alarm state cleared")
         finally:
             sub.loop_stop()
         assert got[-1]["initial"] is True
@@ -250,15 +250,15 @@ async def test_an_alarm_clear_refused_by_a_full_mqtt_queue_is_published_once_the
     await bus.start()
     runner = ActionRunner(cfg, {"bus": bus})
     try:
-        await until(lambda: bus.connected.is_set(), 10, "the MQTT source to connect")
+        await until(lambda: bus.connected.is_set(), 30, "the MQTT source to connect")
         await runner.handle(["al"], result("NG", 0), None)  # raised, published retained
-        await until(lambda: bus.published["sent"] == 1, 10, "the raise published")
+        await until(lambda: bus.published["sent"] == 1, 30, "the raise published")
         mosquitto.stop()
-        await until(lambda: not bus.connected.is_set(), 10, "the MQTT source to see the broker gone")
+        await until(lambda: not bus.connected.is_set(), 30, "the MQTT source to see the broker gone")
         for i in range(1, 6):  # results fill the client's queue
             await runner.handle(["pub"], result("OK", i), None)
         await runner.handle(["al"], result("OK", 6), None)  # cleared: no room for it
-        await until(lambda: runner.stats["al"]["failed"] == 1, 10, "the clear to fail its retries")
+        await until(lambda: runner.stats["al"]["failed"] == 1, 30, "the clear to fail its retries")
         mosquitto.start()
         got: list = []
         sub = paho.Client(CallbackAPIVersion.VERSION2)
@@ -269,10 +269,10 @@ async def test_an_alarm_clear_refused_by_a_full_mqtt_queue_is_published_once_the
         try:
             # before: the clear was given up; the broker's retained state (or none, after its restart)
             # never said the alarm had cleared
-            await until(lambda: got == [False], 15, "the alarm's clear at the broker")
+            await until(lambda: got == [False], 30, "the alarm's clear at the broker")
             # the subscriber can have it before the agent's attempt returns (its PUBACK on the way, or
             # that task not yet run): the attempt is counted resent once it returns
-            await until(lambda: runner.stats["al"]["resent"] == 1, 10, "the clear counted resent")
+            await until(lambda: runner.stats["al"]["resent"] == 1, 30, "the clear counted resent")
         finally:
             sub.loop_stop()
         assert got == [False]  # one clear: no attempt counted failed was also held by paho and sent
@@ -298,16 +298,16 @@ async def test_a_plc_that_restarted_gets_its_on_change_output_and_alarm_lamp_bac
         async def both_on() -> bool:
             return await gate.read_value() and await lamp.read_value()
 
-        await until(both_on, 10, "the gate set and the lamp on")
+        await until(both_on, 30, "the gate set and the lamp on")
         await srv.stop()  # the PLC restarts: its outputs come back at their initial values
         for n in (nodes["Gate"], nodes["Lamp"]):
             await n.write_value(False)
         await srv.start()
-        await until(lambda: src.stats.reconnects == 1, 15, "the OPC UA source to reconnect")
+        await until(lambda: src.stats.reconnects == 1, 30, "the OPC UA source to reconnect")
         # the same level and the alarm still raised: no change to write, no transition to signal; before,
         # the gate and the lamp stayed off until the level changed and the alarm cleared and rose again
         await runner.handle(["gate", "lamp"], result("NG", 1), None)
-        await until(both_on, 10, "the gate set and the lamp on again")
+        await until(both_on, 30, "the gate set and the lamp on again")
         assert runner.stats["gate"]["resent"] == 1 and runner.stats["lamp"]["resent"] == 1
         await runner.flush(timeout_s=5)
     finally:
@@ -360,8 +360,8 @@ async def test_a_config_without_an_alarm_that_was_raised_clears_the_outputs_it_h
         agent = Agent(parse_config(config({"overheat": "Lamp", "warm": "Gate"})))
         await agent.start()
         try:
-            await until(lambda: nodes["Lamp"].read_value(), 15, "the overheat lamp on")
-            await until(lambda: nodes["Gate"].read_value(), 15, "the warm gate on")
+            await until(lambda: nodes["Lamp"].read_value(), 30, "the overheat lamp on")
+            await until(lambda: nodes["Gate"].read_value(), 30, "the warm gate on")
         finally:
             await agent.stop()
         got: dict[str, list] = {"overheat": [], "warm": []}
@@ -379,9 +379,9 @@ async def test_a_config_without_an_alarm_that_was_raised_clears_the_outputs_it_h
             async def gate_off() -> bool:
                 return not await value("Gate")
 
-            await until(gate_off, 15, "the dropped alarm's gate off")
+            await until(gate_off, 30, "the dropped alarm's gate off")
             for name in got:
-                await until(lambda n=name: got[n] and got[n][-1]["active"] is False, 15, f"{name} cleared")
+                await until(lambda n=name: got[n] and got[n][-1]["active"] is False, 30, f"{name} cleared")
                 assert got[name][-1]["removed"] is True
             assert agent.actions.alarm_state[("heat", "hot")]["active"] is True
             assert await value("Lamp") is True  # heat's node too: never cleared for the name it had before
@@ -429,10 +429,10 @@ async def test_an_output_whose_reset_the_node_refuses_does_not_write_its_value()
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: len(src.target_errors) == 3, 15, "the resets named at connect")
+        await until(lambda: len(src.target_errors) == 3, 30, "the resets named at connect")
         await runner.handle(list(modes), result("NG", 0), None)
         st = runner.stats
-        await until(lambda: all(st[m]["reset_refused"] == 1 for m in modes), 10, "each value refused")
+        await until(lambda: all(st[m]["reset_refused"] == 1 for m in modes), 30, "each value refused")
         await runner.flush(timeout_s=5)
         assert [await nodes[m].read_value() for m in modes] == [0, 0, 0]
         assert [st[m]["ok"] for m in modes] == [0, 0, 0]

@@ -93,7 +93,7 @@ async def test_a_whole_number_a_real_or_lreal_cannot_hold_is_refused_before_anyt
     runner = ActionRunner(cfg, {"plc": src})
     caplog.set_level(logging.WARNING)
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         for i in range(3):
             await runner.handle(["speed", "total", "gain", "mode"], result("NG", i), None)
             await runner.flush(timeout_s=5)
@@ -156,7 +156,7 @@ async def test_a_text_longer_than_a_plc_string_holds_is_refused_before_anything_
     src.expect_writes([(node_id, "B-2026-11-30-LINE3-0001")])  # 23 bytes
     await src.start()
     try:
-        await until(lambda: src.target_errors, 10, "the write target checked at connect")
+        await until(lambda: src.target_errors, 30, "the write target checked at connect")
         assert "holds at most 20 bytes of text (its MaxStringLength" in src.target_errors[node_id], (
             src.target_errors
         )
@@ -200,7 +200,7 @@ async def test_a_whole_number_with_a_point_a_real_would_hold_as_another_number_i
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: src.target_errors, 10, "the write target checked at connect")
+        await until(lambda: src.target_errors, 30, "the write target checked at connect")
         assert "16777217.0 would arrive as 16777216;" in src.target_errors[node_id], src.target_errors
         await runner.handle(["speed"], result("NG", 0), None)
         await runner.flush(timeout_s=5)
@@ -330,7 +330,7 @@ async def test_a_fraction_whose_float_is_whole_or_a_number_past_int64_is_refused
         cfg = load_config(path)
         caplog.set_level(logging.WARNING)
         async with agent_side(cfg) as (src, runner):
-            await until(lambda: len(src.target_errors) == 3, 10, "the write targets checked at connect")
+            await until(lambda: len(src.target_errors) == 3, 30, "the write targets checked at connect")
             await runner.handle(list(values), result("NG", 0), None)
             await runner.flush(timeout_s=5)
             assert await p.read() == {
@@ -502,7 +502,7 @@ async def test_a_number_too_small_for_a_double_is_refused_by_a_float_or_double_n
         cfg = load_config(path)
         caplog.set_level(logging.WARNING)
         async with agent_side(cfg) as (src, runner):
-            await until(lambda: len(src.target_errors) == 5, 10, "the write targets checked at connect")
+            await until(lambda: len(src.target_errors) == 5, 30, "the write targets checked at connect")
             await runner.handle(list(values), result("NG", 0), None)
             await runner.flush(timeout_s=5)
             # before: Gain, Limit and Low held 0.0, Neg -0.0

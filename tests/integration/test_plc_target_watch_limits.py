@@ -97,9 +97,9 @@ async def test_the_watch_never_takes_the_place_of_a_tag_on_a_plc_with_few_monito
     other = OpcUaSource("other", _settings(port, [f"ns={idx};s=U0", f"ns={idx};s=U1"]))
     try:
         await line.start()
-        await until(lambda: line.state.value == "connected", 10, "the line's source connected")
+        await until(lambda: line.state.value == "connected", 30, "the line's source connected")
         await other.start()
-        await until(lambda: other.state.value == "connected", 10, "the other source connected")
+        await until(lambda: other.state.value == "connected", 30, "the other source connected")
         assert other.node_errors == {}, other.node_errors
         assert line.node_errors == {} and line.target_errors == {}, (line.node_errors, line.target_errors)
         assert _held(srv) == 5
@@ -128,7 +128,7 @@ async def test_a_refused_watch_is_given_back_in_parts_of_the_items_a_plc_takes_p
     line.expect_writes([(f"ns={idx};s=Reject", True), (f"ns={idx};s=Lamp", True)])
     try:
         await line.start()
-        await until(lambda: line.notices.counts.get("targets_unwatched") == 1, 10, "the watch refused")
+        await until(lambda: line.notices.counts.get("targets_unwatched") == 1, 30, "the watch refused")
         assert (
             "the server refused them (BadTooManyMonitoredItems)" in line.notices.messages["targets_unwatched"]
         )
@@ -149,7 +149,7 @@ async def test_a_write_only_source_whose_watch_is_refused_holds_no_subscription(
     src.expect_writes([(f"ns={idx};s=Reject", True), (f"ns={idx};s=Lamp", True)])
     try:
         await src.start()
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         assert src.notices.counts.get("targets_unwatched") == 1, src.notices.counts
         assert srv.iserver.subscription_service.subscriptions == {}
         await src.write(f"ns={idx};s=Reject", True)
@@ -168,7 +168,7 @@ async def test_watch_write_targets_false_makes_no_item_and_a_write_only_source_n
     src.expect_writes([(f"ns={idx};s=Reject", True), (f"ns={idx};s=Lamp", "on")])
     try:
         await src.start()
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         assert set(src.target_errors) == {f"ns={idx};s=Lamp"}, src.target_errors  # judged still
         await src.write(f"ns={idx};s=Reject", True)
         assert srv.iserver.subscription_service.subscriptions == {}

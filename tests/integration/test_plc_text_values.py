@@ -75,8 +75,8 @@ async def test_text_stated_as_text_reaches_a_string_node_as_written_and_no_other
     await src.start()
     runner = ActionRunner(cfg, {"plc": src})
     try:
-        await until(lambda: src.state.value == "connected", 10, "the source connected")
-        await until(lambda: src.target_errors, 10, "the write targets checked")
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
+        await until(lambda: src.target_errors, 30, "the write targets checked")
         await runner.handle(["recipe", "lamp", "count"], result("NG", 0), None)
         await runner.flush(timeout_s=5)
         got = [await nodes[n].read_value() for n in ("Recipe", "Lamp", "Count")]

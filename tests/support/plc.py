@@ -137,7 +137,7 @@ async def agent_side(
         runner.write_recovered_after_s = recovered_after_s
     await src.start()
     try:
-        await until(lambda: src.state.value == "connected", 10, "connected")
+        await until(lambda: src.state.value == "connected", 30, "connected")
         yield src, runner
     finally:
         await src.stop()
