@@ -335,7 +335,7 @@ async def test_a_revoked_certificate_is_refused_at_once_also_on_its_open_streams
         code, details = await _outcome(stub.Heartbeat(pb.HeartbeatRequest(), timeout=10))
         return code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
 
-    await until(refused, timeout_s=10, what="the revoked certificate to be refused")
+    await until(refused, timeout_s=30, what="the revoked certificate to be refused")
     await sent.put(
         pb.AgentMessage(report=pb.HeartbeatRequest(), report_id=2)
     )  # its open streams: next message
@@ -374,7 +374,7 @@ async def test_a_revoked_certificates_silent_stream_is_sent_nothing_more(roomy):
         code, details = await _outcome(stub.Heartbeat(pb.HeartbeatRequest(), timeout=10))
         return code == grpc.StatusCode.PERMISSION_DENIED and "revoked" in details
 
-    await until(refused, timeout_s=10, what="the revoked certificate to be refused")
+    await until(refused, timeout_s=30, what="the revoked certificate to be refused")
     admin = rpc.AdminStub(ch["alice"])
     await admin.SendCommand(
         pb.SendCommandRequest(agent="gw1", kind="baseline_relearn", pipeline="line1"), timeout=10

@@ -217,7 +217,7 @@ async def test_an_agent_back_on_a_new_path_is_not_refused_for_the_stream_left_on
             ob.append("result", {"i": i})
         up.poke()
         await until(
-            lambda: ob.stats()["acked"] == 30, timeout_s=15, what="the records sent over the new connection"
+            lambda: ob.stats()["acked"] == 30, timeout_s=30, what="the records sent over the new connection"
         )
         got = [r["payload"]["i"] for r in srv.store.records("gw1", limit=1000) if r["epoch"] == ob.epoch]
         assert got == list(range(30))
@@ -261,7 +261,7 @@ async def test_a_live_agents_push_is_not_ended_for_another_stream_on_its_own_con
         up.poke()
         agent = ("default", "gw1")
         await until(lambda: quotas._streams[agent] == 2, what="Connect and PushRecords open")
-        await until(lambda: ob.stats()["acked"] >= 10, timeout_s=15, what="a first batch acknowledged")
+        await until(lambda: ob.stats()["acked"] >= 10, timeout_s=30, what="a first batch acknowledged")
         await asyncio.sleep(0.5)  # the push now waits, pacing its next batch, longer than IDLE_PUSH_S
         # the agent's own third stream, on the uplink's channel: a second PushRecords
         other = up.client.stub.PushRecords(iter([]))
@@ -272,7 +272,7 @@ async def test_a_live_agents_push_is_not_ended_for_another_stream_on_its_own_con
             code = exc.code()
         # the former code: the push ended without a status; the uplink waited 60 s for its ack, then counted a
         # reconnect ('PushRecords: TimeoutError') and sent the batch again
-        await until(lambda: ob.stats()["acked"] == 30, timeout_s=15, what="every record acknowledged")
+        await until(lambda: ob.stats()["acked"] == 30, timeout_s=30, what="every record acknowledged")
         assert up.reconnects == 0, up.last_error
         assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
         got = [r["payload"]["i"] for r in srv.store.records("gw1", limit=1000) if r["epoch"] == ob.epoch]
@@ -410,7 +410,7 @@ async def test_a_fleet_service_that_takes_batches_and_never_answers_is_left_said
         for i in range(3):
             ob.append("result", {"i": i})
         up.poke()
-        await until(lambda: up.reconnects >= 1, timeout_s=10, what="the unanswered stream left")
+        await until(lambda: up.reconnects >= 1, timeout_s=30, what="the unanswered stream left")
         assert "PushRecords: TimeoutError: no acknowledgement of a batch of 3 records" in up.last_error, (
             up.last_error
         )
@@ -437,7 +437,7 @@ async def test_a_link_too_slow_for_a_whole_batch_in_its_timeouts_gets_smaller_ba
         for i in range(3):
             ob.append("result", {"i": i, "blob": base64.b64encode(os.urandom(15_000)).decode()})
         up.poke()
-        await until(lambda: up.acked == 3, timeout_s=15, what="the backlog acknowledged")
+        await until(lambda: up.acked == 3, timeout_s=30, what="the backlog acknowledged")
         assert up.reconnects >= 1 and up._batch_bytes < up.s.batch_max_bytes, (up.reconnects, up.last_error)
         assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=10)] == [0, 1, 2]
         # the agent restarts (a crash loop, a configuration rollout): it starts from what it learned of the link (kept
@@ -460,14 +460,14 @@ async def test_a_small_batch_lost_on_its_way_does_not_shrink_the_next_batches_be
         ob.append("result", {"i": 0})
         ob.append("result", {"i": 1})
         up.poke()
-        await until(lambda: up.reconnects >= 1, timeout_s=10, what="the unanswered stream left")
+        await until(lambda: up.reconnects >= 1, timeout_s=30, what="the unanswered stream left")
         hung["on"] = False
-        await until(lambda: up.acked == 2, timeout_s=10, what="the two records acknowledged")
+        await until(lambda: up.acked == 2, timeout_s=30, what="the two records acknowledged")
         before = up.batches
         for i in range(2, 32):
             ob.append("result", {"i": i, "blob": base64.b64encode(os.urandom(1000)).decode()})
         up.poke()
-        await until(lambda: up.acked == 32, timeout_s=10, what="the backlog acknowledged")
+        await until(lambda: up.acked == 32, timeout_s=30, what="the backlog acknowledged")
         assert up.batches - before <= 4, (up.batches - before, up._batch_bytes)
         assert [r["payload"]["i"] for r in srv.store.records("gw1", limit=100)] == list(range(32))
 

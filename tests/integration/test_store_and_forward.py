@@ -529,7 +529,7 @@ async def test_a_record_larger_than_the_clouds_message_limit_is_dropped_counted_
     try:
         await until(
             lambda: ob.stats()["depth"] == 0 and up.refused > 0,
-            timeout_s=10,
+            timeout_s=30,
             what="the outbox to drain past the record over the cloud's message limit, counted",
         )
         await until(
@@ -575,10 +575,10 @@ async def test_a_successful_heartbeat_ends_the_push_backoff(tmp_path, pki, monke
         await until(lambda: up.state == "backoff" and waits, what="a failed push waiting its 60 s")
         srv = FleetServer(tmp_path / "cloud", port, pki / "ca.pem", pki / "server.pem", pki / "server.key")
         await srv.start()
-        await until(lambda: up.last_heartbeat_at is not None, timeout_s=15, what="a heartbeat to get through")
+        await until(lambda: up.last_heartbeat_at is not None, timeout_s=30, what="a heartbeat to get through")
         # well before the push's 60 s are out: the push resumed because the heartbeat got through
         await until(
-            lambda: ob.stats()["depth"] == 0, timeout_s=15, what="sending to resume after a heartbeat"
+            lambda: ob.stats()["depth"] == 0, timeout_s=30, what="sending to resume after a heartbeat"
         )
         assert srv.store.stats("gw1")["records"] == 1
     finally:
@@ -755,7 +755,7 @@ async def test_a_certificate_outside_its_dates_is_named_with_its_dates_and_the_c
     await up.start()
     try:
         await until(
-            lambda: "clock reads" in (up.last_error or ""), timeout_s=10, what="the uplink to say why"
+            lambda: "clock reads" in (up.last_error or ""), timeout_s=30, what="the uplink to say why"
         )
         assert said.format(port=port, pki=pki) in up.last_error, up.last_error
         assert "valid from 20" in up.last_error and ob.stats()["depth"] == 1

@@ -74,7 +74,7 @@ async def test_a_connect_stream_left_open_and_silent_is_ended_and_opened_again(t
     up = Uplink(cloud_settings(pki, port, heartbeat_s=0.2, keepalive_timeout_s=1), ob, on_desired=on_desired)
     try:
         await up.start()
-        await until(lambda: 7 in got, timeout_s=10, what="the desired state from the second Connect")
+        await until(lambda: 7 in got, timeout_s=30, what="the desired state from the second Connect")
         assert fleet.calls == 2 and fleet.reports[0] >= 1, (fleet.calls, fleet.reports)
         assert "no answer from the fleet service on the Connect stream" in (up.last_error or "")
         assert fleet.runs[1] and fleet.runs[0].isdisjoint(fleet.runs[1]), fleet.runs  # was: the same run
