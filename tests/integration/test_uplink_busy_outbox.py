@@ -28,8 +28,8 @@ async def test_an_alarm_taken_while_the_outbox_thread_stays_busy_does_not_stop_t
         alarm = ob.append_soon("alarm", {"what": "overtemp"})
         ob._executor.submit(time.sleep, 0.6)  # the outbox's thread busy right after taking the alarm
         up.poke(urgent=alarm)
-        await until(alarm_stored, timeout_s=5, what="the alarm stored in the cloud")
+        await until(alarm_stored, timeout_s=30, what="the alarm stored in the cloud")
         await ob.append_async("result", {"i": 0})
         up.poke()
-        await until(lambda: ob.stats()["acked"] == 2, timeout_s=5, what="a record recorded afterwards acked")
+        await until(lambda: ob.stats()["acked"] == 2, timeout_s=30, what="a record recorded afterwards acked")
         assert not up._tasks[0].done()
