@@ -246,7 +246,7 @@ async def test_a_gap_right_after_the_birth_answering_a_gap_is_asked_again_its_lo
             send("NDATA", _ndata(seq, 100.0 + seq))
         await until(lambda: src.stats.received >= 1 + 7 + 1 + 2, 30, "every message read")
         await until(
-            lambda: len(asked) >= 2, 3, "a rebirth asked for the gap 0 -> 2 after the answering birth"
+            lambda: len(asked) >= 2, 8, "a rebirth asked for the gap 0 -> 2 after the answering birth"
         )
         send("NBIRTH", _birth_press(103.0, 100.0, 200))
         await until(lambda: src.stats.received >= 12, 30, "the birth answering it read")
@@ -282,7 +282,7 @@ async def test_the_first_data_lost_after_two_births_in_a_row_is_asked_both_times
         send("NDATA", _ndata(2, 202.0))
         await until(lambda: src.stats.received >= 3 + 2 + 2, 30, "every message read")
         await until(
-            lambda: len(asked) >= 2, 3, "a rebirth asked for the gap 0 -> 2 after the answering birth"
+            lambda: len(asked) >= 2, 8, "a rebirth asked for the gap 0 -> 2 after the answering birth"
         )
         send("NBIRTH", _birth_press(202.0, 200.0, 300))
         await until(lambda: src.stats.received >= 8, 30, "the birth answering it read")
@@ -320,7 +320,7 @@ async def test_a_restart_losing_its_first_data_is_asked_again_once_a_streak_of_s
         await asyncio.sleep(1.0)  # rebirth_retry_max_s since the last such ask
         send("NBIRTH", _birth_press(412.0, 0.0, 500))  # a restart; its data 1 (Press = 777) lost
         send("NDATA", _ndata(2, 502.0))
-        await until(lambda: len(asked) >= 3, 3, "a rebirth asked for the gap 0 -> 2 at the later restart")
+        await until(lambda: len(asked) >= 3, 8, "a rebirth asked for the gap 0 -> 2 at the later restart")
         send("NBIRTH", _birth_press(502.0, 777.0, 600))
         await until(lambda: src.stats.received >= 21, 30, "the birth answering it read")
         await until(lambda: _press(got, "a")[-1:] == [777.0], 30, "Press = 777 read")
@@ -350,7 +350,7 @@ async def test_a_births_first_data_alone_lost_is_asked_again_across_the_wrap_and
             pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth_press(102.0, 100.0, 200, at), qos=1)
             pub.publish(f"spBv1.0/g/NDATA/{node}", _ndata(then, 202.0), qos=1)
         await until(lambda: src.stats.received >= 12, 30, "every message read")
-        await until(lambda: len(asked) >= 4, 3, "a rebirth asked of each after the answering birth")
+        await until(lambda: len(asked) >= 4, 8, "a rebirth asked of each after the answering birth")
         for node, (at, _, _) in births.items():
             pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth_press(202.0, 200.0, 300, at), qos=1)
         await until(lambda: src.stats.received >= 14, 30, "the births answering them read")
