@@ -3161,6 +3161,8 @@ class SparkplugHost:
                     (field_of := _FIELD_OF.get(typed := dt or node.types.get((dev, flat), 0))) is not None
                     and type(v) is not field_of[0]
                     and type(v) in _FIELD_NAME
+                    # (an array's bytes_value is read above: a StringArray's is JSON text by now)
+                    and not (field_of[0] is bytes and isinstance(leaf.value, bytes))
                 ):
                     # a value in another field than its datatype's (a Float carrying int_value, an Int32 a
                     # double): Sparkplug gives each datatype one field, and a Float's 4294967291 may be -5.0 cast
