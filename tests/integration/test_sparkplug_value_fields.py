@@ -190,6 +190,7 @@ async def test_a_number_or_text_in_an_array_bytes_or_file_metric_is_wrong_type_n
     _metric(b, "Blob", alias=2, datatype=D.BYTES, int_value=5)
     _metric(b, "Doc", alias=3, datatype=D.FILE, string_value="x")
     _metric(b, "Flags", alias=4, datatype=32, boolean_value=True)  # BooleanArray
+    _metric(b, "Names", alias=5, datatype=33, string_value="a")  # StringArray: text, not its bytes
     pub.publish("spBv1.0/g/NBIRTH/n", b.SerializeToString(), qos=1)
     d = sp._pb().Payload()
     d.timestamp, d.seq = T0_MS + 1, 1
@@ -203,7 +204,7 @@ async def test_a_number_or_text_in_an_array_bytes_or_file_metric_is_wrong_type_n
         ("n/Wave", [7]),
         ("n/Wave", [9]),
     ]  # before: 5, "x", ...
-    assert src.stats.errors_by_reason == {"wrong_type": 5} and asked == []
+    assert src.stats.errors_by_reason == {"wrong_type": 6} and asked == []
     assert (
         "metric 'Blob' is a Bytes (by its birth) but its value 1.5 came in a floating-point field, not in "
         in (src.stats.last_error or "")
