@@ -956,7 +956,7 @@ async def test_a_step_kept_late_and_untold_during_a_clone_hold_is_taken_under_th
     assert (REPORT_KEY, REPORT_LATE) in tuple(await call.trailing_metadata())  # told late now: a new run
     await stub.Heartbeat(_report(e["1.2.0"], 4, "runX2", "runX"))
     await until(
-        lambda: srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "healthy", 3, "the step taken"
+        lambda: srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "healthy", 30, "the step taken"
     )  # was: downloading (until STEP_TIMEOUT_S: stalled)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
     assert t["report"] == {"boot": "runX2", "seq": 4}, t
@@ -1533,24 +1533,24 @@ async def test_the_flushes_go_on_while_a_report_its_agents_row_refused_waits_to_
     srv.hub.flush_s = 0.02
     release, judging, calls = threading.Event(), threading.Event(), []
     # the control state slow
-    srv.fleet._newest_run = lambda *a: calls.append(1) or judging.set() or release.wait(10)
+    srv.fleet._newest_run = lambda *a: calls.append(1) or judging.set() or release.wait(60)
     outbox = {"epoch": 1, "dropped": {}, "report": {"boot": "new", "seq": 2}}
     srv.fleet._applied[("default", "gw1")] = ("new", 2, time.monotonic())
     refused = (("default", "gw1"), "clone", ({}, [], {}, 0, outbox, time.time()))
     srv.hub._other_runs.append(refused)
     try:
-        await until(judging.is_set, 5, "the judging under way")
+        await until(judging.is_set, 30, "the judging under way")
         await srv.hub.report(("acme", "gw2"), ({}, [], {}, 0, {}, time.time()), 0)
         await until(
-            lambda: srv.store.agents(tenant="acme"), 5, "another tenant's report written"
+            lambda: srv.store.agents(tenant="acme"), 30, "another tenant's report written"
         )  # was: waited
         for _ in range(3):  # the agent's reports refused at the next flushes
             srv.hub._other_runs.append(refused)
-            await until(lambda: not srv.hub._other_runs, 5, "the refusal taken")
+            await until(lambda: not srv.hub._other_runs, 30, "the refusal taken")
         await asyncio.sleep(0.1)
         assert len(calls) == 1  # was: 4 (a judgment each)
         release.set()
-        await until(lambda: not srv.hub._judging, 5, "the judgments ended")
+        await until(lambda: not srv.hub._judging, 30, "the judgments ended")
         assert len(calls) == 2  # the newest refused report judged after the first
     finally:
         release.set()
@@ -1569,16 +1569,16 @@ async def test_a_report_judged_late_after_its_agent_reconnected_under_a_new_run_
     key, reading, release = ("default", "gw1"), threading.Event(), threading.Event()
     srv.fleet._applied[key] = ("run1", 4, time.monotonic())
     # the clone's run began later (the report late), read once released
-    srv.fleet._newest_run = lambda *a: reading.set() or not release.wait(5)
+    srv.fleet._newest_run = lambda *a: reading.set() or not release.wait(60)
     outbox = {"epoch": 1, "dropped": {}, "report": {"boot": "run1", "seq": 5}}
     refused = [(key, "clone", ({}, [], {}, 0, outbox, time.time()))]
     try:
         async with srv.hub.attach(key):
             judged = asyncio.create_task(srv.fleet._other_runs(refused))
-            await until(reading.is_set, 5, "the judgment reading which run began last")
+            await until(reading.is_set, 30, "the judgment reading which run began last")
         async with srv.hub.attach(key) as new:  # the agent's new run's stream
             release.set()
-            await asyncio.wait_for(judged, 5)
+            await asyncio.wait_for(judged, 30)
             assert new.empty()  # was: marked late
         assert srv.fleet._judged[key] == ("run1", "clone")  # judged late all the same
     finally:
@@ -1594,7 +1594,7 @@ async def test_a_refused_report_is_judged_without_waiting_for_another_agents_jud
     srv, _stub, _e = fleet
     release, a, b = threading.Event(), ("default", "gwA"), ("acme", "gwB")
     # which run began last: the row's began before (written after all); A's read slow
-    srv.fleet._newest_run = lambda key, boot: key != a or release.wait(10)
+    srv.fleet._newest_run = lambda key, boot: key != a or release.wait(60)
     for key in (a, b):
         srv.fleet._applied[key] = ("new", 2, time.monotonic())
     outbox = {"epoch": 1, "dropped": {}, "report": {"boot": "new", "seq": 3}}
@@ -1602,7 +1602,7 @@ async def test_a_refused_report_is_judged_without_waiting_for_another_agents_jud
     try:
         srv.hub._judge_aside([(a, "old", args), (b, "old", args)])  # (the flusher's, after a flush)
         # B's report to be written at the next flush, while A's is judged
-        await until(lambda: b in srv.hub.pending or srv.store.agents(tenant="acme"), 5, "B's report judged")
+        await until(lambda: b in srv.hub.pending or srv.store.agents(tenant="acme"), 30, "B's report judged")
         assert a not in srv.hub.pending  # (A's still under judgment)
         assert not srv.store.agents(tenant="default")
     finally:
