@@ -44,7 +44,7 @@ async def machine():
     await srv.stop()
 
 
-async def _collect(src: OpcUaSource, want: set[str], timeout_s: float = 8.0) -> dict[str, Reading]:
+async def _collect(src: OpcUaSource, want: set[str], timeout_s: float = 30.0) -> dict[str, Reading]:
     got: dict[str, Reading] = {}
 
     async def run() -> None:
@@ -89,7 +89,7 @@ async def test_bad_status_is_passed_on_as_quality_not_dropped(machine: MachineSe
                     return r
             raise AssertionError("stream ended")
 
-        r = await asyncio.wait_for(first_bad(), 8)  # the value from before the fault may come first
+        r = await asyncio.wait_for(first_bad(), 30)  # the value from before the fault may come first
         assert r.tag == "Temperature" and r.quality is Quality.BAD  # value may be None with Bad status
     finally:
         await src.stop()
@@ -509,13 +509,13 @@ async def test_nan_is_passed_as_bad_and_old_timestamps_are_counted() -> None:
     await src.start()
     try:
         it = src.items()
-        first = await asyncio.wait_for(it.__anext__(), 8)
+        first = await asyncio.wait_for(it.__anext__(), 30)
         await srv.inject("Temperature", float("nan"))
-        nan = await asyncio.wait_for(it.__anext__(), 8)
+        nan = await asyncio.wait_for(it.__anext__(), 30)
         assert np.isnan(nan.value) and nan.quality is Quality.BAD
         assert src.stats.errors_by_reason["non_finite"] == 1
         await srv.inject("Temperature", 21.5, source_time_s=first.timestamp - 60)
-        old = await asyncio.wait_for(it.__anext__(), 8)
+        old = await asyncio.wait_for(it.__anext__(), 30)
         assert old.value == 21.5 and src.stats.errors_by_reason["out_of_order"] == 1
     finally:
         await src.stop()
@@ -531,10 +531,10 @@ async def test_non_finite_skip_policy_drops_nan_but_keeps_counting() -> None:
     await src.start()
     try:
         it = src.items()
-        await asyncio.wait_for(it.__anext__(), 8)
+        await asyncio.wait_for(it.__anext__(), 30)
         await srv.inject("Load", float("inf"))
         await srv.inject("Load", 0.5)
-        nxt = await asyncio.wait_for(it.__anext__(), 8)
+        nxt = await asyncio.wait_for(it.__anext__(), 30)
         assert nxt.value == 0.5 and src.stats.errors_by_reason["non_finite"] == 1
     finally:
         await src.stop()
@@ -564,7 +564,7 @@ async def _one_force_node(namespace: str, relay: bool = False):
     await src.start()
     try:
         it = src.items()
-        await asyncio.wait_for(it.__anext__(), 8)
+        await asyncio.wait_for(it.__anext__(), 30)
         yield node, src, it, cut
     finally:
         await src.stop()
@@ -584,7 +584,7 @@ async def test_a_null_source_timestamp_from_a_plc_without_a_clock_is_not_taken_a
     async with _one_force_node("urn:test:clockless") as (node, src, it, _):
         null = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
         await node.write_value(ua.DataValue(ua.Variant(2.5, ua.VariantType.Double), SourceTimestamp=null))
-        r = await asyncio.wait_for(it.__anext__(), 8)
+        r = await asyncio.wait_for(it.__anext__(), 30)
     assert r.value == 2.5 and abs(r.timestamp - time.time()) < 60, r.timestamp
 
 
@@ -614,8 +614,8 @@ async def test_a_plc_clock_far_off_the_gateways_is_not_taken_for_the_readings_ti
     await rcv.start()
     try:
         it, it2 = src.items(), rcv.items()
-        first = await asyncio.wait_for(it.__anext__(), 8)
-        await asyncio.wait_for(it2.__anext__(), 8)
+        first = await asyncio.wait_for(it.__anext__(), 30)
+        await asyncio.wait_for(it2.__anext__(), 30)
         got = []
         for value, stamp in (
             (2.0, now + dt.timedelta(hours=1)),  # an hour ahead
@@ -624,8 +624,8 @@ async def test_a_plc_clock_far_off_the_gateways_is_not_taken_for_the_readings_ti
         ):
             dv = ua.DataValue(ua.Variant(value, ua.VariantType.Double), SourceTimestamp=stamp)
             await node.write_value(dv)
-            got.append(await asyncio.wait_for(it.__anext__(), 8))
-            r2 = await asyncio.wait_for(it2.__anext__(), 8)
+            got.append(await asyncio.wait_for(it.__anext__(), 30))
+            r2 = await asyncio.wait_for(it2.__anext__(), 30)
             assert abs(r2.timestamp - r2.received_at) < 1e-6  # timestamps: receive
     finally:
         await src.stop()
@@ -651,7 +651,7 @@ async def test_a_step_of_the_gateways_clock_back_is_not_taken_for_readings_out_o
         got = []
         for value in (2.0, 3.0, 4.0):
             await node.write_value(value)
-            got.append(await asyncio.wait_for(it.__anext__(), 8))
+            got.append(await asyncio.wait_for(it.__anext__(), 30))
     assert [r.value for r in got] == [2.0, 3.0, 4.0]
     assert "out_of_order" not in src.stats.errors_by_reason, src.stats.errors_by_reason
     assert [r.timestamp for r in got] == sorted(r.timestamp for r in got)
@@ -686,17 +686,17 @@ async def test_a_tag_made_bad_before_a_step_of_the_gateways_clock_back_goes_on_a
     async with _one_force_node("urn:test:stepbad", relay=True) as (node, src, it, cut):
         assert cut is not None
         cut.cut()
-        bad = await asyncio.wait_for(it.__anext__(), 8)
+        bad = await asyncio.wait_for(it.__anext__(), 30)
         real = time.time
         monkeypatch.setattr(time, "time", lambda: real() - 3600)  # the reconnect comes after at least 0.1 s
-        got = [await asyncio.wait_for(it.__anext__(), 8)]  # the reconnect's first value
+        got = [await asyncio.wait_for(it.__anext__(), 30)]  # the reconnect's first value
         await node.write_value(2.0)
-        got.append(await asyncio.wait_for(it.__anext__(), 8))
+        got.append(await asyncio.wait_for(it.__anext__(), 30))
     assert bad.quality is Quality.BAD and [r.value for r in got] == [1.0, 2.0], (bad, got)
     assert all(abs(r.timestamp - time.time()) < 60 for r in got), [r.timestamp - time.time() for r in got]
 
 
-async def _counted(src: OpcUaSource, reason: str, timeout_s: float = 10.0) -> None:
+async def _counted(src: OpcUaSource, reason: str, timeout_s: float = 30.0) -> None:
     """Until the source has counted an error of ``reason`` (or the timeout: the caller asserts)."""
     deadline = time.monotonic() + timeout_s
     while reason not in src.stats.errors_by_reason and time.monotonic() < deadline:
@@ -1341,7 +1341,7 @@ async def test_a_structure_whose_layout_changed_online_flagged_structure_changed
                 if r.tag == "Mold/Pressure" and r.value == 98.5:
                     return
 
-        await asyncio.wait_for(read(), 15)
+        await asyncio.wait_for(read(), 30)
     finally:
         await src.stop()
         await srv.stop()
@@ -1419,7 +1419,7 @@ async def test_a_structure_whose_layout_changed_without_the_flag_is_never_read_b
                 if r.tag == last:
                     return
 
-        await asyncio.wait_for(read(), 15)
+        await asyncio.wait_for(read(), 30)
         return got
 
     try:
@@ -1807,7 +1807,7 @@ async def test_a_namespace_reorder_within_a_session_does_not_make_a_gone_node_ag
                     return r.value
             raise AssertionError
 
-        assert await asyncio.wait_for(next_value(), 8.0) == 2.0
+        assert await asyncio.wait_for(next_value(), 30) == 2.0
         assert src.stats.errors_by_reason.get("namespaces", 0) >= 1, src.stats.errors_by_reason
         await until(lambda: src.state is ConnectionState.CONNECTED, 30)
         await src.write(f"ns={plc};s=Set", 4.0)
@@ -2045,7 +2045,7 @@ async def test_validate_online_names_a_write_target_whose_access_level_cannot_be
     try:
         settings = _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=Alarm"}])
         nodes, writes, _, _ = await asyncio.wait_for(
-            check_server(settings, [(f"ns={idx};s=Reject", True), (f"ns={idx};s=Alarm", True)]), 10
+            check_server(settings, [(f"ns={idx};s=Reject", True), (f"ns={idx};s=Alarm", True)]), 30
         )
     finally:
         await srv.stop()
@@ -2250,7 +2250,7 @@ async def test_a_browse_name_that_is_not_valid_utf8_names_its_tag_as_valid_text(
     src = OpcUaSource("plc", _settings(f"opc.tcp://127.0.0.1:{port}/plc/", [{"node_id": f"ns={idx};s=T1"}]))
     await src.start()
     try:
-        r = await asyncio.wait_for(src.items().__anext__(), 8)
+        r = await asyncio.wait_for(src.items().__anext__(), 30)
     finally:
         await src.stop()
     assert (r.tag, r.value) == ("T\ufffdemp", 21.5)
