@@ -76,12 +76,12 @@ async def test_records_refused_while_a_download_holds_the_place_go_once_it_ends_
         for i in range(3):
             await ob.append_async("result", {"i": i})
             up.poke()
-        await until(lambda: up.streams_refused >= 2, timeout_s=10, what="pushes refused for the download")
+        await until(lambda: up.streams_refused >= 2, timeout_s=20, what="pushes refused for the download")
         up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
-        await until(lambda: ["alarm"] in read, timeout_s=10, what="the alarm tried alone")
+        await until(lambda: ["alarm"] in read, timeout_s=20, what="the alarm tried alone")
         assert ob.stats()["acked"] == 0  # nothing went while the download held the place
         download.cancel()  # the download ends: its place is given back
-        await until(lambda: ob.stats()["acked"] == 4, timeout_s=10, what="every record acked")
+        await until(lambda: ob.stats()["acked"] == 4, timeout_s=20, what="every record acked")
         assert read[-2:] == [["alarm"], ["result"] * 3], read
         assert up.reconnects == 0, (up.reconnects, up.last_error)
         assert "concurrent streams" in (up.last_error or "")
@@ -149,7 +149,7 @@ async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_
         )
         await ob.append_async("result", {"i": 0})
         up.poke()
-        await until(lambda: any(w >= 0.15 for w in waits.values()), timeout_s=10, what="the waits grown")
+        await until(lambda: any(w >= 0.15 for w in waits.values()), timeout_s=20, what="the waits grown")
         assert waits[1] <= 0.03, waits  # 0.02 s, jitter up to 1.5x: the streak's first wait
         assert max(waits.values()) <= 0.45, waits  # STREAMS_FULL_MAX_S, jitter up to 1.5x
         monkeypatch.setattr(client, "STREAMS_FULL_RETRY_S", 30.0)
@@ -159,7 +159,7 @@ async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_
             up.poke(urgent=ob.append_soon("alarm", {"i": i}))
             await until(
                 lambda seen=seen: (held[0], up.streams_refused) != seen,
-                timeout_s=10,
+                timeout_s=20,
                 what="the alarm seen",
                 every_s=0.005,
             )
@@ -169,7 +169,7 @@ async def test_a_refusal_that_lasts_is_tried_ever_less_often_and_an_alarm_storm_
         # another failure between two refusals ends the streak: the next refusal is tried again at the fast pace
         monkeypatch.setattr(client, "STREAMS_FULL_RETRY_S", 0.02)
         fail_once[0] = True
-        await until(lambda: 1 in failed.values(), timeout_s=10, what="a refusal after the other failure")
+        await until(lambda: 1 in failed.values(), timeout_s=20, what="a refusal after the other failure")
         first = min(n for n, f in failed.items() if f == 1)
         assert waits[first] <= 0.03, (
             first,
@@ -241,26 +241,26 @@ async def test_at_concurrent_streams_1_the_connect_stream_gives_its_place_to_the
         for i in range(3):
             await ob.append_async("result", {"i": i})
         up.poke(urgent=ob.append_soon("alarm", {"what": "overtemp"}))
-        await until(lambda: ob.stats()["acked"] == 4, timeout_s=10, what="every record acked")
+        await until(lambda: ob.stats()["acked"] == 4, timeout_s=20, what="every record acked")
         kinds = sorted(r["kind"] for r in srv.store.records("gw1", limit=10))
         assert kinds == ["alarm", "result", "result", "result"]
         status = up.status()
         assert status["mode"] == "heartbeat" and "concurrent_streams 1" in status["mode_why"], status
         heartbeat = up.last_heartbeat_at
-        await until(lambda: up.last_heartbeat_at != heartbeat, timeout_s=10, what="a heartbeat answered")
+        await until(lambda: up.last_heartbeat_at != heartbeat, timeout_s=20, what="a heartbeat answered")
         said = [r.getMessage() for r in caplog.records if "concurrent_streams 1" in r.getMessage()]
         assert len(said) == 1 and "unary Heartbeat" in said[0], said
         srv.quotas.limits = QuotaLimits(concurrent_streams=3)  # the service's limit raised
         await ob.append_async("result", {"i": 3})
         up.poke()
-        await until(lambda: ob.stats()["acked"] == 5, timeout_s=10, what="the next record acked")
-        await until(lambda: up.mode == "stream", timeout_s=10, what="the Connect stream tried again")
+        await until(lambda: ob.stats()["acked"] == 5, timeout_s=20, what="the next record acked")
+        await until(lambda: up.mode == "stream", timeout_s=20, what="the Connect stream tried again")
         await ob.append_async("result", {"i": 4})
         up.poke()
         await until(
-            lambda: up.status()["mode_why"] is None, timeout_s=10, what="a push beside the Connect stream"
+            lambda: up.status()["mode_why"] is None, timeout_s=20, what="a push beside the Connect stream"
         )
-        await until(lambda: ob.stats()["acked"] == 6, timeout_s=10, what="the last record acked")
+        await until(lambda: ob.stats()["acked"] == 6, timeout_s=20, what="the last record acked")
         assert up.mode == "stream", up.status()
     finally:
         await up.stop()
