@@ -864,6 +864,8 @@ class OpcUaWriteAction(OutputAction):
         super().cross_check(name, cfg, report)
         if (said := _passes_unjudged_said(name, self, cfg)) is not None:
             report.warning(f"actions.{name}.when", said)
+        if (said := _heartbeat_node_said(self.source, self.node_id, cfg)) is not None:
+            report.warning(f"actions.{name}.node_id", said)
 
     # ``value: []`` loads without a word: written on purpose it clears a variable-length array node; a node that
     # cannot take it (a single value, a fixed-length array, a BaseDataType one holding a single value) is named
@@ -875,6 +877,36 @@ class OpcUaWriteAction(OutputAction):
         if self.reset is not None:
             out.append((self.source, "reset_value", self.node_id, self.reset))
         return out
+
+
+def _heartbeat_node_said(source: str, node_id: str, cfg: AgentConfig) -> str | None:
+    """Why an OPC UA output written to the node a heartbeat of its PLC writes (any source on its endpoint; the node
+    however spelt: ``devices.opcua.settings.node_classes``) is wrong: the heartbeat toggles or counts it every
+    period, so a PLC program reading it as this output reads a value no part gave, and its watchdog takes this
+    output's writes as beats. None otherwise. A warning: such a config loaded before."""
+    from devices.opcua.settings import node_classes, plc_of
+
+    sources = cfg.sources or {}
+    src = sources.get(source)
+    if src is None or getattr(src, "type", None) != "opcua":
+        return None
+    plc = plc_of(src.endpoint)
+    beats = {
+        n: s.heartbeat.node_id
+        for n, s in sources.items()
+        if getattr(s, "type", None) == "opcua" and s.heartbeat is not None and plc_of(s.endpoint) == plc
+    }
+    if not beats:
+        return None
+    nodes = node_classes([node_id, *beats.values()])
+    beat = next((n for n, b in sorted(beats.items()) if nodes[b] == nodes[node_id]), None)
+    if beat is None:
+        return None
+    return (
+        f"node {node_id} is the watchdog heartbeat of source {beat} on that PLC ({beats[beat]}), written every "
+        "period_ms: a PLC program reading it as this output reads the heartbeat's values for its parts, and the "
+        "PLC's watchdog takes this output's writes as beats; give the output a node of its own"
+    )
 
 
 def _passes_unjudged_said(name: str, action: OpcUaWriteAction, cfg: AgentConfig) -> str | None:
@@ -1021,6 +1053,9 @@ class AlarmAction(_Action):
         )
 
     def cross_check(self, name: str, cfg: AgentConfig, report: Findings) -> None:
+        if self.node_id and self.opcua_source:
+            if (said := _heartbeat_node_said(self.opcua_source, self.node_id, cfg)) is not None:
+                report.warning(f"actions.{name}.node_id", said)
         if self.publish_to is None:
             return
         if (w := _subscribing_publisher_warning(cfg, self.publish_to)) is not None:

@@ -948,6 +948,42 @@ def test_a_pass_on_unsure_parts_beside_a_heartbeat_is_a_warning_saying_what_the_
     assert parse_config(d, "line3.yaml").warnings == []  # no watchdog: nothing fed while no part is judged
 
 
+def test_an_output_written_to_the_heartbeats_node_is_a_warning_naming_the_field(env):
+    """An OPC UA output (or an alarm's mirror) written to the node a heartbeat of its PLC writes, through any source
+    of it and however the node is spelt: the heartbeat toggles it every period, so a PLC program reading it as the
+    reject gate read a part rejected every other beat, and the watchdog took the gate's writes as beats. It loaded
+    without a word. A warning naming the field and the heartbeat's source; another node, or another PLC's, is none."""
+    for session, node in (
+        ("plc", "ns=2;s=M.Life"),
+        ("plc2", "ns=2; s=M.Life"),
+        ("plc", "nsu=urn:plc;s=M.Life"),
+    ):
+        d = good(env)
+        d["sources"]["plc"]["heartbeat"] = {"node_id": "ns=2;s=M.Life"}
+        d["sources"]["plc2"] = {"type": "opcua", "endpoint": "opc.tcp://localhost:4840/"}
+        d["actions"]["reject"].update(source=session, node_id=node)
+        d["actions"]["lamp"] = {
+            "type": "alarm",
+            "when": {"verdict": "NG"},
+            "opcua_source": session,
+            "node_id": node,
+        }
+        d["pipelines"][0]["actions"].append("lamp")
+        got = parse_config(d, "line3.yaml").warnings
+        assert [w.split(": ")[1] for w in got] == ["actions.reject.node_id", "actions.lamp.node_id"], got
+        assert all(
+            f"node {node} is the watchdog heartbeat of source plc on that PLC (ns=2;s=M.Life)" in w
+            for w in got
+        )
+    d["sources"]["plc2"]["endpoint"] = "opc.tcp://10.0.0.9:4840/"  # another PLC's node of that id
+    d["actions"]["reject"].update(source="plc2", node_id="ns=2;s=M.Life")
+    d["actions"]["lamp"].update(opcua_source="plc2", node_id="ns=2;s=M.Life")
+    assert parse_config(d, "line3.yaml").warnings == []
+    d["actions"]["reject"].update(source="plc", node_id="ns=2;s=M.Reject")
+    d["actions"]["lamp"].update(opcua_source="plc", node_id="ns=2;s=M.Lamp")
+    assert parse_config(d, "line3.yaml").warnings == []
+
+
 def test_a_sources_certificate_files_are_the_config_folders_and_are_checked(env, tmp_path, monkeypatch):
     """A source's TLS and OPC UA certificate paths were taken relative to the process's working directory
     (a service manager's is `/`), were not checked by validate (a missing key showed only at run time),
