@@ -2881,25 +2881,48 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
     return limits
 
 
-def _forget_unanswered(into: Subscription, nodes: list[Node]) -> bool:
+def _forget_unanswered(into: Subscription, nodes: list[Node]) -> set[int] | None:
     """asyncua's registration (by client handle) of the items of ``nodes`` a faulty server's CreateMonitoredItems
     answer left out forgotten. The server's id of such an item is unknown, so it cannot be deleted: the server still
     sends its values under the handle, which asyncua gave to its node's tag beside the item made again (each value
     twice); forgotten, they are dropped (asyncua says "unknown handle", once: ``_UnknownHandleOnce``). asyncua has no
     public call for it: its ``Subscription._monitored_items`` (asyncua 1.1 to 2.1) is used, and another layout is said
-    (a WARNING, once), not passed over; tests/unit/test_opcua_asyncua_layout.py fails on an asyncua without it. False:
-    that layout is not there."""
+    (a WARNING, once), not passed over; tests/unit/test_opcua_asyncua_layout.py fails on an asyncua without it. The
+    client handles forgotten; None: that layout is not there."""
     kept = getattr(into, "_monitored_items", None)
     if not isinstance(kept, dict) or not all(
         hasattr(data, "server_handle") and hasattr(data, "node") for data in kept.values()
     ):
         _layout_unknown()
-        return False
+        return None
     ids = {n.nodeid for n in nodes}
+    forgotten = set()
     for handle, data in list(kept.items()):
         if data.server_handle is None and getattr(data.node, "nodeid", None) in ids:
             del kept[handle]
-    return True
+            forgotten.add(handle)
+    return forgotten
+
+
+async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None:
+    """The items a faulty server made but left out of its CreateMonitoredItems answer (their client ``handles``; the
+    server's ids of them are in no answer) deleted where the server's GetMonitoredItems method (Part 5, 9.1) names
+    their ids: left, each sent its node's values for the subscription's life and held one of the few monitored items
+    a PLC keeps. A server without the method, or answering it otherwise, keeps them; a failure is ignored."""
+    if not handles or into.subscription_id is None:
+        return
+    try:
+        got = await Node(into.server, ua.NodeId(ua.Int32(ua.ObjectIds.Server))).call_method(
+            ua.NodeId(ua.Int32(ua.ObjectIds.Server_GetMonitoredItems)),
+            ua.Variant(into.subscription_id, ua.VariantType.UInt32),
+        )
+    except (ua.UaError, TimeoutError):
+        return
+    if not (isinstance(got, list) and len(got) == 2 and all(isinstance(x, list) for x in got)):
+        return
+    ids, clients = got
+    if len(ids) == len(clients):
+        await _delete_named(into, [i for i, c in zip(ids, clients, strict=True) if c in handles])
 
 
 @functools.cache
@@ -5350,7 +5373,7 @@ class OpcUaSource:
             "server fault); each node subscribed again alone"
         )
         await _delete_named(into, results)
-        _forget_unanswered(into, nodes)
+        await _delete_left_out(into, _forget_unanswered(into, nodes))
         return [await self._subscribe_one(into, node, sampling_ms, queue_size) for node in nodes]
 
     async def _subscribe_one(
@@ -6081,6 +6104,7 @@ class OpcUaSource:
         handles: list[int] = []
         sub: Subscription | None = None
         new: list[Subscription] = []  # made on the server, also when _new_subscription fails after that
+        miscounted = False  # a CreateMonitoredItems answered with another count of results than items
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s * 2):
                 sub = self._sub or await self._new_subscription(client, made=new)
@@ -6104,6 +6128,7 @@ class OpcUaSource:
                         # a faulty server's answer: which node each item watches cannot be told (asyncua pairs them
                         # in order), and a target left without one was counted watched, its retype never seen
                         refused.add(f"{len(got)} result(s) for {len(nodes)} item(s), a server fault")
+                        miscounted = True
                     if refused:
                         break
         except (ua.UaError, TimeoutError) as e:
@@ -6132,8 +6157,12 @@ class OpcUaSource:
                     await sub.delete()
                     if self._sub is sub:
                         self._sub = None
-                elif sub is not None and handles:
-                    await sub.unsubscribe(handles)
+                elif sub is not None:
+                    if handles:
+                        await sub.unsubscribe(handles)
+                    if miscounted:  # and the items it made but left out of its answer, where it names them
+                        watched = [client.get_node(n) for n in nodes]
+                        await _delete_left_out(sub, _forget_unanswered(sub, watched))
         except (ua.UaError, TimeoutError) as e:
             log.info("opcua source %s: the write targets' monitored items not deleted: %r", self.name, e)
         self._unwatched(f"the server refused them ({', '.join(sorted(refused))})")
