@@ -393,10 +393,29 @@ DROP_CAUSES = {
     EventKind.OUTBOX_REFUSED: "refused",
     EventKind.OUTBOX_DAMAGED: "damaged",
 }
-# a drop event's range ending at seq 0 written as an epoch's end (``SQLITE_REPAIRS``)
-_TOLD_END = "last = 0 AND cause IN ({})".format(
-    ", ".join(f"'{c}'" for c in sorted(set(DROP_CAUSES.values())))
-)
+# a drop event's range ending at seq 0 written as an epoch's end (``SQLITE_REPAIRS``). A service of before
+# 9034521b (a replica still running during a rolling upgrade, a rollback) writes such rows after the repair ran:
+# every read of an epoch's ends passes them by (``_REAL_END``), and an epoch ending on one's seq takes its place
+_DROP_CAUSES_SQL = ", ".join(f"'{c}'" for c in sorted(set(DROP_CAUSES.values())))
+_TOLD_END = f"last = 0 AND cause IN ({_DROP_CAUSES_SQL})"
+_REAL_END = f"last = 0 AND cause NOT IN ({_DROP_CAUSES_SQL})"
+
+
+def _end_insert(replace: bool) -> str:
+    """The statement writing an epoch's end (parameters: tenant, agent, epoch, first, cause, t). One already on that
+    seq stays as it is (``replace``: takes the cause given); a drop event's row there (``_TOLD_END``) takes both."""
+    told = f"gaps.cause IN ({_DROP_CAUSES_SQL})"
+    return (
+        "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,0,?,?) "
+        "ON CONFLICT (tenant, agent, epoch, first, last) DO UPDATE SET cause = excluded.cause, "
+        + (
+            f"t = CASE WHEN {told} THEN excluded.t ELSE gaps.t END"
+            if replace
+            else f"t = excluded.t WHERE {told}"
+        )
+    )
+
+
 # An epoch's real end such a row took the place of stays, as the epoch_change end it was: written on it (the same
 # first: ``_end_epoch``'s ON CONFLICT DO NOTHING) or moved with it past a late batch (``_move_end`` kept the cause of
 # the end with the higher first). It is the one at the seq after the epoch's last stored or retired one (where those two
@@ -1460,7 +1479,7 @@ class SQLStore(Store):
         return bool(
             ex(
                 self.q(
-                    "SELECT 1 FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND last = 0"
+                    f"SELECT 1 FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND {_REAL_END}"
                     + (" AND cause = ?" if cause else "")
                     + " LIMIT 1"
                 ),
@@ -1474,7 +1493,7 @@ class SQLStore(Store):
         (never its loss rows, up to ``LOSS_ROWS_PER_AGENT``: SQLite's planner takes the primary key without the bound
         on ``t``), read only when a batch opens an epoch or an ``outbox_corrupt`` event names one, and by the agent's
         stats. ``most``: counted up to that many (a write needs to know whether a bound is passed only)."""
-        ends = "FROM gaps WHERE tenant = ? AND agent = ? AND last = 0 AND t > ?"
+        ends = f"FROM gaps WHERE tenant = ? AND agent = ? AND {_REAL_END} AND t > ?"
         return int(
             ex(
                 self.q(
@@ -1681,14 +1700,7 @@ class SQLStore(Store):
             last >= INT64_MAX
         ):  # nothing can follow the largest seq: no loss to record (last + 1 would overflow)
             return
-        ex(
-            self.q(
-                "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,0,?,?) "
-                "ON CONFLICT (tenant, agent, epoch, first, last) DO "
-                + ("UPDATE SET cause = excluded.cause" if replace else "NOTHING")
-            ),
-            (tenant, agent, epoch, last + 1, cause, now),
-        )
+        ex(self.q(_end_insert(replace)), (tenant, agent, epoch, last + 1, cause, now))
 
     def _follows(self, ex, tenant: str, agent: str, epoch: int, current: int) -> int:
         """The agent's ``outbox_corrupt`` event, stored in ``epoch``, ended its ``current`` epoch: ``epoch`` is made
@@ -1716,7 +1728,7 @@ class SQLStore(Store):
         args = (tenant, agent, epoch, top)
         ends = ex(
             self.q(
-                "SELECT first, cause, t FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND last = 0 "
+                f"SELECT first, cause, t FROM gaps WHERE tenant = ? AND agent = ? AND epoch = ? AND {_REAL_END} "
                 "AND first <= ? ORDER BY first"
             ),
             args,
@@ -1733,11 +1745,7 @@ class SQLStore(Store):
             return
         cause = "outbox_corrupt" if any(c == "outbox_corrupt" for _f, c, _t in ends) else ends[-1][1]
         ex(
-            self.q(
-                "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES (?,?,?,?,0,?,?) "
-                "ON CONFLICT (tenant, agent, epoch, first, last) DO "
-                + ("UPDATE SET cause = excluded.cause" if cause == "outbox_corrupt" else "NOTHING")
-            ),
+            self.q(_end_insert(cause == "outbox_corrupt")),
             (tenant, agent, epoch, top + 1, cause, ends[0][2]),  # (its time kept: when the epoch ended)
         )
 
@@ -1929,7 +1937,8 @@ class SQLStore(Store):
                 lowest = epochs[-1][0] if epochs else None
                 known = ex(
                     q(
-                        f"SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ?{older}"
+                        f"SELECT epoch, first, last, cause FROM gaps WHERE tenant = ? AND agent = ?{older} "
+                        f"AND NOT ({_TOLD_END})"
                         + ("" if last_page else " AND epoch >= ?")
                         + " ORDER BY epoch, first"
                     ),

@@ -639,24 +639,21 @@ def test_an_epochs_end_written_from_a_told_range_ending_at_seq_0_is_deleted_once
     store.ingest("gw1", [rec(1, epoch=2)], tenant="acme")  # (epoch 1's real end)
     listed = store.gaps("gw1", tenant="acme")
     store.ingest("gw2", [rec(s, epoch=1) for s in (1, 2)], tenant="acme")
-    told_end("gw2", 1, 3)
     store.ingest("gw2", [rec(1, epoch=2)], tenant="acme")
     told_end("gw2", 2, 3)  # (its current epoch's: no end)
     store.ingest("gw3", [rec(1, epoch=1)], tenant="acme")
     store.ingest("gw3", [rec(1, epoch=2)], tenant="acme")
-    told_end("gw3", 1, 4)
     store.ingest("gw3", [rec(s, epoch=1) for s in (2, 3, 4)], tenant="acme")
-    assert [(g["epoch"], g["first"], g["cause"]) for g in store.gaps("gw3", tenant="acme")] == [
-        (1, 5, "budget")
-    ]
     told_end("gw1", 1, 5)
     with store._tx() as ex:
         ex(store.q("UPDATE ingest SET loss_rows = 2 WHERE agent = 'gw1'"))
+        # (gw2, gw3: the end as such a service left it, the row's cause and time on the real end's seq)
+        ex(store.q("UPDATE gaps SET cause = 'budget', t = 1 WHERE agent IN ('gw2', 'gw3') AND epoch = 1"))
         if isinstance(store, SQLiteStore):
             ex("DELETE FROM store_repairs WHERE name = 'gaps_told_ends'")
         else:
             ex("DELETE FROM schema_version WHERE version >= 31")  # (those after it run again too)
-    assert store.gaps("gw1", tenant="acme") != listed
+    assert store.gaps("gw1", tenant="acme") == listed  # (read as no end since)
     store.close()
     store = SQLiteStore(store.path) if isinstance(store, SQLiteStore) else open_store(store.url, tmp_path)
     try:
@@ -667,6 +664,10 @@ def test_an_epochs_end_written_from_a_told_range_ending_at_seq_0_is_deleted_once
             ]
         with store._tx(write=False) as ex:
             assert ex(store.q("SELECT loss_rows FROM ingest WHERE agent = 'gw1'")).fetchone()[0] is None
+            assert (
+                ex(store.q("SELECT COUNT(*) FROM gaps WHERE last = 0 AND cause = 'budget'")).fetchone()[0]
+                == 0
+            )
     finally:
         store.close()
 
@@ -755,3 +756,39 @@ def test_records_below_the_retired_seqs_stored_before_late_records_are_found_aft
         assert store.records("gw1", tenant="acme") == []
     finally:
         store.close()
+
+
+def test_an_epochs_end_an_older_service_writes_from_a_told_range_after_the_repair_is_no_end(store):
+    """A service of before 9034521b (a replica still running during a rolling upgrade, a rollback) writes a drop
+    range ending at seq 0 as an epoch's end after the one-time repair ran: the gap list said the epoch ended there
+    and listed its real losses no more, it counted among the epochs the agent opened within the day, and the real
+    end written on its seq later kept its drop cause and time (``ON CONFLICT DO NOTHING``). Read as no end; the real
+    end takes its place."""
+    import time
+
+    def told_end(
+        agent: str, epoch: int, first: int
+    ) -> None:  # what such a service writes for a range [first, 0]
+        with store._tx() as ex:
+            ex(
+                store.q(
+                    "INSERT INTO gaps (tenant, agent, epoch, first, last, cause, t) VALUES ('acme', ?, ?, ?, 0, "
+                    "'budget', 1)"
+                ),
+                (agent, epoch, first),
+            )
+
+    store.ingest("gw1", [rec(1, epoch=1), rec(8, epoch=1)], tenant="acme")
+    told_end("gw1", 1, 5)
+    assert [(g["first"], g["last"], g["cause"]) for g in store.gaps("gw1", tenant="acme")] == [
+        (2, 7, "unknown")
+    ]
+    assert store.stats("gw1", tenant="acme")["epochs_24h"] == 0
+    store.ingest("gw2", [rec(s, epoch=1) for s in (1, 2)], tenant="acme")
+    told_end("gw2", 1, 3)
+    t = time.time()
+    store.ingest("gw2", [rec(1, epoch=2)], tenant="acme")  # epoch 1 ends after seq 2: on the row's seq
+    assert store.gaps("gw2", tenant="acme") == [{"epoch": 1, "first": 3, "last": 0, "cause": "epoch_change"}]
+    assert store.stats("gw2", tenant="acme")["epochs_24h"] == 1
+    with store._tx(write=False) as ex:
+        assert ex(store.q("SELECT t FROM gaps WHERE agent = 'gw2'")).fetchone()[0] >= t - 1
