@@ -55,3 +55,17 @@ def test_a_subscription_kept_otherwise_is_said_not_passed_over(caplog) -> None:
         assert len(said) == 1 and "its tag may get each value twice" in said[0], said
     finally:
         opc._layout_unknown.cache_clear()
+
+
+async def test_a_get_monitored_items_answered_with_nothing_keeps_the_items_left_out() -> None:
+    """The server's GetMonitoredItems, asked for the ids of the items it left out of an answer, answered with no
+    result (a faulty server): asyncua indexes a Call's results, and the IndexError went out of the connect. Now the
+    items are kept, as on a server without the method."""
+
+    class NoResults:
+        async def call(self, params: list) -> list:
+            return []
+
+    sub = Subscription(NoResults(), ua.CreateSubscriptionParameters(), handler=object())  # type: ignore[arg-type]
+    sub.subscription_id = 5
+    await opc._delete_left_out(sub, {201})
