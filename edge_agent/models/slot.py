@@ -1002,7 +1002,10 @@ class ModelSlot:
         sending the other's file): that folder's verdict is its own, and the refusal marked the model serving, or the
         one its health check rolls back to, as refused, a start on a lost state.json passing it over."""
         st = await asyncio.to_thread(self.store.state)
-        if opened.root.name not in (st.get("current"), st.get("previous")):
+        kept = {st.get("current"), st.get("previous")}
+        if self._active is not None:  # (a state.json that does not read names none)
+            kept.add(self._active.opened.root.name)
+        if opened.root.name not in kept:
             await asyncio.to_thread(self.store.mark_failed, opened.root, why)
         await self._prune()
 

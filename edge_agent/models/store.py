@@ -901,8 +901,13 @@ class ModelStore:
         candidate stay): a package replaced after its health window, a candidate rolled back or refused.
         Without this every version ever delivered stays on disk. Hidden entries (an install's ``.part``
         folder, ``.rejected``) are left alone. Call it only while no install of this slot is in flight.
-        Returns the folder names removed."""
+        Returns the folder names removed. None while ``state.json`` does not read (``state_unread``: emptied, not
+        JSON, an I/O error of a failing card): it names nothing to keep, and a prune then (a refused swap's, a health
+        window's end) removed every folder, the model serving and the one to go back to included: the next start found
+        nothing installed."""
         keep = _named(self.state())
+        if self.state_unread is not None and self.unwritten is None:
+            return []
         if self.unwritten is not None:
             # the disk refused the new state: until it takes it, a restart starts from the file, whose folders
             # must still be there (a rollback's prune removed the candidate the file names, and a restart on the

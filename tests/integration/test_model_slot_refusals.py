@@ -521,4 +521,9 @@ async def test_a_refused_package_that_is_the_served_or_previous_folder_leaves_bo
     assert s.version == "1.1.0"
     # what a start on a state.json a power cut emptied serves: the version serving now
     assert s.store.newest_installed() == st["current"]
+    s.store.state_path.write_bytes(
+        b""
+    )  # and where it is emptied already: the serving folder is known all the same
+    assert not (await s.swap(pkgs["v2"], expect=("part-inspection", "1.2.0"))).ok
+    assert not s.store.rolled_back(st["current"]) and s.store.newest_installed() == st["current"]
     await s.stop()
