@@ -907,6 +907,11 @@ class FleetServicer(rpc.FleetServicer):
             self._untold_steps.pop(key, None)
         return steps
 
+    def retakes_under_way(self) -> set[asyncio.Future]:
+        """The tasks taking kept deployment steps again (``_retake``) not yet done: the service's stop waits for them
+        before it closes the control database."""
+        return {t for t in self._retaking if not t.done()}
+
     def _retaking_task(self, work) -> None:
         task = asyncio.ensure_future(work)
         self._retaking.add(task)
@@ -2722,7 +2727,7 @@ class FleetServer:
         # times with retention), past what a supervisor's stop timeout allows for
         owns_control = self._owns_control
         ticking = {t for t in (self._ticking,) if t is not None and not t.done()}
-        retaking = set(self.fleet._retaking) if self.fleet is not None else set()
+        retaking = self.fleet.retakes_under_way() if self.fleet is not None else set()
         retaining = {t for t in (self._retaining,) if t is not None and not t.done()}
         if waited := ticking | retaking | retaining:
             await asyncio.wait(waited, timeout=TICK_STOP_S)
