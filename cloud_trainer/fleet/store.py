@@ -2490,17 +2490,29 @@ class SQLStore(Store):
             was = ex(q(RETIRED_SEQ), key).fetchone()
             floor = 0 if was is None else int(was[0])
             # the late ones that old (``late_records``, by receipt: the young ones of a replay are never read); a row
-            # whose record is gone (deleted by hand, by a service of before it) is taken out, none counted
+            # whose record is gone (deleted by hand, by a service of before it) is taken out, none counted; one whose
+            # record has another receipt takes it (that service retired the record, leaving the row, and the seq was
+            # stored again: the trigger's insert kept the old receipt, and such rows, read first at every step as
+            # old, held the records above the retired seqs until the replay was that old too)
             late = ex(
                 q(
-                    "SELECT l.seq, r.received, r.kind FROM late_records l LEFT JOIN records r ON r.tenant = l.tenant "
-                    "AND r.agent = l.agent AND r.epoch = l.epoch AND r.seq = l.seq WHERE l.tenant = ? AND l.agent = ? "
-                    "AND l.epoch = ? AND l.received < ? ORDER BY l.received LIMIT ?"
+                    "SELECT l.seq, r.received, r.kind, l.received FROM late_records l LEFT JOIN records r "
+                    "ON r.tenant = l.tenant AND r.agent = l.agent AND r.epoch = l.epoch AND r.seq = l.seq "
+                    "WHERE l.tenant = ? AND l.agent = ? AND l.epoch = ? AND l.received < ? ORDER BY l.received LIMIT ?"
                 ),
                 (*key, before, most),
             ).fetchall()
-            gone = [s for s, _r, kind in late if kind is None]
-            old = sorted(r for r in late if r[2] is not None and r[1] < before and r[0] <= floor)
+            gone = [s for s, _r, kind, _l in late if kind is None]
+            for s, received, kind, listed in late:
+                if kind is not None and received != listed:
+                    ex(
+                        q(
+                            "UPDATE late_records SET received = ? WHERE tenant = ? AND agent = ? AND epoch = ? "
+                            "AND seq = ?"
+                        ),
+                        (received, *key, s),
+                    )
+            old = sorted(r[:3] for r in late if r[2] is not None and r[1] < before and r[0] <= floor)
             if len(late) < most:  # (else every record at or below the step's top was read)
                 for r in ex(
                     q(

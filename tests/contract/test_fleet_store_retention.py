@@ -784,3 +784,28 @@ def test_an_epochs_end_an_older_service_writes_from_a_told_range_after_the_repai
     assert store.stats("gw2", tenant="acme")["epochs_24h"] == 1
     with store._tx(write=False) as ex:
         assert ex(store.q("SELECT t FROM gaps WHERE agent = 'gw2'")).fetchone()[0] >= t - 1
+
+
+def test_a_late_record_stored_again_after_an_older_service_retired_it_is_aged_by_its_new_receipt(store):
+    """A service of before ``late_records`` (a replica still running during a rolling upgrade) retires late records
+    without taking their rows out of it; the agent sends those seqs again, young. The row kept the old receipt (the
+    trigger's insert ignored): a step read such rows first, as old, retired none of them (young), and a step's share
+    of them left the records above the retired seqs unread, so those stayed past the age until the replay was that
+    old too. A pass takes the receipt the record has; the next retires the records above."""
+    _replayed(store, 6, 2)  # 1..6 retired, stored again young; 7, 8 above them received at 1,500 s
+    with store._tx() as ex:
+        ex(store.q("UPDATE records SET received = 1000.0 WHERE agent = 'gw1' AND seq <= 3"))
+        # (that service's deletion: the records only)
+        ex(store.q("DELETE FROM records WHERE agent = 'gw1' AND seq <= 3 AND received < 2000.0"))
+    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 2, 3)], tenant="acme")  # sent again
+    got = _one_pass(store, 2000.0, most=3)["records"] + _one_pass(store, 2000.0, most=3)["records"]
+    assert got == 2
+    assert [r["seq"] for r in store.records("gw1", tenant="acme")] == [1, 2, 3, 4, 5, 6]
+    with store._tx(write=False) as ex:
+        rows = ex(
+            store.q(
+                "SELECT COUNT(*) FROM late_records l JOIN records r ON r.tenant = l.tenant AND r.agent = l.agent "
+                "AND r.epoch = l.epoch AND r.seq = l.seq WHERE l.received = r.received"
+            )
+        ).fetchone()[0]
+    assert rows == 6
