@@ -2776,6 +2776,10 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
     kept for the session); a call of one item so refused is raised as before (a busy server's answer)."""
     session = client.uaclient.session
     limits: dict[str, int] = {}
+    # the items a CreateMonitoredItems answer gave to an item asked, by subscription id, until a delete names them:
+    # an answer's extra naming one of them is not deleted (a faulty server appending an earlier answer's results had
+    # the tags' items deleted, their values never came again, the source connected)
+    given: dict[int, set[int]] = {}
 
     async def split(kind: str, items: list, call: Callable[[list], Any]) -> list:
         most = limits.get(kind, 0)
@@ -2827,8 +2831,12 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
 
             async def noted(part: Any) -> list:
                 got = list(await call(part))
-                if name == "create_monitored_items" and len(got) > len(asked := getattr(part, field)):
-                    taken = {r.MonitoredItemId for r in got[: len(asked)]}
+                if name == "delete_monitored_items":
+                    given.get(part.SubscriptionId, set()).difference_update(getattr(part, field))
+                elif name == "create_monitored_items":
+                    asked = getattr(part, field)
+                    taken = given.setdefault(part.SubscriptionId, set())
+                    taken.update(r.MonitoredItemId for r in got[: len(asked)] if r.StatusCode.is_good())
                     made.extend(
                         r.MonitoredItemId
                         for r in got[len(asked) :]

@@ -212,3 +212,36 @@ async def test_a_node_subscribed_alone_after_a_refused_batch_answered_with_nothi
                 break
             assert "BadUnexpectedError" in str(src.node_errors), src.node_errors
             assert "alone with 0 result(s)" in src.notices.status()["read_results_missing"]["message"]
+
+
+async def _tags_keep_their_items(src, p) -> None:
+    """Each tag's monitored item still on the server, and a value written now read."""
+    items = {tag: src._items[ua.NodeId.from_string(p.node_id(tag))][0] for tag in ("A", "B")}
+    assert set(items.values()) <= _held(p), (items, _held(p))  # was: deleted, the tags got no value again
+    await p.nodes["A"].write_value(42.0)
+    async for reading in src.items():
+        if (reading.tag, reading.value) == ("A", 42.0):
+            break
+
+
+async def test_an_extra_result_naming_an_item_answered_before_is_not_deleted() -> None:
+    """A faulty server appending its previous CreateMonitoredItems answer's results to each answer: the extras name
+    items the source holds (the tags', then the watch's). They were deleted as items made for no item asked: the tags
+    got no value again and the watch was counted whole with one item left, the source connected. Only an extra naming
+    no item answered before is deleted."""
+
+    async with plc_server(_two_tags) as p:
+        service = p.server.iserver.subscription_service
+        create = service.create_monitored_items
+        last: list = []
+
+        async def previous_appended(params):
+            got = await create(params)
+            answer, last[:] = got + last, got
+            return answer
+
+        service.create_monitored_items = previous_appended
+        nodes = [{"node_id": p.node_id("A")}, {"node_id": p.node_id("B")}]
+        async with opcua_source(p, [(p.node_id("A"), 1.0)], nodes=nodes) as src:
+            await until(lambda: src.targets_watched == 3, 30, "the target watched")
+            await _tags_keep_their_items(src, p)
