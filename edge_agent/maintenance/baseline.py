@@ -278,6 +278,29 @@ MAINS_SEEN = 0.5
 MAINS_SEEN_STANDS = 4.0
 # (the learned windows' spectra padded to 1/8 of a bin: 0.6 Hz at 10 kHz x 2,048, enough for MAINS_DRIFT)
 MAINS_SEEN_PAD = 8
+# the grid's frequencies tried within MAINS_DRIFT of 50/60 Hz for the pickup's fit are this many bins apart, and this
+# many Hz at most (``_grid_frequency``)
+MAINS_FIT_STEP = 0.25
+# A machine's line that is no whole order of the shaft the speed is given for (a belt-driven fan's 1x and blade pass,
+# a gear's mesh, a bearing's tone) crosses 50/60 Hz and their harmonics as a drive's speed changes: at a speed where
+# it sat on the grid's frequency it was taken for the pickup, and grown (an imbalance of the fan x3-x6 at 1,350 rpm,
+# its 1x on 50 Hz, no pickup anywhere) read UNSURE mains_pickup, no alarm, 12 of 12 windows. The baseline so records
+# the lines its learned windows show under the grid's highest harmonic as orders of the shaft (``machine_orders``): a
+# line standing MACHINE_LINE_STANDS times over the spectrum about it, at one order (within half a bin at each
+# window's speed) in MACHINE_ORDER_SHARE of the learned windows where that order lies in the searched range,
+# MACHINE_ORDER_MIN windows or more, moving with the speed by MAINS_STAYED_BINS bins or more across them (a line that
+# stays put while the speed changes, the grid's, is at one order only at one speed). Such an order is the machine's
+# line wherever the speed puts it, as the shaft's orders are (the MAINS_CLEAR rule). A fan's 1x at a tenth of its
+# usual level at commissioning is still recorded; one absent then is not, and grown on a grid line it is taken for
+# the pickup (one window cannot tell the two)
+MACHINE_LINE_STANDS = 3.0
+MACHINE_ORDER_SHARE = 0.3
+MACHINE_ORDER_MIN = 3
+# A grid line standing in learned windows whose speeds are this many bins apart at its frequency or more stayed put
+# while the shaft's speed moved: no machine's line (a line of the machine moves with the speed), a cable's pickup the
+# drive was commissioned with; not recorded in ``mains_seen`` (recorded, a pure 50 Hz pickup grown later read NG
+# with alarms until relearned)
+MAINS_STAYED_BINS = 2.0
 # A window over the threshold whose level slides across it (a sensor's bias settling or drifting, a DC ramp: the
 # slide ``slide_ratio`` at least SPEED_SLIDE_RATIO, under the sensor check's ``settling`` bound) and that, judged again
 # with its least-squares line taken off, is under the threshold and MAINS_EXPLAINS of its score or less, is the
@@ -482,9 +505,13 @@ def _fields(d: dict) -> dict[str, Any]:
         "bands_pooled": lambda v: None if v is None else _flag(v),
         "mains_lines": lambda v: [_numbers(r) for r in v],
         "mains_seen": lambda v: None if v is None else _numbers(v),
+        "machine_lines": lambda v: [_numbers(r) for r in v],
+        "machine_orders": lambda v: None if v is None else _finite(v, None, positive=True).tolist(),
     }
     defaults: dict[str, Any] = {"reason": "", "orders": True, "outliers": 0, "bands": {}}
-    defaults |= {k: [] for k in ("temps", "floors", "steps", "rows", "speeds", "mains_lines")}
+    defaults |= {
+        k: [] for k in ("temps", "floors", "steps", "rows", "speeds", "mains_lines", "machine_lines")
+    }
     out: dict[str, Any] = {}
     for name, fn in parse.items():
         try:
@@ -708,14 +735,14 @@ def _stands(
     return float(mag[np.searchsorted(f, at)]) >= MAINS_STANDS * float(np.median(mag[lo:hi]))
 
 
-def grid_lines(x: np.ndarray, fs: float) -> list[float]:
+def grid_lines(x: np.ndarray, fs: float, padded: tuple[np.ndarray, np.ndarray] | None = None) -> list[float]:
     """The grid's lines (``MAINS_HZ`` x ``MAINS_HARMONICS``) a learned window shows: its spectrum's peak within
     MAINS_DRIFT of one MAINS_SEEN_STANDS times the median within MAINS_AROUND bins about it or more (the machine's own
     line there, or a pickup it was commissioned with)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     if x.size < 64 or not np.isfinite(x).all():
         return []
-    f, mag = padded_spectrum(x, fs, MAINS_SEEN_PAD)
+    f, mag = padded or padded_spectrum(x, fs, MAINS_SEEN_PAD)
     around = MAINS_AROUND * MAINS_CLEAR * fs / x.size
     out = []
     for h in sorted({k * m for m in MAINS_HZ for k in MAINS_HARMONICS if k * m < 0.4 * fs}):
@@ -723,6 +750,130 @@ def grid_lines(x: np.ndarray, fs: float) -> list[float]:
         if b > a and float(mag[a:b].max()) >= MAINS_SEEN_STANDS * float(np.median(mag[lo:hi])):
             out.append(h)
     return out
+
+
+def _seen_spectrum(x: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """A learned window's ``padded_spectrum`` (MAINS_SEEN_PAD) for ``grid_lines`` and ``window_lines``; None for no
+    waveform (features given) or one not finite."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    return padded_spectrum(x, fs, MAINS_SEEN_PAD) if x.size >= 64 and np.isfinite(x).all() else None
+
+
+def window_lines(
+    x: np.ndarray, fs: float, padded: tuple[np.ndarray, np.ndarray] | None = None
+) -> list[float]:
+    """The lines (Hz) a learned window shows up to the grid's highest harmonic (``MAINS_HZ`` x ``MAINS_HARMONICS``)
+    and MAINS_AROUND bins over it: local peaks of its ``padded_spectrum`` (MAINS_SEEN_PAD) standing
+    MACHINE_LINE_STANDS times or more over the median within MAINS_AROUND bins about them (``machine_orders``)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if x.size < 64 or not np.isfinite(x).all():
+        return []
+    top = max((k * m for m in MAINS_HZ for k in MAINS_HARMONICS if k * m < 0.4 * fs), default=0.0)
+    if not top:
+        return []
+    f, mag = padded or padded_spectrum(x, fs, MAINS_SEEN_PAD)
+    bin_hz = fs / x.size
+    hi = min(int(np.searchsorted(f, top + (MAINS_AROUND + 1) * bin_hz)), mag.size)
+    # a peak: the largest within a bin either side (one line's main lobe is 2 bins wide with the Hann window)
+    reach, around = MAINS_SEEN_PAD, MAINS_AROUND * MAINS_SEEN_PAD
+    if hi <= 2 * reach + 1 or mag.size < 2 * around + 1:
+        return []
+    top_near = np.lib.stride_tricks.sliding_window_view(mag[:hi], 2 * reach + 1).max(axis=1)
+    mid = mag[reach : hi - reach]
+    peaks = np.flatnonzero((mid >= top_near) & (mid > 0)) + reach
+    # the median about each bin's centre (every MAINS_SEEN_PAD-th point), the ends held
+    step = mag[: hi + around : reach]
+    k = 2 * MAINS_AROUND + 1
+    if step.size < k:
+        return []
+    floor = np.median(np.lib.stride_tricks.sliding_window_view(step, k), axis=1)
+    at = np.clip(np.round(peaks / reach).astype(int) - MAINS_AROUND, 0, floor.size - 1)
+    keep = (f[peaks] >= 0.5 * bin_hz) & (mag[peaks] >= MACHINE_LINE_STANDS * floor[at])
+    return [round(float(v), 3) for v in f[peaks[keep]]]
+
+
+def machine_orders(lines: list[list[float]], speeds: list[float], bin_hz: float) -> list[float]:
+    """The orders of the shaft (``MACHINE_LINE_STANDS``) at which the learned windows' ``window_lines`` stand in
+    MACHINE_ORDER_SHARE of the windows where the order lies under their highest line searched, MACHINE_ORDER_MIN or
+    more, and that moved with the speed by MAINS_STAYED_BINS bins or more across them (a line staying put, the
+    grid's or its 100 Hz, is at one order only at one speed); none within half a bin of a shaft's order
+    (``_SHAFT_ORDERS``), one per line. A line is at an order in a window where it lies within half a bin of the order
+    times the window's speed."""
+    top = max(k * m for m in MAINS_HZ for k in MAINS_HARMONICS) + MAINS_AROUND * bin_hz
+    pairs = [
+        (i, h, s)
+        for i, (r, s) in enumerate(zip(lines, speeds, strict=True))
+        if math.isfinite(s) and s > 0
+        for h in r
+        if h > 0.5 * bin_hz
+    ]
+    if not pairs:
+        return []
+    win, hz, at_speed = (np.asarray(c, dtype=np.float64) for c in zip(*pairs, strict=True))
+    order = hz / at_speed
+    sp = np.asarray([s for s in speeds if math.isfinite(s) and s > 0])
+    step = 0.25 * bin_hz / float(sp.max())  # candidates a quarter of a bin apart at the fastest speed
+    shaft = np.asarray(_SHAFT_ORDERS)
+    found: list[tuple[int, float, np.ndarray]] = []
+    for o in np.unique(np.round(order / step)) * step:
+        hit = np.abs(hz - o * at_speed) <= 0.5 * bin_hz
+        wins = np.unique(win[hit])
+        if wins.size < max(MACHINE_ORDER_MIN, MACHINE_ORDER_SHARE * int((o * sp <= top).sum())):
+            continue
+        moved = o * float(np.ptp(at_speed[hit])) if hit.any() else 0.0
+        if moved < MAINS_STAYED_BINS * bin_hz:
+            continue  # a line that stayed put while the speed moved (the grid's, its 100 Hz), or one speed's
+        found.append((int(wins.size), float(np.median(order[hit])), hit))
+    out: list[float] = []
+    taken = np.zeros(hz.size, dtype=bool)
+    for _, o, hit in sorted(found, key=lambda c: -c[0]):  # the best seen first; its lines are no other's
+        if taken[hit].any() or np.abs(shaft - o).min() * float(np.median(at_speed[hit])) <= 0.5 * bin_hz:
+            taken |= hit
+            continue  # one of a line already recorded, or the shaft's own order (MAINS_CLEAR's rule)
+        taken |= hit
+        out.append(round(o, 4))
+    return sorted(out)
+
+
+def _stayed(h: float, lines: list[list[float]], speeds: list[float], bin_hz: float) -> bool:
+    """Whether the grid line ``h`` stood in learned windows (``grid_lines``) whose speeds put one order of the shaft
+    MAINS_STAYED_BINS bins apart at ``h`` or more: it stayed put while the speed moved (MAINS_STAYED_BINS)."""
+    at = [s for r, s in zip(lines, speeds, strict=True) if h in r and math.isfinite(s) and s > 0]
+    return len(at) >= 2 and h * (max(at) - min(at)) / float(np.median(at)) >= MAINS_STAYED_BINS * bin_hz
+
+
+def _grid_lines_fit(
+    x: np.ndarray, t: np.ndarray, grid: float, ks: list[int], keep: list[float]
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """The residual's energy, the coefficients and the basis of the least-squares fit of ``x`` by lines at ``grid``
+    times ``ks`` (sine, cosine), lines at ``keep`` (Hz) and a constant, in that order."""
+    basis = np.column_stack(
+        [fn(2 * math.pi * h * t) for h in [k * grid for k in ks] + keep for fn in (np.sin, np.cos)]
+        + [np.ones_like(t)]
+    )
+    # least squares by the normal equations (a few columns: an SVD of the whole window cost 20 ms)
+    coef = np.linalg.lstsq(basis.T @ basis, basis.T @ x, rcond=None)[0]
+    return float(np.sum((x - basis @ coef) ** 2)), coef, basis
+
+
+def _grid_frequency(x: np.ndarray, t: np.ndarray, mains: float, keep: list[float]) -> float:
+    """The grid's frequency within MAINS_DRIFT of ``mains`` whose line (with the shaft's at ``keep``, Hz) fits ``x``
+    best: frequencies MAINS_FIT_STEP bins apart (MAINS_FIT_STEP Hz at most) tried a step past MAINS_DRIFT, the best
+    refined by a parabola through it and its neighbours. A grid runs within 1 %
+    of its frequency; a pickup looked for at 50 Hz's multiples on a grid at 49.6-49.8 Hz had its 149 Hz line taken for
+    a shaft's, and the healthy machine read NG with alarms."""
+    step = min(MAINS_FIT_STEP, MAINS_FIT_STEP / (t[1] - t[0]) / t.size)
+    half = math.ceil(MAINS_DRIFT / step) + 1
+    at = mains + step * np.arange(-half, half + 1)
+    left = [_grid_lines_fit(x, t, f, [1], keep)[0] for f in at]
+    i = int(np.argmin(left))
+    best = float(at[i])
+    if 0 < i < len(at) - 1:
+        a, b, c = left[i - 1], left[i], left[i + 1]
+        bend = a - 2 * b + c
+        if bend > 0:
+            best += 0.5 * (a - c) / bend * step
+    return min(max(best, mains - MAINS_DRIFT), mains + MAINS_DRIFT)
 
 
 def _not_pickup(lines: list[float]) -> list[float]:
@@ -1061,6 +1212,10 @@ class Baseline:
         # them; None: learned before the record, every grid line taken for a pickup's as before)
         self.mains_lines: list[list[float]] = []
         self.mains_seen: list[float] | None = None
+        # the learned windows' ``window_lines``, and the orders of the shaft the machine's lines stood at
+        # (``machine_orders``; None: learned before the record, only the shaft's whole and half orders known)
+        self.machine_lines: list[list[float]] = []
+        self.machine_orders: list[float] | None = None
         # commissioned across a speed range (``SPEED_FIT_SPAN``): each feature's level as a line in the log of the
         # speed (slope, level at 1 Hz, spread about it); None: one speed, the speed unknown, or learned before it
         self.speed_levels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -1136,6 +1291,8 @@ class Baseline:
             "octaves": self.octaves if self.state == "learning" else [],
             "mains_lines": self.mains_lines if self.state == "learning" else [],
             "mains_seen": self.mains_seen,
+            "machine_lines": self.machine_lines if self.state == "learning" else [],
+            "machine_orders": self.machine_orders,
             "floor_octaves": self.floor_octaves,
             "speed_levels": None
             if self.speed_levels is None
@@ -1458,7 +1615,7 @@ class Baseline:
 
     def status(self) -> dict:
         d = self.to_dict()
-        for k in ("rows", "speeds", "bands", "temps", "floors", "octaves", "mains_lines"):
+        for k in ("rows", "speeds", "bands", "temps", "floors", "octaves", "mains_lines", "machine_lines"):
             d.pop(k)
         d["progress"] = round(self.progress(), 3)
         d["speed_bands"] = sorted(self.bands)
@@ -1578,7 +1735,10 @@ class Baseline:
             mag = hann_spectrum(waveform)  # one transform for both
             self.floors.append(spectral_floor(waveform, mag))
             self.octaves.append(octave_floors(waveform, mag))
-            self.mains_lines.append(grid_lines(waveform, self.fs))
+            self.mains_lines.append(
+                grid_lines(waveform, self.fs, padded := _seen_spectrum(waveform, self.fs))
+            )
+            self.machine_lines.append(window_lines(waveform, self.fs, padded))
             self.steps.append(window_step(waveform))
             self._learn_temperature(scalars)
             v.progress = self.progress()
@@ -1855,15 +2015,23 @@ class Baseline:
             return None  # no waveform (features given), or one the features already refused
         t = np.arange(x.size) / self.fs
         clear = MAINS_CLEAR * self.fs / x.size
-        orders = np.asarray(_SHAFT_ORDERS) * speed
+        # the shaft's orders and the machine's other lines recorded as orders at commissioning (``machine_orders``)
+        orders = np.asarray([*_SHAFT_ORDERS, *(self.machine_orders or [])]) * speed
         tried: list[tuple[float, float, np.ndarray, list[float]]] = []
-        padded: tuple[np.ndarray, np.ndarray] | None = None  # made once, where a line is near a shaft's order
+        padded = padded_spectrum(x, self.fs)
         seen = self.mains_seen or []  # the machine's own lines there, shown at commissioning: left in
         for mains in MAINS_HZ:
-            lines: list[float] = []
+            if not _stands(padded, mains, clear, MAINS_DRIFT):
+                continue  # no line of the grid's own frequency stands: no pickup to tell, judged as it is
+            # the grid's frequency as the window shows it (``_grid_frequency``): its harmonics looked for at its multiples
+            # (at 50 Hz's, a pickup on a grid at 49.6 Hz had its 150 Hz line taken for a shaft's, 1.2 Hz off)
+            # (the shaft's lines within two bins fitted beside it: a 2x a bin off pulled the estimate to the search's end)
+            grid = _grid_frequency(x, t, mains, [float(o) for o in orders if abs(o - mains) < 2 * clear])
+            ks: list[int] = []  # the grid's harmonics taken out
             keep: list[float] = []  # the shaft's lines beside the grid's: fitted with them, left in
-            for h in (k * mains for k in MAINS_HARMONICS if k * mains < 0.4 * self.fs):
-                if h in seen:
+            for k in (k for k in MAINS_HARMONICS if k * mains < 0.4 * self.fs):
+                h = k * grid
+                if k * mains in seen:
                     continue  # the machine's line (or a pickup it was commissioned with): left in, judged
                 near = orders[np.abs(orders - h) < clear]
                 if near.size and (
@@ -1871,27 +2039,18 @@ class Baseline:
                     # puts it 0.5 Hz or more off only as well as the tag is right (a drive's output frequency read as
                     # the shaft's is 1-2 % off: an imbalance at 2,990 rpm, the tag at 2,960, and a 4-pole motor's
                     # misalignment at 1,497 rpm, its 2x on 50 Hz, were taken out as the pickup)
-                    h == mains
+                    k == 1
                     or np.abs(near - h).min() < MAINS_APART
-                    or abs(line_peak(padded := padded or padded_spectrum(x, self.fs), h, clear) - h)
-                    > MAINS_NARROW
+                    or abs(line_peak(padded, h, clear) - h) > MAINS_NARROW
                 ):
                     continue  # the shaft's line on the grid's, or the line there is the shaft's: left in
-                lines.append(h)
+                ks.append(k)
                 keep += [float(o) for o in near if float(o) not in keep]
-            if (
-                not lines
-                or lines[0] != mains
-                or not _stands(padded := padded or padded_spectrum(x, self.fs), mains, clear, MAINS_DRIFT)
-            ):
-                # the fundamental is not told from the shaft's lines or the machine's, or no line of the grid's own
-                # frequency stands: no pickup to tell, judged as it is
+            if not ks or ks[0] != 1:
+                # the fundamental is not told from the shaft's lines or the machine's: judged as it is
                 continue
-            basis = np.column_stack(
-                [fn(2 * math.pi * h * t) for h in lines + keep for fn in (np.sin, np.cos)] + [np.ones_like(t)]
-            )
-            # least squares by the normal equations (a few columns: an SVD of the whole window cost 20 ms)
-            coef = np.linalg.lstsq(basis.T @ basis, basis.T @ x, rcond=None)[0]
+            _, coef, basis = _grid_lines_fit(x, t, grid, ks, keep)
+            lines = [k * grid for k in ks]
             amp = float(math.hypot(coef[0], coef[1]))  # the fundamental's amplitude
             hum = basis[:, : 2 * len(lines)] @ coef[: 2 * len(lines)]
             tried.append((amp, mains, hum, lines))
@@ -1907,7 +2066,7 @@ class Baseline:
                 and over == 0
             ):
                 return (
-                    f"sensor: mains pickup at {mains:g} Hz ({', '.join(f'{h:g}' for h in lines)} Hz taken out: "
+                    f"sensor: mains pickup at {mains:g} Hz ({', '.join(f'{h:.4g}' for h in lines)} Hz taken out: "
                     f"{amp:.3g} {self.s.units} at {mains:g} Hz), the shaft's orders elsewhere "
                     f"({60 * speed:.0f} rpm); without it the window scores {left:.1f} of {self.threshold:.1f}, "
                     f"ISO zone {zone}: the cable's screen or ground, not the machine; check the sensor's cable "
@@ -2200,7 +2359,8 @@ class Baseline:
             mag = hann_spectrum(w)
             self.floors.append(spectral_floor(w, mag))
             self.octaves.append(octave_floors(w, mag))
-            self.mains_lines.append(grid_lines(w, self.fs))
+            self.mains_lines.append(grid_lines(w, self.fs, padded := _seen_spectrum(w, self.fs)))
+            self.machine_lines.append(window_lines(w, self.fs, padded))
             self.steps.append(q)
         self._event(
             EventKind.BASELINE_SPEED,
@@ -2425,15 +2585,25 @@ class Baseline:
         self.state = "ready"
         self.learned_at = self.clock()
         n = len(self.rows)
+        speeds, bin_hz = list(self.speeds), self.fs / self.n
         self.rows, self.speeds, self.temps, self.floors = [], [], [], []
         # (a learning resumed from a file saved before the record: some windows have none, nothing known)
         got = [h for r in self.mains_lines for h in _not_pickup(r)]
         self.mains_seen = (
-            sorted(h for h in set(got) if got.count(h) >= MAINS_SEEN * n)
+            sorted(
+                h
+                for h in set(got)
+                if got.count(h) >= MAINS_SEEN * n and not _stayed(h, self.mains_lines, speeds, bin_hz)
+            )
             if self.mains_lines and len(self.mains_lines) == n
             else None
         )
-        self.steps, self.octaves, self.mains_lines = [], [], []
+        self.machine_orders = (
+            machine_orders(self.machine_lines, speeds, bin_hz)
+            if self.machine_lines and len(self.machine_lines) == n and (self.orders or self.s.speed_tag)
+            else None
+        )
+        self.steps, self.octaves, self.mains_lines, self.machine_lines = [], [], [], []
         self.save()
         self._event(
             EventKind.BASELINE_LEARNED,

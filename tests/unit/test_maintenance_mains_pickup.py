@@ -176,3 +176,67 @@ def test_a_pickup_the_machine_was_commissioned_with_is_not_recorded_as_its_own_l
     vs = [b.process(mains_pickup(rotor(rng, rpm=1790.0), rng, size=4.0), speed) for _ in range(3)]
     assert not any(v.alarm for v in vs), [(v.score, v.sensor) for v in vs]
     assert any(v.sensor_kind == "mains_pickup" for v in vs), [(v.score, v.sensor) for v in vs]
+
+
+def _drive(rng: np.random.Generator, rpms: np.ndarray, line, path=None) -> Baseline:
+    """A drive's baseline commissioned at ``rpms`` (a speed tag), each window the motor with ``line(rpm)`` added."""
+    b = Baseline(BaselineSettings(windows=rpms.size, units="g", speed_tag="Speed"), 10000.0, 2048, path=path)
+    for i, rpm in enumerate(rpms):
+        b.process(rotor(rng, rpm=rpm, load=1 + 0.1 * np.sin(i)) + line(rpm), {"_shaft_speed": rpm})
+    assert b.state == "ready"
+    return b
+
+
+def test_a_drives_line_crossing_50_hz_as_the_speed_changes_is_the_machines_not_a_pickup(tmp_path):
+    # a VFD's belt-driven fan: its 1x 2.25 times the motor's speed (no whole or half order of it), commissioned over
+    # 1,000-1,700 rpm, crosses 50 Hz at 1,333 rpm (the motor's orders a bin or more off). Its imbalance grown 10x
+    # there, no pickup anywhere, read mains_pickup, no alarm, every window: at no one commissioned speed was it on 50 Hz
+    # in half the windows. The fan's line is recorded as an order of the shaft, and the record survives the file
+    rng = np.random.default_rng(11)
+    t = np.arange(2048) / 10000.0
+
+    def fan(rpm: float, size: float = 1.0) -> np.ndarray:
+        hz = 2.25 * rpm / 60
+        return size * 0.02 * (rpm / 1333.3) ** 2 * np.sin(2 * np.pi * hz * t + rng.uniform(0, 6.3))
+
+    path = tmp_path / "fan.json"
+    _drive(rng, rng.uniform(1000.0, 1700.0, 30), fan, path)
+    b = Baseline(BaselineSettings(windows=30, units="g", speed_tag="Speed"), 10000.0, 2048, path=path)
+    assert b.state == "ready" and any(abs(o - 2.25) < 0.02 for o in b.machine_orders or []), b.machine_orders
+    speed = {"_shaft_speed": 1333.3}
+    vs = [b.process(rotor(rng, rpm=1333.3) + fan(1333.3, 10.0), speed) for _ in range(3)]
+    assert all(v.sensor_kind is None and v.anomalous for v in vs), [(v.score, v.sensor) for v in vs]
+    assert vs[-1].alarm
+
+
+def test_a_pure_grid_line_a_drive_was_commissioned_with_is_a_pickup_not_its_own_line():
+    # a cable's pickup at 50 Hz alone (no 150 Hz) in every window of a drive commissioned over 1,300-1,800 rpm: it
+    # stayed on 50 Hz while the speed moved, so it is no line of the machine. Recorded as the machine's (mains_seen),
+    # grown 4x on the healthy machine it read NG with alarms until relearned
+    rng = np.random.default_rng(14)
+    t = np.arange(2048) / 10000.0
+
+    def pickup(rpm: float, size: float = 1.0) -> np.ndarray:
+        return size * 0.03 * np.sin(2 * np.pi * 50.0 * t + rng.uniform(0, 6.3))
+
+    b = _drive(rng, rng.uniform(1300.0, 1800.0, 30), pickup)
+    assert b.mains_seen == [], b.mains_seen
+    speed = {"_shaft_speed": 1650.0}  # its orders clear of 50 Hz
+    vs = [b.process(rotor(rng, rpm=1650.0) + pickup(1650.0, 4.0), speed) for _ in range(3)]
+    assert not any(v.alarm or v.iso_alarm for v in vs), [(v.score, v.sensor) for v in vs]
+    assert all(v.sensor_kind == "mains_pickup" for v in vs), [(v.score, v.sensor) for v in vs]
+
+
+def test_a_pickup_on_a_grid_off_its_nominal_frequency_is_told():
+    # a grid at 49.6 Hz (within its 1 %): the pickup's 148.8 Hz line, looked for at 150 Hz, was taken for a shaft's
+    # line and left in, and the healthy machine read NG with alarms every window. Fitted at the grid's frequency as the
+    # window shows it, the pickup is told
+    rng = np.random.default_rng(4)
+    b = _commissioned(1650.0, rng)
+    vs = [
+        b.process(mains_pickup(rotor(rng, rpm=1650.0), rng, 49.6), {"_shaft_speed": 1650.0}) for _ in range(3)
+    ]
+    assert all(v.sensor_kind == "mains_pickup" and "at 50 Hz" in (v.sensor or "") for v in vs), [
+        (v.score, v.sensor) for v in vs
+    ]
+    assert not any(v.alarm or v.iso_alarm for v in vs)
