@@ -1926,7 +1926,11 @@ class SparkplugHost:
             # command had carried
             reborn = node.alive or node.missed or (node.birth_skipped and node.dead_bd is None)
             node.alive, node.aliases, node.clashes = True, {}, set()
-            node.seq = self._seq_range(t, node, payload.seq)
+            # an NBIRTH's seq is 0 (Sparkplug 3.0): one holding none is that 0, left out by an encoder that writes no
+            # field at its default (proto3 code, as ``_check_seq``). Taken as no seq, the first data after every such
+            # birth was checked against nothing: its seq 1 lost, the value it carried stood unseen, nothing asked.
+            # A node sending no seq at all is unchanged: its data holding none is said so (``message_without_seq``)
+            node.seq = self._seq_range(t, node, 0 if payload.seq is None else payload.seq)
             node.seq_shown, node.data_ts = False, None
             if payload.seq:  # (None: no seq, said apart; 0: as Sparkplug has it)
                 self._birth_seq(t, node, payload.seq)

@@ -706,3 +706,34 @@ def test_a_device_said_dead_then_an_alias_given_again_by_another_devices_birth_t
         assert node.command("setpoint") == 8  # before: None
         node.nbirth(1, 7, 8)
         assert node.command("setpoint") == 8  # before: ["d4"]
+
+
+def test_a_birth_whose_seq_0_an_encoder_left_out_has_its_first_data_lost_seen():
+    """Proto3 code from Sparkplug's .proto without ``optional`` writes no field at its default, so every NBIRTH of
+    such a node (its seq is always 0) comes without one. It was taken as a birth holding no seq: the first data after
+    it was checked against nothing, and with its seq 1 lost (a 2 read) the value that message carried stood unseen,
+    no rebirth asked. Now it is checked as after 0; a node sending no seq at all is still only said so."""
+    pb = sp._pb().Payload()
+    pb.timestamp = 1000  # no seq: proto3 leaves out its 0
+    for name, alias, datatype, field, value in (
+        ("bdSeq", None, D.INT64, "long_value", 0),
+        ("T", 1, D.DOUBLE, "double_value", 0.0),
+    ):
+        m = pb.metrics.add(name=name, datatype=datatype)
+        if alias is not None:
+            m.alias = alias
+        setattr(m, field, value)
+    h, sent, errors = host(rebirth_min_interval_s=0)
+    h.handle("spBv1.0/g/NBIRTH/n", pb.SerializeToString(), 1.0)
+    (r,) = h.handle(
+        "spBv1.0/g/NDATA/n", sp.encode(sp.Payload(2000, 2, [sp.Metric(None, 1, D.DOUBLE, 2.0)])), 2.0
+    )
+    assert r.value == 2.0  # read all the same
+    assert errors == ["seq_gap"] and [t for t, _ in sent] == ["spBv1.0/g/NCMD/n"]  # before: [] and []
+    h, sent, errors = host(rebirth_min_interval_s=0)
+    h.handle("spBv1.0/g/NBIRTH/n", pb.SerializeToString(), 1.0)
+    for ts in (2000, 3000):  # a node sending no seq at all: no gap of it, no rebirth
+        h.handle(
+            "spBv1.0/g/NDATA/n", sp.encode(sp.Payload(ts, None, [sp.Metric(None, 1, D.DOUBLE, 1.0)])), 2.0
+        )
+    assert errors == ["message_without_seq"] * 2 and sent == []
