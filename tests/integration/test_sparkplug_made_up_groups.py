@@ -6,12 +6,11 @@ constants) to keep the tests short."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from devices.mqtt import sparkplug_host
 from protocols import sparkplug as sp
-from tests.integration.test_sparkplug_rebirth_requests import _GIVING_UP_IN_1_S, _host
+from tests.integration.test_sparkplug_rebirth_requests import _host
 from tests.support.waits import until
 
 D = sp.DataType
@@ -313,32 +312,49 @@ async def test_a_node_restarting_at_the_total_device_bound_is_not_forgotten_for_
         assert host.devices_refused == 1 and not host.device_alive("g", "h", "new2")  # before: r forgotten
 
 
+class _ShiftedClock:
+    """``sparkplug_host``'s ``time``, its monotonic clock moved on by ``ahead`` seconds at will: a test waits out
+    rebirth_give_up_s or rebirth_retry_max_s at their defaults without the wall time, and a node's answer is not
+    raced against a window shorter than a loaded machine's reaction."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+    @staticmethod
+    def time() -> float:
+        return time.time()
+
+
 async def test_a_births_only_bursts_device_names_are_freed_once_its_nodes_go_silent(mosquitto, monkeypatch):
     """A burst of made-up NBIRTHs and DBIRTHs, then nothing, held its device names for good at MAX_TOTAL_DEVICES
     (made 8): a real node's new device was refused (too_many_total_devices) until the burst's nodes died, were
     forgotten for the node table or the metrics, or the agent restarted. Now a node gone silent (quiet
-    rebirth_give_up_s, made 1 s, and no answer to the birth then asked) is forgotten for device room, least
-    recently heard first; a node that speaks is never (the real one here sends data all along)."""
+    rebirth_give_up_s, and no answer to the birth then asked within rebirth_retry_max_s) is forgotten for device
+    room, least recently heard first; a node that speaks is never (the real one here sends data when asked)."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    clock = _ShiftedClock()
+    monkeypatch.setattr(sparkplug_host, "time", clock)
     bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug=_GIVING_UP_IN_1_S) as (src, asked, pub):
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
         host = src.sparkplug
         pub.publish("spBv1.0/g/NBIRTH/real", _birth(0, bd0), qos=1)
         pub.publish("spBv1.0/g/DBIRTH/real/d0", _birth(1, []), qos=1)
+        pub.publish("spBv1.0/g/NDATA/real", _birth(2, []), qos=1)
         pub.publish("spBv1.0/g/NBIRTH/junk", _birth(0, bd0), qos=1)  # births only, then nothing
         for i in range(3):
             pub.publish(f"spBv1.0/g/DBIRTH/junk/x{i}", _birth(i + 1, []), qos=1)
         await until(lambda: host._names >= 8, 30, "at the bound")
-        seq = 2
-        while host.nodes_silent == 0:  # the real node speaks all along; junk goes silent
-            pub.publish("spBv1.0/g/NDATA/real", _birth(seq, []), qos=1)
-            seq += 1
-            await until(lambda s=seq: host._nodes[("g", "real")].seq == s - 1, 30, "its data read")
-            if host.nodes_silent == 0:
-                await asyncio.sleep(0.2)  # (a pace, not a synchronisation: the loop polls nodes_silent)
-            assert seq < 400, "junk never went silent"
+        clock.ahead += 86_400  # rebirth_give_up_s: both quiet, both asked their birth
+        await until(lambda: "junk" in asked and "real" in asked, 30, "their births asked")
+        pub.publish("spBv1.0/g/NDATA/real", _birth(3, []), qos=1)  # the real node speaks
+        await until(lambda: host._nodes[("g", "real")].probed == float("inf"), 30, "its data read")
+        clock.ahead += 300  # rebirth_retry_max_s: junk did not answer
+        await until(lambda: host.nodes_silent == 1, 30, "junk silent")
         assert host._nodes[("g", "junk")].silent and not host._nodes[("g", "real")].silent
-        pub.publish("spBv1.0/g/DBIRTH/real/d1", _birth(seq, []), qos=1)  # real's new device
+        pub.publish("spBv1.0/g/DBIRTH/real/d1", _birth(4, []), qos=1)  # real's new device
         await until(lambda: host.device_alive("g", "real", "d1"), 30, "d1 born")  # before: refused
         assert ("g", "junk") not in host._nodes and host.devices_refused == 0, src.notices.counts
         assert "junk" in src.notices.messages["born_nodes_forgotten"]
@@ -350,35 +366,38 @@ async def test_at_the_device_bound_births_only_nodes_are_asked_their_birth_and_f
 ):
     """At MAX_TOTAL_DEVICES (made 8) a births-only burst's names were freed only once its nodes went silent:
     rebirth_give_up_s (a day) of quiet, then an unanswered ask. Now a new device refused there asks the births-only
-    nodes holding names, quiet rebirth_retry_max_s (made 0.2 s), their birth at once: one that answers is kept,
-    one that does not goes silent within rebirth_retry_max_s and makes room."""
+    nodes holding names, quiet rebirth_retry_max_s, their birth at once: one that answers is kept and never marked
+    silent, one that does not goes silent rebirth_retry_max_s later and makes room."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    clock = _ShiftedClock()
+    monkeypatch.setattr(sparkplug_host, "time", clock)
     bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
-    fast = {"rebirth_min_interval_s": 0, "rebirth_retry_s": 0.1, "rebirth_retry_max_s": 0.2}
-    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+", sparkplug=fast) as (src, asked, pub):
+    async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
         host = src.sparkplug
         for node, devices in (("real", 1), ("quiet", 1), ("junk", 2)):  # 8 names: at the bound
             pub.publish(f"spBv1.0/g/NBIRTH/{node}", _birth(0, bd0), qos=1)
             for i in range(devices):
                 pub.publish(f"spBv1.0/g/DBIRTH/{node}/d{i}", _birth(i + 1, []), qos=1)
         pub.publish("spBv1.0/g/NDATA/real", _birth(2, []), qos=1)
-        await until(lambda: host._names >= 8, 10, "at the bound")
-        seq = 3
-        while ("g", "junk") in host._nodes:  # real's new device's data, each refused while the bound holds
-            if "quiet" in asked and host._nodes[("g", "quiet")].probed < float("inf"):
-                # quiet is a real node reporting by exception: it answers
-                pub.publish("spBv1.0/g/NBIRTH/quiet", _birth(0, bd0), qos=1)
-                pub.publish("spBv1.0/g/DBIRTH/quiet/d0", _birth(1, []), qos=1)
-                await until(lambda: host._nodes[("g", "quiet")].probed == float("inf"), 10, "its answer read")
-            pub.publish("spBv1.0/g/DDATA/real/d1", _birth(seq, []), qos=1)
-            seq += 1
-            await until(lambda s=seq: host._nodes[("g", "real")].seq == s - 1, 10, "its data read")
-            await asyncio.sleep(0.1)  # (a pace, not a synchronisation: the loop polls the table)
-            assert seq < 200, f"junk never freed its names: {src.notices.counts}"  # before: a day
-        await until(lambda: "real" in asked, 10, "d1's birth asked")
+        await until(lambda: host._names >= 8 and host._nodes[("g", "real")].seq == 2, 30, "at the bound")
+        clock.ahead += 300  # rebirth_retry_max_s of quiet
+        pub.publish("spBv1.0/g/DDATA/real/d1", _birth(3, []), qos=1)  # real's new device: refused
+        await until(
+            lambda: "quiet" in asked and "junk" in asked, 30, "the births-only asked"
+        )  # before: never
+        assert host.devices_refused == 1 and "real" not in asked, src.notices.counts
+        # quiet is a real node reporting by exception: it answers
+        pub.publish("spBv1.0/g/NBIRTH/quiet", _birth(0, bd0), qos=1)
+        pub.publish("spBv1.0/g/DBIRTH/quiet/d0", _birth(1, []), qos=1)
+        await until(lambda: host._nodes[("g", "quiet")].probed == float("inf"), 30, "its answer read")
+        clock.ahead += 300  # junk did not answer within rebirth_retry_max_s
+        await until(lambda: host.nodes_silent == 1, 30, "junk silent")
+        pub.publish("spBv1.0/g/DDATA/real/d1", _birth(4, []), qos=1)  # junk forgotten: d1's birth asked
+        await until(lambda: "real" in asked, 30, "d1's birth asked")
         pub.publish("spBv1.0/g/NBIRTH/real", _birth(0, bd0), qos=1)  # the answer
         pub.publish("spBv1.0/g/DBIRTH/real/d0", _birth(1, []), qos=1)
         pub.publish("spBv1.0/g/DBIRTH/real/d1", _birth(2, []), qos=1)
-        await until(lambda: host.device_alive("g", "real", "d1"), 10, "d1 born")
-        assert host.device_alive("g", "quiet", "d0") and not host._nodes[("g", "quiet")].silent
+        await until(lambda: host.device_alive("g", "real", "d1"), 30, "d1 born")
+        assert host.device_alive("g", "quiet", "d0") and ("g", "junk") not in host._nodes
+        assert host.nodes_silent == 1 and host.nodes_forgotten == 1, src.notices.counts  # quiet never silent
         assert "junk" in src.notices.messages["born_nodes_forgotten"]
