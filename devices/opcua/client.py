@@ -2889,14 +2889,18 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
     return limits
 
 
-def _forget_unanswered(into: Subscription, nodes: list[Node]) -> set[int] | None:
+def _forget_unanswered(
+    into: Subscription, nodes: list[Node], attr: ua.AttributeIds = ua.AttributeIds.Value
+) -> set[int] | None:
     """asyncua's registration (by client handle) of the items of ``nodes`` a faulty server's CreateMonitoredItems
     answer left out forgotten. The server's id of such an item is unknown, so it cannot be deleted: the server still
     sends its values under the handle, which asyncua gave to its node's tag beside the item made again (each value
     twice); forgotten, they are dropped (asyncua says "unknown handle", once: ``_UnknownHandleOnce``). asyncua has no
     public call for it: its ``Subscription._monitored_items`` (asyncua 1.1 to 2.1) is used, and another layout is said
-    (a WARNING, once), not passed over; tests/unit/test_opcua_asyncua_layout.py fails on an asyncua without it. The
-    client handles forgotten; None: that layout is not there."""
+    (a WARNING, once), not passed over; tests/unit/test_opcua_asyncua_layout.py fails on an asyncua without it. Only
+    the items of ``attr`` (the attribute that answer was asked for): another attribute's item of the node, asked for
+    meanwhile and not answered yet, is not the server's fault. The client handles forgotten; None: that layout is not
+    there."""
     kept = getattr(into, "_monitored_items", None)
     if not isinstance(kept, dict) or not all(
         hasattr(data, "server_handle") and hasattr(data, "node") for data in kept.values()
@@ -2906,7 +2910,11 @@ def _forget_unanswered(into: Subscription, nodes: list[Node]) -> set[int] | None
     ids = {n.nodeid for n in nodes}
     forgotten = set()
     for handle, data in list(kept.items()):
-        if data.server_handle is None and getattr(data.node, "nodeid", None) in ids:
+        if (
+            data.server_handle is None
+            and getattr(data.node, "nodeid", None) in ids
+            and getattr(data, "attribute", attr) == attr
+        ):
             del kept[handle]
             forgotten.add(handle)
     return forgotten
@@ -2916,7 +2924,9 @@ async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None
     """The items a faulty server made but left out of its CreateMonitoredItems answer (their client ``handles``; the
     server's ids of them are in no answer) deleted where the server's GetMonitoredItems method (Part 5, 9.1) names
     their ids: left, each sent its node's values for the subscription's life and held one of the few monitored items
-    a PLC keeps. A server without the method, or answering it otherwise, keeps them; a failure is ignored."""
+    a PLC keeps. A server without the method, or answering it otherwise, keeps them; a failure is ignored. An id asyncua
+    holds for an item answered (a tag's) is never deleted, whatever handle the answer pairs it with: a server pairing
+    its ids and client handles otherwise than it made them had a tag's item deleted, its values never came again."""
     if not handles or into.subscription_id is None:
         return
     try:
@@ -2929,8 +2939,12 @@ async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None
     if not (isinstance(got, list) and len(got) == 2 and all(isinstance(x, list) for x in got)):
         return
     ids, clients = got
+    kept = getattr(into, "_monitored_items", {})  # its layout checked by ``_forget_unanswered``
+    live = {data.server_handle for data in kept.values()}
     if len(ids) == len(clients):
-        await _delete_named(into, [i for i, c in zip(ids, clients, strict=True) if c in handles])
+        await _delete_named(
+            into, [i for i, c in zip(ids, clients, strict=True) if c in handles and i not in live]
+        )
 
 
 @functools.cache
@@ -6112,7 +6126,8 @@ class OpcUaSource:
         handles: list[int] = []
         sub: Subscription | None = None
         new: list[Subscription] = []  # made on the server, also when _new_subscription fails after that
-        miscounted = False  # a CreateMonitoredItems answered with another count of results than items
+        # the attribute whose CreateMonitoredItems was answered with another count of results than items
+        miscounted: ua.AttributeIds | None = None
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s * 2):
                 sub = self._sub or await self._new_subscription(client, made=new)
@@ -6136,7 +6151,7 @@ class OpcUaSource:
                         # a faulty server's answer: which node each item watches cannot be told (asyncua pairs them
                         # in order), and a target left without one was counted watched, its retype never seen
                         refused.add(f"{len(got)} result(s) for {len(nodes)} item(s), a server fault")
-                        miscounted = True
+                        miscounted = attr
                     if refused:
                         break
         except (ua.UaError, TimeoutError) as e:
@@ -6168,9 +6183,9 @@ class OpcUaSource:
                 elif sub is not None:
                     if handles:
                         await sub.unsubscribe(handles)
-                    if miscounted:  # and the items it made but left out of its answer, where it names them
+                    if miscounted is not None:  # and the items it made but left out of its answer
                         watched = [client.get_node(n) for n in nodes]
-                        await _delete_left_out(sub, _forget_unanswered(sub, watched))
+                        await _delete_left_out(sub, _forget_unanswered(sub, watched, miscounted))
         except (ua.UaError, TimeoutError) as e:
             log.info("opcua source %s: the write targets' monitored items not deleted: %r", self.name, e)
         self._unwatched(f"the server refused them ({', '.join(sorted(refused))})")

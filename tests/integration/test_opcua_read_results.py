@@ -245,3 +245,32 @@ async def test_an_extra_result_naming_an_item_answered_before_is_not_deleted() -
         async with opcua_source(p, [(p.node_id("A"), 1.0)], nodes=nodes) as src:
             await until(lambda: src.targets_watched == 3, 30, "the target watched")
             await _tags_keep_their_items(src, p)
+
+
+async def test_get_monitored_items_pairing_a_tags_item_with_an_item_left_out_keeps_the_tags_item() -> None:
+    """The write targets' watch answered with one result fewer than items, and the server's GetMonitoredItems pairing
+    its ids with the client handles in another order than it made them: the id it paired with the handle of the item
+    left out was a tag's, deleted, and the tag got no value again. An item asyncua holds as answered is never deleted."""
+
+    async with plc_server(_two_tags) as p:
+        service = p.server.iserver.subscription_service
+        create = service.create_monitored_items
+
+        async def watch_last_dropped(params):
+            got = await create(params)
+            watch = params.ItemsToCreate[0].ItemToMonitor.AttributeId != ua.AttributeIds.Value
+            return got[:-1] if watch and len(got) > 1 else got
+
+        service.create_monitored_items = watch_last_dropped
+        answer = _get_monitored_items(p)
+
+        def reversed_handles(parent, sub_id: ua.Variant) -> list[ua.Variant]:
+            ids, clients = answer(parent, sub_id)
+            return [ids, ua.Variant(clients.Value[::-1], ua.VariantType.UInt32)]
+
+        p.server.link_method(p.server.get_node(ua.ObjectIds.Server_GetMonitoredItems), reversed_handles)
+        nodes = [{"node_id": p.node_id("A")}, {"node_id": p.node_id("B")}]
+        targets = [(p.node_id("A"), 1.0), (p.node_id("B"), 1.0)]
+        async with opcua_source(p, targets, nodes=nodes) as src:
+            await until(lambda: "targets_unwatched" in src.notices.status(), 30, "the watch given back")
+            await _tags_keep_their_items(src, p)

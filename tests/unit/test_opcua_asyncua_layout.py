@@ -10,7 +10,7 @@ import logging
 
 from asyncua import ua
 from asyncua.common.node import Node
-from asyncua.common.subscription import Subscription
+from asyncua.common.subscription import Subscription, SubscriptionItemData
 
 from devices.opcua import client as opc
 
@@ -22,9 +22,11 @@ class _LeavesOneOut:
         return [ua.MonitoredItemCreateResult(MonitoredItemId=7)]
 
 
-def _request(node: ua.NodeId, handle: int) -> ua.MonitoredItemCreateRequest:
+def _request(
+    node: ua.NodeId, handle: int, attr: ua.AttributeIds = ua.AttributeIds.Value
+) -> ua.MonitoredItemCreateRequest:
     return ua.MonitoredItemCreateRequest(
-        ItemToMonitor=ua.ReadValueId(NodeId=node, AttributeId=ua.AttributeIds.Value),
+        ItemToMonitor=ua.ReadValueId(NodeId=node, AttributeId=attr),
         MonitoringMode=ua.MonitoringMode.Reporting,
         RequestedParameters=ua.MonitoringParameters(ClientHandle=handle, QueueSize=1),
     )
@@ -40,6 +42,24 @@ async def test_an_item_left_out_of_the_answer_is_kept_by_asyncua_and_forgotten_b
     assert {h: (d.node.nodeid, d.server_handle) for h, d in kept.items()} == {201: (a, 7), 202: (b, None)}
     assert opc._forget_unanswered(sub, [Node(session, b)])  # type: ignore[arg-type]
     assert set(kept) == {201}
+
+
+async def test_only_the_items_of_the_attribute_answered_short_are_forgotten() -> None:
+    """The write targets' watch (a node's DataType) answered with a result short, while the node's tag item, asked
+    for again meanwhile, waits for its answer: the tag's item was forgotten too (asyncua then raised KeyError at its
+    answer) and, named by the server's GetMonitoredItems, deleted. Only the items of the attribute asked are."""
+    session = _LeavesOneOut()
+    sub = Subscription(session, ua.CreateSubscriptionParameters(), handler=object())  # type: ignore[arg-type]
+    a, b = ua.NodeId("A", 2), ua.NodeId("B", 2)
+    await sub.create_monitored_items(
+        [_request(a, 201, ua.AttributeIds.DataType), _request(b, 202, ua.AttributeIds.DataType)]
+    )
+    tag = SubscriptionItemData()  # the tag's item of B, asked for again, not answered yet
+    tag.client_handle, tag.node, tag.attribute = 203, Node(session, b), ua.AttributeIds.Value  # type: ignore[arg-type]
+    sub._monitored_items[203] = tag
+    nodes = [Node(session, a), Node(session, b)]  # type: ignore[arg-type]
+    forgotten = opc._forget_unanswered(sub, nodes, ua.AttributeIds.DataType)
+    assert forgotten == {202} and set(sub._monitored_items) == {201, 203}
 
 
 def test_a_subscription_kept_otherwise_is_said_not_passed_over(caplog) -> None:
