@@ -46,8 +46,8 @@ async def test_records_refused_while_a_download_holds_the_place_go_once_it_ends_
     tmp_path, pki
 ) -> None:
     """Three results, then an alarm, recorded while a download holds the agent's second stream: each push is refused
-    and tried again at the uplink's short pace, not its doubling backoff (30 s here: the records would still wait
-    when the test gives up). Once the download ends the records go, the alarm first and alone in its batch (each try
+    and tried again at the uplink's short pace, not its doubling backoff (60 s here, jittered to 30-60 s: longer
+    than each of the test's waits, so the records would still wait when the test gives up). Once the download ends the records go, the alarm first and alone in its batch (each try
     sends one record: the service reads a refused stream's first batch whole), then the results; no failure
     counted."""
     _registry(tmp_path / "registry")
@@ -64,7 +64,7 @@ async def test_records_refused_while_a_download_holds_the_place_go_once_it_ends_
         srv.control._set_desired("gw1", "vision", "part", "1.0.0", DIGEST, SIZE, "d1")
     ob = Outbox(OutboxSettings(commit_interval_ms=5), tmp_path / "agent")
     ob.open()
-    settings = cloud_settings(pki, port, backoff_initial_s=30, backoff_max_s=60, heartbeat_s=5)
+    settings = cloud_settings(pki, port, backoff_initial_s=60, backoff_max_s=120, heartbeat_s=5)
     up = Uplink(settings, ob)
     read = _kinds_read(up)
     download = None
