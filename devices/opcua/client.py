@@ -2942,9 +2942,11 @@ async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None
     kept = getattr(into, "_monitored_items", {})  # its layout checked by ``_forget_unanswered``
     live = {data.server_handle for data in kept.values()}
     if len(ids) == len(clients):
-        await _delete_named(
-            into, [i for i, c in zip(ids, clients, strict=True) if c in handles and i not in live]
-        )
+        # numbers only: a matrix or structures there raised TypeError (unhashable) out of the connect, at every try
+        pairs = [
+            (i, c) for i, c in zip(ids, clients, strict=True) if isinstance(i, int) and isinstance(c, int)
+        ]
+        await _delete_named(into, [i for i, c in pairs if c in handles and i not in live])
 
 
 @functools.cache

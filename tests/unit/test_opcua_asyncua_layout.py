@@ -89,3 +89,30 @@ async def test_a_get_monitored_items_answered_with_nothing_keeps_the_items_left_
     sub = Subscription(NoResults(), ua.CreateSubscriptionParameters(), handler=object())  # type: ignore[arg-type]
     sub.subscription_id = 5
     await opc._delete_left_out(sub, {201})
+
+
+async def test_a_get_monitored_items_answered_with_no_numbers_keeps_the_items_left_out() -> None:
+    """The server's GetMonitoredItems answered with a matrix, or with structures, where the ids and client handles go
+    (a faulty server): looking them up raised TypeError ("unhashable type: 'list'") out of the connect, at every try.
+    Now only numbers are taken: nothing is deleted."""
+    deleted: list = []
+
+    class Odd:
+        def __init__(self, out: list[ua.Variant]) -> None:
+            self.out = out
+
+        async def call(self, params: list) -> list:
+            return [ua.CallMethodResult(OutputArguments=self.out)]
+
+        async def delete_monitored_items(self, params: ua.DeleteMonitoredItemsParameters) -> list:
+            deleted.extend(params.MonitoredItemIds)
+            return [ua.StatusCode() for _ in params.MonitoredItemIds]
+
+    matrix = ua.Variant([[7, 8], [9, 10]], ua.VariantType.UInt32, Dimensions=[2, 2])
+    handles = ua.Variant([[201, 202], [203, 204]], ua.VariantType.UInt32, Dimensions=[2, 2])
+    structures = ua.Variant([ua.LocalizedText("201")], ua.VariantType.LocalizedText)
+    for out in ([matrix, handles], [ua.Variant([7], ua.VariantType.UInt32), structures]):
+        sub = Subscription(Odd(out), ua.CreateSubscriptionParameters(), handler=object())  # type: ignore[arg-type]
+        sub.subscription_id = 5
+        await opc._delete_left_out(sub, {201})
+    assert deleted == []
