@@ -228,6 +228,9 @@ class ModelStore:
         # the state a write of state.json the disk refused (full, read-only) left in memory only: the slot's
         # state, written once the disk takes it (write_pending)
         self.unwritten: dict | None = None
+        # the state this process last read from state.json or wrote there: the slot's, should the file stop reading
+        # while it runs (``_lost``)
+        self._known: dict | None = None
         # folders whose rollback mark (``mark_rolled_back``) the disk refused, and why: marked again before each
         # write of state.json, with the slot's retries of it and at an orderly stop (``mark_pending``)
         self.unmarked: dict[str, str] = {}
@@ -260,18 +263,37 @@ class ModelStore:
         try:
             data = json.loads(_read_small(self.state_path, STATE_MAX_BYTES))
         except FileNotFoundError:
-            return {}
+            return self._lost("it is gone") if self._known is not None else {}
         except OSError as exc:
-            self._state_refused(str(exc.strerror or exc))
-            return {}
+            return self._lost(str(exc.strerror or exc))
         except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested past the parser's depth
             # (an empty file, as a power cut can leave one on a file system that lost the data of its rename)
-            self._state_refused(f"not JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
-            return {}
+            return self._lost(f"not JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
         if not isinstance(data, dict):
-            self._state_refused(f"not a JSON object (a {type(data).__name__})")
+            return self._lost(f"not a JSON object (a {type(data).__name__})")
+        self._known = data
+        return json.loads(json.dumps(data))
+
+    def _lost(self, why: str) -> dict:
+        """``state.json`` does not read (``why``). At a start, no state (``_state_refused``). Where this process read
+        or wrote one before (the file emptied, removed or unreadable while the slot runs: an I/O error of a failing
+        card, an edit), that state is the slot's, answered from memory and written again as a write the disk
+        refused is (``unwritten``, ``write_pending``): read as no state, the next write (a refused package's mark)
+        left a state naming no current, and its prune removed the model serving and the one to go back to, the next
+        start finding nothing installed."""
+        if self._known is None:
+            self._state_refused(why)
             return {}
-        return data
+        if why != self._state_warned:
+            self._state_warned = why
+            log.warning(
+                "model store: %s: %s; the slot goes on with its state as this agent last read or wrote it, and "
+                "writes it again",
+                printable(str(self.state_path)),
+                printable(why, 300),
+            )
+        self.unwritten = json.loads(json.dumps(self._known))
+        return json.loads(json.dumps(self._known))
 
     def _state_refused(self, why: str) -> None:
         self.state_unread = why
@@ -523,6 +545,7 @@ class ModelStore:
                     )
                 self.unwritten = json.loads(json.dumps(state))
                 return
+            self._known = json.loads(json.dumps(state))
             if self.unwritten is not None:
                 log.warning("model store: %s written again", printable(str(self.state_path)))
                 self.unwritten = None

@@ -507,9 +507,8 @@ async def test_a_refused_package_that_is_the_served_or_previous_folder_leaves_bo
     slot serves, then the one before it): refused, and neither folder marked failed or rolled back. Marked, the
     model serving was passed over by a start on a lost state.json, which went back to the older version."""
     cfg = ModelConfig(package=str(pkgs["v1"]), engine="onnxruntime", version_policy="follow_fleet")
-    s = ModelSlot(
-        "vision", cfg, tmp_path / "data", load_trusted_keys([pkgs["pub"]])
-    )  # verified in this process
+    keys = load_trusted_keys([pkgs["pub"]])  # verified in this process
+    s = ModelSlot("vision", cfg, tmp_path / "data", keys)
     await s.start()
     assert (await s.swap(pkgs["v2"], watch=False)).ok
     for pkg in (pkgs["v2"], pkgs["v1"]):
@@ -521,9 +520,12 @@ async def test_a_refused_package_that_is_the_served_or_previous_folder_leaves_bo
     assert s.version == "1.1.0"
     # what a start on a state.json a power cut emptied serves: the version serving now
     assert s.store.newest_installed() == st["current"]
-    s.store.state_path.write_bytes(
-        b""
-    )  # and where it is emptied already: the serving folder is known all the same
-    assert not (await s.swap(pkgs["v2"], expect=("part-inspection", "1.2.0"))).ok
-    assert not s.store.rolled_back(st["current"]) and s.store.newest_installed() == st["current"]
+    # state.json emptied (or unreadable) while the slot runs: its state is known all the same, and written again; a
+    # refusal then (of the serving package's file, of a new one) marked the serving folder and pruned every folder
+    for pkg in (pkgs["v2"], pkgs["v3"]):
+        s.store.state_path.write_bytes(b"")
+        assert not (await s.swap(pkg, expect=("part-inspection", "9.0.0"))).ok
+        assert not s.store.rolled_back(st["current"]) and s.store.newest_installed() == st["current"]
+    on_disk = json.loads(s.store.state_path.read_text())
+    assert (on_disk["current"], on_disk["previous"]) == (st["current"], st["previous"]), on_disk
     await s.stop()
