@@ -284,27 +284,25 @@ class ModelStore:
         if self._known is None:
             self._state_refused(why)
             return {}
-        if why != self._state_warned:
-            self._state_warned = why
-            log.warning(
-                "model store: %s: %s; the slot goes on with its state as this agent last read or wrote it, and "
-                "writes it again",
-                printable(str(self.state_path)),
-                printable(why, 300),
-            )
+        self._say_once(
+            why, "the slot goes on with its state as this agent last read or wrote it, and writes it again"
+        )
         self.unwritten = json.loads(json.dumps(self._known))
         return json.loads(json.dumps(self._known))
 
     def _state_refused(self, why: str) -> None:
         self.state_unread = why
-        if why != self._state_warned:  # read at every step of a swap: said once, not at each
+        self._say_once(
+            why,
+            "read as no state (a start serves the newest package installed in the slot, else starts as a new slot "
+            "starts; the next change of state writes a new state.json)",
+        )
+
+    def _say_once(self, why: str, then: str) -> None:
+        """Why ``state.json`` does not read, and what follows: read at every step of a swap, said once."""
+        if why != self._state_warned:
             self._state_warned = why
-            log.warning(
-                "model store: %s: %s; read as no state (a start serves the newest package installed in the "
-                "slot, else starts as a new slot starts; the next change of state writes a new state.json)",
-                printable(str(self.state_path)),
-                printable(why, 300),
-            )
+            log.warning("model store: %s: %s; %s", printable(str(self.state_path)), printable(why, 300), then)
 
     def start_folder(self) -> tuple[str | None, bool]:
         """The installed folder a start serves, and whether it is ``newest_installed`` (the state unreadable):
