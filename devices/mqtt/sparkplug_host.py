@@ -810,6 +810,9 @@ class SparkplugHost:
         self._mute: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._talking: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._silent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # those of ``_mute`` that held device names when filed, in its order: the ones asked their birth at
+        # MAX_TOTAL_DEVICES (``_probe_holders``), not hidden behind births-only nodes declaring no device
+        self._mute_named: OrderedDict[tuple[str, str], None] = OrderedDict()
         # born, live nodes quiet rebirth_give_up_s and asked their birth to learn whether they live, first asked
         # first (``_silence``): an answer files them back among those that speak
         self._probed: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -1461,7 +1464,10 @@ class SparkplugHost:
             self._dead[key] = None
         elif node.alive:
             line = self._silent if node.silent else self._probed if node.probed < math.inf else None
-            (line if line is not None else self._talking if node.talked else self._mute)[key] = None
+            line = line if line is not None else self._talking if node.talked else self._mute
+            line[key] = None
+            if line is self._mute and node.names_held:
+                self._mute_named[key] = None
 
     def _unfile(self, key: tuple[str, str]) -> None:
         for line in (
@@ -1470,6 +1476,7 @@ class SparkplugHost:
             self._spare_held,
             self._dead,
             self._mute,
+            self._mute_named,
             self._talking,
             self._silent,
             self._probed,
@@ -2570,20 +2577,27 @@ class SparkplugHost:
         ``_silence`` asks a node quiet ``rebirth_give_up_s``: one that answers speaks (kept, never asked so again);
         one that does not within ``rebirth_retry_max_s`` goes silent, and its names make room. A births-only burst's
         made-up names (NBIRTHs and DBIRTHs, then nothing) so held the room for ``rebirth_give_up_s`` (a day).
-        At most ``ASK_SCAN_MAX`` looked at; held to the source's rate (``tick``); none with ``rebirth_give_up_s`` 0
-        or ``rebirth_on_unknown`` off (no node goes silent then)."""
+        At most ``ASK_SCAN_MAX`` asked per call; held to the source's rate (``tick``); none with
+        ``rebirth_give_up_s`` 0 or ``rebirth_on_unknown`` off (no node goes silent then). The nodes holding no names
+        are not looked at (``_mute_named``): looking at the first ``ASK_SCAN_MAX`` of all births-only nodes, that many
+        declaring no device ahead of a burst (made-up NBIRTHs sent first, a site's quiet device-less nodes) hid it
+        for good."""
         if self._settings.rebirth_give_up_s <= 0 or not self._settings.rebirth_on_unknown:
             return
         quiet = self._settings.rebirth_retry_max_s
-        asked = [
-            key
-            for key in itertools.islice(self._mute, ASK_SCAN_MAX)
-            if key != own
-            and (n := self._nodes[key]).alive
-            and n.names_held
-            and n.probed == math.inf
-            and now - n.heard >= quiet
-        ]
+        asked: list[tuple[str, str]] = []
+        gone: list[tuple[str, str]] = []
+        for key in itertools.islice(self._mute_named, ASK_SCAN_MAX):
+            n = self._nodes[key]
+            if not (n.alive and n.names_held):  # names freed, or not alive since (this host's reconnect)
+                gone.append(key)
+            elif key != own and n.probed == math.inf and now - n.heard >= quiet:
+                asked.append(key)
+        for key in gone:
+            if self._nodes[key].alive:
+                del self._mute_named[key]  # (its place in ``_mute`` kept: least recently heard first)
+            else:
+                self._file(key, self._nodes[key])  # filed where it now stands, as ``_front`` does
         for key in asked:
             node = self._nodes[key]
             node.probed = now

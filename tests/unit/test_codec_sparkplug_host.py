@@ -2,6 +2,7 @@
 
 import math
 import struct
+import time
 
 import pytest
 
@@ -737,3 +738,42 @@ def test_a_birth_whose_seq_0_an_encoder_left_out_has_its_first_data_lost_seen():
             "spBv1.0/g/NDATA/n", sp.encode(sp.Payload(ts, None, [sp.Metric(None, 1, D.DOUBLE, 1.0)])), 2.0
         )
     assert errors == ["message_without_seq"] * 2 and sent == []
+
+
+def test_at_the_device_bound_births_only_nodes_without_devices_do_not_hide_those_holding_names(monkeypatch):
+    """At MAX_TOTAL_DEVICES a new device refused asks the births-only nodes holding device names, quiet
+    rebirth_retry_max_s, their birth (to free the room of those that do not answer). Only the first ASK_SCAN_MAX
+    nodes of the births-only line were looked at, least recently heard first: that many NBIRTHs declaring no device
+    ahead of a burst's (made-up names sent first, or a site's quiet device-less nodes) hid it for good, its names held
+    for rebirth_give_up_s (a day). Nodes holding no names are now passed over; at most ASK_SCAN_MAX are asked."""
+
+    class Clock:
+        ahead = 0.0
+
+        def monotonic(self) -> float:
+            return time.monotonic() + self.ahead
+
+        @staticmethod
+        def time() -> float:
+            return time.time()
+
+    clock = Clock()
+    monkeypatch.setattr(sparkplug_host, "time", clock)
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    monkeypatch.setattr(sparkplug_host, "ASK_SCAN_MAX", 3)
+    h, sent, errors = host()
+    nbirth = sp.encode(sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0)]))
+    for i in range(3):  # births only, no device: ahead of the burst in the line
+        h.handle(f"spBv1.0/g/NBIRTH/bare{i}", nbirth, 1.0)
+    h.handle("spBv1.0/g/NBIRTH/real", nbirth, 1.0)
+    h.handle("spBv1.0/g/DBIRTH/real/d0", sp.encode(sp.Payload(1000, 1, [])), 1.0)
+    h.handle("spBv1.0/g/NDATA/real", sp.encode(sp.Payload(1000, 2, [])), 1.0)  # a node that speaks
+    for node, devices in (("junk0", 2), ("junk1", 1)):  # 8 names held (a live device's 2): at the bound
+        h.handle(f"spBv1.0/g/NBIRTH/{node}", nbirth, 1.0)
+        for i in range(devices):
+            h.handle(f"spBv1.0/g/DBIRTH/{node}/x{i}", sp.encode(sp.Payload(1000, i + 1, [])), 1.0)
+    clock.ahead += 300  # rebirth_retry_max_s of quiet
+    h.handle("spBv1.0/g/DDATA/real/d1", sp.encode(sp.Payload(1000, 3, [])), 1.0)  # refused
+    h.tick()
+    assert errors == ["too_many_total_devices"]
+    assert [t for t, _ in sent] == ["spBv1.0/g/NCMD/junk0", "spBv1.0/g/NCMD/junk1"]  # before: none
