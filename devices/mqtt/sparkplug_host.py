@@ -810,9 +810,12 @@ class SparkplugHost:
         self._mute: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._talking: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._silent: OrderedDict[tuple[str, str], None] = OrderedDict()
-        # those of ``_mute`` that held device names when filed, in its order: the ones asked their birth at
-        # MAX_TOTAL_DEVICES (``_probe_holders``), not hidden behind births-only nodes declaring no device
+        # those of ``_mute``, ``_dead`` and ``_silent`` that held device names when filed, in their order: the ones
+        # asked their birth (``_probe_holders``) or forgotten (``_free_names``) at MAX_TOTAL_DEVICES, not hidden
+        # behind the nodes of those lines that hold no device name
         self._mute_named: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._dead_named: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._silent_named: OrderedDict[tuple[str, str], None] = OrderedDict()
         # born, live nodes quiet rebirth_give_up_s and asked their birth to learn whether they live, first asked
         # first (``_silence``): an answer files them back among those that speak
         self._probed: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -1462,12 +1465,16 @@ class SparkplugHost:
                 self._spare_held[key] = None
         elif not live:
             self._dead[key] = None
+            if node.names_held:
+                self._dead_named[key] = None
         elif node.alive:
             line = self._silent if node.silent else self._probed if node.probed < math.inf else None
             line = line if line is not None else self._talking if node.talked else self._mute
             line[key] = None
-            if line is self._mute and node.names_held:
+            if node.names_held and line is self._mute:
                 self._mute_named[key] = None
+            elif node.names_held and line is self._silent:
+                self._silent_named[key] = None
 
     def _unfile(self, key: tuple[str, str]) -> None:
         for line in (
@@ -1477,6 +1484,8 @@ class SparkplugHost:
             self._dead,
             self._mute,
             self._mute_named,
+            self._dead_named,
+            self._silent_named,
             self._talking,
             self._silent,
             self._probed,
@@ -2527,7 +2536,9 @@ class SparkplugHost:
     def _free_names(self, t: sp.SparkplugTopic) -> bool:
         """Other nodes than ``t``'s that hold device names forgotten while the source's are at ``MAX_TOTAL_DEVICES``:
         one dead ``DEAD_KEEP_S``, then one gone silent (``_silence``), least recently heard first, at most
-        ``ASK_SCAN_MAX`` looked at per line (a refused birth's cost stays bounded); counted and said as for the
+        ``ASK_SCAN_MAX`` looked at per line (a refused birth's cost stays bounded) of those holding names
+        (``_dead_named``, ``_silent_named``: looking at all dead or silent nodes, that many holding none ahead hid
+        those holding names for good); counted and said as for the
         metrics (``_make_room``); whether room was made. A node that answers the birth asked of it when quiet is
         never silent, so never so forgotten; one forgotten that sends again is asked its birth."""
         now = time.monotonic()
@@ -2539,12 +2550,12 @@ class SparkplugHost:
             other = next(
                 (
                     key
-                    for line, keep in ((self._dead, DEAD_KEEP_S), (self._silent, 0.0))
+                    for line, keep in ((self._dead_named, DEAD_KEEP_S), (self._silent_named, 0.0))
                     for key in itertools.islice(line, ASK_SCAN_MAX)
                     if key != own
                     and self._nodes[key].names_held
                     and now - self._nodes[key].heard >= keep
-                    and (line is self._dead or self._nodes[key].silent)
+                    and (line is self._dead_named or self._nodes[key].silent)
                 ),
                 None,
             )

@@ -777,3 +777,50 @@ def test_at_the_device_bound_births_only_nodes_without_devices_do_not_hide_those
     h.tick()
     assert errors == ["too_many_total_devices"]
     assert [t for t, _ in sent] == ["spBv1.0/g/NCMD/junk0", "spBv1.0/g/NCMD/junk1"]  # before: none
+
+
+def test_at_the_device_bound_silent_nodes_without_devices_do_not_hide_silent_ones_holding_names(monkeypatch):
+    """At MAX_TOTAL_DEVICES nodes gone silent make room for a new device, least recently heard first. Only the first
+    ASK_SCAN_MAX silent nodes were looked at, and those holding no device name stayed at the front: that many
+    device-less nodes gone silent before a burst hid the burst's silent nodes for good, and every real node's new
+    device was refused. Nodes holding no names are now passed over."""
+
+    class Clock:
+        ahead = 0.0
+
+        def monotonic(self) -> float:
+            return time.monotonic() + self.ahead
+
+        @staticmethod
+        def time() -> float:
+            return time.time()
+
+    clock = Clock()
+    monkeypatch.setattr(sparkplug_host, "time", clock)
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    monkeypatch.setattr(sparkplug_host, "ASK_SCAN_MAX", 3)
+    h, sent, _ = host()
+    nbirth = sp.encode(sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0)]))
+    for i in range(3):  # births only, no device: silent a day later, ahead of the burst in the silent line
+        h.handle(f"spBv1.0/g/NBIRTH/bare{i}", nbirth, 1.0)
+    h.handle("spBv1.0/g/NBIRTH/real", nbirth, 1.0)
+    h.handle("spBv1.0/g/DBIRTH/real/d0", sp.encode(sp.Payload(1000, 1, [])), 1.0)
+    clock.ahead += 86_400  # rebirth_give_up_s: all asked their birth
+    h.tick()
+    h.handle("spBv1.0/g/NDATA/real", sp.encode(sp.Payload(1000, 2, [])), 1.0)  # the real node speaks
+    clock.ahead += 300  # rebirth_retry_max_s: the bare ones did not answer
+    h.tick()
+    assert h.nodes_silent == 3
+    h.handle("spBv1.0/g/NBIRTH/junk", nbirth, 1.0)  # a burst: 8 names held (a live device's 2)
+    for i in range(3):
+        h.handle(f"spBv1.0/g/DBIRTH/junk/x{i}", sp.encode(sp.Payload(1000, i + 1, [])), 1.0)
+    clock.ahead += 300
+    h.handle("spBv1.0/g/DDATA/real/d1", sp.encode(sp.Payload(1000, 3, [])), 1.0)  # refused: junk asked
+    h.tick()
+    clock.ahead += 300  # junk did not answer
+    h.tick()
+    assert h.nodes_silent == 4 and h.devices_refused == 1
+    sent.clear()
+    h.handle("spBv1.0/g/DDATA/real/d1", sp.encode(sp.Payload(1000, 4, [])), 1.0)
+    assert ("g", "junk") not in h._nodes and h.devices_refused == 1  # before: refused again, junk kept
+    assert [t for t, _ in sent] == ["spBv1.0/g/NCMD/real"]  # d1's birth asked
