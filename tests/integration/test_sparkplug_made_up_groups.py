@@ -11,6 +11,7 @@ import time
 from devices.mqtt import sparkplug_host
 from protocols import sparkplug as sp
 from tests.integration.test_sparkplug_rebirth_requests import _host
+from tests.support.shifted_clock import ShiftedClock
 from tests.support.waits import until
 
 D = sp.DataType
@@ -312,22 +313,6 @@ async def test_a_node_restarting_at_the_total_device_bound_is_not_forgotten_for_
         assert host.devices_refused == 1 and not host.device_alive("g", "h", "new2")  # before: r forgotten
 
 
-class _ShiftedClock:
-    """``sparkplug_host``'s ``time``, its monotonic clock moved on by ``ahead`` seconds at will: a test waits out
-    rebirth_give_up_s or rebirth_retry_max_s at their defaults without the wall time, and a node's answer is not
-    raced against a window shorter than a loaded machine's reaction."""
-
-    def __init__(self) -> None:
-        self.ahead = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.ahead
-
-    @staticmethod
-    def time() -> float:
-        return time.time()
-
-
 async def test_a_births_only_bursts_device_names_are_freed_once_its_nodes_go_silent(mosquitto, monkeypatch):
     """A burst of made-up NBIRTHs and DBIRTHs, then nothing, held its device names for good at MAX_TOTAL_DEVICES
     (made 8): a real node's new device was refused (too_many_total_devices) until the burst's nodes died, were
@@ -335,7 +320,7 @@ async def test_a_births_only_bursts_device_names_are_freed_once_its_nodes_go_sil
     rebirth_give_up_s, and no answer to the birth then asked within rebirth_retry_max_s) is forgotten for device
     room, least recently heard first; a node that speaks is never (the real one here sends data when asked)."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
-    clock = _ShiftedClock()
+    clock = ShiftedClock()
     monkeypatch.setattr(sparkplug_host, "time", clock)
     bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):
@@ -369,7 +354,7 @@ async def test_at_the_device_bound_births_only_nodes_are_asked_their_birth_and_f
     nodes holding names, quiet rebirth_retry_max_s, their birth at once: one that answers is kept and never marked
     silent, one that does not goes silent rebirth_retry_max_s later and makes room."""
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
-    clock = _ShiftedClock()
+    clock = ShiftedClock()
     monkeypatch.setattr(sparkplug_host, "time", clock)
     bd0 = [sp.Metric("bdSeq", None, D.INT64, 0)]
     async with _host(mosquitto.port, "spBv1.0/g/NCMD/+") as (src, asked, pub):

@@ -2,7 +2,6 @@
 
 import math
 import struct
-import time
 
 import pytest
 
@@ -11,6 +10,7 @@ from devices.mqtt import sparkplug_host
 from devices.mqtt.settings import SparkplugHostSettings
 from devices.mqtt.sparkplug_host import SparkplugHost
 from protocols import sparkplug as sp
+from tests.support.shifted_clock import ShiftedClock
 
 D = sp.DataType
 
@@ -747,17 +747,7 @@ def test_at_the_device_bound_births_only_nodes_without_devices_do_not_hide_those
     ahead of a burst's (made-up names sent first, or a site's quiet device-less nodes) hid it for good, its names held
     for rebirth_give_up_s (a day). Nodes holding no names are now passed over; at most ASK_SCAN_MAX are asked."""
 
-    class Clock:
-        ahead = 0.0
-
-        def monotonic(self) -> float:
-            return time.monotonic() + self.ahead
-
-        @staticmethod
-        def time() -> float:
-            return time.time()
-
-    clock = Clock()
+    clock = ShiftedClock()
     monkeypatch.setattr(sparkplug_host, "time", clock)
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
     monkeypatch.setattr(sparkplug_host, "ASK_SCAN_MAX", 3)
@@ -785,17 +775,7 @@ def test_at_the_device_bound_silent_nodes_without_devices_do_not_hide_silent_one
     device-less nodes gone silent before a burst hid the burst's silent nodes for good, and every real node's new
     device was refused. Nodes holding no names are now passed over."""
 
-    class Clock:
-        ahead = 0.0
-
-        def monotonic(self) -> float:
-            return time.monotonic() + self.ahead
-
-        @staticmethod
-        def time() -> float:
-            return time.time()
-
-    clock = Clock()
+    clock = ShiftedClock()
     monkeypatch.setattr(sparkplug_host, "time", clock)
     monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
     monkeypatch.setattr(sparkplug_host, "ASK_SCAN_MAX", 3)
