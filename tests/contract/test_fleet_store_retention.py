@@ -809,3 +809,73 @@ def test_a_late_record_stored_again_after_an_older_service_retired_it_is_aged_by
             )
         ).fetchone()[0]
     assert rows == 6
+
+
+def test_migration_0032_fills_late_records_while_writes_to_the_records_go_on(postgres_url, tmp_path):
+    """PostgreSQL migration 0032 fills ``late_records`` from the records below the retired seqs after making its
+    triggers, outside their transaction: in one with them, every write to the records waited for the fill (3.4 s at
+    100,000 retired epochs, past a batch's 2 s lock wait). Here a run stopped after making the table is run again
+    while a session holds the table (the fill waits): another agent's record is stored meanwhile; then the rows are
+    those of the records below the retired seqs, and a record stored there later has its row."""
+    import shutil
+    import threading
+    import time
+
+    import psycopg
+
+    from cloud_trainer.fleet.store import _statements
+    from cloud_trainer.fleet.store_pg import MIGRATIONS, migrate, migration_files
+
+    older = tmp_path / "older"
+    older.mkdir()
+    for v, path in migration_files():
+        if v < 32:
+            shutil.copy(path, older / path.name)
+    add = (
+        "INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
+        "VALUES ('acme', %s, 1, %s, 'result', 1, 1000, '{}')"
+    )
+    done: list = []
+
+    def upgrading() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            done.append(migrate(conn, MIGRATIONS))
+
+    with (
+        psycopg.connect(postgres_url, autocommit=True) as admin,
+        psycopg.connect(postgres_url) as holding,
+        psycopg.connect(postgres_url, autocommit=True) as writer,
+    ):
+        migrate(admin, older)
+        for s in (1, 3, 4):
+            admin.execute(add, ("gw1", s))
+        admin.execute(
+            "INSERT INTO retired (tenant, agent, epoch, last_seq, records, samples, received_to) "
+            "VALUES ('acme', 'gw1', 1, 3, 0, 0, 0)"
+        )
+        admin.execute(_statements((MIGRATIONS / "0032_late_records.sql").read_text())[0])
+        holding.execute("LOCK TABLE late_records IN SHARE MODE")
+        upgrade = threading.Thread(target=upgrading)
+        upgrade.start()
+        try:
+            for _ in range(1200):  # until the fill waits for that session (or the upgrade ended)
+                waiting = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%late_records%' "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                ).fetchone()[0]
+                if waiting or not upgrade.is_alive():
+                    break
+                time.sleep(0.05)
+            assert waiting, "the migration never waited to fill late_records"
+            writer.execute("SET lock_timeout = '500ms'")
+            writer.execute(add, ("gw2", 1))
+        finally:
+            holding.commit()
+            upgrade.join(60)
+        assert done and 32 in done[0]
+        admin.execute(add, ("gw1", 2))
+        assert admin.execute("SELECT agent, seq FROM late_records ORDER BY seq").fetchall() == [
+            ("gw1", 1),
+            ("gw1", 2),
+            ("gw1", 3),
+        ]
