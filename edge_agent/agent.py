@@ -696,9 +696,13 @@ class Agent:
         # an UNSURE part resets the pass signals (``_pass_signals``) as an NG part does, their condition false on it:
         # one the model did not judge (no model serves the slot, the model failed on it: ``model_error``) and one
         # it judged UNSURE (far outside its training inputs, a frozen camera, a sensor fault). Left as the last
-        # part left them, a PLC read an OK part's pass for it; a pass on a low score was true of such a part's guess
+        # part left them, a PLC read an OK part's pass for it; a pass on a low score was true of such a part's guess.
+        # A window is no part: one judged UNSURE (the machine stopped, its speed changing, a knock, commissioning)
+        # leaves a "healthy" output as the last judged window left it; reset, it dropped at every stop and a PLC
+        # interlocking a start on it could not start the machine again. Only a failed model resets it there
         passes = _pass_signals(self.cfg, p, unsure_actions)
         unjudged_actions = [*passes, *unsure_actions]
+        windowed = p.window is not None
 
         async def on_result(res: Result, item) -> None:
             # the actions first (they act on the line at once), then the outbox: its record whatever the
@@ -718,6 +722,9 @@ class Agent:
                 self.board.keep(res, item)
                 if res.verdict != "UNSURE":
                     await self.actions.handle(action_names, res, item)
+                elif windowed and "model_error" not in res.outputs:  # not judged: only actions naming UNSURE
+                    if unsure_actions:
+                        await self.actions.handle(unsure_actions, res, item)
                 elif unjudged_actions:  # never a reject: the actions naming UNSURE, and the passes reset
                     await self.actions.handle(unjudged_actions, res, item, passes)
             except Exception:

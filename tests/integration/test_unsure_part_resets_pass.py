@@ -1,8 +1,10 @@
 """A part the model looked at and returned UNSURE (a frame far outside its training inputs, a frozen camera, a sensor
 fault) is not a passed part: the pipeline's pass signals write what an NG part leaves, as for a part no model judged.
 Before, only actions naming UNSURE were handed it, so an ``on_change`` pass kept the last OK part's ``true`` and a
-PLC reading the pass alone passed the UNSURE part; a pass on a low score was never even asked. A real asyncua PLC
-and a real ONNX Runtime slot."""
+PLC reading the pass alone passed the UNSURE part; a pass on a low score was never even asked. A window is no part: a
+windowed (condition-monitoring) pipeline's UNSURE window (the machine stopped, a sensor fault) leaves its "healthy"
+output as the last judged window left it, as docs/maintenance.md says; reset, it dropped at every stop of the
+machine. One real asyncua PLC, one agent with a real ONNX Runtime slot for each pipeline."""
 
 from __future__ import annotations
 
@@ -10,15 +12,26 @@ import cv2
 import numpy as np
 from asyncua import ua
 
+from bench._bearing_signals import Machine
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from model_packager import build_package
-from tests.support.models import golden_inputs, make_keypair, make_vision_onnx, vision_spec
+from tests.support.models import (
+    build_package_for_tests,
+    golden_inputs,
+    make_keypair,
+    make_signal_onnx,
+    make_vision_onnx,
+    signal_spec,
+    vision_spec,
+)
 from tests.support.plc import plc
 from tests.support.waits import until
 
 
-async def test_an_unsure_part_resets_the_pass_signals_a_plc_reads(tmp_path):
+async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leaves_the_healthy_output(
+    tmp_path,
+):
     key, pub = make_keypair(tmp_path / "keys")
     # every trusted part OK (its "ok" class held up); its training inputs: noise, so a dark frame is UNSURE
     model = make_vision_onnx(tmp_path / "m" / "model.onnx", seed=1, bias=8.0)
@@ -31,6 +44,15 @@ async def test_an_unsure_part_resets_the_pass_signals_a_plc_reads(tmp_path):
         golden_inputs=golden_inputs("vision"),
         input_images=seen,
     )
+    # a maintenance model whose threshold no window of the test machine reaches: its windows OK
+    health = build_package_for_tests(
+        make_signal_onnx(tmp_path / "s" / "model.onnx"),
+        signal_spec(anomaly_threshold=1e6),
+        tmp_path / "out-signal",
+        key,
+        golden_inputs("signal"),
+        False,
+    )
     frames = tmp_path / "frames"
     frames.mkdir()
     cv2.imwrite(str(frames / "0.png"), seen[3])  # OK
@@ -42,7 +64,15 @@ async def test_an_unsure_part_resets_the_pass_signals_a_plc_reads(tmp_path):
         # a pass on a score below NG's (1.0): the UNSURE part scores below it too; not asked of such a part
         "low": {"mode": "on_change", "when": {"score": {"lt": 0.9}}},
     }
-    async with plc({n: true for n in passes} | {"Reject": ua.Variant(False, ua.VariantType.Boolean)}) as p:
+    false = ua.Variant(False, ua.VariantType.Boolean)
+    running = Machine(32, rpm=2400.0).window()
+    nodes = {n: true for n in passes} | {
+        "Reject": false,
+        "Healthy": false,
+        "NotJudged": false,
+        "Vibration": ua.Variant(running.tolist(), ua.VariantType.Double),  # a running machine: judged OK
+    }
+    async with plc(nodes) as p:
         cfg = parse_config(
             {
                 "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
@@ -52,10 +82,14 @@ async def test_an_unsure_part_resets_the_pass_signals_a_plc_reads(tmp_path):
                         "type": "opcua",
                         "endpoint": f"opc.tcp://127.0.0.1:{p.port}/plc/",
                         "connect_timeout_s": 2,
+                        "nodes": [{"node_id": p.node_id("Vibration")}],
                     },
                     "cam": {"type": "camera", "url": str(frames), "fps": 5},
                 },
-                "models": {"vision": {"package": str(pkg), "engine": "onnxruntime"}},
+                "models": {
+                    "vision": {"package": str(pkg), "engine": "onnxruntime"},
+                    "health": {"package": str(health), "engine": "onnxruntime"},
+                },
                 "actions": {
                     "reject": {
                         "type": "opcua_write",
@@ -67,9 +101,31 @@ async def test_an_unsure_part_resets_the_pass_signals_a_plc_reads(tmp_path):
                         n: {"type": "opcua_write", "source": "plc", "node_id": p.node_id(n), **a}
                         for n, a in passes.items()
                     },
+                    # the machine's "healthy" output (a lamp, a start interlock), and a lamp on a window not judged
+                    "healthy": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Healthy"),
+                        "mode": "on_change",
+                        "when": {"verdict": "OK"},
+                    },
+                    "not_judged": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("NotJudged"),
+                        "mode": "on_change",
+                        "when": {"verdict": "UNSURE"},
+                    },
                 },
                 "pipelines": [
-                    {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject", *passes]}
+                    {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject", *passes]},
+                    {
+                        "name": "pump",
+                        "source": "plc",
+                        "model": "health",
+                        "window": {"waveform": "Vibration"},
+                        "actions": ["healthy", "not_judged"],
+                    },
                 ],
             },
             "agent.yaml",
@@ -78,22 +134,35 @@ async def test_an_unsure_part_resets_the_pass_signals_a_plc_reads(tmp_path):
         agent = Agent(cfg)
         await agent.start()
         try:
-            pipe = agent.pipelines[0]
+            pipe, pump = agent.pipelines
             await until(lambda: pipe.stats.results >= 2, what="both parts judged")
             last = pipe.stats.last_result
             assert last.verdict == "UNSURE" and "model_error" not in last.outputs and last.score < 0.9, last
             # the OK part wrote each pass true; the UNSURE one after it tells the PLC it is not passed
             await until(
-                lambda: _all_false(p, passes),
+                lambda: _all(p, passes, False),
                 what="each pass reset by the UNSURE part (it kept the OK part's true)",
             )
             assert (await p.read())[
                 "Reject"
             ] is False  # not an NG part either: the reject gate left as it was
+
+            await until(
+                lambda: _all(p, ["Healthy"], True), what="the running machine's window judged healthy"
+            )
+            assert pump.stats.last_result.verdict == "OK", pump.stats.last_result
+            # the sensor reads nothing (a stopped machine without a speed tag reads as flat): UNSURE, not judged
+            await p.nodes["Vibration"].write_value(ua.Variant([0.0] * len(running), ua.VariantType.Double))
+            await until(lambda: _all(p, ["NotJudged"], True), what="the window not judged told to the PLC")
+            await until(lambda: not agent.actions._pending, what="every write made")
+            assert pump.stats.last_result.verdict == "UNSURE", pump.stats.last_result
+            # the machine's healthy output stays as the last judged window left it (it dropped to false)
+            assert (await p.read())["Healthy"] is True
+            assert agent.actions.stats["healthy"]["ok"] == 1, agent.actions.stats["healthy"]
         finally:
             await agent.stop()
 
 
-async def _all_false(p, names) -> bool:
+async def _all(p, names, value: bool) -> bool:
     got = await p.read()
-    return all(got[n] is False for n in names)
+    return all(got[n] is value for n in names)
