@@ -2083,6 +2083,8 @@ def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
     an OK part (or the agent before), and a PLC reading it passed the part unjudged. One writing a node an action of ``told`` writes is left to that action."""
     from edge_agent.conditions import pass_signal
 
+    # only a node certainly the same: one named by URI and one by an index may be two (``nsu=urn:a;i=5``, ``ns=3;i=5``
+    # of another URI), and a pass left out as the other's kept the last OK part's true for an unjudged part
     written = _nodes_of(cfg, list(p.actions))
     nodes = {written[n] for n in told}
     return [
@@ -2097,9 +2099,10 @@ def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
 
 def _nodes_of(cfg: AgentConfig, names: list[str]) -> dict[str, tuple]:
     """The PLC output each of the actions ``names`` writes, to tell two writing one: an OPC UA node by its PLC
-    (``_plc_of``: any source on its endpoint) and the node however spelt (``node_classes``), an alarm's mirror
-    its node; else ``actions._output_node`` (a Sparkplug metric, or the action's own)."""
-    from devices.opcua.settings import node_classes
+    (``_plc_of``: any source on its endpoint) and the node however spelt in one namespace (``node_key``: not
+    ``node_classes``, which takes a URI and an index that may be two namespaces as one), an alarm's mirror its node;
+    else ``actions._output_node`` (a Sparkplug metric, or the action's own)."""
+    from devices.opcua.settings import node_key
 
     # an OPC UA write's or an alarm's mirror's action -> (its PLC, the node id it writes)
     plcs: dict[str, tuple[Any, str]] = {}
@@ -2112,13 +2115,12 @@ def _nodes_of(cfg: AgentConfig, names: list[str]) -> dict[str, tuple]:
         else:
             continue
         plcs[n] = (_plc_of(cfg.sources.get(src)) or ("source", src), node_id)
-    classes = {plc: node_classes(i for p, i in plcs.values() if p == plc) for plc, _ in plcs.values()}
     out = {}
     for n in names:
         a = cfg.actions[n]
         if n in plcs:
             plc, node_id = plcs[n]
-            out[n] = ("opcua", plc, classes[plc][node_id])
+            out[n] = ("opcua", plc, node_key(node_id))
         else:
             out[n] = _output_node(n, a) if isinstance(a, OutputAction) else ("action", n)
     return out

@@ -25,7 +25,7 @@ from tests.support.models import (
     signal_spec,
     vision_spec,
 )
-from tests.support.plc import plc
+from tests.support.plc import plc_server
 from tests.support.waits import until
 
 
@@ -72,7 +72,18 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
         "NotJudged": false,
         "Vibration": ua.Variant(running.tolist(), ua.VariantType.Double),  # a running machine: judged OK
     }
-    async with plc(nodes) as p:
+
+    async def build(srv, idx, obj) -> dict:
+        # "Gate" in the PLC's namespace and in another one (urn:other): two nodes of one identifier
+        made = {
+            n: await obj.add_variable(ua.NodeId(n, idx), n, v) for n, v in (nodes | {"Gate": true}).items()
+        }
+        other[0] = await srv.register_namespace("urn:other")
+        made["OtherGate"] = await obj.add_variable(ua.NodeId("Gate", other[0]), "OtherGate", false)
+        return made
+
+    other = [0]
+    async with plc_server(build) as p:
         cfg = parse_config(
             {
                 "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
@@ -101,6 +112,22 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                         n: {"type": "opcua_write", "source": "plc", "node_id": p.node_id(n), **a}
                         for n, a in passes.items()
                     },
+                    # a divert to manual check on UNSURE (urn:other's Gate), and a pass on the PLC's Gate spelt by URI:
+                    # one identifier, two nodes; the pass was left to the divert as if it wrote its node, kept true
+                    "divert": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": f"ns={other[0]};s=Gate",
+                        "mode": "on_change",
+                        "when": {"verdict": "UNSURE"},
+                    },
+                    "gate": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": "nsu=urn:plc;s=Gate",
+                        "mode": "on_change",
+                        "when": {"verdict": "OK"},
+                    },
                     # the machine's "healthy" output (a lamp, a start interlock), and a lamp on a window not judged
                     "healthy": {
                         "type": "opcua_write",
@@ -118,7 +145,12 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                     },
                 },
                 "pipelines": [
-                    {"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject", *passes]},
+                    {
+                        "name": "inspect",
+                        "source": "cam",
+                        "model": "vision",
+                        "actions": ["reject", *passes, "divert", "gate"],
+                    },
                     {
                         "name": "pump",
                         "source": "plc",
@@ -140,9 +172,10 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
             assert last.verdict == "UNSURE" and "model_error" not in last.outputs and last.score < 0.9, last
             # the OK part wrote each pass true; the UNSURE one after it tells the PLC it is not passed
             await until(
-                lambda: _all(p, passes, False),
+                lambda: _all(p, [*passes, "Gate"], False),
                 what="each pass reset by the UNSURE part (it kept the OK part's true)",
             )
+            await until(lambda: _all(p, ["OtherGate"], True), what="the UNSURE part diverted")
             assert (await p.read())[
                 "Reject"
             ] is False  # not an NG part either: the reject gate left as it was
