@@ -87,6 +87,7 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
         cfg = parse_config(
             {
                 "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
+                "http": {"enabled": False},  # (its default port 8090 is one for every test process)
                 "trusted_keys": [str(pub)],
                 "sources": {
                     "plc": {
