@@ -231,6 +231,9 @@ class ModelStore:
         # the state this process last read from state.json or wrote there: the slot's, should the file stop reading
         # while it runs (``_lost``)
         self._known: dict | None = None
+        # ``unwritten`` is ``_known`` answered for a file that stopped reading (``_lost``), not a write the disk
+        # refused: the file is read again first, and one that reads then is taken as it is
+        self._relost = False
         # folders whose rollback mark (``mark_rolled_back``) the disk refused, and why: marked again before each
         # write of state.json, with the slot's retries of it and at an orderly stop (``mark_pending``)
         self.unmarked: dict[str, str] = {}
@@ -257,7 +260,7 @@ class ModelStore:
         replaces it), said once in a warning naming the file and why. A state the disk has not taken yet
         (``unwritten``) is the slot's state: answered from memory."""
         pending = self.unwritten
-        if pending is not None:
+        if pending is not None and not self._relost:
             return json.loads(json.dumps(pending))  # a copy: callers change what they read, then write it
         self.state_unread = None
         try:
@@ -271,7 +274,12 @@ class ModelStore:
             return self._lost(f"not JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
         if not isinstance(data, dict):
             return self._lost(f"not a JSON object (a {type(data).__name__})")
-        self._known = data
+        with self._write_lock:
+            # it reads again (a restore or an edit written over it): taken as it is, not undone
+            if self._relost:
+                self.unwritten, self._relost = None, False
+                log.warning("model store: %s reads again; taken as it is", printable(str(self.state_path)))
+            self._known, self._state_warned = data, None  # (a later loss is said again)
         return json.loads(json.dumps(data))
 
     def _lost(self, why: str) -> dict:
@@ -287,8 +295,10 @@ class ModelStore:
         self._say_once(
             why, "the slot goes on with its state as this agent last read or wrote it, and writes it again"
         )
-        self.unwritten = json.loads(json.dumps(self._known))
-        return json.loads(json.dumps(self._known))
+        with self._write_lock:  # (beside a write: its state, not the one before it)
+            if self.unwritten is None or self._relost:
+                self.unwritten, self._relost = json.loads(json.dumps(self._known)), True
+            return json.loads(json.dumps(self.unwritten))
 
     def _state_refused(self, why: str) -> None:
         self.state_unread = why
@@ -531,6 +541,7 @@ class ModelStore:
         with self._write_lock:
             if self.unmarked:  # before the state, as at first: a state.json a power cut empties needs them
                 self.mark_pending()
+            self._relost = False  # (what is written, or left to write, is the slot's decision)
             try:
                 self._write_state_file(state)
             except OSError as exc:
@@ -554,6 +565,9 @@ class ModelStore:
         # read under the lock: another thread's write between the read and the lock (a swap's set_current) was
         # overwritten by the stale state read before it, and state.json named the wrong current
         with self._write_lock:
+            # a state.json that stopped reading: read again first (a restore written since stands)
+            if self._relost:
+                self.state()
             pending = self.unwritten
             if pending is not None:
                 self._write_state(pending)

@@ -129,3 +129,26 @@ def test_a_retried_write_never_puts_its_stale_state_over_one_written_meanwhile(t
     # formerly the stale 1.0.0 written over the swap's 1.1.0
     assert json.loads(store.state_path.read_text())["current"] == newer["current"]
     assert store.unwritten is None
+
+
+def test_a_state_restored_while_it_read_empty_is_taken_not_written_over(tmp_path, caplog):
+    """A state.json that stops reading while the slot runs is answered from the state last read and written again
+    (``_lost``); but one written over it before that write (a restore or an edit, by hand: emptied, then written,
+    the slot reading between) was undone within 5 s by the state remembered, the restore lost. Read again first: a
+    file that reads then is taken as it is; one still empty is written again as before."""
+    store = ModelStore(tmp_path / "store")
+    store.state_path.write_text(json.dumps({"current": "vision-1.1.0-0123456789ab", "previous": None}))
+    assert store.current() == "vision-1.1.0-0123456789ab"
+    store.state_path.write_text("")  # the slot reads it between the cut and the write
+    assert store.current() == "vision-1.1.0-0123456789ab"
+    restored = {"current": "vision-1.2.0-0123456789ab", "previous": "vision-1.1.0-0123456789ab"}
+    store.state_path.write_text(json.dumps(restored))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert store.write_pending()  # (the slot's retry)
+    assert json.loads(store.state_path.read_text()) == restored  # formerly the 1.1.0 state written over it
+    assert store.state() == restored and store.unwritten is None
+    assert _warnings(caplog)[-1] == f"model store: {store.state_path} reads again; taken as it is"
+    store.state_path.write_text("")  # still empty at the retry: the state remembered written again
+    assert store.current() == restored["current"]
+    assert store.write_pending()
+    assert json.loads(store.state_path.read_text()) == restored
