@@ -6933,16 +6933,21 @@ class OpcUaSource:
                             self._type_changed_at_write(node_id, was, nt, None)
                     elif (
                         cached
-                        and nt.vtype is ua.VariantType.Variant
+                        and _held_judges(nt)
+                        and isinstance(held := await _read_held(node), tuple)
                         and (
-                            isinstance(held := await _read_held(node), tuple)
-                            and (held != (nt.held, nt.held_shape) or nt.held_unread is not None)
+                            (held := held if nt.vtype is ua.VariantType.Variant else (held[0], None))
+                            != (nt.held, nt.held_shape)
+                            or nt.held_unread is not None
                         )
                     ):
                         # a BaseDataType node holds whatever was last written to it, by anyone (a PLC download
                         # may have made it an LREAL, or an array, since): the type and shape it holds now, read
                         # at each write, not the cached; one whose value cannot be read now (a Bad status: no
-                        # value, not a null one) is written as it held when last read
+                        # value, not a null one) is written as it held when last read. An abstract numeric node
+                        # (Number, Integer, UInteger) too, judged by the type it holds: a download that made it hold
+                        # a USINT, its DataType kept, had an INT's -1 stored as 255 by a converting gateway (no Read
+                        # of its attributes sees that)
                         nt = dataclasses.replace(nt, held=held[0], held_shape=held[1], held_unread=None)
                         self._types.keep(node_id, nt, token)
                     if nt.vtype is ua.VariantType.Variant:

@@ -468,11 +468,13 @@ async def _converting_plc(port: int, silent: list[bool], kind: str = "INT"):
                 dv = ua.DataValue(ua.Variant(bool(v) if vt is ua.VariantType.Boolean else float(v), vt))
         return await stored(nodeid, attr, dv)
 
-    async def retype(vt: ua.VariantType) -> None:
-        """The download: ``Set`` made of type ``vt``, holding 0 of it."""
-        await setpoint.write_attribute(
-            ua.AttributeIds.DataType, ua.DataValue(ua.Variant(ua.NodeId(vt.value), ua.VariantType.NodeId))
-        )
+    async def retype(vt: ua.VariantType, datatype: bool = True) -> None:
+        """The download: ``Set`` made of type ``vt``, holding 0 of it; its DataType kept (an abstract one) when not
+        ``datatype``."""
+        if datatype:
+            await setpoint.write_attribute(
+                ua.AttributeIds.DataType, ua.DataValue(ua.Variant(ua.NodeId(vt.value), ua.VariantType.NodeId))
+            )
         held = aspace._nodes[setpoint.nodeid].attributes[ua.AttributeIds.Value]
         held.value = ua.DataValue(ua.Variant(0, vt))
 
@@ -568,6 +570,8 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
         # an enumeration the gateway holds as a Double made a BOOL
         ("Integer", (100,), ua.VariantType.Byte, -1),
         ("enum", (1,), ua.VariantType.Boolean, 2),
+        # an abstract Integer node made to hold a SINT, its DataType kept: no Read of its attributes sees it
+        ("Integer held", (100,), ua.VariantType.SByte, 200),
     ],
 )
 async def test_a_retype_of_an_unwatched_target_never_sends_a_value_a_converting_gateway_stores_as_another(
@@ -578,16 +582,23 @@ async def test_a_retype_of_an_unwatched_target_never_sends_a_value_a_converting_
     before) a -1 to an INT made a USINT was sent as the INT, unread, and the PLC held 255; a 2 to an INT made a BOOL
     held true. An abstract Integer node and an enumeration the server holds as no integer had no Read before a write
     at all within the type's minute (-1 held as 255, the enumeration's 2 as true). The hold spares that Read only
-    0, 1 and a Boolean; every other write Reads it: the value is refused naming the new type, never sent."""
+    0, 1 and a Boolean; every other write Reads it: the value is refused naming the new type, never sent. An
+    abstract Integer node made to hold a SINT, its DataType kept, is judged by what it holds, read at each write
+    as a BaseDataType node's (its attributes' Read does not see that: 200 was held as -56)."""
     monkeypatch.setattr(opcua_client, "_PRE_CHECK_HOLD_S", 3600.0)  # not a timing test: within the hold
     port = free_port()
-    srv, node_id, retype, sent = await _converting_plc(port, [True], kind)
+    srv, node_id, retype, sent = await _converting_plc(port, [True], kind.split()[0])
     src = await _unwatched_source(port, node_id)
     try:
         for v in first:
             await src.write(node_id, v)  # its type read; then its attributes read, unchanged: held
-        await retype(vt)  # the download, within the hold and the type's minute
-        with pytest.raises(OpcUaTypeMismatch, match=rf"is {vt.name}; cannot write {value} \(int\)"):
+        await retype(
+            vt, datatype=not kind.endswith("held")
+        )  # the download, within the hold and the type's minute
+        # the new type named (an abstract node's: "is Integer holding a Byte")
+        with pytest.raises(
+            OpcUaTypeMismatch, match=rf"(is|holding an?) {vt.name}; cannot write {value} \(int\)"
+        ):
             await src.write(node_id, value)
     finally:
         await src.stop()
