@@ -234,6 +234,9 @@ class ModelStore:
         # ``unwritten`` is ``_known`` answered for a file that stopped reading (``_lost``), not a write the disk
         # refused: the file is read again first, and one that reads then is taken as it is
         self._relost = False
+        # digests noted served unchecked while state.json held no state (``note_served_unchecked``): written with the
+        # next state
+        self._unchecked_held: list[str] = []
         # folders whose rollback mark (``mark_rolled_back``) the disk refused, and why: marked again before each
         # write of state.json, with the slot's retries of it and at an orderly stop (``mark_pending``)
         self.unmarked: dict[str, str] = {}
@@ -542,6 +545,8 @@ class ModelStore:
             if self.unmarked:  # before the state, as at first: a state.json a power cut empties needs them
                 self.mark_pending()
             self._relost = False  # (what is written, or left to write, is the slot's decision)
+            if self._unchecked_held:
+                state = {**state, SERVED_UNCHECKED: self._with_unchecked(state.get(SERVED_UNCHECKED), [])}
             try:
                 self._write_state_file(state)
             except OSError as exc:
@@ -555,6 +560,7 @@ class ModelStore:
                 self.unwritten = json.loads(json.dumps(state))
                 return
             self._known = json.loads(json.dumps(state))
+            self._unchecked_held = []
             if self.unwritten is not None:
                 log.warning("model store: %s written again", printable(str(self.state_path)))
                 self.unwritten = None
@@ -974,10 +980,17 @@ class ModelStore:
     def served_unchecked(self) -> list[str]:
         """The digests of packages this slot served with golden tolerances this agent refuses (installed before it
         refused them; ``note_served_unchecked``), oldest first."""
-        got = self.state().get(SERVED_UNCHECKED)
-        if not isinstance(got, list):
-            return []
-        return [d for d in got if isinstance(d, str) and _DIGEST_RE.fullmatch(d)]
+        return self._with_unchecked(self.state().get(SERVED_UNCHECKED), [])
+
+    def _with_unchecked(self, got: object, more: list[str]) -> list[str]:
+        """The digests of a state's ``served_unchecked`` (``got``, as read: what is no digest passed over), those
+        held to write (``_unchecked_held``) and ``more``: the latest ``MAX_SERVED_UNCHECKED``."""
+        listed = (
+            [d for d in got if isinstance(d, str) and _DIGEST_RE.fullmatch(d)]
+            if isinstance(got, list)
+            else []
+        )
+        return list(dict.fromkeys([*listed, *self._unchecked_held, *more]))[-MAX_SERVED_UNCHECKED:]
 
     def note_served_unchecked(self, digest: str) -> None:
         """``digest`` served here with golden tolerances this agent refuses: the way back to it (a fleet's halt, an
@@ -988,11 +1001,16 @@ class ModelStore:
         if not _DIGEST_RE.fullmatch(digest):
             return
         with self._write_lock:  # one read-change-write (see ``_write_lock``)
-            had = self.served_unchecked()
-            if digest in had:
-                return
             st = self.state()
-            st[SERVED_UNCHECKED] = [*had, digest][-MAX_SERVED_UNCHECKED:]
+            if digest in self._with_unchecked(st.get(SERVED_UNCHECKED), []):
+                return
+            if self.state_unread is not None:
+                # state.json holds no state (a start on the newest package installed, which writes the state next):
+                # written alone, it made a state naming no current, and a kill before the start's write made the next
+                # start a new slot's, the configured (older) package installed again and the newest pruned
+                self._unchecked_held.append(digest)
+                return
+            st[SERVED_UNCHECKED] = self._with_unchecked(st.get(SERVED_UNCHECKED), [digest])
             self._write_state(st)
 
 

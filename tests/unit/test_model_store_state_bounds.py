@@ -152,3 +152,25 @@ def test_a_state_restored_while_it_read_empty_is_taken_not_written_over(tmp_path
     assert store.current() == restored["current"]
     assert store.write_pending()
     assert json.loads(store.state_path.read_text()) == restored
+
+
+def test_a_package_served_unchecked_at_a_start_on_no_state_is_noted_with_the_starts_state(tmp_path):
+    """A start on a state.json that holds no state (a power cut emptied it) serves the newest package installed,
+    then writes the state naming it. A package served with golden tolerances this agent refuses is noted
+    (``served_unchecked``) at its load, before that write: written alone, it made a state naming no current, and a
+    kill between the two made the next start a new slot's (the configured, older package installed again, the newest
+    pruned). It is held and written with the start's state."""
+    store = ModelStore(tmp_path / "store")
+    (store.root / "vision-1.1.0-0123456789ab").mkdir()
+    store.state_path.write_text("")  # emptied by a power cut
+    assert store.start_folder() == (None, True)  # (no package reads here: nothing to serve)
+    digest = "ab" * 32
+    store.note_served_unchecked(digest)
+    assert store.state_path.read_text() == ""  # formerly {"served_unchecked": [...]}, naming no current
+    # a start after a kill here: still on the newest installed
+    assert ModelStore(store.root, clean=False).start_folder()[1]
+    assert store.served_unchecked() == [digest]
+    store.set_current(store.root / "vision-1.1.0-0123456789ab", None)  # the start's own write
+    on_disk = json.loads(store.state_path.read_text())
+    assert on_disk["current"] == "vision-1.1.0-0123456789ab" and on_disk["served_unchecked"] == [digest]
+    assert ModelStore(store.root, clean=False).served_unchecked() == [digest]
