@@ -1,7 +1,9 @@
 """A part the model looked at and returned UNSURE (a frame far outside its training inputs, a frozen camera, a sensor
 fault) is not a passed part: the pipeline's pass signals write what an NG part leaves, as for a part no model judged.
 Before, only actions naming UNSURE were handed it, so an ``on_change`` pass kept the last OK part's ``true`` and a
-PLC reading the pass alone passed the UNSURE part; a pass on a low score was never even asked. A window is no part: a
+PLC reading the pass alone passed the UNSURE part; a pass on a low score was never even asked. A pass is left to an
+action on UNSURE only where both write one node for certain: a node named by URI and one by index, one identifier in
+two namespaces, are two (the pass was left to a divert on the other, and kept true). A window is no part: a
 windowed (condition-monitoring) pipeline's UNSURE window (the machine stopped, a sensor fault) leaves its "healthy"
 output as the last judged window left it, as docs/maintenance.md says; reset, it dropped at every stop of the
 machine. One real asyncua PLC, one agent with a real ONNX Runtime slot for each pipeline."""
