@@ -814,13 +814,26 @@ def machine_orders(lines: list[list[float]], speeds: list[float], bin_hz: float)
     sp = np.asarray([s for s in speeds if math.isfinite(s) and s > 0])
     step = 0.25 * bin_hz / float(sp.max())  # candidates a quarter of a bin apart at the fastest speed
     shaft = np.asarray(_SHAFT_ORDERS)
+    # A line at an order lies within half a bin at the slowest speed of it: only the lines so near an order are
+    # tried, and only the orders with as many such lines as the windows they must stand in. Every order tried
+    # against every line cost (windows x lines)^2: 28 s at 2,000 windows of 30 lines, 5 min at 20,000
+    by = np.argsort(order, kind="stable")
+    sorted_order, sorted_sp = order[by], np.sort(sp)
+    reach = 0.5 * bin_hz / float(sp.min()) * (1 + 1e-9)
+    cand = np.unique(np.round(order / step)) * step
+    lo = np.searchsorted(sorted_order, cand - reach, "left")
+    hi = np.searchsorted(sorted_order, cand + reach, "right")
+    # at most the windows each order lies under ``top`` in
+    under = np.searchsorted(sorted_sp, top / cand * (1 - 1e-9), "right")
+    room = (hi - lo) >= np.maximum(MACHINE_ORDER_MIN, MACHINE_ORDER_SHARE * under)
     found: list[tuple[int, float, np.ndarray]] = []
-    for o in np.unique(np.round(order / step)) * step:
-        hit = np.abs(hz - o * at_speed) <= 0.5 * bin_hz
+    for o, a, b in zip(cand[room], lo[room], hi[room], strict=True):
+        near = by[a:b]
+        hit = near[np.abs(hz[near] - o * at_speed[near]) <= 0.5 * bin_hz]
         wins = np.unique(win[hit])
         if wins.size < max(MACHINE_ORDER_MIN, MACHINE_ORDER_SHARE * int((o * sp <= top).sum())):
             continue
-        moved = o * float(np.ptp(at_speed[hit])) if hit.any() else 0.0
+        moved = o * float(np.ptp(at_speed[hit])) if hit.size else 0.0
         if moved < MAINS_STAYED_BINS * bin_hz:
             continue  # a line that stayed put while the speed moved (the grid's, its 100 Hz), or one speed's
         found.append((int(wins.size), float(np.median(order[hit])), hit))
@@ -828,9 +841,9 @@ def machine_orders(lines: list[list[float]], speeds: list[float], bin_hz: float)
     taken = np.zeros(hz.size, dtype=bool)
     for _, o, hit in sorted(found, key=lambda c: -c[0]):  # the best seen first; its lines are no other's
         if taken[hit].any() or np.abs(shaft - o).min() * float(np.median(at_speed[hit])) <= 0.5 * bin_hz:
-            taken |= hit
+            taken[hit] = True
             continue  # one of a line already recorded, or the shaft's own order (MAINS_CLEAR's rule)
-        taken |= hit
+        taken[hit] = True
         out.append(round(o, 4))
     return sorted(out)
 
