@@ -277,6 +277,8 @@ class ModelStore:
             return self._lost(f"not JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
         if not isinstance(data, dict):
             return self._lost(f"not a JSON object (a {type(data).__name__})")
+        if (misfit := _misfit(data)) is not None:
+            return self._lost(misfit)
         with self._write_lock:
             # it reads again (a restore or an edit written over it): taken as it is, not undone
             if self._relost:
@@ -1064,6 +1066,21 @@ def _note_failed(st: dict, folder_name: str, reason: str) -> None:
     failed.pop(folder_name, None)  # the latest last
     failed[folder_name] = str(reason)[:500]
     st["failed"] = dict(list(failed.items())[-MAX_FAILED:])
+
+
+def _misfit(st: dict) -> str | None:
+    """Why a state read from ``state.json`` names its folders with what is no folder name (a hand edit: a list, a
+    number, an object), or None. Such a value raised TypeError (unhashable) out of the slot's start and a swap's prune,
+    naming no file; read as no state, it is said naming the file, the key and what it holds."""
+    prob = st.get("probation")
+    if prob is not None and not isinstance(prob, dict):
+        return f"'probation' holds a {type(prob).__name__}, not an object"
+    named = {"current": st.get("current"), "previous": st.get("previous")}
+    named["probation.candidate"] = (prob or {}).get("candidate")
+    for key, v in named.items():
+        if v is not None and not isinstance(v, str):
+            return f"{key!r} holds a {type(v).__name__}, not a folder name"
+    return None
 
 
 def _named(st: dict) -> set:

@@ -174,3 +174,33 @@ def test_a_package_served_unchecked_at_a_start_on_no_state_is_noted_with_the_sta
     on_disk = json.loads(store.state_path.read_text())
     assert on_disk["current"] == "vision-1.1.0-0123456789ab" and on_disk["served_unchecked"] == [digest]
     assert ModelStore(store.root, clean=False).served_unchecked() == [digest]
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"current": ["vision-1.0.0-0123456789ab"]}, "'current' holds a list, not a folder name"),
+        (
+            {"current": "vision-1.0.0-0123456789ab", "previous": {}},
+            "'previous' holds a dict, not a folder name",
+        ),
+        (
+            {"current": "vision-1.0.0-0123456789ab", "probation": "x"},
+            "'probation' holds a str, not an object",
+        ),
+        ({"probation": {"candidate": 7}}, "'probation.candidate' holds a int, not a folder name"),
+    ],
+)
+def test_a_state_naming_its_folders_with_no_folder_name_is_no_state_said_with_the_key(
+    tmp_path, caplog, body, said
+):
+    """A state.json edited by hand whose current, previous or probation is a list, a number or an object raised
+    TypeError (unhashable) out of the slot's start and a swap's prune, naming no file. It is no state now, said with
+    the file and the key, and a prune removes nothing by it."""
+    store = ModelStore(tmp_path / "store")
+    (store.root / "vision-1.0.0-0123456789ab").mkdir()
+    store.state_path.write_text(json.dumps(body))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert store.state() == {}
+        assert store.prune() == []
+    assert _warnings(caplog)[0].startswith(f"model store: {store.state_path}: {said}; read as no state")
