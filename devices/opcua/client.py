@@ -2926,8 +2926,12 @@ async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None
     their ids: left, each sent its node's values for the subscription's life and held one of the few monitored items
     a PLC keeps. A server without the method, or answering it otherwise, keeps them; a failure is ignored. An id asyncua
     holds for an item answered (a tag's) is never deleted, whatever handle the answer pairs it with: a server pairing
-    its ids and client handles otherwise than it made them had a tag's item deleted, its values never came again."""
-    if not handles or into.subscription_id is None:
+    its ids and client handles otherwise than it made them had a tag's item deleted, its values never came again. Nor
+    is anything deleted while an item of the subscription waits for its answer (another node's item asked for again,
+    ``_subscribe_again``): the server has given it an id asyncua does not hold yet, and such a server pairing that id
+    with a handle left out had the item deleted, its tag silent, the source connected. With none waiting, every item
+    the source needs is one asyncua holds answered, whatever the server pairs."""
+    if not handles or into.subscription_id is None or _waiting(into):
         return
     try:
         got = await Node(into.server, ua.NodeId(ua.Int32(ua.ObjectIds.Server))).call_method(
@@ -2939,6 +2943,8 @@ async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None
     if not (isinstance(got, list) and len(got) == 2 and all(isinstance(x, list) for x in got)):
         return
     ids, clients = got
+    if _waiting(into):  # asked for while the method's answer came
+        return
     kept = getattr(into, "_monitored_items", {})  # its layout checked by ``_forget_unanswered``
     live = {data.server_handle for data in kept.values()}
     if len(ids) == len(clients):
@@ -2947,6 +2953,11 @@ async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None
             (i, c) for i, c in zip(ids, clients, strict=True) if isinstance(i, int) and isinstance(c, int)
         ]
         await _delete_named(into, [i for i, c in pairs if c in handles and i not in live])
+
+
+def _waiting(into: Subscription) -> bool:
+    """Whether an item of ``into`` asyncua holds waits for the server's answer (no id yet)."""
+    return any(data.server_handle is None for data in getattr(into, "_monitored_items", {}).values())
 
 
 @functools.cache

@@ -116,3 +116,41 @@ async def test_a_get_monitored_items_answered_with_no_numbers_keeps_the_items_le
         sub.subscription_id = 5
         await opc._delete_left_out(sub, {201})
     assert deleted == []
+
+
+async def test_nothing_is_deleted_while_another_item_of_the_subscription_waits_for_its_answer() -> None:
+    """A tag's item asked for again (its node came back) waits for its answer, id 9 on the server already, while the
+    server's GetMonitoredItems names the items of a short answer and pairs 9 with the handle left out: 9 was held by
+    no answered item, and deleted; the tag's item then got its answer and the tag no value again. Nothing is deleted
+    while an item waits; with none waiting, the item left out is deleted."""
+    deleted: list = []
+
+    class Pairs:
+        # 8 is the item left out (handle 202), 9 the tag's (203): paired the other way round
+        handles = [201, 203, 202]
+
+        async def call(self, params: list) -> list:
+            ids = ua.Variant([7, 8, 9], ua.VariantType.UInt32)
+            return [
+                ua.CallMethodResult(OutputArguments=[ids, ua.Variant(self.handles, ua.VariantType.UInt32)])
+            ]
+
+        async def delete_monitored_items(self, params: ua.DeleteMonitoredItemsParameters) -> list:
+            deleted.extend(params.MonitoredItemIds)
+            return [ua.StatusCode() for _ in params.MonitoredItemIds]
+
+    session = Pairs()
+    sub = Subscription(session, ua.CreateSubscriptionParameters(), handler=object())  # type: ignore[arg-type]
+    sub.subscription_id = 5
+    for handle, node, server in ((201, "A", 7), (203, "C", None)):
+        item = SubscriptionItemData()
+        item.client_handle, item.node, item.server_handle = handle, Node(session, ua.NodeId(node, 2)), server  # type: ignore[arg-type]
+        item.attribute = ua.AttributeIds.Value
+        sub._monitored_items[handle] = item
+    await opc._delete_left_out(sub, {202})
+    assert deleted == []
+    sub._monitored_items[203].server_handle = 9  # answered; and the server pairing them right
+    session.handles = [201, 202, 203]
+    await opc._delete_left_out(sub, {202})
+    assert deleted == [8]
+
