@@ -2780,6 +2780,11 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
     # an answer's extra naming one of them is not deleted (a faulty server appending an earlier answer's results had
     # the tags' items deleted, their values never came again, the source connected)
     given: dict[int, set[int]] = {}
+    # by subscription id: the CreateMonitoredItems calls under way, and the extras named meanwhile, deleted once none
+    # is under way and no answer gave them to an item asked: a call's answer may come before an earlier call's (a
+    # server answering out of order), and an extra naming that call's item had it deleted, its tag silent
+    flying: dict[int, int] = {}
+    extras: dict[int, set[int]] = {}
 
     async def split(kind: str, items: list, call: Callable[[list], Any]) -> list:
         most = limits.get(kind, 0)
@@ -2827,8 +2832,31 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
             return
 
         async def bounded(params: Any) -> list:
-            made: list[int] = []  # the items a CreateMonitoredItems answer names past those asked
+            creating = name == "create_monitored_items"
+            sub_id: int = getattr(params, "SubscriptionId", 0)
+            if creating:
+                flying[sub_id] = flying.get(sub_id, 0) + 1
+            try:
+                got = await sent(params)
+            finally:
+                if creating and (left := flying.pop(sub_id) - 1):
+                    flying[sub_id] = left
+            if (
+                creating
+                and sub_id not in flying
+                and (made := extras.pop(sub_id, set()) - given.get(sub_id, set()))
+            ):
+                # items the server made for no item asked: left, their values came under a handle asyncua pairs
+                # with a tag (each value twice) or with none, for the subscription's life
+                with contextlib.suppress(ua.UaError, TimeoutError):
+                    await session.delete_monitored_items(
+                        ua.DeleteMonitoredItemsParameters(
+                            SubscriptionId=sub_id, MonitoredItemIds=sorted(made)
+                        )
+                    )
+            return got
 
+        async def sent(params: Any) -> list:
             async def noted(part: Any) -> list:
                 got = list(await call(part))
                 if name == "delete_monitored_items":
@@ -2837,10 +2865,8 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
                     asked = getattr(part, field)
                     taken = given.setdefault(part.SubscriptionId, set())
                     taken.update(r.MonitoredItemId for r in got[: len(asked)] if r.StatusCode.is_good())
-                    made.extend(
-                        r.MonitoredItemId
-                        for r in got[len(asked) :]
-                        if r.StatusCode.is_good() and r.MonitoredItemId not in taken
+                    extras.setdefault(part.SubscriptionId, set()).update(
+                        r.MonitoredItemId for r in got[len(asked) :] if r.StatusCode.is_good()
                     )
                 return got
 
@@ -2852,15 +2878,6 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
                     list(getattr(params, field)),
                     lambda part: noted(dataclasses.replace(params, **{field: part})),
                 )
-            if made:
-                # items the server made for no item asked: left, their values came under a handle asyncua pairs
-                # with a tag (each value twice) or with none, for the subscription's life
-                with contextlib.suppress(ua.UaError, TimeoutError):
-                    await session.delete_monitored_items(
-                        ua.DeleteMonitoredItemsParameters(
-                            SubscriptionId=params.SubscriptionId, MonitoredItemIds=sorted(set(made))
-                        )
-                    )
             return got
 
         setattr(session, name, bounded)

@@ -154,3 +154,42 @@ async def test_nothing_is_deleted_while_another_item_of_the_subscription_waits_f
     await opc._delete_left_out(sub, {202})
     assert deleted == [8]
 
+
+async def test_an_extra_naming_an_item_of_a_call_answered_later_is_not_deleted() -> None:
+    """Two CreateMonitoredItems of one subscription under way (a tag's item asked for again while the write targets'
+    watch is made): the server answers the second first and appends its answer to the first (item 10) to it. 10 was
+    deleted as an item made for no item asked, then given to the tag by the first call's answer: the tag silent, the
+    source connected. An extra is deleted only once no call is under way and no answer gave it to an item asked."""
+    import asyncio
+    import types
+
+    deleted: list = []
+    first_answer: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    class OutOfOrder:
+        async def create_monitored_items(self, params: ua.CreateMonitoredItemsParameters) -> list:
+            if params.ItemsToCreate[0].RequestedParameters.ClientHandle == 201:
+                await first_answer
+                return [ua.MonitoredItemCreateResult(MonitoredItemId=10)]
+            # its own item 11, the first call's 10 appended, and 12 made for no item asked
+            return [ua.MonitoredItemCreateResult(MonitoredItemId=i) for i in (11, 10, 12)]
+
+        async def delete_monitored_items(self, params: ua.DeleteMonitoredItemsParameters) -> list:
+            deleted.extend(params.MonitoredItemIds)
+            return [ua.StatusCode() for _ in params.MonitoredItemIds]
+
+    session = OutOfOrder()
+    opc._split_operations(types.SimpleNamespace(uaclient=types.SimpleNamespace(session=session)))  # type: ignore[arg-type]
+
+    def create(handle: int, node: str) -> ua.CreateMonitoredItemsParameters:
+        return ua.CreateMonitoredItemsParameters(
+            SubscriptionId=5, ItemsToCreate=[_request(ua.NodeId(node, 2), handle)]
+        )
+
+    first = asyncio.create_task(session.create_monitored_items(create(201, "A")))
+    await asyncio.sleep(0)
+    second = await session.create_monitored_items(create(202, "B"))
+    assert [r.MonitoredItemId for r in second] == [11] and deleted == []
+    first_answer.set_result(None)
+    assert [r.MonitoredItemId for r in await first] == [10]
+    assert deleted == [12]
