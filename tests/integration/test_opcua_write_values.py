@@ -1127,9 +1127,9 @@ async def _retype(srv, node, type_id: int, held: ua.Variant) -> None:
     srv.iserver.aspace._nodes[node.nodeid].attributes[ua.AttributeIds.Value].value = ua.DataValue(held)
 
 
-def _write_answered(monkeypatch, node, value, code: int) -> None:
+def _write_answered(monkeypatch, node, value, code: int, said: asyncio.Event | None = None) -> None:
     """The server answers a Write of ``value`` to ``node`` ``code`` (an EURange check's BadOutOfRange), having taken
-    nothing of it; other writes as it does."""
+    nothing of it (``said`` set once it has answered so); other writes as it does."""
     from asyncua.server.internal_session import InternalSession
 
     write = InternalSession.write
@@ -1138,6 +1138,8 @@ def _write_answered(monkeypatch, node, value, code: int) -> None:
         mine = [wv.NodeId == node.nodeid and wv.Value.Value.Value == value for wv in params.NodesToWrite]
         rest = [wv for wv, m in zip(params.NodesToWrite, mine, strict=True) if not m]
         results = await write(self, ua.WriteParameters(NodesToWrite=rest)) if rest else []
+        if said is not None and any(mine):
+            said.set()
         return [ua.StatusCode(code) if m else results.pop(0) for m in mine]
 
     monkeypatch.setattr(InternalSession, "write", answered)
@@ -1465,20 +1467,44 @@ async def test_a_bad_out_of_range_whose_type_read_again_is_not_answered_says_so(
 ) -> None:
     """A Write answered BadOutOfRange has the node's type read again (a download may have retyped it); that read not
     answered within connect_timeout_s, the write is retried, the type read at the next try. It was said "not
-    answered", the server's answer to the Write unsaid."""
+    answered", the server's answer to the Write unsaid.
+
+    The read is answered only once the write has failed, however loaded the machine, on a source of its own whose
+    check of the server comes after the test: asyncua's server answers a connection's requests one at a time, so a
+    check of the module's source sent while that read was held waited behind it and, past connect_timeout_s, took
+    the server for stalled and closed the session under the write ("connection lost")."""
     from devices.opcua.client import OpcUaServerBusy
 
-    srv, src, nodes, _, _, _ = plc_server
-    node, _, late = await _type_reads_counted(nodes, "RangeSlowType", late_s=2.2)
-    _write_answered(monkeypatch, node, 300, ua.StatusCodes.BadOutOfRange)
+    srv, shared, nodes, _, _, _ = plc_server
+    # checked every 10 min: never while the type read is held
+    source = {"type": "opcua", "endpoint": shared.settings.endpoint, "connect_timeout_s": 2}
+    source["keepalive_check_s"] = 600
+    src = OpcUaSource("own", parse_config({"agent": {"id": "gw"}, "sources": {"own": source}}).sources["own"])
+    node, _, _ = await _type_reads_counted(nodes, "RangeSlowType")
+    refused, gave_up = asyncio.Event(), asyncio.Event()
+    _write_answered(monkeypatch, node, 300, ua.StatusCodes.BadOutOfRange, refused)
+
+    # the type read after the refusal, answered once the write failed
+    async def late(event, _dispatcher) -> None:
+        if refused.is_set() and any(
+            rv.NodeId == node.nodeid and rv.AttributeId == ua.AttributeIds.DataType
+            for rv in event.request_params.NodesToRead
+        ):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gave_up.wait(), 60)
+
+    await src.start()
     try:
+        await until(lambda: src.state.value == "connected", 30, "the source connected")
         await src.write("ns=2;s=RangeSlowType", 1)  # its type read, cached
         srv.subscribe_server_callback(CallbackType.PostRead, late)
         with pytest.raises(OpcUaServerBusy, match=r"answered BadOutOfRange, and the node's type, read again"):
             await src.write("ns=2;s=RangeSlowType", 300)
+        assert src.state.value == "connected" and src.stats.errors_by_reason == {}, src.stats.errors_by_reason
     finally:
+        gave_up.set()
         srv.unsubscribe_server_callback(CallbackType.PostRead, late)
-        await asyncio.sleep(0.3)  # that read's late answer sent: the module's server is the next test's
+        await src.stop()
         await srv.delete_nodes([node])
 
 
