@@ -804,3 +804,32 @@ def test_at_the_device_bound_silent_nodes_without_devices_do_not_hide_silent_one
     h.handle("spBv1.0/g/DDATA/real/d1", sp.encode(sp.Payload(1000, 4, [])), 1.0)
     assert ("g", "junk") not in h._nodes and h.devices_refused == 1  # before: refused again, junk kept
     assert [t for t, _ in sent] == ["spBv1.0/g/NCMD/real"]  # d1's birth asked
+
+
+def test_at_the_device_bound_dead_nodes_without_devices_do_not_hide_dead_ones_holding_names(monkeypatch):
+    """At MAX_TOTAL_DEVICES nodes dead DEAD_KEEP_S make room for a new device, least recently heard first. Only the
+    first ASK_SCAN_MAX dead nodes were looked at, and those holding no device name stayed at the front: that many
+    device-less nodes dead before a node holding names hid it for good, and a real node's new device was refused."""
+    clock = ShiftedClock()
+    monkeypatch.setattr(sparkplug_host, "time", clock)
+    monkeypatch.setattr(sparkplug_host, "MAX_TOTAL_DEVICES", 8)
+    monkeypatch.setattr(sparkplug_host, "ASK_SCAN_MAX", 3)
+    h, _, errors = host()
+    nbirth = sp.encode(sp.Payload(1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0)]))
+    ndeath = sp.encode(sp.Payload(1000, None, [sp.Metric("bdSeq", None, D.INT64, 0)]))
+    for i in range(3):  # no device, dead: ahead in the dead line
+        h.handle(f"spBv1.0/g/NBIRTH/bare{i}", nbirth, 1.0)
+        h.handle(f"spBv1.0/g/NDEATH/bare{i}", ndeath, 1.0)
+    for node, devices in (("real", 1), ("gone", 3)):
+        h.handle(f"spBv1.0/g/NBIRTH/{node}", nbirth, 1.0)
+        for i in range(devices):
+            h.handle(f"spBv1.0/g/DBIRTH/{node}/d{i}", sp.encode(sp.Payload(1000, i + 1, [])), 1.0)
+    h.handle("spBv1.0/g/NDEATH/gone", ndeath, 1.0)  # its 3 device names kept
+    h.handle("spBv1.0/g/NBIRTH/other", nbirth, 1.0)  # 5 names held, 9 with its 2 devices
+    for i in range(2):
+        h.handle(f"spBv1.0/g/DBIRTH/other/d{i}", sp.encode(sp.Payload(1000, i + 1, [])), 1.0)
+    assert h._names >= 8 and not errors  # at the bound
+    clock.ahead += sparkplug_host.DEAD_KEEP_S
+    h.handle("spBv1.0/g/DBIRTH/real/d1", sp.encode(sp.Payload(1000, 2, [])), 1.0)
+    assert h.device_alive("g", "real", "d1") and ("g", "gone") not in h._nodes  # before: refused, gone kept
+    assert errors == [] and h.nodes_forgotten == 1
