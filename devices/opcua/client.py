@@ -2962,14 +2962,13 @@ async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None
     ids, clients = got
     if _waiting(into):  # asked for while the method's answer came
         return
-    kept = getattr(into, "_monitored_items", {})  # its layout checked by ``_forget_unanswered``
-    live = {data.server_handle for data in kept.values()}
     if len(ids) == len(clients):
         # numbers only: a matrix or structures there raised TypeError (unhashable) out of the connect, at every try
         pairs = [
             (i, c) for i, c in zip(ids, clients, strict=True) if isinstance(i, int) and isinstance(c, int)
         ]
-        await _delete_named(into, [i for i, c in pairs if c in handles and i not in live])
+        # an id asyncua holds for any item answered is kept
+        await _delete_named(into, [i for i, c in pairs if c in handles], ())
 
 
 def _waiting(into: Subscription) -> bool:
@@ -2998,10 +2997,25 @@ def _asyncua_version() -> str:
         return "version unknown"
 
 
-async def _delete_named(into: Subscription, results: list) -> None:
-    """The monitored items a faulty server's CreateMonitoredItems answer named (the item ids among ``results``)
-    deleted, a failure to delete them ignored (``OpcUaSource._subscribe_alone``, ``_subscribe_one``)."""
-    if made := [r for r in results if isinstance(r, int) and not isinstance(r, bool)]:
+async def _delete_named(
+    into: Subscription,
+    results: list,
+    nodes: Collection[ua.NodeId],
+    attrs: Collection[int] = (ua.AttributeIds.Value,),
+) -> None:
+    """The monitored items a faulty server's CreateMonitoredItems answer for ``nodes``' ``attrs`` named (the item ids
+    among ``results``) deleted, a failure to delete them ignored (``OpcUaSource._subscribe_alone``,
+    ``_subscribe_one``), but for an id asyncua holds for an item of another node or attribute too: a server answering
+    with an earlier answer again (the tags' ids named in the write targets' watch's answer) had that item deleted with
+    them, a tag's, and the tag got no value again, the source connected."""
+    kept = getattr(into, "_monitored_items", {})
+    others = {
+        data.server_handle
+        for data in kept.values()
+        if getattr(data.node, "nodeid", None) not in nodes or getattr(data, "attribute", None) not in attrs
+    }
+    made = [r for r in results if isinstance(r, int) and not isinstance(r, bool) and r not in others]
+    if made:
         with contextlib.suppress(ua.UaError, TimeoutError):
             await into.unsubscribe(made)
 
@@ -5424,7 +5438,7 @@ class OpcUaSource:
             f"the server answered a CreateMonitoredItems of {len(nodes)} item(s) with {len(results)} result(s) (a "
             "server fault); each node subscribed again alone"
         )
-        await _delete_named(into, results)
+        await _delete_named(into, results, [n.nodeid for n in nodes])
         await _delete_left_out(into, _forget_unanswered(into, nodes))
         return [await self._subscribe_one(into, node, sampling_ms, queue_size) for node in nodes]
 
@@ -5447,7 +5461,7 @@ class OpcUaSource:
         self._server_fault(
             f"the server answered a CreateMonitoredItems of {node.nodeid.to_string()} alone with {len(got)} result(s)"
         )
-        await _delete_named(into, got)
+        await _delete_named(into, got, [node.nodeid])
         return ua.StatusCode(ua.UInt32(ua.StatusCodes.BadUnexpectedError))
 
     def _server_full(self, full: list[tuple[str, str]], asked: int) -> None:
@@ -6211,8 +6225,8 @@ class OpcUaSource:
                     if self._sub is sub:
                         self._sub = None
                 elif sub is not None:
-                    if handles:
-                        await sub.unsubscribe(handles)
+                    # not a tag's item that a faulty answer named
+                    await _delete_named(sub, handles, nodes, _WATCHED)
                     if miscounted is not None:  # and the items it made but left out of its answer
                         watched = [client.get_node(n) for n in nodes]
                         await _delete_left_out(sub, _forget_unanswered(sub, watched, miscounted))

@@ -282,3 +282,35 @@ async def test_get_monitored_items_pairing_a_tags_item_with_an_item_left_out_kee
         async with opcua_source(p, targets, nodes=nodes) as src:
             await until(lambda: "targets_unwatched" in src.notices.status(), 30, "the watch given back")
             await _tags_keep_their_items(src, p)
+
+
+async def test_a_watch_answered_with_the_tags_ids_given_back_keeps_the_tags_items() -> None:
+    """A faulty server answering the write targets' watch with its previous answer again (the tags' item ids, one
+    result short of the three targets): the watch is given back, and its give-back deleted the ids that answer named,
+    the tags' items: the tags got no value again, the source connected. An id asyncua holds for an item of another
+    node or attribute is not deleted with them."""
+
+    async def three(_srv, idx, obj):
+        return {
+            n: await obj.add_variable(ua.NodeId(n, idx), n, ua.Variant(v, ua.VariantType.Double))
+            for n, v in (("A", 1.0), ("B", 3.0), ("C", 5.0))
+        }
+
+    async with plc_server(three) as p:
+        service = p.server.iserver.subscription_service
+        create = service.create_monitored_items
+        last: list = []
+
+        async def watch_given_previous(params):
+            got = await create(params)
+            if params.ItemsToCreate[0].ItemToMonitor.AttributeId == ua.AttributeIds.Value:
+                last[:] = got
+                return got
+            return list(last)
+
+        service.create_monitored_items = watch_given_previous
+        nodes = [{"node_id": p.node_id("A")}, {"node_id": p.node_id("B")}]
+        targets = [(p.node_id(n), 1.0) for n in ("A", "B", "C")]
+        async with opcua_source(p, targets, nodes=nodes) as src:
+            await until(lambda: "targets_unwatched" in src.notices.status(), 30, "the watch given back")
+            await _tags_keep_their_items(src, p)
