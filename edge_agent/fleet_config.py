@@ -579,9 +579,7 @@ class AgentHost:
         failed = [
             (
                 n,
-                f"{taken[n]}, and judges nothing here: {s.failed}"
-                if n in taken and s.waiting_for_fleet
-                else s.failed,
+                f"{taken[n]}, and judges nothing here: {s.failed}" if n in taken else s.failed,
             )
             for n, s in agent.slots.items()
             if s.failed is not None

@@ -119,3 +119,39 @@ def test_a_pipeline_renamed_onto_the_name_of_one_that_ran_unjudged_is_matched_by
     assert _taken_judging(moved, judging)["vision3"] == (
         "pipeline pv judged on slot 'vision' under the running config (now source cam2, source cam then)"
     )
+
+
+async def test_a_slot_failed_on_its_package_under_both_configs_names_the_judging_taken_away():
+    """A pipeline on a slot failed on its configured package (refused, under the running config too) given the camera
+    of the judging pipeline the candidate drops: rolled back, and the reason says so. It said the slot's refusal
+    alone, which the running config had as well, not why this config was refused."""
+    import pytest
+
+    from edge_agent.fleet_config import AgentHost
+    from edge_agent.models.slot import FailedAtStart
+
+    cam = {"type": "camera", "url": "/srv/line1/frames", "fps": 5}
+    running = _agent(
+        {"cam": cam, "cam2": {**cam, "url": "/srv/line2/frames"}},
+        [("pv", "cam", "vision", None), ("pw", "cam2", "vision2", None)],
+        waiting=frozenset({"vision2"}),
+    )
+    candidate = _agent({"cam": cam}, [("pw", "cam", "vision2", None)], waiting=frozenset({"vision2"}))
+    refused = "its configured package pkg/v2.tar is refused: model.onnx digest mismatch"
+    slot = SimpleNamespace(
+        failed=refused, waiting_for_fleet=False, config=SimpleNamespace(package="pkg/v2.tar")
+    )
+
+    async def stop() -> None:
+        pass
+
+    candidate.slots, candidate.stop = {"vision2": slot}, stop
+    host = SimpleNamespace(agent=candidate)
+    with pytest.raises(FailedAtStart) as raised:
+        await AgentHost._refuse_failed_slots(
+            host, {"vision": None, "vision2": "pkg/v2.tar"}, _judging(running)
+        )
+    assert str(raised.value) == (
+        "model slot 'vision2': pipeline pw reads source cam, which pipeline pv (not in this config) judged on slot "
+        f"'vision' under the running config, and judges nothing here: {refused}"
+    )
