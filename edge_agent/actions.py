@@ -311,11 +311,19 @@ class ActionRunner:
                 listen(functools.partial(self._target_checked, src))
 
     async def handle(
-        self, pipeline_actions: list[str], result: Result, item: Frame | Window, not_met: Collection[str] = ()
+        self,
+        pipeline_actions: list[str],
+        result: Result,
+        item: Frame | Window,
+        not_met: Collection[str] = (),
+        written_over: Collection[str] = (),
     ) -> None:
         """Act on ``result`` with each of ``pipeline_actions``. The outputs of ``not_met`` take their condition as
         false, not asked of it: the pass signals an UNSURE part is handed to (it is not a passed part, whatever its
-        score or label), which write what an NG part leaves."""
+        score or label), which write what an NG part leaves. The outputs of ``written_over`` are not acted on: an
+        action of the result writes their node (a pass left to a divert on UNSURE), so it no longer holds what they
+        wrote, and their next result writes its value whatever the edge (an ``on_change`` pass kept its last OK
+        part's level and wrote nothing for the next OK part: the PLC read the divert's false for it)."""
         if self._named:
             last = self._models.get(result.pipeline)
             if last is None or last[0] != result.model or last[1] != result.model_version:
@@ -335,6 +343,9 @@ class ActionRunner:
         nan = _nan_fields(result, self._numbers_read) if self._numbers_read else None
         for name in pipeline_actions:
             action = self.cfg.actions[name]
+            if name in written_over:
+                self._level.pop((name, result.pipeline), None)
+                continue
             if name in not_met and isinstance(action, OutputAction):
                 self._output(name, action, result, False)
                 continue

@@ -701,7 +701,10 @@ class Agent:
         # leaves a "healthy" output as the last judged window left it; reset, it dropped at every stop and a PLC
         # interlocking a start on it could not start the machine again. Only a failed model resets it there
         passes = _pass_signals(self.cfg, p, unsure_actions)
-        unjudged_actions = [*passes, *unsure_actions]
+        # the passes left to an action on UNSURE writing their node (a divert, a level false on UNSURE): that action
+        # writes over what they wrote, so their next result writes its value again (``written_over``)
+        left = _pass_signals(self.cfg, p, unsure_actions, left=True)
+        unjudged_actions = [*left, *passes, *unsure_actions]
         windowed = p.window is not None
 
         async def on_result(res: Result, item) -> None:
@@ -724,9 +727,9 @@ class Agent:
                     await self.actions.handle(action_names, res, item)
                 elif windowed and "model_error" not in res.outputs:  # not judged: only actions naming UNSURE
                     if unsure_actions:
-                        await self.actions.handle(unsure_actions, res, item)
+                        await self.actions.handle([*left, *unsure_actions], res, item, written_over=left)
                 elif unjudged_actions:  # never a reject: the actions naming UNSURE, and the passes reset
-                    await self.actions.handle(unjudged_actions, res, item, passes)
+                    await self.actions.handle(unjudged_actions, res, item, passes, left)
             except Exception:
                 if self.outbox is not None:
                     await self._keep(res, item)
@@ -2074,13 +2077,13 @@ def _as_written(value: Any) -> str:
     return repr(value)
 
 
-def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
+def _pass_signals(cfg: AgentConfig, p, told: list[str], *, left: bool = False) -> list[str]:
     """Pipeline ``p``'s pass signals: its outputs (an OPC UA write, a Sparkplug command) whose condition names no
     UNSURE, may act on an OK part, acts on no NG part (of the highest score) and not on a part the model did not
     judge (``verdict: OK``, a low score). Every UNSURE part (judged so or not) is handed to them, besides those whose
     condition names UNSURE, their condition taken as false, so that they write what an NG part leaves (an
     ``on_change`` one its reset): never handed it, a pass signal kept what the last judged part left, ``true`` after
-    an OK part (or the agent before), and a PLC reading it passed the part unjudged. One writing a node an action of ``told`` writes is left to that action."""
+    an OK part (or the agent before), and a PLC reading it passed the part unjudged. One writing a node an action of ``told`` writes is left to that action (``left``: those alone)."""
     from edge_agent.conditions import pass_signal
 
     # only a node certainly the same: one named by URI and one by an index may be two (``nsu=urn:a;i=5``, ``ns=3;i=5``
@@ -2092,7 +2095,7 @@ def _pass_signals(cfg: AgentConfig, p, told: list[str]) -> list[str]:
         for n in p.actions
         if isinstance(a := cfg.actions[n], OutputAction)
         and n not in told
-        and written[n] not in nodes
+        and (written[n] in nodes) is left
         and pass_signal(a.when, p.name, p.source) is False
     ]
 

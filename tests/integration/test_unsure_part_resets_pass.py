@@ -6,7 +6,8 @@ action on UNSURE only where both write one node for certain: a node named by URI
 two namespaces, are two (the pass was left to a divert on the other, and kept true). A window is no part: a
 windowed (condition-monitoring) pipeline's UNSURE window (the machine stopped, a sensor fault) leaves its "healthy"
 output as the last judged window left it, as docs/maintenance.md says; reset, it dropped at every stop of the
-machine. One real asyncua PLC, one agent with a real ONNX Runtime slot for each pipeline."""
+machine. A pass written false by an action on UNSURE (one window a press stroke) is written again by the next OK
+one. One real asyncua PLC, one agent with a real ONNX Runtime slot for each pipeline."""
 
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
         "Reject": false,
         "Healthy": false,
         "NotJudged": false,
+        "Stroke": false,
         "Vibration": ua.Variant(running.tolist(), ua.VariantType.Double),  # a running machine: judged OK
     }
 
@@ -146,6 +148,22 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                         "mode": "on_change",
                         "when": {"verdict": "UNSURE"},
                     },
+                    # a pass per stroke, written false for a stroke not judged as docs/actions.md says
+                    "stroke": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Stroke"),
+                        "mode": "on_change",
+                        "when": {"verdict": "OK"},
+                    },
+                    "stroke_unsure": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Stroke"),
+                        "value": False,
+                        "mode": "level",
+                        "when": {"verdict": "UNSURE"},
+                    },
                 },
                 "pipelines": [
                     {
@@ -159,7 +177,7 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                         "source": "plc",
                         "model": "health",
                         "window": {"waveform": "Vibration"},
-                        "actions": ["healthy", "not_judged"],
+                        "actions": ["healthy", "not_judged", "stroke", "stroke_unsure"],
                     },
                 ],
             },
@@ -195,6 +213,12 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
             # the machine's healthy output stays as the last judged window left it (it dropped to false)
             assert (await p.read())["Healthy"] is True
             assert agent.actions.stats["healthy"]["ok"] == 1, agent.actions.stats["healthy"]
+            assert (await p.read())["Stroke"] is False  # the stroke not judged: not passed
+            # the machine runs again: its OK window passes the stroke again (the pass kept its last OK window's
+            # level under the false written over it, and wrote nothing: the PLC read false for every OK stroke)
+            await p.nodes["Vibration"].write_value(ua.Variant(running.tolist(), ua.VariantType.Double))
+            await until(lambda: _all(p, ["Stroke"], True), what="the next OK stroke passed")
+            assert (await p.read())["Healthy"] is True
         finally:
             await agent.stop()
 
