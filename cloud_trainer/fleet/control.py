@@ -97,7 +97,20 @@ CREATE TABLE IF NOT EXISTS report_runs (tenant TEXT NOT NULL, agent TEXT NOT NUL
   run INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (tenant, agent, boot));
 CREATE TABLE IF NOT EXISTS going_back (tenant TEXT NOT NULL, agent TEXT NOT NULL, slot TEXT NOT NULL,
   deployment_id TEXT NOT NULL, PRIMARY KEY (tenant, agent, slot, deployment_id));
+CREATE TABLE IF NOT EXISTS kept_steps (tenant TEXT NOT NULL, agent TEXT NOT NULL, deployment_id TEXT NOT NULL,
+  step TEXT NOT NULL, was TEXT NOT NULL, runs TEXT NOT NULL, until REAL NOT NULL, kept_at REAL NOT NULL,
+  PRIMARY KEY (tenant, agent, deployment_id));
 """
+# ``kept_steps``: (agent, deployment) -> its step kept late and untold during the agent's clone hold
+# (``FleetServicer._keep_untold``: JSON), the target's recorded report then (``was``), the step's run and the runs of
+# the agent that named it during the hold (``runs``: JSON, at most RUNS_BEFORE, the step's own first), and the hold's
+# end (``until``: wall-clock seconds, so that every replica holds it alike). Taken again after the hold under a later
+# run of the gateway that made it, by whichever replica that run reaches (``take_kept``): kept in the memory of the
+# replica that kept it, a step was lost when the gateway's reports went to another replica after the hold, or that
+# replica restarted (its rollout stalled until STEP_TIMEOUT_S). PostgreSQL: migration 0033
+KEEP_KEPT_S = 86_400.0  # a kept step not taken again this long after it was kept is dropped (``tick``)
+# how often the tick reads which agents have kept steps (``kept_agents``) and drops old ones
+KEPT_LOOK_S = 5.0
 # ``going_back``: (agent, slot) -> the halted or aborted rollouts whose target of that agent says ``rolling_back`` (a
 # row may outlive the status: checked against the document when read, then deleted). A report of a newer rollout
 # running on the agent reads these rows (``Control._gone_back``), not the document of every halted rollout of the
@@ -396,6 +409,10 @@ class Control:
             0.0  # when tick last gave completed rollouts' versions to gateways joining their group
         )
         self._pruned_at = -math.inf  # when tick last pruned finished rollouts (``prune_finished``)
+        # the agents with kept steps (``kept_steps``), as the tick last read them (every KEPT_LOOK_S) or this process
+        # kept one since (``keep_step``), and when the tick last read them
+        self.kept_agents: set[tuple[str, str]] = set()
+        self._kept_looked = -math.inf
         # the halted and aborted rollouts ``_fill_going_back`` has looked at (None: none yet), and when it last looked
         self._halts_seen: set[str] | None = None
         self._going_back_filled = -math.inf
@@ -405,6 +422,8 @@ class Control:
         self._fill_columns()
         self._fill_going_back()
         self._drop_stale_following()
+        with self._write():
+            self._look_at_kept()
 
     def _drop_stale_following(self) -> None:
         """``following`` rows whose rollout is no longer the newest deployment of its slot (once, at open).
@@ -870,6 +889,144 @@ class Control:
                 return mine[1] == max(r[1] for r in rows) and seq > mine[2]
             with self._write():
                 return all(self._take_run(tenant, agent, boot, seq, named))
+
+    def keep_step(
+        self,
+        agent: str,
+        dep_id: str,
+        step: dict,
+        was: dict,
+        run: str,
+        *,
+        tenant: str = T,
+        hold_s: float,
+        most: int,
+    ) -> None:
+        """A step ``on_report`` kept late that its agent was not told of (its clone hold, which ends ``hold_s`` from
+        now), of run ``run``, with its target's recorded report then (``was``): kept for every replica to take again
+        after the hold (``take_kept``), replacing the deployment's step kept before; at most ``most`` deployments'
+        of the agent (the oldest kept dropped)."""
+        now = self.clock()
+        with self._write():
+            self.db.execute(
+                "DELETE FROM kept_steps WHERE tenant = ? AND agent = ? AND deployment_id = ?",
+                (tenant, agent, dep_id),
+            )
+            self.db.execute(
+                "INSERT INTO kept_steps (tenant, agent, deployment_id, step, was, runs, until, kept_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    tenant,
+                    agent,
+                    dep_id,
+                    json.dumps(step),
+                    json.dumps(was),
+                    json.dumps([_run_key(run)]),
+                    now + hold_s,
+                    now,
+                ),
+            )
+            rows = self.db.execute(
+                "SELECT deployment_id FROM kept_steps WHERE tenant = ? AND agent = ? ORDER BY kept_at DESC",
+                (tenant, agent),
+            ).fetchall()
+            for (old,) in rows[most:]:
+                self.db.execute(
+                    "DELETE FROM kept_steps WHERE tenant = ? AND agent = ? AND deployment_id = ?",
+                    (tenant, agent, old),
+                )
+        self.kept_agents = self.kept_agents | {(tenant, agent)}
+
+    def hold_kept(self, agent: str, *, tenant: str = T, hold_s: float) -> None:
+        """The agent's clone hold ends ``hold_s`` from now (0: it ended): its kept steps held until then."""
+        with self._write():
+            self.db.execute(
+                "UPDATE kept_steps SET until = ? WHERE tenant = ? AND agent = ?",
+                (self.clock() + hold_s, tenant, agent),
+            )
+
+    def kept_steps(self, agent: str, *, tenant: str = T) -> dict[str, tuple[dict, dict, list[str], float]]:
+        """The agent's kept steps: deployment id -> (step, its target's recorded report then, its runs, the hold's
+        end in wall-clock seconds). Only read."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT deployment_id, step, was, runs, until FROM kept_steps WHERE tenant = ? AND agent = ? "
+                "ORDER BY kept_at",
+                (tenant, agent),
+            ).fetchall()
+        return {
+            d: (json.loads(step), json.loads(was), json.loads(runs), until)
+            for d, step, was, runs, until in rows
+        }
+
+    def take_kept(
+        self,
+        agent: str,
+        boot: str,
+        runs: set[str],
+        *,
+        tenant: str = T,
+        held: bool = False,
+        most_runs: int = 3,
+    ) -> tuple[dict[str, tuple[dict, dict]], bool]:
+        """The agent's report of run ``boot`` named ``runs`` (its process's runs before it, or the runs those named):
+        its kept steps
+        of one of those runs taken off the kept ones, in one write (two replicas never take one step), and whether
+        any are left. Held (``held``: this replica's clone hold of the agent, or the hold's end kept with the step
+        not reached): none taken, and a step naming one of ``runs`` gets ``boot`` among its runs (the same gateway's,
+        ``FleetServicer._retake_untold``), the step's own run first, at most ``most_runs``."""
+        now, mine = self.clock(), _run_key(boot)
+
+        def turn(
+            of: list[str], until: float
+        ) -> str | None:  # "take", "name" (the run made one of its runs), None
+            if not runs.intersection(of):
+                return None
+            if held or until > now:
+                return "name" if mine not in of else None
+            return "take"
+
+        def rows() -> list:
+            return self.db.execute(
+                "SELECT deployment_id, step, was, runs, until FROM kept_steps WHERE tenant = ? AND agent = ?",
+                (tenant, agent),
+            ).fetchall()
+
+        with self.lock:
+            # read first: during a hold every report of the agent comes here, most of them changing nothing
+            kept = rows()
+            if not any(turn(json.loads(r[3]), r[4]) for r in kept):
+                if not kept:
+                    self.kept_agents = self.kept_agents - {(tenant, agent)}
+                return {}, bool(kept)
+            taken: dict[str, tuple[dict, dict]] = {}
+            with self._write():
+                kept = rows()
+                for dep_id, step, was, of_json, until in kept:
+                    of = json.loads(of_json)
+                    what = turn(of, until)
+                    if what == "name":
+                        self.db.execute(
+                            "UPDATE kept_steps SET runs = ? WHERE tenant = ? AND agent = ? AND deployment_id = ?",
+                            (json.dumps([of[0], *[*of[1:], mine][-most_runs:]]), tenant, agent, dep_id),
+                        )
+                    elif what == "take":
+                        taken[dep_id] = (json.loads(step), json.loads(was))
+                        self.db.execute(
+                            "DELETE FROM kept_steps WHERE tenant = ? AND agent = ? AND deployment_id = ?",
+                            (tenant, agent, dep_id),
+                        )
+            if len(taken) == len(kept):
+                self.kept_agents = self.kept_agents - {(tenant, agent)}
+            return taken, len(taken) < len(kept)
+
+    def _look_at_kept(self) -> None:
+        """(Inside the tick's write.) Kept steps older than KEEP_KEPT_S dropped; which agents have kept steps read
+        (``kept_agents``: the service looks at an agent's kept steps at its reports only when it has some)."""
+        self.db.execute("DELETE FROM kept_steps WHERE kept_at < ?", (self.clock() - KEEP_KEPT_S,))
+        self.kept_agents = {
+            (t, a) for t, a in self.db.execute("SELECT DISTINCT tenant, agent FROM kept_steps").fetchall()
+        }
 
     def earlier_runs(self, agent: str, before: Sequence[str], *, tenant: str = T) -> set[str]:
         """The agent's runs ``before`` names (a state report's runs before its own) and, through the runs each of
@@ -1541,6 +1698,9 @@ class Control:
                         continue
                     if dep["state"] == "completed" and dep.get("selector") and self._join(dep, groups):
                         self._put(dep)
+            if not 0 <= now - self._kept_looked < KEPT_LOOK_S:
+                self._kept_looked = now
+                self._look_at_kept()
             top = self.db.execute("SELECT MAX(generation) FROM changes").fetchone()[0] or 0
             self.db.execute("DELETE FROM changes WHERE generation < ?", (top - KEEP_CHANGES_US,))
             if self.keep_rollouts and not 0 <= now - self._pruned_at < PRUNE_ROLLOUTS_S:

@@ -601,11 +601,13 @@ class FleetServicer(rpc.FleetServicer):
         # agent -> (its run, the row's run) its stream reports the row refused were last judged late for
         # (``_other_runs``): counted once, however many of the run's reports the flushes refuse before it is told
         self._judged: dict[tuple[str, str], tuple[str, str]] = {}
-        # agent -> deployment id -> (its step kept late and untold during the agent's clone hold, the target's
-        # recorded report then, the step's run and the runs of the agent that named it during the hold, at most
-        # RUNS_BEFORE of them, newest last): taken again after the hold under a run that names one of them among its
-        # process's runs before it (``_retake_untold``)
-        self._untold_steps: dict[tuple[str, str], dict[str, tuple[dict, dict, tuple[str, ...]]]] = {}
+        # the steps kept late and untold during an agent's clone hold are kept in the control state every replica
+        # shares (``Control.keep_step``), taken again after the hold under a run that names one of their runs among its
+        # process's runs before it (``_retake_untold``); the agents whose clone hold ended here since their last report
+        # looked at them (``_tell_late``): their kept steps' hold ended in the control state at that report
+        self._holds_ended: set[tuple[str, str]] = set()
+        # agent -> its reports' looks at its kept steps taken in turn, in the order the reports were (``_kept_turn``)
+        self._kept_turns: dict[tuple[str, str], asyncio.Lock] = {}
         self._retaking: set[asyncio.Future] = set()
         # agent -> its run whose runs before were last read from the control state for its kept steps (once a run)
         self._links_read: dict[tuple[str, str], str] = {}
@@ -668,7 +670,7 @@ class FleetServicer(rpc.FleetServicer):
             if had is not None and counted != _run_key(boot):
                 self._alternating(key, had[0], boot)
         # at any report, not only a run's first here: a run drawn during the hold names the step's run after it
-        if key in self._untold_steps:
+        if self._has_kept(key):
             self._retake_untold(key, boot, seq, r.runs_before)
         self._applied[key] = (boot, seq, time.monotonic())
         return True, over
@@ -803,6 +805,9 @@ class FleetServicer(rpc.FleetServicer):
             return  # new runs, none of them late to another: a lone gateway whose link was lost (a run each time)
         self.quotas.count(key, "runs_alternating")
         self._clone_hold[key] = now + CLONE_HOLD_S
+        if self._has_kept(key):  # (the steps it kept in a hold before: held as long, at every replica)
+            self._holds_ended.discard(key)
+            self._retaking_task(self._hold_kept(key, CLONE_HOLD_S))
         if since := _due(self._clones_log, key, 1):
             log.warning(
                 "agent %s (tenant %s): %d report runs began within %.0f s, each over another (now %s over %s%s): two "
@@ -832,7 +837,20 @@ class FleetServicer(rpc.FleetServicer):
         if time.monotonic() < until:
             return False
         del self._clone_hold[key]
+        if self._has_kept(key):
+            self._holds_ended.add(key)
         return True
+
+    def _has_kept(self, key: tuple[str, str]) -> bool:
+        """Whether agent ``key`` has deployment steps kept during a clone hold (``Control.kept_agents``: read by the
+        tick every KEPT_LOOK_S, so that a report costs no read of the control state for it)."""
+        return self.control is not None and key in getattr(self.control, "kept_agents", ())
+
+    async def _hold_kept(self, key: tuple[str, str], hold_s: float) -> None:
+        try:
+            await asyncio.to_thread(partial(self.control.hold_kept, key[1], tenant=key[0], hold_s=hold_s))
+        except Exception as exc:
+            self._faults.failed("the control state's write of the clone hold of an agent's kept steps", exc)
 
     async def _keep_untold(self, key: tuple[str, str], request, health: dict) -> None:
         """A deployment step kept late and not told so (the agent's clone hold: ``_tell_late``): remembered with its
@@ -842,22 +860,33 @@ class FleetServicer(rpc.FleetServicer):
         except Exception:  # (gone, or the control state failing: nothing to take again)
             return
         t = dep["targets"].get(key[1]) or {}
-        steps = self._untold_steps.setdefault(key, {})
-        steps.pop(request.deployment_id, None)
-        steps[request.deployment_id] = (
-            {
-                "slot": request.slot[:128],
-                "version": request.version[:128],
-                "step": request.step[:64],
-                "ok": request.ok,
-                "reason": request.reason[:DEPLOYMENT_REASON_CHARS],
-                "health": health,
-            },
-            {"report": t.get("report"), "last_report": t.get("last_report")},
-            (_run_key(request.boot_id),),
-        )
-        if len(steps) > UNTOLD_STEPS:  # the oldest deployment's
-            del steps[next(iter(steps))]
+        step = {
+            "slot": request.slot[:128],
+            "version": request.version[:128],
+            "step": request.step[:64],
+            "ok": request.ok,
+            "reason": request.reason[:DEPLOYMENT_REASON_CHARS],
+            "health": health,
+        }
+        hold_s = max(0.0, self._clone_hold.get(key, 0.0) - time.monotonic())
+        try:
+            await asyncio.to_thread(
+                partial(
+                    self.control.keep_step,
+                    key[1],
+                    request.deployment_id,
+                    step,
+                    {"report": t.get("report"), "last_report": t.get("last_report")},
+                    request.boot_id,
+                    tenant=key[0],
+                    hold_s=hold_s,
+                    most=UNTOLD_STEPS,
+                )
+            )
+        except Exception as exc:
+            self._faults.failed(
+                "the control state's write of a deployment step kept during a clone hold", exc
+            )
 
     def _retake_untold(self, key: tuple[str, str], boot: str, seq: int, before) -> None:
         """The agent's report ``seq`` of run ``boot`` taken, naming ``before`` as its process's runs before it
@@ -876,36 +905,59 @@ class FleetServicer(rpc.FleetServicer):
         if self.control is None:
             return
         runs = {_run_key(b) for b in before[:RUNS_BEFORE]}
-        kept = self._untold_steps[key]
-        if not self._tell_late(key):
-            # during the hold, a run naming one of a step's runs is the same gateway's: its run too, so that its link
-            # lost more than RUNS_BEFORE times before the hold ends (each loss a new run the fleet answered) still
-            # names it (the step's run was pushed out of the runs named, and the step never taken). The step's own run
-            # stays first: the agent names only runs the fleet answered, and three runs taken here whose answers were
-            # lost (never named by the agent) pushed it out, the agent's next run naming it matching none
-            mine = _run_key(boot)
-            for dep, (step, was, of) in kept.items():
-                if mine not in of and runs.intersection(of):
-                    kept[dep] = (step, was, (of[0], *(*of[1:], mine)[-RUNS_BEFORE:]))
+        held = not self._tell_late(key)
+        ended = key in self._holds_ended
+        self._holds_ended.discard(key)
+        self._retaking_task(self._kept_turn(key, (boot, seq), runs, held, ended, before))
+
+    async def _kept_turn(
+        self, key: tuple[str, str], report: tuple[str, int], runs: set[str], held: bool, ended: bool, before
+    ) -> None:
+        """``_retake_untold``'s work (in the control state): the hold ended here written first (``ended``), then the
+        steps of ``runs`` taken (``Control.take_kept``), or during the hold (``held``, or the hold's end kept with a
+        step not reached: another replica's hold) the report's run made one of theirs. During the hold a run naming a
+        step's run is the same gateway's: its run too, so that its link lost more than RUNS_BEFORE times before the
+        hold ends (each loss a new run the fleet answered) still names it (the step's run was pushed out of the runs
+        named, and the step never taken). The step's own run stays first: the agent names only runs the fleet
+        answered, and three runs taken here whose answers were lost (never named by the agent) pushed it out, the
+        agent's next run naming it matching none."""
+        async with self._kept_turns.setdefault(key, asyncio.Lock()):
+            await self._kept_turn_in_order(key, report, runs, held, ended, before)
+
+    async def _kept_turn_in_order(
+        self, key: tuple[str, str], report: tuple[str, int], runs: set[str], held: bool, ended: bool, before
+    ) -> None:
+        try:
+            if ended:
+                await asyncio.to_thread(partial(self.control.hold_kept, key[1], tenant=key[0], hold_s=0.0))
+            steps, left = await asyncio.to_thread(
+                partial(
+                    self.control.take_kept,
+                    key[1],
+                    report[0],
+                    runs,
+                    tenant=key[0],
+                    held=held,
+                    most_runs=RUNS_BEFORE,
+                )
+            )
+        except Exception as exc:
+            if ended:
+                self._holds_ended.add(key)
+            self._faults.failed(
+                "the control state's write of the deployment steps kept during a clone hold", exc
+            )
             return
-        if steps := self._take_kept(key, runs):
-            self._retaking_task(self._retake(key, steps, (boot, seq)))
+        if steps:
+            await self._retake(key, steps, report)
+        if not left:
+            return
         # the others: through the runs the control state keeps each run's report named before it, whichever replica
         # took it (once a run): the gateway's runs in between reported to another replica only (its link re-made
         # there 3 times) named the step's run no more, and the step was never taken here (its rollout stalled)
-        if key in self._untold_steps and runs and self._links_read.get(key) != boot:
-            self._links_read[key] = boot
-            self._retaking_task(self._retake_through_links(key, (boot, seq), _named(before)))
-
-    def _take_kept(self, key: tuple[str, str], runs: set[str]) -> dict[str, tuple[dict, dict]]:
-        """The agent's kept steps of which one of ``runs`` is a run, taken off the kept ones."""
-        kept = self._untold_steps.get(key) or {}
-        steps = {dep: (step, was) for dep, (step, was, of) in kept.items() if runs.intersection(of)}
-        for dep in steps:
-            del kept[dep]
-        if not kept:
-            self._untold_steps.pop(key, None)
-        return steps
+        if not held and runs and self._links_read.get(key) != report[0]:
+            self._links_read[key] = report[0]
+            await self._retake_through_links(key, report, _named(before))
 
     def retakes_under_way(self) -> set[asyncio.Future]:
         """The tasks taking kept deployment steps again (``_retake``) not yet done: the service's stop waits for them
@@ -929,7 +981,20 @@ class FleetServicer(rpc.FleetServicer):
             if self._links_read.get(key) == report[0]:
                 del self._links_read[key]
             return
-        if steps := self._take_kept(key, earlier):
+        try:
+            steps, _left = await asyncio.to_thread(
+                partial(
+                    self.control.take_kept, key[1], report[0], earlier, tenant=key[0], most_runs=RUNS_BEFORE
+                )
+            )
+        except Exception as exc:
+            self._faults.failed(
+                "the control state's write of the deployment steps kept during a clone hold", exc
+            )
+            if self._links_read.get(key) == report[0]:  # (the same: read again at the run's next report)
+                del self._links_read[key]
+            return
+        if steps:
             await self._retake(key, steps, report)
 
     async def _retake(self, key: tuple[str, str], steps: dict, report: tuple[str, int]) -> None:
@@ -966,7 +1031,9 @@ class FleetServicer(rpc.FleetServicer):
             self._clone_hold.pop(k, None)
             self._begun_elsewhere.pop(k, None)
             self._judged.pop(k, None)
-            self._untold_steps.pop(k, None)
+            self._holds_ended.discard(k)
+            if (turns := self._kept_turns.get(k)) is not None and not turns.locked():
+                del self._kept_turns[k]
             self._links_read.pop(k, None)
         return len(old)
 

@@ -808,6 +808,41 @@ def _another_replica(c, tmp_path) -> Control:
     )
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_kept_steps_are_every_replicas_held_to_the_holds_end_taken_once_and_dropped_old(
+    store, request, tmp_path
+):
+    """A step kept untold during a clone hold is kept in the control state: another replica reads it, holds it until
+    the hold's end by the wall clock (its runs named meanwhile), takes it once after, and the tick drops one kept
+    longer than KEEP_KEPT_S; at most ``most`` deployments' of an agent are kept, the oldest dropped."""
+    from cloud_trainer.fleet.control import KEEP_KEPT_S
+
+    url = request.getfixturevalue("postgres_url") if store == "postgresql" else None
+    c = Control(url or tmp_path / "control.db", Registry(tmp_path / "registry"), None)
+    other = _another_replica(c, tmp_path)
+    step = {"slot": "vision", "version": "1.1.0", "step": "healthy", "ok": True, "reason": "", "health": {}}
+    was = {"report": None, "last_report": None}
+    try:
+        for dep in ("d1", "d2", "d3"):
+            c.keep_step("gw1", dep, step, was, "runX", hold_s=60, most=2)
+        assert list(other.kept_steps("gw1")) == ["d2", "d3"]
+        assert other.take_kept("gw1", "runX2", {"runX"}) == ({}, True)  # the hold still on
+        assert other.kept_steps("gw1")["d2"][2] == ["runX", "runX2"]
+        other.clock = lambda: time.time() + 120
+        assert other.take_kept("gw1", "runY", {"runY"}) == ({}, True)  # (the other clone's)
+        taken, left = other.take_kept("gw1", "runX3", {"runX2"})
+        assert taken == {"d2": (step, was), "d3": (step, was)} and not left
+        assert c.take_kept("gw1", "runX3", {"runX2"}, tenant="default") == ({}, False)
+        c.keep_step("gw1", "d4", step, was, "runX", tenant="acme", hold_s=60, most=2)
+        assert c.kept_agents == {("acme", "gw1")}
+        c.clock = lambda: time.time() + KEEP_KEPT_S + 1
+        c.tick()
+        assert not c.kept_steps("gw1", tenant="acme") and not c.kept_agents
+    finally:
+        other.close()
+        c.close()
+
+
 def _reported(c, agent: str, entry: dict, boot: str, seq: int) -> bool:
     """``agent``'s state report of ``entry``, numbered ``seq`` of run ``boot``, as the service takes one of a run it
     has not taken a report of (``Control.note_run``, then the store's write); whether it was written."""

@@ -1046,13 +1046,55 @@ async def test_a_step_kept_untold_is_taken_under_a_run_whose_runs_before_reached
     runs = await _runs_at_another_replica_only(tmp_path, built[0], e)
     t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 6, "runX6", *runs), dep)
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 6}), t  # was: downloading
-    assert ("default", "gw1") not in srv.fleet._untold_steps
+    assert not srv.control.kept_steps("gw1")
+
+
+async def test_a_step_kept_in_a_clone_hold_is_taken_by_the_replica_the_gateways_reports_reach_after_it(
+    built, tmp_path
+):
+    """A step kept late and untold during a clone hold lived in the memory of the replica that kept it: the gateway's
+    reports reaching another replica after the hold (a load balancer, its link re-made there), or that replica
+    stopped (a rolling upgrade), the step was lost and its rollout stalled until STEP_TIMEOUT_S. Kept in the control
+    state, with the hold's end in wall-clock time: held at the other replica as long, then taken there. (On
+    PostgreSQL: test_fleet_rollout_control.py, the control state's part; a service started on a fresh database here
+    cost seconds.)"""
+    import time
+
+    pki, packages = built
+    e = published(tmp_path, packages)
+    creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
+    a = await _serve(tmp_path, pki, free_port())
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{a.port}", creds) as ch:
+            dep = await _healthy_kept_in_a_hold(a, rpc.FleetStub(ch), e)
+    finally:
+        await a.stop()  # the replica that kept it stopped
+    b = await _serve(tmp_path, pki, free_port())
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{b.port}", creds) as ch:
+            stub = rpc.FleetStub(ch)
+            await stub.Heartbeat(_report(e["1.2.0"], 3, "runX"))  # told late here
+            await stub.Heartbeat(_report(e["1.2.0"], 4, "runX2", "runX"))
+            await asyncio.gather(*b.fleet._retaking)
+            assert b.control.get(dep["id"])["targets"]["gw1"]["status"] == "downloading"  # the hold still on
+            b.control.clock = lambda: time.time() + 120  # the hold (60 s) over
+            await stub.Heartbeat(_report(e["1.2.0"], 5, "runX2", "runX"))
+            await asyncio.gather(*b.fleet._retaking)
+            t = b.control.get(dep["id"])["targets"]["gw1"]
+    finally:
+        await b.stop()
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runX2", "seq": 5}), (
+        t
+    )  # was: downloading (lost)
 
 
 async def _runs_at_another_replica_only(tmp_path, pki, e) -> tuple[str, ...]:
     """During gw1's hold, runX's link re-made 3 times, each new run reaching a second replica (the same data) only:
-    the runs its next run names before it (runX5, runX4, runX3), none of them the kept step's."""
+    the runs its next run names before it (runX5, runX4, runX3), none of them the kept step's. The second replica
+    has not read yet that gw1 has kept steps (its tick reads which agents do every KEPT_LOOK_S): the runs reach the
+    kept step through the runs each named before it only."""
     other = await _serve(tmp_path, pki, free_port())
+    other.fleet._has_kept = lambda key: False
     creds = channel_credentials(pki / "ca.pem", pki / "agents" / "gw1.pem", pki / "agents" / "gw1.key")
     runs = ["runX"]
     try:
@@ -1277,7 +1319,7 @@ async def test_a_kept_step_is_not_taken_over_a_step_another_replica_took_after_t
 
     srv, stub, e = fleet
     (dep,) = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision")
-    ((step, was, _run),) = srv.fleet._untold_steps[("default", "gw1")].values()
+    ((step, was, _runs, _until),) = srv.control.kept_steps("gw1").values()
     other = Control(srv.data / "control.db", srv.registry, None)  # another replica
     on_report = srv.control.on_report
 
