@@ -3590,6 +3590,9 @@ class OpcUaSource:
         # was refused meanwhile writes it then (``ActionRunner``), not only at its next change
         self.writable_again: dict[str, int] = {}
         self._target_checks: dict[str, asyncio.Task] = {}
+        # a write target's node_id -> whether it is judged once more quietly (``_recheck``): a change came while
+        # its check ran, which may have read the node before it
+        self._recheck_again: dict[str, bool] = {}
         # a BaseDataType write target's node_id -> when the value it holds was last read (``write_misfit``)
         self._held_at: dict[str, float] = {}
         # unwatched write targets whose attributes the Read before a write found unchanged: (the session, when asked)
@@ -4033,6 +4036,7 @@ class OpcUaSource:
         for task in self._target_checks.values():
             task.cancel()
         self._target_checks.clear()
+        self._recheck_again.clear()
         self._target_nodes.clear()
         self._target_access.clear()
         self.targets_watched = 0
@@ -6365,18 +6369,30 @@ class OpcUaSource:
 
     def _recheck(self, node_id: str, quiet: bool = False) -> None:
         """Judge the write target ``node_id`` again in the background (``_check_targets``); ``quiet``: a
-        change counted, not said (``_held_said``): its outcome is not said either."""
+        change counted, not said (``_held_said``): its outcome is not said either. Asked while a check of it
+        runs, it is judged once more after that one: the running check may have read the node before the change
+        (a PLC's unlock seen by the watch while an edge's check that read it locked was finishing left it
+        "read-only" in ``target_errors`` for good, its level never written again)."""
         client = self._client
-        if client is None or node_id in self._target_checks:
+        if client is None:
+            return
+        if node_id in self._target_checks:
+            self._recheck_again[node_id] = self._recheck_again.get(node_id, True) and quiet
             return
 
         async def check() -> None:
+            said = not quiet
             try:
                 await self._check_targets(client, only=node_id, quiet=quiet)
-                if node_id not in self.target_errors and not quiet:
+                while node_id in self._recheck_again:
+                    again_quiet = self._recheck_again.pop(node_id)
+                    said = said or not again_quiet
+                    await self._check_targets(client, only=node_id, quiet=again_quiet)
+                if node_id not in self.target_errors and said:
                     log.info("opcua source %s: write target %s fits its writes again", self.name, node_id)
             finally:
                 self._target_checks.pop(node_id, None)
+                self._recheck_again.pop(node_id, None)
 
         self._target_checks[node_id] = asyncio.get_running_loop().create_task(check())
 

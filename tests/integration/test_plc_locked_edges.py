@@ -54,7 +54,7 @@ async def test_an_edge_refused_for_a_locked_node_is_said_once_and_an_on_change_l
         await until(lambda: src.targets_watched == 3, 30, "the locked node watched")
         for i in range(4):
             await runner.handle(["gate"], result("NG", i), None)
-            await runner.flush(timeout_s=5)
+            await runner.flush(timeout_s=30)
         st = runner.stats["gate"]
         assert st.get("retried", 0) == 0 and st["failed"] == (2 if mode == "pulse" else 1), dict(st)
         assert [v.Value for _, v in sent] == ([True, False] if mode == "pulse" else [True]), sent
@@ -70,7 +70,7 @@ async def test_an_edge_refused_for_a_locked_node_is_said_once_and_an_on_change_l
         assert node_id not in src.target_errors, src.target_errors
         sent.clear()  # the server's own writes of the node's access levels
         await runner.handle(["gate"], result("NG", 4), None)
-        await runner.flush(timeout_s=5)
+        await runner.flush(timeout_s=30)
         if mode == "on_change":
             assert [v.Value for _, v in sent] == [True], (sent, dict(runner.stats["gate"]))
             assert (runner.stats["gate"]["resent"], runner.stats["gate"]["ok"]) == (1, 1), dict(
@@ -80,7 +80,7 @@ async def test_an_edge_refused_for_a_locked_node_is_said_once_and_an_on_change_l
         else:
             assert sent == [], sent
         await runner.handle(["gate"], result("NG", 5), None)  # no edge: nothing more
-        await runner.flush(timeout_s=5)
+        await runner.flush(timeout_s=30)
     finally:
         await src.stop()
         await srv.stop()
@@ -112,10 +112,52 @@ async def test_a_target_judged_again_keeps_its_last_verdict_until_the_new_one():
         await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 30, "the lock seen at connect")
         await src.ensure_type(node_id)  # its type read (it was not, the node being read-only): judged again
         stall[0] = True
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):
             await stalled.wait()  # the check's read waits at the server
         assert "read-only" in src.target_errors.get(node_id, ""), src.target_errors
         released.set()
+    finally:
+        released.set()
+        await src.stop()
+        await srv.stop()
+
+
+async def test_an_unlock_seen_while_a_check_that_read_the_node_locked_ends_is_judged_after_it(monkeypatch):
+    """The watch sees the PLC unlock the node while a check of it (an edge's, ``ensure_type``) that read it locked
+    is still running (a loaded gateway): the unlock's own check was skipped, one being under way, and that one's
+    "read-only" stood in ``target_errors`` for good, an on_change output's level never written again. The check
+    is made once more after it."""
+    from devices.opcua import client
+
+    port = free_port()
+    srv, gate, node_id, _ = await _locked_gate(port)
+    src = OpcUaSource("plc", _config(port).sources["plc"])
+    src.expect_writes([(node_id, True)])
+    hold, held, released = [False], asyncio.Event(), asyncio.Event()
+    check = client._check_target
+
+    async def slow(*args, **kw):  # the node read locked, the check's end held until the unlock is seen
+        why = await check(*args, **kw)
+        if hold[0]:
+            hold[0] = False
+            held.set()
+            await released.wait()
+        return why
+
+    monkeypatch.setattr(client, "_check_target", slow)
+    await src.start()
+    try:
+        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 30, "the lock seen at connect")
+        await until(lambda: src.targets_watched == 3, 30, "the locked node watched")
+        hold[0] = True
+        await src.ensure_type(node_id)  # its type read, then a check in the background
+        async with asyncio.timeout(30):
+            await held.wait()
+        await gate.set_writable(True)
+        await until(lambda: src.writable_again.get(node_id), 30, "the unlock seen by the watch")
+        released.set()
+        # was: read-only for good
+        await until(lambda: node_id not in src.target_errors, 30, "the unlock judged")
     finally:
         released.set()
         await src.stop()
@@ -144,7 +186,7 @@ async def test_an_alarm_mirror_a_locked_node_refused_is_written_once_the_node_is
         await until(lambda: src.targets_watched == 3, 30, "the locked node watched")
         for i in range(3):
             await runner.handle(["lamp"], result("NG", i), None)
-            await runner.flush(timeout_s=5)
+            await runner.flush(timeout_s=30)
         assert (st["raised"], st["failed"], st["resent"]) == (1, 1, 0), dict(st)
         assert [v.Value for _, v in sent] == [True], sent  # the one refused write
         await gate.set_writable(True)
@@ -155,12 +197,12 @@ async def test_an_alarm_mirror_a_locked_node_refused_is_written_once_the_node_is
         await until(fits, 30, "the unlock seen without a reconnect")
         sent.clear()  # the server's own writes of the node's access levels
         await runner.handle(["lamp"], result("NG", 3), None)
-        await runner.flush(timeout_s=5)
+        await runner.flush(timeout_s=30)
         assert [v.Value for _, v in sent] == [True], (sent, dict(st))
         assert (st["raised"], st["failed"], st["resent"]) == (1, 1, 1), dict(st)
         assert await gate.read_value() is True
         await runner.handle(["lamp"], result("NG", 4), None)  # still raised: nothing more
-        await runner.flush(timeout_s=5)
+        await runner.flush(timeout_s=30)
     finally:
         await src.stop()
         await srv.stop()
