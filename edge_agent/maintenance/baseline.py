@@ -281,6 +281,13 @@ MAINS_SEEN_PAD = 8
 # the grid's frequencies tried within MAINS_DRIFT of 50/60 Hz for the pickup's fit are this many bins apart, and this
 # many Hz at most (``_grid_frequency``)
 MAINS_FIT_STEP = 0.25
+# ... and a shaft's order is one with the grid's own frequency (never told from it, the rule above) within a bin of it
+# or within MAINS_DRIFT, this share of the order's frequency (the speed tag's error) and half a bin, whichever is wider:
+# the grid's frequency is fitted wherever a line stands within MAINS_DRIFT, and its fit takes out a line within half a
+# bin of it. Within a bin only, at a fine resolution (3.2-s windows, 0.31-Hz bins)
+# a 2-pole motor's imbalance at 2,990 rpm (49.83 Hz), the tag at 2,960 (49.33 Hz, two bins off), was fitted as the
+# grid's line and taken out with its harmonics, the shaft's 3x, 5x and 7x: mains_pickup, no alarm
+MAINS_TAG_OFF = 0.02
 # A machine's line that is no whole order of the shaft the speed is given for (a belt-driven fan's 1x and blade pass,
 # a gear's mesh, a bearing's tone) crosses 50/60 Hz and their harmonics as a drive's speed changes: at a speed where
 # it sat on the grid's frequency it was taken for the pickup, and grown (an imbalance of the fan x3-x6 at 1,350 rpm,
@@ -2047,14 +2054,20 @@ class Baseline:
                 if k * mains in seen:
                     continue  # the machine's line (or a pickup it was commissioned with): left in, judged
                 near = orders[np.abs(orders - h) < clear]
-                if k == 1 and bool((np.abs(orders - mains) < clear).any()):
+                if k == 1 and bool(
+                    (
+                        np.abs(orders - mains)
+                        < np.maximum(clear, MAINS_DRIFT + MAINS_TAG_OFF * orders + clear / 2)
+                    ).any()
+                ):
                     # a shaft's order within a bin of the grid's own frequency is never told from it: the speed tag
                     # puts it 0.5 Hz or more off only as well as the tag is right (a drive's output frequency read as
                     # the shaft's is 1-2 % off: an imbalance at 2,990 rpm, the tag at 2,960, and a 4-pole motor's
                     # misalignment at 1,497 rpm, its 2x on 50 Hz, were taken out as the pickup). Within a bin of the
                     # nominal frequency, as before the grid's was measured: the grid 0.2-0.4 Hz off put a 2x 4.6-4.8 Hz
                     # from it within the bin and a pickup told there read NG with alarms (those near the measured
-                    # frequency are fitted beside it, below, and left in)
+                    # frequency are fitted beside it, below, and left in). However fine the bin, within the drift the
+                    # grid's frequency is searched in and MAINS_TAG_OFF of the order (``MAINS_TAG_OFF``)
                     continue
                 if near.size and (
                     np.abs(near - h).min() < MAINS_APART

@@ -263,3 +263,19 @@ def test_the_machines_orders_are_found_without_trying_every_order_against_every_
     monkeypatch.setattr(baseline, "np", _Counting())
     assert baseline.machine_orders(lines, speeds, 0.39) == [2.22]
     assert len(tried) < 100, len(tried)  # one per order standing in enough windows, not one per line seen
+
+
+def test_an_imbalance_on_the_grid_line_at_a_fine_resolution_is_judged_though_the_speed_tag_is_1_percent_off():
+    # 3.2-s windows (5,120 Hz x 16,384: 0.31-Hz bins) of a 2-pole motor at 2,990 rpm (1x 49.83 Hz) whose speed tag
+    # says 2,960 (49.33 Hz): the tag's 1x lies two bins from 50 Hz, the grid's frequency was fitted at the imbalance's
+    # line (within 0.5 Hz of 50) and the imbalance grown 5x, no pickup anywhere, read mains_pickup, no alarm. A shaft's
+    # order is one with the grid's own frequency within the drift searched and the tag's 2 % of it, however fine the bin
+    rng = np.random.default_rng(6)
+    b = Baseline(BaselineSettings(windows=20, units="g", speed_tag="Speed"), 5120.0, 16384)
+    fine = {"fs": 5120.0, "n": 16384, "rpm": 2990.0}
+    for i in range(20):
+        b.process(rotor(rng, load=1 + 0.1 * np.sin(i), **fine), {"_shaft_speed": 2960.0})
+    assert b.state == "ready"
+    vs = [b.process(rotor(rng, imbalance=5.0, **fine), {"_shaft_speed": 2960.0}) for _ in range(3)]
+    assert all(v.sensor_kind is None and v.anomalous for v in vs), [(v.score, v.sensor) for v in vs]
+    assert vs[-1].alarm
