@@ -2864,7 +2864,13 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
                 elif name == "create_monitored_items":
                     asked = getattr(part, field)
                     taken = given.setdefault(part.SubscriptionId, set())
-                    taken.update(r.MonitoredItemId for r in got[: len(asked)] if r.StatusCode.is_good())
+                    ids = [r.MonitoredItemId for r in got[: len(asked)] if r.StatusCode.is_good()]
+                    if on_fault is not None and (twice := sorted(taken.intersection(ids) | _repeated(ids))):
+                        on_fault(
+                            f"the server answered a CreateMonitoredItems with item id(s) {twice[:3]} it gave another "
+                            "item (a server fault); no item is deleted by such an id"
+                        )
+                    taken.update(ids)
                     extras.setdefault(part.SubscriptionId, set()).update(
                         r.MonitoredItemId for r in got[len(asked) :] if r.StatusCode.is_good()
                     )
@@ -2888,6 +2894,18 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
     by_params("monitor", "create_monitored_items", "ItemsToCreate")
     # MaxMonitoredItemsPerCall bounds deleting them too (Part 5, OperationLimitsType): a refused watch's items
     by_params("monitor", "delete_monitored_items", "MonitoredItemIds")
+    delete_subscriptions = getattr(session, "delete_subscriptions", None)
+    if delete_subscriptions is not None:
+
+        async def subscriptions_deleted(ids: list[int]) -> list:
+            # their items with them: a server may give a new subscription the id again, and its items the ids again
+            got = await delete_subscriptions(ids)
+            for i in ids:
+                given.pop(i, None)
+                extras.pop(i, None)
+            return got
+
+        session.delete_subscriptions = subscriptions_deleted  # type: ignore[method-assign,assignment]
     read_attributes = getattr(session, "read_attributes", None)
     if read_attributes is not None:
 
@@ -2904,6 +2922,15 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
         session.translate_browsepaths_to_nodeids = translate_bounded  # type: ignore[method-assign,assignment]
     session._operation_limits = limits  # type: ignore[attr-defined]
     return limits
+
+
+def _repeated(ids: list[int]) -> set[int]:
+    """The ids ``ids`` holds more than once."""
+    seen: set[int] = set()
+    twice: set[int] = set()
+    for i in ids:
+        (twice if i in seen else seen).add(i)
+    return twice
 
 
 def _forget_unanswered(
@@ -2971,6 +2998,19 @@ async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None
         await _delete_named(into, [i for i, c in pairs if c in handles], ())
 
 
+def _forget_item(into: Subscription, nodeid: ua.NodeId, item_id: int) -> None:
+    """asyncua's registration of ``nodeid``'s Value item ``item_id`` forgotten (``_forget_unanswered``'s layout): the
+    values the server sends under its client handle are dropped."""
+    kept = getattr(into, "_monitored_items", {})
+    for handle, data in list(kept.items()):
+        if (
+            data.server_handle == item_id
+            and getattr(data.node, "nodeid", None) == nodeid
+            and getattr(data, "attribute", None) == ua.AttributeIds.Value
+        ):
+            del kept[handle]
+
+
 def _waiting(into: Subscription) -> bool:
     """Whether an item of ``into`` asyncua holds waits for the server's answer (no id yet)."""
     return any(data.server_handle is None for data in getattr(into, "_monitored_items", {}).values())
@@ -3008,16 +3048,24 @@ async def _delete_named(
     ``_subscribe_one``), but for an id asyncua holds for an item of another node or attribute too: a server answering
     with an earlier answer again (the tags' ids named in the write targets' watch's answer) had that item deleted with
     them, a tag's, and the tag got no value again, the source connected."""
-    kept = getattr(into, "_monitored_items", {})
-    others = {
-        data.server_handle
-        for data in kept.values()
-        if getattr(data.node, "nodeid", None) not in nodes or getattr(data, "attribute", None) not in attrs
-    }
+    others = _held_elsewhere(into, nodes, attrs)
     made = [r for r in results if isinstance(r, int) and not isinstance(r, bool) and r not in others]
     if made:
         with contextlib.suppress(ua.UaError, TimeoutError):
             await into.unsubscribe(made)
+
+
+def _held_elsewhere(
+    into: Subscription, nodes: Collection[ua.NodeId], attrs: Collection[int]
+) -> set[int | None]:
+    """The item ids asyncua holds for an item of ``into`` of another node than ``nodes`` or attribute than ``attrs``:
+    a faulty server may have given one of them to one of those too (its previous answer again), and a delete by it
+    takes that other item."""
+    return {
+        data.server_handle
+        for data in getattr(into, "_monitored_items", {}).values()
+        if getattr(data.node, "nodeid", None) not in nodes or getattr(data, "attribute", None) not in attrs
+    }
 
 
 async def _read_results(
@@ -4662,10 +4710,15 @@ class OpcUaSource:
                     async with asyncio.timeout(self.settings.connect_timeout_s):
                         if handle is not None:
                             self._items[nodeid] = (None, sampling_ms, queue_size)
-                            try:
-                                await sub.unsubscribe(handle)
-                            except ua.UaStatusCodeError:
-                                pass  # the server dropped the item with its node
+                            if handle in _held_elsewhere(sub, (nodeid,), (ua.AttributeIds.Value,)):
+                                # a faulty answer gave this item another's id: deleted by it, that item went (a
+                                # tag silent); its registration is forgotten, its values dropped, not deleted
+                                _forget_item(sub, nodeid, handle)
+                            else:
+                                try:
+                                    await sub.unsubscribe(handle)
+                                except ua.UaStatusCodeError:
+                                    pass  # the server dropped the item with its node
                         got = await sub.subscribe_data_change(
                             client.get_node(nodeid),
                             sampling_interval=ua.Double(sampling_ms),

@@ -314,3 +314,46 @@ async def test_a_watch_answered_with_the_tags_ids_given_back_keeps_the_tags_item
         async with opcua_source(p, targets, nodes=nodes) as src:
             await until(lambda: "targets_unwatched" in src.notices.status(), 30, "the watch given back")
             await _tags_keep_their_items(src, p)
+
+
+async def test_a_tag_item_answered_with_another_tags_id_made_again_keeps_that_tags_item() -> None:
+    """A faulty server answering a CreateMonitoredItems with its previous answer again, as many results as asked: the
+    tags' second batch (another sampling interval) was given the first batch's item id. Made again when its node was
+    said gone (a download), the second tag's item was deleted by that id: the first tag's, which got no value again,
+    the source connected. An id asyncua holds for another node's item is not deleted; the answer is counted."""
+
+    async with plc_server(_two_tags) as p:
+        service = p.server.iserver.subscription_service
+        create = service.create_monitored_items
+        last: list = []
+
+        async def previous_again(params):
+            got = await create(params)
+            answer = list(last) if len(last) == len(got) else got
+            last[:] = got
+            return answer
+
+        service.create_monitored_items = previous_again
+        nodes = [{"node_id": p.node_id("A")}, {"node_id": p.node_id("B"), "sampling_interval_ms": 50}]
+        async with opcua_source(p, nodes=nodes) as src:
+            ids = {tag: src._items[ua.NodeId.from_string(p.node_id(tag))][0] for tag in ("A", "B")}
+            assert ids["A"] == ids["B"], ids  # the second batch given the first's id
+            service.create_monitored_items = create
+            value = p.server.iserver.aspace[p.nodes["B"].nodeid].attributes[ua.AttributeIds.Value]
+            for handle, callback in list(value.datachange_callbacks.items()):  # B said gone, as at a download
+                await callback(
+                    handle, ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown))
+                )
+            await until(
+                lambda: src._items[p.nodes["B"].nodeid][0] not in (None, ids["B"]), 30, "B made again"
+            )
+            assert ids["A"] in _held(p), (ids, _held(p))  # was: deleted, the tag got no value again
+            kept = src._sub._monitored_items.values()  # B's former item forgotten: its values not read twice
+            assert sum(d.node.nodeid == p.nodes["B"].nodeid for d in kept) == 1, list(kept)
+            await p.nodes["A"].write_value(42.0)
+            async with asyncio.timeout(30):
+                async for reading in src.items():
+                    if (reading.tag, reading.value) == ("A", 42.0):
+                        break
+            said = src.notices.status()["read_results_missing"]
+            assert "gave another item" in said["message"], said
