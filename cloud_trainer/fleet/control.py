@@ -980,7 +980,10 @@ class Control:
         def turn(
             of: list[str], until: float
         ) -> str | None:  # "take", "name" (the run made one of its runs), None
-            if not runs.intersection(of):
+            # (or the run was made one of its runs during the hold: its runs before reached the step's through the
+            # runs each named, read once a run, ``FleetServicer._retake_through_links``; at its reports after the
+            # hold the step is taken, not left to the gateway's next run, which only a link lost draws)
+            if not runs.intersection(of) and mine not in of[1:]:
                 return None
             if held or until > now:
                 return "name" if mine not in of else None

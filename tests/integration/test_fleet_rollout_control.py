@@ -843,6 +843,26 @@ def test_kept_steps_are_every_replicas_held_to_the_holds_end_taken_once_and_drop
         c.close()
 
 
+def test_a_run_made_one_of_a_kept_steps_runs_in_anothers_hold_takes_it_after_the_hold(tmp_path):
+    """A replica not holding the agent itself, whose report of run R reached a kept step's run only through the runs
+    each run named (read once a run), makes R one of the step's runs while the hold kept with the step lasts. R's
+    reports after the hold name none of the step's runs directly, and that read is not made again for R: the step
+    was left to the gateway's next run, which only a link lost draws (its rollout stalled until STEP_TIMEOUT_S)."""
+    c = Control(tmp_path / "control.db", Registry(tmp_path / "registry"), None)
+    step = {"slot": "vision", "version": "1.1.0", "step": "healthy", "ok": True, "reason": "", "health": {}}
+    was = {"report": None, "last_report": None}
+    try:
+        c.keep_step("gw1", "d1", step, was, "runX", hold_s=60, most=2)
+        assert c.take_kept("gw1", "runR", {"runX"}) == ({}, True)  # (R's runs before led to runX)
+        assert c.take_kept("gw1", "runR", {"runQ"}) == ({}, True)  # the hold still on
+        c.clock = lambda: time.time() + 120  # the hold over
+        assert c.take_kept("gw1", "runY", {"runY"}) == ({}, True)  # (the other clone's)
+        assert c.take_kept("gw1", "runX", set()) == ({}, True)  # (the step's own run: as before)
+        assert c.take_kept("gw1", "runR", {"runQ"}) == ({"d1": (step, was)}, False)  # was: ({}, True), left
+    finally:
+        c.close()
+
+
 def _reported(c, agent: str, entry: dict, boot: str, seq: int) -> bool:
     """``agent``'s state report of ``entry``, numbered ``seq`` of run ``boot``, as the service takes one of a run it
     has not taken a report of (``Control.note_run``, then the store's write); whether it was written."""
