@@ -279,3 +279,38 @@ def test_an_imbalance_on_the_grid_line_at_a_fine_resolution_is_judged_though_the
     vs = [b.process(rotor(rng, imbalance=5.0, **fine), {"_shaft_speed": 2960.0}) for _ in range(3)]
     assert all(v.sensor_kind is None and v.anomalous for v in vs), [(v.score, v.sensor) for v in vs]
     assert vs[-1].alarm
+
+
+def test_a_learning_resumed_from_a_file_without_the_machines_lines_keeps_its_line_on_50_hz_as_the_machines(
+    tmp_path,
+):
+    # a drive's learning (1,200-1,500 rpm, a fan's 1x 2.25 times the speed about 50 Hz) saved by a version that
+    # recorded no machine_lines, resumed after the upgrade: no machine_orders are known, and the fan's line seen about
+    # 50 Hz in most windows was dropped from mains_seen as a grid line that stayed put while the speed moved. Its
+    # imbalance grown 10x where its 1x sits on 50 Hz read mains_pickup, no alarm (recorded, as before, it is judged)
+    import json
+
+    rng = np.random.default_rng(11)
+    t = np.arange(2048) / 10000.0
+
+    def fan(rpm: float, size: float = 1.0) -> np.ndarray:
+        return (
+            size * 0.02 * (rpm / 1333.3) ** 2 * np.sin(2 * np.pi * 2.25 * rpm / 60 * t + rng.uniform(0, 6.3))
+        )
+
+    path = tmp_path / "fan.json"
+    settings = BaselineSettings(windows=30, units="g", speed_tag="Speed")
+    b = Baseline(settings, 10000.0, 2048, path=path)
+    for rpm in rng.uniform(1200.0, 1500.0, 10):
+        b.process(rotor(rng, rpm=rpm) + fan(rpm), {"_shaft_speed": rpm})
+    saved = json.loads(path.read_text())
+    assert saved["state"] == "learning" and len(saved["rows"]) == 10
+    saved.pop("machine_lines")
+    path.write_text(json.dumps(saved))
+    b = Baseline(settings, 10000.0, 2048, path=path)
+    for rpm in rng.uniform(1200.0, 1500.0, 20):
+        b.process(rotor(rng, rpm=rpm) + fan(rpm), {"_shaft_speed": rpm})
+    assert b.state == "ready" and b.machine_orders is None and b.mains_seen == [50.0], b.mains_seen
+    speed = {"_shaft_speed": 1333.3}
+    vs = [b.process(rotor(rng, rpm=1333.3) + fan(1333.3, 10.0), speed) for _ in range(3)]
+    assert all(v.sensor_kind is None and v.anomalous for v in vs), [(v.score, v.sensor) for v in vs]
