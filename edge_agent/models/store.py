@@ -234,6 +234,9 @@ class ModelStore:
         # ``unwritten`` is ``_known`` answered for a file that stopped reading (``_lost``), not a write the disk
         # refused: the file is read again first, and one that reads then is taken as it is
         self._relost = False
+        # a write of state.json the disk refused was said (``_write_state``), until one is taken: said once, whether
+        # what it wrote was the slot's decision or the state remembered for a file that stopped reading
+        self._refusal_said = False
         # digests noted served unchecked while state.json held no state (``note_served_unchecked``): written with the
         # next state
         self._unchecked_held: list[str] = []
@@ -282,7 +285,7 @@ class ModelStore:
         with self._write_lock:
             # it reads again (a restore or an edit written over it): taken as it is, not undone
             if self._relost:
-                self.unwritten, self._relost = None, False
+                self.unwritten, self._relost, self._refusal_said = None, False, False
                 log.warning("model store: %s reads again; taken as it is", printable(str(self.state_path)))
             self._known, self._state_warned = data, None  # (a later loss is said again)
         return json.loads(json.dumps(data))
@@ -552,7 +555,8 @@ class ModelStore:
             try:
                 self._write_state_file(state)
             except OSError as exc:
-                if self.unwritten is None:
+                if not self._refusal_said:
+                    self._refusal_said = True
                     log.warning(
                         "model store: cannot write %s (%s); the slot goes on as it decided and writes it once "
                         "the disk takes it (a restart before then starts from what the file holds)",
@@ -561,7 +565,7 @@ class ModelStore:
                     )
                 self.unwritten = json.loads(json.dumps(state))
                 return
-            self._known = json.loads(json.dumps(state))
+            self._known, self._refusal_said = json.loads(json.dumps(state)), False
             self._unchecked_held = []
             if self.unwritten is not None:
                 log.warning("model store: %s written again", printable(str(self.state_path)))
@@ -576,9 +580,14 @@ class ModelStore:
             # a state.json that stopped reading: read again first (a restore written since stands)
             if self._relost:
                 self.state()
-            pending = self.unwritten
+            pending, relost = self.unwritten, self._relost
             if pending is not None:
                 self._write_state(pending)
+                if relost and self.unwritten is not None:
+                    # the state remembered, refused (a full or read-only disk): still no decision of the slot's, so
+                    # read again first at the next try. Taken for one, a restore written before the disk took it was
+                    # undone by it
+                    self._relost = True
             elif self.unmarked:
                 self.mark_pending()
             return self.unwritten is None and not self.unmarked

@@ -7,6 +7,7 @@ in a warning naming the file and why."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -204,3 +205,36 @@ def test_a_state_naming_its_folders_with_no_folder_name_is_no_state_said_with_th
         assert store.state() == {}
         assert store.prune() == []
     assert _warnings(caplog)[0].startswith(f"model store: {store.state_path}: {said}; read as no state")
+
+
+def test_a_state_restored_after_the_disk_refused_the_state_remembered_is_taken_not_written_over(
+    tmp_path, caplog
+):
+    """The state remembered for a state.json that stopped reading is no decision of the slot's: a retry the disk
+    refused (full, read-only) left it to be written as one, and a restore written before the disk had room again was
+    undone by it. It is read again first at each retry, and the refusal is said (it was not: the state was already
+    held in memory)."""
+    store = ModelStore(tmp_path / "store")
+    store.state_path.write_text(json.dumps({"current": "vision-1.1.0-0123456789ab", "previous": None}))
+    assert store.current() == "vision-1.1.0-0123456789ab"
+    store.state_path.write_text("")
+    assert store.current() == "vision-1.1.0-0123456789ab"
+    write = store._write_state_file
+
+    def full(state: dict) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store._write_state_file = full  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert not store.write_pending()
+        assert not store.write_pending()  # (said once)
+    assert [w for w in _warnings(caplog) if w.startswith("model store: cannot write")] == [
+        f"model store: cannot write {store.state_path} ([Errno 28] No space left on device); the slot goes on as it "
+        "decided and writes it once the disk takes it (a restart before then starts from what the file holds)"
+    ]
+    restored = {"current": "vision-1.2.0-0123456789ab", "previous": "vision-1.1.0-0123456789ab"}
+    store.state_path.write_text(json.dumps(restored))
+    store._write_state_file = write  # type: ignore[method-assign]
+    assert store.write_pending()
+    assert json.loads(store.state_path.read_text()) == restored  # formerly the 1.1.0 state written over it
+    assert store.state() == restored and store.unwritten is None
