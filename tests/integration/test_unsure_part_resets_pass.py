@@ -7,7 +7,8 @@ two namespaces, are two (the pass was left to a divert on the other, and kept tr
 windowed (condition-monitoring) pipeline's UNSURE window (the machine stopped, a sensor fault) leaves its "healthy"
 output as the last judged window left it, as docs/maintenance.md says; reset, it dropped at every stop of the
 machine. A pass written false by an action on UNSURE (one window a press stroke) is written again by the next OK
-one. One real asyncua PLC, one agent with a real ONNX Runtime slot for each pipeline."""
+one, and so is a part's pass written false by one on UNSURE: an OK part, then an UNSURE one, then an OK one dropped
+in a watched folder. One real asyncua PLC, one agent with a real ONNX Runtime slot for each pipeline."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from asyncua import ua
 
 from bench._bearing_signals import Machine
+from devices.base import ConnectionState
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from model_packager import build_package
@@ -56,10 +58,8 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
         golden_inputs("signal"),
         False,
     )
-    frames = tmp_path / "frames"
+    frames = tmp_path / "frames"  # a drop folder: the parts in the order the test drops them
     frames.mkdir()
-    cv2.imwrite(str(frames / "0.png"), seen[3])  # OK
-    cv2.imwrite(str(frames / "1.png"), np.full((64, 64, 3), 4, np.uint8))  # dark: UNSURE, judged by the model
     true = ua.Variant(True, ua.VariantType.Boolean)  # what an OK part left under the agent before
     passes = {
         "pass": {"mode": "on_change", "when": {"verdict": "OK"}},
@@ -74,6 +74,7 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
         "Healthy": false,
         "NotJudged": false,
         "Stroke": false,
+        "Part": false,
         "Vibration": ua.Variant(running.tolist(), ua.VariantType.Double),  # a running machine: judged OK
     }
 
@@ -100,7 +101,7 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                         "connect_timeout_s": 2,
                         "nodes": [{"node_id": p.node_id("Vibration")}],
                     },
-                    "cam": {"type": "camera", "url": str(frames), "fps": 5},
+                    "cam": {"type": "camera", "url": str(frames), "watch": True, "settle_ms": 50},
                 },
                 "models": {
                     "vision": {"package": str(pkg), "engine": "onnxruntime"},
@@ -148,6 +149,22 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                         "mode": "on_change",
                         "when": {"verdict": "UNSURE"},
                     },
+                    # a part's pass, written false for a part not judged (a level output on UNSURE, one node)
+                    "part": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Part"),
+                        "mode": "on_change",
+                        "when": {"verdict": "OK"},
+                    },
+                    "part_unsure": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Part"),
+                        "value": False,
+                        "mode": "level",
+                        "when": {"verdict": "UNSURE"},
+                    },
                     # a pass per stroke, written false for a stroke not judged as docs/actions.md says
                     "stroke": {
                         "type": "opcua_write",
@@ -170,7 +187,7 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                         "name": "inspect",
                         "source": "cam",
                         "model": "vision",
-                        "actions": ["reject", *passes, "divert", "gate"],
+                        "actions": ["reject", *passes, "divert", "gate", "part", "part_unsure"],
                     },
                     {
                         "name": "pump",
@@ -188,6 +205,14 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
         await agent.start()
         try:
             pipe, pump = agent.pipelines
+            # connected once the (empty) folder is listed: a file there then is left alone
+            cam = agent.sources["cam"]
+            await until(lambda: cam.state is ConnectionState.CONNECTED, what="the drop folder watched")
+            cv2.imwrite(str(frames / "0.png"), seen[3])  # OK
+            await until(lambda: pipe.stats.results >= 1, what="the OK part judged")
+            await until(lambda: _all(p, ["Part"], True), what="the OK part passed")
+            # dark: UNSURE, judged by the model
+            cv2.imwrite(str(frames / "1.png"), np.full((64, 64, 3), 4, np.uint8))
             await until(lambda: pipe.stats.results >= 2, what="both parts judged")
             last = pipe.stats.last_result
             assert last.verdict == "UNSURE" and "model_error" not in last.outputs and last.score < 0.9, last
@@ -197,6 +222,7 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                 what="each pass reset by the UNSURE part (it kept the OK part's true)",
             )
             await until(lambda: _all(p, ["OtherGate"], True), what="the UNSURE part diverted")
+            await until(lambda: _all(p, ["Part"], False), what="the UNSURE part not passed")
             assert (await p.read())[
                 "Reject"
             ] is False  # not an NG part either: the reject gate left as it was
@@ -219,6 +245,12 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
             await p.nodes["Vibration"].write_value(ua.Variant(running.tolist(), ua.VariantType.Double))
             await until(lambda: _all(p, ["Stroke"], True), what="the next OK stroke passed")
             assert (await p.read())["Healthy"] is True
+            # the next OK part is passed again: its pass kept the first OK part's level under the false written over
+            # it, and wrote nothing (the PLC read false for every OK part after one UNSURE, until an NG one)
+            cv2.imwrite(str(frames / "2.png"), seen[5])
+            await until(lambda: pipe.stats.results >= 3, what="the next part judged")
+            assert pipe.stats.last_result.verdict == "OK", pipe.stats.last_result
+            await until(lambda: _all(p, [*passes, "Gate", "Part"], True), what="the next OK part passed")
         finally:
             await agent.stop()
 
