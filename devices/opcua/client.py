@@ -6095,6 +6095,9 @@ class OpcUaSource:
         if only is None:
             self.target_errors.clear()
         found: str | None = None  # ``only``'s verdict (the first of its values' that fails)
+        # each node's access as its first value's read found it, and the nodes a later value's read found otherwise
+        seen: dict[str, bool] = {}
+        turned: set[str] = set()
         hb = self.settings.heartbeat
         beat = [(hb.node_id, True if hb.kind == "toggle" else 1)] if hb else []
         for i, (node_id, value) in enumerate(self._write_targets + beat):
@@ -6138,6 +6141,11 @@ class OpcUaSource:
                 why = f"node {node_id}: cannot be checked ({type(e).__name__}: {e})"
             if locked and self._target_access.get(node_id) is True:  # seen here before the watch says it
                 self.writable_again[node_id] = self.writable_again.get(node_id, 0) + 1
+            access = self._target_access.get(node_id)
+            if access is not None and seen.setdefault(node_id, access) != access:
+                # the node locked or unlocked between two of its values' reads: the first's verdict is stale, and
+                # the watch compares with the access read last, so it sees no change after
+                turned.add(node_id)
             if why:
                 if not whole and at is not None and note is None:
                     # the place that writes the value refused: "cannot write True" named no field, and for an
@@ -6170,6 +6178,8 @@ class OpcUaSource:
         else:
             self.target_errors[only] = found
             self._targets_said[only] = now[only]
+        for node_id in turned:  # judged once more (after this check, when it is one of ``_recheck``'s)
+            self._recheck(node_id, quiet=quiet)
 
     async def _watch_targets(self, client: Client) -> None:
         """Watch each write target's DataType, ArrayDimensions and UserAccessLevel with a monitored item

@@ -14,7 +14,8 @@ from asyncua.common.callback import CallbackType
 
 from devices.opcua.client import OpcUaSource
 from edge_agent.actions import ActionRunner, write_targets
-from tests.integration.test_plc_exact_values import _config
+from edge_agent.config import parse_config
+from tests.integration.test_plc_exact_values import _config, _config_data
 from tests.integration.test_plc_retyped_nodes import _sent_to
 from tests.support.peers import free_port, opcua_server
 from tests.support.results import result
@@ -122,21 +123,15 @@ async def test_a_target_judged_again_keeps_its_last_verdict_until_the_new_one():
         await srv.stop()
 
 
-async def test_an_unlock_seen_while_a_check_that_read_the_node_locked_ends_is_judged_after_it(monkeypatch):
-    """The watch sees the PLC unlock the node while a check of it (an edge's, ``ensure_type``) that read it locked
-    is still running (a loaded gateway): the unlock's own check was skipped, one being under way, and that one's
-    "read-only" stood in ``target_errors`` for good, an on_change output's level never written again. The check
-    is made once more after it."""
+def _held_check(monkeypatch) -> tuple[list[bool], asyncio.Event, asyncio.Event]:
+    """Once ``hold[0]`` is set, the next write-target check of one value (``_check_target``) reads the node, sets
+    ``held`` and ends only when ``released`` is set."""
     from devices.opcua import client
 
-    port = free_port()
-    srv, gate, node_id, _ = await _locked_gate(port)
-    src = OpcUaSource("plc", _config(port).sources["plc"])
-    src.expect_writes([(node_id, True)])
     hold, held, released = [False], asyncio.Event(), asyncio.Event()
     check = client._check_target
 
-    async def slow(*args, **kw):  # the node read locked, the check's end held until the unlock is seen
+    async def slow(*args, **kw):
         why = await check(*args, **kw)
         if hold[0]:
             hold[0] = False
@@ -145,6 +140,20 @@ async def test_an_unlock_seen_while_a_check_that_read_the_node_locked_ends_is_ju
         return why
 
     monkeypatch.setattr(client, "_check_target", slow)
+    return hold, held, released
+
+
+async def test_an_unlock_seen_while_a_check_that_read_the_node_locked_ends_is_judged_after_it(monkeypatch):
+    """The watch sees the PLC unlock the node while a check of it (an edge's, ``ensure_type``) that read it locked
+    is still running (a loaded gateway): the unlock's own check was skipped, one being under way, and that one's
+    "read-only" stood in ``target_errors`` for good, an on_change output's level never written again. The check
+    is made once more after it."""
+    port = free_port()
+    srv, gate, node_id, _ = await _locked_gate(port)
+    src = OpcUaSource("plc", _config(port).sources["plc"])
+    src.expect_writes([(node_id, True)])
+    # the node read locked, the check's end held until the unlock is seen
+    hold, held, released = _held_check(monkeypatch)
     await src.start()
     try:
         await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 30, "the lock seen at connect")
@@ -156,6 +165,38 @@ async def test_an_unlock_seen_while_a_check_that_read_the_node_locked_ends_is_ju
         await gate.set_writable(True)
         await until(lambda: src.writable_again.get(node_id), 30, "the unlock seen by the watch")
         released.set()
+        # was: read-only for good
+        await until(lambda: node_id not in src.target_errors, 30, "the unlock judged")
+    finally:
+        released.set()
+        await src.stop()
+        await srv.stop()
+
+
+async def test_an_unlock_between_two_values_of_one_check_has_the_node_judged_again(monkeypatch):
+    """An output with a reset writes two values to one node, each judged with its own read of the node's access.
+    The PLC unlocked the node between the two reads: the first value's "read-only" stood in ``target_errors``,
+    the second's read had taken the unlock as known, so no change was seen after it (the watch's notification
+    neither, had it one) and the node stayed "read-only" for good, its type known. The check sees the access
+    change and the node is judged once more."""
+    port = free_port()
+    srv, gate, node_id, _ = await _locked_gate(port)
+    data = _config_data(port)
+    data["sources"]["plc"]["watch_write_targets"] = False  # nothing but the check itself sees the unlock
+    src = OpcUaSource("plc", parse_config(data).sources["plc"])
+    src.expect_writes([(node_id, True), (node_id, False)])
+    # the first value judged locked, the second's read held until the unlock
+    hold, held, released = _held_check(monkeypatch)
+    await src.start()
+    try:
+        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 30, "the lock seen at connect")
+        hold[0] = True
+        await src.ensure_type(node_id)  # its type read, then a check in the background
+        async with asyncio.timeout(30):
+            await held.wait()
+        await gate.set_writable(True)
+        released.set()
+        await until(lambda: src.writable_again.get(node_id), 30, "the unlock seen by the check")
         # was: read-only for good
         await until(lambda: node_id not in src.target_errors, 30, "the unlock judged")
     finally:
