@@ -282,9 +282,9 @@ MAINS_SEEN_PAD = 8
 # many Hz at most (``_grid_frequency``)
 MAINS_FIT_STEP = 0.25
 # ... and a shaft's order is one with the grid's own frequency (never told from it, the rule above) within a bin of it
-# or within MAINS_DRIFT, this share of the order's frequency (the speed tag's error) and half a bin, whichever is wider:
-# the grid's frequency is fitted wherever a line stands within MAINS_DRIFT, and its fit takes out a line within half a
-# bin of it. Within a bin only, at a fine resolution (3.2-s windows, 0.31-Hz bins)
+# or within MAINS_DRIFT and this share of the order's frequency (the speed tag's error), whichever is wider: the grid's
+# frequency is fitted on the line standing within MAINS_DRIFT of it (``_stands``), the machine's where no pickup is
+# there. Within a bin only, at a fine resolution (3.2-s windows, 0.31-Hz bins)
 # a 2-pole motor's imbalance at 2,990 rpm (49.83 Hz), the tag at 2,960 (49.33 Hz, two bins off), was fitted as the
 # grid's line and taken out with its harmonics, the shaft's 3x, 5x and 7x: mains_pickup, no alarm
 MAINS_TAG_OFF = 0.02
@@ -2055,10 +2055,7 @@ class Baseline:
                     continue  # the machine's line (or a pickup it was commissioned with): left in, judged
                 near = orders[np.abs(orders - h) < clear]
                 if k == 1 and bool(
-                    (
-                        np.abs(orders - mains)
-                        < np.maximum(clear, MAINS_DRIFT + MAINS_TAG_OFF * orders + clear / 2)
-                    ).any()
+                    (np.abs(orders - mains) < np.maximum(clear, MAINS_DRIFT + MAINS_TAG_OFF * orders)).any()
                 ):
                     # a shaft's order within a bin of the grid's own frequency is never told from it: the speed tag
                     # puts it 0.5 Hz or more off only as well as the tag is right (a drive's output frequency read as

@@ -314,3 +314,18 @@ def test_a_learning_resumed_from_a_file_without_the_machines_lines_keeps_its_lin
     speed = {"_shaft_speed": 1333.3}
     vs = [b.process(rotor(rng, rpm=1333.3) + fan(1333.3, 10.0), speed) for _ in range(3)]
     assert all(v.sensor_kind is None and v.anomalous for v in vs), [(v.score, v.sensor) for v in vs]
+
+
+def test_a_pickup_2_hz_from_a_shafts_order_in_1_5_hz_bins_is_told():
+    # 10 kHz x 6,400 (1.56-Hz bins), the rotor at 1,920 rpm: its 1.5x at 48 Hz, 2 Hz from 50. The fit of the grid's
+    # frequency lands on the machine's line only where that line stands within 0.5 Hz of 50 Hz, so an order is one
+    # with the grid's within 0.5 Hz and the tag's 2 % of it (1.5 Hz), here within the bin: a half bin more read this
+    # pickup as the machine, NG with alarms
+    rng = np.random.default_rng(4)
+    kw = {"fs": 10000.0, "n": 6400, "rpm": 1920.0}
+    b = Baseline(BaselineSettings(windows=20, units="g", speed_tag="Speed"), 10000.0, 6400)
+    for i in range(20):
+        b.process(rotor(rng, load=1 + 0.1 * np.sin(i), **kw), {"_shaft_speed": 1920.0})
+    vs = [b.process(mains_pickup(rotor(rng, **kw), rng), {"_shaft_speed": 1920.0}) for _ in range(3)]
+    assert all(v.sensor_kind == "mains_pickup" for v in vs), [(v.score, v.sensor) for v in vs]
+    assert not any(v.alarm or v.iso_alarm for v in vs)
