@@ -2083,13 +2083,26 @@ def _pass_signals(cfg: AgentConfig, p, told: list[str], *, left: bool = False) -
     judge (``verdict: OK``, a low score). Every UNSURE part (judged so or not) is handed to them, besides those whose
     condition names UNSURE, their condition taken as false, so that they write what an NG part leaves (an
     ``on_change`` one its reset): never handed it, a pass signal kept what the last judged part left, ``true`` after
-    an OK part (or the agent before), and a PLC reading it passed the part unjudged. One writing a node an action of ``told`` writes is left to that action (``left``: those alone)."""
-    from edge_agent.conditions import pass_signal
+    an OK part (or the agent before), and a PLC reading it passed the part unjudged. One writing a node an action of
+    ``told`` writes is left to that action (``left``: those alone), where that action is an output acting on every
+    UNSURE part."""
+    from edge_agent.conditions import compile_condition, may_match_each, pass_signal
 
     # only a node certainly the same: one named by URI and one by an index may be two (``nsu=urn:a;i=5``, ``ns=3;i=5``
-    # of another URI), and a pass left out as the other's kept the last OK part's true for an unjudged part
+    # of another URI), and a pass left out as the other's kept the last OK part's true for an unjudged part. Only an
+    # output acting on every UNSURE part, judged so or not, writes over the pass for each: one on some of them (a score
+    # band, a label, an alarm's mirror raised after several) wrote nothing for the others, and the pass left to it
+    # kept the last OK part's true for them
+    unjudged, judged_ok, _, _ = made_up_parts(p.name, p.source)
+    unsure = dataclasses.replace(judged_ok, verdict="UNSURE")
     written = _nodes_of(cfg, list(p.actions))
-    nodes = {written[n] for n in told}
+    nodes = {
+        written[n]
+        for n in told
+        if isinstance(a := cfg.actions[n], OutputAction)
+        and compile_condition(a.when)(unjudged)
+        and may_match_each(a.when, unsure)
+    }
     return [
         n
         for n in p.actions

@@ -75,6 +75,7 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
         "NotJudged": false,
         "Stroke": false,
         "Part": false,
+        "Narrow": true,
         "Vibration": ua.Variant(running.tolist(), ua.VariantType.Double),  # a running machine: judged OK
     }
 
@@ -165,6 +166,23 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                         "mode": "level",
                         "when": {"verdict": "UNSURE"},
                     },
+                    # a pass beside a level false on UNSURE parts of a high score: the dark part is none of those,
+                    # written nothing by it (the pass was left to it all the same, and kept the OK part's true)
+                    "narrow": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Narrow"),
+                        "mode": "on_change",
+                        "when": {"verdict": "OK"},
+                    },
+                    "narrow_unsure": {
+                        "type": "opcua_write",
+                        "source": "plc",
+                        "node_id": p.node_id("Narrow"),
+                        "value": False,
+                        "mode": "level",
+                        "when": {"verdict": "UNSURE", "score": {"gte": 0.95}},
+                    },
                     # a pass per stroke, written false for a stroke not judged as docs/actions.md says
                     "stroke": {
                         "type": "opcua_write",
@@ -187,7 +205,16 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
                         "name": "inspect",
                         "source": "cam",
                         "model": "vision",
-                        "actions": ["reject", *passes, "divert", "gate", "part", "part_unsure"],
+                        "actions": [
+                            "reject",
+                            *passes,
+                            "divert",
+                            "gate",
+                            "part",
+                            "part_unsure",
+                            "narrow",
+                            "narrow_unsure",
+                        ],
                     },
                     {
                         "name": "pump",
@@ -218,7 +245,7 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
             assert last.verdict == "UNSURE" and "model_error" not in last.outputs and last.score < 0.9, last
             # the OK part wrote each pass true; the UNSURE one after it tells the PLC it is not passed
             await until(
-                lambda: _all(p, [*passes, "Gate"], False),
+                lambda: _all(p, [*passes, "Gate", "Narrow"], False),
                 what="each pass reset by the UNSURE part (it kept the OK part's true)",
             )
             await until(lambda: _all(p, ["OtherGate"], True), what="the UNSURE part diverted")
@@ -250,7 +277,9 @@ async def test_an_unsure_part_resets_the_pass_signals_and_an_unsure_window_leave
             cv2.imwrite(str(frames / "2.png"), seen[5])
             await until(lambda: pipe.stats.results >= 3, what="the next part judged")
             assert pipe.stats.last_result.verdict == "OK", pipe.stats.last_result
-            await until(lambda: _all(p, [*passes, "Gate", "Part"], True), what="the next OK part passed")
+            await until(
+                lambda: _all(p, [*passes, "Gate", "Part", "Narrow"], True), what="the next OK part passed"
+            )
         finally:
             await agent.stop()
 
