@@ -6447,7 +6447,9 @@ class OpcUaSource:
             said = not quiet
             try:
                 await self._check_targets(client, only=node_id, quiet=quiet)
-                while node_id in self._recheck_again:
+                # not against a session that ended meanwhile (its reads fail at once, said as a node unreadable):
+                # the next connect judges every target
+                while node_id in self._recheck_again and self._client is client:
                     again_quiet = self._recheck_again.pop(node_id)
                     said = said or not again_quiet
                     await self._check_targets(client, only=node_id, quiet=again_quiet)

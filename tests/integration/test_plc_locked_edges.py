@@ -123,15 +123,17 @@ async def test_a_target_judged_again_keeps_its_last_verdict_until_the_new_one():
         await srv.stop()
 
 
-def _held_check(monkeypatch) -> tuple[list[bool], asyncio.Event, asyncio.Event]:
+def _held_check(monkeypatch, calls: list | None = None) -> tuple[list[bool], asyncio.Event, asyncio.Event]:
     """Once ``hold[0]`` is set, the next write-target check of one value (``_check_target``) reads the node, sets
-    ``held`` and ends only when ``released`` is set."""
+    ``held`` and ends only when ``released`` is set; ``calls`` gets each check's client."""
     from devices.opcua import client
 
     hold, held, released = [False], asyncio.Event(), asyncio.Event()
     check = client._check_target
 
     async def slow(*args, **kw):
+        if calls is not None:
+            calls.append(args[0])
         why = await check(*args, **kw)
         if hold[0]:
             hold[0] = False
@@ -199,6 +201,40 @@ async def test_an_unlock_between_two_values_of_one_check_has_the_node_judged_aga
         await until(lambda: src.writable_again.get(node_id), 30, "the unlock seen by the check")
         # was: read-only for good
         await until(lambda: node_id not in src.target_errors, 30, "the unlock judged")
+    finally:
+        released.set()
+        await src.stop()
+        await srv.stop()
+
+
+async def test_a_check_asked_again_while_one_runs_is_not_made_on_a_session_that_ended(monkeypatch):
+    """A check asked for while one runs is made once more after it, but not when the session ended meanwhile:
+    made on the closed session, its reads failed at once and the node was said "malformed or unreadable
+    (ConnectionError ...); check the node_id", a config error for a lost link. The next connect judges it."""
+    port = free_port()
+    srv, gate, node_id, _ = await _locked_gate(port)
+    src = OpcUaSource("plc", _config(port).sources["plc"])
+    src.expect_writes([(node_id, True)])
+    calls: list = []
+    hold, held, released = _held_check(monkeypatch, calls)
+    await src.start()
+    try:
+        await until(lambda: "read-only" in src.target_errors.get(node_id, ""), 30, "the lock seen at connect")
+        await until(lambda: src.targets_watched == 3, 30, "the locked node watched")
+        hold[0] = True
+        await src.ensure_type(node_id)  # its type read, then a check in the background
+        async with asyncio.timeout(30):
+            await held.wait()
+        await gate.set_writable(True)
+        await until(lambda: src.writable_again.get(node_id), 30, "the unlock seen by the watch")  # asked again
+        session = src._client
+        await srv.stop()
+        await until(lambda: src._client is not session, 30, "the session ended")
+        made = len(calls)
+        released.set()
+        await until(lambda: node_id not in src._target_checks, 30, "the check ended")
+        assert calls[made:] == [], "a check made on the ended session"
+        assert "read-only" in src.target_errors.get(node_id, ""), src.target_errors
     finally:
         released.set()
         await src.stop()
