@@ -252,8 +252,8 @@ class ActionRunner:
         self._level: dict[tuple[str, str], bool] = {}  # (action, pipeline) -> condition at the last result
         self._pulse_until: dict[tuple[str, str], float] = {}  # monotonic deadline of a pulse that is high
         self._pulse_wake: dict[tuple[str, str], asyncio.Event] = {}  # set when a pulse is ended early (stop)
-        # pulses still running whose high value the node refused for its type at the write (``_edge_refused``):
-        # the next rising edge writes it again, extending the pulse
+        # pulses still running whose high value the node refused for its type at the write (``_edge_refused``), or
+        # an action on UNSURE wrote over (``written_over``): the next rising edge writes it again, extending the pulse
         self._pulse_refused: set[tuple[str, str]] = set()
         # output nodes of pulse actions that have had a result since start: the first result that is no
         # rising edge writes the reset value, since an agent that died (or was stopped) while a pulse was
@@ -323,7 +323,8 @@ class ActionRunner:
         score or label), which write what an NG part leaves. The outputs of ``written_over`` are not acted on: an
         action of the result writes their node (a pass left to a divert on UNSURE), so it no longer holds what they
         wrote, and their next result writes its value whatever the edge (an ``on_change`` pass kept its last OK
-        part's level and wrote nothing for the next OK part: the PLC read the divert's false for it)."""
+        part's level and wrote nothing for the next OK part: the PLC read the divert's false for it; a ``pulse`` one
+        still high extended its pulse and wrote nothing)."""
         if self._named:
             last = self._models.get(result.pipeline)
             if last is None or last[0] != result.model or last[1] != result.model_version:
@@ -344,7 +345,11 @@ class ActionRunner:
         for name in pipeline_actions:
             action = self.cfg.actions[name]
             if name in written_over:
-                self._level.pop((name, result.pipeline), None)
+                key = (name, result.pipeline)
+                self._level.pop(key, None)
+                # a pulse still high, written over: the next rising edge writes its value again
+                if key in self._pulse_until:
+                    self._pulse_refused.add(key)
                 continue
             if name in not_met and isinstance(action, OutputAction):
                 self._output(name, action, result, False)
