@@ -226,7 +226,8 @@ async def test_a_check_asked_again_while_one_runs_is_not_made_on_a_session_that_
         async with asyncio.timeout(30):
             await held.wait()
         await gate.set_writable(True)
-        await until(lambda: src.writable_again.get(node_id), 30, "the unlock seen by the watch")  # asked again
+        # a check asked for again while it runs
+        await until(lambda: src.writable_again.get(node_id), 30, "the unlock seen by the watch")
         session = src._client
         await srv.stop()
         await until(lambda: src._client is not session, 30, "the session ended")
