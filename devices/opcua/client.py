@@ -2758,7 +2758,7 @@ _OPERATION_LIMITS = {
 }
 
 
-def _split_operations(client: Client, on_fault: Callable[[str], None] | None = None) -> dict[str, int]:
+def _split_operations(client: Client, on_fault: Callable[..., None] | None = None) -> dict[str, int]:
     """Calls of this client's session that carry many items (Read, Write, Browse, TranslateBrowsePaths,
     CreateMonitoredItems, DeleteMonitoredItems) go to the server in parts of at most its limit for that service; the limits
     (returned, by ``_OPERATION_LIMITS`` key) are filled by ``_read_operation_limits`` after the connect.
@@ -2777,14 +2777,8 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
     session = client.uaclient.session
     limits: dict[str, int] = {}
     # the items a CreateMonitoredItems answer gave to an item asked, by subscription id, until a delete names them:
-    # an answer's extra naming one of them is not deleted (a faulty server appending an earlier answer's results had
-    # the tags' items deleted, their values never came again, the source connected)
+    # an answer giving one of them to another item is counted
     given: dict[int, set[int]] = {}
-    # by subscription id: the CreateMonitoredItems calls under way, and the extras named meanwhile, deleted once none
-    # is under way and no answer gave them to an item asked: a call's answer may come before an earlier call's (a
-    # server answering out of order), and an extra naming that call's item had it deleted, its tag silent
-    flying: dict[int, int] = {}
-    extras: dict[int, set[int]] = {}
 
     async def split(kind: str, items: list, call: Callable[[list], Any]) -> list:
         most = limits.get(kind, 0)
@@ -2819,42 +2813,31 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
         # items are taken (Part 4 orders them as asked), as for a Read, and the answer counted
         if len(got) <= len(items):
             return got
+        # items a CreateMonitoredItems answer names past those asked are left on the server, not deleted: which item an
+        # id a faulty answer names is cannot be told (an earlier answer's item, one another call's answer gives later),
+        # and each way of telling left a case where a tag's live item was deleted, the tag silent, the source connected
+        left = {
+            r.MonitoredItemId
+            for r in got[len(items) :]
+            if isinstance(r, ua.MonitoredItemCreateResult) and r.StatusCode.is_good()
+        }
         if on_fault is not None:
-            on_fault(
+            why = (
                 f"the server answered a {_CALLS.get(kind, kind)} of {len(items)} item(s) with {len(got)} result(s) (a "
                 f"server fault); the first {len(items)} taken"
             )
+            if left:
+                on_fault(
+                    why + f", {len(left)} item(s) it named past those left on the server", left=len(left)
+                )
+            else:
+                on_fault(why)
         return got[: len(items)]
 
     def by_params(kind: str, name: str, field: str) -> None:
         call = getattr(session, name, None)
         if call is None:  # another asyncua layout: calls go whole, as asyncua sends them
             return
-
-        async def bounded(params: Any) -> list:
-            creating = name == "create_monitored_items"
-            sub_id: int = getattr(params, "SubscriptionId", 0)
-            if creating:
-                flying[sub_id] = flying.get(sub_id, 0) + 1
-            try:
-                got = await sent(params)
-            finally:
-                if creating and (left := flying.pop(sub_id) - 1):
-                    flying[sub_id] = left
-            if (
-                creating
-                and sub_id not in flying
-                and (made := extras.pop(sub_id, set()) - given.get(sub_id, set()))
-            ):
-                # items the server made for no item asked: left, their values came under a handle asyncua pairs
-                # with a tag (each value twice) or with none, for the subscription's life
-                with contextlib.suppress(ua.UaError, TimeoutError):
-                    await session.delete_monitored_items(
-                        ua.DeleteMonitoredItemsParameters(
-                            SubscriptionId=sub_id, MonitoredItemIds=sorted(made)
-                        )
-                    )
-            return got
 
         async def sent(params: Any) -> list:
             async def noted(part: Any) -> list:
@@ -2871,9 +2854,6 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
                             "item (a server fault); no item is deleted by such an id"
                         )
                     taken.update(ids)
-                    extras.setdefault(part.SubscriptionId, set()).update(
-                        r.MonitoredItemId for r in got[len(asked) :] if r.StatusCode.is_good()
-                    )
                 return got
 
             if len(getattr(params, field)) < 2 and kind != "read":  # a write: nothing to split
@@ -2886,7 +2866,7 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
                 )
             return got
 
-        setattr(session, name, bounded)
+        setattr(session, name, sent)
 
     by_params("read", "read", "NodesToRead")
     by_params("write", "write", "NodesToWrite")
@@ -2902,7 +2882,6 @@ def _split_operations(client: Client, on_fault: Callable[[str], None] | None = N
             got = await delete_subscriptions(ids)
             for i in ids:
                 given.pop(i, None)
-                extras.pop(i, None)
             return got
 
         session.delete_subscriptions = subscriptions_deleted  # type: ignore[method-assign,assignment]
@@ -2964,40 +2943,6 @@ def _forget_unanswered(
     return forgotten
 
 
-async def _delete_left_out(into: Subscription, handles: set[int] | None) -> None:
-    """The items a faulty server made but left out of its CreateMonitoredItems answer (their client ``handles``; the
-    server's ids of them are in no answer) deleted where the server's GetMonitoredItems method (Part 5, 9.1) names
-    their ids: left, each sent its node's values for the subscription's life and held one of the few monitored items
-    a PLC keeps. A server without the method, or answering it otherwise, keeps them; a failure is ignored. An id asyncua
-    holds for an item answered (a tag's) is never deleted, whatever handle the answer pairs it with: a server pairing
-    its ids and client handles otherwise than it made them had a tag's item deleted, its values never came again. Nor
-    is anything deleted while an item of the subscription waits for its answer (another node's item asked for again,
-    ``_subscribe_again``): the server has given it an id asyncua does not hold yet, and such a server pairing that id
-    with a handle left out had the item deleted, its tag silent, the source connected. With none waiting, every item
-    the source needs is one asyncua holds answered, whatever the server pairs."""
-    if not handles or into.subscription_id is None or _waiting(into):
-        return
-    try:
-        got = await Node(into.server, ua.NodeId(ua.Int32(ua.ObjectIds.Server))).call_method(
-            ua.NodeId(ua.Int32(ua.ObjectIds.Server_GetMonitoredItems)),
-            ua.Variant(into.subscription_id, ua.VariantType.UInt32),
-        )
-    except Exception:  # an answer of any shape from a faulty server (asyncua indexes a Call's results): kept
-        return
-    if not (isinstance(got, list) and len(got) == 2 and all(isinstance(x, list) for x in got)):
-        return
-    ids, clients = got
-    if _waiting(into):  # asked for while the method's answer came
-        return
-    if len(ids) == len(clients):
-        # numbers only: a matrix or structures there raised TypeError (unhashable) out of the connect, at every try
-        pairs = [
-            (i, c) for i, c in zip(ids, clients, strict=True) if isinstance(i, int) and isinstance(c, int)
-        ]
-        # an id asyncua holds for any item answered is kept
-        await _delete_named(into, [i for i, c in pairs if c in handles], ())
-
-
 def _forget_item(into: Subscription, nodeid: ua.NodeId, item_id: int) -> None:
     """asyncua's registration of ``nodeid``'s Value item ``item_id`` forgotten (``_forget_unanswered``'s layout): the
     values the server sends under its client handle are dropped."""
@@ -3009,11 +2954,6 @@ def _forget_item(into: Subscription, nodeid: ua.NodeId, item_id: int) -> None:
             and getattr(data, "attribute", None) == ua.AttributeIds.Value
         ):
             del kept[handle]
-
-
-def _waiting(into: Subscription) -> bool:
-    """Whether an item of ``into`` asyncua holds waits for the server's answer (no id yet)."""
-    return any(data.server_handle is None for data in getattr(into, "_monitored_items", {}).values())
 
 
 @functools.cache
@@ -3035,6 +2975,29 @@ def _asyncua_version() -> str:
         return metadata.version("asyncua")
     except metadata.PackageNotFoundError:
         return "version unknown"
+
+
+def _forget_named(
+    into: Subscription,
+    results: list,
+    nodes: Collection[ua.NodeId],
+    attrs: Collection[int] = (ua.AttributeIds.Value,),
+) -> int:
+    """asyncua's registration of the items of ``nodes``' ``attrs`` that a faulty server's CreateMonitoredItems answer
+    named (the item ids among ``results``) forgotten, the items themselves left on the server (their values dropped,
+    ``_UnknownHandleOnce``); how many ids it named. Not deleted: which item an id such an answer names is cannot be
+    told, and a delete by it took a tag's item (another call's, still waiting for its answer), the tag silent, the
+    source connected."""
+    named = {r for r in results if isinstance(r, int) and not isinstance(r, bool)}
+    kept = getattr(into, "_monitored_items", {})
+    for handle, data in list(kept.items()):
+        if (
+            data.server_handle in named
+            and getattr(data.node, "nodeid", None) in nodes
+            and getattr(data, "attribute", None) in attrs
+        ):
+            del kept[handle]
+    return len(named)
 
 
 async def _delete_named(
@@ -3253,7 +3216,7 @@ ASYNCUA_PROBE_S = 3600.0
 async def _make_client(
     settings: OpcUaSettings,
     on_oversize: Callable[[int], None] | None = None,
-    on_fault: Callable[[str], None] | None = None,
+    on_fault: Callable[..., None] | None = None,
 ) -> Client:
     client = Client(settings.endpoint, timeout=settings.connect_timeout_s, watchdog_intervall=ASYNCUA_PROBE_S)
     # asyncua asks for an hour: a session left behind by a cut connection (a switch restarted, a cable) then
@@ -3787,6 +3750,9 @@ class OpcUaSource:
         self._too_big: dict[str, int] = {}  # node id -> the size its value alone reached (not subscribed)
         self._listed_as: dict[ua.NodeId, str] = {}  # a subscribed node -> its node id as the config lists it
         self._extra_subs: list[Subscription] = []  # the subscriptions of ``_apart``
+        # monitored items a faulty answer made, left on the server (``_left_on_server``), and whether that was said
+        self.items_left_on_server = 0
+        self._left_said = False
         self._refit_pause = 0.0  # the pause before a node of ``_too_big`` is read again (``_refit``)
         # node id of ``_too_big`` -> sessions its read again on them closed (still too large, ``_refit_here``)
         # since the PLC last dropped a session on its own: at REFIT_HERE_MAX it is read on its own connection only
@@ -3809,10 +3775,34 @@ class OpcUaSource:
         self._oversize = size
         self._lost.set()
 
-    def _server_fault(self, why: str) -> None:
+    def _server_fault(self, why: str, left: int = 0) -> None:
         """A faulty answer of the server's that the session works around (``_split_operations``: a Read answered with
-        fewer results than nodes asked; ``_subscribe_alone``), counted and said once (notice ``read_results_missing``)."""
+        fewer results than nodes asked; ``_subscribe_alone``), counted and said once (notice ``read_results_missing``);
+        ``left``: the monitored items it made and the source left on the server (``_left_on_server``)."""
         self.notices.note("read_results_missing", "opcua source %s: %s", self.name, why)
+        self._left_on_server(left)
+
+    def _left_on_server(self, n: int) -> None:
+        """``n`` monitored items a faulty CreateMonitoredItems answer made (named past those asked, named for items
+        made again, left out of it) left on the server, not deleted: which item such an id is cannot be told, and
+        deleting by it took tags' live items. Each holds one of the PLC's monitored items until the subscription ends
+        (a reconnect) and sends its node's values: dropped where asyncua forgot its handle, twice to a tag whose
+        handle the server gave it. Counted (``items_left_on_server``), said
+        once a source as a WARNING naming the PLC."""
+        if n <= 0:
+            return
+        self.items_left_on_server += n
+        if not self._left_said:
+            self._left_said = True
+            log.warning(
+                "opcua source %s: the PLC at %s answered a CreateMonitoredItems wrongly (a server fault): %d monitored "
+                "item(s) it made are left on it, not deleted, until the subscription ends: they hold room on the PLC, "
+                "and one the PLC gave a tag's client handle sends that tag each value twice; report it to the PLC's "
+                "vendor",
+                self.name,
+                self.settings.endpoint,
+                n,
+            )
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -5487,16 +5477,17 @@ class OpcUaSource:
         """The monitored items of ``nodes`` made again one a request, after a faulty server answered their
         CreateMonitoredItems with another count of results (``results``): which item each result is cannot be told
         (asyncua pairs them in order: a node took another's item id, which a later delete of its item hit, and the
-        source's connect failed at every try, "zip() argument 2 is shorter than argument 1"). The items it named are
-        deleted;
-        a node answered alone with nothing gets BadUnexpectedError (named in ``node_errors``). Counted (notice
-        ``read_results_missing``)."""
+        source's connect failed at every try, "zip() argument 2 is shorter than argument 1"). The items it named, and
+        those it left out, are forgotten, not deleted (``_forget_named``); a node answered alone with nothing gets
+        BadUnexpectedError (named in ``node_errors``). Counted (notice ``read_results_missing``)."""
+        left = _forget_named(into, results, [n.nodeid for n in nodes]) + len(
+            _forget_unanswered(into, nodes) or ()
+        )
         self._server_fault(
             f"the server answered a CreateMonitoredItems of {len(nodes)} item(s) with {len(results)} result(s) (a "
-            "server fault); each node subscribed again alone"
+            f"server fault); each node subscribed again alone, {left} item(s) it named or left out left on the server",
+            left=left,
         )
-        await _delete_named(into, results, [n.nodeid for n in nodes])
-        await _delete_left_out(into, _forget_unanswered(into, nodes))
         return [await self._subscribe_one(into, node, sampling_ms, queue_size) for node in nodes]
 
     async def _subscribe_one(
@@ -5505,8 +5496,8 @@ class OpcUaSource:
         """The monitored item of ``node`` made alone (its item id, or the status refusing it), asked as a list of one:
         asked as the node alone, asyncua indexes the answer, and a faulty server answering it with nothing raised
         IndexError out of the connect (the one-by-one fallback after a batch refused with a status). A count other
-        than one is a server fault: counted (notice ``read_results_missing``), any item it named deleted, the node
-        given BadUnexpectedError (named in ``node_errors``)."""
+        than one is a server fault: counted (notice ``read_results_missing``), any item it named left on the server, the
+        node given BadUnexpectedError (named in ``node_errors``)."""
         try:
             got = await into.subscribe_data_change(
                 [node], sampling_interval=ua.Double(sampling_ms), queuesize=queue_size
@@ -5515,10 +5506,12 @@ class OpcUaSource:
             return ua.StatusCode(e.code)
         if len(got) == 1:
             return got[0]
+        left = _forget_named(into, got, [node.nodeid])
         self._server_fault(
             f"the server answered a CreateMonitoredItems of {node.nodeid.to_string()} alone with {len(got)} result(s)"
+            + (f", {left} item(s) it named left on the server" if left else ""),
+            left=left,
         )
-        await _delete_named(into, got, [node.nodeid])
         return ua.StatusCode(ua.UInt32(ua.StatusCodes.BadUnexpectedError))
 
     def _server_full(self, full: list[tuple[str, str]], asked: int) -> None:
@@ -6291,12 +6284,17 @@ class OpcUaSource:
                     await sub.delete()
                     if self._sub is sub:
                         self._sub = None
+                elif sub is not None and miscounted is not None:
+                    # a faulty answer: which item an id it names is cannot be told (a tag's, another call's waiting
+                    # for its answer), so none is deleted; asyncua's registrations of the watch's forgotten
+                    watched = [client.get_node(n) for n in nodes]
+                    self._left_on_server(
+                        _forget_named(sub, handles, nodes, _WATCHED)
+                        + len(_forget_unanswered(sub, watched, miscounted) or ())
+                    )
                 elif sub is not None:
-                    # not a tag's item that a faulty answer named
+                    # not a tag's item that an answer named
                     await _delete_named(sub, handles, nodes, _WATCHED)
-                    if miscounted is not None:  # and the items it made but left out of its answer
-                        watched = [client.get_node(n) for n in nodes]
-                        await _delete_left_out(sub, _forget_unanswered(sub, watched, miscounted))
         except (ua.UaError, TimeoutError) as e:
             log.info("opcua source %s: the write targets' monitored items not deleted: %r", self.name, e)
         self._unwatched(f"the server refused them ({', '.join(sorted(refused))})")
