@@ -350,7 +350,8 @@ class ActionRunner:
                 # a pulse still high, written over: the next rising edge writes its value again
                 if key in self._pulse_until:
                     self._pulse_refused.add(key)
-                continue
+                if name not in not_met:
+                    continue
             if name in not_met and isinstance(action, OutputAction):
                 self._output(name, action, result, False)
                 continue

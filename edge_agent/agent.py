@@ -701,10 +701,10 @@ class Agent:
         # leaves a "healthy" output as the last judged window left it; reset, it dropped at every stop and a PLC
         # interlocking a start on it could not start the machine again. Only a failed model resets it there
         passes = _pass_signals(self.cfg, p, unsure_actions)
-        # the passes left to an action on UNSURE writing their node (a divert, a level false on UNSURE): that action
-        # writes over what they wrote, so their next result writes its value again (``written_over``)
+        # the passes an action on UNSURE may write over (a divert, a level false on UNSURE): reset, then that action's
+        # value written, so their next result writes its value again (``written_over``)
         left = _pass_signals(self.cfg, p, unsure_actions, left=True)
-        unjudged_actions = [*left, *passes, *unsure_actions]
+        unjudged_actions = [*passes, *unsure_actions]
         windowed = p.window is not None
 
         async def on_result(res: Result, item) -> None:
@@ -1245,8 +1245,11 @@ class Agent:
             # as it reads an OK part); a result code (2 on NG and UNSURE, 3 on UNSURE) is no OK part's
             written: dict[tuple, set[str]] = {}
             passed: dict[tuple, set[str]] = {}
-            resets = set(
-                _pass_signals(self.cfg, p.s, [n for n in p.s.actions if _names_unsure(self.cfg.actions[n])])
+            # (one whose node an output on UNSURE writes after it for an unjudged part, a divert's code: that output's
+            # value is what the PLC reads, not two)
+            unsure = [n for n in p.s.actions if _names_unsure(self.cfg.actions[n])]
+            resets = set(_pass_signals(self.cfg, p.s, unsure)) - set(
+                _pass_signals(self.cfg, p.s, unsure, left=True, acting_on=unjudged)
             )
             for (name, a), (handed, on_unjudged, on_ok, *_) in zip(mine, through, strict=True):
                 if not (node_id := getattr(a, "node_id", None)):
@@ -2077,38 +2080,37 @@ def _as_written(value: Any) -> str:
     return repr(value)
 
 
-def _pass_signals(cfg: AgentConfig, p, told: list[str], *, left: bool = False) -> list[str]:
+def _pass_signals(
+    cfg: AgentConfig, p, told: list[str], *, left: bool = False, acting_on: Result | None = None
+) -> list[str]:
     """Pipeline ``p``'s pass signals: its outputs (an OPC UA write, a Sparkplug command) whose condition names no
     UNSURE, may act on an OK part, acts on no NG part (of the highest score) and not on a part the model did not
     judge (``verdict: OK``, a low score). Every UNSURE part (judged so or not) is handed to them, besides those whose
     condition names UNSURE, their condition taken as false, so that they write what an NG part leaves (an
     ``on_change`` one its reset): never handed it, a pass signal kept what the last judged part left, ``true`` after
-    an OK part (or the agent before), and a PLC reading it passed the part unjudged. One writing a node an action of
-    ``told`` writes is left to that action (``left``: those alone), where that action is an output acting on every
-    UNSURE part."""
-    from edge_agent.conditions import compile_condition, may_match_each, pass_signal
+    an OK part (or the agent before), and a PLC reading it passed the part unjudged. One writing a node an output of
+    ``told`` writes is reset too, before that output's own value (``left``: those alone, written over by it; with
+    ``acting_on``, by an output whose condition is true of that part)."""
+    from edge_agent.conditions import compile_condition, pass_signal
 
-    # only a node certainly the same: one named by URI and one by an index may be two (``nsu=urn:a;i=5``, ``ns=3;i=5``
-    # of another URI), and a pass left out as the other's kept the last OK part's true for an unjudged part. Only an
-    # output acting on every UNSURE part, judged so or not, writes over the pass for each: one on some of them (a score
-    # band, a label, an alarm's mirror raised after several) wrote nothing for the others, and the pass left to it
-    # kept the last OK part's true for them
-    unjudged, judged_ok, _, _ = made_up_parts(p.name, p.source)
-    unsure = dataclasses.replace(judged_ok, verdict="UNSURE")
+    # every pass is reset for every UNSURE part, whatever else writes its node: one left to an action on UNSURE there
+    # kept the last OK part's true wherever that action wrote nothing (a score band, ``not: {score: {gte: 0.6}}`` of
+    # a part scoring 0.7, an age, a label), and which action acts on every UNSURE part cannot be told for certain.
+    # ``left``: those an output of ``told`` may write over (by the node however spelt in one namespace), whose next
+    # result writes its value again
     written = _nodes_of(cfg, list(p.actions))
     nodes = {
         written[n]
         for n in told
         if isinstance(a := cfg.actions[n], OutputAction)
-        and compile_condition(a.when)(unjudged)
-        and may_match_each(a.when, unsure)
+        and (acting_on is None or compile_condition(a.when)(acting_on))
     }
     return [
         n
         for n in p.actions
         if isinstance(a := cfg.actions[n], OutputAction)
         and n not in told
-        and (written[n] in nodes) is left
+        and (not left or written[n] in nodes)
         and pass_signal(a.when, p.name, p.source) is False
     ]
 

@@ -653,6 +653,14 @@ def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_wit
             [{"verdict": "NG"}, {"type": "opcua_write", "node_id": "ns=2;s=Pass", **on_change_ok}],
             True,
         ),
+        # the pass's reset written first, then the divert's code on its node: the PLC reads the code, one value
+        "pass OK on_change, a divert on UNSURE on its node": (
+            [
+                {"type": "opcua_write", "node_id": "ns=2;s=Pass", **on_change_ok},
+                {"type": "opcua_write", "node_id": "ns=2;s=Pass", "value": 3, "when": {"verdict": "UNSURE"}},
+            ],
+            False,
+        ),
     }
     found = {}
     for shape, (whens, _) in shapes.items():

@@ -1,0 +1,60 @@
+"""A pass signal is reset for every UNSURE part, whatever other action writes its node. Left to an action on UNSURE
+writing its node, it kept the last OK part's ``true`` wherever that action wrote nothing: a divert on UNSURE parts
+``not: {score: {gte: 0.6}}`` (true of a part no model judged, and of one scoring 0.0) skips an UNSURE part scoring
+0.7, and a PLC reading the pass passed that part. The pass's reset is written first, the divert's code after it."""
+
+from __future__ import annotations
+
+from edge_agent.actions import ActionRunner
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from tests.support.results import result
+from tests.support.waits import until
+
+
+class _Plc:
+    def __init__(self) -> None:
+        self.written: list = []
+
+    async def write(self, node_id, value, at=None):
+        self.written.append(value)
+
+
+async def test_a_pass_beside_an_unsure_action_skipping_the_part_is_reset(tmp_path):
+    out = {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=Part"}
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw", "data_dir": str(tmp_path)},
+            "trusted_keys": ["k.pub"],
+            "sources": {
+                "plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840"},
+                "cam": {"type": "camera", "url": "folder:///nonexistent"},
+            },
+            "models": {"m": {"package": "m.edgepkg"}},
+            "actions": {
+                "pass": {**out, "mode": "on_change", "when": {"verdict": "OK"}},
+                "divert": {
+                    **out,
+                    "value": 3,
+                    "mode": "level",
+                    "when": {"verdict": "UNSURE", "not": {"score": {"gte": 0.6}}},
+                },
+            },
+            "pipelines": [{"name": "p", "source": "cam", "model": "m", "actions": ["pass", "divert"]}],
+        },
+        local_checks=False,  # no package here: the actions are what is checked
+    )
+    (p,) = cfg.pipelines
+    agent = Agent(cfg)
+    plc = _Plc()
+    agent.actions = runner = ActionRunner(cfg, {"plc": plc})
+    on_result = agent._make_on_result(p)
+    await on_result(result("OK", 0, pipeline="p", source="cam", score=0.1), None)
+    await until(lambda: plc.written == [True], what="the OK part passed")
+    await on_result(result("UNSURE", 1, pipeline="p", source="cam", score=0.7), None)
+    await until(lambda: plc.written == [True, False], what="the UNSURE part scoring 0.7 not passed")
+    await on_result(result("UNSURE", 2, pipeline="p", source="cam", score=0.2), None)
+    await until(lambda: plc.written[-1] == 3, what="the UNSURE part scoring 0.2 diverted, after the reset")
+    await on_result(result("OK", 3, pipeline="p", source="cam", score=0.1), None)
+    await until(lambda: plc.written[-1] is True, what="the next OK part passed again")
+    await runner.flush(timeout_s=5)
