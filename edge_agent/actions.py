@@ -281,6 +281,9 @@ class ActionRunner:
         self._newest: dict[tuple, int] = {}  # output node -> order of the newest value decided for it
         self._written: dict[tuple, int] = {}  # output node -> order of the newest value written to it
         self._node_keys: dict[tuple, set[tuple[str, str]]] = {}  # output node -> its writers' keys
+        # output node -> the writer (action, pipeline) of its newest value: an on_change output whose node another
+        # wrote since its own value writes its value again at its next result, edge or not
+        self._node_writer: dict[tuple, tuple[str, str]] = {}
         # the same for an alarm's outputs, per (alarm, pipeline, output): the transition waiting to be
         # signalled, the signallers running, and the event that cuts a retry's backoff short
         self._signals: dict[tuple[str, str, str], Event] = {}
@@ -685,7 +688,11 @@ class ActionRunner:
                 self._set_output(name, action, result, value, "value" if now else "reset_value")
         elif action.mode is WriteMode.ON_CHANGE:
             value = action.value if now else reset
-            if now != before and value is not None:
+            # no edge, but another writer's value on its node (another pipeline's part, an action on UNSURE): the
+            # node no longer holds this output's level. Before, it wrote nothing: two cameras' pass on one node, an
+            # NG part after the other camera's OK part read as passed
+            over = self._node_writer.get(_output_node(name, action), key) != key
+            if (now != before or over) and value is not None:
                 if now and self._reset_refused(name, action):
                     self._unjudged(key, before)
                 else:
@@ -829,6 +836,7 @@ class ActionRunner:
         if key in self._desired:
             self.stats[name]["superseded"] += 1
         order = self._newest[node] = next(self._order)
+        self._node_writer[node] = key
         self._desired[key] = (value, result, order, field)
         keys = self._node_keys.setdefault(node, set())
         keys.add(key)

@@ -58,3 +58,34 @@ async def test_a_pass_beside_an_unsure_action_skipping_the_part_is_reset(tmp_pat
     await on_result(result("OK", 3, pipeline="p", source="cam", score=0.1), None)
     await until(lambda: plc.written[-1] is True, what="the next OK part passed again")
     await runner.flush(timeout_s=5)
+
+
+async def test_an_on_change_pass_two_pipelines_write_is_written_again_after_the_others_value():
+    """Two cameras' pipelines, one ``on_change`` pass node (two lanes, one station): an NG part of one after the
+    other's OK part writes its reset. It wrote nothing (its own level was already false): the node held the other's
+    ``true`` and the PLC passed the NG part."""
+    cfg = parse_config(
+        {
+            "agent": {"id": "gw"},
+            "sources": {"plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840"}},
+            "actions": {
+                "pass": {
+                    "type": "opcua_write",
+                    "source": "plc",
+                    "node_id": "ns=2;s=Part",
+                    "mode": "on_change",
+                    "when": {"verdict": "OK"},
+                }
+            },
+        }
+    )
+    plc = _Plc()
+    runner = ActionRunner(cfg, {"plc": plc})
+    await runner.handle(["pass"], result("NG", 0, pipeline="a"), None)
+    await runner.handle(["pass"], result("OK", 1, pipeline="b"), None)
+    await until(lambda: plc.written == [False, True], what="b's OK part passed")
+    await runner.handle(["pass"], result("NG", 2, pipeline="a"), None)
+    await until(lambda: plc.written == [False, True, False], what="a's NG part not passed")
+    await runner.handle(["pass"], result("OK", 3, pipeline="a"), None)
+    await until(lambda: plc.written[-1] is True, what="a's OK part passed")
+    await runner.flush(timeout_s=5)
