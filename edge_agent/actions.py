@@ -568,10 +568,14 @@ class ActionRunner:
                 action = self.cfg.actions[name]
                 if output == "output":
                     assert isinstance(action, OpcUaWriteAction)
+                    node = _output_node(name, action)
                     for key, res in list(self._last_write.items()):
                         level = self._level.get(key)
                         value = action.value if level else action.reset
-                        if key[0] == name and key not in self._desired and value is not None:
+                        # only the writer of the node's newest value (two pipelines on one node: the other's older
+                        # value resent after it was what the restarted PLC kept)
+                        newest = self._node_writer.get(node, key) == key
+                        if key[0] == name and key not in self._desired and value is not None and newest:
                             self.stats[name]["resent"] += 1
                             self._set_output(
                                 name, action, res, value, "value" if level else _reset_field(action)

@@ -5,6 +5,8 @@ writing its node, it kept the last OK part's ``true`` wherever that action wrote
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from edge_agent.actions import ActionRunner
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
@@ -15,6 +17,7 @@ from tests.support.waits import until
 class _Plc:
     def __init__(self) -> None:
         self.written: list = []
+        self.stats = SimpleNamespace(reconnects=0)
 
     async def write(self, node_id, value, at=None):
         self.written.append(value)
@@ -63,7 +66,8 @@ async def test_a_pass_beside_an_unsure_action_skipping_the_part_is_reset(tmp_pat
 async def test_an_on_change_pass_two_pipelines_write_is_written_again_after_the_others_value():
     """Two cameras' pipelines, one ``on_change`` pass node (two lanes, one station): an NG part of one after the
     other's OK part writes its reset. It wrote nothing (its own level was already false): the node held the other's
-    ``true`` and the PLC passed the NG part."""
+    ``true`` and the PLC passed the NG part. A PLC restarted is sent the node's newest value alone: b's older ``true``
+    sent after it was what it kept."""
     cfg = parse_config(
         {
             "agent": {"id": "gw"},
@@ -86,6 +90,11 @@ async def test_an_on_change_pass_two_pipelines_write_is_written_again_after_the_
     await until(lambda: plc.written == [False, True], what="b's OK part passed")
     await runner.handle(["pass"], result("NG", 2, pipeline="a"), None)
     await until(lambda: plc.written == [False, True, False], what="a's NG part not passed")
-    await runner.handle(["pass"], result("OK", 3, pipeline="a"), None)
+    # the PLC restarted: the node's newest value is sent again, not b's older true after it
+    plc.stats.reconnects += 1
+    await runner.handle([], result("NG", 3, pipeline="c"), None)
+    await until(lambda: not runner._pending, what="the values sent again")
+    assert plc.written[3:] == [False], plc.written
+    await runner.handle(["pass"], result("OK", 4, pipeline="a"), None)
     await until(lambda: plc.written[-1] is True, what="a's OK part passed")
     await runner.flush(timeout_s=5)
