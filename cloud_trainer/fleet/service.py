@@ -187,12 +187,16 @@ DAMAGED_LOG_S = 60.0  # an agent's damaged samples are logged at most this often
 # A deployment step kept late and untold so is taken again, once the hold is over, under a new run of the agent that
 # names the step's run among its process's runs before it (``runs_before``: the same gateway; ``_retake_untold``):
 # the agent, told nothing, never sent it again, and its rollout stalled; never under the other clone's runs. The hold
-# and those steps are this process's, in memory: another replica holds and tells on its own count
+# is this process's, in memory: another replica holds and tells on its own count; the steps are in the control state
 CLONE_RUNS = 6
 CLONE_LATE = 3
 CLONE_WINDOW_S = 120.0
 CLONE_HOLD_S = 600.0
 UNTOLD_STEPS = 16  # deployments per agent whose last step kept late during its clone hold is remembered
+# runs per agent whose newest report waits for its look at the agent's kept steps (``_kept_look``): a report of a run
+# already waiting replaces it; past this many runs the oldest run's waiting report is dropped, counted
+# (``kept_looks_dropped`` at /api/quotas); the hold's pending write waits beside them, the newest one
+KEPT_LOOK_RUNS = 4
 # runs a state report may name as its process's before its own (``runs_before``); more are not read
 RUNS_BEFORE = 3
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection must finish its TLS handshake within this (a gateway needs < 1 s)
@@ -606,8 +610,9 @@ class FleetServicer(rpc.FleetServicer):
         # process's runs before it (``_retake_untold``); the agents whose clone hold ended here since their last report
         # looked at them (``_tell_late``): their kept steps' hold ended in the control state at that report
         self._holds_ended: set[tuple[str, str]] = set()
-        # agent -> its reports' looks at its kept steps taken in turn, in the order the reports were (``_kept_turn``)
-        self._kept_turns: dict[tuple[str, str], asyncio.Lock] = {}
+        # agent -> what waits for its turn at its kept steps, in the order it came (``_kept_look``): the hold's newest
+        # write and each run's newest report, taken in turn by one task while the entry is here
+        self._kept_looks: dict[tuple[str, str], list[tuple]] = {}
         self._retaking: set[asyncio.Future] = set()
         # agent -> its run whose runs before were last read from the control state for its kept steps (once a run)
         self._links_read: dict[tuple[str, str], str] = {}
@@ -807,7 +812,7 @@ class FleetServicer(rpc.FleetServicer):
         self._clone_hold[key] = now + CLONE_HOLD_S
         if self._has_kept(key):  # (the steps it kept in a hold before: held as long, at every replica)
             self._holds_ended.discard(key)
-            self._retaking_task(self._hold_kept(key, CLONE_HOLD_S))
+            self._kept_look(key, ("hold", CLONE_HOLD_S))
         if since := _due(self._clones_log, key, 1):
             log.warning(
                 "agent %s (tenant %s): %d report runs began within %.0f s, each over another (now %s over %s%s): two "
@@ -850,6 +855,8 @@ class FleetServicer(rpc.FleetServicer):
         try:
             await asyncio.to_thread(partial(self.control.hold_kept, key[1], tenant=key[0], hold_s=hold_s))
         except Exception as exc:
+            if not hold_s:  # (its end written again at the agent's next report)
+                self._holds_ended.add(key)
             self._faults.failed("the control state's write of the clone hold of an agent's kept steps", exc)
 
     async def _keep_untold(self, key: tuple[str, str], request, health: dict) -> None:
@@ -906,30 +913,65 @@ class FleetServicer(rpc.FleetServicer):
             return
         runs = {_run_key(b) for b in before[:RUNS_BEFORE]}
         held = not self._tell_late(key)
-        ended = key in self._holds_ended
-        self._holds_ended.discard(key)
-        self._retaking_task(self._kept_turn(key, (boot, seq), runs, held, ended, before))
+        if key in self._holds_ended:
+            self._holds_ended.discard(key)
+            self._kept_look(key, ("hold", 0.0))
+        self._kept_look(key, ("report", (boot, seq), runs, held, before))
 
-    async def _kept_turn(
-        self, key: tuple[str, str], report: tuple[str, int], runs: set[str], held: bool, ended: bool, before
-    ) -> None:
-        """``_retake_untold``'s work (in the control state): the hold ended here written first (``ended``), then the
-        steps of ``runs`` taken (``Control.take_kept``), or during the hold (``held``, or the hold's end kept with a
-        step not reached: another replica's hold) the report's run made one of theirs. During the hold a run naming a
-        step's run is the same gateway's: its run too, so that its link lost more than RUNS_BEFORE times before the
-        hold ends (each loss a new run the fleet answered) still names it (the step's run was pushed out of the runs
-        named, and the step never taken). The step's own run stays first: the agent names only runs the fleet
-        answered, and three runs taken here whose answers were lost (never named by the agent) pushed it out, the
-        agent's next run naming it matching none."""
-        async with self._kept_turns.setdefault(key, asyncio.Lock()):
-            await self._kept_turn_in_order(key, report, runs, held, ended, before)
+    def _kept_look(self, key: tuple[str, str], what: tuple) -> None:
+        """``what`` queued for agent ``key``'s turn at its kept steps (in the control state), taken in the order it
+        came by one task per agent (``_kept_looks_in_turn``): ``("hold", s)``, the hold's end written (``s`` from
+        now; 0: it ended here), or ``("report", ...)``, a report's look (``_kept_turn_in_order``). Bounded while the
+        control database is slow or down: a task per report waited there, one behind another's connect timeout, for
+        each agent in a hold (a gateway at a heartbeat a second, or hostile reports, grew memory for as long as the
+        outage). The newest hold write replaces one waiting (the last one written is what holds: a new hold's start
+        is never cut short by the end of the one before it, written after it, nor an end by an older start), and a
+        run's newest report its waiting one (the same run's runs before, its held the newer); past KEPT_LOOK_RUNS
+        runs, the oldest run's is dropped and counted (``kept_looks_dropped``): that run's next report, or a run
+        naming it, looks again."""
+        queue = self._kept_looks.get(key)
+        start = queue is None
+        if queue is None:
+            queue = self._kept_looks[key] = []
+        if what[0] == "hold":
+            queue[:] = [w for w in queue if w[0] != "hold"]
+        else:
+            run = what[1][0]
+            queue[:] = [w for w in queue if w[0] != "report" or w[1][0] != run]
+            reports = [w for w in queue if w[0] == "report"]
+            if len(reports) >= KEPT_LOOK_RUNS:
+                queue.remove(reports[0])
+                self.quotas.count(key, "kept_looks_dropped")
+        queue.append(what)
+        if start:
+            self._retaking_task(self._kept_looks_in_turn(key, queue))
+
+    async def _kept_looks_in_turn(self, key: tuple[str, str], queue: list[tuple]) -> None:
+        """Agent ``key``'s queued turns at its kept steps (``_kept_look``), one at a time; the entry dropped with the
+        last (no await in between: a turn queued later starts another task)."""
+        try:
+            while queue:
+                what = queue.pop(0)
+                if what[0] == "hold":
+                    await self._hold_kept(key, what[1])
+                else:
+                    await self._kept_turn_in_order(key, *what[1:])
+        finally:
+            if self._kept_looks.get(key) is queue:
+                del self._kept_looks[key]
 
     async def _kept_turn_in_order(
-        self, key: tuple[str, str], report: tuple[str, int], runs: set[str], held: bool, ended: bool, before
+        self, key: tuple[str, str], report: tuple[str, int], runs: set[str], held: bool, before
     ) -> None:
+        """A report's look at agent ``key``'s kept steps (queued by ``_retake_untold``, after the hold's end this
+        replica wrote, ``_kept_look``): the steps of ``runs`` taken (``Control.take_kept``), or during the hold
+        (``held``, or the hold's end kept with a step not reached: another replica's hold) the report's run made one of
+        theirs. During the hold a run naming a step's run is the same gateway's: its run too, so that its link lost
+        more than RUNS_BEFORE times before the hold ends (each loss a new run the fleet answered) still names it (the
+        step's run was pushed out of the runs named, and the step never taken). The step's own run stays first: the
+        agent names only runs the fleet answered, and three runs taken here whose answers were lost (never named by
+        the agent) pushed it out, the agent's next run naming it matching none."""
         try:
-            if ended:
-                await asyncio.to_thread(partial(self.control.hold_kept, key[1], tenant=key[0], hold_s=0.0))
             steps, left = await asyncio.to_thread(
                 partial(
                     self.control.take_kept,
@@ -942,8 +984,6 @@ class FleetServicer(rpc.FleetServicer):
                 )
             )
         except Exception as exc:
-            if ended:
-                self._holds_ended.add(key)
             self._faults.failed(
                 "the control state's write of the deployment steps kept during a clone hold", exc
             )
@@ -1032,8 +1072,6 @@ class FleetServicer(rpc.FleetServicer):
             self._begun_elsewhere.pop(k, None)
             self._judged.pop(k, None)
             self._holds_ended.discard(k)
-            if (turns := self._kept_turns.get(k)) is not None and not turns.locked():
-                del self._kept_turns[k]
             self._links_read.pop(k, None)
         return len(old)
 

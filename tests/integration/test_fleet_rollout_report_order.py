@@ -1309,6 +1309,87 @@ async def test_a_kept_step_being_taken_again_as_the_service_stops_is_waited_for(
     assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 4}), t  # was: healthy (lost)
 
 
+def _hung_kept_looks(srv, monkeypatch) -> threading.Event:
+    """The control state's take of an agent's kept steps hanging (its database slow or down) until the event is set."""
+    gate = threading.Event()
+    take = srv.control.take_kept
+
+    def hung(*args, **kwargs):
+        gate.wait(60)
+        return take(*args, **kwargs)
+
+    monkeypatch.setattr(srv.control, "take_kept", hung)
+    return gate
+
+
+async def test_an_agents_looks_at_its_kept_steps_wait_bounded_while_the_control_state_hangs(
+    fleet, monkeypatch
+):
+    """Each report of an agent with kept steps queued a task for its look at them, one behind another: with the
+    control database hung (or down, each behind a connect timeout) a gateway's heartbeats, or hostile reports under
+    ever new run ids, grew the service's memory for as long as it lasted. One task an agent now: a run's newest
+    report replaces its waiting one; past KEPT_LOOK_RUNS runs the oldest run's is dropped and counted. Once the
+    control state answers, the step is taken after the hold as before."""
+    import time
+
+    from cloud_trainer.fleet.service import KEPT_LOOK_RUNS
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    dep = await _healthy_kept_in_a_hold(srv, stub, e)
+    gate = _hung_kept_looks(srv, monkeypatch)
+    try:
+        for seq in range(2, 42):  # the newer clone's heartbeats in the hold
+            await stub.Heartbeat(_report(e["1.0.0"], seq, "runY"))
+        assert len(srv.fleet.retakes_under_way()) == 1  # was: 40 tasks, one a report
+        for i in range(KEPT_LOOK_RUNS + 2):  # reports under new run ids
+            await stub.Heartbeat(_report(e["1.0.0"], 1, f"runZ{i}"))
+        assert len(srv.fleet.retakes_under_way()) == 1
+        assert len(srv.fleet._kept_looks[key]) <= KEPT_LOOK_RUNS + 1  # (a report a run, and the hold's write)
+        assert srv.quotas.refusals[(*key, "kept_looks_dropped")] >= 2
+    finally:
+        gate.set()
+    await asyncio.gather(*srv.fleet._retaking)
+    assert key not in srv.fleet._kept_looks
+    srv.fleet._run_starts.pop(key, None)  # (the new runs above not counted towards a clone's here)
+    assert srv.control.get(dep["id"])["targets"]["gw1"]["status"] == "downloading"
+    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over
+    await stub.Heartbeat(_report(e["1.2.0"], 3, "runX"))  # told late
+    t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 4, "runX2", "runX"), dep)
+    assert (t["status"], t["report"]) == ("healthy", {"boot": "runX2", "seq": 4}), t
+
+
+async def test_a_new_clone_hold_is_not_cut_short_by_the_end_of_the_one_before_it_written_late(
+    fleet, monkeypatch
+):
+    """The end of a clone hold, queued at the agent's report behind a slow look at its kept steps, was written after a
+    new hold's start (written at once, outside the agent's turn): the kept steps' hold ended in the control state
+    while the new hold ran, and another replica the gateway's reports reached took the late clone's step in it. The
+    hold's writes wait in the agent's turn, the newest one written."""
+    import collections
+    import time
+
+    from cloud_trainer.fleet.service import CLONE_HOLD_S
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    await _healthy_kept_in_a_hold(srv, stub, e)
+    gate = _hung_kept_looks(srv, monkeypatch)
+    try:
+        await stub.Heartbeat(_report(e["1.0.0"], 2, "runY"))  # a look, hung
+        srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over: its end written at the next report
+        await stub.Heartbeat(_report(e["1.0.0"], 3, "runY"))
+        now = time.monotonic()  # runs alternating again: a new hold begins
+        srv.fleet._run_starts[key] = collections.deque([now] * 5, maxlen=6)
+        srv.fleet._late_runs[key] = collections.deque([now] * 3, maxlen=3)
+        srv.fleet._alternating(key, "runY", "runY2")
+    finally:
+        gate.set()
+    await asyncio.gather(*srv.fleet._retaking)
+    ((_step, _was, _runs, until),) = srv.control.kept_steps("gw1").values()
+    assert until > time.time() + CLONE_HOLD_S / 2  # was: the first hold's end (now), the step free to take
+
+
 async def test_a_kept_step_is_not_taken_over_a_step_another_replica_took_after_the_retakes_check(
     fleet, monkeypatch
 ):
