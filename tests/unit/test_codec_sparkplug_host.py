@@ -833,3 +833,34 @@ def test_at_the_device_bound_dead_nodes_without_devices_do_not_hide_dead_ones_ho
     h.handle("spBv1.0/g/DBIRTH/real/d1", sp.encode(sp.Payload(1000, 2, [])), 1.0)
     assert h.device_alive("g", "real", "d1") and ("g", "gone") not in h._nodes  # before: refused, gone kept
     assert errors == [] and h.nodes_forgotten == 1
+
+
+def test_a_device_birth_whose_seq_0_was_left_out_after_a_loss_is_a_gap_asked():
+    """A DBIRTH (or DDEATH) at seq 0 from an encoder that leaves out a field at its default comes with no seq. After
+    messages lost (5, then that 0 with 6..255 lost) it was said to hold no seq (``message_without_seq``, the node told
+    to send seq) and the gap seen a message later; with 1..255 lost not at all. A node whose DBIRTHs carried a seq
+    before now has it taken as its 0: a gap, a rebirth asked. A node that numbers its data but not its DBIRTHs is
+    still only said so, no gap at each of its DBIRTHs."""
+
+    def run(first_dbirth_seq):
+        h, sent, errors = host(rebirth_min_interval_s=0)
+        nb = sp.Payload(
+            1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("uptime", 1, D.DOUBLE, 1.0)]
+        )
+        h.handle("spBv1.0/g/NBIRTH/n", sp.encode(nb), 1.0)
+        db = sp.Payload(1000, first_dbirth_seq, [sp.Metric("current", 10, D.DOUBLE, 4.0)])
+        h.handle("spBv1.0/g/DBIRTH/n/m", sp.encode(db), 1.0)
+        start = 2 if first_dbirth_seq else 1
+        for seq in range(start, start + 4):
+            ddata(h, seq)
+        errors.clear()
+        late = sp.Payload(3000, None, [sp.Metric("level", 20, D.DOUBLE, 7.0)])  # its 0, 6..255 lost
+        (r,) = h.handle("spBv1.0/g/DBIRTH/n/m2", sp.encode(late), 3.0)
+        assert (r.tag, r.value) == ("n/m2/level", 7.0)  # read all the same
+        return sent, errors
+
+    sent, errors = run(1)
+    # before: message_without_seq, and no rebirth asked
+    assert errors == ["seq_gap"] and [t for t, _ in sent] == ["spBv1.0/g/NCMD/n"]
+    sent, errors = run(None)  # its DBIRTHs never numbered
+    assert errors == ["message_without_seq"] and sent == []
