@@ -680,6 +680,23 @@ _TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS, _TIFF_MAX_TAGS_WALKED = 256, 1024, 1 << 1
 _TIFF_INTEGER = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 16: "Q", 17: "q"}
 # a TIFF whose first directory the checks cannot read (more tags than any real one, or cut within it) is not
 # decoded: libtiff reads one of up to 4,096 tags, so a tile or depth check that read nothing let it through
+# the layouts OpenCV's decoder reads right at more than 8 bits a sample: grey with black at 0, or RGB, each pixel's
+# samples together. It takes such samples as stored, without libtiff's colour conversion: a 16-bit grey TIFF with
+# white at 0 (an X-ray detector's or a scanner's negative) came out as its negative, one in separate planes
+# (PlanarConfiguration 2, a microscope's) with its colours scrambled, and a palette image as its indices
+_TIFF_DEEP_READ = frozenset({1, 2})
+_TIFF_PHOTOMETRIC = {
+    0: "white-is-zero grey (a negative)",
+    3: "palette",
+    4: "transparency mask",
+    5: "CMYK",
+    6: "YCbCr",
+    8: "CIE L*a*b*",
+    9: "ICC L*a*b*",
+    10: "ITU L*a*b*",
+    32803: "raw mosaic (CFA)",
+    34892: "linear raw",
+}
 _TIFF_UNREAD = (
     "a TIFF whose first image directory cannot be read (more than 1,024 tags, or past the file's end): crafted "
     "or damaged, not decoded"
@@ -973,6 +990,19 @@ def tiff_deep_pixels(data: bytes | memoryview) -> str | None:
         return (
             f"a TIFF of {bits}-bit pixels; 8-bit and 16-bit images are read: save it as an 8-bit image, or as "
             "16-bit read by pixel_bits / --pixel-bits"
+        )
+    if bits > 8 and (photometric := dirs[0].get(262)) is not None and photometric not in _TIFF_DEEP_READ:
+        kind = _TIFF_PHOTOMETRIC.get(photometric, f"PhotometricInterpretation {photometric}")
+        return (
+            f"a {bits}-bit {kind} TIFF, which this reader cannot read right (beyond 8 bits it reads grey with black "
+            "at 0, or RGB): save it as grey with black at 0 or as RGB, 16-bit (read by pixel_bits / --pixel-bits) "
+            "or 8-bit"
+        )
+    if bits > 8 and dirs[0].get(277, 1) > 1 and dirs[0].get(284, 1) == 2:
+        return (
+            f"a TIFF of {bits}-bit samples in separate planes (PlanarConfiguration 2), which this reader cannot "
+            "read right (its colours come out scrambled): save it with each pixel's samples together (contiguous, "
+            "the usual TIFF layout), or as 16-bit PNG"
         )
     return None
 

@@ -881,3 +881,80 @@ async def test_a_text_pgm_or_ppm_of_maxval_below_255_is_refused_alike_by_the_thr
     import_images(mvtec, tmp_path / "ds_masks", log=lambda m: None)
     masks = load_parts(tmp_path / "ds_masks", masks=True).masks
     assert [np.array_equal(m != 0, grey % 2 != 0) for m in masks if m is not None] == [True, True]
+
+
+def _tiff16(samples: np.ndarray, photometric: int, planar: int = 1) -> bytes:
+    """An uncompressed little-endian TIFF of 16-bit samples (h, w) or (h, w, n) in one strip, in the layout a
+    microscope's or an X-ray detector's software writes: ``photometric`` 0 (white at 0) or 1 (black at 0) for
+    grey, 2 for RGB; ``planar`` 2 stores each sample's plane after the other (PlanarConfiguration)."""
+    h, w = samples.shape[:2]
+    n = 1 if samples.ndim == 2 else samples.shape[2]
+    data = (np.moveaxis(samples, -1, 0) if planar == 2 and n > 1 else samples).astype("<u2").tobytes()
+    bits_at = 8 + len(data)  # BitsPerSample's n values, when they do not fit in the entry
+    first = bits_at + (2 * n if n > 2 else 0)
+    tags = [
+        (256, 3, 1, w),
+        (257, 3, 1, h),
+        (258, 3, n, 16 | 16 << 16 if n == 2 else 16 if n == 1 else bits_at),
+        (259, 3, 1, 1),
+        (262, 3, 1, photometric),
+        (273, 4, 1, 8),
+        (277, 3, 1, n),
+        (278, 3, 1, h),
+        (279, 4, 1, len(data)),
+        (284, 3, 1, planar),
+    ]
+    if planar == 2 and n > 1:  # a strip per plane
+        tags[5], tags[8] = (273, 4, n, first), (279, 4, n, first + 4 * n)
+        plane = len(data) // n
+        extra = struct.pack(f"<{n}I", *(8 + k * plane for k in range(n))) + struct.pack(
+            f"<{n}I", *[plane] * n
+        )
+    else:
+        extra = b""
+    head = b"II*\x00" + struct.pack("<I", first + len(extra))
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *t) for t in tags) + b"\0\0\0\0"
+    return head + data + (struct.pack(f"<{n}H", *[16] * n) if n > 2 else b"") + extra + ifd
+
+
+def test_a_16_bit_tiff_with_white_at_0_or_in_separate_planes_is_refused_not_read_as_its_negative(tmp_path):
+    """OpenCV reads a TIFF of more than 8 bits a sample as stored, without libtiff's colour conversion: a 16-bit
+    grey TIFF with white at 0 (PhotometricInterpretation 0: an X-ray detector's, a scanner's) came out as its
+    negative, and an RGB one in separate planes (PlanarConfiguration 2: a microscope's) with its colours
+    scrambled; the import (--pixel-bits 16) stored and trained on them, the agent's camera judged them. Both are
+    refused alike by the import, the camera's decode and `--input-images`, naming the layout; grey with black at
+    0 and interleaved RGB at 16 bits are read with exactly their values."""
+    from cloud_trainer.train.data import DatasetError
+    from cloud_trainer.train.images import import_images
+    from model_packager.image_file import Refused
+    from model_packager.image_file import read_image as packager_read
+    from protocols.image_header import ImageRejected, decode_image
+    from tests.unit.test_image_import import per_class
+
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 65536, (6, 10), dtype=np.uint16)
+    rgb = rng.integers(0, 65536, (6, 10, 3), dtype=np.uint16)  # R, G, B as written
+    src = per_class(tmp_path / "src", {"ok": 20, "dent": 2})
+    (src / "dent" / "grey.tif").write_bytes(_tiff16(grey, 1))
+    (src / "dent" / "rgb.tif").write_bytes(_tiff16(rgb, 2))
+    out = tmp_path / "ds"
+    import_images(src, out, pixel_bits=16, log=lambda m: None)
+    rows = {r["source"]: r for r in map(json.loads, (out / "labels.jsonl").read_text().splitlines())}
+    stored = cv2.imread(str(out / rows["dent/grey.tif"]["file"]), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(stored, (grey >> 8).astype(np.uint8))
+    stored = cv2.imread(str(out / rows["dent/rgb.tif"]["file"]), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(stored, (rgb[..., ::-1] >> 8).astype(np.uint8))
+    for name, data, why in (
+        ("negative.tif", _tiff16(grey, 0), "a 16-bit white-is-zero grey (a negative) TIFF"),
+        ("planes.tif", _tiff16(rgb, 2, planar=2), "a TIFF of 16-bit samples in separate planes"),
+    ):
+        with pytest.raises(ImageRejected, match=re.escape(why)) as camera:
+            decode_image(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        assert camera.value.unsupported
+        with pytest.raises(Refused, match=re.escape(why)):
+            packager_read(data)
+        (src / "dent" / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=re.escape(f"{src / 'dent' / name}: {why}")):
+            import_images(src, tmp_path / name, pixel_bits=16, log=lambda m: None)
+        assert not (tmp_path / name).exists()
+        (src / "dent" / name).unlink()
