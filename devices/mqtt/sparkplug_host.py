@@ -329,10 +329,11 @@ class _Node:
     # a message of it since its last NBIRTH held a seq other than 0: a later one holding none is its 0, left out by
     # an encoder that writes no field at its default (``SparkplugHost._check_seq``)
     seq_shown: bool = False
-    # a DBIRTH or DDEATH of it ever held a seq other than 0: it numbers them, so one holding none after a seq other
-    # than 0 since its birth is its 0 too (``SparkplugHost._check_seq``); a node that numbers its data alone is
-    # not taken so, its seq-less DBIRTHs no gap after each data message
-    dev_seq_shown: bool = False
+    # the kinds of message (DBIRTH, DDEATH) of it that ever held a seq other than 0: it numbers them, so one of that
+    # kind holding none after a seq other than 0 since its birth is its 0 too (``SparkplugHost._check_seq``); a
+    # node that numbers its data alone (or its DBIRTHs, not its DDEATHs) is not taken so for the others: its
+    # seq-less ones no gap, no rebirth asked, after each data message
+    seq_kinds: frozenset[sp.MessageType] = frozenset()
     # the payload timestamp of its last data message whose seq was checked (None after any other message): data at
     # the same seq with another timestamp is no redelivery but 256 messages on, 255 lost (``_check_seq``)
     data_ts: int | None = None
@@ -2815,19 +2816,23 @@ class SparkplugHost:
         both are data whose payload timestamps (``ts``) differ: not the same message again, but 256 on, 255 lost
         (a redelivery is the same payload; a node whose seq never moves has no data in sequence to ask a rebirth
         after). The data is still used."""
-        if seq is None and (node.seq in _SEQ_TOPS or (node.seq_shown and (data or node.dev_seq_shown))):
+        if seq is None and (
+            node.seq in _SEQ_TOPS or (node.seq_shown and (data or t.message_type in node.seq_kinds))
+        ):
             # the 0 after a counter's top, left out by an encoder that writes no field at its default (proto3 code
             # from Sparkplug's .proto without ``optional``: eclipse-tahu/tahu#274): taken as that 0. Said, and the
             # next message's 1 a gap after 255, the node was told to send seq and reborn whole every 256 messages.
             # So too a data message's after any seq of a node that sent some since its birth: its 0 after messages
             # lost (5, then the 0 with 6..255 lost) was said to hold no seq, the node told to send seq, and the gap
             # seen a message later; after its 0 (1..255 lost) not at all. And a DBIRTH's or DDEATH's of a node whose
-            # DBIRTHs or DDEATHs carried a seq before (one with none was said to hold no seq, the gap seen a message
-            # later, or not at all); a node that numbers its data alone keeps its seq-less DBIRTHs said so
+            # messages of that kind carried a seq before (one with none was said to hold no seq, the gap seen a message
+            # later, or not at all); a node that numbers its data alone keeps its seq-less DBIRTHs said so, and one
+            # that numbers its DBIRTHs alone its DDEATHs
             seq = 0
         elif seq:
             node.seq_shown = True
-            node.dev_seq_shown = node.dev_seq_shown or not data
+            if not data and t.message_type not in node.seq_kinds:
+                node.seq_kinds |= {t.message_type}
         last_ts, node.data_ts = node.data_ts, ts if data and seq is not None else None
         if seq is None:
             # Sparkplug numbers every message but an NDEATH: without one a message lost cannot be seen (nor a

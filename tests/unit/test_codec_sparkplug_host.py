@@ -842,7 +842,7 @@ def test_a_device_birth_whose_seq_0_was_left_out_after_a_loss_is_a_gap_asked():
     before now has it taken as its 0: a gap, a rebirth asked. A node that numbers its data but not its DBIRTHs is
     still only said so, no gap at each of its DBIRTHs."""
 
-    def run(first_dbirth_seq):
+    def run(first_dbirth_seq, death=False):
         h, sent, errors = host(rebirth_min_interval_s=0)
         nb = sp.Payload(
             1000, 0, [sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("uptime", 1, D.DOUBLE, 1.0)]
@@ -857,10 +857,15 @@ def test_a_device_birth_whose_seq_0_was_left_out_after_a_loss_is_a_gap_asked():
         late = sp.Payload(3000, None, [sp.Metric("level", 20, D.DOUBLE, 7.0)])  # its 0, 6..255 lost
         (r,) = h.handle("spBv1.0/g/DBIRTH/n/m2", sp.encode(late), 3.0)
         assert (r.tag, r.value) == ("n/m2/level", 7.0)  # read all the same
+        if death:
+            ddata(h, 1)
+            h.handle("spBv1.0/g/DDEATH/n/m", sp.encode(sp.Payload(4000, None, [])), 4.0)
         return sent, errors
 
     sent, errors = run(1)
     # before: message_without_seq, and no rebirth asked
     assert errors == ["seq_gap"] and [t for t, _ in sent] == ["spBv1.0/g/NCMD/n"]
+    sent, errors = run(1, death=True)  # its DBIRTHs numbered, never its DDEATHs: no gap of those
+    assert errors == ["seq_gap", "message_without_seq"] and len(sent) == 1
     sent, errors = run(None)  # its DBIRTHs never numbered
     assert errors == ["message_without_seq"] and sent == []
