@@ -7016,17 +7016,14 @@ class OpcUaSource:
                         else:
                             nt, cached = await self._type_again(node, node_id, nt)
                     was, checked = None, False
-                    if (
-                        nt is not None
-                        and cached
-                        and not again
-                        and not beat
-                        and node.nodeid not in self._target_nodes
-                    ):
+                    if nt is not None and cached and not again and node.nodeid not in self._target_nodes:
                         # a target not watched: a download that retyped it within the hold was seen only by the
                         # server's answer, and a lenient server converted what it was sent without one (an INT's -1
                         # stored as a USINT's 255): one Read of its DataType, ValueRank and ArrayDimensions a write
-                        # (a refusal of this write after it does not Read them again)
+                        # (a refusal of this write after it does not Read them again). A heartbeat's beat too (its
+                        # node is never watched): spared it, a counter's 2 to an INT a download made a BOOL was stored
+                        # as true, beat after beat, until the type's minute ended; a toggle's beats are spared it
+                        # within the hold, as any 0 or 1
                         asked = time.monotonic()
                         held_check = self._pre_checked.get(node_id)
                         if (

@@ -1597,32 +1597,39 @@ async def test_a_heartbeat_does_not_wait_for_its_type_read_again(plc_server, mon
     answers in seconds (a gateway browsing the device) held the beat as long, once a hold, and one not answering it
     held it connect_timeout_s each hold, for the PLC's watchdog to trip. Never read again, a counter's node made a
     SINT by a download on a server that converts what it is sent had its beats refused past 127 for hours. The read
-    is made beside the beats: here its DataType answered 0.3 s late, beats go out meanwhile."""
+    is made beside the beats: here the Browse of the node's properties it makes is answered 0.3 s late (from the
+    server's own task, which answers the beats meanwhile), beats go out meanwhile."""
+    from asyncua.server.internal_session import InternalSession
+
     from devices.opcua import client
 
     srv, src, nodes, _, _, _ = plc_server
     beat, _, _ = await _type_reads_counted(nodes, "Beat")
     hb = _fast_heartbeat(src, "ns=2;s=Beat")
-    during: list[int] = []  # beats written while each DataType read of the node was answered
+    during: list[int] = []  # beats written while each Browse of the node was answered
+    browse = InternalSession.browse
+    hooked = [False]
 
-    async def late(event, _dispatcher) -> None:
-        if any(
-            rv.NodeId == beat.nodeid and rv.AttributeId == ua.AttributeIds.DataType
-            for rv in event.request_params.NodesToRead
-        ):
+    async def late(self, params):
+        if hooked[0] and any(d.NodeId == beat.nodeid for d in params.NodesToBrowse):
             was = hb.heartbeats
-            await asyncio.sleep(0.3)
+            task = asyncio.ensure_future(asyncio.sleep(0.3))  # (not holding the server's loop of this session)
+            got = await browse(self, params)
+            await task
             during.append(hb.heartbeats - was)
+            return got
+        return await browse(self, params)
 
+    monkeypatch.setattr(InternalSession, "browse", late)
     await hb.start()
     try:
         await until(lambda: hb.heartbeats >= 1, 30, "a first beat")  # its type read at the connect's check
-        srv.subscribe_server_callback(CallbackType.PostRead, late)
+        hooked[0] = True
         monkeypatch.setattr(client, "_TYPE_HOLD_S", 0.0, raising=False)  # every type older than its hold
         monkeypatch.setattr(client, "_TYPE_READ_SHARE", 1e6, raising=False)  # the hold alone
         await until(lambda: during, 30, "the beat's type read again")  # was: never (76cc55e4)
         assert during[0] > 0, during  # was: none, the beat waiting for the read
     finally:
-        srv.unsubscribe_server_callback(CallbackType.PostRead, late)
+        hooked[0] = False
         await hb.stop()
         await srv.delete_nodes([beat])

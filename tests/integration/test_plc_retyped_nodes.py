@@ -572,6 +572,9 @@ async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_i
         ("enum", (1,), ua.VariantType.Boolean, 2),
         # an abstract Integer node made to hold a SINT, its DataType kept: no Read of its attributes sees it
         ("Integer held", (100,), ua.VariantType.SByte, 200),
+        # a heartbeat counter's beats (1, then 2) to an INT made a BOOL: its beats had no Read before them, 2 was
+        # stored as true (a constant true, beat after beat, until the type's minute ended)
+        ("INT beat", (1,), ua.VariantType.Boolean, 2),
     ],
 )
 async def test_a_retype_of_an_unwatched_target_never_sends_a_value_a_converting_gateway_stores_as_another(
@@ -584,14 +587,16 @@ async def test_a_retype_of_an_unwatched_target_never_sends_a_value_a_converting_
     at all within the type's minute (-1 held as 255, the enumeration's 2 as true). The hold spares that Read only
     0, 1 and a Boolean; every other write Reads it: the value is refused naming the new type, never sent. An
     abstract Integer node made to hold a SINT, its DataType kept, is judged by what it holds, read at each write
-    as a BaseDataType node's (its attributes' Read does not see that: 200 was held as -56)."""
+    as a BaseDataType node's (its attributes' Read does not see that: 200 was held as -56). A heartbeat's beats had
+    no such Read at all (a counter's 2 to an INT made a BOOL held as true): they have it as any write."""
     monkeypatch.setattr(opcua_client, "_PRE_CHECK_HOLD_S", 3600.0)  # not a timing test: within the hold
     port = free_port()
     srv, node_id, retype, sent = await _converting_plc(port, [True], kind.split()[0])
     src = await _unwatched_source(port, node_id)
+    beat = kind.endswith("beat")
     try:
         for v in first:
-            await src.write(node_id, v)  # its type read; then its attributes read, unchanged: held
+            await src.write(node_id, v, beat=beat)  # its type read; then its attributes read, unchanged: held
         await retype(
             vt, datatype=not kind.endswith("held")
         )  # the download, within the hold and the type's minute
@@ -599,7 +604,7 @@ async def test_a_retype_of_an_unwatched_target_never_sends_a_value_a_converting_
         with pytest.raises(
             OpcUaTypeMismatch, match=rf"(is|holding an?) {vt.name}; cannot write {value} \(int\)"
         ):
-            await src.write(node_id, value)
+            await src.write(node_id, value, beat=beat)
     finally:
         await src.stop()
         await srv.stop()
