@@ -135,6 +135,13 @@ class Recording:
 # is the 10th of November in some places and the 11th of October in others)
 _DOTTED = re.compile(r"(\d{1,2})\.(\d{1,2})\.(\d{4})[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?")
 
+# a cell that starts as a date (2026-03-29, 29.03.2026, 03/29/2026) or a time of day (00:59:59) does: in a channel
+# column it is a time column under a name not known as one (WinCC's 'Datum;Zeit', 'Date'), refused saying so, not
+# as a number written with a decimal point
+_DATE_OR_CLOCK = re.compile(
+    r"\s*(\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|\d{1,2}:\d{2})(?![\d.,])"
+)
+
 
 def _time_value(v: str, where: str, scale: float = 1.0, reason: str = "") -> float:
     try:
@@ -926,6 +933,13 @@ def _csv_numbers(
                     f'{path}: line {lines[k] - spans}: column {column!r}: a quote (") opened there is closed '
                     f"only at line {lines[k]}, so those lines read as one value ({v[:40]!r}...); fix or "
                     "remove it"
+                ) from None
+            if _DATE_OR_CLOCK.match(v):  # a date or a time of day under a name not known as a time column
+                raise DatasetError(
+                    f"{path}: line {lines[k]}: column {column!r} holds a date or a time of day "
+                    f"({v if len(v) <= 60 else v[:60] + '...'!r}), not a number: the time column is told by its "
+                    f"name ({', '.join(TIME_COLUMNS[:5])}, zeit, ...) and holds the date and time in one cell; "
+                    "rename it so, joining a date column and a time column into one"
                 ) from None
             why = str(exc) if decimal_comma and "decimal" in str(exc) else ""
             raise DatasetError(

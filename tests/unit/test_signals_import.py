@@ -377,6 +377,17 @@ def test_csv_as_spreadsheets_in_other_locales_export_it_reads_the_same_run(tmp_p
         ("time [min],a\n1,2\n2,3\n3,4\n", "time column 'time [min]': unit 'min' not understood"),
         ("time,a [g],a [m/s2]\n0,1,2\n1,1,2\n2,1,2\n", "more than one column is called 'a'"),
         ("time;a\n0;1,5,3\n1;2\n2;3\n", "column 'a' holds a value that is not a number"),
+        # WinCC's date and time in two columns, a date under a name not known as a time column: said so, not
+        # "a decimal point in a file written with decimal commas"
+        (
+            "Datum;Zeit;a\n29.03.2026;00:59:59,900;1,5\n29.03.2026;00:59:59,901;2,5\n",
+            "line 2: column 'Datum' holds a date or a time of day ('29.03.2026'), not a number: the time column "
+            "is told by its name",
+        ),
+        (
+            "Date,a\n2026-03-29T00:59:59.9,1\n2026-03-29T00:59:59.901,2\n",
+            "column 'Date' holds a date or a time",
+        ),
     ],
 )
 def test_csv_headers_and_values_that_would_be_misread_are_refused(tmp_path, text, msg):
