@@ -6541,8 +6541,7 @@ class OpcUaSource:
                 self._halted(stalled)
                 raise stalled
             try:
-                async with asyncio.timeout(self.settings.connect_timeout_s):
-                    got = await self._client.uaclient.read_attributes(status_nodes, ua.AttributeIds.Value)
+                got = await self._read_state(self._client, status_nodes)
                 if got and got[0].StatusCode is not None and not got[0].StatusCode.is_good():
                     try:
                         got[0].StatusCode.check()  # the state's own status: as a refused read was
@@ -6585,6 +6584,29 @@ class OpcUaSource:
             except Exception as e:
                 log.info("opcua source %s: keepalive failed: %r", self.name, e)
                 return
+
+    async def _read_state(self, client: Client, nodes: list[ua.NodeId]) -> list[ua.DataValue]:
+        """The Values of ``nodes`` (the server's state, its clock), read with ``connect_timeout_s`` for an answer
+        counted from the last answer to a request of this session sent before it: ``TimeoutError`` only when the
+        server answered none of those within ``connect_timeout_s``. A server answering one request at a time (many
+        PLCs' stacks) answers this read after those ahead of it: behind a write, a type's Browse and a tags' read
+        taking a second each, it took longer than ``connect_timeout_s`` while the server answered each in time, and
+        a slow PLC was taken for a stalled one and dropped, over and over. Only the requests ahead of the first
+        read are waited for (a Publish sent later, answered by a server whose reads hang, does not hold it), and
+        each wait needs one of them answered: at most one wait more than there were requests ahead."""
+        proto = getattr(client.uaclient, "protocol", None)
+        pending = getattr(proto, "_callbackmap", None)
+        # (another asyncua layout: no requests known, connect_timeout_s for the read alone, as before)
+        ahead = set(pending) if isinstance(pending, dict) else set()
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    return await client.uaclient.read_attributes(nodes, ua.AttributeIds.Value)
+            except TimeoutError:
+                answered = {i for i in ahead if pending is not None and i not in pending}
+                if not answered:
+                    raise
+                ahead -= answered
 
     def _stalled_sub(self) -> _Silent | None:
         """A subscription of this session (the main one, or one of ``_apart``'s) that has sent nothing (no
@@ -6923,10 +6945,7 @@ class OpcUaSource:
         if heard is None or heard >= began:  # (None: an asyncua whose reads are not seen; as before)
             return True
         try:
-            async with asyncio.timeout(self.settings.connect_timeout_s):
-                await client.uaclient.read_attributes(
-                    [client.get_node(ua.ObjectIds.Server_ServerStatus_State).nodeid], ua.AttributeIds.Value
-                )
+            await self._read_state(client, [client.get_node(ua.ObjectIds.Server_ServerStatus_State).nodeid])
         except asyncio.CancelledError:
             raise
         except Exception:  # no answer, or the connection gone: silent

@@ -254,3 +254,57 @@ async def test_an_array_longer_than_the_servers_max_array_length_is_refused_nami
     assert "ns=2;s=Profile" in str(refused.value) and "the server's MaxArrayLength" in str(refused.value)
     assert sent == [("Profile", 4), ("Short", 3)], sent
     assert profile == [1.0, 2.0, 3.0, 4.0] and short == [1.0, 2.0, 3.0], (profile, short)
+
+
+async def test_a_server_answering_one_request_at_a_time_behind_slow_reads_is_not_taken_for_stalled(
+    monkeypatch,
+):
+    """A PLC's stack answers one request at a time (asyncua's server does, per connection), each read of a large
+    node taking 0.25 s: eight of them queued take 2 s, twice ``connect_timeout_s``, each answered in time. The
+    session check's read of the server state waits behind them; it was given ``connect_timeout_s`` alone, the PLC
+    taken for a stalled one (``server_not_answering``), its tags turned BAD and the session made again, over and
+    over on a line that reads that much. The wait is counted from the last answer to a request ahead of it: the
+    session stays up, nothing said halted. A server whose reads then hang (its publishes go on) is still said
+    stalled."""
+    from asyncua.server.internal_session import InternalSession
+
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:test:serial", "Line")
+    await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    large = await obj.add_variable(ua.NodeId("Recipe", idx), "Recipe", 0.0)
+    await srv.start()
+    read, done, hung = InternalSession.read, [0], asyncio.Event()
+
+    async def slow_read(self, params):
+        while hung.is_set():
+            await asyncio.sleep(0.05)
+        got = await read(self, params)
+        if any(r.NodeId == large.nodeid for r in params.NodesToRead):
+            await asyncio.sleep(0.25)
+            done[0] += 1
+        return got
+
+    monkeypatch.setattr(InternalSession, "read", slow_read)
+    src = OpcUaSource("plc", _settings(port, connect_timeout_s=1.0, nodes=[{"node_id": f"ns={idx};s=Speed"}]))
+    try:
+        await src.start()
+        await until(lambda: src.state.value == "connected", 30, "connected")
+        client = src._client
+        assert client is not None
+        reads = [
+            asyncio.ensure_future(client.uaclient.read_attributes([large.nodeid], ua.AttributeIds.Value))
+            for _ in range(8)
+        ]
+        await asyncio.gather(*reads, return_exceptions=True)  # (the later ones not answered within 1 s)
+        await until(lambda: done[0] == 8, 30, "the server answered the eight reads")
+        checks = src.stats.reconnects, src.halted, src._client is client
+        hung.set()
+        await until(
+            lambda: (src.halted or {}).get("reason") == "server_not_answering", 30, "a hung server said"
+        )
+    finally:
+        hung.clear()
+        await src.stop()
+        await srv.stop()
+    assert checks == (0, None, True), checks
+    assert "server_not_answering" not in src.stats.errors_by_reason, src.stats.errors_by_reason

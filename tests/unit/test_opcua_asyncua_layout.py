@@ -143,3 +143,13 @@ async def test_an_extra_naming_an_item_of_a_call_answered_later_is_not_deleted()
     first_answer.set_result(None)
     assert [r.MonitoredItemId for r in await first] == [10]
     assert deleted == [] and faults == [2], (deleted, faults)
+
+
+def test_asyncua_keeps_each_request_awaiting_its_answer_by_request_id() -> None:
+    """The session check counts its wait from the last answer to a request ahead of it
+    (``OpcUaSource._read_state``), by the requests asyncua's protocol holds in ``_callbackmap`` until answered: on
+    another layout that wait falls back to ``connect_timeout_s`` alone, and a slow serial PLC is dropped again."""
+    from asyncua.client.ua_client import UASocketProtocol
+
+    assert isinstance(UASocketProtocol(timeout=1.0)._callbackmap, dict)
+
