@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 # a source not connected for this long (lost, refused, never reached) raises a source_down event: shorter
 # outages (a camera's reopening, a broker's restart) are counted and logged by the source, not sent as events
 SOURCE_DOWN_AFTER_S = 30.0
+# how often the agent resolves the OPC UA sources' host names (``Agent._resolve_plcs``), and waits for an answer
+RESOLVE_PLCS_S, RESOLVE_PLCS_TIMEOUT_S = 60.0, 10.0
 # <data_dir>/HALTS_FILE: the halts whose source_halted (active) the cloud was told and not yet the end of, so
 # that the next agent (a restart, a config reload) says the end of one that ended meanwhile or whose source is
 # no longer configured: nothing else would ever end it at the cloud
@@ -464,6 +466,11 @@ class Agent:
         # that holds it (``_writing_through``), each with whether its OK parts' writes may follow this one's, and
         # whether its unjudged parts' may: it holds while one of them does (``heartbeat_holders``)
         self.heartbeat_beside: dict[str, dict[str, list[tuple[Pipeline, bool, bool]]]] = {}
+        # OPC UA source with a heartbeat -> the sources its heartbeat's hold was last judged with (``_plc_group``)
+        self._hold_group: dict[str, frozenset[str]] = {}
+        # OPC UA source -> what is known of its server (``_plc_group``): the addresses its host name resolved to, the
+        # ApplicationUri its sessions read; kept while the agent runs
+        self._plc_seen: dict[str, set[tuple[str, Any]]] = {}
         self._recorded_hidden_from = 0  # the outbox's first seq this agent records (``start``)
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
@@ -1081,9 +1088,12 @@ class Agent:
         for name, src in self.sources.items():
             if hasattr(src, "reader_init"):  # a camera: its decoding runs below the loop, as inference does
                 src.reader_init = lower_this_thread
-            if hasattr(src, "heartbeat_hold") and (feeds := self._writing_through(name)):
+            if hasattr(src, "heartbeat_hold") and getattr(src.settings, "heartbeat", None) is not None:
+                # (judged at each beat: a source naming this PLC another way is known as its name resolves)
                 src.heartbeat_hold = functools.partial(self._watchdog_hold, name)
-                self.heartbeat_feeds[name] = feeds
+                self._hold_group[name] = self._plc_group(name)
+                if feeds := self._writing_through(name):
+                    self.heartbeat_feeds[name] = feeds
             await src.start()
             readers = [p for p in self.pipelines if p.s.source == name]
             if not hasattr(src, "items") or not (readers or _produces(src.settings)):
@@ -1118,6 +1128,8 @@ class Agent:
                 asyncio.create_task(self._fan_out(name, src, readers), name=f"source-{name}")
             )
         self._source_tasks.append(asyncio.create_task(self._watch_sources(), name="watch-sources"))
+        if self._hold_group and (named := self._named_plcs()):
+            self._source_tasks.append(asyncio.create_task(self._resolve_plcs(named), name="resolve-plcs"))
         self._source_tasks.append(asyncio.create_task(self._watch_loop(), name="watch-loop"))
         await self._end_carried_episodes()
         for p in self.pipelines:
@@ -1189,8 +1201,8 @@ class Agent:
         part (the parts before pass untold; it released the heartbeat alone). Two actions acting on such a part that
         write one node different values, one of them a value the node holds for an OK part (an action's on OK parts,
         a reset), leave it the last one's (it released the heartbeat). A windowed pipeline gives
-        no result then. The PLC is judged whole: the actions through any OPC UA source on its endpoint count
-        (``_plc_of``: a reject gate through a second session let the heartbeat run), a node however spelt
+        no result then. The PLC is judged whole: the actions through any OPC UA source reaching it count
+        (``_plc_group``: a reject gate through a second session let the heartbeat run), a node however spelt
         (``node_classes``: ``nsu=`` and ``ns=``), and a node another pipeline writes holds where that pipeline may leave there, for its OK parts, a value other than those written for the
         unjudged part (a reset false after its true: the PLC read false for it). A pass signal writing its reset for
         an unjudged part (``_pass_signals``) tells the PLC it is not passed: alone too, it holds nothing."""
@@ -1206,8 +1218,7 @@ class Agent:
 
         # the sources reaching this PLC (two on one endpoint: another session, other settings): one PLC's outputs and
         # watchdog, whichever session writes them
-        plc = _plc_of(self.cfg.sources.get(source))
-        same = {n for n, s in self.cfg.sources.items() if plc is not None and _plc_of(s) == plc} | {source}
+        same = self._plc_group(source)
         # one node however spelt (ns= and nsu=, i=05): the PLC reads what was written last through either
         nodes = node_classes(
             node_id
@@ -1284,7 +1295,7 @@ class Agent:
             ]
             found.append((p, through, written, passed, told))
         held = []
-        beside = self.heartbeat_beside.setdefault(source, {})
+        beside = self.heartbeat_beside[source] = {}
         for p, through, written, passed, told in found:
             if not through:
                 continue
@@ -1317,6 +1328,64 @@ class Agent:
                 held.append(p)
                 beside[p.name] = judging
         return held
+
+    def _plc_group(self, source: str) -> frozenset[str]:
+        """The OPC UA sources reaching ``source``'s PLC, whose writes its heartbeat's hold judges (``_writing_through``):
+        those on its endpoint however spelt (``_plc_of``), those whose host name resolves to an address another of
+        them names or resolves to (``_resolve_plcs``), and those whose server read the same ApplicationUri at a
+        connect, one after another: a reject gate through ``plc.local`` beside a heartbeat on its address
+        ``10.0.0.5`` was another PLC's, and the heartbeat ran while no part was judged. A source named by a host name
+        not resolved yet, whose server read no ApplicationUri either, may be any PLC on its port: it is taken as one
+        with each until its name resolves (never as another, which lets the heartbeat run unjudged). PLCs of one make keeping
+        its default ApplicationUri are one PLC to the hold: a slot with no model writing to one holds the other's
+        heartbeat too."""
+        keyed = {n: k for n, s in self.cfg.sources.items() if (k := _plc_of(s)) is not None}
+        if source not in keyed:
+            return frozenset({source})
+        for n in keyed:  # (read at each connect: None before one, or where the server names none)
+            if uri := getattr(getattr(self.sources.get(n), "namespace_pins", None), "server", None):
+                self._plc_seen.setdefault(n, set()).add(("uri", uri))
+        known = {n: {("plc", k), *self._plc_seen.get(n, ())} for n, k in keyed.items()}
+        group, keys = {source}, set(known[source])
+        while grown := [n for n, k in known.items() if n not in group and k & keys]:
+            group.update(grown)
+            keys.update(*(known[n] for n in grown))
+        # a host name not resolved yet (nor an ApplicationUri read) may lead to any PLC on its port
+        unknown = {n for n, k in known.items() if len(k) == 1 and keyed[n][1] and _host_named(keyed[n][0])}
+        port = keyed[source][1]
+        return frozenset(
+            group | {n for n in keyed if keyed[n][1] == port and (source in unknown or n in unknown)}
+        )
+
+    def _named_plcs(self) -> dict[str, tuple[str, int]]:
+        """The OPC UA sources whose endpoint names their PLC by a host name: source -> (name, port)."""
+        return {
+            n: k
+            for n, s in self.cfg.sources.items()
+            if (k := _plc_of(s)) is not None and k[1] and _host_named(k[0])
+        }
+
+    async def _resolve_plcs(self, named: dict[str, tuple[str, int]]) -> None:
+        """Resolve the host names of ``named`` (``_named_plcs``) as a session's connect does, now and every
+        RESOLVE_PLCS_S, for ``_plc_group`` to know the PLC each leads to (a name resolved to several addresses
+        leads to each; one resolved again elsewhere, to both). A name that does not resolve is tried again."""
+        import socket
+
+        from devices.opcua.settings import plc_at
+
+        loop = asyncio.get_running_loop()
+        while True:
+            for n, (host, port) in named.items():
+                try:
+                    async with asyncio.timeout(RESOLVE_PLCS_TIMEOUT_S):
+                        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                except (OSError, TimeoutError, UnicodeError) as e:
+                    log.debug("opcua source %s: %s not resolved (%s)", n, host, e)
+                    continue
+                self._plc_seen.setdefault(n, set()).update(
+                    ("plc", plc_at(str(info[4][0]), port)) for info in infos if info[4]
+                )
+            await asyncio.sleep(RESOLVE_PLCS_S)
 
     def heartbeat_holders(self, source: str) -> list[Pipeline]:
         """The pipelines holding ``source``'s heartbeat now (``_watchdog_hold``): those whose slot is failed, or
@@ -1368,6 +1437,10 @@ class Agent:
         so every part it sees is UNSURE and an output gated on NG is never updated (``heartbeat_holders``). The agent
         was down then before (the watchdog fell back to the PLC's safe state); it serves the rest now. None once a
         package serves."""
+        if (group := self._plc_group(source)) != self._hold_group.get(source):
+            # a session reached a PLC another source names another way (or its name leads elsewhere): judged afresh
+            self._hold_group[source] = group
+            self.heartbeat_feeds[source] = self._writing_through(source)
         for p in self.heartbeat_holders(source):
             if p.slot.failed is not None:  # (its reason said once, at the start, and on /status under models)
                 return (
@@ -2150,6 +2223,17 @@ def _plc_of(settings) -> tuple[str, int] | None:
     from devices.opcua.settings import plc_of
 
     return plc_of(settings.endpoint) if getattr(settings, "type", None) == "opcua" else None
+
+
+def _host_named(host: str) -> bool:
+    """Whether ``host`` (``_plc_of``'s) is a host name, which the resolver may lead to any address."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host != "localhost"
+    return False
 
 
 def _reset_written(action) -> str | None:

@@ -433,13 +433,12 @@ def plc_of(endpoint: str) -> tuple[str, int]:
     whichever source writes it). This host's own names are one (``localhost``, ``127.0.0.1``, ``::1``: an OPC UA
     server on the gateway, spelt two ways, let a gate through the other spelling's session go untold) and an address
     is read as one whatever its spelling (``::ffff:10.0.0.5`` is ``10.0.0.5``, and so is ``10.5`` to the resolver,
-    as ``127.1`` is ``127.0.0.1``); a name and its address are not (nothing is resolved at the start). All of
-    ``127.0.0.0/8`` is this host: a server listening on every address answers on each of them, so two such spellings
-    may be one server, which the hold judges whole (it holds where either would). An endpoint the agent never connects to as written (``endpoint_unparsed``: a
-    bracket not closed, no port) is a PLC of its own: ``(endpoint, 0)``. One with no host reaches this gateway's own
-    server (asyncio connects to the loopback then): it is ``localhost``'s."""
-    import ipaddress
-
+    as ``127.1`` is ``127.0.0.1``); a name and its address are not here (the agent resolves names as it runs:
+    ``Agent._plc_group``). All of ``127.0.0.0/8`` is this host: a server listening on every address answers on each
+    of them, so two such spellings may be one server, which the hold judges whole (it holds where either would). An
+    endpoint the agent never connects to as written (``endpoint_unparsed``: a bracket not closed, no port) is a PLC
+    of its own: ``(endpoint, 0)``. One with no host reaches this gateway's own server (asyncio connects to the
+    loopback then): it is ``localhost``'s."""
     try:
         url = urllib.parse.urlsplit(endpoint)
         port, host = url.port, (url.hostname or "localhost").lower().rstrip(".")
@@ -447,6 +446,15 @@ def plc_of(endpoint: str) -> tuple[str, int]:
         port = None
     if not port:
         return (endpoint, 0)
+    return plc_at(host, port)
+
+
+def plc_at(host: str, port: int) -> tuple[str, int]:
+    """The PLC at ``host`` (a name or an address, as ``plc_of`` reads an endpoint's; an address a name resolves to)
+    and ``port``, keyed as ``plc_of`` keys it."""
+    import ipaddress
+
+    host = host.lower().rstrip(".")
     try:
         ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:

@@ -285,7 +285,7 @@ async def test_a_package_whose_rate_a_windowed_pipeline_cannot_take_is_refused_i
     ],
 )
 async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_until_a_package_serves(
-    tmp_path, capsys, gate
+    tmp_path, capsys, monkeypatch, gate
 ):
     """The agent did not start with such a slot, and the OPC UA source's heartbeat (the PLC's watchdog output)
     stood still: the PLC fell back to its safe state. Started with the slot failed, it went on counting while every
@@ -297,8 +297,8 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     results, so it is never updated either: held (it was written, the line running with no part judged). A pass
     signal beside it (`verdict: OK`, on_change) is reset by each unjudged part, as by an NG part: it kept what the
     agent before left (true after an OK part), and with the line running a PLC reading it passed each part. The PLC
-    is judged whole: a gate written through another source on its endpoint (another session, the host spelt
-    `localhost`) holds the heartbeat as one through the heartbeat's source does (it ran on), and a reject node
+    is judged whole: a gate written through another source reaching it (another session, the PLC named by a host
+    name that resolves to its address) holds the heartbeat as one through the heartbeat's source does (it ran on), and a reject node
     another pipeline also writes (its OK parts' false after each unjudged part's true) holds it too (it ran on, the
     PLC reading false for unjudged parts). A pass signal alone tells the PLC each unjudged part is not passed (its reset): the heartbeat runs.
     That other pipeline on a slot failed too rejects its parts as well: the heartbeat runs (it was held, the line
@@ -328,6 +328,15 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
     more: dict = {"sources": {}, "models": {}, "actions": {}, "pipelines": []}
     if gate == "NG through another session":  # (the outputs' source: the same PLC, no heartbeat)
         more["sources"] = {"plc2": {"type": "opcua", "endpoint": "", "connect_timeout_s": 2.0}}
+        # the PLC's host name, as a site's DNS or hosts file gives it (a .invalid name no resolver answers)
+        import socket
+
+        resolve = socket.getaddrinfo
+        monkeypatch.setattr(
+            socket,
+            "getaddrinfo",
+            lambda host, *a, **k: resolve("127.0.0.1" if host == "plc-line3.invalid" else host, *a, **k),
+        )
     elif gate == "NG or UNSURE on a shared node":  # another camera's pipeline, every part OK, writes it too
         ok = make_package(tmp_path / "ok", kind="vision", version="1.0.0", key=key, heatmap=False, bias=8.0)
         more["models"] = {"vision2": {"package": str(ok)}}
@@ -360,8 +369,8 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                         "heartbeat": {"node_id": p.node_id("Life"), "period_ms": 100, "kind": "counter"},
                     },
                     "cam": {"type": "camera", "url": str(tmp_path / "frames"), "fps": 5, "loop": True},
-                    **{  # the same PLC spelt another way (it was another PLC to the hold, the heartbeat running)
-                        n: {**s, "endpoint": f"opc.tcp://localhost:{p.port}/plc/"}
+                    **{  # the same PLC named by its host name (another PLC to the hold: the heartbeat ran)
+                        n: {**s, "endpoint": f"opc.tcp://plc-line3.invalid:{p.port}/plc/"}
                         for n, s in more["sources"].items()
                     },
                 },
@@ -429,6 +438,12 @@ async def test_a_plc_watchdog_fed_by_a_pipeline_on_a_failed_slot_stands_still_un
                         what="the heartbeat held once the other slot serves",
                     )
                 return
+            if gate == "NG through another session":  # known as this PLC once its name is resolved
+                await until(
+                    lambda: ("plc", ("localhost", p.port)) in agent._plc_seen.get("plc2", ()),
+                    what="the host name resolved to the PLC's address",
+                )
+                await asyncio.sleep(0.3)  # (beats of 100 ms: one would have run)
             assert src.heartbeats == 0 and (await p.read())["Life"] == 0
             held = agent.status()["sources"]["plc"]["heartbeat_held"]
             assert held["node"] == p.node_id("Life") and "model slot 'vision' is failed" in held["reason"], (
@@ -471,9 +486,14 @@ async def _read_false(p) -> bool:
 
 
 def _held_by_plc(tmp_path, pub, actions: dict, pipelines: list, sources: dict | None = None) -> list[str]:
-    """The pipelines whose slot, failed, holds the heartbeat of source ``plc`` (``Agent._writing_through``; the agent
-    is not started): cameras ``cam`` and ``cam2``, slots ``vision`` and ``vision2`` (a package never read), and
-    ``sources`` besides."""
+    """The pipelines whose slot, failed, holds the heartbeat of source ``plc`` (``Agent._writing_through``) in
+    ``_agent_of_plc``'s agent."""
+    return [p.name for p in _agent_of_plc(tmp_path, pub, actions, pipelines, sources)._writing_through("plc")]
+
+
+def _agent_of_plc(tmp_path, pub, actions: dict, pipelines: list, sources: dict | None = None) -> Agent:
+    """An agent, not started, with source ``plc`` (a heartbeat), cameras ``cam`` and ``cam2``, slots ``vision`` and
+    ``vision2`` (a package never read), and ``sources`` besides."""
     cfg = parse_config(
         {
             "agent": {"id": "gw", "data_dir": str(tmp_path / "data")},
@@ -498,7 +518,7 @@ def _held_by_plc(tmp_path, pub, actions: dict, pipelines: list, sources: dict | 
         "agent.yaml",
         str(tmp_path),
     )
-    return [p.name for p in Agent(cfg)._writing_through("plc")]
+    return Agent(cfg)
 
 
 def test_the_watchdog_hold_leaves_out_a_pass_signal_an_unjudged_part_is_left_without_as_an_ng_part_is(
@@ -835,6 +855,46 @@ def test_a_gate_through_the_plcs_address_in_a_short_spelling_holds_its_heartbeat
         "2130706433": ["inspect"],
         "10.1": [],
     }
+
+
+def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_there_and_until_resolved(
+    tmp_path,
+):
+    """A reject gate on NG through a second source naming the heartbeat's PLC (127.0.0.1) by a host name, its slot
+    with no model: taken as another PLC, the heartbeat ran while no part was judged. Now the name is the PLC it
+    resolves to; until it resolves it may be this PLC (held); resolved elsewhere, or on another port, it is not. A
+    server's ApplicationUri read through two sources makes them one PLC too (a second address of one PLC)."""
+    _, pub = make_keypair(tmp_path / "keys")
+    (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
+    (tmp_path / "frames").mkdir()
+    gate = {"type": "opcua_write", "source": "plc2", "node_id": "ns=2;s=Reject", "when": {"verdict": "NG"}}
+    pipes = [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}]
+
+    def held(endpoint: str, seen=(), uri=None, heartbeat_at=None) -> list[str]:
+        sources = {"plc2": {"type": "opcua", "endpoint": endpoint}}
+        if heartbeat_at:  # the heartbeat's source named so
+            beat = {"node_id": "ns=2;s=Life", "period_ms": 100}
+            sources["plc"] = {"type": "opcua", "endpoint": heartbeat_at, "heartbeat": beat}
+        agent = _agent_of_plc(tmp_path, pub, {"reject": gate}, pipes, sources)
+        if seen:
+            agent._plc_seen["plc2" if not heartbeat_at else "plc"] = set(seen)
+        if uri:
+            for n in ("plc", "plc2"):
+                agent.sources[n].namespace_pins.server = uri
+        return [p.name for p in agent._writing_through("plc")]
+
+    here, there = ("plc", ("localhost", 4840)), ("plc", ("10.0.0.9", 4840))
+    assert held("opc.tcp://plc-line3.example:4840/") == ["inspect"]  # not resolved yet: may be this PLC
+    assert held("opc.tcp://plc-line3.example:4840/", [here]) == ["inspect"]
+    assert held("opc.tcp://plc-line3.example:4840/", [there]) == []
+    assert held("opc.tcp://plc-line3.example:4841/") == []  # another port: another server
+    assert held("opc.tcp://10.0.0.9:4840/") == []
+    assert held("opc.tcp://10.0.0.9:4840/", uri="urn:plc-line3") == ["inspect"]  # one server, two addresses
+    # the heartbeat's source by the name, the gate's by an address
+    by_name = "opc.tcp://plc-line3.example:4840/"
+    assert held("opc.tcp://10.0.0.9:4840/", heartbeat_at=by_name) == ["inspect"]
+    assert held("opc.tcp://10.0.0.9:4840/", [there], heartbeat_at=by_name) == ["inspect"]
+    assert held("opc.tcp://10.0.0.9:4840/", [here], heartbeat_at=by_name) == []
 
 
 @pytest.mark.parametrize("pipeline", ["camera", "windowed"])
