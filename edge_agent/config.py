@@ -866,6 +866,8 @@ class OpcUaWriteAction(OutputAction):
             report.warning(f"actions.{name}.when", said)
         if (said := _heartbeat_node_said(self.source, self.node_id, cfg)) is not None:
             report.warning(f"actions.{name}.node_id", said)
+        if (said := _implied_pass_said(name, self, cfg)) is not None:
+            report.warning(f"actions.{name}.mode", said)
 
     # ``value: []`` loads without a word: written on purpose it clears a variable-length array node; a node that
     # cannot take it (a single value, a fixed-length array, a BaseDataType one holding a single value) is named
@@ -906,6 +908,58 @@ def _heartbeat_node_said(source: str, node_id: str, cfg: AgentConfig) -> str | N
         f"node {node_id} is the watchdog heartbeat of source {beat} on that PLC ({beats[beat]}), written every "
         "period_ms: a PLC program reading it as this output reads the heartbeat's values for its parts, and the "
         "PLC's watchdog takes this output's writes as beats; give the output a node of its own"
+    )
+
+
+def _implied_pass_said(name: str, action: OpcUaWriteAction, cfg: AgentConfig) -> str | None:
+    """Why an output on UNSURE parts writing ``false`` in mode ``on_change`` or ``pulse``, no ``reset_value``, on the
+    node of a pass signal (an output on OK parts and on no NG part: ``conditions.pass_signal``; on the same PLC, the
+    node however spelt in one namespace) passes parts: its reset, implied, is ``true`` (a boolean value's opposite),
+    written for every part it does not act on, an NG part too (``on_change``), or ``pulse_ms`` after the UNSURE part
+    (``pulse``); the PLC read ``true`` on the pass node for them. None otherwise. A warning: such a config loaded
+    before; an UNSURE part already resets the pipeline's pass signals, and ``mode: level`` writes ``false`` alone."""
+    import json
+
+    from devices.opcua.settings import node_key, plc_of
+    from edge_agent.conditions import pass_signal
+
+    if (
+        action.value is not False
+        or action.reset_value is not None
+        or action.mode is WriteMode.LEVEL
+        or "UNSURE" not in json.dumps(action.when or {})
+    ):
+        return None
+    sources, actions = cfg.sources or {}, cfg.actions or {}
+
+    def node_of(a: OpcUaWriteAction) -> tuple:
+        src = sources.get(a.source)
+        plc = plc_of(src.endpoint) if src is not None and src.type == "opcua" else ("source", a.source)
+        return plc, node_key(a.node_id)
+
+    mine = node_of(action)
+    passes = sorted(
+        n
+        for p in cfg.pipelines or []
+        for n in p.actions
+        if n != name
+        and isinstance(a := actions.get(n), OpcUaWriteAction)
+        and a.when is not None
+        and pass_signal(a.when, p.name, p.source) is not None
+        and node_of(a) == mine
+    )
+    if not passes:
+        return None
+    when = (
+        "for every part it does not act on, an NG part too"
+        if action.mode is WriteMode.ON_CHANGE
+        else f"{action.pulse_ms} ms after each part it acts on, an UNSURE part too"
+    )
+    return (
+        f"writes false in mode {action.mode.value} and, no reset_value given, its opposite true as its reset {when}: "
+        f"node {action.node_id} is pass signal {passes[0]}'s, so the PLC reads such a part passed. An UNSURE part "
+        "already resets the pipeline's pass signals (false); to write false on UNSURE parts and nothing else, "
+        "write mode: level"
     )
 
 

@@ -984,6 +984,29 @@ def test_an_output_written_to_the_heartbeats_node_is_a_warning_naming_the_field(
     assert parse_config(d, "line3.yaml").warnings == []
 
 
+def test_an_output_on_unsure_writing_false_to_a_pass_node_with_its_reset_implied_is_a_warning_naming_the_field(
+    env,
+):
+    """An output on UNSURE parts writing ``false`` in mode on_change or pulse, no reset_value, on a pass signal's
+    node: its reset, implied, is ``true``, written for every NG part after it (on_change) or pulse_ms after the
+    UNSURE part (pulse), and the PLC read those parts passed. It loaded without a word. A warning naming the field;
+    mode level, a reset_value, or a node of its own are none."""
+    d = good(env)
+    plc = {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=M.Pass"}
+    d["actions"]["pass"] = {**plc, "mode": "on_change", "when": {"verdict": "OK"}}
+    d["pipelines"][0]["actions"] += ["pass", "unsure"]
+    for mode, said in (("on_change", "an NG part too"), ("pulse", "500 ms after each part it acts on")):
+        d["actions"]["unsure"] = {**plc, "node_id": "ns=2; s=M.Pass", "value": False, "mode": mode}
+        d["actions"]["unsure"]["when"] = {"verdict": "UNSURE"}
+        got = parse_config(d, "line3.yaml").warnings
+        assert [w.split(": ")[:2] for w in got] == [["line3.yaml", "actions.unsure.mode"]], got
+        assert said in got[0] and "node ns=2; s=M.Pass is pass signal pass's" in got[0], got
+    for change in ({"mode": "level"}, {"reset_value": False}, {"node_id": "ns=2;s=M.Unsure"}):
+        d["actions"]["unsure"] = {**plc, "value": False, "mode": "on_change", "when": {"verdict": "UNSURE"}}
+        d["actions"]["unsure"].update(change)
+        assert parse_config(d, "line3.yaml").warnings == [], change
+
+
 def test_a_sources_certificate_files_are_the_config_folders_and_are_checked(env, tmp_path, monkeypatch):
     """A source's TLS and OPC UA certificate paths were taken relative to the process's working directory
     (a service manager's is `/`), were not checked by validate (a missing key showed only at run time),
