@@ -3005,17 +3005,24 @@ async def _delete_named(
     results: list,
     nodes: Collection[ua.NodeId],
     attrs: Collection[int] = (ua.AttributeIds.Value,),
-) -> None:
-    """The monitored items a faulty server's CreateMonitoredItems answer for ``nodes``' ``attrs`` named (the item ids
-    among ``results``) deleted, a failure to delete them ignored (``OpcUaSource._subscribe_alone``,
-    ``_subscribe_one``), but for an id asyncua holds for an item of another node or attribute too: a server answering
-    with an earlier answer again (the tags' ids named in the write targets' watch's answer) had that item deleted with
-    them, a tag's, and the tag got no value again, the source connected."""
+) -> int:
+    """The monitored items a CreateMonitoredItems answer of the right count for ``nodes``' ``attrs`` made (the item ids
+    among ``results``) given back (``OpcUaSource._watch_targets``, a refusal of some): deleted, a failure to delete
+    them ignored, but for an id asyncua holds for an item of another node or attribute too (a server answering with an
+    earlier answer again, the tags' ids named in the watch's answer, had that item deleted with them, a tag's, and
+    the tag got no value again, the source connected); 0. While another item of ``into`` waits for its answer (a
+    tag's made again after a download), none is deleted, as none a faulty answer made is (``_forget_named``): which
+    item an id is cannot be told then, and the answer naming the waiting item's id had it deleted, the tag silent,
+    the source connected; asyncua's registrations of them are forgotten, the items left on the server until the
+    subscription ends, and how many returned."""
+    if any(data.server_handle is None for data in getattr(into, "_monitored_items", {}).values()):
+        return _forget_named(into, results, nodes, attrs)
     others = _held_elsewhere(into, nodes, attrs)
     made = [r for r in results if isinstance(r, int) and not isinstance(r, bool) and r not in others]
     if made:
         with contextlib.suppress(ua.UaError, TimeoutError):
             await into.unsubscribe(made)
+    return 0
 
 
 def _held_elsewhere(
@@ -6292,9 +6299,16 @@ class OpcUaSource:
                         _forget_named(sub, handles, nodes, _WATCHED)
                         + len(_forget_unanswered(sub, watched, miscounted) or ())
                     )
-                elif sub is not None:
-                    # not a tag's item that an answer named
-                    await _delete_named(sub, handles, nodes, _WATCHED)
+                elif sub is not None and (left := await _delete_named(sub, handles, nodes, _WATCHED)):
+                    # not deleted while an item of the subscription waited for its answer: counted, said
+                    self.items_left_on_server += left
+                    log.info(
+                        "opcua source %s: %d monitored item(s) of the write targets' watch left on the PLC until the "
+                        "subscription ends, not given back: another item waited for its answer, and a delete by "
+                        "an id may take it",
+                        self.name,
+                        left,
+                    )
         except (ua.UaError, TimeoutError) as e:
             log.info("opcua source %s: the write targets' monitored items not deleted: %r", self.name, e)
         self._unwatched(f"the server refused them ({', '.join(sorted(refused))})")

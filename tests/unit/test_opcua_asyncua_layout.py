@@ -77,28 +77,39 @@ def test_a_subscription_kept_otherwise_is_said_not_passed_over(caplog) -> None:
         opc._layout_unknown.cache_clear()
 
 
+class _Deletes:
+    """A session taking every DeleteMonitoredItems, the ids it was asked to delete kept in ``deleted``."""
+
+    def __init__(self) -> None:
+        self.deleted: list = []
+
+    async def delete_monitored_items(self, params: ua.DeleteMonitoredItemsParameters) -> list:
+        self.deleted.extend(params.MonitoredItemIds)
+        return [ua.StatusCode() for _ in params.MonitoredItemIds]
+
+
+def _held(session, *items: tuple) -> Subscription:
+    """A subscription of ``session`` whose items asyncua holds: (client handle, node name, item id or None while its
+    answer is awaited, attribute (Value when not given))."""
+    sub = Subscription(session, ua.CreateSubscriptionParameters(), handler=object())
+    sub.subscription_id = 5
+    for handle, node, server, *attr in items:
+        item = SubscriptionItemData()
+        item.client_handle, item.node, item.server_handle = handle, Node(session, ua.NodeId(node, 2)), server  # type: ignore[arg-type]
+        item.attribute = attr[0] if attr else ua.AttributeIds.Value
+        sub._monitored_items[handle] = item
+    return sub
+
+
 async def test_a_short_answer_naming_a_waiting_items_id_deletes_nothing() -> None:
     """A tag's item asked for again after a download (C) waits for its answer, id 9 on the server already, while a
     batch of B and D is answered short naming 9 (the other call's answer mixed in): 9 was held by no answered item of
     another node, so it was deleted; C's answer then gave it 9 and the tag got no value again, the source connected.
     No item a faulty answer names is deleted: the batch's registrations are forgotten, C's kept."""
-    deleted: list = []
-
-    class Deletes:
-        async def delete_monitored_items(self, params: ua.DeleteMonitoredItemsParameters) -> list:
-            deleted.extend(params.MonitoredItemIds)
-            return [ua.StatusCode() for _ in params.MonitoredItemIds]
-
-    session = Deletes()
-    sub = Subscription(session, ua.CreateSubscriptionParameters(), handler=object())  # type: ignore[arg-type]
-    sub.subscription_id = 5
-    for handle, node, server in ((201, "A", 7), (202, "B", 9), (203, "C", None)):
-        item = SubscriptionItemData()
-        item.client_handle, item.node, item.server_handle = handle, Node(session, ua.NodeId(node, 2)), server  # type: ignore[arg-type]
-        item.attribute = ua.AttributeIds.Value
-        sub._monitored_items[handle] = item
+    session = _Deletes()
+    sub = _held(session, (201, "A", 7), (202, "B", 9), (203, "C", None))
     assert opc._forget_named(sub, [9], [ua.NodeId("B", 2), ua.NodeId("D", 2)]) == 1
-    assert deleted == [] and set(sub._monitored_items) == {201, 203}
+    assert session.deleted == [] and set(sub._monitored_items) == {201, 203}
 
 
 async def test_an_extra_naming_an_item_of_a_call_answered_later_is_not_deleted() -> None:
@@ -153,3 +164,30 @@ def test_asyncua_keeps_each_request_awaiting_its_answer_by_request_id() -> None:
 
     assert isinstance(UASocketProtocol(timeout=1.0)._callbackmap, dict)
 
+
+async def test_the_watch_given_back_while_a_tags_item_waits_deletes_nothing() -> None:
+    """The write targets' watch answered with the right count but some items refused (no room) is given back. A tag's
+    item asked for again after a download (C) waits for its answer, id 9 on the server already, and the watch's answer
+    named 9 for a watch item too (a server fault no count shows): 9 was held by no answered item of another node or
+    attribute, so the give-back deleted it; C's answer then gave it 9 and the tag got no value again, the source
+    connected. While an item waits, the watch's items are not deleted: forgotten, left on the server, counted."""
+    session = _Deletes()
+    sub = _held(
+        session,
+        (201, "A", 7),
+        (202, "C", None),
+        (203, "W", 9, ua.AttributeIds.DataType),
+    )
+    w, c = ua.NodeId("W", 2), ua.NodeId("C", 2)
+    watched = opc._WATCHED
+    assert (
+        await opc._delete_named(
+            sub, [9, ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems)], [w], watched
+        )
+        == 1
+    )
+    assert session.deleted == [] and set(sub._monitored_items) == {201, 202}
+    # once nothing waits, the watch's items are given back (deleted), the tags' kept
+    sub = _held(session, (201, "A", 7), (202, "C", 11), (204, "W", 12, ua.AttributeIds.DataType))
+    assert await opc._delete_named(sub, [12, 7], [w, c], watched) == 0
+    assert session.deleted == [12], session.deleted
