@@ -6396,8 +6396,8 @@ class OpcUaSource:
             "targets_unwatched",
             "opcua source %s: its write targets' DataType, ArrayDimensions and UserAccessLevel are not "
             "watched: %s. A node retyped by a PLC download while the session stays up is seen by a Read of "
-            "its DataType, ValueRank and ArrayDimensions before each write (a heartbeat's beat: by the server's "
-            "type check, else within a minute) (watch_write_targets: false stops asking)",
+            "its DataType, ValueRank and ArrayDimensions before each write, a heartbeat's beat too "
+            "(watch_write_targets: false stops asking)",
             self.name,
             why,
             level=logging.INFO,
