@@ -968,13 +968,20 @@ class Control:
         tenant: str = T,
         held: bool = False,
         most_runs: int = 3,
+        record: tuple[str, int] | None = None,
+        failed: list[Exception] | None = None,
     ) -> tuple[dict[str, tuple[dict, dict]], bool]:
         """The agent's report of run ``boot`` named ``runs`` (its process's runs before it, or the runs those named):
         its kept steps
         of one of those runs taken off the kept ones, in one write (two replicas never take one step), and whether
         any are left. Held (``held``: this replica's clone hold of the agent, or the hold's end kept with the step
         not reached): none taken, and a step naming one of ``runs`` gets ``boot`` among its runs (the same gateway's,
-        ``FleetServicer._retake_untold``), the step's own run first, at most ``most_runs``."""
+        ``FleetServicer._retake_untold``), the step's own run first, at most ``most_runs``. With ``record`` (the
+        report: boot id, number), each step is recorded under it (``retake_kept``) in that same write, and only those
+        recorded are returned: the row goes with its step's record, never before it (taken in one transaction and
+        recorded in the next, a replica stopped in between, or the record's write failing, lost the step and its
+        rollout stalled until STEP_TIMEOUT_S). A step whose record fails stays kept (its savepoint rolled back; the
+        failure appended to ``failed``), taken again at a later report, at most until KEEP_KEPT_S."""
         now, mine = self.clock(), _run_key(boot)
 
         def turn(
@@ -1003,6 +1010,7 @@ class Control:
                     self.kept_agents = self.kept_agents - {(tenant, agent)}
                 return {}, bool(kept)
             taken: dict[str, tuple[dict, dict]] = {}
+            gone = 0
             with self._write():
                 kept = rows()
                 for dep_id, step, was, of_json, until in kept:
@@ -1014,14 +1022,50 @@ class Control:
                             (json.dumps([of[0], *[*of[1:], mine][-most_runs:]]), tenant, agent, dep_id),
                         )
                     elif what == "take":
-                        taken[dep_id] = (json.loads(step), json.loads(was))
+                        done = (json.loads(step), json.loads(was))
+                        answer: bool | None = True
+                        if record is not None:
+                            answer = self._recorded(
+                                agent, dep_id, *done, tenant=tenant, report=record, failed=failed
+                            )
+                            if answer is None:  # (its record failed: kept)
+                                continue
+                        if answer:  # (else its target moved on: the step is dropped, recorded nowhere)
+                            taken[dep_id] = done
+                        gone += 1
                         self.db.execute(
                             "DELETE FROM kept_steps WHERE tenant = ? AND agent = ? AND deployment_id = ?",
                             (tenant, agent, dep_id),
                         )
-            if len(taken) == len(kept):
+            if gone == len(kept):
                 self.kept_agents = self.kept_agents - {(tenant, agent)}
-            return taken, len(taken) < len(kept)
+            return taken, gone < len(kept)
+
+    def _recorded(
+        self,
+        agent: str,
+        dep_id: str,
+        step: dict,
+        was: dict,
+        *,
+        tenant: str,
+        report: tuple[str, int],
+        failed: list[Exception] | None,
+    ) -> bool | None:
+        """(Inside ``take_kept``'s write.) The kept step recorded under ``report`` (``retake_kept``) behind a savepoint:
+        whether it was, or None where that failed (its writes rolled back, the failure appended to ``failed``). A
+        connection broken meanwhile fails the rollback too: the whole write is rolled back, every step kept."""
+        self.db.execute("SAVEPOINT kept_step")
+        try:
+            answer = bool(self.retake_kept(agent, dep_id, step, was, tenant=tenant, report=report))
+        except Exception as exc:
+            self.db.execute("ROLLBACK TO SAVEPOINT kept_step")
+            self.db.execute("RELEASE SAVEPOINT kept_step")
+            if failed is not None:
+                failed.append(exc)
+            return None
+        self.db.execute("RELEASE SAVEPOINT kept_step")
+        return answer
 
     def _look_at_kept(self) -> None:
         """(Inside the tick's write.) Kept steps older than KEEP_KEPT_S dropped; which agents have kept steps read

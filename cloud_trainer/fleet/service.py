@@ -972,24 +972,9 @@ class FleetServicer(rpc.FleetServicer):
         agent names only runs the fleet answered, and three runs taken here whose answers were lost (never named by
         the agent) pushed it out, the agent's next run naming it matching none."""
         try:
-            steps, left = await asyncio.to_thread(
-                partial(
-                    self.control.take_kept,
-                    key[1],
-                    report[0],
-                    runs,
-                    tenant=key[0],
-                    held=held,
-                    most_runs=RUNS_BEFORE,
-                )
-            )
-        except Exception as exc:
-            self._faults.failed(
-                "the control state's write of the deployment steps kept during a clone hold", exc
-            )
+            left = await self._take_kept(key, report, runs, held)
+        except Exception:
             return
-        if steps:
-            await self._retake(key, steps, report)
         if not left:
             return
         # the others: through the runs the control state keeps each run's report named before it, whichever replica
@@ -1000,7 +985,7 @@ class FleetServicer(rpc.FleetServicer):
             await self._retake_through_links(key, report, _named(before))
 
     def retakes_under_way(self) -> set[asyncio.Future]:
-        """The tasks taking kept deployment steps again (``_retake``) not yet done: the service's stop waits for them
+        """The tasks taking kept deployment steps again (``_kept_looks_in_turn``) not yet done: the service's stop waits for them
         before it closes the control database."""
         return {t for t in self._retaking if not t.done()}
 
@@ -1022,41 +1007,51 @@ class FleetServicer(rpc.FleetServicer):
                 del self._links_read[key]
             return
         try:
-            steps, _left = await asyncio.to_thread(
+            await self._take_kept(key, report, earlier, False)
+        except Exception:
+            if self._links_read.get(key) == report[0]:  # (the same: read again at the run's next report)
+                del self._links_read[key]
+
+    async def _take_kept(
+        self, key: tuple[str, str], report: tuple[str, int], runs: set[str], held: bool
+    ) -> bool:
+        """``Control.take_kept`` for the agent's report ``report`` (its steps recorded under it in the same write),
+        said: the steps recorded, the records that failed (those steps still kept, taken again at a later report), or
+        the write's failure (raised again). Whether steps are left."""
+        failed: list[Exception] = []
+        try:
+            steps, left = await asyncio.to_thread(
                 partial(
-                    self.control.take_kept, key[1], report[0], earlier, tenant=key[0], most_runs=RUNS_BEFORE
+                    self.control.take_kept,
+                    key[1],
+                    report[0],
+                    runs,
+                    tenant=key[0],
+                    held=held,
+                    most_runs=RUNS_BEFORE,
+                    record=report,
+                    failed=failed,
                 )
             )
         except Exception as exc:
             self._faults.failed(
                 "the control state's write of the deployment steps kept during a clone hold", exc
             )
-            if self._links_read.get(key) == report[0]:  # (the same: read again at the run's next report)
-                del self._links_read[key]
-            return
-        if steps:
-            await self._retake(key, steps, report)
-
-    async def _retake(self, key: tuple[str, str], steps: dict, report: tuple[str, int]) -> None:
-        for dep_id, (step, was) in steps.items():
-            try:
-                taken = await asyncio.to_thread(
-                    partial(self.control.retake_kept, key[1], dep_id, step, was, tenant=key[0], report=report)
-                )
-            except Exception as exc:
-                self._faults.failed(
-                    "the control state's write of a deployment step kept during a clone hold", exc
-                )
-                continue
-            if taken:
-                log.info(
-                    "agent %s (tenant %s): its deployment %s step %s, kept late during its clone hold, taken under "
-                    "its new run",
-                    key[1][:64],
-                    key[0],
-                    dep_id[:64],
-                    step["step"],
-                )
+            raise
+        for why in failed:
+            self._faults.failed(
+                "the control state's write of a deployment step kept during a clone hold", why
+            )
+        for dep_id, (step, _was) in steps.items():
+            log.info(
+                "agent %s (tenant %s): its deployment %s step %s, kept late during its clone hold, taken under its new "
+                "run",
+                key[1][:64],
+                key[0],
+                dep_id[:64],
+                step["step"],
+            )
+        return left
 
     def forget_reports(self, idle_s: float) -> int:
         """Forget the report numbers of agents that sent none for ``idle_s`` (a report after that is written as

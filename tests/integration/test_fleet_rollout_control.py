@@ -830,8 +830,24 @@ def test_kept_steps_are_every_replicas_held_to_the_holds_end_taken_once_and_drop
         assert other.kept_steps("gw1")["d2"][2] == ["runX", "runX2"]
         other.clock = lambda: time.time() + 120
         assert other.take_kept("gw1", "runY", {"runY"}) == ({}, True)  # (the other clone's)
+        calls: list[str] = []
+
+        def record(agent, dep_id, *args, **kwargs):  # (``retake_kept``: its first call's write fails)
+            calls.append(dep_id)
+            other.db.execute("UPDATE kept_steps SET runs = '[]' WHERE deployment_id = ?", (dep_id,))
+            if len(calls) == 1:
+                raise ConnectionError("the control database restarting")
+            return True
+
+        other.retake_kept = record
+        failed: list[Exception] = []
+        taken, left = other.take_kept("gw1", "runX3", {"runX2"}, record=("runX3", 1), failed=failed)
+        # recorded in the same write: the step whose record failed stays kept, as it was (was: lost)
+        assert list(taken) == calls[1:] and left and len(failed) == 1
+        assert other.kept_steps("gw1")[calls[0]][2] == ["runX", "runX2"]
+        del other.retake_kept
         taken, left = other.take_kept("gw1", "runX3", {"runX2"})
-        assert taken == {"d2": (step, was), "d3": (step, was)} and not left
+        assert taken == {calls[0]: (step, was)} and not left
         assert c.take_kept("gw1", "runX3", {"runX2"}, tenant="default") == ({}, False)
         c.keep_step("gw1", "d4", step, was, "runX", tenant="acme", hold_s=60, most=2)
         assert c.kept_agents == {("acme", "gw1")}

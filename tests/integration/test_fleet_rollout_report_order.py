@@ -1390,6 +1390,32 @@ async def test_a_new_clone_hold_is_not_cut_short_by_the_end_of_the_one_before_it
     assert until > time.time() + CLONE_HOLD_S / 2  # was: the first hold's end (now), the step free to take
 
 
+async def test_a_kept_step_whose_record_fails_stays_kept_and_is_taken_at_a_later_report(fleet, monkeypatch):
+    """A kept step was taken off the kept ones in one transaction and recorded in the next: the record failing (the
+    control database restarting between the two) or the replica stopped in between lost it, and its rollout stalled
+    until STEP_TIMEOUT_S. Taken and recorded in one write now: a failed record leaves the step kept, and a later
+    report of the run records it."""
+    import sqlite3
+
+    srv, stub, e = fleet
+    (dep,) = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision")
+    on_report, calls = srv.control.on_report, []
+
+    def failing_twice(*args, **kwargs):
+        calls.append(args)
+        if len(calls) <= 2:  # (the direct take, then the one through the runs' links)
+            raise sqlite3.OperationalError("disk I/O error")
+        return on_report(*args, **kwargs)
+
+    monkeypatch.setattr(srv.control, "on_report", failing_twice)
+    await stub.Heartbeat(_report(e["1.0.0"], 3, "runA"))  # told late
+    await stub.Heartbeat(_report(e["1.0.0"], 4, "runA2", "runA"))
+    await asyncio.gather(*srv.fleet._retaking)
+    assert len(calls) == 2 and srv.control.kept_steps("gw1")  # was: none (lost)
+    t = await _target_after_the_hold(srv, stub, _report(e["1.0.0"], 5, "runA2", "runA"), dep)
+    assert (t["status"], t["report"]) == ("failed", {"boot": "runA2", "seq": 5}), t  # was: healthy
+
+
 async def test_a_kept_step_is_not_taken_over_a_step_another_replica_took_after_the_retakes_check(
     fleet, monkeypatch
 ):
