@@ -208,6 +208,45 @@ def test_parquet_nulls_text_channels_and_gaps_are_refused_in_one_line(tmp_path, 
         )
 
 
+def test_a_parquet_page_failing_its_crc_or_rows_past_the_memory_free_are_refused_not_read(
+    tmp_path, monkeypatch
+):
+    """A Parquet page damaged on the way (a bad sector, a copy cut and patched) was read as other numbers than
+    were written, its CRC (written by Spark and parquet-mr by default, by pyarrow when asked) unchecked: refused
+    now, naming the file. A file declaring more rows than the memory free holds as numbers (1 MB of a constant
+    channel and a delta-encoded time can declare 100 million rows, 6.5 GB to read) is refused before it is read,
+    where the process was killed without a word; the same file read when the memory is there."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import cloud_trainer.train.signals as signals
+    from cloud_trainer.train.signals import read_recording
+
+    x = np.round(np.sin(np.arange(400) / 7), 6)
+    table = pa.table({"time": np.arange(400) / RATE, "accel_x": x})
+    pq.write_table(
+        table, tmp_path / "run.parquet", compression="none", use_dictionary=False, write_page_checksum=True
+    )
+    data = bytearray((tmp_path / "run.parquet").read_bytes())
+    at = data.find(x[200].tobytes())
+    data[at + 7] ^= 0x40  # a bit of one value's exponent: another number, still finite
+    (tmp_path / "damaged.parquet").write_bytes(bytes(data))
+    assert np.array_equal(read_recording(tmp_path / "run.parquet").channels["accel_x"], x)
+    with pytest.raises(DatasetError) as ei:
+        read_recording(tmp_path / "damaged.parquet").channels["accel_x"]
+    assert str(ei.value).startswith(
+        f"{tmp_path / 'damaged.parquet'}: not a readable Parquet file (could not verify"
+    )
+    monkeypatch.setattr(signals, "memory_available_bytes", lambda: 400 * (56 + 18) - 1)
+    with pytest.raises(DatasetError) as ei:
+        read_recording(tmp_path / "run.parquet")
+    assert str(ei.value).startswith(
+        f"{tmp_path / 'run.parquet'}: 400 rows of 2 column(s) to read, about 0.0 GB"
+    )
+    monkeypatch.setattr(signals, "memory_available_bytes", lambda: 400 * (56 + 18))
+    assert np.array_equal(read_recording(tmp_path / "run.parquet").channels["accel_x"], x)
+
+
 def _riff(
     path: Path,
     samples: bytes,
