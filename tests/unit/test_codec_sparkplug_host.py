@@ -869,3 +869,18 @@ def test_a_device_birth_whose_seq_0_was_left_out_after_a_loss_is_a_gap_asked():
     assert errors == ["seq_gap", "message_without_seq"] and len(sent) == 1
     sent, errors = run(None)  # its DBIRTHs never numbered
     assert errors == ["message_without_seq"] and sent == []
+
+
+def test_a_node_that_numbers_its_births_but_not_its_data_has_no_gap_at_each_data_message():
+    """Its DBIRTH's seq 1 showed it numbers messages, and each data message without a seq was taken as its 0: a
+    seq_gap at every one (a rebirth asked of a healthy node) and never the notice that its data holds no seq. A
+    node's data is taken so only once its data carried a seq other than 0."""
+    h, sent, errors = host(rebirth_min_interval_s=0)
+    birth(h)
+    for ts in (2000, 3000, 4000):
+        h.handle(
+            "spBv1.0/g/DDATA/n/m",
+            sp.encode(sp.Payload(ts, None, [sp.Metric(None, 10, D.DOUBLE, ts / 1000)])),
+            2.0,
+        )
+    assert errors == ["message_without_seq"] * 3 and sent == []  # before: seq_gap each, a rebirth asked
