@@ -942,6 +942,14 @@ def _csv_numbers(
                     "rename it so, joining a date column and a time column into one"
                 ) from None
             why = str(exc) if decimal_comma and "decimal" in str(exc) else ""
+            if not decimal_comma and _COMMA_NUMBER.fullmatch(
+                v.strip()
+            ):  # quoted in a file delimited by commas
+                why = (
+                    "a comma in a number of a file delimited by commas: a decimal comma or a thousands separator "
+                    "(1,500), which cannot be told apart; export it with ';' between fields for decimal commas, "
+                    "or without thousands separators"
+                )
             raise DatasetError(
                 f"{path}: line {lines[k]}: column {column!r} holds a value that is not a number "
                 f"({v if len(v) <= 60 else v[:60] + '...'!r}{'; ' + why if why else ''})"

@@ -427,6 +427,13 @@ def test_csv_as_spreadsheets_in_other_locales_export_it_reads_the_same_run(tmp_p
             "Date,a\n2026-03-29T00:59:59.9,1\n2026-03-29T00:59:59.901,2\n",
             "column 'Date' holds a date or a time",
         ),
+        # a logger's quoted decimal commas between commas, or a US export's quoted thousands: said so, not only
+        # "not a number"
+        (
+            'time,a\n"0,001","4,5603"\n"0,002","1,5"\n',
+            "line 2: column 'a' holds a value that is not a number ('4,5603'; a comma in a number of a file "
+            "delimited by commas: a decimal comma or a thousands separator (1,500)",
+        ),
     ],
 )
 def test_csv_headers_and_values_that_would_be_misread_are_refused(tmp_path, text, msg):
