@@ -1156,7 +1156,8 @@ class ModelSlot:
         """Remove the store's folders nothing points to any more (see ``ModelStore.prune``), and their
         OpenVINO compiled-model caches."""
         try:
-            gone = await asyncio.to_thread(self.store.prune)
+            held = [a.opened.root.name for a in (self._active, self._previous) if a is not None]
+            gone = await asyncio.to_thread(self.store.prune, held)
         except OSError as exc:  # a disk that fails here fails elsewhere too: said, never fatal
             log.warning("slot %s: cannot remove old package folders: %s", self.name, exc)
             return
@@ -1333,10 +1334,10 @@ class ModelSlot:
                     self._active is not new
                 ):  # a swap switched during that write: its own outcome says what serves
                     return
+                self._previous = None  # freed once no inference holds it (and no longer kept by the prune)
                 if not self._swap_lock.locked():  # (an install in flight: its own outcome prunes)
                     await self._prune()
                     self.state = "active"  # (a swap under way sets its own state: it read active mid-swap)
-                self._previous = None  # freed once no in-flight inference holds it
                 self._event(
                     EventKind.SWAP_KEPT,
                     version=new.manifest.version,

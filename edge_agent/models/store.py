@@ -59,7 +59,7 @@ import re
 import shutil
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -282,6 +282,8 @@ class ModelStore:
             return self._lost(f"not a JSON object (a {type(data).__name__})")
         if (misfit := _misfit(data)) is not None:
             return self._lost(misfit)
+        if data != self._known and (absent := self._absent(data)) is not None:
+            return self._lost(absent)
         with self._write_lock:
             # it reads again (a restore or an edit written over it): taken as it is, not undone
             if self._relost:
@@ -307,6 +309,19 @@ class ModelStore:
             if self.unwritten is None or self._relost:
                 self.unwritten, self._relost = json.loads(json.dumps(self._known)), True
             return json.loads(json.dumps(self.unwritten))
+
+    def _absent(self, st: dict) -> str | None:
+        """Why a state this process did not write (a start's, a restore or an edit by hand) names a folder that is not
+        installed here as ``current``, ``previous`` or the probation's candidate, or None. Taken as it was, a restore
+        naming a folder that is not there (another gateway's, one pruned since the copy) kept nothing the slot has:
+        the next prune removed every installed folder, the one serving and the one to go back to included."""
+        for key, name in _names(st).items():
+            if not name:
+                continue
+            folder = self.root / name
+            if "/" in name or name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+                return f"{key!r} names {name!r}, which is not installed in {self.root}"
+        return None
 
     def _state_refused(self, why: str) -> None:
         self.state_unread = why
@@ -948,7 +963,7 @@ class ModelStore:
             _note_failed(st, folder.name, reason)
             self._write_state(st)
 
-    def prune(self) -> list[str]:
+    def prune(self, serving: Iterable[str] = ()) -> list[str]:
         """Remove installed folders nothing points to any more (``current``, ``previous`` and a probation's
         candidate stay): a package replaced after its health window, a candidate rolled back or refused.
         Without this every version ever delivered stays on disk. Hidden entries (an install's ``.part``
@@ -956,8 +971,12 @@ class ModelStore:
         Returns the folder names removed. None while ``state.json`` does not read (``state_unread``: emptied, not
         JSON, an I/O error of a failing card): it names nothing to keep, and a prune then (a refused swap's, a health
         window's end) removed every folder, the model serving and the one to go back to included: the next start found
-        nothing installed."""
-        keep = _named(self.state())
+        nothing installed.
+
+        ``serving``: the folders the slot holds in memory (the model serving, the one its health check goes back to):
+        kept whatever the state names. A state that names other folders (taken as written, or one this store did not
+        check) removed the model serving."""
+        keep = _named(self.state()) | set(serving)
         if self.state_unread is not None and self.unwritten is None:
             return []
         if self.unwritten is not None:
@@ -1084,17 +1103,25 @@ def _misfit(st: dict) -> str | None:
     prob = st.get("probation")
     if prob is not None and not isinstance(prob, dict):
         return f"'probation' holds a {type(prob).__name__}, not an object"
-    named = {"current": st.get("current"), "previous": st.get("previous")}
-    named["probation.candidate"] = (prob or {}).get("candidate")
-    for key, v in named.items():
+    for key, v in _names(st).items():
         if v is not None and not isinstance(v, str):
             return f"{key!r} holds a {type(v).__name__}, not a folder name"
     return None
 
 
+def _names(st: dict) -> dict:
+    """The folders a slot's state names, by key: current, previous and a probation's candidate."""
+    prob = st.get("probation")
+    return {
+        "current": st.get("current"),
+        "previous": st.get("previous"),
+        "probation.candidate": prob.get("candidate") if isinstance(prob, dict) else None,
+    }
+
+
 def _named(st: dict) -> set:
     """The folders a slot's state keeps: current, previous and a probation's candidate."""
-    return {st.get("current"), st.get("previous"), (st.get("probation") or {}).get("candidate")}
+    return set(_names(st).values())
 
 
 def _count(v: object) -> int:

@@ -528,4 +528,13 @@ async def test_a_refused_package_that_is_the_served_or_previous_folder_leaves_bo
         assert not s.store.rolled_back(st["current"]) and s.store.newest_installed() == st["current"]
     on_disk = json.loads(s.store.state_path.read_text())
     assert (on_disk["current"], on_disk["previous"]) == (st["current"], st["previous"]), on_disk
+    # a state.json restored while the slot runs, naming a folder not installed here (another gateway's backup): taken
+    # as it was, the next prune (a refusal's) removed every installed folder. Refused, the slot's own state written
+    # again; and a restore naming only the older folder (taken as it is) no longer has the serving folder pruned
+    installed = {st["current"], st["previous"]}
+    for restore in ({"current": "part-inspection-2.0.0-0123456789ab"}, {"current": st["previous"]}):
+        s.store.state_path.write_text(json.dumps(restore))
+        assert not (await s.swap(pkgs["v3"], expect=("part-inspection", "9.0.0"))).ok
+        assert installed <= {p.name for p in s.store.root.iterdir()}, restore
+    assert s.version == "1.1.0" and s.store.newest_installed() == st["current"]
     await s.stop()

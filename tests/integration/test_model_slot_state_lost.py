@@ -86,7 +86,7 @@ from edge_agent.models.slot import ModelSlot
 import edge_agent.models.store as store
 
 data, v1, v2, pub = map(Path, sys.argv[1:5])
-def killed_here(self):  # the rollback is recorded in state.json; the folder it rolled away from not yet removed
+def killed_here(self, *held):  # the rollback is recorded in state.json; the folder it rolled away from not yet removed
     print("READY", flush=True)
     time.sleep(60)
 async def main():

@@ -138,6 +138,8 @@ def test_a_state_restored_while_it_read_empty_is_taken_not_written_over(tmp_path
     the slot reading between) was undone within 5 s by the state remembered, the restore lost. Read again first: a
     file that reads then is taken as it is; one still empty is written again as before."""
     store = ModelStore(tmp_path / "store")
+    for v in ("1.1.0", "1.2.0"):
+        (store.root / f"vision-{v}-0123456789ab").mkdir()
     store.state_path.write_text(json.dumps({"current": "vision-1.1.0-0123456789ab", "previous": None}))
     assert store.current() == "vision-1.1.0-0123456789ab"
     store.state_path.write_text("")  # the slot reads it between the cut and the write
@@ -215,6 +217,8 @@ def test_a_state_restored_after_the_disk_refused_the_state_remembered_is_taken_n
     undone by it. It is read again first at each retry, and the refusal is said (it was not: the state was already
     held in memory)."""
     store = ModelStore(tmp_path / "store")
+    for v in ("1.1.0", "1.2.0"):
+        (store.root / f"vision-{v}-0123456789ab").mkdir()
     store.state_path.write_text(json.dumps({"current": "vision-1.1.0-0123456789ab", "previous": None}))
     assert store.current() == "vision-1.1.0-0123456789ab"
     store.state_path.write_text("")
@@ -238,3 +242,47 @@ def test_a_state_restored_after_the_disk_refused_the_state_remembered_is_taken_n
     assert store.write_pending()
     assert json.loads(store.state_path.read_text()) == restored  # formerly the 1.1.0 state written over it
     assert store.state() == restored and store.unwritten is None
+
+
+def test_a_state_naming_a_folder_not_installed_is_refused_and_a_prune_keeps_every_folder(tmp_path, caplog):
+    """A state.json restored (or edited) to name a folder that is not installed here (another gateway's backup, one
+    pruned since the copy) was taken as it was: the next prune (a refused package's, a health window's end) kept
+    only what it names and removed every installed folder, the one serving and the one to go back to included. It
+    is refused, said naming the key, the folder and the slot's folder: while the slot runs it goes on with its own
+    state and writes it again; at a start it is no state (the newest installed serves)."""
+    store = ModelStore(tmp_path / "store")
+    names = [f"vision-{v}-0123456789ab" for v in ("1.0.0", "1.1.0")]
+    for n in names:
+        (store.root / n).mkdir()
+    store.set_current(store.root / names[1], store.root / names[0])
+    restore = {"current": "vision-2.0.0-fedcba987654", "previous": names[1]}
+    store.state_path.write_text(json.dumps(restore))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert store.current() == names[1]  # the slot's own state, from memory
+        assert store.prune() == []  # formerly both folders removed
+    assert sorted(p.name for p in store.root.iterdir() if p.is_dir() and p.name[0] != ".") == names
+    assert _warnings(caplog)[0] == (
+        f"model store: {store.state_path}: 'current' names 'vision-2.0.0-fedcba987654', which is not installed in "
+        f"{store.root}; the slot goes on with its state as this agent last read or wrote it, and writes it again"
+    )
+    assert store.write_pending()  # (the slot's retry) the state it serves by, written again
+    assert json.loads(store.state_path.read_text())["current"] == names[1]
+    # at a start: no state, the newest installed serves (nothing pruned before the start writes its state)
+    store.state_path.write_text(json.dumps({**restore, "previous": "../elsewhere"}))
+    fresh = ModelStore(store.root, clean=False)
+    assert fresh.state() == {} and fresh.state_unread is not None
+    assert fresh.prune() == []
+    assert sorted(p.name for p in store.root.iterdir() if p.is_dir() and p.name[0] != ".") == names
+
+
+def test_a_prune_keeps_the_folders_the_slot_serves_whatever_the_state_names(tmp_path):
+    """A state taken as written (a restore naming installed folders, not the one serving) kept only what it names:
+    the slot's prune removed the folder of the model it serves. The folders the slot holds are kept."""
+    store = ModelStore(tmp_path / "store")
+    names = [f"vision-{v}-0123456789ab" for v in ("1.0.0", "1.1.0", "1.2.0")]
+    for n in names:
+        (store.root / n).mkdir()
+    store.state_path.write_text(json.dumps({"current": names[0], "previous": None}))
+    assert store.prune(serving=[names[2]]) == [names[1]]
+    kept = sorted(p.name for p in store.root.iterdir() if p.is_dir() and p.name[0] != ".")
+    assert kept == [names[0], names[2]]
