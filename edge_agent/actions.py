@@ -284,6 +284,7 @@ class ActionRunner:
         # output node -> the writer (action, pipeline) of its newest value: an on_change output whose node another
         # wrote since its own value writes its value again at its next result, edge or not
         self._node_writer: dict[tuple, tuple[str, str]] = {}
+        self._nodes: dict[str, tuple] = {}  # output action -> the node it writes (``_node_of``)
         # the same for an alarm's outputs, per (alarm, pipeline, output): the transition waiting to be
         # signalled, the signallers running, and the event that cuts a retry's backoff short
         self._signals: dict[tuple[str, str, str], Event] = {}
@@ -568,7 +569,7 @@ class ActionRunner:
                 action = self.cfg.actions[name]
                 if output == "output":
                     assert isinstance(action, OpcUaWriteAction)
-                    node = _output_node(name, action)
+                    node = self._node_of(name, action)
                     for key, res in list(self._last_write.items()):
                         level = self._level.get(key)
                         value = action.value if level else action.reset
@@ -695,7 +696,7 @@ class ActionRunner:
             # no edge, but another writer's value on its node (another pipeline's part, an action on UNSURE): the
             # node no longer holds this output's level. Before, it wrote nothing: two cameras' pass on one node, an
             # NG part after the other camera's OK part read as passed
-            over = self._node_writer.get(_output_node(name, action), key) != key
+            over = self._node_writer.get(self._node_of(name, action), key) != key
             if (now != before or over) and value is not None:
                 if now and self._reset_refused(name, action):
                     self._unjudged(key, before)
@@ -706,7 +707,7 @@ class ActionRunner:
             if self._reset_refused(name, action):
                 self._unjudged(key, before)
                 return
-            self._reconciled.add(_output_node(name, action))  # the pulse ends with its reset anyway
+            self._reconciled.add(self._node_of(name, action))  # the pulse ends with its reset anyway
             deadline = time.monotonic() + action.pulse_ms / 1000.0
             if key in self._pulse_until:  # still high: extend, the running pulse resets later
                 self._pulse_until[key] = deadline
@@ -716,7 +717,7 @@ class ActionRunner:
                 return
             self._pulse_until[key] = deadline
             self._spawn(self._pulse(name, action, result, key))
-        elif before is None and (node := _output_node(name, action)) not in self._reconciled:
+        elif before is None and (node := self._node_of(name, action)) not in self._reconciled:
             # the node's first result since start is no edge: the reset value, once, in case an agent
             # stopped (killed, power lost, a reset that could not be written) while the pulse was high
             self._reconciled.add(node)
@@ -759,6 +760,16 @@ class ActionRunner:
             return False
         self._edge_refused(action, key, value)
         return True
+
+    def _node_of(self, name: str, action: OutputAction) -> tuple:
+        """The PLC output ``name`` writes (``_output_node``), an OPC UA node as its PLC reads it: the PLC by its
+        endpoint (``plc_of``: two sources on one endpoint are one) and the node however spelt in one namespace
+        (``node_key``: ``ns=2; s=Part`` is ``ns=2;s=Part``). Its writers' values are ordered as one node's: spelt two
+        ways, a pass's older ``true`` went out after a divert's newer code and the PLC kept it."""
+        node = self._nodes.get(name)
+        if node is None:
+            node = self._nodes[name] = _output_node(name, action, self.cfg.sources)
+        return node
 
     async def _judgeable(self, action: Any, key: tuple[str, str] | None, value: Any) -> None:
         """Before an OPC UA output's ``value`` that needs a reset goes out, its node's type is known to the
@@ -836,7 +847,7 @@ class ActionRunner:
         boolean ``value`` with no reset_value line), named by a refusal at the write (``_place``)."""
         key = (name, result.pipeline)
         self._refused_levels.pop(key, None)  # this value is the one owed now
-        node = _output_node(name, action)
+        node = self._node_of(name, action)
         if key in self._desired:
             self.stats[name]["superseded"] += 1
         order = self._newest[node] = next(self._order)
@@ -855,7 +866,7 @@ class ActionRunner:
     async def _writer(self, name: str, action: OutputAction, key) -> None:
         wake = self._output_wake.setdefault(key, asyncio.Event())
         try:
-            node = _output_node(name, action)
+            node = self._node_of(name, action)
             while key in self._desired:  # no await between this check and the discard below: no lost value
                 value, result, order, field = self._desired.pop(key)
                 wake.clear()
@@ -878,7 +889,7 @@ class ActionRunner:
                 continue
             del self._owed[key]
             # else a newer value (this output's or another writer's for the same metric) is on its way
-            if key not in self._desired and self._newest.get(_output_node(key[0], a), -1) <= order:
+            if key not in self._desired and self._newest.get(self._node_of(key[0], a), -1) <= order:
                 self.stats[key[0]]["resent"] += 1
                 self._set_output(key[0], a, result, value, field)
 
@@ -937,7 +948,7 @@ class ActionRunner:
         newer value arriving during the backoff ends it, and a value older than one already written to
         the node is not sent at all."""
         st = self.stats[name]
-        node = _output_node(name, action) if key is not None else None
+        node = self._node_of(name, action) if key is not None else None
 
         def moot() -> bool:  # a newer value for this output node is decided, or one was written already
             return node is not None and (
@@ -958,6 +969,11 @@ class ActionRunner:
                 unlocks = self._writable_again(action) if key is not None else None
                 try:
                     await self._judgeable(action, key, value)
+                    if node is not None and self._written.get(node, -1) > order:
+                        # a newer value was written while this one waited for the node's type: sent after it,
+                        # this older one was what the PLC kept (an OK part's pass after an UNSURE part's divert)
+                        st["superseded"] += 1
+                        return False
                     if self._refused_now(name, action, key, value):
                         return False
                     if key is not None:
@@ -1671,10 +1687,16 @@ def _nan_fields(result: Result, fields: tuple[str, ...]) -> set[str] | None:
     return out
 
 
-def _output_node(name: str, action: OutputAction) -> tuple:
+def _output_node(name: str, action: OutputAction, sources: dict | None = None) -> tuple:
     """The PLC output an output action writes: its OPC UA node or Sparkplug metric (another output type:
-    its own)."""
+    its own). With the config's ``sources``, an OPC UA node is keyed as its PLC reads it (``ActionRunner._node_of``)."""
     if isinstance(action, OpcUaWriteAction):
+        if sources is not None:
+            from devices.opcua.settings import node_key, plc_of
+
+            src = sources.get(action.source)
+            plc = plc_of(src.endpoint) if src is not None and src.type == "opcua" else action.source
+            return ("opcua", plc, node_key(action.node_id))
         return ("opcua", action.source, action.node_id)
     if isinstance(action, SparkplugCommandAction):
         return ("sparkplug", action.source, action.group, action.edge_node, action.device, action.metric)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from edge_agent.actions import ActionRunner
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
@@ -23,30 +25,34 @@ class _Plc:
         self.written.append(value)
 
 
-async def test_a_pass_beside_an_unsure_action_skipping_the_part_is_reset(tmp_path):
-    out = {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=Part"}
-    cfg = parse_config(
+_OUT = {"type": "opcua_write", "source": "plc", "node_id": "ns=2;s=Part"}
+
+
+def _pass_and_divert(tmp_path, divert: dict):
+    """A camera pipeline ``p`` with an on_change pass on ``_OUT`` and ``divert`` (a level output on UNSURE parts, on
+    its node unless it says another), sources ``plc`` and ``plc2`` on one PLC's endpoint."""
+    return parse_config(
         {
             "agent": {"id": "gw", "data_dir": str(tmp_path)},
             "trusted_keys": ["k.pub"],
             "sources": {
                 "plc": {"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840"},
+                "plc2": {"type": "opcua", "endpoint": "opc.tcp://localhost:4840"},
                 "cam": {"type": "camera", "url": "folder:///nonexistent"},
             },
             "models": {"m": {"package": "m.edgepkg"}},
             "actions": {
-                "pass": {**out, "mode": "on_change", "when": {"verdict": "OK"}},
-                "divert": {
-                    **out,
-                    "value": 3,
-                    "mode": "level",
-                    "when": {"verdict": "UNSURE", "not": {"score": {"gte": 0.6}}},
-                },
+                "pass": {**_OUT, "mode": "on_change", "when": {"verdict": "OK"}},
+                "divert": {**_OUT, "value": 3, "mode": "level", **divert},
             },
             "pipelines": [{"name": "p", "source": "cam", "model": "m", "actions": ["pass", "divert"]}],
         },
         local_checks=False,  # no package here: the actions are what is checked
     )
+
+
+async def test_a_pass_beside_an_unsure_action_skipping_the_part_is_reset(tmp_path):
+    cfg = _pass_and_divert(tmp_path, {"when": {"verdict": "UNSURE", "not": {"score": {"gte": 0.6}}}})
     (p,) = cfg.pipelines
     agent = Agent(cfg)
     plc = _Plc()
@@ -98,3 +104,40 @@ async def test_an_on_change_pass_two_pipelines_write_is_written_again_after_the_
     await runner.handle(["pass"], result("OK", 4, pipeline="a"), None)
     await until(lambda: plc.written[-1] is True, what="a's OK part passed")
     await runner.flush(timeout_s=5)
+
+
+@pytest.mark.parametrize(
+    "divert_at",
+    [("plc", "ns=2;s=Part"), ("plc", " ns=2; s=Part"), ("plc2", "ns=2;s=Part")],
+    ids=["one spelling", "spelt with spaces", "through a second session"],
+)
+async def test_a_value_waiting_for_its_nodes_type_is_not_written_after_a_newer_value_of_the_node(
+    tmp_path, divert_at
+):
+    """An OK part's pass ``true`` waits for its node's type (read at the first write after a connect: its reset is
+    judged by it); meanwhile the next part, UNSURE, writes the divert's code 3 to that node. The ``true`` then went
+    out after the 3 and the pass's reset (``false``, older than the 3) was dropped as superseded: the PLC read the
+    UNSURE part passed. A value older than one written to its node is never sent, the node however spelt in one
+    namespace and through whichever source on the PLC's endpoint."""
+    import asyncio
+
+    source, node_id = divert_at
+    cfg = _pass_and_divert(tmp_path, {"source": source, "node_id": node_id, "when": {"verdict": "UNSURE"}})
+    asked, typed = asyncio.Event(), asyncio.Event()
+
+    class _SlowTypePlc(_Plc):
+        async def ensure_type(self, node_id):
+            asked.set()
+            await typed.wait()
+
+    plc = _SlowTypePlc()
+    agent = Agent(cfg)
+    agent.actions = runner = ActionRunner(cfg, {"plc": plc, "plc2": plc})
+    on_result = agent._make_on_result(cfg.pipelines[0])
+    await on_result(result("OK", 0, pipeline="p", source="cam", score=0.1), None)
+    await until(asked.is_set, what="the pass's true waiting for its node's type")
+    await on_result(result("UNSURE", 1, pipeline="p", source="cam", score=0.5), None)
+    await until(lambda: 3 in plc.written, what="the UNSURE part diverted")
+    typed.set()
+    await runner.flush(timeout_s=5)
+    assert plc.written[-1] == 3, plc.written
