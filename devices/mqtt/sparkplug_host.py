@@ -558,6 +558,14 @@ _DATA_KIND = sp.MessageType.NDATA  # NDATA and DDATA, one kind for ``_Node.seq_k
 _SEQ_TOPS = frozenset((255, 2**15 - 1, 2**16 - 1, 2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1))
 
 
+def _bd_seq(payload: sp.Payload) -> Any:
+    """The bdSeq metric's value of an NBIRTH or NDEATH (None without one), an integer as its 64 bits on the wire: a
+    birth declaring it Int64 and a death UInt64 (or none) write the same long_value, read -1 and 2**64-1; compared
+    as read, the death did not match its birth and was ignored, the dead node's tags left GOOD."""
+    bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
+    return bd % 2**64 if type(bd) is int else bd
+
+
 def _next_seqs(last: int, restart: int | None = None) -> tuple[int, ...]:
     """The seqs in sequence after ``last``: the last plus one, or 0 after the top of a counter (Sparkplug's wrap
     255 -> 0, a wider counter's), and ``restart`` (1 after an NBIRTH whose seq is not 0, ``_birth_seq``)."""
@@ -2028,7 +2036,7 @@ class SparkplugHost:
                         node.named_before = before or node.named
                     node.named = {}
                 node.expected_until = now + REBORN_DEVICES_WAIT_S
-            node.bd_seq = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
+            node.bd_seq = _bd_seq(payload)
             if node.bd_seq is None and self.on_notice is not None:
                 # Sparkplug (2.2 and 3.0) has every NBIRTH carry a bdSeq, its NDEATH the same: without one, an older
                 # connection's will coming after this birth cannot be told from its death (``_handle`` NDEATH), and
@@ -2075,7 +2083,7 @@ class SparkplugHost:
                 t, node, None, payload, received_at, by_birth=True
             )
         if mt is sp.MessageType.NDEATH:
-            bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
+            bd = _bd_seq(payload)
             if bd is not None and node.bd_seq is not None and bd != node.bd_seq:
                 return []  # a stale will from an older session: the node has already re-born
             if bd is None and node.bd_seq is not None:

@@ -11,6 +11,7 @@ from devices.mqtt.settings import SparkplugHostSettings
 from devices.mqtt.sparkplug_host import SparkplugHost
 from protocols import sparkplug as sp
 from tests.support.shifted_clock import ShiftedClock
+from tests.support.sparkplug_pb import pb_metric
 
 D = sp.DataType
 
@@ -884,3 +885,18 @@ def test_a_node_that_numbers_its_births_but_not_its_data_has_no_gap_at_each_data
             2.0,
         )
     assert errors == ["message_without_seq"] * 3 and sent == []  # before: seq_gap each, a rebirth asked
+
+
+def test_a_death_whose_bdseq_has_its_births_bits_under_another_datatype_is_its_death():
+    """An NBIRTH declaring its bdSeq Int64 and its NDEATH UInt64 (or none) write the same long_value. Read as -1 and
+    2**64-1, the death did not match its birth and was ignored: the dead node's tags stayed GOOD."""
+    pb = sp._pb()
+    h, _, _ = host()
+    nb = pb.Payload(timestamp=1000, seq=0)
+    pb_metric(nb, "bdSeq", None, D.INT64, long_value=2**64 - 1)
+    pb_metric(nb, "T", 1, D.DOUBLE, double_value=1.0)
+    h.handle("spBv1.0/g/NBIRTH/n", nb.SerializeToString(), 1.0)
+    nd = pb.Payload(timestamp=2000)
+    pb_metric(nd, "bdSeq", None, D.UINT64, long_value=2**64 - 1)
+    (r,) = h.handle("spBv1.0/g/NDEATH/n", nd.SerializeToString(), 2.0)  # before: none, the death ignored
+    assert (r.tag, r.quality, r.reason) == ("n/T", Quality.BAD, "node_death")
