@@ -285,6 +285,9 @@ class ActionRunner:
         # wrote since its own value writes its value again at its next result, edge or not
         self._node_writer: dict[tuple, tuple[str, str]] = {}
         self._nodes: dict[str, tuple] = {}  # output action -> the node it writes (``_node_of``)
+        self._node_locks: dict[
+            tuple, asyncio.Lock
+        ] = {}  # output node -> held by its write in flight (``_run``)
         # the same for an alarm's outputs, per (alarm, pipeline, output): the transition waiting to be
         # signalled, the signallers running, and the event that cuts a retry's backoff short
         self._signals: dict[tuple[str, str, str], Event] = {}
@@ -761,6 +764,12 @@ class ActionRunner:
         self._edge_refused(action, key, value)
         return True
 
+    def _node_lock(self, node: tuple | None) -> Any:
+        """What one write of output node ``node`` holds while it is in flight (``_run``; none for another action)."""
+        if node is None:
+            return contextlib.nullcontext()
+        return self._node_locks.setdefault(node, asyncio.Lock())
+
     def _node_of(self, name: str, action: OutputAction) -> tuple:
         """The PLC output ``name`` writes (``_output_node``), an OPC UA node as its PLC reads it: the PLC by its
         endpoint (``plc_of``: two sources on one endpoint are one) and the node however spelt in one namespace
@@ -969,22 +978,26 @@ class ActionRunner:
                 unlocks = self._writable_again(action) if key is not None else None
                 try:
                     await self._judgeable(action, key, value)
-                    if node is not None and self._written.get(node, -1) > order:
-                        # a newer value was written while this one waited for the node's type: sent after it,
-                        # this older one was what the PLC kept (an OK part's pass after an UNSURE part's divert)
-                        st["superseded"] += 1
-                        return False
                     if self._refused_now(name, action, key, value):
                         return False
                     if key is not None:
                         self._writing[key] = field
-                    outcome = await self._do(name, action, result, item, value)
+                    # one write of a node in flight at a time: two sessions (two sources on the PLC) do not keep
+                    # the order their writes were sent in, and the older value could land last
+                    async with self._node_lock(node):
+                        if node is not None and self._written.get(node, -1) > order:
+                            # a newer value was written while this one waited (for the node's type, or for the
+                            # write before it): sent after it, this older one was what the PLC kept (an OK part's
+                            # pass after an UNSURE part's divert)
+                            st["superseded"] += 1
+                            return False
+                        outcome = await self._do(name, action, result, item, value)
+                        if node is not None:
+                            self._written[node] = max(self._written.get(node, -1), order)
                     # queued: held until the broker is back; uncertain: a PLC's Uncertain answer to a write
                     st[outcome if outcome in ("queued", UNCERTAIN) else "ok"] += 1
                     if attempt > action.retry.max_attempts:
                         st["resent"] += 1  # after its retries had failed: the peer is back
-                    if node is not None:
-                        self._written[node] = max(self._written.get(node, -1), order)
                     self._said.pop(name, None)  # a later refusal is news again
                     self._write_taken(name, "output", action_value(action, value))
                     return True

@@ -141,3 +141,34 @@ async def test_a_value_waiting_for_its_nodes_type_is_not_written_after_a_newer_v
     typed.set()
     await runner.flush(timeout_s=5)
     assert plc.written[-1] == 3, plc.written
+
+
+async def test_a_nodes_writes_through_two_sessions_reach_the_plc_in_the_order_decided(tmp_path):
+    """A pass through one session and a divert on UNSURE through another on the same PLC: the OK part's ``true``
+    still in flight (a slow answer) when the UNSURE part's code 3 went out through the other session, and the PLC
+    took the ``true`` last: it read the UNSURE part passed. One write of a node is in flight at a time."""
+    import asyncio
+
+    cfg = _pass_and_divert(tmp_path, {"source": "plc2", "when": {"verdict": "UNSURE"}})
+    answered, taken = asyncio.Event(), []  # what the PLC took, in its order
+
+    class _Session(_Plc):
+        async def write(self, node_id, value, at=None):
+            if value is True and not answered.is_set():
+                self.written.append(value)  # sent
+                await answered.wait()
+            taken.append(value)
+
+    one, two = _Session(), _Session()
+    agent = Agent(cfg)
+    agent.actions = runner = ActionRunner(cfg, {"plc": one, "plc2": two})
+    on_result = agent._make_on_result(cfg.pipelines[0])
+    await on_result(result("OK", 0, pipeline="p", source="cam", score=0.1), None)
+    await until(lambda: one.written == [True], what="the OK part's pass sent")
+    await on_result(result("UNSURE", 1, pipeline="p", source="cam", score=0.5), None)
+    await until(lambda: ("divert", "p") in runner._writing, what="the divert's write on its way")
+    for _ in range(50):  # (its write went out at once, through the other session)
+        await asyncio.sleep(0)
+    answered.set()
+    await runner.flush(timeout_s=5)
+    assert taken[-1] == 3, taken
