@@ -11,7 +11,8 @@ Reads vibration recordings, one file per machine run, and writes a dataset folde
   ``--rate-hz`` is required. As spreadsheets export it: a UTF-8 byte-order mark, semicolon or tab
   delimiters with decimal commas (where a file uses them, ``1.500`` is 1500), a single column of
   decimal-comma numbers, blank lines, empty trailing columns, CR / LF / CR LF line ends (read as a
-  stream: memory is the numbers', 8 bytes a value, not the text's). A row with more fields than the header,
+  stream: memory is the numbers' and their checks', not the text's; a file that would not fit in the memory
+  free is refused before it is read). A row with more fields than the header,
   a time that is not a number and a row of units under the header are refused naming the line. The
   rate is measured from the time column (a whole number of Hz when within the timestamps' rounding of
   one) and, when ``--rate-hz`` is also given, checked against it (1 %).
@@ -443,25 +444,30 @@ def read_csv(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Rec
     ``time [ms]`` / ``time (us)`` / ``time_ms`` is scaled to seconds, a channel's unit is dropped from
     its name (``accel_x [g]`` is channel ``accel_x``). Errors name the line in the file.
 
-    Read as a stream, ``CSV_CHUNK_ROWS`` rows at a time: what stays in memory is the numbers (8 bytes a
-    value), not the text, so a file of several GB reads in about the memory of its values. The
+    Read as a stream, ``CSV_CHUNK_ROWS`` rows at a time: what stays in memory is the numbers and their checks
+    (``_rows_fit``: about 56 bytes a row for the time, 18 for each channel read), not the text; a file whose rows,
+    estimated from its first lines, would not fit in the memory free is refused before it is read. The
     dialect is read from the first ``CSV_SNIFF_LINES`` lines; a decimal-comma number further down
     reads the file again as a decimal-comma file."""
     refuse_wide_text(path)
     try:
         with _csv_open(path) as fh:
-            head = "".join(itertools.islice(fh, CSV_SNIFF_LINES))
+            sniffed = list(itertools.islice(fh, CSV_SNIFF_LINES))
+            head = "".join(sniffed)
     except UnicodeDecodeError as exc:
         raise _not_utf8(path, exc) from None
     delimiter, comma_ok, decimal_comma = _csv_dialect(head)
+    # the rows the file holds, from the bytes of its first lines: what its read takes (``_rows_fit``)
+    rows = max(len(sniffed), round(path.stat().st_size * len(sniffed) / max(len(head.encode()), 1)))
+    del sniffed
     first = next((ln for ln in head.splitlines() if ln.strip()), "")
     skip = 1 if _excel_sep(first) else 0
     index = _pandas_index(head, delimiter, skip)
     del head  # (up to CSV_SNIFF_LINES lines of text: not held while the file is read)
     try:
-        return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma, skip, pick, index)
+        return _read_csv(path, rate_hz, delimiter, comma_ok, decimal_comma, skip, pick, index, rows)
     except _CommaLater:
-        return _read_csv(path, rate_hz, delimiter, True, True, skip, pick, index)
+        return _read_csv(path, rate_hz, delimiter, True, True, skip, pick, index, rows)
 
 
 _INDEX = "\x00index"  # the header of a pandas index column that is not the time
@@ -602,6 +608,7 @@ def _read_csv(
     skip: int = 0,
     pick: Keep | None = None,
     index: str | None = None,
+    rows: int = 0,
 ) -> Recording:
     with _csv_open(path) as fh:
         reader = csv.reader(fh, delimiter=delimiter)
@@ -677,6 +684,7 @@ def _read_csv(
         tparts: list[np.ndarray] = []
         line_parts: list[np.ndarray] = []
         read = chans if tcol is None else [*chans, tcol]  # the columns parsed: the rest is dropped
+        _rows_fit(path, rows, tcol is not None, len(chans), "about ")
         cols: dict[int, list[str]] = {
             k: [] for k in read
         }  # their cells of the rows held, parsed a chunk at a time
@@ -1055,9 +1063,25 @@ def _epoch_unit(written: float, unit_s: float) -> str:
     return "past it even as nanoseconds: a damaged time column?"
 
 
-# the memory a Parquet read takes a row, measured (pyarrow 26, numpy 2.4): its time column ~53 bytes (the table's
-# copy, the seconds, the checks on their steps), each channel read ~17 bytes (the table's copy and its float64)
-_PARQUET_TIME_BYTES, _PARQUET_VALUE_BYTES = 56, 18
+# the memory a table's read takes a row, measured (pyarrow 26, numpy 2.4; CSV and Parquet alike): its time column
+# ~51-53 bytes (the text's or the table's copy, the seconds, the checks on their steps, a CSV row's line number),
+# each channel read ~17 bytes (its copy and its float64)
+_TIME_BYTES_A_ROW, _VALUE_BYTES_A_ROW = 56, 18
+
+
+def _rows_fit(path: Path, rows: int, timed: bool, channels: int, about: str = "") -> None:
+    """DatasetError when ``rows`` rows of a time column (``timed``) and ``channels`` channels would not fit in the
+    memory free as numbers: a file larger than the memory, or a small Parquet file declaring millions of rows (1 MB
+    of a constant channel and a delta-encoded time took 6.5 GB), ended with the process killed without a word.
+    ``about``: "about " where the rows are estimated (a CSV's, from its first lines)."""
+    need = rows * (_TIME_BYTES_A_ROW * timed + _VALUE_BYTES_A_ROW * channels)
+    free = memory_available_bytes()
+    if free is not None and need > free:
+        raise DatasetError(
+            f"{path}: {about}{rows:,} rows of {channels + timed} column(s) to read, about {need / 1e9:.1f} GB as "
+            f"numbers, and {free / 1e9:.1f} GB is free here; split the run into shorter files, read only the "
+            "channel used (--channel), or import it on a machine with more memory"
+        )
 
 
 def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) -> Recording:
@@ -1102,19 +1126,8 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
     if pick is not None:  # only these columns are read from the file
         wanted = set(pick(chans))
         names = [n for n in names if n == tcol or (n not in times and split[n][0] in wanted)]
-    # the rows a file declares, not its size, are what its read takes: a 1-MB file of 100 million rows (a constant
-    # channel, a time column delta-encoded) took 6.5 GB, and where that was not free the process was killed without a
-    # word
-    need = rows * (
-        _PARQUET_TIME_BYTES * (tcol is not None) + _PARQUET_VALUE_BYTES * (len(names) - (tcol is not None))
-    )
-    free = memory_available_bytes()
-    if free is not None and need > free:
-        raise DatasetError(
-            f"{path}: {rows:,} rows of {len(names)} column(s) to read, about {need / 1e9:.1f} GB as numbers, and "
-            f"{free / 1e9:.1f} GB is free here; split the run into shorter files, read only the channel used "
-            "(--channel), or import it on a machine with more memory"
-        )
+    # the rows a file declares, not its size, are what its read takes
+    _rows_fit(path, rows, tcol is not None, len(names) - (tcol is not None))
     try:
         # a page's CRC, where the writer stored one (parquet-mr and Spark do by default), checked: a damaged page
         # read without it gave other numbers than were written, without a word

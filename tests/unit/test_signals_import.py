@@ -247,6 +247,30 @@ def test_a_parquet_page_failing_its_crc_or_rows_past_the_memory_free_are_refused
     assert np.array_equal(read_recording(tmp_path / "run.parquet").channels["accel_x"], x)
 
 
+def test_a_csv_whose_rows_would_not_fit_in_the_memory_free_is_refused_before_it_is_read(
+    tmp_path, monkeypatch
+):
+    """A CSV's read holds its numbers and their checks (~70 bytes a row of a time and a channel, measured: 390 MB
+    for a 91-MB file), so a file of a few GB on a trainer with less memory free was read until the process was
+    killed, without a word. Its rows are estimated from its first lines and the file refused in one line before it
+    is read, naming the channels read (--channel reads fewer); read when the memory is there, CR line ends too."""
+    import cloud_trainer.train.signals as signals
+    from cloud_trainer.train.signals import read_recording
+
+    rows = "".join(f"{i / RATE:.4f},{i % 7}.5,{i % 3}\n" for i in range(400))
+    (tmp_path / "run.csv").write_text("time,accel_x,temp\n" + rows)
+    (tmp_path / "cr.csv").write_text(("time,accel_x,temp\n" + rows).replace("\n", "\r"), newline="")
+    monkeypatch.setattr(signals, "memory_available_bytes", lambda: 401 * (56 + 2 * 18) - 100)
+    for name in ("run.csv", "cr.csv"):
+        with pytest.raises(DatasetError) as ei:
+            read_recording(tmp_path / name)
+        assert str(ei.value).startswith(f"{tmp_path / name}: about 401 rows of 3 column(s) to read"), name
+    rec = read_recording(tmp_path / "run.csv", pick=lambda names: ["accel_x"])  # one channel read: fits
+    assert np.array_equal(rec.channels["accel_x"], np.arange(400) % 7 + 0.5)
+    monkeypatch.setattr(signals, "memory_available_bytes", lambda: None)  # unknown: read
+    assert np.array_equal(read_recording(tmp_path / "cr.csv").channels["temp"], np.arange(400) % 3)
+
+
 def _riff(
     path: Path,
     samples: bytes,
