@@ -2184,8 +2184,11 @@ _COPY_SEGMENTS = 256  # and the RMS of as many equal segments: quiet runs (a rin
 def _copy_signature(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """A run's probes and segment RMS profile, its mean removed and over its RMS; None for a run with no
     variation to tell apart (flat, stuck at a level, pinned at full scale) or not finite (refused later)."""
-    mean = float(np.mean(x))
-    rms = float(np.std(x))
+    with np.errstate(
+        invalid="ignore", over="ignore"
+    ):  # an Inf or NaN sample: no signature, refused later, alone
+        mean = float(np.mean(x))
+        rms = float(np.std(x))
     if not (np.isfinite(rms) and rms > 1e-9 * max(1.0, abs(mean))):
         return None
     probes = (x[np.linspace(0, len(x) - 1, _COPY_PROBES).astype(np.int64)] - mean) / rms

@@ -271,6 +271,28 @@ def test_a_csv_whose_rows_would_not_fit_in_the_memory_free_is_refused_before_it_
     assert np.array_equal(read_recording(tmp_path / "cr.csv").channels["temp"], np.arange(400) % 3)
 
 
+def test_an_infinite_sample_in_the_channel_used_is_refused_in_one_line_without_numpys_warning(tmp_path):
+    """A logger's 'inf' in the channel used (an overrange) printed numpy's 'RuntimeWarning: invalid value
+    encountered in subtract' and two lines of its source before the import's own refusal naming the line."""
+    import warnings
+
+    x = np.sin(np.arange(4096) / 5)
+    _csv(tmp_path / "a.csv", x)
+    text = _csv(tmp_path / "b.csv", x * 0.5).read_text().splitlines()
+    text[11] = text[11].split(",")[0] + ",inf,0"
+    (tmp_path / "b.csv").write_text("\n".join(text) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DatasetError) as ei:
+            import_vibration(
+                [tmp_path / "a.csv", tmp_path / "b.csv"],
+                tmp_path / "ds",
+                _labels(tmp_path / "l.csv", ["a,healthy,,,", "b,healthy,,,"]),
+                channel="accel_x",
+            )
+    assert str(ei.value).startswith(f"{tmp_path / 'b.csv'}: line 12: channel 'accel_x' has no value (inf")
+
+
 def _riff(
     path: Path,
     samples: bytes,
