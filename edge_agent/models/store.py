@@ -234,6 +234,10 @@ class ModelStore:
         # ``unwritten`` is ``_known`` answered for a file that stopped reading (``_lost``), not a write the disk
         # refused: the file is read again first, and one that reads then is taken as it is
         self._relost = False
+        # ``unwritten`` is a change the slot made on the state remembered for a file that did not read, the disk
+        # refusing its write too: the file is read again before it is written, and one written since (a restore, an
+        # edit) is taken as it is, said; answered from memory, it was written over the restore once the disk took it
+        self._on_unread = False
         # a write of state.json the disk refused was said (``_write_state``), until one is taken: said once, whether
         # what it wrote was the slot's decision or the state remembered for a file that stopped reading
         self._refusal_said = False
@@ -266,7 +270,7 @@ class ModelStore:
         replaces it), said once in a warning naming the file and why. A state the disk has not taken yet
         (``unwritten``) is the slot's state: answered from memory."""
         pending = self.unwritten
-        if pending is not None and not self._relost:
+        if pending is not None and not self._relost and not self._on_unread:
             return json.loads(json.dumps(pending))  # a copy: callers change what they read, then write it
         self.state_unread = None
         try:
@@ -286,7 +290,17 @@ class ModelStore:
             return self._lost(absent)
         with self._write_lock:
             # it reads again (a restore or an edit written over it): taken as it is, not undone
-            if self._relost:
+            if self._on_unread and self.unwritten is not None:
+                # as the change found it (an I/O error that passed): the change stands
+                if data == self._known:
+                    return json.loads(json.dumps(self.unwritten))
+                self.unwritten, self._relost, self._on_unread, self._refusal_said = None, False, False, False
+                log.warning(
+                    "model store: %s reads again, written since the slot changed its state while it did not read "
+                    "(a restore or an edit); taken as it is, that change not written over it",
+                    printable(str(self.state_path)),
+                )
+            elif self._relost:
                 self.unwritten, self._relost, self._refusal_said = None, False, False
                 log.warning("model store: %s reads again; taken as it is", printable(str(self.state_path)))
             self._known, self._state_warned = data, None  # (a later loss is said again)
@@ -564,6 +578,8 @@ class ModelStore:
         with self._write_lock:
             if self.unmarked:  # before the state, as at first: a state.json a power cut empties needs them
                 self.mark_pending()
+            # (a change made on the state remembered: ``_on_unread``)
+            unread = self._relost or self._on_unread
             self._relost = False  # (what is written, or left to write, is the slot's decision)
             if self._unchecked_held:
                 state = {**state, SERVED_UNCHECKED: self._with_unchecked(state.get(SERVED_UNCHECKED), [])}
@@ -578,9 +594,9 @@ class ModelStore:
                         printable(str(self.state_path)),
                         printable(str(exc), 300),
                     )
-                self.unwritten = json.loads(json.dumps(state))
+                self.unwritten, self._on_unread = json.loads(json.dumps(state)), unread
                 return
-            self._known, self._refusal_said = json.loads(json.dumps(state)), False
+            self._known, self._refusal_said, self._on_unread = json.loads(json.dumps(state)), False, False
             self._unchecked_held = []
             if self.unwritten is not None:
                 log.warning("model store: %s written again", printable(str(self.state_path)))
@@ -593,7 +609,7 @@ class ModelStore:
         # overwritten by the stale state read before it, and state.json named the wrong current
         with self._write_lock:
             # a state.json that stopped reading: read again first (a restore written since stands)
-            if self._relost:
+            if self._relost or self._on_unread:
                 self.state()
             pending, relost = self.unwritten, self._relost
             if pending is not None:

@@ -286,3 +286,41 @@ def test_a_prune_keeps_the_folders_the_slot_serves_whatever_the_state_names(tmp_
     assert store.prune(serving=[names[2]]) == [names[1]]
     kept = sorted(p.name for p in store.root.iterdir() if p.is_dir() and p.name[0] != ".")
     assert kept == [names[0], names[2]]
+
+
+def test_a_change_made_while_the_state_did_not_read_and_the_disk_refused_it_never_undoes_a_restore(
+    tmp_path, caplog
+):
+    """state.json stopped reading while the slot ran, and a change the slot made then (a refused package marked
+    failed, on the state it remembered) was refused by the disk too: it was answered from memory, the file not read
+    again, and written over a restore made meanwhile once the disk took it. The file is read again first: a restore
+    is taken as it is, said; the file back as the change found it (an I/O error that passed) has the change written."""
+    store = ModelStore(tmp_path / "store")
+    names = [f"vision-{v}-0123456789ab" for v in ("1.0.0", "1.1.0", "1.2.0")]
+    for n in names:
+        (store.root / n).mkdir()
+    before = json.dumps({"current": names[1], "previous": None})
+    write = store._write_state_file
+
+    def full(state: dict) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for restore in ({"current": names[2], "previous": names[1]}, None):
+        store.state_path.write_text(before)
+        assert store.current() == names[1]
+        store.state_path.write_text("")
+        store._write_state_file = full  # type: ignore[method-assign]
+        store.mark_failed(store.root / names[0], "refused")  # the slot's change, refused by the disk
+        assert store.state()["failed"] == {names[0]: "refused"}  # (the slot's state meanwhile)
+        store.state_path.write_text(json.dumps(restore) if restore else before)
+        store._write_state_file = write  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert store.write_pending()
+        on_disk = json.loads(store.state_path.read_text())
+        if restore:  # formerly the 1.1.0 state and its failed entry written over it
+            assert on_disk == restore and store.state() == restore
+            assert _warnings(caplog)[-1].startswith(
+                f"model store: {store.state_path} reads again, written since"
+            )
+        else:
+            assert on_disk["current"] == names[1] and on_disk["failed"] == {names[0]: "refused"}
