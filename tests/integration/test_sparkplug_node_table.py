@@ -17,6 +17,7 @@ from protocols import sparkplug as sp
 from tests.integration.test_sparkplug_compressed import _compressed
 from tests.integration.test_sparkplug_rebirth_requests import _GIVING_UP_IN_1_S, _host
 from tests.integration.test_sparkplug_rebirth_requests import _birth as _padded_birth
+from tests.support.shifted_clock import ShiftedClock
 from tests.support.waits import until
 
 D = sp.DataType
@@ -202,12 +203,15 @@ async def test_a_born_live_node_given_up_on_while_quiet_is_never_pushed_out_by_m
 
 
 async def test_after_the_gateways_reconnect_the_nodes_that_lived_are_asked_before_made_up_names_waiting(
-    mosquitto,
+    mosquitto, monkeypatch
 ):
     """Made-up names never born now share the table with real nodes, and each waits in the rebirth queue (asked
     at rebirth_max_per_s). At this gateway's reconnect every live node's birth is missed and its data skipped
     until it is asked and answers; it was queued behind every made-up name waiting (10,000 at 20 a second: eight
-    minutes of a real line's data skipped). Now the nodes that lived at the drop are asked first."""
+    minutes of a real line's data skipped). Now the nodes that lived at the drop are asked first. The host's clock
+    is held (moved on once the reconnect is taken in): the names asked meanwhile are the rate's, not the time a
+    loaded machine takes to reconnect."""
+    monkeypatch.setattr(sparkplug_host, "time", clock := ShiftedClock(held=True))
     async with _host(
         mosquitto.port,
         "spBv1.0/g/NCMD/+",
@@ -220,6 +224,7 @@ async def test_after_the_gateways_reconnect_the_nodes_that_lived_are_asked_befor
         for i in range(40):  # made-up names: asked two a second, the rest waiting
             pub.publish(f"spBv1.0/g/NDATA/junk{i:03d}", _data(1), qos=1)
         await until(lambda: host.data_before_birth == 40, 30, "the made-up names' data handled")
+        await until(lambda: len(asked) == 2, 30, "a second's worth of them asked")  # the clock held: no more
         before = len(asked)
         # takes the gateway's session
         kicker = paho.Client(CallbackAPIVersion.VERSION2, client_id="gw-sp-table")
@@ -231,9 +236,10 @@ async def test_after_the_gateways_reconnect_the_nodes_that_lived_are_asked_befor
         await until(lambda: src.stats.reconnects == 1 and src.subscribed.is_set(), 30, "the gateway back")
         # a message through the consumer: the reconnect is taken in (``items``)
         pub.publish("spBv1.0/g/NDATA/junk000", _data(2), qos=1)
+        await until(lambda: host.data_before_birth == 41, 30, "the reconnect taken in")
+        clock.ahead += 1.0  # a second's worth of requests: the real node's first
         await until(lambda: "real" in asked, 60, "the real node asked its birth")
-        # a few made-up names asked while the gateway was away may come first, not the forty waiting
-        assert asked.index("real") - before <= 6, asked
+        assert asked.index("real") == before, asked  # before: behind the thirty-eight made-up names waiting
 
 
 async def test_made_up_names_whose_compressed_births_are_skipped_make_room_for_a_real_nodes_birth(
