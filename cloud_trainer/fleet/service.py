@@ -855,7 +855,9 @@ class FleetServicer(rpc.FleetServicer):
         try:
             await asyncio.to_thread(partial(self.control.hold_kept, key[1], tenant=key[0], hold_s=hold_s))
         except Exception as exc:
-            if not hold_s:  # (its end written again at the agent's next report)
+            # its end written again at the agent's next report; not once a new hold began while it was being written
+            # (``_alternating``): written then, it cut the new hold short in the control state
+            if not hold_s and key not in self._clone_hold:
                 self._holds_ended.add(key)
             self._faults.failed("the control state's write of the clone hold of an agent's kept steps", exc)
 

@@ -1359,6 +1359,18 @@ async def test_an_agents_looks_at_its_kept_steps_wait_bounded_while_the_control_
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX2", "seq": 4}), t
 
 
+def _a_new_hold_begins(srv) -> None:
+    """gw1's runs alternating again (runY2 over runY, past CLONE_RUNS starts, CLONE_LATE of them late): a new clone
+    hold begins."""
+    import collections
+    import time
+
+    key, now = ("default", "gw1"), time.monotonic()
+    srv.fleet._run_starts[key] = collections.deque([now] * 5, maxlen=6)
+    srv.fleet._late_runs[key] = collections.deque([now] * 3, maxlen=3)
+    srv.fleet._alternating(key, "runY", "runY2")
+
+
 async def test_a_new_clone_hold_is_not_cut_short_by_the_end_of_the_one_before_it_written_late(
     fleet, monkeypatch
 ):
@@ -1366,7 +1378,6 @@ async def test_a_new_clone_hold_is_not_cut_short_by_the_end_of_the_one_before_it
     new hold's start (written at once, outside the agent's turn): the kept steps' hold ended in the control state
     while the new hold ran, and another replica the gateway's reports reached took the late clone's step in it. The
     hold's writes wait in the agent's turn, the newest one written."""
-    import collections
     import time
 
     from cloud_trainer.fleet.service import CLONE_HOLD_S
@@ -1379,15 +1390,50 @@ async def test_a_new_clone_hold_is_not_cut_short_by_the_end_of_the_one_before_it
         await stub.Heartbeat(_report(e["1.0.0"], 2, "runY"))  # a look, hung
         srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over: its end written at the next report
         await stub.Heartbeat(_report(e["1.0.0"], 3, "runY"))
-        now = time.monotonic()  # runs alternating again: a new hold begins
-        srv.fleet._run_starts[key] = collections.deque([now] * 5, maxlen=6)
-        srv.fleet._late_runs[key] = collections.deque([now] * 3, maxlen=3)
-        srv.fleet._alternating(key, "runY", "runY2")
+        _a_new_hold_begins(srv)
     finally:
         gate.set()
     await asyncio.gather(*srv.fleet._retaking)
     ((_step, _was, _runs, until),) = srv.control.kept_steps("gw1").values()
     assert until > time.time() + CLONE_HOLD_S / 2  # was: the first hold's end (now), the step free to take
+
+
+async def test_a_new_clone_hold_is_not_cut_short_by_the_end_of_the_one_before_it_whose_write_failed(
+    fleet, monkeypatch
+):
+    """A hold's end whose write fails is written again at the agent's next report. A new hold begun while that write
+    was under way (the control database restarting) was ended by it: the kept steps' hold ended in the control state
+    while the new hold ran, and another replica could take the late clone's step in it."""
+    import time
+
+    from cloud_trainer.fleet.service import CLONE_HOLD_S
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    await _healthy_kept_in_a_hold(srv, stub, e)
+    entered, gate = threading.Event(), threading.Event()
+    hold = srv.control.hold_kept
+
+    def end_failing(agent, *, tenant, hold_s):  # (the first end's write)
+        if not hold_s and not entered.is_set():
+            entered.set()
+            gate.wait(60)
+            raise ConnectionError("the control database restarting")
+        return hold(agent, tenant=tenant, hold_s=hold_s)
+
+    monkeypatch.setattr(srv.control, "hold_kept", end_failing)
+    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over: its end written at the next report
+    try:
+        await stub.Heartbeat(_report(e["1.0.0"], 2, "runY"))
+        await until(entered.is_set, what="the hold's end being written")
+        _a_new_hold_begins(srv)
+    finally:
+        gate.set()
+    await asyncio.gather(*srv.fleet._retaking)
+    await stub.Heartbeat(_report(e["1.0.0"], 3, "runY"))  # in the new hold
+    await asyncio.gather(*srv.fleet._retaking)
+    ((_step, _was, _runs, until_s),) = srv.control.kept_steps("gw1").values()
+    assert until_s > time.time() + CLONE_HOLD_S / 2  # was: the old hold's end written again (now)
 
 
 async def test_a_kept_step_whose_record_fails_stays_kept_and_is_taken_at_a_later_report(fleet, monkeypatch):
