@@ -329,10 +329,10 @@ class _Node:
     # a message of it since its last NBIRTH held a seq other than 0: a later one holding none is its 0, left out by
     # an encoder that writes no field at its default (``SparkplugHost._check_seq``)
     seq_shown: bool = False
-    # the kinds of message of it (data, NDATA standing for DDATA too; DBIRTH; DDEATH) that ever held a seq other than
-    # 0: it numbers them, so one of that kind holding none after a seq other than 0 since its birth is its 0
-    # (``SparkplugHost._check_seq``); a node that numbers some kinds alone (its births, not its data; its data, not
-    # its DBIRTHs) is not taken so for the others: its seq-less ones no gap, no rebirth asked, at each of them
+    # the kinds of message of it (NDATA, DDATA, DBIRTH, DDEATH) that ever held a seq other than 0: it numbers them, so
+    # one of that kind holding none after a seq other than 0 since its birth, or after a counter's top, is its 0
+    # (``SparkplugHost._check_seq``); a node that numbers some kinds alone (its births, not its data; its NDATA, not
+    # its DDATA) is not taken so for the others: its seq-less ones no gap, no rebirth asked, at each of them
     seq_kinds: frozenset[sp.MessageType] = frozenset()
     # the payload timestamp of its last data message whose seq was checked (None after any other message): data at
     # the same seq with another timestamp is no redelivery but 256 messages on, 255 lost (``_check_seq``)
@@ -552,7 +552,6 @@ def _shown(*parts: str | None) -> str:
 
 
 _TABLES = {sp.DataType.TEMPLATE, sp.DataType.DATASET}  # metrics whose tags are {metric}/{part}
-_DATA_KIND = sp.MessageType.NDATA  # NDATA and DDATA, one kind for ``_Node.seq_kinds``
 # the last seq of a counter that wraps to 0 (``_check_seq``): Sparkplug's 255, and an encoder's 16-, 32- or 64-bit,
 # unsigned or signed (a PLC's Int16 register, a Java or C# int reset to 0 at MAX_VALUE)
 _SEQ_TOPS = frozenset((255, 2**15 - 1, 2**16 - 1, 2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1))
@@ -2825,10 +2824,7 @@ class SparkplugHost:
         both are data whose payload timestamps (``ts``) differ: not the same message again, but 256 on, 255 lost
         (a redelivery is the same payload; a node whose seq never moves has no data in sequence to ask a rebirth
         after). The data is still used."""
-        if seq is None and (
-            node.seq in _SEQ_TOPS
-            or (node.seq_shown and (_DATA_KIND if data else t.message_type) in node.seq_kinds)
-        ):
+        if seq is None and t.message_type in node.seq_kinds and (node.seq in _SEQ_TOPS or node.seq_shown):
             # the 0 after a counter's top, left out by an encoder that writes no field at its default (proto3 code
             # from Sparkplug's .proto without ``optional``: eclipse-tahu/tahu#274): taken as that 0. Said, and the
             # next message's 1 a gap after 255, the node was told to send seq and reborn whole every 256 messages.
@@ -2838,12 +2834,14 @@ class SparkplugHost:
             # messages of that kind carried a seq before (one with none was said to hold no seq, the gap seen a message
             # later, or not at all); a node that numbers its data alone keeps its seq-less DBIRTHs said so, one
             # that numbers its DBIRTHs alone its DDEATHs, and one that numbers its births alone its data (each data
-            # message after a DBIRTH's seq 1 was taken as 0, a seq_gap at every one)
+            # message after a DBIRTH's seq 1 was taken as 0, a seq_gap at every one). NDATA and DDATA apart, at a
+            # counter's top too: a node numbering its NDATA and not its DDATA had each DDATA taken as 0, a gap at
+            # every message, and a rebirth asked at every rebirth_min_interval_s of a node that answers them
             seq = 0
         elif seq:
             node.seq_shown = True
-            if (kind := _DATA_KIND if data else t.message_type) not in node.seq_kinds:
-                node.seq_kinds |= {kind}
+            if t.message_type not in node.seq_kinds:
+                node.seq_kinds |= {t.message_type}
         last_ts, node.data_ts = node.data_ts, ts if data and seq is not None else None
         if seq is None:
             # Sparkplug numbers every message but an NDEATH: without one a message lost cannot be seen (nor a

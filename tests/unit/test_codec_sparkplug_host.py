@@ -900,3 +900,25 @@ def test_a_death_whose_bdseq_has_its_births_bits_under_another_datatype_is_its_d
     pb_metric(nd, "bdSeq", None, D.UINT64, long_value=2**64 - 1)
     (r,) = h.handle("spBv1.0/g/NDEATH/n", nd.SerializeToString(), 2.0)  # before: none, the death ignored
     assert (r.tag, r.quality, r.reason) == ("n/T", Quality.BAD, "node_death")
+
+
+def test_a_node_that_numbers_its_ndata_but_not_its_ddata_has_no_gap_and_is_not_reborn_in_a_loop():
+    """NDATA and DDATA were one kind of message: each DDATA without a seq after the node's NDATA carried one was
+    taken as its 0, a seq_gap at every message and a rebirth asked at every rebirth_min_interval_s of a node that
+    answers them. Its DDATA are now said to hold no seq, across its counter's top (255) too."""
+    h, sent, errors = host(rebirth_min_interval_s=0)
+    birth(h)
+    answered, seq = 0, 2
+    for i in range(300):
+        h.handle("spBv1.0/g/NDATA/n", sp.encode(sp.Payload(2000 + 2 * i, seq % 256, [])), 2.0)
+        seq += 1
+        (r,) = h.handle(
+            "spBv1.0/g/DDATA/n/m",
+            sp.encode(sp.Payload(2001 + 2 * i, None, [sp.Metric(None, 10, D.DOUBLE, float(i))])),
+            2.0,
+        )
+        assert r.value == float(i)
+        if len(sent) > answered:  # it answers each rebirth
+            answered, seq = len(sent), 2
+            birth(h)
+    assert set(errors) == {"message_without_seq"} and sent == []  # before: 480 seq_gap, 120 rebirths asked
