@@ -974,7 +974,7 @@ class FleetServicer(rpc.FleetServicer):
         agent names only runs the fleet answered, and three runs taken here whose answers were lost (never named by
         the agent) pushed it out, the agent's next run naming it matching none."""
         try:
-            left = await self._take_kept(key, report, runs, held)
+            left, _failed = await self._take_kept(key, report, runs, held)
         except Exception:
             return
         if not left:
@@ -1009,17 +1009,20 @@ class FleetServicer(rpc.FleetServicer):
                 del self._links_read[key]
             return
         try:
-            await self._take_kept(key, report, earlier, False)
+            _left, failed = await self._take_kept(key, report, earlier, False)
         except Exception:
-            if self._links_read.get(key) == report[0]:  # (the same: read again at the run's next report)
-                del self._links_read[key]
+            failed = True
+        # (the same, or a step's record failed, the step still kept: read again at the run's next report; once a run,
+        # a step reached only through these runs waited for the gateway's next run, its rollout stalled)
+        if failed and self._links_read.get(key) == report[0]:
+            del self._links_read[key]
 
     async def _take_kept(
         self, key: tuple[str, str], report: tuple[str, int], runs: set[str], held: bool
-    ) -> bool:
+    ) -> tuple[bool, bool]:
         """``Control.take_kept`` for the agent's report ``report`` (its steps recorded under it in the same write),
         said: the steps recorded, the records that failed (those steps still kept, taken again at a later report), or
-        the write's failure (raised again). Whether steps are left."""
+        the write's failure (raised again). Whether steps are left, and whether a record failed."""
         failed: list[Exception] = []
         try:
             steps, left = await asyncio.to_thread(
@@ -1053,7 +1056,7 @@ class FleetServicer(rpc.FleetServicer):
                 dep_id[:64],
                 step["step"],
             )
-        return left
+        return left, bool(failed)
 
     def forget_reports(self, idle_s: float) -> int:
         """Forget the report numbers of agents that sent none for ``idle_s`` (a report after that is written as

@@ -1107,33 +1107,35 @@ async def _runs_at_another_replica_only(tmp_path, pki, e) -> tuple[str, ...]:
     return tuple(runs[:3])
 
 
-async def test_a_kept_steps_read_of_the_runs_between_that_failed_is_made_again_at_the_runs_next_report(
-    fleet, built, tmp_path, monkeypatch
+@pytest.mark.parametrize("failing", ["earlier_runs", "on_report"], ids=["the read", "the record"])
+async def test_a_kept_steps_look_through_the_runs_between_that_failed_is_made_again_at_the_runs_next_report(
+    fleet, built, tmp_path, monkeypatch, failing
 ):
-    """The control state's read of the runs each run named before it is made once a run: one that failed (the
-    database restarting) was not made again for the run, and the kept step waited for the gateway's next run, which
-    only a link lost draws (its rollout stalled until STEP_TIMEOUT_S). The run's next report reads again."""
+    """The look at a kept step through the runs each run named before it is made once a run: one that failed was not
+    made again for the run, and the kept step waited for the gateway's next run, which only a link lost draws (its
+    rollout stalled until STEP_TIMEOUT_S). The run's next report looks again, whether the control state's read of
+    those runs failed (the database restarting) or the step's record did (the step still kept)."""
     import sqlite3
 
     srv, stub, e = fleet
     dep = await _healthy_kept_in_a_hold(srv, stub, e)
     runs = await _runs_at_another_replica_only(tmp_path, built[0], e)
-    read, reads = srv.control.earlier_runs, []
+    call, calls = getattr(srv.control, failing), []
 
     def failing_once(*args, **kwargs):
-        reads.append(args)
-        if len(reads) == 1:
+        calls.append(args)
+        if len(calls) == 1:
             raise sqlite3.OperationalError("disk I/O error")
-        return read(*args, **kwargs)
+        return call(*args, **kwargs)
 
-    monkeypatch.setattr(srv.control, "earlier_runs", failing_once)
+    monkeypatch.setattr(srv.control, failing, failing_once)
     t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 6, "runX6", *runs), dep)
-    assert t["status"] == "downloading", t  # its read failed
+    assert t["status"] == "downloading", t  # its read, or its record, failed
     await stub.Heartbeat(_report(e["1.2.0"], 7, "runX6", *runs))
     await asyncio.gather(*srv.fleet._retaking)
     t = srv.control.get(dep["id"])["targets"]["gw1"]
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX6", "seq": 7}), t  # was: downloading
-    assert len(reads) == 2
+    assert len(calls) == 2
 
 
 async def test_the_run_told_late_stays_named_through_the_runs_a_link_outage_draws(fleet, built):
