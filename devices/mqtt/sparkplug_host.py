@@ -329,10 +329,10 @@ class _Node:
     # a message of it since its last NBIRTH held a seq other than 0: a later one holding none is its 0, left out by
     # an encoder that writes no field at its default (``SparkplugHost._check_seq``)
     seq_shown: bool = False
-    # the kinds of message of it (NDATA, DDATA, DBIRTH, DDEATH) that ever held a seq other than 0: it numbers them, so
-    # one of that kind holding none after a seq other than 0 since its birth, or after a counter's top, is its 0
-    # (``SparkplugHost._check_seq``); a node that numbers some kinds alone (its births, not its data; its NDATA, not
-    # its DDATA) is not taken so for the others: its seq-less ones no gap, no rebirth asked, at each of them
+    # the kinds of message of it (NDATA, DDATA, DBIRTH, DDEATH) that held a seq other than 0 since its last death: it
+    # numbers them, so one of that kind holding none after a seq other than 0 since its birth, or after a counter's
+    # top, is its 0 (``SparkplugHost._check_seq``); a node that numbers some kinds alone (its births, not its data;
+    # its NDATA, not its DDATA) is not taken so for the others: its seq-less ones no gap, no rebirth asked
     seq_kinds: frozenset[sp.MessageType] = frozenset()
     # the payload timestamp of its last data message whose seq was checked (None after any other message): data at
     # the same seq with another timestamp is no redelivery but 256 messages on, 255 lost (``_check_seq``)
@@ -2101,6 +2101,9 @@ class SparkplugHost:
                 # ignore
                 return []
             node.alive, node.missed, node.dead_bd, node.birth_skipped = False, False, bd, False
+            # the kinds of message it numbered are its session's program's: a node replaced under its name (another
+            # maker's numbering its births alone) had each of its data taken as 0, a seq_gap at every one
+            node.seq_kinds = frozenset()
             node.devices.clear()
             self._names_sync(node)
             if node.expected and time.monotonic() < node.expected_until:

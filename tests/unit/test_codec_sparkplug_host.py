@@ -922,3 +922,23 @@ def test_a_node_that_numbers_its_ndata_but_not_its_ddata_has_no_gap_and_is_not_r
             answered, seq = len(sent), 2
             birth(h)
     assert set(errors) == {"message_without_seq"} and sent == []  # before: 480 seq_gap, 120 rebirths asked
+
+
+def test_a_node_replaced_under_its_name_by_one_numbering_its_births_alone_has_no_gap_at_each_data_message():
+    """The kinds of message a node numbered were kept past its death: the gateway replaced under its name by
+    another maker's that numbers its births and not its data had each data message taken as its 0, a seq_gap at
+    every one. They are its session's: forgotten at its death."""
+    h, sent, errors = host(rebirth_min_interval_s=0)
+    birth(h)
+    for seq in range(2, 6):
+        ddata(h, seq)
+    h.handle(
+        "spBv1.0/g/NDEATH/n", sp.encode(sp.Payload(3000, None, [sp.Metric("bdSeq", None, D.INT64, 0)])), 3.0
+    )
+    errors.clear()
+    birth(h, bd=1)  # the new one: NBIRTH 0, DBIRTH 1, its data without a seq
+    for ts in (4000, 5000, 6000):
+        h.handle(
+            "spBv1.0/g/DDATA/n/m", sp.encode(sp.Payload(ts, None, [sp.Metric(None, 10, D.DOUBLE, 1.0)])), 4.0
+        )
+    assert errors == ["message_without_seq"] * 3 and sent == []  # before: seq_gap each, a rebirth asked
