@@ -55,8 +55,6 @@ _TIFF_MAX_DIRECTORIES, _TIFF_MAX_TAGS, _TIFF_MAX_TAGS_WALKED = 256, 1024, 1 << 1
 # the integer types libtiff converts a tag's value from (BYTE, SHORT, LONG, SBYTE, SSHORT, SLONG, LONG8, SLONG8): a
 # TileWidth written as SSHORT or SLONG is the decoder's tile width as much as a SHORT one
 _TIFF_INTEGER = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 16: "Q", 17: "q"}
-# a TIFF whose first directory the checks cannot read (more tags than any real one, or cut within it) is not
-# decoded: libtiff reads one of up to 4,096 tags, so a tile or depth check that read nothing let it through
 # the layouts OpenCV's decoder reads right at more than 8 bits a sample: grey with black at 0, or RGB, each pixel's
 # samples together. It takes such samples as stored, without libtiff's colour conversion: a 16-bit grey TIFF with
 # white at 0 (an X-ray detector's or a scanner's negative) came out as its negative, one in separate planes
@@ -74,6 +72,8 @@ _TIFF_PHOTOMETRIC = {
     32803: "raw mosaic (CFA)",
     34892: "linear raw",
 }
+# a TIFF whose first directory the checks cannot read (more tags than any real one, or cut within it) is not
+# decoded: libtiff reads one of up to 4,096 tags, so a tile or depth check that read nothing let it through
 _TIFF_UNREAD = (
     "a TIFF whose first image directory cannot be read (more than 1,024 tags, or past the file's end): crafted "
     "or damaged, not decoded"

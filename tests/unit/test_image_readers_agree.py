@@ -560,9 +560,10 @@ _PACKAGER_NAMES = {
 )
 def test_the_packagers_copies_of_the_cameras_header_and_jpeg_checks_are_the_same_code(camera, name):
     """``model_packager`` imports nothing of ours, so ``image_file`` holds copies of the camera's header
-    reading, TIFF strip check and damaged-JPEG check: a fix to one that misses the other makes
-    `--input-images` read files the camera skips (or the reverse). Change both together. A copy named otherwise
-    (``tiles_over`` for ``tiff_tiles_over``) is compared by ``_PACKAGER_NAMES``."""
+    reading, TIFF strip check and damaged-JPEG check, and of the constants they read (the TIFF layouts read
+    beyond 8 bits, a limit): a fix to one that misses the other makes `--input-images` read files the camera
+    skips (or the reverse). Change both together. A copy named otherwise (``tiles_over`` for
+    ``tiff_tiles_over``) is compared by ``_PACKAGER_NAMES``."""
     import ast
     import importlib
     import inspect
@@ -588,7 +589,21 @@ def test_the_packagers_copies_of_the_cameras_header_and_jpeg_checks_are_the_same
 
     copy = _PACKAGER_NAMES.get(name, name)
     back = {v: k for k, v in _PACKAGER_NAMES.items()}
-    assert code(packager, copy, back) == code(importlib.import_module(camera), name, {})
+    module = importlib.import_module(camera)
+    assert code(packager, copy, back) == code(module, name, {})
+    # and the module's constants it reads (a layout's table, a limit): the same code reading another table refuses
+    # other files
+    read = {
+        node.id
+        for node in ast.walk(ast.parse(inspect.getsource(getattr(module, name))))
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+    for constant in sorted(read):
+        value = getattr(module, constant, None)
+        if value is None or callable(value) or inspect.ismodule(value):
+            continue
+        own = _PACKAGER_NAMES.get(constant, constant)
+        assert getattr(packager, own, None) == value, f"{camera}.{constant} and image_file.{own} differ"
 
 
 async def test_an_image_the_camera_skips_at_its_default_size_limit_is_refused_by_the_import_too(tmp_path):
