@@ -471,6 +471,9 @@ class Agent:
         # OPC UA source -> what is known of its server (``_plc_group``): the addresses its host name resolved to, the
         # ApplicationUri its sessions read; kept while the agent runs
         self._plc_seen: dict[str, set[tuple[str, Any]]] = {}
+        # OPC UA sources whose host name did not resolve at the last try (``_resolve_plcs``): while their session is
+        # not up either, they write to no PLC, and a failed slot's gate through them holds no heartbeat
+        self._plc_unresolved: set[str] = set()
         self._recorded_hidden_from = 0  # the outbox's first seq this agent records (``start``)
         if cfg.outbox is not None or cfg.cloud is not None:
             from edge_agent.outbox.selector import SampleSelector
@@ -1336,7 +1339,8 @@ class Agent:
         connect, one after another: a reject gate through ``plc.local`` beside a heartbeat on its address
         ``10.0.0.5`` was another PLC's, and the heartbeat ran while no part was judged. A source named by a host name
         not resolved yet, whose server read no ApplicationUri either, may be any PLC on its port: it is taken as one
-        with each until its name resolves (never as another, which lets the heartbeat run unjudged). PLCs of one make keeping
+        with each until its name resolves (never as another, which lets the heartbeat run unjudged), but while the
+        resolver says the name does not resolve and its session is not up, it reaches no PLC. PLCs of one make keeping
         its default ApplicationUri are one PLC to the hold: a slot with no model writing to one holds the other's
         heartbeat too."""
         keyed = {n: k for n, s in self.cfg.sources.items() if (k := _plc_of(s)) is not None}
@@ -1350,8 +1354,21 @@ class Agent:
         while grown := [n for n, k in known.items() if n not in group and k & keys]:
             group.update(grown)
             keys.update(*(known[n] for n in grown))
-        # a host name not resolved yet (nor an ApplicationUri read) may lead to any PLC on its port
-        unknown = {n for n, k in known.items() if len(k) == 1 and keyed[n][1] and _host_named(keyed[n][0])}
+        # a host name not resolved yet (nor an ApplicationUri read) may lead to any PLC on its port; one the resolver
+        # said it cannot resolve, its session not up, leads to none: taken as any, a gate through a name that never
+        # resolves (DNS down, an mDNS name with no mDNS resolver) held every other PLC's heartbeat on its port, each
+        # healthy line stopped by its watchdog for as long as that name did not resolve
+        unknown = {
+            n
+            for n, k in known.items()
+            if len(k) == 1
+            and keyed[n][1]
+            and _host_named(keyed[n][0])
+            and (
+                n not in self._plc_unresolved
+                or getattr(self.sources.get(n), "state", None) is ConnectionState.CONNECTED
+            )
+        }
         port = keyed[source][1]
         return frozenset(
             group | {n for n in keyed if keyed[n][1] == port and (source in unknown or n in unknown)}
@@ -1381,7 +1398,9 @@ class Agent:
                         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 except (OSError, TimeoutError, UnicodeError) as e:
                     log.debug("opcua source %s: %s not resolved (%s)", n, host, e)
+                    self._plc_unresolved.add(n)
                     continue
+                self._plc_unresolved.discard(n)
                 self._plc_seen.setdefault(n, set()).update(
                     ("plc", plc_at(str(info[4][0]), port)) for info in infos if info[4]
                 )

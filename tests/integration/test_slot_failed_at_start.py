@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from devices.base import ConnectionState
 from edge_agent.agent import Agent
 from edge_agent.cli import _status
 from edge_agent.config import parse_config
@@ -870,7 +871,7 @@ def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_the
     gate = {"type": "opcua_write", "source": "plc2", "node_id": "ns=2;s=Reject", "when": {"verdict": "NG"}}
     pipes = [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}]
 
-    def held(endpoint: str, seen=(), uri=None, heartbeat_at=None) -> list[str]:
+    def held(endpoint: str, seen=(), uri=None, heartbeat_at=None, unresolved=False, up=False) -> list[str]:
         sources = {"plc2": {"type": "opcua", "endpoint": endpoint}}
         if heartbeat_at:  # the heartbeat's source named so
             beat = {"node_id": "ns=2;s=Life", "period_ms": 100}
@@ -881,10 +882,19 @@ def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_the
         if uri:
             for n in ("plc", "plc2"):
                 agent.sources[n].namespace_pins.server = uri
+        if unresolved:  # the resolver's answer: no such name (now)
+            agent._plc_unresolved = {"plc2"}
+        if up:
+            agent.sources["plc2"].state = ConnectionState.CONNECTED
         return [p.name for p in agent._writing_through("plc")]
 
     here, there = ("plc", ("localhost", 4840)), ("plc", ("10.0.0.9", 4840))
     assert held("opc.tcp://plc-line3.example:4840/") == ["inspect"]  # not resolved yet: may be this PLC
+    # the resolver says it does not resolve (DNS down, an mDNS name): its session not up, it writes to no PLC, and
+    # holding every PLC on its port stopped each healthy line for as long as the name did not resolve
+    assert held("opc.tcp://plc-line3.example:4840/", unresolved=True) == []
+    # (its session up: reached all the same)
+    assert held("opc.tcp://plc-line3.example:4840/", unresolved=True, up=True) == ["inspect"]
     assert held("opc.tcp://plc-line3.example:4840/", [here]) == ["inspect"]
     assert held("opc.tcp://plc-line3.example:4840/", [there]) == []
     assert held("opc.tcp://plc-line3.example:4841/") == []  # another port: another server
