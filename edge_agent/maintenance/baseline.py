@@ -308,6 +308,14 @@ MACHINE_ORDER_MIN = 3
 # drive was commissioned with; not recorded in ``mains_seen`` (recorded, a pure 50 Hz pickup grown later read NG
 # with alarms until relearned)
 MAINS_STAYED_BINS = 2.0
+# A pickup is told only once the grid's line has stood, at least half as strong, in a judged window at a speed that
+# puts any line of the machine MAINS_STAYED_BINS bins from where it is now: a line of the machine moves with the speed,
+# the grid's stays. One window cannot tell a pickup from a line the machine did not show at commissioning (a bearing's
+# tone, a fan's 1x at 1/30 of its usual level) grown onto the grid's line, and such a fault read mains_pickup, no alarm.
+# The evidence is kept in memory (MAINS_EVIDENCE windows a grid frequency) and forgotten at a window judged for a
+# pickup whose grid line does not stand: after a restart, or on a machine at one fixed speed, a pickup is not told
+# and reads NG with alarms, as a fault there would
+MAINS_EVIDENCE = 256
 # A window over the threshold whose level slides across it (a sensor's bias settling or drifting, a DC ramp: the
 # slide ``slide_ratio`` at least SPEED_SLIDE_RATIO, under the sensor check's ``settling`` bound) and that, judged again
 # with its least-squares line taken off, is under the threshold and MAINS_EXPLAINS of its score or less, is the
@@ -1205,6 +1213,8 @@ class Baseline:
         self.started_at = self.clock()
         self._learned = (0.0, self.monotonic())  # seconds learned before this mark, and the monotonic mark
         self.learned_at: float | None = None
+        # per grid frequency, (speed Hz, fundamental's amplitude) of judged windows where its line stood (MAINS_EVIDENCE)
+        self.grid_stood: dict[float, list[tuple[float, float]]] = {}
         self.rows: list[list[float]] = []
         self.speeds: list[float] = []
         self.bands: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
@@ -1864,6 +1874,8 @@ class Baseline:
         # (scored against another speed's statistics, a run-down's lines and a stopped machine's hum
         # read as a fault: NG on a healthy machine at every stop)
         v.anomalous = not extrapolated and v.score >= (self.threshold or math.inf)
+        if self.grid_stood and not (v.anomalous or self._iso_over > iso_before):
+            self._forget_grid_gone(waveform)
         if (v.anomalous or self._iso_over > iso_before) and (
             pickup := self._mains_pickup(waveform, scalars, f, med, scale, v.score, level_only)
         ):
@@ -2042,7 +2054,11 @@ class Baseline:
         seen = self.mains_seen or []  # the machine's own lines there, shown at commissioning: left in
         for mains in MAINS_HZ:
             if not _stands(padded, mains, clear, MAINS_DRIFT):
-                continue  # no line of the grid's own frequency stands: no pickup to tell, judged as it is
+                # no line of the grid's own frequency stands: no pickup to tell, judged as it is; the evidence of one is
+                # forgotten (a pickup seen across the speeds, gone with the cable's repair, then excused a fan's 1x grown
+                # onto 50 Hz at one speed, no alarm)
+                self.grid_stood.pop(mains, None)
+                continue
             # the grid's frequency as the window shows it (``_grid_frequency``): its harmonics looked for at its multiples
             # (at 50 Hz's, a pickup on a grid at 49.6 Hz had its 150 Hz line taken for a shaft's, 1.2 Hz off)
             # (the shaft's lines within two bins fitted beside it: a 2x a bin off pulled the estimate to the search's end)
@@ -2079,6 +2095,16 @@ class Baseline:
             _, coef, basis = _grid_lines_fit(x, t, grid, ks, keep)
             lines = [k * grid for k in ks]
             amp = float(math.hypot(coef[0], coef[1]))  # the fundamental's amplitude
+            stood = self.grid_stood.setdefault(mains, [])
+            moved = [
+                a
+                for s, a in stood
+                if mains * abs(s / speed - 1.0) >= MAINS_STAYED_BINS * self.fs / x.size and a >= 0.5 * amp
+            ]
+            stood.append((float(speed), amp))
+            del stood[:-MAINS_EVIDENCE]
+            if not moved:
+                continue  # not seen standing while the speed moved: may be the machine's line, judged as it is
             hum = basis[:, : 2 * len(lines)] @ coef[: 2 * len(lines)]
             tried.append((amp, mains, hum, lines))
         for amp, mains, hum, lines in sorted(tried, key=lambda c: -c[0]):
@@ -2100,6 +2126,23 @@ class Baseline:
                     "routing (away from motor leads), its screen grounded at one end, and an isolated mount"
                 )
         return None
+
+    def _forget_grid_gone(self, waveform: np.ndarray) -> None:
+        """Forget the evidence of a pickup (``grid_stood``) whose grid line this window shows under half as strong as
+        when last seen: a pickup gone with the cable's repair left its evidence, and a fan's 1x grown onto 50 Hz at one
+        speed later was taken out as that pickup, no alarm."""
+        x = np.asarray(waveform, dtype=np.float64).ravel()
+        if x.size < 64 or not np.isfinite(x).all():
+            return
+        w = _hann(x.size)
+        t = np.arange(x.size) / self.fs
+        xw = (x - x.mean()) * w
+        step = min(MAINS_FIT_STEP, 0.25 * self.fs / x.size)
+        for mains, stood in list(self.grid_stood.items()):
+            fr = mains + np.arange(-MAINS_DRIFT, MAINS_DRIFT + step / 2, step)
+            amp = 2.0 * float(np.abs(np.exp(-2j * np.pi * np.outer(fr, t)) @ xw).max()) / float(w.sum())
+            if not stood or amp < 0.5 * stood[-1][1]:
+                del self.grid_stood[mains]
 
     def _ramped(
         self,

@@ -28,10 +28,17 @@ def _with_line(rng: np.random.Generator, rpm: float, hz: float, g: float) -> np.
     return rotor(rng, rpm=rpm) + g * np.sin(2 * np.pi * hz * t + rng.uniform(0, 6.3))
 
 
+def _stood_at_another_speed(b: Baseline, rpm: float, mains: float = 50.0) -> None:
+    """As if the grid's line had stood as strong in a window judged at a speed far from ``rpm`` (``grid_stood``): the
+    evidence a pickup is told on, for tests of how it is told at one speed."""
+    b.grid_stood.setdefault(mains, []).append((1.5 * rpm / 60.0, 1e9))
+
+
 @pytest.mark.parametrize("hz", [50.0, 60.0])
 def test_mains_pickup_on_a_4_pole_motor_is_a_sensor_fault_and_its_faults_still_alarm(hz):
     rng = np.random.default_rng(3)
     b = _commissioned(1650.0, rng)  # 27.5 Hz: its orders (0.5x-10x) clear of 50 and 60 Hz by a bin or more
+    _stood_at_another_speed(b, 1650.0, hz)
     speed = {"_shaft_speed": 1650.0}
     vs = [b.process(mains_pickup(rotor(rng, rpm=1650.0), rng, hz), speed) for _ in range(3)]
     assert all(v.sensor_kind == "mains_pickup" and f"at {hz:g} Hz" in (v.sensor or "") for v in vs), [
@@ -173,6 +180,7 @@ def test_a_pickup_the_machine_was_commissioned_with_is_not_recorded_as_its_own_l
     for i in range(20):
         b.process(mains_pickup(rotor(rng, rpm=1790.0), rng, size=1 + 0.15 * np.sin(3 * i)), speed)
     assert b.state == "ready" and b.mains_seen == []
+    _stood_at_another_speed(b, 1790.0)
     vs = [b.process(mains_pickup(rotor(rng, rpm=1790.0), rng, size=4.0), speed) for _ in range(3)]
     assert not any(v.alarm for v in vs), [(v.score, v.sensor) for v in vs]
     assert any(v.sensor_kind == "mains_pickup" for v in vs), [(v.score, v.sensor) for v in vs]
@@ -221,7 +229,10 @@ def test_a_pure_grid_line_a_drive_was_commissioned_with_is_a_pickup_not_its_own_
 
     b = _drive(rng, rng.uniform(1300.0, 1800.0, 30), pickup)
     assert b.mains_seen == [], b.mains_seen
-    speed = {"_shaft_speed": 1650.0}  # its orders clear of 50 Hz
+    # seen first at 1,320 rpm, then at 1,650 (its orders clear of 50 Hz at both): the line has stayed put where a
+    # line of the machine on 50 Hz at 1,650 rpm would have moved to 40 Hz, two bins
+    b.process(rotor(rng, rpm=1320.0) + pickup(1320.0, 4.0), {"_shaft_speed": 1320.0})
+    speed = {"_shaft_speed": 1650.0}
     vs = [b.process(rotor(rng, rpm=1650.0) + pickup(1650.0, 4.0), speed) for _ in range(3)]
     assert not any(v.alarm or v.iso_alarm for v in vs), [(v.score, v.sensor) for v in vs]
     assert all(v.sensor_kind == "mains_pickup" for v in vs), [(v.score, v.sensor) for v in vs]
@@ -235,6 +246,7 @@ def test_a_pickup_on_a_grid_off_its_nominal_frequency_is_told(hz):
     # frequency, not of 50 Hz: fitted beside it and left in, the pickup is told as before the grid was measured
     rng = np.random.default_rng(4)
     b = _commissioned(1650.0, rng)
+    _stood_at_another_speed(b, 1650.0)
     vs = [
         b.process(mains_pickup(rotor(rng, rpm=1650.0), rng, hz), {"_shaft_speed": 1650.0}) for _ in range(3)
     ]
@@ -326,6 +338,32 @@ def test_a_pickup_2_hz_from_a_shafts_order_in_1_5_hz_bins_is_told():
     b = Baseline(BaselineSettings(windows=20, units="g", speed_tag="Speed"), 10000.0, 6400)
     for i in range(20):
         b.process(rotor(rng, load=1 + 0.1 * np.sin(i), **kw), {"_shaft_speed": 1920.0})
+    _stood_at_another_speed(b, 1920.0)
     vs = [b.process(mains_pickup(rotor(rng, **kw), rng), {"_shaft_speed": 1920.0}) for _ in range(3)]
     assert all(v.sensor_kind == "mains_pickup" for v in vs), [(v.score, v.sensor) for v in vs]
     assert not any(v.alarm or v.iso_alarm for v in vs)
+
+
+def test_a_line_grown_on_50_hz_is_the_machines_until_the_grid_line_stood_while_the_speed_moved():
+    # a drive commissioned over 1,300-1,800 rpm; at 1,650 rpm (its orders clear of 50 Hz) a line it did not show then
+    # (a bearing's tone, a fan's 1x at 1/30 of its level) grows onto 50 Hz, no pickup anywhere: one window cannot tell it
+    # from a pickup, and it read mains_pickup, no alarm. It is the machine's (NG, alarms) until the grid's line has
+    # stood as strong at a speed that moves any line of the machine two bins: a pickup, told there
+    rng = np.random.default_rng(21)
+    t = np.arange(2048) / 10000.0
+
+    def tone(size: float) -> np.ndarray:
+        return size * np.sin(2 * np.pi * 50.0 * t + rng.uniform(0, 6.3))
+
+    b = _drive(rng, rng.uniform(1300.0, 1800.0, 30), lambda rpm: 0.0)
+    speed = {"_shaft_speed": 1650.0}
+    vs = [b.process(rotor(rng, rpm=1650.0) + tone(0.12), speed) for _ in range(3)]
+    assert all(v.sensor_kind is None and v.anomalous for v in vs), [(v.score, v.sensor) for v in vs]
+    assert vs[-1].alarm
+    b.process(rotor(rng, rpm=1320.0) + tone(0.12), {"_shaft_speed": 1320.0})  # the line stayed on 50 Hz
+    v = b.process(rotor(rng, rpm=1650.0) + tone(0.12), speed)
+    assert v.sensor_kind == "mains_pickup", (v.score, v.sensor)
+    # the pickup gone (the cable repaired), then a line grown onto 50 Hz: the machine's again until the speed moves
+    b.process(rotor(rng, rpm=1650.0), speed)
+    v = b.process(rotor(rng, rpm=1650.0) + tone(0.12), speed)
+    assert v.sensor_kind is None and v.anomalous, (v.score, v.sensor)
