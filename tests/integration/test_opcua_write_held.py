@@ -14,13 +14,34 @@ from asyncua.common.callback import CallbackType
 from devices.opcua import client as opcua_client
 from devices.opcua.client import OpcUaSource, OpcUaTypeMismatch
 from edge_agent.actions import ActionRunner, write_targets
-from tests.integration.test_plc_exact_values import _config
+from edge_agent.config import parse_config
+from tests.integration.test_plc_exact_values import _config, _config_data
 from tests.integration.test_plc_retyped_nodes import _any_state
 from tests.support.peers import free_port, opcua_server
 from tests.support.results import result
 from tests.support.waits import until
 
 VT = ua.VariantType
+
+
+def _patient_config(port: int, actions: dict | None = None):
+    """``_config`` with 10 s for an answer: the in-process server and the source share one loop, which a loaded
+    2-core machine starves for seconds, and a session check unanswered within ``_config``'s 2 s took the server
+    for stalled: the source was in backoff when the test wrote. Nothing below waits on that limit."""
+    data = _config_data(port, actions)
+    data["sources"]["plc"]["connect_timeout_s"] = 10.0
+    return parse_config(data)
+
+
+def _boolean_read_again(src: OpcUaSource, node_id: str) -> bool:
+    """Whether the Boolean the node holds now was read again; until then each poll has ``write_misfit`` refuse the
+    reset by the String kept, which asks for that read. A read asked by an earlier refusal may be in flight, its
+    Read answered before the PLC made the node hold a Boolean: it finds the String, and a read asked meanwhile is
+    not made beside it (one at a time), so a single ask could leave the String kept for good."""
+    if src._types[node_id].held is VT.Boolean:
+        return True
+    src.write_misfit(node_id, False, after=True)
+    return False
 
 
 async def _holds(state, value: ua.Variant) -> None:
@@ -44,7 +65,7 @@ async def test_a_base_data_type_node_whose_held_type_flaps_is_said_once_per_spel
     state = await _any_state(srv, idx, obj)  # holds the String "idle"
     await srv.start()
     node_id = f"ns={idx};s=State"
-    src = OpcUaSource("plc", _config(port).sources["plc"])
+    src = OpcUaSource("plc", _patient_config(port).sources["plc"])
     src.expect_writes([(node_id, True), (node_id, False)])
     await src.start()
     caplog.set_level(logging.INFO)
@@ -57,7 +78,7 @@ async def test_a_base_data_type_node_whose_held_type_flaps_is_said_once_per_spel
                 await src.write(node_id, True)  # the write reads what it holds: a String
             await _holds(state, ua.Variant(False, VT.Boolean))
             assert src.write_misfit(node_id, False, after=True) is not None  # refused: read again
-            await until(lambda: src._types[node_id].held is VT.Boolean, 30, "the Boolean read again")
+            await until(lambda: _boolean_read_again(src, node_id), 30, "the Boolean read again")
             await until(lambda: not src._target_checks, 30, "the target judged again")
             assert node_id not in src.target_errors, src.target_errors
         said = [r.getMessage() for r in caplog.records if "now holds" in r.getMessage()]
@@ -74,7 +95,7 @@ async def test_a_base_data_type_node_whose_held_type_flaps_is_said_once_per_spel
             await src.write(node_id, True)
         await _holds(state, ua.Variant(False, VT.Boolean))
         assert src.write_misfit(node_id, False, after=True) is not None
-        await until(lambda: src._types[node_id].held is VT.Boolean, 30, "the Boolean read again")
+        await until(lambda: _boolean_read_again(src, node_id), 30, "the Boolean read again")
         await until(lambda: not src._target_checks, 30, "the target judged again")
         said = [r.getMessage() for r in caplog.records if "now holds" in r.getMessage()]
         assert len(said) == 1 and f"after {flips - 1} change(s) within" in said[0], said
@@ -265,7 +286,7 @@ async def test_an_output_to_a_node_that_takes_and_refuses_its_value_in_turn_is_s
     srv, state, _sent = await _plc_holding(port, ua.Variant(False, VT.Boolean))
     node_id = "ns=2;s=State"
     out = {"type": "opcua_write", "source": "plc", "node_id": node_id, "value": True, "reset_value": False}
-    cfg = _config(port, {"lamp": {**out, "mode": "level", "when": {"verdict": "NG"}}})
+    cfg = _patient_config(port, {"lamp": {**out, "mode": "level", "when": {"verdict": "NG"}}})
     src = OpcUaSource("plc", cfg.sources["plc"])
     src.expect_writes([(n, v) for _, n, v in write_targets(cfg)["plc"]])
     await src.start()
@@ -282,7 +303,7 @@ async def test_an_output_to_a_node_that_takes_and_refuses_its_value_in_turn_is_s
             await _holds(state, ua.Variant(False, VT.Boolean))
             await runner.handle(["lamp"], result("NG", 3 * n + 1), None)  # its reset refused: read again
             await runner.flush(timeout_s=5)
-            await until(lambda: src._types[node_id].held is VT.Boolean, 30, "the Boolean read again")
+            await until(lambda: _boolean_read_again(src, node_id), 30, "the Boolean read again")
             await runner.handle(["lamp"], result("NG", 3 * n + 2), None)  # written
             await runner.flush(timeout_s=5)
             assert st["ok"] == n, dict(st)
