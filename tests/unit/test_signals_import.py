@@ -271,6 +271,27 @@ def test_a_csv_whose_rows_would_not_fit_in_the_memory_free_is_refused_before_it_
     assert np.array_equal(read_recording(tmp_path / "cr.csv").channels["temp"], np.arange(400) % 3)
 
 
+def test_a_csv_whose_first_lines_are_shorter_than_the_rest_is_not_refused_for_the_memory_its_rows_fit_in(
+    tmp_path, monkeypatch
+):
+    """A run that starts with the machine idle logs '0' where it later logs '-0.123456789012': its rows reckoned
+    from the bytes of its first lines alone were 1.8 times those it holds, and a file that fits in the memory free
+    was refused as one that would not. The rows are counted over the whole file (or samples spread through it)."""
+    import cloud_trainer.train.signals as signals
+    from cloud_trainer.train.signals import read_recording
+
+    idle = "".join(f"{i / RATE:.4f},0\n" for i in range(4096))
+    written = [f"{v:.12f}" for v in np.sin(np.arange(4096) / 7) - 1.5]
+    x = np.array([float(v) for v in written])
+    running = "".join(f"{(4096 + i) / RATE:.4f},{v}\n" for i, v in enumerate(written))
+    (tmp_path / "run.csv").write_text("time,accel_x\n" + idle + running)
+    monkeypatch.setattr(signals, "memory_available_bytes", lambda: 8193 * (56 + 18) * 5 // 4)
+    assert np.array_equal(read_recording(tmp_path / "run.csv").channels["accel_x"][4096:], x)
+    monkeypatch.setattr(signals, "memory_available_bytes", lambda: 8193 * (56 + 18) - 1)
+    with pytest.raises(DatasetError, match=r": about 8,193 rows of 2 column\(s\) to read"):
+        read_recording(tmp_path / "run.csv")
+
+
 def test_an_infinite_sample_in_the_channel_used_is_refused_in_one_line_without_numpys_warning(tmp_path):
     """A logger's 'inf' in the channel used (an overrange) printed numpy's 'RuntimeWarning: invalid value
     encountered in subtract' and two lines of its source before the import's own refusal naming the line."""
