@@ -1132,6 +1132,7 @@ class Control:
         tenant: str = T,
         report: tuple[str, int] | None = None,
         was: dict | None = None,
+        tick: bool = True,
     ) -> bool | str:
         """Record an agent's step; False (nothing recorded) for a deployment that is not the agent's: unknown, of
         another tenant, or not targeting it (the service refuses those alike); ``KEPT_LATE`` (truthy) for a step
@@ -1139,7 +1140,8 @@ class Control:
         which resends it under a new run unless it made a later step of the deployment since: a restored VM's
         memory, not a reorder). ``report``: the step's (boot id, number) among its agent's reports (v4 agents; a
         number from 1), kept with a verdict it records (``_ways_back``). ``was``: only while the target's recorded
-        report is ``was["report"]`` and its last report this step (``retake_kept``), False else."""
+        report is ``was["report"]`` and its last report this step (``retake_kept``), False else. ``tick``: the rollout
+        advanced at once (not inside another write: ``retake_kept``)."""
         report = (_run_key(report[0]), report[1]) if report else None
         mark = {"report": {"boot": report[0], "seq": report[1]}} if report and report[0] and report[1] else {}
         with self._write():
@@ -1242,7 +1244,8 @@ class Control:
                 # its desired state names its previous version, not the withdrawn one
                 self._roll_back(dep, [agent])
             self._put(dep)
-        self.tick()
+        if tick:
+            self.tick()
         return True
 
     def retake_kept(
@@ -1253,7 +1256,9 @@ class Control:
         (``FleetClient._resend``): only while its target is as the step left it (``was``: its last report that step,
         its recorded report the same: no step taken since). ``on_report``'s answer, or False. Checked inside
         ``on_report``'s write transaction: checked before it, another replica's step taken between the two was
-        written over."""
+        written over. Without ``on_report``'s tick: run inside ``take_kept``'s write and the step's savepoint, a tick
+        that raised rolled the record back, and its marks in memory (``_fill_going_back``'s halts seen) outlived a
+        write that then failed; the service's tick advances the rollout within its ``tick_s``."""
         if was.get("last_report") != {k: step[k] for k in ("step", "version", "ok", "reason")}:
             return False
         return self.on_report(
@@ -1268,6 +1273,7 @@ class Control:
             tenant=tenant,
             report=report,
             was=was,
+            tick=False,
         )
 
     def _gone_back(self, newer: dict, agent: str, version: str) -> None:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from cloud_trainer.fleet.control import Control
+from cloud_trainer.fleet.control import KEPT_LATE, Control
 from cloud_trainer.fleet.store import open_store
 from cloud_trainer.registry import Registry
 from tests.support.models import make_keypair, make_package
@@ -877,6 +877,46 @@ def test_a_run_made_one_of_a_kept_steps_runs_in_anothers_hold_takes_it_after_the
         assert c.take_kept("gw1", "runR", {"runQ"}) == ({"d1": (step, was)}, False)  # was: ({}, True), left
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("either_control", ["sqlite"], indirect=True)
+def test_a_kept_step_is_recorded_whatever_the_rollout_tick_does_and_the_tick_waits_for_the_service(
+    either_control, monkeypatch
+):
+    """A step kept late during a clone hold is recorded under the agent's new run in the write that takes it off the
+    kept ones. That record ran the rollout tick inside the same write and the step's savepoint: a tick that raised
+    (another tenant's rollout) rolled the record back, the step tried again at every report until KEEP_KEPT_S, and a
+    tick's marks in memory (the halts it looked at) outlived a write that then failed. The service's own tick
+    advances the rollout."""
+    c, e = either_control
+    _runs(c, "gw1", e["1.0.0"])
+    dep = c.create(_rollout("1.1.0", ["gw1"], ["100%"]))
+    assert c.on_report("gw1", dep["id"], "vision", "1.1.0", "downloading", True, "", {}, report=("runX", 5))
+    kept = c.on_report("gw1", dep["id"], "vision", "1.1.0", "healthy", True, "", {}, report=("runX", 3))
+    assert kept == KEPT_LATE
+    t = c.get(dep["id"])["targets"]["gw1"]
+    step = {"slot": "vision", "version": "1.1.0", "step": "healthy", "ok": True, "reason": "", "health": {}}
+    c.keep_step(
+        "gw1",
+        dep["id"],
+        step,
+        {"report": t["report"], "last_report": t["last_report"]},
+        "runX",
+        hold_s=0,
+        most=2,
+    )
+
+    def tick():
+        raise RuntimeError("a rollout this code cannot advance")
+
+    monkeypatch.setattr(c, "tick", tick)
+    failed: list[Exception] = []
+    taken, left = c.take_kept("gw1", "runX2", {"runX"}, record=("runX2", 1), failed=failed)
+    assert list(taken) == [dep["id"]] and not left and not failed, failed  # was: {}, the record rolled back
+    assert c.get(dep["id"])["targets"]["gw1"]["status"] == "healthy"
+    monkeypatch.undo()
+    c.tick()
+    assert c.get(dep["id"])["state"] == "completed"
 
 
 def _reported(c, agent: str, entry: dict, boot: str, seq: int) -> bool:
