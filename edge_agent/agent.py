@@ -46,7 +46,7 @@ from edge_agent.models.config import VersionPolicy
 from edge_agent.models.slot import FailedAtStart, ModelSlot, NoPackage, SlotError
 from edge_agent.opcua_pins import pin_namespaces
 from edge_agent.pipelines import Pipeline
-from edge_agent.priority import lower_this_thread, opencv_in_calling_threads
+from edge_agent.priority import in_lowered_thread, lower_this_thread, opencv_in_calling_threads
 from edge_agent.process_info import peak_rss_mb, rss_mb
 from edge_agent.status_board import SHOWN_BYTES, SHOWN_ITEMS, Cut, StatusBoard, node_errors_shown
 from edge_agent.types import Result, made_up_parts
@@ -1385,26 +1385,44 @@ class Agent:
     async def _resolve_plcs(self, named: dict[str, tuple[str, int]]) -> None:
         """Resolve the host names of ``named`` (``_named_plcs``) as a session's connect does, now and every
         RESOLVE_PLCS_S, for ``_plc_group`` to know the PLC each leads to (a name resolved to several addresses
-        leads to each; one resolved again elsewhere, to both). A name that does not resolve is tried again."""
+        leads to each; one resolved again elsewhere, to both). A name that does not resolve is tried again. One
+        lookup runs at a time, in a thread of its own: one the resolver never answers (an NSS module hung past its
+        timeouts) is waited RESOLVE_PLCS_TIMEOUT_S and left running, and while it runs no other is
+        started, the names taken as not resolving. In the loop's default executor each round started one more, and
+        the threads the outbox's commit waits, the samples' encoding and the model manager need were each held by a
+        lookup."""
         import socket
 
         from devices.opcua.settings import plc_at
 
-        loop = asyncio.get_running_loop()
-        while True:
-            for n, (host, port) in named.items():
-                try:
-                    async with asyncio.timeout(RESOLVE_PLCS_TIMEOUT_S):
-                        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                except (OSError, TimeoutError, UnicodeError) as e:
-                    log.debug("opcua source %s: %s not resolved (%s)", n, host, e)
-                    self._plc_unresolved.add(n)
-                    continue
-                self._plc_unresolved.discard(n)
-                self._plc_seen.setdefault(n, set()).update(
-                    ("plc", plc_at(str(info[4][0]), port)) for info in infos if info[4]
-                )
-            await asyncio.sleep(RESOLVE_PLCS_S)
+        lookup: asyncio.Future | None = None
+        try:
+            while True:
+                for n, (host, port) in named.items():
+                    if lookup is not None and not lookup.done():  # the resolver has not answered the last
+                        self._plc_unresolved.add(n)
+                        continue
+                    # (a thread of its own, not a pool's: one never answered holds no executor's thread)
+                    lookup = asyncio.ensure_future(
+                        in_lowered_thread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+                    )
+                    # (its error read, said or not: one timed out is not said again at its end)
+                    lookup.add_done_callback(lambda f: f.cancelled() or f.exception())
+                    try:
+                        async with asyncio.timeout(RESOLVE_PLCS_TIMEOUT_S):
+                            infos = await asyncio.shield(lookup)
+                    except (OSError, TimeoutError, UnicodeError) as e:
+                        log.debug("opcua source %s: %s not resolved (%s)", n, host, e)
+                        self._plc_unresolved.add(n)
+                        continue
+                    self._plc_unresolved.discard(n)
+                    self._plc_seen.setdefault(n, set()).update(
+                        ("plc", plc_at(str(info[4][0]), port)) for info in infos if info[4]
+                    )
+                await asyncio.sleep(RESOLVE_PLCS_S)
+        finally:
+            if lookup is not None:  # (its thread ends with the resolver's answer, or with the process)
+                lookup.cancel()
 
     def heartbeat_holders(self, source: str) -> list[Pipeline]:
         """The pipelines holding ``source``'s heartbeat now (``_watchdog_hold``): those whose slot is failed, or

@@ -8,6 +8,7 @@ the agent starts with that slot "failed" (its reason on /status and in `edge-age
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -905,6 +906,39 @@ def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_the
     assert held("opc.tcp://10.0.0.9:4840/", heartbeat_at=by_name) == ["inspect"]
     assert held("opc.tcp://10.0.0.9:4840/", [there], heartbeat_at=by_name) == ["inspect"]
     assert held("opc.tcp://10.0.0.9:4840/", [here], heartbeat_at=by_name) == []
+
+
+async def test_a_resolver_that_never_answers_holds_one_lookup_and_no_thread_the_agent_needs(monkeypatch):
+    """The sources' host names were looked up in the loop's default executor, one more lookup each name and round
+    while the resolver hung (an NSS module past its timeouts): its few threads, which the outbox's commit waits, the
+    samples' encoding and the model manager need, were each held by a lookup in turn. One lookup runs at a time, in
+    a thread of its own; while it hangs the names are taken as not resolving."""
+    import socket
+    import threading
+
+    import edge_agent.agent as agent_mod
+
+    release, calls = threading.Event(), []
+
+    def hung(*a, **k):
+        calls.append(a[0])
+        release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "resolver hung")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung)
+    monkeypatch.setattr(agent_mod, "RESOLVE_PLCS_S", 0.01)
+    monkeypatch.setattr(agent_mod, "RESOLVE_PLCS_TIMEOUT_S", 0.05)
+    agent = SimpleNamespace(_plc_unresolved=set(), _plc_seen={})  # (what the lookups tell the agent)
+    named = {"a": ("plc-a.invalid", 4840), "b": ("plc-b.invalid", 4840)}
+    task = asyncio.create_task(Agent._resolve_plcs(agent, named))  # type: ignore[arg-type]
+    try:
+        await until(lambda: agent._plc_unresolved == {"a", "b"}, what="both names taken as not resolving")
+        for _ in range(3):  # rounds more, the lookup still hanging (each round 10 ms)
+            await asyncio.sleep(0.1)
+        assert calls == ["plc-a.invalid"], calls
+    finally:
+        task.cancel()
+        release.set()
 
 
 @pytest.mark.parametrize("pipeline", ["camera", "windowed"])
