@@ -509,7 +509,7 @@ class ModelSlot:
                 if resume is not None and opened.root.name == resume.candidate:
                     self._resume_watch(active, resume)
                 if recovered:  # written again: read as no state, the prune below took every folder for unused
-                    await asyncio.to_thread(self.store.set_current, opened.root, None)
+                    await self._recovered(active, resume)
                 else:  # (a kill -9 between a rollback's mark and the state it came before: the state stands)
                     await asyncio.to_thread(self.store.served, opened.root.name)
                 # what the run before left unreferenced (a candidate a crash loop rolled back, a swap whose
@@ -656,12 +656,35 @@ class ModelSlot:
         log.warning("slot %s: %s: restored %s in place of %s", self.name, reason, to_v, from_v)
         return None
 
-    def _resume_watch(self, new: _Active, ar: AfterRestart) -> None:
-        """The candidate serves again after a restart inside its health window: watch a whole new window."""
+    async def _recovered(self, active: _Active, resume: AfterRestart | None) -> None:
+        """A start on the newest package installed (``state.json`` holds no state): its state written again. Where
+        an older version is installed too (``ModelStore.fall_back``), in a slot following the fleet, the newest may be
+        a candidate whose health window the lost state held open, or a swap cut short before its switch: it serves
+        on probation, a whole new health window watched, the older kept to go back to. Made current alone, it served
+        for good without its health verdict, and the prune after it removed the model to go back to."""
+        root = active.opened.root
+        back = None
+        if self.config.version_policy is not VersionPolicy.PINNED and resume is None:
+            back = await asyncio.to_thread(self.store.fall_back, root.name)
+        await asyncio.to_thread(
+            functools.partial(
+                self.store.set_current,
+                root,
+                self.store.root / back if back else None,
+                probation=back is not None,
+            )
+        )
+        if back is not None:
+            ar = AfterRestart(root.name, back, True, True, 0, None)
+            self._resume_watch(active, ar, why=f"{self.store.state_path} held no state")
+
+    def _resume_watch(self, new: _Active, ar: AfterRestart, why: str | None = None) -> None:
+        """The candidate serves again after a restart inside its health window: watch a whole new window.
+        ``why``: what else than a restart inside the window starts it."""
         self.state = "watching"
         how = "an orderly stop" if ar.clean else "an end without an orderly stop"
         why = (
-            f"the agent restarted inside the health window ({how}); the window starts again with "
+            f"{why or f'the agent restarted inside the health window ({how})'}; the window starts again with "
             f"{new.manifest.version}"
         )
         prev = self.store.reopen(ar.previous)

@@ -367,9 +367,25 @@ class ModelStore:
         as no state, the configured package was installed again, an older one, and the newer pruned). A folder
         rolled back or refused (``mark_rolled_back``) is passed over: an admin's rollback keeps the version it
         rolled away from as ``previous``, and a start on a lost state served it again, with no cloud for good."""
+        found = self._installed_versions()
+        return max(found, key=lambda f: f[0])[1] if found else None
+
+    def fall_back(self, folder_name: str) -> str | None:
+        """The installed folder of the highest version below ``folder_name``'s, as ``newest_installed`` chooses
+        (none rolled back or refused), or None: the one a start on a lost state keeps to go back to. Two such
+        folders installed are a candidate and the model it replaced (its health window still open, or its swap cut
+        short before the switch): the newest, served alone for good, never had its health verdict, and the prune
+        that followed removed the model it would have gone back to."""
+        found = self._installed_versions()
+        top = [key for key, name in found if name == folder_name]
+        below = [f for f in found if top and f[0] < top[0]]
+        return max(below, key=lambda f: f[0])[1] if below else None
+
+    def _installed_versions(self) -> list[tuple[tuple, str]]:
+        """(version key, folder name) of each installed folder that reads, not rolled back or refused."""
         from model_packager.manifest import version_key
 
-        best: tuple[tuple, str] | None = None
+        found = []
         for p in sorted(self.root.iterdir()):
             if p.name.startswith(".") or not p.is_dir() or p.is_symlink() or self.rolled_back(p.name):
                 continue
@@ -377,12 +393,10 @@ class ModelStore:
             if opened is None:
                 continue
             try:
-                key = version_key(opened.manifest.version)
+                found.append((version_key(opened.manifest.version), p.name))
             except ValueError:
                 continue
-            if best is None or key > best[0]:
-                best = (key, p.name)
-        return best[1] if best else None
+        return found
 
     def _marks(self, folder_name: str) -> tuple[Path, Path] | None:
         """The mark of ``folder_name`` and its placeholder (None: not a folder name of this slot)."""

@@ -7,6 +7,7 @@ Runtime."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.models.config import ModelConfig
+from edge_agent.models.config import HealthConfig, ModelConfig
 from edge_agent.models.slot import ModelSlot
 from tests.support.models import make_keypair, make_package
 
@@ -76,6 +77,37 @@ async def test_an_empty_state_json_starts_the_newest_installed_version_not_the_c
         assert third.version == "1.1.0"
     finally:
         await third.stop()
+
+
+async def test_a_candidate_whose_window_an_empty_state_json_held_is_watched_again_not_kept_unjudged(
+    tmp_path, pkgs
+):
+    """A power cut inside a candidate's health window that emptied state.json: the start served the newest installed
+    (the candidate) as current alone, for good without its health verdict, and its prune removed the model it would
+    have gone back to. It serves on probation, a whole new window watched, the older version kept to go back to."""
+    cfg = ModelConfig(
+        package=str(pkgs["v1"]),
+        name="part-inspection",
+        engine="onnxruntime",
+        version_policy="follow_fleet",
+        health=HealthConfig(window_s=600, min_items=100000),
+    )
+    s = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await s.start()
+    assert (await s.swap(pkgs["v2"])).ok and s.state == "watching"
+    st = s.store.state()
+    await s.stop()
+    s.store.state_path.write_bytes(b"")  # what the power cut left
+    again = ModelSlot("vision", cfg, tmp_path / "data", [pkgs["pub"]])
+    await again.start()
+    try:
+        assert (again.version, again.state) == ("1.1.0", "watching")  # ("1.1.0", "active") before
+        on_disk = json.loads(again.store.state_path.read_text())
+        assert (on_disk["current"], on_disk["previous"]) == (st["current"], st["previous"]), on_disk
+        assert on_disk["probation"]["candidate"] == st["current"]
+        assert (again.store.root / st["previous"]).is_dir()  # (removed before)
+    finally:
+        await again.stop()
 
 
 ROLLBACK_KILLED = """
