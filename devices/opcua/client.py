@@ -6199,7 +6199,11 @@ class OpcUaSource:
         if not self.settings.watch_write_targets:
             return
         nodes: dict[ua.NodeId, list[str]] = {}
-        for node_id in dict.fromkeys(n for n, _ in self._write_targets):
+        # the heartbeat's node too: not watched, each beat had its attributes Read before it (a counter's 2 to an INT
+        # a download made a BOOL was stored as true), one more request a period that delayed the beat behind it on a
+        # PLC answering one request at a time; watched, its retype is seen as a target's, and its beats skip that Read
+        hb = [self.settings.heartbeat.node_id] if self.settings.heartbeat else []
+        for node_id in dict.fromkeys([*(n for n, _ in self._write_targets), *hb]):
             # checked: its type read, or found read-only (its access read, its type not): a node locked at
             # connect is watched too, so that the PLC unlocking it is seen without a reconnect
             known = node_id in self._types or self._target_access.get(node_id) is False
@@ -7054,8 +7058,8 @@ class OpcUaSource:
                         # server's answer, and a lenient server converted what it was sent without one (an INT's -1
                         # stored as a USINT's 255): one Read of its DataType, ValueRank and ArrayDimensions a write
                         # (a refusal of this write after it does not Read them again). A heartbeat's beat too (its
-                        # node is never watched): spared it, a counter's 2 to an INT a download made a BOOL was stored
-                        # as true, beat after beat, until the type's minute ended; a toggle's beats are spared it
+                        # node not watched: no room, the watch off): spared it, a counter's 2 to an INT a download
+                        # made a BOOL was stored as true, beat after beat, until the type's minute ended; a toggle's beats are spared it
                         # within the hold, as any 0 or 1
                         asked = time.monotonic()
                         held_check = self._pre_checked.get(node_id)
