@@ -934,10 +934,15 @@ def _amount(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
-# where a cgroup's memory limit, usage and its statistics' reclaimable page-cache line are (v2, then v1)
+# where a cgroup's memory limit, usage and its statistics' reclaimable page-cache lines are (v2, then v1)
 CGROUP_MEMORY = (
-    ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
-    ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+    ("/sys/fs/cgroup", "memory.max", "memory.current", ("inactive_file", "active_file")),
+    (
+        "/sys/fs/cgroup/memory",
+        "memory.limit_in_bytes",
+        "memory.usage_in_bytes",
+        ("total_inactive_file", "total_active_file"),
+    ),
 )
 
 
@@ -972,21 +977,22 @@ def memory_available_bytes(
     except OSError:
         lines = []
     levels = [
-        (level, limit_name, used_name, cache_name)
-        for root, limit_name, used_name, cache_name in cgroups
+        (level, limit_name, used_name, cache_names)
+        for root, limit_name, used_name, cache_names in cgroups
         for level in _own_cgroups(root, limit_name == "memory.limit_in_bytes", lines)
     ]
-    for folder, limit_name, used_name, cache_name in levels:
+    for folder, limit_name, used_name, cache_names in levels:
         try:
             limit = Path(folder, limit_name).read_text().strip()
             if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a huge number for it)
                 continue
             used = int(Path(folder, used_name).read_text())
-            # the usage counts the page cache (the image files just read): its inactive part is given back
-            # on demand, as the kernel and Kubernetes' working set reckon it
+            # the usage counts the page cache (the files just read): given back on demand before the cgroup's
+            # process is killed, its inactive part and its active one (a file read twice: an import run again)
+            # alike, as MemAvailable counts the machine's
             for line in Path(folder, "memory.stat").read_text().splitlines():
                 key, _, value = line.partition(" ")
-                if key == cache_name:
+                if key in cache_names:
                     used -= int(value)
             found.append(max(0, int(limit) - used))
         except (OSError, ValueError):
