@@ -607,9 +607,10 @@ class FleetServicer(rpc.FleetServicer):
         self._judged: dict[tuple[str, str], tuple[str, str]] = {}
         # the steps kept late and untold during an agent's clone hold are kept in the control state every replica
         # shares (``Control.keep_step``), taken again after the hold under a run that names one of their runs among its
-        # process's runs before it (``_retake_untold``); the agents whose clone hold ended here since their last report
-        # looked at them (``_tell_late``): their kept steps' hold ended in the control state at that report
-        self._holds_ended: set[tuple[str, str]] = set()
+        # process's runs before it (``_retake_untold``); the agents whose clone hold is to be written to their kept steps at
+        # their next report (``_hold_kept``): it ended here since their last report looked at them (``_tell_late``), or
+        # its write failed
+        self._holds_due: set[tuple[str, str]] = set()
         # agent -> what waits for its turn at its kept steps, in the order it came (``_kept_look``): the hold's newest
         # write and each run's newest report, taken in turn by one task while the entry is here
         self._kept_looks: dict[tuple[str, str], list[tuple]] = {}
@@ -811,8 +812,8 @@ class FleetServicer(rpc.FleetServicer):
         self.quotas.count(key, "runs_alternating")
         self._clone_hold[key] = now + CLONE_HOLD_S
         if self._has_kept(key):  # (the steps it kept in a hold before: held as long, at every replica)
-            self._holds_ended.discard(key)
-            self._kept_look(key, ("hold", CLONE_HOLD_S))
+            self._holds_due.discard(key)
+            self._kept_look(key, ("hold",))
         if since := _due(self._clones_log, key, 1):
             log.warning(
                 "agent %s (tenant %s): %d report runs began within %.0f s, each over another (now %s over %s%s): two "
@@ -843,7 +844,7 @@ class FleetServicer(rpc.FleetServicer):
             return False
         del self._clone_hold[key]
         if self._has_kept(key):
-            self._holds_ended.add(key)
+            self._holds_due.add(key)
         return True
 
     def _has_kept(self, key: tuple[str, str]) -> bool:
@@ -851,14 +852,18 @@ class FleetServicer(rpc.FleetServicer):
         tick every KEPT_LOOK_S, so that a report costs no read of the control state for it)."""
         return self.control is not None and key in getattr(self.control, "kept_agents", ())
 
-    async def _hold_kept(self, key: tuple[str, str], hold_s: float) -> None:
+    async def _hold_kept(self, key: tuple[str, str]) -> None:
+        """Agent ``key``'s clone hold written to its kept steps as it is when written (``_kept_look``): its end where
+        the hold here ends, or now where it ended. A failed write is made again at the agent's next report, as the hold
+        is then. Only the hold as it stands is ever written: a write queued behind slow looks counted its seconds from
+        when it ran, an end written again after a new hold began cut that hold short in the control state, and a
+        start whose write failed was never written again (another replica could take the late clone's step in it)."""
+        end = self._clone_hold.get(key)
+        hold_s = max(0.0, end - time.monotonic()) if end is not None else 0.0
         try:
             await asyncio.to_thread(partial(self.control.hold_kept, key[1], tenant=key[0], hold_s=hold_s))
         except Exception as exc:
-            # its end written again at the agent's next report; not once a new hold began while it was being written
-            # (``_alternating``): written then, it cut the new hold short in the control state
-            if not hold_s and key not in self._clone_hold:
-                self._holds_ended.add(key)
+            self._holds_due.add(key)
             self._faults.failed("the control state's write of the clone hold of an agent's kept steps", exc)
 
     async def _keep_untold(self, key: tuple[str, str], request, health: dict) -> None:
@@ -915,15 +920,15 @@ class FleetServicer(rpc.FleetServicer):
             return
         runs = {_run_key(b) for b in before[:RUNS_BEFORE]}
         held = not self._tell_late(key)
-        if key in self._holds_ended:
-            self._holds_ended.discard(key)
-            self._kept_look(key, ("hold", 0.0))
+        if key in self._holds_due:
+            self._holds_due.discard(key)
+            self._kept_look(key, ("hold",))
         self._kept_look(key, ("report", (boot, seq), runs, held, before))
 
     def _kept_look(self, key: tuple[str, str], what: tuple) -> None:
         """``what`` queued for agent ``key``'s turn at its kept steps (in the control state), taken in the order it
-        came by one task per agent (``_kept_looks_in_turn``): ``("hold", s)``, the hold's end written (``s`` from
-        now; 0: it ended here), or ``("report", ...)``, a report's look (``_kept_turn_in_order``). Bounded while the
+        came by one task per agent (``_kept_looks_in_turn``): ``("hold",)``, the hold written as it is then
+        (``_hold_kept``), or ``("report", ...)``, a report's look (``_kept_turn_in_order``). Bounded while the
         control database is slow or down: a task per report waited there, one behind another's connect timeout, for
         each agent in a hold (a gateway at a heartbeat a second, or hostile reports, grew memory for as long as the
         outage). The newest hold write replaces one waiting (the last one written is what holds: a new hold's start
@@ -955,7 +960,7 @@ class FleetServicer(rpc.FleetServicer):
             while queue:
                 what = queue.pop(0)
                 if what[0] == "hold":
-                    await self._hold_kept(key, what[1])
+                    await self._hold_kept(key)
                 else:
                     await self._kept_turn_in_order(key, *what[1:])
         finally:
@@ -1071,7 +1076,7 @@ class FleetServicer(rpc.FleetServicer):
             self._clone_hold.pop(k, None)
             self._begun_elsewhere.pop(k, None)
             self._judged.pop(k, None)
-            self._holds_ended.discard(k)
+            self._holds_due.discard(k)
             self._links_read.pop(k, None)
         return len(old)
 

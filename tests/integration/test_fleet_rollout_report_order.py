@@ -1438,6 +1438,41 @@ async def test_a_new_clone_hold_is_not_cut_short_by_the_end_of_the_one_before_it
     assert until_s > time.time() + CLONE_HOLD_S / 2  # was: the old hold's end written again (now)
 
 
+async def test_a_clone_holds_start_whose_write_failed_is_written_at_the_agents_next_report(
+    fleet, monkeypatch
+):
+    """A new clone hold's start whose write failed (the control database restarting) was never written again: the
+    kept steps' hold stayed ended in the control state for the whole hold, and another replica the gateway's reports
+    reached could take the late clone's step in it. A failed write of the hold marks the agent; its next report writes
+    the hold as it is then (its end where the hold ends here, not a duration counted from the write)."""
+    import time
+
+    from cloud_trainer.fleet.service import CLONE_HOLD_S
+
+    srv, stub, e = fleet
+    key = ("default", "gw1")
+    await _healthy_kept_in_a_hold(srv, stub, e)
+    srv.fleet._clone_hold[key] = time.monotonic() - 1  # the hold over: its end written at the next report
+    await stub.Heartbeat(_report(e["1.0.0"], 2, "runY"))
+    await asyncio.gather(*srv.fleet._retaking)
+    hold, starts = srv.control.hold_kept, []
+
+    def start_failing(agent, *, tenant, hold_s):  # (the new hold's start: its first write)
+        if hold_s and not starts:
+            starts.append(hold_s)
+            raise ConnectionError("the control database restarting")
+        return hold(agent, tenant=tenant, hold_s=hold_s)
+
+    monkeypatch.setattr(srv.control, "hold_kept", start_failing)
+    _a_new_hold_begins(srv)
+    await asyncio.gather(*srv.fleet._retaking)
+    assert starts
+    await stub.Heartbeat(_report(e["1.0.0"], 3, "runY"))  # in the new hold
+    await asyncio.gather(*srv.fleet._retaking)
+    ((_step, _was, _runs, until_s),) = srv.control.kept_steps("gw1").values()
+    assert until_s > time.time() + CLONE_HOLD_S / 2  # was: the old hold's end (then), the step free to take
+
+
 async def test_a_kept_step_whose_record_fails_stays_kept_and_is_taken_at_a_later_report(fleet, monkeypatch):
     """A kept step was taken off the kept ones in one transaction and recorded in the next: the record failing (the
     control database restarting between the two) or the replica stopped in between lost it, and its rollout stalled
