@@ -984,7 +984,12 @@ class ActionRunner:
                         self._writing[key] = field
                     # one write of a node in flight at a time: two sessions (two sources on the PLC) do not keep
                     # the order their writes were sent in, and the older value could land last
-                    async with self._node_lock(node):
+                    lock = self._node_lock(node)
+                    if node is not None and lock.locked():
+                        # it waits for that write's answer, up to its timeout on a session that stalled: counted,
+                        # the PLC keeping the node's older value meanwhile (a divert held behind a pass's write)
+                        st["waited_for_node"] += 1
+                    async with lock:
                         if node is not None and self._written.get(node, -1) > order:
                             # a newer value was written while this one waited (for the node's type, or for the
                             # write before it): sent after it, this older one was what the PLC kept (an OK part's

@@ -172,3 +172,5 @@ async def test_a_nodes_writes_through_two_sessions_reach_the_plc_in_the_order_de
     answered.set()
     await runner.flush(timeout_s=5)
     assert taken[-1] == 3, taken
+    # the divert waited for the pass's answer, the PLC keeping the node's older value meanwhile: counted
+    assert runner.stats["divert"]["waited_for_node"] == 1, runner.stats["divert"]
