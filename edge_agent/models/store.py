@@ -294,12 +294,25 @@ class ModelStore:
                 # as the change found it (an I/O error that passed): the change stands
                 if data == self._known:
                     return json.loads(json.dumps(self.unwritten))
+                # its verdicts (a version rolled back or refused: ``failed``) are facts, not a choice of what serves:
+                # kept with the restore and written. Dropped with the change, a restart found the deployment of the
+                # version rolled back with no verdict, and installed and served it again
+                verdicts = _added_failed(self.unwritten, self._known)
                 self.unwritten, self._relost, self._on_unread, self._refusal_said = None, False, False, False
                 log.warning(
                     "model store: %s reads again, written since the slot changed its state while it did not read "
-                    "(a restore or an edit); taken as it is, that change not written over it",
+                    "(a restore or an edit); taken as it is, that change not written over it%s",
                     printable(str(self.state_path)),
+                    f" but for its verdicts on {printable(', '.join(verdicts), 300)}" if verdicts else "",
                 )
+                if verdicts:
+                    # (the restore as read: a read that finds it still there answers the state written below)
+                    self._known, self._state_warned, self._on_unread = data, None, True
+                    merged = json.loads(json.dumps(data))
+                    for folder_name, why in verdicts.items():
+                        _note_failed(merged, folder_name, why)
+                    self._write_state(merged)
+                    return json.loads(json.dumps(merged))
             elif self._relost:
                 self.unwritten, self._relost, self._refusal_said = None, False, False
                 log.warning("model store: %s reads again; taken as it is", printable(str(self.state_path)))
@@ -1124,6 +1137,14 @@ def _note_failed(st: dict, folder_name: str, reason: str) -> None:
     failed.pop(folder_name, None)  # the latest last
     failed[folder_name] = str(reason)[:500]
     st["failed"] = dict(list(failed.items())[-MAX_FAILED:])
+
+
+def _added_failed(st: dict, before: dict | None) -> dict:
+    """The ``failed`` entries ``st`` holds that ``before`` did not (a verdict a change of the slot's made)."""
+    had = (before or {}).get("failed")
+    had = had if isinstance(had, dict) else {}
+    now = st.get("failed")
+    return {k: v for k, v in now.items() if had.get(k) != v} if isinstance(now, dict) else {}
 
 
 def _misfit(st: dict) -> str | None:

@@ -318,7 +318,9 @@ def test_a_change_made_while_the_state_did_not_read_and_the_disk_refused_it_neve
             assert store.write_pending()
         on_disk = json.loads(store.state_path.read_text())
         if restore:  # formerly the 1.1.0 state and its failed entry written over it
-            assert on_disk == restore and store.state() == restore
+            # the change's verdict kept with the restore (formerly dropped: a restart served the refused version again)
+            taken = {**restore, "failed": {names[0]: "refused"}}
+            assert on_disk == taken and store.state() == taken
             assert _warnings(caplog)[-1].startswith(
                 f"model store: {store.state_path} reads again, written since"
             )
