@@ -166,6 +166,12 @@ Publish = Callable[[str, bytes], None]
 OnError = Callable[[str, str], None]
 
 
+def _monotonic() -> float:
+    """The clock the inflate budgets are kept on: this module's ``time`` read at each call, as the host's other
+    rates and waits read it, so one stand-in for it (a test holding the clock) holds them all."""
+    return time.monotonic()
+
+
 @dataclass(slots=True)
 class Decoded:
     """A Sparkplug payload decoded in a worker thread (``decode_apart``): its ``payload`` (None: compressed, decoded
@@ -778,6 +784,7 @@ class SparkplugHost:
             settings.max_inflated_bytes_per_s * sp.INFLATE_TOTAL_NODES,
             whose="this source's edge nodes' compressed payloads together",
             setting=f"{sp.INFLATE_TOTAL_NODES} x max_inflated_bytes_per_s",
+            clock=_monotonic,
         )
         # per node (group, edge_node), least recently used first (``_budget``); OrderedDicts: a plain dict's front
         # popped at every message from a new name keeps the holes, which next(iter()) walks over
@@ -791,6 +798,7 @@ class SparkplugHost:
             reserve=settings.max_inflated_bytes_per_s,
             whose="this source's edge nodes' compressed births and deaths together",
             setting=f"{sp.INFLATE_TOTAL_NODES} x max_inflated_bytes_per_s",
+            clock=_monotonic,
         )
         self._births_budgets: OrderedDict[tuple[str, str], sp.InflateBudget] = OrderedDict()
         self.births_skipped = 0  # compressed births past their node's births budget: the node stale
@@ -1121,6 +1129,7 @@ class SparkplugHost:
                 self._settings.max_inflated_bytes_per_s,
                 total=self._births_total if births else self._inflate_total,
                 whose=f"edge node {key[0]}/{key[1]}'s compressed {'births and deaths' if births else 'payloads'}",
+                clock=_monotonic,
             )
         return budget
 

@@ -17,9 +17,11 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.base import Quality
+from devices.mqtt import sparkplug_host
 from devices.mqtt.client import MqttSource
 from devices.mqtt.settings import MqttSettings
 from protocols import sparkplug as sp
+from tests.support.shifted_clock import ShiftedClock
 from tests.support.sparkplug_pb import pb_metric as _metric
 from tests.support.waits import until
 
@@ -553,13 +555,15 @@ async def test_a_compressed_death_over_64_kib_is_matched_to_the_birth_by_its_bds
 
 
 async def test_a_calm_nodes_compressed_birth_is_read_while_six_nodes_storm_births_their_total_bounded(
-    mosquitto,
+    mosquitto, monkeypatch
 ):
     """Before, four or more nodes storming compressed NBIRTHs spent the births' total between them (each its own
     budget's worth), and a calm node's compressed birth was then skipped as inflate_budget, the node stale,
     until a rebirth found the total with some left (the storm spent it again first). Now the total's last
     node's worth is kept from nodes refused within the last second (storming): they stop at it, and a node
     refused nothing finds it; the total still bounds them all."""
+    # the host's clock held: the budgets refill only as the test moves it, however long a loaded machine takes
+    monkeypatch.setattr(sparkplug_host, "time", clock := ShiftedClock(held=True))
     # 64 KiB a second a node, 256 KiB all nodes' births together, 64 KiB of it kept from storming nodes
     src, pub, got, task = await _started(mosquitto.port, 64 * 1024)
     stop = threading.Event()
@@ -584,8 +588,15 @@ async def test_a_calm_nodes_compressed_birth_is_read_while_six_nodes_storm_birth
     try:
         await _ready(src)
         stormer.start()
-        async with asyncio.timeout(20):  # the storm under way: its births skipped by the hundred
+        async with asyncio.timeout(30):  # the storm under way: its births skipped by the hundred
             while src.sparkplug.births_skipped < 300:
+                await asyncio.sleep(0.02)
+        # most of a second passes, the storm going on: the total refills (the storm's first births, each node's
+        # first, had spent it all) and the nodes storming (refused within STORMING_S) spend it down to its reserve
+        clock.ahead += 0.9 * sp.STORMING_S
+        skipped = src.sparkplug.births_skipped
+        async with asyncio.timeout(30):  # each storming node refused again and again since
+            while src.sparkplug.births_skipped < skipped + 300:
                 await asyncio.sleep(0.02)
         cb = sp._pb().Payload()
         cb.timestamp, cb.seq = T0_MS, 0
@@ -596,7 +607,7 @@ async def test_a_calm_nodes_compressed_birth_is_read_while_six_nodes_storm_birth
         nd.timestamp, nd.seq = T0_MS + 1000, 1
         _metric(nd, alias=1, double_value=21.0)
         pub.publish("spBv1.0/g/NDATA/calm", nd.SerializeToString(), qos=1)  # in order after its birth
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(30):
             while not src.sparkplug.data_before_birth and not any(r.value == 21.0 for r in got):
                 await asyncio.sleep(0.02)
     finally:
@@ -614,7 +625,7 @@ async def test_a_calm_nodes_compressed_birth_is_read_while_six_nodes_storm_birth
 
 
 async def test_a_calm_nodes_first_birth_is_read_amid_a_storms_opening_burst_of_nodes_never_seen_before(
-    mosquitto,
+    mosquitto, monkeypatch
 ):
     """The births' total keeps one node's worth from storming nodes, those refused within the last second. In a
     storm's opening burst nothing has been refused yet (every node is new): before, four nodes sending
@@ -624,6 +635,8 @@ async def test_a_calm_nodes_first_birth_is_read_amid_a_storms_opening_burst_of_n
     busy and may not draw on the reserve either, so the calm node's birth is read. (The total still bounds
     them all: as many nodes never seen before as the total holds, each sending its first birth at once, can
     still spend it, and a calm one after them is asked its birth once the budget has refilled.)"""
+    # the host's clock held: the budgets refill not at all, however long a loaded machine takes over the burst
+    monkeypatch.setattr(sparkplug_host, "time", ShiftedClock(held=True))
     src, pub, got, task = await _started(mosquitto.port, 4096)  # 4 KB a node, 16 KB all births together
 
     def birth(name: str, value: float, inflated: int | None) -> None:

@@ -585,9 +585,9 @@ async def test_a_backlog_of_messages_giving_no_reading_gives_the_loop_back_while
             pub.publish(f"spBv1.0/g/NDATA/made{i}", _payload(1, sp.Metric("m", None, D.INT32, i)), qos=0)
         birth = _payload(0, sp.Metric("bdSeq", None, D.INT64, 0), sp.Metric("m", None, D.INT32, 7))
         pub.publish("spBv1.0/g/NBIRTH/real", birth, qos=1)
-        await until(lambda: src._channel.arrived >= n + 1, 5, "the backlog queued")
+        await until(lambda: src._channel.arrived >= n + 1, 30, "the backlog queued")
         beat = asyncio.create_task(ticker())
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(30):
             async for r in src.items():
                 if r.tag == "real/m":
                     break

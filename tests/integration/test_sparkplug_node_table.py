@@ -252,6 +252,8 @@ async def test_made_up_names_whose_compressed_births_are_skipped_make_room_for_a
     spoke holds nothing worth keeping: it makes room as a name never born does (nodes_forgotten). A born node that
     sent data keeps its place through the storm."""
     monkeypatch.setattr(sparkplug_host, "MAX_NODES", 8)
+    # the host's clock held: the budgets refill not at all, however long a loaded machine takes over the flood
+    monkeypatch.setattr(sparkplug_host, "time", ShiftedClock(held=True))
     async with _host(
         mosquitto.port,
         "spBv1.0/g/NCMD/+",

@@ -81,6 +81,20 @@ _GIVING_UP_IN_1_S = {
 }
 
 
+def _sent_by(host: sparkplug_host.SparkplugHost) -> list[str]:
+    """The edge nodes ``host`` asks a rebirth, in the order it publishes the requests: what it asked at once,
+    however late the broker delivers it."""
+    sent: list[str] = []
+    publish = host._publish
+
+    def recorded(topic: str, payload: bytes) -> None:
+        sent.append(topic.rsplit("/", 1)[-1])
+        publish(topic, payload)
+
+    host._publish = recorded
+    return sent
+
+
 def _birth(step: int, inflated: int = 0):
     b = sp._pb().Payload()
     b.timestamp, b.seq = T0_MS + step, 0
@@ -199,78 +213,103 @@ async def test_after_the_gateways_reconnect_a_node_dead_at_the_drop_is_asked_too
 
 
 async def test_a_node_that_does_not_answer_its_rebirth_is_asked_again_ever_less_often_until_it_answers(
-    mosquitto,
+    mosquitto, monkeypatch
 ):
     """Before, a node asked its birth once (NCMD Node Control/Rebirth) that never answered (the NCMD lost, the
     node restarting) was not asked again until it sent something more: one reporting by exception stayed
     unborn, its data skipped, for as long as its values did not change. Now it is asked again after
     rebirth_retry_s, then after twice as long each time up to rebirth_retry_max_s (counted: rebirths_repeated,
     notice rebirth_unanswered) until a birth of it is read; then it is asked nothing more. A node whose NDEATH
-    was read is not asked again."""
+    was read is not asked again. The host's clock is held and moved past each back-off (and just short of it):
+    what is asked is the host's doing, not how late a loaded machine delivered it."""
+    monkeypatch.setattr(sparkplug_host, "time", clock := ShiftedClock(held=True))
     async with _host(
         mosquitto.port,
         "spBv1.0/g/NCMD/+",
-        sparkplug={"rebirth_min_interval_s": 0, "rebirth_retry_s": 0.2, "rebirth_retry_max_s": 0.4},
+        sparkplug={"rebirth_min_interval_s": 0, "rebirth_retry_s": 10, "rebirth_retry_max_s": 20},
     ) as (src, asked, pub):
+        host = src.sparkplug
+        sent = _sent_by(host)
         data = sp.Payload(int(time.time() * 1000), 1, [sp.Metric("Temp", None, D.DOUBLE, 1.0)])
         for name in ("mute", "dead"):  # data before their births: each asked a rebirth
             pub.publish(f"spBv1.0/g/NDATA/{name}", sp.encode(data), qos=1)
         pub.publish("spBv1.0/g/NDEATH/dead", sp.death_payload(0), qos=1)
-        await until(lambda: src.sparkplug.deaths == 1, 30, "the death read")
-        await until(lambda: asked.count("mute") >= 4, 30, "the mute node asked again and again")
-        assert src.sparkplug.rebirths_repeated >= 3
+        await until(lambda: host.deaths == 1 and "mute" in sent, 30, "the death read, the mute node asked")
+        for back_off in (10, 20, 20):  # doubled, up to rebirth_retry_max_s
+            before = sent.count("mute")
+            clock.ahead += back_off - 0.5
+            host.tick()
+            assert sent.count("mute") == before, (back_off, sent)  # not yet
+            clock.ahead += 0.5
+            host.tick()
+            assert sent.count("mute") == before + 1, (back_off, sent)  # before: asked once only
+        assert host.rebirths_repeated == 3
         assert "rebirth_unanswered" in src.notices.counts, src.notices.counts
+        await until(lambda: asked.count("mute") == 4, 30, "the four asks delivered")
         b = sp.Payload(int(time.time() * 1000), 0, [sp.Metric("bdSeq", None, D.INT64, 0)])
         pub.publish("spBv1.0/g/NBIRTH/mute", sp.encode(b), qos=1)  # it answers at last
-        await until(lambda: src.sparkplug.node_alive("g", "mute"), 30, "its birth read")
-        answered_after = asked.count("mute")
-        await asyncio.sleep(1.0)  # more than twice the longest back-off: nothing more asked
-    assert asked.count("mute") <= answered_after + 1  # one asked as its birth was on the way, at most
-    assert asked.count("dead") <= 1, asked  # its death read: not asked again
+        await until(lambda: host.node_alive("g", "mute"), 30, "its birth read")
+        clock.ahead += 100  # five times the longest back-off: nothing more asked
+        host.tick()
+    assert sent.count("mute") == 4, sent
+    assert sent.count("dead") <= 1, sent  # its death read: not asked again
 
 
 async def test_a_node_that_stopped_without_a_death_is_given_up_on_and_asked_again_when_it_sends_anything(
-    mosquitto,
+    mosquitto, monkeypatch
 ):
     """A node taken out of service without a death (switched off, removed: its session may end without a will)
     was asked its birth every rebirth_retry_max_s for ever. Now one that answers no ask and sends nothing for
     rebirth_give_up_s is asked nothing more (counted: rebirths_given_up, notice rebirth_given_up, said once per
     node), and asked again, its back-off from the start, as soon as it sends anything. A node that keeps sending
-    (its births lost) is never given up on."""
+    (its births lost) is never given up on. The host's clock is held and moved a second at a time, the chatty
+    node heard at each: what is asked is the host's doing, not how late a loaded machine delivered it."""
+    monkeypatch.setattr(sparkplug_host, "time", clock := ShiftedClock(held=True))
     async with _host(
         mosquitto.port,
         "spBv1.0/g/NCMD/+",
-        sparkplug=_GIVING_UP_IN_1_S,
+        sparkplug={
+            "rebirth_min_interval_s": 0,
+            "rebirth_retry_s": 1,
+            "rebirth_retry_max_s": 2,
+            "rebirth_give_up_s": 10,
+        },
     ) as (src, asked, pub):
-        data = sp.Payload(int(time.time() * 1000), 1, [sp.Metric("Temp", None, D.DOUBLE, 1.0)])
+        host = src.sparkplug
+        sent = _sent_by(host)
+        data = sp.encode(sp.Payload(int(time.time() * 1000), 1, [sp.Metric("Temp", None, D.DOUBLE, 1.0)]))
 
-        async def chatty() -> None:  # its births lost, it keeps sending data: asked again and again
-            while True:
-                pub.publish("spBv1.0/g/NDATA/chatty", sp.encode(data), qos=1)
-                await asyncio.sleep(0.2)
+        async def second() -> None:
+            """A second of the host's clock, the chatty node (its births lost) heard meanwhile."""
+            clock.ahead += 1
+            pub.publish("spBv1.0/g/NDATA/chatty", data, qos=1)
+            now = clock.monotonic()
+            await until(lambda: host._nodes[("g", "chatty")].heard == now, 30, "the chatty node heard")
+            host.tick()
 
-        talking = asyncio.create_task(chatty())
-        try:
-            pub.publish("spBv1.0/g/NDATA/gone", sp.encode(data), qos=1)  # data before its birth: asked
-            await until(lambda: src.sparkplug.rebirths_given_up == 1, 20, "the silent node given up on")
-            await asyncio.sleep(0.5)  # the last ask, published as it was given up on, delivered
-            given_up_after = asked.count("gone")
-            assert given_up_after >= 3, asked  # asked again and again before
-            await asyncio.sleep(1.0)  # five times the longest back-off: nothing asked meanwhile
-            assert asked.count("gone") == given_up_after, asked  # before: asked every rebirth_retry_max_s
-            assert src.notices.counts.get("rebirth_given_up") == 1, src.notices.counts
-            assert "g/gone answered no rebirth asked" in src.notices.messages["rebirth_given_up"]
-            pub.publish("spBv1.0/g/NDATA/gone", sp.encode(data), qos=1)  # it is back: asked again at once
-            await until(
-                lambda: asked.count("gone") > given_up_after + 1, 30, "the node asked again, and again"
-            )
-            b = sp.Payload(int(time.time() * 1000), 0, [sp.Metric("bdSeq", None, D.INT64, 0)])
-            pub.publish("spBv1.0/g/NBIRTH/gone", sp.encode(b), qos=1)  # and answers
-            await until(lambda: src.sparkplug.node_alive("g", "gone"), 30, "its birth read")
-        finally:
-            talking.cancel()
-    assert src.sparkplug.rebirths_given_up == 1  # the chatty node never given up on
-    assert asked.count("chatty") >= 5, asked
+        pub.publish("spBv1.0/g/NDATA/gone", data, qos=1)  # data before its birth: asked
+        pub.publish("spBv1.0/g/NDATA/chatty", data, qos=1)
+        await until(lambda: "gone" in sent and "chatty" in sent, 30, "both asked")
+        for _ in range(12):  # rebirth_give_up_s and the back-off that ends past it
+            await second()
+        assert host.rebirths_given_up == 1
+        given_up_after = sent.count("gone")
+        assert given_up_after >= 3, sent  # asked again and again before
+        for _ in range(10):  # five times the longest back-off: nothing asked meanwhile
+            await second()
+        assert sent.count("gone") == given_up_after, sent  # before: asked every rebirth_retry_max_s
+        assert src.notices.counts.get("rebirth_given_up") == 1, src.notices.counts
+        assert "g/gone answered no rebirth asked" in src.notices.messages["rebirth_given_up"]
+        pub.publish("spBv1.0/g/NDATA/gone", data, qos=1)  # it is back: asked again at once
+        await until(lambda: sent.count("gone") > given_up_after, 30, "the node asked again")
+        await second()
+        assert sent.count("gone") == given_up_after + 2, sent  # and again after rebirth_retry_s
+        await until(lambda: asked.count("gone") == given_up_after + 2, 30, "every ask of it delivered")
+        b = sp.Payload(int(time.time() * 1000), 0, [sp.Metric("bdSeq", None, D.INT64, 0)])
+        pub.publish("spBv1.0/g/NBIRTH/gone", sp.encode(b), qos=1)  # and answers
+        await until(lambda: host.node_alive("g", "gone"), 30, "its birth read")
+    assert host.rebirths_given_up == 1  # the chatty node never given up on
+    assert sent.count("chatty") >= 5, sent
 
 
 async def test_a_live_node_given_up_on_after_a_seq_gap_is_asked_its_birth_again_when_it_sends_again(
