@@ -118,11 +118,4 @@ def out_of_fold_threshold(x: np.ndarray, far: float, confirm: int, relative: boo
         rest = np.setdiff1d(np.arange(len(x)), idx)
         m, sc = robust_stats(x[rest])
         oof[idx] = rise(x[idx], m, sc, relative)
-    thr = confirmed_quantile(oof, far, confirm)
-    if len(oof) >= 2 and len(oof) * far ** (1.0 / confirm) < 0.5:
-        # fewer windows than it takes for two of them to pass the per-window rate's quantile (50 at 1e-4 after 2 in a
-        # row): the second-highest out-of-fold score lies under that quantile in all but a few commissionings (2 % at
-        # 20 windows, 9 % at 49), so the threshold is no lower. The tail fit on 20 scores alone set 2.2 where the
-        # machine's healthy windows passed 3.2 one in a hundred: 11 alarms in 400 healthy windows, about 0.04 stated
-        thr = max(thr, float(np.sort(oof)[-2]) * 1.05)
-    return thr
+    return confirmed_quantile(oof, far, confirm)
