@@ -1874,7 +1874,8 @@ class Baseline:
         # (scored against another speed's statistics, a run-down's lines and a stopped machine's hum
         # read as a fault: NG on a healthy machine at every stop)
         v.anomalous = not extrapolated and v.score >= (self.threshold or math.inf)
-        if self.grid_stood and not (v.anomalous or self._iso_over > iso_before):
+        # over the threshold too: a fault's line grown there from a quarter of a gone pickup's size was told as it
+        if self.grid_stood:
             self._forget_grid_gone(waveform)
         if (v.anomalous or self._iso_over > iso_before) and (
             pickup := self._mains_pickup(waveform, scalars, f, med, scale, v.score, level_only)
@@ -2129,8 +2130,9 @@ class Baseline:
 
     def _forget_grid_gone(self, waveform: np.ndarray) -> None:
         """Forget the evidence of a pickup (``grid_stood``) whose grid line this window shows under half as strong as
-        when last seen: a pickup gone with the cable's repair left its evidence, and a fan's 1x grown onto 50 Hz at one
-        speed later was taken out as that pickup, no alarm."""
+        when last seen, the window over the threshold or not: a pickup gone with the cable's repair left its evidence,
+        and a fan's 1x grown onto 50 Hz at one speed later was taken out as that pickup, no alarm (over the threshold
+        already at a quarter of the pickup's size on a quiet machine, its windows were told as the pickup all along)."""
         x = np.asarray(waveform, dtype=np.float64).ravel()
         if x.size < 64 or not np.isfinite(x).all():
             return
