@@ -17,6 +17,7 @@ import datetime
 import errno
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -469,8 +470,8 @@ class Agent:
         # OPC UA source with a heartbeat -> the sources its heartbeat's hold was last judged with (``_plc_group``)
         self._hold_group: dict[str, frozenset[str]] = {}
         # OPC UA source -> what is known of its server (``_plc_group``): the addresses its host name resolved to, the
-        # ApplicationUri its sessions read; kept while the agent runs
-        self._plc_seen: dict[str, set[tuple[str, Any]]] = {}
+        # ApplicationUri its sessions read with its certificate; kept while the agent runs
+        self._plc_seen: dict[str, set[tuple[Any, ...]]] = {}
         # OPC UA sources whose host name did not resolve at the last try (``_resolve_plcs``): while their session is
         # not up either, they write to no PLC, and a failed slot's gate through them holds no heartbeat
         self._plc_unresolved: set[str] = set()
@@ -1335,29 +1336,38 @@ class Agent:
     def _plc_group(self, source: str) -> frozenset[str]:
         """The OPC UA sources reaching ``source``'s PLC, whose writes its heartbeat's hold judges (``_writing_through``):
         those on its endpoint however spelt (``_plc_of``), those whose host name resolves to an address another of
-        them names or resolves to (``_resolve_plcs``), and those whose server read the same ApplicationUri at a
-        connect, one after another: a reject gate through ``plc.local`` beside a heartbeat on its address
-        ``10.0.0.5`` was another PLC's, and the heartbeat ran while no part was judged. A source named by a host name
-        not resolved yet, whose server read no ApplicationUri either, may be any PLC on its port: it is taken as one
-        with each until its name resolves (never as another, which lets the heartbeat run unjudged), but while the
-        resolver says the name does not resolve and its session is not up, it reaches no PLC. PLCs of one make keeping
-        its default ApplicationUri are one PLC to the hold: a slot with no model writing to one holds the other's
-        heartbeat too."""
+        them names or resolves to (``_resolve_plcs``), and those whose server gave one ApplicationUri with one
+        certificate at a connect, one after another: a reject gate through ``plc.local`` beside a heartbeat on its
+        address ``10.0.0.5`` was another PLC's, and the heartbeat ran while no part was judged. A source named by a
+        host name not resolved yet, whose server gave no ApplicationUri and certificate either, may be any PLC on its
+        port: it is taken as one with each until its name resolves (never as another, which lets the heartbeat run
+        unjudged), but while the resolver says the name does not resolve and its session is not up, it reaches no
+        PLC. The ApplicationUri alone is no PLC's: PLCs of one make keeping its default one were one PLC to the hold,
+        a slot with no model writing to one holding the other's heartbeat too. A PLC reached at two addresses whose
+        server has no certificate is two; PLCs sharing a certificate and ApplicationUri (one image copied) are one."""
         keyed = {n: k for n, s in self.cfg.sources.items() if (k := _plc_of(s)) is not None}
         if source not in keyed:
             return frozenset({source})
         for n in keyed:  # (read at each connect: None before one, or where the server names none)
-            if uri := getattr(getattr(self.sources.get(n), "namespace_pins", None), "server", None):
-                self._plc_seen.setdefault(n, set()).add(("uri", uri))
+            src = self.sources.get(n)
+            uri = getattr(getattr(src, "namespace_pins", None), "server", None)
+            # with the certificate the server gave the session (its first in a chain; none before the session, or
+            # where the server has none): every asyncua server reads ``urn:freeopcua:python:server``, as PLCs of one
+            # make whose device name was left at its default may, and one line's failed slot held all their heartbeats
+            cert = getattr(
+                getattr(getattr(src, "_client", None), "security_policy", None), "peer_certificate", None
+            )
+            if uri and isinstance(cert, bytes) and cert:
+                self._plc_seen.setdefault(n, set()).add(("server", uri, hashlib.sha256(cert).hexdigest()))
         known = {n: {("plc", k), *self._plc_seen.get(n, ())} for n, k in keyed.items()}
         group, keys = {source}, set(known[source])
         while grown := [n for n, k in known.items() if n not in group and k & keys]:
             group.update(grown)
             keys.update(*(known[n] for n in grown))
-        # a host name not resolved yet (nor an ApplicationUri read) may lead to any PLC on its port; one the resolver
-        # said it cannot resolve, its session not up, leads to none: taken as any, a gate through a name that never
-        # resolves (DNS down, an mDNS name with no mDNS resolver) held every other PLC's heartbeat on its port, each
-        # healthy line stopped by its watchdog for as long as that name did not resolve
+        # a host name not resolved yet (nor its server's ApplicationUri and certificate read) may lead to any PLC on
+        # its port; one the resolver said it cannot resolve, its session not up, leads to none: taken as any, a gate
+        # through a name that never resolves (DNS down, an mDNS name with no mDNS resolver) held every other PLC's
+        # heartbeat on its port, each healthy line stopped by its watchdog for as long as that name did not resolve
         unknown = {
             n
             for n, k in known.items()

@@ -865,14 +865,18 @@ def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_the
     """A reject gate on NG through a second source naming the heartbeat's PLC (127.0.0.1) by a host name, its slot
     with no model: taken as another PLC, the heartbeat ran while no part was judged. Now the name is the PLC it
     resolves to; until it resolves it may be this PLC (held); resolved elsewhere, or on another port, it is not. A
-    server's ApplicationUri read through two sources makes them one PLC too (a second address of one PLC)."""
+    server's ApplicationUri with its certificate, read through two sources, makes them one PLC too (a second address
+    of one PLC); the ApplicationUri alone does not: every asyncua server gives ``urn:freeopcua:python:server``, and
+    one line's failed slot held the heartbeat of each other line whose server gave it."""
     _, pub = make_keypair(tmp_path / "keys")
     (tmp_path / "vision.edgepkg").write_bytes(b"not read: the agent is not started")
     (tmp_path / "frames").mkdir()
     gate = {"type": "opcua_write", "source": "plc2", "node_id": "ns=2;s=Reject", "when": {"verdict": "NG"}}
     pipes = [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}]
 
-    def held(endpoint: str, seen=(), uri=None, heartbeat_at=None, unresolved=False, up=False) -> list[str]:
+    def held(
+        endpoint: str, seen=(), uri=None, heartbeat_at=None, unresolved=False, up=False, certs=()
+    ) -> list[str]:
         sources = {"plc2": {"type": "opcua", "endpoint": endpoint}}
         if heartbeat_at:  # the heartbeat's source named so
             beat = {"node_id": "ns=2;s=Life", "period_ms": 100}
@@ -883,6 +887,10 @@ def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_the
         if uri:
             for n in ("plc", "plc2"):
                 agent.sources[n].namespace_pins.server = uri
+        for n, cert in zip(
+            ("plc", "plc2") if certs else (), certs, strict=True
+        ):  # each server's, to its session
+            agent.sources[n]._client = SimpleNamespace(security_policy=SimpleNamespace(peer_certificate=cert))
         if unresolved:  # the resolver's answer: no such name (now)
             agent._plc_unresolved = {"plc2"}
         if up:
@@ -900,7 +908,15 @@ def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_the
     assert held("opc.tcp://plc-line3.example:4840/", [there]) == []
     assert held("opc.tcp://plc-line3.example:4841/") == []  # another port: another server
     assert held("opc.tcp://10.0.0.9:4840/") == []
-    assert held("opc.tcp://10.0.0.9:4840/", uri="urn:plc-line3") == ["inspect"]  # one server, two addresses
+    # one server, two addresses: one ApplicationUri and one certificate
+    assert held("opc.tcp://10.0.0.9:4840/", uri="urn:plc-line3", certs=(b"A", b"A")) == ["inspect"]
+    # two servers of one make, its default ApplicationUri: another line's PLC, its heartbeat not held
+    assert held("opc.tcp://10.0.0.9:4840/", uri="urn:freeopcua:python:server") == []
+    assert held("opc.tcp://10.0.0.9:4840/", uri="urn:freeopcua:python:server", certs=(b"A", b"B")) == []
+    assert held("opc.tcp://10.0.0.9:4840/", uri="urn:freeopcua:python:server", certs=(b"", b"")) == []
+    # named, its name not resolved by the agent but its session up: the ApplicationUri alone keeps it any PLC on its
+    # port (held), not another's
+    assert held("opc.tcp://plc-line3.example:4840/", uri="urn:x", unresolved=True, up=True) == ["inspect"]
     # the heartbeat's source by the name, the gate's by an address
     by_name = "opc.tcp://plc-line3.example:4840/"
     assert held("opc.tcp://10.0.0.9:4840/", heartbeat_at=by_name) == ["inspect"]
