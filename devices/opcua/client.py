@@ -6199,11 +6199,9 @@ class OpcUaSource:
         if not self.settings.watch_write_targets:
             return
         nodes: dict[ua.NodeId, list[str]] = {}
-        # the heartbeat's node too: not watched, each beat had its attributes Read before it (a counter's 2 to an INT
-        # a download made a BOOL was stored as true), one more request a period that delayed the beat behind it on a
-        # PLC answering one request at a time; watched, its retype is seen as a target's, and its beats skip that Read
-        hb = [self.settings.heartbeat.node_id] if self.settings.heartbeat else []
-        for node_id in dict.fromkeys([*(n for n, _ in self._write_targets), *hb]):
+        # not the heartbeat's node: its beats have its attributes Read before each of them (``write``), which a watch
+        # would not spare (its notice comes a sampling and a publishing interval late, beats going meanwhile)
+        for node_id in dict.fromkeys(n for n, _ in self._write_targets):
             # checked: its type read, or found read-only (its access read, its type not): a node locked at
             # connect is watched too, so that the PLC unlocking it is seen without a reconnect
             known = node_id in self._types or self._target_access.get(node_id) is False
@@ -7053,14 +7051,20 @@ class OpcUaSource:
                         else:
                             nt, cached = await self._type_again(node, node_id, nt)
                     was, checked = None, False
-                    if nt is not None and cached and not again and node.nodeid not in self._target_nodes:
+                    if (
+                        nt is not None
+                        and cached
+                        and not again
+                        and (beat or node.nodeid not in self._target_nodes)
+                    ):
                         # a target not watched: a download that retyped it within the hold was seen only by the
                         # server's answer, and a lenient server converted what it was sent without one (an INT's -1
                         # stored as a USINT's 255): one Read of its DataType, ValueRank and ArrayDimensions a write
-                        # (a refusal of this write after it does not Read them again). A heartbeat's beat too (its
-                        # node not watched: no room, the watch off): spared it, a counter's 2 to an INT a download
-                        # made a BOOL was stored as true, beat after beat, until the type's minute ended; a toggle's beats are spared it
-                        # within the hold, as any 0 or 1
+                        # (a refusal of this write after it does not Read them again). A heartbeat's beat too, watched
+                        # or not: spared it, a counter's 2 to an INT a download made a BOOL was stored as true, beat
+                        # after beat, until the type's minute ended, and a watch's notice comes a sampling and a
+                        # publishing interval late (a 100 ms beat under a 2 s publishing interval: 14 beats stored as
+                        # true); a toggle's beats are spared it within the hold, as any 0 or 1
                         asked = time.monotonic()
                         held_check = self._pre_checked.get(node_id)
                         if (

@@ -498,6 +498,35 @@ async def _unwatched_source(port: int, node_id: str) -> OpcUaSource:
     return src
 
 
+async def test_a_heartbeat_beside_a_watch_sends_no_beat_as_the_type_a_download_replaced():
+    """A source watching its write targets, its heartbeat a counter on an INT that a download makes a BOOL, on a
+    gateway storing what it is sent converted with no status. Watched, the beats went without the Read of the node's
+    attributes, until the watch's notice came a sampling and a publishing interval later: each beat meanwhile (14 at
+    100 ms under a 2 s publishing interval) went out as the INT and was stored as true. Each beat reads them: the
+    next one is refused naming the Boolean, never sent."""
+    port = free_port()
+    srv, node_id, retype, sent = await _converting_plc(port, [True])
+    settings = _config(port).sources["plc"]
+    # a beat an hour (its first at connect), a notice of the watch not published within the test
+    hb = {"node_id": node_id, "kind": "counter", "period_ms": 3_600_000}
+    settings = type(settings).model_validate(
+        {**settings.model_dump(), "heartbeat": hb, "publishing_interval_ms": 2_000.0}
+    )
+    src = OpcUaSource("plc", settings)
+    await src.start()
+    try:
+        await until(lambda: src.heartbeats == 1, 30, "the first beat")
+        await src.write(node_id, 1, beat=True)
+        await retype(ua.VariantType.Boolean)  # the download
+        with pytest.raises(OpcUaTypeMismatch, match=r"is Boolean; cannot write 2 \(int\)"):
+            await src.write(node_id, 2, beat=True)
+    finally:
+        await src.stop()
+        await srv.stop()
+    writes = [v.Value for n, v in sent if v.VariantType is not ua.VariantType.NodeId]
+    assert writes == [0, 1], writes  # was [0, 1, 2]: 2 stored as true
+
+
 async def test_a_value_a_converting_server_refuses_out_of_range_after_a_retype_is_judged_by_the_new_type(
     monkeypatch,
 ):
