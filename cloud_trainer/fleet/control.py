@@ -1054,11 +1054,15 @@ class Control:
     ) -> bool | None:
         """(Inside ``take_kept``'s write.) The kept step recorded under ``report`` (``retake_kept``) behind a savepoint:
         whether it was, or None where that failed (its writes rolled back, the failure appended to ``failed``). A
-        connection broken meanwhile fails the rollback too: the whole write is rolled back, every step kept."""
+        connection broken meanwhile, or SQLite rolling the write back itself (a full disk, an I/O error), took the
+        transaction: the failure is raised as it is (rolled back to a savepoint gone, the error named the savepoint, not
+        the cause), the whole write rolled back, every step kept."""
         self.db.execute("SAVEPOINT kept_step")
         try:
             answer = bool(self.retake_kept(agent, dep_id, step, was, tenant=tenant, report=report))
         except Exception as exc:
+            if not self.db.in_transaction:
+                raise
             self.db.execute("ROLLBACK TO SAVEPOINT kept_step")
             self.db.execute("RELEASE SAVEPOINT kept_step")
             if failed is not None:

@@ -919,6 +919,35 @@ def test_a_kept_step_is_recorded_whatever_the_rollout_tick_does_and_the_tick_wai
     assert c.get(dep["id"])["state"] == "completed"
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_kept_steps_record_whose_transaction_is_gone_fails_the_take_with_its_own_error(
+    store, request, tmp_path
+):
+    """A kept step's record failing where its transaction is gone (SQLite rolling the write back itself on a full
+    disk, a PostgreSQL connection broken) failed the take with the savepoint's error ("no such savepoint", "ROLLBACK
+    TO SAVEPOINT can only be used in transaction blocks"): the log's line and its error id named the savepoint, not
+    the cause. The cause is raised, and the step stays kept."""
+    url = request.getfixturevalue("postgres_url") if store == "postgresql" else None
+    c = Control(url or tmp_path / "control.db", Registry(tmp_path / "registry"), None)
+    step = {"slot": "vision", "version": "1.1.0", "step": "healthy", "ok": True, "reason": "", "health": {}}
+    try:
+        c.keep_step("gw1", "d1", step, {"report": None, "last_report": None}, "runX", hold_s=0, most=2)
+
+        def record(*args, **kwargs):  # (``retake_kept``)
+            if url:
+                c.db.conn.close()  # the connection broken under the write
+            else:
+                c.db.execute("ROLLBACK")  # as SQLite does itself at an I/O error or a full disk
+            raise OSError("the disk is full")
+
+        c.retake_kept = record
+        with pytest.raises(OSError, match="the disk is full"):  # was: the savepoint's error
+            c.take_kept("gw1", "runX2", {"runX"}, record=("runX2", 1), failed=[])
+        assert list(c.kept_steps("gw1")) == ["d1"]
+    finally:
+        c.close()
+
+
 def _reported(c, agent: str, entry: dict, boot: str, seq: int) -> bool:
     """``agent``'s state report of ``entry``, numbered ``seq`` of run ``boot``, as the service takes one of a run it
     has not taken a report of (``Control.note_run``, then the store's write); whether it was written."""
