@@ -391,3 +391,53 @@ def test_a_line_grown_on_50_hz_from_a_quarter_of_a_gone_pickups_size_is_not_told
     ]
     assert not any(v.sensor_kind == "mains_pickup" for v in vs), [(v.score, v.sensor) for v in vs]
     assert vs[0].anomalous and vs[-1].alarm, [(v.score, v.anomalous, v.alarm) for v in vs]
+
+
+def _grid_line_by_outer_product(x: np.ndarray, fs: float, mains: float) -> float:
+    """The grid line's amplitude as first written (every frequency x every sample at once): the reference."""
+    w = np.hanning(x.size)
+    t = np.arange(x.size) / fs
+    step = min(0.25, 0.25 * fs / x.size)
+    fr = mains + np.arange(-0.5, 0.5 + step / 2, step)
+    return (
+        2.0
+        * float(np.abs(np.exp(-2j * np.pi * np.outer(fr, t)) @ ((x - x.mean()) * w)).max())
+        / float(w.sum())
+    )
+
+
+@pytest.mark.parametrize(
+    ("fs", "n", "hz"), [(10000.0, 2048, 50.2), (2560.0, 16384, 59.6), (12800.0, 4096, 49.9)]
+)
+def test_a_pickups_evidence_is_forgotten_exactly_where_its_grid_line_is_under_half_as_strong(fs, n, hz):
+    rng = np.random.default_rng(int(n))
+    t = np.arange(n) / fs
+    x = rng.normal(0.0, 0.1, n) + 0.05 * np.sin(2 * np.pi * hz * t + 0.4) + 0.2 * np.sin(2 * np.pi * 27.5 * t)
+    b = Baseline(BaselineSettings(windows=20, units="g", speed_tag="Speed"), fs, n)
+    for mains in (50.0, 60.0):
+        amp = _grid_line_by_outer_product(x, fs, mains)
+        b.grid_stood = {mains: [(20.0, 2.0 * amp * (1 - 1e-9))]}
+        b._forget_grid_gone(x)
+        assert b.grid_stood, (mains, amp)
+        b.grid_stood = {mains: [(20.0, 2.0 * amp * (1 + 1e-9))]}
+        b._forget_grid_gone(x)
+        assert not b.grid_stood, (mains, amp)
+
+
+def test_checking_a_pickups_evidence_on_a_long_slow_window_takes_little_memory():
+    # 65,536 samples at 2,560 Hz: 0.01-Hz steps over +-0.5 Hz, ~100 frequencies; every frequency x every sample at
+    # once took ~220 MB on each judged window while a pickup's evidence was held
+    import tracemalloc
+
+    fs, n = 2560.0, 65536
+    x = np.random.default_rng(5).normal(0.0, 0.1, n)
+    b = Baseline(BaselineSettings(windows=20, units="g", speed_tag="Speed"), fs, n)
+    b.grid_stood = {50.0: [(20.0, 1e-9)], 60.0: [(20.0, 1e-9)]}
+    tracemalloc.start()
+    try:
+        b._forget_grid_gone(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert set(b.grid_stood) == {50.0, 60.0}
+    assert peak < 16 * n * 16, peak
