@@ -59,7 +59,7 @@ import re
 import shutil
 import stat
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -287,7 +287,19 @@ class ModelStore:
         if (misfit := _misfit(data)) is not None:
             return self._lost(misfit)
         if data != self._known and (absent := self._absent(data)) is not None:
-            return self._lost(absent)
+            if self._known is not None:
+                return self._lost(absent)
+            # a start's: the names not installed dropped, the rest kept (its ``failed`` verdicts above all). Read as
+            # no state, a deployment's rollback verdict was lost (the version installed and served again after the
+            # restart) and the newest installed served, a version ``failed`` alone named (the disk refused its mark)
+            data = _without_absent(data, self._absent)
+            if not data.get("current"):  # the newest installed serves (``start_folder``), the verdicts kept
+                self._state_refused(absent)
+                return data
+            self._say_once(
+                absent, "those names dropped; the rest of the state taken (written at the next change)"
+            )
+            return data
         with self._write_lock:
             # it reads again (a restore or an edit written over it): taken as it is, not undone
             if self._on_unread and self.unwritten is not None:
@@ -395,12 +407,17 @@ class ModelStore:
         return max(below, key=lambda f: f[0])[1] if below else None
 
     def _installed_versions(self) -> list[tuple[tuple, str]]:
-        """(version key, folder name) of each installed folder that reads, not rolled back or refused."""
+        """(version key, folder name) of each installed folder that reads, not rolled back or refused (its mark, or
+        ``state.json``'s ``failed`` where the disk refused the mark)."""
         from model_packager.manifest import version_key
 
+        failed = self.state().get("failed")
+        failed = failed if isinstance(failed, dict) else {}
         found = []
         for p in sorted(self.root.iterdir()):
             if p.name.startswith(".") or not p.is_dir() or p.is_symlink() or self.rolled_back(p.name):
+                continue
+            if p.name in failed:
                 continue
             opened = self.reopen(p.name)
             if opened is None:
@@ -1168,6 +1185,21 @@ def _names(st: dict) -> dict:
         "previous": st.get("previous"),
         "probation.candidate": prob.get("candidate") if isinstance(prob, dict) else None,
     }
+
+
+def _without_absent(st: dict, absent: Callable[[dict], str | None]) -> dict:
+    """``st`` with each folder name ``absent`` refuses dropped (``current``, ``previous``; a probation with its
+    candidate or ``previous`` gone dropped whole: nothing to go back to)."""
+    st = json.loads(json.dumps(st))
+    for key in ("current", "previous"):
+        if st.get(key) and absent({key: st[key]}) is not None:
+            st[key] = None
+    prob = st.get("probation")
+    if isinstance(prob, dict) and (
+        not st.get("previous") or absent({"probation": {"candidate": prob.get("candidate")}}) is not None
+    ):
+        st["probation"] = None
+    return st
 
 
 def _named(st: dict) -> set:

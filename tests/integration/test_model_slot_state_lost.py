@@ -195,3 +195,33 @@ async def test_a_package_refused_for_its_task_or_a_pipelines_check_is_never_what
         assert again.version == "1.0.0" and again.manifest.task.value == "vision_inspection"
     finally:
         await again.stop()
+
+
+@pytest.mark.parametrize("missing", ["previous", "current"])
+async def test_a_start_on_a_state_naming_a_missing_folder_keeps_its_verdicts_and_serves_no_failed_version(
+    tmp_path, pkgs, missing
+):
+    """A restored state.json whose ``previous`` is not installed (pruned since the copy) was dropped whole at a start,
+    its ``failed`` verdicts too: the newest installed served, a version a health check had rolled back (its mark only
+    in ``failed``: the disk refused the mark), and a deployment's rollback verdict was lost (installed and served again
+    after the restart). Only the missing name is dropped; the installed ``current`` serves (none: the newest installed
+    that no verdict names), the verdicts stay."""
+    s = _slot(tmp_path, pkgs)
+    await s.start()
+    v1 = s.store.current()
+    assert (await s.swap(pkgs["v2"], watch=False)).ok
+    v2 = s.store.current()
+    await s.stop()
+    why = "the health check rolled it back: error rate 0.4 over 0.05"
+    restored = {"current": v1, "previous": None, "probation": None, "failed": {v2: why}}
+    restored[missing] = "part-inspection-0.9.0-gone"  # (pruned since the copy)
+    s.store.state_path.write_text(json.dumps(restored))
+    again = _slot(tmp_path, pkgs)
+    await again.start()
+    try:
+        assert again.version == "1.0.0"  # 1.1.0, judged failed, before
+        st = again.store.state()
+        assert st.get("failed") == {v2: why}, st  # dropped before
+        assert (st["current"], st["previous"]) == (v1, None), st
+    finally:
+        await again.stop()

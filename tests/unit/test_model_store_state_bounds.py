@@ -267,10 +267,12 @@ def test_a_state_naming_a_folder_not_installed_is_refused_and_a_prune_keeps_ever
     )
     assert store.write_pending()  # (the slot's retry) the state it serves by, written again
     assert json.loads(store.state_path.read_text())["current"] == names[1]
-    # at a start: no state, the newest installed serves (nothing pruned before the start writes its state)
-    store.state_path.write_text(json.dumps({**restore, "previous": "../elsewhere"}))
+    # at a start: the names not installed dropped, the rest kept; no current: the newest installed serves (nothing
+    # pruned before the start writes its state)
+    store.state_path.write_text(json.dumps({**restore, "previous": "../elsewhere", "failed": {"x": "why"}}))
     fresh = ModelStore(store.root, clean=False)
-    assert fresh.state() == {} and fresh.state_unread is not None
+    assert fresh.state() == {"current": None, "previous": None, "failed": {"x": "why"}}
+    assert fresh.state_unread is not None
     assert fresh.prune() == []
     assert sorted(p.name for p in store.root.iterdir() if p.is_dir() and p.name[0] != ".") == names
 
