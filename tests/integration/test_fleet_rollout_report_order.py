@@ -1288,24 +1288,49 @@ async def test_a_step_kept_untold_is_taken_under_the_told_gateways_new_run_howev
 
 async def test_a_kept_step_being_taken_again_as_the_service_stops_is_waited_for(fleet, monkeypatch):
     """The task taking a kept step again was not waited for at stop: the control state closed under it, its write
-    failed (logged as the control state's fault) and the step was lost (its rollout stalled). Waited for as a tick."""
-    import time
-
+    failed (logged as the control state's fault) and the step was lost (its rollout stalled). Waited for as a tick.
+    The take is held in its record until the stop waits for the takes under way (or closes the control state): the
+    agent's heartbeat waits for the take too (its desired state read behind the control state's lock), so that a
+    take under way is not seen from its answer."""
     from cloud_trainer.fleet.control import Control
 
     srv, stub, e = fleet
     (dep,) = await _clone_hold_with_a_kept_failed(srv, stub, e, "vision")
-    retake = srv.control.retake_kept
+    retake, under_way, close = srv.control.retake_kept, srv.fleet.retakes_under_way, srv._close_opened
+    entered, gate, recorded = threading.Event(), threading.Event(), threading.Event()
+    closed_in_the_take: list[bool] = []
 
     def slow(*args, **kwargs):  # (the control database slow to answer)
-        time.sleep(0.3)
-        return retake(*args, **kwargs)
+        entered.set()
+        gate.wait(60)
+        try:
+            return retake(*args, **kwargs)
+        finally:
+            recorded.set()
+
+    def waited_for():
+        tasks = under_way()
+        gate.set()
+        return tasks
+
+    def closing(owns_control):
+        closed_in_the_take.append(entered.is_set() and not recorded.is_set())
+        gate.set()
+        close(owns_control)
 
     monkeypatch.setattr(srv.control, "retake_kept", slow)
+    monkeypatch.setattr(srv.fleet, "retakes_under_way", waited_for)
+    monkeypatch.setattr(srv, "_close_opened", closing)
     await stub.Heartbeat(_report(e["1.0.0"], 3, "runA"))  # told late
-    await stub.Heartbeat(_report(e["1.0.0"], 4, "runA2", "runA"))
-    assert srv.fleet._retaking
-    await srv.stop()
+    call = stub.Heartbeat(_report(e["1.0.0"], 4, "runA2", "runA"))  # (answered once the take is done)
+    try:
+        assert await asyncio.to_thread(entered.wait, 60)  # the step being taken
+        await srv.stop(grace_s=0.1)
+    finally:
+        gate.set()
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await call
+    assert closed_in_the_take == [False]  # was: True (closed under the take)
     again = Control(srv.data / "control.db", srv.registry, None)
     try:
         t = again.get(dep["id"])["targets"]["gw1"]
@@ -1340,6 +1365,8 @@ async def test_an_agents_looks_at_its_kept_steps_wait_bounded_while_the_control_
     from cloud_trainer.fleet.service import KEPT_LOOK_RUNS
 
     srv, stub, e = fleet
+    # 20-odd reports of gw1 at once: over the 20 a second an agent may send (RESOURCE_EXHAUSTED) on a quiet machine
+    srv.quotas.limits = dataclasses.replace(srv.quotas.limits, reports_per_s=1000.0)
     key = ("default", "gw1")
     dep = await _healthy_kept_in_a_hold(srv, stub, e)
     gate = _hung_kept_looks(srv, monkeypatch)
