@@ -923,7 +923,9 @@ class FleetServicer(rpc.FleetServicer):
         if key in self._holds_due:
             self._holds_due.discard(key)
             self._kept_look(key, ("hold",))
-        self._kept_look(key, ("report", (boot, seq), runs, held, before))
+        # the runs named, as plain strings: the report's own repeated field kept the whole request alive while the
+        # look waited (up to KEPT_LOOK_RUNS of them an agent, each up to ``max_report_bytes``)
+        self._kept_look(key, ("report", (boot, seq), runs, held, _named(before)))
 
     def _kept_look(self, key: tuple[str, str], what: tuple) -> None:
         """``what`` queued for agent ``key``'s turn at its kept steps (in the control state), taken in the order it

@@ -1379,6 +1379,8 @@ async def test_an_agents_looks_at_its_kept_steps_wait_bounded_while_the_control_
         assert len(srv.fleet.retakes_under_way()) == 1
         assert len(srv.fleet._kept_looks[key]) <= KEPT_LOOK_RUNS + 1  # (a report a run, and the hold's write)
         assert srv.quotas.refusals[(*key, "kept_looks_dropped")] >= 2
+        # what waits holds plain values only: a report's repeated field kept its whole request (up to 128 KB) alive
+        assert all(_plain(w) for w in srv.fleet._kept_looks[key]), srv.fleet._kept_looks[key]
     finally:
         gate.set()
     await asyncio.gather(*srv.fleet._retaking)
@@ -1389,6 +1391,13 @@ async def test_an_agents_looks_at_its_kept_steps_wait_bounded_while_the_control_
     await stub.Heartbeat(_report(e["1.2.0"], 3, "runX"))  # told late
     t = await _target_after_the_hold(srv, stub, _report(e["1.2.0"], 4, "runX2", "runX"), dep)
     assert (t["status"], t["report"]) == ("healthy", {"boot": "runX2", "seq": 4}), t
+
+
+def _plain(value) -> bool:
+    """Whether ``value`` is made of Python's own scalars and containers only (no protobuf object)."""
+    if isinstance(value, (str, int, float, type(None))):
+        return True
+    return type(value) in (tuple, list, set, frozenset) and all(_plain(v) for v in value)
 
 
 def _a_new_hold_begins(srv) -> None:
