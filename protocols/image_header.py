@@ -349,7 +349,7 @@ def pnm_maxval_not_255(data: bytes | memoryview) -> str | None:
     have always said (a line camera's P5 frames of maxval 200, a defect mask of maxval 1): only the text ones,
     whose reading did not match, are refused. Nor is a scale guessed: a tool that writes each image's brightest
     sample as its maxval would give each frame a gain of its own. 16-bit maxvals (256-65535) are read as stored
-    in both encodings (``pixel_bits``)."""
+    in both encodings, at the depth the maxval needs (``decode_image``, ``pixel_bits``)."""
     magic = bytes(data[:2])
     if magic not in (b"P2", b"P3"):
         return None
@@ -468,7 +468,8 @@ def decode_image(
     or truncated/corrupt past its header; a whole file of a kind OpenCV cannot decode (a 12-bit or lossless
     JPEG, a TIFF of 4-bit grey pixels) is refused as ``unsupported``, naming it (``_undecodable_kind``). A
     TIFF of packed 10-, 12- or 14-bit samples, which OpenCV shifts to the top of 16 bits, comes back with them
-    in the low bits, as a Mono12 camera's 16-bit PNG holds them (read with ``pixel_bits`` 12 alike)."""
+    in the low bits, as a Mono12 camera's 16-bit PNG holds them (read with ``pixel_bits`` 12 alike); a PGM or PPM
+    of maxval 256-32767 declares the depth its maxval needs alike (``eight_bit``)."""
     import cv2
     import numpy as np
 
@@ -545,6 +546,15 @@ def decode_image(
             packed: Any = np.right_shift(img, 16 - bits).view(_packed_samples())
             packed.declared_bits = bits
             img = packed
+    if kind == "PNM" and img.dtype == np.uint16:
+        nums = _pnm_header(bytes(data[:4096]))
+        # a PGM or PPM of maxval 256-32767 (a Mono12 camera's 4095) declares its depth as a packed TIFF does: the
+        # bits its maxval needs, read at that depth by any larger pixel_bits (16 read a 12-bit file 16 times too
+        # dark); no gain is guessed from a maxval between two depths (4000 reads as 12 bits)
+        if nums is not None and len(nums) == 3 and nums[2].bit_length() < 16:
+            deep: Any = img.view(_packed_samples())
+            deep.declared_bits = nums[2].bit_length()
+            img = deep
     return img
 
 
@@ -562,7 +572,8 @@ def _packed_samples() -> type:
     import numpy as np
 
     class PackedSamples(np.ndarray):
-        """A TIFF's packed samples (``declared_bits``, its BitsPerSample: 10, 12 or 14) in the low bits."""
+        """A TIFF's packed samples (``declared_bits``, its BitsPerSample: 10, 12 or 14) in the low bits, or a PGM's
+        or PPM's of a maxval below 32768 (the bits it needs)."""
 
         declared_bits = 16
 

@@ -400,3 +400,26 @@ def test_stuffed_bytes_in_a_jpegs_header_count_against_the_walks_bound_on_marker
         assert reader.image_size(data) is None
         assert cut_short(data) is None  # damaged past what tells its end: the decode says so
         assert coded_damage(data) is None
+
+
+@pytest.mark.parametrize("magic", ["P5", "P2"])
+def test_a_pgm_of_maxval_4095_is_read_at_12_bits_by_pixel_bits_16_not_16_times_too_dark(magic):
+    """A Mono12 camera's PGM (maxval 4095, two bytes a sample) read with pixel_bits 16 came out 16 times too dark
+    (4095 as 15); its maxval declares its depth as a packed TIFF's BitsPerSample does. A maxval between two depths
+    gives no gain of its own (4000 reads as 12 bits), and 65535 is the full 16 bits."""
+    from protocols.image_header import eight_bit
+
+    def pgm(maxval: int, a: np.ndarray) -> bytes:
+        head = f"{magic}\n{a.shape[1]} {a.shape[0]}\n{maxval}\n".encode()
+        if magic == "P5":
+            return head + a.astype(">u2").tobytes()
+        return head + " ".join(map(str, a.ravel())).encode() + b"\n"
+
+    a = np.array([[0, 4095], [2048, 100]], np.uint16)
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    for maxval in (4095, 4000):
+        got = eight_bit(decode_image(pgm(maxval, np.minimum(a, maxval)), flags), 16)[..., 0]
+        assert got.tolist() == (np.minimum(a, maxval) >> 4).tolist()
+    assert eight_bit(decode_image(pgm(4095, a), flags), 12)[..., 0].tolist() == (a >> 4).tolist()
+    full = np.array([[0, 65535], [32768, 100]], np.uint16)
+    assert eight_bit(decode_image(pgm(65535, full), flags), 16)[..., 0].tolist() == (full >> 8).tolist()
