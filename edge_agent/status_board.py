@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from devices.base import Frame
 from edge_agent.types import Result
 from protocols import json_codec
+from protocols.redact import escaped
 
 
 class StatusBoard:
@@ -140,9 +141,15 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
                 if cut and isinstance(plain, list):
                     shown = shown[:-1]  # its closing bracket: more items follow
                 shown = shown[:SHOWN_CHARS] + "…"
+        if isinstance(shown, str):
+            shown = escaped(shown)
         rows.append(
             {
-                "tag": r.tag,
+                # as the logs quote it (``protocols.redact.escaped``): a tag named from the wire (a Sparkplug metric,
+                # node or device, an MQTT topic) or a text value holding a bidirectional override showed turned
+                # around ('\u202eGN' as 'NG', a tag as another's name), an ANSI escape drove `edge-agent tags`'
+                # terminal; the reading itself, what pipelines and the outbox take, keeps its name
+                "tag": escaped(r.tag),
                 "value": shown,
                 "type": typ,
                 "quality": r.quality.value,

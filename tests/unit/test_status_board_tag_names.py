@@ -1,0 +1,19 @@
+"""The tags view (``/api/tags``, the status page, ``edge-agent tags``) shows a name or text from the wire as the
+logs quote it: a bidirectional override or a control character as its escape."""
+
+from __future__ import annotations
+
+from devices.base import Quality, Reading
+from edge_agent.status_board import tag_rows
+
+
+def test_a_tag_name_or_text_with_a_bidi_override_or_an_escape_is_shown_escaped_the_reading_keeps_its_name():
+    """A Sparkplug metric named 'n/\\u202eGN' showed as 'n/NG' on the status page, a text value '\\u202eKO' as 'OK',
+    and an ANSI escape in a name drove the terminal of `edge-agent tags`. A plain name, and one in Arabic or
+    Japanese, is shown as it is."""
+    spoof = Reading("plc", "n/\u202eGN", "\u202eKO", 1.0, 1.0, Quality.GOOD)
+    ansi = Reading("plc", "m/\x1b[31mtemp", 1.5, 1.0, 1.0, Quality.GOOD)
+    plain = Reading("plc", "خط/温度", "ok", 1.0, 1.0, Quality.GOOD)
+    rows = {r["tag"]: r["value"] for r in tag_rows([spoof, ansi, plain], now=2.0)}
+    assert rows == {"n/\\u202eGN": "\\u202eKO", "m/\\x1b[31mtemp": 1.5, "خط/温度": "ok"}
+    assert spoof.tag == "n/\u202eGN"  # what pipelines and the outbox are given
