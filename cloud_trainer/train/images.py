@@ -759,6 +759,16 @@ def _decode(
     # a TIFF of several pages, or with a preview first, is refused by read_image_file (decode_image)
     if not mask:
         refuse_transparency(path, data)
+    if img.ndim == 2 and not mask and not raw:
+        # grey by the any-colour read: checked against the colour read training and the agent's camera make. A
+        # decoder may call a colour file grey by its header (OpenCV does a 24-bit OS/2 BMP's): the copies and
+        # flat-image checks then judged a grey image training never sees, and one photo saved as PNG in one
+        # class and as such a BMP in another was not found in both. A grey file reads the same both ways
+        colour = decode_checked(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR, max_megapixels)
+        if not (
+            np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 1], colour[..., 2])
+        ):
+            img = colour
     if img.dtype == np.uint8 and (bayer is None or mask):
         return data, img, None
     if mask:

@@ -466,3 +466,30 @@ def test_an_image_of_another_kind_than_its_extension_is_read_as_what_it_is_and_s
     assert (tmp_path / "ds" / rows["dent/export.png"]).read_bytes() == jpeg  # copied unchanged
     ds = load_parts(tmp_path / "ds")
     assert len(ds.images) == 24
+
+
+def _os2_bmp(a: np.ndarray) -> bytes:
+    """A 24-bit BMP under the 12-byte OS/2 core header (ImageMagick's ``bmp2:``), rows bottom-up."""
+    h, w = a.shape[:2]
+    pad = b"\0" * (-w * 3 % 4)
+    pixels = b"".join(a[y].tobytes() + pad for y in range(h - 1, -1, -1))
+    return (
+        b"BM"
+        + struct.pack("<IHHI", 26 + len(pixels), 0, 0, 26)
+        + struct.pack("<IHHHH", 12, w, h, 1, 24)
+        + pixels
+    )
+
+
+def test_one_photo_as_png_in_one_class_and_as_an_os2_bmp_in_another_is_refused_as_in_both(tmp_path):
+    """OpenCV's any-colour read calls a 24-bit OS/2 BMP grey: the import judged a grey image that training (a
+    colour read) never sees, so the same photo saved as PNG under ok/ and as such a BMP under scratch/ was not
+    found in both classes, and the model learnt one part as good and as a defect."""
+    src = per_class(tmp_path / "src", {"ok": 20, "scratch": 2})
+    photo = cv2.imread(str(src / "ok" / "ok2.bmp"), cv2.IMREAD_COLOR)  # a colour one (ok0, ok3: grey)
+    (src / "scratch" / "photo.bmp").write_bytes(_os2_bmp(photo))
+    assert cv2.imdecode(np.frombuffer(_os2_bmp(photo), np.uint8), cv2.IMREAD_COLOR).tolist() == photo.tolist()
+    with pytest.raises(
+        DatasetError, match=r"scratch/photo.bmp \('scratch'\) is the same image as .*ok/ok2.bmp"
+    ):
+        import_images(src, tmp_path / "ds")
