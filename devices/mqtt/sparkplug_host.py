@@ -192,7 +192,7 @@ def decode_apart(data: bytes) -> Decoded:
 
 @dataclass
 class _Node:
-    bd_seq: int | None = None
+    bd_seq: _BdSeq | None = None
     seq: int | None = None
     alive: bool = False
     births_read: int = 0  # its last NBIRTH read, stamped (``SparkplugHost.births_read``)
@@ -227,7 +227,7 @@ class _Node:
     # devices read each DBIRTH over all the node's metrics: 34 s of CPU)
     owned: dict[str, tuple[set[str], set[int]]] = field(default_factory=dict)
     missed: bool = False  # this host's connection was lost while it lived: its births since were missed
-    dead_bd: int | None = None  # bdSeq of the death taken last: the same death again (its will) is ignored
+    dead_bd: _BdSeq | None = None  # bdSeq of the death taken last: the same death again (its will) is ignored
     run: int = 0  # data messages in sequence since its birth or last gap: a gap after one asks a rebirth
     # born by a retained birth only (the broker's copy, of unknown age), no live message since: commands wait
     unproven: bool = False
@@ -563,12 +563,52 @@ _TABLES = {sp.DataType.TEMPLATE, sp.DataType.DATASET}  # metrics whose tags are 
 _SEQ_TOPS = frozenset((255, 2**15 - 1, 2**16 - 1, 2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1))
 
 
-def _bd_seq(payload: sp.Payload) -> Any:
-    """The bdSeq metric's value of an NBIRTH or NDEATH (None without one), an integer as its 64 bits on the wire: a
-    birth declaring it Int64 and a death UInt64 (or none) write the same long_value, read -1 and 2**64-1; compared
-    as read, the death did not match its birth and was ignored, the dead node's tags left GOOD."""
-    bd = next((m.value for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
-    return bd % 2**64 if type(bd) is int else bd
+# the bits of a bdSeq declared under each integer type; a 64-bit one under any other (none, Double)
+_BD_BITS: dict[int, int] = {
+    sp.DataType.INT8: 8,
+    sp.DataType.UINT8: 8,
+    sp.DataType.INT16: 16,
+    sp.DataType.UINT16: 16,
+    sp.DataType.INT32: 32,
+    sp.DataType.UINT32: 32,
+}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _BdSeq:
+    """An NBIRTH's or NDEATH's bdSeq as declared: its value and the bits of its datatype. Two are the same bdSeq
+    when they agree in the bits both declare: a birth's Int32 -1 and a death's UInt32 4294967295 (the same
+    int_value on the wire), an Int64 -1 and an Int32 -1 or a UInt64 2**64-1, a Double -1.0 and an Int64 -1.
+    Compared as read, such a death did not match its birth and was ignored, the dead node's tags left GOOD. Two
+    that differ only above the narrower type's bits (an Int8 5 and a UInt16 261) match too: no Sparkplug node
+    sends either (a bdSeq runs 0-255), and a stale will taken as the death is said and asked a rebirth of, where
+    a real death ignored is a fault hidden."""
+
+    value: Any
+    bits: int
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _BdSeq):
+            return NotImplemented
+        if type(self.value) is int and type(other.value) is int:
+            mask = (1 << min(self.bits, other.bits)) - 1
+            return self.value & mask == other.value & mask
+        return bool(self.value == other.value)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+def _bd_seq(payload: sp.Payload) -> _BdSeq | None:
+    """The bdSeq metric of an NBIRTH or NDEATH (None without one), as ``_BdSeq`` compares it: an integral float
+    taken as its integer."""
+    m = next((m for m in payload.metrics if m.name == sp.BDSEQ_METRIC), None)
+    if m is None or m.value is None:
+        return None
+    value = m.value
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    return _BdSeq(value, _BD_BITS.get(m.datatype, 64))
 
 
 def _next_seqs(last: int, restart: int | None = None) -> tuple[int, ...]:
@@ -2091,10 +2131,10 @@ class SparkplugHost:
                 t, node, None, payload, received_at, by_birth=True
             )
         if mt is sp.MessageType.NDEATH:
-            bd = _bd_seq(payload)
-            if bd is not None and node.bd_seq is not None and bd != node.bd_seq:
+            died = _bd_seq(payload)
+            if died is not None and node.bd_seq is not None and died != node.bd_seq:
                 return []  # a stale will from an older session: the node has already re-born
-            if bd is None and node.bd_seq is not None:
+            if died is None and node.bd_seq is not None:
                 # its birth had a bdSeq and this death has none (0 bytes: a tool "clearing" the topic, any client
                 # of a shared broker): it cannot be matched to the current birth, and Sparkplug 3.0 has every
                 # NDEATH carry its birth's bdSeq; taken, it killed the live session (tags BAD, commands refused)
@@ -2104,12 +2144,12 @@ class SparkplugHost:
                     f"NBIRTH's bdSeq is {node.bd_seq}: cannot be matched to the current birth, not taken as a death",
                 )
                 return []
-            if bd is not None and bd == node.dead_bd and not node.alive:
+            if died is not None and died == node.dead_bd and not node.alive:
                 # the will of a node that sent its NDEATH itself before disconnecting: the same death again,
                 # which Sparkplug 3.0 (Operational Behavior, Edge Node Session Termination) says a host MUST
                 # ignore
                 return []
-            node.alive, node.missed, node.dead_bd, node.birth_skipped = False, False, bd, False
+            node.alive, node.missed, node.dead_bd, node.birth_skipped = False, False, died, False
             # the kinds of message it numbered are its session's program's: a node replaced under its name (another
             # maker's numbering its births alone) had each of its data taken as 0, a seq_gap at every one
             node.seq_kinds = frozenset()

@@ -887,17 +887,39 @@ def test_a_node_that_numbers_its_births_but_not_its_data_has_no_gap_at_each_data
     assert errors == ["message_without_seq"] * 3 and sent == []  # before: seq_gap each, a rebirth asked
 
 
-def test_a_death_whose_bdseq_has_its_births_bits_under_another_datatype_is_its_death():
-    """An NBIRTH declaring its bdSeq Int64 and its NDEATH UInt64 (or none) write the same long_value. Read as -1 and
-    2**64-1, the death did not match its birth and was ignored: the dead node's tags stayed GOOD."""
-    pb = sp._pb()
-    h, _, _ = host()
+@pytest.mark.parametrize(
+    "born, died",
+    [
+        ((D.INT64, "long_value", 2**64 - 1), (D.UINT64, "long_value", 2**64 - 1)),
+        (
+            (D.INT32, "int_value", 2**32 - 1),
+            (D.UINT32, "int_value", 2**32 - 1),
+        ),  # Int32 -1, UInt32 4294967295
+        ((D.INT8, "int_value", 2**32 - 1), (D.UINT8, "int_value", 255)),  # Int8 -1, UInt8 255
+        ((D.INT32, "int_value", 2**32 - 1), (D.INT64, "long_value", 2**64 - 1)),  # -1 and -1
+        ((D.DOUBLE, "double_value", -1.0), (D.INT64, "long_value", 2**64 - 1)),  # -1.0 and -1
+        ((D.UINT64, "long_value", 7), (D.UINT8, "int_value", 7)),
+    ],
+)
+def test_a_death_whose_bdseq_has_its_births_bits_under_another_datatype_is_its_death(born, died):
+    """A bdSeq declared under two datatypes with the same bits on the wire (Int64 -1 in the NBIRTH, UInt64
+    2**64-1 in the NDEATH; Int32 -1 and UInt32 4294967295) or the same value (Double -1.0, Int64 -1) is one
+    bdSeq. Compared as read, the death did not match its birth and was ignored: the dead node's tags stayed
+    GOOD. A stale will (another bdSeq) is still ignored, and the log names a bdSeq as its birth declared it."""
+    pb, said = sp._pb(), []
+    h = SparkplugHost("src", SparkplugHostSettings(), lambda t, b: None, lambda r, d: said.append((r, d)))
     nb = pb.Payload(timestamp=1000, seq=0)
-    pb_metric(nb, "bdSeq", None, D.INT64, long_value=2**64 - 1)
+    pb_metric(nb, "bdSeq", None, born[0], **{born[1]: born[2]})
     pb_metric(nb, "T", 1, D.DOUBLE, double_value=1.0)
     h.handle("spBv1.0/g/NBIRTH/n", nb.SerializeToString(), 1.0)
+    stale = pb.Payload(timestamp=1500)
+    pb_metric(stale, "bdSeq", None, died[0], **{died[1]: 3 if died[1] != "double_value" else 3.0})
+    assert h.handle("spBv1.0/g/NDEATH/n", stale.SerializeToString(), 1.5) == []
+    h.handle("spBv1.0/g/NDEATH/n", b"", 1.6)  # no bdSeq: not taken, its birth's named as declared
+    assert said[-1][0] == "missing_field"
+    assert f"NBIRTH's bdSeq is {7 if born[2] == 7 else -1}:" in said[-1][1]  # before: 18446744073709551615
     nd = pb.Payload(timestamp=2000)
-    pb_metric(nd, "bdSeq", None, D.UINT64, long_value=2**64 - 1)
+    pb_metric(nd, "bdSeq", None, died[0], **{died[1]: died[2]})
     (r,) = h.handle("spBv1.0/g/NDEATH/n", nd.SerializeToString(), 2.0)  # before: none, the death ignored
     assert (r.tag, r.quality, r.reason) == ("n/T", Quality.BAD, "node_death")
 
