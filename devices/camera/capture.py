@@ -44,8 +44,11 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   image folder replayed (a dataset may mix sizes), but for a watched drop folder. OpenCV's FFmpeg reader scales
   a stream's or file's frames to the size it opened with: where FFmpeg's log says a new picture size midway
   (``ffmpeg_log._NEW_PICTURE``: MJPEG, H.264), a stream is reopened and a file's pass ends there, said as
-  ``frame_size_changed``; no stretched frame is passed on. Where swscale's context says the frame's own size
-  (FFmpeg 8: ``DecoderErrors.picture``), a line at the size opened with is a new pixel format, read on, and after
+  ``frame_size_changed``; no stretched frame is passed on (grey MJPEG frames too: a decoder's choice of a new
+  picture's format is such a line). Where the decoder's context says the frame's own size (``DecoderErrors.decoded``:
+  H.264, MJPEG), or swscale's (FFmpeg 8: ``DecoderErrors.picture``), a line at the size opened with is a new pixel
+  format, read on; a decoder already at another size when a session's first frame is returned (H.264's delay: a
+  camera's old size's frame first at a connect) has its next frame taken as one after the line; and after
   a reopen for another size a session opened again at the old size has its first frame skipped (the old size's last
   frame a camera serves at each connect); elsewhere a line early after a reopen at the same size is told from a size change by when it comes.
 - ``frozen_after_s`` (default 10 s; ``null``: off): a live camera whose image is identical for that long is
@@ -1451,6 +1454,16 @@ class CameraSource:
             skipped_for = stale_to[0]  # the size its first frame was skipped for (None: not skipped)
             self._reopened_to = None
             self._format_suspect &= same_size_again
+            # the decoder's picture size as OpenCV gives its frames: turned a quarter where it applies a video's
+            # rotation (a phone's: OpenCV opens it at the turned size, and its decoder says the stored one)
+            turned = (
+                cap.get(getattr(cv2, "CAP_PROP_ORIENTATION_AUTO", -1)) > 0
+                and round(cap.get(getattr(cv2, "CAP_PROP_ORIENTATION_META", -1))) % 180 == 90
+            )
+
+            def decoded() -> tuple[int, int] | None:
+                size = errors.decoded
+                return (size[1], size[0]) if size is not None and turned else size
 
             frame_type = getattr(cv2, "CAP_PROP_FRAME_TYPE", None)  # OpenCV 4.9 and later
             damaged_at = [
@@ -1519,7 +1532,10 @@ class CameraSource:
                 comes again within ``_ODD_FRAMES_MAX`` frames (``_Skip`` meanwhile): its frames between are skipped."""
                 retrieved[0] += 1
                 if pictures[0] is None:
-                    pictures[0] = errors.pictures
+                    # where the decoder has begun another size already (H.264's delay: a camera's old size's frame,
+                    # then its new size's key frame, decoded before the first is returned), the next frame is told
+                    # as one after FFmpeg's line, never passed on stretched with nothing said
+                    pictures[0] = errors.pictures - (decoded() not in (None, (w, h)))
                     if (to_size := stale_to[0]) is not None:
                         stale_to[0] = None
                         # not a failed read: counted one, ``max_consecutive_failures: 1`` reopened the camera at it
@@ -1532,10 +1548,14 @@ class CameraSource:
                         )
                     return False
                 new = errors.pictures != pictures[0]
-                # the frame's own size where swscale's context says it (FFmpeg 8 and later), scaled to the size
-                # opened with (its layout read right); None: not said (H.264's line), the line told by when it comes
+                # the frame's own size: the decoder's, read from its context where it chose the new picture's format
+                # (``ffmpeg_log._DECODER_LINES``: a grey MJPEG frame's, H.264's); else where swscale's context says it
+                # (FFmpeg 8 and later), scaled to the size opened with (its layout read right); None: not said, the
+                # line told by when it comes
                 sizes = errors.picture if new else None
                 own = sizes[0] if sizes is not None and sizes[1] == (w, h) else None
+                if new and decoded() is not None:
+                    own = decoded()
                 if held[0]:  # a file's frames after the line: back at its size, or still another one
                     if new and own in (None, (w, h)):
                         pictures[0], n, held[0] = errors.pictures, held[0], 0

@@ -15,8 +15,12 @@ its logging context does where libswscale makes it public (9, FFmpeg 8, and late
 ``src_h``, ``dst_w``, ``dst_h``): read as ``picture``, so that a new scaling context for a new pixel format at the same
 size (an MJPEG camera changing its chroma subsampling) is told from one for a new size (``_scaled_sizes``).
 
-Only the format string and the logging context's name (the codec's) are read, never the ``va_list``: nothing
-depends on how a CPU passes one. When the callback cannot be installed (no libavutil of OpenCV's found: a wheel
+A decoder's lines for a new picture (``_DECODER_LINES``: H.264's reinit, and the DEBUG line of any decoder choosing
+a new picture's format, which ``_native_filter`` lets through: an MJPEG decoder's only line when grey frames change
+size, where swscale says nothing) have their context's picture size read (``DecoderErrors.decoded``, through
+libavutil's ``av_opt_get_image_size``: the picture's own size, not H.264's coded size padded to 16).
+Only the format string, the logging context's name (the codec's) and such sizes are read, never the ``va_list``:
+nothing depends on how a CPU passes one. When the callback cannot be installed (no libavutil of OpenCV's found: a wheel
 that links FFmpeg statically, as on Windows; or ``OPENCV_FFMPEG_LOGLEVEL`` / ``OPENCV_FFMPEG_DEBUG`` set, which
 ask for FFmpeg's own log), that is said once and FFmpeg's log is set quiet (unless those variables are set);
 damaged frames are then not told from whole ones, but a file that ends short of the frames its header declares
@@ -72,7 +76,15 @@ _NOT_DAMAGE = frozenset((b"mmco: unref short failure\n", b"SEI type %d size %d t
 # measured, WARNING); FFmpeg's H.264 decoder logs a reinit when a new sequence parameter set changes the size (VERBOSE
 # in FFmpeg 6 and later, INFO before; measured: twice at the open, then at the change)
 _SWS_LINE = b"deprecated pixel format used, make sure you did set range correctly\n"
-_NEW_PICTURE = frozenset((_SWS_LINE, b"Reinit context to %dx%d, pix_fmt: %s\n"))
+_REINIT_LINE = b"Reinit context to %dx%d, pix_fmt: %s\n"
+# a decoder (libavcodec's ``ff_get_format``: MJPEG, H.264, most others) choosing the pixel format of a new picture
+# size or format, a DEBUG line: the only one an MJPEG decoder logs when a grey (one-component) JPEG changes size,
+# as swscale warns only of a colour (full-range YUV) one. It reaches the callback past ``_native_filter``
+_GET_FORMAT_LINE = b"Format %s chosen by get_format().\n"
+_NEW_PICTURE = frozenset((_SWS_LINE, _REINIT_LINE, _GET_FORMAT_LINE))
+# lines logged by a decoder's context (an ``AVCodecContext``), whose size (``video_size``: its ``width`` and
+# ``height``, the picture's own, not the coded size padded to 16) is the new picture's when they are logged
+_DECODER_LINES = frozenset((_REINIT_LINE, _GET_FORMAT_LINE))
 # libswscale 9 (FFmpeg 8) made ``SwsContext`` public, its layout then part of the ABI: on a 64-bit build (two
 # pointers, an unsigned, two doubles, four ints before them) ``src_w, src_h, dst_w, dst_h`` are at these bytes. Only
 # the majors whose layout was checked (9; 10, FFmpeg 8's OpenCV 5 wheel): a major bump may change the layout
@@ -80,21 +92,24 @@ _NEW_PICTURE = frozenset((_SWS_LINE, b"Reinit context to %dx%d, pix_fmt: %s\n"))
 _SWS_PUBLIC_MAJORS = frozenset((9, 10))
 _SWS_SIZES_AT = 56
 _sws_public: list[bool] = [False]  # the installed libswscale's context is read (``_install``)
+_opt_image_size: list[Any] = []  # libavutil's ``av_opt_get_image_size`` (``_install``)
 
 
 class DecoderErrors:
     """FFmpeg's error-level lines logged on one thread: how many, and the last one (its text); and how many lines said
     a new picture size or format (``_NEW_PICTURE``: the first frame's, then each change), with the last one's
     ``picture``: the frame's own size and the size it is scaled to ((width, height), (width, height)), where swscale's
-    context says them, else None (H.264's line; an FFmpeg before 8)."""
+    context says them, else None (H.264's line; an FFmpeg before 8); and ``decoded``: the size of the last new
+    picture a decoder said (``_DECODER_LINES``, read from its context), None before one or where it is not read."""
 
-    __slots__ = ("count", "last", "pictures", "picture")
+    __slots__ = ("count", "last", "pictures", "picture", "decoded")
 
     def __init__(self) -> None:
         self.count = 0
         self.last = ""
         self.pictures = 0
         self.picture: tuple[tuple[int, int], tuple[int, int]] | None = None
+        self.decoded: tuple[int, int] | None = None
 
 
 _by_thread: dict[int, DecoderErrors] = {}
@@ -146,13 +161,31 @@ def _scaled_sizes(avcl: int | None) -> tuple[tuple[int, int], tuple[int, int]] |
     return (sw, sh), (dw, dh)
 
 
+def _decoder_size(avcl: int | None) -> tuple[int, int] | None:
+    """The picture size of the decoder context logging a line (its ``video_size`` option, read through libavutil's
+    option table: no layout of ours), where it reads and FFmpeg allows it; else None."""
+    if not (_opt_image_size and avcl):
+        return None
+    w, h = ctypes.c_int(0), ctypes.c_int(0)
+    try:
+        if _opt_image_size[0](avcl, b"video_size", 0, ctypes.byref(w), ctypes.byref(h)) != 0:
+            return None
+    except (ValueError, OSError):
+        return None
+    return (w.value, h.value) if 0 < w.value <= 65535 and 0 < h.value <= 65535 else None
+
+
 def _on_log(avcl: int | None, level: int, fmt: bytes | None, _args: int | None) -> None:
     if level > _AV_LOG_ERROR:
-        if level <= _AV_LOG_VERBOSE and fmt in _NEW_PICTURE:
+        if fmt in _NEW_PICTURE and (level <= _AV_LOG_VERBOSE or fmt == _GET_FORMAT_LINE):
             errors = _by_thread.get(threading.get_ident())
             if errors is not None:
                 errors.pictures += 1
-                errors.picture = _scaled_sizes(avcl) if fmt == _SWS_LINE else None
+                if fmt == _SWS_LINE:
+                    errors.picture = _scaled_sizes(avcl)
+                else:
+                    errors.picture = None
+                    errors.decoded = _decoder_size(avcl)
         return
     if fmt in _NOT_DAMAGE:
         return
@@ -246,12 +279,16 @@ def _install() -> str:
         callback = _CALLBACK(_on_log)
         lib.av_log_set_callback.argtypes = [_CALLBACK]
         lib.av_log_set_callback.restype = None
+        opt = lib.av_opt_get_image_size  # (libavutil 51 and later: every FFmpeg OpenCV builds with)
+        opt.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        opt.restype = ctypes.c_int
         native, why = _native_filter(callback)
         lib.av_log_set_callback(native or callback)
     except (OSError, AttributeError) as exc:
         os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET: no raw line on the agent's stderr
         return f"{exc}; FFmpeg's log set quiet"
     _installed.append(callback)
+    _opt_image_size.append(opt)
     _in_python.append(why)
     _sws_public[0] = _swscale_public()
     if native is not None:
@@ -260,15 +297,25 @@ def _install() -> str:
     return ""
 
 
-# x86-64 System V (the level in esi): endbr64 (a no-op but where indirect branch tracking asks for it); cmp esi,
-# AV_LOG_VERBOSE; jg ret; jmp [rip+1] (to the callback, as if FFmpeg had called it); ret; then the callback's address.
-# Debug and trace lines (an MJPEG decoder's some 30 a frame) return here; warnings, information and verbose lines
-# (none a frame for the MJPEG and MPEG-4 streams measured: a stream's open, a new picture size) reach ``_on_log``,
-# which keeps errors and ``_NEW_PICTURE``
+# x86-64 System V (the level in esi, the format string in rdx; rcx, the ``va_list``, untouched): endbr64 (a no-op but
+# where indirect branch tracking asks for it); a line up to AV_LOG_VERBOSE jumps to the callback (jmp [rip+1], as if
+# FFmpeg had called it); a line above it only when its format string is ``_GET_FORMAT_LINE`` (compared byte by byte
+# up to its end, never read past the line's own end), else ret. Then the callback's address, then that string.
+# Debug and trace lines (an MJPEG decoder's some 30 a frame) return here but a decoder's choice of a new picture's
+# format (once at the open, then at a change); warnings, information and verbose lines (none a frame for the MJPEG
+# and MPEG-4 streams measured: a stream's open, a new picture size) reach ``_on_log``, which keeps errors and
+# ``_NEW_PICTURE``
 _X86_64_FILTER = (
     bytes((0xF3, 0x0F, 0x1E, 0xFA))  # endbr64
-    + bytes((0x83, 0xFE, _AV_LOG_VERBOSE, 0x7F, 0x06))  # cmp esi, AV_LOG_VERBOSE; jg ret
-    + bytes((0xFF, 0x25, 0x01, 0x00, 0x00, 0x00, 0xC3))  # jmp [rip+1]; ret
+    + bytes((0x83, 0xFE, _AV_LOG_VERBOSE, 0x7E, 0x24))  # cmp esi, AV_LOG_VERBOSE; jle call
+    + bytes((0x48, 0x85, 0xD2, 0x74, 0x25))  # test rdx, rdx; jz ret
+    + bytes((0x48, 0x8D, 0x05, 0x27, 0x00, 0x00, 0x00))  # lea rax, [rip+39] (the string)
+    + bytes((0x45, 0x31, 0xD2))  # xor r10d, r10d
+    + bytes((0x46, 0x0F, 0xB6, 0x1C, 0x10))  # loop: movzx r11d, byte [rax+r10]
+    + bytes((0x46, 0x3A, 0x1C, 0x12, 0x75, 0x10))  # cmp r11b, byte [rdx+r10]; jne ret
+    + bytes((0x45, 0x85, 0xDB, 0x74, 0x05))  # test r11d, r11d; jz call (both ended: the same string)
+    + bytes((0x49, 0xFF, 0xC2, 0xEB, 0xEB))  # inc r10; jmp loop
+    + bytes((0xFF, 0x25, 0x01, 0x00, 0x00, 0x00, 0xC3))  # call: jmp [rip+1]; ret
 )
 
 
@@ -303,7 +350,7 @@ def _native_filter(callback: Any) -> tuple[Any, str]:
         if at in (None, ctypes.c_void_p(-1).value):
             return None, f"executable memory not made: mmap: {os.strerror(ctypes.get_errno())}"
         target = ctypes.cast(callback, ctypes.c_void_p).value or 0
-        code = _X86_64_FILTER + target.to_bytes(8, "little")
+        code = _X86_64_FILTER + target.to_bytes(8, "little") + _GET_FORMAT_LINE + b"\0"
         ctypes.memmove(at, code, len(code))
         if libc.mprotect(at, page, read | execute) != 0:
             errno = ctypes.get_errno()

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import http.server
 import logging
+import re
 import struct
 import threading
 from pathlib import Path
@@ -30,16 +31,19 @@ pytestmark = pytest.mark.usefixtures("hooked")  # FFmpeg's log read
 
 CHANGE_AT, FRAMES = 4, 10
 FIRST, THEN = (160, 120), (320, 180)
+H264 = Path(__file__).parents[1] / "fixtures" / "video" / "size_change_160x120_to_320x180.h264"
 
 
 def _level(img: np.ndarray) -> int:
     return round((float(img.mean()) - 40) / 20)
 
 
-def _changing_video(path: Path, then=THEN, replaced=range(CHANGE_AT, FRAMES), params=()) -> Path:
+def _changing_video(
+    path: Path, then=THEN, replaced=range(CHANGE_AT, FRAMES), params=(), grey: bool = False
+) -> Path:
     """An MJPEG AVI of FRAMES frames, frame i grey at 20*i+40: 160x120 (noisy), but the ``replaced`` ones (from
-    CHANGE_AT on) of size ``then`` (flat, encoded with ``params``), each padded with a comment to its chunk's
-    length so that the AVI's index still holds."""
+    CHANGE_AT on) of size ``then`` (flat, encoded with ``params``; one-component JPEGs where ``grey``), each padded
+    with a comment to its chunk's length so that the AVI's index still holds."""
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, FIRST)
     rng = np.random.default_rng(3)
     for i in range(FRAMES):
@@ -50,9 +54,8 @@ def _changing_video(path: Path, then=THEN, replaced=range(CHANGE_AT, FRAMES), pa
     chunks = [i for i in range(movi, len(data) - 4) if data[i : i + 4] == b"00dc"]
     for i in replaced:
         n = struct.unpack_from("<I", data, chunks[i] + 4)[0]
-        jpg = cv2.imencode(".jpg", np.full((then[1], then[0], 3), 20 * i + 40, np.uint8), list(params))[
-            1
-        ].tobytes()
+        flat = np.full((then[1], then[0]) if grey else (then[1], then[0], 3), 20 * i + 40, np.uint8)
+        jpg = cv2.imencode(".jpg", flat, list(params))[1].tobytes()
         pad = n - len(jpg) - 4
         data[chunks[i] + 8 : chunks[i] + 8 + n] = (
             jpg[:2] + b"\xff\xfe" + struct.pack(">H", pad + 2) + bytes(pad) + jpg[2:]
@@ -130,8 +133,28 @@ async def _read_served(
         server.server_close()
 
 
-async def test_a_video_file_whose_frames_change_size_ends_its_pass_there_not_stretched(tmp_path, caplog):
-    video = _changing_video(tmp_path / "change.avi")
+async def _reopened_4_more_times(frames: list, src: CameraSource) -> None:
+    """The frames ``src`` passes on (into ``frames``) while it is reopened 4 more times for a change of size."""
+
+    async def collect() -> None:
+        async for f in src.items():
+            frames.append(f)
+
+    task = asyncio.create_task(collect())
+    try:
+        await until(lambda: src.stats.errors_by_reason.get("frame_size_changed", 0) >= 2 * 5, 30, "reopens")
+    finally:
+        task.cancel()
+
+
+@pytest.mark.parametrize("grey", [False, True], ids=["colour", "grey"])
+async def test_a_video_file_whose_frames_change_size_ends_its_pass_there_not_stretched(
+    tmp_path, caplog, grey
+):
+    """Grey JPEGs after colour ones (a camera switched to monochrome and to another size): swscale says nothing of a
+    grey picture, and the 320x180 grey frames were passed on stretched to 160x120, never counted. The decoder's
+    own size, read where it chooses the new picture's format, says it."""
+    video = _changing_video(tmp_path / "change.avi", grey=grey)
     src = CameraSource("line", CameraSettings(url=str(video), fps=100, frozen_after_s=None, loop=True))
     caplog.set_level(logging.WARNING, "devices.camera.capture")
     frames = await _read(src, 2 * CHANGE_AT)
@@ -187,8 +210,9 @@ async def test_a_stream_changing_its_chroma_subsampling_alone_is_read_on(
     and later), the line at the size opened with is read on, never reopened for. Where it does not, such a camera,
     opened again at the size it had twice in a row, the line again in its first frames each time, is read on, said
     once (its changes of size while open are then not told)."""
-    if not sizes_said:
+    if not sizes_said:  # (nor the decoder's: a line whose context says no size)
         monkeypatch.setattr(ffmpeg_log, "_sws_public", [False])
+        monkeypatch.setattr(ffmpeg_log, "_opt_image_size", [])
     elif not ffmpeg_log._sws_public[0]:
         pytest.skip("this FFmpeg's swscale keeps its context's sizes to itself (before FFmpeg 8)")
     video = _changing_video(
@@ -232,20 +256,7 @@ async def test_a_camera_serving_its_old_size_at_each_connect_never_has_its_new_s
     first = _changing_video(tmp_path / "first.avi").read_bytes()
     stale = _changing_video(tmp_path / "stale.avi", replaced=range(1, FRAMES)).read_bytes()
     frames: list = []
-
-    async def sessions(src: CameraSource) -> None:  # the frames passed on while it is reopened 4 more times
-        async def collect() -> None:
-            async for f in src.items():
-                frames.append(f)
-
-        task = asyncio.create_task(collect())
-        try:
-            await until(
-                lambda: src.stats.errors_by_reason.get("frame_size_changed", 0) >= 2 * 5, 20, "reopens"
-            )
-        finally:
-            task.cancel()
-
+    sessions = functools.partial(_reopened_4_more_times, frames)
     src, first_frames = await _read_served(
         _camera([first, stale]),
         "line.avi",
@@ -275,6 +286,7 @@ async def test_a_stream_reopened_at_the_size_it_had_still_has_a_later_change_of_
     reopening now: a change of size within the first frames after one (frame 3) is reopened for, as a later one.
     (Where swscale's context says the frame's size, a change of chroma is never reopened for: as before FFmpeg 8.)"""
     monkeypatch.setattr(ffmpeg_log, "_sws_public", [False])
+    monkeypatch.setattr(ffmpeg_log, "_opt_image_size", [])  # nor the decoder's
     once_444 = _changing_video(
         tmp_path / "once_444.avi",
         then=FIRST,
@@ -324,6 +336,58 @@ async def test_an_h264_stream_whose_frames_change_size_ends_its_pass_there_not_s
     assert src.stats.errors_by_reason == {"frame_size_changed": 1}
     said = [r.getMessage() for r in caplog.records if "frame_size_changed" in r.getMessage()]
     assert said and "(160x120), stretched: the rest of this pass is skipped, never read" in said[0], said
+
+
+def _h264_old_size_first() -> bytes:
+    """The H.264 fixture's first frame at 160x120 (its access unit: delimiter, parameter sets, key frame), then its
+    320x180 half: a camera switched to 320x180 that serves its old size's last frame first at each connect."""
+    data = H264.read_bytes()
+    units = [m.start() for m in re.finditer(b"\x00\x00\x00\x01\x09", data)]  # access unit delimiters: 8 + 8
+    return data[: units[1]] + data[units[8] :]
+
+
+async def test_an_h264_camera_serving_its_old_size_at_each_connect_never_has_its_new_size_stretched():
+    """H.264's line for a new picture says no size (its values are in the ``va_list``): such a camera, reopened
+    twice at its old size with the line at once, was taken for one changing pixel format; size changes were no
+    longer looked for and every later 320x180 frame was passed on stretched to 160x120. The decoder's own size,
+    read from its context (not its coded size, padded to 16: 320x192), tells it: each connect is reopened for,
+    none stretched, and said on /status."""
+    frames: list = []
+    sessions = functools.partial(_reopened_4_more_times, frames)
+    src, first_frames = await _read_served(
+        _camera([H264.read_bytes(), _h264_old_size_first()]),
+        "line.h264",
+        4,
+        reconnect_max_s=0.2,
+        then=sessions,
+    )
+    assert {f.image.shape[:2] for f in [*first_frames, *frames]} == {(120, 160)}
+    assert len(frames) <= 4, len(frames)  # the first session's last frames before its change, none after
+    assert "size_changes_unseen" not in src.notices.status()
+    assert "320x180 are never read" in src.notices.status()["old_size_at_connect"]["message"]
+
+
+async def test_a_turned_video_file_is_read_whole_at_its_turned_size(tmp_path):
+    """A phone's video stored at 160x120 with a quarter turn in its track header: OpenCV opens it at 120x160 and
+    turns each frame; its decoder says the stored size, which is no change of size."""
+    out = cv2.VideoWriter(str(tmp_path / "turned.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, FIRST)
+    for i in range(FRAMES):
+        out.write(np.full((FIRST[1], FIRST[0], 3), 20 * i + 40, np.uint8))
+    out.release()
+    data = bytearray((tmp_path / "turned.mp4").read_bytes())
+    at = (
+        data.find(b"tkhd") + 4 + 4 + 20 + 8 + 8
+    )  # version 0: its times, track, duration; layer, volume: the matrix
+    struct.pack_into(">9i", data, at, 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    (tmp_path / "turned.mp4").write_bytes(bytes(data))
+    src = CameraSource("line", CameraSettings(url=str(tmp_path / "turned.mp4"), fps=100, frozen_after_s=None))
+    await src.start()
+    try:
+        frames = [f async for f in src.items()]  # a file not looped: it ends
+    finally:
+        await src.stop()
+    assert [(_level(f.image), f.image.shape[:2]) for f in frames] == [(i, (160, 120)) for i in range(FRAMES)]
+    assert src.stats.errors_by_reason == {}
 
 
 def test_swscale_contexts_sizes_are_read_where_its_layout_is_public_and_nothing_else_is(monkeypatch):

@@ -445,7 +445,9 @@ def test_debug_lines_never_enter_python_and_of_the_others_only_errors_and_new_pi
     each took the GIL in the callback, which a busy Python thread beside the reader holds (a 5 MP frame's grab
     once measured at 2x as long: bench/RESULTS.md), and a capture's worker threads dropped without release() hung
     the process on it. On Linux x86-64 machine code in front of it returns on debug and trace lines; an error line
-    is counted, and of the warning, information and verbose lines only those saying a new picture size."""
+    is counted, and of the warning, information and verbose lines only those saying a new picture size. Of the
+    debug lines one passes: a decoder's choice of a new picture's format, the only line an MJPEG decoder logs when
+    grey frames change size (compared whole: a line only beginning so returns there)."""
     if sys.platform != "linux" or platform.machine() != "x86_64":
         pytest.skip("no machine-code filter on this platform: Python filters the lines")
     assert ffmpeg_log._filtered, ffmpeg_log.filtered_in_python()  # refused here: said, not skipped
@@ -456,12 +458,20 @@ def test_debug_lines_never_enter_python_and_of_the_others_only_errors_and_new_pi
         with ffmpeg_log.watching() as errors:
             for level in (48, 56):  # DEBUG, TRACE
                 lib.av_log(None, level, b"marker=%x avail_size_in_buf=%d\n", 0xD8, 100)
+            # nor a line that only begins as, or goes on past, a decoder's choice of a new picture's format
+            lib.av_log(None, 48, b"Format %s chosen by get_format()", b"gray")
+            lib.av_log(None, 48, b"Format %s chosen by get_format().\n?", b"gray")
+            lib.av_log(None, 48, b"F", b"gray")
             debug = entered.count("_on_log")
+            lib.av_log(
+                None, 48, b"Format %s chosen by get_format().\n", b"gray"
+            )  # but that choice: a new picture
+            chosen = entered.count("_on_log")
             for level in (24, 32, 40):  # WARNING, INFO, VERBOSE
                 lib.av_log(None, level, b"marker=%x avail_size_in_buf=%d\n", 0xD8, 100)
             lib.av_log(None, 40, b"Reinit context to %dx%d, pix_fmt: %s\n", 1920, 1080, b"yuv420p")
             lib.av_log(None, 16, b"error count: %d\n", 64)  # AV_LOG_ERROR
     finally:
         sys.setprofile(None)
-    assert debug == 0 and entered.count("_on_log") == 5
-    assert errors.count == 1 and errors.last == "error count: <n>" and errors.pictures == 1
+    assert debug == 0 and chosen == 1 and entered.count("_on_log") == 6
+    assert errors.count == 1 and errors.last == "error count: <n>" and errors.pictures == 2
