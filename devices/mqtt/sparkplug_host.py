@@ -547,6 +547,8 @@ _FIELD_NAME = {
     float: "a floating-point field",
     bool: "boolean_value",
     str: "string_value",
+    # an Int32's or Double's value in bytes_value (an encoder packing a number's bytes): said to be a Bytes metric
+    bytes: "bytes_value",
 }
 _DDATA = sp.MessageType.DDATA
 
@@ -3199,16 +3201,19 @@ class SparkplugHost:
                     undefined.append((dev, flat, typed, not _stated(leaf)))  # a Template member's
                     continue
                 if isinstance(v, bytes) and not leaf.is_null:  # an array (by its birth's type), Bytes or File
+                    packed, kind = v, leaf.datatype or node.types.get((dev, flat), 0)
                     try:
-                        v = sp.array_value(v, leaf.datatype or node.types.get((dev, flat), 0))
+                        v = sp.array_value(v, kind)
                     except CodecError as e:
                         self._on_error(
                             e.reason, f"{t.group}/{t.edge_node}/{dev or ''}: metric {flat!r}: {e.detail}"
                         )
                         continue
-                    if v is None:  # Bytes, File: no reading to make (a StringArray is JSON text)
-                        unsupported = unsupported or flat
+                    if v is None and ((field := _FIELD_OF.get(kind)) is None or field[0] is bytes):
+                        unsupported = unsupported or flat  # Bytes, File: no reading to make
                         continue
+                    if v is None:  # an Int32's or Double's bytes: wrong_type below, not a Bytes metric's
+                        v = packed
                 elif v is None and leaf.datatype in _UNREAD:  # DataSet, File without a value (an extension)
                     unsupported = unsupported or flat
                     continue
@@ -3276,7 +3281,13 @@ class SparkplugHost:
                         or _ARRAY_TYPES.get(typed)
                         or datatype_name(sp.DataType(typed))
                     )
-                    came = repr(v) if type(v) is not str else shown_topic(v)
+                    came = (
+                        shown_topic(v)
+                        if type(v) is str
+                        else f"of {len(v)} bytes"
+                        if type(v) is bytes
+                        else repr(v)
+                    )
                     how = (
                         "stated in its " + t.message_type.value
                         if dt and dt == leaf.datatype

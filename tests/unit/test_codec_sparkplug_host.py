@@ -964,3 +964,28 @@ def test_a_node_replaced_under_its_name_by_one_numbering_its_births_alone_has_no
             "spBv1.0/g/DDATA/n/m", sp.encode(sp.Payload(ts, None, [sp.Metric(None, 10, D.DOUBLE, 1.0)])), 4.0
         )
     assert errors == ["message_without_seq"] * 3 and sent == []  # before: seq_gap each, a rebirth asked
+
+
+def test_a_numbers_value_packed_in_bytes_value_is_wrong_type_not_said_to_be_a_bytes_metric():
+    """An Int32 or a Double whose value came in bytes_value (an encoder packing the number's bytes) gave no reading
+    and was said to be 'a Bytes or File metric', which it is not: now counted wrong_type naming its datatype and
+    the field, in its birth and in data, its bytes by their number. A Bytes metric is still said to give no
+    reading."""
+    pb, notes = sp._pb(), []
+    h, _, errors = host()
+    h.on_notice = lambda key, msg, n=1, cause=None: notes.append(key)
+    nb = pb.Payload(timestamp=1000, seq=0)
+    pb_metric(nb, "bdSeq", None, D.INT64, long_value=0)
+    pb_metric(nb, "count", 1, D.INT32, bytes_value=(7).to_bytes(4, "little"))
+    pb_metric(nb, "speed", 2, D.DOUBLE, bytes_value=b"\0" * 8)
+    pb_metric(nb, "T", 3, D.DOUBLE, double_value=1.0)
+    assert [r.tag for r in h.handle("spBv1.0/g/NBIRTH/n", nb.SerializeToString(), 1.0)] == ["n/T"]
+    assert errors == ["wrong_type", "wrong_type"] and notes == []  # before: [] and unsupported_metric
+    nd = pb.Payload(timestamp=1100, seq=1)
+    pb_metric(nd, None, 1, None, bytes_value=b"\xff" * 100_000)
+    assert h.handle("spBv1.0/g/NDATA/n", nd.SerializeToString(), 1.1) == []
+    assert errors[-1] == "wrong_type"
+    nd = pb.Payload(timestamp=1200, seq=2)
+    pb_metric(nd, "blob", None, D.BYTES, bytes_value=b"\x01")
+    assert h.handle("spBv1.0/g/NDATA/n", nd.SerializeToString(), 1.2) == []
+    assert errors.count("wrong_type") == 3 and notes == ["unsupported_metric"]
