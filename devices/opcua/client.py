@@ -3613,6 +3613,9 @@ class OpcUaSource:
         self._recheck_again: dict[str, bool] = {}
         # a BaseDataType write target's node_id -> when the value it holds was last read (``write_misfit``)
         self._held_at: dict[str, float] = {}
+        # BaseDataType write targets whose held value was asked for while a read of it ran (``_reheld``): read once
+        # more after that one, which may have been answered before the PLC retyped the node
+        self._reheld_again: set[str] = set()
         # unwatched write targets whose attributes the Read before a write found unchanged: (the session, when asked)
         self._pre_checked: dict[str, tuple[object, float]] = {}
         # ... -> (monotonic time of the last change of what it holds seen by a re-read, changes not said since)
@@ -4082,6 +4085,7 @@ class OpcUaSource:
             task.cancel()
         self._target_checks.clear()
         self._recheck_again.clear()
+        self._reheld_again.clear()
         self._target_nodes.clear()
         self._target_access.clear()
         self.targets_watched = 0
@@ -5951,48 +5955,67 @@ class OpcUaSource:
     def _reheld(self, node_id: str) -> None:
         """Read again the value a BaseDataType write target holds, unless it was read (by a write, a check,
         or this) less than ``HELD_RECHECK_S`` ago; a type or shape other than the one kept replaces it and
-        the target is judged again (``_recheck``: ``target_errors``, said)."""
+        the target is judged again (``_recheck``: ``target_errors``, said). Asked while a read of it runs, it is
+        read once more after that one, ``HELD_RECHECK_S`` after that one began: the running read may have been
+        answered before the PLC retyped the node, and dropped, the ask left the type before the retype judging
+        the outputs' values (an edge's reset refused by it, not written) until a later refusal asked again, which
+        a line whose outputs had stopped never made."""
         client, key = self._client, f"held:{node_id}"
-        if client is None or self.state is not ConnectionState.CONNECTED or key in self._target_checks:
+        if client is None or self.state is not ConnectionState.CONNECTED:
+            return
+        if key in self._target_checks:
+            self._reheld_again.add(node_id)
             return
         if time.monotonic() - self._held_at.get(node_id, -math.inf) < HELD_RECHECK_S:
             return
-        self._held_at[node_id] = time.monotonic()
 
         async def reread() -> None:
             try:
-                node = await _node(client, node_id, self._resolved, self._resolve)
-                async with self._write_lock(node):  # a write's own read of the node is not overwritten
-                    nt = self._types.get(node_id)
-                    if nt is None or not _held_judges(nt):
+                while True:
+                    began = self._held_at[node_id] = time.monotonic()
+                    await self._held_again(client, node_id)
+                    if node_id not in self._reheld_again or self._client is not client:
                         return
-                    async with asyncio.timeout(self.settings.connect_timeout_s):
-                        held = await _held(node, (nt.held, nt.held_shape))
-                    if nt.vtype is not ua.VariantType.Variant:
-                        held = (
-                            held[0],
-                            None,
-                        )  # an abstract numeric node: only its type is kept (``_node_type``)
-                    self._held_at[node_id] = time.monotonic()
-                    if self._types.get(node_id) is not nt or held == (nt.held, nt.held_shape):
+                    self._reheld_again.discard(node_id)
+                    await asyncio.sleep(max(0.0, began + HELD_RECHECK_S - time.monotonic()))
+                    if self._client is not client or self.state is not ConnectionState.CONNECTED:
                         return
-                    self._types[node_id] = dataclasses.replace(
-                        nt, held=held[0], held_shape=held[1], held_unread=None
-                    )
-                    if _form(held) == _form((nt.held, nt.held_shape)):
-                        return  # an array's lengths alone (a buffer that grows) judge nothing: kept quietly
-                shown = (
-                    "nothing" if held[0] is None else held[0].name + (f" {list(held[1])}" if held[1] else "")
-                )
-                self._recheck(node_id, quiet=not self._held_said(node_id, shown))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the session lost meanwhile, a timeout: read again at a later refusal
-                log.debug("opcua source %s: %s's held value not read again: %r", self.name, node_id, e)
             finally:
                 self._target_checks.pop(key, None)
+                self._reheld_again.discard(node_id)
 
         self._target_checks[key] = asyncio.get_running_loop().create_task(reread())
+
+    async def _held_again(self, client: Client, node_id: str) -> None:
+        """One read of ``_reheld``: what ``node_id`` holds now; a type or shape other than the one kept replaces it
+        and the target is judged again."""
+        try:
+            node = await _node(client, node_id, self._resolved, self._resolve)
+            async with self._write_lock(node):  # a write's own read of the node is not overwritten
+                nt = self._types.get(node_id)
+                if nt is None or not _held_judges(nt):
+                    return
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    held = await _held(node, (nt.held, nt.held_shape))
+                if nt.vtype is not ua.VariantType.Variant:
+                    held = (
+                        held[0],
+                        None,
+                    )  # an abstract numeric node: only its type is kept (``_node_type``)
+                self._held_at[node_id] = time.monotonic()
+                if self._types.get(node_id) is not nt or held == (nt.held, nt.held_shape):
+                    return
+                self._types[node_id] = dataclasses.replace(
+                    nt, held=held[0], held_shape=held[1], held_unread=None
+                )
+                if _form(held) == _form((nt.held, nt.held_shape)):
+                    return  # an array's lengths alone (a buffer that grows) judge nothing: kept quietly
+            shown = "nothing" if held[0] is None else held[0].name + (f" {list(held[1])}" if held[1] else "")
+            self._recheck(node_id, quiet=not self._held_said(node_id, shown))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the session lost meanwhile, a timeout: read again at a later refusal
+            log.debug("opcua source %s: %s's held value not read again: %r", self.name, node_id, e)
 
     def _held_said(self, node_id: str, shown: str) -> bool:
         """A re-read (``_reheld``) found ``node_id`` holding another kind or shape (``shown``): said at INFO

@@ -312,3 +312,45 @@ async def test_an_output_to_a_node_that_takes_and_refuses_its_value_in_turn_is_s
         await srv.stop()
     said = [r.getMessage() for r in caplog.records if "'lamp' failed" in r.getMessage()]
     assert len(said) == 2, said  # the first, and the first after a success; the rest within the burst
+
+
+async def test_a_retype_asked_about_while_the_held_value_is_read_is_read_once_more_after(monkeypatch):
+    """A BaseDataType target's held value is read again when an output's value is refused by the type it held; an
+    ask made while such a read ran was dropped. The running read may have been answered before the PLC retyped the
+    node: it kept the String, and the reset was judged by it (refused, not written) until another refusal asked
+    again, which a line whose outputs had stopped never made. Now the ask is kept and the value read once more after
+    the running read, with nothing else asking."""
+    monkeypatch.setattr(opcua_client, "HELD_RECHECK_S", 0.0)
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    state = await _any_state(srv, idx, obj)  # holds the String "idle"
+    await srv.start()
+    node_id = f"ns={idx};s=State"
+    src = OpcUaSource("plc", _patient_config(port).sources["plc"])
+    src.expect_writes([(node_id, True), (node_id, False)])
+    held, answered, release = opcua_client._held, asyncio.Event(), asyncio.Event()
+
+    async def held_then_waits(node, unread):  # the first read again is answered, then held at the source
+        got = await held(node, unread)
+        if not answered.is_set():
+            answered.set()
+            await release.wait()
+        return got
+
+    await src.start()
+    try:
+        await until(lambda: node_id in src.target_errors, 30, "the String it holds judged at connect")
+        monkeypatch.setattr(opcua_client, "_held", held_then_waits)
+        assert src.write_misfit(node_id, False, after=True) is not None  # refused by the String: read again
+        await until(answered.is_set, 30, "the held value read (a String)")
+        await _holds(state, ua.Variant(False, VT.Boolean))  # the PLC retypes the node after that answer
+        assert src.write_misfit(node_id, False, after=True) is not None  # still the String: asked again
+        release.set()
+        # was: never, nothing asking again
+        await until(lambda: src._types[node_id].held is VT.Boolean, 30, "the Boolean read again")
+        await until(lambda: node_id not in src.target_errors, 30, "the target judged again")
+        assert src.write_misfit(node_id, False, after=True) is None
+    finally:
+        release.set()
+        await src.stop()
+        await srv.stop()
