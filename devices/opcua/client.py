@@ -5713,9 +5713,15 @@ class OpcUaSource:
         return sub
 
     async def _heartbeat(self) -> None:
-        """The watchdog output: toggled (or counted up) every period while the session is up."""
+        """The watchdog output: toggled (or counted up) every period while the session is up. A beat starts a period
+        after the one before started, not a period after its Read and Write ended: slept a whole period after them,
+        beats came a period and two round trips apart, and a PLC watchdog set near the period tripped on a healthy,
+        slow PLC. A beat that takes longer than the period (a PLC answering slowly, a Read held up to
+        ``connect_timeout_s``) is followed by the next one at once, and the next after that a period later: the
+        beats missed meanwhile are not made up in a burst, so the PLC sees the gap its watchdog is there to see."""
         hb = self.settings.heartbeat
         assert hb is not None
+        loop = asyncio.get_running_loop()
         n = 0
         said: set[str] = set()  # kinds of refusal logged since the last heartbeat written
         # why the heartbeat is held, as said: the session before's too (its task cancelled while held), else a hold
@@ -5740,6 +5746,7 @@ class OpcUaSource:
             if held is not None:
                 held, self._hb_held = None, None
                 log.warning("opcua source %s: heartbeat written again (%s)", self.name, hb.node_id)
+            began = loop.time()
             # a counter wraps at what the node's type holds (re-read if the PLC's program changed it)
             top = _counter_top(self._types.get(hb.node_id))
             value: Any = (n % 2 == 0) if hb.kind == "toggle" else n % (top + 1)
@@ -5778,7 +5785,7 @@ class OpcUaSource:
                         exc_info=True,
                     )
             n += 1
-            await asyncio.sleep(hb.period_ms / 1000.0)
+            await asyncio.sleep(max(0.0, began + hb.period_ms / 1000.0 - loop.time()))
 
     def write_misfit(self, node_id: str, value: Any, after: Any = None) -> str | None:
         """Why ``value`` cannot be written to ``node_id`` as the server described the node at the last

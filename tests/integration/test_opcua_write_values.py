@@ -1554,16 +1554,18 @@ async def test_a_type_read_again_that_fails_across_a_download_does_not_judge_the
         await srv.delete_nodes(made)
 
 
-def _fast_heartbeat(src: OpcUaSource, node_id: str) -> OpcUaSource:
-    """A source on ``src``'s server beating a counter on ``node_id`` every 1 ms (under the 100 ms a config may set):
-    many beats in a few milliseconds. Not started."""
+def _fast_heartbeat(src: OpcUaSource, node_id: str, period_ms: int = 1) -> OpcUaSource:
+    """A source on ``src``'s server beating a counter on ``node_id`` every ``period_ms`` (by default 1 ms, under the
+    100 ms a config may set: many beats in a few milliseconds). Not started."""
     source = {"type": "opcua", "endpoint": src.settings.endpoint, "connect_timeout_s": 2}
     source["heartbeat"] = {"node_id": node_id, "kind": "counter"}
     settings = parse_config({"agent": {"id": "gw"}, "sources": {"hb": source}}).sources["hb"]
     assert settings.heartbeat is not None
     return OpcUaSource(
         "hb",
-        settings.model_copy(update={"heartbeat": settings.heartbeat.model_copy(update={"period_ms": 1})}),
+        settings.model_copy(
+            update={"heartbeat": settings.heartbeat.model_copy(update={"period_ms": period_ms})}
+        ),
     )
 
 
@@ -1587,6 +1589,56 @@ async def test_a_heartbeat_write_failing_unexpectedly_is_counted_and_the_beats_g
     try:
         await until(lambda: hb.heartbeats >= 2, 30, "beats after the faults")  # was: none, the task ended
         assert hb.stats.errors_by_reason["heartbeat"] == 3, hb.stats.errors_by_reason
+    finally:
+        await hb.stop()
+        await srv.delete_nodes([beat])
+
+
+async def test_a_heartbeats_next_beat_starts_a_period_after_the_last_began_however_long_it_took(
+    plc_server, monkeypatch
+) -> None:
+    """The heartbeat slept a whole period after each beat's Read and Write: on a slow, healthy PLC the beats came a
+    period and two round trips apart, and a watchdog set near the period tripped. Now the wait after a beat is what
+    is left of the period since it began, and nothing after a beat that took longer than the period (the next beat
+    goes at once; the missed ones are not made up in a burst). Each wait is checked against the time the beat's
+    write was seen to take (its round trips made slower here), not against a clock."""
+    from devices.opcua import client
+
+    srv, src, nodes, _, _, _ = plc_server
+    beat, _, _ = await _type_reads_counted(nodes, "BeatPaced")
+    period = 0.4
+    hb = _fast_heartbeat(src, "ns=2;s=BeatPaced", period_ms=int(period * 1000))
+    loop = asyncio.get_running_loop()
+    write, took, began = hb.write, [0.15], [0.0]
+    waits: list[tuple[float, float]] = []  # (the wait asked after a beat, how long its write took by then)
+
+    async def slow(*args, **kwargs):  # a slow link: each beat's round trips take ``took`` more
+        began[0] = loop.time()
+        try:
+            return await write(*args, **kwargs)
+        finally:
+            await asyncio.sleep(took[0])
+
+    class _Paced:  # the client module's asyncio, its heartbeat's waits seen
+        def __getattr__(self, name):
+            return getattr(asyncio, name)
+
+        @staticmethod
+        async def sleep(delay, result=None):
+            task = asyncio.current_task()
+            if task is not None and task.get_coro().__qualname__.endswith("._heartbeat"):
+                waits.append((delay, loop.time() - began[0]))
+            return await asyncio.sleep(delay, result)
+
+    hb.write = slow  # type: ignore[method-assign]
+    monkeypatch.setattr(client, "asyncio", _Paced())
+    await hb.start()
+    try:
+        await until(lambda: len(waits) >= 3, 30, "beats taking less than the period")
+        took[0] = period + 0.1  # then longer than the period
+        await until(lambda: sum(w[1] > period for w in waits) >= 2, 30, "beats taking more than the period")
+        for wait, taken in waits:  # was: the whole period after each
+            assert wait <= max(0.0, period - taken) + 0.02, waits
     finally:
         await hb.stop()
         await srv.delete_nodes([beat])
