@@ -1302,6 +1302,22 @@ def _localized(payload: ua.Variant, locale: str | None) -> ua.Variant:
     return payload
 
 
+async def _read_values(client: Client, nodes: list[ua.NodeId], timeout_s: float) -> list[ua.DataValue]:
+    """The Values of ``nodes``, as ``read_attributes`` reads them, with ``timeout_s`` for asyncua's wait and the
+    request's TimeoutHint in place of the client's timeout (asyncua's read takes none)."""
+    request = ua.ReadRequest()
+    request.Parameters.NodesToRead = [
+        ua.ReadValueId(NodeId=n, AttributeId=ua.AttributeIds.Value) for n in nodes
+    ]
+    proto = client.uaclient.protocol
+    if proto is None:
+        raise ConnectionError("Connection is not open")  # as asyncua's read says it
+    data = await proto.send_request(request, timeout=timeout_s)
+    response = ua_binary.struct_from_binary(ua.ReadResponse, data)
+    response.ResponseHeader.ServiceResult.check()
+    return response.Results
+
+
 async def _held(node: Node, unread: _Held) -> _Held:
     """What ``node`` holds now (``_read_held``); ``unread`` when the value cannot be read (an error, a Bad
     status)."""
@@ -6639,20 +6655,33 @@ class OpcUaSource:
         taking a second each, it took longer than ``connect_timeout_s`` while the server answered each in time, and
         a slow PLC was taken for a stalled one and dropped, over and over. Only the requests ahead of the first
         read are waited for (a Publish sent later, answered by a server whose reads hang, does not hold it), and
-        each wait needs one of them answered: at most one wait more than there were requests ahead."""
+        each wait needs one of them answered: at most one wait more than there were requests ahead. Each wait is for
+        the one read sent: sent again at each, the read given up on stayed queued at such a server, answered for
+        nothing, and the new one queued behind it. So the read is sent with asyncua's request timeout (and the
+        request's TimeoutHint) set to that longest wait, not to ``connect_timeout_s``, which ended it at the first."""
         proto = getattr(client.uaclient, "protocol", None)
         pending = getattr(proto, "_callbackmap", None)
         # (another asyncua layout: no requests known, connect_timeout_s for the read alone, as before)
         ahead = set(pending) if isinstance(pending, dict) else set()
-        while True:
-            try:
-                async with asyncio.timeout(self.settings.connect_timeout_s):
-                    return await client.uaclient.read_attributes(nodes, ua.AttributeIds.Value)
-            except TimeoutError:
-                answered = {i for i in ahead if pending is not None and i not in pending}
-                if not answered:
-                    raise
-                ahead -= answered
+        read = asyncio.ensure_future(
+            _read_values(client, nodes, self.settings.connect_timeout_s * (len(ahead) + 1))
+            if ahead and callable(getattr(proto, "send_request", None))
+            else client.uaclient.read_attributes(nodes, ua.AttributeIds.Value)
+        )
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.settings.connect_timeout_s):
+                        return await asyncio.shield(read)
+                except TimeoutError:
+                    if read.done():  # answered as this wait ended, or asyncua's own request timeout
+                        return read.result()
+                    answered = {i for i in ahead if pending is not None and i not in pending}
+                    if not answered:
+                        raise
+                    ahead -= answered
+        finally:
+            read.cancel()  # given up on (or this check cancelled); done, nothing
 
     def _stalled_sub(self) -> _Silent | None:
         """A subscription of this session (the main one, or one of ``_apart``'s) that has sent nothing (no

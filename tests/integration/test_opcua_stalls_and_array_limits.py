@@ -264,8 +264,9 @@ async def test_a_server_answering_one_request_at_a_time_behind_slow_reads_is_not
     session check's read of the server state waits behind them; it was given ``connect_timeout_s`` alone, the PLC
     taken for a stalled one (``server_not_answering``), its tags turned BAD and the session made again, over and
     over on a line that reads that much. The wait is counted from the last answer to a request ahead of it: the
-    session stays up, nothing said halted. A server whose reads then hang (its publishes go on) is still said
-    stalled."""
+    session stays up, nothing said halted. The check sends its read once, and waits for that one: sent again at each
+    wait, the read given up on stayed queued, answered for nothing, the new one behind it. A server whose reads then
+    hang (its publishes go on) is still said stalled."""
     from asyncua.server.internal_session import InternalSession
 
     port = free_port()
@@ -274,10 +275,14 @@ async def test_a_server_answering_one_request_at_a_time_behind_slow_reads_is_not
     large = await obj.add_variable(ua.NodeId("Recipe", idx), "Recipe", 0.0)
     await srv.start()
     read, done, hung = InternalSession.read, [0], asyncio.Event()
+    state = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
+    state_alone = [0]  # Reads of the server state alone (the periodic check reads its clock beside it)
 
     async def slow_read(self, params):
         while hung.is_set():
             await asyncio.sleep(0.05)
+        if [r.NodeId for r in params.NodesToRead] == [state]:
+            state_alone[0] += 1
         got = await read(self, params)
         if any(r.NodeId == large.nodeid for r in params.NodesToRead):
             await asyncio.sleep(0.25)
@@ -295,8 +300,13 @@ async def test_a_server_answering_one_request_at_a_time_behind_slow_reads_is_not
             asyncio.ensure_future(client.uaclient.read_attributes([large.nodeid], ua.AttributeIds.Value))
             for _ in range(8)
         ]
+        # each read's task sends its request at its first step, run in order before this one goes on
+        await asyncio.sleep(0)
+        checked = await src._read_state(client, [state])  # queued behind them: answered after about 2 s
+        assert checked[0].StatusCode.is_good(), checked
         await asyncio.gather(*reads, return_exceptions=True)  # (the later ones not answered within 1 s)
         await until(lambda: done[0] == 8, 30, "the server answered the eight reads")
+        assert state_alone[0] == 1, state_alone  # was: 2, sent again after the first second
         checks = src.stats.reconnects, src.halted, src._client is client
         hung.set()
         await until(

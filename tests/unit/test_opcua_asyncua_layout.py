@@ -159,10 +159,14 @@ async def test_an_extra_naming_an_item_of_a_call_answered_later_is_not_deleted()
 def test_asyncua_keeps_each_request_awaiting_its_answer_by_request_id() -> None:
     """The session check counts its wait from the last answer to a request ahead of it
     (``OpcUaSource._read_state``), by the requests asyncua's protocol holds in ``_callbackmap`` until answered: on
-    another layout that wait falls back to ``connect_timeout_s`` alone, and a slow serial PLC is dropped again."""
+    another layout that wait falls back to ``connect_timeout_s`` alone, and a slow serial PLC is dropped again. The
+    check's one read is sent with a timeout of its own (``_read_values``), through the protocol's ``send_request``."""
+    import inspect
+
     from asyncua.client.ua_client import UASocketProtocol
 
     assert isinstance(UASocketProtocol(timeout=1.0)._callbackmap, dict)
+    assert "timeout" in inspect.signature(UASocketProtocol.send_request).parameters
 
 
 async def test_the_watch_given_back_while_a_tags_item_waits_deletes_nothing() -> None:
