@@ -552,6 +552,53 @@ def refuse_wide_text(path: Path, data: bytes | None = None) -> None:
                 )
 
 
+def _parquet_out_of_its_range(path: Path, table: Any) -> str | None:
+    """Why a Parquet file's numbers read are not what it was written with, or None: a value of a row group's number
+    column outside the smallest and largest the writer stated for it (its statistics, written by pandas, pyarrow,
+    Spark and parquet-mr by default). pandas and pyarrow write no page CRC by default: a value page damaged on the
+    way (a bad sector, a copy patched) was read as other numbers, without a word. A damaged value that stays within
+    its column's range is not seen (a CRC sees it); a healthy file's values never leave it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError):
+        return None  # read a moment ago: one replaced since is read again by no one
+    where = {meta.schema.column(j).path: j for j in range(meta.num_columns)}
+    start = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for name in table.column_names:
+            j = where.get(name)
+            typ = table.schema.field(name).type
+            if (
+                j is None
+                or not (pa.types.is_integer(typ) or pa.types.is_floating(typ))
+                or pa.types.is_float16(typ)
+            ):
+                continue  # (a float16's statistics are bytes; a nested or renamed column's not read here)
+            stats = group.column(j).statistics
+            if stats is None or not stats.has_min_max or group.num_rows == 0:
+                continue
+            low, high = stats.min, stats.max
+            if not (isinstance(low, int | float) and isinstance(high, int | float)):
+                continue
+            got = pc.min_max(table.column(name).slice(start, group.num_rows)).as_py()
+            lo, hi = got["min"], got["max"]
+            if lo is None or hi is None:
+                continue
+            if lo < low or hi > high:
+                return (
+                    f"row group {g}, column {name!r}: values from {lo!r} to {hi!r} read, where its writer stated "
+                    f"{low!r} to {high!r}: the file is damaged (a page CRC would have said where: pandas and pyarrow "
+                    "write them with write_page_checksum=True); copy it again from its source"
+                )
+        start += group.num_rows
+    return None
+
+
 def _not_utf8(path: Path, exc: UnicodeDecodeError, block: int = 1 << 20) -> DatasetError:
     """The line and byte where a text file stops being UTF-8 (an export in Latin-1 or UTF-16). Lines end as the
     reader ends them, at LF, CRLF or a lone CR: a file whose lines end in CR only was named "line 1" whatever its
@@ -1153,6 +1200,8 @@ def read_parquet(path: Path, rate_hz: float | None, pick: Keep | None = None) ->
         table = pq.read_table(path, columns=names, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise DatasetError(f"{path}: not a readable Parquet file ({str(exc)[:200]})") from None
+    if (why := _parquet_out_of_its_range(path, table)) is not None:
+        raise DatasetError(f"{path}: not a readable Parquet file ({why})")
     if table.num_rows < 2:
         raise DatasetError(f"{path}: fewer than two rows")
     data, t, unit_s = {}, None, 1.0  # (unit_s: the seconds a count of the time column's declared unit is)

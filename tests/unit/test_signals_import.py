@@ -237,6 +237,16 @@ def test_a_parquet_page_failing_its_crc_or_rows_past_the_memory_free_are_refused
     assert str(ei.value).startswith(
         f"{tmp_path / 'damaged.parquet'}: not a readable Parquet file (could not verify"
     )
+    # written without CRCs (pandas' and pyarrow's default): the value out of the range its writer stated for its
+    # column is seen (before: read as another number, without a word)
+    pq.write_table(table, tmp_path / "plain.parquet", compression="none", use_dictionary=False)
+    data = bytearray((tmp_path / "plain.parquet").read_bytes())
+    data[data.find(x[200].tobytes()) + 7] ^= 0x40
+    (tmp_path / "plain_damaged.parquet").write_bytes(bytes(data))
+    with pytest.raises(
+        DatasetError, match=r"plain_damaged.parquet: not a readable Parquet file \(row group 0, "
+    ):
+        read_recording(tmp_path / "plain_damaged.parquet")
     monkeypatch.setattr(signals, "memory_available_bytes", lambda: 400 * (56 + 18) - 1)
     with pytest.raises(DatasetError) as ei:
         read_recording(tmp_path / "run.parquet")
