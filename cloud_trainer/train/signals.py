@@ -618,12 +618,22 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError, block: int = 1 << 20) -> Data
                 at = offset - held + bad.start
                 line += _line_ends(data[: max(0, at - offset)], cr_end)
                 where = f" in line {line} at byte {at}"
+                byte = bad.object[bad.start : bad.start + 1]
+                try:  # a Windows code page's export (German Excel's "CSV (Trennzeichen-getrennt)": 0xB0 for °)
+                    where += f": {byte[0]:#04x}, {byte.decode('cp1252')!r} in Windows-1252 or Latin-1"
+                except UnicodeDecodeError:
+                    where += f": {byte[0]:#04x}"
                 break
             if not data:
                 break
             line += _line_ends(data, cr_end)
             cr_end, offset = data.endswith(b"\r"), offset + len(data)
-    return DatasetError(f"{path}: not UTF-8 text ({exc.reason}{where}); export it as UTF-8")
+    # not read in a code page guessed: the bytes do not tell Windows-1252 from 1250, 437 or Latin-1, and a header
+    # or a label read under the wrong one is another name (a class split in two, a --channel not found)
+    return DatasetError(
+        f"{path}: not UTF-8 text ({exc.reason}{where}); export it as UTF-8 (in Excel: 'CSV UTF-8'), the text "
+        "encoding read here"
+    )
 
 
 def _line_ends(data: bytes, cr_end: bool) -> int:

@@ -1048,7 +1048,10 @@ def test_csv_files_the_csv_module_chokes_on_are_refused_or_read_not_a_traceback(
 
     (tmp_path / "latin1.csv").write_bytes("time;a\n0;1\n0,1;2\n0,2;Größe\n".encode("latin-1"))
     with pytest.raises(
-        DatasetError, match=r"latin1.csv: not UTF-8 text \(invalid start byte in line 4 at byte"
+        DatasetError,
+        # the byte and what it is in a Windows code page (German Excel's CSV export): not read in one guessed
+        match=r"latin1.csv: not UTF-8 text \(invalid start byte in line 4 at byte 23: 0xf6, 'ö' in Windows-1252 "
+        r"or Latin-1\); export it as UTF-8 \(in Excel: 'CSV UTF-8'\)",
     ):
         read_recording(tmp_path / "latin1.csv")
 
