@@ -285,9 +285,11 @@ class ActionRunner:
         # wrote since its own value writes its value again at its next result, edge or not
         self._node_writer: dict[tuple, tuple[str, str]] = {}
         self._nodes: dict[str, tuple] = {}  # output action -> the node it writes (``_node_of``)
-        self._node_locks: dict[
-            tuple, asyncio.Lock
-        ] = {}  # output node -> held by its write in flight (``_run``)
+        # (output node, source) -> held by the node's write in flight through that source (``_run``)
+        self._node_locks: dict[tuple, asyncio.Lock] = {}
+        # output node -> its writes in flight, each (source, order, set once answered): one through another session
+        # is not waited for unless newer (``_run``)
+        self._flights: dict[tuple, list[tuple[str, int, asyncio.Event]]] = {}
         # the same for an alarm's outputs, per (alarm, pipeline, output): the transition waiting to be
         # signalled, the signallers running, and the event that cuts a retry's backoff short
         self._signals: dict[tuple[str, str, str], Event] = {}
@@ -764,11 +766,12 @@ class ActionRunner:
         self._edge_refused(action, key, value)
         return True
 
-    def _node_lock(self, node: tuple | None) -> Any:
-        """What one write of output node ``node`` holds while it is in flight (``_run``; none for another action)."""
+    def _node_lock(self, node: tuple | None, source: str) -> Any:
+        """What one write of output node ``node`` through ``source`` holds while it is in flight (``_run``; none for
+        another action): one session's writes of a node go one at a time."""
         if node is None:
             return contextlib.nullcontext()
-        return self._node_locks.setdefault(node, asyncio.Lock())
+        return self._node_locks.setdefault((node, source), asyncio.Lock())
 
     def _node_of(self, name: str, action: OutputAction) -> tuple:
         """The PLC output ``name`` writes (``_output_node``), an OPC UA node as its PLC reads it: the PLC by its
@@ -968,6 +971,8 @@ class ActionRunner:
         # is sent again at its node's next birth instead
         owes = key is not None and name not in self._resend
         attempt = 0
+        # written, and now written again after older writes through another session were answered
+        again = False
         try:
             while True:
                 attempt += 1
@@ -982,29 +987,55 @@ class ActionRunner:
                         return False
                     if key is not None:
                         self._writing[key] = field
-                    # one write of a node in flight at a time: two sessions (two sources on the PLC) do not keep
-                    # the order their writes were sent in, and the older value could land last
-                    lock = self._node_lock(node)
-                    if node is not None and lock.locked():
-                        # it waits for that write's answer, up to its timeout on a session that stalled: counted,
-                        # the PLC keeping the node's older value meanwhile (a divert held behind a pass's write)
-                        st["waited_for_node"] += 1
+                    source = str(getattr(action, "source", ""))
+                    flights = self._flights.setdefault(node, []) if node is not None else []
+                    # one session's writes of a node go one at a time; a newer value in flight through another
+                    # session is waited for too (sent beside it, this older one could land last)
+                    lock = self._node_lock(node, source)
+                    if node is not None and (lock.locked() or any(f[1] > order for f in flights)):
+                        st["waited_for_node"] += 1  # its answer, up to its timeout
                     async with lock:
+                        while ahead := [f[2] for f in flights if f[1] > order]:
+                            await ahead[0].wait()
                         if node is not None and self._written.get(node, -1) > order:
                             # a newer value was written while this one waited (for the node's type, or for the
                             # write before it): sent after it, this older one was what the PLC kept (an OK part's
                             # pass after an UNSURE part's divert)
                             st["superseded"] += 1
                             return False
-                        outcome = await self._do(name, action, result, item, value)
+                        # older writes in flight through another session (a stalled one: its PLC connection hung)
+                        # are not waited for: this value goes out now, and again once they are answered (two
+                        # sessions do not keep the order their writes were sent in: the older could land last).
+                        # Waiting held the newer value, a divert included, for up to the stalled write's timeout
+                        passed = [f[2] for f in flights if f[0] != source]
+                        flight = (source, order, asyncio.Event())
+                        flights.append(flight)
+                        try:
+                            outcome = await self._do(name, action, result, item, value)
+                        finally:
+                            flights.remove(flight)
+                            flight[2].set()
                         if node is not None:
                             self._written[node] = max(self._written.get(node, -1), order)
-                    # queued: held until the broker is back; uncertain: a PLC's Uncertain answer to a write
-                    st[outcome if outcome in ("queued", UNCERTAIN) else "ok"] += 1
-                    if attempt > action.retry.max_attempts:
-                        st["resent"] += 1  # after its retries had failed: the peer is back
+                    if again:
+                        st["written_again"] += 1  # after the writes it passed were answered
+                    else:
+                        # queued: held until the broker is back; uncertain: a PLC's Uncertain answer to a write
+                        st[outcome if outcome in ("queued", UNCERTAIN) else "ok"] += 1
+                        if attempt > action.retry.max_attempts:
+                            st["resent"] += 1  # after its retries had failed: the peer is back
                     self._said.pop(name, None)  # a later refusal is news again
                     self._write_taken(name, "output", action_value(action, value))
+                    # (each bounded by its write's timeout; a newer value decided meanwhile ends the wait: it is
+                    # written at once, and waits so itself)
+                    while passed and not moot() and (left := [e for e in passed if not e.is_set()]):
+                        wake = None if self._closing or key is None else self._output_wake.get(key)
+                        await _first_set([*left, *([wake] if wake is not None else [])])
+                        if wake is not None and wake.is_set() and not moot():
+                            wake.clear()
+                    if passed and not moot():  # no newer value decided: this one is what the node must keep
+                        again, attempt, passed = True, 0, []
+                        continue
                     return True
                 except Exception as exc:
                     st["attempt_failures"] += 1
@@ -1692,6 +1723,16 @@ def _unlink_quietly(*paths: Path) -> None:
     for p in paths:
         with contextlib.suppress(OSError):
             p.unlink(missing_ok=True)
+
+
+async def _first_set(events: list[asyncio.Event]) -> None:
+    """Returns once one of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def _nan_fields(result: Result, fields: tuple[str, ...]) -> set[str] | None:

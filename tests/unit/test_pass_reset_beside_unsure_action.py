@@ -143,10 +143,14 @@ async def test_a_value_waiting_for_its_nodes_type_is_not_written_after_a_newer_v
     assert plc.written[-1] == 3, plc.written
 
 
-async def test_a_nodes_writes_through_two_sessions_reach_the_plc_in_the_order_decided(tmp_path):
+async def test_a_nodes_write_stalled_on_one_session_holds_no_newer_value_through_another_and_lands_first(
+    tmp_path,
+):
     """A pass through one session and a divert on UNSURE through another on the same PLC: the OK part's ``true``
-    still in flight (a slow answer) when the UNSURE part's code 3 went out through the other session, and the PLC
-    took the ``true`` last: it read the UNSURE part passed. One write of a node is in flight at a time."""
+    stalls (the session is up, its write unanswered). The UNSURE part's code 3 goes out at once through the healthy
+    session; it waited for the stalled write's answer, up to its timeout, the PLC keeping the older value (it read
+    the UNSURE part passed) meanwhile. Once the stalled write is answered the 3 is written again: two sessions do
+    not keep the order their writes were sent in, and the ``true`` taken last was what the PLC kept."""
     import asyncio
 
     cfg = _pass_and_divert(tmp_path, {"source": "plc2", "when": {"verdict": "UNSURE"}})
@@ -166,11 +170,14 @@ async def test_a_nodes_writes_through_two_sessions_reach_the_plc_in_the_order_de
     await on_result(result("OK", 0, pipeline="p", source="cam", score=0.1), None)
     await until(lambda: one.written == [True], what="the OK part's pass sent")
     await on_result(result("UNSURE", 1, pipeline="p", source="cam", score=0.5), None)
-    await until(lambda: ("divert", "p") in runner._writing, what="the divert's write on its way")
-    for _ in range(50):  # (its write went out at once, through the other session)
-        await asyncio.sleep(0)
-    answered.set()
+    await until(lambda: taken == [3], what="the divert taken while the pass's write is unanswered")
+    # the next part's divert is not held either by the first one's waiting to write its 3 again
+    await on_result(result("UNSURE", 2, pipeline="p", source="cam", score=0.5), None)
+    await until(
+        lambda: taken == [3, 3], what="the next part's divert taken, the pass's write still unanswered"
+    )
+    answered.set()  # the stalled true lands last
     await runner.flush(timeout_s=5)
-    assert taken[-1] == 3, taken
-    # the divert waited for the pass's answer, the PLC keeping the node's older value meanwhile: counted
-    assert runner.stats["divert"]["waited_for_node"] == 1, runner.stats["divert"]
+    assert taken == [3, 3, True, 3], taken
+    assert runner.stats["divert"]["written_again"] == 1, runner.stats["divert"]
+    assert runner.stats["divert"]["waited_for_node"] == 0, runner.stats["divert"]
