@@ -1606,10 +1606,10 @@ async def test_a_heartbeats_next_beat_starts_a_period_after_the_last_began_howev
 
     srv, src, nodes, _, _, _ = plc_server
     beat, _, _ = await _type_reads_counted(nodes, "BeatPaced")
-    period = 0.4
+    period = 0.2
     hb = _fast_heartbeat(src, "ns=2;s=BeatPaced", period_ms=int(period * 1000))
     loop = asyncio.get_running_loop()
-    write, took, began = hb.write, [0.15], [0.0]
+    write, took, began = hb.write, [0.05], [0.0]
     waits: list[tuple[float, float]] = []  # (the wait asked after a beat, how long its write took by then)
 
     async def slow(*args, **kwargs):  # a slow link: each beat's round trips take ``took`` more
