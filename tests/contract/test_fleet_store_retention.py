@@ -207,6 +207,21 @@ def test_retired_seqs_past_the_bound_and_of_epoch_0_are_stored_again(store, monk
     assert store.ingest("gw2", [rec(s) for s in (1, 2)], tenant="acme")[1:] == (2, 0)
 
 
+def test_a_record_of_seq_0_is_retired_and_never_stops_the_pass(store):
+    """The wire allows seq 0 (gaps count from 1): no step read it, and the step retiring the seqs above it failed on
+    the epoch's age (NULL), at every pass, which then started again from the first agent: retention stopped for
+    every epoch after it, whichever tenant."""
+    store.ingest("gw1", [rec(s, epoch=1) for s in (0, 1, 2)], tenant="acme")
+    store.ingest("gw2", [rec(s, epoch=1) for s in (1, 2)], tenant="acme")
+    with store._tx() as ex:
+        ex(store.q("UPDATE records SET received = 1000.0"))
+        ex(store.q("UPDATE record_counts SET first_received = 1000.0"))
+    assert _one_pass(store, 2000.0)["records"] == 5
+    assert store.records("gw1", tenant="acme") == store.records("gw2", tenant="acme") == []
+    assert store.gaps("gw1", tenant="acme") == []
+    assert store.ingest("gw1", [rec(0, epoch=1)], tenant="acme")[1:] == (0, 1)  # retired: a duplicate
+
+
 def test_a_record_stored_in_an_epoch_retention_emptied_shows_the_seqs_missing_below_it_lost(store):
     """An epoch retention emptied counts on from the seq after its retired ones; a record stored in it again (the agent
     quiet for longer than the age, then seqs lost) kept that count as the epoch's first, and the seqs missing between
