@@ -67,13 +67,14 @@ async def test_the_tags_view_keeps_an_arrays_summary_and_a_texts_start_not_the_w
         await until(lambda: src.subscribed.is_set(), 30, "the SUBACK")
         for i in range(20):  # 100,000 samples each: 800 KB as float64
             pub.publish(f"line/s{i}", json.dumps({"w": [1.0] * 99_999 + [float(i)], "note": note}), qos=1)
-        await until(lambda: len(agent.tags["broker"]) == 40, 20, "every tag in the view")
+        # 20 JSON texts of about 1 MB decoded by the agent: over a minute on a loaded 2-core machine
+        await until(lambda: len(agent.tags["broker"]) == 40, 120, "every tag in the view")
         await until(
             lambda: (
                 any(note.encode() in p for p in sent)
                 and any(b"99999" not in p and p.count(b"1.0") >= 99_999 for p in sent)
             ),
-            30,
+            60,
             "the forward of both tags",
         )
         rows = {r["tag"]: r for r in tag_rows(list(agent.tags["broker"].values()))}
