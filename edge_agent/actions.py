@@ -989,14 +989,16 @@ class ActionRunner:
                         self._writing[key] = field
                     source = str(getattr(action, "source", ""))
                     flights = self._flights.setdefault(node, []) if node is not None else []
-                    # one session's writes of a node go one at a time; a newer value in flight through another
-                    # session is waited for too (sent beside it, this older one could land last)
+                    # one session's writes of a node go one at a time
                     lock = self._node_lock(node, source)
-                    if node is not None and (lock.locked() or any(f[1] > order for f in flights)):
+                    if node is not None and lock.locked():
                         st["waited_for_node"] += 1  # its answer, up to its timeout
                     async with lock:
-                        while ahead := [f[2] for f in flights if f[1] > order]:
-                            await ahead[0].wait()
+                        if any(f[1] > order for f in flights):
+                            # a newer value in flight through another session: sent beside it, this older one could
+                            # land last; waiting for its answer held this session's newer values behind it
+                            st["superseded"] += 1
+                            return False
                         if node is not None and self._written.get(node, -1) > order:
                             # a newer value was written while this one waited (for the node's type, or for the
                             # write before it): sent after it, this older one was what the PLC kept (an OK part's

@@ -143,6 +143,37 @@ async def test_a_value_waiting_for_its_nodes_type_is_not_written_after_a_newer_v
     assert plc.written[-1] == 3, plc.written
 
 
+class _Session(_Plc):
+    """One of two sessions on one PLC: its write of ``stalls`` goes unanswered until ``answered`` is set; ``taken``
+    (shared) is what the PLC took, in its order; ``typed``, when given, holds the node's type read."""
+
+    def __init__(self, stalls, answered, taken, typed=None, asked=None) -> None:
+        super().__init__()
+        self.stalls, self.answered, self.taken, self.typed, self.asked = stalls, answered, taken, typed, asked
+
+    async def ensure_type(self, node_id):
+        if self.typed is not None:
+            self.asked.set()
+            await self.typed.wait()
+
+    async def write(self, node_id, value, at=None):
+        if type(value) is type(self.stalls) and value == self.stalls and not self.answered.is_set():
+            self.written.append(value)  # sent
+            await self.answered.wait()
+        self.taken.append(value)
+
+
+def _two_sessions(cfg, stalls, **waits):
+    """(session plc, session plc2, runner, pipeline p's on_result) of ``cfg``, each session stalling on ``stalls``."""
+    import asyncio
+
+    answered, taken = asyncio.Event(), []
+    one, two = (_Session(stalls, answered, taken, **waits) for _ in range(2))
+    agent = Agent(cfg)
+    agent.actions = runner = ActionRunner(cfg, {"plc": one, "plc2": two})
+    return one, two, runner, agent._make_on_result(cfg.pipelines[0])
+
+
 async def test_a_nodes_write_stalled_on_one_session_holds_no_newer_value_through_another_and_lands_first(
     tmp_path,
 ):
@@ -151,22 +182,9 @@ async def test_a_nodes_write_stalled_on_one_session_holds_no_newer_value_through
     session; it waited for the stalled write's answer, up to its timeout, the PLC keeping the older value (it read
     the UNSURE part passed) meanwhile. Once the stalled write is answered the 3 is written again: two sessions do
     not keep the order their writes were sent in, and the ``true`` taken last was what the PLC kept."""
-    import asyncio
-
     cfg = _pass_and_divert(tmp_path, {"source": "plc2", "when": {"verdict": "UNSURE"}})
-    answered, taken = asyncio.Event(), []  # what the PLC took, in its order
-
-    class _Session(_Plc):
-        async def write(self, node_id, value, at=None):
-            if value is True and not answered.is_set():
-                self.written.append(value)  # sent
-                await answered.wait()
-            taken.append(value)
-
-    one, two = _Session(), _Session()
-    agent = Agent(cfg)
-    agent.actions = runner = ActionRunner(cfg, {"plc": one, "plc2": two})
-    on_result = agent._make_on_result(cfg.pipelines[0])
+    one, _, runner, on_result = _two_sessions(cfg, True)
+    taken = one.taken  # what the PLC took, in its order
     await on_result(result("OK", 0, pipeline="p", source="cam", score=0.1), None)
     await until(lambda: one.written == [True], what="the OK part's pass sent")
     await on_result(result("UNSURE", 1, pipeline="p", source="cam", score=0.5), None)
@@ -176,8 +194,30 @@ async def test_a_nodes_write_stalled_on_one_session_holds_no_newer_value_through
     await until(
         lambda: taken == [3, 3], what="the next part's divert taken, the pass's write still unanswered"
     )
-    answered.set()  # the stalled true lands last
+    one.answered.set()  # the stalled true lands last
     await runner.flush(timeout_s=5)
     assert taken == [3, 3, True, 3], taken
     assert runner.stats["divert"]["written_again"] == 1, runner.stats["divert"]
     assert runner.stats["divert"]["waited_for_node"] == 0, runner.stats["divert"]
+
+
+async def test_an_older_value_behind_a_newer_one_stalled_on_another_session_holds_nothing_back(tmp_path):
+    """An OK part's pass ``true`` through one session waits for its node's type; the next part's divert code 3 goes
+    out through another session and stalls there. The ``true``, older than the 3, is never sent (it could land
+    last), and does not wait for the 3's answer either: the part after, OK, has its pass ``true`` taken at once."""
+    import asyncio
+
+    cfg = _pass_and_divert(tmp_path, {"source": "plc2", "when": {"verdict": "UNSURE"}})
+    asked, typed = asyncio.Event(), asyncio.Event()
+    _, two, runner, on_result = _two_sessions(cfg, 3, typed=typed, asked=asked)
+    taken = two.taken
+    await on_result(result("OK", 0, pipeline="p", source="cam", score=0.1), None)
+    await until(asked.is_set, what="the pass's true waiting for its node's type")
+    await on_result(result("UNSURE", 1, pipeline="p", source="cam", score=0.5), None)
+    await until(lambda: two.written == [3], what="the divert sent, unanswered")
+    typed.set()
+    await on_result(result("OK", 2, pipeline="p", source="cam", score=0.1), None)
+    await until(lambda: taken == [True], what="the next OK part's pass taken while the divert is unanswered")
+    two.answered.set()
+    await runner.flush(timeout_s=5)
+    assert taken == [True, 3, True], taken
