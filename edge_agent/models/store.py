@@ -116,6 +116,7 @@ ASIDE_PROBATION = "aside_probation"
 # empty files named by the installed folders rolled back (by the health watch, a crash loop, an admin's rollback)
 # or refused: ``newest_installed`` passes them over (kept beside state.json, which a power cut can empty)
 ROLLED_BACK = ".rolled-back"
+_REPLACED = ".replaced-"  # an installed folder moved aside by an install of the same package (``install``)
 # the start of the reason a start gives for a candidate its mark says was rolled back while state.json still names it
 # (``after_restart``): the model manager holds that verdict for its deployment as it holds the health check's
 UNRECORDED_ROLLBACK = "the candidate was rolled back before the restart"
@@ -256,6 +257,32 @@ class ModelStore:
         self._write_lock = threading.RLock()
         for leftover in self.root.glob(".*.part") if clean else ():
             shutil.rmtree(leftover, ignore_errors=True)
+        if clean:
+            self._put_back_replaced()
+
+    def _put_back_replaced(self) -> None:
+        """An installed folder ``install`` moved aside to put a new copy of the same package in its place: put back
+        where a crash left no copy in place (the folder as it was before that install began, checked at the slot's
+        start as any installed folder), else removed."""
+        for aside in self.root.glob(f"{_REPLACED}*"):
+            folder = self.root / aside.name.removeprefix(_REPLACED)
+            try:
+                if aside.is_symlink() or not aside.is_dir():
+                    aside.unlink(missing_ok=True)  # never made by an install: nothing to put back
+                    continue
+                if folder.exists() or folder.is_symlink():  # the install's move done: the old copy's leftover
+                    shutil.rmtree(aside, ignore_errors=True)
+                    continue
+                os.replace(aside, folder)
+                sync_folder(self.root)
+            except OSError as exc:
+                log.warning("model folder %s: cannot be put back from %s: %s", folder, aside, exc)
+                continue
+            log.warning(
+                "model folder %s: put back as it was before an install of the same package cut short (a crash "
+                "or power cut between moving it aside and moving the new copy in)",
+                folder,
+            )
 
     @property
     def state_path(self) -> Path:
@@ -700,10 +727,24 @@ class ModelStore:
             try:
                 m = opened.manifest  # verified: name and version passed the manifest's own allow-lists
                 folder = self.root / f"{m.name}-{m.version}-{digest[:12]}"
-                if folder.exists():
-                    shutil.rmtree(folder)  # re-verified from the package: never trust a folder's contents
                 (incoming / ".package-digest").write_text(digest)
-                os.replace(incoming, folder)
+                # re-verified from the package: never trust a folder's contents. The same package installed (its
+                # name carries the digest: a fleet's rollback to it, bytes sent again) is moved aside, not removed,
+                # until the new copy is in place: removed first, a power cut before the move left neither, and the
+                # start removed the verified copy (a ``.part``) too, so the model was downloaded again. A start puts
+                # back one left aside (``_put_back_replaced``)
+                aside = self.root / f"{_REPLACED}{folder.name}"
+                if folder.exists():
+                    if aside.exists():
+                        shutil.rmtree(aside)
+                    os.replace(folder, aside)
+                try:
+                    os.replace(incoming, folder)
+                except BaseException:
+                    if aside.exists() and not folder.exists():
+                        os.replace(aside, folder)
+                    raise
+                shutil.rmtree(aside, ignore_errors=True)
             except BaseException:
                 shutil.rmtree(incoming, ignore_errors=True)
                 raise
