@@ -1354,9 +1354,7 @@ class Agent:
             # with the certificate the server gave the session (its first in a chain; none before the session, or
             # where the server has none): every asyncua server reads ``urn:freeopcua:python:server``, as PLCs of one
             # make whose device name was left at its default may, and one line's failed slot held all their heartbeats
-            cert = getattr(
-                getattr(getattr(src, "_client", None), "security_policy", None), "peer_certificate", None
-            )
+            cert = getattr(src, "server_certificate", None)
             if uri and isinstance(cert, bytes) and cert:
                 self._plc_seen.setdefault(n, set()).add(("server", uri, hashlib.sha256(cert).hexdigest()))
         known = {n: {("plc", k), *self._plc_seen.get(n, ())} for n, k in keyed.items()}

@@ -3873,6 +3873,14 @@ class OpcUaSource:
         frozen before)."""
         return self._clock_period_s or None
 
+    @property
+    def server_certificate(self) -> bytes | None:
+        """The certificate (DER; a chain as the server gave it) the server gave the session now at its CreateSession,
+        whatever the security mode; None before a session, or where the server gives none. It tells one server from
+        another of the same make, whose ApplicationUri may be one default for all."""
+        cert = getattr(getattr(self._client, "security_policy", None), "peer_certificate", None)
+        return cert if isinstance(cert, bytes) and cert else None
+
     # -- background task --------------------------------------------------------------------------
     async def _run(self) -> None:
         try:
