@@ -1302,6 +1302,9 @@ def _localized(payload: ua.Variant, locale: str | None) -> ua.Variant:
     return payload
 
 
+_TIMEOUT_HINT_MAX_S = (2**32 - 1) // 1000  # the longest timeout a request header holds, in seconds
+
+
 async def _read_values(client: Client, nodes: list[ua.NodeId], timeout_s: float) -> list[ua.DataValue]:
     """The Values of ``nodes``, as ``read_attributes`` reads them, with ``timeout_s`` for asyncua's wait and the
     request's TimeoutHint in place of the client's timeout (asyncua's read takes none)."""
@@ -1312,7 +1315,9 @@ async def _read_values(client: Client, nodes: list[ua.NodeId], timeout_s: float)
     proto = client.uaclient.protocol
     if proto is None:
         raise ConnectionError("Connection is not open")  # as asyncua's read says it
-    data = await proto.send_request(request, timeout=timeout_s)
+    # the TimeoutHint is a UInt32 of milliseconds: a day's connect_timeout_s times 50 requests ahead went past it,
+    # the request never encoded (struct.error), and each session check took the session for lost
+    data = await proto.send_request(request, timeout=min(timeout_s, _TIMEOUT_HINT_MAX_S))
     response = ua_binary.struct_from_binary(ua.ReadResponse, data)
     response.ResponseHeader.ServiceResult.check()
     return response.Results

@@ -195,3 +195,32 @@ async def test_the_watch_given_back_while_a_tags_item_waits_deletes_nothing() ->
     sub = _held(session, (201, "A", 7), (202, "C", 11), (204, "W", 12, ua.AttributeIds.DataType))
     assert await opc._delete_named(sub, [12, 7], [w, c], watched) == 0
     assert session.deleted == [12], session.deleted
+
+
+async def test_the_session_checks_read_asks_no_longer_timeout_than_a_request_header_holds() -> None:
+    """The session check's read asks asyncua for ``connect_timeout_s`` times the requests ahead of it plus one
+    (``_read_values``), written into the request's TimeoutHint, a UInt32 of milliseconds: a day's timeout with 50
+    requests ahead went past it, the request was never encoded (struct.error) and each check took the session for
+    lost. The request is encoded as asyncua's protocol encodes it before sending."""
+    from types import SimpleNamespace
+
+    from asyncua.client.ua_client import UASocketProtocol
+    from asyncua.common.utils import Buffer
+    from asyncua.ua import ua_binary
+
+    proto = UASocketProtocol(timeout=1.0)
+    hints: list[int] = []
+
+    async def send_request(request, timeout=None):
+        proto._setup_request_header(request.RequestHeader, timeout)
+        ua_binary.struct_to_binary(request)  # raises past what the header holds
+        hints.append(request.RequestHeader.TimeoutHint)
+        answer = ua.ReadResponse()
+        answer.Results = [ua.DataValue(ua.Variant(0, ua.VariantType.Int32))]
+        return Buffer(ua_binary.struct_to_binary(answer))
+
+    proto.send_request = send_request  # type: ignore[method-assign]
+    client = SimpleNamespace(uaclient=SimpleNamespace(protocol=proto))
+    state = ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
+    got = await opc._read_values(client, [state], 86_400.0 * 51)  # was: struct.error
+    assert got[0].Value.Value == 0 and hints == [(2**32 - 1) // 1000 * 1000], hints
