@@ -469,7 +469,7 @@ def decode_image(
     JPEG, a TIFF of 4-bit grey pixels) is refused as ``unsupported``, naming it (``_undecodable_kind``). A
     TIFF of packed 10-, 12- or 14-bit samples, which OpenCV shifts to the top of 16 bits, comes back with them
     in the low bits, as a Mono12 camera's 16-bit PNG holds them (read with ``pixel_bits`` 12 alike); a PGM or PPM
-    of maxval 256-32767 declares the depth its maxval needs alike (``eight_bit``)."""
+    of maxval 511-32767 of all ones (4095), its samples within it, declares that depth alike (``eight_bit``)."""
     import cv2
     import numpy as np
 
@@ -548,12 +548,15 @@ def decode_image(
             img = packed
     if kind == "PNM" and img.dtype == np.uint16:
         nums = _pnm_header(bytes(data[:4096]))
-        # a PGM or PPM of maxval 256-32767 (a Mono12 camera's 4095) declares its depth as a packed TIFF does: the
-        # bits its maxval needs, read at that depth by any larger pixel_bits (16 read a 12-bit file 16 times too
-        # dark); no gain is guessed from a maxval between two depths (4000 reads as 12 bits)
-        if nums is not None and len(nums) == 3 and nums[2].bit_length() < 16:
+        top = nums[2] if nums is not None and len(nums) == 3 else 0
+        # a PGM or PPM whose maxval is all ones below 16 bits (a Mono12 camera's 4095, a Mono10's 1023), no sample
+        # past it, declares its depth as a packed TIFF does, read at it by any larger pixel_bits (16 read a 12-bit
+        # file 16 times too dark). Any other maxval is no depth: tools write each frame's brightest sample there
+        # (2000 taken as 11 bits made a dim 12-bit frame twice as bright as the others), or 4095 above Mono12
+        # samples shifted to the top of 16 bits (read by pixel_bits 16)
+        if 255 < top < 65535 and top & (top + 1) == 0 and int(img.max()) <= top:
             deep: Any = img.view(_packed_samples())
-            deep.declared_bits = nums[2].bit_length()
+            deep.declared_bits = top.bit_length()
             img = deep
     return img
 
@@ -573,7 +576,7 @@ def _packed_samples() -> type:
 
     class PackedSamples(np.ndarray):
         """A TIFF's packed samples (``declared_bits``, its BitsPerSample: 10, 12 or 14) in the low bits, or a PGM's
-        or PPM's of a maxval below 32768 (the bits it needs)."""
+        or PPM's of a maxval of all ones below 16 bits (its bits)."""
 
         declared_bits = 16
 

@@ -406,7 +406,8 @@ def test_stuffed_bytes_in_a_jpegs_header_count_against_the_walks_bound_on_marker
 def test_a_pgm_of_maxval_4095_is_read_at_12_bits_by_pixel_bits_16_not_16_times_too_dark(magic):
     """A Mono12 camera's PGM (maxval 4095, two bytes a sample) read with pixel_bits 16 came out 16 times too dark
     (4095 as 15); its maxval declares its depth as a packed TIFF's BitsPerSample does. A maxval between two depths
-    gives no gain of its own (4000 reads as 12 bits), and 65535 is the full 16 bits."""
+    of all ones declares a depth (``test_a_pgms_maxval_set_to_its_brightest_sample_gives_no_frame_a_gain``), and
+    65535 is the full 16 bits."""
     from protocols.image_header import eight_bit
 
     def pgm(maxval: int, a: np.ndarray) -> bytes:
@@ -417,9 +418,34 @@ def test_a_pgm_of_maxval_4095_is_read_at_12_bits_by_pixel_bits_16_not_16_times_t
 
     a = np.array([[0, 4095], [2048, 100]], np.uint16)
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
-    for maxval in (4095, 4000):
-        got = eight_bit(decode_image(pgm(maxval, np.minimum(a, maxval)), flags), 16)[..., 0]
-        assert got.tolist() == (np.minimum(a, maxval) >> 4).tolist()
+    got = eight_bit(decode_image(pgm(4095, a), flags), 16)[..., 0]
+    assert got.tolist() == (a >> 4).tolist()
     assert eight_bit(decode_image(pgm(4095, a), flags), 12)[..., 0].tolist() == (a >> 4).tolist()
     full = np.array([[0, 65535], [32768, 100]], np.uint16)
     assert eight_bit(decode_image(pgm(65535, full), flags), 16)[..., 0].tolist() == (full >> 8).tolist()
+
+
+@pytest.mark.parametrize("magic", ["P5", "P6"])
+def test_a_pgms_maxval_set_to_its_brightest_sample_gives_no_frame_a_gain(magic):
+    """Tools write a PGM's or PPM's maxval as each frame's brightest sample, or as 4095 above Mono12 samples shifted
+    to the top of 16 bits. Taken as a depth, a 12-bit camera's dim frame (brightest 2000, maxval 2000) read by
+    pixel_bits 12 came out twice as bright as its other frames (2000 as 250, not 125), a 16-bit one's (maxval
+    20000) by 16 likewise, and the shifted frame, read right by pixel_bits 16 before, was refused. A maxval of all
+    ones (1023, 4095) read as its depth, its samples within it; any other is read by pixel_bits."""
+    from protocols.image_header import eight_bit
+
+    def pnm(maxval: int, a: np.ndarray) -> bytes:
+        a = a if magic == "P5" else np.repeat(a[..., None], 3, axis=2)
+        return f"{magic}\n{a.shape[1]} {a.shape[0]}\n{maxval}\n".encode() + a.astype(">u2").tobytes()
+
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+
+    def read(maxval: int, a: list, pixel_bits: int) -> list:
+        img = decode_image(pnm(maxval, np.array(a, np.uint16)), flags)
+        return eight_bit(img, pixel_bits)[..., 0].tolist()
+
+    assert read(2000, [[0, 2000], [1000, 16]], 12) == [[0, 125], [62, 1]]  # as in a frame of brightest 4095
+    assert read(4095, [[0, 2000], [1000, 4095]], 12) == [[0, 125], [62, 255]]
+    assert read(20000, [[0, 20000], [256, 512]], 16) == [[0, 78], [1, 2]]
+    assert read(4095, [[0, 65520], [16, 32768]], 16) == [[0, 255], [0, 128]]  # Mono12 at the top of 16 bits
+    assert read(1023, [[0, 1023], [512, 4]], 16) == [[0, 255], [128, 1]]  # a Mono10 one: its depth
