@@ -183,7 +183,13 @@ class OpcUaSettings(_Model):
     )
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
+    connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="how long each request waits for the server's answer, at most an hour: asyncua writes it "
+        "into every request as a UInt32 of milliseconds, and past 49 days no request could be sent at all",
+    )
     keepalive_check_s: float = Field(
         2.0,
         gt=0,

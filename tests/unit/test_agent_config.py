@@ -203,6 +203,15 @@ def test_a_blocking_queue_beside_a_rule_on_its_source_is_a_warning_naming_both(e
             lambda d: d["sources"]["plc"].update(endpoint="http://x"),
             "line3.yaml: sources.plc.endpoint: String should match",
         ),
+        # each request carries it as a UInt32 of milliseconds: past 49 days none could be sent (.inf: none at all)
+        (
+            lambda d: d["sources"]["plc"].update(connect_timeout_s=86_400.0 * 50),
+            "line3.yaml: sources.plc.connect_timeout_s: Input should be less than or equal to 3600",
+        ),
+        (
+            lambda d: d["sources"]["plc"].update(connect_timeout_s=float("inf")),
+            "line3.yaml: sources.plc.connect_timeout_s: Input should be less than or equal to 3600",
+        ),
         (
             lambda d: d["models"]["vision"].update(engine="tensorrt"),
             "line3.yaml: models.vision.engine: Input should be",
