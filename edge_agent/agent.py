@@ -470,7 +470,8 @@ class Agent:
         # OPC UA source with a heartbeat -> the sources its heartbeat's hold was last judged with (``_plc_group``)
         self._hold_group: dict[str, frozenset[str]] = {}
         # OPC UA source -> what is known of its server (``_plc_group``): the addresses its host name resolved to, the
-        # ApplicationUri its sessions read with its certificate; kept while the agent runs
+        # ApplicationUri its sessions read with its certificate (an address forgotten once its name no longer leads
+        # there and no session is at it: ``_resolve_plcs``)
         self._plc_seen: dict[str, set[tuple[Any, ...]]] = {}
         # OPC UA sources whose host name did not resolve at the last try (``_resolve_plcs``): while their session is
         # not up either, they write to no PLC, and a failed slot's gate through them holds no heartbeat
@@ -1357,6 +1358,13 @@ class Agent:
             cert = getattr(src, "server_certificate", None)
             if uri and isinstance(cert, bytes) and cert:
                 self._plc_seen.setdefault(n, set()).add(("server", uri, hashlib.sha256(cert).hexdigest()))
+            # the address its session reached (a name's, at once: the resolver's next round may be a minute away)
+            if getattr(src, "state", None) is ConnectionState.CONNECTED and (
+                at := getattr(src, "peer_address", None)
+            ):
+                from devices.opcua.settings import plc_at
+
+                self._plc_seen.setdefault(n, set()).add(("plc", plc_at(at[0], at[1])))
         known = {n: {("plc", k), *self._plc_seen.get(n, ())} for n, k in keyed.items()}
         group, keys = {source}, set(known[source])
         while grown := [n for n, k in known.items() if n not in group and k & keys]:
@@ -1404,6 +1412,7 @@ class Agent:
         from devices.opcua.settings import plc_at
 
         lookup: asyncio.Future | None = None
+        up = ConnectionState.CONNECTED
         try:
             while True:
                 for n, (host, port) in named.items():
@@ -1424,9 +1433,20 @@ class Agent:
                         self._plc_unresolved.add(n)
                         continue
                     self._plc_unresolved.discard(n)
-                    self._plc_seen.setdefault(n, set()).update(
-                        ("plc", plc_at(str(info[4][0]), port)) for info in infos if info[4]
-                    )
+                    now = {("plc", plc_at(str(info[4][0]), port)) for info in infos if info[4]}
+                    seen = self._plc_seen.setdefault(n, set())
+                    # the address the source's session reached (the name may lead to several, or have moved since it
+                    # connected); an address the name no longer leads to is forgotten once no session is at it: kept
+                    # until restart, a PLC's address given by DHCP to another line's PLC tied that line's heartbeat to
+                    # this one's failed slot for good
+                    src = self.sources.get(n)
+                    at = getattr(src, "peer_address", None) if getattr(src, "state", None) is up else None
+                    if at is not None:
+                        now.add(("plc", plc_at(at[0], at[1])))
+                    elif getattr(src, "state", None) in (up, ConnectionState.CONNECTING):
+                        now |= seen  # (a session up or being made, its peer not known: nothing forgotten)
+                    seen -= {k for k in seen if k[0] == "plc" and k not in now}
+                    seen |= now
                 await asyncio.sleep(RESOLVE_PLCS_S)
         finally:
             if lookup is not None:  # (its thread ends with the resolver's answer, or with the process)

@@ -3886,6 +3886,15 @@ class OpcUaSource:
         cert = getattr(getattr(self._client, "security_policy", None), "peer_certificate", None)
         return cert if isinstance(cert, bytes) and cert else None
 
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        """The address and port the session's connection reached (its socket's peer: the address a host name led to
+        when it connected); None without a connection."""
+        proto = getattr(getattr(self._client, "uaclient", None), "protocol", None)
+        transport = getattr(proto, "transport", None)
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+
     # -- background task --------------------------------------------------------------------------
     async def _run(self) -> None:
         try:

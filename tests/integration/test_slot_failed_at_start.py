@@ -875,7 +875,7 @@ def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_the
     pipes = [{"name": "inspect", "source": "cam", "model": "vision", "actions": ["reject"]}]
 
     def held(
-        endpoint: str, seen=(), uri=None, heartbeat_at=None, unresolved=False, up=False, certs=()
+        endpoint: str, seen=(), uri=None, heartbeat_at=None, unresolved=False, up=False, certs=(), peer=None
     ) -> list[str]:
         sources = {"plc2": {"type": "opcua", "endpoint": endpoint}}
         if heartbeat_at:  # the heartbeat's source named so
@@ -895,6 +895,11 @@ def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_the
             agent._plc_unresolved = {"plc2"}
         if up:
             agent.sources["plc2"].state = ConnectionState.CONNECTED
+        if peer:  # the address plc2's session reached
+            transport = SimpleNamespace(get_extra_info=lambda what: peer if what == "peername" else None)
+            agent.sources["plc2"]._client = SimpleNamespace(
+                uaclient=SimpleNamespace(protocol=SimpleNamespace(transport=transport))
+            )
         return [p.name for p in agent._writing_through("plc")]
 
     here, there = ("plc", ("localhost", 4840)), ("plc", ("10.0.0.9", 4840))
@@ -905,6 +910,9 @@ def test_a_gate_through_the_plcs_host_name_holds_its_heartbeat_once_resolved_the
     # (its session up: reached all the same)
     assert held("opc.tcp://plc-line3.example:4840/", unresolved=True, up=True) == ["inspect"]
     assert held("opc.tcp://plc-line3.example:4840/", [here]) == ["inspect"]
+    # its session up, the address it reached known: that PLC, before the resolver's next round
+    assert held("opc.tcp://plc-line3.example:4840/", up=True, peer=("127.0.0.1", 4840)) == ["inspect"]
+    assert held("opc.tcp://plc-line3.example:4840/", up=True, peer=("10.0.0.9", 4840)) == []
     assert held("opc.tcp://plc-line3.example:4840/", [there]) == []
     assert held("opc.tcp://plc-line3.example:4841/") == []  # another port: another server
     assert held("opc.tcp://10.0.0.9:4840/") == []
@@ -944,7 +952,9 @@ async def test_a_resolver_that_never_answers_holds_one_lookup_and_no_thread_the_
     monkeypatch.setattr(socket, "getaddrinfo", hung)
     monkeypatch.setattr(agent_mod, "RESOLVE_PLCS_S", 0.01)
     monkeypatch.setattr(agent_mod, "RESOLVE_PLCS_TIMEOUT_S", 0.05)
-    agent = SimpleNamespace(_plc_unresolved=set(), _plc_seen={})  # (what the lookups tell the agent)
+    agent = SimpleNamespace(
+        _plc_unresolved=set(), _plc_seen={}, sources={}
+    )  # (what the lookups tell the agent)
     named = {"a": ("plc-a.invalid", 4840), "b": ("plc-b.invalid", 4840)}
     task = asyncio.create_task(Agent._resolve_plcs(agent, named))  # type: ignore[arg-type]
     try:
@@ -955,6 +965,38 @@ async def test_a_resolver_that_never_answers_holds_one_lookup_and_no_thread_the_
     finally:
         task.cancel()
         release.set()
+
+
+async def test_an_address_a_plcs_name_no_longer_leads_to_is_forgotten_once_no_session_is_at_it(monkeypatch):
+    """A name's address was kept until restart: a PLC given another address (DHCP), its old one given to another
+    line's PLC, tied that line's heartbeat to this one's failed slot for good. An address the name no longer leads
+    to is forgotten once the source's session is not at it; the address its session reached is kept (a name leading
+    to several, or moved since it connected)."""
+    import socket
+
+    import edge_agent.agent as agent_mod
+
+    answer = ["10.0.0.7"]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(2, 1, 6, "", (answer[0], 4840))])
+    monkeypatch.setattr(agent_mod, "RESOLVE_PLCS_S", 0.01)
+    src = SimpleNamespace(state=ConnectionState.CONNECTED, peer_address=("10.0.0.7", 4840))
+    agent = SimpleNamespace(_plc_unresolved=set(), _plc_seen={}, sources={"a": src})
+    task = asyncio.create_task(Agent._resolve_plcs(agent, {"a": ("plc-a.example", 4840)}))  # type: ignore[arg-type]
+    old, new = ("plc", ("10.0.0.7", 4840)), ("plc", ("10.0.0.8", 4840))
+    try:
+        await until(lambda: agent._plc_seen.get("a") == {old}, what="the name resolved")
+        answer[0] = "10.0.0.8"  # moved; the session still at the old address
+        await until(lambda: agent._plc_seen["a"] == {old, new}, what="the new address added")
+        for _ in range(5):  # rounds more (each 10 ms): the old address kept while the session is there
+            await asyncio.sleep(0.05)
+        assert agent._plc_seen["a"] == {old, new}
+        src.peer_address = ("10.0.0.8", 4840)  # reconnected at the new address
+        await until(lambda: agent._plc_seen["a"] == {new}, what="the old address forgotten")
+        src.state, src.peer_address = ConnectionState.BACKOFF, None
+        answer[0] = "10.0.0.9"
+        await until(lambda: agent._plc_seen["a"] == {("plc", ("10.0.0.9", 4840))}, what="no session: moved")
+    finally:
+        task.cancel()
 
 
 @pytest.mark.parametrize("pipeline", ["camera", "windowed"])
