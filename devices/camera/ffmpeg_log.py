@@ -279,16 +279,20 @@ def _install() -> str:
         callback = _CALLBACK(_on_log)
         lib.av_log_set_callback.argtypes = [_CALLBACK]
         lib.av_log_set_callback.restype = None
-        opt = lib.av_opt_get_image_size  # (libavutil 51 and later: every FFmpeg OpenCV builds with)
-        opt.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        opt.restype = ctypes.c_int
+        # (libavutil 51 and later: every FFmpeg OpenCV builds with); looked up on its own, so that a libavutil
+        # without it loses only the decoder's picture size (``decoded`` None: the timing rule), not FFmpeg's errors
+        opt = getattr(lib, "av_opt_get_image_size", None)
+        if opt is not None:
+            opt.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            opt.restype = ctypes.c_int
         native, why = _native_filter(callback)
         lib.av_log_set_callback(native or callback)
     except (OSError, AttributeError) as exc:
         os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET: no raw line on the agent's stderr
         return f"{exc}; FFmpeg's log set quiet"
     _installed.append(callback)
-    _opt_image_size.append(opt)
+    if opt is not None:
+        _opt_image_size.append(opt)
     _in_python.append(why)
     _sws_public[0] = _swscale_public()
     if native is not None:

@@ -338,6 +338,37 @@ def test_without_the_callback_ffmpegs_log_is_set_quiet_and_the_reason_given(monk
     assert "OPENCV_FFMPEG_DEBUG set" in ffmpeg_log._install()
 
 
+_NO_IMAGE_SIZE = """
+import ctypes, sys
+class Lib(ctypes.CDLL):  # a libavutil without av_opt_get_image_size: ctypes' own error for a symbol it lacks
+    def __getattr__(self, name):
+        if name == "av_opt_get_image_size":
+            raise AttributeError(f"{self._name}: undefined symbol: {name}")
+        return super().__getattr__(name)
+ctypes.CDLL = Lib
+from devices.camera import ffmpeg_log
+if ffmpeg_log._libavutil() is None:
+    sys.exit(3)
+print("INSTALLED", ffmpeg_log.install(), ffmpeg_log.not_read() or "-")
+lib = ctypes.CDLL(ffmpeg_log._libavutil())
+with ffmpeg_log.watching() as errors:
+    lib.av_log(None, 16, b"error while decoding MB %d %d, bytestream %td\\n", 1, 2, 3)  # AV_LOG_ERROR
+    lib.av_log(None, 48, b"Format %s chosen by get_format().\\n", b"gray")  # AV_LOG_DEBUG: a new picture
+print("COUNTED", errors.count, errors.pictures, errors.decoded)
+"""
+
+
+def test_a_libavutil_without_its_image_size_option_reader_still_has_ffmpegs_errors_read():
+    """``av_opt_get_image_size`` (for the decoder's picture size) was looked up with the callback, so a libavutil
+    lacking it left FFmpeg's log unread and set quiet: damaged frames were no longer told from whole ones. Only the
+    decoder's size is then not read (a new picture's line is told by when it comes, as where no size is said)."""
+    done = subprocess.run([sys.executable, "-c", _NO_IMAGE_SIZE], capture_output=True, timeout=60, text=True)
+    if done.returncode == 3:
+        pytest.skip("no libavutil of OpenCV's to hook")
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "INSTALLED True -" in done.stdout and "COUNTED 1 1 None" in done.stdout, done.stdout
+
+
 def test_error_lines_after_which_ffmpeg_decodes_the_picture_whole_are_not_damage(hooked):
     """'mmco: unref short failure' (some IP cameras' H.264 streams log it over and over, on frames FFmpeg decodes
     whole) refused every frame of such a camera, and the frames predicted from it. Logged through the libavutil of
