@@ -170,6 +170,9 @@ RETIRE_STEP_ROWS = (
 # refused, not obeyed; deletion cannot be taken back
 RETAIN_DAYS_LEAST = 1.0
 RETIRE_SCAN_EPOCHS = 256  # agents' epochs one step looks at, at most (a page of ``record_counts``)
+# epochs whose retention step failed on their own rows that a store remembers having logged (``retire``; forgotten
+# all at once past it: logged again)
+RETIRE_FAILED_KEPT = 1000
 RETIRE_IN_SEQS = 500  # seqs one statement of a retention step names (``seq IN (...)``)
 # today's and the 6 days before, by the pruning process's clock: a week, so that a replica whose clock is days
 # ahead (not a clock any replica runs with) still never deletes the others' today (kept 2, one 2 days ahead did)
@@ -2472,8 +2475,10 @@ class SQLStore(Store):
         in a transaction of its own; then the sample bytes of ``blobs`` (the root store) that no row of the tenant
         names any more. The retired seqs are never a gap: counts, stats and gaps go on from past them, and
         ``stats``/``usage`` say what was retired. ``halt`` set (the service stopping) ends the step before its next
-        epoch or deletion of bytes (those left are deleted by a later pass: ``retiring``). Returns {records, samples, blobs, after: where the next step goes
-        on, None once every epoch was looked at}."""
+        epoch or deletion of bytes (those left are deleted by a later pass: ``retiring``). An epoch whose rows the
+        database refuses (``_record_error``) is passed over, logged once, counted in ``skipped``. Returns {records,
+        samples, blobs, after: where the next step goes on, None once every epoch was looked at; skipped, when
+        any}."""
         q = self.q
         # the epochs that can hold records that old: by ``record_counts.first_received`` (through
         # ``record_counts_by_age``), not every epoch with records (an agent at the day's most epochs for 30 days:
@@ -2521,7 +2526,25 @@ class SQLStore(Store):
                     # transaction): this epoch waits for a later pass; the step failed, and no epoch after it
                     # was retired while the hold lasted
                     if not self._guard_busy(exc):
-                        raise
+                        if not self._record_error(exc):  # (a store down or full: the step fails)
+                            raise
+                        # the database refused this epoch's own rows (rolled back): it alone waits, counted and
+                        # logged once a process; re-raised, the pass started again from the first epoch at each
+                        # failure, and no epoch after it, of any tenant, was ever retired
+                        out["skipped"] = out.get("skipped", 0) + 1
+                        failed = self.__dict__.setdefault("_epochs_failed", set())
+                        if key not in failed:
+                            if len(failed) >= RETIRE_FAILED_KEPT:
+                                failed.clear()
+                            failed.add(key)
+                            log.exception(
+                                "retention: agent %s (tenant %s): its epoch %d cannot be retired (the store refused "
+                                "its rows); it is passed over, the other epochs retired",
+                                agent,
+                                tenant,
+                                int(epoch),
+                            )
+                        continue
                     log.warning(
                         "retention: agent %s (tenant %s): its rows are held by another transaction past the "
                         "lock wait; its epoch %d waits for a later pass",

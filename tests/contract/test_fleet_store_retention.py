@@ -207,10 +207,11 @@ def test_retired_seqs_past_the_bound_and_of_epoch_0_are_stored_again(store, monk
     assert store.ingest("gw2", [rec(s) for s in (1, 2)], tenant="acme")[1:] == (2, 0)
 
 
-def test_a_record_of_seq_0_is_retired_and_never_stops_the_pass(store):
+def test_a_record_of_seq_0_is_retired_and_never_stops_the_pass(store, monkeypatch, caplog):
     """The wire allows seq 0 (gaps count from 1): no step read it, and the step retiring the seqs above it failed on
     the epoch's age (NULL), at every pass, which then started again from the first agent: retention stopped for
-    every epoch after it, whichever tenant."""
+    every epoch after it, whichever tenant. Any epoch whose rows the database refuses so is passed over, logged once
+    and counted, and the epochs after it are retired."""
     store.ingest("gw1", [rec(s, epoch=1) for s in (0, 1, 2)], tenant="acme")
     store.ingest("gw2", [rec(s, epoch=1) for s in (1, 2)], tenant="acme")
     with store._tx() as ex:
@@ -220,6 +221,33 @@ def test_a_record_of_seq_0_is_retired_and_never_stops_the_pass(store):
     assert store.records("gw1", tenant="acme") == store.records("gw2", tenant="acme") == []
     assert store.gaps("gw1", tenant="acme") == []
     assert store.ingest("gw1", [rec(0, epoch=1)], tenant="acme")[1:] == (0, 1)  # retired: a duplicate
+
+    # an epoch the database refuses to retire (here a NOT NULL it breaks), sorted before the others
+    note = store._note_retired
+
+    def refused(ex, key, seqs):
+        if key[1] == "gw0":
+            ex(
+                store.q("INSERT INTO retired_seqs (tenant, agent, epoch, first, last) VALUES (?,?,?,?,NULL)"),
+                (*key, 1),
+            )
+        note(ex, key, seqs)
+
+    monkeypatch.setattr(store, "_note_retired", refused)
+    for agent in ("gw0", "gw3"):
+        store.ingest(agent, [rec(s, epoch=2) for s in (1, 2)], tenant="beta")
+    with store._tx() as ex:
+        ex(store.q("UPDATE records SET received = 1000.0 WHERE tenant = 'beta'"))
+        ex(store.q("UPDATE record_counts SET first_received = 1000.0 WHERE tenant = 'beta'"))
+    for retired in (2, 1):  # a pass, then another with a record of gw3 more
+        step = store.retire(2000.0)
+        assert (step["records"], step.get("skipped"), step["after"]) == (retired, 1, None)
+        assert len(store.records("gw0", tenant="beta")) == 2 and store.records("gw3", tenant="beta") == []
+        store.ingest("gw3", [rec(3, epoch=2)], tenant="beta")
+        with store._tx() as ex:
+            ex(store.q("UPDATE records SET received = 1000.0 WHERE tenant = 'beta'"))
+            ex(store.q("UPDATE record_counts SET first_received = 1000.0 WHERE tenant = 'beta'"))
+    assert len([r for r in caplog.records if "cannot be retired" in r.getMessage()]) == 1
 
 
 def test_a_record_stored_in_an_epoch_retention_emptied_shows_the_seqs_missing_below_it_lost(store):
