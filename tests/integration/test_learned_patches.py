@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from cloud_trainer.train import learned_patches as lp
 from tests.support.own_parts import DEFECTS, make_part
@@ -35,6 +36,42 @@ def test_synthetic_defects_change_only_their_mask_and_land_on_the_part():
         assert changed[~grown].mean() < 0.002  # nothing drawn outside the (blurred) mask
         on_part.append(img[mask > 0].mean() > img.mean())
     assert np.mean(on_part) >= 0.9
+
+
+def test_the_face_level_light_moves_the_parts_face_and_leaves_its_relief_and_the_background(monkeypatch):
+    """Another lamp can light a part's face dimmer or brighter while its chamfers, grain and the belt keep
+    their light (bench/RESULTS.md, issue 13: the face-level light); the net's training crops see that
+    light, not only a gain of the whole crop: the face's level moves by the factor, the relief on it and
+    the background do not, and the training's crops go through it."""
+    img, _ = make_part(SEED, 0, 120)
+    threshold = lp.face_threshold(img)
+    grey = img.astype(np.float32).mean(2)
+    face = cv2.erode((grey > threshold).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    background = grey <= threshold
+    assert face.mean() > 0.1 and background.mean() > 0.1
+
+    def relief(g: np.ndarray) -> np.ndarray:
+        return g - cv2.GaussianBlur(g, (0, 0), 2.0)
+
+    for gain in (0.5, 1.5):
+        lit = lp.face_light(img, threshold, gain, 4.0)
+        assert lit.shape == img.shape and lit.dtype == np.uint8
+        lit_grey = lit.astype(np.float32).mean(2)
+        assert np.array_equal(lit[background], img[background])
+        assert abs(lit_grey[face].mean() / grey[face].mean() - gain) < 0.1
+        assert relief(lit_grey)[face].std() == pytest.approx(relief(grey)[face].std(), rel=0.1)
+    grey_lit = lp.face_light(img[:, :, 1], threshold, 0.5, 4.0)  # a grey camera's frame as well
+    assert grey_lit.shape == img.shape[:2] and grey_lit[face].mean() < 0.6 * img[:, :, 1][face].mean()
+
+    calls = []
+    light = lp.face_light
+    monkeypatch.setattr(lp, "face_light", lambda *a: calls.append(a[2]) or light(*a))
+    monkeypatch.setattr(lp, "BATCH", 16)
+    from cloud_trainer.train.vision import preprocessing
+
+    lp.fit_net([img], preprocessing(64), seed=0, steps=1, log=lambda *_: None, init=None)
+    assert 2 <= len(calls) <= 14  # FACE_LIGHT_RATE of the 16 crops
+    assert all(1 - lp.FACE_LIGHT_GAIN <= g <= 1 + lp.FACE_LIGHT_GAIN for g in calls)
 
 
 def folders(root: Path, n_good: int, n_defect: int) -> Path:
