@@ -567,25 +567,30 @@ def _parquet_out_of_its_range(path: Path, table: Any) -> str | None:
     except (pa.ArrowException, OSError):
         return None  # read a moment ago: one replaced since is read again by no one
     where = {meta.schema.column(j).path: j for j in range(meta.num_columns)}
-    start = 0
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        for name in table.column_names:
-            j = where.get(name)
-            typ = table.schema.field(name).type
-            if (
-                j is None
-                or not (pa.types.is_integer(typ) or pa.types.is_floating(typ))
-                or pa.types.is_float16(typ)
-            ):
-                continue  # (a float16's statistics are bytes; a nested or renamed column's not read here)
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+    for name in table.column_names:
+        j = where.get(name)
+        typ = table.schema.field(name).type
+        if (
+            j is None
+            or not (pa.types.is_integer(typ) or pa.types.is_floating(typ))
+            or pa.types.is_float16(typ)
+        ):
+            continue  # (a float16's statistics are bytes; a nested or renamed column's not read here)
+        # one piece, sliced by each row group in constant time: a slice of the read's chunks walks them from the
+        # first, and a logger's file of 20,000 one-row groups took 500 s to check after a 16 s read
+        column, start = None, 0
+        for g, group in enumerate(groups):
+            start, rows = start + group.num_rows, group.num_rows
             stats = group.column(j).statistics
-            if stats is None or not stats.has_min_max or group.num_rows == 0:
+            if stats is None or not stats.has_min_max or rows == 0:
                 continue
             low, high = stats.min, stats.max
             if not (isinstance(low, int | float) and isinstance(high, int | float)):
                 continue
-            got = pc.min_max(table.column(name).slice(start, group.num_rows)).as_py()
+            if column is None:
+                column = table.column(name).combine_chunks()
+            got = pc.min_max(column.slice(start - rows, rows)).as_py()
             lo, hi = got["min"], got["max"]
             if lo is None or hi is None:
                 continue
@@ -595,7 +600,6 @@ def _parquet_out_of_its_range(path: Path, table: Any) -> str | None:
                     f"{low!r} to {high!r}: the file is damaged (a page CRC would have said where: pandas and pyarrow "
                     "write them with write_page_checksum=True); copy it again from its source"
                 )
-        start += group.num_rows
     return None
 
 
