@@ -994,11 +994,19 @@ class ActionRunner:
                     if node is not None and lock.locked():
                         st["waited_for_node"] += 1  # its answer, up to its timeout
                     async with lock:
-                        if any(f[1] > order for f in flights):
-                            # a newer value in flight through another session: sent beside it, this older one could
-                            # land last; waiting for its answer held this session's newer values behind it
-                            st["superseded"] += 1
-                            return False
+                        # a newer value in flight through another session: sent beside it, this older one could
+                        # land last. It waits for that write's answer (written: this one is superseded below;
+                        # refused or failed: this one is what the node can hold now, as before), and gives up at
+                        # once when a value newer than those in flight is decided, so that it holds nothing of its
+                        # own session's back behind a stalled session
+                        while node is not None and (ahead := [f for f in flights if f[1] > order]):
+                            if self._newest.get(node, -1) > max(f[1] for f in ahead):
+                                st["superseded"] += 1
+                                return False
+                            wake = self._output_wake.get(key) if key is not None else None
+                            await _first_set([*(f[2] for f in ahead), *([wake] if wake is not None else [])])
+                            if wake is not None:
+                                wake.clear()
                         if node is not None and self._written.get(node, -1) > order:
                             # a newer value was written while this one waited (for the node's type, or for the
                             # write before it): sent after it, this older one was what the PLC kept (an OK part's

@@ -147,9 +147,10 @@ class _Session(_Plc):
     """One of two sessions on one PLC: its write of ``stalls`` goes unanswered until ``answered`` is set; ``taken``
     (shared) is what the PLC took, in its order; ``typed``, when given, holds the node's type read."""
 
-    def __init__(self, stalls, answered, taken, typed=None, asked=None) -> None:
+    def __init__(self, stalls, answered, taken, typed=None, asked=None, refuses=False) -> None:
         super().__init__()
         self.stalls, self.answered, self.taken, self.typed, self.asked = stalls, answered, taken, typed, asked
+        self.refuses = refuses  # the stalled write, once answered, is refused (a retry cannot fix it)
 
     async def ensure_type(self, node_id):
         if self.typed is not None:
@@ -160,7 +161,13 @@ class _Session(_Plc):
         if type(value) is type(self.stalls) and value == self.stalls and not self.answered.is_set():
             self.written.append(value)  # sent
             await self.answered.wait()
+            if self.refuses:
+                raise _Refused(f"{value!r} refused")
         self.taken.append(value)
+
+
+class _Refused(Exception):
+    retryable = False  # as the source's refused write (Bad_UserAccessDenied, Bad_NotWritable)
 
 
 def _two_sessions(cfg, stalls, **waits):
@@ -221,3 +228,28 @@ async def test_an_older_value_behind_a_newer_one_stalled_on_another_session_hold
     two.answered.set()
     await runner.flush(timeout_s=5)
     assert taken == [True, 3, True], taken
+
+
+async def test_an_older_value_behind_a_newer_one_refused_on_another_session_is_written_once_it_is_refused(
+    tmp_path,
+):
+    """An OK part's pass ``true`` through one session waits for its node's type; the next part's divert code 3 goes
+    out through another session, stalls there, and is refused at last (that session's user may not write the node).
+    The ``true`` and the UNSURE part's pass reset ``false`` (both older than the 3) wait for that answer and then go
+    out, as they did before the two sessions' writes went side by side: dropped because the 3 was in flight, the
+    node kept the value from before all three (nothing, here) for good, the pass reset never written."""
+    import asyncio
+
+    cfg = _pass_and_divert(tmp_path, {"source": "plc2", "when": {"verdict": "UNSURE"}})
+    asked, typed = asyncio.Event(), asyncio.Event()
+    _, two, runner, on_result = _two_sessions(cfg, 3, typed=typed, asked=asked)
+    two.refuses = True
+    await on_result(result("OK", 0, pipeline="p", source="cam", score=0.1), None)
+    await until(asked.is_set, what="the pass's true waiting for its node's type")
+    await on_result(result("UNSURE", 1, pipeline="p", source="cam", score=0.5), None)
+    await until(lambda: two.written == [3], what="the divert sent, unanswered")
+    typed.set()
+    two.answered.set()
+    await runner.flush(timeout_s=30)
+    assert two.taken == [True, False], two.taken
+    assert runner.stats["divert"]["failed"] == 1, runner.stats["divert"]
