@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from devices.base import Frame
 from edge_agent.types import Result
 from protocols import json_codec
-from protocols.redact import escaped
+from protocols.redact import display_escaped
 
 
 class StatusBoard:
@@ -142,14 +142,16 @@ def tag_rows(readings, now: float | None = None) -> list[dict]:
                     shown = shown[:-1]  # its closing bracket: more items follow
                 shown = shown[:SHOWN_CHARS] + "…"
         if isinstance(shown, str):
-            shown = escaped(shown)
+            shown = display_escaped(shown)
         rows.append(
             {
-                # as the logs quote it (``protocols.redact.escaped``): a tag named from the wire (a Sparkplug metric,
-                # node or device, an MQTT topic) or a text value holding a bidirectional override showed turned
-                # around ('\u202eGN' as 'NG', a tag as another's name), an ANSI escape drove `edge-agent tags`'
-                # terminal; the reading itself, what pipelines and the outbox take, keeps its name
-                "tag": escaped(r.tag),
+                # what turns or hides the text around it escaped (``protocols.redact.display_escaped``): a tag named
+                # from the wire (a Sparkplug metric, node or device, an MQTT topic) or a text value holding a
+                # bidirectional override showed turned around ('\u202eGN' as 'NG', a tag as another's name); the
+                # rest of a name is its spelling (a Persian name's zero-width non-joiner, a Japanese one's
+                # ideographic space), shown as it is. The reading itself, what pipelines and the outbox take, keeps
+                # its name
+                "tag": display_escaped(r.tag),
                 "value": shown,
                 "type": typ,
                 "quality": r.quality.value,

@@ -58,11 +58,26 @@ def mask_logins(text: str) -> str:
     return _USER_PARAM.sub(lambda m: f"{m.group('head')}{MASK}", text)
 
 
+def _escape(c: str) -> str:
+    return c.encode("unicode_escape", "backslashreplace").decode()
+
+
 def escaped(text: str) -> str:
     """``text`` on one line that says what it is: each character ``str.isprintable`` refuses (a line feed, a
     carriage return, an ANSI escape, a bidirectional override, a byte of another code page) as its escape."""
     if text.isprintable():  # the common case, at C speed
         return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in text
-    )
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+# what turns or hides the text around it on a page or a terminal: C0 and C1 controls (an ANSI escape, a line feed),
+# the bidirectional marks, embeddings, overrides and isolates, the line and paragraph separators, lone surrogates
+_MISLEADING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def display_escaped(text: str) -> str:
+    """``text`` as ``escaped`` writes it, but only for what turns or hides the text around it (``'\\u202eGN'`` shown
+    as 'NG', an ANSI escape driving a terminal): a name's other characters ``str.isprintable`` refuses are its
+    spelling (a no-break or ideographic space, the zero-width (non-)joiner of Persian, Indic scripts and emoji
+    sequences, a soft hyphen), shown as they are."""
+    return _MISLEADING.sub(lambda m: _escape(m.group()), text)

@@ -17,3 +17,23 @@ def test_a_tag_name_or_text_with_a_bidi_override_or_an_escape_is_shown_escaped_t
     rows = {r["tag"]: r["value"] for r in tag_rows([spoof, ansi, plain], now=2.0)}
     assert rows == {"n/\\u202eGN": "\\u202eKO", "m/\\x1b[31mtemp": 1.5, "خط/温度": "ok"}
     assert spoof.tag == "n/\u202eGN"  # what pipelines and the outbox are given
+
+
+def test_a_names_own_characters_are_shown_as_they_are_only_what_turns_or_hides_text_is_escaped():
+    """A Persian name's zero-width non-joiner, a Japanese one's ideographic space, a no-break space, an emoji's
+    zero-width joiner and a soft hyphen are the name's spelling: escaped as the logs quote them, /api/tags showed
+    'دما/می\\u200cخواهد', and a script reading it matched no tag of its config. What turns or hides the text around it
+    (a bidirectional mark or isolate, a C1 control, a line separator, a lone surrogate) is still escaped."""
+    names = ["دما/می\u200cخواهد", "温度\u3000上", "Temp\u00a0°C", "👩\u200d🔧/state", "Zähler\u00adstand"]
+    rows = tag_rows([Reading("plc", n, n, 1.0, 1.0, Quality.GOOD) for n in names], now=2.0)
+    # before: 'دما/می\\u200cخواهد', 'Temp\\xa0°C' ...
+    assert sorted((r["tag"], r["value"]) for r in rows) == sorted((n, n) for n in names)
+    odd = ["a\u2067b\u2069", "c\u200fd", "e\x85f", "g\u2028h", "i\ud800"]
+    rows = tag_rows([Reading("plc", n, 1.0, 1.0, 1.0, Quality.GOOD) for n in odd], now=2.0)
+    assert sorted(r["tag"] for r in rows) == [
+        "a\\u2067b\\u2069",
+        "c\\u200fd",
+        "e\\x85f",
+        "g\\u2028h",
+        "i\\ud800",
+    ]
