@@ -106,14 +106,17 @@ class NonFinitePolicy(enum.StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # .inf is no duration, size or interval: keepalive_check_s or session_timeout_s at .inf was taken, and the source
+    # never connected, saying only "OverflowError: cannot convert float infinity to integer"
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NodeSettings(_Model):
     node_id: str = Field(min_length=3, description="e.g. 'ns=2;s=Machine1.Vibration' or 'i=2258'")
     tag: str | None = Field(None, description="tag name of the readings; default: the node's browse name")
     sampling_interval_ms: float = Field(0.0, ge=0, description="0: as fast as the server samples")
-    queue_size: int = Field(1, ge=1, description="server-side queue per monitored item")
+    # a UInt32 in the request: a larger one was taken, and the source never connected (struct.error)
+    queue_size: int = Field(1, ge=1, le=2**32 - 1, description="server-side queue per monitored item")
     sample_rate_from: str | None = Field(
         None,
         min_length=3,

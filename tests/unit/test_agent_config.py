@@ -203,14 +203,27 @@ def test_a_blocking_queue_beside_a_rule_on_its_source_is_a_warning_naming_both(e
             lambda d: d["sources"]["plc"].update(endpoint="http://x"),
             "line3.yaml: sources.plc.endpoint: String should match",
         ),
-        # each request carries it as a UInt32 of milliseconds: past 49 days none could be sent (.inf: none at all)
+        # each request carries it as a UInt32 of milliseconds: past 49 days none could be sent
         (
             lambda d: d["sources"]["plc"].update(connect_timeout_s=86_400.0 * 50),
             "line3.yaml: sources.plc.connect_timeout_s: Input should be less than or equal to 3600",
         ),
+        # .inf (or a queue past a UInt32) was taken, and the source never connected, with no field named
         (
             lambda d: d["sources"]["plc"].update(connect_timeout_s=float("inf")),
-            "line3.yaml: sources.plc.connect_timeout_s: Input should be less than or equal to 3600",
+            "line3.yaml: sources.plc.connect_timeout_s: Input should be a finite number",
+        ),
+        (
+            lambda d: d["sources"]["plc"].update(keepalive_check_s=float("inf")),
+            "line3.yaml: sources.plc.keepalive_check_s: Input should be a finite number",
+        ),
+        (
+            lambda d: d["sources"]["plc"].update(session_timeout_s=float("inf")),
+            "line3.yaml: sources.plc.session_timeout_s: Input should be a finite number",
+        ),
+        (
+            lambda d: d["sources"]["plc"]["nodes"][0].update(queue_size=2**32),
+            "line3.yaml: sources.plc.nodes[0].queue_size: Input should be less than or equal to 4294967295",
         ),
         (
             lambda d: d["models"]["vision"].update(engine="tensorrt"),
