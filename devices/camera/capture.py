@@ -1428,6 +1428,10 @@ class CameraSource:
                 stream.close()
             return
         assert cap is not None
+        # a size a decoder said as the capture opened is a probing decoder's (FFmpeg's stream probe decodes each
+        # stream's first frames, a second video stream's too; OpenCV's own decoder decodes nothing before the first
+        # grab, where a decoder that says its size says it again): only the reading decoder's own count
+        errors.decoded = None
         try:
             # the size declared when opened (CAP_PROP_FRAME_WIDTH, _HEIGHT): OpenCV's FFmpeg reader scales
             # every later frame to it, so a stream that grows midway still gives frames of this size (measured)

@@ -380,14 +380,54 @@ async def test_a_turned_video_file_is_read_whole_at_its_turned_size(tmp_path):
     )  # version 0: its times, track, duration; layer, volume: the matrix
     struct.pack_into(">9i", data, at, 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
     (tmp_path / "turned.mp4").write_bytes(bytes(data))
-    src = CameraSource("line", CameraSettings(url=str(tmp_path / "turned.mp4"), fps=100, frozen_after_s=None))
+    await _read_whole(tmp_path / "turned.mp4", (160, 120))
+
+
+async def _read_whole(video: Path, shape: tuple[int, int]) -> None:
+    """The file (not looped) read to its end: its FRAMES frames in order, each of ``shape``, nothing counted."""
+    src = CameraSource("line", CameraSettings(url=str(video), fps=100, frozen_after_s=None))
     await src.start()
     try:
         frames = [f async for f in src.items()]  # a file not looped: it ends
     finally:
         await src.stop()
-    assert [(_level(f.image), f.image.shape[:2]) for f in frames] == [(i, (160, 120)) for i in range(FRAMES)]
+    assert [(_level(f.image), f.image.shape[:2]) for f in frames] == [(i, shape) for i in range(FRAMES)]
     assert src.stats.errors_by_reason == {}
+
+
+def _two_stream_avi(path: Path) -> Path:
+    """An AVI of FRAMES frames whose first video stream (the one OpenCV reads) is uncompressed 160x120, frame i at
+    20*i+40 (FFmpeg's raw decoder chooses no picture format, so logs no size), and whose second is MJPEG 320x180
+    (a second camera's, a cover picture's): FFmpeg's stream probe, as the capture opens, decodes that one too."""
+
+    def chunk(fcc: bytes, data: bytes) -> bytes:
+        return fcc + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+
+    def strl(codec: bytes, w: int, h: int, size: int) -> bytes:  # h < 0: rows top-down
+        rate = (1, 10, 0, FRAMES, size, -1, 0)  # scale, rate, start, length, buffer, quality, sample size
+        strh = b"vids" + codec + struct.pack("<IHHIIIIIIiI4h", 0, 0, 0, 0, *rate, 0, 0, w, -h)
+        strf = struct.pack("<IiiHH4sIiiII", 40, w, h, 1, 24, codec, size, 0, 0, 0, 0)
+        return chunk(b"LIST", b"strl" + chunk(b"strh", strh) + chunk(b"strf", strf))
+
+    movi, index = b"", b""
+    for i in range(FRAMES):
+        raw = np.full((FIRST[1], FIRST[0], 3), 20 * i + 40, np.uint8).tobytes()
+        jpg = cv2.imencode(".jpg", np.full((THEN[1], THEN[0], 3), 200, np.uint8))[1].tobytes()
+        for fcc, data in ((b"00db", raw), (b"01dc", jpg)):
+            index += fcc + struct.pack("<III", 0x10, 4 + len(movi), len(data))  # a key frame, where, how long
+            movi += chunk(fcc, data)
+    avih = struct.pack("<14I", 100000, 0, 0, 0x10, FRAMES, 0, 2, 0, *FIRST, 0, 0, 0, 0)
+    hdrl = chunk(b"avih", avih) + strl(bytes(4), FIRST[0], -FIRST[1], len(raw)) + strl(b"MJPG", *THEN, 0)
+    body = b"AVI " + chunk(b"LIST", b"hdrl" + hdrl) + chunk(b"LIST", b"movi" + movi) + chunk(b"idx1", index)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+async def test_a_video_file_with_a_second_video_stream_of_another_size_is_read_whole(tmp_path):
+    """The probe's decoding of the second stream as the capture opened left its size as the decoder's: the reader's
+    own decoder, which says none, was then taken for one already at another size at the first frame, and the
+    healthy file's pass ended at frame 2 (frame_size_changed). Only the reading decoder's own lines count."""
+    await _read_whole(_two_stream_avi(tmp_path / "two.avi"), (120, 160))
 
 
 def test_swscale_contexts_sizes_are_read_where_its_layout_is_public_and_nothing_else_is(monkeypatch):
