@@ -169,6 +169,35 @@ def test_asyncua_keeps_each_request_awaiting_its_answer_by_request_id() -> None:
     assert "timeout" in inspect.signature(UASocketProtocol.send_request).parameters
 
 
+async def test_asyncuas_send_request_waits_the_timeout_it_is_given_not_the_protocols() -> None:
+    """The session check's one read (``_read_values``) is waited for as long as the requests ahead of it may take,
+    by the ``timeout`` it gives the protocol's ``send_request``, and not by the protocol's own (``connect_timeout_s``,
+    the client's): an asyncua that took that argument for the request's TimeoutHint alone ended the read at the
+    first ``connect_timeout_s``, and a slow serial PLC was taken for a stalled one again. A PLC that takes the
+    request and never answers: the wait given (0.05 s) ends it, the protocol's hour never reached."""
+    import asyncio
+
+    from asyncua.client.ua_client import UASocketProtocol
+
+    proto = UASocketProtocol(timeout=3600.0)
+    sent: list[bytes] = []
+
+    class _Silent:  # the PLC's end of the connection: takes every request, answers none
+        def write(self, data: bytes) -> None:
+            sent.append(data)
+
+    proto.connection_made(_Silent())  # type: ignore[arg-type]
+    request = ua.ReadRequest()
+    read = asyncio.ensure_future(proto.send_request(request, timeout=0.05))
+    done, _ = await asyncio.wait([read], timeout=60)
+    assert done, "the read was waited for by the protocol's own timeout, not the one given"
+    assert isinstance(read.exception(), TimeoutError), read.exception()
+    assert request.RequestHeader.TimeoutHint == 50 and len(sent) == 1, (
+        request.RequestHeader.TimeoutHint,
+        sent,
+    )
+
+
 async def test_the_watch_given_back_while_a_tags_item_waits_deletes_nothing() -> None:
     """The write targets' watch answered with the right count but some items refused (no room) is given back. A tag's
     item asked for again after a download (C) waits for its answer, id 9 on the server already, and the watch's answer
