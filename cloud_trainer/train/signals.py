@@ -623,8 +623,10 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError, block: int = 1 << 20) -> Data
                 line += _line_ends(data[: max(0, at - offset)], cr_end)
                 where = f" in line {line} at byte {at}"
                 byte = bad.object[bad.start : bad.start + 1]
-                try:  # a Windows code page's export (German Excel's "CSV (Trennzeichen-getrennt)": 0xB0 for °)
-                    where += f": {byte[0]:#04x}, {byte.decode('cp1252')!r} in Windows-1252 or Latin-1"
+                # a Windows code page's export (German Excel's "CSV (Trennzeichen-getrennt)": 0xB0 for °); Windows-1252
+                # only: Latin-1 has C1 controls at 0x80-0x9F, not the '€' or '–' named there
+                try:
+                    where += f": {byte[0]:#04x}, {byte.decode('cp1252')!r} in Windows-1252"
                 except UnicodeDecodeError:
                     where += f": {byte[0]:#04x}"
                 break

@@ -1102,10 +1102,16 @@ def test_csv_files_the_csv_module_chokes_on_are_refused_or_read_not_a_traceback(
     with pytest.raises(
         DatasetError,
         # the byte and what it is in a Windows code page (German Excel's CSV export): not read in one guessed
-        match=r"latin1.csv: not UTF-8 text \(invalid start byte in line 4 at byte 23: 0xf6, 'ö' in Windows-1252 "
-        r"or Latin-1\); export it as UTF-8 \(in Excel: 'CSV UTF-8'\)",
+        match=r"latin1.csv: not UTF-8 text \(invalid start byte in line 4 at byte 23: 0xf6, 'ö' in Windows-1252\); "
+        r"export it as UTF-8 \(in Excel: 'CSV UTF-8'\)",
     ):
         read_recording(tmp_path / "latin1.csv")
+    # 0x80 is '€' in Windows-1252 alone (a C1 control in Latin-1): the message said "in Windows-1252 or Latin-1"
+    (tmp_path / "euro.csv").write_bytes("time;Preis €\n0;1\n".encode("cp1252"))
+    with pytest.raises(
+        DatasetError, match=r"euro.csv: not UTF-8 text \(.*: 0x80, '€' in Windows-1252\); export"
+    ):
+        read_recording(tmp_path / "euro.csv")
 
 
 @pytest.mark.parametrize(
