@@ -53,6 +53,11 @@ LIGHT_COPIES = 2  # relit copies of each held-out good image in the threshold's 
 FACE_LIGHT_RATE = 0.5
 FACE_LIGHT_GAIN = 0.6
 FACE_LIGHT_SIGMA = 4.0
+# the face is told from the background only where the image's Otsu split holds this share of its grey variance:
+# a part against its background 0.93-0.98 (three generators' frames); a region of the face alone (an roi inside
+# the part, a tile) has one grain, which the split would cut in two (0.64 for Gaussian grain, 0.81 for a pure
+# sinusoid), its brighter half then lit apart from its darker: a relief 3-7 times its own taught as good
+FACE_SPLIT = 0.85
 # the net's starting weights: the same self-supervised task run once for 4800 steps on the simulator's good
 # parts of both finishes (bench/pretrain_patch_net.py writes this file; ~0.4 MB)
 PRETRAINED = Path(__file__).resolve().parent / "weights" / "patch_net.npz"
@@ -258,13 +263,22 @@ def _fill_hole(out: np.ndarray, g: np.ndarray, rng: np.random.Generator):
     return None
 
 
-def face_threshold(region: np.ndarray) -> float:
+def face_threshold(region: np.ndarray) -> float | None:
     """The grey level (Otsu's, on the mean of the channels) above which a pixel of ``region`` is taken for
-    the part's face in ``face_light``: one threshold a training image, no knowledge of the part."""
+    the part's face in ``face_light``: one threshold a training image, no knowledge of the part. None where
+    the split does not tell a face from a background (``FACE_SPLIT``: a region of the face alone, a flat
+    one): no face light for that image."""
     import cv2
 
     grey = region.reshape(region.shape[0], region.shape[1], -1).mean(2).astype(np.uint8)
-    return float(cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0])
+    threshold = float(cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0])
+    g = grey.astype(np.float64)
+    face = g > threshold
+    share = float(face.mean())
+    if share in (0.0, 1.0):
+        return None
+    between = share * (1 - share) * (g[face].mean() - g[~face].mean()) ** 2
+    return threshold if between >= FACE_SPLIT * g.var() else None
 
 
 def face_light(img: np.ndarray, threshold: float, gain: float, sigma: float) -> np.ndarray:

@@ -74,6 +74,32 @@ def test_the_face_level_light_moves_the_parts_face_and_leaves_its_relief_and_the
     assert all(1 - lp.FACE_LIGHT_GAIN <= g <= 1 + lp.FACE_LIGHT_GAIN for g in calls)
 
 
+def test_a_region_of_the_parts_face_alone_is_not_face_lit(monkeypatch):
+    """An roi inside the part, or a tile of it, holds the face's grain and no background: an Otsu split would
+    cut the grain in two and light its brighter half apart from its darker (a relief several times its own
+    taught as good). Such a region, and a flat one, gets no face light; a whole frame still does (above)."""
+    img, _ = make_part(SEED, 0, 240)
+    grey = img.astype(np.float32).mean(2)
+    inside = cv2.erode((grey > lp.face_threshold(img)).astype(np.uint8), np.ones((33, 33), np.uint8))
+    ys, xs = np.nonzero(inside)
+    y, x = ys[len(ys) // 2] - 16, xs[len(xs) // 2] - 16
+    face_only = img[y : y + 32, x : x + 32]
+    assert face_only.astype(np.float32).mean(2).std() > 2  # the face's grain, not a flat patch
+    assert lp.face_threshold(face_only) is None
+    assert lp.face_threshold(face_only[:, :, 1]) is None
+    assert lp.face_threshold(np.full((8, 8, 3), 128, np.uint8)) is None
+    assert lp.face_threshold(np.zeros((1, 1), np.uint8)) is None
+
+    calls = []
+    light = lp.face_light
+    monkeypatch.setattr(lp, "face_light", lambda *a: calls.append(a[2]) or light(*a))
+    monkeypatch.setattr(lp, "BATCH", 16)
+    from cloud_trainer.train.vision import preprocessing
+
+    lp.fit_net([face_only], preprocessing(32), seed=0, steps=1, log=lambda *_: None, init=None)
+    assert calls == []
+
+
 def folders(root: Path, n_good: int, n_defect: int) -> Path:
     k = 0
     for label, n in [("good", n_good)] + [(d, n_defect) for d in DEFECTS]:
