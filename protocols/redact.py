@@ -15,6 +15,7 @@ in a camera's drop folder) holding a line feed forged a line of the log, an ANSI
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MASK = "***"
 
@@ -71,13 +72,38 @@ def escaped(text: str) -> str:
 
 
 # what turns or hides the text around it on a page or a terminal: C0 and C1 controls (an ANSI escape, a line feed),
-# the bidirectional marks, embeddings, overrides and isolates, the line and paragraph separators, lone surrogates
-_MISLEADING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+# the bidirectional marks, embeddings, overrides and isolates, the line and paragraph separators, lone surrogates;
+# and what shows nothing and spells nothing (Unicode's default-ignorable characters but the joiners and a variation
+# selector): a zero-width space, word joiner or byte-order mark ('\ufeffTemp' showed as the 'Temp' a config names),
+# a soft hyphen, the invisible operators, the interlinear annotation marks, the tag characters (U+E0000..: an ASCII
+# text of their own that shows nothing), Khmer's inherent vowels, deprecated format controls
+_MISLEADING = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u061c\u17b4\u17b5\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff0-\ufffb"
+    "\ud800-\udfff\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]"
+)
+# a base takes one variation selector (an emoji's U+FE0F, an ideograph's U+E0100..): each after the first shows
+# nothing and carries a byte of a text of its own
+_SELECTORS = "\ufe00-\ufe0f\U000e0100-\U000e01ef"
+_SELECTOR_AFTER_SELECTOR = re.compile(f"(?<=[{_SELECTORS}])[{_SELECTORS}]")
+# combining marks on one base past this many (Unicode's UTS #39 flags more than 4) are a flood drawn over the rows
+# above and below; Vietnamese, Hebrew's points and Indic vowel signs stack fewer
+_MARKS_SHOWN = 4
 
 
 def display_escaped(text: str) -> str:
     """``text`` as ``escaped`` writes it, but only for what turns or hides the text around it (``'\\u202eGN'`` shown
-    as 'NG', an ANSI escape driving a terminal): a name's other characters ``str.isprintable`` refuses are its
-    spelling (a no-break or ideographic space, the zero-width (non-)joiner of Persian, Indic scripts and emoji
-    sequences, a soft hyphen), shown as they are."""
-    return _MISLEADING.sub(lambda m: _escape(m.group()), text)
+    as 'NG', an ANSI escape driving a terminal, a flood of combining marks) or shows nothing and spells nothing (a
+    zero-width space, a byte-order mark, a tag character, a second variation selector): a name's other characters
+    ``str.isprintable`` refuses are its spelling (a no-break or ideographic space, the zero-width (non-)joiner of
+    Persian, Indic scripts and emoji sequences), shown as they are."""
+    if text.isascii() and text.isprintable():  # the common case, at C speed
+        return text
+    text = _MISLEADING.sub(lambda m: _escape(m.group()), text)
+    if text.isascii():
+        return text
+    text = _SELECTOR_AFTER_SELECTOR.sub(lambda m: _escape(m.group()), text)
+    out, marks = [], 0
+    for c in text:
+        marks = marks + 1 if unicodedata.category(c) in ("Mn", "Me") else 0
+        out.append(_escape(c) if marks > _MARKS_SHOWN else c)
+    return "".join(out)

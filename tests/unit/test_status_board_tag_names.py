@@ -21,10 +21,16 @@ def test_a_tag_name_or_text_with_a_bidi_override_or_an_escape_is_shown_escaped_t
 
 def test_a_names_own_characters_are_shown_as_they_are_only_what_turns_or_hides_text_is_escaped():
     """A Persian name's zero-width non-joiner, a Japanese one's ideographic space, a no-break space, an emoji's
-    zero-width joiner and a soft hyphen are the name's spelling: escaped as the logs quote them, /api/tags showed
+    zero-width joiner are the name's spelling: escaped as the logs quote them, /api/tags showed
     'دما/می\\u200cخواهد', and a script reading it matched no tag of its config. What turns or hides the text around it
     (a bidirectional mark or isolate, a C1 control, a line separator, a lone surrogate) is still escaped."""
-    names = ["دما/می\u200cخواهد", "温度\u3000上", "Temp\u00a0°C", "👩\u200d🔧/state", "Zähler\u00adstand"]
+    names = [
+        "دما/می\u200cخواهد",
+        "温度\u3000上",
+        "Temp\u00a0°C",
+        "👩\u200d🔧/state",
+        "\u2764\ufe0f/Nhie\u0302\u0323t",
+    ]
     rows = tag_rows([Reading("plc", n, n, 1.0, 1.0, Quality.GOOD) for n in names], now=2.0)
     # before: 'دما/می\\u200cخواهد', 'Temp\\xa0°C' ...
     assert sorted((r["tag"], r["value"]) for r in rows) == sorted((n, n) for n in names)
@@ -37,3 +43,24 @@ def test_a_names_own_characters_are_shown_as_they_are_only_what_turns_or_hides_t
         "g\\u2028h",
         "i\\ud800",
     ]
+
+
+def test_what_shows_nothing_and_spells_nothing_in_a_name_is_escaped_so_is_a_flood_of_marks():
+    """A zero-width space, a word joiner, a byte-order mark ('\\ufeffTemp', a CSV's or a script's first name), a soft
+    hyphen and tag characters (U+E0041.. spell 'AB' and show nothing) were shown raw: 'Te\\u200bmp' looked like the
+    'Temp' a config names, and a name carried a text nobody saw. Variation selectors past a base's one, and combining
+    marks on one base past 4, are escaped too: the first hid a text as the tag characters do, the second drew over
+    the rows above and below. A Hebrew name's points and Vietnamese's two marks are shown as they are."""
+    names = {
+        "Te\u200bmp": "Te\\u200bmp",
+        "\ufeffTemp": "\\ufeffTemp",
+        "a\u2060b": "a\\u2060b",
+        "Zähler\u00adstand": "Zähler\\xadstand",
+        "pump\U000e0041\U000e0042": "pump\\U000e0041\\U000e0042",
+        "OK\ufe00\ufe01\ufe02": "OK\ufe00\\ufe01\\ufe02",
+        "a" + "\u0301" * 6: "a" + "\u0301" * 4 + "\\u0301" * 2,
+        "שָׁלוֹם": "שָׁלוֹם",
+    }
+    rows = tag_rows([Reading("plc", n, n, 1.0, 1.0, Quality.GOOD) for n in names], now=2.0)
+    # before: each name shown as it came
+    assert sorted((r["tag"], r["value"]) for r in rows) == sorted((shown, shown) for shown in names.values())
