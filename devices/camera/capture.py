@@ -68,7 +68,8 @@ decoding release the GIL); frames are handed to the asyncio loop through the bou
   a file declaring more (a "decompression bomb", or a camera set far above what the model needs) is
   skipped as ``oversize_frame`` without being decoded. A device, stream or video file whose declared
   frame size is over it is not read (``oversize_frame``, reopened after the backoff); OpenCV scales its
-  later frames to that size.
+  later frames to that size. An AVI of uncompressed 24-bit rows stored bottom-up, which OpenCV's reader aborts the
+  process on, is not opened (``unsupported_frame``, naming how to convert it; ``devices.camera.avi``).
 
 Limits: no hardware-decoding options; frames are BGR uint8 (grey, CMYK and alpha images converted as
 OpenCV's colour read does, a JPEG's EXIF orientation applied as the trainer's import applies it); a TIFF of
@@ -106,6 +107,7 @@ from devices.base import (
     wall_since,
 )
 from devices.camera import ffmpeg_log
+from devices.camera.avi import crashing_layout
 from devices.camera.settings import CameraKind, CameraSettings
 from protocols.image_complete import cut_short, png_damaged
 from protocols.image_header import (
@@ -139,6 +141,10 @@ DEFAULT_FILE_FPS = 10.0
 
 class CameraError(DeviceError):
     pass
+
+
+class _Unreadable(CameraError):
+    """A video file refused before OpenCV opens it (``unsupported_frame``); tried again after the backoff."""
 
 
 class _End(Exception):
@@ -1231,6 +1237,14 @@ class CameraSource:
         elif s.kind is CameraKind.PATH:
             if not Path(s.url).exists():
                 raise CameraError(f"video file {s.shown_url} does not exist")
+            # a layout OpenCV's reader would abort the agent on after its first frame (devices.camera.avi)
+            layout = crashing_layout(s.url)
+            if layout is not None:
+                raise _Unreadable(
+                    f"{s.shown_url}: an AVI of {layout}, which OpenCV's video reader aborts the whole process on; "
+                    f"not read: convert it, e.g. ffmpeg -i {s.shown_url} -c:v mjpeg -q:v 2 converted.avi "
+                    "(or -c:v ffv1 to keep every pixel)"
+                )
             cap = (
                 cv2.VideoCapture(s.url, cv2.CAP_FFMPEG, one_thread) if one_thread else cv2.VideoCapture(s.url)
             )
@@ -1403,7 +1417,9 @@ class CameraSource:
                 cap = self._open()
         except CameraError as exc:
             self.state = ConnectionState.BACKOFF
-            self._error("open_failed", f"{exc}; retrying")
+            self._error(
+                "unsupported_frame" if isinstance(exc, _Unreadable) else "open_failed", f"{exc}; retrying"
+            )
             return
         if self._opens:
             self.stats.reconnects += 1
