@@ -1,9 +1,10 @@
 """The AVI layouts OpenCV's FFmpeg reader takes the process down on, told from the file's RIFF headers before it opens.
 
 An uncompressed AVI of 24-bit rows stored bottom-up (``BI_RGB``, a positive ``biHeight``: the usual DIB layout
-Windows tools write) is flipped by FFmpeg's raw decoder through a negative line stride; OpenCV 5.1.0 copies such a
-BGR frame as if its stride were positive, returns one frame and then aborts the whole process
-(``malloc_consolidate(): invalid chunk size``, or a segmentation fault for an odd width). Measured on every
+Windows tools write) is flipped by FFmpeg's raw decoder through a negative line stride; OpenCV 5.1.0 returns one
+frame of it and then aborts the whole process (``malloc_consolidate(): invalid chunk size``, or a segmentation fault
+for an odd width). That layout alone is already in OpenCV's BGR output format, so OpenCV's handling of such a frame
+is the likely fault (inferred, not traced in its source). Measured on every
 uncompressed layout: 1, 4 and 8-bit paletted, 16 and 32-bit (``BI_RGB`` and ``BI_BITFIELDS``), widths needing row
 padding, top-down (a negative ``biHeight``) are all read whole; only 24-bit ``BI_RGB`` bottom-up crashes.
 
