@@ -76,9 +76,10 @@ def escaped(text: str) -> str:
 # and what shows nothing and spells nothing (Unicode's default-ignorable characters but the joiners and a variation
 # selector): a zero-width space, word joiner or byte-order mark ('\ufeffTemp' showed as the 'Temp' a config names),
 # a soft hyphen, the invisible operators, the interlinear annotation marks, the tag characters (U+E0000..: an ASCII
-# text of their own that shows nothing), Khmer's inherent vowels, deprecated format controls
+# text of their own that shows nothing), Khmer's inherent vowels, deprecated format controls, the Hangul fillers
+# of the compatibility block (a name of U+3164 alone shows as empty)
 _MISLEADING = re.compile(
-    "[\x00-\x1f\x7f-\x9f\xad\u061c\u17b4\u17b5\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff0-\ufffb"
+    "[\x00-\x1f\x7f-\x9f\xad\u061c\u17b4\u17b5\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb"
     "\ud800-\udfff\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e00ff\U000e01f0-\U000e0fff]"
 )
 # a base takes one variation selector (an emoji's U+FE0F, an ideograph's U+E0100..): each after the first shows

@@ -57,6 +57,7 @@ def test_what_shows_nothing_and_spells_nothing_in_a_name_is_escaped_so_is_a_floo
         "a\u2060b": "a\\u2060b",
         "Zähler\u00adstand": "Zähler\\xadstand",
         "pump\U000e0041\U000e0042": "pump\\U000e0041\\U000e0042",
+        "pump\u3164": "pump\\u3164",
         "OK\ufe00\ufe01\ufe02": "OK\ufe00\\ufe01\\ufe02",
         "a" + "\u0301" * 6: "a" + "\u0301" * 4 + "\\u0301" * 2,
         "שָׁלוֹם": "שָׁלוֹם",
