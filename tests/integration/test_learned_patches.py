@@ -89,6 +89,14 @@ def test_a_region_of_the_parts_face_alone_is_not_face_lit(monkeypatch):
     assert lp.face_threshold(face_only[:, :, 1]) is None
     assert lp.face_threshold(np.full((8, 8, 3), 128, np.uint8)) is None
     assert lp.face_threshold(np.zeros((1, 1), np.uint8)) is None
+    # a face whose noise is a grey level or less is two adjacent levels after 8-bit rounding, which the split
+    # holds whole: a smooth face, one clipped at white, a colour one whose channels' mean the split rounds
+    rng = np.random.default_rng(0)
+    assert lp.face_threshold(np.where(rng.random((32, 32)) < 0.5, 160, 161).astype(np.uint8)) is None
+    white = np.repeat(np.where(rng.random((32, 32, 1)) < 0.3, 254, 255), 3, 2).astype(np.uint8)
+    assert lp.face_threshold(white) is None
+    smooth = np.round(np.array([150.0, 160.0, 170.0]) + rng.normal(0, 0.5, (32, 32, 3))).astype(np.uint8)
+    assert lp.face_threshold(smooth) is None
 
     calls = []
     light = lp.face_light
