@@ -164,9 +164,6 @@ RETIRED_SEQS = """CREATE TABLE IF NOT EXISTS retired_seqs (tenant TEXT NOT NULL,
 """
 SCHEMA += RETIRED_SEQS
 RETIRED_RANGES_PER_EPOCH = 1000
-# ranges one INSERT of a retention step writes: 5 parameters each, within SQLite's 999 of builds before 3.32 (500 a
-# statement, 2,500 parameters, failed the step there, at every pass, once an epoch had 200 ranges to write)
-RETIRED_RANGES_PER_STATEMENT = 128
 # the least epoch that keeps retired ranges (``_note_retired``, ``_was_retired``): an outbox's epoch in microseconds
 # (agents since these ranges: two outboxes never take one alike). An older agent's epoch (the seconds since 1970, or
 # since boot on a clock never set) is taken again by a gateway re-flashed from one image, booting at the image's time,
@@ -1539,10 +1536,10 @@ class SQLStore(Store):
             else:
                 merged.append([a, b])
         ex(q(f"DELETE FROM retired_seqs WHERE {where} AND first <= ? AND last >= ?"), near)
-        # (RETIRED_RANGES_PER_STATEMENT ranges a statement: a step of every other seq, a range each, held the agent's
-        # batches for a round trip per range)
-        for i in range(0, len(merged), RETIRED_RANGES_PER_STATEMENT):
-            part = merged[i : i + RETIRED_RANGES_PER_STATEMENT]
+        # (RETIRE_IN_SEQS ranges a statement: a step of every other seq, a range each, held the agent's batches for
+        # a round trip per range)
+        for i in range(0, len(merged), RETIRE_IN_SEQS):
+            part = merged[i : i + RETIRE_IN_SEQS]
             ex(
                 q(
                     "INSERT INTO retired_seqs (tenant, agent, epoch, first, last) VALUES "

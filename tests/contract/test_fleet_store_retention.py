@@ -7,12 +7,10 @@ what was retired. Rows are made old by setting their receipt time, no waiting.""
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
 from cloud_trainer.blobs import LocalBlobStore
-from cloud_trainer.fleet.store import SQLiteStore
 from tests.contract.test_fleet_store import _sample, postgres_server, postgres_url, rec, store  # noqa: F401
 
 US = 1_765_000_000_000_000  # an outbox's epoch as agents take it now: the unix time in microseconds
@@ -202,22 +200,14 @@ def test_retired_seqs_past_the_bound_of_epoch_0_and_of_an_older_agents_epoch_are
     duplicates of those retention retired, and lost."""
     from cloud_trainer.fleet import store as store_module
 
-    if isinstance(store, SQLiteStore):  # as SQLite builds before 3.32: 999 parameters a statement at most
-        store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
     monkeypatch.setattr(store_module, "RETIRED_RANGES_PER_EPOCH", 2)
-    # (an agent sending every other seq: 300 ranges written by one step, then the lowest dropped)
-    store.ingest("gw4", [rec(s, epoch=US) for s in range(1, 601, 2)], tenant="beta")
     store.ingest("gw1", [rec(s, epoch=US) for s in (1, 3, 5, 7)], tenant="acme")
     store.ingest("gw2", [rec(s) for s in (1, 2)], tenant="acme")
     _age(store, 7, 1000.0, US)
     with store._tx() as ex:
         ex(store.q("UPDATE records SET received = 1000.0 WHERE agent = 'gw2'"))
         ex(store.q("UPDATE record_counts SET first_received = 1000.0 WHERE agent = 'gw2'"))
-    with store._tx() as ex:
-        ex(store.q("UPDATE records SET received = 1000.0 WHERE agent = 'gw4'"))
-        ex(store.q("UPDATE record_counts SET first_received = 1000.0 WHERE agent = 'gw4'"))
-    assert _one_pass(store, 2000.0)["records"] == 306
-    assert store.ingest("gw4", [rec(s, epoch=US) for s in (1, 597, 599)], tenant="beta")[1:] == (1, 2)
+    assert _one_pass(store, 2000.0)["records"] == 6
     assert store.ingest("gw1", [rec(s, epoch=US) for s in (1, 3, 5, 7)], tenant="acme")[1:] == (2, 2)
     assert [r["seq"] for r in store.records("gw1", tenant="acme")] == [1, 3]
     assert store.ingest("gw2", [rec(s) for s in (1, 2)], tenant="acme")[1:] == (2, 0)
