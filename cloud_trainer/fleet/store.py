@@ -156,20 +156,13 @@ SCHEMA += RETIRED
 # RETIRED_RANGES_PER_EPOCH rows an epoch (a hostile agent sending every other seq makes a range a record), the lowest
 # dropped past it: a seq no row holds (those, seqs retired before the table, or by a service of before it) is stored
 # again as before, never refused; a seq never stored (a hole) is in no range, so a genuinely late record is stored.
-# Only an epoch of microseconds has them (RETIRED_SEQS_EPOCH_LEAST): epoch 0 (an agent of before epochs, an outbox
-# whose meta has none) may start its seqs again after losing its outbox, and an older agent's epoch of seconds is
-# taken again by a re-flashed gateway. PostgreSQL migration 0034_retired_seqs.sql.
+# Epoch 0 (an agent of before epochs, an outbox whose meta has none) has none: it may start its seqs again after
+# losing its outbox. PostgreSQL migration 0034_retired_seqs.sql.
 RETIRED_SEQS = """CREATE TABLE IF NOT EXISTS retired_seqs (tenant TEXT NOT NULL, agent TEXT NOT NULL,
   epoch BIGINT NOT NULL, first BIGINT NOT NULL, last BIGINT NOT NULL, PRIMARY KEY (tenant, agent, epoch, first));
 """
 SCHEMA += RETIRED_SEQS
 RETIRED_RANGES_PER_EPOCH = 1000
-# the least epoch that keeps retired ranges (``_note_retired``, ``_was_retired``): an outbox's epoch in microseconds
-# (agents since these ranges: two outboxes never take one alike). An older agent's epoch (the seconds since 1970, or
-# since boot on a clock never set) is taken again by a gateway re-flashed from one image, booting at the image's time,
-# its seqs from 1: judged by the ranges, its new records were acknowledged as duplicates and lost (before the ranges
-# they were stored, late). So are a random epoch of a clock never set and epoch 0: stored again, as before.
-RETIRED_SEQS_EPOCH_LEAST = 10**12
 RETIRE_STEP_ROWS = (
     2000  # records one step of retention deletes at most (each epoch's part its own transaction)
 )
@@ -1489,10 +1482,10 @@ class SQLStore(Store):
         """Whether record ``seq`` of ``epoch`` was stored and then retired (``RETIRED_SEQS``): sent again, it is a
         duplicate (stored again, it was counted, charged and kept a second time). One read of the epoch's retired top
         a write (``floors``), and one of its ranges (at most RETIRED_RANGES_PER_EPOCH rows) at its first seq at or
-        below it: a read per record doubled a replay's round trips. Never in an epoch below RETIRED_SEQS_EPOCH_LEAST
-        (epoch 0, an older agent's of seconds: started again by a re-flashed gateway), nor a seq no range holds (a hole's late record, a range dropped past the bound, seqs retired
+        below it: a read per record doubled a replay's round trips. Epoch 0 never (an outbox without epochs may start
+        its seqs again), nor a seq no range holds (a hole's late record, a range dropped past the bound, seqs retired
         before the table): stored as before."""
-        if epoch < RETIRED_SEQS_EPOCH_LEAST:
+        if not epoch:
             return False
         if (known := floors.get(epoch)) is None:
             row = ex(self.q(RETIRED_SEQ), (tenant, agent, epoch)).fetchone()
@@ -1516,7 +1509,7 @@ class SQLStore(Store):
         """The seqs a retention step deleted of epoch ``key`` kept as ranges (``RETIRED_SEQS``, for ``_was_retired``),
         merged with the ranges they touch; past RETIRED_RANGES_PER_EPOCH, the lowest ranges dropped (their seqs, sent
         again, stored again: never refused for a range the table no longer holds)."""
-        if key[2] < RETIRED_SEQS_EPOCH_LEAST or not seqs:
+        if not key[2] or not seqs:
             return
         runs: list[list[int]] = []
         for seq in sorted(set(seqs)):

@@ -13,8 +13,6 @@ import pytest
 from cloud_trainer.blobs import LocalBlobStore
 from tests.contract.test_fleet_store import _sample, postgres_server, postgres_url, rec, store  # noqa: F401
 
-US = 1_765_000_000_000_000  # an outbox's epoch as agents take it now: the unix time in microseconds
-
 
 def _age(store, before_seq: int, received: float, epoch: int = 1) -> None:
     """Records of gw1 (tenant acme) up to ``before_seq`` of ``epoch`` as if received at ``received``."""
@@ -167,14 +165,14 @@ def test_a_retired_record_sent_again_is_a_duplicate_and_a_late_one_in_a_hole_is_
     backup) was stored again: counted, charged and kept a second time (records + retired past the records the agent
     made), its sample a second row. It is a duplicate; a record never stored before (a hole's, sent late) is not."""
     blobs = LocalBlobStore(tmp_path / "blobs").for_tenant("acme")
-    pic = {**_sample(4, b"p" * 40), "epoch": US}
-    store.ingest("gw1", [rec(s, epoch=US) for s in (1, 2, 3, 6)] + [pic], tenant="acme", blobs=blobs)
-    _age(store, 6, 1000.0, US)
+    pic = {**_sample(4, b"p" * 40), "epoch": 1}
+    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 2, 3, 6)] + [pic], tenant="acme", blobs=blobs)
+    _age(store, 6, 1000.0)
     assert _one_pass(store, 2000.0)["records"] == 5
     # the whole batch again (and seq 5, never stored: a hole), then a new record above
-    again = [rec(s, epoch=US) for s in (1, 2, 3, 5, 6)] + [
-        {**_sample(4, b"p" * 40), "epoch": US},
-        rec(7, epoch=US),
+    again = [rec(s, epoch=1) for s in (1, 2, 3, 5, 6)] + [
+        {**_sample(4, b"p" * 40), "epoch": 1},
+        rec(7, epoch=1),
     ]
     assert store.ingest("gw1", again, tenant="acme", blobs=blobs)[1:] == (2, 5)
     assert [r["seq"] for r in store.records("gw1", tenant="acme")] == [5, 7]
@@ -183,41 +181,30 @@ def test_a_retired_record_sent_again_is_a_duplicate_and_a_late_one_in_a_hole_is_
     assert st["duplicates"] == 5
     assert store.gaps("gw1", tenant="acme") == []
     # retired in its turn: the epoch's ranges merged, the late one a duplicate once retired too
-    _age(store, 7, 3000.0, US)
+    _age(store, 7, 3000.0)
     assert _one_pass(store, 4000.0)["records"] == 2
-    assert store.ingest("gw1", [rec(s, epoch=US) for s in range(1, 8)], tenant="acme")[1:] == (0, 7)
+    assert store.ingest("gw1", [rec(s, epoch=1) for s in range(1, 8)], tenant="acme")[1:] == (0, 7)
     with store._tx(write=False) as ex:
         assert ex(store.q("SELECT first, last FROM retired_seqs")).fetchall() == [(1, 7)]
 
 
-def test_retired_seqs_past_the_bound_of_epoch_0_and_of_an_older_agents_epoch_are_stored_again(
-    store, monkeypatch
-):
+def test_retired_seqs_past_the_bound_and_of_epoch_0_are_stored_again(store, monkeypatch):
     """Never refused where the table knows nothing: an epoch's lowest ranges past RETIRED_RANGES_PER_EPOCH (a hostile
     agent's every other seq), and epoch 0 (an outbox without epochs may start its seqs again after losing its
-    data: its new records are no replay). Nor an older agent's epoch, of seconds: a gateway re-flashed from one
-    image boots at the image's time and takes it again, numbering from 1; its records were acknowledged as
-    duplicates of those retention retired, and lost."""
+    data: its new records are no replay)."""
     from cloud_trainer.fleet import store as store_module
 
     monkeypatch.setattr(store_module, "RETIRED_RANGES_PER_EPOCH", 2)
-    store.ingest("gw1", [rec(s, epoch=US) for s in (1, 3, 5, 7)], tenant="acme")
+    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 3, 5, 7)], tenant="acme")
     store.ingest("gw2", [rec(s) for s in (1, 2)], tenant="acme")
-    _age(store, 7, 1000.0, US)
+    _age(store, 7, 1000.0)
     with store._tx() as ex:
         ex(store.q("UPDATE records SET received = 1000.0 WHERE agent = 'gw2'"))
         ex(store.q("UPDATE record_counts SET first_received = 1000.0 WHERE agent = 'gw2'"))
     assert _one_pass(store, 2000.0)["records"] == 6
-    assert store.ingest("gw1", [rec(s, epoch=US) for s in (1, 3, 5, 7)], tenant="acme")[1:] == (2, 2)
+    assert store.ingest("gw1", [rec(s, epoch=1) for s in (1, 3, 5, 7)], tenant="acme")[1:] == (2, 2)
     assert [r["seq"] for r in store.records("gw1", tenant="acme")] == [1, 3]
     assert store.ingest("gw2", [rec(s) for s in (1, 2)], tenant="acme")[1:] == (2, 0)
-    store.ingest("gw3", [rec(s, epoch=1_733_000_000) for s in (1, 2)], tenant="acme")
-    with store._tx() as ex:
-        ex(store.q("UPDATE records SET received = 1000.0 WHERE agent = 'gw3'"))
-        ex(store.q("UPDATE record_counts SET first_received = 1000.0 WHERE agent = 'gw3'"))
-    assert _one_pass(store, 2000.0)["records"] == 2
-    flashed = [rec(s, epoch=1_733_000_000, payload='{"run": 2}') for s in (1, 2)]
-    assert store.ingest("gw3", flashed, tenant="acme")[1:] == (2, 0)
 
 
 def test_a_record_of_seq_0_is_retired_and_never_stops_the_pass(store, monkeypatch, caplog):
@@ -225,15 +212,15 @@ def test_a_record_of_seq_0_is_retired_and_never_stops_the_pass(store, monkeypatc
     the epoch's age (NULL), at every pass, which then started again from the first agent: retention stopped for
     every epoch after it, whichever tenant. Any epoch whose rows the database refuses so is passed over, logged once
     and counted, and the epochs after it are retired."""
-    store.ingest("gw1", [rec(s, epoch=US) for s in (0, 1, 2)], tenant="acme")
-    store.ingest("gw2", [rec(s, epoch=US) for s in (1, 2)], tenant="acme")
+    store.ingest("gw1", [rec(s, epoch=1) for s in (0, 1, 2)], tenant="acme")
+    store.ingest("gw2", [rec(s, epoch=1) for s in (1, 2)], tenant="acme")
     with store._tx() as ex:
         ex(store.q("UPDATE records SET received = 1000.0"))
         ex(store.q("UPDATE record_counts SET first_received = 1000.0"))
     assert _one_pass(store, 2000.0)["records"] == 5
     assert store.records("gw1", tenant="acme") == store.records("gw2", tenant="acme") == []
     assert store.gaps("gw1", tenant="acme") == []
-    assert store.ingest("gw1", [rec(0, epoch=US)], tenant="acme")[1:] == (0, 1)  # retired: a duplicate
+    assert store.ingest("gw1", [rec(0, epoch=1)], tenant="acme")[1:] == (0, 1)  # retired: a duplicate
 
     # an epoch the database refuses to retire (here a NOT NULL it breaks), sorted before the others
     note = store._note_retired
