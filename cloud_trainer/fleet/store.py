@@ -1308,8 +1308,7 @@ class SQLStore(Store):
             tuple[int, str], list[int]
         ] = {}  # (epoch, kind) -> [records, first seq, last seq] stored now
         seen: set[int] = set()  # epochs of the agent found stored before (``_new_epoch``)
-        # epoch -> its retired seqs' top and ranges as read in this write (``_was_retired``)
-        floors: dict[int, tuple] = {}
+        floors: dict[int, int] = {}  # epoch -> its retired seqs' top as read in this write (``_was_retired``)
         past: tuple[int, int] | None = (
             None  # (epochs ended in the window, epoch) opened past EPOCHS_PER_WINDOW
         )
@@ -1476,34 +1475,27 @@ class SQLStore(Store):
             fresh.extend(new_idx)
         return [r["seq"] for r in records], stored, dup
 
-    def _was_retired(
-        self, ex, tenant: str, agent: str, epoch: int, seq: int, floors: dict[int, tuple]
-    ) -> bool:
+    def _was_retired(self, ex, tenant: str, agent: str, epoch: int, seq: int, floors: dict[int, int]) -> bool:
         """Whether record ``seq`` of ``epoch`` was stored and then retired (``RETIRED_SEQS``): sent again, it is a
         duplicate (stored again, it was counted, charged and kept a second time). One read of the epoch's retired top
-        a write (``floors``), and one of its ranges (at most RETIRED_RANGES_PER_EPOCH rows) at its first seq at or
-        below it: a read per record doubled a replay's round trips. Epoch 0 never (an outbox without epochs may start
-        its seqs again), nor a seq no range holds (a hole's late record, a range dropped past the bound, seqs retired
-        before the table): stored as before."""
+        a write (``floors``), and one of its ranges for a seq at or below it only. Epoch 0 never (an outbox without
+        epochs may start its seqs again), nor a seq no range holds (a hole's late record, a range dropped past the
+        bound, seqs retired before the table): stored as before."""
         if not epoch:
             return False
-        if (known := floors.get(epoch)) is None:
+        if (floor := floors.get(epoch)) is None:
             row = ex(self.q(RETIRED_SEQ), (tenant, agent, epoch)).fetchone()
-            known = floors[epoch] = (-INT64_MAX if row is None else int(row[0]), None)
-        floor, ranges = known
+            floor = floors[epoch] = -INT64_MAX if row is None else int(row[0])
         if seq > floor:
             return False
-        if ranges is None:
-            rows = ex(
-                self.q(
-                    "SELECT first, last FROM retired_seqs WHERE tenant = ? AND agent = ? AND epoch = ? ORDER BY first"
-                ),
-                (tenant, agent, epoch),
-            ).fetchall()
-            ranges = ([int(a) for a, _b in rows], [int(b) for _a, b in rows])
-            floors[epoch] = (floor, ranges)
-        at = bisect.bisect_right(ranges[0], seq) - 1
-        return at >= 0 and seq <= ranges[1][at]
+        row = ex(
+            self.q(
+                "SELECT last FROM retired_seqs WHERE tenant = ? AND agent = ? AND epoch = ? AND first <= ? "
+                "ORDER BY first DESC LIMIT 1"
+            ),
+            (tenant, agent, epoch, seq),
+        ).fetchone()
+        return row is not None and seq <= int(row[0])
 
     def _note_retired(self, ex, key: tuple[str, str, int], seqs: list[int]) -> None:
         """The seqs a retention step deleted of epoch ``key`` kept as ranges (``RETIRED_SEQS``, for ``_was_retired``),
