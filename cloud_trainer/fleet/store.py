@@ -150,19 +150,6 @@ CREATE INDEX IF NOT EXISTS samples_by_digest ON samples (tenant, sha256);
 CREATE TABLE IF NOT EXISTS retiring (tenant TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (tenant, sha256));
 """
 SCHEMA += RETIRED
-# the seqs retention retired, per agent and epoch, as ranges [first, last] of seqs each stored then deleted (written in
-# the step's transaction, ``_note_retired``): a record of one sent again (its ack lost, the gateway off for days, an
-# outbox restored from a backup) is a duplicate at ingest, not stored and counted a second time. At most
-# RETIRED_RANGES_PER_EPOCH rows an epoch (a hostile agent sending every other seq makes a range a record), the lowest
-# dropped past it: a seq no row holds (those, seqs retired before the table, or by a service of before it) is stored
-# again as before, never refused; a seq never stored (a hole) is in no range, so a genuinely late record is stored.
-# Epoch 0 (an agent of before epochs, an outbox whose meta has none) has none: it may start its seqs again after
-# losing its outbox. PostgreSQL migration 0034_retired_seqs.sql.
-RETIRED_SEQS = """CREATE TABLE IF NOT EXISTS retired_seqs (tenant TEXT NOT NULL, agent TEXT NOT NULL,
-  epoch BIGINT NOT NULL, first BIGINT NOT NULL, last BIGINT NOT NULL, PRIMARY KEY (tenant, agent, epoch, first));
-"""
-SCHEMA += RETIRED_SEQS
-RETIRED_RANGES_PER_EPOCH = 1000
 RETIRE_STEP_ROWS = (
     2000  # records one step of retention deletes at most (each epoch's part its own transaction)
 )
@@ -1308,7 +1295,6 @@ class SQLStore(Store):
             tuple[int, str], list[int]
         ] = {}  # (epoch, kind) -> [records, first seq, last seq] stored now
         seen: set[int] = set()  # epochs of the agent found stored before (``_new_epoch``)
-        floors: dict[int, int] = {}  # epoch -> its retired seqs' top as read in this write (``_was_retired``)
         past: tuple[int, int] | None = (
             None  # (epochs ended in the window, epoch) opened past EPOCHS_PER_WINDOW
         )
@@ -1348,9 +1334,6 @@ class SQLStore(Store):
                             q("UPDATE ingest SET epoch = ? WHERE tenant = ? AND agent = ?"),
                             (epoch, tenant, agent),
                         )
-                    if self._was_retired(ex, tenant, agent, epoch, r["seq"], floors):
-                        dup += 1
-                        continue
                     cur = ex(
                         q(
                             "INSERT INTO records (tenant, agent, epoch, seq, kind, t, received, payload) "
@@ -1474,74 +1457,6 @@ class SQLStore(Store):
         if fresh is not None:
             fresh.extend(new_idx)
         return [r["seq"] for r in records], stored, dup
-
-    def _was_retired(self, ex, tenant: str, agent: str, epoch: int, seq: int, floors: dict[int, int]) -> bool:
-        """Whether record ``seq`` of ``epoch`` was stored and then retired (``RETIRED_SEQS``): sent again, it is a
-        duplicate (stored again, it was counted, charged and kept a second time). One read of the epoch's retired top
-        a write (``floors``), and one of its ranges for a seq at or below it only. Epoch 0 never (an outbox without
-        epochs may start its seqs again), nor a seq no range holds (a hole's late record, a range dropped past the
-        bound, seqs retired before the table): stored as before."""
-        if not epoch:
-            return False
-        if (floor := floors.get(epoch)) is None:
-            row = ex(self.q(RETIRED_SEQ), (tenant, agent, epoch)).fetchone()
-            floor = floors[epoch] = -INT64_MAX if row is None else int(row[0])
-        if seq > floor:
-            return False
-        row = ex(
-            self.q(
-                "SELECT last FROM retired_seqs WHERE tenant = ? AND agent = ? AND epoch = ? AND first <= ? "
-                "ORDER BY first DESC LIMIT 1"
-            ),
-            (tenant, agent, epoch, seq),
-        ).fetchone()
-        return row is not None and seq <= int(row[0])
-
-    def _note_retired(self, ex, key: tuple[str, str, int], seqs: list[int]) -> None:
-        """The seqs a retention step deleted of epoch ``key`` kept as ranges (``RETIRED_SEQS``, for ``_was_retired``),
-        merged with the ranges they touch; past RETIRED_RANGES_PER_EPOCH, the lowest ranges dropped (their seqs, sent
-        again, stored again: never refused for a range the table no longer holds)."""
-        if not key[2] or not seqs:
-            return
-        runs: list[list[int]] = []
-        for seq in sorted(set(seqs)):
-            if runs and seq == runs[-1][1] + 1:
-                runs[-1][1] = seq
-            else:
-                runs.append([seq, seq])
-        q, where = self.q, "tenant = ? AND agent = ? AND epoch = ?"
-        near = (*key, min(runs[-1][1], INT64_MAX - 1) + 1, max(runs[0][0], -INT64_MAX) - 1)
-        touched = ex(
-            q(f"SELECT first, last FROM retired_seqs WHERE {where} AND first <= ? AND last >= ?"), near
-        )
-        merged: list[list[int]] = []
-        for a, b in sorted([*runs, *([int(a), int(b)] for a, b in touched.fetchall())]):
-            if merged and a <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        ex(q(f"DELETE FROM retired_seqs WHERE {where} AND first <= ? AND last >= ?"), near)
-        # (RETIRE_IN_SEQS ranges a statement: a step of every other seq, a range each, held the agent's batches for
-        # a round trip per range)
-        for i in range(0, len(merged), RETIRE_IN_SEQS):
-            part = merged[i : i + RETIRE_IN_SEQS]
-            ex(
-                q(
-                    "INSERT INTO retired_seqs (tenant, agent, epoch, first, last) VALUES "
-                    + ",".join(["(?,?,?,?,?)"] * len(part))
-                ),
-                tuple(v for a, b in part for v in (*key, a, b)),
-            )
-        over = (
-            ex(q(f"SELECT COUNT(*) FROM retired_seqs WHERE {where}"), key).fetchone()[0]
-            - RETIRED_RANGES_PER_EPOCH
-        )
-        if over > 0:
-            lowest = ex(
-                q(f"SELECT first FROM retired_seqs WHERE {where} ORDER BY first LIMIT 1 OFFSET ?"),
-                (*key, over - 1),
-            ).fetchone()[0]
-            ex(q(f"DELETE FROM retired_seqs WHERE {where} AND first <= ?"), (*key, lowest))
 
     def _new_epoch(self, ex, tenant: str, agent: str, epoch: int, counts: dict, seen: set[int]) -> bool:
         """Whether ``epoch``, not the agent's current one, is its newer outbox: one never stored for the agent,
@@ -2659,7 +2574,6 @@ class SQLStore(Store):
                 samples += ex(q(f"DELETE FROM samples WHERE {where}"), args).rowcount
                 ex(q(f"DELETE FROM records WHERE {where}"), args)
             self._by_seqs(ex, "DELETE FROM late_records WHERE {}", key, below)
-            self._note_retired(ex, key, [r[0] for r in old])
             # the epoch's counts go on from its lowest seq still stored (a hole above ``top`` stays a gap)
             nxt = ex(
                 q(

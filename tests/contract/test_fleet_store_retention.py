@@ -160,53 +160,6 @@ def test_a_seq_stored_again_after_its_retirement_never_shows_the_retired_seqs_ab
     assert store.gaps("gw1", tenant="acme") == [{"epoch": 1, "first": 7, "last": 8, "cause": "unknown"}]
 
 
-def test_a_retired_record_sent_again_is_a_duplicate_and_a_late_one_in_a_hole_is_stored(store, tmp_path):
-    """A batch sent again after retention took it (its ack lost, the gateway off for days, an outbox restored from a
-    backup) was stored again: counted, charged and kept a second time (records + retired past the records the agent
-    made), its sample a second row. It is a duplicate; a record never stored before (a hole's, sent late) is not."""
-    blobs = LocalBlobStore(tmp_path / "blobs").for_tenant("acme")
-    pic = {**_sample(4, b"p" * 40), "epoch": 1}
-    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 2, 3, 6)] + [pic], tenant="acme", blobs=blobs)
-    _age(store, 6, 1000.0)
-    assert _one_pass(store, 2000.0)["records"] == 5
-    # the whole batch again (and seq 5, never stored: a hole), then a new record above
-    again = [rec(s, epoch=1) for s in (1, 2, 3, 5, 6)] + [
-        {**_sample(4, b"p" * 40), "epoch": 1},
-        rec(7, epoch=1),
-    ]
-    assert store.ingest("gw1", again, tenant="acme", blobs=blobs)[1:] == (2, 5)
-    assert [r["seq"] for r in store.records("gw1", tenant="acme")] == [5, 7]
-    st = store.stats("gw1", tenant="acme")
-    assert (st["records"] + st["retired"]["records"], st["samples"] + st["retired"]["samples"]) == (7, 1)
-    assert st["duplicates"] == 5
-    assert store.gaps("gw1", tenant="acme") == []
-    # retired in its turn: the epoch's ranges merged, the late one a duplicate once retired too
-    _age(store, 7, 3000.0)
-    assert _one_pass(store, 4000.0)["records"] == 2
-    assert store.ingest("gw1", [rec(s, epoch=1) for s in range(1, 8)], tenant="acme")[1:] == (0, 7)
-    with store._tx(write=False) as ex:
-        assert ex(store.q("SELECT first, last FROM retired_seqs")).fetchall() == [(1, 7)]
-
-
-def test_retired_seqs_past_the_bound_and_of_epoch_0_are_stored_again(store, monkeypatch):
-    """Never refused where the table knows nothing: an epoch's lowest ranges past RETIRED_RANGES_PER_EPOCH (a hostile
-    agent's every other seq), and epoch 0 (an outbox without epochs may start its seqs again after losing its
-    data: its new records are no replay)."""
-    from cloud_trainer.fleet import store as store_module
-
-    monkeypatch.setattr(store_module, "RETIRED_RANGES_PER_EPOCH", 2)
-    store.ingest("gw1", [rec(s, epoch=1) for s in (1, 3, 5, 7)], tenant="acme")
-    store.ingest("gw2", [rec(s) for s in (1, 2)], tenant="acme")
-    _age(store, 7, 1000.0)
-    with store._tx() as ex:
-        ex(store.q("UPDATE records SET received = 1000.0 WHERE agent = 'gw2'"))
-        ex(store.q("UPDATE record_counts SET first_received = 1000.0 WHERE agent = 'gw2'"))
-    assert _one_pass(store, 2000.0)["records"] == 6
-    assert store.ingest("gw1", [rec(s, epoch=1) for s in (1, 3, 5, 7)], tenant="acme")[1:] == (2, 2)
-    assert [r["seq"] for r in store.records("gw1", tenant="acme")] == [1, 3]
-    assert store.ingest("gw2", [rec(s) for s in (1, 2)], tenant="acme")[1:] == (2, 0)
-
-
 def test_a_record_of_seq_0_is_retired_and_never_stops_the_pass(store, monkeypatch, caplog):
     """The wire allows seq 0 (gaps count from 1): no step read it, and the step retiring the seqs above it failed on
     the epoch's age (NULL), at every pass, which then started again from the first agent: retention stopped for
@@ -220,20 +173,16 @@ def test_a_record_of_seq_0_is_retired_and_never_stops_the_pass(store, monkeypatc
     assert _one_pass(store, 2000.0)["records"] == 5
     assert store.records("gw1", tenant="acme") == store.records("gw2", tenant="acme") == []
     assert store.gaps("gw1", tenant="acme") == []
-    assert store.ingest("gw1", [rec(0, epoch=1)], tenant="acme")[1:] == (0, 1)  # retired: a duplicate
 
     # an epoch the database refuses to retire (here a NOT NULL it breaks), sorted before the others
-    note = store._note_retired
+    keep = store._keep_holes
 
-    def refused(ex, key, seqs):
+    def refused(ex, key, *args):
         if key[1] == "gw0":
-            ex(
-                store.q("INSERT INTO retired_seqs (tenant, agent, epoch, first, last) VALUES (?,?,?,?,NULL)"),
-                (*key, 1),
-            )
-        note(ex, key, seqs)
+            ex(store.q("INSERT INTO retired (tenant, agent, epoch, last_seq, received_to) VALUES (?,?,?,NULL,0)"), key)
+        keep(ex, key, *args)
 
-    monkeypatch.setattr(store, "_note_retired", refused)
+    monkeypatch.setattr(store, "_keep_holes", refused)
     for agent in ("gw0", "gw3"):
         store.ingest(agent, [rec(s, epoch=2) for s in (1, 2)], tenant="beta")
     with store._tx() as ex:
@@ -764,12 +713,10 @@ def test_an_epochs_end_written_from_a_told_range_ending_at_seq_0_is_deleted_once
 
 def _replayed(store, n: int, above: int) -> None:
     """gw1's epoch 1: seqs 1..n retired, then sent again (young) with ``above`` new seqs after them, those received
-    at 1,500 s. Retired as a service of before ``retired_seqs`` did (or past its bound): stored again, not refused."""
+    at 1,500 s."""
     store.ingest("gw1", [rec(s, epoch=1) for s in range(1, n + 1)], tenant="acme")
     _age(store, n, 1000.0)
     assert _one_pass(store, 2000.0)["records"] == n
-    with store._tx() as ex:
-        ex("DELETE FROM retired_seqs")
     store.ingest("gw1", [rec(s, epoch=1) for s in range(1, n + above + 1)], tenant="acme")
     with store._tx() as ex:
         ex(store.q("UPDATE records SET received = 1500.0 WHERE agent = 'gw1' AND seq > ?"), (n,))
@@ -831,7 +778,6 @@ def test_a_replay_below_the_retired_seqs_is_retired_once_old_also_when_stored_be
             ex(statement if isinstance(store, SQLiteStore) else statement.replace("_add", "_add ON records"))
         if not isinstance(store, SQLiteStore):
             ex("DELETE FROM schema_version WHERE version >= 32")
-        ex("DELETE FROM retired_seqs")  # (nor the retired seqs it refuses at ingest)
     store.ingest("gw1", [rec(s, epoch=1) for s in (2, 3)], tenant="acme")
     store.close()
     store = SQLiteStore(store.path) if isinstance(store, SQLiteStore) else open_store(store.url, tmp_path)
