@@ -179,7 +179,12 @@ def test_a_record_of_seq_0_is_retired_and_never_stops_the_pass(store, monkeypatc
 
     def refused(ex, key, *args):
         if key[1] == "gw0":
-            ex(store.q("INSERT INTO retired (tenant, agent, epoch, last_seq, received_to) VALUES (?,?,?,NULL,0)"), key)
+            ex(
+                store.q(
+                    "INSERT INTO retired (tenant, agent, epoch, last_seq, received_to) VALUES (?,?,?,NULL,0)"
+                ),
+                key,
+            )
         keep(ex, key, *args)
 
     monkeypatch.setattr(store, "_keep_holes", refused)
