@@ -1320,6 +1320,11 @@ async def _read_values(client: Client, nodes: list[ua.NodeId], timeout_s: float)
     data = await proto.send_request(request, timeout=min(timeout_s, _TIMEOUT_HINT_MAX_S))
     response = ua_binary.struct_from_binary(ua.ReadResponse, data)
     response.ResponseHeader.ServiceResult.check()
+    if len(response.Results) != len(nodes):
+        # a faulty server's answer (a result more or fewer than nodes): read again through the session's Read, which
+        # takes the first of more and reads each node alone when fewer (``_read_results``), and counts it; taken
+        # as it came, a state and clock answered with one result was a lost session at each check
+        return await client.uaclient.read_attributes(nodes, ua.AttributeIds.Value)
     return response.Results
 
 
