@@ -1307,7 +1307,17 @@ _TIMEOUT_HINT_MAX_S = (2**32 - 1) // 1000  # the longest timeout a request heade
 
 async def _read_values(client: Client, nodes: list[ua.NodeId], timeout_s: float) -> list[ua.DataValue]:
     """The Values of ``nodes``, as ``read_attributes`` reads them, with ``timeout_s`` for asyncua's wait and the
-    request's TimeoutHint in place of the client's timeout (asyncua's read takes none)."""
+    request's TimeoutHint in place of the client's timeout (asyncua's read takes none). Sent in parts of at most
+    the session's known read limit (``_split_operations``'s); a Read refused whole (BadTooManyOperations) by a
+    server that states no lower limit is read again through the session's Read, which halves it and keeps the
+    size: sent whole, a server taking one node per Read refused each session check, its clock never judged."""
+    limits = getattr(getattr(client.uaclient, "session", None), "_operation_limits", None)
+    most = limits.get("read", 0) if isinstance(limits, dict) else 0
+    if isinstance(most, int) and 0 < most < len(nodes):
+        out: list[ua.DataValue] = []
+        for i in range(0, len(nodes), most):
+            out += await _read_values(client, nodes[i : i + most], timeout_s)
+        return out
     request = ua.ReadRequest()
     request.Parameters.NodesToRead = [
         ua.ReadValueId(NodeId=n, AttributeId=ua.AttributeIds.Value) for n in nodes
@@ -1317,9 +1327,14 @@ async def _read_values(client: Client, nodes: list[ua.NodeId], timeout_s: float)
         raise ConnectionError("Connection is not open")  # as asyncua's read says it
     # the TimeoutHint is a UInt32 of milliseconds: a day's connect_timeout_s times 50 requests ahead went past it,
     # the request never encoded (struct.error), and each session check took the session for lost
-    data = await proto.send_request(request, timeout=min(timeout_s, _TIMEOUT_HINT_MAX_S))
-    response = ua_binary.struct_from_binary(ua.ReadResponse, data)
-    response.ResponseHeader.ServiceResult.check()
+    try:  # a ServiceFault is raised by asyncua's send_request (check_answer), a Bad ServiceResult by the check
+        data = await proto.send_request(request, timeout=min(timeout_s, _TIMEOUT_HINT_MAX_S))
+        response = ua_binary.struct_from_binary(ua.ReadResponse, data)
+        response.ResponseHeader.ServiceResult.check()
+    except ua.UaStatusCodeError as e:
+        if code_of(e.code) != ua.StatusCodes.BadTooManyOperations or len(nodes) < 2:
+            raise
+        return await client.uaclient.read_attributes(nodes, ua.AttributeIds.Value)
     if len(response.Results) != len(nodes):
         # a faulty server's answer (a result more or fewer than nodes): read again through the session's Read, which
         # takes the first of more and reads each node alone when fewer (``_read_results``), and counts it; taken

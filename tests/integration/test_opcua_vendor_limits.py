@@ -248,6 +248,53 @@ async def test_a_plc_refusing_a_read_of_its_server_state_keeps_the_session() -> 
     assert values[0] == 1.0 and values[-1] == 3.0, values
 
 
+async def test_a_plc_taking_one_node_per_read_has_its_state_and_clock_checked() -> None:
+    """A PLC that takes one node per Read (MaxNodesPerRead 1, a larger Read refused whole with
+    BadTooManyOperations) gets the session check's read of its state and clock in parts: it is checked, never
+    refused. Before, the check sent while a Publish waited (nearly always) went whole, was refused at each
+    check, and the clock of the server was never judged ('server_state_refused')."""
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "Line")
+    await _limit_operations(srv, 1, stated=True)
+    service = srv.iserver.attribute_service
+    read = service.read
+    clock = ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+    clock_reads = [0]
+
+    def counted(params, *a, **kw):
+        if any(r.NodeId == clock and r.AttributeId == ua.AttributeIds.Value for r in params.NodesToRead):
+            clock_reads[0] += 1
+        return read(params, *a, **kw)
+
+    service.read = counted
+    speed = await obj.add_variable(ua.NodeId("Speed", idx), "Speed", 1.0)
+    await srv.start()
+    src = OpcUaSource("plc", _settings(port, [{"node_id": f"ns={idx};s=Speed"}], keepalive_check_s=0.2))
+
+    async def checked(n: int) -> None:
+        for _ in range(1500):  # n session checks reading the clock
+            if clock_reads[0] >= n or src.stats.reconnects:
+                break
+            await asyncio.sleep(0.02)
+
+    async def checked_thrice(_values: list[float]) -> None:
+        await checked(3)
+        # a limit not known yet (a server stating none, or a lower one than it states): the check refused whole
+        # is read again in halves and the limit learned
+        assert src._client is not None
+        limits = src._client.uaclient.session._operation_limits
+        assert limits.get("read") == 1, limits
+        limits.clear()
+        await checked(clock_reads[0] + 3)
+        assert limits.get("read") == 1, limits
+
+    values = await _speeds_until_3(src, srv, speed, checked_thrice)
+    assert clock_reads[0] >= 6, clock_reads
+    assert "server_state_refused" not in src.notices.counts, src.notices.status()
+    assert src.stats.reconnects == 0 and not src.stats.errors_by_reason, src.stats.last_error
+    assert values[0] == 1.0 and values[-1] == 3.0, values
+
+
 async def test_a_plc_granting_a_session_timeout_shorter_than_the_checks_keeps_the_session_while_tags_stand_still() -> (
     None
 ):
