@@ -349,7 +349,8 @@ def pnm_maxval_not_255(data: bytes | memoryview) -> str | None:
     have always said (a line camera's P5 frames of maxval 200, a defect mask of maxval 1): only the text ones,
     whose reading did not match, are refused. Nor is a scale guessed: a tool that writes each image's brightest
     sample as its maxval would give each frame a gain of its own. 16-bit maxvals (256-65535) are read as stored
-    in both encodings, at the depth the maxval needs (``decode_image``, ``pixel_bits``)."""
+    in both encodings (``pixel_bits``); one of all ones below 16 bits (1023, 4095), no sample past it, declares its
+    depth (``decode_image``)."""
     magic = bytes(data[:2])
     if magic not in (b"P2", b"P3"):
         return None
