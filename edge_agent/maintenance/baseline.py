@@ -1265,6 +1265,7 @@ class Baseline:
         self.unsteady_windows = 0  # windows not judged nor learned since the start: the speed changed
         self.external_impulses = 0  # windows over the threshold by a lone impulse since the start
         self._knocks: deque[bool] = deque(maxlen=IMPULSE_HISTORY)  # the last windows judged: told as knocks
+        self._iso_knocks: deque[bool] = deque(maxlen=IMPULSE_HISTORY)  # the same for the ISO zone's rule
         self.unsaved: str | None = None  # why the last save failed (a full disk): saved again at each window
         self._new_learning("first start")
         self._load()
@@ -1751,15 +1752,28 @@ class Baseline:
         times or more: it counts towards no alarm, the baseline's nor the ISO zone's, nor ends a run."""
         return f["speed_hz"] * self.n / self.fs >= IMPULSE_TURNS and lone_impulse(waveform)
 
-    def iso_count(self, f: dict[str, float], waveform: np.ndarray, over: int) -> tuple[str, int]:
+    @staticmethod
+    def lone_knock(knocks: deque[bool], knock: bool, record: bool = True) -> bool:
+        """Whether a window (``knock``: told as a knock) is excused as a lone knock: it is recorded in ``knocks``
+        (the last windows judged, unless ``record`` is false) and excused while fewer than ``IMPULSE_REPEATS`` of
+        them were knocks; knocks that keep coming are no lone event, judged as any window."""
+        if record:
+            knocks.append(knock)
+        return knock and sum(knocks) < IMPULSE_REPEATS
+
+    def iso_count(
+        self, f: dict[str, float], waveform: np.ndarray, over: int, record: bool = True
+    ) -> tuple[str, int]:
         """The window's ISO zone and the count of windows in a row at or above ``iso_alarm_zone``, from
         ``over``. ISO 10816 judges steady running: one window lifted by a transient (a door slam, a dropped
         tool) is not a zone; like the baseline's alarm, the zone must hold confirm_windows in a row, and a
-        knock from outside (``knocked``: a hammer next door lifted 2-2.5 % of healthy windows into zone D)
-        neither counts nor ends the run."""
+        lone knock from outside (``knocked``: a hammer next door lifted 2-2.5 % of healthy windows into zone D)
+        neither counts nor ends the run; knocks that keep coming (``lone_knock``, the windows' record kept here,
+        not added to where ``record`` is false) count as any window: a steady 1x near 50 Hz beating with a 50-Hz
+        pickup was told as a knock on most windows, and a machine in zone D held no zone."""
         zone = iso_zone(f["velocity_mm_s"], self.s.iso_class)
         at = self.s.iso_alarm_zone != "off" and "ABCD".index(zone) >= "ABCD".index(self.s.iso_alarm_zone)
-        if at and self.knocked(f, waveform):
+        if self.lone_knock(self._iso_knocks, at and self.knocked(f, waveform), record):
             return zone, over
         return zone, over + 1 if at else 0
 
@@ -1955,10 +1969,8 @@ class Baseline:
             v.sensor_kind, v.sensor, v.anomalous = "settling", ramp, False
             v.iso_alarm = iso_before >= self.s.confirm_windows
             return v
-        knock = v.anomalous and self.knocked(f, waveform)
-        self._knocks.append(knock)
         # knocks that keep coming are no lone event (IMPULSE_REPEATS): judged as any window
-        v.external_impulse = knock and sum(self._knocks) < IMPULSE_REPEATS
+        v.external_impulse = self.lone_knock(self._knocks, v.anomalous and self.knocked(f, waveform))
         if v.external_impulse:  # a knock from outside: not counted towards an alarm, nor ending a run (above)
             self.external_impulses += 1
         else:
@@ -2184,7 +2196,8 @@ class Baseline:
             g = self.features(clean, scalars)
             z = self._rise(feature_vector(g), med, scale, speed, level_only)
             left = float(np.clip(z, 0, None).max())
-            zone, over = self.iso_count(g, clean, 0)
+            # a what-if: the window is recorded already
+            zone, over = self.iso_count(g, clean, 0, record=False)
             if (
                 left < self.threshold
                 and (before < self.threshold or left <= MAINS_EXPLAINS * before)
