@@ -173,15 +173,9 @@ async def test_one_frame_of_another_size_in_a_video_file_is_skipped_the_rest_rea
     decodes without an error) ended the file's pass there, its later frames never read: FFmpeg's line again within
     the next frames (its decoder back at the file's size) skips only the frames between."""
     video = _changing_video(tmp_path / "one_odd.avi", replaced=[CHANGE_AT])
-    src = CameraSource("line", CameraSettings(url=str(video), fps=100, frozen_after_s=None))
-    await src.start()
-    try:
-        frames = [f async for f in src.items()]  # a file not looped: it ends
-    finally:
-        await src.stop()
-    seen = [(_level(f.image), f.image.shape[:2]) for f in frames]
+    seen, counted = await _read_file(video)
     assert seen == [(i, (120, 160)) for i in range(FRAMES) if i != CHANGE_AT], seen
-    assert src.stats.errors_by_reason == {"corrupt_frame": 1}
+    assert counted == {"corrupt_frame": 1}
 
 
 async def test_a_stream_whose_frames_change_size_is_reopened_and_read_at_its_new_size(tmp_path, caplog):
@@ -383,16 +377,22 @@ async def test_a_turned_video_file_is_read_whole_at_its_turned_size(tmp_path):
     await _read_whole(tmp_path / "turned.mp4", (160, 120))
 
 
-async def _read_whole(video: Path, shape: tuple[int, int]) -> None:
-    """The file (not looped) read to its end: its FRAMES frames in order, each of ``shape``, nothing counted."""
+async def _read_file(video: Path) -> tuple[list, dict]:
+    """The file (not looped) read to its end by a camera: each frame's (level, shape), and what it counted."""
     src = CameraSource("line", CameraSettings(url=str(video), fps=100, frozen_after_s=None))
     await src.start()
     try:
         frames = [f async for f in src.items()]  # a file not looped: it ends
     finally:
         await src.stop()
-    assert [(_level(f.image), f.image.shape[:2]) for f in frames] == [(i, shape) for i in range(FRAMES)]
-    assert src.stats.errors_by_reason == {}
+    return [(_level(f.image), f.image.shape[:2]) for f in frames], dict(src.stats.errors_by_reason)
+
+
+async def _read_whole(video: Path, shape: tuple[int, int]) -> None:
+    """The file (not looped) read to its end: its FRAMES frames in order, each of ``shape``, nothing counted."""
+    seen, counted = await _read_file(video)
+    assert seen == [(i, shape) for i in range(FRAMES)]
+    assert counted == {}
 
 
 def _two_stream_avi(path: Path) -> Path:

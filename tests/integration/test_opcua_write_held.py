@@ -50,6 +50,20 @@ async def _holds(state, value: ua.Variant) -> None:
     await state.write_value(value)
 
 
+async def _state_target(monkeypatch):
+    """A server whose BaseDataType node State holds the String "idle", started, and a source (not started) that
+    writes True and False to it, each refusal reading the node's held value again (HELD_RECHECK_S 0)."""
+    monkeypatch.setattr(opcua_client, "HELD_RECHECK_S", 0.0)  # each refusal reads it again
+    port = free_port()
+    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
+    state = await _any_state(srv, idx, obj)  # holds the String "idle"
+    await srv.start()
+    node_id = f"ns={idx};s=State"
+    src = OpcUaSource("plc", _patient_config(port).sources["plc"])
+    src.expect_writes([(node_id, True), (node_id, False)])
+    return srv, state, node_id, src
+
+
 async def test_a_base_data_type_node_whose_held_type_flaps_is_said_once_per_spell_and_counted(
     caplog, monkeypatch
 ):
@@ -59,14 +73,7 @@ async def test_a_base_data_type_node_whose_held_type_flaps_is_said_once_per_spel
     over months. Now the first change is said, the first of a spell of changes within HELD_QUIET_S is said
     once, and the rest are counted (notice held_type_changes); a change after a quiet spell is said again
     with the count of those not said. Each change is still read and judged."""
-    monkeypatch.setattr(opcua_client, "HELD_RECHECK_S", 0.0)  # each refusal reads it again
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    state = await _any_state(srv, idx, obj)  # holds the String "idle"
-    await srv.start()
-    node_id = f"ns={idx};s=State"
-    src = OpcUaSource("plc", _patient_config(port).sources["plc"])
-    src.expect_writes([(node_id, True), (node_id, False)])
+    srv, state, node_id, src = await _state_target(monkeypatch)
     await src.start()
     caplog.set_level(logging.INFO)
     flips = 4
@@ -320,14 +327,7 @@ async def test_a_retype_asked_about_while_the_held_value_is_read_is_read_once_mo
     node: it kept the String, and the reset was judged by it (refused, not written) until another refusal asked
     again, which a line whose outputs had stopped never made. Now the ask is kept and the value read once more after
     the running read, with nothing else asking."""
-    monkeypatch.setattr(opcua_client, "HELD_RECHECK_S", 0.0)
-    port = free_port()
-    srv, idx, obj = await opcua_server(port, "plc", "urn:plc", "PLC")
-    state = await _any_state(srv, idx, obj)  # holds the String "idle"
-    await srv.start()
-    node_id = f"ns={idx};s=State"
-    src = OpcUaSource("plc", _patient_config(port).sources["plc"])
-    src.expect_writes([(node_id, True), (node_id, False)])
+    srv, state, node_id, src = await _state_target(monkeypatch)
     held, answered, release = opcua_client._held, asyncio.Event(), asyncio.Event()
 
     async def held_then_waits(node, unread):  # the first read again is answered, then held at the source
